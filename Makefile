@@ -1,0 +1,90 @@
+# portal-gate
+#
+#   make          build build/ngx_http_portal_gate_module.so
+#   make test     build everything, then run every test (prove -r t)
+#   make demo     nginx + the module on loopback with the rollout scenario
+#   make bench    benchmarks; figures go to bench/RESULTS.md by hand
+#
+# Each target first installs the Debian packages it needs (tools/deps.sh).
+
+SHELL       := /bin/bash
+
+NGX_SRC     ?= /usr/share/nginx/src
+BUILD       := build
+NGX_BUILD   := $(BUILD)/nginx
+MODULE      := $(BUILD)/ngx_http_portal_gate_module.so
+
+# Debian's nginx was built with these compiler and linker options
+# (`nginx -V`); the module is built with the same ones.
+NGX_CC_OPT  := -g -O2 -fstack-protector-strong -Wformat \
+               -Werror=format-security -fPIC -Wdate-time -D_FORTIFY_SOURCE=2
+NGX_LD_OPT  := -Wl,-z,relro -Wl,-z,now -fPIC
+
+CORE_SRCS   := $(wildcard include/pg_*.c)
+CORE_HDRS   := $(wildcard include/*.h)
+MODULE_SRCS := $(wildcard ngx_module/*.c ngx_module/*.h)
+
+# The unit tests and (later) the controller run under ASan and UBSan.
+SAN_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
+               -fno-omit-frame-pointer -fsanitize=address,undefined \
+               -fno-sanitize-recover=all
+CORE_LIBS   := -ljansson -lm
+
+BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev
+TEST_PKGS   := $(BUILD_PKGS) perl curl
+BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
+
+.PHONY: all deps module unit test demo bench clean
+
+all: module
+
+deps:
+	@tools/deps.sh $(BUILD_PKGS)
+
+module: deps $(MODULE)
+
+# Configure once: it takes ~20 s. Re-run only when `config` changes.
+$(NGX_BUILD)/objs/Makefile: config
+	rm -rf $(NGX_BUILD)
+	mkdir -p $(BUILD)
+	cp -r $(NGX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && source ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
+	        --add-dynamic-module=$(CURDIR) > configure.log 2>&1 \
+	    || { tail -30 configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) \
+           $(MODULE_SRCS)
+	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_portal_gate_module.so $@
+
+$(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_core.c \
+	    $(CORE_LIBS) -o $@
+
+unit: deps $(BUILD)/test-core
+
+test:
+	@tools/deps.sh $(TEST_PKGS)
+	$(MAKE) module unit
+	prove -r t
+
+demo:
+	@tools/deps.sh $(TEST_PKGS)
+	$(MAKE) module
+	tools/demo.sh
+
+$(BUILD)/bench-eval: $(CORE_SRCS) $(CORE_HDRS) bench/bench_eval.c
+	@mkdir -p $(BUILD)
+	$(CC) -O2 -g -Iinclude $(CORE_SRCS) bench/bench_eval.c \
+	    $(CORE_LIBS) -o $@
+
+bench:
+	@tools/deps.sh $(BENCH_PKGS)
+	$(MAKE) module $(BUILD)/bench-eval
+	bench/run.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,163 @@
+/*
+ * portal_gate.h: the core shared by the nginx module and the controller.
+ *
+ * It holds the flag model, the bucket hash, the evaluation table and the
+ * snapshot in its two forms:
+ *
+ *   - JSON, the form of the API, the state file and Redis (DESIGN.md);
+ *   - the compiled blob: one contiguous, position-independent buffer
+ *     (offsets, never pointers). The module keeps it in the shared-memory
+ *     zone and every worker copies it with one memcpy, so a worker never
+ *     re-parses JSON and never follows a pointer into shared memory.
+ *
+ * The core has no nginx dependency: the controller compiles the same files,
+ * so `portal-gatectl explain` gives exactly the edge's answer.
+ *
+ * Errors: functions return PG_OK or PG_ERR; on PG_ERR they fill a
+ * pg_error_t whose text names what was wrong (which flag, which field,
+ * which company id), ready to be shown to an operator.
+ *
+ * Ownership: a blob returned by pg_snap_compile*() is malloc()ed and owned
+ * by the caller, who releases it with free(). A pg_snap_t is a borrowed view
+ * of a blob: it owns nothing and is valid only while the blob is.
+ */
+
+#ifndef PORTAL_GATE_H
+#define PORTAL_GATE_H
+
+#include <stddef.h>     /* size_t */
+#include <stdint.h>     /* uint32_t, int64_t */
+#include <jansson.h>    /* json_t: the JSON form of a snapshot */
+
+
+#define PG_OK              0
+#define PG_ERR            -1
+
+#define PG_NAME_MAX        64       /* flag and environment names */
+#define PG_ID_MAX          64       /* company ids */
+#define PG_SALT_MAX        64       /* bucketing salt */
+#define PG_LIST_MAX        100000   /* companies in one allow or deny list */
+#define PG_FLAGS_MAX       4096     /* flags in one environment */
+#define PG_ENVS_MAX        64       /* environments in one snapshot */
+#define PG_TEXT_MAX        1024     /* description, updated_at, updated_by */
+#define PG_BUCKETS         10000    /* a bucket is 0..9999 */
+#define PG_BP_MAX          10000    /* rollout 100% in basis points */
+
+#define PG_ERROR_LEN       256
+
+/* The first 4 bytes of every blob: "PGSN" read as a little-endian word. */
+#define PG_SNAP_MAGIC      0x4e534750u
+/* Bumped whenever the blob layout changes. */
+#define PG_SNAP_LAYOUT     1
+
+
+typedef struct {
+    char        text[PG_ERROR_LEN];  /* NUL-terminated, never empty on ERR */
+} pg_error_t;
+
+
+typedef enum {
+    PG_REASON_UNKNOWN = 0,      /* "unknown": flag not in this environment */
+    PG_REASON_KILLED,           /* "killed": enabled is false */
+    PG_REASON_REQUIRES,         /* "requires": the required flag is off */
+    PG_REASON_NO_COMPANY,       /* "no_company": no company, rollout < 100 */
+    PG_REASON_DENIED,           /* "denied": company in deny */
+    PG_REASON_ALLOWED,          /* "allowed": company in allow */
+    PG_REASON_ROLLOUT           /* "rollout": decided by bucket < bp */
+} pg_reason_t;
+
+
+typedef struct {
+    int          on;            /* 1 on, 0 off */
+    pg_reason_t  reason;
+    int          bucket;        /* 0..9999 for a known flag and a valid
+                                   company; -1 otherwise */
+} pg_result_t;
+
+
+/* A borrowed, read-only view of a compiled blob. base == NULL is the empty
+ * snapshot: revision 0, no environments; every flag evaluates "unknown". */
+typedef struct {
+    const unsigned char  *base;
+    size_t                size;
+} pg_snap_t;
+
+
+/* --- hash and bucket ------------------------------------------------- */
+
+/* MurmurHash3 x86_32, as PHP's hash('murmur3a'). */
+uint32_t pg_murmur3_32(const void *key, size_t len, uint32_t seed);
+
+/* murmur3_x86_32(salt ":" company, seed 0) % 10000. */
+int pg_bucket(const char *salt, size_t salt_len, const char *company,
+    size_t company_len);
+
+
+/* --- names ------------------------------------------------------------ */
+
+/* [a-z0-9_]{1,64}: flag and environment names. Returns 1 or 0. */
+int pg_valid_name(const char *s, size_t len);
+
+/* [A-Za-z0-9_.-]{1,64}: company ids. Returns 1 or 0. */
+int pg_valid_company(const char *s, size_t len);
+
+/* The reason's name as the API and the variables spell it. Static. */
+const char *pg_reason_name(pg_reason_t reason);
+
+
+/* --- snapshot: JSON -> blob -------------------------------------------- */
+
+/*
+ * Validate a whole snapshot and compile it into a new blob. Nothing is
+ * returned unless every environment and every flag is valid. On PG_OK
+ * *blob is a new malloc()ed buffer of *size bytes, owned by the caller.
+ *
+ * pg_snap_compile() parses JSON text (duplicate keys are refused);
+ * pg_snap_compile_json() takes a parsed document (borrowed reference).
+ */
+int pg_snap_compile(const char *json, size_t len, unsigned char **blob,
+    size_t *size, pg_error_t *err);
+int pg_snap_compile_json(const json_t *root, unsigned char **blob,
+    size_t *size, pg_error_t *err);
+
+/*
+ * Validate one flag object on its own, as Redis holds it (a field of an
+ * environment's hash). `requires` is not resolved here: it needs the other
+ * flags. Returns PG_OK or PG_ERR with err naming the field.
+ */
+int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
+
+
+/* --- snapshot: blob -> view, JSON ------------------------------------ */
+
+/* Check a blob's header (magic, layout, size) and make a view of it.
+ * blob may be NULL with size 0: the empty snapshot. */
+int pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
+    pg_error_t *err);
+
+/* The snapshot's revision; 0 for the empty snapshot. */
+int64_t pg_snap_revision(const pg_snap_t *snap);
+
+/* Environments, in name order, and how many flags each holds. */
+size_t pg_snap_env_count(const pg_snap_t *snap);
+const char *pg_snap_env_name(const pg_snap_t *snap, size_t i, size_t *len);
+size_t pg_snap_env_flag_count(const pg_snap_t *snap, size_t i);
+
+/* The snapshot in its JSON form, metadata included. A new reference, or
+ * NULL when out of memory. Compiling the result gives an equal blob. */
+json_t *pg_snap_to_json(const pg_snap_t *snap);
+
+
+/* --- evaluation ------------------------------------------------------ */
+
+/*
+ * Evaluate flag in env for company, by the table in DESIGN.md. A company
+ * that is NULL, empty, too long or has other characters is "no company".
+ * Never fails: an unknown environment or flag is off/"unknown".
+ */
+void pg_eval(const pg_snap_t *snap, const char *env, size_t env_len,
+    const char *flag, size_t flag_len, const char *company,
+    size_t company_len, pg_result_t *res);
+
+
+#endif /* PORTAL_GATE_H */
