@@ -88,7 +88,8 @@ typedef struct {
 /* MurmurHash3 x86_32, as PHP's hash('murmur3a'). */
 uint32_t pg_murmur3_32(const void *key, size_t len, uint32_t seed);
 
-/* murmur3_x86_32(salt ":" company, seed 0) % 10000. */
+/* murmur3_x86_32(salt ":" company, seed 0) % 10000. Returns -1 when
+ * salt is longer than PG_SALT_MAX or company longer than PG_ID_MAX. */
 int pg_bucket(const char *salt, size_t salt_len, const char *company,
     size_t company_len);
 
@@ -131,14 +132,18 @@ int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
 /* --- snapshot: blob -> view, JSON ------------------------------------ */
 
 /* Check a blob's header (magic, layout, size) and make a view of it.
- * blob may be NULL with size 0: the empty snapshot. */
+ * blob may be NULL with size 0: the empty snapshot (size 0 is the empty
+ * snapshot whatever blob is). blob must be 4-byte aligned, as malloc()
+ * and the slab allocator give; a misaligned copy is refused. */
 int pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
     pg_error_t *err);
 
 /* The snapshot's revision; 0 for the empty snapshot. */
 int64_t pg_snap_revision(const pg_snap_t *snap);
 
-/* Environments, in name order, and how many flags each holds. */
+/* Environments, in name order, and how many flags each holds. A name
+ * points into the blob and is NUL-terminated; an index out of range gives
+ * NULL (and *len 0) or 0 flags. */
 size_t pg_snap_env_count(const pg_snap_t *snap);
 const char *pg_snap_env_name(const pg_snap_t *snap, size_t i, size_t *len);
 size_t pg_snap_env_flag_count(const pg_snap_t *snap, size_t i);

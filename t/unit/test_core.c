@@ -1,0 +1,1321 @@
+/*
+ * test_core.c: unit tests of the shared core (hash, names, snapshot
+ * compile and JSON, evaluation). Prints TAP; exits 1 if any test failed.
+ *
+ *   cc -std=gnu99 -Wall -Wextra -Werror -fsanitize=address,undefined \
+ *      -fno-sanitize-recover=all -g -O1 -Iinclude include/pg_*.c \
+ *      t/unit/test_core.c -ljansson -lm -o build/test-core
+ */
+
+#include <stdarg.h>         /* va_list */
+#include <stdint.h>         /* uint32_t */
+#include <stdio.h>          /* printf, snprintf */
+#include <stdlib.h>         /* malloc, free */
+#include <string.h>         /* strlen, strstr, memcmp, memset */
+#include "portal_gate.h"    /* the API under test */
+#include "pg_blob.h"        /* the blob layout, to read a flag's bp */
+
+
+static int  t_count;
+static int  t_failed;
+
+
+static int t_ok(int cond, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void t_diag(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+
+static int
+t_ok(int cond, const char *fmt, ...)
+{
+    va_list  args;
+
+    t_count++;
+
+    if (!cond) {
+        t_failed++;
+    }
+
+    printf("%sok %d - ", cond ? "" : "not ", t_count);
+    va_start(args, fmt);
+    vprintf(fmt, args);
+    va_end(args);
+    printf("\n");
+
+    return cond;
+}
+
+
+static void
+t_diag(const char *fmt, ...)
+{
+    va_list  args;
+
+    printf("# ");
+    va_start(args, fmt);
+    vprintf(fmt, args);
+    va_end(args);
+    printf("\n");
+}
+
+
+/* --- helpers ---------------------------------------------------------- */
+
+/* A compiled snapshot and its view, freed with t_snap_free(). */
+typedef struct {
+    unsigned char  *blob;
+    size_t          size;
+    pg_snap_t       snap;
+} t_snap_t;
+
+
+static int
+t_compile(const char *json, t_snap_t *s)
+{
+    pg_error_t  err;
+
+    memset(s, 0, sizeof(t_snap_t));
+
+    if (pg_snap_compile(json, strlen(json), &s->blob, &s->size, &err)
+        != PG_OK)
+    {
+        t_diag("compile failed: %s", err.text);
+        return 0;
+    }
+
+    if (pg_snap_open(&s->snap, s->blob, s->size, &err) != PG_OK) {
+        t_diag("open failed: %s", err.text);
+        free(s->blob);
+        s->blob = NULL;
+        return 0;
+    }
+
+    return 1;
+}
+
+
+static void
+t_snap_free(t_snap_t *s)
+{
+    free(s->blob);
+    s->blob = NULL;
+}
+
+
+/* {"revision":1,"environments":{"production":{FLAGS}}} in a static buffer */
+static const char *
+t_prod(const char *flags)
+{
+    static char  buf[65536];
+
+    snprintf(buf, sizeof(buf),
+             "{\"revision\":1,\"environments\":{\"production\":{%s}}}", flags);
+    return buf;
+}
+
+
+/* Compiling json fails and the message contains expect. */
+static void
+t_refuses(const char *json, const char *expect, const char *desc)
+{
+    int             rc;
+    size_t          size;
+    pg_error_t      err;
+    unsigned char  *blob;
+
+    memset(&err, 0, sizeof(err));
+    blob = NULL;
+    rc = pg_snap_compile(json, strlen(json), &blob, &size, &err);
+
+    if (!t_ok(rc == PG_ERR && strstr(err.text, expect) != NULL, "%s", desc)) {
+        t_diag("rc %d, message: %s", rc, rc == PG_OK ? "(none)" : err.text);
+        t_diag("expected a message containing: %s", expect);
+    }
+
+    if (rc == PG_OK) {
+        free(blob);
+    }
+}
+
+
+/* Compiling json fails with exactly this message. */
+static void
+t_refuses_exactly(const char *json, const char *expect, const char *desc)
+{
+    int             rc;
+    size_t          size;
+    pg_error_t      err;
+    unsigned char  *blob;
+
+    memset(&err, 0, sizeof(err));
+    blob = NULL;
+    rc = pg_snap_compile(json, strlen(json), &blob, &size, &err);
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, expect) == 0, "%s", desc)) {
+        t_diag("rc %d, message: %s", rc, rc == PG_OK ? "(none)" : err.text);
+        t_diag("expected: %s", expect);
+    }
+
+    if (rc == PG_OK) {
+        free(blob);
+    }
+}
+
+
+static pg_result_t
+t_eval(const t_snap_t *s, const char *env, const char *flag,
+    const char *company)
+{
+    pg_result_t  res;
+
+    pg_eval(&s->snap, env, env ? strlen(env) : 0, flag,
+            flag ? strlen(flag) : 0, company,
+            company ? strlen(company) : 0, &res);
+    return res;
+}
+
+
+/* The result is (on, reason, bucket); bucket -2 means "do not check". */
+static void
+t_expect(pg_result_t res, int on, pg_reason_t reason, int bucket,
+    const char *desc)
+{
+    if (!t_ok(res.on == on && res.reason == reason
+              && (bucket == -2 || res.bucket == bucket), "%s", desc))
+    {
+        t_diag("got %s/%s bucket %d, expected %s/%s bucket %d",
+               res.on ? "on" : "off", pg_reason_name(res.reason), res.bucket,
+               on ? "on" : "off", pg_reason_name(reason), bucket);
+    }
+}
+
+
+/* The basis points of flag i of environment e, read from the blob. */
+static uint32_t
+t_flag_bp(const t_snap_t *s, size_t e, size_t i)
+{
+    const pg_blob_hdr_t   *hdr;
+    const pg_blob_env_t   *env;
+    const pg_blob_flag_t  *flags;
+
+    hdr = (const pg_blob_hdr_t *) (const void *) s->blob;
+    env = (const pg_blob_env_t *) (const void *) (s->blob + hdr->envs) + e;
+    flags = (const pg_blob_flag_t *) (const void *) (s->blob + env->flags);
+
+    return flags[i].bp;
+}
+
+
+/* A second, byte-by-byte MurmurHash3 x86_32 to check the first against. */
+static uint32_t
+t_murmur_ref(const unsigned char *data, size_t len, uint32_t seed)
+{
+    size_t    i;
+    uint32_t  h, k;
+
+    h = seed;
+
+    for (i = 0; i + 4 <= len; i += 4) {
+        k = (uint32_t) data[i] | (uint32_t) data[i + 1] << 8
+            | (uint32_t) data[i + 2] << 16 | (uint32_t) data[i + 3] << 24;
+        k *= 0xcc9e2d51;
+        k = (k << 15) | (k >> 17);
+        k *= 0x1b873593;
+        h ^= k;
+        h = (h << 13) | (h >> 19);
+        h = h * 5 + 0xe6546b64;
+    }
+
+    k = 0;
+
+    for (; i < len; i++) {
+        k |= (uint32_t) data[i] << (8 * (i & 3));
+    }
+
+    if (len & 3) {
+        k *= 0xcc9e2d51;
+        k = (k << 15) | (k >> 17);
+        k *= 0x1b873593;
+        h ^= k;
+    }
+
+    h ^= (uint32_t) len;
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+
+    return h;
+}
+
+
+/* --- hash and names --------------------------------------------------- */
+
+static void
+test_hash(void)
+{
+    int            i, bad;
+    size_t         len, off;
+    uint32_t       got, want;
+    unsigned char  buf[80];
+
+    static const struct {
+        const char  *s;
+        size_t       len;
+        uint32_t     seed;
+        uint32_t     hash;
+    } known[] = {
+        /* published test vectors of MurmurHash3_x86_32 */
+        { "", 0, 1, 0x514e28b7 },
+        { "", 0, 0xffffffff, 0x81f16f39 },
+        { "\0\0\0\0", 4, 0, 0x2362f9de },
+        { "a", 1, 0x9747b28c, 0x7fa09ea6 },
+        { "ab", 2, 0x9747b28c, 0x74875592 },
+        { "abc", 3, 0x9747b28c, 0xc84a62dd },
+        { "abcd", 4, 0x9747b28c, 0xf0478627 },
+        { "aaaa", 4, 0x9747b28c, 0x5a97808a },
+        { "Hello, world!", 13, 0x9747b28c, 0x24884cba },
+        { "The quick brown fox jumps over the lazy dog", 43, 0x9747b28c,
+          0x2fa826cd },
+    };
+
+    t_ok(pg_murmur3_32("a", 1, 0) == 0x3c2569b2,
+         "murmur3_x86_32(\"a\") is 0x3c2569b2");
+    t_ok(pg_murmur3_32("abc", 3, 0) == 0xb3dd93fa,
+         "murmur3_x86_32(\"abc\") is 0xb3dd93fa");
+    t_ok(pg_murmur3_32("customer_portal:42", 18, 0) == 0xd4353805,
+         "murmur3_x86_32(\"customer_portal:42\") is 0xd4353805");
+    t_ok(pg_bucket("customer_portal", 15, "42", 2) == 7541,
+         "bucket(\"customer_portal\", \"42\") is 7541");
+    t_ok(pg_murmur3_32("", 0, 0) == 0,
+         "murmur3_x86_32 of the empty string with seed 0 is 0");
+
+    bad = 0;
+
+    for (i = 0; i < (int) (sizeof(known) / sizeof(known[0])); i++) {
+        got = pg_murmur3_32(known[i].s, known[i].len, known[i].seed);
+
+        if (got != known[i].hash) {
+            t_diag("\"%s\" seed 0x%08x: got 0x%08x, expected 0x%08x",
+                   known[i].s, known[i].seed, got, known[i].hash);
+            bad++;
+        }
+    }
+
+    t_ok(bad == 0, "murmur3_x86_32 gives the published test vectors");
+
+    /* tails of 1, 2 and 3 bytes against the byte-wise implementation */
+    bad = 0;
+
+    for (len = 1; len <= 3; len++) {
+        got = pg_murmur3_32("abcd", len, 0);
+        want = t_murmur_ref((const unsigned char *) "abcd", len, 0);
+
+        if (got != want) {
+            t_diag("tail %zu: got 0x%08x, expected 0x%08x", len, got, want);
+            bad++;
+        }
+    }
+
+    t_ok(bad == 0 && pg_murmur3_32("ab", 2, 0)
+                     == t_murmur_ref((const unsigned char *) "ab", 2, 0)
+         && pg_murmur3_32("abcd", 4, 0)
+            == t_murmur_ref((const unsigned char *) "abcd", 4, 0),
+         "tail lengths 1, 2 and 3 (\"a\", \"ab\", \"abc\", \"abcd\") match "
+         "a byte-wise implementation");
+
+    /* every length 0..64 at every alignment, several seeds */
+    for (i = 0; i < (int) sizeof(buf); i++) {
+        buf[i] = (unsigned char) (i * 37 + 11);
+    }
+
+    bad = 0;
+
+    for (off = 0; off < 4; off++) {
+        for (len = 0; len <= 64; len++) {
+            for (i = 0; i < 3; i++) {
+                want = t_murmur_ref(buf + off, len, (uint32_t) i * 0x9e3779b9);
+                got = pg_murmur3_32(buf + off, len, (uint32_t) i * 0x9e3779b9);
+                bad += got != want;
+            }
+        }
+    }
+
+    t_ok(bad == 0, "murmur3_x86_32 matches a byte-wise implementation for "
+         "lengths 0..64 at unaligned addresses");
+
+    t_ok(pg_bucket("s", 1, "", 0)
+         == (int) (pg_murmur3_32("s:", 2, 0) % 10000)
+         && pg_bucket("x", 1,
+                      "12345678901234567890123456789012345678901234567890"
+                      "123456789012345", 65) == -1,
+         "bucket hashes salt \":\" company and refuses a 65-byte id");
+}
+
+
+static void
+test_names(void)
+{
+    char  long65[66];
+
+    memset(long65, 'a', 65);
+    long65[65] = '\0';
+
+    t_ok(pg_valid_name("customer_portal", 15) && pg_valid_name("a", 1)
+         && pg_valid_name("0_9", 3) && pg_valid_name(long65, 64),
+         "valid names are accepted");
+    t_ok(!pg_valid_name("", 0) && !pg_valid_name("Customer", 8)
+         && !pg_valid_name("a-b", 3) && !pg_valid_name(long65, 65)
+         && !pg_valid_name("a b", 3) && !pg_valid_name(NULL, 0),
+         "invalid names are refused");
+    t_ok(pg_valid_company("Acme-1.eu_2", 11) && pg_valid_company("42", 2)
+         && pg_valid_company(long65, 64),
+         "valid company ids are accepted");
+    t_ok(!pg_valid_company("", 0) && !pg_valid_company(long65, 65)
+         && !pg_valid_company("a b", 3) && !pg_valid_company("\xc3\xa9", 2)
+         && !pg_valid_company("a/b", 3) && !pg_valid_company(NULL, 0),
+         "invalid company ids are refused");
+    t_ok(strcmp(pg_reason_name(PG_REASON_UNKNOWN), "unknown") == 0
+         && strcmp(pg_reason_name(PG_REASON_KILLED), "killed") == 0
+         && strcmp(pg_reason_name(PG_REASON_REQUIRES), "requires") == 0
+         && strcmp(pg_reason_name(PG_REASON_NO_COMPANY), "no_company") == 0
+         && strcmp(pg_reason_name(PG_REASON_DENIED), "denied") == 0
+         && strcmp(pg_reason_name(PG_REASON_ALLOWED), "allowed") == 0
+         && strcmp(pg_reason_name(PG_REASON_ROLLOUT), "rollout") == 0
+         && strcmp(pg_reason_name((pg_reason_t) 99), "unknown") == 0,
+         "every reason has its name");
+}
+
+
+/* --- evaluation ------------------------------------------------------- */
+
+static const char  *t_table_json =
+    "{\"revision\": 42, \"environments\": {"
+    " \"production\": {"
+    "  \"customer_portal\": {\"enabled\": true, \"rollout\": 12.5,"
+    "                        \"allow\": [\"12\", \"57\"], \"deny\": [\"99\"]},"
+    "  \"customer_portal_calls\": {\"enabled\": true,"
+    "                        \"requires\": \"customer_portal\","
+    "                        \"rollout\": 0, \"allow\": [\"12\"]},"
+    "  \"killed\": {\"enabled\": false, \"rollout\": 100, \"allow\": [\"12\"]},"
+    "  \"full\": {\"rollout\": 100},"
+    "  \"half\": {\"rollout\": 50},"
+    "  \"both\": {\"allow\": [\"7\"], \"deny\": [\"7\"]},"
+    "  \"chain_a\": {\"requires\": \"chain_b\", \"rollout\": 100},"
+    "  \"chain_b\": {\"requires\": \"chain_c\", \"rollout\": 100},"
+    "  \"chain_c\": {\"enabled\": false, \"rollout\": 100},"
+    "  \"ok_a\": {\"requires\": \"ok_b\", \"rollout\": 100},"
+    "  \"ok_b\": {\"requires\": \"ok_c\", \"allow\": [\"5\"]},"
+    "  \"ok_c\": {\"rollout\": 100, \"deny\": [\"6\"]},"
+    "  \"full_req\": {\"requires\": \"full\", \"rollout\": 100}"
+    " },"
+    " \"staging\": {"
+    "  \"customer_portal\": {\"enabled\": true, \"rollout\": 100}"
+    " }"
+    "}}";
+
+
+static void
+test_eval(void)
+{
+    int          i, found;
+    char         id[16], long65[66];
+    t_snap_t     s;
+    pg_snap_t    empty;
+    pg_error_t   err;
+    pg_result_t  res;
+
+    static const char  *no_company[] = {
+        NULL, "", NULL /* long65 */, "a b", "\xc3\xa9", "a/b"
+    };
+
+    memset(long65, '1', 65);
+    long65[65] = '\0';
+    no_company[2] = long65;
+
+    if (!t_ok(t_compile(t_table_json, &s), "the evaluation table compiles")) {
+        return;
+    }
+
+    t_expect(t_eval(&s, "production", "nope", "12"), 0, PG_REASON_UNKNOWN, -1,
+             "rule 1: an unknown flag is off/unknown");
+    t_expect(t_eval(&s, "qa", "customer_portal", "12"), 0, PG_REASON_UNKNOWN,
+             -1, "rule 1: an unknown environment is off/unknown");
+    t_expect(t_eval(&s, NULL, NULL, "12"), 0, PG_REASON_UNKNOWN, -1,
+             "rule 1: no environment and no flag is off/unknown");
+
+    t_ok(pg_snap_open(&empty, NULL, 0, &err) == PG_OK
+         && pg_snap_revision(&empty) == 0 && pg_snap_env_count(&empty) == 0,
+         "the empty snapshot opens with revision 0 and no environments");
+    pg_eval(&empty, "production", 10, "customer_portal", 15, "12", 2, &res);
+    t_expect(res, 0, PG_REASON_UNKNOWN, -1,
+             "rule 1: the empty snapshot is off/unknown");
+
+    t_expect(t_eval(&s, "production", "killed", "12"), 0, PG_REASON_KILLED,
+             pg_bucket("killed", 6, "12", 2),
+             "rule 2: enabled false is off/killed, even for an allowed "
+             "company, with its bucket");
+    t_expect(t_eval(&s, "production", "killed", NULL), 0, PG_REASON_KILLED,
+             -1, "rule 2: killed without a company has bucket -1");
+
+    t_expect(t_eval(&s, "production", "customer_portal_calls", "99"), 0,
+             PG_REASON_REQUIRES,
+             pg_bucket("customer_portal_calls", 21, "99", 2),
+             "rule 3: the required flag off (denied) is off/requires");
+    t_expect(t_eval(&s, "production", "customer_portal_calls", "12"), 1,
+             PG_REASON_ALLOWED, -2,
+             "rule 3: the required flag on lets the flag's own rules decide");
+    t_expect(t_eval(&s, "production", "customer_portal_calls", NULL), 0,
+             PG_REASON_REQUIRES, -1,
+             "rule 3: no company, required flag below 100% is off/requires");
+    t_expect(t_eval(&s, "production", "full_req", NULL), 1,
+             PG_REASON_ROLLOUT, -1,
+             "rule 3: no company, required flag at 100% holds");
+
+    t_expect(t_eval(&s, "production", "full", NULL), 1, PG_REASON_ROLLOUT,
+             -1, "rule 4: no company at rollout 100 is on/rollout");
+    t_expect(t_eval(&s, "production", "half", NULL), 0,
+             PG_REASON_NO_COMPANY, -1,
+             "rule 4: no company at rollout 50 is off/no_company");
+
+    found = 0;
+
+    for (i = 0; i < 6; i++) {
+        res = t_eval(&s, "production", "half", no_company[i]);
+        found += res.on == 0 && res.reason == PG_REASON_NO_COMPANY
+                 && res.bucket == -1;
+        res = t_eval(&s, "production", "full", no_company[i]);
+        found += res.on == 1 && res.reason == PG_REASON_ROLLOUT
+                 && res.bucket == -1;
+        res = t_eval(&s, "production", "customer_portal", no_company[i]);
+        found += res.on == 0 && res.reason == PG_REASON_NO_COMPANY;
+    }
+
+    t_ok(found == 18, "rule 4: NULL, empty, 65 chars, \"a b\", \"\xc3\xa9\" "
+         "and \"a/b\" are no company");
+
+    t_expect(t_eval(&s, "production", "customer_portal", "99"), 0,
+             PG_REASON_DENIED, pg_bucket("customer_portal", 15, "99", 2),
+             "rule 5: a company in deny is off/denied");
+    t_expect(t_eval(&s, "production", "both", "7"), 0, PG_REASON_DENIED,
+             pg_bucket("both", 4, "7", 1),
+             "rule 5: deny wins over allow");
+    t_expect(t_eval(&s, "production", "customer_portal", "57"), 1,
+             PG_REASON_ALLOWED, pg_bucket("customer_portal", 15, "57", 2),
+             "rule 6: a company in allow is on/allowed");
+    t_expect(t_eval(&s, "production", "customer_portal", "42"), 0,
+             PG_REASON_ROLLOUT, 7541,
+             "rule 7: bucket 7541 >= 1250 is off/rollout");
+    t_expect(t_eval(&s, "staging", "customer_portal", "42"), 1,
+             PG_REASON_ROLLOUT, 7541,
+             "rule 7: the same flag at 100% in staging is on/rollout");
+
+    /* a company below 12.5% that is in no list */
+    for (i = 100; i < 100000; i++) {
+        snprintf(id, sizeof(id), "%d", i);
+
+        if (pg_bucket("customer_portal", 15, id, strlen(id)) < 1250) {
+            break;
+        }
+    }
+
+    t_expect(t_eval(&s, "production", "customer_portal", id), 1,
+             PG_REASON_ROLLOUT, pg_bucket("customer_portal", 15, id,
+                                          strlen(id)),
+             "rule 7: a bucket below 1250 is on/rollout");
+
+    t_expect(t_eval(&s, "production", "chain_a", "x"), 0, PG_REASON_REQUIRES,
+             pg_bucket("chain_a", 7, "x", 1),
+             "requires chain: a requires b requires c, c killed: a is "
+             "off/requires");
+    t_expect(t_eval(&s, "production", "chain_b", "x"), 0, PG_REASON_REQUIRES,
+             -2, "requires chain: b is off/requires too");
+    t_expect(t_eval(&s, "production", "ok_a", "5"), 1, PG_REASON_ROLLOUT,
+             pg_bucket("ok_a", 4, "5", 1),
+             "requires chain: every flag on makes a on");
+    t_expect(t_eval(&s, "production", "ok_a", "4"), 0, PG_REASON_REQUIRES,
+             -2, "requires chain: b off (rollout 0, not allowed) makes a off");
+    t_expect(t_eval(&s, "production", "ok_a", "6"), 0, PG_REASON_REQUIRES,
+             -2, "requires chain: c denies, so a is off/requires");
+
+    t_snap_free(&s);
+}
+
+
+static void
+test_requires_refused(void)
+{
+    t_refuses_exactly(
+        t_prod("\"customer_portal_calls\": {\"requires\": \"nope\"}"),
+        "environments.production.customer_portal_calls: requires unknown "
+        "flag \"nope\"",
+        "requires naming a missing flag is refused");
+    t_refuses_exactly(t_prod("\"a\": {\"requires\": \"a\"}"),
+        "environments.production: requires cycle: a -> a",
+        "a flag requiring itself is a cycle");
+    t_refuses_exactly(
+        t_prod("\"a\": {\"requires\": \"b\"}, \"b\": {\"requires\": \"a\"}"),
+        "environments.production: requires cycle: a -> b -> a",
+        "a 2-cycle is refused with the cycle in the message");
+    t_refuses_exactly(
+        t_prod("\"c\": {\"requires\": \"a\"}, \"b\": {\"requires\": \"c\"},"
+               "\"a\": {\"requires\": \"b\"}"),
+        "environments.production: requires cycle: a -> b -> c -> a",
+        "a 3-cycle is refused with the cycle in the message");
+    t_refuses_exactly(
+        t_prod("\"a\": {\"requires\": \"b\"}, \"b\": {\"requires\": \"c\"},"
+               "\"c\": {\"requires\": \"b\"}"),
+        "environments.production: requires cycle: b -> c -> b",
+        "a cycle entered from outside names only the cycle");
+    t_refuses("{\"revision\":1,\"environments\":{\"a\":{\"x\":{}},"
+              "\"b\":{\"y\":{\"requires\":\"x\"}}}}",
+              "environments.b.y: requires unknown flag \"x\"",
+              "requires does not cross environments");
+}
+
+
+static void
+test_monotonic(void)
+{
+    int          i, k, bad_subset, bad_share;
+    char         id[16];
+    t_snap_t     s;
+    pg_result_t  res;
+
+    static const struct {
+        const char  *name;
+        int          bp;
+    } steps[] = {
+        { "p0", 0 }, { "p1", 1 }, { "p2", 2 }, { "p3", 3 }, { "p4", 100 },
+        { "p5", 500 }, { "p6", 1250 }, { "p7", 3333 }, { "p8", 5000 },
+        { "p9", 9999 }, { "pa", 10000 }
+    };
+
+    static unsigned char  on[11][5000];
+
+    if (!t_ok(t_compile(t_prod(
+            "\"p0\": {\"salt\": \"mono\", \"rollout\": 0},"
+            "\"p1\": {\"salt\": \"mono\", \"rollout\": 0.01},"
+            "\"p2\": {\"salt\": \"mono\", \"rollout\": 0.02},"
+            "\"p3\": {\"salt\": \"mono\", \"rollout\": 0.03},"
+            "\"p4\": {\"salt\": \"mono\", \"rollout\": 1},"
+            "\"p5\": {\"salt\": \"mono\", \"rollout\": 5},"
+            "\"p6\": {\"salt\": \"mono\", \"rollout\": 12.5},"
+            "\"p7\": {\"salt\": \"mono\", \"rollout\": 33.33},"
+            "\"p8\": {\"salt\": \"mono\", \"rollout\": 50},"
+            "\"p9\": {\"salt\": \"mono\", \"rollout\": 99.99},"
+            "\"pa\": {\"salt\": \"mono\", \"rollout\": 100}"), &s),
+            "the rollout steps compile"))
+    {
+        return;
+    }
+
+    for (k = 0; k < 11; k++) {
+        for (i = 0; i < 5000; i++) {
+            snprintf(id, sizeof(id), "co%d", i);
+            res = t_eval(&s, "production", steps[k].name, id);
+            on[k][i] = (unsigned char) res.on;
+        }
+    }
+
+    bad_subset = 0;
+    bad_share = 0;
+
+    for (k = 0; k < 11; k++) {
+        int     n = 0;
+        double  want, sd;
+
+        for (i = 0; i < 5000; i++) {
+            n += on[k][i];
+
+            if (k > 0 && on[k - 1][i] && !on[k][i]) {
+                bad_subset++;
+            }
+        }
+
+        /* within 5 standard deviations of the binomial, plus one */
+        want = 5000.0 * steps[k].bp / 10000;
+        sd = 5000.0 * steps[k].bp / 10000 * (10000 - steps[k].bp) / 10000;
+        sd = sd > 0 ? __builtin_sqrt(sd) : 0;
+
+        if (n < want - 5 * sd - 1 || n > want + 5 * sd + 1) {
+            t_diag("rollout %d bp: %d of 5000 on, expected about %.0f",
+                   steps[k].bp, n, want);
+            bad_share++;
+        }
+    }
+
+    t_ok(bad_subset == 0, "raising the rollout only adds companies (0, "
+         "0.01, 0.02, 0.03, 1, 5, 12.5, 33.33, 50, 99.99, 100)");
+    t_ok(bad_share == 0, "about p%% of 5000 companies are on at rollout p");
+
+    t_snap_free(&s);
+}
+
+
+static void
+test_refused(void)
+{
+    int    i;
+    char  *big;
+    size_t n;
+
+    t_refuses_exactly(t_prod("\"Customer\": {}"),
+        "environments.production: invalid flag name \"Customer\"",
+        "flag name \"Customer\" is refused");
+    t_refuses_exactly(t_prod("\"a-b\": {}"),
+        "environments.production: invalid flag name \"a-b\"",
+        "flag name \"a-b\" is refused");
+    {
+        char  flag[80];
+
+        memset(flag, 0, sizeof(flag));
+        flag[0] = '"';
+        memset(flag + 1, 'a', 65);
+        strcpy(flag + 66, "\": {}");
+        t_refuses(t_prod(flag),
+                  "environments.production: invalid flag name \"aaaa",
+                  "a 65-character flag name is refused");
+    }
+    t_refuses_exactly(
+        "{\"revision\":1,\"environments\":{\"Prod\":{}}}",
+        "environments: invalid environment name \"Prod\"",
+        "environment name \"Prod\" is refused");
+    t_refuses_exactly(
+        t_prod("\"customer_portal\": {\"allow\": [\"1\", \"2\", \"3\", "
+               "\"a b\"]}"),
+        "environments.production.customer_portal.allow[3]: invalid company "
+        "id \"a b\"",
+        "a bad company id in allow is refused with its index");
+    t_refuses_exactly(
+        t_prod("\"customer_portal\": {\"deny\": [\"ok\", \"a/b\"]}"),
+        "environments.production.customer_portal.deny[1]: invalid company "
+        "id \"a/b\"",
+        "a bad company id in deny is refused with its index");
+    t_refuses_exactly(
+        t_prod("\"customer_portal\": {\"allow\": [\"12\", 12.5]}"),
+        "environments.production.customer_portal.allow[1]: company id must "
+        "be a string or an integer",
+        "a real number as company id is refused");
+    t_refuses(t_prod("\"customer_portal\": {\"allow\": \"12\"}"),
+              "customer_portal: allow must be an array",
+              "allow that is not an array is refused");
+
+    /* 100,001 ids */
+    n = 100001;
+    big = malloc(n * 10 + 256);
+
+    if (big != NULL) {
+        size_t  off;
+
+        off = (size_t) sprintf(big, "{\"revision\":1,\"environments\":"
+                               "{\"production\":{\"f\":{\"allow\":[");
+        for (i = 0; i < (int) n; i++) {
+            off += (size_t) sprintf(big + off, "%s\"c%d\"", i ? "," : "", i);
+        }
+
+        strcpy(big + off, "]}}}}");
+        t_refuses(big, "environments.production.f: allow holds 100001 "
+                  "companies, at most 100000",
+                  "an allow list of 100,001 ids is refused");
+        free(big);
+    }
+
+    t_refuses_exactly(t_prod("\"customer_portal\": {\"rolout\": 10}"),
+        "environments.production.customer_portal: unknown key \"rolout\"",
+        "the unknown key \"rolout\" is refused");
+    t_refuses(t_prod("\"f\": {\"rollout\": 0.001}"),
+              "environments.production.f: rollout must be a multiple of 0.01",
+              "rollout 0.001 is refused");
+    t_refuses(t_prod("\"f\": {\"rollout\": 100.01}"),
+              "environments.production.f: rollout must be a number from 0 "
+              "to 100", "rollout 100.01 is refused");
+    t_refuses(t_prod("\"f\": {\"rollout\": -1}"),
+              "environments.production.f: rollout must be a number from 0 "
+              "to 100", "rollout -1 is refused");
+    t_refuses_exactly(t_prod("\"f\": {\"rollout\": \"12\"}"),
+              "environments.production.f: rollout must be a number from 0 "
+              "to 100", "rollout \"12\" (a string) is refused");
+    t_refuses_exactly(t_prod("\"f\": {\"enabled\": \"yes\"}"),
+              "environments.production.f: enabled must be true or false",
+              "enabled \"yes\" is refused");
+    t_refuses(t_prod("\"f\": {\"rollout\": 1, \"rollout\": 2}"),
+              "invalid JSON at line 1 column",
+              "a duplicate JSON key is refused");
+    t_refuses("{\"revision\": 1, \"revision\": 2, \"environments\": {}}",
+              "duplicate object key",
+              "a duplicate top-level key is refused as duplicate");
+    t_refuses_exactly("{\"environments\": {}}", "revision is required",
+                      "a missing revision is refused");
+    t_refuses_exactly("{\"revision\": -1, \"environments\": {}}",
+                      "revision must be an integer >= 0",
+                      "a negative revision is refused");
+    t_refuses_exactly("{\"revision\": 1.5, \"environments\": {}}",
+                      "revision must be an integer >= 0",
+                      "a real revision is refused");
+    t_refuses_exactly("{\"revision\": 1}", "environments is required",
+                      "missing environments are refused");
+    t_refuses_exactly("{\"revision\": 1, \"environments\": []}",
+                      "environments must be an object",
+                      "environments that are not an object are refused");
+    t_refuses_exactly("{\"revision\": 1, \"environments\": {}, \"x\": 1}",
+                      "unknown top-level key \"x\"",
+                      "an unknown top-level key is refused");
+    t_refuses_exactly("[1, 2]", "a snapshot must be a JSON object",
+                      "a snapshot that is not an object is refused");
+    t_refuses_exactly(
+        "{\n  \"revision\": 1,\n  \"environments\": {\n    \"p\": {,}\n"
+        "  }\n}",
+        "invalid JSON at line 4 column 11: string or '}' expected near ','",
+        "a syntax error reports its line and column");
+    t_refuses("{\"revision\":1,\"environments\":{\"p\":[]}}",
+              "environments.p: an environment must be an object of flags",
+              "an environment that is not an object is refused");
+    t_refuses(t_prod("\"f\": true"),
+              "environments.production.f: a flag must be an object",
+              "a flag that is not an object is refused");
+    t_refuses(t_prod("\"f\": {\"salt\": \"a b\"}"),
+              "environments.production.f: salt must be a string of 1 to 64 "
+              "printable ASCII characters",
+              "a salt with a space is refused");
+    t_refuses(t_prod("\"f\": {\"salt\": \"\"}"),
+              "environments.production.f: salt must be a string of 1 to 64",
+              "an empty salt is refused");
+    t_refuses(t_prod("\"f\": {\"requires\": 3}"),
+              "environments.production.f: requires must be a flag name",
+              "requires that is not a string is refused");
+    t_refuses(t_prod("\"f\": {\"version\": 1.5}"),
+              "environments.production.f: version must be an integer",
+              "a real version is refused");
+    t_refuses(t_prod("\"f\": {\"updated_by\": 7}"),
+              "environments.production.f: updated_by must be a string of at "
+              "most 1024 bytes", "a non-string updated_by is refused");
+
+    big = malloc(2048);
+
+    if (big != NULL) {
+        memset(big, 'x', 1025);
+        big[1025] = '\0';
+        {
+            char  flag[1100];
+
+            snprintf(flag, sizeof(flag), "\"f\": {\"description\": \"%s\"}",
+                     big);
+            t_refuses(t_prod(flag), "environments.production.f: description "
+                      "must be a string of at most 1024 bytes",
+                      "a description of 1025 bytes is refused");
+        }
+        free(big);
+    }
+
+    /* 65 environments */
+    big = malloc(65 * 16 + 64);
+
+    if (big != NULL) {
+        size_t  off;
+
+        off = (size_t) sprintf(big, "{\"revision\":1,\"environments\":{");
+
+        for (i = 0; i < 65; i++) {
+            off += (size_t) sprintf(big + off, "%s\"e%d\":{}", i ? "," : "",
+                                    i);
+        }
+
+        strcpy(big + off, "}}");
+        t_refuses(big, "environments: 65 environments, at most 64",
+                  "65 environments are refused");
+        free(big);
+    }
+}
+
+
+static void
+test_accepted(void)
+{
+    int        good;
+    t_snap_t   s;
+    json_t    *root, *f;
+
+    if (!t_ok(t_compile(t_prod("\"a\": {\"rollout\": 0.07},"
+                               "\"b\": {\"rollout\": 12.5},"
+                               "\"c\": {\"rollout\": 33.33},"
+                               "\"d\": {\"rollout\": 100},"
+                               "\"e\": {\"rollout\": 0},"
+                               "\"f\": {}"), &s),
+              "rollouts 0.07, 12.5, 33.33, 100, 0 and a default compile"))
+    {
+        return;
+    }
+
+    good = t_flag_bp(&s, 0, 0) == 7 && t_flag_bp(&s, 0, 1) == 1250
+           && t_flag_bp(&s, 0, 2) == 3333 && t_flag_bp(&s, 0, 3) == 10000
+           && t_flag_bp(&s, 0, 4) == 0 && t_flag_bp(&s, 0, 5) == 0;
+
+    if (!t_ok(good, "0.07, 12.5 and 33.33 are 7, 1250 and 3333 basis points"))
+    {
+        t_diag("bp: %u %u %u %u %u %u", t_flag_bp(&s, 0, 0),
+               t_flag_bp(&s, 0, 1), t_flag_bp(&s, 0, 2), t_flag_bp(&s, 0, 3),
+               t_flag_bp(&s, 0, 4), t_flag_bp(&s, 0, 5));
+    }
+
+    root = pg_snap_to_json(&s.snap);
+    f = json_object_get(json_object_get(json_object_get(root,
+            "environments"), "production"), "b");
+
+    t_ok(json_is_real(json_object_get(f, "rollout"))
+         && json_real_value(json_object_get(f, "rollout")) == 12.5
+         && json_is_integer(json_object_get(json_object_get(
+                json_object_get(json_object_get(root, "environments"),
+                                "production"), "d"), "rollout"))
+         && json_real_value(json_object_get(json_object_get(
+                json_object_get(json_object_get(root, "environments"),
+                                "production"), "a"), "rollout")) == 0.07,
+         "rollout is returned as 12.5, 0.07 and the integer 100");
+
+    json_decref(root);
+    t_snap_free(&s);
+}
+
+
+static void
+test_ids(void)
+{
+    t_snap_t     s;
+    json_t      *root, *allow;
+
+    if (!t_ok(t_compile(t_prod("\"f\": {\"allow\": [12, \"57\", -5, \"57\","
+                               " 12, \"a\"]}"), &s),
+              "a list with JSON integers and duplicates compiles"))
+    {
+        return;
+    }
+
+    t_expect(t_eval(&s, "production", "f", "12"), 1, PG_REASON_ALLOWED, -2,
+             "the JSON number 12 in allow matches company \"12\"");
+    t_expect(t_eval(&s, "production", "f", "57"), 1, PG_REASON_ALLOWED, -2,
+             "the string \"57\" in allow matches company \"57\"");
+    t_expect(t_eval(&s, "production", "f", "-5"), 1, PG_REASON_ALLOWED, -2,
+             "the JSON number -5 matches company \"-5\"");
+    t_expect(t_eval(&s, "production", "f", "A"), 0, PG_REASON_ROLLOUT, -2,
+             "company ids are case-sensitive");
+
+    root = pg_snap_to_json(&s.snap);
+    allow = json_object_get(json_object_get(json_object_get(
+                json_object_get(root, "environments"), "production"), "f"),
+                "allow");
+
+    t_ok(json_array_size(allow) == 4
+         && strcmp(json_string_value(json_array_get(allow, 0)), "12") == 0
+         && strcmp(json_string_value(json_array_get(allow, 1)), "57") == 0
+         && strcmp(json_string_value(json_array_get(allow, 2)), "-5") == 0
+         && strcmp(json_string_value(json_array_get(allow, 3)), "a") == 0,
+         "duplicates collapse and the list keeps its order as strings");
+
+    json_decref(root);
+    t_snap_free(&s);
+}
+
+
+static void
+test_metadata_and_salt(void)
+{
+    int          i, same, differ;
+    char         id[16];
+    t_snap_t     s, s2;
+    json_t      *root, *f, *g;
+    pg_result_t  a, b, c;
+
+    if (!t_ok(t_compile(t_prod(
+            "\"f\": {\"version\": 7, \"description\": \"the \\\"new\\\" "
+            "portal\", \"updated_at\": \"2024-05-01T10:00:00Z\","
+            " \"updated_by\": \"alice\"},"
+            "\"g\": {\"rollout\": 50},"
+            "\"h\": {\"rollout\": 50, \"salt\": \"other\"},"
+            "\"i\": {\"rollout\": 50, \"salt\": \"other\"},"
+            "\"j\": {\"rollout\": 50, \"salt\": \"j\"}"), &s),
+            "flags with metadata and salts compile"))
+    {
+        return;
+    }
+
+    root = pg_snap_to_json(&s.snap);
+    f = json_object_get(json_object_get(json_object_get(root,
+            "environments"), "production"), "f");
+    g = json_object_get(json_object_get(json_object_get(root,
+            "environments"), "production"), "g");
+
+    t_ok(json_integer_value(json_object_get(f, "version")) == 7
+         && strcmp(json_string_value(json_object_get(f, "description")),
+                   "the \"new\" portal") == 0
+         && strcmp(json_string_value(json_object_get(f, "updated_at")),
+                   "2024-05-01T10:00:00Z") == 0
+         && strcmp(json_string_value(json_object_get(f, "updated_by")),
+                   "alice") == 0,
+         "version, description, updated_at and updated_by are returned");
+
+    t_ok(json_object_get(g, "version") == NULL
+         && json_object_get(g, "description") == NULL
+         && json_object_get(g, "salt") == NULL
+         && json_object_get(g, "requires") == NULL
+         && json_object_size(g) == 4,
+         "a flag without metadata returns enabled, rollout, allow and deny "
+         "only");
+
+    t_ok(strcmp(json_string_value(json_object_get(json_object_get(
+             json_object_get(json_object_get(root, "environments"),
+                             "production"), "h"), "salt")), "other") == 0
+         && json_object_get(json_object_get(json_object_get(
+             json_object_get(root, "environments"), "production"), "j"),
+             "salt") == NULL,
+         "a custom salt is returned, a salt equal to the name is not");
+
+    json_decref(root);
+
+    same = 0;
+    differ = 0;
+
+    for (i = 0; i < 200; i++) {
+        snprintf(id, sizeof(id), "c%d", i);
+        a = t_eval(&s, "production", "g", id);
+        b = t_eval(&s, "production", "h", id);
+        c = t_eval(&s, "production", "i", id);
+        same += b.bucket == c.bucket && b.on == c.on
+                && b.bucket == pg_bucket("other", 5, id, strlen(id))
+                && a.bucket == pg_bucket("g", 1, id, strlen(id));
+        differ += a.bucket != b.bucket;
+    }
+
+    t_ok(differ > 190, "a custom salt changes the bucket");
+    t_ok(same == 200, "two flags with the same salt give the same bucket");
+
+    /* salt equal to the name compiles to the same bytes as no salt */
+    if (t_compile(t_prod("\"j\": {\"rollout\": 50, \"salt\": \"j\"}"), &s2)) {
+        t_snap_free(&s);
+
+        if (t_compile(t_prod("\"j\": {\"rollout\": 50}"), &s)) {
+            t_ok(s.size == s2.size && memcmp(s.blob, s2.blob, s.size) == 0,
+                 "salt equal to the flag name is the default");
+        }
+
+        t_snap_free(&s2);
+    }
+
+    t_snap_free(&s);
+
+    /* pg_flag_check_json on a lone flag */
+    {
+        json_error_t  jerr;
+        pg_error_t    err;
+        json_t       *flag;
+
+        flag = json_loads("{\"rollout\": 5, \"requires\": \"other\"}", 0,
+                          &jerr);
+        t_ok(pg_flag_check_json("customer_portal", flag, &err) == PG_OK,
+             "pg_flag_check_json accepts a valid flag, requires unresolved");
+        json_decref(flag);
+
+        flag = json_loads("{\"rolout\": 5}", 0, &jerr);
+        t_ok(pg_flag_check_json("customer_portal", flag, &err) == PG_ERR
+             && strcmp(err.text, "customer_portal: unknown key \"rolout\"")
+                == 0,
+             "pg_flag_check_json refuses an unknown key naming the flag");
+        json_decref(flag);
+
+        flag = json_loads("{\"allow\": [\"a\", \"b c\"]}", 0, &jerr);
+        t_ok(pg_flag_check_json("f", flag, &err) == PG_ERR
+             && strcmp(err.text, "f.allow[1]: invalid company id \"b c\"")
+                == 0,
+             "pg_flag_check_json refuses a bad company id");
+        json_decref(flag);
+
+        flag = json_loads("{}", 0, &jerr);
+        t_ok(pg_flag_check_json("Bad", flag, &err) == PG_ERR
+             && strcmp(err.text, "invalid flag name \"Bad\"") == 0,
+             "pg_flag_check_json refuses a bad flag name");
+        json_decref(flag);
+    }
+
+}
+
+
+static void
+test_round_trip(void)
+{
+    char          *text;
+    size_t         size2, len;
+    t_snap_t       s, s2;
+    json_t        *root;
+    pg_error_t     err;
+    pg_snap_t      view;
+    const char    *name;
+    unsigned char *blob2, *copy;
+
+    if (!t_ok(t_compile(
+            "{\"revision\": 9007199254740993, \"environments\": {"
+            " \"staging\": {\"customer_portal\": {\"rollout\": 100}},"
+            " \"production\": {"
+            "  \"z\": {\"enabled\": false, \"rollout\": 33.33,"
+            "         \"allow\": [3, \"b\", \"a\", \"b\"], \"deny\": [\"x\"],"
+            "         \"salt\": \"s!~\", \"requires\": \"a\","
+            "         \"version\": -4, \"description\": \"\","
+            "         \"updated_at\": \"t\", \"updated_by\": \"\\u00e9\"},"
+            "  \"a\": {\"rollout\": 0.07, \"requires\": \"m\"},"
+            "  \"m\": {}"
+            " },"
+            " \"empty\": {}"
+            "}}", &s),
+            "a snapshot using every field compiles"))
+    {
+        return;
+    }
+
+    root = pg_snap_to_json(&s.snap);
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+
+    if (t_ok(text != NULL
+             && pg_snap_compile(text, strlen(text), &blob2, &size2, &err)
+                == PG_OK,
+             "pg_snap_to_json's text compiles again"))
+    {
+        t_ok(size2 == s.size && memcmp(blob2, s.blob, s.size) == 0,
+             "compile(to_json(compile(x))) is byte-identical");
+        free(blob2);
+    } else {
+        t_diag("%s", text ? err.text : "json_dumps failed");
+    }
+
+    free(text);
+
+    t_ok(pg_snap_revision(&s.snap) == 9007199254740993LL,
+         "a 64-bit revision is kept");
+    t_ok(pg_snap_env_count(&s.snap) == 3, "env_count counts environments");
+
+    name = pg_snap_env_name(&s.snap, 0, &len);
+    t_ok(name && len == 5 && memcmp(name, "empty", 5) == 0
+         && (name = pg_snap_env_name(&s.snap, 1, &len)) != NULL
+         && len == 10 && strcmp(name, "production") == 0
+         && (name = pg_snap_env_name(&s.snap, 2, &len)) != NULL
+         && len == 7 && strcmp(name, "staging") == 0
+         && pg_snap_env_name(&s.snap, 3, &len) == NULL && len == 0,
+         "env_name lists environments in name order, NUL-terminated");
+    t_ok(pg_snap_env_flag_count(&s.snap, 0) == 0
+         && pg_snap_env_flag_count(&s.snap, 1) == 3
+         && pg_snap_env_flag_count(&s.snap, 2) == 1
+         && pg_snap_env_flag_count(&s.snap, 3) == 0,
+         "env_flag_count counts each environment's flags");
+
+    /* the blob is position-independent: a copy elsewhere evaluates alike */
+    copy = malloc(s.size);
+
+    if (copy != NULL) {
+        pg_result_t  r1, r2;
+
+        memcpy(copy, s.blob, s.size);
+        t_snap_free(&s);
+
+        t_ok(pg_snap_open(&view, copy, s.size, &err) == PG_OK,
+             "a copy of the blob opens");
+        pg_eval(&view, "staging", 7, "customer_portal", 15, "42", 2, &r1);
+        pg_eval(&view, "production", 10, "z", 1, "3", 1, &r2);
+        t_ok(r1.on && r1.reason == PG_REASON_ROLLOUT && r1.bucket == 7541
+             && !r2.on && r2.reason == PG_REASON_KILLED
+             && r2.bucket == pg_bucket("s!~", 3, "3", 1),
+             "a copy of the blob evaluates after the original is freed");
+
+        /* bad headers */
+        ((pg_blob_hdr_t *) (void *) copy)->magic ^= 1;
+        t_ok(pg_snap_open(&view, copy, s.size, &err) == PG_ERR
+             && strstr(err.text, "bad magic") != NULL
+             && view.base == NULL,
+             "pg_snap_open refuses a bad magic");
+        ((pg_blob_hdr_t *) (void *) copy)->magic ^= 1;
+
+        ((pg_blob_hdr_t *) (void *) copy)->layout = PG_SNAP_LAYOUT + 1;
+        t_ok(pg_snap_open(&view, copy, s.size, &err) == PG_ERR
+             && strstr(err.text, "layout") != NULL,
+             "pg_snap_open refuses another layout");
+        ((pg_blob_hdr_t *) (void *) copy)->layout = PG_SNAP_LAYOUT;
+
+        t_ok(pg_snap_open(&view, copy, s.size - 4, &err) == PG_ERR
+             && strstr(err.text, "bytes") != NULL
+             && pg_snap_open(&view, copy, 16, &err) == PG_ERR
+             && pg_snap_open(&view, NULL, 16, &err) == PG_ERR,
+             "pg_snap_open refuses a size that is not the header's");
+
+        t_ok(pg_snap_open(&view, copy + 2, s.size, &err) == PG_ERR
+             && strstr(err.text, "aligned") != NULL,
+             "pg_snap_open refuses a blob that is not 4-byte aligned");
+
+        t_ok(pg_snap_open(&view, copy, s.size, &err) == PG_OK,
+             "the restored header opens again");
+        free(copy);
+    }
+
+    /* the empty snapshot's JSON compiles */
+    view.base = NULL;
+    view.size = 0;
+    root = pg_snap_to_json(&view);
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+
+    t_ok(text != NULL
+         && strcmp(text, "{\"revision\":0,\"environments\":{}}") == 0,
+         "the empty snapshot's JSON is {\"revision\":0,\"environments\":{}}");
+
+    if (text != NULL && t_compile(text, &s2)) {
+        t_ok(pg_snap_env_count(&s2.snap) == 0
+             && pg_snap_revision(&s2.snap) == 0,
+             "and it compiles to a snapshot without environments");
+        t_snap_free(&s2);
+    }
+
+    free(text);
+}
+
+
+static void
+test_many_flags(void)
+{
+    int          i, found;
+    char        *json, name[16];
+    size_t       off;
+    t_snap_t     s;
+    pg_result_t  res;
+
+    json = malloc(4096 * 40 + 256);
+
+    if (json == NULL) {
+        return;
+    }
+
+    /* 4096 flags in a scrambled order, each with its own rollout */
+    off = (size_t) sprintf(json, "{\"revision\":1,\"environments\":"
+                           "{\"production\":{");
+
+    for (i = 0; i < 4096; i++) {
+        off += (size_t) sprintf(json + off, "%s\"f%d\":{\"rollout\":%d}",
+                                i ? "," : "", (i * 2654435761u) % 4096,
+                                ((i * 2654435761u) % 4096) % 2 ? 100 : 0);
+    }
+
+    strcpy(json + off, "}}}");
+
+    if (!t_ok(t_compile(json, &s), "4096 flags in one environment compile")) {
+        free(json);
+        return;
+    }
+
+    found = 0;
+
+    for (i = 0; i < 4096; i++) {
+        snprintf(name, sizeof(name), "f%d", i);
+        res = t_eval(&s, "production", name, "c1");
+        found += res.reason == PG_REASON_ROLLOUT && res.on == (i % 2);
+    }
+
+    t_ok(found == 4096, "each of 4096 flags is found by binary search");
+
+    t_snap_free(&s);
+
+    /* 4097 flags are refused */
+    off = (size_t) sprintf(json, "{\"revision\":1,\"environments\":"
+                           "{\"production\":{");
+
+    for (i = 0; i < 4097; i++) {
+        off += (size_t) sprintf(json + off, "%s\"f%d\":{}", i ? "," : "", i);
+    }
+
+    strcpy(json + off, "}}}");
+    t_refuses(json, "environments.production: 4097 flags, at most 4096",
+              "4097 flags in one environment are refused");
+
+    free(json);
+}
+
+
+static void
+test_big_list(void)
+{
+    int          i, found;
+    char        *json, id[16];
+    size_t       off;
+    t_snap_t     s;
+    pg_result_t  res;
+
+    json = malloc(100000 * 9 + 256);
+
+    if (json == NULL) {
+        return;
+    }
+
+    off = (size_t) sprintf(json, "{\"revision\":1,\"environments\":"
+                           "{\"production\":{\"big\":{\"rollout\":0,"
+                           "\"allow\":[");
+
+    for (i = 0; i < 100000; i++) {
+        off += (size_t) sprintf(json + off, "%s\"c%05d\"", i ? "," : "", i);
+    }
+
+    strcpy(json + off, "]}}}}");
+
+    if (!t_ok(t_compile(json, &s),
+              "an allow list of 100,000 six-character ids compiles"))
+    {
+        free(json);
+        return;
+    }
+
+    free(json);
+
+    t_diag("blob size for 100,000 six-character ids: %zu bytes", s.size);
+    t_ok(s.size < 2200000, "its blob is under 2.2 MB (%zu bytes)", s.size);
+
+    found = 0;
+
+    for (i = 0; i < 100000; i++) {
+        snprintf(id, sizeof(id), "c%05d", i);
+        res = t_eval(&s, "production", "big", id);
+        found += res.on && res.reason == PG_REASON_ALLOWED;
+    }
+
+    t_ok(found == 100000, "every one of the 100,000 ids is allowed");
+
+    res = t_eval(&s, "production", "big", "c100000");
+    found = !res.on && res.reason == PG_REASON_ROLLOUT;
+    res = t_eval(&s, "production", "big", "d00001");
+    found += !res.on && res.reason == PG_REASON_ROLLOUT;
+
+    t_ok(found == 2, "a company not in the list is not allowed");
+
+    t_snap_free(&s);
+}
+
+
+int
+main(void)
+{
+    test_hash();
+    test_names();
+    test_eval();
+    test_requires_refused();
+    test_monotonic();
+    test_refused();
+    test_accepted();
+    test_ids();
+    test_metadata_and_salt();
+    test_round_trip();
+    test_many_flags();
+    test_big_list();
+
+    printf("1..%d\n", t_count);
+
+    if (t_failed) {
+        t_diag("failed %d of %d tests", t_failed, t_count);
+        return 1;
+    }
+
+    return 0;
+}
