@@ -611,11 +611,15 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
 
-    /* the path under the API location: "status", "snapshot", "eval" */
+    /*
+     * The path under the API location: "status", "snapshot" or "eval".
+     * Under a prefix location it is the rest of the URI; under an exact,
+     * regex or named location, the URI's last segment.
+     */
 
     path = r->uri;
 
-    if (!clcf->named
+    if (!clcf->named && !clcf->exact_match
 #if (NGX_PCRE)
         && clcf->regex == NULL
 #endif
