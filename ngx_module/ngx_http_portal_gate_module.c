@@ -93,6 +93,13 @@ typedef struct {
 } ngx_http_portal_gate_loc_conf_t;
 
 
+/* A request to the API. */
+typedef struct {
+    ngx_uint_t                    answered;     /* the API sent this answer */
+    ngx_buf_t                    *error;        /* JSON for nginx's own page */
+} ngx_http_portal_gate_api_ctx_t;
+
+
 typedef struct {
     pg_result_t                   result;
     ngx_str_t                     company;      /* "" when no company */
@@ -118,15 +125,24 @@ static ngx_int_t ngx_http_portal_gate_flag_variable(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_portal_gate_api_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_api_status(ngx_http_request_t *r);
+static json_t *ngx_http_portal_gate_json_time(time_t t);
 static ngx_int_t ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r);
 static void ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_api_eval(ngx_http_request_t *r);
+static ngx_int_t ngx_http_portal_gate_api_arg(ngx_http_request_t *r,
+    char *name, ngx_str_t *value);
+static ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,
+    char *allow, ngx_str_t *path);
 static ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
     u_char **body, size_t *len);
 static ngx_int_t ngx_http_portal_gate_api_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *json);
 static ngx_int_t ngx_http_portal_gate_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
+
+static ngx_int_t ngx_http_portal_gate_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_portal_gate_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 
 static ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
     unsigned char *blob, size_t size, int64_t *current);
@@ -254,6 +270,10 @@ static ngx_http_variable_t  ngx_http_portal_gate_vars[] = {
 
       ngx_http_null_variable
 };
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_str_t  ngx_http_portal_gate_default_env = ngx_string("production");
@@ -601,15 +621,12 @@ ngx_http_portal_gate_flag_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
 {
-    u_char                           *p, *last;
-    ngx_int_t                         rc;
-    ngx_str_t                         path;
-    ngx_table_elt_t                  *allow;
-    ngx_http_core_loc_conf_t         *clcf;
-    ngx_http_portal_gate_loc_conf_t  *plcf;
+    u_char                    *p, *last;
+    ngx_int_t                  rc;
+    ngx_str_t                  path;
+    ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
 
     /*
      * The path under the API location: "status", "snapshot" or "eval".
@@ -647,7 +664,8 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
 
     if (path.len == 6 && ngx_strncmp(path.data, "status", 6) == 0) {
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            goto not_allowed_get;
+            return ngx_http_portal_gate_api_not_allowed(r, "GET, HEAD",
+                                                        &path);
         }
 
         rc = ngx_http_discard_request_body(r);
@@ -660,7 +678,8 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
 
     if (path.len == 4 && ngx_strncmp(path.data, "eval", 4) == 0) {
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            goto not_allowed_get;
+            return ngx_http_portal_gate_api_not_allowed(r, "GET, HEAD",
+                                                        &path);
         }
 
         rc = ngx_http_discard_request_body(r);
@@ -683,39 +702,15 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
         }
 
         if (r->method != NGX_HTTP_PUT) {
-            allow = ngx_list_push(&r->headers_out.headers);
-            if (allow == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            allow->hash = 1;
-            ngx_str_set(&allow->key, "Allow");
-            ngx_str_set(&allow->value, "GET, HEAD, PUT");
-
-            goto not_allowed;
+            return ngx_http_portal_gate_api_not_allowed(r, "GET, HEAD, PUT",
+                                                        &path);
         }
 
-        /* check the size first: nginx's own 413 would be an HTML page */
-
-        if (r->headers_in.content_length_n > (off_t) plcf->api_max_body_size)
-        {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "portal_gate api: snapshot of %O bytes is larger "
-                          "than portal_gate_api_max_body_size %uz",
-                          r->headers_in.content_length_n,
-                          plcf->api_max_body_size);
-
-            rc = ngx_http_discard_request_body(r);
-            if (rc != NGX_OK) {
-                return rc;
-            }
-
-            return ngx_http_portal_gate_api_error(r,
-                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                   "snapshot is larger than %uz bytes "
-                                   "(portal_gate_api_max_body_size)",
-                                   plcf->api_max_body_size);
-        }
+        /*
+         * nginx enforces portal_gate_api_max_body_size (it is this
+         * location's client_max_body_size) while it reads, chunked bodies
+         * included; the header filter turns its 413 page into JSON.
+         */
 
         rc = ngx_http_read_client_request_body(r,
                                         ngx_http_portal_gate_api_put_snapshot);
@@ -736,35 +731,40 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
                                           "unknown API path \"%V\"; "
                                           "try status, snapshot or eval",
                                           &path);
+}
 
-not_allowed_get:
 
-    allow = ngx_list_push(&r->headers_out.headers);
-    if (allow == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    allow->hash = 1;
-    ngx_str_set(&allow->key, "Allow");
-    ngx_str_set(&allow->value, "GET, HEAD");
-
-not_allowed:
+static ngx_int_t
+ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r, char *allow,
+    ngx_str_t *path)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
     }
 
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
     return ngx_http_portal_gate_api_error(r, NGX_HTTP_NOT_ALLOWED,
                                           "method %V is not allowed on "
-                                          "\"%V\"", &r->method_name, &path);
+                                          "\"%V\"", &r->method_name, path);
 }
 
 
 static ngx_int_t
 ngx_http_portal_gate_api_status(ngx_http_request_t *r)
 {
-    u_char                             buf[NGX_TIME_T_LEN + 32];
     size_t                             i, n, total, used;
     json_t                            *json, *flags, *zone, *state;
     pg_snap_t                         *snap;
@@ -808,10 +808,7 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
         || json_object_set_new(json, "generation",
                                json_integer(sh->generation))
         || json_object_set_new(json, "applied_at",
-               sh->applied_at
-               ? json_stringn((char *) buf,
-                     ngx_sprintf(buf, "%T", sh->applied_at) - buf)
-               : json_null())
+                               ngx_http_portal_gate_json_time(sh->applied_at))
         || json_object_set_new(json, "restored_from_state",
                                json_boolean(sh->restored))
         || json_object_set_new(zone, "name",
@@ -831,10 +828,7 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
                sh->state_failed ? json_string((char *) sh->state_error)
                                 : json_null())
         || json_object_set_new(state, "written_at",
-               sh->state_written_at
-               ? json_stringn((char *) buf,
-                     ngx_sprintf(buf, "%T", sh->state_written_at) - buf)
-               : json_null()))
+                        ngx_http_portal_gate_json_time(sh->state_written_at)))
     {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         goto failed;
@@ -874,6 +868,28 @@ failed:
 }
 
 
+/* A time as an ISO 8601 UTC string, or null for 0 ("never"). New ref. */
+
+static json_t *
+ngx_http_portal_gate_json_time(time_t t)
+{
+    u_char     buf[sizeof("1970-01-01T00:00:00Z")];
+    ngx_tm_t   tm;
+
+    if (t == 0) {
+        return json_null();
+    }
+
+    ngx_gmtime(t, &tm);
+
+    (void) ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    return json_stringn((char *) buf, sizeof(buf) - 1);
+}
+
+
 static ngx_int_t
 ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r)
 {
@@ -898,24 +914,11 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     pg_snap_t                         snap;
     pg_error_t                        err;
     unsigned char                    *blob;
-    ngx_http_portal_gate_loc_conf_t  *plcf;
-
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
-        return;
-    }
-
-    if (len > plcf->api_max_body_size) {
-        ngx_free(body);
-        ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
-                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                   "snapshot is larger than %uz bytes "
-                                   "(portal_gate_api_max_body_size)",
-                                   plcf->api_max_body_size));
         return;
     }
 
@@ -1053,8 +1056,7 @@ ngx_http_portal_gate_api_read_body(ngx_http_request_t *r, u_char **body,
 static ngx_int_t
 ngx_http_portal_gate_api_eval(ngx_http_request_t *r)
 {
-    u_char                           *p;
-    ngx_str_t                         arg, env, flag, company;
+    ngx_str_t                         env, flag, company;
     pg_snap_t                        *snap;
     pg_result_t                       res;
     const char                       *reason;
@@ -1063,37 +1065,11 @@ ngx_http_portal_gate_api_eval(ngx_http_request_t *r)
     ngx_str_null(&flag);
     ngx_str_null(&company);
 
-    if (ngx_http_arg(r, (u_char *) "env", 3, &arg) == NGX_OK) {
-        env.data = ngx_pnalloc(r->pool, arg.len);
-        if (env.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = env.data;
-        ngx_unescape_uri(&p, &arg.data, arg.len, NGX_UNESCAPE_URI);
-        env.len = p - env.data;
-    }
-
-    if (ngx_http_arg(r, (u_char *) "flag", 4, &arg) == NGX_OK) {
-        flag.data = ngx_pnalloc(r->pool, arg.len);
-        if (flag.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = flag.data;
-        ngx_unescape_uri(&p, &arg.data, arg.len, NGX_UNESCAPE_URI);
-        flag.len = p - flag.data;
-    }
-
-    if (ngx_http_arg(r, (u_char *) "company", 7, &arg) == NGX_OK) {
-        company.data = ngx_pnalloc(r->pool, arg.len);
-        if (company.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = company.data;
-        ngx_unescape_uri(&p, &arg.data, arg.len, NGX_UNESCAPE_URI);
-        company.len = p - company.data;
+    if (ngx_http_portal_gate_api_arg(r, "env", &env) != NGX_OK
+        || ngx_http_portal_gate_api_arg(r, "flag", &flag) != NGX_OK
+        || ngx_http_portal_gate_api_arg(r, "company", &company) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (flag.len == 0) {
@@ -1136,21 +1112,65 @@ ngx_http_portal_gate_api_eval(ngx_http_request_t *r)
 }
 
 
+/*
+ * The unescaped value of a query argument; value is left as it is when
+ * the argument is absent. NGX_ERROR only when out of memory.
+ */
+
+static ngx_int_t
+ngx_http_portal_gate_api_arg(ngx_http_request_t *r, char *name,
+    ngx_str_t *value)
+{
+    u_char     *p;
+    ngx_str_t   arg;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &arg) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    value->data = ngx_pnalloc(r->pool, arg.len);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = value->data;
+    ngx_unescape_uri(&p, &arg.data, arg.len, NGX_UNESCAPE_URI);
+    value->len = p - value->data;
+
+    return NGX_OK;
+}
+
+
 /* Send a JSON answer; json is a new reference, stolen (NULL: out of memory) */
 
 static ngx_int_t
 ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     json_t *json)
 {
-    char         *text;
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    char                            *text;
+    size_t                           len;
+    ngx_int_t                        rc;
+    ngx_buf_t                       *b;
+    ngx_chain_t                      out;
+    ngx_http_portal_gate_api_ctx_t  *ctx;
 
     if (json == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_api_ctx_t));
+        if (ctx == NULL) {
+            json_decref(json);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_portal_gate_module);
+    }
+
+    ctx->answered = 1;
 
     text = json_dumps(json, JSON_COMPACT);
     json_decref(json);
@@ -1210,6 +1230,144 @@ ngx_http_portal_gate_api_error(ngx_http_request_t *r, ngx_uint_t status,
                                          json_pack("{s:s%}", "error",
                                                    (char *) text,
                                                    (size_t) (p - text)));
+}
+
+
+/*
+ * Every answer of the API is JSON, also the error pages that nginx makes
+ * itself in the API location: the 413 of portal_gate_api_max_body_size,
+ * the 403 of `deny`, a 400 or a 500. The header filter swaps the page's
+ * headers, the body filter its body.
+ */
+
+static ngx_int_t
+ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
+{
+    u_char                           *p;
+    u_char                            text[NGX_MAX_ERROR_STR];
+    char                             *json;
+    size_t                            len;
+    ngx_buf_t                        *b;
+    ngx_http_portal_gate_api_ctx_t   *ctx;
+    ngx_http_portal_gate_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
+
+    if (!plcf->api || r != r->main || r->headers_out.status < 400) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
+
+    if (ctx && ctx->answered) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    switch (r->headers_out.status) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        p = ngx_snprintf(text, sizeof(text),
+                         "snapshot is larger than %uz bytes "
+                         "(portal_gate_api_max_body_size)",
+                         plcf->api_max_body_size);
+        break;
+
+    case NGX_HTTP_FORBIDDEN:
+        p = ngx_snprintf(text, sizeof(text),
+                         "access to the API is forbidden");
+        break;
+
+    default:
+        p = ngx_snprintf(text, sizeof(text),
+                         "request failed with status %ui, see the error log",
+                         r->headers_out.status);
+        break;
+    }
+
+    json = json_dumps(json_pack("{s:s%}", "error", text, (size_t) (p - text)),
+                      JSON_COMPACT);
+    if (json == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(json);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(json);
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, json, len);
+    *b->last++ = LF;
+
+    free(json);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_api_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_portal_gate_module);
+    }
+
+    ctx->error = b;
+
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    ngx_str_null(&r->headers_out.charset);
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_portal_gate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_uint_t                       last;
+    ngx_chain_t                     *cl, out;
+    ngx_http_portal_gate_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
+
+    if (ctx == NULL || ctx->error == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* consume nginx's page, then send the JSON in its place */
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+
+        if (cl->buf->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    ctx->error->last_buf = 1;
+    ctx->error->last_in_chain = 1;
+
+    out.buf = ctx->error;
+    out.next = NULL;
+
+    ctx->error = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
 }
 
 
@@ -1811,11 +1969,11 @@ ngx_http_portal_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->api_clcf) {
         /*
-         * The API checks the body size itself and answers 413 in JSON;
-         * the core module's check would send its HTML page first.
+         * The API location's client_max_body_size is its own limit, so
+         * that nginx enforces it while reading, chunked bodies included.
          * The core module has merged this location already.
          */
-        conf->api_clcf->client_max_body_size = 0;
+        conf->api_clcf->client_max_body_size = conf->api_max_body_size;
     }
 
     return NGX_CONF_OK;
@@ -2146,6 +2304,12 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_portal_gate_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_portal_gate_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_portal_gate_body_filter;
 
     return NGX_OK;
 }
