@@ -57,7 +57,10 @@ $(NGX_BUILD)/objs/Makefile: config
 $(MODULE): $(NGX_BUILD)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) \
            $(MODULE_SRCS)
 	$(MAKE) -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_portal_gate_module.so $@
+	@# a new file, renamed over the old: overwriting in place would crash
+	@# (SIGBUS) an nginx that has the old one loaded
+	cp $(NGX_BUILD)/objs/ngx_http_portal_gate_module.so $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c
 	@mkdir -p $(BUILD)
