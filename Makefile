@@ -1,7 +1,8 @@
 # portal-gate
 #
 #   make          build build/ngx_http_portal_gate_module.so
-#   make test     build everything, then run every test (prove -r t)
+#   make test     build everything, run every test (prove -r t), then the
+#                 nginx tests again with nginx under valgrind
 #   make demo     nginx + the module on loopback with the rollout scenario
 #   make bench    benchmarks; figures go to bench/RESULTS.md by hand
 #
@@ -31,7 +32,7 @@ SAN_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
 CORE_LIBS   := -ljansson -lm
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev
-TEST_PKGS   := $(BUILD_PKGS) perl curl
+TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
 
 .PHONY: all deps module unit test demo bench clean
@@ -69,10 +70,13 @@ $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c
 
 unit: deps $(BUILD)/test-core
 
+# prove runs every test; then the nginx tests run again with nginx under
+# valgrind, which catches the module's memory errors.
 test:
 	@tools/deps.sh $(TEST_PKGS)
 	$(MAKE) module unit
 	prove -r t
+	tools/valgrind-prove.sh
 
 demo:
 	@tools/deps.sh $(TEST_PKGS)
