@@ -131,6 +131,8 @@ static void ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_api_eval(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_api_arg(ngx_http_request_t *r,
     char *name, ngx_str_t *value);
+static ngx_int_t ngx_http_portal_gate_api_unknown(ngx_http_request_t *r,
+    ngx_str_t *path);
 static ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,
     char *allow, ngx_str_t *path);
 static ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
@@ -149,8 +151,9 @@ static ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
 static void ngx_http_portal_gate_write_state(ngx_http_request_t *r,
     int64_t revision, unsigned char *blob, size_t size);
 static void ngx_http_portal_gate_state_failed(
-    ngx_http_portal_gate_zone_ctx_t *ctx, ngx_log_t *log, ngx_err_t err,
-    const char *what, u_char *path);
+    ngx_http_portal_gate_zone_ctx_t *ctx, ngx_log_t *log, int64_t revision,
+    ngx_err_t err, const char *what, u_char *path);
+static ngx_int_t ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone);
 static ngx_int_t ngx_http_portal_gate_restore(ngx_shm_zone_t *shm_zone);
 
 static ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
@@ -162,6 +165,8 @@ static void *ngx_http_portal_gate_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_portal_gate_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_http_portal_gate_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_portal_gate_env(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -182,7 +187,7 @@ static ngx_command_t  ngx_http_portal_gate_commands[] = {
 
     { ngx_string("portal_gate_env"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
+      ngx_http_portal_gate_env,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_portal_gate_loc_conf_t, env),
       NULL },
@@ -276,6 +281,12 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
+/*
+ * $portal_gate_decision's value, "off", as the gate leaves it just before its
+ * own off=@named redirect: a marker told apart by its address.
+ */
+static u_char  ngx_http_portal_gate_fallback_off[] = "off";
+
 static ngx_str_t  ngx_http_portal_gate_default_env = ngx_string("production");
 static ngx_str_t  ngx_http_portal_gate_flag_prefix =
     ngx_string("portal_flag_");
@@ -293,31 +304,34 @@ ngx_http_portal_gate_handler(ngx_http_request_t *r)
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
-
-    gate = plcf->gate;
-    if (gate == NULL) {
-        return NGX_DECLINED;
-    }
-
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
 
+    gate = plcf->gate;
+
     /*
-     * A request that this flag has already answered "off" and sent here
-     * (off=@named, or an error_page) is the fallback: let it through
-     * instead of gating it again in a loop.
+     * The first run after the gate's own off=@named redirect is in the
+     * fallback location, gate or no gate there. The marker lets this one
+     * request through a gate on the same flag (a fallback that inherits
+     * the gate must not loop) and is consumed here, so any later internal
+     * redirect into a location gated by that flag is gated again.
      */
 
-    vv = &r->variables[pmcf->index[NGX_HTTP_PORTAL_GATE_VAR_FLAG]];
+    vv = &r->variables[pmcf->index[NGX_HTTP_PORTAL_GATE_VAR_DECISION]];
 
-    if (r->internal && vv->valid && vv->len == gate->flag.len
-        && ngx_strncmp(vv->data, gate->flag.data, vv->len) == 0)
-    {
-        vv = &r->variables[pmcf->index[NGX_HTTP_PORTAL_GATE_VAR_DECISION]];
+    if (vv->data == ngx_http_portal_gate_fallback_off) {
+        vv->data = (u_char *) "off";
 
-        if (vv->valid && vv->len == 3 && ngx_strncmp(vv->data, "off", 3) == 0)
+        vv = &r->variables[pmcf->index[NGX_HTTP_PORTAL_GATE_VAR_FLAG]];
+
+        if (gate && vv->len == gate->flag.len
+            && ngx_strncmp(vv->data, gate->flag.data, vv->len) == 0)
         {
             return NGX_DECLINED;
         }
+    }
+
+    if (gate == NULL) {
+        return NGX_DECLINED;
     }
 
     ngx_http_portal_gate_decide(r, &gate->flag, &d);
@@ -340,11 +354,17 @@ static ngx_int_t
 ngx_http_portal_gate_off(ngx_http_request_t *r,
     ngx_http_portal_gate_gate_t *gate)
 {
-    ngx_str_t  url;
+    ngx_str_t                          url;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
 
     switch (gate->off) {
 
     case NGX_HTTP_PORTAL_GATE_OFF_NAMED:
+        pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+        r->variables[pmcf->index[NGX_HTTP_PORTAL_GATE_VAR_DECISION]].data =
+                                              ngx_http_portal_gate_fallback_off;
+
         /* as try_files does: named_location takes a reference */
         (void) ngx_http_named_location(r, &gate->named);
         ngx_http_finalize_request(r, NGX_DONE);
@@ -458,7 +478,7 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     generation = sh->generation;
-    size = sh->blob_size;
+    size = sh->blob ? sh->blob_size : 0;
 
     if (size) {
         blob = ngx_alloc(size, r->connection->log);
@@ -643,6 +663,15 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
         && path.len >= clcf->name.len
         && ngx_strncmp(path.data, clcf->name.data, clcf->name.len) == 0)
     {
+        /* under "location /pg", "/pgstatus" is not "status" */
+
+        if (clcf->name.len && clcf->name.data[clcf->name.len - 1] != '/'
+            && path.len > clcf->name.len
+            && path.data[clcf->name.len] != '/')
+        {
+            return ngx_http_portal_gate_api_unknown(r, &path);
+        }
+
         path.data += clcf->name.len;
         path.len -= clcf->name.len;
 
@@ -722,6 +751,15 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
+    return ngx_http_portal_gate_api_unknown(r, &path);
+}
+
+
+static ngx_int_t
+ngx_http_portal_gate_api_unknown(ngx_http_request_t *r, ngx_str_t *path)
+{
+    ngx_int_t  rc;
+
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
@@ -730,7 +768,7 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
     return ngx_http_portal_gate_api_error(r, NGX_HTTP_NOT_FOUND,
                                           "unknown API path \"%V\"; "
                                           "try status, snapshot or eval",
-                                          &path);
+                                          path);
 }
 
 
@@ -1155,27 +1193,17 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_portal_gate_api_ctx_t  *ctx;
 
     if (json == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "portal_gate api: cannot build the JSON answer");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
-
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_api_ctx_t));
-        if (ctx == NULL) {
-            json_decref(json);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_portal_gate_module);
-    }
-
-    ctx->answered = 1;
 
     text = json_dumps(json, JSON_COMPACT);
     json_decref(json);
 
     if (text == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "portal_gate api: cannot serialise the JSON answer");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1191,6 +1219,20 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     *b->last++ = LF;
 
     free(text);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_api_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_portal_gate_module);
+    }
+
+    /* the header filter leaves this answer alone */
+    ctx->answered = 1;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len + 1;
@@ -1220,16 +1262,21 @@ ngx_http_portal_gate_api_error(ngx_http_request_t *r, ngx_uint_t status,
 {
     u_char   *p;
     u_char    text[NGX_MAX_ERROR_STR];
+    json_t   *json;
     va_list   args;
 
     va_start(args, fmt);
     p = ngx_vslprintf(text, text + sizeof(text), fmt, args);
     va_end(args);
 
-    return ngx_http_portal_gate_api_send(r, status,
-                                         json_pack("{s:s%}", "error",
-                                                   (char *) text,
-                                                   (size_t) (p - text)));
+    json = json_pack("{s:s%}", "error", (char *) text, (size_t) (p - text));
+
+    if (json == NULL) {
+        /* the message quotes the request's bytes, which are not UTF-8 */
+        json = json_pack("{s:s}", "error", "the request is not valid UTF-8");
+    }
+
+    return ngx_http_portal_gate_api_send(r, status, json);
 }
 
 
@@ -1243,10 +1290,11 @@ ngx_http_portal_gate_api_error(ngx_http_request_t *r, ngx_uint_t status,
 static ngx_int_t
 ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
 {
+    char                             *json;
     u_char                           *p;
     u_char                            text[NGX_MAX_ERROR_STR];
-    char                             *json;
     size_t                            len;
+    json_t                           *error;
     ngx_buf_t                        *b;
     ngx_http_portal_gate_api_ctx_t   *ctx;
     ngx_http_portal_gate_loc_conf_t  *plcf;
@@ -1284,8 +1332,10 @@ ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
         break;
     }
 
-    json = json_dumps(json_pack("{s:s%}", "error", text, (size_t) (p - text)),
-                      JSON_COMPACT);
+    error = json_pack("{s:s%}", "error", text, (size_t) (p - text));
+    json = error ? json_dumps(error, JSON_COMPACT) : NULL;
+    json_decref(error);
+
     if (json == NULL) {
         return NGX_ERROR;
     }
@@ -1433,7 +1483,10 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
 
         ngx_memcpy(old, sh->blob, old_size);
         ngx_slab_free_locked(shpool, sh->blob);
+
+        /* consistent even if this worker dies before the lock is freed */
         sh->blob = NULL;
+        sh->blob_size = 0;
 
         p = ngx_slab_alloc_locked(shpool, size);
 
@@ -1451,6 +1504,7 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
 
             } else {
                 ngx_memcpy(sh->blob, old, old_size);
+                sh->blob_size = old_size;
             }
 
             ngx_shmtx_unlock(&shpool->mutex);
@@ -1545,8 +1599,8 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     json_decref(json);
 
     if (text == NULL) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log, 0,
-                                          "out of memory serialising", tmp);
+        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
+                                          0, "serialising", tmp);
         return;
     }
 
@@ -1556,28 +1610,45 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
                        NGX_FILE_DEFAULT_ACCESS);
 
     if (fd == NGX_INVALID_FILE) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log,
+        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
                                           ngx_errno, ngx_open_file_n, tmp);
         free(text);
         return;
     }
 
-    n = ngx_write_fd(fd, text, len);
-    err = ngx_errno;
+    p = (u_char *) text;
+    err = 0;
+
+    while (p < (u_char *) text + len) {
+        n = ngx_write_fd(fd, p, (u_char *) text + len - p);
+
+        if (n == -1) {
+            err = ngx_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            break;
+        }
+
+        p += n;
+    }
+
+    n = p - (u_char *) text;
 
     free(text);
 
-    if (n != (ssize_t) len) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log,
-                                          n == -1 ? err : NGX_ENOSPC,
-                                          ngx_write_fd_n, tmp);
+    if ((size_t) n != len) {
+        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
+                                          err, ngx_write_fd_n, tmp);
         (void) ngx_close_file(fd);
         (void) ngx_delete_file(tmp);
         return;
     }
 
     if (fsync(fd) == -1) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log,
+        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
                                           ngx_errno, "fsync()", tmp);
         (void) ngx_close_file(fd);
         (void) ngx_delete_file(tmp);
@@ -1594,7 +1665,8 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
         if (ngx_rename_file(tmp, ctx->state.data) == NGX_FILE_ERROR) {
             err = ngx_errno;
             ngx_shmtx_unlock(&ctx->shpool->mutex);
-            ngx_http_portal_gate_state_failed(ctx, r->connection->log, err,
+            ngx_http_portal_gate_state_failed(ctx, r->connection->log,
+                                              revision, err,
                                               ngx_rename_file_n,
                                               ctx->state.data);
             (void) ngx_delete_file(tmp);
@@ -1653,17 +1725,28 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
 }
 
 
+/*
+ * Log a failed write of the state file, and report it in GET status unless
+ * a newer snapshot has been applied meanwhile: its writer has the say.
+ */
+
 static void
 ngx_http_portal_gate_state_failed(ngx_http_portal_gate_zone_ctx_t *ctx,
-    ngx_log_t *log, ngx_err_t err, const char *what, u_char *path)
+    ngx_log_t *log, int64_t revision, ngx_err_t err, const char *what,
+    u_char *path)
 {
     u_char  *p, *last;
 
     ngx_log_error(NGX_LOG_ERR, log, err,
-                  "portal_gate: state file not written: %s \"%s\" failed",
-                  what, path);
+                  "portal_gate: state file not written for revision %L: "
+                  "%s \"%s\" failed", revision, what, path);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->revision != revision) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return;
+    }
 
     p = ctx->sh->state_error;
     last = p + NGX_HTTP_PORTAL_GATE_ERR_LEN - 1;
@@ -1862,7 +1945,113 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is answered with 507, not logged by the allocator */
     ctx->shpool->log_nomem = 0;
 
-    return ngx_http_portal_gate_restore(shm_zone);
+    switch (ngx_http_portal_gate_resized(shm_zone)) {
+
+    case NGX_OK:
+        return NGX_OK;
+
+    case NGX_ERROR:
+        return NGX_ERROR;
+
+    default: /* NGX_DECLINED: a first start, or the old zone did not fit */
+        return ngx_http_portal_gate_restore(shm_zone);
+    }
+}
+
+
+/*
+ * A reload that changes the zone's size hands over a fresh zone while the
+ * old one is still mapped: carry its snapshot over, which needs no state
+ * file and is never staler than one. NGX_DECLINED when there is no old
+ * zone (a first start, nginx -t) or its snapshot does not fit.
+ */
+
+static ngx_int_t
+ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t                        i;
+    ngx_list_part_t                  *part;
+    ngx_shm_zone_t                   *zone;
+    ngx_http_portal_gate_shctx_t     *sh, *osh;
+    ngx_http_portal_gate_zone_ctx_t  *ctx, *octx;
+
+    ctx = shm_zone->data;
+    sh = ctx->sh;
+
+    /* during a reload, ngx_cycle is still the old cycle */
+
+    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+    zone = part->elts;
+    octx = NULL;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag == &ngx_http_portal_gate_module
+            && zone[i].shm.name.len == shm_zone->shm.name.len
+            && ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
+                           shm_zone->shm.name.len) == 0
+            && zone[i].data != NULL)
+        {
+            octx = zone[i].data;
+            break;
+        }
+    }
+
+    if (octx == NULL || octx->sh == NULL
+        || octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
+        || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
+    {
+        return NGX_DECLINED;
+    }
+
+    osh = octx->sh;
+
+    ngx_shmtx_lock(&octx->shpool->mutex);
+
+    if (osh->blob && osh->blob_size) {
+        sh->blob = ngx_slab_alloc(ctx->shpool, osh->blob_size);
+
+        if (sh->blob == NULL) {
+            ngx_shmtx_unlock(&octx->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "portal_gate zone \"%V\" of %uz bytes cannot hold "
+                          "the %uz-byte snapshot of the old zone",
+                          &shm_zone->shm.name, shm_zone->shm.size,
+                          osh->blob_size);
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(sh->blob, osh->blob, osh->blob_size);
+        sh->blob_size = osh->blob_size;
+    }
+
+    sh->revision = osh->revision;
+    sh->applied_at = osh->applied_at;
+    sh->restored = osh->restored;
+    sh->state_failed = osh->state_failed;
+    sh->state_written_at = osh->state_written_at;
+    ngx_memcpy(sh->state_error, osh->state_error, sizeof(sh->state_error));
+    sh->generation++;
+
+    ngx_shmtx_unlock(&octx->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                  "portal_gate zone \"%V\" resized to %uz bytes, revision %L "
+                  "carried over", &shm_zone->shm.name, shm_zone->shm.size,
+                  sh->revision);
+
+    return NGX_OK;
 }
 
 
@@ -1963,7 +2152,15 @@ ngx_http_portal_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->gate, prev->gate, NULL);
     ngx_conf_merge_ptr_value(conf->env, prev->env, NULL);
     ngx_conf_merge_ptr_value(conf->company, prev->company, NULL);
-    ngx_conf_merge_value(conf->api, prev->api, 0);
+    /* not inherited: a location nested in the API location is not the API */
+    if (conf->api == NGX_CONF_UNSET) {
+        conf->api = 0;
+    }
+
+    if (conf->api) {
+        /* the controller must always reach the API: no gate inherited */
+        conf->gate = NULL;
+    }
     ngx_conf_merge_size_value(conf->api_max_body_size,
                               prev->api_max_body_size, 16 * 1024 * 1024);
 
@@ -2012,7 +2209,7 @@ ngx_http_portal_gate_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             if (p == NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\": expected "
+                                   "invalid zone \"%V\": expected "
                                    "zone=NAME:SIZE", &value[i]);
                 return NGX_CONF_ERROR;
             }
@@ -2033,7 +2230,7 @@ ngx_http_portal_gate_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (size < (ssize_t) (16 * ngx_pagesize)) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "zone \"%V\" is too small: at least "
-                                   "%uzk", &value[i],
+                                   "%uzk", &name,
                                    16 * ngx_pagesize / 1024);
                 return NGX_CONF_ERROR;
             }
@@ -2100,6 +2297,36 @@ ngx_http_portal_gate_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* portal_gate_env: a complex value; a literal must be a valid name */
+
+static char *
+ngx_http_portal_gate_env(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_portal_gate_loc_conf_t *plcf = conf;
+
+    char       *rv;
+    ngx_str_t  *value;
+
+    rv = ngx_http_set_complex_value_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+
+    if (plcf->env->lengths == NULL
+        && !pg_valid_name((char *) value[1].data, value[1].len))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid environment name \"%V\": expected "
+                           "[a-z0-9_]{1,64}", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -2113,6 +2340,10 @@ ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (plcf->gate != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
+    }
+
+    if (plcf->api == 1) {
+        return "cannot gate a portal_gate_api location";
     }
 
     value = cf->args->elts;
@@ -2176,11 +2407,17 @@ ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         } else if (s.data[0] >= '0' && s.data[0] <= '9') {
             status = ngx_atoi(s.data, s.len);
 
-            if (status < 400 || status > 599) {
+            /* 408 and 494-499 are nginx's own: they send no answer */
+
+            if (status < 400 || status > 599
+                || status == NGX_HTTP_REQUEST_TIME_OUT
+                || (status >= NGX_HTTP_REQUEST_HEADER_TOO_LARGE
+                    && status <= NGX_HTTP_CLIENT_CLOSED_REQUEST))
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid status \"%V\": off=CODE takes "
-                                   "400 to 599; use off=URL to redirect",
-                                   &value[2]);
+                                   "400 to 599 but 408 and 494 to 499; "
+                                   "use off=URL to redirect", &value[2]);
                 return NGX_CONF_ERROR;
             }
 
@@ -2231,6 +2468,10 @@ ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (plcf->api != NGX_CONF_UNSET) {
         return "is duplicate";
+    }
+
+    if (plcf->gate != NGX_CONF_UNSET_PTR && plcf->gate != NULL) {
+        return "cannot be used in a location with portal_gate";
     }
 
     plcf->api = 1;

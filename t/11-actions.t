@@ -47,6 +47,13 @@ my $ng = PortalGate::Test->new(
                                add_header X-Reason $portal_gate_reason always;
                                return 200 "v2\n"; }
 
+        location /again/     { portal_gate customer_portal off=@again;
+                               return 200 "v2\n"; }
+        location @again      { rewrite ^ /again/from-legacy last; }
+        location /tf/        { portal_gate customer_portal off=@tf;
+                               return 200 "v2\n"; }
+        location @tf         { try_files /nonexistent /tf/from-legacy; }
+
         location /n/ {
             portal_gate customer_portal;
             location /n/inner/ { return 200 "inner\n"; }
@@ -63,6 +70,7 @@ CONF
 
         location /         { return 200 "site\n"; }
         location /public/  { portal_gate off; return 200 "public\n"; }
+        location /api/     { portal_gate_api; }
         location @legacy   { return 200 "legacy site $portal_gate_reason\n"; }
     }
 CONF
@@ -177,6 +185,29 @@ subtest '`portal_gate off;` lifts the inherited gate' => sub {
     is($r->{status}, 200, 'off company: 200');
     is($r->{content}, "open\n", 'off company: served');
     is($ng->get('/n/open/')->{status}, 200, 'no company: 200');
+};
+
+subtest 'the fallback passes once: a redirect from it back under the gate is gated again' => sub {
+    # rewrite ... last from the named location back into /again/
+    my $r = $ng->get('/again/', company => $off);
+    isnt($r->{content}, "v2\n", 'rewrite: an off company never gets the portal');
+    is($r->{status}, 500, 'rewrite: nginx ends the redirect cycle with 500');
+    ok(scalar $ng->log_lines(qr/rewrite or internal redirection cycle/),
+       'rewrite: nginx logs the cycle');
+
+    # try_files in the named location falling back to a gated URI
+    $r = $ng->get('/tf/', company => $off);
+    isnt($r->{content}, "v2\n", 'try_files: an off company never gets the portal');
+
+    $r = $ng->get('/again/', company => $on);
+    is($r->{content}, "v2\n", 'an on company still gets the portal');
+};
+
+subtest 'a server-wide gate does not gate the API location' => sub {
+    my $r = $ng->api('GET', 'status', undef, prefix => '/api/',
+                     port => $ng->extra_port(1), company => $off);
+    is($r->{status}, 200, 'an off company still reaches the API');
+    is(($r->{json} // {})->{revision}, 1, 'and gets the JSON status');
 };
 
 subtest 'a server-wide gate covers every location of the server' => sub {

@@ -363,6 +363,29 @@ subtest 'the API answers under prefix, exact and regex locations' => sub {
     is($json->{reason}, 'allowed', 'GET /rx/eval: the eval JSON');
 };
 
+subtest 'under "location /pg", /pgstatus is not the status path' => sub {
+    my $res = $ng->request('GET', '/pgstatus');
+    is($res->{status}, 404, 'GET /pgstatus: 404');
+    like((eval { decode_json($res->{content}) } // {})->{error} // '',
+         qr/unknown API path/, 'GET /pgstatus: a JSON error');
+};
+
+subtest 'bytes that are not UTF-8 get a JSON error, not a 500' => sub {
+    my $res = $ng->api('GET', '%ff%fe');
+    is($res->{status}, 404, 'an unknown path of raw bytes: 404');
+    like(($res->{json} // {})->{error} // '', qr/not valid UTF-8/,
+         'the error says why it cannot quote the path');
+
+    $res = $ng->api('GET', 'eval?flag=%ff');
+    is($res->{status}, 400, 'eval with a flag of raw bytes: 400');
+    like(($res->{json} // {})->{error} // '', qr/not valid UTF-8/,
+         'a JSON error');
+
+    $res = $ng->api('GET', 'eval?flag=customer_portal&company=%ff');
+    is($res->{status}, 200, 'eval with a company of raw bytes: 200');
+    is(($res->{json} // {})->{reason}, 'no_company', 'which is no company');
+};
+
 subtest 'HEAD status answers 200 without a body' => sub {
     my $res = $ng->api('HEAD', 'status');
     is($res->{status}, 200, 'status 200');

@@ -88,15 +88,42 @@ subtest 'a restart restores the snapshot from the state file' => sub {
        'the restore is logged');
 };
 
-subtest 'a reload that changes the zone size restores from the state file' => sub {
+subtest 'a reload that changes the zone size carries the snapshot over' => sub {
     is($ng->put_snapshot(snapshot_rev(4, '12', '13'))->{status}, 200,
        'revision 4 applied');
+    # hide the state file: the fresh zone must be filled from the old one
+    rename $ng->state_file, $ng->state_file . '.hidden' or die $!;
     $ng->reload(zone => '8m');
+    rename $ng->state_file . '.hidden', $ng->state_file or die $!;
     my $s = $ng->status;
     is($s->{zone}{size}, 8 * 1024 * 1024, 'the zone is now 8m');
     is($s->{revision}, 4, 'revision 4 kept');
-    ok($s->{restored_from_state}, 'restored_from_state is true');
     is(portal_status($ng, '13'), 200, 'company 13 gets the portal');
+    ok(scalar $ng->log_lines(
+           qr/\[notice\].*zone "\w+" resized to 8388608 bytes, revision 4 carried over/),
+       'the resize is logged at notice');
+};
+
+subtest 'a zone resized without a state file keeps its snapshot' => sub {
+    my $plain = PortalGate::Test->new(state => 0, server => <<'CONF');
+        location /portal/ { portal_gate customer_portal;
+                            return 200 "portal v2\n"; }
+CONF
+    $plain->start;
+    is($plain->put_snapshot(snapshot_rev(3, '12'))->{status}, 200,
+       'revision 3 applied');
+    $plain->reload(zone => '8m');
+    is($plain->status->{revision}, 3, 'revision 3 kept after 4m -> 8m');
+    is(portal_status($plain, '12'), 200, 'company 12 still gets the portal');
+    $plain->no_bad_log_lines;
+    $plain->stop;
+};
+
+subtest 'after the resize, a restart restores from the state file' => sub {
+    $ng->restart;
+    my $s = $ng->status;
+    is($s->{revision}, 4, 'revision 4 after a restart');
+    ok($s->{restored_from_state}, 'restored_from_state is true');
 };
 
 subtest 'a PUT after the zone change applies as usual' => sub {

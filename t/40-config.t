@@ -33,6 +33,8 @@ subtest 'a complete configuration passes nginx -t' => sub {
         portal_gate_company $http_x_company_id;
         location /a/ { portal_gate customer_portal; return 200; }
         location /b/ { portal_gate customer_portal off=451; return 200; }
+        location /b2/ { portal_gate customer_portal off=444;
+                        portal_gate_env $http_x_env; return 200; }
         location /c/ { portal_gate customer_portal off=@legacy; return 200; }
         location /d/ { portal_gate customer_portal off=https://x.example/$uri; }
         location /e/ { portal_gate customer_portal off=http://x.example/; }
@@ -59,7 +61,7 @@ my @bad = (
      qr/\[emerg\].*invalid zone size "zone=pg:lots"/],
     ['portal_gate_zone without a size',
      'portal_gate_zone zone=pg;',
-     qr/\[emerg\].*invalid zone size "zone=pg"/],
+     qr/\[emerg\].*invalid zone "zone=pg": expected zone=NAME:SIZE/],
     ['portal_gate_zone below 64k',
      'portal_gate_zone zone=pg:32k;',
      qr/\[emerg\].*zone ".*" is too small: at least 64k/],
@@ -88,7 +90,7 @@ my @bad = (
      qr/\[emerg\].*invalid parameter "x": expected off=CODE, off=\@named or off=URL/],
     ['portal_gate off=302',
      in_location('portal_gate customer_portal off=302;'),
-     qr/\[emerg\].*invalid status "off=302": off=CODE takes 400 to 599; use off=URL to redirect/],
+     qr/\[emerg\].*invalid status "off=302": off=CODE takes 400 to 599 but 408 and 494 to 499; use off=URL to redirect/],
     ['portal_gate off=600',
      in_location('portal_gate customer_portal off=600;'),
      qr/\[emerg\].*invalid status "off=600"/],
@@ -98,6 +100,18 @@ my @bad = (
     ['portal_gate off=@',
      in_location('portal_gate customer_portal off=@;'),
      qr/\[emerg\].*empty location name in "off=@"/],
+    ['portal_gate off=408 (nginx closes without an answer)',
+     in_location('portal_gate customer_portal off=408;'),
+     qr/\[emerg\].*invalid status "off=408": off=CODE takes 400 to 599 but 408 and 494 to 499/],
+    ['portal_gate off=499 (an nginx-internal code)',
+     in_location('portal_gate customer_portal off=499;'),
+     qr/\[emerg\].*invalid status "off=499"/],
+    ['portal_gate in the API location',
+     in_location('portal_gate_api; portal_gate customer_portal;'),
+     qr/\[emerg\].*"portal_gate" directive cannot gate a portal_gate_api location/],
+    ['portal_gate_api in a gated location',
+     in_location('portal_gate customer_portal; portal_gate_api;'),
+     qr/\[emerg\].*"portal_gate_api" directive cannot be used in a location with portal_gate/],
     ['portal_gate off with a parameter',
      in_location('portal_gate off off=404;'),
      qr/\[emerg\].*"portal_gate off" takes no parameters/],
@@ -132,6 +146,9 @@ my @bad = (
     ['portal_gate_env without a value',
      in_location('portal_gate_env;'),
      qr/\[emerg\].*invalid number of arguments in "portal_gate_env"/],
+    ['portal_gate_env with an invalid literal name',
+     in_location('portal_gate_env Staging;'),
+     qr/\[emerg\].*invalid environment name "Staging": expected \[a-z0-9_\]\{1,64\}/],
     ['portal_gate_company with an unknown variable',
      in_location('portal_gate_company $no_such_variable;'),
      qr/\[emerg\].*unknown "no_such_variable" variable/],
