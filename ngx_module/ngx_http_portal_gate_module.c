@@ -45,6 +45,7 @@ typedef struct {
     int64_t                      revision;
     time_t                       applied_at;    /* 0: never */
     ngx_uint_t                   restored;      /* from the state file */
+    ngx_uint_t                   state_corrupt; /* not read: keep it */
     ngx_uint_t                   state_failed;
     time_t                       state_written_at;
     u_char                       state_error[NGX_HTTP_PORTAL_GATE_ERR_LEN];
@@ -1563,7 +1564,7 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     unsigned char *blob, size_t size)
 {
     char                              *text;
-    u_char                            *tmp, *dir, *p;
+    u_char                            *tmp, *dir, *p, *corrupt;
     size_t                             len;
     ssize_t                            n;
     json_t                            *json;
@@ -1571,7 +1572,7 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     ngx_err_t                          err;
     pg_snap_t                          snap;
     pg_error_t                         perr;
-    ngx_uint_t                         renamed;
+    ngx_uint_t                         renamed, kept;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
@@ -1659,9 +1660,28 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
 
     renamed = 0;
 
+    corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
+    if (corrupt == NULL) {
+        (void) ngx_delete_file(tmp);
+        return;
+    }
+
+    ngx_sprintf(corrupt, "%V.corrupt%Z", &ctx->state);
+
+    kept = 0;
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     if (ctx->sh->revision == revision) {
+
+        /* nothing lost on bad input: the unreadable file is kept aside */
+
+        if (ctx->sh->state_corrupt) {
+            ctx->sh->state_corrupt = 0;
+            kept = (ngx_rename_file(ctx->state.data, corrupt)
+                    != NGX_FILE_ERROR);
+        }
+
         if (ngx_rename_file(tmp, ctx->state.data) == NGX_FILE_ERROR) {
             err = ngx_errno;
             ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -1680,6 +1700,12 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (kept) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "portal_gate: the corrupt state file is kept as "
+                      "\"%s\"", corrupt);
+    }
 
     if (!renamed) {
         /* a newer snapshot arrived meanwhile; its writer saves it */
@@ -1844,8 +1870,11 @@ ngx_http_portal_gate_restore(ngx_shm_zone_t *shm_zone)
     {
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate state file \"%V\" is corrupt, zone \"%V\" "
-                      "starts empty: %s",
-                      &ctx->state, &shm_zone->shm.name, err.text);
+                      "starts empty (the next write keeps it as "
+                      "\"%V.corrupt\"): %s",
+                      &ctx->state, &shm_zone->shm.name, &ctx->state,
+                      err.text);
+        sh->state_corrupt = 1;
         ngx_free(text);
         return NGX_OK;
     }

@@ -157,6 +157,14 @@ subtest 'after a corrupt state file a PUT applies and rewrites it' => sub {
        'revision 1 applied');
     is(portal_status($ng, '15'), 200, 'company 15 gets the portal');
     is(read_state($ng)->{revision}, 1, 'the state file is valid again');
+
+    # nothing lost on bad input: the unreadable file is kept for a look
+    open my $fh, '<', $ng->state_file . '.corrupt' or die "no .corrupt: $!";
+    my $kept = do { local $/; <$fh> };
+    is($kept, '{"revision": 9, "environments": {"production": ',
+       'the corrupt file is kept as state.json.corrupt, byte for byte');
+    ok(scalar $ng->log_lines(qr/\[notice\].*corrupt state file is kept as/),
+       'and the log says where');
 };
 
 subtest 'a state file that is valid JSON but not a snapshot is corrupt' => sub {

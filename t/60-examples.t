@@ -81,4 +81,16 @@ subtest 'make demo serves the rollout scenario and obeys the kill switch' => sub
     ok($scratch && !-e $scratch, 'the demo removed its scratch folder');
 };
 
+subtest 'make demo on a port in use says so and exits 1' => sub {
+    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                     Proto => 'tcp', Listen => 1)
+        or die "cannot listen: $!";
+    my $port = $busy->sockport;
+    my $out = `DEMO_PORT=$port timeout 60 $root/tools/demo.sh 2>&1`;
+    is($? >> 8, 1, 'exit status 1');
+    like($out, qr/nginx did not start on 127\.0\.0\.1:$port .*port in use/,
+         'the demo names the port and the likely cause');
+    like($out, qr/Address already in use/, "and shows nginx's own error");
+};
+
 done_testing();

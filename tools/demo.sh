@@ -136,13 +136,25 @@ perl -MJSON::PP -e '
 /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
 nginx_pid=$!
 
+ready=0
 for _ in $(seq 50); do
+    if ! kill -0 "$nginx_pid" 2>/dev/null; then
+        break
+    fi
     if curl -s -o /dev/null "http://127.0.0.1:$api_port/portal-gate/status"
     then
+        ready=1
         break
     fi
     sleep 0.1
 done
+
+if [ "$ready" != 1 ]; then
+    echo "demo: nginx did not start on 127.0.0.1:$port and :$api_port" \
+         "(a port in use? try DEMO_PORT=9090 make demo); its log:" >&2
+    cat "$dir/error.log" >&2 2>/dev/null || true
+    exit 1
+fi
 
 api="http://127.0.0.1:$api_port/portal-gate"
 put() {
