@@ -29,7 +29,7 @@ if [ $# -eq 0 ]; then
     set -- t/[0-9]*.t
 fi
 
-PORTAL_GATE_NGINX="$dir/nginx" prove "$@"
+PORTAL_GATE_NGINX="$dir/nginx" PG_TEST_SLOW=6 prove "$@"
 
 # One report per record: records are separated by an empty "==PID== " line.
 perl -e '

@@ -50,6 +50,10 @@ our @EXPORT_OK = qw(murmur3_32 bucket find_companies nginx_t
 
 our $NGINX = $ENV{PORTAL_GATE_NGINX} || '/usr/sbin/nginx';
 
+# Waits (start, reload, stop, I/O) are limits, not timings: a slow nginx,
+# such as one under valgrind, multiplies them (PG_TEST_SLOW=6).
+our $SLOW = $ENV{PG_TEST_SLOW} || 1;
+
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 my %LIVE;       # pid => instance: everything still to stop at exit
 my $OWNER = $$; # a forked child (see t/50-workers.t) must not stop nginx
@@ -339,14 +343,14 @@ sub start {
     $self->{pid} = $pid;
     $LIVE{$pid} = $self;
 
-    my $deadline = time + 5;
+    my $deadline = time + 5 * $SLOW;
     until ($self->_worker_count == $self->{workers} && $self->_accepts) {
         if (waitpid($pid, WNOHANG) == $pid) {
             delete $LIVE{$pid};
             delete $self->{pid};
             $self->_died("nginx exited at start (status $?)");
         }
-        $self->_died("nginx did not come up within 5 s") if time > $deadline;
+        $self->_died("nginx did not come up within " . 5 * $SLOW . " s") if time > $deadline;
         sleep 0.02;
     }
 
@@ -361,7 +365,7 @@ sub stop {
 
     for my $step (['QUIT', 10], ['TERM', 5], ['KILL', 5]) {
         kill $step->[0], $pid;
-        my $deadline = time + $step->[1];
+        my $deadline = time + $step->[1] * $SLOW;
         while (time < $deadline) {
             if (waitpid($pid, WNOHANG) != 0) {
                 delete $LIVE{$pid};
@@ -389,11 +393,11 @@ sub reload {
     my %old = map { $_ => 1 } $self->workers;
     kill 'HUP', $self->{pid};
 
-    my $deadline = time + 10;
+    my $deadline = time + 10 * $SLOW;
     while (1) {
         my @now = $self->workers;
         last if @now == $self->{workers} && !grep { $old{$_} } @now;
-        $self->_died("nginx did not reload within 10 s") if time > $deadline;
+        $self->_died("nginx did not reload within " . 10 * $SLOW . " s") if time > $deadline;
         sleep 0.02;
     }
 
@@ -480,7 +484,7 @@ sub request {
     }
 
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                  Proto => 'tcp', Timeout => 5)
+                                  Proto => 'tcp', Timeout => 5 * $SLOW)
         or die "connect 127.0.0.1:$port: $!\n";
     binmode $s;
 
@@ -489,7 +493,7 @@ sub request {
 
     for (my $off = 0; $off < length $req; ) {
         # a server that answers early may stop reading: then go read
-        last unless $sel->can_write(10);
+        last unless $sel->can_write(10 * $SLOW);
         my $n = syswrite($s, $req, 65536, $off);
         last unless $n;
         $off += $n;
@@ -497,7 +501,7 @@ sub request {
 
     # read to EOF: a server that never closes (a leaked request) times out
     my ($raw, $closed) = ('', 0);
-    while ($sel->can_read($o{timeout} // 10)) {
+    while ($sel->can_read($o{timeout} // 10 * $SLOW)) {
         my $n = sysread($s, $raw, 65536, length $raw);
         unless ($n) {
             $closed = 1;
