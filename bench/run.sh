@@ -61,9 +61,8 @@ if [ "$(id -u)" = 0 ]; then
     chown nobody:nogroup "$dir/state" "$dir/tmp"
 fi
 
-# nginx loads a private copy: `make` rewrites build/*.so in place (cp), and
-# a rebuild during the run would then kill the mapped workers (SIGBUS, then
-# SIGILL in every respawned worker)
+# nginx loads a private copy, so that the figures belong to the module that
+# was there when the run began, whatever is rebuilt meanwhile
 cp "$module" "$dir/ngx_http_portal_gate_module.so"
 module="$dir/ngx_http_portal_gate_module.so"
 
