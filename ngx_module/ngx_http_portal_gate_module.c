@@ -90,7 +90,6 @@ typedef struct {
     ngx_http_complex_value_t     *company;      /* NULL: no company */
     ngx_flag_t                    api;
     size_t                        api_max_body_size;
-    ngx_http_core_loc_conf_t     *api_clcf;
 } ngx_http_portal_gate_loc_conf_t;
 
 
@@ -331,7 +330,9 @@ ngx_http_portal_gate_handler(ngx_http_request_t *r)
         }
     }
 
-    if (gate == NULL) {
+    /* the controller must always reach the API: it is never gated */
+
+    if (gate == NULL || plcf->api) {
         return NGX_DECLINED;
     }
 
@@ -356,6 +357,7 @@ ngx_http_portal_gate_off(ngx_http_request_t *r,
     ngx_http_portal_gate_gate_t *gate)
 {
     ngx_str_t                          url;
+    ngx_http_variable_value_t         *vv;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
     switch (gate->off) {
@@ -368,6 +370,17 @@ ngx_http_portal_gate_off(ngx_http_request_t *r,
 
         /* as try_files does: named_location takes a reference */
         (void) ngx_http_named_location(r, &gate->named);
+
+        /*
+         * Found, the fallback's first phase has consumed the marker; not
+         * found (a 500), it must not be left for a later subrequest.
+         */
+        vv = &r->variables[pmcf->index[NGX_HTTP_PORTAL_GATE_VAR_DECISION]];
+
+        if (vv->data == ngx_http_portal_gate_fallback_off) {
+            vv->data = (u_char *) "off";
+        }
+
         ngx_http_finalize_request(r, NGX_DONE);
         return NGX_DONE;
 
@@ -661,7 +674,7 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
 #if (NGX_PCRE)
         && clcf->regex == NULL
 #endif
-        && path.len >= clcf->name.len
+        && path.len > clcf->name.len
         && ngx_strncmp(path.data, clcf->name.data, clcf->name.len) == 0)
     {
         /* under "location /pg", "/pgstatus" is not "status" */
@@ -1633,6 +1646,10 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
             break;
         }
 
+        if (n == 0) {
+            break;
+        }
+
         p += n;
     }
 
@@ -1677,9 +1694,26 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
         /* nothing lost on bad input: the unreadable file is kept aside */
 
         if (ctx->sh->state_corrupt) {
+            if (ngx_rename_file(ctx->state.data, corrupt) != NGX_FILE_ERROR) {
+                kept = 1;
+
+            } else {
+                err = ngx_errno;
+
+                if (err != NGX_ENOENT) {
+                    /* never overwrite the corrupt file unkept */
+                    ngx_shmtx_unlock(&ctx->shpool->mutex);
+                    ngx_http_portal_gate_state_failed(ctx, r->connection->log,
+                                                  revision, err,
+                                                  "keeping the corrupt file, "
+                                                  ngx_rename_file_n,
+                                                  corrupt);
+                    (void) ngx_delete_file(tmp);
+                    return;
+                }
+            }
+
             ctx->sh->state_corrupt = 0;
-            kept = (ngx_rename_file(ctx->state.data, corrupt)
-                    != NGX_FILE_ERROR);
         }
 
         if (ngx_rename_file(tmp, ctx->state.data) == NGX_FILE_ERROR) {
@@ -1974,17 +2008,13 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is answered with 507, not logged by the allocator */
     ctx->shpool->log_nomem = 0;
 
-    switch (ngx_http_portal_gate_resized(shm_zone)) {
-
-    case NGX_OK:
+    if (ngx_http_portal_gate_resized(shm_zone) == NGX_OK) {
         return NGX_OK;
-
-    case NGX_ERROR:
-        return NGX_ERROR;
-
-    default: /* NGX_DECLINED: a first start, or the old zone did not fit */
-        return ngx_http_portal_gate_restore(shm_zone);
     }
+
+    /* a first start, or the old zone could not be copied */
+
+    return ngx_http_portal_gate_restore(shm_zone);
 }
 
 
@@ -1992,13 +2022,16 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  * A reload that changes the zone's size hands over a fresh zone while the
  * old one is still mapped: carry its snapshot over, which needs no state
  * file and is never staler than one. NGX_DECLINED when there is no old
- * zone (a first start, nginx -t) or its snapshot does not fit.
+ * zone (a first start, nginx -t), or its snapshot is locked, bad or does
+ * not fit.
  */
 
 static ngx_int_t
 ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
 {
     ngx_uint_t                        i;
+    pg_snap_t                         snap;
+    pg_error_t                        err;
     ngx_list_part_t                  *part;
     ngx_shm_zone_t                   *zone;
     ngx_http_portal_gate_shctx_t     *sh, *osh;
@@ -2045,7 +2078,42 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
 
     osh = octx->sh;
 
-    ngx_shmtx_lock(&octx->shpool->mutex);
+    /*
+     * SIGCHLD is blocked while the master reloads, so a worker that died
+     * holding the lock would not be unlocked: try for a second, then fall
+     * back to the state file rather than hang the master.
+     */
+
+    for (i = 0; i < 1000; i++) {
+        if (ngx_shmtx_trylock(&octx->shpool->mutex)) {
+            break;
+        }
+
+        ngx_msleep(1);
+    }
+
+    if (i == 1000) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" resized, but the old zone "
+                      "stays locked: restoring from the state file",
+                      &shm_zone->shm.name);
+        return NGX_DECLINED;
+    }
+
+    /* the master does not trust memory that workers write */
+
+    if (osh->blob_size
+        && (osh->blob == NULL
+            || pg_snap_open(&snap, osh->blob, osh->blob_size, &err) != PG_OK))
+    {
+        ngx_shmtx_unlock(&octx->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" resized, but the old zone's "
+                      "snapshot is bad: restoring from the state file",
+                      &shm_zone->shm.name);
+        return NGX_DECLINED;
+    }
 
     if (osh->blob && osh->blob_size) {
         sh->blob = ngx_slab_alloc(ctx->shpool, osh->blob_size);
@@ -2068,6 +2136,7 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
     sh->revision = osh->revision;
     sh->applied_at = osh->applied_at;
     sh->restored = osh->restored;
+    sh->state_corrupt = osh->state_corrupt;
     sh->state_failed = osh->state_failed;
     sh->state_written_at = osh->state_written_at;
     ngx_memcpy(sh->state_error, osh->state_error, sizeof(sh->state_error));
@@ -2155,12 +2224,6 @@ ngx_http_portal_gate_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    /*
-     * set by ngx_pcalloc():
-     *
-     *     conf->api_clcf = NULL;
-     */
-
     conf->gate = NGX_CONF_UNSET_PTR;
     conf->env = NGX_CONF_UNSET_PTR;
     conf->company = NGX_CONF_UNSET_PTR;
@@ -2178,28 +2241,35 @@ ngx_http_portal_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_portal_gate_loc_conf_t  *prev = parent;
     ngx_http_portal_gate_loc_conf_t  *conf = child;
 
+    ngx_http_core_loc_conf_t         *clcf;
+
     ngx_conf_merge_ptr_value(conf->gate, prev->gate, NULL);
     ngx_conf_merge_ptr_value(conf->env, prev->env, NULL);
     ngx_conf_merge_ptr_value(conf->company, prev->company, NULL);
-    /* not inherited: a location nested in the API location is not the API */
-    if (conf->api == NGX_CONF_UNSET) {
-        conf->api = 0;
-    }
-
-    if (conf->api) {
-        /* the controller must always reach the API: no gate inherited */
-        conf->gate = NULL;
-    }
     ngx_conf_merge_size_value(conf->api_max_body_size,
                               prev->api_max_body_size, 16 * 1024 * 1024);
 
-    if (conf->api_clcf) {
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * Not inherited: a location nested in the API location is not the API.
+     * The block of a limit_except in it is: nginx switches a request to
+     * that block's configuration for the methods it does not list.
+     */
+
+    if (conf->api == NGX_CONF_UNSET) {
+        conf->api = (clcf->lmt_excpt && prev->api == 1);
+    }
+
+    if (conf->api) {
+        clcf->handler = ngx_http_portal_gate_api_handler;
+
         /*
-         * The API location's client_max_body_size is its own limit, so
-         * that nginx enforces it while reading, chunked bodies included.
-         * The core module has merged this location already.
+         * The API location's own limit, so that nginx enforces it while
+         * reading, chunked bodies included. The core module has merged
+         * this location already.
          */
-        conf->api_clcf->client_max_body_size = conf->api_max_body_size;
+        clcf->client_max_body_size = conf->api_max_body_size;
     }
 
     return NGX_CONF_OK;
@@ -2371,10 +2441,6 @@ ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    if (plcf->api == 1) {
-        return "cannot gate a portal_gate_api location";
-    }
-
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "off") == 0) {
@@ -2386,6 +2452,10 @@ ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         plcf->gate = NULL;
         return NGX_CONF_OK;
+    }
+
+    if (plcf->api == 1) {
+        return "cannot gate a portal_gate_api location";
     }
 
     if (!pg_valid_name((char *) value[1].data, value[1].len)) {
@@ -2492,12 +2562,12 @@ ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_portal_gate_loc_conf_t *plcf = conf;
 
-    ngx_http_core_loc_conf_t          *clcf;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
     if (plcf->api != NGX_CONF_UNSET) {
         return "is duplicate";
     }
+
 
     if (plcf->gate != NGX_CONF_UNSET_PTR && plcf->gate != NULL) {
         return "cannot be used in a location with portal_gate";
@@ -2505,10 +2575,7 @@ ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     plcf->api = 1;
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_portal_gate_api_handler;
-
-    plcf->api_clcf = clcf;
+    /* the merge sets the handler, here and in a limit_except block */
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
     pmcf->apis++;

@@ -23,6 +23,11 @@ my $ng = PortalGate::Test->new(server => $portal . <<'CONF');
         location /small-api/ { portal_gate_api;
                                portal_gate_api_max_body_size 4k; }
         location /denied-api/ { deny all; portal_gate_api; }
+        location /ro-api/ { portal_gate_api;
+                            limit_except GET HEAD { deny all; } }
+        location /lan-api/ { portal_gate_api;
+                             limit_except GET HEAD { allow 127.0.0.1;
+                                                     deny all; } }
 CONF
 $ng->start;
 
@@ -83,6 +88,19 @@ subtest 'an API location closed by deny answers 403 in JSON, not HTML' => sub {
     is_json_error($res, 403, qr/forbidden/, 'deny all');
     unlike($res->{content}, qr/<html>/i, 'no HTML page');
 };
+
+subtest 'limit_except in the API location: PUT still reaches the API' => sub {
+    my $res = $ng->put_snapshot(padded_snapshot(1, 10), prefix => '/lan-api/');
+    is($res->{status}, 409, 'an allowed PUT is answered by the API (409: not newer)');
+    like($res->{headers}{'content-type'} // '', qr{^application/json},
+         'in JSON');
+
+    $res = $ng->put_snapshot(padded_snapshot(1, 10), prefix => '/ro-api/');
+    is_json_error($res, 403, qr/forbidden/, 'a PUT denied by limit_except');
+    is($ng->api('GET', 'status', undef, prefix => '/ro-api/')->{status}, 200,
+       'GET is still open');
+};
+small_in_force('limit_except');
 
 subtest 'a body of exactly portal_gate_api_max_body_size is read, one byte more is 413' => sub {
     my $json = encode_json({revision => 1, environments => {}});

@@ -159,12 +159,29 @@ subtest 'after a corrupt state file a PUT applies and rewrites it' => sub {
     is(read_state($ng)->{revision}, 1, 'the state file is valid again');
 
     # nothing lost on bad input: the unreadable file is kept for a look
-    open my $fh, '<', $ng->state_file . '.corrupt' or die "no .corrupt: $!";
-    my $kept = do { local $/; <$fh> };
+    my $kept = -e $ng->state_file . '.corrupt'
+        && do { open my $k, '<', $ng->state_file . '.corrupt'; local $/; <$k> };
     is($kept, '{"revision": 9, "environments": {"production": ',
        'the corrupt file is kept as state.json.corrupt, byte for byte');
     ok(scalar $ng->log_lines(qr/\[notice\].*corrupt state file is kept as/),
        'and the log says where');
+};
+
+subtest 'a corrupt state file is still kept after a zone resize' => sub {
+    $ng->stop;
+    unlink $ng->state_file . '.corrupt';
+    open my $fh, '>', $ng->state_file or die $!;
+    print {$fh} 'not json at all';
+    close $fh;
+
+    $ng->start;
+    $ng->reload(zone => '6m');
+    is($ng->status->{zone}{size}, 6 * 1024 * 1024, 'the zone is now 6m');
+    is($ng->put_snapshot(snapshot_rev(2, '16'))->{status}, 200,
+       'revision 2 applied');
+    my $kept = -e $ng->state_file . '.corrupt'
+        && do { open my $k, '<', $ng->state_file . '.corrupt'; local $/; <$k> };
+    is($kept, 'not json at all', 'the corrupt file was kept, not overwritten');
 };
 
 subtest 'a state file that is valid JSON but not a snapshot is corrupt' => sub {

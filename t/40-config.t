@@ -43,7 +43,7 @@ subtest 'a complete configuration passes nginx -t' => sub {
         location /g/ { portal_gate_company $cookie_company;
                        return 200 "$backend $portal_flag_x\n"; }
         location @legacy { return 200; }
-        location /portal-gate/ { portal_gate_api;
+        location /portal-gate/ { portal_gate_api; portal_gate off;
                                  portal_gate_api_max_body_size 64m; }
     }
 CONF

@@ -52,7 +52,8 @@ our $NGINX = $ENV{PORTAL_GATE_NGINX} || '/usr/sbin/nginx';
 
 # Waits (start, reload, stop, I/O) are limits, not timings: a slow nginx,
 # such as one under valgrind, multiplies them (PG_TEST_SLOW=6).
-our $SLOW = $ENV{PG_TEST_SLOW} || 1;
+our $SLOW = ($ENV{PG_TEST_SLOW} // '') =~ /^\d+(?:\.\d+)?$/
+          && $ENV{PG_TEST_SLOW} > 0 ? $ENV{PG_TEST_SLOW} : 1;
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 my %LIVE;       # pid => instance: everything still to stop at exit
@@ -501,7 +502,7 @@ sub request {
 
     # read to EOF: a server that never closes (a leaked request) times out
     my ($raw, $closed) = ('', 0);
-    while ($sel->can_read($o{timeout} // 10 * $SLOW)) {
+    while ($sel->can_read(($o{timeout} // 10) * $SLOW)) {
         my $n = sysread($s, $raw, 65536, length $raw);
         unless ($n) {
             $closed = 1;
