@@ -859,6 +859,9 @@ pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob, size_t *size,
     }
 
     memset(&w, 0, sizeof(w));
+    /* pass 0 writes into these instead of the blob it is sizing */
+    memset(&env_scratch, 0, sizeof(env_scratch));
+    memset(&flag_scratch, 0, sizeof(flag_scratch));
     total = 0;
     fixed_end = 0;
 
