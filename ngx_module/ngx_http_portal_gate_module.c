@@ -103,7 +103,6 @@ typedef struct {
 typedef struct {
     pg_result_t                   result;
     ngx_str_t                     company;      /* "" when no company */
-    int64_t                       revision;
 } ngx_http_portal_gate_decision_t;
 
 
@@ -443,8 +442,6 @@ ngx_http_portal_gate_decide(ngx_http_request_t *r, ngx_str_t *flag,
 
     pg_eval(snap, (char *) env.data, env.len, (char *) flag->data, flag->len,
             (char *) company.data, company.len, &d->result);
-
-    d->revision = pg_snap_revision(snap);
 
     if (pg_valid_company((char *) company.data, company.len)) {
         d->company = company;
