@@ -1,6 +1,7 @@
 # portal-gate
 #
-#   make          build build/ngx_http_portal_gate_module.so
+#   make          build build/ngx_http_portal_gate_module.so and
+#                 build/portal-gatectl
 #   make test     build everything, run every test (prove -r t), then the
 #                 nginx tests again with nginx under valgrind
 #   make demo     nginx + the module on loopback with the rollout scenario
@@ -31,13 +32,22 @@ SAN_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
                -fno-sanitize-recover=all
 CORE_LIBS   := -ljansson -lm
 
-BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev
-TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind
+# portal-gatectl: the core plus the controller's sources. make test runs the
+# build under ASan and UBSan (build/asan/); make builds an optimised one.
+CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_store.c \
+               controller/pg_redis.c
+CTL_HDRS    := $(wildcard controller/*.h)
+CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
+               -Iinclude -Icontroller
+CTL_LIBS    := -lhiredis $(CORE_LIBS)
+
+BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev
+TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
 
-.PHONY: all deps module unit test demo bench clean
+.PHONY: all deps module ctl unit test demo bench clean
 
-all: module
+all: module ctl
 
 deps:
 	@tools/deps.sh $(BUILD_PKGS)
@@ -63,12 +73,31 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) \
 	cp $(NGX_BUILD)/objs/ngx_http_portal_gate_module.so $@.tmp
 	mv -f $@.tmp $@
 
+ctl: deps $(BUILD)/portal-gatectl
+
+$(BUILD)/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@
+
+$(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
+                              $(CORE_HDRS)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
+	    $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@
+
+$(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
+                         controller/pg_redis.h t/unit/test_redis_url.c
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) \
+	    controller/pg_redis.c t/unit/test_redis_url.c $(CTL_LIBS) -o $@
+
 $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_core.c \
 	    $(CORE_LIBS) -o $@
 
-unit: deps $(BUILD)/test-core
+unit: deps $(BUILD)/test-core $(BUILD)/test-redis-url \
+      $(BUILD)/asan/portal-gatectl
 
 # prove runs every test; then the nginx tests run again with nginx under
 # valgrind, which catches the module's memory errors.

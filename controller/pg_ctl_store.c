@@ -1,0 +1,655 @@
+/*
+ * pg_ctl_store.c: the flag store in Redis. See pg_ctl_store.h for the API
+ * and include/pg_store.h for the key layout.
+ */
+
+#include <stdarg.h>             /* va_list */
+#include <stdio.h>              /* snprintf */
+#include <stdlib.h>             /* free, strtoll */
+#include <string.h>             /* strcmp, strlen */
+#include <time.h>               /* time, gmtime_r, strftime */
+#include "pg_ctl_store.h"       /* the API this file implements */
+
+
+#define PG_STORE_TRIES     16           /* writes retried after CONFLICT */
+#define PG_STORE_KEY_MAX   (PG_STORE_PREFIX_MAX + 80)
+
+
+/*
+ * KEYS: marker, flags hash, revision, audit stream.
+ * ARGV: flag, expected JSON ("" for none), new JSON, channel, audit cap,
+ *       ts, actor, env, action, reason.
+ */
+static const char  pg_store_write_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('UNINITIALISED')\n"
+    "end\n"
+    "local cur = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if cur == false then cur = '' end\n"
+    "if cur ~= ARGV[2] then\n"
+    "  return redis.error_reply('CONFLICT')\n"
+    "end\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
+    "local rev = redis.call('INCR', KEYS[3])\n"
+    "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',\n"
+    "  'ts', ARGV[6], 'actor', ARGV[7], 'env', ARGV[8], 'flag', ARGV[1],\n"
+    "  'action', ARGV[9], 'before', cur, 'after', ARGV[3],\n"
+    "  'reason', ARGV[10], 'revision', rev)\n"
+    "redis.call('PUBLISH', ARGV[4], rev)\n"
+    "return rev\n";
+
+/*
+ * KEYS: marker, revision, audit stream.
+ * ARGV: format, ts, actor, audit cap, reason.
+ */
+static const char  pg_store_init_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
+    "  'created_by', ARGV[3])\n"
+    "redis.call('SETNX', KEYS[2], '0')\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
+    "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
+    "  'action', 'init', 'before', '', 'after', '', 'reason', ARGV[5],\n"
+    "  'revision', redis.call('GET', KEYS[2]))\n"
+    "return 1\n";
+
+
+static int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static redisReply *pg_store_command(pg_store_t *store, int argc,
+    const char **argv);
+static void pg_store_key(const pg_store_t *store, char *buf,
+    const char *name, const char *env);
+static void pg_store_now(char *buf, size_t size);
+static int pg_store_script_error(const redisReply *reply, const char *word);
+static int pg_store_check_env(pg_store_t *store, const char *env,
+    const char *flag, json_t *after);
+
+
+static int
+pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(store->err.text, sizeof(store->err.text), fmt, args);
+    va_end(args);
+
+    store->code = code;
+
+    return PG_ERR;
+}
+
+
+/* A command with binary-safe arguments; NULL (and err) on Redis failure. */
+static redisReply *
+pg_store_command(pg_store_t *store, int argc, const char **argv)
+{
+    redisReply  *reply;
+
+    reply = redisCommandArgv(store->redis, argc, argv, NULL);
+
+    if (reply == NULL) {
+        pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                      store->redis->errstr[0] ? store->redis->errstr
+                                              : "no reply");
+        return NULL;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        pg_store_fail(store, PG_STORE_EREDIS, "%s: %s failed: %s",
+                      store->where, argv[0], reply->str);
+        freeReplyObject(reply);
+        return NULL;
+    }
+
+    return reply;
+}
+
+
+static void
+pg_store_key(const pg_store_t *store, char *buf, const char *name,
+    const char *env)
+{
+    snprintf(buf, PG_STORE_KEY_MAX, "%s%s%s", store->prefix, name,
+             env ? env : "");
+}
+
+
+static void
+pg_store_now(char *buf, size_t size)
+{
+    time_t     now;
+    struct tm  tm;
+
+    now = time(NULL);
+    gmtime_r(&now, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+
+/*
+ * Is reply the script's error_reply(word)? Redis may answer it as "word"
+ * or, when it does not take the word for an error code, "ERR word".
+ */
+static int
+pg_store_script_error(const redisReply *reply, const char *word)
+{
+    const char  *s;
+    size_t       len;
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return 0;
+    }
+
+    s = reply->str;
+
+    if (strncmp(s, "ERR ", 4) == 0) {
+        s += 4;
+    }
+
+    len = strlen(word);
+
+    return strncmp(s, word, len) == 0 && (s[len] == '\0' || s[len] == ' ');
+}
+
+
+void
+pg_store_setup(pg_store_t *store, redisContext *redis, const char *prefix,
+    const char *where)
+{
+    memset(store, 0, sizeof(pg_store_t));
+
+    store->redis = redis;
+    snprintf(store->prefix, sizeof(store->prefix), "%s", prefix);
+    snprintf(store->where, sizeof(store->where), "%s", where);
+}
+
+
+int
+pg_store_initialised(pg_store_t *store, int *yes)
+{
+    char         marker[PG_STORE_KEY_MAX];
+    const char  *argv[2];
+    redisReply  *reply;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+
+    argv[0] = "EXISTS";
+    argv[1] = marker;
+
+    reply = pg_store_command(store, 2, argv);
+    if (reply == NULL) {
+        return PG_ERR;
+    }
+
+    *yes = (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1);
+    freeReplyObject(reply);
+
+    return PG_OK;
+}
+
+
+int
+pg_store_init(pg_store_t *store, const char *actor, int *created)
+{
+    char         marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
+    char         audit[PG_STORE_KEY_MAX], format[16], cap[16], ts[32];
+    const char  *argv[11];
+    redisReply  *reply;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    pg_store_now(ts, sizeof(ts));
+
+    argv[0] = "EVAL";
+    argv[1] = pg_store_init_lua;
+    argv[2] = "3";
+    argv[3] = marker;
+    argv[4] = revision;
+    argv[5] = audit;
+    argv[6] = format;
+    argv[7] = ts;
+    argv[8] = actor;
+    argv[9] = cap;
+    argv[10] = "initialised an empty store";
+
+    reply = pg_store_command(store, 11, argv);
+    if (reply == NULL) {
+        return PG_ERR;
+    }
+
+    *created = (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1);
+    freeReplyObject(reply);
+
+    return PG_OK;
+}
+
+
+int
+pg_store_revision(pg_store_t *store, int64_t *revision)
+{
+    char         key[PG_STORE_KEY_MAX], *end;
+    const char  *argv[2];
+    redisReply  *reply;
+
+    pg_store_key(store, key, PG_STORE_KEY_REVISION, NULL);
+
+    argv[0] = "GET";
+    argv[1] = key;
+
+    reply = pg_store_command(store, 2, argv);
+    if (reply == NULL) {
+        return PG_ERR;
+    }
+
+    *revision = 0;
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        *revision = strtoll(reply->str, &end, 10);
+
+        if (*end != '\0' || *revision < 0) {
+            pg_store_fail(store, PG_STORE_EFAILED,
+                          "%s: %s holds \"%.32s\", not a revision",
+                          store->where, key, reply->str);
+            freeReplyObject(reply);
+            return PG_ERR;
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return PG_OK;
+}
+
+
+int
+pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags)
+{
+    char          key[PG_STORE_KEY_MAX];
+    size_t        i;
+    json_t       *all, *flag;
+    pg_error_t    err;
+    const char   *argv[2];
+    redisReply   *reply, *name, *value;
+    json_error_t  jerr;
+
+    pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+
+    argv[0] = "HGETALL";
+    argv[1] = key;
+
+    reply = pg_store_command(store, 2, argv);
+    if (reply == NULL) {
+        return PG_ERR;
+    }
+
+    all = json_object();
+    if (all == NULL) {
+        freeReplyObject(reply);
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    for (i = 0; reply->type == REDIS_REPLY_ARRAY && i + 1 < reply->elements;
+         i += 2)
+    {
+        name = reply->element[i];
+        value = reply->element[i + 1];
+
+        flag = json_loadb(value->str, value->len, JSON_REJECT_DUPLICATES,
+                          &jerr);
+
+        if (flag == NULL) {
+            pg_store_fail(store, PG_STORE_EFAILED,
+                          "flag \"%.64s\" in %s is not JSON: %s",
+                          name->str, key, jerr.text);
+            goto failed;
+        }
+
+        if (pg_flag_check_json(name->str, flag, &err) != PG_OK) {
+            pg_store_fail(store, PG_STORE_EFAILED,
+                          "flag \"%.64s\" in %s is invalid: %s",
+                          name->str, key, err.text);
+            json_decref(flag);
+            goto failed;
+        }
+
+        if (json_object_set_new(all, name->str, flag) != 0) {
+            pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            goto failed;
+        }
+    }
+
+    freeReplyObject(reply);
+    *flags = all;
+
+    return PG_OK;
+
+failed:
+
+    freeReplyObject(reply);
+    json_decref(all);
+
+    return PG_ERR;
+}
+
+
+/* Would env's flags, with flag as after, compile (requires, cycles)? */
+static int
+pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
+    json_t *after)
+{
+    int             rc;
+    size_t          size;
+    json_t         *flags, *snap;
+    pg_error_t      err;
+    unsigned char  *blob;
+
+    if (pg_store_env_flags(store, env, &flags) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (json_object_set(flags, flag, after) != 0) {
+        json_decref(flags);
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    snap = json_pack("{s:i,s:{s:o}}", "revision", 1, "environments", env,
+                     flags);
+    if (snap == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    rc = pg_snap_compile_json(snap, &blob, &size, &err);
+    json_decref(snap);
+
+    if (rc != PG_OK) {
+        return pg_store_fail(store, PG_STORE_EINVALID, "%s", err.text);
+    }
+
+    free(blob);
+
+    return PG_OK;
+}
+
+
+int
+pg_store_write(pg_store_t *store, const char *env, const char *flag,
+    const char *action, const char *actor, const char *reason,
+    pg_store_edit_pt edit, void *data, pg_store_change_t *change)
+{
+    int            tries, code;
+    char           marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char           revision[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
+    char           channel[PG_STORE_KEY_MAX], cap[16], ts[32], *text;
+    const char    *argv[17], *cur;
+    json_int_t     version;
+    json_t        *before, *after;
+    pg_error_t     err;
+    redisReply    *reply, *eval;
+    json_error_t   jerr;
+
+    memset(change, 0, sizeof(pg_store_change_t));
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, env);
+    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+
+    for (tries = 0; tries < PG_STORE_TRIES; tries++) {
+
+        argv[0] = "HGET";
+        argv[1] = flags;
+        argv[2] = flag;
+
+        reply = pg_store_command(store, 3, argv);
+        if (reply == NULL) {
+            return PG_ERR;
+        }
+
+        before = NULL;
+
+        if (reply->type == REDIS_REPLY_STRING) {
+            before = json_loadb(reply->str, reply->len,
+                                JSON_REJECT_DUPLICATES, &jerr);
+            if (before == NULL) {
+                pg_store_fail(store, PG_STORE_EFAILED,
+                              "flag \"%s\" in %s is not JSON: %s",
+                              flag, flags, jerr.text);
+                freeReplyObject(reply);
+                return PG_ERR;
+            }
+        }
+
+        code = PG_STORE_EFAILED;
+        after = edit(before, data, &code, &err);
+
+        if (after == NULL) {
+            json_decref(before);
+            freeReplyObject(reply);
+            return pg_store_fail(store, code, "%s", err.text);
+        }
+
+        /* the flag's own version, and who changed it when */
+
+        version = 0;
+
+        if (before && json_is_integer(json_object_get(before, "version"))) {
+            version = json_integer_value(json_object_get(before, "version"));
+        }
+
+        pg_store_now(ts, sizeof(ts));
+
+        if (json_object_set_new(after, "version", json_integer(version + 1))
+            || json_object_set_new(after, "updated_at", json_string(ts))
+            || json_object_set_new(after, "updated_by", json_string(actor)))
+        {
+            json_decref(before);
+            json_decref(after);
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EINVALID,
+                                 "actor \"%.64s\" is not valid UTF-8", actor);
+        }
+
+        if (pg_flag_check_json(flag, after, &err) != PG_OK) {
+            json_decref(before);
+            json_decref(after);
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EINVALID, "%s", err.text);
+        }
+
+        if (pg_store_check_env(store, env, flag, after) != PG_OK) {
+            json_decref(before);
+            json_decref(after);
+            freeReplyObject(reply);
+            return PG_ERR;
+        }
+
+        text = json_dumps(after, JSON_COMPACT);
+        if (text == NULL) {
+            json_decref(before);
+            json_decref(after);
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        }
+
+        cur = reply->type == REDIS_REPLY_STRING ? reply->str : "";
+
+        argv[0] = "EVAL";
+        argv[1] = pg_store_write_lua;
+        argv[2] = "4";
+        argv[3] = marker;
+        argv[4] = flags;
+        argv[5] = revision;
+        argv[6] = audit;
+        argv[7] = flag;
+        argv[8] = cur;
+        argv[9] = text;
+        argv[10] = channel;
+        argv[11] = cap;
+        argv[12] = ts;
+        argv[13] = actor;
+        argv[14] = env;
+        argv[15] = action;
+        argv[16] = reason ? reason : "";
+
+        eval = redisCommandArgv(store->redis, 17, argv, NULL);
+
+        free(text);
+        freeReplyObject(reply);
+
+        if (eval == NULL) {
+            json_decref(before);
+            json_decref(after);
+            return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
+                                 store->where, store->redis->errstr);
+        }
+
+        if (eval->type == REDIS_REPLY_INTEGER) {
+            change->before = before;
+            change->after = after;
+            change->revision = eval->integer;
+            freeReplyObject(eval);
+            return PG_OK;
+        }
+
+        json_decref(before);
+        json_decref(after);
+
+        if (pg_store_script_error(eval, "CONFLICT")) {
+            /* another writer changed the flag: read it again */
+            freeReplyObject(eval);
+            continue;
+        }
+
+        if (pg_store_script_error(eval, "UNINITIALISED")) {
+            freeReplyObject(eval);
+            return pg_store_fail(store, PG_STORE_EUNINIT,
+                                 "the store at %s (prefix \"%s\") is not "
+                                 "initialised", store->where, store->prefix);
+        }
+
+        pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
+                      store->where,
+                      eval->type == REDIS_REPLY_ERROR ? eval->str
+                                                      : "unexpected reply");
+        freeReplyObject(eval);
+        return PG_ERR;
+    }
+
+    return pg_store_fail(store, PG_STORE_EFAILED,
+                         "flag \"%s\" kept changing under %d tries: try again",
+                         flag, PG_STORE_TRIES);
+}
+
+
+void
+pg_store_change_free(pg_store_change_t *change)
+{
+    json_decref(change->before);
+    json_decref(change->after);
+    change->before = NULL;
+    change->after = NULL;
+}
+
+
+int
+pg_store_audit(pg_store_t *store, const char *flag, size_t count,
+    json_t **entries)
+{
+    char         key[PG_STORE_KEY_MAX], end[64], page[16];
+    size_t       i, j;
+    json_t      *all, *entry;
+    const char  *argv[6];
+    redisReply  *reply, *item, *fields;
+
+    pg_store_key(store, key, PG_STORE_KEY_AUDIT, NULL);
+
+    all = json_array();
+    if (all == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    snprintf(end, sizeof(end), "+");
+    snprintf(page, sizeof(page), "%d", 500);
+
+    /* newest first, page by page, until count entries of flag are found */
+
+    for ( ;; ) {
+        argv[0] = "XREVRANGE";
+        argv[1] = key;
+        argv[2] = end;
+        argv[3] = "-";
+        argv[4] = "COUNT";
+        argv[5] = page;
+
+        reply = pg_store_command(store, 6, argv);
+        if (reply == NULL) {
+            json_decref(all);
+            return PG_ERR;
+        }
+
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+            freeReplyObject(reply);
+            break;
+        }
+
+        for (i = 0; i < reply->elements && json_array_size(all) < count; i++)
+        {
+            item = reply->element[i];
+
+            if (item->type != REDIS_REPLY_ARRAY || item->elements != 2) {
+                continue;
+            }
+
+            fields = item->element[1];
+            entry = json_object();
+
+            if (entry == NULL) {
+                freeReplyObject(reply);
+                json_decref(all);
+                return pg_store_fail(store, PG_STORE_EFAILED,
+                                     "out of memory");
+            }
+
+            json_object_set_new(entry, "id",
+                                json_string(item->element[0]->str));
+
+            for (j = 0; j + 1 < fields->elements; j += 2) {
+                json_object_set_new(entry, fields->element[j]->str,
+                    json_stringn(fields->element[j + 1]->str,
+                                 fields->element[j + 1]->len));
+            }
+
+            if (flag && strcmp(json_string_value(
+                                   json_object_get(entry, "flag")) ?: "",
+                               flag) != 0)
+            {
+                json_decref(entry);
+                continue;
+            }
+
+            json_array_append_new(all, entry);
+        }
+
+        /* the next page ends just before the oldest entry of this one */
+        item = reply->element[reply->elements - 1];
+        snprintf(end, sizeof(end), "(%s", item->element[0]->str);
+
+        i = reply->elements;
+        freeReplyObject(reply);
+
+        if (json_array_size(all) >= count || i < 500) {
+            break;
+        }
+    }
+
+    *entries = all;
+
+    return PG_OK;
+}

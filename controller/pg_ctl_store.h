@@ -1,0 +1,95 @@
+/*
+ * pg_ctl_store.h: the flag store in Redis (layout: include/pg_store.h), as
+ * portal-gatectl and portal-gated use it.
+ *
+ * Errors: functions return PG_OK or PG_ERR and leave a message in
+ * store->err. store->code tells the kind of failure, for exit statuses:
+ * PG_STORE_EREDIS (Redis unreachable or erring), PG_STORE_EUNINIT (no
+ * marker: a flushed or brand-new store), PG_STORE_EFAILED (the operation
+ * cannot be done: a flag exists or is missing, a value in Redis is bad)
+ * and PG_STORE_EINVALID (the change would make the flags invalid).
+ *
+ * Ownership: json_t results are new references for the caller to
+ * json_decref(). The store borrows its redisContext.
+ */
+
+#ifndef PG_CTL_STORE_H
+#define PG_CTL_STORE_H
+
+#include <stdint.h>             /* int64_t */
+#include <hiredis/hiredis.h>    /* redisContext */
+#include <jansson.h>            /* json_t */
+#include "portal_gate.h"        /* pg_error_t, PG_OK, PG_ERR */
+#include "pg_store.h"           /* the key layout */
+
+#define PG_STORE_EREDIS     1
+#define PG_STORE_EUNINIT    2
+#define PG_STORE_EFAILED    3
+#define PG_STORE_EINVALID   4
+
+typedef struct {
+    redisContext  *redis;                       /* borrowed */
+    char           prefix[PG_STORE_PREFIX_MAX + 1];
+    char           where[300];                  /* for messages: the URL */
+    int            code;                        /* PG_STORE_E* after ERR */
+    pg_error_t     err;
+} pg_store_t;
+
+/*
+ * An edit of one flag: given the flag as it is (NULL when it does not
+ * exist; borrowed), return the flag as it should be (a new reference), or
+ * NULL with err filled and *code set to PG_STORE_EFAILED or
+ * PG_STORE_EINVALID. It may be called again if another writer got there
+ * first, with what that writer left.
+ */
+typedef json_t *(*pg_store_edit_pt)(const json_t *before, void *data,
+    int *code, pg_error_t *err);
+
+/* What a write did. before and after are new references (before may be
+ * NULL); the caller releases them with pg_store_change_free(). */
+typedef struct {
+    json_t   *before;
+    json_t   *after;
+    int64_t   revision;
+} pg_store_change_t;
+
+void pg_store_setup(pg_store_t *store, redisContext *redis,
+    const char *prefix, const char *where);
+
+/* Is there a marker? *yes is 1 or 0. */
+int pg_store_initialised(pg_store_t *store, int *yes);
+
+/* Create the marker and the revision. *created is 0 if it existed. */
+int pg_store_init(pg_store_t *store, const char *actor, int *created);
+
+/* The store's revision (0 when it has none yet). */
+int pg_store_revision(pg_store_t *store, int64_t *revision);
+
+/*
+ * Every flag of env as an object, name -> flag JSON. A value that is not a
+ * valid flag fails the call with PG_STORE_EFAILED naming the flag.
+ */
+int pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags);
+
+/*
+ * Change one flag atomically: read it, edit it, check the result (alone
+ * and with the other flags of env: requires, cycles), raise its version,
+ * stamp updated_at and updated_by, then write it with the audit entry and
+ * the change message in one script, if nobody changed it meanwhile;
+ * otherwise read again and retry.
+ */
+int pg_store_write(pg_store_t *store, const char *env, const char *flag,
+    const char *action, const char *actor, const char *reason,
+    pg_store_edit_pt edit, void *data, pg_store_change_t *change);
+
+void pg_store_change_free(pg_store_change_t *change);
+
+/*
+ * The newest audit entries first, at most count, only those of flag when
+ * flag is not NULL: an array of objects with ts, actor, env, flag, action,
+ * before, after, reason and revision (strings as stored).
+ */
+int pg_store_audit(pg_store_t *store, const char *flag, size_t count,
+    json_t **entries);
+
+#endif /* PG_CTL_STORE_H */

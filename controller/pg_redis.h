@@ -1,0 +1,55 @@
+/*
+ * pg_redis.h: where Redis is and how to reach it, for portal-gatectl and
+ * portal-gated. hiredis 0.14.1 has no URL parser, no TLS and no RESP3:
+ * this parses the two URL forms of DESIGN.md and opens a connection that
+ * has authenticated and selected its db.
+ *
+ *   redis://[user:pass@]host:port[/db]    (user may be empty: ":pass@")
+ *   unix:///path/redis.sock               (db and password: not in this form)
+ *
+ * Errors: PG_OK or PG_ERR, with a message in the caller's pg_error_t.
+ * Ownership: pg_redis_connect() returns a new redisContext that the caller
+ * frees with redisFree(); a pg_redis_url_t owns nothing outside itself.
+ */
+
+#ifndef PG_REDIS_H
+#define PG_REDIS_H
+
+#include <hiredis/hiredis.h>    /* redisContext */
+#include "portal_gate.h"        /* PG_OK, PG_ERR, pg_error_t */
+
+#define PG_REDIS_URL_DEFAULT   "redis://127.0.0.1:6379/0"
+
+typedef struct {
+    int    unix_socket;          /* 1: path is set, host/port are not */
+    char   host[256];
+    int    port;                 /* 1..65535 */
+    char   path[108];            /* sun_path */
+    char   user[128];            /* "" for none */
+    char   pass[256];            /* "" for none */
+    int    db;                   /* 0.. */
+} pg_redis_url_t;
+
+/*
+ * Parse url into *u. Refuses anything else with a message naming it, its
+ * password masked (`invalid redis url "redis://:***@h:0": bad port ...`);
+ * *u is left untouched then. The grammar in full: pg_redis.c.
+ */
+int pg_redis_url_parse(const char *url, pg_redis_url_t *u, pg_error_t *err);
+
+/* The URL again, with the password masked, for messages and logs:
+ * "redis://user:***@host:port/db", "redis://[::1]:6379/0", "unix:///p". */
+void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
+
+/*
+ * Connect within timeout_ms (connect and each command; <= 0: no timeout),
+ * then AUTH (user and password, or password alone) and SELECT the db
+ * unless it is 0. NULL on failure, with err saying where and why
+ * ("redis://127.0.0.1:6379/0: Connection refused", "redis://:***@h:6379/0:
+ * AUTH failed: WRONGPASS ..."). A reconnect must go through this again:
+ * SELECT is per connection.
+ */
+redisContext *pg_redis_connect(const pg_redis_url_t *u, int timeout_ms,
+    pg_error_t *err);
+
+#endif /* PG_REDIS_H */

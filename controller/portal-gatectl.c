@@ -1,0 +1,937 @@
+/*
+ * portal-gatectl: the operators' command line for portal-gate flags.
+ *
+ * Exit status: 0 done; 1 the operation failed (Redis unreachable, the
+ * store not initialised, a flag that exists or is missing); 2 a usage error
+ * or invalid input (nothing was written).
+ */
+
+#include <errno.h>              /* errno */
+#include <getopt.h>             /* getopt_long */
+#include <math.h>               /* floor */
+#include <stdarg.h>             /* va_list */
+#include <stdio.h>              /* printf, fprintf */
+#include <stdlib.h>             /* getenv, strtod, strtoul, exit */
+#include <string.h>             /* strcmp, strlen */
+#include "pg_ctl_store.h"       /* the flag store in Redis */
+#include "pg_redis.h"           /* Redis URLs and connections */
+
+
+#define PG_CTL_OK        0
+#define PG_CTL_FAILED    1
+#define PG_CTL_USAGE     2
+
+#define PG_CTL_TIMEOUT_MS  5000
+
+
+typedef struct {
+    const char   *redis_url;
+    const char   *prefix;
+    const char   *env;
+    const char   *actor;
+    const char   *reason;
+    const char   *requires;
+    const char   *description;
+    int           json;
+    size_t        count;
+} pg_ctl_opts_t;
+
+
+typedef struct {
+    const char   *name;
+    int           min_args;     /* operands after the command */
+    int           max_args;     /* -1: any number */
+    int           writes;
+    int         (*run)(pg_store_t *store, pg_ctl_opts_t *o,
+                       const char *cmd, int argc, char **argv);
+    const char   *usage;
+} pg_ctl_cmd_t;
+
+
+/* What an edit needs: the command's operands. */
+typedef struct {
+    const char   *cmd;
+    char        **args;
+    int           nargs;
+    pg_ctl_opts_t *o;
+} pg_ctl_edit_t;
+
+
+static int pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+static int pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+static int pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+static int pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+static int pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+static int pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+
+
+static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
+    { "init",    0,  0, 0, pg_ctl_init,
+      "init                 create an empty store in a new or flushed Redis" },
+    { "list",    0,  0, 0, pg_ctl_list,
+      "list                 the environment's flags, a line each" },
+    { "show",    1,  1, 0, pg_ctl_show,
+      "show FLAG            one flag's JSON" },
+    { "create",  1,  1, 1, pg_ctl_change,
+      "create FLAG          a new flag: enabled, rollout 0, empty lists\n"
+      "                     [--requires FLAG] [--description TEXT]" },
+    { "on",      1,  1, 1, pg_ctl_change,
+      "on FLAG              enable the flag" },
+    { "off",     1,  1, 1, pg_ctl_change,
+      "off FLAG             disable the flag for everyone" },
+    { "kill",    1,  1, 1, pg_ctl_change,
+      "kill FLAG            the same as off, for on-call: says what changed" },
+    { "rollout", 2,  2, 1, pg_ctl_change,
+      "rollout FLAG PCT     the share of companies, 0 to 100, step 0.01" },
+    { "allow",   2, -1, 1, pg_ctl_change,
+      "allow FLAG ID...     add companies to the allow list" },
+    { "deny",    2, -1, 1, pg_ctl_change,
+      "deny FLAG ID...      add companies to the deny list" },
+    { "explain", 2,  2, 0, pg_ctl_explain,
+      "explain FLAG ID      the decision for a company, as the edge makes it" },
+    { "audit",   0,  1, 0, pg_ctl_audit,
+      "audit [FLAG]         who changed what, when and why, newest first\n"
+      "                     [--count N] (default 20)" },
+    { NULL, 0, 0, 0, NULL, NULL }
+};
+
+
+static int
+pg_ctl_error(int status, const char *fmt, ...)
+{
+    va_list  args;
+
+    fprintf(stderr, "portal-gatectl: ");
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fprintf(stderr, "\n");
+
+    return status;
+}
+
+
+static void
+pg_ctl_usage(FILE *out)
+{
+    const pg_ctl_cmd_t  *c;
+
+    fprintf(out,
+        "usage: portal-gatectl [options] COMMAND [ARGS]\n"
+        "\n"
+        "commands:\n");
+
+    for (c = pg_ctl_cmds; c->name; c++) {
+        fprintf(out, "  %s\n", c->usage);
+    }
+
+    fprintf(out,
+        "\n"
+        "options:\n"
+        "  -r, --redis URL      redis://[user:pass@]host:port[/db] or\n"
+        "                       unix:///path (default $PORTAL_GATE_REDIS,\n"
+        "                       else %s)\n"
+        "  -p, --prefix P       the key prefix (default $PORTAL_GATE_PREFIX,\n"
+        "                       else %s)\n"
+        "  -e, --env E          the environment (default $PORTAL_GATE_ENV,\n"
+        "                       else production)\n"
+        "      --actor NAME     who makes the change (default $SUDO_USER,\n"
+        "                       else $USER)\n"
+        "      --reason TEXT    why, for the audit log\n"
+        "      --json           print JSON instead of text\n"
+        "  -h, --help           this help\n"
+        "\n"
+        "exit status: 0 done, 1 the operation failed, 2 usage error or\n"
+        "invalid input (nothing was written)\n",
+        PG_REDIS_URL_DEFAULT, PG_STORE_PREFIX_DEFAULT);
+}
+
+
+/* The store's status as an exit status, with its message. */
+static int
+pg_ctl_store_error(pg_store_t *store)
+{
+    switch (store->code) {
+
+    case PG_STORE_EUNINIT:
+        return pg_ctl_error(PG_CTL_FAILED,
+                   "%s; run `portal-gatectl init` to create an empty store",
+                   store->err.text);
+
+    case PG_STORE_EINVALID:
+        return pg_ctl_error(PG_CTL_USAGE, "%s", store->err.text);
+
+    default:
+        return pg_ctl_error(PG_CTL_FAILED, "%s", store->err.text);
+    }
+}
+
+
+static int
+pg_ctl_check_flag(const char *flag)
+{
+    if (!pg_valid_name(flag, strlen(flag))) {
+        return pg_ctl_error(PG_CTL_USAGE, "invalid flag name \"%s\": "
+                            "expected [a-z0-9_]{1,64}", flag);
+    }
+
+    return PG_CTL_OK;
+}
+
+
+static int
+pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int  created;
+
+    if (pg_store_init(store, o->actor, &created) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    if (!created) {
+        return pg_ctl_error(PG_CTL_FAILED, "the store at %s (prefix \"%s\") "
+                            "is initialised already", store->where,
+                            store->prefix);
+    }
+
+    printf("initialised an empty store at %s (prefix \"%s\")\n",
+           store->where, store->prefix);
+
+    return PG_CTL_OK;
+}
+
+
+/* Read a flag's fields for display, with DESIGN.md's defaults. */
+static void
+pg_ctl_fields(const json_t *f, int *enabled, double *rollout,
+    size_t *allow, size_t *deny, const char **requires)
+{
+    json_t  *v;
+
+    v = json_object_get(f, "enabled");
+    *enabled = v ? json_is_true(v) : 1;
+
+    v = json_object_get(f, "rollout");
+    *rollout = v ? json_number_value(v) : 0;
+
+    *allow = json_array_size(json_object_get(f, "allow"));
+    *deny = json_array_size(json_object_get(f, "deny"));
+    *requires = json_string_value(json_object_get(f, "requires"));
+}
+
+
+static int
+pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int          enabled;
+    double       rollout;
+    size_t       allow, deny;
+    json_t      *flags, *f;
+    const char  *name, *requires;
+    int64_t      revision;
+
+    if (pg_store_env_flags(store, o->env, &flags) != PG_OK
+        || pg_store_revision(store, &revision) != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    if (o->json) {
+        json_dumpf(flags, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        printf("\n");
+        json_decref(flags);
+        return PG_CTL_OK;
+    }
+
+    printf("%-40s %-7s %8s %7s %7s  %s\n", "FLAG", "STATE", "ROLLOUT",
+           "ALLOW", "DENY", "REQUIRES");
+
+    json_object_foreach(flags, name, f) {
+        pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
+
+        printf("%-40s %-7s %7.2f%% %7zu %7zu  %s\n", name,
+               enabled ? "on" : "killed", rollout, allow, deny,
+               requires ? requires : "-");
+    }
+
+    printf("(%zu flags in %s, store revision %lld)\n", json_object_size(flags),
+           o->env, (long long) revision);
+
+    json_decref(flags);
+
+    return PG_CTL_OK;
+}
+
+
+static int
+pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    json_t  *flags, *f;
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (pg_store_env_flags(store, o->env, &flags) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    f = json_object_get(flags, argv[0]);
+
+    if (f == NULL) {
+        json_decref(flags);
+        return pg_ctl_error(PG_CTL_FAILED, "no flag \"%s\" in %s", argv[0],
+                            o->env);
+    }
+
+    json_dumpf(f, stdout, JSON_INDENT(2));
+    printf("\n");
+    json_decref(flags);
+
+    return PG_CTL_OK;
+}
+
+
+/* The edit of every writing command; see pg_store_edit_pt. */
+static json_t *
+pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
+{
+    int             i, j;
+    char           *end;
+    double          pct;
+    json_t         *after, *list, *id;
+    const char     *field;
+    pg_ctl_edit_t  *e = data;
+
+    if (strcmp(e->cmd, "create") == 0) {
+        if (before) {
+            snprintf(err->text, sizeof(err->text),
+                     "flag \"%s\" exists already in %s", e->args[0],
+                     e->o->env);
+            return NULL;
+        }
+
+        after = json_pack("{s:b,s:i,s:[],s:[]}", "enabled", 1, "rollout", 0,
+                          "allow", "deny");
+
+        if (after && e->o->requires) {
+            json_object_set_new(after, "requires",
+                                json_string(e->o->requires));
+        }
+
+        if (after && e->o->description) {
+            if (json_object_set_new(after, "description",
+                                    json_string(e->o->description)) != 0)
+            {
+                json_decref(after);
+                *code = PG_STORE_EINVALID;
+                snprintf(err->text, sizeof(err->text),
+                         "the description is not valid UTF-8");
+                return NULL;
+            }
+        }
+
+        return after;
+    }
+
+    if (before == NULL) {
+        snprintf(err->text, sizeof(err->text),
+                 "no flag \"%s\" in %s: `portal-gatectl -e %s create %s` "
+                 "makes it", e->args[0], e->o->env, e->o->env, e->args[0]);
+        return NULL;
+    }
+
+    after = json_deep_copy(before);
+    if (after == NULL) {
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return NULL;
+    }
+
+    if (strcmp(e->cmd, "on") == 0) {
+        json_object_set_new(after, "enabled", json_true());
+
+    } else if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
+        json_object_set_new(after, "enabled", json_false());
+
+    } else if (strcmp(e->cmd, "rollout") == 0) {
+        /* checked again, as every flag is, by the core */
+        pct = strtod(e->args[1], &end);
+
+        if (floor(pct) == pct && pct >= 0 && pct <= 100) {
+            json_object_set_new(after, "rollout", json_integer((int) pct));
+
+        } else {
+            json_object_set_new(after, "rollout", json_real(pct));
+        }
+
+    } else {
+        /* allow, deny: add the ids that are not there yet */
+        field = e->cmd;
+        list = json_object_get(after, field);
+
+        if (!json_is_array(list)) {
+            list = json_array();
+            json_object_set_new(after, field, list);
+        }
+
+        for (i = 1; i < e->nargs; i++) {
+            for (j = 0; j < (int) json_array_size(list); j++) {
+                id = json_array_get(list, j);
+
+                if (json_is_string(id)
+                    && strcmp(json_string_value(id), e->args[i]) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (j == (int) json_array_size(list)) {
+                json_array_append_new(list, json_string(e->args[i]));
+            }
+        }
+    }
+
+    return after;
+}
+
+
+/*
+ * What changed between two versions of a flag, for the terminal: "enabled
+ * true -> false, rollout 0 -> 25". Lists print their sizes; the version
+ * and the updated_* stamps are left out. before may be NULL (a create).
+ */
+static void
+pg_ctl_diff(const json_t *before, const json_t *after, char *buf,
+    size_t size)
+{
+    int          n;
+    char        *b, *a;
+    size_t       used;
+    json_t      *bv, *av, *keys;
+    const char  *key;
+
+    buf[0] = '\0';
+    used = 0;
+
+    if (after == NULL) {
+        snprintf(buf, size, "-");
+        return;
+    }
+
+    /* every key of either version, in a stable order */
+    keys = json_object();
+
+    if (keys == NULL) {
+        return;
+    }
+
+    json_object_update(keys, (json_t *) after);   /* only read */
+
+    if (before) {
+        json_object_update_missing(keys, (json_t *) before);
+    }
+
+    json_object_foreach(keys, key, av) {
+        if (strcmp(key, "version") == 0 || strcmp(key, "updated_at") == 0
+            || strcmp(key, "updated_by") == 0)
+        {
+            continue;
+        }
+
+        bv = before ? json_object_get(before, key) : NULL;
+        av = json_object_get(after, key);
+
+        if (before && bv && av && json_equal(bv, av)) {
+            continue;
+        }
+
+        if (json_is_array(av) || json_is_array(bv)) {
+            if (before == NULL && json_array_size(av) == 0) {
+                continue;
+            }
+
+            n = snprintf(buf + used, size - used, "%s%s %zu -> %zu",
+                         used ? ", " : "", key, json_array_size(bv),
+                         json_array_size(av));
+
+        } else {
+            b = bv ? json_dumps(bv, JSON_ENCODE_ANY) : NULL;
+            a = av ? json_dumps(av, JSON_ENCODE_ANY) : NULL;
+
+            if (before == NULL) {
+                n = snprintf(buf + used, size - used, "%s%s %s",
+                             used ? ", " : "", key, a ? a : "-");
+            } else {
+                n = snprintf(buf + used, size - used, "%s%s %s -> %s",
+                             used ? ", " : "", key, b ? b : "-",
+                             a ? a : "-");
+            }
+
+            free(b);
+            free(a);
+        }
+
+        if (n < 0 || (size_t) n >= size - used) {
+            break;
+        }
+
+        used += n;
+    }
+
+    json_decref(keys);
+
+    if (used == 0) {
+        snprintf(buf, size, "no change");
+    }
+}
+
+
+/* One line on what changed, for the terminal. */
+static void
+pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
+    pg_store_change_t *ch)
+{
+    char  diff[1024];
+
+    if (o->json) {
+        json_t  *j;
+
+        j = json_pack("{s:s,s:s,s:s,s:O?,s:O,s:I}", "env", o->env, "flag",
+                      flag, "action", cmd, "before", ch->before, "after",
+                      ch->after, "revision", (json_int_t) ch->revision);
+        if (j) {
+            json_dumpf(j, stdout, JSON_COMPACT);
+            printf("\n");
+            json_decref(j);
+        }
+
+        return;
+    }
+
+    pg_ctl_diff(ch->before, ch->after, diff, sizeof(diff));
+
+    if (ch->before == NULL) {
+        printf("created %s in %s: %s (revision %lld)\n", flag, o->env, diff,
+               (long long) ch->revision);
+        return;
+    }
+
+    printf("%s%s in %s: %s (revision %lld)\n",
+           strcmp(cmd, "kill") == 0 ? "KILLED " : "", flag, o->env, diff,
+           (long long) ch->revision);
+}
+
+
+static int
+pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int                 i, enabled;
+    char               *end;
+    double              pct, rollout;
+    size_t              allow, deny;
+    json_t             *flags, *f;
+    const char         *requires;
+    pg_ctl_edit_t       edit;
+    pg_store_change_t   change;
+
+    /* check every operand before anything is read or written */
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (strcmp(cmd, "rollout") == 0) {
+        errno = 0;
+        pct = strtod(argv[1], &end);
+
+        if (end == argv[1] || (*end != '\0' && strcmp(end, "%") != 0)
+            || errno || pct < 0 || pct > 100)
+        {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
+                                "expected a percent from 0 to 100",
+                                argv[1]);
+        }
+
+        end[0] = '\0';
+    }
+
+    if (strcmp(cmd, "allow") == 0 || strcmp(cmd, "deny") == 0) {
+        for (i = 1; i < argc; i++) {
+            if (!pg_valid_company(argv[i], strlen(argv[i]))) {
+                return pg_ctl_error(PG_CTL_USAGE, "invalid company id "
+                                    "\"%s\": expected [A-Za-z0-9_.-]{1,64}",
+                                    argv[i]);
+            }
+        }
+    }
+
+    if (o->requires && pg_ctl_check_flag(o->requires) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    /* off and kill are idempotent: a second kill changes nothing */
+
+    if (strcmp(cmd, "off") == 0 || strcmp(cmd, "kill") == 0) {
+        if (pg_store_env_flags(store, o->env, &flags) != PG_OK) {
+            return pg_ctl_store_error(store);
+        }
+
+        f = json_object_get(flags, argv[0]);
+
+        if (f) {
+            pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
+
+            if (!enabled) {
+                printf("%s is off already in %s: nothing changed\n",
+                       argv[0], o->env);
+                json_decref(flags);
+                return PG_CTL_OK;
+            }
+        }
+
+        json_decref(flags);
+    }
+
+    edit.cmd = cmd;
+    edit.args = argv;
+    edit.nargs = argc;
+    edit.o = o;
+
+    if (pg_store_write(store, o->env, argv[0], cmd, o->actor, o->reason,
+                       pg_ctl_edit, &edit, &change)
+        != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    pg_ctl_print_change(o, cmd, argv[0], &change);
+    pg_store_change_free(&change);
+
+    return PG_CTL_OK;
+}
+
+
+static int
+pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int             rc, bp;
+    double          rollout;
+    size_t          size;
+    json_t         *flags, *snap, *f;
+    int64_t         revision;
+    pg_snap_t       view;
+    pg_error_t      err;
+    pg_result_t     res;
+    unsigned char  *blob;
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (pg_store_env_flags(store, o->env, &flags) != PG_OK
+        || pg_store_revision(store, &revision) != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    snap = json_pack("{s:I,s:{s:O}}", "revision", (json_int_t) revision,
+                     "environments", o->env, flags);
+    if (snap == NULL) {
+        json_decref(flags);
+        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
+    }
+
+    rc = pg_snap_compile_json(snap, &blob, &size, &err);
+    json_decref(snap);
+
+    if (rc != PG_OK) {
+        json_decref(flags);
+        return pg_ctl_error(PG_CTL_FAILED, "the flags of %s do not compile: "
+                            "%s", o->env, err.text);
+    }
+
+    /* the same core, the same answer as the edge */
+
+    (void) pg_snap_open(&view, blob, size, &err);
+    pg_eval(&view, o->env, strlen(o->env), argv[0], strlen(argv[0]),
+            argv[1], strlen(argv[1]), &res);
+
+    f = json_object_get(flags, argv[0]);
+
+    if (o->json) {
+        json_t  *j;
+
+        j = json_pack("{s:s,s:s,s:o,s:I,s:s,s:s,s:s}",
+                      "decision", res.on ? "on" : "off",
+                      "reason", pg_reason_name(res.reason),
+                      "bucket", res.bucket >= 0 ? json_integer(res.bucket)
+                                                : json_null(),
+                      "revision", (json_int_t) revision,
+                      "env", o->env, "flag", argv[0], "company", argv[1]);
+        if (j) {
+            json_dumpf(j, stdout, JSON_COMPACT);
+            printf("\n");
+            json_decref(j);
+        }
+
+    } else {
+        printf("%s for company %s in %s: %s (%s)\n", argv[0], argv[1],
+               o->env, res.on ? "on" : "off", pg_reason_name(res.reason));
+
+        if (!pg_valid_company(argv[1], strlen(argv[1]))) {
+            printf("  \"%s\" is not a valid company id: no company\n",
+                   argv[1]);
+
+        } else if (res.bucket >= 0 && f) {
+            rollout = json_number_value(json_object_get(f, "rollout"));
+            bp = (int) floor(rollout * 100 + 0.5);
+
+            printf("  bucket %d of 10000; rollout %.2f%% takes buckets "
+                   "below %d\n", res.bucket, rollout, bp);
+        }
+
+        printf("  store revision %lld\n", (long long) revision);
+    }
+
+    free(blob);
+    json_decref(flags);
+
+    return PG_CTL_OK;
+}
+
+
+/* An audit entry's field for the terminal: "-" when empty. */
+static const char *
+pg_ctl_field(const json_t *entry, const char *name)
+{
+    const char  *s;
+
+    s = json_string_value(json_object_get(entry, name));
+
+    return (s && *s) ? s : "-";
+}
+
+
+static int
+pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    char         diff[1024];
+    size_t       i;
+    json_t      *entries, *e, *before, *after;
+    const char  *flag;
+
+    flag = argc ? argv[0] : NULL;
+
+    if (flag && pg_ctl_check_flag(flag) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (pg_store_audit(store, flag, o->count, &entries) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    if (o->json) {
+        json_dumpf(entries, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(entries);
+        return PG_CTL_OK;
+    }
+
+    json_array_foreach(entries, i, e) {
+        printf("%s  rev %-6s %-12s %-12s %-32s %-8s",
+               pg_ctl_field(e, "ts"), pg_ctl_field(e, "revision"),
+               pg_ctl_field(e, "actor"), pg_ctl_field(e, "env"),
+               pg_ctl_field(e, "flag"), pg_ctl_field(e, "action"));
+        before = json_loads(pg_ctl_field(e, "before"), 0, NULL);
+        after = json_loads(pg_ctl_field(e, "after"), 0, NULL);
+        pg_ctl_diff(before, after, diff, sizeof(diff));
+        json_decref(before);
+        json_decref(after);
+
+        printf("  %s  reason: %s\n", diff, pg_ctl_field(e, "reason"));
+    }
+
+    if (json_array_size(entries) == 0) {
+        printf("no audit entries%s%s\n", flag ? " for " : "",
+               flag ? flag : "");
+    }
+
+    json_decref(entries);
+
+    return PG_CTL_OK;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                  ch, rc, nargs, init;
+    char                 where[300], *end;
+    pg_error_t           err;
+    pg_store_t           store;
+    redisContext        *redis;
+    pg_ctl_opts_t        o;
+    pg_redis_url_t       url;
+    const pg_ctl_cmd_t  *cmd;
+
+    static const struct option  longopts[] = {
+        { "redis",       required_argument, NULL, 'r' },
+        { "prefix",      required_argument, NULL, 'p' },
+        { "env",         required_argument, NULL, 'e' },
+        { "actor",       required_argument, NULL, 'A' },
+        { "reason",      required_argument, NULL, 'R' },
+        { "requires",    required_argument, NULL, 'Q' },
+        { "description", required_argument, NULL, 'D' },
+        { "count",       required_argument, NULL, 'n' },
+        { "json",        no_argument,       NULL, 'j' },
+        { "help",        no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    memset(&o, 0, sizeof(o));
+
+    o.redis_url = getenv("PORTAL_GATE_REDIS");
+    o.prefix = getenv("PORTAL_GATE_PREFIX");
+    o.env = getenv("PORTAL_GATE_ENV");
+    o.actor = getenv("SUDO_USER");
+    o.count = 20;
+
+    if (o.actor == NULL || o.actor[0] == '\0') {
+        o.actor = getenv("USER");
+    }
+
+    while ((ch = getopt_long(argc, argv, "r:p:e:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'r': o.redis_url = optarg; break;
+        case 'p': o.prefix = optarg; break;
+        case 'e': o.env = optarg; break;
+        case 'A': o.actor = optarg; break;
+        case 'R': o.reason = optarg; break;
+        case 'Q': o.requires = optarg; break;
+        case 'D': o.description = optarg; break;
+        case 'j': o.json = 1; break;
+
+        case 'n':
+            errno = 0;
+            o.count = strtoul(optarg, &end, 10);
+            if (*end != '\0' || errno || o.count == 0 || optarg[0] == '-') {
+                return pg_ctl_error(PG_CTL_USAGE, "invalid --count \"%s\": "
+                                    "expected a number above 0", optarg);
+            }
+            break;
+
+        case 'h':
+            pg_ctl_usage(stdout);
+            return PG_CTL_OK;
+
+        default:
+            pg_ctl_usage(stderr);
+            return PG_CTL_USAGE;
+        }
+    }
+
+    if (o.redis_url == NULL || o.redis_url[0] == '\0') {
+        o.redis_url = PG_REDIS_URL_DEFAULT;
+    }
+
+    if (o.prefix == NULL) {
+        o.prefix = PG_STORE_PREFIX_DEFAULT;
+    }
+
+    if (o.env == NULL || o.env[0] == '\0') {
+        o.env = "production";
+    }
+
+    if (o.actor == NULL || o.actor[0] == '\0') {
+        o.actor = "unknown";
+    }
+
+    if (optind >= argc) {
+        pg_ctl_usage(stderr);
+        return PG_CTL_USAGE;
+    }
+
+    for (cmd = pg_ctl_cmds; cmd->name; cmd++) {
+        if (strcmp(cmd->name, argv[optind]) == 0) {
+            break;
+        }
+    }
+
+    if (cmd->name == NULL) {
+        return pg_ctl_error(PG_CTL_USAGE, "unknown command \"%s\"; "
+                            "`portal-gatectl -h` lists them", argv[optind]);
+    }
+
+    nargs = argc - optind - 1;
+
+    if (nargs < cmd->min_args
+        || (cmd->max_args >= 0 && nargs > cmd->max_args))
+    {
+        return pg_ctl_error(PG_CTL_USAGE, "usage: portal-gatectl %s",
+                            cmd->usage);
+    }
+
+    if (!pg_valid_name(o.env, strlen(o.env))) {
+        return pg_ctl_error(PG_CTL_USAGE, "invalid environment \"%s\": "
+                            "expected [a-z0-9_]{1,64}", o.env);
+    }
+
+    if (o.prefix[0] == '\0' || strlen(o.prefix) > PG_STORE_PREFIX_MAX) {
+        return pg_ctl_error(PG_CTL_USAGE, "invalid prefix \"%s\": 1 to %d "
+                            "bytes", o.prefix, PG_STORE_PREFIX_MAX);
+    }
+
+    if ((o.requires || o.description) && strcmp(cmd->name, "create") != 0) {
+        return pg_ctl_error(PG_CTL_USAGE, "--requires and --description "
+                            "go with create");
+    }
+
+    if (pg_redis_url_parse(o.redis_url, &url, &err) != PG_OK) {
+        return pg_ctl_error(PG_CTL_USAGE, "%s", err.text);
+    }
+
+    pg_redis_url_format(&url, where, sizeof(where));
+
+    redis = pg_redis_connect(&url, PG_CTL_TIMEOUT_MS, &err);
+    if (redis == NULL) {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
+    pg_store_setup(&store, redis, o.prefix, where);
+
+    /* a write to an uninitialised store is refused before anything */
+
+    if (cmd->writes) {
+        if (pg_store_initialised(&store, &init) != PG_OK) {
+            rc = pg_ctl_store_error(&store);
+            redisFree(redis);
+            return rc;
+        }
+
+        if (!init) {
+            redisFree(redis);
+            return pg_ctl_error(PG_CTL_FAILED,
+                       "the store at %s (prefix \"%s\") is not initialised: "
+                       "Redis is new or was flushed. Run `portal-gatectl "
+                       "init` to create an empty store", where, o.prefix);
+        }
+    }
+
+    rc = cmd->run(&store, &o, cmd->name, nargs, &argv[optind + 1]);
+
+    redisFree(redis);
+
+    return rc;
+}

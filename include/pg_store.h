@@ -1,0 +1,46 @@
+/*
+ * pg_store.h: how portal-gate keeps its source of truth in Redis.
+ *
+ * One deployment owns every key under its prefix P (default "portal-gate:",
+ * set with -p / `prefix`). Channels ignore the db number, so the change
+ * channel carries the prefix too.
+ *
+ *   P "store"           hash, the marker of an initialised store:
+ *                       format (1), created_at (ISO 8601 UTC), created_by.
+ *                       No marker: a flushed or brand-new Redis, which the
+ *                       controller never pushes and portal-gatectl never
+ *                       writes to (it names `init`).
+ *   P "revision"        integer, raised by one on every write; the snapshot
+ *                       the edges get carries it.
+ *   P "flags:" ENV      hash per environment: field = flag name, value = the
+ *                       flag's JSON as DESIGN.md gives it, with its own
+ *                       "version", raised by one on every write of it.
+ *   P "audit"           stream (XADD, capped near PG_STORE_AUDIT_MAX), one
+ *                       entry per write: ts, actor, env, flag, action,
+ *                       before, after (flag JSON, "" for none), reason,
+ *                       revision.
+ *   P "changes"         pub/sub channel: one message per write, the new
+ *                       revision as decimal text.
+ *
+ * A write is one Lua script (EVAL): it checks the marker, checks that the
+ * flag's JSON is still what the writer read (else "CONFLICT": the writer
+ * reads again and retries, so a concurrent update is never lost), then
+ * HSET, INCR revision, XADD audit and PUBLISH, atomically.
+ */
+
+#ifndef PG_STORE_H
+#define PG_STORE_H
+
+#define PG_STORE_FORMAT        1
+
+#define PG_STORE_KEY_MARKER    "store"
+#define PG_STORE_KEY_REVISION  "revision"
+#define PG_STORE_KEY_FLAGS     "flags:"
+#define PG_STORE_KEY_AUDIT     "audit"
+#define PG_STORE_CHANNEL       "changes"
+
+#define PG_STORE_PREFIX_DEFAULT  "portal-gate:"
+#define PG_STORE_PREFIX_MAX      128
+#define PG_STORE_AUDIT_MAX       100000
+
+#endif /* PG_STORE_H */

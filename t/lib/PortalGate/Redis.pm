@@ -1,0 +1,117 @@
+package PortalGate::Redis;
+
+# A real redis-server for the controller's tests, on a free loopback port
+# in a scratch folder of its own, stopped at the end even when a test dies;
+# and portal-gatectl runs against it.
+#
+#   my $rs = PortalGate::Redis->new;          # started
+#   my $r = $rs->ctl('create', 'customer_portal');
+#   $r->{exit}, $r->{out}, $r->{err}
+#   $rs->cli('HGETALL', 'portal-gate:flags:production');   # redis-cli
+#   $rs->stop; $rs->start;                    # Redis down, Redis back
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use IPC::Open3 qw(open3);
+use Symbol qw(gensym);
+use Time::HiRes qw(sleep time);
+
+my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
+my %LIVE;
+my $OWNER = $$;     # a forked writer must not stop Redis when it exits
+
+our $CTL = $ENV{PORTAL_GATECTL} || "$ROOT/build/asan/portal-gatectl";
+
+# an ASan or UBSan report changes the exit status, which tests check
+$ENV{ASAN_OPTIONS} = 'detect_leaks=1:exitcode=23';
+$ENV{UBSAN_OPTIONS} = 'print_stacktrace=1:halt_on_error=1:exitcode=24';
+
+sub _free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1)
+        or die "cannot find a free port: $!";
+    return $s->sockport;
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $self = bless { dir => tempdir('portal-gate-redis-XXXXXX',
+                                      TMPDIR => 1, CLEANUP => 1),
+                       port => _free_port(), db => $o{db} // 0 }, $class;
+    $self->start;
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub url  { "redis://127.0.0.1:$_[0]{port}/$_[0]{db}" }
+
+sub start {
+    my ($self) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', "$self->{dir}/redis.log";
+        open STDERR, '>&', \*STDOUT;
+        exec 'redis-server', '--bind', '127.0.0.1', '--port', $self->{port},
+             '--dir', $self->{dir}, '--save', '', '--appendonly', 'no'
+            or exit 127;
+    }
+    $self->{pid} = $pid;
+    $LIVE{$pid} = $self;
+
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        return $self if IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                              PeerPort => $self->{port});
+        sleep 0.02;
+    }
+    die "redis-server did not come up on port $self->{port}\n";
+}
+
+sub stop {
+    my ($self) = @_;
+    my $pid = delete $self->{pid} or return;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+    delete $LIVE{$pid};
+}
+
+# portal-gatectl with its Redis pointed here; returns {exit, out, err}
+sub ctl {
+    my ($self, @args) = @_;
+    my %env = (PORTAL_GATE_REDIS => $self->url, USER => 'tester',
+               SUDO_USER => '');
+    local @ENV{keys %env} = values %env;
+    delete local $ENV{PORTAL_GATE_PREFIX};
+    delete local $ENV{PORTAL_GATE_ENV};
+
+    my $err = gensym;
+    my $pid = open3(my $in, my $out, $err, $CTL, @args);
+    close $in;
+    my $o = do { local $/; <$out> } // '';
+    my $e = do { local $/; <$err> } // '';
+    waitpid $pid, 0;
+    return { exit => $? >> 8, out => $o, err => $e };
+}
+
+# redis-cli against this server; returns its output
+sub cli {
+    my ($self, @args) = @_;
+    my $pid = open3(my $in, my $out, undef, 'redis-cli', '-p', $self->{port},
+                    '-n', $self->{db}, @args);
+    close $in;
+    my $o = do { local $/; <$out> } // '';
+    waitpid $pid, 0;
+    chomp $o;
+    return $o;
+}
+
+sub DESTROY { $_[0]->stop if $_[0]{pid} && $$ == $OWNER }
+
+END { if ($$ == $OWNER) { $_->stop for values %LIVE } }
+
+1;
