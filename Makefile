@@ -35,13 +35,14 @@ CORE_LIBS   := -ljansson -lm
 # portal-gatectl: the core plus the controller's sources. make test runs the
 # build under ASan and UBSan (build/asan/); make builds an optimised one.
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_store.c \
-               controller/pg_redis.c
+               controller/pg_redis.c controller/pg_edge.c controller/pg_conf.c
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller
-CTL_LIBS    := -lhiredis $(CORE_LIBS)
+CTL_LIBS    := -lcurl -lhiredis $(CORE_LIBS)
 
-BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev
+BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
+               libcurl4-openssl-dev
 TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
 
@@ -91,12 +92,20 @@ $(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
 	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) \
 	    controller/pg_redis.c t/unit/test_redis_url.c $(CTL_LIBS) -o $@
 
+$(BUILD)/test-conf: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
+                    controller/pg_conf.c controller/pg_edge.c \
+                    controller/pg_redis.c t/unit/test_conf.c
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
+	    $(CORE_SRCS) controller/pg_redis.c controller/pg_edge.c \
+	    controller/pg_conf.c t/unit/test_conf.c $(CTL_LIBS) -o $@
+
 $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_core.c \
 	    $(CORE_LIBS) -o $@
 
-unit: deps $(BUILD)/test-core $(BUILD)/test-redis-url \
+unit: deps $(BUILD)/test-core $(BUILD)/test-redis-url $(BUILD)/test-conf \
       $(BUILD)/asan/portal-gatectl
 
 # prove runs every test; then the nginx tests run again with nginx under

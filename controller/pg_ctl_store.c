@@ -54,6 +54,31 @@ static const char  pg_store_init_lua[] =
     "return 1\n";
 
 
+/*
+ * KEYS: marker, revision, audit stream.
+ * ARGV: format, ts, actor, audit cap, reason, revision, flags key prefix,
+ *       channel, then (env, flag, JSON) triples. The flags hashes are named
+ *       from the prefix here: a new or flushed store has no other writer.
+ */
+static const char  pg_store_restore_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "local seen = {}\n"
+    "for i = 9, #ARGV - 2, 3 do\n"
+    "  local key = ARGV[7] .. ARGV[i]\n"
+    "  if not seen[key] then redis.call('DEL', key); seen[key] = true end\n"
+    "  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2])\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
+    "  'created_by', ARGV[3])\n"
+    "redis.call('SET', KEYS[2], ARGV[6])\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
+    "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
+    "  'action', 'init', 'before', '', 'after', '', 'reason', ARGV[5],\n"
+    "  'revision', ARGV[6])\n"
+    "redis.call('PUBLISH', ARGV[8], ARGV[6])\n"
+    "return 1\n";
+
+
 static int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static redisReply *pg_store_command(pg_store_t *store, int argc,
@@ -226,6 +251,103 @@ pg_store_init(pg_store_t *store, const char *actor, int *created)
     freeReplyObject(reply);
 
     return PG_OK;
+}
+
+
+int
+pg_store_restore(pg_store_t *store, const json_t *snapshot, const char *actor,
+    const char *source, int *created)
+{
+    int            rc;
+    char           marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
+    char           audit[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char           channel[PG_STORE_KEY_MAX], format[16], cap[16], ts[32];
+    char           rev[32], reason[600];
+    size_t         argc, n, i;
+    json_t        *envs, *env_flags, *flag;
+    const char    *env, *name, **argv;
+    redisReply    *reply;
+
+    envs = json_object_get(snapshot, "environments");
+
+    n = 0;
+    json_object_foreach(envs, env, env_flags) {
+        n += json_object_size(env_flags);
+    }
+
+    argc = 14 + 3 * n;              /* EVAL, script, "3", 3 keys, 8 args */
+
+    argv = calloc(argc, sizeof(char *));
+    if (argv == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, NULL);
+    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(rev, sizeof(rev), "%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(snapshot, "revision")));
+    snprintf(reason, sizeof(reason), "rebuilt from the snapshot of %s",
+             source);
+    pg_store_now(ts, sizeof(ts));
+
+    argv[0] = "EVAL";
+    argv[1] = pg_store_restore_lua;
+    argv[2] = "3";
+    argv[3] = marker;
+    argv[4] = revision;
+    argv[5] = audit;
+    argv[6] = format;
+    argv[7] = ts;
+    argv[8] = actor;
+    argv[9] = cap;
+    argv[10] = reason;
+    argv[11] = rev;
+    argv[12] = flags;
+    argv[13] = channel;
+
+    /* the flags' JSON texts, freed below */
+    i = 14;
+    rc = PG_OK;
+
+    json_object_foreach(envs, env, env_flags) {
+        json_object_foreach(env_flags, name, flag) {
+            argv[i] = env;
+            argv[i + 1] = name;
+            argv[i + 2] = json_dumps(flag, JSON_COMPACT);
+
+            if (argv[i + 2] == NULL) {
+                rc = pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            }
+
+            i += 3;
+        }
+    }
+
+    if (rc == PG_OK) {
+        reply = pg_store_command(store, (int) i, argv);
+
+        if (reply == NULL) {
+            rc = PG_ERR;
+
+        } else {
+            *created = (reply->type == REDIS_REPLY_INTEGER
+                        && reply->integer == 1);
+            freeReplyObject(reply);
+        }
+    }
+
+    for (i = 16; i < argc; i += 3) {
+        free((char *) argv[i]);
+    }
+
+    free(argv);
+
+    return rc;
 }
 
 

@@ -62,6 +62,16 @@ int pg_store_initialised(pg_store_t *store, int *yes);
 /* Create the marker and the revision. *created is 0 if it existed. */
 int pg_store_init(pg_store_t *store, const char *actor, int *created);
 
+/*
+ * Rebuild a lost store from a snapshot (DESIGN.md's JSON, an edge's): every
+ * flag of every environment as it is, the snapshot's revision, and the
+ * marker, in one script, and only if there is no marker. *created is 0 when
+ * the store exists already; source says where the snapshot came from, for
+ * the audit log.
+ */
+int pg_store_restore(pg_store_t *store, const json_t *snapshot,
+    const char *actor, const char *source, int *created);
+
 /* The store's revision (0 when it has none yet). */
 int pg_store_revision(pg_store_t *store, int64_t *revision);
 

@@ -354,6 +354,8 @@ pg_redis_parse_tcp(const char *url, const char *rest, pg_redis_url_t *u,
     size_t       len;
     const char  *at, *host, *end, *p, *digits;
 
+    p = NULL;       /* pg_redis_parse_host() sets it; gcc -O2 cannot tell */
+
     at = strrchr(rest, '@');
     host = rest;
 

@@ -13,7 +13,11 @@
 #include <stdio.h>              /* printf, fprintf */
 #include <stdlib.h>             /* getenv, strtod, strtoul, exit */
 #include <string.h>             /* strcmp, strlen */
+#include <time.h>               /* clock_gettime, nanosleep */
+#include <curl/curl.h>          /* curl_global_init */
+#include "pg_conf.h"            /* -c FILE: portal-gated's config */
 #include "pg_ctl_store.h"       /* the flag store in Redis */
+#include "pg_edge.h"            /* the edges' API */
 #include "pg_redis.h"           /* Redis URLs and connections */
 
 
@@ -22,6 +26,8 @@
 #define PG_CTL_USAGE     2
 
 #define PG_CTL_TIMEOUT_MS  5000
+#define PG_CTL_EDGE_MS     2000     /* one request to an edge */
+#define PG_CTL_WAIT_S      10       /* --wait without SECONDS */
 
 
 typedef struct {
@@ -34,6 +40,11 @@ typedef struct {
     const char   *description;
     int           json;
     size_t        count;
+    double        wait;             /* seconds; < 0: no --wait */
+    const char   *from_edge;
+    const char   *conf;
+    pg_edge_t     edges[PG_EDGE_MAX];
+    size_t        nedges;
 } pg_ctl_opts_t;
 
 
@@ -69,11 +80,17 @@ static int pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
 static int pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
+static int pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+static int pg_ctl_wait(pg_ctl_opts_t *o, int64_t revision);
 
 
 static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
     { "init",    0,  0, 0, pg_ctl_init,
-      "init                 create an empty store in a new or flushed Redis" },
+      "init                 create an empty store in a new or flushed Redis\n"
+      "                     [--from-edge URL]: rebuild it from an edge" },
+    { "status",  0,  0, 0, pg_ctl_status,
+      "status               the store's revision next to each edge's" },
     { "list",    0,  0, 0, pg_ctl_list,
       "list                 the environment's flags, a line each" },
     { "show",    1,  1, 0, pg_ctl_show,
@@ -144,12 +161,19 @@ pg_ctl_usage(FILE *out)
         "      --actor NAME     who makes the change (default $SUDO_USER,\n"
         "                       else $USER)\n"
         "      --reason TEXT    why, for the audit log\n"
+        "      --edge URL       an edge, for status and --wait (repeatable):\n"
+        "                       http://host:port/path/ or\n"
+        "                       unix:/path.sock:/path/\n"
+        "  -c FILE              portal-gated's config: its edges, and its\n"
+        "                       redis and prefix unless given otherwise\n"
+        "      --wait[=SECONDS] after a change, wait until every edge has\n"
+        "                       it (default %d s); exit 1 if one does not\n"
         "      --json           print JSON instead of text\n"
         "  -h, --help           this help\n"
         "\n"
         "exit status: 0 done, 1 the operation failed, 2 usage error or\n"
         "invalid input (nothing was written)\n",
-        PG_REDIS_URL_DEFAULT, PG_STORE_PREFIX_DEFAULT);
+        PG_REDIS_URL_DEFAULT, PG_STORE_PREFIX_DEFAULT, PG_CTL_WAIT_S);
 }
 
 
@@ -189,7 +213,74 @@ static int
 pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int  created;
+    int             created, rc;
+    long            status;
+    size_t          size;
+    json_t         *snap;
+    pg_edge_t       edge;
+    pg_error_t      err;
+    unsigned char  *blob;
+
+    if (o->from_edge) {
+        if (pg_edge_parse(o->from_edge, &edge, &err) != PG_OK) {
+            return pg_ctl_error(PG_CTL_USAGE, "%s", err.text);
+        }
+
+        if (pg_edge_request(&edge, "GET", "snapshot", NULL, 0,
+                            10 * PG_CTL_EDGE_MS, &status, &snap, &err)
+            != PG_OK)
+        {
+            return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+        }
+
+        if (status != 200 || snap == NULL) {
+            json_decref(snap);
+            return pg_ctl_error(PG_CTL_FAILED, "edge %s: GET snapshot "
+                                "answered %ld", edge.spec, status);
+        }
+
+        /* the edge's snapshot must be one the edges accept */
+        rc = pg_snap_compile_json(snap, &blob, &size, &err);
+
+        if (rc != PG_OK) {
+            json_decref(snap);
+            return pg_ctl_error(PG_CTL_FAILED, "edge %s: its snapshot is "
+                                "invalid: %s", edge.spec, err.text);
+        }
+
+        free(blob);
+
+        if (json_integer_value(json_object_get(snap, "revision")) == 0) {
+            json_decref(snap);
+            return pg_ctl_error(PG_CTL_FAILED, "edge %s has no snapshot "
+                                "(revision 0): nothing to rebuild from; "
+                                "`portal-gatectl init` makes an empty store",
+                                edge.spec);
+        }
+
+        rc = pg_store_restore(store, snap, o->actor, edge.spec, &created);
+
+        if (rc != PG_OK) {
+            json_decref(snap);
+            return pg_ctl_store_error(store);
+        }
+
+        if (!created) {
+            json_decref(snap);
+            return pg_ctl_error(PG_CTL_FAILED, "the store at %s (prefix "
+                                "\"%s\") is initialised already: "
+                                "--from-edge only rebuilds a lost store",
+                                store->where, store->prefix);
+        }
+
+        printf("rebuilt the store at %s (prefix \"%s\") from %s: revision "
+               "%" JSON_INTEGER_FORMAT "\n", store->where, store->prefix,
+               edge.spec,
+               json_integer_value(json_object_get(snap, "revision")));
+        json_decref(snap);
+
+        return PG_CTL_OK;
+    }
 
     if (pg_store_init(store, o->actor, &created) != PG_OK) {
         return pg_ctl_store_error(store);
@@ -595,6 +686,17 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                 printf("%s is off already in %s: nothing changed\n",
                        argv[0], o->env);
                 json_decref(flags);
+
+                if (o->wait >= 0) {
+                    int64_t  revision;
+
+                    if (pg_store_revision(store, &revision) != PG_OK) {
+                        return pg_ctl_store_error(store);
+                    }
+
+                    return pg_ctl_wait(o, revision);
+                }
+
                 return PG_CTL_OK;
             }
         }
@@ -616,6 +718,10 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 
     pg_ctl_print_change(o, cmd, argv[0], &change);
     pg_store_change_free(&change);
+
+    if (o->wait >= 0) {
+        return pg_ctl_wait(o, change.revision);
+    }
 
     return PG_CTL_OK;
 }
@@ -774,11 +880,189 @@ pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 }
 
 
+static double
+pg_ctl_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+
+/*
+ * --wait: until every edge reports revision or later, or the limit passes;
+ * then say how long it took, or which edges lag (exit 1).
+ */
+static int
+pg_ctl_wait(pg_ctl_opts_t *o, int64_t revision)
+{
+    int              all;
+    char             lag[2048];
+    size_t           i, used;
+    double           start, elapsed;
+    int64_t          rev[PG_EDGE_MAX];
+    pg_error_t       err;
+    struct timespec  pause = { 0, 2 * 1000 * 1000 };
+
+    if (o->nedges == 0) {
+        return pg_ctl_error(PG_CTL_USAGE, "--wait needs the edges: give "
+                            "--edge URL or -c FILE");
+    }
+
+    for (i = 0; i < o->nedges; i++) {
+        rev[i] = -1;
+    }
+
+    start = pg_ctl_now_ms();
+
+    for ( ;; ) {
+        all = 1;
+
+        for (i = 0; i < o->nedges; i++) {
+            if (rev[i] >= revision) {
+                continue;
+            }
+
+            if (pg_edge_revision(&o->edges[i], PG_CTL_EDGE_MS, &rev[i], &err)
+                != PG_OK)
+            {
+                rev[i] = -1;
+            }
+
+            if (rev[i] < revision) {
+                all = 0;
+            }
+        }
+
+        elapsed = pg_ctl_now_ms() - start;
+
+        if (all) {
+            printf("every edge (%zu) has revision %lld, after %.1f ms\n",
+                   o->nedges, (long long) revision, elapsed);
+            return PG_CTL_OK;
+        }
+
+        if (elapsed >= o->wait * 1000) {
+            break;
+        }
+
+        nanosleep(&pause, NULL);
+    }
+
+    used = 0;
+    lag[0] = '\0';
+
+    for (i = 0; i < o->nedges && used < sizeof(lag); i++) {
+        if (rev[i] >= revision) {
+            continue;
+        }
+
+        if (rev[i] < 0) {
+            used += snprintf(lag + used, sizeof(lag) - used, "%s%s "
+                             "(unreachable)", used ? ", " : "",
+                             o->edges[i].spec);
+        } else {
+            used += snprintf(lag + used, sizeof(lag) - used, "%s%s "
+                             "(revision %lld)", used ? ", " : "",
+                             o->edges[i].spec, (long long) rev[i]);
+        }
+    }
+
+    return pg_ctl_error(PG_CTL_FAILED, "revision %lld is not on every edge "
+                        "after %g s; lagging: %s", (long long) revision,
+                        o->wait, lag);
+}
+
+
+static int
+pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
+    int argc, char **argv)
+{
+    int          init, behind;
+    size_t       i;
+    json_t      *all, *edges, *e;
+    int64_t      revision, rev;
+    pg_error_t   err;
+
+    if (pg_store_initialised(store, &init) != PG_OK
+        || pg_store_revision(store, &revision) != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    edges = json_array();
+    behind = !init;
+
+    for (i = 0; i < o->nedges; i++) {
+        if (pg_edge_revision(&o->edges[i], PG_CTL_EDGE_MS, &rev, &err)
+            != PG_OK)
+        {
+            e = json_pack("{s:s,s:n,s:n,s:s}", "edge", o->edges[i].spec,
+                          "revision", "lag", "error", err.text);
+            behind = 1;
+
+        } else {
+            e = json_pack("{s:s,s:I,s:I,s:n}", "edge", o->edges[i].spec,
+                          "revision", (json_int_t) rev, "lag",
+                          (json_int_t) (revision - rev), "error");
+            behind |= (rev != revision);
+        }
+
+        json_array_append_new(edges, e);
+    }
+
+    if (o->json) {
+        all = json_pack("{s:{s:s,s:s,s:b,s:I},s:o}",
+                        "store", "redis", store->where, "prefix",
+                        store->prefix, "initialised", init, "revision",
+                        (json_int_t) revision, "edges", edges);
+        json_dumpf(all, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(all);
+
+        return behind ? PG_CTL_FAILED : PG_CTL_OK;
+    }
+
+    printf("store %s (prefix \"%s\"): %s, revision %lld\n", store->where,
+           store->prefix, init ? "initialised" : "NOT INITIALISED (run init)",
+           (long long) revision);
+
+    if (o->nedges == 0) {
+        printf("no edges: give --edge URL or -c FILE\n");
+    }
+
+    json_array_foreach(edges, i, e) {
+        if (json_is_null(json_object_get(e, "revision"))) {
+            printf("  %-52s  unreachable: %s\n",
+                   json_string_value(json_object_get(e, "edge")),
+                   json_string_value(json_object_get(e, "error")));
+            continue;
+        }
+
+        rev = json_integer_value(json_object_get(e, "revision"));
+
+        printf("  %-52s  revision %-8lld %s\n",
+               json_string_value(json_object_get(e, "edge")),
+               (long long) rev,
+               rev == revision ? "in step"
+               : rev < revision ? "BEHIND"
+               : "AHEAD of the store (was it restored from a backup?)");
+    }
+
+    json_decref(edges);
+
+    return behind ? PG_CTL_FAILED : PG_CTL_OK;
+}
+
+
 int
 main(int argc, char **argv)
 {
-    int                  ch, rc, nargs, init;
-    char                 where[300], *end;
+    int                  ch, rc, nargs, init, i;
+    char                 where[300], *end, waitarg[64];
+    pg_conf_t            conf;
     pg_error_t           err;
     pg_store_t           store;
     redisContext        *redis;
@@ -796,11 +1080,29 @@ main(int argc, char **argv)
         { "description", required_argument, NULL, 'D' },
         { "count",       required_argument, NULL, 'n' },
         { "json",        no_argument,       NULL, 'j' },
+        { "edge",        required_argument, NULL, 'E' },
+        { "wait",        optional_argument, NULL, 'W' },
+        { "from-edge",   required_argument, NULL, 'F' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
 
     memset(&o, 0, sizeof(o));
+    o.wait = -1;
+
+    /* "--wait 5" as "--wait=5": getopt takes an optional value glued only */
+    for (i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--wait") == 0
+            && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
+        {
+            snprintf(waitarg, sizeof(waitarg), "--wait=%s", argv[i + 1]);
+            argv[i] = waitarg;
+            memmove(&argv[i + 1], &argv[i + 2],
+                    (argc - i - 1) * sizeof(char *));
+            argc--;
+            break;
+        }
+    }
 
     o.redis_url = getenv("PORTAL_GATE_REDIS");
     o.prefix = getenv("PORTAL_GATE_PREFIX");
@@ -812,7 +1114,8 @@ main(int argc, char **argv)
         o.actor = getenv("USER");
     }
 
-    while ((ch = getopt_long(argc, argv, "r:p:e:h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "r:p:e:c:h", longopts, NULL)) != -1)
+    {
         switch (ch) {
         case 'r': o.redis_url = optarg; break;
         case 'p': o.prefix = optarg; break;
@@ -822,6 +1125,37 @@ main(int argc, char **argv)
         case 'Q': o.requires = optarg; break;
         case 'D': o.description = optarg; break;
         case 'j': o.json = 1; break;
+        case 'c': o.conf = optarg; break;
+        case 'F': o.from_edge = optarg; break;
+
+        case 'E':
+            if (o.nedges == PG_EDGE_MAX) {
+                return pg_ctl_error(PG_CTL_USAGE, "more than %d edges",
+                                    PG_EDGE_MAX);
+            }
+
+            if (pg_edge_parse(optarg, &o.edges[o.nedges], &err) != PG_OK) {
+                return pg_ctl_error(PG_CTL_USAGE, "%s", err.text);
+            }
+
+            o.nedges++;
+            break;
+
+        case 'W':
+            o.wait = PG_CTL_WAIT_S;
+
+            if (optarg) {
+                errno = 0;
+                o.wait = strtod(optarg, &end);
+
+                if (*end != '\0' || errno || o.wait <= 0 || o.wait > 3600)
+                {
+                    return pg_ctl_error(PG_CTL_USAGE, "invalid --wait "
+                                        "\"%s\": expected seconds, above 0 "
+                                        "and at most 3600", optarg);
+                }
+            }
+            break;
 
         case 'n':
             errno = 0;
@@ -839,6 +1173,29 @@ main(int argc, char **argv)
         default:
             pg_ctl_usage(stderr);
             return PG_CTL_USAGE;
+        }
+    }
+
+    /* -c FILE: its edges, and its redis and prefix unless given */
+
+    if (o.conf) {
+        pg_conf_defaults(&conf);
+
+        if (pg_conf_load(o.conf, &conf, &err) != PG_OK) {
+            return pg_ctl_error(PG_CTL_USAGE, "%s", err.text);
+        }
+
+        if (o.nedges == 0) {
+            memcpy(o.edges, conf.edges, sizeof(conf.edges));
+            o.nedges = conf.nedges;
+        }
+
+        if (o.redis_url == NULL || o.redis_url[0] == '\0') {
+            o.redis_url = conf.redis_url;
+        }
+
+        if (o.prefix == NULL) {
+            o.prefix = conf.prefix;
         }
     }
 
@@ -898,6 +1255,21 @@ main(int argc, char **argv)
                             "go with create");
     }
 
+    if (o.from_edge && strcmp(cmd->name, "init") != 0) {
+        return pg_ctl_error(PG_CTL_USAGE, "--from-edge goes with init");
+    }
+
+    if (o.wait >= 0 && !cmd->writes) {
+        return pg_ctl_error(PG_CTL_USAGE, "--wait goes with a change");
+    }
+
+    if (o.wait >= 0 && o.nedges == 0) {
+        return pg_ctl_error(PG_CTL_USAGE, "--wait needs the edges: give "
+                            "--edge URL or -c FILE");
+    }
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
     if (pg_redis_url_parse(o.redis_url, &url, &err) != PG_OK) {
         return pg_ctl_error(PG_CTL_USAGE, "%s", err.text);
     }
@@ -932,6 +1304,7 @@ main(int argc, char **argv)
     rc = cmd->run(&store, &o, cmd->name, nargs, &argv[optind + 1]);
 
     redisFree(redis);
+    curl_global_cleanup();
 
     return rc;
 }

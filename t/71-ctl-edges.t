@@ -1,0 +1,195 @@
+# portal-gatectl and the edges: status (the store's revision next to each
+# edge's), --wait, init --from-edge (rebuilding a lost store from an edge),
+# and -c FILE, against a real redis-server and real nginx edges (TCP and a
+# unix socket).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use JSON::PP;
+use POSIX ();
+use Test::More;
+use Time::HiRes qw(sleep time);
+use PortalGate::Redis;
+use PortalGate::Test qw(require_module);
+
+require_module();
+
+my $rs = PortalGate::Redis->new(db => 1);
+
+# one nginx with the API on its TCP port and on a unix socket
+my $ng = PortalGate::Test->new(
+    server => <<'CONF',
+        location /portal/ { portal_gate customer_portal;
+                            return 200 "portal v2\n"; }
+CONF
+    http => <<'CONF');
+    server {
+        listen unix:%%DIR%%/api.sock;
+        location /pg-api/ { portal_gate_api; }
+    }
+CONF
+$ng->start;
+
+my $tcp = 'http://127.0.0.1:' . $ng->port . '/portal-gate/';
+my $unix = 'unix:' . $ng->dir . '/api.sock:/pg-api/';
+my @edges = ('--edge', $tcp, '--edge', $unix);
+my $dead = 'http://127.0.0.1:1/portal-gate/';
+
+sub ctl { $rs->ctl(@_) }
+
+sub exits {
+    my ($r, $status, $name) = @_;
+    is($r->{exit}, $status, "$name: exit $status")
+        or diag("stdout: $r->{out}\nstderr: $r->{err}");
+    unlike($r->{err}, qr/AddressSanitizer|LeakSanitizer|runtime error/,
+           "$name: no sanitizer report");
+}
+
+sub store_revision { $rs->cli('GET', 'portal-gate:revision') + 0 }
+
+# what portal-gated will do: the store's flags, as a snapshot, to the edge
+sub push_store {
+    my $flags = decode_json(ctl('list', '--json')->{out});
+    my $res = $ng->put_snapshot({revision => store_revision(),
+                                 environments => {production => $flags}});
+    return $res->{status};
+}
+
+subtest 'status says when the store is not initialised' => sub {
+    my $r = ctl('status', @edges);
+    exits($r, 1, 'status');
+    like($r->{out}, qr/NOT INITIALISED/, 'says so');
+};
+
+exits(ctl('init'), 0, 'init');
+exits(ctl('create', 'customer_portal'), 0, 'create');
+exits(ctl('allow', 'customer_portal', '1001'), 0, 'allow');
+
+subtest 'status shows each edge behind, then in step' => sub {
+    my $r = ctl('status', @edges);
+    exits($r, 1, 'edges behind');
+    like($r->{out}, qr/revision 2\b/, 'the store revision');
+    like($r->{out}, qr/\Q$tcp\E\s+revision 0\s+BEHIND/, 'the TCP edge is behind');
+    like($r->{out}, qr/\Q$unix\E\s+revision 0\s+BEHIND/, 'the unix edge too');
+
+    is(push_store(), 200, 'the store pushed to the edge');
+    $r = ctl('status', @edges);
+    exits($r, 0, 'edges in step');
+    like($r->{out}, qr/\Q$tcp\E\s+revision 2\s+in step/, 'in step');
+
+    my $j = decode_json(ctl('status', @edges, '--json')->{out});
+    is_deeply([map { [$_->{revision}, $_->{lag}] } @{ $j->{edges} }],
+              [[2, 0], [2, 0]], '--json: revision and lag per edge');
+
+    $r = ctl('status', @edges, '--edge', $dead);
+    exits($r, 1, 'an edge down');
+    like($r->{out}, qr/\Q$dead\E\s+unreachable: .*(refused|connect)/i,
+         'names the edge and why');
+};
+
+subtest '--wait times out naming the edges that lag' => sub {
+    my $before = store_revision();
+    my $r = ctl('rollout', 'customer_portal', '10', '--wait', '0.3', @edges);
+    exits($r, 1, 'nobody pushes');
+    is(store_revision(), $before + 1, 'the change itself was made');
+    like($r->{err}, qr/revision \d+ is not on every edge after 0\.3 s; lagging: \Q$tcp\E \(revision 2\), \Q$unix\E \(revision 2\)/,
+         'names each edge and its revision');
+    is(push_store(), 200, 'catch the edge up');
+};
+
+subtest 'kill --wait returns once every edge has the change' => sub {
+    my $target = store_revision() + 1;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        # a stand-in for portal-gated: push as soon as the store moves
+        my $deadline = time + 10;
+        sleep 0.01 while store_revision() < $target && time < $deadline;
+        push_store();
+        POSIX::_exit(0);
+    }
+    my $r = ctl('--reason', 'INC-1', 'kill', 'customer_portal', '--wait',
+                @edges);
+    waitpid $pid, 0;
+    exits($r, 0, 'kill --wait');
+    like($r->{out}, qr/KILLED customer_portal/, 'says what changed');
+    like($r->{out}, qr/every edge \(2\) has revision $target, after [\d.]+ ms/,
+         'and how long the edges took');
+    is($ng->get('/portal/', company => '1001')->{status}, 404,
+       'the edge answers off');
+};
+
+subtest 'init --from-edge rebuilds a flushed store from an edge' => sub {
+    my $edge_rev = $ng->status->{revision};
+    $rs->cli('FLUSHDB');
+    my $r = ctl('allow', 'customer_portal', '1002');
+    exits($r, 1, 'a write after the flush');
+    like($r->{err}, qr/not initialised/, 'is refused');
+    is($ng->status->{revision}, $edge_rev, 'the edge keeps its state');
+
+    $r = ctl('init', '--from-edge', $tcp);
+    exits($r, 0, 'init --from-edge');
+    like($r->{out}, qr/rebuilt the store .* from \Q$tcp\E: revision $edge_rev/,
+         'says from where and which revision');
+    is(store_revision(), $edge_rev, 'the store has the edge revision');
+    my $f = decode_json($rs->cli('HGET', 'portal-gate:flags:production',
+                                 'customer_portal'));
+    is_deeply([@$f{qw(enabled allow)}], [JSON::PP::false, ['1001']],
+              'and the flag as the edge had it');
+    like(ctl('audit', '--count', '1')->{out},
+         qr/init .* reason: rebuilt from the snapshot of \Q$tcp\E/,
+         'the audit log says so');
+
+    exits(ctl('on', 'customer_portal'), 0, 'a change after the rebuild');
+    is(store_revision(), $edge_rev + 1, 'raises the revision past the edge');
+    is(push_store(), 200, 'which the edge accepts');
+
+    $r = ctl('init', '--from-edge', $unix);
+    exits($r, 1, 'init --from-edge on a live store');
+    like($r->{err}, qr/initialised already: --from-edge only rebuilds a lost store/,
+         'is refused');
+    exits(ctl('init', '--from-edge', $dead), 1, 'from an edge that is down');
+};
+
+subtest '-c FILE gives the edges (and Redis and the prefix)' => sub {
+    my $conf = $ng->dir . '/portal-gated.conf';
+    open my $fh, '>', $conf or die $!;
+    print {$fh} "redis " . $rs->url . ";\nprefix portal-gate:;\n"
+              . "edge $tcp;\nedge $unix;   # the socket\n";
+    close $fh;
+    my $r = ctl('-c', $conf, 'status');
+    exits($r, 0, 'status -c FILE');
+    like($r->{out}, qr/\Q$tcp\E.*\n.*\Q$unix\E/, 'both edges from the file');
+
+    open $fh, '>', $conf or die $!;
+    print {$fh} "edges $tcp;\n";
+    close $fh;
+    $r = ctl('-c', $conf, 'status');
+    exits($r, 2, 'a bad config');
+    like($r->{err}, qr/portal-gated\.conf:1: unknown directive "edges"/,
+         'names the file, the line and the directive');
+};
+
+subtest 'bad edge options exit 2' => sub {
+    for my $case (
+        [['status', '--edge', 'ftp://x/'], qr/invalid edge "ftp:\/\/x\/"/],
+        [['status', '--edge', 'unix:relative.sock'], qr/invalid edge/],
+        [['list', '--wait', '--edge', $tcp], qr/--wait goes with a change/],
+        [['on', 'customer_portal', '--wait'], qr/--wait needs the edges/],
+        [['on', 'customer_portal', '--wait=soon', '--edge', $tcp],
+         qr/invalid --wait "soon"/],
+        [['create', 'x', '--from-edge', $tcp], qr/--from-edge goes with init/],
+    ) {
+        my ($args, $re) = @$case;
+        my $r = ctl(@$args);
+        exits($r, 2, "@$args");
+        like($r->{err}, $re, "@$args: says what is wrong");
+    }
+};
+
+$ng->no_bad_log_lines;
+
+done_testing;
