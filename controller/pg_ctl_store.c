@@ -24,13 +24,20 @@ static const char  pg_store_write_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
+    /* Redis does not roll a script back: fail before the first change */
+    "local ft = redis.call('TYPE', KEYS[2]).ok\n"
+    "local at = redis.call('TYPE', KEYS[4]).ok\n"
+    "if (ft ~= 'hash' and ft ~= 'none') or (at ~= 'stream' and at ~= 'none')"
+    " then\n"
+    "  return redis.error_reply('WRONGTYPE flags or audit key')\n"
+    "end\n"
     "local cur = redis.call('HGET', KEYS[2], ARGV[1])\n"
     "if cur == false then cur = '' end\n"
     "if cur ~= ARGV[2] then\n"
     "  return redis.error_reply('CONFLICT')\n"
     "end\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
     "local rev = redis.call('INCR', KEYS[3])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
     "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',\n"
     "  'ts', ARGV[6], 'actor', ARGV[7], 'env', ARGV[8], 'flag', ARGV[1],\n"
     "  'action', ARGV[9], 'before', cur, 'after', ARGV[3],\n"
@@ -389,6 +396,48 @@ pg_store_revision(pg_store_t *store, int64_t *revision)
 
 
 int
+pg_store_flag(pg_store_t *store, const char *env, const char *name,
+    json_t **flag)
+{
+    char          key[PG_STORE_KEY_MAX];
+    const char   *argv[3];
+    redisReply   *reply;
+    json_error_t  jerr;
+
+    pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+
+    argv[0] = "HGET";
+    argv[1] = key;
+    argv[2] = name;
+
+    reply = pg_store_command(store, 3, argv);
+    if (reply == NULL) {
+        return PG_ERR;
+    }
+
+    *flag = NULL;
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        *flag = json_loadb(reply->str, reply->len, JSON_REJECT_DUPLICATES,
+                           &jerr);
+
+        if (*flag == NULL || !json_is_object(*flag)) {
+            json_decref(*flag);
+            *flag = NULL;
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EFAILED,
+                                 "flag \"%s\" in %s is not a JSON object",
+                                 name, key);
+        }
+    }
+
+    freeReplyObject(reply);
+
+    return PG_OK;
+}
+
+
+int
 pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags)
 {
     char          key[PG_STORE_KEY_MAX];
@@ -501,7 +550,8 @@ pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
 int
 pg_store_write(pg_store_t *store, const char *env, const char *flag,
     const char *action, const char *actor, const char *reason,
-    pg_store_edit_pt edit, void *data, pg_store_change_t *change)
+    int check_env, pg_store_edit_pt edit, void *data,
+    pg_store_change_t *change)
 {
     int            tries, code;
     char           marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
@@ -539,10 +589,12 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
         if (reply->type == REDIS_REPLY_STRING) {
             before = json_loadb(reply->str, reply->len,
                                 JSON_REJECT_DUPLICATES, &jerr);
-            if (before == NULL) {
+            if (before == NULL || !json_is_object(before)) {
                 pg_store_fail(store, PG_STORE_EFAILED,
-                              "flag \"%s\" in %s is not JSON: %s",
-                              flag, flags, jerr.text);
+                              "flag \"%s\" in %s is not a JSON object%s%s",
+                              flag, flags, before ? "" : ": ",
+                              before ? "" : jerr.text);
+                json_decref(before);
                 freeReplyObject(reply);
                 return PG_ERR;
             }
@@ -565,6 +617,16 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             version = json_integer_value(json_object_get(before, "version"));
         }
 
+        if (version < 0 || version == INT64_MAX) {
+            json_decref(before);
+            json_decref(after);
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EFAILED,
+                                 "flag \"%s\" in %s has version %"
+                                 JSON_INTEGER_FORMAT ", which cannot be "
+                                 "raised", flag, flags, version);
+        }
+
         pg_store_now(ts, sizeof(ts));
 
         if (json_object_set_new(after, "version", json_integer(version + 1))
@@ -585,14 +647,15 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             return pg_store_fail(store, PG_STORE_EINVALID, "%s", err.text);
         }
 
-        if (pg_store_check_env(store, env, flag, after) != PG_OK) {
+        if (check_env && pg_store_check_env(store, env, flag, after) != PG_OK)
+        {
             json_decref(before);
             json_decref(after);
             freeReplyObject(reply);
             return PG_ERR;
         }
 
-        text = json_dumps(after, JSON_COMPACT);
+        text = json_dumps(after, JSON_COMPACT | JSON_REAL_PRECISION(12));
         if (text == NULL) {
             json_decref(before);
             json_decref(after);

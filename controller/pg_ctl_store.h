@@ -76,21 +76,31 @@ int pg_store_restore(pg_store_t *store, const json_t *snapshot,
 int pg_store_revision(pg_store_t *store, int64_t *revision);
 
 /*
+ * One flag of env (NULL when it does not exist), without reading its
+ * siblings. A value that is not a JSON object fails with PG_STORE_EFAILED.
+ */
+int pg_store_flag(pg_store_t *store, const char *env, const char *name,
+    json_t **flag);
+
+/*
  * Every flag of env as an object, name -> flag JSON. A value that is not a
  * valid flag fails the call with PG_STORE_EFAILED naming the flag.
  */
 int pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags);
 
 /*
- * Change one flag atomically: read it, edit it, check the result (alone
- * and with the other flags of env: requires, cycles), raise its version,
- * stamp updated_at and updated_by, then write it with the audit entry and
- * the change message in one script, if nobody changed it meanwhile;
- * otherwise read again and retry.
+ * Change one flag atomically: read it, edit it, check the result (alone,
+ * and with check_env also with the other flags of env: requires, cycles;
+ * a change that cannot touch them, such as a kill, skips that so that a
+ * bad sibling never blocks it), raise its version, stamp updated_at and
+ * updated_by, then write it with the audit entry and the change message in
+ * one script, if nobody changed it meanwhile; otherwise read again and
+ * retry.
  */
 int pg_store_write(pg_store_t *store, const char *env, const char *flag,
     const char *action, const char *actor, const char *reason,
-    pg_store_edit_pt edit, void *data, pg_store_change_t *change);
+    int check_env, pg_store_edit_pt edit, void *data,
+    pg_store_change_t *change);
 
 void pg_store_change_free(pg_store_change_t *change);
 

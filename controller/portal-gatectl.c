@@ -64,6 +64,7 @@ typedef struct {
     const char   *cmd;
     char        **args;
     int           nargs;
+    long          bp;           /* rollout in basis points */
     pg_ctl_opts_t *o;
 } pg_ctl_edit_t;
 
@@ -82,7 +83,8 @@ static int pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
 static int pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
-static int pg_ctl_wait(pg_ctl_opts_t *o, int64_t revision);
+static int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o,
+    int64_t revision);
 
 
 static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
@@ -396,9 +398,7 @@ pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 static json_t *
 pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
 {
-    int             i, j;
-    char           *end;
-    double          pct;
+    int             i, j, rc;
     json_t         *after, *list, *id;
     const char     *field;
     pg_ctl_edit_t  *e = data;
@@ -414,9 +414,17 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
         after = json_pack("{s:b,s:i,s:[],s:[]}", "enabled", 1, "rollout", 0,
                           "allow", "deny");
 
-        if (after && e->o->requires) {
-            json_object_set_new(after, "requires",
-                                json_string(e->o->requires));
+        if (after && e->o->requires
+            && json_object_set_new(after, "requires",
+                                   json_string(e->o->requires)) != 0)
+        {
+            json_decref(after);
+            after = NULL;
+        }
+
+        if (after == NULL) {
+            snprintf(err->text, sizeof(err->text), "out of memory");
+            return NULL;
         }
 
         if (after && e->o->description) {
@@ -447,22 +455,20 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
         return NULL;
     }
 
+    rc = 0;
+
     if (strcmp(e->cmd, "on") == 0) {
-        json_object_set_new(after, "enabled", json_true());
+        rc = json_object_set_new(after, "enabled", json_true());
 
     } else if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
-        json_object_set_new(after, "enabled", json_false());
+        rc = json_object_set_new(after, "enabled", json_false());
 
     } else if (strcmp(e->cmd, "rollout") == 0) {
-        /* checked again, as every flag is, by the core */
-        pct = strtod(e->args[1], &end);
-
-        if (floor(pct) == pct && pct >= 0 && pct <= 100) {
-            json_object_set_new(after, "rollout", json_integer((int) pct));
-
-        } else {
-            json_object_set_new(after, "rollout", json_real(pct));
-        }
+        /* whole percents as integers, others at their 0.01 step */
+        rc = json_object_set_new(after, "rollout",
+                                 e->bp % 100 == 0
+                                 ? json_integer(e->bp / 100)
+                                 : json_real(e->bp / 100.0));
 
     } else {
         /* allow, deny: add the ids that are not there yet */
@@ -471,7 +477,7 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
 
         if (!json_is_array(list)) {
             list = json_array();
-            json_object_set_new(after, field, list);
+            rc = json_object_set_new(after, field, list);
         }
 
         for (i = 1; i < e->nargs; i++) {
@@ -485,10 +491,16 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
                 }
             }
 
-            if (j == (int) json_array_size(list)) {
-                json_array_append_new(list, json_string(e->args[i]));
+            if (rc == 0 && j == (int) json_array_size(list)) {
+                rc = json_array_append_new(list, json_string(e->args[i]));
             }
         }
+    }
+
+    if (rc != 0) {
+        json_decref(after);
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return NULL;
     }
 
     return after;
@@ -627,9 +639,9 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
     int                 i, enabled;
-    char               *end;
+    long                bp;
     double              pct, rollout;
-    size_t              allow, deny;
+    size_t              len, allow, deny;
     json_t             *flags, *f;
     const char         *requires;
     pg_ctl_edit_t       edit;
@@ -641,19 +653,31 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         return PG_CTL_USAGE;
     }
 
-    if (strcmp(cmd, "rollout") == 0) {
-        errno = 0;
-        pct = strtod(argv[1], &end);
+    edit.bp = 0;
 
-        if (end == argv[1] || (*end != '\0' && strcmp(end, "%") != 0)
-            || errno || pct < 0 || pct > 100)
+    if (strcmp(cmd, "rollout") == 0) {
+        /* digits, an optional fraction, an optional "%": nothing else */
+        len = strspn(argv[1], "0123456789");
+        len += (argv[1][len] == '.')
+               ? 1 + strspn(argv[1] + len + 1, "0123456789") : 0;
+
+        pct = (len > 0 && argv[1][0] != '.') ? strtod(argv[1], NULL) : -1;
+        bp = (long) floor(pct * 100 + 0.5);
+
+        if ((argv[1][len] != '\0' && strcmp(argv[1] + len, "%") != 0)
+            || !(pct >= 0 && pct <= 100))
         {
             return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
                                 "expected a percent from 0 to 100",
                                 argv[1]);
         }
 
-        end[0] = '\0';
+        if (fabs(pct * 100 - bp) > 1e-4) {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
+                                "the step is 0.01", argv[1]);
+        }
+
+        edit.bp = bp;
     }
 
     if (strcmp(cmd, "allow") == 0 || strcmp(cmd, "deny") == 0) {
@@ -673,11 +697,12 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     /* off and kill are idempotent: a second kill changes nothing */
 
     if (strcmp(cmd, "off") == 0 || strcmp(cmd, "kill") == 0) {
-        if (pg_store_env_flags(store, o->env, &flags) != PG_OK) {
+        /* this flag only: a bad sibling must never block a kill */
+        if (pg_store_flag(store, o->env, argv[0], &flags) != PG_OK) {
             return pg_ctl_store_error(store);
         }
 
-        f = json_object_get(flags, argv[0]);
+        f = flags;
 
         if (f) {
             pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
@@ -694,7 +719,7 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                         return pg_ctl_store_error(store);
                     }
 
-                    return pg_ctl_wait(o, revision);
+                    return pg_ctl_wait(store, o, revision);
                 }
 
                 return PG_CTL_OK;
@@ -709,8 +734,11 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     edit.nargs = argc;
     edit.o = o;
 
+    /* only create can set requires: the others need no env-wide check */
+
     if (pg_store_write(store, o->env, argv[0], cmd, o->actor, o->reason,
-                       pg_ctl_edit, &edit, &change)
+                       strcmp(cmd, "create") == 0, pg_ctl_edit, &edit,
+                       &change)
         != PG_OK)
     {
         return pg_ctl_store_error(store);
@@ -720,7 +748,8 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     pg_store_change_free(&change);
 
     if (o->wait >= 0) {
-        return pg_ctl_wait(o, change.revision);
+        fflush(stdout);
+        return pg_ctl_wait(store, o, change.revision);
     }
 
     return PG_CTL_OK;
@@ -892,46 +921,55 @@ pg_ctl_now_ms(void)
 
 
 /*
- * --wait: until every edge reports revision or later, or the limit passes;
- * then say how long it took, or which edges lag (exit 1).
+ * --wait: until every edge reports revision, or a later one that the store
+ * has too (another change may follow), or the limit passes; then say how
+ * long it took, or which edges lag (exit 1). An edge ahead of the store
+ * (Redis restored from an older backup) has not confirmed anything.
  */
 static int
-pg_ctl_wait(pg_ctl_opts_t *o, int64_t revision)
+pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
 {
     int              all;
     char             lag[2048];
+    long             timeout;
     size_t           i, used;
     double           start, elapsed;
-    int64_t          rev[PG_EDGE_MAX];
+    int64_t          rev[PG_EDGE_MAX], now;
     pg_error_t       err;
-    struct timespec  pause = { 0, 2 * 1000 * 1000 };
-
-    if (o->nedges == 0) {
-        return pg_ctl_error(PG_CTL_USAGE, "--wait needs the edges: give "
-                            "--edge URL or -c FILE");
-    }
+    struct timespec  pause = { 0, 10 * 1000 * 1000 };
 
     for (i = 0; i < o->nedges; i++) {
         rev[i] = -1;
     }
 
+    now = revision;
     start = pg_ctl_now_ms();
 
     for ( ;; ) {
+        if (pg_store_revision(store, &now) != PG_OK) {
+            return pg_ctl_store_error(store);
+        }
+
         all = 1;
+        elapsed = pg_ctl_now_ms() - start;
+
+        /* one request never outlasts what is left of the wait */
+        timeout = (long) (o->wait * 1000 - elapsed);
+        timeout = timeout < 100 ? 100
+                  : timeout > PG_CTL_EDGE_MS ? PG_CTL_EDGE_MS : timeout;
 
         for (i = 0; i < o->nedges; i++) {
-            if (rev[i] >= revision) {
+            if (rev[i] >= revision && rev[i] <= now) {
                 continue;
             }
 
-            if (pg_edge_revision(&o->edges[i], PG_CTL_EDGE_MS, &rev[i], &err)
+            if (pg_edge_revision(&o->edges[i], timeout, &rev[i], &err)
                 != PG_OK)
             {
                 rev[i] = -1;
             }
 
-            if (rev[i] < revision) {
+            if (rev[i] < revision || rev[i] > now) {
                 all = 0;
             }
         }
@@ -955,18 +993,19 @@ pg_ctl_wait(pg_ctl_opts_t *o, int64_t revision)
     lag[0] = '\0';
 
     for (i = 0; i < o->nedges && used < sizeof(lag); i++) {
-        if (rev[i] >= revision) {
+        if (rev[i] >= revision && rev[i] <= now) {
             continue;
         }
 
         if (rev[i] < 0) {
-            used += snprintf(lag + used, sizeof(lag) - used, "%s%s "
-                             "(unreachable)", used ? ", " : "",
+            used += snprintf(lag + used, sizeof(lag) - used,
+                             "%s%s (unreachable)", used ? ", " : "",
                              o->edges[i].spec);
         } else {
-            used += snprintf(lag + used, sizeof(lag) - used, "%s%s "
-                             "(revision %lld)", used ? ", " : "",
-                             o->edges[i].spec, (long long) rev[i]);
+            used += snprintf(lag + used, sizeof(lag) - used,
+                             "%s%s (revision %lld%s)", used ? ", " : "",
+                             o->edges[i].spec, (long long) rev[i],
+                             rev[i] > now ? ", AHEAD of the store" : "");
         }
     }
 
@@ -1060,9 +1099,10 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 int
 main(int argc, char **argv)
 {
-    int                  ch, rc, nargs, init, i;
-    char                 where[300], *end, waitarg[64];
+    int                  ch, rc, nargs, init;
+    char                 where[300], *end;
     pg_conf_t            conf;
+    pg_edge_t            from;
     pg_error_t           err;
     pg_store_t           store;
     redisContext        *redis;
@@ -1089,20 +1129,6 @@ main(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     o.wait = -1;
-
-    /* "--wait 5" as "--wait=5": getopt takes an optional value glued only */
-    for (i = 1; i + 1 < argc; i++) {
-        if (strcmp(argv[i], "--wait") == 0
-            && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
-        {
-            snprintf(waitarg, sizeof(waitarg), "--wait=%s", argv[i + 1]);
-            argv[i] = waitarg;
-            memmove(&argv[i + 1], &argv[i + 2],
-                    (argc - i - 1) * sizeof(char *));
-            argc--;
-            break;
-        }
-    }
 
     o.redis_url = getenv("PORTAL_GATE_REDIS");
     o.prefix = getenv("PORTAL_GATE_PREFIX");
@@ -1148,7 +1174,7 @@ main(int argc, char **argv)
                 errno = 0;
                 o.wait = strtod(optarg, &end);
 
-                if (*end != '\0' || errno || o.wait <= 0 || o.wait > 3600)
+                if (*end != '\0' || errno || !(o.wait > 0 && o.wait <= 3600))
                 {
                     return pg_ctl_error(PG_CTL_USAGE, "invalid --wait "
                                         "\"%s\": expected seconds, above 0 "
@@ -1259,6 +1285,10 @@ main(int argc, char **argv)
         return pg_ctl_error(PG_CTL_USAGE, "--from-edge goes with init");
     }
 
+    if (o.from_edge && pg_edge_parse(o.from_edge, &from, &err) != PG_OK) {
+        return pg_ctl_error(PG_CTL_USAGE, "%s", err.text);
+    }
+
     if (o.wait >= 0 && !cmd->writes) {
         return pg_ctl_error(PG_CTL_USAGE, "--wait goes with a change");
     }
@@ -1285,14 +1315,19 @@ main(int argc, char **argv)
 
     /* a write to an uninitialised store is refused before anything */
 
-    if (cmd->writes) {
+    if (strcmp(cmd->name, "init") != 0 && strcmp(cmd->name, "status") != 0) {
         if (pg_store_initialised(&store, &init) != PG_OK) {
             rc = pg_ctl_store_error(&store);
             redisFree(redis);
             return rc;
         }
 
-        if (!init) {
+        if (!init && !cmd->writes) {
+            fprintf(stderr, "portal-gatectl: warning: the store at %s "
+                    "(prefix \"%s\") is not initialised: Redis is new or "
+                    "was flushed\n", where, o.prefix);
+
+        } else if (!init) {
             redisFree(redis);
             return pg_ctl_error(PG_CTL_FAILED,
                        "the store at %s (prefix \"%s\") is not initialised: "

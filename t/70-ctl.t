@@ -105,6 +105,11 @@ subtest 'invalid input exits 2 and writes nothing' => sub {
         [['rollout', 'customer_portal', '0.001'], qr/rollout/],
         [['rollout', 'customer_portal', '101'], qr/invalid rollout "101"/],
         [['rollout', 'customer_portal', 'lots'], qr/invalid rollout "lots"/],
+        [['rollout', 'customer_portal', 'nan'], qr/invalid rollout "nan"/],
+        [['rollout', 'customer_portal', '0x10'], qr/invalid rollout "0x10"/],
+        [['rollout', 'customer_portal', ' 5'], qr/invalid rollout " 5"/],
+        [['rollout', 'customer_portal', '1e1'], qr/invalid rollout "1e1"/],
+        [['rollout', 'customer_portal', '0.005'], qr/the step is 0\.01/],
         [['allow', 'customer_portal', 'a b'], qr/invalid company id "a b"/],
         [['deny', 'customer_portal', 'x' x 65], qr/invalid company id/],
         [['create', 'Customer-Portal'], qr/invalid flag name "Customer-Portal"/],
@@ -244,6 +249,47 @@ subtest 'two concurrent writers lose no update' => sub {
     is(scalar(grep { /^w[12]-\d+$/ } keys %ids), 30, 'all 30 ids are there');
 };
 
+subtest 'a rollout of 0.07 is stored as 0.07' => sub {
+    exits(ctl('create', 'tiny'), 0, 'create');
+    exits(ctl('rollout', 'tiny', '0.07'), 0, 'rollout 0.07');
+    like($rs->cli('HGET', 'portal-gate:flags:production', 'tiny'),
+         qr/"rollout":0\.07[,}]/, 'no 0.070000000000000007');
+};
+
+subtest 'a broken sibling flag never blocks a kill' => sub {
+    $rs->cli('HSET', 'portal-gate:flags:production', 'broken', '{"rolout":5}');
+    my $r = ctl('kill', 'tiny');
+    exits($r, 0, 'kill with a broken sibling');
+    like($r->{out}, qr/KILLED tiny/, 'killed');
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'broken');
+};
+
+subtest 'odd values in Redis fail cleanly and change nothing' => sub {
+    $rs->cli('HSET', 'portal-gate:flags:production', 'odd', '[]');
+    my $r = ctl('on', 'odd');
+    exits($r, 1, 'a flag that is not an object');
+    like($r->{err}, qr/flag "odd" .* is not a JSON object/, 'says so');
+    $rs->cli('HSET', 'portal-gate:flags:production', 'odd',
+             '{"enabled":false,"version":9223372036854775807}');
+    $r = ctl('on', 'odd');
+    exits($r, 1, 'a version that cannot be raised');
+    like($r->{err}, qr/cannot be raised/, 'says so');
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'odd');
+
+    # the audit key of the wrong type: the script fails before any change
+    my $rev = $rs->cli('GET', 'portal-gate:revision');
+    $rs->cli('RENAME', 'portal-gate:audit', 'portal-gate:audit-saved');
+    $rs->cli('SET', 'portal-gate:audit', 'not a stream');
+    $r = ctl('on', 'tiny');
+    exits($r, 1, 'a write with a broken audit key');
+    like($r->{err}, qr/WRONGTYPE/, 'says why');
+    is($rs->cli('GET', 'portal-gate:revision'), $rev, 'the revision stayed');
+    like($rs->cli('HGET', 'portal-gate:flags:production', 'tiny'),
+         qr/"enabled":false/, 'and the flag too');
+    $rs->cli('DEL', 'portal-gate:audit');
+    $rs->cli('RENAME', 'portal-gate:audit-saved', 'portal-gate:audit');
+};
+
 subtest 'a malformed value in Redis is reported with the flag' => sub {
     $rs->cli('HSET', 'portal-gate:flags:production', 'broken', '{"rolout":5}');
     my $r = ctl('list');
@@ -257,6 +303,9 @@ subtest 'another prefix is another store' => sub {
     my $r = ctl('-p', 'other:', 'create', 'x');
     exits($r, 1, 'create under an uninitialised prefix');
     like($r->{err}, qr/prefix "other:"/, 'names the prefix');
+    $r = ctl('-p', 'other:', 'list');
+    exits($r, 0, 'a read there');
+    like($r->{err}, qr/warning: .* not initialised/, 'warns it is not a store');
 };
 
 subtest 'Redis down: exit 1 with the URL, never a crash' => sub {

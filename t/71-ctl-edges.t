@@ -93,7 +93,7 @@ subtest 'status shows each edge behind, then in step' => sub {
 
 subtest '--wait times out naming the edges that lag' => sub {
     my $before = store_revision();
-    my $r = ctl('rollout', 'customer_portal', '10', '--wait', '0.3', @edges);
+    my $r = ctl('rollout', 'customer_portal', '10', '--wait=0.3', @edges);
     exits($r, 1, 'nobody pushes');
     is(store_revision(), $before + 1, 'the change itself was made');
     like($r->{err}, qr/revision \d+ is not on every edge after 0\.3 s; lagging: \Q$tcp\E \(revision 2\), \Q$unix\E \(revision 2\)/,
@@ -120,6 +120,20 @@ subtest 'kill --wait returns once every edge has the change' => sub {
          'and how long the edges took');
     is($ng->get('/portal/', company => '1001')->{status}, 404,
        'the edge answers off');
+};
+
+subtest '--wait does not take an edge ahead of the store as confirmed' => sub {
+    # the edge has a newer revision than the store, as after Redis was
+    # restored from an older backup: it has not got this change
+    my $flags = decode_json(ctl('list', '--json')->{out});
+    is($ng->put_snapshot({revision => store_revision() + 50,
+                          environments => {production => $flags}})->{status},
+       200, 'the edge is ahead of the store');
+    my $r = ctl('on', 'customer_portal', '--wait=0.3', '--edge', $tcp);
+    exits($r, 1, 'on --wait');
+    like($r->{err}, qr/\Q$tcp\E \(revision \d+, AHEAD of the store\)/,
+         'names the edge as ahead');
+    exits(ctl('kill', 'customer_portal'), 0, 'back to off');
 };
 
 subtest 'init --from-edge rebuilds a flushed store from an edge' => sub {
@@ -181,6 +195,10 @@ subtest 'bad edge options exit 2' => sub {
         [['on', 'customer_portal', '--wait'], qr/--wait needs the edges/],
         [['on', 'customer_portal', '--wait=soon', '--edge', $tcp],
          qr/invalid --wait "soon"/],
+        [['on', 'customer_portal', '--wait=nan', '--edge', $tcp],
+         qr/invalid --wait "nan"/],
+        [['kill', 'customer_portal', '--wait', '5', '--edge', $tcp],
+         qr/usage: portal-gatectl kill/],
         [['create', 'x', '--from-edge', $tcp], qr/--from-edge goes with init/],
     ) {
         my ($args, $re) = @$case;
