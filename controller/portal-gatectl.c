@@ -90,7 +90,7 @@ static int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o,
 static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
     { "init",    0,  0, 0, pg_ctl_init,
       "init                 create an empty store in a new or flushed Redis\n"
-      "                     [--from-edge URL]: rebuild it from an edge" },
+      "                       [--from-edge URL]: rebuild it from an edge" },
     { "status",  0,  0, 0, pg_ctl_status,
       "status               the store's revision next to each edge's" },
     { "list",    0,  0, 0, pg_ctl_list,
@@ -99,7 +99,7 @@ static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
       "show FLAG            one flag's JSON" },
     { "create",  1,  1, 1, pg_ctl_change,
       "create FLAG          a new flag: enabled, rollout 0, empty lists\n"
-      "                     [--requires FLAG] [--description TEXT]" },
+      "                       [--requires FLAG] [--description TEXT]" },
     { "on",      1,  1, 1, pg_ctl_change,
       "on FLAG              enable the flag" },
     { "off",     1,  1, 1, pg_ctl_change,
@@ -116,7 +116,7 @@ static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
       "explain FLAG ID      the decision for a company, as the edge makes it" },
     { "audit",   0,  1, 0, pg_ctl_audit,
       "audit [FLAG]         who changed what, when and why, newest first\n"
-      "                     [--count N] (default 20)" },
+      "                       [--count N] (default 20)" },
     { NULL, 0, 0, 0, NULL, NULL }
 };
 
