@@ -87,20 +87,22 @@ $(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
 	    $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@
 
 $(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
-                         controller/pg_redis.h t/unit/test_redis_url.c
+                         controller/pg_redis.h t/unit/test_redis_url.c \
+                         t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) \
 	    controller/pg_redis.c t/unit/test_redis_url.c $(CTL_LIBS) -o $@
 
 $(BUILD)/test-conf: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
                     controller/pg_conf.c controller/pg_edge.c \
-                    controller/pg_redis.c t/unit/test_conf.c
+                    controller/pg_redis.c t/unit/test_conf.c t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
 	    $(CORE_SRCS) controller/pg_redis.c controller/pg_edge.c \
 	    controller/pg_conf.c t/unit/test_conf.c $(CTL_LIBS) -o $@
 
-$(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c
+$(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c \
+                    t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_core.c \
 	    $(CORE_LIBS) -o $@

@@ -10,21 +10,13 @@ use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
 use Test::More;
-use PortalGate::Redis;
+use PortalGate::Redis qw(exits);
 use PortalGate::Test;
 
 my $rs = PortalGate::Redis->new(db => 2);
 
 sub ctl { $rs->ctl(@_) }
 
-# exit status, and nothing from the sanitizers
-sub exits {
-    my ($r, $status, $name) = @_;
-    is($r->{exit}, $status, "$name: exit $status")
-        or diag("stdout: $r->{out}\nstderr: $r->{err}");
-    unlike($r->{err}, qr/AddressSanitizer|LeakSanitizer|runtime error/,
-           "$name: no sanitizer report");
-}
 
 sub flag_json {
     my ($flag, $env) = @_;

@@ -13,7 +13,7 @@ use JSON::PP;
 use POSIX ();
 use Test::More;
 use Time::HiRes qw(sleep time);
-use PortalGate::Redis;
+use PortalGate::Redis qw(exits);
 use PortalGate::Test qw(require_module);
 
 require_module();
@@ -41,13 +41,6 @@ my $dead = 'http://127.0.0.1:1/portal-gate/';
 
 sub ctl { $rs->ctl(@_) }
 
-sub exits {
-    my ($r, $status, $name) = @_;
-    is($r->{exit}, $status, "$name: exit $status")
-        or diag("stdout: $r->{out}\nstderr: $r->{err}");
-    unlike($r->{err}, qr/AddressSanitizer|LeakSanitizer|runtime error/,
-           "$name: no sanitizer report");
-}
 
 sub store_revision { $rs->cli('GET', 'portal-gate:revision') + 0 }
 

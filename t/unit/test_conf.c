@@ -17,56 +17,15 @@
 #include <string.h>         /* strcmp, strncmp, strlen, memcmp, memset */
 #include <unistd.h>         /* unlink, rmdir, access */
 #include "pg_conf.h"        /* the API under test */
+#include "tap.h"          /* t_ok, t_diag, t_count, t_failed */
 
 
 /* A literal and its length, NUL bytes inside it included. */
 #define T_TEXT(s)  (s), (sizeof(s) - 1)
 
 
-static int   t_count;
-static int   t_failed;
 static char  t_dir[] = "/tmp/pg-test-conf-XXXXXX";
 static char  t_path[256];      /* the file of the last t_load() */
-
-
-static int t_ok(int cond, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void t_diag(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-
-
-static int
-t_ok(int cond, const char *fmt, ...)
-{
-    va_list  args;
-
-    t_count++;
-
-    if (!cond) {
-        t_failed++;
-    }
-
-    printf("%sok %d - ", cond ? "" : "not ", t_count);
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-    printf("\n");
-
-    return cond;
-}
-
-
-static void
-t_diag(const char *fmt, ...)
-{
-    va_list  args;
-
-    printf("# ");
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-    printf("\n");
-}
 
 
 /* --- helpers ---------------------------------------------------------- */

@@ -27,52 +27,7 @@
 #include <time.h>           /* clock_gettime, nanosleep */
 #include <unistd.h>         /* fork, execvp, close, unlink, rmdir */
 #include "pg_redis.h"       /* the API under test */
-
-
-static int  t_count;
-static int  t_failed;
-
-
-static int t_ok(int cond, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void t_diag(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-
-
-static int
-t_ok(int cond, const char *fmt, ...)
-{
-    va_list  args;
-
-    t_count++;
-
-    if (!cond) {
-        t_failed++;
-    }
-
-    printf("%sok %d - ", cond ? "" : "not ", t_count);
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-    printf("\n");
-    fflush(stdout);
-
-    return cond;
-}
-
-
-static void
-t_diag(const char *fmt, ...)
-{
-    va_list  args;
-
-    printf("# ");
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-    printf("\n");
-    fflush(stdout);
-}
+#include "tap.h"          /* t_ok, t_diag, t_count, t_failed */
 
 
 /* --- helpers: parsing -------------------------------------------------- */

@@ -19,7 +19,11 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use IPC::Open3 qw(open3);
 use Symbol qw(gensym);
+use Test::More;
 use Time::HiRes qw(sleep time);
+
+use Exporter qw(import);
+our @EXPORT_OK = qw(exits);
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 my %LIVE;
@@ -108,6 +112,16 @@ sub cli {
     waitpid $pid, 0;
     chomp $o;
     return $o;
+}
+
+# A portal-gatectl run ($r from ctl) ended with $status, and the
+# sanitizers reported nothing.
+sub exits {
+    my ($r, $status, $name) = @_;
+    is($r->{exit}, $status, "$name: exit $status")
+        or diag("stdout: $r->{out}\nstderr: $r->{err}");
+    unlike($r->{err}, qr/AddressSanitizer|LeakSanitizer|runtime error/,
+           "$name: no sanitizer report");
 }
 
 sub DESTROY { $_[0]->stop if $_[0]{pid} && $$ == $OWNER }
