@@ -86,6 +86,28 @@ static const char  pg_store_restore_lua[] =
     "return 1\n";
 
 
+/*
+ * KEYS: marker, revision, audit stream.
+ * ARGV: the revision wanted, ts, actor, audit cap, reason, channel.
+ * Raises the revision to the one wanted unless it is there already.
+ */
+static const char  pg_store_raise_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('UNINITIALISED')\n"
+    "end\n"
+    "local cur = redis.call('GET', KEYS[2]) or '0'\n"
+    "if tonumber(cur) ~= nil and tonumber(cur) >= tonumber(ARGV[1]) then\n"
+    "  return tonumber(cur)\n"
+    "end\n"
+    "redis.call('SET', KEYS[2], ARGV[1])\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
+    "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
+    "  'action', 'revision', 'before', cur, 'after', ARGV[1],\n"
+    "  'reason', ARGV[5], 'revision', ARGV[1])\n"
+    "redis.call('PUBLISH', ARGV[6], ARGV[1])\n"
+    "return tonumber(ARGV[1])\n";
+
+
 static int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static redisReply *pg_store_command(pg_store_t *store, int argc,
@@ -96,6 +118,9 @@ static void pg_store_now(char *buf, size_t size);
 static int pg_store_script_error(const redisReply *reply, const char *word);
 static int pg_store_check_env(pg_store_t *store, const char *env,
     const char *flag, json_t *after);
+static int pg_store_parse_flags(pg_store_t *store, const char *env,
+    const redisReply *reply, pg_store_bad_pt bad, void *data,
+    json_t **flags);
 
 
 static int
@@ -440,13 +465,10 @@ pg_store_flag(pg_store_t *store, const char *env, const char *name,
 int
 pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags)
 {
-    char          key[PG_STORE_KEY_MAX];
-    size_t        i;
-    json_t       *all, *flag;
-    pg_error_t    err;
-    const char   *argv[2];
-    redisReply   *reply, *name, *value;
-    json_error_t  jerr;
+    int          rc;
+    char         key[PG_STORE_KEY_MAX];
+    const char  *argv[2];
+    redisReply  *reply;
 
     pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
 
@@ -458,9 +480,31 @@ pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags)
         return PG_ERR;
     }
 
+    rc = pg_store_parse_flags(store, env, reply, NULL, NULL, flags);
+    freeReplyObject(reply);
+
+    return rc;
+}
+
+
+/*
+ * The flags of env from its HGETALL reply (borrowed), into a new object.
+ * A flag that is not valid on its own fails the call, or with bad is
+ * reported to it and left out.
+ */
+static int
+pg_store_parse_flags(pg_store_t *store, const char *env,
+    const redisReply *reply, pg_store_bad_pt bad, void *data, json_t **flags)
+{
+    char           why[PG_ERROR_LEN + 64], key[PG_STORE_KEY_MAX];
+    size_t         i;
+    json_t        *all, *flag;
+    pg_error_t     err;
+    redisReply    *name, *value;
+    json_error_t   jerr;
+
     all = json_object();
     if (all == NULL) {
-        freeReplyObject(reply);
         return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
     }
 
@@ -474,35 +518,235 @@ pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags)
                           &jerr);
 
         if (flag == NULL) {
-            pg_store_fail(store, PG_STORE_EFAILED,
-                          "flag \"%.64s\" in %s is not JSON: %s",
-                          name->str, key, jerr.text);
-            goto failed;
+            snprintf(why, sizeof(why), "not JSON: %s", jerr.text);
+
+        } else if (pg_flag_check_json(name->str, flag, &err) != PG_OK) {
+            snprintf(why, sizeof(why), "invalid: %s", err.text);
+            json_decref(flag);
+            flag = NULL;
         }
 
-        if (pg_flag_check_json(name->str, flag, &err) != PG_OK) {
-            pg_store_fail(store, PG_STORE_EFAILED,
-                          "flag \"%.64s\" in %s is invalid: %s",
-                          name->str, key, err.text);
-            json_decref(flag);
-            goto failed;
+        if (flag == NULL) {
+            if (bad) {
+                bad(env, name->str, why, data);
+                continue;
+            }
+
+            json_decref(all);
+            pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+            return pg_store_fail(store, PG_STORE_EFAILED,
+                                 "flag \"%.64s\" in %s is %s", name->str,
+                                 key, why);
         }
 
         if (json_object_set_new(all, name->str, flag) != 0) {
-            pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
-            goto failed;
+            json_decref(all);
+            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
         }
     }
 
-    freeReplyObject(reply);
     *flags = all;
 
     return PG_OK;
+}
 
-failed:
 
+int
+pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
+    pg_store_bad_pt bad, void *data, int *initialised, json_t **snapshot)
+{
+    int           rc;
+    char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
+    char          key[PG_STORE_KEY_MAX], *end;
+    size_t        i;
+    json_t       *snap, *all, *flags;
+    int64_t       rev;
+    const char   *argv[2];
+    redisReply   *reply, *exec, *r;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
+
+    /* one round trip: MULTI, EXISTS, GET, HGETALL per env, EXEC */
+
+    argv[0] = "MULTI";
+    redisAppendCommandArgv(store->redis, 1, argv, NULL);
+
+    argv[0] = "EXISTS";
+    argv[1] = marker;
+    redisAppendCommandArgv(store->redis, 2, argv, NULL);
+
+    argv[0] = "GET";
+    argv[1] = revision;
+    redisAppendCommandArgv(store->redis, 2, argv, NULL);
+
+    for (i = 0; i < nenvs; i++) {
+        pg_store_key(store, key, PG_STORE_KEY_FLAGS, envs[i]);
+        argv[0] = "HGETALL";
+        argv[1] = key;
+        redisAppendCommandArgv(store->redis, 2, argv, NULL);
+    }
+
+    argv[0] = "EXEC";
+    redisAppendCommandArgv(store->redis, 1, argv, NULL);
+
+    /* MULTI and the queued commands answer +OK and +QUEUED */
+
+    exec = NULL;
+    rc = PG_OK;
+
+    for (i = 0; i < nenvs + 4; i++) {
+        if (redisGetReply(store->redis, (void **) &reply) != REDIS_OK) {
+            freeReplyObject(exec);
+            return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
+                                 store->where, store->redis->errstr[0]
+                                               ? store->redis->errstr
+                                               : "no reply");
+        }
+
+        if (reply->type == REDIS_REPLY_ERROR && rc == PG_OK) {
+            rc = pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the "
+                               "store failed: %s", store->where, reply->str);
+        }
+
+        if (i == nenvs + 3) {
+            exec = reply;
+        } else {
+            freeReplyObject(reply);
+        }
+    }
+
+    if (rc != PG_OK) {
+        freeReplyObject(exec);
+        return PG_ERR;
+    }
+
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != nenvs + 2) {
+        freeReplyObject(exec);
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the store "
+                             "failed: unexpected EXEC reply", store->where);
+    }
+
+    for (i = 0; i < exec->elements; i++) {
+        if (exec->element[i]->type == REDIS_REPLY_ERROR) {
+            pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the store "
+                          "failed: %s", store->where, exec->element[i]->str);
+            freeReplyObject(exec);
+            return PG_ERR;
+        }
+    }
+
+    *initialised = (exec->element[0]->type == REDIS_REPLY_INTEGER
+                    && exec->element[0]->integer == 1);
+
+    rev = 0;
+    r = exec->element[1];
+
+    if (r->type == REDIS_REPLY_STRING) {
+        rev = strtoll(r->str, &end, 10);
+
+        if (*end != '\0' || end == r->str || rev < 0) {
+            pg_store_fail(store, PG_STORE_EFAILED,
+                          "%s: %s holds \"%.32s\", not a revision",
+                          store->where, revision, r->str);
+            freeReplyObject(exec);
+            return PG_ERR;
+        }
+    }
+
+    all = json_object();
+    snap = json_pack("{s:I,s:o}", "revision", (json_int_t) rev,
+                     "environments", all);
+
+    if (snap == NULL) {
+        freeReplyObject(exec);
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    for (i = 0; i < nenvs; i++) {
+        if (pg_store_parse_flags(store, envs[i], exec->element[i + 2], bad,
+                                 data, &flags)
+            != PG_OK)
+        {
+            freeReplyObject(exec);
+            json_decref(snap);
+            return PG_ERR;
+        }
+
+        if (json_object_set_new(all, envs[i], flags) != 0) {
+            freeReplyObject(exec);
+            json_decref(snap);
+            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        }
+    }
+
+    freeReplyObject(exec);
+    *snapshot = snap;
+
+    return PG_OK;
+}
+
+
+int
+pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
+    const char *reason, int64_t *revision)
+{
+    char         marker[PG_STORE_KEY_MAX], key[PG_STORE_KEY_MAX];
+    char         audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
+    char         want[32], cap[16], ts[32];
+    const char  *argv[12];
+    redisReply  *reply;
+
+    if (above < 0 || above >= INT64_MAX / 2) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "revision %lld cannot "
+                             "be raised above", (long long) above);
+    }
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, key, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    snprintf(want, sizeof(want), "%lld", (long long) above + 1);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    pg_store_now(ts, sizeof(ts));
+
+    argv[0] = "EVAL";
+    argv[1] = pg_store_raise_lua;
+    argv[2] = "3";
+    argv[3] = marker;
+    argv[4] = key;
+    argv[5] = audit;
+    argv[6] = want;
+    argv[7] = ts;
+    argv[8] = actor;
+    argv[9] = cap;
+    argv[10] = reason;
+    argv[11] = channel;
+
+    reply = redisCommandArgv(store->redis, 12, argv, NULL);
+
+    if (reply == NULL) {
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                             store->redis->errstr);
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *revision = reply->integer;
+        freeReplyObject(reply);
+        return PG_OK;
+    }
+
+    if (pg_store_script_error(reply, "UNINITIALISED")) {
+        freeReplyObject(reply);
+        return pg_store_fail(store, PG_STORE_EUNINIT,
+                             "the store at %s (prefix \"%s\") is not "
+                             "initialised", store->where, store->prefix);
+    }
+
+    pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
+                  store->where, reply->type == REDIS_REPLY_ERROR
+                                ? reply->str : "unexpected reply");
     freeReplyObject(reply);
-    json_decref(all);
 
     return PG_ERR;
 }

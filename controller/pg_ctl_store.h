@@ -88,6 +88,33 @@ int pg_store_flag(pg_store_t *store, const char *env, const char *name,
  */
 int pg_store_env_flags(pg_store_t *store, const char *env, json_t **flags);
 
+/* pg_store_snapshot() reports a flag that is not valid to this, with why,
+ * and leaves it out. */
+typedef void (*pg_store_bad_pt)(const char *env, const char *flag,
+    const char *why, void *data);
+
+/*
+ * The store as a snapshot in DESIGN.md's JSON form, read in one MULTI/EXEC
+ * so that the revision and the flags belong together: {"revision": R,
+ * "environments": {ENV: {FLAG: {...}}}} for each of the nenvs envs (an
+ * environment without flags is {}), and *initialised: 1 when the store
+ * has its marker, 0 for a flushed or brand-new one. A flag that is not valid on its own fails the call
+ * with PG_STORE_EFAILED naming it, or, when bad is not NULL, is given to
+ * bad and left out. `requires` is not checked here: compile the snapshot.
+ */
+int pg_store_snapshot(pg_store_t *store, const char *const *envs,
+    size_t nenvs, pg_store_bad_pt bad, void *data, int *initialised,
+    json_t **snapshot);
+
+/*
+ * Raise the store's revision to above + 1 unless it is that high already,
+ * with an audit entry (action "revision", the reason given) and a change
+ * message: what portal-gated does when an edge is ahead of a store restored
+ * from an older backup. *revision is the store's revision after.
+ */
+int pg_store_raise_revision(pg_store_t *store, int64_t above,
+    const char *actor, const char *reason, int64_t *revision);
+
 /*
  * Change one flag atomically: read it, edit it, check the result (alone,
  * and with check_env also with the other flags of env: requires, cycles;

@@ -5,19 +5,10 @@
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* realloc, free */
 #include <string.h>             /* strncmp, strstr, strlen, memcpy */
-#include <curl/curl.h>          /* the HTTP client */
 #include "pg_edge.h"            /* the API this file implements */
 
 
 #define PG_EDGE_ANSWER_MAX   (64 * 1024 * 1024)    /* a snapshot, at most */
-
-
-/* The answer's body, as it arrives. */
-typedef struct {
-    char    *data;
-    size_t   len;
-    int      too_large;
-} pg_edge_body_t;
 
 
 static size_t pg_edge_write(char *ptr, size_t size, size_t nmemb,
@@ -100,28 +91,123 @@ pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err)
 static size_t
 pg_edge_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
-    char            *p;
-    size_t           n;
-    pg_edge_body_t  *body = userdata;
+    char           *p;
+    size_t          n;
+    pg_edge_req_t  *req = userdata;
 
     n = size * nmemb;
 
-    if (body->len + n > PG_EDGE_ANSWER_MAX) {
-        body->too_large = 1;
+    if (req->len + n > PG_EDGE_ANSWER_MAX) {
+        req->too_large = 1;
         return 0;                       /* curl stops with an error */
     }
 
-    p = realloc(body->data, body->len + n + 1);
+    p = realloc(req->data, req->len + n + 1);
     if (p == NULL) {
         return 0;
     }
 
-    memcpy(p + body->len, ptr, n);
-    body->data = p;
-    body->len += n;
-    body->data[body->len] = '\0';
+    memcpy(p + req->len, ptr, n);
+    req->data = p;
+    req->len += n;
+    req->data[req->len] = '\0';
 
     return n;
+}
+
+
+int
+pg_edge_req_init(pg_edge_req_t *req, const pg_edge_t *edge,
+    const char *method, const char *path, const char *body, size_t len,
+    long timeout_ms, pg_error_t *err)
+{
+    char  url[1024];
+
+    memset(req, 0, sizeof(pg_edge_req_t));
+
+    req->edge = edge;
+    snprintf(req->what, sizeof(req->what), "%s %s", method, path);
+    snprintf(url, sizeof(url), "%s%s", edge->base, path);
+
+    req->curl = curl_easy_init();
+    if (req->curl == NULL) {
+        snprintf(err->text, sizeof(err->text), "edge %.128s: cannot start curl",
+                 edge->spec);
+        return PG_ERR;
+    }
+
+    curl_easy_setopt(req->curl, CURLOPT_URL, url);
+    curl_easy_setopt(req->curl, CURLOPT_PRIVATE, req);
+    curl_easy_setopt(req->curl, CURLOPT_NOSIGNAL, 1L);
+    /* an edge is reached directly, never through $http_proxy */
+    curl_easy_setopt(req->curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(req->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(req->curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(req->curl, CURLOPT_WRITEFUNCTION, pg_edge_write);
+    curl_easy_setopt(req->curl, CURLOPT_WRITEDATA, req);
+
+    if (edge->socket[0]) {
+        curl_easy_setopt(req->curl, CURLOPT_UNIX_SOCKET_PATH, edge->socket);
+    }
+
+    if (strcmp(method, "PUT") == 0) {
+        /* no "Expect: 100-continue" round trip for a large snapshot */
+        req->headers = curl_slist_append(req->headers,
+                                         "Content-Type: application/json");
+        req->headers = curl_slist_append(req->headers, "Expect:");
+        curl_easy_setopt(req->curl, CURLOPT_HTTPHEADER, req->headers);
+        curl_easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "PUT");
+        curl_easy_setopt(req->curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(req->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t) len);
+    }
+
+    return PG_OK;
+}
+
+
+int
+pg_edge_req_done(pg_edge_req_t *req, CURLcode code, long *status,
+    json_t **json, pg_error_t *err)
+{
+    int  rc;
+
+    *status = 0;
+    *json = NULL;
+    rc = PG_OK;
+
+    if (code != CURLE_OK) {
+        snprintf(err->text, sizeof(err->text), "edge %.128s: %s: %s",
+                 req->edge->spec, req->what,
+                 req->too_large ? "the answer is too large"
+                                : curl_easy_strerror(code));
+        rc = PG_ERR;
+
+    } else {
+        curl_easy_getinfo(req->curl, CURLINFO_RESPONSE_CODE, status);
+
+        if (req->data) {
+            *json = json_loadb(req->data, req->len, 0, NULL);
+        }
+    }
+
+    pg_edge_req_free(req);
+
+    return rc;
+}
+
+
+void
+pg_edge_req_free(pg_edge_req_t *req)
+{
+    curl_slist_free_all(req->headers);
+    curl_easy_cleanup(req->curl);
+    free(req->data);
+
+    req->headers = NULL;
+    req->curl = NULL;
+    req->data = NULL;
+    req->len = 0;
 }
 
 
@@ -130,77 +216,20 @@ pg_edge_request(const pg_edge_t *edge, const char *method, const char *path,
     const char *body, size_t len, long timeout_ms, long *status,
     json_t **json, pg_error_t *err)
 {
-    int                 rc;
-    char                url[1024];
-    CURL               *curl;
-    CURLcode            code;
-    pg_edge_body_t      answer;
-    struct curl_slist  *headers;
+    pg_edge_req_t  req;
 
     *status = 0;
     *json = NULL;
 
-    snprintf(url, sizeof(url), "%s%s", edge->base, path);
-
-    curl = curl_easy_init();
-    if (curl == NULL) {
-        snprintf(err->text, sizeof(err->text), "edge %.128s: cannot start curl",
-                 edge->spec);
+    if (pg_edge_req_init(&req, edge, method, path, body, len, timeout_ms,
+                         err)
+        != PG_OK)
+    {
         return PG_ERR;
     }
 
-    memset(&answer, 0, sizeof(answer));
-    headers = NULL;
-
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    /* an edge is reached directly, never through $http_proxy */
-    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, pg_edge_write);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
-
-    if (edge->socket[0]) {
-        curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, edge->socket);
-    }
-
-    if (strcmp(method, "PUT") == 0) {
-        /* no "Expect: 100-continue" round trip for a large snapshot */
-        headers = curl_slist_append(headers,
-                                    "Content-Type: application/json");
-        headers = curl_slist_append(headers, "Expect:");
-        curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t) len);
-    }
-
-    code = curl_easy_perform(curl);
-
-    rc = PG_OK;
-
-    if (code != CURLE_OK) {
-        snprintf(err->text, sizeof(err->text), "edge %.128s: %s %s: %s",
-                 edge->spec, method, path,
-                 answer.too_large ? "the answer is too large"
-                                  : curl_easy_strerror(code));
-        rc = PG_ERR;
-
-    } else {
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
-
-        if (answer.data) {
-            *json = json_loadb(answer.data, answer.len, 0, NULL);
-        }
-    }
-
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-    free(answer.data);
-
-    return rc;
+    return pg_edge_req_done(&req, curl_easy_perform(req.curl), status, json,
+                            err);
 }
 
 

@@ -16,6 +16,7 @@
 #ifndef PG_EDGE_H
 #define PG_EDGE_H
 
+#include <curl/curl.h>          /* CURL, CURLcode: a request in flight */
 #include <jansson.h>            /* json_t */
 #include "portal_gate.h"        /* pg_error_t, PG_OK, PG_ERR */
 
@@ -39,6 +40,32 @@ int pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err);
 int pg_edge_request(const pg_edge_t *edge, const char *method,
     const char *path, const char *body, size_t len, long timeout_ms,
     long *status, json_t **json, pg_error_t *err);
+
+/*
+ * A request in flight, for a caller that runs many at once in a curl multi
+ * handle of its own (portal-gated): pg_edge_req_init() makes req->curl, a
+ * new easy handle to add to the multi handle; once curl says it is done
+ * and the caller has removed it, pg_edge_req_done() gives the answer as
+ * pg_edge_request() does and frees what the request holds;
+ * pg_edge_req_free() does that for a request given up. The edge and the
+ * body are borrowed until then; req must not move (curl points to it).
+ */
+typedef struct {
+    const pg_edge_t    *edge;       /* borrowed */
+    CURL               *curl;       /* new */
+    struct curl_slist  *headers;
+    char               *data;       /* the answer so far, NUL-terminated */
+    size_t              len;
+    int                 too_large;
+    char                what[64];   /* "PUT snapshot", for messages */
+} pg_edge_req_t;
+
+int pg_edge_req_init(pg_edge_req_t *req, const pg_edge_t *edge,
+    const char *method, const char *path, const char *body, size_t len,
+    long timeout_ms, pg_error_t *err);
+int pg_edge_req_done(pg_edge_req_t *req, CURLcode code, long *status,
+    json_t **json, pg_error_t *err);
+void pg_edge_req_free(pg_edge_req_t *req);
 
 /* GET status: the edge's revision. */
 int pg_edge_revision(const pg_edge_t *edge, long timeout_ms,

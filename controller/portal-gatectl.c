@@ -760,10 +760,11 @@ static int
 pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int             rc, bp;
+    int             bp, initialised;
     double          rollout;
     size_t          size;
     json_t         *flags, *snap, *f;
+    const char     *env;
     int64_t         revision;
     pg_snap_t       view;
     pg_error_t      err;
@@ -774,24 +775,19 @@ pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         return PG_CTL_USAGE;
     }
 
-    if (pg_store_env_flags(store, o->env, &flags) != PG_OK
-        || pg_store_revision(store, &revision) != PG_OK)
+    env = o->env;
+
+    if (pg_store_snapshot(store, &env, 1, NULL, NULL, &initialised, &snap)
+        != PG_OK)
     {
         return pg_ctl_store_error(store);
     }
 
-    snap = json_pack("{s:I,s:{s:O}}", "revision", (json_int_t) revision,
-                     "environments", o->env, flags);
-    if (snap == NULL) {
-        json_decref(flags);
-        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
-    }
+    revision = json_integer_value(json_object_get(snap, "revision"));
+    flags = json_object_get(json_object_get(snap, "environments"), env);
 
-    rc = pg_snap_compile_json(snap, &blob, &size, &err);
-    json_decref(snap);
-
-    if (rc != PG_OK) {
-        json_decref(flags);
+    if (pg_snap_compile_json(snap, &blob, &size, &err) != PG_OK) {
+        json_decref(snap);
         return pg_ctl_error(PG_CTL_FAILED, "the flags of %s do not compile: "
                             "%s", o->env, err.text);
     }
@@ -840,7 +836,7 @@ pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     free(blob);
-    json_decref(flags);
+    json_decref(snap);
 
     return PG_CTL_OK;
 }
