@@ -1,7 +1,7 @@
 # portal-gate
 #
-#   make          build build/ngx_http_portal_gate_module.so and
-#                 build/portal-gatectl
+#   make          build build/ngx_http_portal_gate_module.so,
+#                 build/portal-gated and build/portal-gatectl
 #   make test     build everything, run every test (prove -r t), then the
 #                 nginx tests again with nginx under valgrind
 #   make demo     nginx + the module on loopback with the rollout scenario
@@ -32,10 +32,13 @@ SAN_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
                -fno-sanitize-recover=all
 CORE_LIBS   := -ljansson -lm
 
-# portal-gatectl: the core plus the controller's sources. make test runs the
-# build under ASan and UBSan (build/asan/); make builds an optimised one.
-CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_store.c \
-               controller/pg_redis.c controller/pg_edge.c controller/pg_conf.c
+# portal-gatectl and portal-gated: the core plus the controller's sources.
+# make test runs builds under ASan and UBSan (build/asan/); make builds
+# optimised ones.
+LIB_SRCS    := controller/pg_ctl_store.c controller/pg_redis.c \
+               controller/pg_edge.c controller/pg_conf.c
+CTL_SRCS    := controller/portal-gatectl.c $(LIB_SRCS)
+GATED_SRCS  := controller/portal-gated.c $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller
@@ -46,9 +49,9 @@ BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
 TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
 
-.PHONY: all deps module ctl unit test demo bench clean
+.PHONY: all deps module ctl gated unit test demo bench clean
 
-all: module ctl
+all: module ctl gated
 
 deps:
 	@tools/deps.sh $(BUILD_PKGS)
@@ -80,6 +83,18 @@ $(BUILD)/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)
 	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@
 
+gated: deps $(BUILD)/portal-gated
+
+$(BUILD)/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@
+
+$(BUILD)/asan/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
+                            $(CORE_HDRS)
+	@mkdir -p $(BUILD)/asan
+	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
+	    $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@
+
 $(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
                               $(CORE_HDRS)
 	@mkdir -p $(BUILD)/asan
@@ -108,7 +123,7 @@ $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c \
 	    $(CORE_LIBS) -o $@
 
 unit: deps $(BUILD)/test-core $(BUILD)/test-redis-url $(BUILD)/test-conf \
-      $(BUILD)/asan/portal-gatectl
+      $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
 # prove runs every test; then the nginx tests run again with nginx under
 # valgrind, which catches the module's memory errors.
@@ -120,7 +135,7 @@ test:
 
 demo:
 	@tools/deps.sh $(TEST_PKGS)
-	$(MAKE) module
+	$(MAKE) module ctl gated
 	tools/demo.sh
 
 $(BUILD)/bench-eval: $(CORE_SRCS) $(CORE_HDRS) bench/bench_eval.c
@@ -130,7 +145,7 @@ $(BUILD)/bench-eval: $(CORE_SRCS) $(CORE_HDRS) bench/bench_eval.c
 
 bench:
 	@tools/deps.sh $(BENCH_PKGS)
-	$(MAKE) module $(BUILD)/bench-eval
+	$(MAKE) module ctl gated $(BUILD)/bench-eval
 	bench/run.sh
 
 clean:

@@ -47,17 +47,19 @@ static const char  pg_store_write_lua[] =
 
 /*
  * KEYS: marker, revision, audit stream.
- * ARGV: format, ts, actor, audit cap, reason.
+ * ARGV: format, ts, actor, audit cap, reason, channel.
  */
 static const char  pg_store_init_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
     "  'created_by', ARGV[3])\n"
     "redis.call('SETNX', KEYS[2], '0')\n"
+    "local rev = redis.call('GET', KEYS[2])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
     "  'action', 'init', 'before', '', 'after', '', 'reason', ARGV[5],\n"
-    "  'revision', redis.call('GET', KEYS[2]))\n"
+    "  'revision', rev)\n"
+    "redis.call('PUBLISH', ARGV[6], rev)\n"
     "return 1\n";
 
 
@@ -251,13 +253,15 @@ int
 pg_store_init(pg_store_t *store, const char *actor, int *created)
 {
     char         marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
-    char         audit[PG_STORE_KEY_MAX], format[16], cap[16], ts[32];
-    const char  *argv[11];
+    char         audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
+    char         format[16], cap[16], ts[32];
+    const char  *argv[12];
     redisReply  *reply;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
     snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
     pg_store_now(ts, sizeof(ts));
@@ -273,8 +277,9 @@ pg_store_init(pg_store_t *store, const char *actor, int *created)
     argv[8] = actor;
     argv[9] = cap;
     argv[10] = "initialised an empty store";
+    argv[11] = channel;
 
-    reply = pg_store_command(store, 11, argv);
+    reply = pg_store_command(store, 12, argv);
     if (reply == NULL) {
         return PG_ERR;
     }
