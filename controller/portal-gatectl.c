@@ -885,11 +885,18 @@ pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                pg_ctl_field(e, "ts"), pg_ctl_field(e, "revision"),
                pg_ctl_field(e, "actor"), pg_ctl_field(e, "env"),
                pg_ctl_field(e, "flag"), pg_ctl_field(e, "action"));
-        before = json_loads(pg_ctl_field(e, "before"), 0, NULL);
-        after = json_loads(pg_ctl_field(e, "after"), 0, NULL);
-        pg_ctl_diff(before, after, diff, sizeof(diff));
-        json_decref(before);
-        json_decref(after);
+        if (strcmp(pg_ctl_field(e, "action"), "revision") == 0) {
+            /* portal-gated raised the store's revision above an edge's */
+            snprintf(diff, sizeof(diff), "revision %s -> %s",
+                     pg_ctl_field(e, "before"), pg_ctl_field(e, "after"));
+
+        } else {
+            before = json_loads(pg_ctl_field(e, "before"), 0, NULL);
+            after = json_loads(pg_ctl_field(e, "after"), 0, NULL);
+            pg_ctl_diff(before, after, diff, sizeof(diff));
+            json_decref(before);
+            json_decref(after);
+        }
 
         printf("  %s  reason: %s\n", diff, pg_ctl_field(e, "reason"));
     }

@@ -19,8 +19,14 @@
  *                       entry per write: ts, actor, env, flag, action,
  *                       before, after (flag JSON, "" for none), reason,
  *                       revision.
- *   P "changes"         pub/sub channel: one message per write, the new
- *                       revision as decimal text.
+ *   P "changes"         pub/sub channel: one message per write, per init
+ *                       and per revision raise, the new revision as
+ *                       decimal text. portal-gated SUBSCRIBEs before it
+ *                       reads the store (pub/sub delivers at most once).
+ *
+ * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
+ * revision (portal-gated raised the revision above an edge's after a
+ * restore from an older backup; before and after are the revisions).
  *
  * A write is one Lua script (EVAL): it checks the marker, checks that the
  * flag's JSON is still what the writer read (else "CONFLICT": the writer
