@@ -43,7 +43,7 @@
 #include <signal.h>             /* sigaction */
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* fprintf, snprintf */
-#include <stdlib.h>             /* calloc, free, rand, srand */
+#include <stdlib.h>             /* calloc, free, rand, realpath */
 #include <string.h>             /* strcmp, strerror */
 #include <syslog.h>             /* syslog: -d without a stderr */
 #include <time.h>               /* clock_gettime, localtime_r */
@@ -115,7 +115,7 @@ typedef struct {
 } pgd_edge_t;
 
 typedef struct {
-    const char     *conf_path;
+    char           *conf_path;      /* absolute: new */
     pg_conf_t       conf;
     int             use_syslog;
 
@@ -424,8 +424,6 @@ main(int argc, char **argv)
         return 1;
     }
 
-    d->conf_path = path;
-
     if (pgd_check_conf(path, &d->conf, &err) != PG_OK) {
         fprintf(stderr, "portal-gated: %s\n", err.text);
         if (test) {
@@ -444,7 +442,16 @@ main(int argc, char **argv)
         return 0;
     }
 
+    /* SIGHUP reads it again, after -d has left the working folder */
+    d->conf_path = realpath(path, NULL);
+    if (d->conf_path == NULL) {
+        fprintf(stderr, "portal-gated: %s: %s\n", path, strerror(errno));
+        free(d);
+        return 1;
+    }
+
     if (daemon && pgd_daemonize(d) != PG_OK) {
+        free(d->conf_path);
         free(d);
         return 1;
     }
@@ -480,6 +487,7 @@ main(int argc, char **argv)
         closelog();
     }
 
+    free(d->conf_path);
     free(d);
 
     return rc;
@@ -1199,10 +1207,11 @@ pgd_tick(pgd_t *d)
 static void
 pgd_reconfigure(pgd_t *d)
 {
-    size_t      i;
-    pg_conf_t  *conf;
-    pg_error_t  err;
-    int         redis_changed;
+    int          redis_changed;
+    size_t       i, j, nold;
+    pg_conf_t   *conf;
+    pg_error_t   err;
+    pgd_edge_t  *old;
 
     conf = malloc(sizeof(pg_conf_t));
     if (conf == NULL) {
@@ -1225,14 +1234,36 @@ pgd_reconfigure(pgd_t *d)
         redis_changed = strcmp(conf->envs[i], d->conf.envs[i]) != 0;
     }
 
-    /* every edge is asked again: new ones get the snapshot */
-    pgd_edges_free(d);
+    /*
+     * Every edge is asked again, and new ones get the snapshot; an edge
+     * that stays keeps what the log said of it, so that it is not said
+     * twice.
+     */
+    old = d->edges;
+    nold = d->nedges;
+
+    for (i = 0; i < nold; i++) {
+        pgd_cancel(d, &old[i]);
+    }
+
     memcpy(&d->conf, conf, sizeof(pg_conf_t));
     free(conf);
 
     if (pgd_edges_set(d) != PG_OK) {
         pgd_log(d, PG_LOG_ERROR, "out of memory for the edges");
     }
+
+    for (i = 0; i < d->nedges; i++) {
+        for (j = 0; j < nold; j++) {
+            if (strcmp(d->edges[i].edge.spec, old[j].edge.spec) == 0) {
+                d->edges[i].state = old[j].state;
+                memcpy(d->edges[i].said, old[j].said, sizeof(old[j].said));
+                break;
+            }
+        }
+    }
+
+    free(old);
 
     pgd_log(d, PG_LOG_NOTICE, "configuration reloaded from %s: %zu edges, "
             "reconcile every %ld ms, log level %s%s", d->conf_path,
