@@ -68,9 +68,13 @@ static const char  pg_store_init_lua[] =
  * ARGV: format, ts, actor, audit cap, reason, revision, flags key prefix,
  *       channel, then (env, flag, JSON) triples. The flags hashes are named
  *       from the prefix here: a new or flushed store has no other writer.
+ *       A store at revision 0 was never written to: it is rebuilt too.
  */
 static const char  pg_store_restore_lua[] =
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1\n"
+    "   and (redis.call('GET', KEYS[2]) or '0') ~= '0' then\n"
+    "  return 0\n"
+    "end\n"
     "local seen = {}\n"
     "for i = 9, #ARGV - 2, 3 do\n"
     "  local key = ARGV[7] .. ARGV[i]\n"

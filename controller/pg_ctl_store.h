@@ -65,9 +65,10 @@ int pg_store_init(pg_store_t *store, const char *actor, int *created);
 /*
  * Rebuild a lost store from a snapshot (DESIGN.md's JSON, an edge's): every
  * flag of every environment as it is, the snapshot's revision, and the
- * marker, in one script, and only if there is no marker. *created is 0 when
- * the store exists already; source says where the snapshot came from, for
- * the audit log.
+ * marker, in one script, and only if there is no marker or the store was
+ * never written to (revision 0: a plain `init` after Redis lost its data).
+ * *created is 0 when the store holds writes already; source says where the
+ * snapshot came from, for the audit log.
  */
 int pg_store_restore(pg_store_t *store, const json_t *snapshot,
     const char *actor, const char *source, int *created);
@@ -98,9 +99,10 @@ typedef void (*pg_store_bad_pt)(const char *env, const char *flag,
  * so that the revision and the flags belong together: {"revision": R,
  * "environments": {ENV: {FLAG: {...}}}} for each of the nenvs envs (an
  * environment without flags is {}), and *initialised: 1 when the store
- * has its marker, 0 for a flushed or brand-new one. A flag that is not valid on its own fails the call
- * with PG_STORE_EFAILED naming it, or, when bad is not NULL, is given to
- * bad and left out. `requires` is not checked here: compile the snapshot.
+ * has its marker, 0 for a flushed or brand-new one. A flag that is not
+ * valid on its own fails the call with PG_STORE_EFAILED naming it, or,
+ * when bad is not NULL, is given to bad and left out. `requires` is not
+ * checked here: compile the snapshot.
  */
 int pg_store_snapshot(pg_store_t *store, const char *const *envs,
     size_t nenvs, pg_store_bad_pt bad, void *data, int *initialised,

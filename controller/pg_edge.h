@@ -52,9 +52,9 @@ int pg_edge_request(const pg_edge_t *edge, const char *method,
  */
 typedef struct {
     const pg_edge_t    *edge;       /* borrowed */
-    CURL               *curl;       /* new */
-    struct curl_slist  *headers;
-    char               *data;       /* the answer so far, NUL-terminated */
+    CURL               *curl;       /* new: freed by done or free */
+    struct curl_slist  *headers;    /* new: the same */
+    char               *data;       /* new: the answer so far, ends in NUL */
     size_t              len;
     int                 too_large;
     char                what[64];   /* "PUT snapshot", for messages */

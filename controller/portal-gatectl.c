@@ -270,7 +270,7 @@ pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         if (!created) {
             json_decref(snap);
             return pg_ctl_error(PG_CTL_FAILED, "the store at %s (prefix "
-                                "\"%s\") is initialised already: "
+                                "\"%s\") holds changes already: "
                                 "--from-edge only rebuilds a lost store",
                                 store->where, store->prefix);
         }

@@ -66,7 +66,8 @@
 #define PGD_PUT_TIMEOUT_MS    10000     /* PUT snapshot: 100k ids ~50 ms */
 #define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
 #define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
-#define PGD_STALE_EVERY_MS    60000     /* "still no Redis" at most this often */
+#define PGD_STALE_EVERY_MS    60000     /* "still no Redis", at most so often */
+#define PGD_CULPRIT_TRIES     64        /* compiles to find one bad flag */
 
 /* What an edge's request in flight is. */
 #define PGD_REQ_NONE          0
@@ -132,13 +133,17 @@ typedef struct {
     int             load_wanted;    /* a change message came */
 
     int             store_state;    /* PGD_STORE_* as last logged */
-    char            store_said[PG_ERROR_LEN + 64];
+    char            store_said[1024];
     int64_t         store_revision; /* Redis's, at the last read */
 
     json_t         *good;           /* the last good snapshot, or NULL */
     pgd_body_t     *body;           /* its text: one reference */
     json_t         *bad;            /* "env/flag" -> why, as logged */
     json_t         *bad_now;        /* the same, for the read under way */
+    json_t         *seed;           /* an edge's snapshot, see
+                                       pgd_last_good(), or NULL */
+    int             seed_tried;
+    char            raise_said[1024];
 
     pgd_edge_t     *edges;
     size_t          nedges;
@@ -174,9 +179,17 @@ static void pgd_bad_flag(const char *env, const char *flag, const char *why,
 static void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void pgd_load(pgd_t *d);
+static json_t *pgd_last_good(pgd_t *d, const char *env, const char *flag);
+static json_t *pgd_seed(pgd_t *d);
+static void pgd_use_last_good(pgd_t *d, json_t *snap, const char *env,
+    const char *flag, int *kept);
 static void pgd_keep_good_flags(pgd_t *d, json_t *snap);
+static int pgd_find_culprit(pgd_t *d, json_t *snap, pg_error_t *err);
+static void pgd_say_bad(pgd_t *d);
 static void pgd_tick(pgd_t *d);
 static void pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above);
+static void pgd_raise_failed(pgd_t *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void pgd_kick(pgd_t *d);
 static void pgd_start(pgd_t *d, pgd_edge_t *e, int kind);
 static void pgd_cancel(pgd_t *d, pgd_edge_t *e);
@@ -201,7 +214,7 @@ static const int  pgd_syslog_levels[] = {
 static void
 pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
 {
-    char             msg[1024], ts[32];
+    char             msg[1024], ts[32], *p;
     va_list          args;
     struct tm        tm;
     struct timespec  now;
@@ -209,6 +222,13 @@ pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(msg, sizeof(msg), fmt, args);
     va_end(args);
+
+    /* one event, one line: an edge's or Redis' text may hold a newline */
+    for (p = msg; *p; p++) {
+        if ((unsigned char) *p < ' ') {
+            *p = ' ';
+        }
+    }
 
     if (d->use_syslog) {
         syslog(pgd_syslog_levels[level], "%s", msg);
@@ -460,10 +480,12 @@ main(int argc, char **argv)
     srand((unsigned) getpid() ^ (unsigned) pgd_now());
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK
-        || (d->multi = curl_multi_init()) == NULL
-        || pgd_signals(d) != PG_OK
-        || pgd_edges_set(d) != PG_OK)
+        || (d->multi = curl_multi_init()) == NULL)
     {
+        pgd_log(d, PG_LOG_ERROR, "cannot start: libcurl failed to start");
+        rc = 1;
+
+    } else if (pgd_signals(d) != PG_OK || pgd_edges_set(d) != PG_OK) {
         pgd_log(d, PG_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 1;
 
@@ -514,6 +536,7 @@ pgd_edges_set(pgd_t *d)
 
     d->edges = calloc(d->conf.nedges, sizeof(pgd_edge_t));
     if (d->edges == NULL) {
+        d->nedges = 0;
         return PG_ERR;
     }
 
@@ -669,8 +692,8 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
                 pgd_raise(d, e, theirs);
             }
 
-            /* not pushed again until there is a newer snapshot to push */
-            if (d->body == NULL || d->body->revision <= theirs) {
+            /* not pushed again until there is another snapshot to push */
+            if (d->body == NULL || d->body->revision == pushed) {
                 e->held = 1;
             }
         }
@@ -741,6 +764,19 @@ pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
         return;
     }
 
+    /*
+     * Revision 0 is a store that was never written to: `init` after Redis
+     * lost its data, not an older backup. Raising would empty the edges.
+     */
+    if (d->store_revision == 0) {
+        pgd_raise_failed(d, "the store at %s was initialised empty "
+                         "(revision 0) but edge %s holds revision %lld: the "
+                         "edges are not emptied. To rebuild the store from "
+                         "them, run `portal-gatectl init --from-edge URL`",
+                         d->where, e->edge.spec, (long long) above);
+        return;
+    }
+
     snprintf(reason, sizeof(reason), "edge %s was at revision %lld, above "
              "the store's %lld", e->edge.spec, (long long) above,
              (long long) d->store_revision);
@@ -751,11 +787,14 @@ pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
         if (d->store.code == PG_STORE_EREDIS) {
             pgd_redis_down(d, d->store.err.text);
         } else {
-            pgd_log(d, PG_LOG_ERROR, "cannot raise the store's revision: %s",
-                    d->store.err.text);
+            pgd_raise_failed(d, "cannot raise the store's revision above "
+                             "edge %s's %lld: %s", e->edge.spec,
+                             (long long) above, d->store.err.text);
         }
         return;
     }
+
+    d->raise_said[0] = '\0';
 
     pgd_log(d, PG_LOG_WARN, "edge %s is at revision %lld, above the store's "
             "%lld (a store restored from an older backup?): raised the "
@@ -764,6 +803,24 @@ pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
             (long long) d->store_revision, (long long) now);
 
     pgd_load(d);
+}
+
+
+/* Why the store's revision stays below an edge's: said once. */
+static void
+pgd_raise_failed(pgd_t *d, const char *fmt, ...)
+{
+    char     msg[sizeof(d->raise_said)];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, args);
+    va_end(args);
+
+    if (strcmp(msg, d->raise_said) != 0) {
+        pgd_log(d, PG_LOG_ERROR, "%s", msg);
+        memcpy(d->raise_said, msg, sizeof(d->raise_said));
+    }
 }
 
 
@@ -854,6 +911,9 @@ pgd_redis_connect(pgd_t *d)
 
     freeReplyObject(reply);
 
+    /* a connection that dies silently (a NAT, a firewall) is noticed */
+    redisEnableKeepAlive(d->sub);
+
     d->cmd = pg_redis_connect(&d->conf.redis, PGD_REDIS_TIMEOUT_MS, &err);
     if (d->cmd == NULL) {
         pgd_redis_down(d, err.text);
@@ -861,6 +921,17 @@ pgd_redis_connect(pgd_t *d)
     }
 
     pg_store_setup(&d->store, d->cmd, d->conf.prefix, d->where);
+
+    /*
+     * Up only once the store could be read: a Redis that accepts
+     * connections but answers LOADING or MASTERDOWN stays down, and the
+     * backoff goes on.
+     */
+    pgd_load(d);
+
+    if (d->cmd == NULL) {
+        return;
+    }
 
     if (d->redis_state == PGD_DOWN) {
         pgd_log(d, PG_LOG_NOTICE, "redis %s reachable again after %.1f s",
@@ -872,8 +943,6 @@ pgd_redis_connect(pgd_t *d)
 
     d->redis_state = PGD_UP;
     d->redis_attempts = 0;
-
-    pgd_load(d);
 }
 
 
@@ -1016,9 +1085,10 @@ pgd_load(pgd_t *d)
         json_decref(snap);
         pgd_store_trouble(d, PGD_STORE_UNINIT, "the store at %s (prefix "
                           "\"%s\") is NOT INITIALISED: no marker, a flushed "
-                          "or brand-new Redis. Run `portal-gatectl init`, or "
-                          "`portal-gatectl init --from-edge URL` to rebuild "
-                          "it from an edge", d->where, d->conf.prefix);
+                          "or brand-new Redis. To rebuild it from the edges, "
+                          "run `portal-gatectl init --from-edge URL`; for a "
+                          "new deployment, `portal-gatectl init`",
+                          d->where, d->conf.prefix);
         return;
     }
 
@@ -1027,14 +1097,23 @@ pgd_load(pgd_t *d)
     rc = pg_snap_compile_json(snap, &blob, &size, &err);
 
     if (rc != PG_OK) {
+        rc = pgd_find_culprit(d, snap, &err);
+    } else {
+        free(blob);
+    }
+
+    pgd_say_bad(d);
+    json_decref(d->seed);
+    d->seed = NULL;
+    d->seed_tried = 0;
+
+    if (rc != PG_OK) {
         json_decref(snap);
         pgd_store_trouble(d, PGD_STORE_BROKEN, "revision %lld of the store "
                           "is not valid: %s",
                           (long long) d->store_revision, err.text);
         return;
     }
-
-    free(blob);
 
     if (d->store_state != PGD_STORE_OK && d->store_state != PGD_STORE_UNKNOWN)
     {
@@ -1086,42 +1165,204 @@ pgd_load(pgd_t *d)
 
 
 /*
- * The flags that pg_store_snapshot() left out because their value is not
- * valid: each is said once, and the edges keep its last good version.
+ * The last good version of a flag (borrowed), or NULL: from the last
+ * snapshot pushed, or else, when this daemon has none (it restarted), from
+ * what an edge holds, asked once per read of the store.
  */
+static json_t *
+pgd_last_good(pgd_t *d, const char *env, const char *flag)
+{
+    json_t  *old;
+
+    old = json_object_get(json_object_get(json_object_get(d->good,
+                                              "environments"), env), flag);
+    if (old) {
+        return old;
+    }
+
+    return json_object_get(json_object_get(json_object_get(pgd_seed(d),
+                                               "environments"), env), flag);
+}
+
+
+/* What an edge holds (borrowed), asked once per read of the store. */
+static json_t *
+pgd_seed(pgd_t *d)
+{
+    long         status;
+    size_t       i;
+    json_t      *json;
+    pg_error_t   err;
+
+    if (!d->seed_tried) {
+        d->seed_tried = 1;
+
+        for (i = 0; i < d->nedges && d->seed == NULL; i++) {
+            if (pg_edge_request(&d->edges[i].edge, "GET", "snapshot", NULL,
+                                0, PGD_STATUS_TIMEOUT_MS, &status, &json,
+                                &err)
+                == PG_OK && status == 200 && json_is_object(json))
+            {
+                d->seed = json;
+                json = NULL;
+            }
+
+            json_decref(json);
+        }
+    }
+
+    return d->seed;
+}
+
+
+/* Put flag's last good version in snap in place of what it has; *kept
+ * says whether one was known (else the flag is left out). */
+static void
+pgd_use_last_good(pgd_t *d, json_t *snap, const char *env, const char *flag,
+    int *kept)
+{
+    json_t  *old, *flags;
+
+    old = pgd_last_good(d, env, flag);
+    flags = json_object_get(json_object_get(snap, "environments"), env);
+
+    if (old) {
+        json_object_set(flags, flag, old);
+    } else {
+        json_object_del(flags, flag);
+    }
+
+    *kept = (old != NULL);
+}
+
+
+/* The flags that pg_store_snapshot() left out because their value is not
+ * valid: the edges keep their last good versions. */
 static void
 pgd_keep_good_flags(pgd_t *d, json_t *snap)
 {
+    int          kept;
     char         env[PG_NAME_MAX + 1];
-    json_t      *why, *said, *old, *flags;
+    json_t      *why;
     const char  *key, *flag;
 
     json_object_foreach(d->bad_now, key, why) {
         flag = strchr(key, '/');
         snprintf(env, sizeof(env), "%.*s", (int) (flag - key), key);
-        flag++;
+        pgd_use_last_good(d, snap, env, flag + 1, &kept);
+    }
+}
 
-        old = json_object_get(json_object_get(json_object_get(d->good,
-                                                  "environments"), env),
-                              flag);
 
-        if (old) {
-            flags = json_object_get(json_object_get(snap, "environments"),
-                                    env);
-            json_object_set(flags, flag, old);
+/*
+ * The snapshot does not compile as a whole (a `requires` of a missing
+ * flag, a cycle): find the one flag whose last good version makes it
+ * compile, so that one bad edit never blocks the others, a kill switch
+ * above all. Only flags that differ from the last good snapshot are
+ * tried, one at a time; err keeps the first error for the log.
+ */
+static int
+pgd_find_culprit(pgd_t *d, json_t *snap, pg_error_t *err)
+{
+    int             kept, rc, tries;
+    char            key[2 * PG_NAME_MAX + 8], why[PG_ERROR_LEN + 64];
+    size_t          size, i;
+    json_t         *base, *flags, *good_flags, *flag, *tried, *saved, *name;
+    pg_error_t      again;
+    const char     *env, *n;
+    unsigned char  *blob;
+
+    rc = PG_ERR;
+    tries = 0;
+
+    /* a daemon that just started compares with what the edges hold */
+    base = d->good ? d->good : pgd_seed(d);
+
+    json_object_foreach(json_object_get(snap, "environments"), env, flags) {
+        good_flags = json_object_get(json_object_get(base, "environments"),
+                                     env);
+
+        /* the flags changed, added or removed since the last good one;
+         * listed first, as trying one changes flags */
+        tried = json_array();
+
+        json_object_foreach(flags, n, flag) {
+            if (!json_equal(flag, json_object_get(good_flags, n))) {
+                json_array_append_new(tried, json_string(n));
+            }
         }
 
+        json_object_foreach(good_flags, n, flag) {
+            if (json_object_get(flags, n) == NULL) {
+                json_array_append_new(tried, json_string(n));
+            }
+        }
+
+        json_array_foreach(tried, i, name) {
+            if (++tries > PGD_CULPRIT_TRIES) {
+                break;
+            }
+
+            n = json_string_value(name);
+            saved = json_incref(json_object_get(flags, n));
+
+            pgd_use_last_good(d, snap, env, n, &kept);
+
+            if (pg_snap_compile_json(snap, &blob, &size, &again) == PG_OK) {
+                free(blob);
+                snprintf(key, sizeof(key), "%s/%s", env, n);
+                snprintf(why, sizeof(why), "%s: %s",
+                         saved ? "not valid with the other flags"
+                               : "gone while other flags require it",
+                         err->text);
+                json_object_set_new(d->bad_now, key, json_string(why));
+                json_decref(saved);
+                rc = PG_OK;
+                break;
+            }
+
+            /* not this one: as it was */
+            if (saved) {
+                json_object_set_new(flags, n, saved);
+            } else {
+                json_object_del(flags, n);
+            }
+        }
+
+        json_decref(tried);
+
+        if (rc == PG_OK) {
+            break;
+        }
+    }
+
+    return rc;
+}
+
+
+/* Say each bad flag once, and when it is good again. */
+static void
+pgd_say_bad(pgd_t *d)
+{
+    char         env[PG_NAME_MAX + 1];
+    json_t      *why, *said;
+    const char  *key, *flag;
+
+    json_object_foreach(d->bad_now, key, why) {
         said = json_object_get(d->bad, key);
 
         if (said && json_equal(said, why)) {
             continue;
         }
 
-        if (old) {
+        flag = strchr(key, '/');
+        snprintf(env, sizeof(env), "%.*s", (int) (flag - key), key);
+        flag++;
+
+        if (pgd_last_good(d, env, flag)) {
             pgd_log(d, PG_LOG_ERROR, "flag \"%s\" in %s is %s; the edges "
-                    "keep its last good version (%" JSON_INTEGER_FORMAT ")",
-                    flag, env, json_string_value(why),
-                    json_integer_value(json_object_get(old, "version")));
+                    "keep its last good version", flag, env,
+                    json_string_value(why));
         } else {
             pgd_log(d, PG_LOG_ERROR, "flag \"%s\" in %s is %s; it is left "
                     "out: no good version of it is known", flag, env,
@@ -1272,9 +1513,18 @@ pgd_reconfigure(pgd_t *d)
             redis_changed ? "; reading the store again" : "");
 
     if (redis_changed) {
+        /* another store: what the old one held is pushed nowhere */
         pgd_redis_close(d);
+        pgd_body_release(d->body);
+        json_decref(d->good);
+        json_decref(d->bad);
+        d->body = NULL;
+        d->good = NULL;
+        d->bad = NULL;
         d->redis_state = PGD_UNKNOWN;
         d->store_state = PGD_STORE_UNKNOWN;
+        d->store_said[0] = '\0';
+        d->raise_said[0] = '\0';
         d->redis_retry_at = 0;
     }
 
@@ -1291,6 +1541,7 @@ pgd_run(pgd_t *d)
     double                now, wake;
     size_t                i;
     CURLMsg              *msg;
+    CURLMcode             mc;
     pg_edge_req_t        *req;
     struct curl_waitfd    fds[2];
 
@@ -1347,8 +1598,13 @@ pgd_run(pgd_t *d)
             n = 2;
         }
 
-        if (curl_multi_poll(d->multi, fds, n, (int) timeout, NULL) != 0) {
-            /* a signal: the loop looks at the flags first */
+        mc = curl_multi_poll(d->multi, fds, n, (int) timeout, NULL);
+
+        if (mc != CURLM_OK) {
+            /* cannot happen (a signal returns OK): do not spin on it */
+            pgd_log(d, PG_LOG_ERROR, "waiting failed: %s",
+                    curl_multi_strerror(mc));
+            usleep(100000);
             continue;
         }
 

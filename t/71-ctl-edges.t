@@ -156,9 +156,22 @@ subtest 'init --from-edge rebuilds a flushed store from an edge' => sub {
 
     $r = ctl('init', '--from-edge', $unix);
     exits($r, 1, 'init --from-edge on a live store');
-    like($r->{err}, qr/initialised already: --from-edge only rebuilds a lost store/,
+    like($r->{err}, qr/holds changes already: --from-edge only rebuilds a lost store/,
          'is refused');
     exits(ctl('init', '--from-edge', $dead), 1, 'from an edge that is down');
+};
+
+subtest 'init --from-edge still works after a plain init of a lost store' => sub {
+    my $edge_rev = $ng->status->{revision};
+    cmp_ok($edge_rev, '>', 0, 'the edge holds a snapshot');
+    $rs->cli('FLUSHALL');
+    exits(ctl('init'), 0, 'the wrong init first: an empty store');
+    is(store_revision(), 0, 'revision 0: never written to');
+
+    my $r = ctl('init', '--from-edge', $tcp);
+    exits($r, 0, 'init --from-edge over it');
+    is(store_revision(), $edge_rev, 'the store has the edge revision');
+    like(ctl('list')->{out}, qr/customer_portal/, 'and its flags');
 };
 
 subtest '-c FILE gives the edges (and Redis and the prefix)' => sub {
