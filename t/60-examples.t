@@ -1,6 +1,7 @@
-# What a newcomer runs first: conf-examples/nginx.conf is a configuration
-# that nginx accepts, and `make demo` (tools/demo.sh) serves the rollout
-# scenario and obeys the kill switch.
+# What a newcomer runs first: the examples in conf-examples/ are configs
+# that nginx and portal-gated accept, and `make demo` (tools/demo.sh) runs
+# the rollout scenario on two edges through Redis and portal-gated, obeys
+# the kill switch on both, and leaves nothing behind.
 
 use strict;
 use warnings;
@@ -10,18 +11,102 @@ use lib "$FindBin::Bin/lib";
 
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(setsid);
 use Test::More;
 use PortalGate::Test qw(require_module module_path);
 
 require_module();
 
 my $root = "$FindBin::Bin/..";
+my @subs = qw(calls appointments crm services staff analytics);
+my @flags = ('customer_portal', map { "customer_portal_$_" } @subs);
 
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Proto => 'tcp', Listen => 1)
-        or die "cannot find a free port: $!";
-    return $s->sockport;
+# The controller: the ASan builds that `make test` makes (what the other
+# controller tests run), else the ones `make` makes.
+sub controller {
+    my ($name) = @_;
+    for my $path ("$root/build/asan/$name", "$root/build/$name") {
+        return $path if -x $path;
+    }
+    return;
+}
+my $gatectl = controller('portal-gatectl');
+my $gated = controller('portal-gated');
+
+# A base port with the next $n - 1 free too: the demo takes three.
+sub free_ports {
+    my ($n) = @_;
+    for (1 .. 50) {
+        my $first = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                          LocalPort => 0, Proto => 'tcp',
+                                          Listen => 1)
+            or die "cannot find a free port: $!";
+        my $base = $first->sockport;
+        next if $base + $n > 65535;
+        my @held = grep { $_ } map {
+            IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                  LocalPort => $base + $_, Proto => 'tcp',
+                                  Listen => 1, ReuseAddr => 1)
+        } 1 .. $n - 1;
+        return $base if @held == $n - 1;
+    }
+    die "cannot find $n free ports in a row\n";
+}
+
+# The demo in a session of its own, so that its process group holds
+# everything it starts. Returns its exit status, its output (stdout and
+# stderr) and the process group.
+sub run_demo {
+    my (%env) = @_;
+    pipe(my $r, my $w) or die "pipe: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        close $r;
+        setsid();
+        open STDOUT, '>&', $w or die;
+        open STDERR, '>&', $w or die;
+        @ENV{keys %env} = values %env;
+        # the ASan builds report to the exit status, which the demo checks
+        $ENV{ASAN_OPTIONS} = 'detect_leaks=1:exitcode=23';
+        $ENV{UBSAN_OPTIONS} = 'print_stacktrace=1:halt_on_error=1:exitcode=24';
+        exec 'timeout', '60', "$root/tools/demo.sh" or exit 127;
+    }
+    close $w;
+    my $out = do { local $/; <$r> } // '';
+    waitpid $pid, 0;
+    return ($? >> 8, $out, $pid);
+}
+
+# The pids still in process group $pgid.
+sub group_left {
+    my ($pgid) = @_;
+    my @left;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $s = <$fh> // next;
+        my ($pid) = $stat =~ m{/proc/(\d+)/};
+        $s =~ s/^.*\) //s;
+        push @left, $pid if (split ' ', $s)[2] == $pgid;
+    }
+    return @left;
+}
+
+# A snapshot without what changes from run to run: the revision, each
+# flag's metadata, the order of the lists.
+sub shape {
+    my ($snap) = @_;
+    my %envs;
+    for my $env (keys %{ $snap->{environments} }) {
+        for my $name (keys %{ $snap->{environments}{$env} }) {
+            my %f = %{ $snap->{environments}{$env}{$name} };
+            delete @f{qw(version updated_at updated_by)};
+            $f{$_} = [sort @{ $f{$_} || [] }] for qw(allow deny);
+            $f{enabled} = $f{enabled} ? 1 : 0;
+            $envs{$env}{$name} = \%f;
+        }
+    }
+    return \%envs;
 }
 
 subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
@@ -31,6 +116,17 @@ subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
     open my $fh, '<', "$root/conf-examples/nginx.conf" or die $!;
     my $conf = do { local $/; <$fh> };
     close $fh;
+
+    # the shape the demo runs: both vhosts gate the portal and every
+    # sub-feature, staging reads its own flags, the API is a unix socket
+    for my $flag (@flags) {
+        my $n = () = $conf =~ /^\s*portal_gate $flag off=\@legacy;/mg;
+        is($n, 2, "$flag is gated in production and in staging");
+    }
+    like($conf, qr/server_name staging\.portal\.example\.com;\s+portal_gate_env staging;/,
+         'the staging vhost reads the staging flags');
+    like($conf, qr{listen unix:/run/portal-gate/api\.sock;},
+         'the API listens on a unix socket');
 
     # the same file, with its paths moved into a scratch folder
     my $module = module_path();
@@ -43,6 +139,11 @@ subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
     $conf =~ s{^user .*$}{}mg;
     unlike($conf, qr{(?:/var/|/run/|/usr/lib/nginx/modules/)},
            'every path the example writes was moved into the scratch folder');
+    # nginx -t binds: port 80 needs root, and may be taken
+    my $port = free_ports(1);
+    $conf =~ s{^(\s*listen) 80\b}{$1 127.0.0.1:$port}mg;
+    unlike($conf, qr{^\s*listen (?!127\.0\.0\.1:$port\b|unix:)}m,
+           'and every port to a free one');
 
     open $fh, '>', "$dir/nginx.conf" or die $!;
     print $fh $conf;
@@ -54,43 +155,254 @@ subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
     unlike($out, qr/\[(?:crit|alert|emerg)\]/, 'no crit, alert or emerg');
 };
 
-subtest 'make demo serves the rollout scenario and obeys the kill switch' => sub {
-    my $port = free_port();
-    my $out = `DEMO_ONCE=1 DEMO_PORT=$port timeout 60 $root/tools/demo.sh 2>&1`;
-    is($? >> 8, 0, 'the demo ran and stopped') or diag($out);
-
-    # the answers, in the order the demo's checks ask
-    my @answers = grep { !/^\$ / && !/^\{"revision"/ }
-                  split /\n/, ($out =~ /== checks\n(.*)\z/s)[0] // '';
-    like($answers[0] // '', qr/^portal v2 for company 1001 \(allowed\)/,
-         'a pilot company gets the portal');
-    like($answers[1] // '', qr/^legacy portal \(customer_portal: rollout\)/,
-         'another company gets the legacy pages');
-    like($answers[2] // '', qr/^staging portal v2 for company 42/,
-         'staging has the portal for everyone');
-    like($answers[3] // '', qr/"decision":"off","reason":"rollout","bucket":7541/,
-         'eval explains the decision with the bucket');
-    like($answers[4] // '', qr/^portal v2 for company 42 \(rollout\)/,
-         'phase 3 gives everyone the portal');
-    like($answers[5] // '', qr/^legacy portal \(customer_portal: killed\)/,
-         'the kill switch turns it off for a pilot company');
-    like($out, qr/curl -H 'X-Company-Id: 1001' http:\/\/127\.0\.0\.1:$port\/portal\//,
-         'the demo prints curl lines to try');
-
-    my ($scratch) = $out =~ m{scratch folder: (\S+)};
-    ok($scratch && !-e $scratch, 'the demo removed its scratch folder');
+subtest 'conf-examples/portal-gated.conf passes portal-gated -t' => sub {
+    plan skip_all => 'portal-gated not built: run make gated' unless $gated;
+    my $file = "$root/conf-examples/portal-gated.conf";
+    my $out = `$gated -t -c $file 2>&1`;
+    is($? >> 8, 0, 'portal-gated -t exits 0') or diag($out);
+    like($out, qr/configuration file \Q$file\E test is successful/,
+         'and says the test is successful');
 };
 
+SKIP: {
+skip 'portal-gatectl and portal-gated not built: run make ctl gated', 1
+    unless $gatectl && $gated;
+
+my $port = free_ports(3);
+my ($redis_port, $port_b) = ($port + 2, $port + 1);
+my ($status, $out, $pgid) = run_demo(DEMO_ONCE => 1, DEMO_PORT => $port,
+                                     PORTAL_GATECTL => $gatectl,
+                                     PORTAL_GATED => $gated);
+my ($scratch) = $out =~ m{scratch folder: (\S+)};
+$scratch //= '(none)';
+my %pid = (
+    'edge-a'       => ($out =~ /^  edge-a\s+nginx \(pid (\d+)\)/m)[0],
+    'edge-b'       => ($out =~ /^  edge-b\s+nginx \(pid (\d+)\)/m)[0],
+    'redis-server' => ($out =~ /^  redis-server\s+\(pid (\d+)\)/m)[0],
+    'portal-gated' => ($out =~ /^  portal-gated\s+\(pid (\d+)\)/m)[0],
+);
+
+# The checks the demo ran: each command line ("$ ...") and its output.
+my (@ran, $section);
+for my $line (split /\n/, $out) {
+    if ($line =~ /^== (.*)/) {
+        $section = $1;
+    } elsif (($section // '') =~ /^checks/) {
+        if ($line =~ /^\$ (.*)/) {
+            push @ran, { section => $section, cmd => $1, out => '' };
+        } elsif (@ran) {
+            $ran[-1]{out} .= "$line\n";
+        }
+    }
+}
+my ($gated_log) = $out =~ /^== portal-gated's log\n(.*?)^demo: stopped/ms;
+$gated_log //= '';
+
+# The output of the one command of $section that matches $cmd.
+sub ran {
+    my ($section, $cmd) = @_;
+    my @m = grep { $_->{section} eq "checks: $section" && $_->{cmd} =~ $cmd }
+            @ran;
+    return $m[0]{out} if @m == 1;
+    diag(scalar(@m) . " commands match $cmd in \"$section\"");
+    return '';
+}
+
+# What company $c got at $path of the $env vhost of $edge, in $section.
+sub got {
+    my ($section, $edge, $env, $c, $path) = @_;
+    my $host = $env eq 'staging' ? 'staging.portal.example.test'
+                                 : 'portal.example.test';
+    my $p = $edge eq 'edge-a' ? $port : $port_b;
+    my $a = ran($section, qr/^curl -sS -H 'Host: \Q$host\E' -H 'X-Company-Id: $c' http:\/\/127\.0\.0\.1:$p\Q$path\E$/);
+    chomp $a;
+    return $a;
+}
+
+# The answer of an edge: "edge-a production /portal/ -> portal v2 [...]".
+sub answer {
+    my ($edge, $env, $path, $app, $c, $flag, $decision, $reason) = @_;
+    return "$edge $env $path -> $app [company=$c $flag=$decision $reason]";
+}
+
+subtest 'make demo starts everything and stops' => sub {
+    is($status, 0, 'the demo ran its checks and stopped') or diag($out);
+    like($out, qr/^  edge-a\s+nginx \(pid \d+\) on 127\.0\.0\.1:$port: portal\.example\.test \(production\),\n\s+staging\.portal\.example\.test \(staging\); API unix:\S+\/edge-a\.sock$/m,
+         'edge-a: both vhosts on DEMO_PORT, its API on a unix socket');
+    like($out, qr/^  edge-b\s+nginx \(pid \d+\) on 127\.0\.0\.1:$port_b: portal\.example\.test \(production\),\n\s+staging\.portal\.example\.test \(staging\); API unix:\S+\/edge-b\.sock$/m,
+         'edge-b: both vhosts on DEMO_PORT+1, its API on a unix socket');
+    like($out, qr/^  redis-server\s+\(pid \d+\) on 127\.0\.0\.1:$redis_port: the store$/m,
+         'Redis on DEMO_PORT+2');
+    like($out, qr/^  portal-gated\s+\(pid \d+\): pushes each change to both edges,\n\s+reconciles every 2s/m,
+         'portal-gated');
+    unlike($out, qr/exited with status|ignored TERM/,
+           'every service stopped cleanly on TERM');
+};
+
+subtest 'make demo prints the commands of each phase, ready to paste' => sub {
+    my $ctl = qr{\S*portal-gatectl -r redis://127\.0\.0\.1:$redis_port/0 -c \Q$scratch\E/portal-gated\.conf};
+    my %printed = (
+        'phase 1: more pilots'   => qr/allow customer_portal 1003 1004 --wait/,
+        'phase 2: 10 %'          => qr/rollout customer_portal 10 --wait/,
+        'phase 2: 25 %'          => qr/rollout customer_portal 25 --wait/,
+        'phase 2: 50 %'          => qr/rollout customer_portal 50 --wait/,
+        'phase 3: everyone'      => qr/rollout customer_portal 100 --wait/,
+        'the kill switch'        => qr/kill customer_portal --wait(?: .*)?/,
+        'explain'                => qr/explain customer_portal 42/,
+        'audit'                  => qr/audit customer_portal/,
+        'status'                 => qr/status/,
+    );
+    for my $what (sort keys %printed) {
+        my ($line) = $out =~ /^  ($ctl $printed{$what})$/m;
+        ok($line, "$what, on this demo's Redis and config");
+        next if !$line || $what =~ /^(?:audit|status)$/;
+        ok((grep { $_->{cmd} eq $line } @ran),
+           "$what: the checks ran the printed line as it is");
+    }
+    for my $p ($port, $port_b) {
+        like($out, qr{^  curl -H 'Host: portal\.example\.test' -H 'X-Company-Id: (?:1001|42)' http://127\.0\.0\.1:$p/portal/\S*$}m,
+             "a curl line for production on 127.0.0.1:$p");
+        like($out, qr{^  curl -H 'Host: staging\.portal\.example\.test' -H 'X-Company-Id: 42' http://127\.0\.0\.1:$p/portal/\S*$}m,
+             "a curl line for staging on 127.0.0.1:$p");
+    }
+};
+
+subtest 'the rollout scenario on both edges, in production and staging' => sub {
+    my $s = 'a pilot and another company, on both edges';
+    for my $edge (qw(edge-a edge-b)) {
+        is(got($s, $edge, 'production', 1001, '/portal/'),
+           answer($edge, 'production', '/portal/', 'portal v2', 1001,
+                  'customer_portal', 'on', 'allowed'),
+           "$edge production: a pilot company gets the portal");
+        is(got($s, $edge, 'production', 42, '/portal/'),
+           answer($edge, 'production', '/portal/', 'legacy', 42,
+                  'customer_portal', 'off', 'rollout'),
+           "$edge production: another company gets the legacy pages");
+        for my $c (1001, 42) {
+            is(got($s, $edge, 'staging', $c, '/portal/'),
+               answer($edge, 'staging', '/portal/', 'portal v2', $c,
+                      'customer_portal', 'on', 'rollout'),
+               "$edge staging: company $c gets the portal");
+        }
+    }
+    is(got($s, 'edge-a', 'production', 1001, '/portal/calls/'),
+       answer('edge-a', 'production', '/portal/calls/', 'portal v2', 1001,
+              'customer_portal_calls', 'on', 'rollout'),
+       'a sub-feature follows customer_portal for a pilot');
+    is(got($s, 'edge-b', 'production', 42, '/portal/calls/'),
+       answer('edge-b', 'production', '/portal/calls/', 'legacy', 42,
+              'customer_portal_calls', 'off', 'requires'),
+       'and stays off, through requires, for another company');
+    like(ran($s, qr/^curl -sS --unix-socket \S+edge-b\.sock 'http:\/\/edge\/portal-gate\/eval\?/),
+         qr/"decision":"off","reason":"rollout","bucket":7541,/,
+         "the edge's eval explains it with the bucket");
+    like(ran($s, qr/explain customer_portal 42$/),
+         qr/^customer_portal for company 42 in production: off \(rollout\)\n\s+bucket 7541 of 10000/,
+         'and so does portal-gatectl explain');
+};
+
+subtest 'conf-examples/snapshot.json is what the demo seeds' => sub {
+    my $json = ran('a pilot and another company, on both edges',
+                   qr/portal-gate\/snapshot$/);
+    my $seeded = eval { decode_json($json) };
+    ok($seeded, "edge-a's snapshot is JSON") or return diag($json);
+    open my $fh, '<', "$root/conf-examples/snapshot.json" or die $!;
+    my $example = decode_json(do { local $/; <$fh> });
+    is_deeply(shape($seeded), shape($example),
+              'the same flags, with the same settings, in both environments');
+};
+
+subtest 'the phases, each confirmed by both edges' => sub {
+    like(ran('phase 1', qr/allow customer_portal 1003 1004 --wait$/),
+         qr/^every edge \(2\) has revision \d+/m, 'phase 1: --wait');
+    is(got('phase 1', 'edge-b', 'production', 1003, '/portal/'),
+       answer('edge-b', 'production', '/portal/', 'portal v2', 1003,
+              'customer_portal', 'on', 'allowed'),
+       'a new pilot gets the portal');
+    for ([10, 10], [25, 13], [50, 14]) {
+        my ($pct, $c) = @$_;
+        like(ran('phase 2', qr/rollout customer_portal $pct --wait$/),
+             qr/^every edge \(2\) has revision \d+/m, "phase 2, $pct %: --wait");
+        is(got('phase 2', 'edge-a', 'production', $c, '/portal/'),
+           answer('edge-a', 'production', '/portal/', 'portal v2', $c,
+                  'customer_portal', 'on', 'rollout'),
+           "$pct %: company $c is in");
+    }
+    is(got('phase 2', 'edge-b', 'production', 42, '/portal/'),
+       answer('edge-b', 'production', '/portal/', 'legacy', 42,
+              'customer_portal', 'off', 'rollout'),
+       '50 %: company 42 (bucket 7541) is not yet');
+    for my $edge (qw(edge-a edge-b)) {
+        is(got('phase 3', $edge, 'production', 42, '/portal/'),
+           answer($edge, 'production', '/portal/', 'portal v2', 42,
+                  'customer_portal', 'on', 'rollout'),
+           "phase 3: company 42 gets the portal on $edge");
+    }
+};
+
+subtest 'the kill switch reaches both edges through portal-gated' => sub {
+    my $kill = ran('kill switch', qr/kill customer_portal --wait/);
+    my ($rev) = $kill =~ /^KILLED customer_portal in production: enabled true -> false \(revision (\d+)\)$/m;
+    ok($rev, 'kill says what it changed') or diag($kill);
+    $rev //= -1;
+    like($kill, qr/^every edge \(2\) has revision $rev, after [\d.]+ ms$/m,
+         '--wait: both edges confirm the new revision');
+    for my $edge (qw(edge-a edge-b)) {
+        like($gated_log, qr/\[info\] \d+: edge unix:\S+\/run\/$edge\.sock:\/portal-gate\/: revision $rev applied in /,
+             "portal-gated pushed it to $edge");
+        for my $c (1001, 42) {
+            is(got('kill switch', $edge, 'production', $c, '/portal/'),
+               answer($edge, 'production', '/portal/', 'legacy', $c,
+                      'customer_portal', 'off', 'killed'),
+               "$edge production: off for company $c");
+            is(got('kill switch', $edge, 'staging', $c, '/portal/'),
+               answer($edge, 'staging', '/portal/', 'portal v2', $c,
+                      'customer_portal', 'on', 'rollout'),
+               "$edge staging: unaffected for company $c");
+        }
+        is(got('kill switch', $edge, 'production', 1001, '/portal/calls/'),
+           answer($edge, 'production', '/portal/calls/', 'legacy', 1001,
+                  'customer_portal_calls', 'off', 'requires'),
+           "$edge production: the sub-features go off with it");
+    }
+    like(ran('audit and status', qr/audit customer_portal --count 3$/),
+         qr/^\S+\s+rev $rev\s.*production\s+customer_portal\s+kill\s+enabled true -> false\s+reason: INC-1: portal v2 errors$/m,
+         'audit shows the kill and its reason');
+    like(ran('audit and status', qr/ status$/),
+         qr/edge-a\.sock:\/portal-gate\/\s+revision $rev\s+in step\n.*edge-b\.sock:\/portal-gate\/\s+revision $rev\s+in step/,
+         'status: both edges in step');
+};
+
+subtest 'make demo leaves nothing behind' => sub {
+    ok(!-e $scratch, "the scratch folder $scratch is gone");
+    for my $name (sort keys %pid) {
+        my $p = $pid{$name};
+        ok($p && !kill(0, $p), "$name (pid " . ($p // '?') . ') is gone');
+        like($out, qr/^demo: stopped .*\b\Q$name\E \(pid $p\)/m,
+             "and the demo says it stopped it") if $p;
+    }
+    is_deeply([group_left($pgid)], [],
+              'no process of the demo is left (nginx workers included)');
+};
+}
+
 subtest 'make demo on a port in use says so and exits 1' => sub {
-    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                     Proto => 'tcp', Listen => 1)
+    my $base = free_ports(3);
+    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                     LocalPort => $base, Proto => 'tcp',
+                                     Listen => 1)
         or die "cannot listen: $!";
-    my $port = $busy->sockport;
-    my $out = `DEMO_PORT=$port timeout 60 $root/tools/demo.sh 2>&1`;
-    is($? >> 8, 1, 'exit status 1');
-    like($out, qr/nginx did not start on 127\.0\.0\.1:$port .*port in use/,
+    my %env = (DEMO_PORT => $base);
+    $env{PORTAL_GATECTL} = $gatectl if $gatectl;
+    $env{PORTAL_GATED} = $gated if $gated;
+    my ($status, $out, $pgid) = run_demo(%env);
+    is($status, 1, 'exit status 1');
+    like($out, qr/nginx did not start on 127\.0\.0\.1:$base .*port in use/,
          'the demo names the port and the likely cause');
     like($out, qr/Address already in use/, "and shows nginx's own error");
+    my ($scratch) = $out =~ m{removed (/tmp/portal-gate-demo\.\S+)};
+    ok($scratch && !-e $scratch, 'and removes its scratch folder');
+    is_deeply([group_left($pgid)], [], 'no process of it is left');
 };
 
 done_testing();

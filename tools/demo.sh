@@ -1,205 +1,576 @@
 #!/bin/bash
-# make demo: Debian's nginx with the module on loopback, loaded with the
-# flags of the rollout scenario (conf-examples/snapshot.json), plus ready
-# snapshots for the next phases and for the kill switch.
+# make demo: the rollout of the customer portal, end to end, on loopback,
+# under a scratch folder:
 #
-#   DEMO_PORT=8080   the vhosts; the API listens on DEMO_PORT+1
-#   DEMO_ONCE=1      run the printed checks, then stop (used by the tests)
+#   redis-server     the store: flags, audit log, change channel
+#   nginx "edge-a"   production and staging vhosts, API on a unix socket
+#   nginx "edge-b"   the same, as a second edge
+#   portal-gated     pushes every change in Redis to both edges
 #
-# Ctrl-C stops nginx and removes the scratch folder.
+# portal-gatectl seeds the scenario (below), then the demo prints the
+# commands of each phase, ready to paste, and follows portal-gated's log.
+#
+#   DEMO_PORT=8080   base port: edge-a's vhosts on it, edge-b's on +1,
+#                    Redis on +2 (the APIs are unix sockets: no port)
+#   DEMO_ONCE=1      run the printed checks (every phase, then the kill
+#                    switch with --wait), then stop; t/60-examples.t does
+#   PORTAL_GATECTL, PORTAL_GATED
+#                    other builds of the controller (the tests use the
+#                    ASan ones that `make test` builds)
+#
+# Ctrl-C, or any exit, stops everything it started and removes the
+# scratch folder. So does kill -TERM: a demo that a script starts in the
+# background (cmd &, no job control) ignores SIGINT, and bash cannot trap
+# a signal ignored on entry.
 
 set -euo pipefail
 
+# The traps come first: a SIGINT that comes before them, while the shell
+# waits for a command, is lost (bash exits on it only if that command dies
+# of it too).
+#
+# A trap runs cleanup where the signal finds the shell, perhaps inside a
+# function whose output goes to seed.log or /dev/null: cleanup writes to
+# the demo's own stdout and stderr, kept here on 3 and 4. The services do
+# not get these (3>&- 4>&-): a reader of the demo's output (a test) must
+# not wait on a stray process.
+exec 3>&1 4>&2
+
+dir=""      # the scratch folder, once made
+names=()    # what it started, in order: stopped in reverse
+pids=()
+logs=()     # where each logs, to show when it exits badly
+
+# Alive, and not a zombie that only waits to be reaped.
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# TERM to everything, newest first (the daemon before the edges it pushes
+# to, Redis last); KILL what is still running after 5 s; reap each, so that
+# no nginx worker is left when the folder goes. Each stops with status 0 on
+# TERM (or INT): any other status is shown with its log, before the folder
+# and the log go, and makes the demo's own status 1.
+cleanup() {
+    local rc=$? i n pid alive status list="" bad=0
+    set +e
+    exec 1>&3 2>&4
+    trap - INT TERM HUP
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null
+    done
+    for ((n = 0; n < 100; n++)); do
+        alive=0
+        for pid in "${pids[@]}"; do
+            running "$pid" && alive=1
+        done
+        [ "$alive" = 0 ] && break
+        sleep 0.05
+    done
+    for i in "${!pids[@]}"; do
+        if running "${pids[i]}"; then
+            echo "demo: ${names[i]} (pid ${pids[i]}) ignored TERM: KILL" >&2
+            kill -KILL "${pids[i]}" 2>/dev/null
+        fi
+        wait "${pids[i]}" 2>/dev/null
+        status=$?
+        if [ "$status" != 0 ] && [ -n "${logs[i]}" ]; then
+            echo "demo: ${names[i]} (pid ${pids[i]}) exited with status" \
+                 "$status; the end of ${logs[i]}:" >&2
+            tail -n 20 "${logs[i]}" >&2
+            bad=1
+        fi
+    done
+    [ -n "$dir" ] || return
+    rm -rf "$dir"
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        list+="${list:+, }${names[i]} (pid ${pids[i]})"
+    done
+    echo "demo: stopped ${list:-nothing}; removed $dir"
+    if [ "$bad" = 1 ] && [ "$rc" = 0 ]; then
+        exit 1
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
 top=$(cd "$(dirname "$0")/.." && pwd)
 module="$top/build/ngx_http_portal_gate_module.so"
-port=${DEMO_PORT:-8080}
-api_port=$((port + 1))
+gatectl=${PORTAL_GATECTL:-$top/build/portal-gatectl}
+gated=${PORTAL_GATED:-$top/build/portal-gated}
 
-if [ ! -f "$module" ]; then
-    echo "demo: $module is missing: run make" >&2
+port=${DEMO_PORT:-8080}
+if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65533 ]; then
+    echo "demo: DEMO_PORT=$port: expected a port from 1 to 65533" >&2
     exit 1
 fi
+declare -A edge_port=([edge-a]=$port [edge-b]=$((port + 1)))
+declare -A edge_pid=()
+redis_port=$((port + 2))
+redis_url="redis://127.0.0.1:$redis_port/0"
 
-dir=$(mktemp -d /tmp/portal-gate-demo.XXXXXX)
-chmod 755 "$dir"
-mkdir -p "$dir/state" "$dir/tmp" "$dir/snapshots"
-if [ "$(id -u)" = 0 ]; then
-    chown nobody:nogroup "$dir/state" "$dir/tmp"
-fi
+domain=portal.example.test      # production; staging is staging.$domain
+pilots=(1001 1002)              # phase 0: the first pilot companies
+more_pilots=(1003 1004)         # phase 1
+# phase 2, PCT:COMPANY: a company that the rollout takes in at PCT (its
+# bucket for customer_portal is 95, 1459, 4121); company 42 (bucket 7541)
+# waits for phase 3
+phase2=(10:10 25:13 50:14)
+late=42
+subs=(calls appointments crm services staff analytics)  # customer_portal_*
 
-nginx_pid=""
-
-stop() {
-    if [ -n "$nginx_pid" ] && kill -0 "$nginx_pid" 2>/dev/null; then
-        kill -QUIT "$nginx_pid"
-        wait "$nginx_pid" 2>/dev/null || true
+for f in "$module" "$gatectl" "$gated"; do
+    if [ ! -f "$f" ]; then
+        echo "demo: $f is missing: run make" >&2
+        exit 1
     fi
-    rm -rf "$dir"
-}
-trap stop EXIT
-trap 'exit 130' INT TERM
+done
 
-cat > "$dir/nginx.conf" <<EOF
+# The demo's own store, prefix and environment are given on every command
+# line: a PORTAL_GATE_* variable of the caller must never send a demo write
+# to a real Redis.
+unset PORTAL_GATE_REDIS PORTAL_GATE_PREFIX PORTAL_GATE_ENV
+
+# /tmp rather than $TMPDIR: a unix socket's path is limited to 107 bytes.
+dir=$(mktemp -d /tmp/portal-gate-demo.XXXXXX)
+# nginx's workers run as nobody when the master is root: they must be able
+# to enter the folder (and write their state and temp folders, below).
+chmod 755 "$dir"
+mkdir -m 700 "$dir/run"         # the API sockets: the folder guards them
+mkdir "$dir/redis"
+gated_conf="$dir/portal-gated.conf"
+gated_log="$dir/portal-gated.log"
+
+# started NAME PID [LOG]
+started() {
+    names+=("$1")
+    pids+=("$2")
+    logs+=("${3:-}")
+}
+
+# wait_for PID TEST...: until TEST succeeds, at most 5 s; gives up at once
+# if PID has exited (a port in use, a bad config).
+wait_for() {
+    local pid=$1 n
+    shift
+    for ((n = 0; n < 100; n++)); do
+        running "$pid" || return 1
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# failed WHAT... LOG: say what did not start, with the end of its log, and
+# exit 1. cleanup does not show that log a second time.
+failed() {
+    local i log=${*: -1}
+    echo "demo: ${*:1:$#-1}; its log:" >&2
+    tail -n 20 "$log" >&2 2>/dev/null || true
+    for i in "${!logs[@]}"; do
+        [ "${logs[i]}" != "$log" ] || logs[i]=""
+    done
+    exit 1
+}
+port_hint="a port in use? try DEMO_PORT=9090 make demo"
+
+# A command as it can be pasted into a shell: an argument that has
+# characters a shell would read is single-quoted.
+shell_words() {
+    local a out=()
+    for a in "$@"; do
+        if [[ $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+            out+=("$a")
+        else
+            out+=("'${a//\'/\'\\\'\'}'")
+        fi
+    done
+    echo "${out[*]}"
+}
+
+# portal-gatectl on this demo's store; -c adds the edges for status and
+# --wait.
+ctl() {
+    "$gatectl" -r "$redis_url" -c "$gated_conf" "$@"
+}
+ctl_words() {
+    shell_words "$gatectl" -r "$redis_url" -c "$gated_conf" "$@"
+}
+
+# ---- Redis
+
+# The answer must come from our redis-server, not from another one that
+# holds the port: the demo writes to it.
+redis_ours() {
+    local info
+    info=$(redis-cli -h 127.0.0.1 -p "$redis_port" info server) \
+        && [[ $info == *$'\n'"process_id:$redis_pid"$'\r'* ]]
+}
+
+start_redis() {
+    redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" \
+                 --save '' --appendonly no --daemonize no \
+                 --logfile "$dir/redis/redis.log" \
+                 </dev/null >/dev/null 3>&- 4>&- &
+    redis_pid=$!
+    started redis-server "$redis_pid" "$dir/redis/redis.log"
+}
+
+# ---- the edges
+
+# write_vhost EDGE ENV HOST [default_server]: one vhost of an edge. Each
+# answer names the edge, the environment, the location, which application
+# would serve it and why, so a curl shows the whole decision.
+write_vhost() {
+    local edge=$1 env=$2 host=$3 default=${4:-} sub
+    local why='[company=$portal_gate_company'
+    why+=' $portal_gate_flag=$portal_gate_decision $portal_gate_reason]'
+
+    cat <<EOF
+
+    server {
+        listen 127.0.0.1:${edge_port[$edge]}${default:+ $default};
+        server_name $host;
+        portal_gate_env $env;
+
+        location / {
+            return 200 "$edge $env \$uri -> legacy application\n";
+        }
+
+        # The portal: companies without the flag get the legacy pages.
+        location /portal/ {
+            portal_gate customer_portal off=@legacy;
+            return 200 "$edge $env \$uri -> portal v2 $why\n";
+EOF
+    for sub in "${subs[@]}"; do
+        cat <<EOF
+
+            location /portal/$sub/ {
+                portal_gate customer_portal_$sub off=@legacy;
+                return 200 "$edge $env \$uri -> portal v2 $why\n";
+            }
+EOF
+    done
+    cat <<EOF
+        }
+
+        location @legacy {
+            return 200 "$edge $env \$uri -> legacy $why\n";
+        }
+    }
+EOF
+}
+
+# write_edge_conf EDGE: the edge's nginx.conf, in its own folder: both
+# vhosts on its port, its API on $dir/run/EDGE.sock.
+write_edge_conf() {
+    local edge=$1 d="$dir/$1"
+    mkdir -p "$d/state" "$d/tmp"
+    if [ "$(id -u)" = 0 ]; then
+        # the workers (nobody) write the state file and temp files
+        chown nobody:nogroup "$d/state" "$d/tmp"
+    fi
+
+    {
+        cat <<EOF
+# $edge of make demo: the shape of conf-examples/nginx.conf, with answers
+# instead of upstreams.
 load_module $module;
 
 daemon off;
 worker_processes 2;
-pid $dir/nginx.pid;
-error_log $dir/error.log notice;
+pid $d/nginx.pid;
+error_log $d/error.log notice;
 
 events {
     worker_connections 256;
 }
 
 http {
-    access_log $dir/access.log;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
     default_type text/plain;
+    log_format portal '\$remote_addr "\$request" \$status host=\$host '
+                      'company=\$portal_gate_company flag=\$portal_gate_flag '
+                      'decision=\$portal_gate_decision '
+                      'reason=\$portal_gate_reason';
+    access_log $d/access.log portal;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
 
-    portal_gate_zone zone=portal_gate:4m state=$dir/state/state.json;
+    portal_gate_zone zone=portal_gate:4m state=$d/state/state.json;
     portal_gate_company \$http_x_company_id;
+EOF
+        write_vhost "$edge" production "$domain" default_server
+        write_vhost "$edge" staging "staging.$domain"
+        cat <<EOF
 
+    # The API, for portal-gated (and portal-gatectl status, --wait).
     server {
-        listen 127.0.0.1:$port;
-        server_name example.com;
-
-        location /portal/ {
-            portal_gate customer_portal off=@legacy;
-            return 200 "portal v2 for company \$portal_gate_company (\$portal_gate_reason)\n";
-
-            location /portal/calls/ {
-                portal_gate customer_portal_calls off=@legacy;
-                return 200 "portal v2 calls for company \$portal_gate_company (\$portal_gate_reason)\n";
-            }
-        }
-
-        location @legacy {
-            return 200 "legacy portal (\$portal_gate_flag: \$portal_gate_reason)\n";
-        }
-    }
-
-    server {
-        listen 127.0.0.1:$port;
-        server_name staging.example.com;
-        portal_gate_env staging;
-
-        location /portal/ {
-            portal_gate customer_portal off=@legacy;
-            return 200 "staging portal v2 for company \$portal_gate_company (\$portal_gate_reason)\n";
-        }
-
-        location @legacy {
-            return 200 "staging legacy portal (\$portal_gate_reason)\n";
-        }
-    }
-
-    server {
-        listen 127.0.0.1:$api_port;
+        listen unix:$dir/run/$edge.sock;
 
         location /portal-gate/ {
-            allow 127.0.0.1;
-            deny all;
             portal_gate_api;
         }
     }
 }
 EOF
+    } > "$d/nginx.conf"
+}
 
-# The next phases, each a whole snapshot with the next revision.
-perl -MJSON::PP -e '
-    my ($src, $out) = @ARGV;
-    local $/;
-    open my $fh, "<", $src or die "$src: $!\n";
-    my $json = JSON::PP->new->canonical->pretty;
-    my $s = $json->decode(<$fh>);
-    my $prod = $s->{environments}{production};
-    my $put = sub {
-        my ($name, $rev, $edit) = @_;
-        my $copy = $json->decode($json->encode($s));
-        $copy->{revision} = $rev;
-        $edit->($copy->{environments}{production});
-        open my $o, ">", "$out/$name.json" or die "$out/$name.json: $!\n";
-        print $o $json->encode($copy);
-    };
-    $put->("phase2-25", 2, sub { $_->{rollout} = 25 for values %{$_[0]} });
-    $put->("phase3", 3, sub { $_->{rollout} = 100 for values %{$_[0]} });
-    $put->("kill", 4, sub {
-        $_[0]{customer_portal}{rollout} = 100;
-        $_[0]{customer_portal}{enabled} = JSON::PP::false;
-    });
-' "$top/conf-examples/snapshot.json" "$dir/snapshots"
+start_edge() {
+    local edge=$1 d="$dir/$1"
+    write_edge_conf "$edge"
+    # -e: the error log before the config is read (Debian's default,
+    # /var/log/nginx, is not writable by a normal user). Every message goes
+    # there; stderr only repeats them.
+    /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
+        </dev/null >/dev/null 2>"$d/stderr.log" 3>&- 4>&- &
+    edge_pid[$edge]=$!
+    started "nginx-$edge" $! "$d/error.log"
+}
 
-/usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" &
-nginx_pid=$!
+edge_up() {
+    curl -sf -o /dev/null --unix-socket "$dir/run/$1.sock" \
+         http://edge/portal-gate/status
+}
 
-ready=0
-for _ in $(seq 50); do
-    if ! kill -0 "$nginx_pid" 2>/dev/null; then
-        break
-    fi
-    if curl -s -o /dev/null "http://127.0.0.1:$api_port/portal-gate/status"
-    then
-        ready=1
-        break
-    fi
-    sleep 0.1
+# ---- the flags
+
+# seed: the scenario, as an operator would type it (its output goes to
+# $dir/seed.log: `list` shows the result better). In both environments
+# customer_portal and its sub-features, each requiring it. Staging: all at
+# rollout 100. Production: customer_portal for the pilots only (allow list,
+# rollout 0), and the sub-features at rollout 100, so that they follow it:
+# a later phase is one command on customer_portal, and the sub-features
+# never roll out to a different set of companies (each flag's bucket has
+# its own salt).
+seed_ctl() {
+    ctl --actor make-demo "$@"
+}
+seed() {
+    local env sub
+    seed_ctl init
+    for env in production staging; do
+        seed_ctl -e "$env" --reason "phase 0" create customer_portal \
+            --description "the new customer portal"
+        for sub in "${subs[@]}"; do
+            seed_ctl -e "$env" --reason "phase 0" \
+                create "customer_portal_$sub" --requires customer_portal
+            seed_ctl -e "$env" --reason "follows customer_portal" \
+                rollout "customer_portal_$sub" 100
+        done
+    done
+    seed_ctl -e staging --reason "staging: everyone" \
+        rollout customer_portal 100
+    seed_ctl -e production --reason "phase 0: pilots" \
+        allow customer_portal "${pilots[@]}"
+}
+
+write_gated_conf() {
+    cat > "$gated_conf" <<EOF
+# portal-gated of make demo: conf-examples/portal-gated.conf with this
+# demo's Redis and both edges.
+redis              $redis_url;
+prefix             portal-gate:;
+environments       production staging;
+edge               unix:$dir/run/edge-a.sock:/portal-gate/;
+edge               unix:$dir/run/edge-b.sock:/portal-gate/;
+reconcile_interval 2s;
+log_level          info;
+EOF
+}
+
+# ---- start: Redis and both edges at once, then the flags, then the daemon
+
+echo "demo: starting redis-server, nginx edge-a and edge-b, portal-gated" \
+     "in $dir"
+start_redis
+start_edge edge-a
+start_edge edge-b
+
+wait_for "$redis_pid" redis_ours \
+    || failed "redis-server did not start on 127.0.0.1:$redis_port" \
+              "($port_hint)" "$dir/redis/redis.log"
+for edge in edge-a edge-b; do
+    wait_for "${edge_pid[$edge]}" edge_up "$edge" \
+        || failed "nginx did not start on 127.0.0.1:${edge_port[$edge]}" \
+                  "for $edge ($port_hint)" "$dir/$edge/error.log"
 done
 
-if [ "$ready" != 1 ]; then
-    echo "demo: nginx did not start on 127.0.0.1:$port and :$api_port" \
-         "(a port in use? try DEMO_PORT=9090 make demo); its log:" >&2
-    cat "$dir/error.log" >&2 2>/dev/null || true
+write_gated_conf
+if ! seed >"$dir/seed.log" 2>&1; then
+    echo "demo: seeding the flags with portal-gatectl failed:" >&2
+    cat "$dir/seed.log" >&2
     exit 1
 fi
 
-api="http://127.0.0.1:$api_port/portal-gate"
-put() {
-    curl -s -X PUT --data-binary "@$1" "$api/snapshot"
-}
+"$gated" -c "$gated_conf" </dev/null >>"$gated_log" 2>&1 3>&- 4>&- &
+gated_pid=$!
+started portal-gated "$gated_pid" "$gated_log"
+# the edges have every flag when the store and both edges are at one
+# revision: `status` exits 0
+wait_for "$gated_pid" ctl status \
+    || failed "portal-gated did not bring both edges in step" "$gated_log"
 
-echo "== loading the rollout scenario (revision 1)"
-put "$top/conf-examples/snapshot.json"
+# ---- what to try
+
+url_a="http://127.0.0.1:${edge_port[edge-a]}"
+url_b="http://127.0.0.1:${edge_port[edge-b]}"
+eval_url="http://edge/portal-gate/eval?env=production&flag=customer_portal"
+eval_url+="&company=$late"
+
+# curl_words EDGE_URL HOST COMPANY PATH
+curl_words() {
+    shell_words curl -H "Host: $2" -H "X-Company-Id: $3" "$1$4"
+}
 
 cat <<EOF
 
-portal-gate demo: nginx (pid $nginx_pid) on 127.0.0.1:$port, API on :$api_port
-scratch folder: $dir
+portal-gate demo, all on loopback:
+$(for e in edge-a edge-b; do
+    printf '  %-13s nginx (pid %s) on 127.0.0.1:%s: %s (production),\n' \
+           "$e" "${edge_pid[$e]}" "${edge_port[$e]}" "$domain"
+    printf '  %-13s staging.%s (staging); API unix:%s\n' \
+           "" "$domain" "$dir/run/$e.sock"
+done)
+  redis-server  (pid $redis_pid) on 127.0.0.1:$redis_port: the store
+  portal-gated  (pid $gated_pid): pushes each change to both edges,
+                reconciles every 2s; log $gated_log
+  scratch folder: $dir
 
-Phase 1, pilot companies 1001 and 1002 only:
-  curl -H 'X-Company-Id: 1001' http://127.0.0.1:$port/portal/
-  curl -H 'X-Company-Id: 42'   http://127.0.0.1:$port/portal/
-  curl -H 'X-Company-Id: 1001' http://127.0.0.1:$port/portal/calls/
-Staging reads its own flags (everyone is on):
-  curl -H 'Host: staging.example.com' -H 'X-Company-Id: 42' http://127.0.0.1:$port/portal/
-Why? The same answer as the edge, with the bucket:
-  curl '$api/eval?flag=customer_portal&company=42'
-  curl $api/status
-Phase 2 (25% of companies), phase 3 (everyone), then the kill switch:
-  curl -X PUT --data-binary @$dir/snapshots/phase2-25.json $api/snapshot
-  curl -X PUT --data-binary @$dir/snapshots/phase3.json $api/snapshot
-  curl -X PUT --data-binary @$dir/snapshots/kill.json $api/snapshot
+The flags: staging has everything on for everyone; production has the
+portal on for the pilots ${pilots[*]} only (allow list, rollout 0), and the
+sub-features, each requiring customer_portal, follow it (rollout 100):
+$(ctl -e production list | sed 's/^/  /')
+$(ctl -e staging list | sed 's/^/  /')
+
+What a company gets, on either edge:
+  $(curl_words "$url_a" "$domain" "${pilots[0]}" /portal/)
+  $(curl_words "$url_b" "$domain" "${pilots[0]}" /portal/calls/)
+  $(curl_words "$url_a" "$domain" "$late" /portal/)
+  $(curl_words "$url_b" "$domain" "$late" /portal/)
+  $(curl_words "$url_a" "staging.$domain" "$late" /portal/)
+  $(curl_words "$url_b" "staging.$domain" "$late" /portal/crm/)
+Why: the edge's own evaluation, and the CLI's (the same core); and the
+whole snapshot an edge holds:
+  $(shell_words curl --unix-socket "$dir/run/edge-b.sock" "$eval_url")
+  $(ctl_words explain customer_portal "$late")
+  curl --unix-socket $dir/run/edge-a.sock http://edge/portal-gate/snapshot
+
+Phase 1, more pilot companies:
+  $(ctl_words allow customer_portal "${more_pilots[@]}" --wait)
+Phase 2, a share of every company ($(for p in "${phase2[@]}"; do
+    printf '%s %%: company %s; ' "${p%%:*}" "${p#*:}"; done)$late waits):
+$(for p in "${phase2[@]}"; do
+    echo "  $(ctl_words rollout customer_portal "${p%%:*}" --wait)"; done)
+Phase 3, everyone:
+  $(ctl_words rollout customer_portal 100 --wait)
+Kill switch (on-call): off on every edge in production, sub-features
+included; staging keeps its own flags. --wait returns when both edges
+have it:
+  $(ctl_words kill customer_portal --wait --reason "INC-1: portal v2 errors")
+  $(ctl_words on customer_portal --wait)
+Who changed what, and are the edges in step?
+  $(ctl_words audit customer_portal)
+  $(ctl_words status)
+  $(ctl_words -e staging list)
 EOF
+
+# ---- DEMO_ONCE: the checks, with their answers
+
+# run CMD...: show it as it can be pasted (ctl spelt out), then run it
+run() {
+    if [ "$1" = ctl ]; then
+        echo "\$ $(ctl_words "${@:2}")"
+    else
+        echo "\$ $(shell_words "$@")"
+    fi
+    "$@"
+}
+
+# ask EDGE_URL HOST COMPANY PATH: what a company gets
+ask() {
+    run curl -sS -H "Host: $2" -H "X-Company-Id: $3" "$1$4"
+}
+
+# decisions COMPANY...: /portal/ for each company, on both edges, in both
+# environments
+decisions() {
+    local c url host
+    for c in "$@"; do
+        for host in "$domain" "staging.$domain"; do
+            for url in "$url_a" "$url_b"; do
+                ask "$url" "$host" "$c" /portal/
+            done
+        done
+    done
+}
 
 if [ "${DEMO_ONCE:-}" = 1 ]; then
     echo
-    echo "== checks"
-    run() { echo "\$ $*"; "$@"; }
-    run curl -s -H 'X-Company-Id: 1001' "http://127.0.0.1:$port/portal/"
-    run curl -s -H 'X-Company-Id: 42' "http://127.0.0.1:$port/portal/"
-    run curl -s -H 'Host: staging.example.com' -H 'X-Company-Id: 42' \
-        "http://127.0.0.1:$port/portal/"
-    run curl -s "$api/eval?flag=customer_portal&company=42"
-    put "$dir/snapshots/phase3.json"
-    run curl -s -H 'X-Company-Id: 42' "http://127.0.0.1:$port/portal/"
-    put "$dir/snapshots/kill.json"
-    run curl -s -H 'X-Company-Id: 1001' "http://127.0.0.1:$port/portal/"
+    echo "== checks: a pilot and another company, on both edges"
+    decisions "${pilots[0]}" "$late"
+    ask "$url_a" "$domain" "${pilots[0]}" /portal/calls/
+    ask "$url_b" "$domain" "$late" /portal/calls/
+    run curl -sS --unix-socket "$dir/run/edge-b.sock" "$eval_url"
+    echo
+    run ctl explain customer_portal "$late"
+    run curl -sS --unix-socket "$dir/run/edge-a.sock" \
+        http://edge/portal-gate/snapshot
+    echo
+
+    echo "== checks: phase 1"
+    run ctl allow customer_portal "${more_pilots[@]}" --wait
+    ask "$url_b" "$domain" "${more_pilots[0]}" /portal/
+
+    echo "== checks: phase 2"
+    for p in "${phase2[@]}"; do
+        run ctl rollout customer_portal "${p%%:*}" --wait
+        ask "$url_a" "$domain" "${p#*:}" /portal/
+    done
+    ask "$url_b" "$domain" "$late" /portal/
+
+    echo "== checks: phase 3"
+    run ctl rollout customer_portal 100 --wait
+    decisions "$late"
+
+    echo "== checks: kill switch"
+    run ctl kill customer_portal --wait --reason "INC-1: portal v2 errors"
+    decisions "${pilots[0]}" "$late"
+    ask "$url_a" "$domain" "${pilots[0]}" /portal/calls/
+    ask "$url_b" "$domain" "${pilots[0]}" /portal/calls/
+
+    echo "== checks: audit and status"
+    run ctl audit customer_portal --count 3
+    run ctl status
+
+    echo "== portal-gated's log"
+    cat "$gated_log"
     exit 0
 fi
 
-echo
-echo "Ctrl-C stops nginx and removes $dir"
-wait "$nginx_pid"
+cat <<EOF
+
+portal-gated's log follows. Ctrl-C stops everything and removes
+$dir.
+EOF
+# tail goes when the demo goes, even if the demo is killed with KILL
+tail --pid=$$ -n +1 -f "$gated_log" 3>&- 4>&- &
+started tail $!
+
+# Idle until Ctrl-C, or until a service dies on its own.
+wait -n "$redis_pid" "${edge_pid[edge-a]}" "${edge_pid[edge-b]}" \
+    "$gated_pid" || true
+for i in "${!names[@]}"; do
+    if [ "${names[i]}" != tail ] && ! running "${pids[i]}"; then
+        echo "demo: ${names[i]} (pid ${pids[i]}) exited on its own" >&2
+    fi
+done
+exit 1
