@@ -4,7 +4,8 @@
 #                 build/portal-gated and build/portal-gatectl
 #   make test     build everything, run every test (prove -r t), then the
 #                 nginx tests again with nginx under valgrind
-#   make demo     nginx + the module on loopback with the rollout scenario
+#   make demo     Redis, two nginx edges and portal-gated on loopback,
+#                 seeded with the rollout scenario
 #   make bench    benchmarks; figures go to bench/RESULTS.md by hand
 #
 # Each target first installs the Debian packages it needs (tools/deps.sh).
