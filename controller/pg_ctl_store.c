@@ -862,6 +862,15 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             return pg_store_fail(store, code, "%s", err.text);
         }
 
+        /* nothing to change: no write, no revision, no push */
+        if (before && json_equal(before, after)) {
+            freeReplyObject(reply);
+            change->before = before;
+            change->after = after;
+            change->unchanged = 1;
+            return pg_store_revision(store, &change->revision);
+        }
+
         /* the flag's own version, and who changed it when */
 
         version = 0;

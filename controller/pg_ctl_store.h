@@ -50,7 +50,8 @@ typedef json_t *(*pg_store_edit_pt)(const json_t *before, void *data,
 typedef struct {
     json_t   *before;
     json_t   *after;
-    int64_t   revision;
+    int64_t   revision;     /* the store's, after */
+    int       unchanged;    /* 1: the flag was so already; nothing written */
 } pg_store_change_t;
 
 void pg_store_setup(pg_store_t *store, redisContext *redis,
@@ -124,7 +125,7 @@ int pg_store_raise_revision(pg_store_t *store, int64_t above,
  * bad sibling never blocks it), raise its version, stamp updated_at and
  * updated_by, then write it with the audit entry and the change message in
  * one script, if nobody changed it meanwhile; otherwise read again and
- * retry.
+ * retry. An edit that changes nothing writes nothing (change->unchanged).
  */
 int pg_store_write(pg_store_t *store, const char *env, const char *flag,
     const char *action, const char *actor, const char *reason,

@@ -321,15 +321,22 @@ pg_ctl_fields(const json_t *f, int *enabled, double *rollout,
 
 
 static int
+pg_ctl_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+
+static int
 pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int          enabled;
-    double       rollout;
-    size_t       allow, deny;
-    json_t      *flags, *f;
-    const char  *name, *requires;
-    int64_t      revision;
+    int           enabled;
+    double        rollout;
+    size_t        allow, deny, n, i;
+    json_t       *flags, *f;
+    const char   *name, *requires, **names;
+    int64_t       revision;
 
     if (pg_store_env_flags(store, o->env, &flags) != PG_OK
         || pg_store_revision(store, &revision) != PG_OK)
@@ -347,13 +354,31 @@ pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     printf("%-40s %-7s %8s %7s %7s  %s\n", "FLAG", "STATE", "ROLLOUT",
            "ALLOW", "DENY", "REQUIRES");
 
+    /* in name order: a hash has none */
+    names = malloc(json_object_size(flags) * sizeof(char *) + 1);
+    if (names == NULL) {
+        json_decref(flags);
+        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
+    }
+
+    n = 0;
+
     json_object_foreach(flags, name, f) {
+        names[n++] = name;
+    }
+
+    qsort(names, n, sizeof(char *), pg_ctl_strcmp);
+
+    for (i = 0; i < n; i++) {
+        f = json_object_get(flags, names[i]);
         pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
 
-        printf("%-40s %-7s %7.2f%% %7zu %7zu  %s\n", name,
+        printf("%-40s %-7s %7.2f%% %7zu %7zu  %s\n", names[i],
                enabled ? "on" : "killed", rollout, allow, deny,
                requires ? requires : "-");
     }
+
+    free(names);
 
     printf("(%zu flags in %s, store revision %lld)\n", json_object_size(flags),
            o->env, (long long) revision);
@@ -608,13 +633,27 @@ pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
     if (o->json) {
         json_t  *j;
 
-        j = json_pack("{s:s,s:s,s:s,s:O?,s:O,s:I}", "env", o->env, "flag",
-                      flag, "action", cmd, "before", ch->before, "after",
-                      ch->after, "revision", (json_int_t) ch->revision);
+        j = json_pack("{s:s,s:s,s:s,s:O?,s:O,s:I,s:b}", "env", o->env,
+                      "flag", flag, "action", cmd, "before", ch->before,
+                      "after", ch->after, "revision",
+                      (json_int_t) ch->revision, "changed", !ch->unchanged);
         if (j) {
             json_dumpf(j, stdout, JSON_COMPACT);
             printf("\n");
             json_decref(j);
+        }
+
+        return;
+    }
+
+    if (ch->unchanged) {
+        if (strcmp(cmd, "off") == 0 || strcmp(cmd, "kill") == 0) {
+            printf("%s is off already in %s: nothing changed (store "
+                   "revision %lld)\n", flag, o->env,
+                   (long long) ch->revision);
+        } else {
+            printf("%s in %s is so already: nothing changed (store revision "
+                   "%lld)\n", flag, o->env, (long long) ch->revision);
         }
 
         return;
@@ -638,12 +677,10 @@ static int
 pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int                 i, enabled;
+    int                 i;
     long                bp;
-    double              pct, rollout;
-    size_t              len, allow, deny;
-    json_t             *flags, *f;
-    const char         *requires;
+    double              pct;
+    size_t              len;
     pg_ctl_edit_t       edit;
     pg_store_change_t   change;
 
@@ -692,41 +729,6 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 
     if (o->requires && pg_ctl_check_flag(o->requires) != PG_CTL_OK) {
         return PG_CTL_USAGE;
-    }
-
-    /* off and kill are idempotent: a second kill changes nothing */
-
-    if (strcmp(cmd, "off") == 0 || strcmp(cmd, "kill") == 0) {
-        /* this flag only: a bad sibling must never block a kill */
-        if (pg_store_flag(store, o->env, argv[0], &flags) != PG_OK) {
-            return pg_ctl_store_error(store);
-        }
-
-        f = flags;
-
-        if (f) {
-            pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
-
-            if (!enabled) {
-                printf("%s is off already in %s: nothing changed\n",
-                       argv[0], o->env);
-                json_decref(flags);
-
-                if (o->wait >= 0) {
-                    int64_t  revision;
-
-                    if (pg_store_revision(store, &revision) != PG_OK) {
-                        return pg_ctl_store_error(store);
-                    }
-
-                    return pg_ctl_wait(store, o, revision);
-                }
-
-                return PG_CTL_OK;
-            }
-        }
-
-        json_decref(flags);
     }
 
     edit.cmd = cmd;

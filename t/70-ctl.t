@@ -139,6 +139,25 @@ subtest 'kill turns the flag off, says what changed, and is idempotent' => sub {
     exits(ctl('on', 'customer_portal'), 0, 'on again');
 };
 
+subtest 'a change to what a flag is already writes nothing' => sub {
+    my $before = $rs->cli('GET', 'portal-gate:revision');
+    my $audit = $rs->cli('XLEN', 'portal-gate:audit');
+    my $f = flag_json('customer_portal');
+    for my $args (['on', 'customer_portal'],
+                  ['rollout', 'customer_portal', $f->{rollout}],
+                  ['allow', 'customer_portal', $f->{allow}[0]],
+                  ['deny', 'customer_portal', $f->{deny}[0]]) {
+        my $r = ctl(@$args);
+        exits($r, 0, "@$args");
+        like($r->{out}, qr/so already: nothing changed \(store revision $before\)/,
+             "@$args: says nothing changed");
+    }
+    is($rs->cli('GET', 'portal-gate:revision'), $before, 'no revision raised');
+    is($rs->cli('XLEN', 'portal-gate:audit'), $audit, 'no audit entry');
+    my $j = decode_json(ctl('on', 'customer_portal', '--json')->{out});
+    is($j->{changed}, JSON::PP::false, '--json says changed: false');
+};
+
 subtest 'sub-features require the portal' => sub {
     exits(ctl('create', 'customer_portal_calls', '--requires',
               'customer_portal', '--description', 'calls'), 0,
