@@ -75,6 +75,8 @@ static int pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
 static int pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
+static json_t *pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before,
+    pg_error_t *why, pg_error_t *err);
 static int pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o,
     const char *cmd, int argc, char **argv);
 static int pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o,
@@ -420,11 +422,59 @@ pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 
 
 /* The edit of every writing command; see pg_store_edit_pt. */
+/*
+ * off or kill of a flag whose value in Redis is not valid: the flag,
+ * disabled, with each of its fields that is valid on its own; the rest is
+ * dropped and named on stderr (the audit entry keeps the value as it was).
+ */
+static json_t *
+pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before, pg_error_t *why,
+    pg_error_t *err)
+{
+    char         dropped[512];
+    size_t       n;
+    json_t      *after, *value;
+    pg_error_t   check;
+    const char  *key;
+
+    after = json_pack("{s:b}", "enabled", 0);
+    if (after == NULL) {
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return NULL;
+    }
+
+    n = 0;
+    dropped[0] = '\0';
+
+    json_object_foreach((json_t *) before, key, value) {
+        if (strcmp(key, "enabled") == 0) {
+            continue;
+        }
+
+        json_object_set(after, key, value);
+
+        if (pg_flag_check_json(e->args[0], after, &check) != PG_OK) {
+            json_object_del(after, key);
+            n += snprintf(dropped + n, n < sizeof(dropped)
+                                       ? sizeof(dropped) - n : 0,
+                          "%s\"%s\"", n ? ", " : "", key);
+        }
+    }
+
+    fprintf(stderr, "portal-gatectl: warning: flag \"%s\" in %s held an "
+            "invalid value (%s); turned off, dropping %s\n", e->args[0],
+            e->o->env, why->text, n ? dropped : "nothing");
+
+    return after;
+}
+
+
 static json_t *
 pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
 {
     int             i, j, rc;
     json_t         *after, *list, *id;
+    pg_error_t      why;
     const char     *field;
     pg_ctl_edit_t  *e = data;
 
@@ -471,6 +521,19 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
         snprintf(err->text, sizeof(err->text),
                  "no flag \"%s\" in %s: `portal-gatectl -e %s create %s` "
                  "makes it", e->args[0], e->o->env, e->o->env, e->args[0]);
+        return NULL;
+    }
+
+    if (pg_flag_check_json(e->args[0], before, &why) != PG_OK) {
+        /* on-call can always turn a flag off, whatever Redis holds */
+        if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
+            return pg_ctl_salvage(e, before, &why, err);
+        }
+
+        *code = PG_STORE_EFAILED;
+        snprintf(err->text, sizeof(err->text), "flag \"%s\" in %s holds an "
+                 "invalid value in Redis (%.120s): fix it, or `kill %s` to "
+                 "turn it off", e->args[0], e->o->env, why.text, e->args[0]);
         return NULL;
     }
 

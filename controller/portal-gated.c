@@ -112,7 +112,7 @@ typedef struct {
     int             state;          /* PGD_UP, PGD_DOWN as last logged */
     int             held;           /* failed: wait for the next tick */
     int             check;          /* ask its revision when idle */
-    char            said[PG_ERROR_LEN];     /* the last refusal logged */
+    char            said[512];      /* the last refusal logged */
 } pgd_edge_t;
 
 typedef struct {
@@ -143,7 +143,6 @@ typedef struct {
     json_t         *seed;           /* an edge's snapshot, see
                                        pgd_last_good(), or NULL */
     int             seed_tried;
-    char            raise_said[1024];
 
     pgd_edge_t     *edges;
     size_t          nedges;
@@ -188,8 +187,8 @@ static int pgd_find_culprit(pgd_t *d, json_t *snap, pg_error_t *err);
 static void pgd_say_bad(pgd_t *d);
 static void pgd_tick(pgd_t *d);
 static void pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above);
-static void pgd_raise_failed(pgd_t *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void pgd_raise_failed(pgd_t *d, pgd_edge_t *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void pgd_kick(pgd_t *d);
 static void pgd_start(pgd_t *d, pgd_edge_t *e, int kind);
 static void pgd_cancel(pgd_t *d, pgd_edge_t *e);
@@ -709,7 +708,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         /* said once: it is tried again every tick */
         if (strcmp(err.text, e->said) != 0) {
             pgd_log(d, PG_LOG_ERROR, "%s", err.text);
-            memcpy(e->said, err.text, sizeof(e->said));
+            snprintf(e->said, sizeof(e->said), "%s", err.text);
         }
 
         e->revision = -1;
@@ -769,7 +768,7 @@ pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
      * lost its data, not an older backup. Raising would empty the edges.
      */
     if (d->store_revision == 0) {
-        pgd_raise_failed(d, "the store at %s was initialised empty "
+        pgd_raise_failed(d, e, "the store at %s was initialised empty "
                          "(revision 0) but edge %s holds revision %lld: the "
                          "edges are not emptied. To rebuild the store from "
                          "them, run `portal-gatectl init --from-edge URL`",
@@ -787,14 +786,14 @@ pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
         if (d->store.code == PG_STORE_EREDIS) {
             pgd_redis_down(d, d->store.err.text);
         } else {
-            pgd_raise_failed(d, "cannot raise the store's revision above "
+            pgd_raise_failed(d, e, "cannot raise the store's revision above "
                              "edge %s's %lld: %s", e->edge.spec,
                              (long long) above, d->store.err.text);
         }
         return;
     }
 
-    d->raise_said[0] = '\0';
+    e->said[0] = '\0';
 
     pgd_log(d, PG_LOG_WARN, "edge %s is at revision %lld, above the store's "
             "%lld (a store restored from an older backup?): raised the "
@@ -806,20 +805,20 @@ pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
 }
 
 
-/* Why the store's revision stays below an edge's: said once. */
+/* Why the store's revision stays below e's: said once per edge. */
 static void
-pgd_raise_failed(pgd_t *d, const char *fmt, ...)
+pgd_raise_failed(pgd_t *d, pgd_edge_t *e, const char *fmt, ...)
 {
-    char     msg[sizeof(d->raise_said)];
+    char     msg[sizeof(e->said)];
     va_list  args;
 
     va_start(args, fmt);
     vsnprintf(msg, sizeof(msg), fmt, args);
     va_end(args);
 
-    if (strcmp(msg, d->raise_said) != 0) {
+    if (strcmp(msg, e->said) != 0) {
         pgd_log(d, PG_LOG_ERROR, "%s", msg);
-        memcpy(d->raise_said, msg, sizeof(d->raise_said));
+        memcpy(e->said, msg, sizeof(e->said));
     }
 }
 
@@ -851,14 +850,8 @@ pgd_redis_down(pgd_t *d, const char *why)
     now = pgd_now();
 
     if (d->redis_state != PGD_DOWN) {
-        if (d->body) {
-            pgd_log(d, PG_LOG_ERROR, "redis unreachable: %s; the edges keep "
-                    "revision %lld, reconnecting", why,
-                    (long long) d->body->revision);
-        } else {
-            pgd_log(d, PG_LOG_ERROR, "redis unreachable: %s; the edges keep "
-                    "what they have, reconnecting", why);
-        }
+        pgd_log(d, PG_LOG_ERROR, "redis unreachable: %s; the edges keep what "
+                "they hold, reconnecting", why);
 
         d->redis_state = PGD_DOWN;
         d->redis_down_since = now;
@@ -1003,7 +996,7 @@ pgd_bad_flag(const char *env, const char *flag, const char *why, void *data)
 static void
 pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
 {
-    char     msg[sizeof(d->store_said)], keep[64];
+    char     msg[sizeof(d->store_said)];
     va_list  args;
 
     va_start(args, fmt);
@@ -1014,15 +1007,8 @@ pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
         return;
     }
 
-    if (d->body) {
-        snprintf(keep, sizeof(keep), "revision %lld",
-                 (long long) d->body->revision);
-    } else {
-        snprintf(keep, sizeof(keep), "what they have");
-    }
-
-    pgd_log(d, PG_LOG_ERROR, "%s; nothing is pushed, the edges keep %s",
-            msg, keep);
+    pgd_log(d, PG_LOG_ERROR, "%s; nothing is pushed, the edges keep what "
+            "they hold", msg);
 
     d->store_state = state;
     memcpy(d->store_said, msg, sizeof(d->store_said));
@@ -1406,11 +1392,8 @@ pgd_tick(pgd_t *d)
             && now - d->stale_said >= PGD_STALE_EVERY_MS)
         {
             pgd_log(d, PG_LOG_WARN, "redis still unreachable after %.0f s; "
-                    "the edges keep %s %lld",
-                    (now - d->redis_down_since) / 1000,
-                    d->body ? "revision" : "what they have, the store never "
-                                           "read, revision",
-                    d->body ? (long long) d->body->revision : -1LL);
+                    "the edges keep what they hold",
+                    (now - d->redis_down_since) / 1000);
             d->stale_said = now;
         }
 
@@ -1524,7 +1507,6 @@ pgd_reconfigure(pgd_t *d)
         d->redis_state = PGD_UNKNOWN;
         d->store_state = PGD_STORE_UNKNOWN;
         d->store_said[0] = '\0';
-        d->raise_said[0] = '\0';
         d->redis_retry_at = 0;
     }
 

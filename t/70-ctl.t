@@ -275,6 +275,27 @@ subtest 'a broken sibling flag never blocks a kill' => sub {
     $rs->cli('HDEL', 'portal-gate:flags:production', 'broken');
 };
 
+subtest 'kill turns off a flag whose value in Redis is broken' => sub {
+    $rs->cli('HSET', 'portal-gate:flags:production', 'broken',
+             '{"enabled":true,"rolout":5,"allow":["1001"],"version":3}');
+    my $r = ctl('rollout', 'broken', '10');
+    exits($r, 1, 'another change to it');
+    like($r->{err}, qr/flag "broken" in production holds an invalid value in Redis .*unknown key "rolout".*kill broken/,
+         'says the stored value is bad, and that kill still works');
+
+    $r = ctl('kill', 'broken');
+    exits($r, 0, 'kill');
+    like($r->{err}, qr/warning: .*"broken".*invalid value.*dropping "rolout"/,
+         'says what it dropped');
+    my $f = flag_json('broken');
+    is($f->{enabled}, JSON::PP::false, 'off in Redis');
+    is_deeply($f->{allow}, ['1001'], 'the valid fields kept');
+    is($f->{version}, 4, 'its version raised');
+    like(ctl('audit', 'broken', '--count', '1')->{out}, qr/kill/,
+         'audited');
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'broken');
+};
+
 subtest 'odd values in Redis fail cleanly and change nothing' => sub {
     $rs->cli('HSET', 'portal-gate:flags:production', 'odd', '[]');
     my $r = ctl('on', 'odd');
