@@ -57,7 +57,24 @@ typedef struct {
     ngx_http_portal_gate_shctx_t  *sh;
     ngx_slab_pool_t               *shpool;
     ngx_str_t                      state;       /* "" without state= */
+#if (NGX_THREADS)
+    ngx_thread_pool_t             *thread_pool; /* writes the state file */
+#endif
 } ngx_http_portal_gate_zone_ctx_t;
+
+
+/* One write of the state file; in r->pool, which the write outlives not. */
+typedef struct {
+    ngx_http_request_t               *request;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+    ngx_log_t                        *log;
+    int64_t                           revision;
+    char                             *text;     /* malloc()ed JSON */
+    size_t                            len;
+    u_char                           *tmp;      /* the paths, NUL-ended */
+    u_char                           *dir;
+    u_char                           *corrupt;
+} ngx_http_portal_gate_state_t;
 
 
 typedef struct {
@@ -147,8 +164,18 @@ static ngx_int_t ngx_http_portal_gate_body_filter(ngx_http_request_t *r,
 
 static ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
     unsigned char *blob, size_t size, int64_t *current);
-static void ngx_http_portal_gate_write_state(ngx_http_request_t *r,
-    int64_t revision, unsigned char *blob, size_t size);
+static ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
+    ngx_http_request_t *r, int64_t revision, unsigned char *blob,
+    size_t size);
+static void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
+#if (NGX_THREADS)
+static ngx_int_t ngx_http_portal_gate_state_post(
+    ngx_http_portal_gate_state_t *st);
+static void ngx_http_portal_gate_state_thread(void *data, ngx_log_t *log);
+static void ngx_http_portal_gate_state_done(ngx_event_t *ev);
+#endif
+static void ngx_http_portal_gate_put_done(ngx_http_request_t *r,
+    int64_t revision);
 static void ngx_http_portal_gate_state_failed(
     ngx_http_portal_gate_zone_ctx_t *ctx, ngx_log_t *log, int64_t revision,
     ngx_err_t err, const char *what, u_char *path);
@@ -963,6 +990,7 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     pg_snap_t                         snap;
     pg_error_t                        err;
     unsigned char                    *blob;
+    ngx_http_portal_gate_state_t     *st;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
 
@@ -1028,10 +1056,29 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
                   "portal_gate: snapshot revision %L applied, %uz bytes",
                   revision, size);
 
-    ngx_http_portal_gate_write_state(r, revision, blob, size);
+    st = ngx_http_portal_gate_state_prepare(r, revision, blob, size);
 
     free(blob);
 
+    if (st != NULL) {
+#if (NGX_THREADS)
+        /* the fsync()s off the event loop: this worker keeps serving */
+        if (ngx_http_portal_gate_state_post(st) == NGX_OK) {
+            return;
+        }
+#endif
+        ngx_http_portal_gate_state_save(st);
+    }
+
+    ngx_http_portal_gate_put_done(r, revision);
+}
+
+
+/* The answer to a PUT that was applied, once its state file is written. */
+
+static void
+ngx_http_portal_gate_put_done(ngx_http_request_t *r, int64_t revision)
+{
     ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
                                  NGX_HTTP_OK,
                                  json_pack("{s:I}", "revision",
@@ -1567,22 +1614,21 @@ nomem:
  * still the zone's, so an older snapshot never wins the race; then the
  * folder is fsync()ed. A failure is logged and reported by GET status; the
  * snapshot stays applied.
+ *
+ * _prepare() runs on the event loop: the paths and the JSON text, or NULL
+ * without state= (or when that fails, logged). _save() does the file work
+ * with no pool and no request: in a thread of the pool when nginx has
+ * threads, so that the fsync()s never stall the worker's other requests.
  */
 
-static void
-ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
+static ngx_http_portal_gate_state_t *
+ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
     unsigned char *blob, size_t size)
 {
-    char                              *text;
-    u_char                            *tmp, *dir, *p, *corrupt;
-    size_t                             len;
-    ssize_t                            n;
     json_t                            *json;
-    ngx_fd_t                           fd;
-    ngx_err_t                          err;
     pg_snap_t                          snap;
     pg_error_t                         perr;
-    ngx_uint_t                         renamed, kept;
+    ngx_http_portal_gate_state_t      *st;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
@@ -1590,48 +1636,143 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     ctx = pmcf->shm_zone->data;
 
     if (ctx->state.len == 0) {
-        return;
+        return NULL;
     }
 
-    tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp.") - 1
-                               + NGX_INT64_LEN + 1);
-    dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
-
-    if (tmp == NULL || dir == NULL) {
-        return;
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_state_t));
+    if (st == NULL) {
+        return NULL;
     }
 
-    ngx_sprintf(tmp, "%V.tmp.%P%Z", &ctx->state, ngx_pid);
+    st->request = r;
+    st->ctx = ctx;
+    st->log = r->connection->log;
+    st->revision = revision;
+
+    st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp..") - 1
+                                   + 2 * NGX_INT64_LEN + 1);
+    st->dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
+    st->corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
+
+    if (st->tmp == NULL || st->dir == NULL || st->corrupt == NULL) {
+        return NULL;
+    }
+
+    /* per pid and revision: two writes may run at once in threads */
+    ngx_sprintf(st->tmp, "%V.tmp.%P.%L%Z", &ctx->state, ngx_pid, revision);
+    ngx_sprintf(st->corrupt, "%V.corrupt%Z", &ctx->state);
 
     (void) pg_snap_open(&snap, blob, size, &perr);
 
     json = pg_snap_to_json(&snap);
-    text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    st->text = json ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);
 
-    if (text == NULL) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
-                                          0, "serialising", tmp);
-        return;
+    if (st->text == NULL) {
+        ngx_http_portal_gate_state_failed(ctx, st->log, revision, 0,
+                                          "serialising", st->tmp);
+        return NULL;
     }
 
-    len = ngx_strlen(text);
+    st->len = ngx_strlen(st->text);
+
+    return st;
+}
+
+
+#if (NGX_THREADS)
+
+static ngx_int_t
+ngx_http_portal_gate_state_post(ngx_http_portal_gate_state_t *st)
+{
+    ngx_thread_task_t  *task;
+
+    if (st->ctx->thread_pool == NULL) {
+        return NGX_DECLINED;
+    }
+
+    task = ngx_thread_task_alloc(st->request->pool, 0);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    task->ctx = st;
+    task->handler = ngx_http_portal_gate_state_thread;
+    task->event.handler = ngx_http_portal_gate_state_done;
+    task->event.data = st;
+
+    if (ngx_thread_task_post(st->ctx->thread_pool, task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_portal_gate_state_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_portal_gate_state_save(data);
+}
+
+
+/* Back on the event loop: answer the PUT. */
+
+static void
+ngx_http_portal_gate_state_done(ngx_event_t *ev)
+{
+    ngx_connection_t              *c;
+    ngx_http_request_t            *r;
+    ngx_http_portal_gate_state_t  *st;
+
+    st = ev->data;
+    r = st->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_http_portal_gate_put_done(r, st->revision);
+    ngx_http_run_posted_requests(c);
+}
+
+#endif
+
+
+static void
+ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
+{
+    u_char                           *p, *tmp, *dir, *corrupt;
+    size_t                            len;
+    ssize_t                           n;
+    ngx_fd_t                          fd;
+    ngx_err_t                         err;
+    ngx_log_t                        *log;
+    ngx_uint_t                        renamed, kept;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+
+    ctx = st->ctx;
+    log = st->log;
+    tmp = st->tmp;
+    dir = st->dir;
+    corrupt = st->corrupt;
+    len = st->len;
 
     fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
                        NGX_FILE_DEFAULT_ACCESS);
 
     if (fd == NGX_INVALID_FILE) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
-                                          ngx_errno, ngx_open_file_n, tmp);
-        free(text);
+        ngx_http_portal_gate_state_failed(ctx, log, st->revision, ngx_errno,
+                                          ngx_open_file_n, tmp);
+        free(st->text);
+        st->text = NULL;
         return;
     }
 
-    p = (u_char *) text;
+    p = (u_char *) st->text;
     err = 0;
 
-    while (p < (u_char *) text + len) {
-        n = ngx_write_fd(fd, p, (u_char *) text + len - p);
+    while (p < (u_char *) st->text + len) {
+        n = ngx_write_fd(fd, p, (u_char *) st->text + len - p);
 
         if (n == -1) {
             err = ngx_errno;
@@ -1650,21 +1791,22 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
         p += n;
     }
 
-    n = p - (u_char *) text;
+    n = p - (u_char *) st->text;
 
-    free(text);
+    free(st->text);
+    st->text = NULL;
 
     if ((size_t) n != len) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
-                                          err, ngx_write_fd_n, tmp);
+        ngx_http_portal_gate_state_failed(ctx, log, st->revision, err,
+                                          ngx_write_fd_n, tmp);
         (void) ngx_close_file(fd);
         (void) ngx_delete_file(tmp);
         return;
     }
 
     if (fsync(fd) == -1) {
-        ngx_http_portal_gate_state_failed(ctx, r->connection->log, revision,
-                                          ngx_errno, "fsync()", tmp);
+        ngx_http_portal_gate_state_failed(ctx, log, st->revision, ngx_errno,
+                                          "fsync()", tmp);
         (void) ngx_close_file(fd);
         (void) ngx_delete_file(tmp);
         return;
@@ -1673,20 +1815,11 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     (void) ngx_close_file(fd);
 
     renamed = 0;
-
-    corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
-    if (corrupt == NULL) {
-        (void) ngx_delete_file(tmp);
-        return;
-    }
-
-    ngx_sprintf(corrupt, "%V.corrupt%Z", &ctx->state);
-
     kept = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (ctx->sh->revision == revision) {
+    if (ctx->sh->revision == st->revision) {
 
         /* nothing lost on bad input: the unreadable file is kept aside */
 
@@ -1700,8 +1833,8 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
                 if (err != NGX_ENOENT) {
                     /* never overwrite the corrupt file unkept */
                     ngx_shmtx_unlock(&ctx->shpool->mutex);
-                    ngx_http_portal_gate_state_failed(ctx, r->connection->log,
-                                                  revision, err,
+                    ngx_http_portal_gate_state_failed(ctx, log, st->revision,
+                                                  err,
                                                   "keeping the corrupt file, "
                                                   ngx_rename_file_n,
                                                   corrupt);
@@ -1716,8 +1849,7 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
         if (ngx_rename_file(tmp, ctx->state.data) == NGX_FILE_ERROR) {
             err = ngx_errno;
             ngx_shmtx_unlock(&ctx->shpool->mutex);
-            ngx_http_portal_gate_state_failed(ctx, r->connection->log,
-                                              revision, err,
+            ngx_http_portal_gate_state_failed(ctx, log, st->revision, err,
                                               ngx_rename_file_n,
                                               ctx->state.data);
             (void) ngx_delete_file(tmp);
@@ -1733,7 +1865,7 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     if (kept) {
-        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "portal_gate: the corrupt state file is kept as "
                       "\"%s\"", corrupt);
     }
@@ -1768,13 +1900,13 @@ ngx_http_portal_gate_write_state(ngx_http_request_t *r, int64_t revision,
     fd = ngx_open_file(dir, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, ngx_errno,
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
                       ngx_open_file_n " \"%s\" failed", dir);
         return;
     }
 
     if (fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, ngx_errno,
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
                       "fsync() \"%s\" failed", dir);
     }
 
@@ -2371,6 +2503,16 @@ ngx_http_portal_gate_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ctx->state = state;
+
+#if (NGX_THREADS)
+    /* nginx's default pool (`thread_pool default` sets its size) */
+    if (state.len) {
+        ctx->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (ctx->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+#endif
 
     shm_zone = ngx_shared_memory_add(cf, &name, size,
                                      &ngx_http_portal_gate_module);
