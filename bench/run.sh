@@ -644,3 +644,9 @@ echo
 echo '```'
 echo "$eval_out"
 echo '```'
+
+# ------------------------------------------------- kill-switch propagation
+# its own scratch folder, redis-server, 3 edges and portal-gated; it prints
+# its own results block (PROP_* knobs: see its header)
+echo
+"$top/bench/propagation.sh"
