@@ -74,6 +74,19 @@ typedef struct {
     u_char                           *tmp;      /* the paths, NUL-ended */
     u_char                           *dir;
     u_char                           *corrupt;
+
+    /* what _save() did, logged by _report() on the event loop */
+    const char                       *failed;   /* the step, or NULL */
+    u_char                           *path;
+    ngx_err_t                         err;
+    ngx_uint_t                        kept;     /* the corrupt file */
+    ngx_err_t                         dir_err;  /* fsync of the folder */
+    const char                       *dir_what;
+
+#if (NGX_THREADS)
+    /* a graceful shutdown waits for timers: the answer is still to go */
+    ngx_event_t                       wait;
+#endif
 } ngx_http_portal_gate_state_t;
 
 
@@ -168,11 +181,16 @@ static ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
     ngx_http_request_t *r, int64_t revision, unsigned char *blob,
     size_t size);
 static void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
+static void ngx_http_portal_gate_state_report(
+    ngx_http_portal_gate_state_t *st);
+static void ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
+    ngx_err_t err, const char *what, u_char *path);
 #if (NGX_THREADS)
 static ngx_int_t ngx_http_portal_gate_state_post(
     ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_thread(void *data, ngx_log_t *log);
 static void ngx_http_portal_gate_state_done(ngx_event_t *ev);
+static void ngx_http_portal_gate_state_wait(ngx_event_t *ev);
 #endif
 static void ngx_http_portal_gate_put_done(ngx_http_request_t *r,
     int64_t revision);
@@ -1068,6 +1086,7 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         }
 #endif
         ngx_http_portal_gate_state_save(st);
+        ngx_http_portal_gate_state_report(st);
     }
 
     ngx_http_portal_gate_put_done(r, revision);
@@ -1705,7 +1724,23 @@ ngx_http_portal_gate_state_post(ngx_http_portal_gate_state_t *st)
         return NGX_ERROR;
     }
 
+    /* as nginx's own aio: nothing frees the request while the task runs */
+    st->request->main->blocked++;
+    st->request->aio = 1;
+
+    st->wait.handler = ngx_http_portal_gate_state_wait;
+    st->wait.data = st;
+    st->wait.log = st->log;
+    ngx_add_timer(&st->wait, 3600000);
+
     return NGX_OK;
+}
+
+
+static void
+ngx_http_portal_gate_state_wait(ngx_event_t *ev)
+{
+    /* the timer only keeps a shutting down worker until the answer */
 }
 
 
@@ -1731,6 +1766,14 @@ ngx_http_portal_gate_state_done(ngx_event_t *ev)
 
     ngx_http_set_log_request(c->log, r);
 
+    if (st->wait.timer_set) {
+        ngx_del_timer(&st->wait);
+    }
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    ngx_http_portal_gate_state_report(st);
     ngx_http_portal_gate_put_done(r, st->revision);
     ngx_http_run_posted_requests(c);
 }
@@ -1746,12 +1789,10 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     ssize_t                           n;
     ngx_fd_t                          fd;
     ngx_err_t                         err;
-    ngx_log_t                        *log;
     ngx_uint_t                        renamed, kept;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
     ctx = st->ctx;
-    log = st->log;
     tmp = st->tmp;
     dir = st->dir;
     corrupt = st->corrupt;
@@ -1761,8 +1802,8 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
                        NGX_FILE_DEFAULT_ACCESS);
 
     if (fd == NGX_INVALID_FILE) {
-        ngx_http_portal_gate_state_failed(ctx, log, st->revision, ngx_errno,
-                                          ngx_open_file_n, tmp);
+        ngx_http_portal_gate_state_fail(st, ngx_errno, ngx_open_file_n,
+                                        tmp);
         free(st->text);
         st->text = NULL;
         return;
@@ -1797,16 +1838,14 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     st->text = NULL;
 
     if ((size_t) n != len) {
-        ngx_http_portal_gate_state_failed(ctx, log, st->revision, err,
-                                          ngx_write_fd_n, tmp);
+        ngx_http_portal_gate_state_fail(st, err, ngx_write_fd_n, tmp);
         (void) ngx_close_file(fd);
         (void) ngx_delete_file(tmp);
         return;
     }
 
     if (fsync(fd) == -1) {
-        ngx_http_portal_gate_state_failed(ctx, log, st->revision, ngx_errno,
-                                          "fsync()", tmp);
+        ngx_http_portal_gate_state_fail(st, ngx_errno, "fsync()", tmp);
         (void) ngx_close_file(fd);
         (void) ngx_delete_file(tmp);
         return;
@@ -1833,11 +1872,10 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
                 if (err != NGX_ENOENT) {
                     /* never overwrite the corrupt file unkept */
                     ngx_shmtx_unlock(&ctx->shpool->mutex);
-                    ngx_http_portal_gate_state_failed(ctx, log, st->revision,
-                                                  err,
-                                                  "keeping the corrupt file, "
-                                                  ngx_rename_file_n,
-                                                  corrupt);
+                    ngx_http_portal_gate_state_fail(st, err,
+                                                    "keeping the corrupt "
+                                                    "file, " ngx_rename_file_n,
+                                                    corrupt);
                     (void) ngx_delete_file(tmp);
                     return;
                 }
@@ -1849,9 +1887,8 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
         if (ngx_rename_file(tmp, ctx->state.data) == NGX_FILE_ERROR) {
             err = ngx_errno;
             ngx_shmtx_unlock(&ctx->shpool->mutex);
-            ngx_http_portal_gate_state_failed(ctx, log, st->revision, err,
-                                              ngx_rename_file_n,
-                                              ctx->state.data);
+            ngx_http_portal_gate_state_fail(st, err, ngx_rename_file_n,
+                                            ctx->state.data);
             (void) ngx_delete_file(tmp);
             return;
         }
@@ -1864,11 +1901,7 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    if (kept) {
-        ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                      "portal_gate: the corrupt state file is kept as "
-                      "\"%s\"", corrupt);
-    }
+    st->kept = kept;
 
     if (!renamed) {
         /* a newer snapshot arrived meanwhile; its writer saves it */
@@ -1900,17 +1933,52 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     fd = ngx_open_file(dir, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      ngx_open_file_n " \"%s\" failed", dir);
+        st->dir_err = ngx_errno;
+        st->dir_what = ngx_open_file_n;
         return;
     }
 
     if (fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      "fsync() \"%s\" failed", dir);
+        st->dir_err = ngx_errno;
+        st->dir_what = "fsync()";
     }
 
     (void) ngx_close_file(fd);
+}
+
+
+/* Set what failed, for _report(); no log and no lock in a thread. */
+
+static void
+ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
+    ngx_err_t err, const char *what, u_char *path)
+{
+    st->failed = what;
+    st->err = err;
+    st->path = path;
+}
+
+
+/* Back on the event loop: say what the write of the state file did. */
+
+static void
+ngx_http_portal_gate_state_report(ngx_http_portal_gate_state_t *st)
+{
+    if (st->kept) {
+        ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
+                      "portal_gate: the corrupt state file is kept as "
+                      "\"%s\"", st->corrupt);
+    }
+
+    if (st->failed) {
+        ngx_http_portal_gate_state_failed(st->ctx, st->log, st->revision,
+                                          st->err, st->failed, st->path);
+    }
+
+    if (st->dir_what) {
+        ngx_log_error(NGX_LOG_WARN, st->log, st->dir_err,
+                      "%s \"%s\" failed", st->dir_what, st->dir);
+    }
 }
 
 
