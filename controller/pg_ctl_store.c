@@ -842,14 +842,21 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
         if (reply->type == REDIS_REPLY_STRING) {
             before = json_loadb(reply->str, reply->len,
                                 JSON_REJECT_DUPLICATES, &jerr);
+
             if (before == NULL || !json_is_object(before)) {
-                pg_store_fail(store, PG_STORE_EFAILED,
-                              "flag \"%s\" in %s is not a JSON object%s%s",
-                              flag, flags, before ? "" : ": ",
-                              before ? "" : jerr.text);
+                /*
+                 * The edit sees a flag that no check passes, so that only
+                 * off and kill go on (pg_ctl_salvage); the script still
+                 * compares with the text as stored, and audits it.
+                 */
                 json_decref(before);
-                freeReplyObject(reply);
-                return PG_ERR;
+                before = json_pack("{s:s}", PG_STORE_UNREADABLE,
+                                   "the value in Redis is not a JSON object");
+                if (before == NULL) {
+                    freeReplyObject(reply);
+                    return pg_store_fail(store, PG_STORE_EFAILED,
+                                         "out of memory");
+                }
             }
         }
 
@@ -879,14 +886,9 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             version = json_integer_value(json_object_get(before, "version"));
         }
 
+        /* a version that cannot be raised (set by hand) starts again */
         if (version < 0 || version == INT64_MAX) {
-            json_decref(before);
-            json_decref(after);
-            freeReplyObject(reply);
-            return pg_store_fail(store, PG_STORE_EFAILED,
-                                 "flag \"%s\" in %s has version %"
-                                 JSON_INTEGER_FORMAT ", which cannot be "
-                                 "raised", flag, flags, version);
+            version = 0;
         }
 
         pg_store_now(ts, sizeof(ts));

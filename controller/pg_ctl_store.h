@@ -27,6 +27,10 @@
 #define PG_STORE_EFAILED    3
 #define PG_STORE_EINVALID   4
 
+/* The one key of the flag that pg_store_write() gives an edit when the
+ * value in Redis is not a JSON object: no flag check passes it. */
+#define PG_STORE_UNREADABLE "(unreadable)"
+
 typedef struct {
     redisContext  *redis;                       /* borrowed */
     char           prefix[PG_STORE_PREFIX_MAX + 1];

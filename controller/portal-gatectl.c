@@ -447,17 +447,27 @@ pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before, pg_error_t *why,
     dropped[0] = '\0';
 
     json_object_foreach((json_t *) before, key, value) {
-        if (strcmp(key, "enabled") == 0) {
+        if (strcmp(key, "enabled") == 0
+            || strcmp(key, PG_STORE_UNREADABLE) == 0)
+        {
             continue;
         }
 
         json_object_set(after, key, value);
 
-        if (pg_flag_check_json(e->args[0], after, &check) != PG_OK) {
+        /*
+         * requires is dropped too: it may name a flag that is gone, and
+         * then the daemon would keep the last good, enabled, version
+         */
+        if (strcmp(key, "requires") == 0
+            || pg_flag_check_json(e->args[0], after, &check) != PG_OK)
+        {
             json_object_del(after, key);
-            n += snprintf(dropped + n, n < sizeof(dropped)
-                                       ? sizeof(dropped) - n : 0,
-                          "%s\"%s\"", n ? ", " : "", key);
+
+            if (n < sizeof(dropped)) {
+                n += snprintf(dropped + n, sizeof(dropped) - n, "%s\"%s\"",
+                              n ? ", " : "", key);
+            }
         }
     }
 
@@ -475,7 +485,7 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
     int             i, j, rc;
     json_t         *after, *list, *id;
     pg_error_t      why;
-    const char     *field;
+    const char     *field, *unreadable;
     pg_ctl_edit_t  *e = data;
 
     if (strcmp(e->cmd, "create") == 0) {
@@ -524,7 +534,13 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
         return NULL;
     }
 
-    if (pg_flag_check_json(e->args[0], before, &why) != PG_OK) {
+    unreadable = json_string_value(json_object_get(before,
+                                                   PG_STORE_UNREADABLE));
+    if (unreadable) {
+        snprintf(why.text, sizeof(why.text), "%s", unreadable);
+    }
+
+    if (unreadable || pg_flag_check_json(e->args[0], before, &why) != PG_OK) {
         /* on-call can always turn a flag off, whatever Redis holds */
         if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
             return pg_ctl_salvage(e, before, &why, err);
