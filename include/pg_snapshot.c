@@ -584,8 +584,11 @@ pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
         return pg_fail(err, "revision is required");
     }
 
-    if (!json_is_integer(revision) || json_integer_value(revision) < 0) {
-        return pg_fail(err, "revision must be an integer >= 0");
+    if (!json_is_integer(revision) || json_integer_value(revision) < 0
+        || json_integer_value(revision) > PG_REVISION_MAX)
+    {
+        return pg_fail(err, "revision must be an integer from 0 to %lld",
+                       (long long) PG_REVISION_MAX);
     }
 
     cs->revision = json_integer_value(revision);

@@ -43,6 +43,12 @@
 #define PG_BUCKETS         10000    /* a bucket is 0..9999 */
 #define PG_BP_MAX          10000    /* rollout 100% in basis points */
 
+/* The highest revision a snapshot may carry: 2^53 - 1, the largest integer
+ * every JSON reader (jq, JavaScript, a double) holds exactly. An edge
+ * refuses a higher one, so no PUT can pin an edge where the store's
+ * revision could never pass it. */
+#define PG_REVISION_MAX    9007199254740991LL
+
 #define PG_ERROR_LEN       256
 
 /* The first 4 bytes of every blob: "PGSN" read as a little-endian word. */

@@ -707,11 +707,28 @@ test_refused(void)
     t_refuses_exactly("{\"environments\": {}}", "revision is required",
                       "a missing revision is refused");
     t_refuses_exactly("{\"revision\": -1, \"environments\": {}}",
-                      "revision must be an integer >= 0",
+                      "revision must be an integer from 0 to "
+                      "9007199254740991",
                       "a negative revision is refused");
     t_refuses_exactly("{\"revision\": 1.5, \"environments\": {}}",
-                      "revision must be an integer >= 0",
+                      "revision must be an integer from 0 to "
+                      "9007199254740991",
                       "a real revision is refused");
+    t_refuses_exactly("{\"revision\": 9007199254740992, "
+                      "\"environments\": {}}",
+                      "revision must be an integer from 0 to "
+                      "9007199254740991",
+                      "a revision above 2^53 - 1 is refused: it would pin "
+                      "the edge where the store cannot pass it");
+    {
+        t_snap_t  top;
+
+        t_ok(t_compile("{\"revision\": 9007199254740991, "
+                       "\"environments\": {}}", &top)
+             && pg_snap_revision(&top.snap) == PG_REVISION_MAX,
+             "revision 2^53 - 1 is accepted and kept");
+        t_snap_free(&top);
+    }
     t_refuses_exactly("{\"revision\": 1}", "environments is required",
                       "missing environments are refused");
     t_refuses_exactly("{\"revision\": 1, \"environments\": []}",
@@ -1010,7 +1027,7 @@ test_round_trip(void)
     unsigned char *blob2, *copy;
 
     if (!t_ok(t_compile(
-            "{\"revision\": 9007199254740993, \"environments\": {"
+            "{\"revision\": 9007199254740991, \"environments\": {"
             " \"staging\": {\"customer_portal\": {\"rollout\": 100}},"
             " \"production\": {"
             "  \"z\": {\"enabled\": false, \"rollout\": 33.33,"
@@ -1046,7 +1063,7 @@ test_round_trip(void)
 
     free(text);
 
-    t_ok(pg_snap_revision(&s.snap) == 9007199254740993LL,
+    t_ok(pg_snap_revision(&s.snap) == 9007199254740991LL,
          "a 64-bit revision is kept");
     t_ok(pg_snap_env_count(&s.snap) == 3, "env_count counts environments");
 
