@@ -359,7 +359,7 @@ pg_flag_parse(const char *path, const char *name, size_t name_len,
 
             if (!(d >= 0 && d <= 100)) {
                 return pg_fail(err, "%s: rollout must be a number "
-                               "from 0 to 100, not %g", path, d);
+                               "from 0 to 100, not %.15g", path, d);
             }
 
             /* compare in integer basis points: 0.07 * 100 is 7.000...01 */
@@ -368,7 +368,7 @@ pg_flag_parse(const char *path, const char *name, size_t name_len,
 
             if (fabs(x - (double) f->bp) > 1e-4) {
                 return pg_fail(err, "%s: rollout must be a multiple of "
-                               "0.01, not %.17g", path, d);
+                               "0.01, not %.15g", path, d);
             }
 
         } else if (pg_key_is(key, key_len, "allow")) {

@@ -51,6 +51,11 @@
 
 #define PG_ERROR_LEN       256
 
+/* Flags for json_dump*() of anything holding a rollout: 15 significant
+ * digits print a rollout as it was written (0.07, not jansson's default
+ * 0.070000000000000007), and still read back to the same double. */
+#define PG_JSON_REAL       JSON_REAL_PRECISION(15)
+
 /* The first 4 bytes of every blob: "PGSN" read as a little-endian word. */
 #define PG_SNAP_MAGIC      0x4e534750u
 /* Bumped whenever the blob layout changes. */

@@ -1275,7 +1275,7 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    text = json_dumps(json, JSON_COMPACT);
+    text = json_dumps(json, JSON_COMPACT | PG_JSON_REAL);
     json_decref(json);
 
     if (text == NULL) {
@@ -1684,7 +1684,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
     (void) pg_snap_open(&snap, blob, size, &perr);
 
     json = pg_snap_to_json(&snap);
-    st->text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    st->text = json ? json_dumps(json, JSON_COMPACT | PG_JSON_REAL) : NULL;
     json_decref(json);
 
     if (st->text == NULL) {

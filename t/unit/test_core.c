@@ -689,6 +689,10 @@ test_refused(void)
     t_refuses(t_prod("\"f\": {\"rollout\": 100.01}"),
               "environments.production.f: rollout must be a number from 0 "
               "to 100", "rollout 100.01 is refused");
+    t_refuses_exactly(t_prod("\"f\": {\"rollout\": 100.0000001}"),
+              "environments.production.f: rollout must be a number from 0 "
+              "to 100, not 100.0000001",
+              "rollout 100.0000001 is refused naming 100.0000001, not 100");
     t_refuses(t_prod("\"f\": {\"rollout\": -1}"),
               "environments.production.f: rollout must be a number from 0 "
               "to 100", "rollout -1 is refused");
@@ -847,6 +851,17 @@ test_accepted(void)
                 json_object_get(json_object_get(root, "environments"),
                                 "production"), "a"), "rollout")) == 0.07,
          "rollout is returned as 12.5, 0.07 and the integer 100");
+
+    {
+        char  *text;
+
+        text = json_dumps(json_object_get(json_object_get(
+                   json_object_get(root, "environments"), "production"),
+                   "a"), JSON_COMPACT | PG_JSON_REAL);
+        t_ok(text != NULL && strstr(text, "\"rollout\":0.07,") != NULL,
+             "rollout 0.07 prints as 0.07, not 0.070000000000000007");
+        free(text);
+    }
 
     json_decref(root);
     t_snap_free(&s);
