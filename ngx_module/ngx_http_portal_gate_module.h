@@ -1,0 +1,155 @@
+
+/*
+ * Private header of ngx_http_portal_gate_module: what its files share.
+ *
+ *   ngx_http_portal_gate_module.c     directives, configuration, the gate
+ *   ngx_http_portal_gate_variables.c  $portal_gate_* and $portal_flag_NAME
+ *   ngx_http_portal_gate_api.c        the JSON API (portal_gate_api)
+ *   ngx_http_portal_gate_zone.c       the shared zone: init, reload, resize,
+ *                                     the swap, and each worker's copy
+ *   ngx_http_portal_gate_state.c      the state file: read at start,
+ *                                     written after each accepted snapshot
+ */
+
+
+#ifndef _NGX_HTTP_PORTAL_GATE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_PORTAL_GATE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <portal_gate.h>
+
+
+#define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
+#define NGX_HTTP_PORTAL_GATE_LAYOUT    1
+
+#define NGX_HTTP_PORTAL_GATE_OFF_STATUS  0
+#define NGX_HTTP_PORTAL_GATE_OFF_NAMED   1
+#define NGX_HTTP_PORTAL_GATE_OFF_URL     2
+
+#define NGX_HTTP_PORTAL_GATE_VAR_COMPANY   0
+#define NGX_HTTP_PORTAL_GATE_VAR_DECISION  1
+#define NGX_HTTP_PORTAL_GATE_VAR_REASON    2
+#define NGX_HTTP_PORTAL_GATE_VAR_FLAG      3
+#define NGX_HTTP_PORTAL_GATE_NVARS         4
+
+#define NGX_HTTP_PORTAL_GATE_ERR_LEN   256
+
+#define NGX_HTTP_PORTAL_GATE_DEFAULT_ENV  "production"
+
+
+/* The zone's contents: shpool->data points here. */
+typedef struct {
+    ngx_uint_t                   magic;
+    ngx_uint_t                   layout;
+    ngx_atomic_t                 generation;    /* >= 1, bumped per swap */
+    u_char                      *blob;          /* NULL: empty snapshot */
+    size_t                       blob_size;
+    int64_t                      revision;
+    time_t                       applied_at;    /* 0: never */
+    ngx_uint_t                   restored;      /* from the state file */
+    ngx_uint_t                   state_corrupt; /* not read: keep it */
+    ngx_uint_t                   state_failed;
+    time_t                       state_written_at;
+    u_char                       state_error[NGX_HTTP_PORTAL_GATE_ERR_LEN];
+} ngx_http_portal_gate_shctx_t;
+
+
+/* shm_zone->data */
+typedef struct {
+    ngx_http_portal_gate_shctx_t  *sh;
+    ngx_slab_pool_t               *shpool;
+    ngx_str_t                      state;       /* "" without state= */
+#if (NGX_THREADS)
+    ngx_thread_pool_t             *thread_pool; /* writes the state file */
+#endif
+} ngx_http_portal_gate_zone_ctx_t;
+
+
+typedef struct {
+    ngx_shm_zone_t               *shm_zone;
+
+    /* this worker's copy of the snapshot */
+    ngx_atomic_uint_t             generation;
+    u_char                       *blob;
+    pg_snap_t                     snap;
+
+    ngx_int_t                     index[NGX_HTTP_PORTAL_GATE_NVARS];
+
+    ngx_uint_t                    gates;        /* portal_gate directives */
+    ngx_uint_t                    apis;         /* portal_gate_api */
+} ngx_http_portal_gate_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                     flag;
+    ngx_uint_t                    off;          /* NGX_HTTP_PORTAL_GATE_OFF_* */
+    ngx_uint_t                    status;
+    ngx_str_t                     named;
+    ngx_http_complex_value_t      url;
+} ngx_http_portal_gate_gate_t;
+
+
+typedef struct {
+    ngx_http_portal_gate_gate_t  *gate;         /* NULL: no gate */
+    ngx_http_complex_value_t     *env;          /* NULL: "production" */
+    ngx_http_complex_value_t     *company;      /* NULL: no company */
+    ngx_flag_t                    api;
+    size_t                        api_max_body_size;
+} ngx_http_portal_gate_loc_conf_t;
+
+
+typedef struct {
+    pg_result_t                   result;
+    ngx_str_t                     company;      /* "" when no company */
+} ngx_http_portal_gate_decision_t;
+
+
+/* One write of the state file (ngx_http_portal_gate_state.c). */
+typedef struct ngx_http_portal_gate_state_s  ngx_http_portal_gate_state_t;
+
+
+/* ngx_http_portal_gate_module.c */
+void ngx_http_portal_gate_decide(ngx_http_request_t *r,
+    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d);
+
+/* ngx_http_portal_gate_variables.c */
+ngx_int_t ngx_http_portal_gate_add_variables(ngx_conf_t *cf);
+void ngx_http_portal_gate_set_variables(ngx_http_request_t *r,
+    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d);
+
+/* ngx_http_portal_gate_api.c */
+ngx_int_t ngx_http_portal_gate_api_handler(ngx_http_request_t *r);
+void ngx_http_portal_gate_put_done(ngx_http_request_t *r,
+    int64_t revision);
+ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_portal_gate_zone.c */
+ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+ngx_int_t ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone);
+pg_snap_t *ngx_http_portal_gate_snapshot(ngx_http_request_t *r);
+ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
+    unsigned char *blob, size_t size, int64_t *current);
+
+/* ngx_http_portal_gate_state.c */
+ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
+    ngx_http_request_t *r, int64_t revision, unsigned char *blob,
+    size_t size);
+#if (NGX_THREADS)
+ngx_int_t ngx_http_portal_gate_state_post(
+    ngx_http_portal_gate_state_t *st);
+#endif
+void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
+void ngx_http_portal_gate_state_report(
+    ngx_http_portal_gate_state_t *st);
+ngx_int_t ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone);
+
+
+extern ngx_module_t  ngx_http_portal_gate_module;
+
+
+#endif /* _NGX_HTTP_PORTAL_GATE_MODULE_H_INCLUDED_ */

@@ -1,0 +1,563 @@
+
+/*
+ * The state file: read into a fresh zone at start, and written after each
+ * accepted snapshot, so that a restart gates as before while the
+ * controller is down.
+ */
+
+
+#include "ngx_http_portal_gate_module.h"
+
+
+/* One write of the state file; in r->pool, which the write outlives not. */
+struct ngx_http_portal_gate_state_s {
+    ngx_http_request_t               *request;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+    ngx_log_t                        *log;
+    int64_t                           revision;
+    char                             *text;     /* malloc()ed JSON */
+    size_t                            len;
+    u_char                           *tmp;      /* the paths, NUL-ended */
+    u_char                           *dir;
+    u_char                           *corrupt;
+
+    /* what _save() did, logged by _report() on the event loop */
+    const char                       *failed;   /* the step, or NULL */
+    u_char                           *path;
+    ngx_err_t                         err;
+    ngx_uint_t                        kept;     /* the corrupt file */
+    ngx_err_t                         dir_err;  /* fsync of the folder */
+    const char                       *dir_what;
+
+#if (NGX_THREADS)
+    /* a graceful shutdown waits for timers: the answer is still to go */
+    ngx_event_t                       wait;
+#endif
+};
+
+
+#if (NGX_THREADS)
+static void ngx_http_portal_gate_state_wait(ngx_event_t *ev);
+static void ngx_http_portal_gate_state_thread(void *data, ngx_log_t *log);
+static void ngx_http_portal_gate_state_done(ngx_event_t *ev);
+#endif
+static void ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
+    ngx_err_t err, const char *what, u_char *path);
+static void ngx_http_portal_gate_state_failed(
+    ngx_http_portal_gate_zone_ctx_t *ctx, ngx_log_t *log, int64_t revision,
+    ngx_err_t err, const char *what, u_char *path);
+
+
+/*
+ * The state file: written to a temp file named per pid in the same folder,
+ * fsync()ed, then renamed under the zone's lock only if this revision is
+ * still the zone's, so an older snapshot never wins the race; then the
+ * folder is fsync()ed. A failure is logged and reported by GET status; the
+ * snapshot stays applied.
+ *
+ * _prepare() runs on the event loop: the paths and the JSON text, or NULL
+ * without state= (or when that fails, logged). _save() does the file work
+ * with no pool and no request: in a thread of the pool when nginx has
+ * threads, so that the fsync()s never stall the worker's other requests.
+ */
+
+ngx_http_portal_gate_state_t *
+ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
+    unsigned char *blob, size_t size)
+{
+    json_t                            *json;
+    pg_snap_t                          snap;
+    pg_error_t                         perr;
+    ngx_http_portal_gate_state_t      *st;
+    ngx_http_portal_gate_zone_ctx_t   *ctx;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+    ctx = pmcf->shm_zone->data;
+
+    if (ctx->state.len == 0) {
+        return NULL;
+    }
+
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_state_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    st->request = r;
+    st->ctx = ctx;
+    st->log = r->connection->log;
+    st->revision = revision;
+
+    st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp..") - 1
+                                   + 2 * NGX_INT64_LEN + 1);
+    st->dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
+    st->corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
+
+    if (st->tmp == NULL || st->dir == NULL || st->corrupt == NULL) {
+        return NULL;
+    }
+
+    /* per pid and revision: two writes may run at once in threads */
+    ngx_sprintf(st->tmp, "%V.tmp.%P.%L%Z", &ctx->state, ngx_pid, revision);
+    ngx_sprintf(st->corrupt, "%V.corrupt%Z", &ctx->state);
+
+    (void) pg_snap_open(&snap, blob, size, &perr);
+
+    json = pg_snap_to_json(&snap);
+    st->text = json ? json_dumps(json, JSON_COMPACT | PG_JSON_REAL) : NULL;
+    json_decref(json);
+
+    if (st->text == NULL) {
+        ngx_http_portal_gate_state_failed(ctx, st->log, revision, 0,
+                                          "serialising", st->tmp);
+        return NULL;
+    }
+
+    st->len = ngx_strlen(st->text);
+
+    return st;
+}
+
+
+#if (NGX_THREADS)
+
+ngx_int_t
+ngx_http_portal_gate_state_post(ngx_http_portal_gate_state_t *st)
+{
+    ngx_thread_task_t  *task;
+
+    if (st->ctx->thread_pool == NULL) {
+        return NGX_DECLINED;
+    }
+
+    task = ngx_thread_task_alloc(st->request->pool, 0);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    task->ctx = st;
+    task->handler = ngx_http_portal_gate_state_thread;
+    task->event.handler = ngx_http_portal_gate_state_done;
+    task->event.data = st;
+
+    if (ngx_thread_task_post(st->ctx->thread_pool, task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* as nginx's own aio: nothing frees the request while the task runs */
+    st->request->main->blocked++;
+    st->request->aio = 1;
+
+    st->wait.handler = ngx_http_portal_gate_state_wait;
+    st->wait.data = st;
+    st->wait.log = st->log;
+    ngx_add_timer(&st->wait, 3600000);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_portal_gate_state_wait(ngx_event_t *ev)
+{
+    /* the timer only keeps a shutting down worker until the answer */
+}
+
+
+static void
+ngx_http_portal_gate_state_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_portal_gate_state_save(data);
+}
+
+
+/* Back on the event loop: answer the PUT. */
+
+static void
+ngx_http_portal_gate_state_done(ngx_event_t *ev)
+{
+    ngx_connection_t              *c;
+    ngx_http_request_t            *r;
+    ngx_http_portal_gate_state_t  *st;
+
+    st = ev->data;
+    r = st->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    if (st->wait.timer_set) {
+        ngx_del_timer(&st->wait);
+    }
+
+    r->main->blocked--;
+    r->aio = 0;
+
+    ngx_http_portal_gate_state_report(st);
+    ngx_http_portal_gate_put_done(r, st->revision);
+    ngx_http_run_posted_requests(c);
+}
+
+#endif
+
+
+void
+ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
+{
+    u_char                           *p, *tmp, *dir, *corrupt;
+    size_t                            len;
+    ssize_t                           n;
+    ngx_fd_t                          fd;
+    ngx_err_t                         err;
+    ngx_uint_t                        renamed, kept;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+
+    ctx = st->ctx;
+    tmp = st->tmp;
+    dir = st->dir;
+    corrupt = st->corrupt;
+    len = st->len;
+
+    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+                       NGX_FILE_DEFAULT_ACCESS);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_http_portal_gate_state_fail(st, ngx_errno, ngx_open_file_n,
+                                        tmp);
+        free(st->text);
+        st->text = NULL;
+        return;
+    }
+
+    p = (u_char *) st->text;
+    err = 0;
+
+    while (p < (u_char *) st->text + len) {
+        n = ngx_write_fd(fd, p, (u_char *) st->text + len - p);
+
+        if (n == -1) {
+            err = ngx_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            break;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        p += n;
+    }
+
+    n = p - (u_char *) st->text;
+
+    free(st->text);
+    st->text = NULL;
+
+    if ((size_t) n != len) {
+        ngx_http_portal_gate_state_fail(st, err, ngx_write_fd_n, tmp);
+        (void) ngx_close_file(fd);
+        (void) ngx_delete_file(tmp);
+        return;
+    }
+
+    if (fsync(fd) == -1) {
+        ngx_http_portal_gate_state_fail(st, ngx_errno, "fsync()", tmp);
+        (void) ngx_close_file(fd);
+        (void) ngx_delete_file(tmp);
+        return;
+    }
+
+    (void) ngx_close_file(fd);
+
+    renamed = 0;
+    kept = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->revision == st->revision) {
+
+        /* nothing lost on bad input: the unreadable file is kept aside */
+
+        if (ctx->sh->state_corrupt) {
+            if (ngx_rename_file(ctx->state.data, corrupt) != NGX_FILE_ERROR) {
+                kept = 1;
+
+            } else {
+                err = ngx_errno;
+
+                if (err != NGX_ENOENT) {
+                    /* never overwrite the corrupt file unkept */
+                    ngx_shmtx_unlock(&ctx->shpool->mutex);
+                    ngx_http_portal_gate_state_fail(st, err,
+                                                    "keeping the corrupt "
+                                                    "file, " ngx_rename_file_n,
+                                                    corrupt);
+                    (void) ngx_delete_file(tmp);
+                    return;
+                }
+            }
+
+            ctx->sh->state_corrupt = 0;
+        }
+
+        if (ngx_rename_file(tmp, ctx->state.data) == NGX_FILE_ERROR) {
+            err = ngx_errno;
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            ngx_http_portal_gate_state_fail(st, err, ngx_rename_file_n,
+                                            ctx->state.data);
+            (void) ngx_delete_file(tmp);
+            return;
+        }
+
+        renamed = 1;
+        ctx->sh->state_failed = 0;
+        ctx->sh->state_error[0] = '\0';
+        ctx->sh->state_written_at = ngx_time();
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    st->kept = kept;
+
+    if (!renamed) {
+        /* a newer snapshot arrived meanwhile; its writer saves it */
+        (void) ngx_delete_file(tmp);
+        return;
+    }
+
+    /* fsync the folder, so that the rename itself is durable */
+
+    p = (u_char *) ngx_strlchr(ctx->state.data,
+                               ctx->state.data + ctx->state.len, '/');
+    len = 0;
+
+    while (p) {
+        len = p - ctx->state.data;
+        p = ngx_strlchr(p + 1, ctx->state.data + ctx->state.len, '/');
+    }
+
+    if (len == 0) {
+        len = 1;
+        dir[0] = ctx->state.data[0] == '/' ? '/' : '.';
+
+    } else {
+        ngx_memcpy(dir, ctx->state.data, len);
+    }
+
+    dir[len] = '\0';
+
+    fd = ngx_open_file(dir, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        st->dir_err = ngx_errno;
+        st->dir_what = ngx_open_file_n;
+        return;
+    }
+
+    if (fsync(fd) == -1) {
+        st->dir_err = ngx_errno;
+        st->dir_what = "fsync()";
+    }
+
+    (void) ngx_close_file(fd);
+}
+
+
+/* Set what failed, for _report(); no log and no lock in a thread. */
+
+static void
+ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
+    ngx_err_t err, const char *what, u_char *path)
+{
+    st->failed = what;
+    st->err = err;
+    st->path = path;
+}
+
+
+/* Back on the event loop: say what the write of the state file did. */
+
+void
+ngx_http_portal_gate_state_report(ngx_http_portal_gate_state_t *st)
+{
+    if (st->kept) {
+        ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
+                      "portal_gate: the corrupt state file is kept as "
+                      "\"%s\"", st->corrupt);
+    }
+
+    if (st->failed) {
+        ngx_http_portal_gate_state_failed(st->ctx, st->log, st->revision,
+                                          st->err, st->failed, st->path);
+    }
+
+    if (st->dir_what) {
+        ngx_log_error(NGX_LOG_WARN, st->log, st->dir_err,
+                      "%s \"%s\" failed", st->dir_what, st->dir);
+    }
+}
+
+
+/*
+ * Log a failed write of the state file, and report it in GET status unless
+ * a newer snapshot has been applied meanwhile: its writer has the say.
+ */
+
+static void
+ngx_http_portal_gate_state_failed(ngx_http_portal_gate_zone_ctx_t *ctx,
+    ngx_log_t *log, int64_t revision, ngx_err_t err, const char *what,
+    u_char *path)
+{
+    u_char  *p, *last;
+
+    ngx_log_error(NGX_LOG_ERR, log, err,
+                  "portal_gate: state file not written for revision %L: "
+                  "%s \"%s\" failed", revision, what, path);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->revision != revision) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return;
+    }
+
+    p = ctx->sh->state_error;
+    last = p + NGX_HTTP_PORTAL_GATE_ERR_LEN - 1;
+
+    p = ngx_slprintf(p, last, "%s \"%s\" failed", what, path);
+
+    if (err) {
+        p = ngx_slprintf(p, last, " (%d: ", err);
+        p = ngx_strerror(err, p, last - p);
+        p = ngx_slprintf(p, last, ")");
+    }
+
+    *p = '\0';
+    ctx->sh->state_failed = 1;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * Fill a fresh zone from the state file. Runs in the master at start and
+ * when a reload changes the zone's size; it only reads. A missing file is
+ * normal on a first start; a corrupt one is logged and nginx starts empty.
+ */
+
+ngx_int_t
+ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
+{
+    u_char                           *text, *p;
+    size_t                            size;
+    ssize_t                           n;
+    ngx_fd_t                          fd;
+    pg_snap_t                         snap;
+    pg_error_t                        err;
+    ngx_file_info_t                   fi;
+    unsigned char                    *blob;
+    ngx_http_portal_gate_shctx_t     *sh;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+    sh = ctx->sh;
+
+    if (ctx->state.len == 0) {
+        return NGX_OK;
+    }
+
+    fd = ngx_open_file(ctx->state.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno == NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "portal_gate state file \"%V\" does not exist yet, "
+                          "zone \"%V\" starts empty",
+                          &ctx->state, &shm_zone->shm.name);
+            return NGX_OK;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, ngx_errno,
+                      ngx_open_file_n " \"%V\" failed, zone \"%V\" starts "
+                      "empty", &ctx->state, &shm_zone->shm.name);
+        return NGX_OK;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, ngx_errno,
+                      ngx_fd_info_n " \"%V\" failed, zone \"%V\" starts "
+                      "empty", &ctx->state, &shm_zone->shm.name);
+        (void) ngx_close_file(fd);
+        return NGX_OK;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    text = ngx_alloc(size ? size : 1, shm_zone->shm.log);
+    if (text == NULL) {
+        (void) ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    p = text;
+
+    while (p < text + size) {
+        n = ngx_read_fd(fd, p, text + size - p);
+
+        if (n <= 0) {
+            break;
+        }
+
+        p += n;
+    }
+
+    (void) ngx_close_file(fd);
+
+    if (pg_snap_compile((char *) text, p - text, &blob, &size, &err) != PG_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate state file \"%V\" is corrupt, zone \"%V\" "
+                      "starts empty (the next write keeps it as "
+                      "\"%V.corrupt\"): %s",
+                      &ctx->state, &shm_zone->shm.name, &ctx->state,
+                      err.text);
+        sh->state_corrupt = 1;
+        ngx_free(text);
+        return NGX_OK;
+    }
+
+    ngx_free(text);
+
+    (void) pg_snap_open(&snap, blob, size, &err);
+
+    sh->blob = ngx_slab_alloc(ctx->shpool, size);
+
+    if (sh->blob == NULL) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" is too small for the %uz-byte "
+                      "snapshot in \"%V\", it starts empty",
+                      &shm_zone->shm.name, size, &ctx->state);
+        free(blob);
+        return NGX_OK;
+    }
+
+    ngx_memcpy(sh->blob, blob, size);
+    sh->blob_size = size;
+    sh->revision = pg_snap_revision(&snap);
+    sh->applied_at = ngx_file_mtime(&fi);
+    sh->restored = 1;
+    sh->generation++;
+
+    free(blob);
+
+    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                  "portal_gate zone \"%V\" restored revision %L from \"%V\"",
+                  &shm_zone->shm.name, sh->revision, &ctx->state);
+
+    return NGX_OK;
+}

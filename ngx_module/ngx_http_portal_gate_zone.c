@@ -1,0 +1,421 @@
+
+/*
+ * The shared zone: its init at start and reload (kept, resized or fresh),
+ * the swap of a new snapshot into it, and each worker's copy of it.
+ */
+
+
+#include "ngx_http_portal_gate_module.h"
+
+
+ngx_int_t
+ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_portal_gate_zone_ctx_t  *octx = data;
+
+    size_t                            len;
+    ngx_http_portal_gate_shctx_t     *sh;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        /* a reload with the same name and size: keep the contents */
+
+        if (octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
+            || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
+        {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "portal_gate zone \"%V\" has layout %ui, this "
+                          "module needs %d: restart nginx",
+                          &shm_zone->shm.name, octx->sh->layout,
+                          NGX_HTTP_PORTAL_GATE_LAYOUT);
+            return NGX_ERROR;
+        }
+
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_portal_gate_shctx_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->magic = NGX_HTTP_PORTAL_GATE_MAGIC;
+    sh->layout = NGX_HTTP_PORTAL_GATE_LAYOUT;
+    sh->generation = 1;     /* a new worker's copy starts at 0 */
+
+    ctx->sh = sh;
+    ctx->shpool->data = sh;
+
+    len = sizeof(" in portal_gate zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in portal_gate zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is answered with 507, not logged by the allocator */
+    ctx->shpool->log_nomem = 0;
+
+    if (ngx_http_portal_gate_resized(shm_zone) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    /* a first start, or the old zone could not be copied */
+
+    return ngx_http_portal_gate_state_restore(shm_zone);
+}
+
+
+/*
+ * A reload that changes the zone's size hands over a fresh zone while the
+ * old one is still mapped: carry its snapshot over, which needs no state
+ * file and is never staler than one. NGX_DECLINED when there is no old
+ * zone (a first start, nginx -t), or its snapshot is locked, bad or does
+ * not fit.
+ */
+
+ngx_int_t
+ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t                        i;
+    pg_snap_t                         snap;
+    pg_error_t                        err;
+    ngx_list_part_t                  *part;
+    ngx_shm_zone_t                   *zone;
+    ngx_http_portal_gate_shctx_t     *sh, *osh;
+    ngx_http_portal_gate_zone_ctx_t  *ctx, *octx;
+
+    ctx = shm_zone->data;
+    sh = ctx->sh;
+
+    /* during a reload, ngx_cycle is still the old cycle */
+
+    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+    zone = part->elts;
+    octx = NULL;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag == &ngx_http_portal_gate_module
+            && zone[i].shm.name.len == shm_zone->shm.name.len
+            && ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
+                           shm_zone->shm.name.len) == 0
+            && zone[i].data != NULL)
+        {
+            octx = zone[i].data;
+            break;
+        }
+    }
+
+    if (octx == NULL || octx->sh == NULL
+        || octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
+        || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
+    {
+        return NGX_DECLINED;
+    }
+
+    osh = octx->sh;
+
+    /*
+     * SIGCHLD is blocked while the master reloads, so a worker that died
+     * holding the lock would not be unlocked: try for a second, then fall
+     * back to the state file rather than hang the master.
+     */
+
+    for (i = 0; i < 1000; i++) {
+        if (ngx_shmtx_trylock(&octx->shpool->mutex)) {
+            break;
+        }
+
+        ngx_msleep(1);
+    }
+
+    if (i == 1000) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" resized, but the old zone "
+                      "stays locked: restoring from the state file",
+                      &shm_zone->shm.name);
+        return NGX_DECLINED;
+    }
+
+    /* the master does not trust memory that workers write */
+
+    if (osh->blob_size
+        && (osh->blob == NULL
+            || pg_snap_open(&snap, osh->blob, osh->blob_size, &err) != PG_OK))
+    {
+        ngx_shmtx_unlock(&octx->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" resized, but the old zone's "
+                      "snapshot is bad: restoring from the state file",
+                      &shm_zone->shm.name);
+        return NGX_DECLINED;
+    }
+
+    if (osh->blob && osh->blob_size) {
+        sh->blob = ngx_slab_alloc(ctx->shpool, osh->blob_size);
+
+        if (sh->blob == NULL) {
+            ngx_shmtx_unlock(&octx->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "portal_gate zone \"%V\" of %uz bytes cannot hold "
+                          "the %uz-byte snapshot of the old zone",
+                          &shm_zone->shm.name, shm_zone->shm.size,
+                          osh->blob_size);
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(sh->blob, osh->blob, osh->blob_size);
+        sh->blob_size = osh->blob_size;
+    }
+
+    sh->revision = osh->revision;
+    sh->applied_at = osh->applied_at;
+    sh->restored = osh->restored;
+    sh->state_corrupt = osh->state_corrupt;
+    sh->state_failed = osh->state_failed;
+    sh->state_written_at = osh->state_written_at;
+    ngx_memcpy(sh->state_error, osh->state_error, sizeof(sh->state_error));
+    sh->generation++;
+
+    ngx_shmtx_unlock(&octx->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                  "portal_gate zone \"%V\" resized to %uz bytes, revision %L "
+                  "carried over", &shm_zone->shm.name, shm_zone->shm.size,
+                  sh->revision);
+
+    return NGX_OK;
+}
+
+
+/*
+ * This worker's copy of the snapshot, refreshed when the zone's generation
+ * has moved. The copy is taken under the slab pool's mutex, which the
+ * writer holds while it frees the old blob. If the copy fails, the worker
+ * keeps serving its previous snapshot.
+ */
+
+pg_snap_t *
+ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
+{
+    u_char                            *blob;
+    size_t                             size;
+    pg_snap_t                          snap;
+    pg_error_t                         err;
+    ngx_atomic_uint_t                  generation;
+    ngx_http_portal_gate_shctx_t      *sh;
+    ngx_http_portal_gate_zone_ctx_t   *ctx;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+    if (pmcf->shm_zone == NULL) {
+        return &pmcf->snap;
+    }
+
+    ctx = pmcf->shm_zone->data;
+    sh = ctx->sh;
+
+    if (sh->generation == pmcf->generation) {
+        return &pmcf->snap;
+    }
+
+    blob = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    generation = sh->generation;
+    size = sh->blob ? sh->blob_size : 0;
+
+    if (size) {
+        blob = ngx_alloc(size, r->connection->log);
+        if (blob == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return &pmcf->snap;
+        }
+
+        ngx_memcpy(blob, sh->blob, size);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (pg_snap_open(&snap, blob, size, &err) != PG_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "portal_gate zone \"%V\" holds a bad snapshot: %s",
+                      &pmcf->shm_zone->shm.name, err.text);
+        ngx_free(blob);
+        pmcf->generation = generation;
+        return &pmcf->snap;
+    }
+
+    if (pmcf->blob) {
+        ngx_free(pmcf->blob);
+    }
+
+    pmcf->blob = blob;
+    pmcf->snap = snap;
+    pmcf->generation = generation;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "portal gate: copied snapshot generation %uA, %uz bytes",
+                   generation, size);
+
+    return &pmcf->snap;
+}
+
+
+/*
+ * Swap the blob into the zone: NGX_OK, NGX_DECLINED when the revision is
+ * not newer (*current is the zone's), NGX_BUSY when the zone is too small.
+ */
+
+ngx_int_t
+ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
+    size_t size, int64_t *current)
+{
+    u_char                            *p, *old;
+    size_t                             old_size;
+    int64_t                            revision;
+    pg_snap_t                          snap;
+    pg_error_t                         err;
+    ngx_slab_pool_t                   *shpool;
+    ngx_http_portal_gate_shctx_t      *sh;
+    ngx_http_portal_gate_zone_ctx_t   *ctx;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+    ctx = pmcf->shm_zone->data;
+    sh = ctx->sh;
+    shpool = ctx->shpool;
+
+    if (pg_snap_open(&snap, blob, size, &err) != PG_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "portal_gate: compiled snapshot is bad: %s", err.text);
+        return NGX_ERROR;
+    }
+
+    revision = pg_snap_revision(&snap);
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    *current = sh->revision;
+
+    if (revision <= sh->revision) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    p = ngx_slab_alloc_locked(shpool, size);
+
+    if (p == NULL && sh->blob) {
+
+        /*
+         * No room for the old and the new snapshot side by side: free the
+         * old one first. Readers copy under this same lock, so none of them
+         * sees the gap; if the new one still does not fit, the old one goes
+         * back from the writer's copy.
+         */
+
+        old_size = sh->blob_size;
+        old = ngx_alloc(old_size, r->connection->log);
+
+        if (old == NULL) {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(old, sh->blob, old_size);
+        ngx_slab_free_locked(shpool, sh->blob);
+
+        /* consistent even if this worker dies before the lock is freed */
+        sh->blob = NULL;
+        sh->blob_size = 0;
+
+        p = ngx_slab_alloc_locked(shpool, size);
+
+        if (p == NULL) {
+            sh->blob = ngx_slab_alloc_locked(shpool, old_size);
+
+            if (sh->blob == NULL) {
+                /* cannot happen: the pages were just freed */
+                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                              "portal_gate zone \"%V\" lost its snapshot",
+                              &pmcf->shm_zone->shm.name);
+                sh->blob_size = 0;
+                sh->revision = 0;
+                sh->generation++;
+
+            } else {
+                ngx_memcpy(sh->blob, old, old_size);
+                sh->blob_size = old_size;
+            }
+
+            ngx_shmtx_unlock(&shpool->mutex);
+            ngx_free(old);
+
+            goto nomem;
+        }
+
+        ngx_free(old);
+    }
+
+    if (p == NULL) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        goto nomem;
+    }
+
+    ngx_memcpy(p, blob, size);
+
+    old = sh->blob;
+
+    sh->blob = p;
+    sh->blob_size = size;
+    sh->revision = revision;
+    sh->applied_at = ngx_time();
+    sh->restored = 0;
+    sh->generation++;
+
+    if (old) {
+        ngx_slab_free_locked(shpool, old);
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return NGX_OK;
+
+nomem:
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "portal_gate zone \"%V\" is too small for a snapshot of "
+                  "%uz bytes", &pmcf->shm_zone->shm.name, size);
+
+    return NGX_BUSY;
+}
