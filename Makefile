@@ -38,7 +38,8 @@ CORE_LIBS   := -ljansson -lm
 # optimised ones.
 LIB_SRCS    := controller/pg_ctl_store.c controller/pg_redis.c \
                controller/pg_edge.c controller/pg_conf.c
-CTL_SRCS    := controller/portal-gatectl.c $(LIB_SRCS)
+CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
+               controller/pg_ctl_read.c controller/pg_ctl_edges.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
@@ -123,7 +124,14 @@ $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c \
 	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_core.c \
 	    $(CORE_LIBS) -o $@
 
-unit: deps $(BUILD)/test-core $(BUILD)/test-redis-url $(BUILD)/test-conf \
+$(BUILD)/test-state: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_state.c \
+                     t/unit/tap.h
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_state.c \
+	    $(CORE_LIBS) -o $@
+
+unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
+      $(BUILD)/test-conf \
       $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
 # prove runs every test; then the nginx tests run again with nginx under
@@ -131,6 +139,7 @@ unit: deps $(BUILD)/test-core $(BUILD)/test-redis-url $(BUILD)/test-conf \
 test:
 	@tools/deps.sh $(TEST_PKGS)
 	$(MAKE) module unit
+	$(MAKE) fuzz-smoke
 	prove -r t
 	tools/valgrind-prove.sh
 
@@ -148,6 +157,78 @@ bench:
 	@tools/deps.sh $(BENCH_PKGS)
 	$(MAKE) module ctl gated $(BUILD)/bench-eval
 	bench/run.sh
+
+# --- fuzzing (fuzz/README.md) ---------------------------------------------
+#
+#   make fuzz                     build every libFuzzer target
+#   make fuzz FUZZ_SECONDS=600    ... then run each for that long, in turn
+#   make fuzz-smoke               each for FUZZ_SMOKE_SECONDS over its seeds
+#   FUZZ_TARGETS="blob conf"      only these targets (either goal)
+#
+# One target per parser: fuzz/fuzz_NAME.c, seeds in fuzz/corpus/NAME/. The
+# token parser (a later issue) adds "token" here and fuzz/fuzz_token.c.
+
+FUZZ_PKGS    := $(BUILD_PKGS) clang libclang-rt-dev
+FUZZ_CC      := clang
+FUZZ_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
+                -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all -Iinclude -Icontroller -Ifuzz
+FUZZ_TARGETS ?= snapshot flag blob conf redis_url
+FUZZ_SECONDS ?= 0
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_DEPS    := $(CORE_SRCS) $(CORE_HDRS) fuzz/fuzz.h
+FUZZ_WALK    := fuzz/snap_walk.c
+FUZZ_CONF    := controller/pg_conf.c controller/pg_edge.c \
+                controller/pg_redis.c
+
+.PHONY: fuzz fuzz-build fuzz-smoke
+
+fuzz: fuzz-build
+	@if [ "$(FUZZ_SECONDS)" != 0 ]; then \
+	    fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS); fi
+
+fuzz-smoke: fuzz-build
+	fuzz/run.sh --smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-build:
+	@tools/deps.sh $(FUZZ_PKGS)
+	$(MAKE) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) $(FUZZ_BUILD)/seeds/blob
+
+$(FUZZ_BUILD)/fuzz_snapshot: fuzz/fuzz_snapshot.c $(FUZZ_WALK) $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $(FUZZ_WALK) $< $(CORE_LIBS) -o $@
+
+$(FUZZ_BUILD)/fuzz_blob: fuzz/fuzz_blob.c $(FUZZ_WALK) $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $(FUZZ_WALK) $< $(CORE_LIBS) -o $@
+
+$(FUZZ_BUILD)/fuzz_flag: fuzz/fuzz_flag.c $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $< $(CORE_LIBS) -o $@
+
+$(FUZZ_BUILD)/fuzz_conf: fuzz/fuzz_conf.c $(FUZZ_CONF) $(CTL_HDRS) \
+                         $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $(FUZZ_CONF) $< $(CTL_LIBS) -o $@
+
+$(FUZZ_BUILD)/fuzz_redis_url: fuzz/fuzz_redis_url.c controller/pg_redis.c \
+                              controller/pg_redis.h $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) controller/pg_redis.c $< \
+	    $(CTL_LIBS) -o $@
+
+# fuzz_blob's seeds: the snapshot seeds that compile, as blobs of today's
+# layout (the repository keeps only the blobs that once broke something)
+$(FUZZ_BUILD)/gen-blobs: fuzz/gen_blobs.c $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) $< $(CORE_LIBS) -o $@
+
+$(FUZZ_BUILD)/seeds/blob: $(FUZZ_BUILD)/gen-blobs \
+                          $(wildcard fuzz/corpus/snapshot/*)
+	rm -rf $@ && mkdir -p $@
+	$(FUZZ_BUILD)/gen-blobs $@ fuzz/corpus/snapshot/*
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,437 @@
+/*
+ * pg_ctl_change.c: portal-gatectl's writing commands: create, on, off,
+ * kill, rollout, allow, deny. Each is one pg_store_write() with an edit
+ * (pg_ctl_edit) that turns the flag as it is into the flag as it should be.
+ */
+
+#include <math.h>               /* floor, fabs */
+#include <stdio.h>              /* printf, snprintf */
+#include <stdlib.h>             /* strtod, free */
+#include <string.h>             /* strcmp, strspn, strlen */
+#include "pg_ctl.h"             /* the options, the errors */
+
+
+/* What an edit needs: the command's operands. */
+typedef struct {
+    const char   *cmd;
+    char        **args;
+    int           nargs;
+    long          bp;           /* rollout in basis points */
+    pg_ctl_opts_t *o;
+} pg_ctl_edit_t;
+
+
+/*
+ * off or kill of a flag whose value in Redis is not valid: the flag,
+ * disabled, with each of its fields that is valid on its own; the rest is
+ * dropped and named on stderr (the audit entry keeps the value as it was).
+ */
+static json_t *
+pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before, pg_error_t *why,
+    pg_error_t *err)
+{
+    char         dropped[512];
+    size_t       n;
+    json_t      *after, *value;
+    pg_error_t   check;
+    const char  *key;
+
+    after = json_pack("{s:b}", "enabled", 0);
+    if (after == NULL) {
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return NULL;
+    }
+
+    n = 0;
+    dropped[0] = '\0';
+
+    json_object_foreach((json_t *) before, key, value) {
+        if (strcmp(key, "enabled") == 0
+            || strcmp(key, PG_STORE_UNREADABLE) == 0)
+        {
+            continue;
+        }
+
+        json_object_set(after, key, value);
+
+        /*
+         * requires is dropped too: it may name a flag that is gone, and
+         * then the daemon would keep the last good, enabled, version
+         */
+        if (strcmp(key, "requires") == 0
+            || pg_flag_check_json(e->args[0], after, &check) != PG_OK)
+        {
+            json_object_del(after, key);
+
+            if (n < sizeof(dropped)) {
+                n += snprintf(dropped + n, sizeof(dropped) - n, "%s\"%s\"",
+                              n ? ", " : "", key);
+            }
+        }
+    }
+
+    fprintf(stderr, "portal-gatectl: warning: flag \"%s\" in %s held an "
+            "invalid value (%s); turned off, dropping %s\n", e->args[0],
+            e->o->env, why->text, n ? dropped : "nothing");
+
+    return after;
+}
+
+
+/* The edit of every writing command; see pg_store_edit_pt. */
+static json_t *
+pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
+{
+    int             i, j, rc;
+    json_t         *after, *list, *id;
+    pg_error_t      why;
+    const char     *field, *unreadable;
+    pg_ctl_edit_t  *e = data;
+
+    if (strcmp(e->cmd, "create") == 0) {
+        if (before) {
+            snprintf(err->text, sizeof(err->text),
+                     "flag \"%s\" exists already in %s", e->args[0],
+                     e->o->env);
+            return NULL;
+        }
+
+        after = json_pack("{s:b,s:i,s:[],s:[]}", "enabled", 1, "rollout", 0,
+                          "allow", "deny");
+
+        if (after && e->o->requires
+            && json_object_set_new(after, "requires",
+                                   json_string(e->o->requires)) != 0)
+        {
+            json_decref(after);
+            after = NULL;
+        }
+
+        if (after == NULL) {
+            snprintf(err->text, sizeof(err->text), "out of memory");
+            return NULL;
+        }
+
+        if (after && e->o->description) {
+            if (json_object_set_new(after, "description",
+                                    json_string(e->o->description)) != 0)
+            {
+                json_decref(after);
+                *code = PG_STORE_EINVALID;
+                snprintf(err->text, sizeof(err->text),
+                         "the description is not valid UTF-8");
+                return NULL;
+            }
+        }
+
+        return after;
+    }
+
+    if (before == NULL) {
+        snprintf(err->text, sizeof(err->text),
+                 "no flag \"%s\" in %s: `portal-gatectl -e %s create %s` "
+                 "makes it", e->args[0], e->o->env, e->o->env, e->args[0]);
+        return NULL;
+    }
+
+    unreadable = json_string_value(json_object_get(before,
+                                                   PG_STORE_UNREADABLE));
+    if (unreadable) {
+        snprintf(why.text, sizeof(why.text), "%s", unreadable);
+    }
+
+    if (unreadable || pg_flag_check_json(e->args[0], before, &why) != PG_OK) {
+        /* on-call can always turn a flag off, whatever Redis holds */
+        if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
+            return pg_ctl_salvage(e, before, &why, err);
+        }
+
+        *code = PG_STORE_EFAILED;
+        snprintf(err->text, sizeof(err->text), "flag \"%s\" in %s holds an "
+                 "invalid value in Redis (%.120s): fix it, or `kill %s` to "
+                 "turn it off", e->args[0], e->o->env, why.text, e->args[0]);
+        return NULL;
+    }
+
+    after = json_deep_copy(before);
+    if (after == NULL) {
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return NULL;
+    }
+
+    rc = 0;
+
+    if (strcmp(e->cmd, "on") == 0) {
+        rc = json_object_set_new(after, "enabled", json_true());
+
+    } else if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
+        rc = json_object_set_new(after, "enabled", json_false());
+
+    } else if (strcmp(e->cmd, "rollout") == 0) {
+        /* whole percents as integers, others at their 0.01 step */
+        rc = json_object_set_new(after, "rollout",
+                                 e->bp % 100 == 0
+                                 ? json_integer(e->bp / 100)
+                                 : json_real(e->bp / 100.0));
+
+    } else {
+        /* allow, deny: add the ids that are not there yet */
+        field = e->cmd;
+        list = json_object_get(after, field);
+
+        if (!json_is_array(list)) {
+            list = json_array();
+            rc = json_object_set_new(after, field, list);
+        }
+
+        for (i = 1; i < e->nargs; i++) {
+            for (j = 0; j < (int) json_array_size(list); j++) {
+                id = json_array_get(list, j);
+
+                if (json_is_string(id)
+                    && strcmp(json_string_value(id), e->args[i]) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (rc == 0 && j == (int) json_array_size(list)) {
+                rc = json_array_append_new(list, json_string(e->args[i]));
+            }
+        }
+    }
+
+    if (rc != 0) {
+        json_decref(after);
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return NULL;
+    }
+
+    return after;
+}
+
+
+/*
+ * What changed between two versions of a flag, for the terminal: "enabled
+ * true -> false, rollout 0 -> 25". Lists print their sizes; the version
+ * and the updated_* stamps are left out. before may be NULL (a create).
+ */
+void
+pg_ctl_diff(const json_t *before, const json_t *after, char *buf,
+    size_t size)
+{
+    int          n;
+    char        *b, *a;
+    size_t       used;
+    json_t      *bv, *av, *keys;
+    const char  *key;
+
+    buf[0] = '\0';
+    used = 0;
+
+    if (after == NULL) {
+        snprintf(buf, size, "-");
+        return;
+    }
+
+    /* every key of either version, in a stable order */
+    keys = json_object();
+
+    if (keys == NULL) {
+        return;
+    }
+
+    json_object_update(keys, (json_t *) after);   /* only read */
+
+    if (before) {
+        json_object_update_missing(keys, (json_t *) before);
+    }
+
+    json_object_foreach(keys, key, av) {
+        if (strcmp(key, "version") == 0 || strcmp(key, "updated_at") == 0
+            || strcmp(key, "updated_by") == 0)
+        {
+            continue;
+        }
+
+        bv = before ? json_object_get(before, key) : NULL;
+        av = json_object_get(after, key);
+
+        if (before && bv && av && json_equal(bv, av)) {
+            continue;
+        }
+
+        if (json_is_array(av) || json_is_array(bv)) {
+            if (before == NULL && json_array_size(av) == 0) {
+                continue;
+            }
+
+            n = snprintf(buf + used, size - used, "%s%s %zu -> %zu",
+                         used ? ", " : "", key, json_array_size(bv),
+                         json_array_size(av));
+
+        } else {
+            b = bv ? json_dumps(bv, JSON_ENCODE_ANY) : NULL;
+            a = av ? json_dumps(av, JSON_ENCODE_ANY) : NULL;
+
+            if (before == NULL) {
+                n = snprintf(buf + used, size - used, "%s%s %s",
+                             used ? ", " : "", key, a ? a : "-");
+            } else {
+                n = snprintf(buf + used, size - used, "%s%s %s -> %s",
+                             used ? ", " : "", key, b ? b : "-",
+                             a ? a : "-");
+            }
+
+            free(b);
+            free(a);
+        }
+
+        if (n < 0 || (size_t) n >= size - used) {
+            break;
+        }
+
+        used += n;
+    }
+
+    json_decref(keys);
+
+    if (used == 0) {
+        snprintf(buf, size, "no change");
+    }
+}
+
+
+/* One line on what changed, for the terminal. */
+static void
+pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
+    pg_store_change_t *ch)
+{
+    char  diff[1024];
+
+    if (o->json) {
+        json_t  *j;
+
+        j = json_pack("{s:s,s:s,s:s,s:O?,s:O,s:I,s:b}", "env", o->env,
+                      "flag", flag, "action", cmd, "before", ch->before,
+                      "after", ch->after, "revision",
+                      (json_int_t) ch->revision, "changed", !ch->unchanged);
+        if (j) {
+            json_dumpf(j, stdout, JSON_COMPACT);
+            printf("\n");
+            json_decref(j);
+        }
+
+        return;
+    }
+
+    if (ch->unchanged) {
+        if (strcmp(cmd, "off") == 0 || strcmp(cmd, "kill") == 0) {
+            printf("%s is off already in %s: nothing changed (store "
+                   "revision %lld)\n", flag, o->env,
+                   (long long) ch->revision);
+        } else {
+            printf("%s in %s is so already: nothing changed (store revision "
+                   "%lld)\n", flag, o->env, (long long) ch->revision);
+        }
+
+        return;
+    }
+
+    pg_ctl_diff(ch->before, ch->after, diff, sizeof(diff));
+
+    if (ch->before == NULL) {
+        printf("created %s in %s: %s (revision %lld)\n", flag, o->env, diff,
+               (long long) ch->revision);
+        return;
+    }
+
+    printf("%s%s in %s: %s (revision %lld)\n",
+           strcmp(cmd, "kill") == 0 ? "KILLED " : "", flag, o->env, diff,
+           (long long) ch->revision);
+}
+
+
+int
+pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int                 i;
+    long                bp;
+    double              pct;
+    size_t              len;
+    pg_ctl_edit_t       edit;
+    pg_store_change_t   change;
+
+    /* check every operand before anything is read or written */
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    edit.bp = 0;
+
+    if (strcmp(cmd, "rollout") == 0) {
+        /* digits, an optional fraction, an optional "%": nothing else */
+        len = strspn(argv[1], "0123456789");
+        len += (argv[1][len] == '.')
+               ? 1 + strspn(argv[1] + len + 1, "0123456789") : 0;
+
+        pct = (len > 0 && argv[1][0] != '.') ? strtod(argv[1], NULL) : -1;
+        bp = (long) floor(pct * 100 + 0.5);
+
+        if ((argv[1][len] != '\0' && strcmp(argv[1] + len, "%") != 0)
+            || !(pct >= 0 && pct <= 100))
+        {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
+                                "expected a percent from 0 to 100",
+                                argv[1]);
+        }
+
+        if (fabs(pct * 100 - bp) > 1e-4) {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
+                                "the step is 0.01", argv[1]);
+        }
+
+        edit.bp = bp;
+    }
+
+    if (strcmp(cmd, "allow") == 0 || strcmp(cmd, "deny") == 0) {
+        for (i = 1; i < argc; i++) {
+            if (!pg_valid_company(argv[i], strlen(argv[i]))) {
+                return pg_ctl_error(PG_CTL_USAGE, "invalid company id "
+                                    "\"%s\": expected [A-Za-z0-9_.-]{1,64}",
+                                    argv[i]);
+            }
+        }
+    }
+
+    if (o->requires && pg_ctl_check_flag(o->requires) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    edit.cmd = cmd;
+    edit.args = argv;
+    edit.nargs = argc;
+    edit.o = o;
+
+    /* only create can set requires: the others need no env-wide check */
+
+    if (pg_store_write(store, o->env, argv[0], cmd, o->actor, o->reason,
+                       strcmp(cmd, "create") == 0, pg_ctl_edit, &edit,
+                       &change)
+        != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    pg_ctl_print_change(o, cmd, argv[0], &change);
+    pg_store_change_free(&change);
+
+    if (o->wait >= 0) {
+        fflush(stdout);
+        return pg_ctl_wait(store, o, change.revision);
+    }
+
+    return PG_CTL_OK;
+}

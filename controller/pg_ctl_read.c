@@ -1,0 +1,284 @@
+/*
+ * pg_ctl_read.c: portal-gatectl's reading commands: list, show, explain,
+ * audit. They write nothing.
+ */
+
+#include <math.h>               /* floor */
+#include <stdio.h>              /* printf */
+#include <stdlib.h>             /* malloc, qsort, free */
+#include <string.h>             /* strcmp, strlen */
+#include "pg_ctl.h"             /* the options, the errors */
+
+
+/* Read a flag's fields for display, with DESIGN.md's defaults. */
+static void
+pg_ctl_fields(const json_t *f, int *enabled, double *rollout,
+    size_t *allow, size_t *deny, const char **requires)
+{
+    json_t  *v;
+
+    v = json_object_get(f, "enabled");
+    *enabled = v ? json_is_true(v) : 1;
+
+    v = json_object_get(f, "rollout");
+    *rollout = v ? json_number_value(v) : 0;
+
+    *allow = json_array_size(json_object_get(f, "allow"));
+    *deny = json_array_size(json_object_get(f, "deny"));
+    *requires = json_string_value(json_object_get(f, "requires"));
+}
+
+
+static int
+pg_ctl_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+
+int
+pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int           enabled;
+    double        rollout;
+    size_t        allow, deny, n, i;
+    json_t       *flags, *f;
+    const char   *name, *requires, **names;
+    int64_t       revision;
+
+    if (pg_store_env_flags(store, o->env, &flags) != PG_OK
+        || pg_store_revision(store, &revision) != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    if (o->json) {
+        json_dumpf(flags, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        printf("\n");
+        json_decref(flags);
+        return PG_CTL_OK;
+    }
+
+    printf("%-40s %-7s %8s %7s %7s  %s\n", "FLAG", "STATE", "ROLLOUT",
+           "ALLOW", "DENY", "REQUIRES");
+
+    /* in name order: a hash has none */
+    names = malloc(json_object_size(flags) * sizeof(char *) + 1);
+    if (names == NULL) {
+        json_decref(flags);
+        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
+    }
+
+    n = 0;
+
+    json_object_foreach(flags, name, f) {
+        names[n++] = name;
+    }
+
+    qsort(names, n, sizeof(char *), pg_ctl_strcmp);
+
+    for (i = 0; i < n; i++) {
+        f = json_object_get(flags, names[i]);
+        pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
+
+        printf("%-40s %-7s %7.2f%% %7zu %7zu  %s\n", names[i],
+               enabled ? "on" : "killed", rollout, allow, deny,
+               requires ? requires : "-");
+    }
+
+    free(names);
+
+    printf("(%zu flags in %s, store revision %lld)\n", json_object_size(flags),
+           o->env, (long long) revision);
+
+    json_decref(flags);
+
+    return PG_CTL_OK;
+}
+
+
+int
+pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    json_t  *flags, *f;
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (pg_store_env_flags(store, o->env, &flags) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    f = json_object_get(flags, argv[0]);
+
+    if (f == NULL) {
+        json_decref(flags);
+        return pg_ctl_error(PG_CTL_FAILED, "no flag \"%s\" in %s", argv[0],
+                            o->env);
+    }
+
+    json_dumpf(f, stdout, JSON_INDENT(2));
+    printf("\n");
+    json_decref(flags);
+
+    return PG_CTL_OK;
+}
+
+
+int
+pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int             bp, initialised;
+    double          rollout;
+    size_t          size;
+    json_t         *flags, *snap, *f;
+    const char     *env;
+    int64_t         revision;
+    pg_snap_t       view;
+    pg_error_t      err;
+    pg_result_t     res;
+    unsigned char  *blob;
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    env = o->env;
+
+    if (pg_store_snapshot(store, &env, 1, NULL, NULL, &initialised, &snap)
+        != PG_OK)
+    {
+        return pg_ctl_store_error(store);
+    }
+
+    revision = json_integer_value(json_object_get(snap, "revision"));
+    flags = json_object_get(json_object_get(snap, "environments"), env);
+
+    if (pg_snap_compile_json(snap, &blob, &size, &err) != PG_OK) {
+        json_decref(snap);
+        return pg_ctl_error(PG_CTL_FAILED, "the flags of %s do not compile: "
+                            "%s", o->env, err.text);
+    }
+
+    /* the same core, the same answer as the edge */
+
+    (void) pg_snap_open(&view, blob, size, &err);
+    pg_eval(&view, o->env, strlen(o->env), argv[0], strlen(argv[0]),
+            argv[1], strlen(argv[1]), &res);
+
+    f = json_object_get(flags, argv[0]);
+
+    if (o->json) {
+        json_t  *j;
+
+        j = json_pack("{s:s,s:s,s:o,s:I,s:s,s:s,s:s}",
+                      "decision", res.on ? "on" : "off",
+                      "reason", pg_reason_name(res.reason),
+                      "bucket", res.bucket >= 0 ? json_integer(res.bucket)
+                                                : json_null(),
+                      "revision", (json_int_t) revision,
+                      "env", o->env, "flag", argv[0], "company", argv[1]);
+        if (j) {
+            json_dumpf(j, stdout, JSON_COMPACT);
+            printf("\n");
+            json_decref(j);
+        }
+
+    } else {
+        printf("%s for company %s in %s: %s (%s)\n", argv[0], argv[1],
+               o->env, res.on ? "on" : "off", pg_reason_name(res.reason));
+
+        if (!pg_valid_company(argv[1], strlen(argv[1]))) {
+            printf("  \"%s\" is not a valid company id: no company\n",
+                   argv[1]);
+
+        } else if (res.bucket >= 0 && f) {
+            rollout = json_number_value(json_object_get(f, "rollout"));
+            bp = (int) floor(rollout * 100 + 0.5);
+
+            printf("  bucket %d of 10000; rollout %.2f%% takes buckets "
+                   "below %d\n", res.bucket, rollout, bp);
+        }
+
+        printf("  store revision %lld\n", (long long) revision);
+    }
+
+    free(blob);
+    json_decref(snap);
+
+    return PG_CTL_OK;
+}
+
+
+/* An audit entry's field for the terminal: "-" when empty. */
+static const char *
+pg_ctl_field(const json_t *entry, const char *name)
+{
+    const char  *s;
+
+    s = json_string_value(json_object_get(entry, name));
+
+    return (s && *s) ? s : "-";
+}
+
+
+int
+pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    char         diff[1024];
+    size_t       i;
+    json_t      *entries, *e, *before, *after;
+    const char  *flag;
+
+    flag = argc ? argv[0] : NULL;
+
+    if (flag && pg_ctl_check_flag(flag) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (pg_store_audit(store, flag, o->count, &entries) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    if (o->json) {
+        json_dumpf(entries, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(entries);
+        return PG_CTL_OK;
+    }
+
+    json_array_foreach(entries, i, e) {
+        printf("%s  rev %-6s %-12s %-12s %-32s %-8s",
+               pg_ctl_field(e, "ts"), pg_ctl_field(e, "revision"),
+               pg_ctl_field(e, "actor"), pg_ctl_field(e, "env"),
+               pg_ctl_field(e, "flag"), pg_ctl_field(e, "action"));
+        if (strcmp(pg_ctl_field(e, "action"), "revision") == 0) {
+            /* portal-gated raised the store's revision above an edge's */
+            snprintf(diff, sizeof(diff), "revision %s -> %s",
+                     pg_ctl_field(e, "before"), pg_ctl_field(e, "after"));
+
+        } else {
+            before = json_loads(pg_ctl_field(e, "before"), 0, NULL);
+            after = json_loads(pg_ctl_field(e, "after"), 0, NULL);
+            pg_ctl_diff(before, after, diff, sizeof(diff));
+            json_decref(before);
+            json_decref(after);
+        }
+
+        printf("  %s  reason: %s\n", diff, pg_ctl_field(e, "reason"));
+    }
+
+    if (json_array_size(entries) == 0) {
+        printf("no audit entries%s%s\n", flag ? " for " : "",
+               flag ? flag : "");
+    }
+
+    json_decref(entries);
+
+    return PG_CTL_OK;
+}
