@@ -262,6 +262,8 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
         || json_object_set_new(zone, "used", json_integer(used))
         || json_object_set_new(zone, "snapshot_bytes",
                                json_integer(sh->blob_size))
+        || json_object_set_new(zone, "swap_interrupted",
+                               json_boolean(sh->swapping))
         || json_object_set_new(state, "path",
                ctx->state.len
                ? json_stringn((char *) ctx->state.data, ctx->state.len)
@@ -355,9 +357,12 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     size_t                            len, size;
     int64_t                           current, revision;
     ngx_int_t                         rc;
+    ngx_str_t                         arg;
     pg_snap_t                         snap;
+    ngx_uint_t                        force;
     pg_error_t                        err;
     unsigned char                    *blob;
+    ngx_atomic_uint_t                 generation;
     ngx_http_portal_gate_state_t     *st;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
@@ -365,6 +370,24 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
         return;
+    }
+
+    /* ?force=1: the way out of an edge pinned above the store's revision */
+
+    force = 0;
+
+    if (ngx_http_arg(r, (u_char *) "force", 5, &arg) == NGX_OK) {
+        if (arg.len == 1 && (arg.data[0] == '0' || arg.data[0] == '1')) {
+            force = (arg.data[0] == '1');
+
+        } else {
+            ngx_free(body);
+            ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                        NGX_HTTP_BAD_REQUEST,
+                                        "invalid force \"%V\": expected 1 "
+                                        "or 0", &arg));
+            return;
+        }
     }
 
     if (len == 0) {
@@ -392,7 +415,20 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     (void) pg_snap_open(&snap, blob, size, &err);
     revision = pg_snap_revision(&snap);
 
-    rc = ngx_http_portal_gate_apply(r, blob, size, &current);
+    rc = ngx_http_portal_gate_apply(r, blob, size, force, &current,
+                                    &generation);
+
+    if (rc == NGX_ABORT) {
+        free(blob);
+        ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
+                          NGX_HTTP_SERVICE_UNAVAILABLE,
+                          json_pack("{s:s,s:I}",
+                                    "error", "nginx is reloading with a "
+                                             "resized zone: send the "
+                                             "snapshot again",
+                                    "revision", (json_int_t) current)));
+        return;
+    }
 
     if (rc == NGX_DECLINED) {
         free(blob);
@@ -420,11 +456,19 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         return;
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                  "portal_gate: snapshot revision %L applied, %uz bytes",
-                  revision, size);
+    if (force && revision <= current) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "portal_gate: snapshot revision %L forced over "
+                      "revision %L, %uz bytes", revision, current, size);
 
-    st = ngx_http_portal_gate_state_prepare(r, revision, blob, size);
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "portal_gate: snapshot revision %L applied, %uz bytes",
+                      revision, size);
+    }
+
+    st = ngx_http_portal_gate_state_prepare(r, revision, generation, blob,
+                                            size);
 
     free(blob);
 

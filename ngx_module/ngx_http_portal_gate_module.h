@@ -21,10 +21,11 @@
 #include <ngx_http.h>
 
 #include <portal_gate.h>
+#include <pg_state.h>
 
 
 #define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
-#define NGX_HTTP_PORTAL_GATE_LAYOUT    1
+#define NGX_HTTP_PORTAL_GATE_LAYOUT    2
 
 #define NGX_HTTP_PORTAL_GATE_OFF_STATUS  0
 #define NGX_HTTP_PORTAL_GATE_OFF_NAMED   1
@@ -40,6 +41,11 @@
 
 #define NGX_HTTP_PORTAL_GATE_DEFAULT_ENV  "production"
 
+/* The largest state file read at start: four times the zone, never less
+ * than 1m. The module writes compact JSON, smaller than the blob. */
+#define NGX_HTTP_PORTAL_GATE_STATE_MAX(zone)                                  \
+    ngx_max((size_t) (zone) * 4, (size_t) 1024 * 1024)
+
 
 /* The zone's contents: shpool->data points here. */
 typedef struct {
@@ -51,6 +57,13 @@ typedef struct {
     int64_t                      revision;
     time_t                       applied_at;    /* 0: never */
     ngx_uint_t                   restored;      /* from the state file */
+    ngx_uint_t                   swapping;      /* old blob freed, new not
+                                                   yet in: set only while
+                                                   a writer holds the lock,
+                                                   or if it died there */
+    ngx_uint_t                   retired;       /* a resize handed the
+                                                   snapshot to a new zone */
+    int64_t                      nomem_revision; /* the last 507, logged */
     ngx_uint_t                   state_corrupt; /* not read: keep it */
     ngx_uint_t                   state_failed;
     time_t                       state_written_at;
@@ -133,12 +146,13 @@ ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
 ngx_int_t ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone);
 pg_snap_t *ngx_http_portal_gate_snapshot(ngx_http_request_t *r);
 ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
-    unsigned char *blob, size_t size, int64_t *current);
+    unsigned char *blob, size_t size, ngx_uint_t force, int64_t *current,
+    ngx_atomic_uint_t *generation);
 
 /* ngx_http_portal_gate_state.c */
 ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
-    ngx_http_request_t *r, int64_t revision, unsigned char *blob,
-    size_t size);
+    ngx_http_request_t *r, int64_t revision, ngx_atomic_uint_t generation,
+    unsigned char *blob, size_t size);
 #if (NGX_THREADS)
 ngx_int_t ngx_http_portal_gate_state_post(
     ngx_http_portal_gate_state_t *st);

@@ -15,10 +15,13 @@ struct ngx_http_portal_gate_state_s {
     ngx_http_portal_gate_zone_ctx_t  *ctx;
     ngx_log_t                        *log;
     int64_t                           revision;
+    ngx_atomic_uint_t                 generation; /* the zone's, once
+                                                     applied */
     char                             *text;     /* malloc()ed JSON */
     size_t                            len;
     u_char                           *tmp;      /* the paths, NUL-ended */
     u_char                           *dir;
+    u_char                           *base;     /* state file's name */
     u_char                           *corrupt;
 
     /* what _save() did, logged by _report() on the event loop */
@@ -26,6 +29,7 @@ struct ngx_http_portal_gate_state_s {
     u_char                           *path;
     ngx_err_t                         err;
     ngx_uint_t                        kept;     /* the corrupt file */
+    ngx_uint_t                        cleaned;  /* stale temp files */
     ngx_err_t                         dir_err;  /* fsync of the folder */
     const char                       *dir_what;
 
@@ -43,9 +47,11 @@ static void ngx_http_portal_gate_state_done(ngx_event_t *ev);
 #endif
 static void ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
     ngx_err_t err, const char *what, u_char *path);
+static void ngx_http_portal_gate_state_clean(
+    ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_failed(
-    ngx_http_portal_gate_zone_ctx_t *ctx, ngx_log_t *log, int64_t revision,
-    ngx_err_t err, const char *what, u_char *path);
+    ngx_http_portal_gate_state_t *st, ngx_err_t err, const char *what,
+    u_char *path);
 
 
 /*
@@ -63,8 +69,10 @@ static void ngx_http_portal_gate_state_failed(
 
 ngx_http_portal_gate_state_t *
 ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
-    unsigned char *blob, size_t size)
+    ngx_atomic_uint_t generation, unsigned char *blob, size_t size)
 {
+    u_char                            *p;
+    size_t                             len;
     json_t                            *json;
     pg_snap_t                          snap;
     pg_error_t                         perr;
@@ -88,6 +96,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
     st->ctx = ctx;
     st->log = r->connection->log;
     st->revision = revision;
+    st->generation = generation;
 
     st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp..") - 1
                                    + 2 * NGX_INT64_LEN + 1);
@@ -98,8 +107,23 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
         return NULL;
     }
 
-    /* per pid and revision: two writes may run at once in threads */
-    ngx_sprintf(st->tmp, "%V.tmp.%P.%L%Z", &ctx->state, ngx_pid, revision);
+    /* the folder, to fsync and clean; the path is absolute (conf) */
+
+    p = ctx->state.data + ctx->state.len;
+
+    while (p > ctx->state.data && p[-1] != '/') {
+        p--;
+    }
+
+    len = (p - ctx->state.data > 1) ? (size_t) (p - ctx->state.data - 1) : 1;
+
+    ngx_memcpy(st->dir, ctx->state.data, len);
+    st->dir[len] = '\0';
+    st->base = p;
+
+    /* per pid and generation: two writes may run at once in threads */
+    ngx_sprintf(st->tmp, "%V.tmp.%P.%uA%Z", &ctx->state, ngx_pid,
+                generation);
     ngx_sprintf(st->corrupt, "%V.corrupt%Z", &ctx->state);
 
     (void) pg_snap_open(&snap, blob, size, &perr);
@@ -109,8 +133,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
     json_decref(json);
 
     if (st->text == NULL) {
-        ngx_http_portal_gate_state_failed(ctx, st->log, revision, 0,
-                                          "serialising", st->tmp);
+        ngx_http_portal_gate_state_failed(st, 0, "serialising", st->tmp);
         return NULL;
     }
 
@@ -205,22 +228,36 @@ ngx_http_portal_gate_state_done(ngx_event_t *ev)
 void
 ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 {
-    u_char                           *p, *tmp, *dir, *corrupt;
+    u_char                           *p, *tmp, *corrupt;
     size_t                            len;
     ssize_t                           n;
     ngx_fd_t                          fd;
     ngx_err_t                         err;
-    ngx_uint_t                        renamed, kept;
+    ngx_uint_t                        renamed, kept, tries;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
     ctx = st->ctx;
     tmp = st->tmp;
-    dir = st->dir;
     corrupt = st->corrupt;
     len = st->len;
 
-    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
-                       NGX_FILE_DEFAULT_ACCESS);
+    /*
+     * A new file, never an existing one: the worker user can write the
+     * folder, so a link planted at the temp name must not redirect the
+     * write. What is there already is a temp file a killed worker left
+     * (or a planted link): unlink() removes the name, never its target.
+     */
+
+    for (tries = 0; /* void */ ; tries++) {
+        fd = ngx_open_file(tmp, NGX_FILE_WRONLY|O_NOFOLLOW|O_CLOEXEC,
+                           O_CREAT|O_EXCL, NGX_FILE_DEFAULT_ACCESS);
+
+        if (fd != NGX_INVALID_FILE || ngx_errno != NGX_EEXIST || tries) {
+            break;
+        }
+
+        (void) ngx_delete_file(tmp);
+    }
 
     if (fd == NGX_INVALID_FILE) {
         ngx_http_portal_gate_state_fail(st, ngx_errno, ngx_open_file_n,
@@ -279,7 +316,9 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (ctx->sh->revision == st->revision) {
+    /* only the zone's current snapshot is written: an older one never wins */
+
+    if (ctx->sh->generation == st->generation) {
 
         /* nothing lost on bad input: the unreadable file is kept aside */
 
@@ -318,6 +357,14 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
         ctx->sh->state_failed = 0;
         ctx->sh->state_error[0] = '\0';
         ctx->sh->state_written_at = ngx_time();
+
+        /*
+         * Under the lock no newer snapshot can have been applied, so every
+         * other temp file is a stale one: of a writer that will find its
+         * generation gone and never rename, or of a killed worker.
+         */
+
+        ngx_http_portal_gate_state_clean(st);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -332,26 +379,8 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 
     /* fsync the folder, so that the rename itself is durable */
 
-    p = (u_char *) ngx_strlchr(ctx->state.data,
-                               ctx->state.data + ctx->state.len, '/');
-    len = 0;
-
-    while (p) {
-        len = p - ctx->state.data;
-        p = ngx_strlchr(p + 1, ctx->state.data + ctx->state.len, '/');
-    }
-
-    if (len == 0) {
-        len = 1;
-        dir[0] = ctx->state.data[0] == '/' ? '/' : '.';
-
-    } else {
-        ngx_memcpy(dir, ctx->state.data, len);
-    }
-
-    dir[len] = '\0';
-
-    fd = ngx_open_file(dir, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    fd = ngx_open_file(st->dir, NGX_FILE_RDONLY|O_DIRECTORY|O_CLOEXEC,
+                       NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
         st->dir_err = ngx_errno;
@@ -365,6 +394,38 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     }
 
     (void) ngx_close_file(fd);
+}
+
+
+/* Remove the stale "<state>.tmp.*" files in the state file's folder. */
+
+static void
+ngx_http_portal_gate_state_clean(ngx_http_portal_gate_state_t *st)
+{
+    DIR            *d;
+    size_t          len;
+    struct dirent  *de;
+
+    d = opendir((char *) st->dir);
+    if (d == NULL) {
+        return;
+    }
+
+    len = ngx_strlen(st->base);
+
+    while ((de = readdir(d)) != NULL) {
+
+        if (ngx_strncmp(de->d_name, st->base, len) != 0
+            || ngx_strncmp(de->d_name + len, ".tmp.", 5) != 0)
+        {
+            continue;
+        }
+
+        (void) unlinkat(dirfd(d), de->d_name, 0);
+        st->cleaned++;
+    }
+
+    (void) closedir(d);
 }
 
 
@@ -391,9 +452,16 @@ ngx_http_portal_gate_state_report(ngx_http_portal_gate_state_t *st)
                       "\"%s\"", st->corrupt);
     }
 
+    if (st->cleaned) {
+        ngx_log_error(NGX_LOG_NOTICE, st->log, 0,
+                      "portal_gate: removed %ui stale temp file%s of the "
+                      "state file from \"%s\"", st->cleaned,
+                      st->cleaned == 1 ? "" : "s", st->dir);
+    }
+
     if (st->failed) {
-        ngx_http_portal_gate_state_failed(st->ctx, st->log, st->revision,
-                                          st->err, st->failed, st->path);
+        ngx_http_portal_gate_state_failed(st, st->err, st->failed,
+                                          st->path);
     }
 
     if (st->dir_what) {
@@ -409,19 +477,21 @@ ngx_http_portal_gate_state_report(ngx_http_portal_gate_state_t *st)
  */
 
 static void
-ngx_http_portal_gate_state_failed(ngx_http_portal_gate_zone_ctx_t *ctx,
-    ngx_log_t *log, int64_t revision, ngx_err_t err, const char *what,
-    u_char *path)
+ngx_http_portal_gate_state_failed(ngx_http_portal_gate_state_t *st,
+    ngx_err_t err, const char *what, u_char *path)
 {
-    u_char  *p, *last;
+    u_char                           *p, *last;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
 
-    ngx_log_error(NGX_LOG_ERR, log, err,
+    ngx_log_error(NGX_LOG_ERR, st->log, err,
                   "portal_gate: state file not written for revision %L: "
-                  "%s \"%s\" failed", revision, what, path);
+                  "%s \"%s\" failed", st->revision, what, path);
+
+    ctx = st->ctx;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (ctx->sh->revision != revision) {
+    if (ctx->sh->generation != st->generation) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         return;
     }
@@ -446,21 +516,21 @@ ngx_http_portal_gate_state_failed(ngx_http_portal_gate_zone_ctx_t *ctx,
 
 /*
  * Fill a fresh zone from the state file. Runs in the master at start and
- * when a reload changes the zone's size; it only reads. A missing file is
- * normal on a first start; a corrupt one is logged and nginx starts empty.
+ * when a reload changes the zone's size; it only reads. Whatever the path
+ * holds, nginx starts: a missing file is normal on a first start
+ * (notice), anything else that cannot be loaded is logged at warn and the
+ * zone starts empty. A corrupt snapshot is kept aside by the next write.
  */
 
 ngx_int_t
 ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
 {
-    u_char                           *text, *p;
-    size_t                            size;
-    ssize_t                           n;
-    ngx_fd_t                          fd;
+    size_t                            size, max;
+    time_t                            mtime;
     pg_snap_t                         snap;
     pg_error_t                        err;
-    ngx_file_info_t                   fi;
     unsigned char                    *blob;
+    pg_state_result_t                 rc;
     ngx_http_portal_gate_shctx_t     *sh;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
@@ -471,55 +541,25 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
         return NGX_OK;
     }
 
-    fd = ngx_open_file(ctx->state.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /* the module writes compact JSON, smaller than the blob in the zone */
+    max = NGX_HTTP_PORTAL_GATE_STATE_MAX(shm_zone->shm.size);
 
-    if (fd == NGX_INVALID_FILE) {
-        if (ngx_errno == NGX_ENOENT) {
-            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                          "portal_gate state file \"%V\" does not exist yet, "
-                          "zone \"%V\" starts empty",
-                          &ctx->state, &shm_zone->shm.name);
-            return NGX_OK;
-        }
+    rc = pg_state_read((char *) ctx->state.data, max, &blob, &size, &mtime,
+                       &err);
 
-        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, ngx_errno,
-                      ngx_open_file_n " \"%V\" failed, zone \"%V\" starts "
-                      "empty", &ctx->state, &shm_zone->shm.name);
+    switch (rc) {
+
+    case PG_STATE_LOADED:
+        break;
+
+    case PG_STATE_MISSING:
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "portal_gate state file \"%V\" does not exist yet, "
+                      "zone \"%V\" starts empty",
+                      &ctx->state, &shm_zone->shm.name);
         return NGX_OK;
-    }
 
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, ngx_errno,
-                      ngx_fd_info_n " \"%V\" failed, zone \"%V\" starts "
-                      "empty", &ctx->state, &shm_zone->shm.name);
-        (void) ngx_close_file(fd);
-        return NGX_OK;
-    }
-
-    size = (size_t) ngx_file_size(&fi);
-
-    text = ngx_alloc(size ? size : 1, shm_zone->shm.log);
-    if (text == NULL) {
-        (void) ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    p = text;
-
-    while (p < text + size) {
-        n = ngx_read_fd(fd, p, text + size - p);
-
-        if (n <= 0) {
-            break;
-        }
-
-        p += n;
-    }
-
-    (void) ngx_close_file(fd);
-
-    if (pg_snap_compile((char *) text, p - text, &blob, &size, &err) != PG_OK)
-    {
+    case PG_STATE_CORRUPT:
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate state file \"%V\" is corrupt, zone \"%V\" "
                       "starts empty (the next write keeps it as "
@@ -527,11 +567,15 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       &ctx->state, &shm_zone->shm.name, &ctx->state,
                       err.text);
         sh->state_corrupt = 1;
-        ngx_free(text);
+        return NGX_OK;
+
+    default: /* PG_STATE_UNUSABLE */
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate state file \"%V\" cannot be used, zone "
+                      "\"%V\" starts empty: %s",
+                      &ctx->state, &shm_zone->shm.name, err.text);
         return NGX_OK;
     }
-
-    ngx_free(text);
 
     (void) pg_snap_open(&snap, blob, size, &err);
 
@@ -549,7 +593,7 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
     ngx_memcpy(sh->blob, blob, size);
     sh->blob_size = size;
     sh->revision = pg_snap_revision(&snap);
-    sh->applied_at = ngx_file_mtime(&fi);
+    sh->applied_at = mtime;
     sh->restored = 1;
     sh->generation++;
 

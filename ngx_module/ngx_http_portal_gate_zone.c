@@ -156,12 +156,24 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
     }
 
     if (i == 1000) {
+        /* best effort without the lock: a word that only ever goes to 1 */
+        osh->retired = 1;
+
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate zone \"%V\" resized, but the old zone "
                       "stays locked: restoring from the state file",
                       &shm_zone->shm.name);
         return NGX_DECLINED;
     }
+
+    /*
+     * From here on the old zone is not the live one: an old worker that
+     * is still finishing a PUT must not apply it there, answer 200 and
+     * leave the new zone behind. It answers 503, and the controller
+     * retries against a new worker.
+     */
+
+    osh->retired = 1;
 
     /* the master does not trust memory that workers write */
 
@@ -199,6 +211,8 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
     sh->revision = osh->revision;
     sh->applied_at = osh->applied_at;
     sh->restored = osh->restored;
+    sh->swapping = osh->swapping;
+    sh->nomem_revision = osh->nomem_revision;
     sh->state_corrupt = osh->state_corrupt;
     sh->state_failed = osh->state_failed;
     sh->state_written_at = osh->state_written_at;
@@ -255,6 +269,14 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
     generation = sh->generation;
     size = sh->blob ? sh->blob_size : 0;
 
+    if (sh->swapping) {
+        /* the lock is free, so the worker that set it died mid-swap */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "portal_gate zone \"%V\" lost its snapshot: a worker "
+                      "died while it swapped one in; the zone is empty until "
+                      "the next snapshot", &pmcf->shm_zone->shm.name);
+    }
+
     if (size) {
         blob = ngx_alloc(size, r->connection->log);
         if (blob == NULL) {
@@ -293,17 +315,29 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
 
 
 /*
- * Swap the blob into the zone: NGX_OK, NGX_DECLINED when the revision is
- * not newer (*current is the zone's), NGX_BUSY when the zone is too small.
+ * Swap the blob into the zone, under the slab pool's mutex:
+ *
+ *   NGX_OK        applied; *generation is the zone's new generation;
+ *   NGX_DECLINED  the revision is not newer than *current, the zone's
+ *                 (force applies it all the same);
+ *   NGX_BUSY      the zone cannot hold it; the old snapshot stays;
+ *   NGX_ABORT     a reload has handed this zone's snapshot to a resized
+ *                 zone: what is written here would be lost, try again
+ *                 (the client reaches a new worker).
+ *
+ * A worker may die at any point while it holds the mutex (the master then
+ * frees the mutex, not what the worker left half done), so every step
+ * leaves the zone saying what it holds.
  */
 
 ngx_int_t
 ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
-    size_t size, int64_t *current)
+    size_t size, ngx_uint_t force, int64_t *current,
+    ngx_atomic_uint_t *generation)
 {
     u_char                            *p, *old;
     size_t                             old_size;
-    int64_t                            revision;
+    int64_t                            revision, old_revision;
     pg_snap_t                          snap;
     pg_error_t                         err;
     ngx_slab_pool_t                   *shpool;
@@ -328,7 +362,12 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
 
     *current = sh->revision;
 
-    if (revision <= sh->revision) {
+    if (sh->retired) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_ABORT;
+    }
+
+    if (revision <= sh->revision && !force) {
         ngx_shmtx_unlock(&shpool->mutex);
         return NGX_DECLINED;
     }
@@ -342,9 +381,16 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
          * old one first. Readers copy under this same lock, so none of them
          * sees the gap; if the new one still does not fit, the old one goes
          * back from the writer's copy.
+         *
+         * Should this worker die in the gap, the zone must not claim the
+         * old revision without its blob: it says revision 0 (a reconcile
+         * compares revisions, so the controller pushes again) and marks
+         * the swap, which readers and GET status report. The generation
+         * stays, so workers keep the copy they have.
          */
 
         old_size = sh->blob_size;
+        old_revision = sh->revision;
         old = ngx_alloc(old_size, r->connection->log);
 
         if (old == NULL) {
@@ -353,9 +399,11 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
         }
 
         ngx_memcpy(old, sh->blob, old_size);
-        ngx_slab_free_locked(shpool, sh->blob);
 
-        /* consistent even if this worker dies before the lock is freed */
+        sh->swapping = 1;
+        sh->revision = 0;
+
+        ngx_slab_free_locked(shpool, sh->blob);
         sh->blob = NULL;
         sh->blob_size = 0;
 
@@ -370,13 +418,15 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
                               "portal_gate zone \"%V\" lost its snapshot",
                               &pmcf->shm_zone->shm.name);
                 sh->blob_size = 0;
-                sh->revision = 0;
                 sh->generation++;
 
             } else {
                 ngx_memcpy(sh->blob, old, old_size);
                 sh->blob_size = old_size;
+                sh->revision = old_revision;
             }
+
+            sh->swapping = 0;
 
             ngx_shmtx_unlock(&shpool->mutex);
             ngx_free(old);
@@ -401,7 +451,10 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
     sh->revision = revision;
     sh->applied_at = ngx_time();
     sh->restored = 0;
+    sh->swapping = 0;
     sh->generation++;
+
+    *generation = sh->generation;
 
     if (old) {
         ngx_slab_free_locked(shpool, old);
@@ -413,9 +466,21 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
 
 nomem:
 
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "portal_gate zone \"%V\" is too small for a snapshot of "
-                  "%uz bytes", &pmcf->shm_zone->shm.name, size);
+    /* the controller retries every reconcile: say it once per revision */
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    old_revision = sh->nomem_revision;
+    sh->nomem_revision = revision;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    if (old_revision != revision) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "portal_gate zone \"%V\" is too small for the %uz-byte "
+                      "snapshot of revision %L; enlarge portal_gate_zone",
+                      &pmcf->shm_zone->shm.name, size, revision);
+    }
 
     return NGX_BUSY;
 }

@@ -642,7 +642,9 @@ CONF
 
     _write_file("$d/nginx.conf", $conf);
 
-    my $out = qx{$NGINX -t -p $d/ -c $d/nginx.conf 2>&1};
+    # timeout: a hang (a FIFO at a path nginx reads) fails, not blocks
+    my $limit = $o{timeout} // 60;
+    my $out = qx{timeout $limit $NGINX -t -p $d/ -c $d/nginx.conf 2>&1};
     return ($? >> 8, $out, $d);
 }
 
