@@ -40,7 +40,9 @@ LIB_SRCS    := controller/pg_ctl_store.c controller/pg_redis.c \
                controller/pg_edge.c controller/pg_conf.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c $(LIB_SRCS)
-GATED_SRCS  := controller/portal-gated.c $(LIB_SRCS)
+GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
+               controller/pgd_store.c controller/pgd_compose.c \
+               controller/pgd_edges.c $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller
@@ -48,7 +50,7 @@ CTL_LIBS    := -lcurl -lhiredis $(CORE_LIBS)
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev
-TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server
+TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
 
 .PHONY: all deps module ctl gated unit test demo bench clean

@@ -380,10 +380,13 @@ sub stop {
 }
 
 # Change options (zone, server, http, ...) and reload with HUP; returns
-# when a whole new set of workers runs and the old ones have gone.
+# when a whole new set of workers runs and the old ones have gone. With
+# old_busy => 1, an old worker still has a request to finish: return once
+# the new workers run.
 sub reload {
     my ($self, %o) = @_;
     die "nginx not running\n" unless $self->{pid};
+    my $old_busy = delete $o{old_busy};
 
     for my $k (keys %o) {
         die "unknown option $k\n" unless exists $self->{$k};
@@ -397,6 +400,8 @@ sub reload {
     my $deadline = time + 10 * $SLOW;
     while (1) {
         my @now = $self->workers;
+        my @new = grep { !$old{$_} } @now;
+        last if $old_busy && @new == $self->{workers};
         last if @now == $self->{workers} && !grep { $old{$_} } @now;
         $self->_died("nginx did not reload within " . 10 * $SLOW . " s") if time > $deadline;
         sleep 0.02;
