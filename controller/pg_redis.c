@@ -22,11 +22,13 @@
  */
 
 #include <arpa/inet.h>      /* inet_pton: check a bracketed IPv6 address */
+#include <errno.h>          /* EAGAIN: what a timed out read leaves */
 #include <limits.h>         /* INT_MAX: the highest db */
 #include <stdarg.h>         /* va_list: the refusal messages */
 #include <stdio.h>          /* snprintf, vsnprintf */
 #include <string.h>         /* memchr, strcspn, strrchr, strstr... */
 #include <strings.h>        /* strncasecmp: the scheme */
+#include <sys/socket.h>     /* getsockopt: a command timeout */
 #include <sys/time.h>       /* struct timeval: hiredis timeouts */
 #include "pg_redis.h"       /* the API this file implements */
 
@@ -627,6 +629,7 @@ pg_redis_command(redisContext *c, const char *shown, const char *what,
     int argc, const char **argv, pg_error_t *err)
 {
     int          i, rc;
+    char         text[128];
     size_t       argvlen[3];
     redisReply  *reply;
 
@@ -639,7 +642,7 @@ pg_redis_command(redisContext *c, const char *shown, const char *what,
     if (reply == NULL) {
         /* an I/O error or a timeout: the context says which */
         pg_redis_error(err, "%s: %s failed: %s", shown, what,
-                       c->errstr[0] != '\0' ? c->errstr : "no reply");
+                       pg_redis_strerror(c, text, sizeof(text)));
         return PG_ERR;
     }
 
@@ -744,4 +747,62 @@ failed:
     redisFree(c);
 
     return NULL;
+}
+
+
+int
+pg_redis_timed_out(const redisContext *c, long *timeout_ms)
+{
+    long            ms;
+    socklen_t       len;
+    struct timeval  tv;
+
+    /* hiredis fills errstr with strerror(errno) for a failed read or
+     * write; a socket timeout (SO_RCVTIMEO, SO_SNDTIMEO) is EAGAIN */
+    if (c == NULL || c->err != REDIS_ERR_IO
+        || strcmp(c->errstr, strerror(EAGAIN)) != 0)
+    {
+        return 0;
+    }
+
+    ms = 0;
+
+    /* the connect timeout, which pg_redis_connect() sets commands too */
+    if (c->timeout != NULL) {
+        ms = c->timeout->tv_sec * 1000L + c->timeout->tv_usec / 1000;
+
+    } else {
+        len = sizeof(tv);
+
+        if (c->fd >= 0
+            && getsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0)
+        {
+            ms = tv.tv_sec * 1000L + tv.tv_usec / 1000;
+        }
+    }
+
+    if (timeout_ms != NULL) {
+        *timeout_ms = ms;
+    }
+
+    return 1;
+}
+
+
+const char *
+pg_redis_strerror(const redisContext *c, char *buf, size_t size)
+{
+    long  ms;
+
+    if (pg_redis_timed_out(c, &ms)) {
+        if (ms > 0) {
+            snprintf(buf, size, "timed out: no answer within %ld ms", ms);
+        } else {
+            snprintf(buf, size, "timed out: no answer");
+        }
+
+        return buf;
+    }
+
+    return c->errstr[0] != '\0' ? c->errstr : "no reply";
 }

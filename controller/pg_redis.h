@@ -52,4 +52,21 @@ void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
 redisContext *pg_redis_connect(const pg_redis_url_t *u, int timeout_ms,
     pg_error_t *err);
 
+/*
+ * Did the last command on c fail because Redis did not answer within the
+ * command timeout? hiredis says "Resource temporarily unavailable" then
+ * (the socket's EAGAIN), which reads like a fault of the client, not a
+ * slow or stopped Redis. Returns 1 or 0; *timeout_ms (when not NULL) gets
+ * the timeout, 0 when it cannot be told.
+ */
+int pg_redis_timed_out(const redisContext *c, long *timeout_ms);
+
+/*
+ * c->errstr as a message should say it: "timed out: no answer within
+ * 1000 ms" after a timeout, "no reply" when hiredis left it empty. The
+ * result is buf or c->errstr (borrowed).
+ */
+const char *pg_redis_strerror(const redisContext *c, char *buf,
+    size_t size);
+
 #endif /* PG_REDIS_H */
