@@ -1,0 +1,203 @@
+/*
+ * pgd.h: portal-gated's private header: the daemon's state, and what its
+ * files call in each other. Only controller/portal-gated.c and
+ * controller/pgd_*.c include it.
+ *
+ *   portal-gated.c   start, logging, signals, config reload, the loop
+ *   pgd_redis.c      the two Redis connections: connect, pub/sub, backoff
+ *   pgd_store.c      reading the store, the reconcile tick, and saying once
+ *                    what the edges get instead of what the store holds
+ *   pgd_compose.c    from whatever the store holds, a snapshot that
+ *                    compiles (pure: JSON in, JSON out, no I/O)
+ *   pgd_edges.c      every request to an edge, in the curl multi handle:
+ *                    PUT snapshot, GET status, GET snapshot (the seed);
+ *                    409s (raise the store, or force a pinned edge)
+ *
+ * Nothing here blocks on an edge: every edge request runs in the multi
+ * handle, and the loop only waits in curl_multi_poll().
+ *
+ * Ownership: the daemon (pgd_t) owns its Redis contexts, the multi handle,
+ * the edges and their requests, the last good snapshot, the seed and the
+ * notes; a pushed body is shared by the requests that send it and freed by
+ * the last of them (pgd_body_t).
+ */
+
+#ifndef PGD_H
+#define PGD_H
+
+#include <signal.h>             /* sig_atomic_t */
+#include <stdint.h>             /* int64_t */
+#include <curl/curl.h>          /* CURLM, CURLcode */
+#include <hiredis/hiredis.h>    /* redisContext */
+#include <jansson.h>            /* json_t */
+#include "portal_gate.h"        /* PG_OK, pg_error_t, PG_REVISION_MAX */
+#include "pg_conf.h"            /* pg_conf_t, PG_LOG_* */
+#include "pg_ctl_store.h"       /* pg_store_t */
+#include "pg_edge.h"            /* pg_edge_t, pg_edge_req_t */
+
+
+#define PGD_CONF_DEFAULT      "/etc/portal-gate/portal-gated.conf"
+#define PGD_ACTOR             "portal-gated"
+
+#define PGD_REDIS_TIMEOUT_MS  1000      /* connect, and each command */
+#define PGD_STATUS_TIMEOUT_MS 1000      /* GET status of an edge */
+#define PGD_SEED_TIMEOUT_MS   5000      /* GET snapshot: 100k ids ~ 2 MB */
+#define PGD_PUT_TIMEOUT_MS    10000     /* PUT snapshot: 100k ids ~50 ms */
+#define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
+#define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
+#define PGD_STALE_EVERY_MS    60000     /* "still no Redis", at most so often */
+
+/*
+ * The highest edge revision the store's is raised above (409 from an edge
+ * ahead of a store restored from an older backup). Above it the edge is
+ * taken as pinned, by a hostile or broken PUT: raising the store there
+ * would leave it too few revisions to write a kill with (an edge and the
+ * core refuse anything above PG_REVISION_MAX), so the daemon pushes with
+ * ?force=1 instead. Half the range: no real store gets near 2^52 writes.
+ */
+#define PGD_RAISE_MAX         (PG_REVISION_MAX / 2)
+
+/* What an edge's request in flight is. */
+#define PGD_REQ_NONE          0
+#define PGD_REQ_STATUS        1
+#define PGD_REQ_PUT           2
+#define PGD_REQ_SEED          3         /* GET snapshot, see pgd_t.seed */
+
+/* Redis, and the edges, as last said in the log. */
+#define PGD_UNKNOWN           0
+#define PGD_UP                1
+#define PGD_DOWN              2
+
+/* The store, as last read. */
+#define PGD_STORE_UNKNOWN     0
+#define PGD_STORE_OK          1
+#define PGD_STORE_UNINIT      2         /* no marker: never pushed */
+#define PGD_STORE_BROKEN      3         /* cannot be read or compiled */
+
+/* The seed: what an edge holds, asked only while the daemon has no last
+ * good snapshot of its own (it just started) and needs one. */
+#define PGD_SEED_NONE         0         /* not needed, or not asked yet */
+#define PGD_SEED_ASKING       1         /* GET snapshot to each edge */
+#define PGD_SEED_SETTLED      2         /* an edge answered, or none could */
+
+
+#define pgd_log(d, level, ...)                                               \
+    do {                                                                     \
+        if ((level) >= (d)->conf.log_level) {                                \
+            pgd_log_write(d, level, __VA_ARGS__);                            \
+        }                                                                    \
+    } while (0)
+
+
+/* A snapshot's text, shared by the PUTs that send it. */
+typedef struct {
+    int       refs;
+    int64_t   revision;
+    size_t    len;
+    char     *data;
+} pgd_body_t;
+
+typedef struct {
+    pg_edge_t       edge;           /* where it is, from the config */
+    pg_edge_req_t   req;            /* in flight when kind is not NONE */
+    int             kind;           /* PGD_REQ_* */
+    pgd_body_t     *body;           /* a PUT's body, one reference */
+    double          started;        /* ms, of the request in flight */
+    int64_t         revision;       /* the edge's, as it last said; -1 */
+    int             state;          /* PGD_UP, PGD_DOWN as last logged */
+    int             held;           /* failed: wait for the next tick */
+    int             check;          /* ask its revision when idle */
+    int             force;          /* pinned: PUT with ?force=1 */
+    int             forcing;        /* the PUT in flight has ?force=1 */
+    int             seed_asked;     /* GET snapshot sent, this seeding */
+    char            said[512];      /* the last refusal logged */
+} pgd_edge_t;
+
+typedef struct {
+    char           *conf_path;      /* absolute: new */
+    pg_conf_t       conf;
+    int             use_syslog;
+
+    redisContext   *cmd;            /* commands */
+    redisContext   *sub;            /* SUBSCRIBE only */
+    pg_store_t      store;
+    char            where[300];     /* the Redis URL, password masked */
+    char            channel[PG_STORE_PREFIX_MAX + 16];
+    int             redis_state;    /* PGD_UP, PGD_DOWN as last logged */
+    double          redis_down_since;
+    double          redis_retry_at;
+    double          stale_said;
+    unsigned        redis_attempts;
+    int             load_wanted;    /* a change message came */
+
+    int             store_state;    /* PGD_STORE_* as last logged */
+    char            store_said[1024];
+    int64_t         store_revision; /* Redis's, at the last read */
+
+    json_t         *good;           /* the last snapshot made, or NULL */
+    pgd_body_t     *body;           /* its text: one reference */
+    json_t         *notes;          /* what was said of flags the edges
+                                       do not get as the store has them:
+                                       key -> [level, text]; see
+                                       pgd_compose() */
+    json_t         *bad_now;        /* "env/flag" -> why, for the read
+                                       under way: invalid on their own */
+    json_t         *seed;           /* an edge's snapshot, or NULL */
+    int             seed_state;     /* PGD_SEED_* */
+
+    pgd_edge_t     *edges;
+    size_t          nedges;
+    CURLM          *multi;
+    double          next_tick;
+    int             sigpipe[2];
+} pgd_t;
+
+
+/* portal-gated.c */
+void pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+double pgd_now(void);
+
+/* pgd_redis.c */
+void pgd_redis_connect(pgd_t *d);
+void pgd_redis_close(pgd_t *d);
+void pgd_redis_down(pgd_t *d, const char *why);
+void pgd_redis_store_failed(pgd_t *d);
+void pgd_redis_read(pgd_t *d);
+
+/* pgd_store.c */
+void pgd_load(pgd_t *d);
+void pgd_tick(pgd_t *d);
+void pgd_store_forget(pgd_t *d);
+void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* pgd_edges.c */
+int pgd_edges_set(pgd_t *d);
+void pgd_edges_free(pgd_t *d);
+void pgd_kick(pgd_t *d);
+void pgd_cancel(pgd_t *d, pgd_edge_t *e);
+void pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code);
+void pgd_body_release(pgd_body_t *body);
+void pgd_seed_ask(pgd_t *d);
+
+/*
+ * pgd_compose.c: the snapshot the edges get, from store (a read of the
+ * store: pg_store_snapshot() with the flags that are not valid on their
+ * own left out and named in bad, "env/flag" -> why) and good (what the
+ * edges hold: the last snapshot made, or an edge's; NULL when unknown).
+ * Whatever the store holds, a change to a flag that compiles on its own
+ * goes out, a kill above all; the rules are in pgd_compose.c.
+ *
+ * On PG_OK *out is a new snapshot that compiles. notes gets, for every
+ * flag or environment that the edges do not get as the store has it,
+ * key -> [level, text] ("env/flag", or "env" for the environment as a
+ * whole, or "*" for the store), the text ready for the log. *wanted is 1
+ * when the result depends on what the edges hold (good was consulted).
+ * PG_ERR (err set) only when nothing can be pushed at all: a revision out
+ * of range, or out of memory. store, bad and good are borrowed.
+ */
+int pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
+    json_t **out, json_t *notes, int *wanted, pg_error_t *err);
+
+#endif /* PGD_H */

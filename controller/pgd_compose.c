@@ -1,0 +1,774 @@
+/*
+ * pgd_compose.c: from whatever the store holds, the snapshot the edges
+ * get (see pgd.h). Pure: JSON in, JSON out; no Redis, no edge, no log.
+ *
+ * A store can hold what no edge accepts: a value that is not JSON, an
+ * unknown key, more flags in an environment than PG_FLAGS_MAX, a
+ * `requires` of a missing flag, a cycle. The daemon must still push every
+ * change that compiles, a kill above all, so instead of refusing the whole
+ * revision it decides, flag by flag and without trial and error, what the
+ * edges get. "Good" is what the edges hold (the last snapshot made, or an
+ * edge's own); each rule below that departs from the store leaves a note.
+ * Per environment, in this order:
+ *
+ *   1. A flag that is not valid on its own (pg_flag_check_json(), done by
+ *      pg_store_snapshot()) keeps its good version; without one it is
+ *      left out.
+ *   2. More than PG_FLAGS_MAX flags: the flags the edges hold come first,
+ *      then new ones in name order; the excess new ones are held back.
+ *   3. Then `requires`, until every flag resolves and no cycle is left.
+ *      For a flag F that requires a missing flag R:
+ *        a. F is killed (enabled false): it goes out without its
+ *           requires. Rule 2 of the evaluation (killed) comes before rule
+ *           3 (requires), so it evaluates exactly as the store means it,
+ *           off, and a kill is never held back by what it requires;
+ *        b. R has a good version (it was deleted from the store): R keeps
+ *           it, while there is room under PG_FLAGS_MAX;
+ *        c. F has a good version other than the store's: F keeps it;
+ *        d. otherwise F is left out (off: the safe side of a gate), and
+ *           the flags that require F are looked at in the next round.
+ *      For a cycle: its killed flags lose their requires (as a.); else
+ *      the flags whose `requires` differs from their good version keep
+ *      their good version (a cycle always has a new edge, since the good
+ *      snapshot compiled); else its flags without a good version are left
+ *      out; else all of it is.
+ *      Each flag is restored, reverted or left out at most once, so the
+ *      rounds end.
+ *
+ * If the result still does not compile (it should not), the edges get
+ * the good snapshot with the store's kills applied to it, so that a kill
+ * goes out even then; if even that does not compile (a revision out of
+ * range), nothing is pushed.
+ */
+
+#include <stdarg.h>         /* va_list: the notes */
+#include <stdio.h>          /* snprintf, vsnprintf */
+#include <stdlib.h>         /* qsort, bsearch, calloc, free */
+#include <string.h>         /* strcmp, strchr, strdup, strlen */
+#include "pgd.h"            /* pgd_compose, PG_FLAGS_MAX */
+
+
+#define PGD_HELD_SHOWN   12         /* held-back flags a note names */
+#define PGD_NOTE_MAX     900        /* bytes of a note, within a log line */
+
+/* What rules 1 to 3 did to a flag of the environment being composed. */
+#define PGD_AS_STORED    0          /* as the store has it */
+#define PGD_RESTORED     1          /* its good version: the store's is
+                                       not valid, or is gone */
+#define PGD_REVERTED     2          /* its good version: the store's
+                                       breaks the environment */
+#define PGD_LEFT_OUT     3          /* not pushed */
+#define PGD_UNREQUIRED   4          /* killed: pushed without requires */
+
+
+typedef struct {
+    const char    *env;
+    json_t        *flags;       /* being composed: new */
+    const json_t  *good;        /* the env's flags at the edges: borrowed,
+                                   NULL when unknown */
+    json_t        *done;        /* name -> PGD_* (integer): new */
+    json_t        *notes;       /* borrowed */
+    int           *wanted;
+} pgd_env_t;
+
+/* A flag name and whether the edges hold it, for rule 2's order. */
+typedef struct {
+    char   *name;
+    int     held_by_edges;
+} pgd_rank_t;
+
+
+static void pgd_note(json_t *notes, const char *key, int level,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void pgd_note_flag(pgd_env_t *ce, const char *flag, int level,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static const json_t *pgd_good_flag(pgd_env_t *ce, const char *name);
+static int pgd_done_get(pgd_env_t *ce, const char *name);
+static void pgd_done_set(pgd_env_t *ce, const char *name, int what);
+static const char *pgd_requires(const json_t *flag);
+static int pgd_killed(const json_t *flag);
+static int pgd_same_requires(const json_t *a, const json_t *b);
+static int pgd_name_cmp(const void *a, const void *b);
+static int pgd_rank_cmp(const void *a, const void *b);
+static char **pgd_names(const json_t *obj, size_t *n);
+static void pgd_names_free(char **names, size_t n);
+static int pgd_unrequire(pgd_env_t *ce, const char *name, const char *why);
+static int pgd_env_bad(pgd_env_t *ce, const json_t *bad);
+static int pgd_env_limit(pgd_env_t *ce);
+static int pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r);
+static int pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req,
+    size_t start, const char *text);
+static int pgd_env_resolve(pgd_env_t *ce);
+static json_t *pgd_kills_only(const json_t *store, const json_t *good);
+
+
+/* --- notes ------------------------------------------------------------ */
+
+static void
+pgd_note(json_t *notes, const char *key, int level, const char *fmt, ...)
+{
+    char     text[PGD_NOTE_MAX];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(text, sizeof(text), fmt, args);
+    va_end(args);
+
+    json_object_set_new(notes, key, json_pack("[is]", level, text));
+}
+
+
+static void
+pgd_note_flag(pgd_env_t *ce, const char *flag, int level, const char *fmt,
+    ...)
+{
+    char     key[2 * PG_NAME_MAX + 8], text[PGD_NOTE_MAX];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(text, sizeof(text), fmt, args);
+    va_end(args);
+
+    snprintf(key, sizeof(key), "%s/%s", ce->env, flag);
+    pgd_note(ce->notes, key, level, "flag \"%s\" in %s %s", flag, ce->env,
+             text);
+}
+
+
+/* --- small helpers ---------------------------------------------------- */
+
+/* The flag's version at the edges (borrowed), or NULL. */
+static const json_t *
+pgd_good_flag(pgd_env_t *ce, const char *name)
+{
+    *ce->wanted = 1;
+
+    return json_object_get(ce->good, name);
+}
+
+
+static int
+pgd_done_get(pgd_env_t *ce, const char *name)
+{
+    return (int) json_integer_value(json_object_get(ce->done, name));
+}
+
+
+static void
+pgd_done_set(pgd_env_t *ce, const char *name, int what)
+{
+    json_object_set_new(ce->done, name, json_integer(what));
+}
+
+
+/* The flag's `requires` (borrowed), or NULL. The flag is valid alone. */
+static const char *
+pgd_requires(const json_t *flag)
+{
+    return json_string_value(json_object_get(flag, "requires"));
+}
+
+
+static int
+pgd_killed(const json_t *flag)
+{
+    return json_is_false(json_object_get(flag, "enabled"));
+}
+
+
+static int
+pgd_same_requires(const json_t *a, const json_t *b)
+{
+    const char  *ra, *rb;
+
+    ra = pgd_requires(a);
+    rb = pgd_requires(b);
+
+    return (ra == NULL && rb == NULL)
+           || (ra != NULL && rb != NULL && strcmp(ra, rb) == 0);
+}
+
+
+static int
+pgd_name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+
+/* The flags the edges hold first, then in name order. */
+static int
+pgd_rank_cmp(const void *a, const void *b)
+{
+    const pgd_rank_t  *ra = a, *rb = b;
+
+    if (ra->held_by_edges != rb->held_by_edges) {
+        return rb->held_by_edges - ra->held_by_edges;
+    }
+
+    return strcmp(ra->name, rb->name);
+}
+
+
+/* obj's keys, copied and in name order: new, for pgd_names_free(). */
+static char **
+pgd_names(const json_t *obj, size_t *n)
+{
+    char        **names;
+    size_t        i;
+    json_t       *v;
+    const char   *key;
+
+    *n = json_object_size(obj);
+    names = calloc(*n ? *n : 1, sizeof(char *));
+
+    if (names == NULL) {
+        return NULL;
+    }
+
+    i = 0;
+
+    json_object_foreach((json_t *) obj, key, v) {
+        names[i] = strdup(key);
+
+        if (names[i] == NULL) {
+            pgd_names_free(names, i);
+            return NULL;
+        }
+
+        i++;
+    }
+
+    qsort(names, *n, sizeof(char *), pgd_name_cmp);
+
+    return names;
+}
+
+
+static void
+pgd_names_free(char **names, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; names != NULL && i < n; i++) {
+        free(names[i]);
+    }
+
+    free(names);
+}
+
+
+/* Rule 3a: a killed flag goes out without its requires. */
+static int
+pgd_unrequire(pgd_env_t *ce, const char *name, const char *why)
+{
+    json_t  *copy;
+
+    /* a copy: the flag object is shared with the store's snapshot */
+    copy = json_copy(json_object_get(ce->flags, name));
+
+    if (copy == NULL || json_object_del(copy, "requires") != 0) {
+        json_decref(copy);
+        return PG_ERR;
+    }
+
+    json_object_set_new(ce->flags, name, copy);
+    pgd_done_set(ce, name, PGD_UNREQUIRED);
+    pgd_note_flag(ce, name, PG_LOG_WARN, "is killed and %s: it goes out "
+                  "killed, without its requires (a killed flag is off "
+                  "whatever it requires)", why);
+
+    return PG_OK;
+}
+
+
+/* --- rule 1: not valid on its own --------------------------------------- */
+
+static int
+pgd_env_bad(pgd_env_t *ce, const json_t *bad)
+{
+    size_t         len;
+    json_t        *why;
+    const char    *key, *flag;
+    const json_t  *good;
+
+    len = strlen(ce->env);
+
+    json_object_foreach((json_t *) bad, key, why) {
+        flag = strchr(key, '/');
+
+        if (flag == NULL || (size_t) (flag - key) != len
+            || strncmp(key, ce->env, len) != 0)
+        {
+            continue;
+        }
+
+        flag++;
+        good = pgd_good_flag(ce, flag);
+
+        if (good != NULL) {
+            json_object_set(ce->flags, flag, (json_t *) good);
+            pgd_done_set(ce, flag, PGD_RESTORED);
+            pgd_note_flag(ce, flag, PG_LOG_ERROR, "is %s; the edges keep "
+                          "its last good version", json_string_value(why));
+
+        } else {
+            pgd_done_set(ce, flag, PGD_LEFT_OUT);
+            pgd_note_flag(ce, flag, PG_LOG_ERROR, "is %s; it is left out: "
+                          "no good version of it is known",
+                          json_string_value(why));
+        }
+    }
+
+    return PG_OK;
+}
+
+
+/* --- rule 2: at most PG_FLAGS_MAX flags ---------------------------------- */
+
+static int
+pgd_env_limit(pgd_env_t *ce)
+{
+    char         **names, list[PGD_NOTE_MAX - 300];
+    size_t         n, i, len;
+    pgd_rank_t    *rank;
+
+    n = json_object_size(ce->flags);
+
+    if (n <= PG_FLAGS_MAX) {
+        return PG_OK;
+    }
+
+    names = pgd_names(ce->flags, &n);
+    rank = calloc(n, sizeof(pgd_rank_t));
+
+    if (names == NULL || rank == NULL) {
+        pgd_names_free(names, n);
+        free(rank);
+        return PG_ERR;
+    }
+
+    for (i = 0; i < n; i++) {
+        rank[i].name = names[i];
+        rank[i].held_by_edges = pgd_good_flag(ce, names[i]) != NULL;
+    }
+
+    qsort(rank, n, sizeof(pgd_rank_t), pgd_rank_cmp);
+
+    list[0] = '\0';
+    len = 0;
+
+    for (i = PG_FLAGS_MAX; i < n; i++) {
+        json_object_del(ce->flags, rank[i].name);
+        pgd_done_set(ce, rank[i].name, PGD_LEFT_OUT);
+
+        if (i - PG_FLAGS_MAX < PGD_HELD_SHOWN && len < sizeof(list)) {
+            len += (size_t) snprintf(list + len, sizeof(list) - len, "%s%s",
+                                     len ? ", " : "", rank[i].name);
+        }
+    }
+
+    if (n - PG_FLAGS_MAX > PGD_HELD_SHOWN && len < sizeof(list)) {
+        snprintf(list + len, sizeof(list) - len, " and %zu more",
+                 n - PG_FLAGS_MAX - PGD_HELD_SHOWN);
+    }
+
+    pgd_note(ce->notes, ce->env, PG_LOG_ERROR, "environment %s holds %zu "
+             "flags, at most %d: %zu new flags are held back (%s); the "
+             "edges keep the flags they have, then take new ones in name "
+             "order", ce->env, n, PG_FLAGS_MAX, n - PG_FLAGS_MAX, list);
+
+    pgd_names_free(names, n);
+    free(rank);
+
+    return PG_OK;
+}
+
+
+/* --- rule 3: requires ------------------------------------------------- */
+
+/* Flag f requires r, which is not among the flags: rules 3a to 3d. */
+static int
+pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
+{
+    char           why[PG_NAME_MAX + 32];
+    json_t        *flag;
+    const json_t  *good_r, *good_f;
+
+    flag = json_object_get(ce->flags, f);
+    snprintf(why, sizeof(why), "requires unknown flag \"%s\"", r);
+
+    if (pgd_killed(flag)) {
+        return pgd_unrequire(ce, f, why);
+    }
+
+    good_r = pgd_good_flag(ce, r);
+
+    if (good_r != NULL && pgd_done_get(ce, r) == PGD_AS_STORED
+        && json_object_size(ce->flags) < PG_FLAGS_MAX)
+    {
+        json_object_set(ce->flags, r, (json_t *) good_r);
+        pgd_done_set(ce, r, PGD_RESTORED);
+        pgd_note_flag(ce, r, PG_LOG_ERROR, "is no longer in the store, but "
+                      "\"%s\" requires it: the edges keep its last good "
+                      "version", f);
+        return PG_OK;
+    }
+
+    good_f = pgd_good_flag(ce, f);
+
+    if (good_f != NULL && pgd_done_get(ce, f) == PGD_AS_STORED
+        && !json_equal((json_t *) good_f, flag))
+    {
+        json_object_set(ce->flags, f, (json_t *) good_f);
+        pgd_done_set(ce, f, PGD_REVERTED);
+        pgd_note_flag(ce, f, PG_LOG_ERROR, "%s; the edges keep its last "
+                      "good version", why);
+        return PG_OK;
+    }
+
+    json_object_del(ce->flags, f);
+    pgd_done_set(ce, f, PGD_LEFT_OUT);
+    pgd_note_flag(ce, f, PG_LOG_ERROR, "%s; it is left out%s", why,
+                  good_f ? "" : ": no good version of it is known");
+
+    return PG_OK;
+}
+
+
+/*
+ * The cycle through names[start] (req: index + 1 of what each name
+ * requires): rules for a cycle, see the top of this file. text is the
+ * cycle as the notes print it.
+ */
+static int
+pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req, size_t start,
+    const char *text)
+{
+    int            acted, all;
+    char           why[PGD_NOTE_MAX - 200];
+    size_t         j;
+    json_t        *flag;
+    const json_t  *good;
+
+    snprintf(why, sizeof(why), "is in a requires cycle (%s)", text);
+    acted = 0;
+
+    /* its killed flags go out without their requires */
+    j = start;
+
+    do {
+        if (pgd_killed(json_object_get(ce->flags, names[j]))) {
+            if (pgd_unrequire(ce, names[j], why + 3) != PG_OK) {
+                return PG_ERR;
+            }
+            acted = 1;
+        }
+        j = req[j] - 1;
+    } while (j != start);
+
+    if (acted) {
+        return PG_OK;
+    }
+
+    /* the flags whose requires is new keep their good version */
+    do {
+        flag = json_object_get(ce->flags, names[j]);
+        good = pgd_good_flag(ce, names[j]);
+
+        if (good != NULL && pgd_done_get(ce, names[j]) == PGD_AS_STORED
+            && !pgd_same_requires(good, flag))
+        {
+            json_object_set(ce->flags, names[j], (json_t *) good);
+            pgd_done_set(ce, names[j], PGD_REVERTED);
+            pgd_note_flag(ce, names[j], PG_LOG_ERROR, "%s; the edges keep "
+                          "its last good version", why);
+            acted = 1;
+        }
+        j = req[j] - 1;
+    } while (j != start);
+
+    if (acted) {
+        return PG_OK;
+    }
+
+    /* then those the edges do not have; then all of it */
+    for (all = 0; all < 2 && !acted; all++) {
+        do {
+            good = pgd_good_flag(ce, names[j]);
+
+            if (all || good == NULL) {
+                json_object_del(ce->flags, names[j]);
+                pgd_done_set(ce, names[j], PGD_LEFT_OUT);
+                pgd_note_flag(ce, names[j], PG_LOG_ERROR, "%s; it is left "
+                              "out%s", why, good ? ""
+                              : ": no good version of it is known");
+                acted = 1;
+            }
+            j = req[j] - 1;
+        } while (j != start);
+    }
+
+    return PG_OK;
+}
+
+
+static int
+pgd_env_resolve(pgd_env_t *ce)
+{
+    int             rc, found;
+    char          **names, **hit, text[PGD_NOTE_MAX - 300];
+    size_t          n, i, j, k, len, start, rounds, *req;
+    unsigned char  *state, *missing;
+    const char     *r;
+
+    /* each round restores, reverts or leaves out at least one flag, each
+     * flag at most once per kind: this bounds the rounds */
+    for (rounds = 0; ; rounds++) {
+        names = pgd_names(ce->flags, &n);
+        req = calloc(n ? n : 1, sizeof(size_t));
+        state = calloc(n ? n : 1, 1);
+        missing = calloc(n ? n : 1, 1);
+
+        if (names == NULL || req == NULL || state == NULL || missing == NULL
+            || rounds > 4 * n + 8)
+        {
+            pgd_names_free(names, n);
+            free(req);
+            free(state);
+            free(missing);
+            return PG_ERR;
+        }
+
+        found = 0;
+
+        for (i = 0; i < n; i++) {
+            r = pgd_requires(json_object_get(ce->flags, names[i]));
+
+            if (r == NULL) {
+                continue;
+            }
+
+            hit = bsearch(&r, names, n, sizeof(char *), pgd_name_cmp);
+
+            if (hit != NULL) {
+                req[i] = (size_t) (hit - names) + 1;
+            } else {
+                missing[i] = 1;
+                found = 1;
+            }
+        }
+
+        rc = PG_OK;
+
+        for (i = 0; i < n && rc == PG_OK; i++) {
+            if (missing[i]) {
+                rc = pgd_fix_missing(ce, names[i],
+                         pgd_requires(json_object_get(ce->flags, names[i])));
+            }
+        }
+
+        /* cycles, as pg_snapshot.c finds them; 0: not seen, 1: on the
+         * current walk, 2: known to end */
+        for (i = 0; i < n && rc == PG_OK; i++) {
+            j = i + 1;
+
+            while (j != 0 && state[j - 1] == 0) {
+                state[j - 1] = 1;
+                j = req[j - 1];
+            }
+
+            if (j != 0 && state[j - 1] == 1) {
+                /* printed from its first name, so that it reads the same
+                 * every time */
+                start = j - 1;
+                k = start;
+
+                do {
+                    start = k < start ? k : start;
+                    k = req[k] - 1;
+                } while (k != j - 1);
+
+                len = 0;
+                k = start;
+
+                do {
+                    len += (size_t) snprintf(text + len, sizeof(text) - len,
+                                             "%s -> ", names[k]);
+                    k = req[k] - 1;
+                } while (k != start && len < sizeof(text));
+
+                if (len < sizeof(text)) {
+                    snprintf(text + len, sizeof(text) - len, "%s",
+                             names[start]);
+                }
+
+                found = 1;
+                rc = pgd_fix_cycle(ce, names, req, start, text);
+            }
+
+            for (j = i + 1; j != 0 && state[j - 1] == 1; j = req[j - 1]) {
+                state[j - 1] = 2;
+            }
+        }
+
+        pgd_names_free(names, n);
+        free(req);
+        free(state);
+        free(missing);
+
+        if (rc != PG_OK || !found) {
+            return rc;
+        }
+    }
+}
+
+
+/* --- the last resort ---------------------------------------------------- */
+
+/*
+ * The good snapshot with the store's revision and the store's kills: what
+ * the edges get when nothing else compiles. New, or NULL.
+ */
+static json_t *
+pgd_kills_only(const json_t *store, const json_t *good)
+{
+    json_t       *snap, *envs, *flags, *copy, *flag, *killed, *stored;
+    const char   *env, *name;
+
+    if (good == NULL) {
+        return NULL;
+    }
+
+    envs = json_object();
+    snap = json_pack("{s:O,s:o}", "revision",
+                     json_object_get(store, "revision"), "environments",
+                     envs);
+
+    if (snap == NULL) {
+        return NULL;
+    }
+
+    json_object_foreach(json_object_get(good, "environments"), env, flags) {
+        copy = json_copy(flags);
+
+        if (copy == NULL || json_object_set_new(envs, env, copy) != 0) {
+            json_decref(snap);
+            return NULL;
+        }
+
+        json_object_foreach(flags, name, flag) {
+            stored = json_object_get(json_object_get(json_object_get(store,
+                                         "environments"), env), name);
+
+            if (stored != NULL && pgd_killed(stored) && !pgd_killed(flag)) {
+                killed = json_copy(flag);
+
+                if (killed == NULL
+                    || json_object_set_new(killed, "enabled", json_false())
+                       != 0
+                    || json_object_set_new(copy, name, killed) != 0)
+                {
+                    json_decref(snap);
+                    return NULL;
+                }
+            }
+        }
+    }
+
+    return snap;
+}
+
+
+/* --- the API ------------------------------------------------------------ */
+
+int
+pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
+    json_t **out, json_t *notes, int *wanted, pg_error_t *err)
+{
+    int             rc;
+    size_t          size;
+    json_t         *snap, *envs, *flags;
+    pgd_env_t       ce;
+    pg_error_t      again;
+    const char     *env;
+    unsigned char  *blob;
+
+    *wanted = 0;
+    *out = NULL;
+
+    envs = json_object();
+    snap = json_pack("{s:O,s:o}", "revision",
+                     json_object_get(store, "revision"), "environments",
+                     envs);
+
+    if (snap == NULL) {
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return PG_ERR;
+    }
+
+    rc = PG_OK;
+
+    json_object_foreach(json_object_get(store, "environments"), env, flags) {
+        memset(&ce, 0, sizeof(pgd_env_t));
+        ce.env = env;
+        ce.good = json_object_get(json_object_get(good, "environments"),
+                                  env);
+        ce.notes = notes;
+        ce.wanted = wanted;
+
+        /* shallow: the flags are shared, and replaced, never changed */
+        ce.flags = json_copy(flags);
+        ce.done = json_object();
+
+        if (ce.flags == NULL || ce.done == NULL
+            || json_object_set(envs, env, ce.flags) != 0
+            || pgd_env_bad(&ce, bad) != PG_OK
+            || pgd_env_limit(&ce) != PG_OK
+            || pgd_env_resolve(&ce) != PG_OK)
+        {
+            rc = PG_ERR;
+        }
+
+        json_decref(ce.flags);
+        json_decref(ce.done);
+
+        if (rc != PG_OK) {
+            break;
+        }
+    }
+
+    if (rc == PG_OK
+        && pg_snap_compile_json(snap, &blob, &size, err) == PG_OK)
+    {
+        free(blob);
+        *out = snap;
+        return PG_OK;
+    }
+
+    if (rc != PG_OK) {
+        snprintf(err->text, sizeof(err->text), "the daemon could not work "
+                 "around the store's flags (out of memory?)");
+    }
+
+    json_decref(snap);
+
+    /* it should not come to this: then at least the kills go out */
+    snap = pgd_kills_only(store, good);
+    *wanted = 1;
+
+    if (snap == NULL || pg_snap_compile_json(snap, &blob, &size, &again)
+                        != PG_OK)
+    {
+        json_decref(snap);
+        return PG_ERR;
+    }
+
+    free(blob);
+    pgd_note(notes, "*", PG_LOG_ERROR, "the store does not compile even "
+             "where the daemon works around its flags (%s): the edges get "
+             "only its kills, over what they hold", err->text);
+    *out = snap;
+
+    return PG_OK;
+}

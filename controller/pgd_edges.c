@@ -1,0 +1,499 @@
+/*
+ * pgd_edges.c: portal-gated's requests to its edges (see pgd.h).
+ *
+ * Every request to an edge is an easy handle in the daemon's curl multi
+ * handle, one at a time per edge, so an edge that is slow, down, or
+ * accepts connections and never answers holds back nothing but itself:
+ *
+ *   PUT snapshot    when the edge's revision is not the snapshot's;
+ *   GET status      once per reconcile tick (and after a reload);
+ *   GET snapshot    the seed: only while the daemon has no snapshot of its
+ *                   own yet (it just started) and what the edges hold
+ *                   decides what it pushes (pgd_compose()'s *wanted): the
+ *                   first edge that answers gives it, and the store is
+ *                   read again then.
+ *
+ * A 409 from an edge ahead of the store is answered by raising the
+ * store's revision above the edge's; an edge pinned so high that the
+ * store could not go on from there (PGD_RAISE_MAX) gets the snapshot with
+ * ?force=1 instead.
+ */
+
+#include <stdarg.h>             /* va_list */
+#include <stdio.h>              /* snprintf, vsnprintf */
+#include <stdlib.h>             /* calloc, free */
+#include <string.h>             /* strcmp, memcpy */
+#include "pgd.h"                /* pgd_t, the API this file implements */
+
+
+static void pgd_start(pgd_t *d, pgd_edge_t *e, int kind);
+static void pgd_seed_check(pgd_t *d);
+static void pgd_seeded(pgd_t *d, pgd_edge_t *e, long status, json_t *json);
+static void pgd_edge_down(pgd_t *d, pgd_edge_t *e, const char *why);
+static void pgd_edge_up(pgd_t *d, pgd_edge_t *e);
+static void pgd_refused(pgd_t *d, pgd_edge_t *e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above);
+static void pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs,
+    int64_t pushed, int forced);
+
+
+void
+pgd_body_release(pgd_body_t *body)
+{
+    if (body != NULL && --body->refs == 0) {
+        free(body->data);
+        free(body);
+    }
+}
+
+
+/* The edges of the config, none of them known yet. */
+int
+pgd_edges_set(pgd_t *d)
+{
+    size_t  i;
+
+    d->edges = calloc(d->conf.nedges, sizeof(pgd_edge_t));
+    if (d->edges == NULL) {
+        d->nedges = 0;
+        return PG_ERR;
+    }
+
+    d->nedges = d->conf.nedges;
+
+    for (i = 0; i < d->nedges; i++) {
+        d->edges[i].edge = d->conf.edges[i];
+        d->edges[i].revision = -1;
+        d->edges[i].check = 1;
+    }
+
+    return PG_OK;
+}
+
+
+void
+pgd_edges_free(pgd_t *d)
+{
+    size_t  i;
+
+    for (i = 0; i < d->nedges; i++) {
+        pgd_cancel(d, &d->edges[i]);
+    }
+
+    free(d->edges);
+    d->edges = NULL;
+    d->nedges = 0;
+}
+
+
+/* Start what an idle edge needs: the seed, the snapshot, or a look at its
+ * revision. */
+void
+pgd_kick(pgd_t *d)
+{
+    size_t       i;
+    pgd_edge_t  *e;
+
+    for (i = 0; i < d->nedges; i++) {
+        e = &d->edges[i];
+
+        if (e->kind != PGD_REQ_NONE) {
+            continue;
+        }
+
+        /* asked once per seeding, held or not: it costs nothing to wait */
+        if (d->seed_state == PGD_SEED_ASKING && !e->seed_asked) {
+            e->seed_asked = 1;
+            pgd_start(d, e, PGD_REQ_SEED);
+            continue;
+        }
+
+        if (e->held) {
+            continue;
+        }
+
+        if (d->body && e->revision != d->body->revision) {
+            pgd_start(d, e, PGD_REQ_PUT);
+
+        } else if (e->check) {
+            pgd_start(d, e, PGD_REQ_STATUS);
+        }
+    }
+
+    pgd_seed_check(d);
+}
+
+
+static void
+pgd_start(pgd_t *d, pgd_edge_t *e, int kind)
+{
+    int         rc;
+    pg_error_t  err;
+
+    if (kind == PGD_REQ_PUT) {
+        rc = pg_edge_req_init(&e->req, &e->edge, "PUT",
+                              e->force ? "snapshot?force=1" : "snapshot",
+                              d->body->data, d->body->len,
+                              PGD_PUT_TIMEOUT_MS, &err);
+
+    } else if (kind == PGD_REQ_SEED) {
+        rc = pg_edge_req_init(&e->req, &e->edge, "GET", "snapshot", NULL, 0,
+                              PGD_SEED_TIMEOUT_MS, &err);
+
+    } else {
+        rc = pg_edge_req_init(&e->req, &e->edge, "GET", "status", NULL, 0,
+                              PGD_STATUS_TIMEOUT_MS, &err);
+    }
+
+    if (rc != PG_OK || curl_multi_add_handle(d->multi, e->req.curl) != 0) {
+        if (rc == PG_OK) {
+            pg_edge_req_free(&e->req);
+            snprintf(err.text, sizeof(err.text), "edge %.128s: cannot start "
+                     "a request", e->edge.spec);
+        }
+
+        pgd_log(d, PG_LOG_ERROR, "%s", err.text);
+        e->held = 1;
+        return;
+    }
+
+    e->kind = kind;
+    e->started = pgd_now();
+
+    if (kind != PGD_REQ_SEED) {
+        e->check = 0;
+    }
+
+    if (kind == PGD_REQ_PUT) {
+        e->body = d->body;
+        e->body->refs++;
+        e->forcing = e->force;
+    }
+}
+
+
+void
+pgd_cancel(pgd_t *d, pgd_edge_t *e)
+{
+    if (e->kind == PGD_REQ_NONE) {
+        return;
+    }
+
+    curl_multi_remove_handle(d->multi, e->req.curl);
+    pg_edge_req_free(&e->req);
+    pgd_body_release(e->body);
+    e->body = NULL;
+    e->kind = PGD_REQ_NONE;
+}
+
+
+/* --- the seed ----------------------------------------------------------- */
+
+/* What the edges hold is wanted: ask each of them (pgd_kick() sends). */
+void
+pgd_seed_ask(pgd_t *d)
+{
+    size_t  i;
+
+    if (d->seed_state != PGD_SEED_NONE) {
+        return;
+    }
+
+    d->seed_state = PGD_SEED_ASKING;
+
+    for (i = 0; i < d->nedges; i++) {
+        d->edges[i].seed_asked = 0;
+    }
+
+    pgd_log(d, PG_LOG_INFO, "no snapshot of its own yet: asking the edges "
+            "what they hold, for the last good versions of the flags that "
+            "cannot be pushed as the store has them");
+}
+
+
+/* Every edge was asked and none gave its snapshot: go on without. */
+static void
+pgd_seed_check(pgd_t *d)
+{
+    size_t  i;
+
+    if (d->seed_state != PGD_SEED_ASKING) {
+        return;
+    }
+
+    for (i = 0; i < d->nedges; i++) {
+        if (!d->edges[i].seed_asked || d->edges[i].kind == PGD_REQ_SEED) {
+            return;
+        }
+    }
+
+    pgd_log(d, PG_LOG_WARN, "no edge gave its snapshot: flags that cannot "
+            "be pushed as the store has them are left out");
+
+    d->seed_state = PGD_SEED_SETTLED;
+    d->load_wanted = 1;
+}
+
+
+/* An edge answered GET snapshot: the first good answer is the seed.
+ * json is a new reference, taken. */
+static void
+pgd_seeded(pgd_t *d, pgd_edge_t *e, long status, json_t *json)
+{
+    json_t  *rev;
+
+    pgd_edge_up(d, e);
+    rev = json_object_get(json, "revision");
+
+    if (status != 200 || !json_is_integer(rev)
+        || !json_is_object(json_object_get(json, "environments")))
+    {
+        pgd_log(d, PG_LOG_DEBUG, "edge %s: GET snapshot answered %ld, not "
+                "a snapshot", e->edge.spec, status);
+        json_decref(json);
+        return;
+    }
+
+    e->revision = json_integer_value(rev);
+
+    if (d->seed_state != PGD_SEED_ASKING) {
+        json_decref(json);
+        return;
+    }
+
+    pgd_log(d, PG_LOG_INFO, "edge %s holds revision %lld: its flags are "
+            "the last good versions", e->edge.spec,
+            (long long) e->revision);
+
+    json_decref(d->seed);
+    d->seed = json;
+    d->seed_state = PGD_SEED_SETTLED;
+    d->load_wanted = 1;
+}
+
+
+/* --- answers ------------------------------------------------------------ */
+
+/* A request of e has ended: what did the edge say? */
+void
+pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
+{
+    int          kind, forced;
+    long         status;
+    json_t      *json, *rev, *error;
+    int64_t      pushed, theirs;
+    pg_error_t   err;
+    pgd_body_t  *body;
+
+    kind = e->kind;
+    body = e->body;
+    forced = e->forcing;
+    pushed = body ? body->revision : -1;
+
+    curl_multi_remove_handle(d->multi, e->req.curl);
+    e->kind = PGD_REQ_NONE;
+    e->body = NULL;
+    e->forcing = 0;
+
+    if (pg_edge_req_done(&e->req, code, &status, &json, &err) != PG_OK) {
+        pgd_body_release(body);
+        pgd_edge_down(d, e, err.text);
+        pgd_seed_check(d);
+        return;
+    }
+
+    if (kind == PGD_REQ_SEED) {
+        pgd_seeded(d, e, status, json);
+        pgd_seed_check(d);
+        return;
+    }
+
+    rev = json_object_get(json, "revision");
+    error = json_object_get(json, "error");
+    theirs = json_is_integer(rev) ? json_integer_value(rev) : -1;
+
+    if (kind == PGD_REQ_PUT && status == 200) {
+        pgd_edge_up(d, e);
+        e->revision = pushed;
+        e->said[0] = '\0';
+        e->force = 0;
+        pgd_log(d, PG_LOG_INFO, "edge %s: revision %lld applied in %.1f ms%s",
+                e->edge.spec, (long long) pushed, pgd_now() - e->started,
+                forced ? " (forced)" : "");
+
+    } else if ((kind == PGD_REQ_PUT && status == 409 && theirs >= 0)
+               || (kind == PGD_REQ_STATUS && status == 200 && theirs >= 0))
+    {
+        /* 409: the edge has this revision or a newer one already */
+        pgd_edge_up(d, e);
+        e->revision = theirs;
+
+        if (kind == PGD_REQ_PUT && theirs > pushed && theirs > PGD_RAISE_MAX
+            && d->store_revision != 0)
+        {
+            pgd_force(d, e, theirs, pushed, forced);
+
+        } else if (kind == PGD_REQ_PUT && theirs != pushed) {
+            if (theirs > pushed) {
+                pgd_raise(d, e, theirs);
+            }
+
+            /* not pushed again until there is another snapshot to push */
+            if (d->body == NULL || d->body->revision == pushed) {
+                e->held = 1;
+            }
+        }
+
+    } else {
+        pgd_edge_up(d, e);
+        pgd_refused(d, e, "edge %.100s: %s answered %ld: %.96s", e->edge.spec,
+                    kind == PGD_REQ_PUT ? (forced ? "PUT snapshot?force=1"
+                                                  : "PUT snapshot")
+                                        : "GET status",
+                    status, json_is_string(error) ? json_string_value(error)
+                                                  : "not the API's JSON");
+        e->revision = -1;
+        e->held = 1;
+    }
+
+    json_decref(json);
+    pgd_body_release(body);
+}
+
+
+static void
+pgd_edge_down(pgd_t *d, pgd_edge_t *e, const char *why)
+{
+    if (e->state != PGD_DOWN) {
+        pgd_log(d, PG_LOG_WARN, "%s; it keeps what it has, and is tried "
+                "again every %ld ms", why, d->conf.reconcile_ms);
+        e->state = PGD_DOWN;
+    }
+
+    e->revision = -1;
+    e->held = 1;
+}
+
+
+static void
+pgd_edge_up(pgd_t *d, pgd_edge_t *e)
+{
+    if (e->state == PGD_DOWN) {
+        pgd_log(d, PG_LOG_NOTICE, "edge %s: reachable again", e->edge.spec);
+    }
+
+    e->state = PGD_UP;
+}
+
+
+/* Why an edge does not take the snapshot: said once per reason, as it is
+ * tried again every tick. */
+static void
+pgd_refused(pgd_t *d, pgd_edge_t *e, const char *fmt, ...)
+{
+    char     msg[sizeof(e->said)];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, args);
+    va_end(args);
+
+    if (strcmp(msg, e->said) != 0) {
+        pgd_log(d, PG_LOG_ERROR, "%s", msg);
+        memcpy(e->said, msg, sizeof(e->said));
+    }
+}
+
+
+/*
+ * An edge is at a revision above the store's: the store was restored from
+ * an older backup. Raise the store's revision above the edge's, so that
+ * the next push wins, and read it again.
+ */
+static void
+pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above)
+{
+    char     reason[700];
+    int64_t  now;
+
+    /* the store is ahead already: the next push wins */
+    if (d->cmd == NULL || d->store_state != PGD_STORE_OK
+        || d->store_revision > above)
+    {
+        return;
+    }
+
+    /*
+     * Revision 0 is a store that was never written to: `init` after Redis
+     * lost its data, not an older backup. Raising would empty the edges.
+     */
+    if (d->store_revision == 0) {
+        pgd_refused(d, e, "the store at %s was initialised empty (revision "
+                    "0) but edge %s holds revision %lld: the edges are not "
+                    "emptied. To rebuild the store from them, run "
+                    "`portal-gatectl init --from-edge URL`", d->where,
+                    e->edge.spec, (long long) above);
+        return;
+    }
+
+    snprintf(reason, sizeof(reason), "edge %s was at revision %lld, above "
+             "the store's %lld", e->edge.spec, (long long) above,
+             (long long) d->store_revision);
+
+    if (pg_store_raise_revision(&d->store, above, PGD_ACTOR, reason, &now)
+        != PG_OK)
+    {
+        if (d->store.code == PG_STORE_EREDIS) {
+            pgd_redis_store_failed(d);
+        } else {
+            pgd_refused(d, e, "cannot raise the store's revision above edge "
+                        "%s's %lld: %s", e->edge.spec, (long long) above,
+                        d->store.err.text);
+        }
+        return;
+    }
+
+    e->said[0] = '\0';
+
+    pgd_log(d, PG_LOG_WARN, "edge %s is at revision %lld, above the store's "
+            "%lld (a store restored from an older backup?): raised the "
+            "store's revision to %lld, so the edges take what the store "
+            "holds", e->edge.spec, (long long) above,
+            (long long) d->store_revision, (long long) now);
+
+    pgd_load(d);
+}
+
+
+/*
+ * An edge answered 409 with a revision so high that the store's cannot be
+ * raised above it and still take writes: the edge was pinned (a PUT of a
+ * huge revision, or a state file from before revisions were bounded), and
+ * would ignore every change, a kill included, for good. Push what the
+ * store holds with ?force=1, which replaces the snapshot whatever its
+ * revision. forced: this 409 answered a forced PUT already.
+ */
+static void
+pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs, int64_t pushed,
+    int forced)
+{
+    if (forced) {
+        pgd_refused(d, e, "edge %s is pinned at revision %lld and refused "
+                    "PUT snapshot?force=1 too (an nginx module from before "
+                    "?force=1?): it ignores the store's revision %lld and "
+                    "every change until it is cleared", e->edge.spec,
+                    (long long) theirs, (long long) pushed);
+        e->held = 1;
+        return;
+    }
+
+    pgd_log(d, PG_LOG_WARN, "edge %s is at revision %lld, which the store's "
+            "revision %lld cannot be raised above (at most %lld: the store "
+            "would have no revisions left to write with): pushing revision "
+            "%lld to it with ?force=1", e->edge.spec, (long long) theirs,
+            (long long) pushed, (long long) PGD_RAISE_MAX, (long long) pushed);
+
+    e->force = 1;
+    e->held = 0;
+}

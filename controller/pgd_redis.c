@@ -1,0 +1,193 @@
+/*
+ * pgd_redis.c: portal-gated's two Redis connections (see pgd.h): one for
+ * commands, one SUBSCRIBEd to the change channel, both through
+ * pg_redis_connect() (AUTH, SELECT) again after every failure, with a
+ * backoff of 250 ms doubling to 5 s, each wait shortened at random by up
+ * to a quarter so that many daemons do not reconnect in step. Redis going
+ * and coming back is said once each.
+ */
+
+#include <stdio.h>              /* snprintf */
+#include <stdlib.h>             /* rand */
+#include <string.h>             /* strcmp */
+#include "pgd.h"                /* pgd_t, the API this file implements */
+#include "pg_redis.h"           /* pg_redis_connect, pg_redis_strerror */
+
+
+void
+pgd_redis_close(pgd_t *d)
+{
+    if (d->cmd) {
+        redisFree(d->cmd);
+        d->cmd = NULL;
+    }
+
+    if (d->sub) {
+        redisFree(d->sub);
+        d->sub = NULL;
+    }
+}
+
+
+void
+pgd_redis_down(pgd_t *d, const char *why)
+{
+    double    now, delay;
+    unsigned  shift;
+
+    pgd_redis_close(d);
+    now = pgd_now();
+
+    if (d->redis_state != PGD_DOWN) {
+        pgd_log(d, PG_LOG_ERROR, "redis unreachable: %s; the edges keep what "
+                "they hold, reconnecting", why);
+
+        d->redis_state = PGD_DOWN;
+        d->redis_down_since = now;
+        d->stale_said = now;
+        d->redis_attempts = 0;
+
+    } else {
+        pgd_log(d, PG_LOG_DEBUG, "redis still unreachable: %s", why);
+    }
+
+    /* 250 ms, doubling to 5 s, each less up to a quarter at random */
+    shift = d->redis_attempts < 5 ? d->redis_attempts : 5;
+    delay = PGD_BACKOFF_MIN_MS * (double) (1u << shift);
+    delay = delay < PGD_BACKOFF_MAX_MS ? delay : PGD_BACKOFF_MAX_MS;
+    delay -= delay * 0.25 * (rand() / (double) RAND_MAX);
+
+    d->redis_attempts++;
+    d->redis_retry_at = now + delay;
+}
+
+
+/*
+ * A store call on d->cmd failed with PG_STORE_EREDIS. A command that timed
+ * out is said so, with the timeout: hiredis leaves "Resource temporarily
+ * unavailable" (the socket's EAGAIN) in the store's message then.
+ */
+void
+pgd_redis_store_failed(pgd_t *d)
+{
+    char  why[600], text[160];
+
+    if (d->cmd != NULL && pg_redis_timed_out(d->cmd, NULL)) {
+        snprintf(why, sizeof(why), "%s: %s", d->where,
+                 pg_redis_strerror(d->cmd, text, sizeof(text)));
+        pgd_redis_down(d, why);
+        return;
+    }
+
+    pgd_redis_down(d, d->store.err.text);
+}
+
+
+/* Subscribe first, then read the store: no change slips between them. */
+void
+pgd_redis_connect(pgd_t *d)
+{
+    char         text[160];
+    pg_error_t   err;
+    redisReply  *reply;
+
+    pg_redis_url_format(&d->conf.redis, d->where, sizeof(d->where));
+    snprintf(d->channel, sizeof(d->channel), "%s%s", d->conf.prefix,
+             PG_STORE_CHANNEL);
+
+    d->sub = pg_redis_connect(&d->conf.redis, PGD_REDIS_TIMEOUT_MS, &err);
+    if (d->sub == NULL) {
+        pgd_redis_down(d, err.text);
+        return;
+    }
+
+    reply = redisCommand(d->sub, "SUBSCRIBE %s", d->channel);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        snprintf(err.text, sizeof(err.text), "%.120s: SUBSCRIBE failed: %.100s",
+                 d->where, reply == NULL
+                           ? pg_redis_strerror(d->sub, text, sizeof(text))
+                           : reply->type == REDIS_REPLY_ERROR ? reply->str
+                           : "unexpected reply");
+        freeReplyObject(reply);
+        pgd_redis_down(d, err.text);
+        return;
+    }
+
+    freeReplyObject(reply);
+
+    /* a connection that dies silently (a NAT, a firewall) is noticed */
+    redisEnableKeepAlive(d->sub);
+
+    d->cmd = pg_redis_connect(&d->conf.redis, PGD_REDIS_TIMEOUT_MS, &err);
+    if (d->cmd == NULL) {
+        pgd_redis_down(d, err.text);
+        return;
+    }
+
+    pg_store_setup(&d->store, d->cmd, d->conf.prefix, d->where);
+
+    /*
+     * Up only once the store could be read: a Redis that accepts
+     * connections but answers LOADING or MASTERDOWN stays down, and the
+     * backoff goes on.
+     */
+    pgd_load(d);
+
+    if (d->cmd == NULL) {
+        return;
+    }
+
+    if (d->redis_state == PGD_DOWN) {
+        pgd_log(d, PG_LOG_NOTICE, "redis %s reachable again after %.1f s",
+                d->where, (pgd_now() - d->redis_down_since) / 1000);
+    } else {
+        pgd_log(d, PG_LOG_NOTICE, "connected to redis %s, following %s",
+                d->where, d->channel);
+    }
+
+    d->redis_state = PGD_UP;
+    d->redis_attempts = 0;
+}
+
+
+/* The pub/sub connection is readable: change messages, or its end. */
+void
+pgd_redis_read(pgd_t *d)
+{
+    char         why[600], text[160];
+    redisReply  *reply;
+
+    if (redisBufferRead(d->sub) != REDIS_OK) {
+        snprintf(why, sizeof(why), "%s: %s", d->where,
+                 pg_redis_strerror(d->sub, text, sizeof(text)));
+        pgd_redis_down(d, why);
+        return;
+    }
+
+    for ( ;; ) {
+        reply = NULL;
+
+        if (redisGetReplyFromReader(d->sub, (void **) &reply) != REDIS_OK) {
+            snprintf(why, sizeof(why), "%s: %s", d->where,
+                     pg_redis_strerror(d->sub, text, sizeof(text)));
+            pgd_redis_down(d, why);
+            return;
+        }
+
+        if (reply == NULL) {
+            return;
+        }
+
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
+            && reply->element[0]->type == REDIS_REPLY_STRING
+            && strcmp(reply->element[0]->str, "message") == 0)
+        {
+            pgd_log(d, PG_LOG_DEBUG, "change message: revision %s",
+                    reply->element[2]->str ? reply->element[2]->str : "?");
+            d->load_wanted = 1;
+        }
+
+        freeReplyObject(reply);
+    }
+}

@@ -1,0 +1,338 @@
+/*
+ * pgd_store.c: portal-gated reads the store (see pgd.h).
+ *
+ * pgd_load() reads the whole store in one MULTI/EXEC, has pgd_compose()
+ * turn whatever it holds into a snapshot that compiles, says once what the
+ * edges get instead of what the store holds, and makes the result the
+ * snapshot that pgd_edges.c pushes. pgd_tick() is the reconcile: Redis's
+ * revision (one round trip) and each edge's (GET status, in the multi
+ * handle); a store that moved without a change message is read again.
+ */
+
+#include <stdarg.h>             /* va_list */
+#include <stdio.h>              /* snprintf, vsnprintf */
+#include <stdlib.h>             /* calloc, free */
+#include <string.h>             /* strcmp, strchr, strlen, memcpy */
+#include "pgd.h"                /* pgd_t, the API this file implements */
+
+
+static void pgd_bad_flag(const char *env, const char *flag, const char *why,
+    void *data);
+static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
+
+
+/* pg_store_snapshot() found a flag that is not valid on its own. */
+static void
+pgd_bad_flag(const char *env, const char *flag, const char *why, void *data)
+{
+    char    key[2 * PG_NAME_MAX + 8];
+    pgd_t  *d = data;
+
+    snprintf(key, sizeof(key), "%s/%s", env, flag);
+    json_object_set_new(d->bad_now, key, json_string(why));
+}
+
+
+/* The store cannot be pushed as it is: say why, once per reason. */
+void
+pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
+{
+    char     msg[sizeof(d->store_said)];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, args);
+    va_end(args);
+
+    if (d->store_state == state && strcmp(msg, d->store_said) == 0) {
+        return;
+    }
+
+    pgd_log(d, PG_LOG_ERROR, "%s; nothing is pushed, the edges keep what "
+            "they hold", msg);
+
+    d->store_state = state;
+    memcpy(d->store_said, msg, sizeof(d->store_said));
+}
+
+
+/* Another store (a reload changed redis, prefix or environments): what
+ * the old one held is pushed nowhere, and nothing said of it stands. */
+void
+pgd_store_forget(pgd_t *d)
+{
+    pgd_body_release(d->body);
+    json_decref(d->good);
+    json_decref(d->notes);
+    json_decref(d->seed);
+    d->body = NULL;
+    d->good = NULL;
+    d->notes = NULL;
+    d->seed = NULL;
+    d->seed_state = PGD_SEED_NONE;
+    d->store_state = PGD_STORE_UNKNOWN;
+    d->store_said[0] = '\0';
+}
+
+
+/*
+ * Read the store and make what it holds the snapshot the edges get; when
+ * that depends on what the edges hold and the daemon does not know it yet,
+ * ask them first (the store is read again once one has answered).
+ */
+void
+pgd_load(pgd_t *d)
+{
+    int              initialised, rc, wanted;
+    char            *text;
+    size_t           i, nflags;
+    json_t          *store, *snap, *envs, *flags, *notes;
+    const char      *names[PG_ENVS_MAX], *key;
+    pg_error_t       err;
+    pgd_body_t      *body;
+
+    if (d->cmd == NULL) {
+        return;
+    }
+
+    d->load_wanted = 0;
+
+    for (i = 0; i < d->conf.nenvs; i++) {
+        names[i] = d->conf.envs[i];
+    }
+
+    d->bad_now = json_object();
+    notes = json_object();
+
+    if (d->bad_now == NULL || notes == NULL) {
+        json_decref(d->bad_now);
+        json_decref(notes);
+        d->bad_now = NULL;
+        pgd_log(d, PG_LOG_ERROR, "out of memory reading the store");
+        return;
+    }
+
+    rc = pg_store_snapshot(&d->store, names, d->conf.nenvs, pgd_bad_flag, d,
+                           &initialised, &store);
+
+    if (rc != PG_OK) {
+        json_decref(d->bad_now);
+        json_decref(notes);
+        d->bad_now = NULL;
+
+        if (d->store.code == PG_STORE_EREDIS) {
+            pgd_redis_store_failed(d);
+        } else {
+            pgd_store_trouble(d, PGD_STORE_BROKEN, "%s", d->store.err.text);
+        }
+
+        return;
+    }
+
+    d->store_revision = json_integer_value(json_object_get(store,
+                                                           "revision"));
+
+    if (!initialised) {
+        json_decref(d->bad_now);
+        json_decref(notes);
+        d->bad_now = NULL;
+        json_decref(store);
+        pgd_store_trouble(d, PGD_STORE_UNINIT, "the store at %s (prefix "
+                          "\"%s\") is NOT INITIALISED: no marker, a flushed "
+                          "or brand-new Redis. To rebuild it from the edges, "
+                          "run `portal-gatectl init --from-edge URL`; for a "
+                          "new deployment, `portal-gatectl init`",
+                          d->where, d->conf.prefix);
+        return;
+    }
+
+    rc = pgd_compose(store, d->bad_now, d->good ? d->good : d->seed, &snap,
+                     notes, &wanted, &err);
+
+    if (d->good == NULL && wanted && d->seed_state != PGD_SEED_SETTLED) {
+        /* nothing is said or pushed before the edges have answered */
+        pgd_seed_ask(d);
+        json_decref(snap);
+        json_decref(notes);
+        json_decref(store);
+        json_decref(d->bad_now);
+        d->bad_now = NULL;
+        return;
+    }
+
+    pgd_say_notes(d, notes, store);
+    json_decref(store);
+    json_decref(d->bad_now);
+    d->bad_now = NULL;
+
+    if (rc != PG_OK) {
+        pgd_store_trouble(d, PGD_STORE_BROKEN, "revision %lld of the store "
+                          "is not valid: %s",
+                          (long long) d->store_revision, err.text);
+        return;
+    }
+
+    if (d->store_state != PGD_STORE_OK && d->store_state != PGD_STORE_UNKNOWN)
+    {
+        pgd_log(d, PG_LOG_NOTICE, "the store at %s is good again",
+                d->where);
+    }
+
+    d->store_state = PGD_STORE_OK;
+    d->store_said[0] = '\0';
+
+    if (d->good && json_equal(d->good, snap)) {
+        json_decref(snap);
+        return;
+    }
+
+    text = json_dumps(snap, JSON_COMPACT | JSON_REAL_PRECISION(12));
+    body = calloc(1, sizeof(pgd_body_t));
+
+    if (text == NULL || body == NULL) {
+        pgd_log(d, PG_LOG_ERROR, "out of memory for revision %lld",
+                (long long) d->store_revision);
+        free(text);
+        free(body);
+        json_decref(snap);
+        return;
+    }
+
+    body->refs = 1;
+    body->revision = d->store_revision;
+    body->data = text;
+    body->len = strlen(text);
+
+    pgd_body_release(d->body);
+    d->body = body;
+    json_decref(d->good);
+    d->good = snap;
+
+    /* the daemon's own snapshot is the last good one from now on */
+    json_decref(d->seed);
+    d->seed = NULL;
+    d->seed_state = PGD_SEED_NONE;
+
+    nflags = 0;
+    envs = json_object_get(snap, "environments");
+
+    json_object_foreach(envs, key, flags) {
+        nflags += json_object_size(flags);
+    }
+
+    pgd_log(d, PG_LOG_INFO, "revision %lld read: %zu flags in %zu "
+            "environments, %zu bytes to push", (long long) body->revision,
+            nflags, json_object_size(envs), body->len);
+}
+
+
+/*
+ * Say each note that is new or changed (pgd_compose(): "env/flag", "env"
+ * or "*" -> [level, text]), and what became of those that are gone: a
+ * flag valid again, or deleted from the store (store: this read). notes
+ * is taken.
+ */
+static void
+pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store)
+{
+    char         env[PG_NAME_MAX + 1];
+    json_t      *note, *said;
+    const char  *key, *flag;
+
+    json_object_foreach(notes, key, note) {
+        said = json_object_get(d->notes, key);
+
+        if (said == NULL || !json_equal(said, note)) {
+            pgd_log(d, (int) json_integer_value(json_array_get(note, 0)),
+                    "%s", json_string_value(json_array_get(note, 1)));
+        }
+    }
+
+    json_object_foreach(d->notes, key, note) {
+        if (json_object_get(notes, key) != NULL) {
+            continue;
+        }
+
+        flag = strchr(key, '/');
+
+        if (flag != NULL) {
+            snprintf(env, sizeof(env), "%.*s", (int) (flag - key), key);
+
+            if (json_object_get(json_object_get(json_object_get(store,
+                                    "environments"), env), flag + 1))
+            {
+                pgd_log(d, PG_LOG_NOTICE, "flag %s is valid again", key);
+            } else {
+                pgd_log(d, PG_LOG_NOTICE, "flag %s was deleted from the "
+                        "store", key);
+            }
+
+        } else if (strcmp(key, "*") == 0) {
+            pgd_log(d, PG_LOG_NOTICE, "the store compiles again");
+
+        } else {
+            pgd_log(d, PG_LOG_NOTICE, "environment %s: no flags are held "
+                    "back any more", key);
+        }
+    }
+
+    json_decref(d->notes);
+    d->notes = notes;
+}
+
+
+/* The reconcile tick: Redis's revision and each edge's. */
+void
+pgd_tick(pgd_t *d)
+{
+    int       initialised;
+    size_t    i;
+    json_t   *snap;
+    int64_t   revision;
+    double    now;
+
+    for (i = 0; i < d->nedges; i++) {
+        d->edges[i].held = 0;
+        d->edges[i].check = 1;
+    }
+
+    now = pgd_now();
+
+    if (d->cmd == NULL) {
+        if (d->redis_state == PGD_DOWN
+            && now - d->stale_said >= PGD_STALE_EVERY_MS)
+        {
+            pgd_log(d, PG_LOG_WARN, "redis still unreachable after %.0f s; "
+                    "the edges keep what they hold",
+                    (now - d->redis_down_since) / 1000);
+            d->stale_said = now;
+        }
+
+        return;
+    }
+
+    /* no environments: the marker and the revision, in one round trip */
+    if (pg_store_snapshot(&d->store, NULL, 0, NULL, NULL, &initialised,
+                          &snap)
+        != PG_OK)
+    {
+        if (d->store.code == PG_STORE_EREDIS) {
+            pgd_redis_store_failed(d);
+        } else {
+            pgd_store_trouble(d, PGD_STORE_BROKEN, "%s", d->store.err.text);
+        }
+        return;
+    }
+
+    revision = json_integer_value(json_object_get(snap, "revision"));
+    json_decref(snap);
+
+    if ((initialised && d->store_state != PGD_STORE_OK)
+        || (!initialised && d->store_state != PGD_STORE_UNINIT)
+        || revision != d->store_revision)
+    {
+        pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld",
+                (long long) revision);
+        pgd_load(d);
+    }
+}
