@@ -1,7 +1,7 @@
 # portal-gated's command line and config: -t, -h, bad options and bad
-# configs (exit codes, FILE:LINE and the reason), and SIGHUP: a new edge
-# gets the snapshot, a broken config changes nothing, another Redis is read
-# again. Here the reconcile interval is 1h and the store has its own prefix
+# configs (exit codes, FILE:LINE and the reason; edge URLs with a space, a
+# query or a fragment), and SIGHUP: a new edge gets the snapshot, a broken
+# config changes nothing, another Redis is read again. Here the reconcile interval is 1h and the store has its own prefix
 # and db: every change must come through the prefixed pub/sub channel.
 
 use strict;
@@ -55,6 +55,12 @@ subtest 'a bad config exits 1 naming the file, the line and why' => sub {
          qr/semicolon\.conf:1: .*expecting ";"/],
         ['edge.conf', "edge ftp://127.0.0.1/x/;\n",
          qr/edge\.conf:1: .*invalid edge "ftp:\/\/127\.0\.0\.1\/x\/"/],
+        ['space.conf', "$edge\nedge \"http://127.0.0.1:2/portal gate/\";\n",
+         qr/space\.conf:3: invalid value "http:\/\/127\.0\.0\.1:2\/portal gate\/" in "edge": an edge's URL has no spaces/],
+        ['query.conf', "edge http://127.0.0.1:2/portal-gate/?a=1;\n",
+         qr/query\.conf:1: invalid value "[^"]*\?a=1" in "edge": an edge's URL has no query/],
+        ['fragment.conf', "edge http://127.0.0.1:2/portal-gate/#x;\n",
+         qr/fragment\.conf:1: invalid value "[^"]*#x" in "edge": an edge's URL has no fragment/],
     ) {
         my ($name, $text, $re) = @$case;
         my $path = conf_file($name, $text);

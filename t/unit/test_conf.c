@@ -713,6 +713,54 @@ test_repeats(void)
 }
 
 
+/* What is appended to an edge's URL must land in its path. */
+static void
+test_edge_urls(void)
+{
+    pg_conf_t  conf;
+
+    t_refused("log_level info;\nedge \"http://127.0.0.1:8081/portal gate/\";\n",
+              2, "invalid value \"http://127.0.0.1:8081/portal gate/\" in "
+              "\"edge\": an edge's URL has no spaces: write a space as %20",
+              "an edge URL with a space");
+
+    t_refused("edge \"http://127.0.0.1:8081/pg/\tx/\";\n", 1,
+              "invalid value \"http://127.0.0.1:8081/pg/?x/\" in \"edge\": "
+              "an edge's URL has no spaces: write a space as %20",
+              "an edge URL with a tab");
+
+    t_refused("edge http://127.0.0.1:8081/pg/?x=1;\n", 1,
+              "invalid value \"http://127.0.0.1:8081/pg/?x=1\" in \"edge\": "
+              "an edge's URL has no query (\"?...\"): the API's paths are "
+              "appended to it", "an edge URL with a query");
+
+    t_refused("\n\nedge http://127.0.0.1:8081/pg/#top;\n", 3,
+              "invalid value \"http://127.0.0.1:8081/pg/#top\" in \"edge\": "
+              "an edge's URL has no fragment (\"#...\"): the API's paths "
+              "are appended to it", "an edge URL with a fragment");
+
+    t_refused("edge \"unix:/run/pg.sock:/portal gate/\";\n", 1,
+              "invalid value \"unix:/run/pg.sock:/portal gate/\" in "
+              "\"edge\": an edge's URL has no spaces: write a space as %20",
+              "a unix edge whose location has a space");
+
+    t_refused("edge unix:/run/pg.sock:/pg/?a;\n", 1,
+              "invalid value \"unix:/run/pg.sock:/pg/?a\" in \"edge\": "
+              "an edge's URL has no query (\"?...\"): the API's paths are "
+              "appended to it", "a unix edge whose location has a query");
+
+    if (t_loads("edge \"unix:/run/portal gate/a#1.sock:/pg/\";\n"
+                "edge http://127.0.0.1:8081/portal%20gate/;\n", &conf,
+                "a socket path with a space and a '#', and a %20"))
+    {
+        t_ok(strcmp(conf.edges[0].socket, "/run/portal gate/a#1.sock") == 0
+             && strcmp(conf.edges[1].base,
+                       "http://127.0.0.1:8081/portal%20gate/") == 0,
+             "both kept as written");
+    }
+}
+
+
 static void
 test_limits(void)
 {
@@ -859,6 +907,7 @@ main(int argc, char **argv)
     test_values();
     test_time();
     test_repeats();
+    test_edge_urls();
     test_limits();
 
     rmdir(t_dir);
