@@ -1,7 +1,8 @@
 /*
  * test_redis_url.c: unit tests of controller/pg_redis.c: the Redis URL
  * forms, their refusals and masking, and pg_redis_connect() against two
- * real redis-servers this test starts (one plain, one with requirepass).
+ * real redis-servers this test starts (one plain, one with requirepass),
+ * and a command that times out (the plain one stopped) told as such.
  * Prints TAP; exits 1 if any test failed.
  *
  *   cc -std=gnu99 -Wall -Wextra -Werror -fsanitize=address,undefined \
@@ -880,6 +881,9 @@ test_connect_db(const t_server_t *plain)
 }
 
 
+static void test_timed_out(const t_server_t *plain);
+
+
 static void
 test_connect(const t_server_t *plain, const t_server_t *secret)
 {
@@ -1000,7 +1004,79 @@ test_connect(const t_server_t *plain, const t_server_t *secret)
         t_diag("%s", err.text);
     }
 
+    if (!t_ok(strstr(err.text, "AUTH failed: timed out: no answer within "
+                               "300 ms") != NULL
+              && strstr(err.text, "temporarily") == NULL,
+              "and says it timed out, with the timeout"))
+    {
+        t_diag("%s", err.text);
+    }
+
     close(fd);
+
+    test_timed_out(plain);
+}
+
+
+/* A command that Redis does not answer in time is told from other
+ * failures, and worded as a timeout. */
+static void
+test_timed_out(const t_server_t *plain)
+{
+    int            timed_out;
+    char           url[512], buf[128];
+    long           ms;
+    pg_error_t     err;
+    redisReply    *r;
+    redisContext  *c;
+    const char    *ping[] = { "PING" };
+    const char    *msg;
+
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", plain->port);
+    c = t_connect(url, 300, &err);
+
+    if (!t_ok(c != NULL, "connect for the timeout test")) {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    ms = -1;
+    t_ok(!pg_redis_timed_out(c, &ms) && ms == -1
+         && strcmp(pg_redis_strerror(c, buf, sizeof(buf)), "no reply") == 0,
+         "a context without an error: not timed out, \"no reply\"");
+
+    /* Redis stopped: the kernel still holds the connection */
+    kill(plain->pid, SIGSTOP);
+    r = t_cmd(c, 1, ping);
+    timed_out = pg_redis_timed_out(c, &ms);
+    msg = pg_redis_strerror(c, buf, sizeof(buf));
+    kill(plain->pid, SIGCONT);
+
+    t_ok(r == NULL && timed_out && ms == 300,
+         "a stopped Redis: the command timed out, after 300 ms");
+
+    if (!t_ok(strcmp(msg, "timed out: no answer within 300 ms") == 0,
+              "worded as a timeout, not as EAGAIN"))
+    {
+        t_diag("%s (errstr: %s)", msg, c->errstr);
+    }
+
+    freeReplyObject(r);
+    redisFree(c);
+
+    /* any other failure is left as hiredis says it */
+    c = t_connect(url, 300, &err);
+
+    if (c != NULL) {
+        shutdown(c->fd, SHUT_RD);
+        r = t_cmd(c, 1, ping);
+        t_ok(r == NULL && !pg_redis_timed_out(c, NULL)
+             && strcmp(pg_redis_strerror(c, buf, sizeof(buf)), c->errstr)
+                == 0,
+             "a closed connection is not a timeout (%s)", c->errstr);
+        freeReplyObject(r);
+        redisFree(c);
+    }
 }
 
 
