@@ -18,7 +18,17 @@
 /*
  * KEYS: marker, flags hash, revision, audit stream.
  * ARGV: flag, expected JSON ("" for none), new JSON, channel, audit cap,
- *       ts, actor, env, action, reason.
+ *       ts, actor, env, action, reason, PG_FLAGS_MAX, PG_ENVS_MAX,
+ *       PG_REVISION_MAX.
+ *
+ * The limits of the core that a write can pass without its own value
+ * being wrong (flags in an environment, environments, the revision) are
+ * checked here, where no concurrent writer can slip past them: a store
+ * past them is one that no edge would take. A new environment is counted
+ * with SCAN, so that costs a walk of the keys only when the first flag of
+ * an environment is created. What the value itself holds (list sizes,
+ * names, texts) is checked before the script, and the script writes only
+ * the value that was checked (the compare with ARGV[2] guards the rest).
  */
 static const char  pg_store_write_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
@@ -35,6 +45,39 @@ static const char  pg_store_write_lua[] =
     "if cur == false then cur = '' end\n"
     "if cur ~= ARGV[2] then\n"
     "  return redis.error_reply('CONFLICT')\n"
+    "end\n"
+    "if cur == '' then\n"
+    "  local n = redis.call('HLEN', KEYS[2])\n"
+    "  if n >= tonumber(ARGV[11]) then\n"
+    "    return redis.error_reply('LIMIT it holds ' .. n ..\n"
+    "      ' flags, the most an environment may hold')\n"
+    "  end\n"
+    "  if n == 0 then\n"
+    /* the other environments: P flags:NAME hashes, the glob escaped */
+    "    local p = string.sub(KEYS[2], 1, #KEYS[2] - #ARGV[8])\n"
+    "    local pat = string.gsub(p, '[%*%?%[%]\\\\]', '\\\\%0') .. '*'\n"
+    "    local envs, c = 0, '0'\n"
+    "    repeat\n"
+    "      local r = redis.call('SCAN', c, 'MATCH', pat, 'COUNT', 1000)\n"
+    "      c = r[1]\n"
+    "      for _, k in ipairs(r[2]) do\n"
+    "        local e = string.sub(k, #p + 1)\n"
+    "        if #e <= 64 and string.find(e, '^[a-z0-9_]+$')\n"
+    "           and redis.call('TYPE', k).ok == 'hash' then\n"
+    "          envs = envs + 1\n"
+    "        end\n"
+    "      end\n"
+    "    until c == '0'\n"
+    "    if envs >= tonumber(ARGV[12]) then\n"
+    "      return redis.error_reply('LIMIT the store holds ' .. envs ..\n"
+    "        ' environments, the most it may hold')\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local last = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+    "if last ~= nil and last >= tonumber(ARGV[13]) then\n"
+    "  return redis.error_reply('LIMIT the store\\'s revision is ' ..\n"
+    "    ARGV[13] .. ', the highest an edge accepts')\n"
     "end\n"
     "local rev = redis.call('INCR', KEYS[3])\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
@@ -706,9 +749,11 @@ pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
     const char  *argv[12];
     redisReply  *reply;
 
-    if (above < 0 || above >= INT64_MAX / 2) {
+    /* a store above PG_REVISION_MAX would be one that no edge takes */
+    if (above < 0 || above >= PG_REVISION_MAX) {
         return pg_store_fail(store, PG_STORE_EFAILED, "revision %lld cannot "
-                             "be raised above", (long long) above);
+                             "be raised above: an edge accepts at most %lld",
+                             (long long) above, (long long) PG_REVISION_MAX);
     }
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -776,6 +821,17 @@ pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
         return PG_ERR;
     }
 
+    /* the script says the same, atomically; this says it before a compile
+     * would, in the core's words and with another exit status */
+    if (json_object_get(flags, flag) == NULL
+        && json_object_size(flags) >= PG_FLAGS_MAX)
+    {
+        json_decref(flags);
+        return pg_store_fail(store, PG_STORE_EFAILED, "cannot create flag "
+                             "\"%s\" in %s: it holds %d flags, the most an "
+                             "environment may hold", flag, env, PG_FLAGS_MAX);
+    }
+
     if (json_object_set(flags, flag, after) != 0) {
         json_decref(flags);
         return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
@@ -810,7 +866,8 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
     char           marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
     char           revision[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
     char           channel[PG_STORE_KEY_MAX], cap[16], ts[32], *text;
-    const char    *argv[17], *cur;
+    char           flags_max[16], envs_max[16], rev_max[32];
+    const char    *argv[20], *cur;
     json_int_t     version;
     json_t        *before, *after;
     pg_error_t     err;
@@ -825,6 +882,9 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(flags_max, sizeof(flags_max), "%d", PG_FLAGS_MAX);
+    snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
+    snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
 
     for (tries = 0; tries < PG_STORE_TRIES; tries++) {
 
@@ -946,18 +1006,36 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
         argv[14] = env;
         argv[15] = action;
         argv[16] = reason ? reason : "";
+        argv[17] = flags_max;
+        argv[18] = envs_max;
+        argv[19] = rev_max;
 
-        eval = redisCommandArgv(store->redis, 17, argv, NULL);
+        eval = redisCommandArgv(store->redis, 20, argv, NULL);
 
         free(text);
-        freeReplyObject(reply);
 
         if (eval == NULL) {
+            freeReplyObject(reply);
             json_decref(before);
             json_decref(after);
             return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
                                  store->where, store->redis->errstr);
         }
+
+        /* a limit of the store: the text after the word is the why */
+        if (pg_store_script_error(eval, "LIMIT")) {
+            pg_store_fail(store, PG_STORE_EFAILED, "cannot %s flag \"%s\" "
+                          "in %s: %s", before ? "change" : "create", flag,
+                          env, strstr(eval->str, "LIMIT ")
+                               ? strstr(eval->str, "LIMIT ") + 6 : eval->str);
+            freeReplyObject(eval);
+            freeReplyObject(reply);
+            json_decref(before);
+            json_decref(after);
+            return PG_ERR;
+        }
+
+        freeReplyObject(reply);
 
         if (eval->type == REDIS_REPLY_INTEGER) {
             change->before = before;

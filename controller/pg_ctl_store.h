@@ -6,7 +6,8 @@
  * store->err. store->code tells the kind of failure, for exit statuses:
  * PG_STORE_EREDIS (Redis unreachable or erring), PG_STORE_EUNINIT (no
  * marker: a flushed or brand-new store), PG_STORE_EFAILED (the operation
- * cannot be done: a flag exists or is missing, a value in Redis is bad)
+ * cannot be done: a flag exists or is missing, a value in Redis is bad, a
+ * limit of the store would be passed)
  * and PG_STORE_EINVALID (the change would make the flags invalid).
  *
  * Ownership: json_t results are new references for the caller to
@@ -117,7 +118,8 @@ int pg_store_snapshot(pg_store_t *store, const char *const *envs,
  * Raise the store's revision to above + 1 unless it is that high already,
  * with an audit entry (action "revision", the reason given) and a change
  * message: what portal-gated does when an edge is ahead of a store restored
- * from an older backup. *revision is the store's revision after.
+ * from an older backup. *revision is the store's revision after. above
+ * must be below PG_REVISION_MAX, the highest revision an edge accepts.
  */
 int pg_store_raise_revision(pg_store_t *store, int64_t above,
     const char *actor, const char *reason, int64_t *revision);
@@ -130,6 +132,9 @@ int pg_store_raise_revision(pg_store_t *store, int64_t above,
  * updated_by, then write it with the audit entry and the change message in
  * one script, if nobody changed it meanwhile; otherwise read again and
  * retry. An edit that changes nothing writes nothing (change->unchanged).
+ * The script refuses, with PG_STORE_EFAILED, a write that would take the
+ * store past a limit of the core: a flag beyond PG_FLAGS_MAX in env, an
+ * environment beyond PG_ENVS_MAX, a revision beyond PG_REVISION_MAX.
  */
 int pg_store_write(pg_store_t *store, const char *env, const char *flag,
     const char *action, const char *actor, const char *reason,

@@ -8,7 +8,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use File::Temp ();
 use JSON::PP;
+use POSIX ();
 use Test::More;
 use PortalGate::Redis qw(exits);
 
@@ -63,6 +65,94 @@ subtest 'an id the list holds as a JSON number is listed already' => sub {
     exits($r, 0, 'allow 12 13');
     is_deeply(flag_json('numbers')->{allow}, [12, 'x', '13'],
               'only 13 is added');
+};
+
+my $FLAG = '{"enabled":true,"rollout":0,"allow":[],"deny":[]}';
+
+# $n flags named f1..f$n in the hash $key, in one round trip
+sub fill {
+    my ($key, $n) = @_;
+    $rs->cli('EVAL', "for i = 1, $n do redis.call('HSET', KEYS[1], 'f' .. i,"
+             . " ARGV[1]) end", 1, $key, $FLAG);
+}
+
+subtest 'concurrent creates never pass the flags limit of an environment' => sub {
+    $rs->cli('DEL', 'portal-gate:flags:production');
+    fill('portal-gate:flags:production', 4094);
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my @pids;
+    for my $i (1 .. 16) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $r = $rs->ctl('create', "race$i");
+            open my $fh, '>', "$dir/$i" or POSIX::_exit(1);
+            print {$fh} "$r->{exit}\n$r->{err}";
+            close $fh;
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    waitpid $_, 0 for @pids;
+
+    my (%exit, @refusals);
+    for my $i (1 .. 16) {
+        open my $fh, '<', "$dir/$i" or die "$dir/$i: $!";
+        my ($code, $err) = split /\n/, do { local $/; <$fh> }, 2;
+        $exit{$code}++;
+        push @refusals, $err if $code == 1;
+    }
+    is($rs->cli('HLEN', 'portal-gate:flags:production'), 4096,
+       'the environment holds 4096 flags, the most it may');
+    is_deeply(\%exit, {0 => 2, 1 => 14}, 'two creates succeed, 14 exit 1');
+    is(scalar(grep { /cannot create flag "race\d+" in production: it holds 4096 flags, the most an environment may hold/ }
+              @refusals), 14, 'each refusal says why')
+        or diag(join '', @refusals);
+    unlike(join('', @refusals), qr/AddressSanitizer|runtime error/,
+           'no sanitizer report');
+
+    my $r = ctl('create', 'one_more');
+    exits($r, 1, 'a create at the limit');
+    like($r->{err}, qr/cannot create flag "one_more" in production: it holds 4096 flags/,
+         'says why');
+    my $rev = $rs->cli('GET', 'portal-gate:revision');
+    exits(ctl('kill', 'f1'), 0, 'a kill at the limit still goes through');
+    is($rs->cli('GET', 'portal-gate:revision'), $rev + 1, 'and is written');
+    $rs->cli('DEL', 'portal-gate:flags:production');
+};
+
+subtest 'a create never passes the environments limit of the store' => sub {
+    # the prefix has glob characters: the script counts this store's
+    # environments only, not those of a prefix that the glob would match
+    my $p = 'p*[1]?:';
+    exits(ctl('-p', $p, 'init'), 0, 'init under a prefix with glob characters');
+    fill("${p}flags:e$_", 1) for 1 .. 63;
+    fill("pxx1y:flags:other$_", 1) for 1 .. 5;
+    $rs->cli('SET', "${p}flags:not_a_hash", 'x');
+
+    my $r = ctl('-p', $p, '-e', 'e64', 'create', 'x');
+    exits($r, 0, 'the 64th environment');
+    $r = ctl('-p', $p, '-e', 'e65', 'create', 'x');
+    exits($r, 1, 'a 65th environment');
+    like($r->{err}, qr/cannot create flag "x" in e65: the store holds 64 environments, the most it may hold/,
+         'says why');
+    is($rs->cli('EXISTS', "${p}flags:e65"), 0, 'and wrote nothing');
+    exits(ctl('-p', $p, '-e', 'e64', 'create', 'y'), 0,
+          'a new flag in an environment that exists');
+};
+
+subtest 'no write takes the revision past the highest an edge accepts' => sub {
+    exits(ctl('create', 'rev'), 0, 'create');
+    $rs->cli('SET', 'portal-gate:revision', '9007199254740990');
+    exits(ctl('kill', 'rev'), 0, 'a write to 2^53 - 1');
+    is($rs->cli('GET', 'portal-gate:revision'), '9007199254740991',
+       'the revision is 2^53 - 1');
+    my $r = ctl('on', 'rev');
+    exits($r, 1, 'a write past it');
+    like($r->{err}, qr/cannot change flag "rev" in production: the store's revision is 9007199254740991, the highest an edge accepts/,
+         'says why');
+    is($rs->cli('GET', 'portal-gate:revision'), '9007199254740991',
+       'the revision stays');
+    is(flag_json('rev')->{enabled}, JSON::PP::false, 'and the flag too');
 };
 
 done_testing;
