@@ -249,3 +249,29 @@ pg_eval(const pg_snap_t *snap, const char *env, size_t env_len,
     /* rules 4 to 7 */
     res->on = pg_rules(snap, f, &c, res->bucket, &res->reason);
 }
+
+
+int
+pg_snap_kill(const pg_snap_t *snap, unsigned char *blob, const char *env,
+    size_t env_len, const char *flag, size_t flag_len)
+{
+    const pg_blob_env_t   *e;
+    const pg_blob_flag_t  *f;
+
+    if (snap == NULL || snap->base == NULL || snap->base != blob) {
+        return 0;
+    }
+
+    e = pg_find_env(snap, env, env_len);
+    f = e ? pg_find_flag(snap, e, flag, flag_len) : NULL;
+
+    if (f == NULL) {
+        return 0;
+    }
+
+    /* the same record, through the caller's writable pointer */
+    ((pg_blob_flag_t *) (void *) (blob + ((const unsigned char *) f
+                                          - snap->base)))->enabled = 0;
+
+    return 1;
+}

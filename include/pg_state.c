@@ -1,5 +1,6 @@
 /*
- * pg_state.c: the edge's state file, read without trusting the path.
+ * pg_state.c: the edge's state file, read without trusting the path, and
+ * the kill overrides it keeps beside the snapshot.
  */
 
 #include <errno.h>          /* errno, ENOENT, ELOOP */
@@ -16,6 +17,13 @@
 static pg_state_result_t pg_state_fail(pg_error_t *err,
     pg_state_result_t result, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int pg_override_err(pg_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int pg_override_text(const char *s, size_t len);
+static pg_state_result_t pg_state_parse(const char *text, size_t len,
+    pg_state_t *state, pg_error_t *err);
+static int pg_overrides_parse(const json_t *list, pg_state_t *state,
+    pg_error_t *err);
 
 
 static pg_state_result_t
@@ -33,8 +41,8 @@ pg_state_fail(pg_error_t *err, pg_state_result_t result, const char *fmt,
 
 
 pg_state_result_t
-pg_state_read(const char *path, size_t max, unsigned char **blob,
-    size_t *size, time_t *mtime, pg_error_t *err)
+pg_state_read(const char *path, size_t max, pg_state_t *state,
+    pg_error_t *err)
 {
     int           fd, e;
     char         *text;
@@ -42,9 +50,7 @@ pg_state_read(const char *path, size_t max, unsigned char **blob,
     ssize_t       n;
     struct stat   st;
 
-    *blob = NULL;
-    *size = 0;
-    *mtime = 0;
+    memset(state, 0, sizeof(pg_state_t));
 
     /* O_NONBLOCK: opening a FIFO with no writer would wait for one */
     fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY
@@ -131,16 +137,262 @@ pg_state_read(const char *path, size_t max, unsigned char **blob,
 
     (void) close(fd);
 
-    if (pg_snap_compile(text, got, blob, size, err) != PG_OK) {
+    if (pg_state_parse(text, got, state, err) != PG_STATE_LOADED) {
         free(text);
-        *blob = NULL;
-        *size = 0;
+        memset(state, 0, sizeof(pg_state_t));
         return PG_STATE_CORRUPT;
     }
 
     free(text);
 
-    *mtime = st.st_mtime;
+    state->mtime = st.st_mtime;
 
     return PG_STATE_LOADED;
+}
+
+
+/* The snapshot, as pg_snap_compile() takes it, plus "overrides". */
+
+static pg_state_result_t
+pg_state_parse(const char *text, size_t len, pg_state_t *state,
+    pg_error_t *err)
+{
+    int            rc;
+    json_t        *root, *list;
+    json_error_t   jerr;
+
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (root == NULL) {
+        return pg_state_fail(err, PG_STATE_CORRUPT,
+                             "invalid JSON at line %d column %d: %s",
+                             jerr.line, jerr.column, jerr.text);
+    }
+
+    list = json_is_object(root) ? json_object_get(root, "overrides") : NULL;
+
+    if (list != NULL) {
+        if (pg_overrides_parse(list, state, err) != PG_OK) {
+            json_decref(root);
+            return PG_STATE_CORRUPT;
+        }
+
+        /* the rest is a snapshot as the API takes it */
+        (void) json_object_del(root, "overrides");
+    }
+
+    rc = pg_snap_compile_json(root, &state->blob, &state->size, err);
+
+    json_decref(root);
+
+    return rc == PG_OK ? PG_STATE_LOADED : PG_STATE_CORRUPT;
+}
+
+
+static int
+pg_overrides_parse(const json_t *list, pg_state_t *state, pg_error_t *err)
+{
+    size_t          i, j;
+    json_t         *o, *env, *flag, *since, *by, *reason;
+    pg_override_t  *ov;
+
+    if (!json_is_array(list)) {
+        return pg_override_err(err, "overrides must be an array");
+    }
+
+    if (json_array_size(list) > PG_OVERRIDES_MAX) {
+        return pg_override_err(err, "overrides: %zu, at most %d",
+                               json_array_size(list), PG_OVERRIDES_MAX);
+    }
+
+    json_array_foreach(list, i, o) {
+        ov = &state->overrides[i];
+
+        env = json_object_get(o, "env");
+        flag = json_object_get(o, "flag");
+        since = json_object_get(o, "since");
+        by = json_object_get(o, "by");
+        reason = json_object_get(o, "reason");
+
+        if (!json_is_object(o) || json_object_size(o) != 5
+            || !json_is_string(env) || !json_is_string(flag)
+            || !json_is_integer(since) || !json_is_string(by)
+            || !json_is_string(reason))
+        {
+            return pg_override_err(err, "overrides[%zu] must be an object "
+                                   "of env, flag, since, by and reason", i);
+        }
+
+        if (pg_override_set(ov, json_string_value(env),
+                            json_string_length(env),
+                            json_string_value(flag),
+                            json_string_length(flag),
+                            json_integer_value(since),
+                            json_string_value(by), json_string_length(by),
+                            json_string_value(reason),
+                            json_string_length(reason), err)
+            != PG_OK)
+        {
+            return PG_ERR;
+        }
+
+        for (j = 0; j < i; j++) {
+            if (strcmp(state->overrides[j].env, ov->env) == 0
+                && strcmp(state->overrides[j].flag, ov->flag) == 0)
+            {
+                return pg_override_err(err, "overrides: %s in %s is there "
+                                       "twice", ov->flag, ov->env);
+            }
+        }
+    }
+
+    state->noverrides = json_array_size(list);
+
+    return PG_OK;
+}
+
+
+char *
+pg_state_dump(const pg_snap_t *snap, const pg_override_t *overrides,
+    size_t n)
+{
+    char    *text;
+    size_t   i;
+    json_t  *root, *list;
+
+    root = pg_snap_to_json(snap);
+    if (root == NULL) {
+        return NULL;
+    }
+
+    if (n) {
+        list = json_array();
+
+        if (json_object_set_new(root, "overrides", list) != 0) {
+            json_decref(root);
+            return NULL;
+        }
+
+        for (i = 0; i < n; i++) {
+            if (json_array_append_new(list,
+                                      pg_override_to_json(&overrides[i]))
+                != 0)
+            {
+                json_decref(root);
+                return NULL;
+            }
+        }
+    }
+
+    text = json_dumps(root, JSON_COMPACT | PG_JSON_REAL);
+    json_decref(root);
+
+    return text;
+}
+
+
+int
+pg_override_set(pg_override_t *o, const char *env, size_t env_len,
+    const char *flag, size_t flag_len, int64_t since, const char *by,
+    size_t by_len, const char *reason, size_t reason_len, pg_error_t *err)
+{
+    memset(o, 0, sizeof(pg_override_t));
+
+    if (!pg_valid_name(env, env_len)) {
+        return pg_override_err(err, "invalid environment name: expected "
+                               "[a-z0-9_]{1,64}");
+    }
+
+    if (!pg_valid_name(flag, flag_len)) {
+        return pg_override_err(err, "invalid flag name: expected "
+                               "[a-z0-9_]{1,64}");
+    }
+
+    if (since < 0) {
+        return pg_override_err(err, "since must be a time, in seconds");
+    }
+
+    if (by_len > PG_OVERRIDE_BY_MAX || !pg_override_text(by, by_len)) {
+        return pg_override_err(err, "by must be UTF-8 text without control "
+                               "characters, at most %d bytes",
+                               PG_OVERRIDE_BY_MAX);
+    }
+
+    if (reason_len > PG_OVERRIDE_REASON_MAX
+        || !pg_override_text(reason, reason_len))
+    {
+        return pg_override_err(err, "reason must be UTF-8 text without "
+                               "control characters, at most %d bytes",
+                               PG_OVERRIDE_REASON_MAX);
+    }
+
+    memcpy(o->env, env, env_len);
+    memcpy(o->flag, flag, flag_len);
+    o->since = since;
+
+    if (by_len) {
+        memcpy(o->by, by, by_len);
+    }
+
+    if (reason_len) {
+        memcpy(o->reason, reason, reason_len);
+    }
+
+    return PG_OK;
+}
+
+
+json_t *
+pg_override_to_json(const pg_override_t *o)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:s}", "env", o->env, "flag",
+                     o->flag, "since", (json_int_t) o->since, "by", o->by,
+                     "reason", o->reason);
+}
+
+
+/* UTF-8 (as jansson checks it: json_stringn) without control characters */
+
+static int
+pg_override_text(const char *s, size_t len)
+{
+    size_t   i;
+    json_t  *probe;
+
+    if (len == 0) {
+        return 1;
+    }
+
+    if (s == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f) {
+            return 0;
+        }
+    }
+
+    probe = json_stringn(s, len);
+
+    if (probe == NULL) {
+        return 0;
+    }
+
+    json_decref(probe);
+
+    return 1;
+}
+
+
+static int
+pg_override_err(pg_error_t *err, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    (void) vsnprintf(err->text, sizeof(err->text), fmt, args);
+    va_end(args);
+
+    return PG_ERR;
 }

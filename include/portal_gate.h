@@ -175,5 +175,15 @@ void pg_eval(const pg_snap_t *snap, const char *env, size_t env_len,
     const char *flag, size_t flag_len, const char *company,
     size_t company_len, pg_result_t *res);
 
+/*
+ * Turn flag off in env in a blob that the caller owns and may write, as
+ * `"enabled": false` would: the edge's kill overrides, applied to each
+ * worker's copy, so that evaluation (requires included) costs nothing
+ * more. blob must be snap->base. Returns 1 when the flag is there, and 0
+ * when it is not (then it evaluates off, "unknown", anyway).
+ */
+int pg_snap_kill(const pg_snap_t *snap, unsigned char *blob,
+    const char *env, size_t env_len, const char *flag, size_t flag_len);
+
 
 #endif /* PORTAL_GATE_H */

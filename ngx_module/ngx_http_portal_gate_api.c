@@ -18,21 +18,11 @@ typedef struct {
 
 static ngx_int_t ngx_http_portal_gate_api_unknown(ngx_http_request_t *r,
     ngx_str_t *path);
-static ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,
-    char *allow, ngx_str_t *path);
 static ngx_int_t ngx_http_portal_gate_api_status(ngx_http_request_t *r);
 static json_t *ngx_http_portal_gate_json_time(time_t t);
 static ngx_int_t ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r);
 static void ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r);
-static ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
-    u_char **body, size_t *len);
 static ngx_int_t ngx_http_portal_gate_api_eval(ngx_http_request_t *r);
-static ngx_int_t ngx_http_portal_gate_api_arg(ngx_http_request_t *r,
-    char *name, ngx_str_t *value);
-static ngx_int_t ngx_http_portal_gate_api_send(ngx_http_request_t *r,
-    ngx_uint_t status, json_t *json);
-static ngx_int_t ngx_http_portal_gate_api_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *fmt, ...);
 static ngx_int_t ngx_http_portal_gate_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -125,6 +115,10 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
         return ngx_http_portal_gate_api_eval(r);
     }
 
+    if (path.len == 9 && ngx_strncmp(path.data, "overrides", 9) == 0) {
+        return ngx_http_portal_gate_api_overrides(r, &path);
+    }
+
     if (path.len == 8 && ngx_strncmp(path.data, "snapshot", 8) == 0) {
 
         if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
@@ -172,13 +166,13 @@ ngx_http_portal_gate_api_unknown(ngx_http_request_t *r, ngx_str_t *path)
     }
 
     return ngx_http_portal_gate_api_error(r, NGX_HTTP_NOT_FOUND,
-                                          "unknown API path \"%V\"; "
-                                          "try status, snapshot or eval",
-                                          path);
+                                          "unknown API path \"%V\"; try "
+                                          "status, snapshot, eval or "
+                                          "overrides", path);
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r, char *allow,
     ngx_str_t *path)
 {
@@ -301,6 +295,14 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
         goto failed;
     }
 
+    state = NULL;
+
+    if (json_object_set_new(json, "overrides",
+                            ngx_http_portal_gate_overrides_json(r)))
+    {
+        goto failed;
+    }
+
     return ngx_http_portal_gate_api_send(r, NGX_HTTP_OK, json);
 
 failed:
@@ -363,7 +365,6 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     pg_error_t                        err;
     unsigned char                    *blob;
     ngx_atomic_uint_t                 generation;
-    ngx_http_portal_gate_state_t     *st;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
 
@@ -467,41 +468,17 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
                       revision, size);
     }
 
-    st = ngx_http_portal_gate_state_prepare(r, revision, generation, blob,
-                                            size);
-
     free(blob);
 
-    if (st != NULL) {
-#if (NGX_THREADS)
-        /* the fsync()s off the event loop: this worker keeps serving */
-        if (ngx_http_portal_gate_state_post(st) == NGX_OK) {
-            return;
-        }
-#endif
-        ngx_http_portal_gate_state_save(st);
-        ngx_http_portal_gate_state_report(st);
-    }
-
-    ngx_http_portal_gate_put_done(r, revision);
-}
-
-
-/* The answer to a PUT that was applied, once its state file is written. */
-
-void
-ngx_http_portal_gate_put_done(ngx_http_request_t *r, int64_t revision)
-{
-    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
-                                 NGX_HTTP_OK,
-                                 json_pack("{s:I}", "revision",
-                                           (json_int_t) revision)));
+    ngx_http_portal_gate_state_write(r, generation, NGX_HTTP_OK,
+                                     json_pack("{s:I}", "revision",
+                                               (json_int_t) revision));
 }
 
 
 /* The whole body in one ngx_alloc()ed buffer, from memory or temp file. */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_portal_gate_api_read_body(ngx_http_request_t *r, u_char **body,
     size_t *len)
 {
@@ -626,7 +603,7 @@ ngx_http_portal_gate_api_eval(ngx_http_request_t *r)
  * the argument is absent. NGX_ERROR only when out of memory.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_portal_gate_api_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value)
 {
@@ -652,7 +629,7 @@ ngx_http_portal_gate_api_arg(ngx_http_request_t *r, char *name,
 
 /* Send a JSON answer; json is a new reference, stolen (NULL: out of memory) */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     json_t *json)
 {
@@ -727,7 +704,7 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_portal_gate_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...)
 {

@@ -5,6 +5,7 @@
  *   ngx_http_portal_gate_module.c     directives, configuration, the gate
  *   ngx_http_portal_gate_variables.c  $portal_gate_* and $portal_flag_NAME
  *   ngx_http_portal_gate_api.c        the JSON API (portal_gate_api)
+ *   ngx_http_portal_gate_overrides.c  kill overrides (the API's overrides)
  *   ngx_http_portal_gate_zone.c       the shared zone: init, reload, resize,
  *                                     the swap, and each worker's copy
  *   ngx_http_portal_gate_state.c      the state file: read at start,
@@ -64,6 +65,8 @@ typedef struct {
     ngx_uint_t                   retired;       /* a resize handed the
                                                    snapshot to a new zone */
     int64_t                      nomem_revision; /* the last 507, logged */
+    ngx_uint_t                   noverrides;
+    pg_override_t                overrides[PG_OVERRIDES_MAX];
     ngx_uint_t                   state_corrupt; /* not read: keep it */
     ngx_uint_t                   state_failed;
     time_t                       state_written_at;
@@ -121,10 +124,6 @@ typedef struct {
 } ngx_http_portal_gate_decision_t;
 
 
-/* One write of the state file (ngx_http_portal_gate_state.c). */
-typedef struct ngx_http_portal_gate_state_s  ngx_http_portal_gate_state_t;
-
-
 /* ngx_http_portal_gate_module.c */
 void ngx_http_portal_gate_decide(ngx_http_request_t *r,
     ngx_str_t *flag, ngx_http_portal_gate_decision_t *d);
@@ -136,8 +135,21 @@ void ngx_http_portal_gate_set_variables(ngx_http_request_t *r,
 
 /* ngx_http_portal_gate_api.c */
 ngx_int_t ngx_http_portal_gate_api_handler(ngx_http_request_t *r);
-void ngx_http_portal_gate_put_done(ngx_http_request_t *r,
-    int64_t revision);
+ngx_int_t ngx_http_portal_gate_api_send(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *json);
+ngx_int_t ngx_http_portal_gate_api_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *fmt, ...);
+ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,
+    char *allow, ngx_str_t *path);
+ngx_int_t ngx_http_portal_gate_api_arg(ngx_http_request_t *r, char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
+    u_char **body, size_t *len);
+
+/* ngx_http_portal_gate_overrides.c */
+ngx_int_t ngx_http_portal_gate_api_overrides(ngx_http_request_t *r,
+    ngx_str_t *path);
+json_t *ngx_http_portal_gate_overrides_json(ngx_http_request_t *r);
 ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
 
 /* ngx_http_portal_gate_zone.c */
@@ -150,16 +162,8 @@ ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
     ngx_atomic_uint_t *generation);
 
 /* ngx_http_portal_gate_state.c */
-ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
-    ngx_http_request_t *r, int64_t revision, ngx_atomic_uint_t generation,
-    unsigned char *blob, size_t size);
-#if (NGX_THREADS)
-ngx_int_t ngx_http_portal_gate_state_post(
-    ngx_http_portal_gate_state_t *st);
-#endif
-void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
-void ngx_http_portal_gate_state_report(
-    ngx_http_portal_gate_state_t *st);
+void ngx_http_portal_gate_state_write(ngx_http_request_t *r,
+    ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer);
 ngx_int_t ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone);
 
 

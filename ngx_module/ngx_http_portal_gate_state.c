@@ -10,13 +10,15 @@
 
 
 /* One write of the state file; in r->pool, which the write outlives not. */
-struct ngx_http_portal_gate_state_s {
+typedef struct {
     ngx_http_request_t               *request;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
     ngx_log_t                        *log;
     int64_t                           revision;
     ngx_atomic_uint_t                 generation; /* the zone's, once
                                                      applied */
+    ngx_uint_t                        status;   /* the change's answer, */
+    json_t                           *answer;   /* sent once written */
     char                             *text;     /* malloc()ed JSON */
     size_t                            len;
     u_char                           *tmp;      /* the paths, NUL-ended */
@@ -37,10 +39,17 @@ struct ngx_http_portal_gate_state_s {
     /* a graceful shutdown waits for timers: the answer is still to go */
     ngx_event_t                       wait;
 #endif
-};
+} ngx_http_portal_gate_state_t;
 
 
+static ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
+    ngx_http_request_t *r, ngx_atomic_uint_t generation);
+static void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
+static void ngx_http_portal_gate_state_report(
+    ngx_http_portal_gate_state_t *st);
 #if (NGX_THREADS)
+static ngx_int_t ngx_http_portal_gate_state_post(
+    ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_wait(ngx_event_t *ev);
 static void ngx_http_portal_gate_state_thread(void *data, ngx_log_t *log);
 static void ngx_http_portal_gate_state_done(ngx_event_t *ev);
@@ -56,32 +65,68 @@ static void ngx_http_portal_gate_state_failed(
 
 /*
  * The state file: written to a temp file named per pid in the same folder,
- * fsync()ed, then renamed under the zone's lock only if this revision is
- * still the zone's, so an older snapshot never wins the race; then the
- * folder is fsync()ed. A failure is logged and reported by GET status; the
- * snapshot stays applied.
+ * fsync()ed, then renamed under the zone's lock only if the zone still
+ * holds what was written (its generation), so an older state never wins
+ * the race; then the folder is fsync()ed. A failure is logged and reported
+ * by GET status; the change stays applied.
  *
- * _prepare() runs on the event loop: the paths and the JSON text, or NULL
- * without state= (or when that fails, logged). _save() does the file work
- * with no pool and no request: in a thread of the pool when nginx has
- * threads, so that the fsync()s never stall the worker's other requests.
+ * _write() takes the change's answer and sends it once the file is
+ * durable: _prepare() copies the zone's snapshot and overrides and makes
+ * the text on the event loop; _save() does the file work with no pool and
+ * no request, in a thread of the pool when nginx has threads, so that the
+ * fsync()s never stall the worker's other requests.
  */
 
-ngx_http_portal_gate_state_t *
-ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
-    ngx_atomic_uint_t generation, unsigned char *blob, size_t size)
+void
+ngx_http_portal_gate_state_write(ngx_http_request_t *r,
+    ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer)
 {
-    u_char                            *p;
-    size_t                             len;
-    json_t                            *json;
+    ngx_http_portal_gate_state_t  *st;
+
+    st = ngx_http_portal_gate_state_prepare(r, generation);
+
+    if (st != NULL) {
+        st->status = status;
+        st->answer = answer;
+
+#if (NGX_THREADS)
+        if (ngx_http_portal_gate_state_post(st) == NGX_OK) {
+            return;
+        }
+#endif
+
+        ngx_http_portal_gate_state_save(st);
+        ngx_http_portal_gate_state_report(st);
+    }
+
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r, status,
+                                                               answer));
+}
+
+
+/*
+ * The zone's snapshot and overrides as the state file's text, or NULL:
+ * without state=, when a newer change has taken the zone (its writer saves
+ * that), or on a failure (logged and reported).
+ */
+
+static ngx_http_portal_gate_state_t *
+ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
+    ngx_atomic_uint_t generation)
+{
+    u_char                            *p, *blob;
+    size_t                             len, size, n;
     pg_snap_t                          snap;
     pg_error_t                         perr;
+    pg_override_t                     *overrides;
+    ngx_http_portal_gate_shctx_t      *sh;
     ngx_http_portal_gate_state_t      *st;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
     ctx = pmcf->shm_zone->data;
+    sh = ctx->sh;
 
     if (ctx->state.len == 0) {
         return NULL;
@@ -95,15 +140,17 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
     st->request = r;
     st->ctx = ctx;
     st->log = r->connection->log;
-    st->revision = revision;
     st->generation = generation;
 
     st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp..") - 1
                                    + 2 * NGX_INT64_LEN + 1);
     st->dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
     st->corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
+    overrides = ngx_palloc(r->pool, sizeof(sh->overrides));
 
-    if (st->tmp == NULL || st->dir == NULL || st->corrupt == NULL) {
+    if (st->tmp == NULL || st->dir == NULL || st->corrupt == NULL
+        || overrides == NULL)
+    {
         return NULL;
     }
 
@@ -126,11 +173,43 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
                 generation);
     ngx_sprintf(st->corrupt, "%V.corrupt%Z", &ctx->state);
 
-    (void) pg_snap_open(&snap, blob, size, &perr);
+    /* what the zone holds now, if it is still this change's */
 
-    json = pg_snap_to_json(&snap);
-    st->text = json ? json_dumps(json, JSON_COMPACT | PG_JSON_REAL) : NULL;
-    json_decref(json);
+    blob = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (sh->generation != generation) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
+    }
+
+    st->revision = sh->revision;
+    size = sh->blob ? sh->blob_size : 0;
+    n = sh->noverrides;
+    ngx_memcpy(overrides, sh->overrides, n * sizeof(pg_override_t));
+
+    if (size) {
+        blob = ngx_alloc(size, st->log);
+        if (blob == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return NULL;
+        }
+
+        ngx_memcpy(blob, sh->blob, size);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    st->text = NULL;
+
+    if (pg_snap_open(&snap, blob, size, &perr) == PG_OK) {
+        st->text = pg_state_dump(&snap, overrides, n);
+    }
+
+    if (blob) {
+        ngx_free(blob);
+    }
 
     if (st->text == NULL) {
         ngx_http_portal_gate_state_failed(st, 0, "serialising", st->tmp);
@@ -145,7 +224,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r, int64_t revision,
 
 #if (NGX_THREADS)
 
-ngx_int_t
+static ngx_int_t
 ngx_http_portal_gate_state_post(ngx_http_portal_gate_state_t *st)
 {
     ngx_thread_task_t  *task;
@@ -218,14 +297,15 @@ ngx_http_portal_gate_state_done(ngx_event_t *ev)
     r->aio = 0;
 
     ngx_http_portal_gate_state_report(st);
-    ngx_http_portal_gate_put_done(r, st->revision);
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r, st->status,
+                                                               st->answer));
     ngx_http_run_posted_requests(c);
 }
 
 #endif
 
 
-void
+static void
 ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 {
     u_char                           *p, *tmp, *corrupt;
@@ -443,7 +523,7 @@ ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
 
 /* Back on the event loop: say what the write of the state file did. */
 
-void
+static void
 ngx_http_portal_gate_state_report(ngx_http_portal_gate_state_t *st)
 {
     if (st->kept) {
@@ -525,11 +605,10 @@ ngx_http_portal_gate_state_failed(ngx_http_portal_gate_state_t *st,
 ngx_int_t
 ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
 {
-    size_t                            size, max;
-    time_t                            mtime;
+    size_t                            max;
     pg_snap_t                         snap;
     pg_error_t                        err;
-    unsigned char                    *blob;
+    pg_state_t                       *st;
     pg_state_result_t                 rc;
     ngx_http_portal_gate_shctx_t     *sh;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
@@ -541,11 +620,15 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
         return NGX_OK;
     }
 
+    st = ngx_alloc(sizeof(pg_state_t), shm_zone->shm.log);
+    if (st == NULL) {
+        return NGX_OK;
+    }
+
     /* the module writes compact JSON, smaller than the blob in the zone */
     max = NGX_HTTP_PORTAL_GATE_STATE_MAX(shm_zone->shm.size);
 
-    rc = pg_state_read((char *) ctx->state.data, max, &blob, &size, &mtime,
-                       &err);
+    rc = pg_state_read((char *) ctx->state.data, max, st, &err);
 
     switch (rc) {
 
@@ -557,6 +640,7 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       "portal_gate state file \"%V\" does not exist yet, "
                       "zone \"%V\" starts empty",
                       &ctx->state, &shm_zone->shm.name);
+        ngx_free(st);
         return NGX_OK;
 
     case PG_STATE_CORRUPT:
@@ -567,6 +651,7 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       &ctx->state, &shm_zone->shm.name, &ctx->state,
                       err.text);
         sh->state_corrupt = 1;
+        ngx_free(st);
         return NGX_OK;
 
     default: /* PG_STATE_UNUSABLE */
@@ -574,34 +659,51 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       "portal_gate state file \"%V\" cannot be used, zone "
                       "\"%V\" starts empty: %s",
                       &ctx->state, &shm_zone->shm.name, err.text);
+        ngx_free(st);
         return NGX_OK;
     }
 
-    (void) pg_snap_open(&snap, blob, size, &err);
+    /* the overrides first: they hold even if the snapshot does not fit */
 
-    sh->blob = ngx_slab_alloc(ctx->shpool, size);
+    ngx_memcpy(sh->overrides, st->overrides,
+               st->noverrides * sizeof(pg_override_t));
+    sh->noverrides = st->noverrides;
+
+    (void) pg_snap_open(&snap, st->blob, st->size, &err);
+
+    sh->blob = ngx_slab_alloc(ctx->shpool, st->size);
 
     if (sh->blob == NULL) {
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate zone \"%V\" is too small for the %uz-byte "
                       "snapshot in \"%V\", it starts empty",
-                      &shm_zone->shm.name, size, &ctx->state);
-        free(blob);
-        return NGX_OK;
+                      &shm_zone->shm.name, st->size, &ctx->state);
+
+    } else {
+        ngx_memcpy(sh->blob, st->blob, st->size);
+        sh->blob_size = st->size;
+        sh->revision = pg_snap_revision(&snap);
+        sh->applied_at = st->mtime;
+        sh->restored = 1;
+
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" restored revision %L from "
+                      "\"%V\"", &shm_zone->shm.name, sh->revision,
+                      &ctx->state);
     }
 
-    ngx_memcpy(sh->blob, blob, size);
-    sh->blob_size = size;
-    sh->revision = pg_snap_revision(&snap);
-    sh->applied_at = mtime;
-    sh->restored = 1;
+    if (sh->noverrides) {
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" restored %ui kill "
+                      "override%s from \"%V\"", &shm_zone->shm.name,
+                      sh->noverrides, sh->noverrides == 1 ? "" : "s",
+                      &ctx->state);
+    }
+
     sh->generation++;
 
-    free(blob);
-
-    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                  "portal_gate zone \"%V\" restored revision %L from \"%V\"",
-                  &shm_zone->shm.name, sh->revision, &ctx->state);
+    free(st->blob);
+    ngx_free(st);
 
     return NGX_OK;
 }

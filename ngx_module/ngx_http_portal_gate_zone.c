@@ -212,6 +212,9 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
     sh->applied_at = osh->applied_at;
     sh->restored = osh->restored;
     sh->swapping = osh->swapping;
+    sh->noverrides = ngx_min(osh->noverrides, PG_OVERRIDES_MAX);
+    ngx_memcpy(sh->overrides, osh->overrides,
+               sh->noverrides * sizeof(pg_override_t));
     sh->nomem_revision = osh->nomem_revision;
     sh->state_corrupt = osh->state_corrupt;
     sh->state_failed = osh->state_failed;
@@ -242,9 +245,13 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
 {
     u_char                            *blob;
     size_t                             size;
+    ngx_uint_t                         i, n;
     pg_snap_t                          snap;
     pg_error_t                         err;
+    pg_override_t                     *o;
     ngx_atomic_uint_t                  generation;
+    u_char                             kills[PG_OVERRIDES_MAX]
+                                            [2 * (PG_NAME_MAX + 1)];
     ngx_http_portal_gate_shctx_t      *sh;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
@@ -287,6 +294,16 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
         ngx_memcpy(blob, sh->blob, size);
     }
 
+    /* the kill overrides, as "env\0flag\0" */
+
+    n = ngx_min(sh->noverrides, PG_OVERRIDES_MAX);
+
+    for (i = 0; i < n; i++) {
+        o = &sh->overrides[i];
+        ngx_memcpy(kills[i], o->env, PG_NAME_MAX + 1);
+        ngx_memcpy(kills[i] + PG_NAME_MAX + 1, o->flag, PG_NAME_MAX + 1);
+    }
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     if (pg_snap_open(&snap, blob, size, &err) != PG_OK) {
@@ -296,6 +313,18 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
         ngx_free(blob);
         pmcf->generation = generation;
         return &pmcf->snap;
+    }
+
+    /* an override turns its flag off in this copy: nothing per request */
+
+    for (i = 0; i < n; i++) {
+        kills[i][PG_NAME_MAX] = '\0';
+        kills[i][2 * PG_NAME_MAX + 1] = '\0';
+
+        (void) pg_snap_kill(&snap, blob,
+                            (char *) kills[i], ngx_strlen(kills[i]),
+                            (char *) kills[i] + PG_NAME_MAX + 1,
+                            ngx_strlen(kills[i] + PG_NAME_MAX + 1));
     }
 
     if (pmcf->blob) {

@@ -43,17 +43,15 @@ static void
 t_expect(const char *path, size_t max, pg_state_result_t want,
     const char *text, const char *desc)
 {
-    size_t              size;
-    time_t              mtime;
+    pg_state_t          st;
     pg_error_t          err;
-    unsigned char      *blob;
     pg_state_result_t   rc;
 
     err.text[0] = '\0';
 
-    rc = pg_state_read(path, max, &blob, &size, &mtime, &err);
+    rc = pg_state_read(path, max, &st, &err);
 
-    if (!t_ok(rc == want && (rc == PG_STATE_LOADED || blob == NULL)
+    if (!t_ok(rc == want && (rc == PG_STATE_LOADED || st.blob == NULL)
               && (text == NULL || strstr(err.text, text) != NULL), "%s",
               desc))
     {
@@ -61,7 +59,7 @@ t_expect(const char *path, size_t max, pg_state_result_t want,
                err.text);
     }
 
-    free(blob);
+    free(st.blob);
 }
 
 
@@ -69,12 +67,10 @@ int
 main(void)
 {
     int             fd;
-    char            path[128], link[128];
-    size_t          size;
-    time_t          mtime;
+    char            path[128], link[128], *text;
     pg_snap_t       snap;
+    pg_state_t      st;
     pg_error_t      err;
-    unsigned char  *blob;
 
     /* a reader that blocks fails the whole program, not just one test */
     alarm(20);
@@ -94,15 +90,67 @@ main(void)
 
     t_write(path, T_SNAPSHOT);
 
-    if (t_ok(pg_state_read(path, 1 << 20, &blob, &size, &mtime, &err)
-             == PG_STATE_LOADED, "a valid snapshot is LOADED"))
+    if (t_ok(pg_state_read(path, 1 << 20, &st, &err) == PG_STATE_LOADED,
+             "a valid snapshot is LOADED"))
     {
-        t_ok(pg_snap_open(&snap, blob, size, &err) == PG_OK
-             && pg_snap_revision(&snap) == 7 && mtime > 0,
-             "the loaded blob opens with the file's revision and mtime");
-        free(blob);
+        t_ok(pg_snap_open(&snap, st.blob, st.size, &err) == PG_OK
+             && pg_snap_revision(&snap) == 7 && st.mtime > 0
+             && st.noverrides == 0,
+             "the loaded blob opens with the file's revision and mtime, "
+             "and no override");
+        free(st.blob);
     }
 
+    /* overrides: read back as pg_state_dump() writes them */
+    t_write(path, "{\"revision\":7,\"environments\":{},\"overrides\":["
+                  "{\"env\":\"production\",\"flag\":\"customer_portal\","
+                  "\"since\":1700000000,\"by\":\"alice\","
+                  "\"reason\":\"INC-42 \\u00e9\"}]}");
+
+    if (t_ok(pg_state_read(path, 1 << 20, &st, &err) == PG_STATE_LOADED,
+             "a snapshot with an override is LOADED"))
+    {
+        t_ok(st.noverrides == 1
+             && strcmp(st.overrides[0].env, "production") == 0
+             && strcmp(st.overrides[0].flag, "customer_portal") == 0
+             && st.overrides[0].since == 1700000000
+             && strcmp(st.overrides[0].by, "alice") == 0
+             && strcmp(st.overrides[0].reason, "INC-42 \xc3\xa9") == 0,
+             "the override's fields are read back");
+
+        (void) pg_snap_open(&snap, st.blob, st.size, &err);
+        text = pg_state_dump(&snap, st.overrides, st.noverrides);
+        t_ok(text != NULL && strstr(text, "\"overrides\":[{\"env\":"
+                                    "\"production\",\"flag\":"
+                                    "\"customer_portal\",\"since\":"
+                                    "1700000000,") != NULL,
+             "pg_state_dump() writes the override back");
+        free(text);
+        free(st.blob);
+    }
+
+    t_write(path, "{\"revision\":7,\"environments\":{},\"overrides\":["
+                  "{\"env\":\"Production\",\"flag\":\"f\",\"since\":1,"
+                  "\"by\":\"\",\"reason\":\"\"}]}");
+    t_expect(path, 1 << 20, PG_STATE_CORRUPT, "invalid environment name",
+             "an override with a bad environment name is CORRUPT");
+    t_write(path, "{\"revision\":7,\"environments\":{},\"overrides\":["
+                  "{\"env\":\"p\",\"flag\":\"f\",\"since\":1,"
+                  "\"by\":\"\",\"reason\":\"a\\nb\"}]}");
+    t_expect(path, 1 << 20, PG_STATE_CORRUPT, "control characters",
+             "an override whose reason has a newline is CORRUPT");
+    t_write(path, "{\"revision\":7,\"environments\":{},\"overrides\":["
+                  "{\"env\":\"p\",\"flag\":\"f\",\"since\":1,"
+                  "\"by\":\"\",\"reason\":\"\"},"
+                  "{\"env\":\"p\",\"flag\":\"f\",\"since\":2,"
+                  "\"by\":\"\",\"reason\":\"\"}]}");
+    t_expect(path, 1 << 20, PG_STATE_CORRUPT, "twice",
+             "the same override twice is CORRUPT");
+    t_write(path, "{\"revision\":7,\"environments\":{},\"overrides\":{}}");
+    t_expect(path, 1 << 20, PG_STATE_CORRUPT, "must be an array",
+             "overrides that are not an array are CORRUPT");
+
+    t_write(path, T_SNAPSHOT);
     t_expect(path, strlen(T_SNAPSHOT) - 1, PG_STATE_UNUSABLE,
              "more than the", "a file one byte over max is UNUSABLE");
     t_expect(path, strlen(T_SNAPSHOT), PG_STATE_LOADED, NULL,
@@ -171,6 +219,44 @@ main(void)
     (void) unlink(path);
 
     (void) rmdir(t_dir);
+
+    /* a kill override on a worker's copy: the flag and its dependents */
+    {
+        size_t          size;
+        pg_result_t     res;
+        unsigned char  *blob;
+        const char     *json = "{\"revision\":1,\"environments\":{"
+            "\"production\":{\"customer_portal\":{\"allow\":[\"12\"]},"
+            "\"customer_portal_calls\":{\"requires\":\"customer_portal\","
+            "\"allow\":[\"12\"]},\"other\":{\"rollout\":100}}}}";
+
+        if (pg_snap_compile(json, strlen(json), &blob, &size, &err) == PG_OK
+            && pg_snap_open(&snap, blob, size, &err) == PG_OK)
+        {
+            t_ok(pg_snap_kill(&snap, blob, "production", 10,
+                              "customer_portal", 15) == 1,
+                 "pg_snap_kill finds customer_portal");
+            pg_eval(&snap, "production", 10, "customer_portal", 15, "12", 2,
+                    &res);
+            t_ok(!res.on && res.reason == PG_REASON_KILLED,
+                 "the killed flag is off for an allowed company: killed");
+            pg_eval(&snap, "production", 10, "customer_portal_calls", 21,
+                    "12", 2, &res);
+            t_ok(!res.on && res.reason == PG_REASON_REQUIRES,
+                 "a flag that requires it is off: requires");
+            pg_eval(&snap, "production", 10, "other", 5, "12", 2, &res);
+            t_ok(res.on, "another flag is untouched");
+            t_ok(pg_snap_kill(&snap, blob, "staging", 7, "customer_portal",
+                              15) == 0
+                 && pg_snap_kill(&snap, blob, "production", 10, "nope", 4)
+                    == 0,
+                 "an unknown environment or flag is not found");
+            free(blob);
+
+        } else {
+            t_ok(0, "compile: %s", err.text);
+        }
+    }
 
     printf("1..%d\n", t_count);
 
