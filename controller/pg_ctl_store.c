@@ -4,7 +4,7 @@
  */
 
 #include <stdarg.h>             /* va_list */
-#include <stdio.h>              /* snprintf */
+#include <stdio.h>              /* snprintf, sprintf */
 #include <stdlib.h>             /* free, strtoll */
 #include <string.h>             /* strcmp, strlen */
 #include <time.h>               /* time, gmtime_r, strftime */
@@ -167,6 +167,7 @@ static void pg_store_now(char *buf, size_t size);
 static int pg_store_script_error(const redisReply *reply, const char *word);
 static int pg_store_check_env(pg_store_t *store, const char *env,
     const char *flag, json_t *after);
+static json_t *pg_store_text(const char *s, size_t len);
 static int pg_store_parse_flags(pg_store_t *store, const char *env,
     const redisReply *reply, pg_store_bad_pt bad, void *data,
     json_t **flags);
@@ -1075,6 +1076,44 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
 }
 
 
+/*
+ * A text of the audit stream as a JSON string (a new reference): as it is
+ * when it is UTF-8, else with each byte that is not written \xNN, so that
+ * an entry written before portal-gatectl checked its texts, or by another
+ * tool, still shows every field.
+ */
+static json_t *
+pg_store_text(const char *s, size_t len)
+{
+    char     *buf;
+    size_t    i, n;
+    json_t   *text;
+
+    text = json_stringn(s, len);
+    if (text) {
+        return text;
+    }
+
+    buf = malloc(len * 4 + 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+
+    for (i = 0, n = 0; i < len; i++) {
+        if ((unsigned char) s[i] < 0x80 && s[i] != '\0') {
+            buf[n++] = s[i];
+        } else {
+            n += sprintf(buf + n, "\\x%02x", (unsigned char) s[i]);
+        }
+    }
+
+    text = json_stringn(buf, n);
+    free(buf);
+
+    return text;
+}
+
+
 void
 pg_store_change_free(pg_store_change_t *change)
 {
@@ -1149,8 +1188,8 @@ pg_store_audit(pg_store_t *store, const char *flag, size_t count,
 
             for (j = 0; j + 1 < fields->elements; j += 2) {
                 json_object_set_new(entry, fields->element[j]->str,
-                    json_stringn(fields->element[j + 1]->str,
-                                 fields->element[j + 1]->len));
+                    pg_store_text(fields->element[j + 1]->str,
+                                  fields->element[j + 1]->len));
             }
 
             if (flag && strcmp(json_string_value(

@@ -14,6 +14,7 @@
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* printf, fprintf */
 #include <stdlib.h>             /* getenv, strtod, strtoul */
+#include <stdint.h>             /* uint32_t */
 #include <string.h>             /* strcmp, strlen */
 #include <curl/curl.h>          /* curl_global_init */
 #include "pg_conf.h"            /* -c FILE: portal-gated's config */
@@ -156,11 +157,71 @@ pg_ctl_check_flag(const char *flag)
 }
 
 
+/*
+ * Free text that the store keeps (the actor, a reason, a description):
+ * UTF-8, without control characters, at most PG_TEXT_MAX bytes. JSON
+ * carries nothing else (the audit log dropped a reason in Latin-1), and a
+ * newline or an escape sequence would let a reason forge audit lines on a
+ * terminal. what names the text for the message, and hint ends it.
+ */
+static int
+pg_ctl_check_text(const char *what, const char *hint, const char *text)
+{
+    size_t                i, j, n, len;
+    uint32_t              c;
+    const unsigned char  *s = (const unsigned char *) text;
+
+    len = strlen(text);
+
+    if (len > PG_TEXT_MAX) {
+        return pg_ctl_error(PG_CTL_USAGE, "invalid %s: %zu bytes, at most "
+                            "%d%s", what, len, PG_TEXT_MAX, hint);
+    }
+
+    for (i = 0; i < len; i += n) {
+        c = s[i];
+        n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2
+            : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+
+        if (n == 0 || i + n > len) {
+            break;
+        }
+
+        c &= 0xff >> (n + (n > 1));
+
+        for (j = 1; j < n && (s[i + j] & 0xc0) == 0x80; j++) {
+            c = (c << 6) | (s[i + j] & 0x3f);
+        }
+
+        /* a short sequence, an overlong form, a surrogate, past U+10FFFF */
+        if (j < n || (n == 3 && c < 0x800) || (n == 4 && c < 0x10000)
+            || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+        {
+            break;
+        }
+
+        if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid %s: a control "
+                                "character (U+%04X) at byte %zu%s", what,
+                                (unsigned) c, i + 1, hint);
+        }
+    }
+
+    if (i < len) {
+        return pg_ctl_error(PG_CTL_USAGE, "invalid %s: not UTF-8 (byte %zu "
+                            "is 0x%02x)%s", what, i + 1, s[i], hint);
+    }
+
+    return PG_CTL_OK;
+}
+
+
 int
 main(int argc, char **argv)
 {
     int                  ch, rc, nargs, init;
     char                 where[300], *end;
+    const char          *actor_from;
     pg_conf_t            conf;
     pg_edge_t            from;
     pg_error_t           err;
@@ -195,9 +256,11 @@ main(int argc, char **argv)
     o.env = getenv("PORTAL_GATE_ENV");
     o.actor = getenv("SUDO_USER");
     o.count = 20;
+    actor_from = "actor in $SUDO_USER";
 
     if (o.actor == NULL || o.actor[0] == '\0') {
         o.actor = getenv("USER");
+        actor_from = "actor in $USER";
     }
 
     while ((ch = getopt_long(argc, argv, "r:p:e:c:h", longopts, NULL)) != -1)
@@ -206,7 +269,7 @@ main(int argc, char **argv)
         case 'r': o.redis_url = optarg; break;
         case 'p': o.prefix = optarg; break;
         case 'e': o.env = optarg; break;
-        case 'A': o.actor = optarg; break;
+        case 'A': o.actor = optarg; actor_from = "--actor"; break;
         case 'R': o.reason = optarg; break;
         case 'Q': o.requires = optarg; break;
         case 'D': o.description = optarg; break;
@@ -339,6 +402,23 @@ main(int argc, char **argv)
     if ((o.requires || o.description) && strcmp(cmd->name, "create") != 0) {
         return pg_ctl_error(PG_CTL_USAGE, "--requires and --description "
                             "go with create");
+    }
+
+    /* what the store keeps as it is given */
+
+    if ((cmd->writes || strcmp(cmd->name, "init") == 0)
+        && pg_ctl_check_text(actor_from, actor_from[0] == '-' ? ""
+                             : "; give --actor NAME", o.actor) != PG_CTL_OK)
+    {
+        return PG_CTL_USAGE;
+    }
+
+    if ((o.reason && pg_ctl_check_text("--reason", "", o.reason) != PG_CTL_OK)
+        || (o.description
+            && pg_ctl_check_text("--description", "", o.description)
+               != PG_CTL_OK))
+    {
+        return PG_CTL_USAGE;
     }
 
     if (o.from_edge && strcmp(cmd->name, "init") != 0) {

@@ -7,6 +7,7 @@ package PortalGate::Redis;
 #   my $rs = PortalGate::Redis->new;          # started
 #   my $r = $rs->ctl('create', 'customer_portal');
 #   $r->{exit}, $r->{out}, $r->{err}
+#   $rs->ctl_env({USER => 'alice'}, 'on', 'customer_portal');
 #   $rs->cli('HGETALL', 'portal-gate:flags:production');   # redis-cli
 #   $rs->stop; $rs->start;                    # Redis down, Redis back
 
@@ -87,8 +88,14 @@ sub stop {
 # portal-gatectl with its Redis pointed here; returns {exit, out, err}
 sub ctl {
     my ($self, @args) = @_;
+    return $self->ctl_env({}, @args);
+}
+
+# the same with more environment variables: ctl_env({USER => 'x'}, 'list')
+sub ctl_env {
+    my ($self, $more, @args) = @_;
     my %env = (PORTAL_GATE_REDIS => $self->url, USER => 'tester',
-               SUDO_USER => '');
+               SUDO_USER => '', %$more);
     local @ENV{keys %env} = values %env;
     delete local $ENV{PORTAL_GATE_PREFIX};
     delete local $ENV{PORTAL_GATE_ENV};

@@ -1,0 +1,91 @@
+# portal-gatectl and what an operator types, against a real redis-server:
+# the free text the store keeps (reason, actor, description), rollouts
+# refused with the reason why, and a broken value in Redis that list shows
+# beside the others.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use JSON::PP;
+use Test::More;
+use PortalGate::Redis qw(exits);
+
+my $rs = PortalGate::Redis->new(db => 4);
+
+sub ctl { $rs->ctl(@_) }
+
+sub revision { $rs->cli('GET', 'portal-gate:revision') }
+
+exits(ctl('init'), 0, 'init');
+exits(ctl('create', 'portal'), 0, 'create');
+
+subtest 'text that is not UTF-8 is refused with exit 2 and nothing written' => sub {
+    my $before = revision();
+    my $audit = $rs->cli('XLEN', 'portal-gate:audit');
+    for my $case (
+        [['--reason', "caf\xe9", 'kill', 'portal'],
+         qr/invalid --reason: not UTF-8 \(byte 4 is 0xe9\)/, 'Latin-1'],
+        [['--reason', "\xc3", 'kill', 'portal'],
+         qr/invalid --reason: not UTF-8 \(byte 1 is 0xc3\)/, 'cut short'],
+        [['--reason', "\xc0\xaf", 'kill', 'portal'],
+         qr/invalid --reason: not UTF-8/, 'an overlong form'],
+        [['--reason', "\xed\xa0\x80", 'kill', 'portal'],
+         qr/invalid --reason: not UTF-8/, 'a surrogate'],
+        [['--reason', "INC-1\nfake entry", 'kill', 'portal'],
+         qr/invalid --reason: a control character \(U\+000A\) at byte 6/,
+         'a newline'],
+        [['--reason', 'x' x 1025, 'kill', 'portal'],
+         qr/invalid --reason: 1025 bytes, at most 1024/, 'too long'],
+        [['--actor', "\e[2J", 'kill', 'portal'],
+         qr/invalid --actor: a control character \(U\+001B\)/,
+         'an escape sequence'],
+        [['create', 'other', '--description', "\xff"],
+         qr/invalid --description: not UTF-8 \(byte 1 is 0xff\)/,
+         'a description'],
+    ) {
+        my ($args, $re, $what) = @$case;
+        my $r = ctl(@$args);
+        exits($r, 2, $what);
+        like($r->{err}, $re, "$what: says what is wrong");
+    }
+
+    my $r = $rs->ctl_env({USER => "jos\xe9"}, 'kill', 'portal');
+    exits($r, 2, 'an actor from $USER that is not UTF-8');
+    like($r->{err}, qr/invalid actor in \$USER: not UTF-8 \(byte 4 is 0xe9\); give --actor NAME/,
+         'says where it came from and what to do');
+    exits($rs->ctl_env({USER => "jos\xe9"}, 'list'), 0,
+          'a read does not need the actor');
+
+    is(revision(), $before, 'no revision moved');
+    is($rs->cli('XLEN', 'portal-gate:audit'), $audit, 'no audit entry');
+    ok(!defined $rs->cli('HGET', 'portal-gate:flags:production', 'other')
+       || $rs->cli('HGET', 'portal-gate:flags:production', 'other') eq '',
+       'no flag created');
+};
+
+subtest 'UTF-8 text is kept and shown as it was given' => sub {
+    my $reason = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9a\x92";
+    my $r = ctl('--actor', "Jos\xc3\xa9", '--reason', $reason, 'kill',
+                'portal');
+    exits($r, 0, 'kill with a UTF-8 reason and actor');
+    $r = ctl('audit', 'portal', '--count', '1');
+    like($r->{out}, qr/Jos\xc3\xa9 .* kill .* reason: \Q$reason\E$/m,
+         'audit shows both');
+};
+
+subtest 'audit shows an entry whose text is not UTF-8, escaped' => sub {
+    # written before portal-gatectl checked its texts, or by another tool
+    $rs->cli('XADD', 'portal-gate:audit', '*', 'ts', '2026-01-01T00:00:00Z',
+             'actor', "bob\xff", 'env', 'production', 'flag', 'portal',
+             'action', 'kill', 'before', '', 'after', '',
+             'reason', "caf\xe9", 'revision', '7');
+    my $r = ctl('audit', 'portal', '--count', '1');
+    exits($r, 0, 'audit');
+    like($r->{out}, qr/bob\\xff .* reason: caf\\xe9$/m,
+         'the actor and the reason, each byte that is not UTF-8 as \\xNN');
+};
+
+done_testing;
