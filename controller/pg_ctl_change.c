@@ -4,9 +4,8 @@
  * (pg_ctl_edit) that turns the flag as it is into the flag as it should be.
  */
 
-#include <math.h>               /* floor, fabs */
 #include <stdio.h>              /* printf, snprintf */
-#include <stdlib.h>             /* strtod, calloc, malloc, free */
+#include <stdlib.h>             /* calloc, malloc, free */
 #include <string.h>             /* strcmp, strspn, strlen */
 #include "pg_ctl.h"             /* the options, the errors */
 
@@ -346,8 +345,8 @@ pg_ctl_diff(const json_t *before, const json_t *after, char *buf,
                          json_array_size(av));
 
         } else {
-            b = bv ? json_dumps(bv, JSON_ENCODE_ANY) : NULL;
-            a = av ? json_dumps(av, JSON_ENCODE_ANY) : NULL;
+            b = bv ? json_dumps(bv, JSON_ENCODE_ANY | PG_JSON_REAL) : NULL;
+            a = av ? json_dumps(av, JSON_ENCODE_ANY | PG_JSON_REAL) : NULL;
 
             if (before == NULL) {
                 n = snprintf(buf + used, size - used, "%s%s %s",
@@ -392,7 +391,7 @@ pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
                       "after", ch->after, "revision",
                       (json_int_t) ch->revision, "changed", !ch->unchanged);
         if (j) {
-            json_dumpf(j, stdout, JSON_COMPACT);
+            json_dumpf(j, stdout, JSON_COMPACT | PG_JSON_REAL);
             printf("\n");
             json_decref(j);
         }
@@ -427,14 +426,69 @@ pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
 }
 
 
+/*
+ * A rollout as the command line gives it: digits, at most one '.' and
+ * digits, at most a '%'; from 0 to 100, in steps of 0.01 (zeros past the
+ * second place are fine: 12.500). It is read exactly, digit by digit, into
+ * basis points, so that no double rounds it. Returns the basis points, or
+ * -1 once the message has said what is wrong.
+ */
+static long
+pg_ctl_parse_rollout(const char *arg)
+{
+    long         bp;
+    size_t       n, f, i;
+    const char  *digits, *frac, *end;
+
+    n = strspn(arg, "0123456789");
+    frac = arg + n + (arg[n] == '.');
+    f = arg[n] == '.' ? strspn(frac, "0123456789") : 0;
+    end = frac + f;
+
+    if (n == 0 || strcmp(end, *end == '%' ? "%" : "") != 0) {
+        pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": expected a "
+                     "percent from 0 to 100 in digits, with at most two "
+                     "decimal places (5, 12.5, 0.25 or 12.5%%)", arg);
+        return -1;
+    }
+
+    for (i = 2; i < f; i++) {
+        if (frac[i] != '0') {
+            pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": more than "
+                         "two decimal places; the step is 0.01", arg);
+            return -1;
+        }
+    }
+
+    /* the whole percents, past leading zeros; 4 digits are over 100 */
+    for (digits = arg; n > 1 && *digits == '0'; digits++) {
+        n--;
+    }
+
+    bp = 0;
+
+    for (i = 0; i < n && i < 4; i++) {
+        bp = bp * 10 + (digits[i] - '0');
+    }
+
+    bp = bp * 100 + (f > 0 ? (frac[0] - '0') * 10 : 0)
+         + (f > 1 ? frac[1] - '0' : 0);
+
+    if (n > 3 || bp > PG_BP_MAX) {
+        pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": more than 100; "
+                     "a rollout is a percent from 0 to 100", arg);
+        return -1;
+    }
+
+    return bp;
+}
+
+
 int
 pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
     int                 i;
-    long                bp;
-    double              pct;
-    size_t              len;
     pg_ctl_edit_t       edit;
     pg_store_change_t   change;
 
@@ -447,28 +501,11 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     edit.bp = 0;
 
     if (strcmp(cmd, "rollout") == 0) {
-        /* digits, an optional fraction, an optional "%": nothing else */
-        len = strspn(argv[1], "0123456789");
-        len += (argv[1][len] == '.')
-               ? 1 + strspn(argv[1] + len + 1, "0123456789") : 0;
+        edit.bp = pg_ctl_parse_rollout(argv[1]);
 
-        pct = (len > 0 && argv[1][0] != '.') ? strtod(argv[1], NULL) : -1;
-        bp = (long) floor(pct * 100 + 0.5);
-
-        if ((argv[1][len] != '\0' && strcmp(argv[1] + len, "%") != 0)
-            || !(pct >= 0 && pct <= 100))
-        {
-            return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
-                                "expected a percent from 0 to 100",
-                                argv[1]);
+        if (edit.bp < 0) {
+            return PG_CTL_USAGE;
         }
-
-        if (fabs(pct * 100 - bp) > 1e-4) {
-            return pg_ctl_error(PG_CTL_USAGE, "invalid rollout \"%s\": "
-                                "the step is 0.01", argv[1]);
-        }
-
-        edit.bp = bp;
     }
 
     if (strcmp(cmd, "allow") == 0 || strcmp(cmd, "deny") == 0) {

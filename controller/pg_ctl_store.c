@@ -403,7 +403,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot, const char *actor,
         json_object_foreach(env_flags, name, flag) {
             argv[i] = env;
             argv[i + 1] = name;
-            argv[i + 2] = json_dumps(flag, JSON_COMPACT);
+            argv[i + 2] = json_dumps(flag, JSON_COMPACT | PG_JSON_REAL);
 
             if (argv[i + 2] == NULL) {
                 rc = pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
@@ -980,7 +980,7 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             return PG_ERR;
         }
 
-        text = json_dumps(after, JSON_COMPACT | JSON_REAL_PRECISION(12));
+        text = json_dumps(after, JSON_COMPACT | PG_JSON_REAL);
         if (text == NULL) {
             json_decref(before);
             json_decref(after);

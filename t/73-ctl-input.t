@@ -88,4 +88,37 @@ subtest 'audit shows an entry whose text is not UTF-8, escaped' => sub {
          'the actor and the reason, each byte that is not UTF-8 as \\xNN');
 };
 
+subtest 'a refused rollout says what is wrong with it' => sub {
+    my $before = revision();
+    for my $case (
+        ['1e-9', qr/expected a percent from 0 to 100 in digits, with at most two decimal places \(5, 12\.5, 0\.25 or 12\.5%\)/],
+        ['-5%', qr/expected a percent from 0 to 100 in digits/],
+        ['.5', qr/expected a percent from 0 to 100 in digits/],
+        ['5%%', qr/expected a percent from 0 to 100 in digits/],
+        ['12.505', qr/more than two decimal places; the step is 0\.01/],
+        ['100.0000001', qr/more than two decimal places; the step is 0\.01/],
+        ['100.01', qr/more than 100; a rollout is a percent from 0 to 100/],
+        ['00001000', qr/more than 100/],
+    ) {
+        my ($pct, $re) = @$case;
+        my $r = ctl('rollout', 'portal', '--', $pct);
+        exits($r, 2, "rollout $pct");
+        like($r->{err}, qr/invalid rollout "\Q$pct\E": $re/,
+             "rollout $pct: says why");
+    }
+    is(revision(), $before, 'no revision moved');
+
+    for my $case (['12.500', 12.5], ['0100', 100], ['5.', 5], ['0.07', 0.07],
+                  ['99.99%', 99.99]) {
+        my ($pct, $want) = @$case;
+        my $r = ctl('rollout', 'portal', $pct);
+        exits($r, 0, "rollout $pct");
+        is(decode_json($rs->cli('HGET', 'portal-gate:flags:production',
+                                'portal'))->{rollout}, $want,
+           "rollout $pct is $want");
+    }
+    like(ctl('rollout', 'portal', '0.07')->{out}, qr/rollout 99\.99 -> 0\.07 /,
+         'the change prints the rollouts as written');
+};
+
 done_testing;
