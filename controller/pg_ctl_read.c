@@ -36,37 +36,65 @@ pg_ctl_strcmp(const void *a, const void *b)
 }
 
 
+/*
+ * pg_store_snapshot() leaves out a flag whose value in Redis is broken;
+ * list keeps it here (data: name -> why) to show it among the others.
+ */
+static void
+pg_ctl_broken(const char *env, const char *flag, const char *why, void *data)
+{
+    json_t  *text;
+
+    text = json_string(why);
+
+    json_object_set_new(data, flag, text ? text
+                        : json_string("its value is not valid"));
+}
+
+
+/*
+ * Every flag of the environment, a line each, in name order. A flag whose
+ * value in Redis is broken is shown as BROKEN, with why, among the others
+ * (portal-gated leaves it as the edges have it), named on stderr too,
+ * and the exit status is then 1: the listing is not the whole truth, and
+ * a script or a monitor must not take it for that.
+ */
 int
 pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int           enabled;
+    int           enabled, initialised;
     double        rollout;
     size_t        allow, deny, n, i;
-    json_t       *flags, *f;
-    const char   *name, *requires, **names;
+    json_t       *snap, *flags, *broken, *f;
+    const char   *name, *requires, **names, *env, *why;
     int64_t       revision;
 
-    if (pg_store_env_flags(store, o->env, &flags) != PG_OK
-        || pg_store_revision(store, &revision) != PG_OK)
+    broken = json_object();
+    if (broken == NULL) {
+        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
+    }
+
+    env = o->env;
+
+    /* the flags and the revision they belong to, in one read */
+    if (pg_store_snapshot(store, &env, 1, pg_ctl_broken, broken,
+                          &initialised, &snap)
+        != PG_OK)
     {
+        json_decref(broken);
         return pg_ctl_store_error(store);
     }
 
-    if (o->json) {
-        json_dumpf(flags, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-        printf("\n");
-        json_decref(flags);
-        return PG_CTL_OK;
-    }
+    revision = json_integer_value(json_object_get(snap, "revision"));
+    flags = json_object_get(json_object_get(snap, "environments"), env);
 
-    printf("%-40s %-7s %8s %7s %7s  %s\n", "FLAG", "STATE", "ROLLOUT",
-           "ALLOW", "DENY", "REQUIRES");
-
-    /* in name order: a hash has none */
-    names = malloc(json_object_size(flags) * sizeof(char *) + 1);
+    /* in name order, the broken ones among the others: a hash has none */
+    names = malloc((json_object_size(flags) + json_object_size(broken) + 1)
+                   * sizeof(char *));
     if (names == NULL) {
-        json_decref(flags);
+        json_decref(snap);
+        json_decref(broken);
         return pg_ctl_error(PG_CTL_FAILED, "out of memory");
     }
 
@@ -76,53 +104,105 @@ pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         names[n++] = name;
     }
 
+    json_object_foreach(broken, name, f) {
+        names[n++] = name;
+    }
+
     qsort(names, n, sizeof(char *), pg_ctl_strcmp);
 
-    for (i = 0; i < n; i++) {
-        f = json_object_get(flags, names[i]);
-        pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
+    if (o->json) {
+        json_dumpf(flags, stdout,
+                   JSON_INDENT(2) | JSON_SORT_KEYS | PG_JSON_REAL);
+        printf("\n");
 
-        printf("%-40s %-7s %7.2f%% %7zu %7zu  %s\n", names[i],
-               enabled ? "on" : "killed", rollout, allow, deny,
-               requires ? requires : "-");
+    } else {
+        printf("%-40s %-7s %8s %7s %7s  %s\n", "FLAG", "STATE", "ROLLOUT",
+               "ALLOW", "DENY", "REQUIRES");
+
+        for (i = 0; i < n; i++) {
+            why = json_string_value(json_object_get(broken, names[i]));
+
+            if (why) {
+                printf("%-40s %-7s  %s\n", names[i], "BROKEN", why);
+                continue;
+            }
+
+            f = json_object_get(flags, names[i]);
+            pg_ctl_fields(f, &enabled, &rollout, &allow, &deny, &requires);
+
+            printf("%-40s %-7s %7.2f%% %7zu %7zu  %s\n", names[i],
+                   enabled ? "on" : "killed", rollout, allow, deny,
+                   requires ? requires : "-");
+        }
+
+        printf("(%zu flags in %s", n, env);
+
+        if (json_object_size(broken)) {
+            printf(", %zu of them broken", json_object_size(broken));
+        }
+
+        printf(", store revision %lld)\n", (long long) revision);
+    }
+
+    fflush(stdout);
+
+    for (i = 0; i < n; i++) {
+        why = json_string_value(json_object_get(broken, names[i]));
+
+        if (why) {
+            pg_ctl_error(PG_CTL_FAILED, "flag \"%s\" in %s is %s; "
+                         "portal-gated leaves it as the edges have it, and "
+                         "`kill %s` still turns it off", names[i], env, why,
+                         names[i]);
+        }
     }
 
     free(names);
+    json_decref(snap);
 
-    printf("(%zu flags in %s, store revision %lld)\n", json_object_size(flags),
-           o->env, (long long) revision);
+    n = json_object_size(broken);
+    json_decref(broken);
 
-    json_decref(flags);
-
-    return PG_CTL_OK;
+    return n ? PG_CTL_FAILED : PG_CTL_OK;
 }
 
 
+/*
+ * One flag's JSON, read on its own so that a broken sibling does not
+ * matter. A value that is not a valid flag is shown all the same, named
+ * on stderr, with exit 1.
+ */
 int
 pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    json_t  *flags, *f;
+    json_t      *f;
+    pg_error_t   err;
 
     if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
         return PG_CTL_USAGE;
     }
 
-    if (pg_store_env_flags(store, o->env, &flags) != PG_OK) {
+    if (pg_store_flag(store, o->env, argv[0], &f) != PG_OK) {
         return pg_ctl_store_error(store);
     }
 
-    f = json_object_get(flags, argv[0]);
-
     if (f == NULL) {
-        json_decref(flags);
         return pg_ctl_error(PG_CTL_FAILED, "no flag \"%s\" in %s", argv[0],
                             o->env);
     }
 
-    json_dumpf(f, stdout, JSON_INDENT(2));
+    json_dumpf(f, stdout, JSON_INDENT(2) | PG_JSON_REAL);
     printf("\n");
-    json_decref(flags);
+
+    if (pg_flag_check_json(argv[0], f, &err) != PG_OK) {
+        json_decref(f);
+        fflush(stdout);
+        return pg_ctl_error(PG_CTL_FAILED, "flag \"%s\" in %s is invalid: "
+                            "%s", argv[0], o->env, err.text);
+    }
+
+    json_decref(f);
 
     return PG_CTL_OK;
 }

@@ -121,4 +121,43 @@ subtest 'a refused rollout says what is wrong with it' => sub {
          'the change prints the rollouts as written');
 };
 
+subtest 'list shows every flag, and marks the one whose value is broken' => sub {
+    exits(ctl('create', 'zeta'), 0, 'another flag');
+    $rs->cli('HSET', 'portal-gate:flags:production', 'middle',
+             '{"rolout":5}');
+    $rs->cli('HSET', 'portal-gate:flags:production', 'nojson', '{broken');
+    my $r = ctl('list');
+    exits($r, 1, 'list with two broken values');
+    like($r->{out}, qr/^middle\s+BROKEN\s+.*unknown key "rolout"/m,
+         'the broken flag is marked, with why');
+    like($r->{out}, qr/^nojson\s+BROKEN\s+not JSON/m, 'and the one not JSON');
+    like($r->{out}, qr/^portal\s+killed\s+0\.07%/m, 'the others are shown');
+    like($r->{out}, qr/^zeta\s+on\s+0\.00%/m, 'every one');
+    like($r->{out}, qr/^middle.*\n^nojson.*\n^portal.*\n^zeta/m,
+         'in name order');
+    like($r->{out}, qr/\(4 flags in production, 2 of them broken, store revision \d+\)/,
+         'the count says how many are broken');
+    like($r->{err}, qr/flag "middle" in production is invalid: .*unknown key "rolout"/,
+         'stderr names the broken flag');
+
+    $r = ctl('list', '--json');
+    exits($r, 1, 'list --json');
+    is_deeply([sort keys %{ decode_json($r->{out}) }], ['portal', 'zeta'],
+              'the flags that are valid');
+    like($r->{err}, qr/flag "nojson" in production is not JSON/,
+         'stderr names the broken ones');
+
+    $r = ctl('show', 'portal');
+    exits($r, 0, 'show of a valid flag beside broken ones');
+    is(decode_json($r->{out})->{rollout}, 0.07, 'shows it');
+    $r = ctl('show', 'middle');
+    exits($r, 1, 'show of a broken flag');
+    like($r->{out}, qr/"rolout": 5/, 'shows the value as it is');
+    like($r->{err}, qr/flag "middle" in production is invalid: .*unknown key "rolout"/,
+         'and says what is wrong with it');
+
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'middle', 'nojson');
+    exits(ctl('list'), 0, 'list once they are gone');
+};
+
 done_testing;
