@@ -30,7 +30,10 @@ package PortalGate::Gated;
 # two_edges() (two nginx edges: one whose API the daemon reaches over TCP,
 # one over a unix socket and without a state file); status_gets($ng) (how
 # many GET /pg-api/status the "unix" edge has answered: the daemon's, one
-# per reconcile tick); wait_ticks($ng, $n) (until $n more of them came).
+# per reconcile tick); wait_ticks($ng, $n) (until $n more of them came);
+# hung_edges($n, $log) ($n edge URLs on loopback that accept TCP
+# connections and never answer, as an nginx that hangs; they stop at exit;
+# the requests they get are logged to $log).
 #
 # PG_TEST_KEEP=1 keeps the scratch folder for a post-mortem.
 
@@ -40,6 +43,8 @@ use warnings;
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
 use IPC::Open3 qw(open3);
 use POSIX qw(WNOHANG);
 use Symbol qw(gensym);
@@ -47,10 +52,12 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 use Exporter qw(import);
-our @EXPORT_OK = qw(clean_exit wait_until two_edges status_gets wait_ticks);
+our @EXPORT_OK = qw(clean_exit wait_until two_edges status_gets wait_ticks
+                    hung_edges);
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 my %LIVE;           # pid => instance: everything still to stop at exit
+my @HUNG;           # pids of hung_edges() listeners
 my $OWNER = $$;     # a forked child must not stop the daemon when it exits
 
 our $GATED = $ENV{PORTAL_GATED} || "$ROOT/build/asan/portal-gated";
@@ -237,6 +244,10 @@ END {
     if ($$ == $OWNER) {
         my $status = $?;
         $_->stop for values %LIVE;
+        for my $pid (@HUNG) {
+            CORE::kill('KILL', $pid);
+            waitpid $pid, 0;
+        }
         $? = $status;
     }
 }
@@ -342,6 +353,58 @@ sub wait_ticks {
     my ($ng, $n, $timeout) = @_;
     my $want = status_gets($ng) + $n;
     return wait_until(sub { status_gets($ng) >= $want }, $timeout // 5);
+}
+
+
+# $n listeners on loopback that accept every TCP connection and never
+# answer: edges whose nginx hangs. Returns their URLs (as an edge line
+# writes them); one child process holds them until the test ends. With
+# $log, the request line of every request they get is appended there
+# ("PORT GET /portal-gate/status HTTP/1.1").
+sub hung_edges {
+    my ($n, $log) = @_;
+    my @socks = map {
+        IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                              Listen => 128, ReuseAddr => 1)
+            or die "cannot listen: $!"
+    } 1 .. $n;
+    my @urls = map { 'http://127.0.0.1:' . $_->sockport . '/portal-gate/' }
+                   @socks;
+
+    my $parent = $$;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my $sel = IO::Select->new(@socks);
+        my %port = map { ($_ => $_->sockport) } @socks;
+        my %listener = map { ($_ => 1) } @socks;
+        # ends with the test, even one that was killed
+        while (getppid() == $parent) {
+            for my $s ($sel->can_read(0.5)) {
+                if ($listener{$s}) {
+                    my $c = $s->accept or next;
+                    $port{$c} = $port{$s};
+                    $sel->add($c);
+                    next;
+                }
+                my $got = sysread $s, my $buf, 65536;
+                if (!$got) {
+                    $sel->remove($s);
+                    close $s;
+                    next;
+                }
+                next unless $log;
+                open my $fh, '>>', $log or next;
+                print {$fh} "$port{$s} $1\n"
+                    while $buf =~ /^((?:GET|PUT) \S+ HTTP\/1\.[01])\r?$/mg;
+                close $fh;
+            }
+        }
+        POSIX::_exit(0);
+    }
+
+    close $_ for @socks;
+    push @HUNG, $pid;
+    return @urls;
 }
 
 
