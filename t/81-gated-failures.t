@@ -1,8 +1,8 @@
 # portal-gated when things go wrong: an uninitialised store is never
 # pushed, an edge that is down does not hold back the others, the edges
-# keep their state while Redis is down or flushed (and init --from-edge
-# rebuilds the store), and a store restored from an older backup wins over
-# the edges' higher revision. Real redis-server, two real nginx edges.
+# keep their state while Redis is down, stops answering (said to time
+# out) or is flushed (and init --from-edge rebuilds the store), and a store
+# restored from an older backup wins over the edges' higher revision. Real redis-server, two real nginx edges.
 
 use strict;
 use warnings;
@@ -186,6 +186,28 @@ subtest 'Redis down: the edges keep gating; Redis back: changes flow again' => s
     exits(ctl('rollout', 'customer_portal', '30'), 0, 'a change after');
     both_answer($IN30, 'on', 'reaches both edges');
     both_at_store('after Redis came back');
+    edges_log_clean();
+};
+
+subtest 'a Redis that stops answering is said to time out, with the timeout' => sub {
+    both_at_store('before');
+    my $mark = $gd->mark;
+
+    # stopped: the kernel still accepts and holds the connections
+    kill 'STOP', $rs->{pid};
+    my $line = $gd->wait_log(qr/redis unreachable/, 5, $mark);
+    kill 'CONT', $rs->{pid};
+
+    like($line // '', qr/redis unreachable: \Q${\ $rs->url }\E: timed out: no answer within 1000 ms; the edges keep what they hold/,
+         'the log says the command timed out, and after how long')
+        or diag($gd->log($mark));
+    ok($gd->wait_log(qr/reachable again/, 7, $mark),
+       'and that Redis is reachable again once it answers');
+    unlike($gd->log($mark), qr/Resource temporarily unavailable/,
+           'never "Resource temporarily unavailable"');
+
+    exits(ctl('rollout', 'customer_portal', '10'), 0, 'a change after');
+    both_at_store('after Redis answered again');
     edges_log_clean();
 };
 
