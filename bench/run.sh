@@ -650,3 +650,9 @@ echo '```'
 # its own results block (PROP_* knobs: see its header)
 echo
 "$top/bench/propagation.sh"
+
+# ----------------------------------- kill switch with hung edges (issue 7)
+# 3 hung edges, 3 healthy ones and a broken value; its own results block
+# (HUNG_* knobs: see its header)
+echo
+"$top/bench/hung-edges.sh"
