@@ -6,7 +6,7 @@
 
 #include <stdio.h>              /* printf */
 #include <stdlib.h>             /* free */
-#include <time.h>               /* clock_gettime, nanosleep */
+#include <time.h>               /* clock_gettime */
 #include "pg_ctl.h"             /* the options, the errors */
 
 
@@ -116,87 +116,137 @@ pg_ctl_now_ms(void)
  * has too (another change may follow), or the limit passes; then say how
  * long it took, or which edges lag (exit 1). An edge ahead of the store
  * (Redis restored from an older backup) has not confirmed anything.
+ *
+ * Every edge is asked at once (pg_edge_poll_t), and asked again 10 ms
+ * after each answer that does not confirm, while the others' requests are
+ * in flight: a hung edge holds back no other, and no request outlasts the
+ * limit, so --wait=1 returns after about 1 s, however many edges hang.
  */
 int
 pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
 {
-    int              all;
-    char             lag[2048];
-    long             timeout;
-    size_t           i, used;
-    double           start, elapsed;
-    int64_t          rev[PG_EDGE_MAX], now;
-    pg_error_t       err;
-    struct timespec  pause = { 0, 10 * 1000 * 1000 };
+    int               all, confirmed[PG_EDGE_MAX];
+    char              lag[2048], why[PG_EDGE_MAX][PG_ERROR_LEN + 16];
+    long              slot, timeout, wait;
+    size_t            i, used;
+    double            start, now, deadline, retry[PG_EDGE_MAX];
+    int64_t           rev[PG_EDGE_MAX], store_rev;
+    pg_error_t        err;
+    pg_edge_poll_t    p;
+    pg_edge_answer_t  answer;
+
+    if (pg_edge_poll_init(&p, &err) != PG_OK) {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
+    store_rev = revision;
+    start = pg_ctl_now_ms();
+    deadline = start + o->wait * 1000;
 
     for (i = 0; i < o->nedges; i++) {
         rev[i] = -1;
+        confirmed[i] = 0;
+        retry[i] = start;
+        snprintf(why[i], sizeof(why[i]), "no answer");
     }
 
-    now = revision;
-    start = pg_ctl_now_ms();
-
     for ( ;; ) {
-        if (pg_store_revision(store, &now) != PG_OK) {
-            return pg_ctl_store_error(store);
-        }
-
+        now = pg_ctl_now_ms();
         all = 1;
-        elapsed = pg_ctl_now_ms() - start;
-
-        /* one request never outlasts what is left of the wait */
-        timeout = (long) (o->wait * 1000 - elapsed);
-        timeout = timeout < 100 ? 100
-                  : timeout > PG_CTL_EDGE_MS ? PG_CTL_EDGE_MS : timeout;
+        wait = (long) (deadline - now);
 
         for (i = 0; i < o->nedges; i++) {
-            if (rev[i] >= revision && rev[i] <= now) {
+            if (confirmed[i]) {
                 continue;
             }
 
-            if (pg_edge_revision(&o->edges[i], timeout, &rev[i], &err)
-                != PG_OK)
-            {
-                rev[i] = -1;
+            all = 0;
+
+            if (pg_edge_poll_busy(&p, i)) {
+                continue;
             }
 
-            if (rev[i] < revision || rev[i] > now) {
-                all = 0;
+            if (retry[i] > now) {
+                wait = retry[i] - now < wait ? (long) (retry[i] - now) : wait;
+                continue;
+            }
+
+            /* one request never outlasts what is left of the wait */
+            timeout = (long) (deadline - now);
+            timeout = timeout < 1 ? 1
+                      : timeout > PG_CTL_EDGE_MS ? PG_CTL_EDGE_MS : timeout;
+
+            if (pg_edge_poll_start(&p, i, &o->edges[i], timeout, &err)
+                != PG_OK)
+            {
+                snprintf(why[i], sizeof(why[i]), "unreachable: %s",
+                         err.text);
+                retry[i] = now + 10;
             }
         }
 
-        elapsed = pg_ctl_now_ms() - start;
-
         if (all) {
+            pg_edge_poll_free(&p);
             printf("every edge (%zu) has revision %lld, after %.1f ms\n",
-                   o->nedges, (long long) revision, elapsed);
+                   o->nedges, (long long) revision, now - start);
             return PG_CTL_OK;
         }
 
-        if (elapsed >= o->wait * 1000) {
+        if (now >= deadline) {
             break;
         }
 
-        nanosleep(&pause, NULL);
+        if (pg_edge_poll_next(&p, wait < 0 ? 0 : wait, &slot, &answer)
+            != PG_OK)
+        {
+            pg_edge_poll_free(&p);
+            return pg_ctl_error(PG_CTL_FAILED, "%s", answer.err.text);
+        }
+
+        if (slot < 0) {
+            continue;
+        }
+
+        rev[slot] = answer.revision;
+
+        /* an edge past what the store had: has the store moved on? */
+        if (rev[slot] > store_rev
+            && pg_store_revision(store, &store_rev) != PG_OK)
+        {
+            pg_edge_poll_free(&p);
+            return pg_ctl_store_error(store);
+        }
+
+        if (rev[slot] >= revision && rev[slot] <= store_rev) {
+            confirmed[slot] = 1;
+            continue;
+        }
+
+        snprintf(why[slot], sizeof(why[slot]), "%s%s",
+                 answer.timed_out ? "no answer" : "unreachable: ",
+                 answer.timed_out ? "" : answer.why);
+        retry[slot] = pg_ctl_now_ms() + 10;
     }
+
+    pg_edge_poll_free(&p);
 
     used = 0;
     lag[0] = '\0';
 
     for (i = 0; i < o->nedges && used < sizeof(lag); i++) {
-        if (rev[i] >= revision && rev[i] <= now) {
+        if (confirmed[i]) {
             continue;
         }
 
         if (rev[i] < 0) {
-            used += snprintf(lag + used, sizeof(lag) - used,
-                             "%s%s (unreachable)", used ? ", " : "",
-                             o->edges[i].spec);
+            used += snprintf(lag + used, sizeof(lag) - used, "%s%s (%s)",
+                             used ? ", " : "", o->edges[i].spec, why[i]);
         } else {
             used += snprintf(lag + used, sizeof(lag) - used,
                              "%s%s (revision %lld%s)", used ? ", " : "",
                              o->edges[i].spec, (long long) rev[i],
-                             rev[i] > now ? ", AHEAD of the store" : "");
+                             rev[i] > store_rev ? ", AHEAD of the store"
+                                                : "");
         }
     }
 
@@ -210,11 +260,12 @@ int
 pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv)
 {
-    int          init, behind;
-    size_t       i;
-    json_t      *all, *edges, *e;
-    int64_t      revision, rev;
-    pg_error_t   err;
+    int                init, behind;
+    size_t             i;
+    json_t            *all, *edges, *e;
+    int64_t            revision, rev;
+    pg_error_t         err;
+    pg_edge_answer_t   answers[PG_EDGE_MAX];
 
     if (pg_store_initialised(store, &init) != PG_OK
         || pg_store_revision(store, &revision) != PG_OK)
@@ -222,15 +273,22 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
         return pg_ctl_store_error(store);
     }
 
+    /* every edge at once: hung edges cost one timeout, not one each */
+    if (pg_edge_revisions(o->edges, o->nedges, PG_CTL_EDGE_MS, answers, &err)
+        != PG_OK)
+    {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
     edges = json_array();
     behind = !init;
 
     for (i = 0; i < o->nedges; i++) {
-        if (pg_edge_revision(&o->edges[i], PG_CTL_EDGE_MS, &rev, &err)
-            != PG_OK)
-        {
+        rev = answers[i].revision;
+
+        if (rev < 0) {
             e = json_pack("{s:s,s:n,s:n,s:s}", "edge", o->edges[i].spec,
-                          "revision", "lag", "error", err.text);
+                          "revision", "lag", "error", answers[i].err.text);
             behind = 1;
 
         } else {

@@ -5,6 +5,7 @@
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* realloc, free */
 #include <string.h>             /* strncmp, strstr, strlen, memcpy */
+#include <time.h>               /* clock_gettime */
 #include "pg_edge.h"            /* the API this file implements */
 
 
@@ -233,19 +234,12 @@ pg_edge_request(const pg_edge_t *edge, const char *method, const char *path,
 }
 
 
-int
-pg_edge_revision(const pg_edge_t *edge, long timeout_ms, int64_t *revision,
-    pg_error_t *err)
+/* The revision in a GET status answer (json is released), or PG_ERR. */
+static int
+pg_edge_status_revision(const pg_edge_t *edge, long status, json_t *json,
+    int64_t *revision, pg_error_t *err)
 {
-    long     status;
-    json_t  *json, *rev;
-
-    if (pg_edge_request(edge, "GET", "status", NULL, 0, timeout_ms, &status,
-                        &json, err)
-        != PG_OK)
-    {
-        return PG_ERR;
-    }
+    json_t  *rev;
 
     rev = json_object_get(json, "revision");
 
@@ -261,4 +255,248 @@ pg_edge_revision(const pg_edge_t *edge, long timeout_ms, int64_t *revision,
     json_decref(json);
 
     return PG_OK;
+}
+
+
+int
+pg_edge_revision(const pg_edge_t *edge, long timeout_ms, int64_t *revision,
+    pg_error_t *err)
+{
+    long     status;
+    json_t  *json;
+
+    if (pg_edge_request(edge, "GET", "status", NULL, 0, timeout_ms, &status,
+                        &json, err)
+        != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    return pg_edge_status_revision(edge, status, json, revision, err);
+}
+
+
+static double
+pg_edge_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+
+int
+pg_edge_poll_init(pg_edge_poll_t *p, pg_error_t *err)
+{
+    memset(p, 0, sizeof(pg_edge_poll_t));
+
+    p->multi = curl_multi_init();
+
+    if (p->multi == NULL) {
+        snprintf(err->text, sizeof(err->text), "cannot start curl");
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+int
+pg_edge_poll_start(pg_edge_poll_t *p, size_t slot, const pg_edge_t *edge,
+    long timeout_ms, pg_error_t *err)
+{
+    pg_edge_req_t  *req;
+
+    req = &p->req[slot];
+
+    if (pg_edge_req_init(req, edge, "GET", "status", NULL, 0, timeout_ms,
+                         err)
+        != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    if (curl_multi_add_handle(p->multi, req->curl) != CURLM_OK) {
+        snprintf(err->text, sizeof(err->text), "edge %.128s: cannot start "
+                 "curl", edge->spec);
+        pg_edge_req_free(req);
+        return PG_ERR;
+    }
+
+    p->busy[slot] = 1;
+
+    return PG_OK;
+}
+
+
+int
+pg_edge_poll_busy(const pg_edge_poll_t *p, size_t slot)
+{
+    return p->busy[slot];
+}
+
+
+int
+pg_edge_poll_next(pg_edge_poll_t *p, long wait_ms, long *slot,
+    pg_edge_answer_t *answer)
+{
+    int              running, queued;
+    char            *priv;
+    long             status;
+    double           deadline, left;
+    json_t          *json;
+    const char      *failed;
+    CURLMsg         *msg;
+    CURLcode         code;
+    CURLMcode        mc;
+    pg_edge_req_t   *req;
+
+    *slot = -1;
+    deadline = pg_edge_now_ms() + wait_ms;
+
+    for ( ;; ) {
+        curl_multi_perform(p->multi, &running);
+
+        while ((msg = curl_multi_info_read(p->multi, &queued)) != NULL) {
+            if (msg->msg != CURLMSG_DONE) {
+                continue;
+            }
+
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            req = (pg_edge_req_t *) priv;
+            code = msg->data.result;
+            curl_multi_remove_handle(p->multi, req->curl);
+
+            *slot = req - p->req;
+            p->busy[*slot] = 0;
+
+            memset(answer, 0, sizeof(pg_edge_answer_t));
+            answer->revision = -1;
+            answer->timed_out = (code == CURLE_OPERATION_TIMEDOUT);
+            failed = req->too_large ? "the answer is too large"
+                                    : curl_easy_strerror(code);
+
+            if (pg_edge_req_done(req, code, &status, &json, &answer->err)
+                != PG_OK)
+            {
+                snprintf(answer->why, sizeof(answer->why), "%s", failed);
+
+            } else {
+                snprintf(answer->why, sizeof(answer->why), "answered %ld%s",
+                         status, json ? "" : " without JSON");
+
+                if (pg_edge_status_revision(req->edge, status, json,
+                                            &answer->revision, &answer->err)
+                    == PG_OK)
+                {
+                    answer->why[0] = '\0';
+                }
+            }
+
+            return PG_OK;
+        }
+
+        left = deadline - pg_edge_now_ms();
+
+        if (left <= 0) {
+            return PG_OK;
+        }
+
+        /* curl shortens the wait to its own next timeout; with nothing in
+         * flight it sleeps the whole wait */
+        mc = curl_multi_poll(p->multi, NULL, 0, (int) left + 1, NULL);
+
+        if (mc != CURLM_OK) {
+            snprintf(answer->err.text, sizeof(answer->err.text),
+                     "curl_multi_poll: %s", curl_multi_strerror(mc));
+            return PG_ERR;
+        }
+    }
+}
+
+
+void
+pg_edge_poll_free(pg_edge_poll_t *p)
+{
+    size_t  i;
+
+    for (i = 0; i < PG_EDGE_MAX; i++) {
+        if (p->busy[i]) {
+            curl_multi_remove_handle(p->multi, p->req[i].curl);
+            pg_edge_req_free(&p->req[i]);
+            p->busy[i] = 0;
+        }
+    }
+
+    curl_multi_cleanup(p->multi);
+    p->multi = NULL;
+}
+
+
+int
+pg_edge_revisions(const pg_edge_t *edges, size_t n, long timeout_ms,
+    pg_edge_answer_t *answers, pg_error_t *err)
+{
+    int               rc;
+    long              slot;
+    size_t            i, busy;
+    double            deadline;
+    pg_edge_poll_t    p;
+    pg_edge_answer_t  answer;
+
+    if (pg_edge_poll_init(&p, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    busy = 0;
+
+    for (i = 0; i < n; i++) {
+        memset(&answers[i], 0, sizeof(pg_edge_answer_t));
+        answers[i].revision = -1;
+
+        if (pg_edge_poll_start(&p, i, &edges[i], timeout_ms, &answers[i].err)
+            != PG_OK)
+        {
+            snprintf(answers[i].why, sizeof(answers[i].why), "cannot start "
+                     "curl");
+            continue;
+        }
+
+        busy++;
+    }
+
+    /* curl ends each request at its timeout; the deadline is a safety */
+    deadline = pg_edge_now_ms() + timeout_ms + 1000;
+    rc = PG_OK;
+
+    while (busy > 0 && pg_edge_now_ms() < deadline) {
+        if (pg_edge_poll_next(&p, (long) (deadline - pg_edge_now_ms()),
+                              &slot, &answer)
+            != PG_OK)
+        {
+            *err = answer.err;
+            rc = PG_ERR;
+            break;
+        }
+
+        if (slot >= 0) {
+            answers[slot] = answer;
+            busy--;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        if (pg_edge_poll_busy(&p, i)) {
+            answers[i].timed_out = 1;
+            snprintf(answers[i].why, sizeof(answers[i].why), "no answer");
+            snprintf(answers[i].err.text, sizeof(answers[i].err.text),
+                     "edge %.128s: GET status: no answer", edges[i].spec);
+        }
+    }
+
+    pg_edge_poll_free(&p);
+
+    return rc;
 }

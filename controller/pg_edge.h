@@ -16,7 +16,8 @@
 #ifndef PG_EDGE_H
 #define PG_EDGE_H
 
-#include <curl/curl.h>          /* CURL, CURLcode: a request in flight */
+#include <stdint.h>             /* int64_t */
+#include <curl/curl.h>          /* CURL, CURLM: requests in flight */
 #include <jansson.h>            /* json_t */
 #include "portal_gate.h"        /* pg_error_t, PG_OK, PG_ERR */
 
@@ -70,5 +71,63 @@ void pg_edge_req_free(pg_edge_req_t *req);
 /* GET status: the edge's revision. */
 int pg_edge_revision(const pg_edge_t *edge, long timeout_ms,
     int64_t *revision, pg_error_t *err);
+
+
+/*
+ * GET status of many edges at once, for a caller that must not ask them
+ * one after another (portal-gatectl status and --wait): in one curl multi
+ * handle, a hung edge costs one timeout, not one per edge, and never holds
+ * back the answers of the others.
+ *
+ *   pg_edge_poll_init(&p, &err);
+ *   pg_edge_poll_start(&p, i, &edges[i], timeout_ms, &err);   each slot i
+ *   pg_edge_poll_next(&p, wait_ms, &slot, &answer);           each answer
+ *   pg_edge_poll_free(&p);                gives up what is still in flight
+ *
+ * A slot is an index below PG_EDGE_MAX, the caller's (its edge's, say),
+ * busy from its start until pg_edge_poll_next() gives its answer; it may
+ * be started again then. The edges are borrowed until then; p must not
+ * move while a request is in flight (curl points into it).
+ */
+typedef struct {
+    int64_t      revision;      /* the edge's; -1 when it did not say */
+    int          timed_out;     /* -1 because no answer came in time */
+    char         why[128];      /* when -1: "Couldn't connect to server",
+                                   "answered 404", ... */
+    pg_error_t   err;           /* the same, naming the edge */
+} pg_edge_answer_t;
+
+typedef struct {
+    CURLM          *multi;
+    pg_edge_req_t   req[PG_EDGE_MAX];
+    int             busy[PG_EDGE_MAX];
+} pg_edge_poll_t;
+
+int pg_edge_poll_init(pg_edge_poll_t *p, pg_error_t *err);
+
+/* Start GET status of edge in slot (which must not be busy). */
+int pg_edge_poll_start(pg_edge_poll_t *p, size_t slot, const pg_edge_t *edge,
+    long timeout_ms, pg_error_t *err);
+
+/*
+ * Wait until a request ends, at most wait_ms: *slot is the one that ended,
+ * with its answer, or -1 when none did in that time (with none in flight,
+ * that is a sleep of wait_ms). PG_ERR (err in answer) only when curl
+ * itself fails.
+ */
+int pg_edge_poll_next(pg_edge_poll_t *p, long wait_ms, long *slot,
+    pg_edge_answer_t *answer);
+
+int pg_edge_poll_busy(const pg_edge_poll_t *p, size_t slot);
+
+void pg_edge_poll_free(pg_edge_poll_t *p);
+
+/*
+ * Every edge's revision at once: answers[i] for edges[i], n at most
+ * PG_EDGE_MAX; it returns within about timeout_ms, however many hang.
+ * PG_ERR (err) only when curl itself fails.
+ */
+int pg_edge_revisions(const pg_edge_t *edges, size_t n, long timeout_ms,
+    pg_edge_answer_t *answers, pg_error_t *err);
 
 #endif /* PG_EDGE_H */
