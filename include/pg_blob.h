@@ -31,6 +31,13 @@
  *
  * Everything the compiler does not set is zero, so one snapshot always
  * compiles to the same bytes.
+ *
+ * The readers follow offsets without a bounds check of their own, because
+ * pg_snap_open() checks the whole blob first (pg_blob_check() in
+ * pg_snapshot.c): every record, table, string and entry must sit exactly
+ * where the writer puts it, in the order above, so a change to the
+ * writer's order is a change of layout (bump PG_SNAP_LAYOUT, and teach the
+ * check). fuzz/fuzz_blob.c holds the check to that.
  */
 
 #ifndef PG_BLOB_H

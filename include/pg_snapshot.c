@@ -1,6 +1,7 @@
 /*
  * pg_snapshot.c: a snapshot's JSON form validated and compiled into a blob,
- * and a blob turned back into JSON. The blob's layout is in pg_blob.h.
+ * a blob checked whole before anything reads it (pg_snap_open), and a blob
+ * turned back into JSON. The blob's layout is in pg_blob.h.
  *
  * Compiling runs in three steps, and nothing is allocated for the blob
  * before the first two have passed:
@@ -86,6 +87,16 @@ typedef struct {
 } pg_csnap_t;
 
 
+/* A blob as pg_blob_check() walks it, in the writer's order. */
+typedef struct {
+    const unsigned char  *base;
+    uint64_t              size;
+    uint64_t              fixed;        /* next slot table */
+    uint64_t              fixed_end;    /* where the byte area starts */
+    uint64_t              bytes;        /* next string or list entry */
+} pg_check_t;
+
+
 typedef struct {
     unsigned char  *buf;        /* NULL while sizing */
     uint64_t        fixed;      /* next offset in the aligned records */
@@ -121,6 +132,18 @@ static void pg_write_list(pg_writer_t *w, const pg_clist_t *list,
     pg_blob_list_t *bl);
 static int pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob,
     size_t *size, pg_error_t *err);
+static int pg_utf8_valid(const unsigned char *p, size_t len);
+static const char *pg_check_str(pg_check_t *c, const pg_blob_str_t *str,
+    size_t max);
+static const char *pg_check_name(pg_check_t *c, const pg_blob_str_t *str);
+static const char *pg_check_text(pg_check_t *c, uint32_t meta, uint32_t bit,
+    const pg_blob_str_t *str);
+static const char *pg_check_list(pg_check_t *c, const pg_blob_list_t *bl);
+static const char *pg_check_flag(pg_check_t *c, const pg_blob_flag_t *f,
+    uint32_t index, uint32_t n);
+static int pg_check_acyclic(const pg_blob_flag_t *flags, uint32_t n);
+static int pg_blob_check(const unsigned char *base, size_t size,
+    pg_error_t *err);
 static json_t *pg_list_to_json(const pg_snap_t *snap,
     const pg_blob_list_t *bl);
 static json_t *pg_flag_to_json(const pg_snap_t *snap,
@@ -1052,6 +1075,516 @@ pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err)
 }
 
 
+/* --- blob validation ----------------------------------------------------
+ *
+ * pg_snap_open() accepts a blob only if it is laid out exactly as
+ * pg_csnap_write() lays one out, so that a reader may follow every offset
+ * in it without a check of its own: a worker opens what it copied out of
+ * shared memory, which any worker (or a stray write) could have damaged.
+ *
+ * The check replays the writer: two cursors walk the aligned records
+ * (then the slot tables) and the byte area in the writer's order, and
+ * every offset must be the cursor's. So no two parts overlap, nothing lies
+ * outside the blob, and the whole check costs one pass over the blob; only
+ * the hash tables cost more, as many probes as the compiler made building
+ * them. On top of the layout: names are valid, sorted and NUL-terminated,
+ * texts are UTF-8, `requires` is in range and without cycles, each hash
+ * set holds its ids exactly once where a probe finds them, and every
+ * field the compiler leaves zero is zero. What opens is a snapshot the
+ * compiler could have written.
+ */
+
+/* Valid UTF-8 without NUL: what jansson holds and json_stringn() takes. */
+static int
+pg_utf8_valid(const unsigned char *p, size_t len)
+{
+    size_t    i, k, n;
+    uint32_t  cp;
+
+    for (i = 0; i < len; i += n) {
+        if (p[i] < 0x80) {
+            if (p[i] == 0) {
+                return 0;
+            }
+
+            n = 1;
+            continue;
+        }
+
+        if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+            n = 2;
+            cp = p[i] & 0x1f;
+
+        } else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+            n = 3;
+            cp = p[i] & 0x0f;
+
+        } else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+            n = 4;
+            cp = p[i] & 0x07;
+
+        } else {
+            return 0;
+        }
+
+        if (len - i < n) {
+            return 0;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)
+            || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The next string of the byte area: at the cursor, at most max bytes,
+ * followed by a NUL. NULL when it is, or what is wrong.
+ */
+static const char *
+pg_check_str(pg_check_t *c, const pg_blob_str_t *str, size_t max)
+{
+    if (str->off != c->bytes) {
+        return "out of place";
+    }
+
+    if (str->len > max || c->bytes + str->len + 1 > c->size) {
+        return "too long";
+    }
+
+    if (c->base[c->bytes + str->len] != '\0') {
+        return "not NUL-terminated";
+    }
+
+    c->bytes += (uint64_t) str->len + 1;
+
+    return NULL;
+}
+
+
+/* A name: pg_check_str() and [a-z0-9_]{1,64}. */
+static const char *
+pg_check_name(pg_check_t *c, const pg_blob_str_t *str)
+{
+    const char  *why;
+
+    why = pg_check_str(c, str, PG_NAME_MAX);
+
+    if (why == NULL
+        && !pg_valid_name((const char *) c->base + str->off, str->len))
+    {
+        why = "not a valid name";
+    }
+
+    return why;
+}
+
+
+/* description, updated_at or updated_by: a text when meta has bit, else
+ * nothing at all. */
+static const char *
+pg_check_text(pg_check_t *c, uint32_t meta, uint32_t bit,
+    const pg_blob_str_t *str)
+{
+    const char  *why;
+
+    if (!(meta & bit)) {
+        return (str->off | str->len) ? "unknown metadata" : NULL;
+    }
+
+    why = pg_check_str(c, str, PG_TEXT_MAX);
+
+    if (why == NULL && !pg_utf8_valid(c->base + str->off, str->len)) {
+        why = "a text that is not UTF-8";
+    }
+
+    return why;
+}
+
+
+/*
+ * An allow or deny list: its slots at the records' cursor, its entries at
+ * the byte cursor, each a valid id under its own hash; every id in exactly
+ * one slot, where a probe from its hash finds it, and no id twice.
+ */
+static const char *
+pg_check_list(pg_check_t *c, const pg_blob_list_t *bl)
+{
+    uint32_t              i, j, s, used, len, hash;
+    uint64_t              off, end, t;
+    const uint32_t       *slots;
+    const unsigned char  *e;
+
+    if (bl->count == 0) {
+        return (bl->mask | bl->slots | bl->entries) ? "an empty list with "
+                                                      "a table" : NULL;
+    }
+
+    if (bl->count > PG_LIST_MAX || bl->mask != pg_slot_count(bl->count) - 1)
+    {
+        return "a table of the wrong size";
+    }
+
+    if (bl->slots != c->fixed
+        || c->fixed + ((uint64_t) bl->mask + 1) * 4 > c->fixed_end)
+    {
+        return "a table out of place";
+    }
+
+    c->fixed += ((uint64_t) bl->mask + 1) * 4;
+
+    if (bl->entries != c->bytes) {
+        return "entries out of place";
+    }
+
+    /* the entries, one after the other */
+
+    for (i = 0; i < bl->count; i++) {
+        e = c->base + c->bytes;
+
+        if (c->bytes + PG_BLOB_ENTRY_HEAD > c->size
+            || c->bytes + PG_BLOB_ENTRY_HEAD + e[4] > c->size)
+        {
+            return "an entry past the end";
+        }
+
+        len = e[4];
+
+        if (!pg_valid_company((const char *) e + PG_BLOB_ENTRY_HEAD, len)) {
+            return "an invalid company id";
+        }
+
+        if (pg_blob_rd32(e) != pg_murmur3_32(e + PG_BLOB_ENTRY_HEAD, len,
+                                             PG_BLOB_SET_SEED))
+        {
+            return "an entry with a wrong hash";
+        }
+
+        c->bytes += PG_BLOB_ENTRY_HEAD + len;
+    }
+
+    /* every used slot points inside the entries, so a probe reads safely;
+     * count of them, so at least half the slots are empty and every probe
+     * ends */
+
+    slots = (const uint32_t *) (const void *) (c->base + bl->slots);
+    end = c->bytes;
+    used = 0;
+
+    for (j = 0; j <= bl->mask; j++) {
+        if (slots[j] == 0) {
+            continue;
+        }
+
+        t = (uint64_t) slots[j] - 1;
+
+        if (t < bl->entries || t + PG_BLOB_ENTRY_HEAD > end
+            || t + PG_BLOB_ENTRY_HEAD + c->base[t + 4] > end)
+        {
+            return "a slot outside its entries";
+        }
+
+        used++;
+    }
+
+    if (used != bl->count) {
+        return "a table that does not hold its entries";
+    }
+
+    /* each entry is found by the probe that pg_eval() makes, in a slot of
+     * its own (count slots for count entries), and no other id is equal */
+
+    for (off = bl->entries; off < end; off += PG_BLOB_ENTRY_HEAD + len) {
+        e = c->base + off;
+        hash = pg_blob_rd32(e);
+        len = e[4];
+
+        for (j = hash & bl->mask; (s = slots[j]) != 0; j = (j + 1) & bl->mask)
+        {
+            if (s - 1 == off) {
+                break;
+            }
+
+            t = (uint64_t) s - 1;
+
+            if (pg_blob_rd32(c->base + t) == hash && c->base[t + 4] == len
+                && memcmp(c->base + t + PG_BLOB_ENTRY_HEAD,
+                          e + PG_BLOB_ENTRY_HEAD, len) == 0)
+            {
+                return "a company id twice";
+            }
+        }
+
+        if (s == 0) {
+            return "an entry its table does not find";
+        }
+    }
+
+    return NULL;
+}
+
+
+/* One flag record; flags and n are its environment's, for `requires`. */
+static const char *
+pg_check_flag(pg_check_t *c, const pg_blob_flag_t *f, uint32_t index,
+    uint32_t n)
+{
+    size_t          i;
+    const char     *why;
+    const uint8_t  *s;
+
+    why = pg_check_name(c, &f->name);
+
+    if (why != NULL) {
+        return why;
+    }
+
+    if (f->salt.off == f->name.off) {
+        if (f->salt.len != f->name.len) {
+            return "a salt that is part of the name";
+        }
+
+    } else {
+        why = pg_check_str(c, &f->salt, PG_SALT_MAX);
+
+        if (why != NULL) {
+            return why;
+        }
+
+        s = c->base + f->salt.off;
+
+        for (i = 0; i < f->salt.len; i++) {
+            if (s[i] < 0x21 || s[i] > 0x7e) {
+                return "a salt that is not printable ASCII";
+            }
+        }
+
+        /* the compiler writes a salt equal to the name as the default */
+        if (f->salt.len == 0
+            || (f->salt.len == f->name.len
+                && memcmp(s, c->base + f->name.off, f->salt.len) == 0))
+        {
+            return "a salt that is empty or the name again";
+        }
+    }
+
+    if (f->enabled > 1 || f->bp > PG_BP_MAX) {
+        return "enabled or rollout out of range";
+    }
+
+    if (f->requires > n || f->requires == index + 1) {
+        return "requires out of range";
+    }
+
+    if ((f->meta & ~(PG_BLOB_META_VERSION | PG_BLOB_META_DESCRIPTION
+                     | PG_BLOB_META_UPDATED_AT | PG_BLOB_META_UPDATED_BY))
+        || (!(f->meta & PG_BLOB_META_VERSION)
+            && (f->version_lo | f->version_hi)))
+    {
+        return "unknown metadata";
+    }
+
+    why = pg_check_text(c, f->meta, PG_BLOB_META_DESCRIPTION,
+                        &f->description);
+
+    if (why == NULL) {
+        why = pg_check_text(c, f->meta, PG_BLOB_META_UPDATED_AT,
+                            &f->updated_at);
+    }
+
+    if (why == NULL) {
+        why = pg_check_text(c, f->meta, PG_BLOB_META_UPDATED_BY,
+                            &f->updated_by);
+    }
+
+    if (why == NULL) {
+        why = pg_check_list(c, &f->allow);
+    }
+
+    if (why == NULL) {
+        why = pg_check_list(c, &f->deny);
+    }
+
+    return why;
+}
+
+
+/* No `requires` chain of one environment comes back to where it began. */
+static int
+pg_check_acyclic(const pg_blob_flag_t *flags, uint32_t n)
+{
+    uint32_t       i, r;
+    unsigned char  state[PG_FLAGS_MAX];     /* as in pg_env_resolve() */
+
+    memset(state, 0, n);
+
+    for (i = 0; i < n; i++) {
+        for (r = i + 1; r != 0 && state[r - 1] == 0; r = flags[r - 1].requires)
+        {
+            state[r - 1] = 1;
+        }
+
+        if (r != 0 && state[r - 1] == 1) {
+            return 0;
+        }
+
+        for (r = i + 1; r != 0 && state[r - 1] == 1;
+             r = flags[r - 1].requires)
+        {
+            state[r - 1] = 2;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The whole blob past a header pg_snap_open() has checked (magic, layout,
+ * size). PG_OK, or PG_ERR with err naming the first thing out of place.
+ */
+static int
+pg_blob_check(const unsigned char *base, size_t size, pg_error_t *err)
+{
+    int                    rev_ok;
+    uint32_t               i, j, n;
+    uint64_t               total, records, start, revision;
+    pg_check_t             c;
+    const char            *why;
+    const pg_blob_hdr_t   *hdr;
+    const pg_blob_env_t   *envs, *e;
+    const pg_blob_flag_t  *flags;
+
+    hdr = (const pg_blob_hdr_t *) (const void *) base;
+
+    revision = ((uint64_t) hdr->revision_hi << 32) | hdr->revision_lo;
+    rev_ok = revision <= (uint64_t) PG_REVISION_MAX;
+
+    if (size % 4 != 0 || hdr->reserved != 0 || !rev_ok) {
+        return pg_fail(err, "snapshot blob has a corrupt header");
+    }
+
+    if (hdr->envs != sizeof(pg_blob_hdr_t) || hdr->env_count > PG_ENVS_MAX
+        || sizeof(pg_blob_hdr_t)
+           + (uint64_t) hdr->env_count * sizeof(pg_blob_env_t) > size)
+    {
+        return pg_fail(err, "snapshot blob has a corrupt environment table");
+    }
+
+    /* the records: environments, then every environment's flags */
+
+    envs = (const pg_blob_env_t *) (const void *) (base + hdr->envs);
+    records = sizeof(pg_blob_hdr_t)
+              + (uint64_t) hdr->env_count * sizeof(pg_blob_env_t);
+
+    for (i = 0; i < hdr->env_count; i++) {
+        if (envs[i].flag_count > PG_FLAGS_MAX || envs[i].flags != records) {
+            return pg_fail(err, "snapshot blob has a corrupt flag table in "
+                           "environment %u", (unsigned) i);
+        }
+
+        records += (uint64_t) envs[i].flag_count * sizeof(pg_blob_flag_t);
+    }
+
+    /* the byte area starts with the first name, after the slot tables */
+    start = hdr->env_count ? envs[0].name.off : records;
+
+    if (records > size) {
+        return pg_fail(err, "snapshot blob has a corrupt flag table");
+    }
+
+    if (start < records || start > size) {
+        return pg_fail(err, "snapshot blob is corrupt: environment 0's name "
+                       "is out of place");
+    }
+
+    c.base = base;
+    c.size = size;
+    c.fixed = records;
+    c.fixed_end = start;
+    c.bytes = start;
+
+    for (i = 0; i < hdr->env_count; i++) {
+        e = &envs[i];
+
+        why = pg_check_name(&c, &e->name);
+
+        if (why == NULL && i > 0
+            && pg_blob_namecmp((const char *) base + envs[i - 1].name.off,
+                               envs[i - 1].name.len,
+                               (const char *) base + e->name.off,
+                               e->name.len) >= 0)
+        {
+            why = "out of order";
+        }
+
+        if (why != NULL) {
+            return pg_fail(err, "snapshot blob is corrupt: environment %u's "
+                           "name is %s", (unsigned) i, why);
+        }
+
+        flags = (const pg_blob_flag_t *) (const void *) (base + e->flags);
+        n = e->flag_count;
+
+        for (j = 0; j < n; j++) {
+            why = pg_check_flag(&c, &flags[j], j, n);
+
+            if (why == NULL && j > 0
+                && pg_blob_namecmp((const char *) base + flags[j - 1].name.off,
+                                   flags[j - 1].name.len,
+                                   (const char *) base + flags[j].name.off,
+                                   flags[j].name.len) >= 0)
+            {
+                why = "a name out of order";
+            }
+
+            if (why != NULL) {
+                return pg_fail(err, "snapshot blob is corrupt: environment "
+                               "%u, flag %u: %s", (unsigned) i,
+                               (unsigned) j, why);
+            }
+        }
+
+        if (!pg_check_acyclic(flags, n)) {
+            return pg_fail(err, "snapshot blob is corrupt: environment %u: "
+                           "a requires cycle", (unsigned) i);
+        }
+    }
+
+    /* the slot tables fill the gap to the byte area, which fills the blob
+     * up to zero padding */
+
+    total = (c.bytes + 3) & ~(uint64_t) 3;
+
+    if (c.fixed != start || total != size) {
+        return pg_fail(err, "snapshot blob is corrupt: its parts do not "
+                       "fill it");
+    }
+
+    while (c.bytes < size) {
+        if (base[c.bytes++] != 0) {
+            return pg_fail(err, "snapshot blob is corrupt: padding is not "
+                           "zero");
+        }
+    }
+
+    return PG_OK;
+}
+
+
 int
 pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
     pg_error_t *err)
@@ -1094,11 +1627,8 @@ pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
                        (unsigned) hdr->size, size);
     }
 
-    if (hdr->envs < sizeof(pg_blob_hdr_t) || hdr->envs > size
-        || hdr->env_count > PG_ENVS_MAX
-        || (size - hdr->envs) / sizeof(pg_blob_env_t) < hdr->env_count)
-    {
-        return pg_fail(err, "snapshot blob has a corrupt environment table");
+    if (pg_blob_check(blob, size, err) != PG_OK) {
+        return PG_ERR;
     }
 
     snap->base = blob;

@@ -1283,6 +1283,245 @@ test_big_list(void)
 }
 
 
+/* --- blobs that pg_snap_open() must refuse ------------------------------
+ *
+ * Each corrupts one field of a compiled blob the way fuzz_blob's findings
+ * did (fuzz/corpus/blob/ holds the inputs). pg_snap_open() used to check
+ * the header only, and every reader then followed the bad offset: each of
+ * these was an out-of-bounds read (or, for a full table, an endless probe)
+ * under ASan before the blob was checked whole.
+ */
+
+static const char  t_blob_json[] =
+    "{\"revision\": 5, \"environments\": {"
+    " \"production\": {"
+    "  \"a\": {\"rollout\": 50, \"allow\": [\"1001\", \"1002\", \"1003\"],"
+    "         \"deny\": [\"9\"], \"description\": \"d\"},"
+    "  \"b\": {\"requires\": \"a\", \"salt\": \"s\"},"
+    "  \"c\": {}},"
+    " \"staging\": {\"a\": {}}}}";
+
+
+static pg_blob_env_t *
+t_blob_env(unsigned char *blob, size_t i)
+{
+    return (pg_blob_env_t *) (void *) (blob + sizeof(pg_blob_hdr_t)) + i;
+}
+
+
+static pg_blob_flag_t *
+t_blob_flag(unsigned char *blob, size_t e, size_t i)
+{
+    return (pg_blob_flag_t *) (void *) (blob + t_blob_env(blob, e)->flags)
+           + i;
+}
+
+
+/* A copy of the good blob for one corruption; NULL ends the test. */
+static unsigned char *
+t_blob_copy(const t_snap_t *s)
+{
+    unsigned char  *copy;
+
+    copy = malloc(s->size);
+
+    if (copy != NULL) {
+        memcpy(copy, s->blob, s->size);
+    }
+
+    return copy;
+}
+
+
+/* pg_snap_open() refuses copy, with a message; frees copy. */
+static void
+t_blob_refused(unsigned char *copy, size_t size, const char *expect,
+    const char *desc)
+{
+    int         rc;
+    pg_snap_t   view;
+    pg_error_t  err;
+
+    memset(&err, 0, sizeof(err));
+    view.base = (const unsigned char *) "x";
+
+    rc = pg_snap_open(&view, copy, size, &err);
+
+    if (!t_ok(rc == PG_ERR && view.base == NULL
+              && strstr(err.text, expect) != NULL, "%s", desc))
+    {
+        t_diag("rc %d, error \"%s\", expected \"%s\"", rc, err.text, expect);
+    }
+
+    free(copy);
+}
+
+
+static void
+test_blob_refused(void)
+{
+    uint32_t         j, *slots;
+    t_snap_t         s;
+    pg_blob_flag_t  *a;
+    unsigned char   *c;
+
+    if (!t_ok(t_compile(t_blob_json, &s), "the blob to corrupt compiles")) {
+        return;
+    }
+
+#define T_CORRUPT(edit, expect, desc)                                        \
+    if ((c = t_blob_copy(&s)) == NULL) {                                     \
+        goto done;                                                           \
+    }                                                                        \
+    a = t_blob_flag(c, 0, 0);                                                \
+    (void) a;                                                                \
+    edit;                                                                    \
+    t_blob_refused(c, s.size, expect, desc)
+
+    T_CORRUPT(t_blob_env(c, 0)->name.off = (uint32_t) s.size + 64,
+              "environment 0's name is out of place",
+              "blob: an environment name past the end is refused "
+              "(pg_find_env read it)");
+
+    T_CORRUPT(t_blob_env(c, 0)->flag_count = 4000, "flag table",
+              "blob: a flag count past the end is refused (pg_find_flag "
+              "read past the table)");
+
+    T_CORRUPT(t_blob_env(c, 1)->flags += 2, "flag table",
+              "blob: a misaligned flag table is refused");
+
+    T_CORRUPT(a->allow.slots = (uint32_t) s.size - 4, "table out of place",
+              "blob: an allow table past the end is refused (pg_list_has "
+              "read it)");
+
+    T_CORRUPT(slots = (uint32_t *) (void *) (c + a->allow.slots);
+              for (j = 0; slots[j] == 0; j++) { /* void */ }
+              slots[j] = (uint32_t) s.size + 100,
+              "a slot outside its entries",
+              "blob: a slot pointing past the entries is refused "
+              "(pg_list_has read the entry)");
+
+    T_CORRUPT(a->allow.count = 1000, "table of the wrong size",
+              "blob: a list count past its entries is refused "
+              "(pg_list_to_json walked past the end)");
+
+    T_CORRUPT(c[a->allow.entries + PG_BLOB_ENTRY_HEAD + 3] = '9',
+              "wrong hash",
+              "blob: an id that no longer matches its hash is refused "
+              "(its table would not find it)");
+
+    T_CORRUPT(slots = (uint32_t *) (void *) (c + a->allow.slots);
+              for (j = 0; j <= a->allow.mask; j++) {
+                  slots[j] = slots[j] ? slots[j] : a->allow.entries + 1;
+              },
+              "a table that does not hold its entries",
+              "blob: a table without an empty slot is refused (a probe "
+              "for another id never ended)");
+
+    T_CORRUPT(a->description.off = (uint32_t) s.size + 10, "out of place",
+              "blob: a description past the end is refused (pg_set_text "
+              "read it)");
+
+    T_CORRUPT(t_blob_flag(c, 0, 1)->salt.off = (uint32_t) s.size + 10,
+              "out of place",
+              "blob: a salt past the end is refused (pg_flag_to_json and "
+              "pg_bucket read it)");
+
+    T_CORRUPT(t_blob_flag(c, 0, 1)->requires = 99, "requires out of range",
+              "blob: requires past the flag table is refused "
+              "(pg_flag_to_json read flags[98])");
+
+    T_CORRUPT(a->requires = 2, "requires cycle",
+              "blob: a requires cycle is refused");
+
+    T_CORRUPT(c[t_blob_env(c, 0)->name.off + 10] = 'x', "NUL-terminated",
+              "blob: a name without its NUL is refused");
+
+    T_CORRUPT(c[t_blob_flag(c, 0, 2)->name.off] = 'A', "not a valid name",
+              "blob: an invalid flag name is refused");
+
+    T_CORRUPT(a->bp = 10001, "out of range",
+              "blob: a rollout over 100% is refused");
+
+    T_CORRUPT(a->meta |= 0x10, "unknown metadata",
+              "blob: unknown metadata bits are refused");
+
+done:
+#undef T_CORRUPT
+
+    t_snap_free(&s);
+}
+
+
+/*
+ * Every byte of a blob changed in turn (three ways): each copy is refused,
+ * or it opens into a snapshot that prints as JSON and compiles again. Run
+ * under ASan, a read outside the copy fails the test run.
+ */
+static void
+test_blob_every_byte(void)
+{
+    int             v;
+    char           *text;
+    size_t          i, size2, bad;
+    json_t         *root;
+    t_snap_t        s;
+    pg_snap_t       view;
+    pg_error_t      err;
+    unsigned char  *copy, *blob2;
+
+    static const unsigned char  how[] = { 0x01, 0x80, 0xff };
+
+    if (!t_compile(t_blob_json, &s)) {
+        t_ok(0, "the blob to corrupt compiles");
+        return;
+    }
+
+    bad = 0;
+
+    for (i = 0; i < s.size; i++) {
+        for (v = 0; v < 3; v++) {
+            copy = t_blob_copy(&s);
+
+            if (copy == NULL) {
+                break;
+            }
+
+            copy[i] ^= how[v];
+
+            if (pg_snap_open(&view, copy, s.size, &err) == PG_OK) {
+                root = pg_snap_to_json(&view);
+                text = root ? json_dumps(root, JSON_COMPACT | PG_JSON_REAL)
+                            : NULL;
+
+                if (text == NULL
+                    || pg_snap_compile(text, strlen(text), &blob2, &size2,
+                                       &err)
+                       != PG_OK)
+                {
+                    t_diag("byte %zu ^ 0x%02x opens but does not compile "
+                           "again", i, how[v]);
+                    bad++;
+
+                } else {
+                    free(blob2);
+                }
+
+                free(text);
+                json_decref(root);
+            }
+
+            free(copy);
+        }
+    }
+
+    t_ok(bad == 0, "blob: each of %zu bytes changed three ways is refused "
+         "or still a valid snapshot", s.size);
+
+    t_snap_free(&s);
+}
+
+
 int
 main(void)
 {
@@ -1298,6 +1537,8 @@ main(void)
     test_round_trip();
     test_many_flags();
     test_big_list();
+    test_blob_refused();
+    test_blob_every_byte();
 
     printf("1..%d\n", t_count);
 
