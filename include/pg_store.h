@@ -27,6 +27,26 @@
  * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
  * revision (portal-gated raised the revision above an edge's after a
  * restore from an older backup; before and after are the revisions).
+ *   P "environments"    hash: field = environment name, value = JSON
+ *                       {"created_at": ISO 8601 UTC, "created_by": actor}.
+ *                       `init` fills it (the `environments` of -c's config,
+ *                       else production and staging), `env add` adds one.
+ *                       A write to an environment not in it is refused.
+ *                       A store made before this key existed has none:
+ *                       its environments are those of its flags: hashes
+ *                       plus production and staging, until `env add`.
+ *   P "controllers"     hash: field = "HOST:PID" of a running portal-gated,
+ *                       value = its last beat, written at every reconcile:
+ *                       JSON {"host", "pid", "version", "started_at" (ISO
+ *                       8601 UTC), "beat_at" (Redis TIME, epoch ms),
+ *                       "interval_ms" (its reconcile interval),
+ *                       "store_revision" (what it last read), "edges":
+ *                       {URL: {"revision": N or null, "ok": bool,
+ *                       "error": text or null}}}. A controller is alive
+ *                       while its beat is younger than 3 intervals (at
+ *                       least 3 s), measured on Redis's clock. It removes
+ *                       its field when it stops; beats older than a day
+ *                       are removed by any controller's beat.
  *
  * A write is one Lua script (EVAL): it checks the marker, checks that the
  * flag's JSON is still what the writer read (else "CONFLICT": the writer
@@ -44,6 +64,14 @@
 #define PG_STORE_KEY_FLAGS     "flags:"
 #define PG_STORE_KEY_AUDIT     "audit"
 #define PG_STORE_CHANNEL       "changes"
+#define PG_STORE_KEY_ENVS      "environments"
+#define PG_STORE_KEY_CONTROLLERS "controllers"
+
+/* A controller is alive while its beat is younger than this many of its
+ * reconcile intervals, and never less than PG_STORE_ALIVE_MIN_MS. */
+#define PG_STORE_ALIVE_INTERVALS  3
+#define PG_STORE_ALIVE_MIN_MS     3000
+#define PG_STORE_BEAT_FORGET_MS   (24 * 3600 * 1000LL)
 
 #define PG_STORE_PREFIX_DEFAULT  "portal-gate:"
 #define PG_STORE_PREFIX_MAX      128
