@@ -23,10 +23,6 @@
  *                       and per revision raise, the new revision as
  *                       decimal text. portal-gated SUBSCRIBEs before it
  *                       reads the store (pub/sub delivers at most once).
- *
- * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
- * revision (portal-gated raised the revision above an edge's after a
- * restore from an older backup; before and after are the revisions).
  *   P "environments"    hash: field = environment name, value = JSON
  *                       {"created_at": ISO 8601 UTC, "created_by": actor}.
  *                       `init` fills it (the `environments` of -c's config,
@@ -47,6 +43,13 @@
  *                       least 3 s), measured on Redis's clock. It removes
  *                       its field when it stops; beats older than a day
  *                       are removed by any controller's beat.
+ *
+ * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
+ * revision (portal-gated raised the revision above an edge's after a
+ * restore from an older backup; before and after are the revisions);
+ * with the on-call commands also unallow, undeny, set, delete, env (an
+ * environment added), and release (kill overrides released on the edges;
+ * `kill --direct` records a kill whose reason names the overrides).
  *
  * A write is one Lua script (EVAL): it checks the marker, checks that the
  * flag's JSON is still what the writer read (else "CONFLICT": the writer
