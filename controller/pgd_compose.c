@@ -49,6 +49,8 @@
 
 
 #define PGD_HELD_SHOWN   12         /* held-back flags a note names */
+#define PGD_CYCLE_SHOWN  8          /* names of a cycle a note shows */
+#define PGD_CYCLE_TEXT   (PGD_CYCLE_SHOWN * (PG_NAME_MAX + 4) + 64)
 #define PGD_NOTE_MAX     900        /* bytes of a note, within a log line */
 
 /* What rules 1 to 3 did to a flag of the environment being composed. */
@@ -96,8 +98,10 @@ static int pgd_unrequire(pgd_env_t *ce, const char *name, const char *why);
 static int pgd_env_bad(pgd_env_t *ce, const json_t *bad);
 static int pgd_env_limit(pgd_env_t *ce);
 static int pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r);
-static int pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req,
-    size_t start, const char *text);
+static int pgd_fix_cycle(pgd_env_t *ce, char **names, size_t *req,
+    size_t start, const char *text, int *changed);
+static void pgd_cycle_text(char **names, const size_t *req, size_t start,
+    char *text, size_t size);
 static int pgd_env_resolve(pgd_env_t *ce);
 static json_t *pgd_kills_only(const json_t *store, const json_t *good);
 
@@ -387,7 +391,11 @@ pgd_env_limit(pgd_env_t *ce)
 
 /* --- rule 3: requires ------------------------------------------------- */
 
-/* Flag f requires r, which is not among the flags: rules 3a to 3d. */
+/*
+ * Flag f requires r, which is not among the flags: rules 3a to 3d.
+ * Returns what was done (PGD_UNREQUIRED, PGD_RESTORED: r was, PGD_REVERTED,
+ * PGD_LEFT_OUT), or PG_ERR.
+ */
 static int
 pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
 {
@@ -396,10 +404,10 @@ pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
     const json_t  *good_r, *good_f;
 
     flag = json_object_get(ce->flags, f);
-    snprintf(why, sizeof(why), "requires unknown flag \"%s\"", r);
+    snprintf(why, sizeof(why), "requires unknown flag \"%.64s\"", r);
 
     if (pgd_killed(flag)) {
-        return pgd_unrequire(ce, f, why);
+        return pgd_unrequire(ce, f, why) == PG_OK ? PGD_UNREQUIRED : PG_ERR;
     }
 
     good_r = pgd_good_flag(ce, r);
@@ -412,7 +420,7 @@ pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
         pgd_note_flag(ce, r, PG_LOG_ERROR, "is no longer in the store, but "
                       "\"%s\" requires it: the edges keep its last good "
                       "version", f);
-        return PG_OK;
+        return PGD_RESTORED;
     }
 
     good_f = pgd_good_flag(ce, f);
@@ -424,7 +432,7 @@ pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
         pgd_done_set(ce, f, PGD_REVERTED);
         pgd_note_flag(ce, f, PG_LOG_ERROR, "%s; the edges keep its last "
                       "good version", why);
-        return PG_OK;
+        return PGD_REVERTED;
     }
 
     json_object_del(ce->flags, f);
@@ -432,22 +440,23 @@ pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
     pgd_note_flag(ce, f, PG_LOG_ERROR, "%s; it is left out%s", why,
                   good_f ? "" : ": no good version of it is known");
 
-    return PG_OK;
+    return PGD_LEFT_OUT;
 }
 
 
 /*
  * The cycle through names[start] (req: index + 1 of what each name
  * requires): rules for a cycle, see the top of this file. text is the
- * cycle as the notes print it.
+ * cycle as the notes print it. *changed is set when a flag was reverted or
+ * left out (the graph must be looked at again).
  */
 static int
-pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req, size_t start,
-    const char *text)
+pgd_fix_cycle(pgd_env_t *ce, char **names, size_t *req, size_t start,
+    const char *text, int *changed)
 {
     int            acted, all;
     char           why[PGD_NOTE_MAX - 200];
-    size_t         j;
+    size_t         j, next;
     json_t        *flag;
     const json_t  *good;
 
@@ -458,13 +467,17 @@ pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req, size_t start,
     j = start;
 
     do {
+        next = req[j] - 1;
+
         if (pgd_killed(json_object_get(ce->flags, names[j]))) {
             if (pgd_unrequire(ce, names[j], why + 3) != PG_OK) {
                 return PG_ERR;
             }
+            req[j] = 0;
             acted = 1;
         }
-        j = req[j] - 1;
+
+        j = next;
     } while (j != start);
 
     if (acted) {
@@ -485,12 +498,9 @@ pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req, size_t start,
                           "its last good version", why);
             acted = 1;
         }
+
         j = req[j] - 1;
     } while (j != start);
-
-    if (acted) {
-        return PG_OK;
-    }
 
     /* then those the edges do not have; then all of it */
     for (all = 0; all < 2 && !acted; all++) {
@@ -505,43 +515,99 @@ pgd_fix_cycle(pgd_env_t *ce, char **names, const size_t *req, size_t start,
                               : ": no good version of it is known");
                 acted = 1;
             }
+
             j = req[j] - 1;
         } while (j != start);
     }
+
+    *changed = 1;
 
     return PG_OK;
 }
 
 
+/* The cycle through names[start] for the notes, from its first name in
+ * name order, so that it reads the same every time; at most
+ * PGD_CYCLE_SHOWN names, then how many there are. */
+static void
+pgd_cycle_text(char **names, const size_t *req, size_t start, char *text,
+    size_t size)
+{
+    size_t  j, first, len, n, shown;
+
+    first = start;
+    n = 0;
+    j = start;
+
+    do {
+        first = j < first ? j : first;
+        n++;
+        j = req[j] - 1;
+    } while (j != start);
+
+    len = 0;
+    shown = 0;
+    j = first;
+
+    do {
+        len += (size_t) snprintf(text + len, size - len, "%s -> ", names[j]);
+        shown++;
+        j = req[j] - 1;
+    } while (j != first && shown < PGD_CYCLE_SHOWN && len < size);
+
+    if (len >= size) {
+        return;
+    }
+
+    if (j != first) {
+        snprintf(text + len, size - len, "... (%zu flags) -> %s", n,
+                 names[first]);
+    } else {
+        snprintf(text + len, size - len, "%s", names[first]);
+    }
+}
+
+
+/*
+ * Rule 3. Each round indexes the flags in name order and handles every
+ * flag whose requires is missing, with a worklist: a flag left out puts
+ * the flags that require it on the list, so a chain of any length takes
+ * one round. Then the cycles. A round that restored, reverted or left out
+ * a flag where the index cannot follow (a restored flag, a reverted
+ * flag's new requires, a cycle) is followed by another; each flag is
+ * restored, reverted or left out at most once, which bounds the rounds.
+ */
 static int
 pgd_env_resolve(pgd_env_t *ce)
 {
-    int             rc, found;
-    char          **names, **hit, text[PGD_NOTE_MAX - 300];
-    size_t          n, i, j, k, len, start, rounds, *req;
-    unsigned char  *state, *missing;
+    int             rc, again, what;
+    char          **names, **hit, text[PGD_CYCLE_TEXT];
+    size_t          n, i, j, top, rounds, max_rounds, cycle;
+    size_t         *req, *rev, *first, *work;
+    unsigned char  *state, *gone;
     const char     *r;
 
-    /* each round restores, reverts or leaves out at least one flag, each
-     * flag at most once per kind: this bounds the rounds */
-    for (rounds = 0; ; rounds++) {
-        names = pgd_names(ce->flags, &n);
-        req = calloc(n ? n : 1, sizeof(size_t));
-        state = calloc(n ? n : 1, 1);
-        missing = calloc(n ? n : 1, 1);
+    max_rounds = 3 * (json_object_size(ce->flags) + PG_FLAGS_MAX) + 8;
 
-        if (names == NULL || req == NULL || state == NULL || missing == NULL
-            || rounds > 4 * n + 8)
+    for (rounds = 0; rounds < max_rounds; rounds++) {
+        names = pgd_names(ce->flags, &n);
+        req = calloc(n + 1, sizeof(size_t));
+        first = calloc(n + 2, sizeof(size_t));
+        rev = calloc(n + 1, sizeof(size_t));
+        work = calloc(3 * n + 1, sizeof(size_t));
+        state = calloc(n + 1, 1);
+        gone = calloc(n + 1, 1);
+        rc = PG_ERR;
+        again = 0;
+        top = 0;
+
+        if (names == NULL || req == NULL || first == NULL || rev == NULL
+            || work == NULL || state == NULL || gone == NULL)
         {
-            pgd_names_free(names, n);
-            free(req);
-            free(state);
-            free(missing);
-            return PG_ERR;
+            goto done;
         }
 
-        found = 0;
-
+        /* req[i]: index + 1 of what names[i] requires; 0: none or missing */
         for (i = 0; i < n; i++) {
             r = pgd_requires(json_object_get(ce->flags, names[i]));
 
@@ -553,74 +619,127 @@ pgd_env_resolve(pgd_env_t *ce)
 
             if (hit != NULL) {
                 req[i] = (size_t) (hit - names) + 1;
+                first[hit - names + 1]++;
             } else {
-                missing[i] = 1;
-                found = 1;
+                work[top++] = i;
             }
         }
 
-        rc = PG_OK;
+        /* who requires names[j]: rev[first[j] .. first[j + 1]) */
+        for (j = 0; j < n; j++) {
+            first[j + 1] += first[j];
+        }
 
-        for (i = 0; i < n && rc == PG_OK; i++) {
-            if (missing[i]) {
-                rc = pgd_fix_missing(ce, names[i],
-                         pgd_requires(json_object_get(ce->flags, names[i])));
+        for (i = 0; i < n; i++) {
+            if (req[i] != 0) {
+                rev[first[req[i] - 1]++] = i;
+            }
+        }
+
+        for (j = n; j > 0; j--) {
+            first[j] = first[j - 1];
+        }
+
+        first[0] = 0;
+
+        /* the missing requires, and what leaving a flag out brings */
+        while (top > 0) {
+            i = work[--top];
+
+            if (gone[i]) {
+                continue;
+            }
+
+            r = pgd_requires(json_object_get(ce->flags, names[i]));
+
+            if (r == NULL) {
+                continue;
+            }
+
+            hit = bsearch(&r, names, n, sizeof(char *), pgd_name_cmp);
+
+            if (hit != NULL && !gone[hit - names]) {
+                req[i] = (size_t) (hit - names) + 1;
+                /* a reverted flag's new requires: not in rev[] */
+                again = 1;
+                continue;
+            }
+
+            req[i] = 0;
+            what = pgd_fix_missing(ce, names[i], r);
+
+            if (what == PG_ERR) {
+                goto done;
+            }
+
+            if (what == PGD_RESTORED) {
+                again = 1;
+
+            } else if (what == PGD_REVERTED) {
+                work[top++] = i;
+
+            } else if (what == PGD_LEFT_OUT) {
+                gone[i] = 1;
+
+                for (j = first[i]; j < first[i + 1]; j++) {
+                    if (!gone[rev[j]]) {
+                        work[top++] = rev[j];
+                    }
+                }
             }
         }
 
         /* cycles, as pg_snapshot.c finds them; 0: not seen, 1: on the
          * current walk, 2: known to end */
-        for (i = 0; i < n && rc == PG_OK; i++) {
+        for (i = 0; i < n; i++) {
+            if (gone[i]) {
+                continue;
+            }
+
             j = i + 1;
 
-            while (j != 0 && state[j - 1] == 0) {
+            while (j != 0 && state[j - 1] == 0 && !gone[j - 1]) {
                 state[j - 1] = 1;
                 j = req[j - 1];
             }
 
-            if (j != 0 && state[j - 1] == 1) {
-                /* printed from its first name, so that it reads the same
-                 * every time */
-                start = j - 1;
-                k = start;
+            cycle = (j != 0 && state[j - 1] == 1) ? j : 0;
 
-                do {
-                    start = k < start ? k : start;
-                    k = req[k] - 1;
-                } while (k != j - 1);
-
-                len = 0;
-                k = start;
-
-                do {
-                    len += (size_t) snprintf(text + len, sizeof(text) - len,
-                                             "%s -> ", names[k]);
-                    k = req[k] - 1;
-                } while (k != start && len < sizeof(text));
-
-                if (len < sizeof(text)) {
-                    snprintf(text + len, sizeof(text) - len, "%s",
-                             names[start]);
-                }
-
-                found = 1;
-                rc = pgd_fix_cycle(ce, names, req, start, text);
+            if (cycle) {
+                pgd_cycle_text(names, req, cycle - 1, text, sizeof(text));
             }
 
+            /* marked before the fix, which may cut the walk short */
             for (j = i + 1; j != 0 && state[j - 1] == 1; j = req[j - 1]) {
                 state[j - 1] = 2;
             }
+
+            if (cycle
+                && pgd_fix_cycle(ce, names, req, cycle - 1, text, &again)
+                   != PG_OK)
+            {
+                goto done;
+            }
         }
+
+        rc = PG_OK;
+
+    done:
 
         pgd_names_free(names, n);
         free(req);
+        free(first);
+        free(rev);
+        free(work);
         free(state);
-        free(missing);
+        free(gone);
 
-        if (rc != PG_OK || !found) {
+        if (rc != PG_OK || !again) {
             return rc;
         }
     }
+
+    return PG_ERR;
 }
 
 
