@@ -186,7 +186,7 @@ pgd_load(pgd_t *d)
         return;
     }
 
-    text = json_dumps(snap, JSON_COMPACT | JSON_REAL_PRECISION(12));
+    text = json_dumps(snap, JSON_COMPACT | PG_JSON_REAL);
     body = calloc(1, sizeof(pgd_body_t));
 
     if (text == NULL || body == NULL) {
