@@ -176,7 +176,7 @@ FUZZ_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                 -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all -Iinclude -Icontroller -Ifuzz
-FUZZ_TARGETS ?= snapshot flag blob conf redis_url
+FUZZ_TARGETS ?= snapshot flag blob conf redis_url state
 FUZZ_SECONDS ?= 0
 FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_BUILD   := $(BUILD)/fuzz
@@ -221,6 +221,10 @@ $(FUZZ_BUILD)/fuzz_redis_url: fuzz/fuzz_redis_url.c controller/pg_redis.c \
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) controller/pg_redis.c $< \
 	    $(CTL_LIBS) -o $@
 
+$(FUZZ_BUILD)/fuzz_state: fuzz/fuzz_state.c $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $< $(CORE_LIBS) -o $@
+
 # fuzz_blob's seeds: the snapshot seeds that compile, as blobs of today's
 # layout (the repository keeps only the blobs that once broke something)
 $(FUZZ_BUILD)/gen-blobs: fuzz/gen_blobs.c $(CORE_SRCS) $(CORE_HDRS)
@@ -231,6 +235,12 @@ $(FUZZ_BUILD)/seeds/blob: $(FUZZ_BUILD)/gen-blobs \
                           $(wildcard fuzz/corpus/snapshot/*)
 	rm -rf $@ && mkdir -p $@
 	$(FUZZ_BUILD)/gen-blobs $@ fuzz/corpus/snapshot/*
+
+# what pg_snap_open's whole-blob check costs (bench/RESULTS.md, Fuzzing)
+$(BUILD)/bench-open: $(CORE_SRCS) $(CORE_HDRS) bench/bench_open.c
+	@mkdir -p $(BUILD)
+	$(CC) -O2 -g -Iinclude $(CORE_SRCS) bench/bench_open.c \
+	    $(CORE_LIBS) -o $@
 
 clean:
 	rm -rf $(BUILD)
