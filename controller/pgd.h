@@ -37,6 +37,14 @@
 
 
 #define PGD_CONF_DEFAULT      "/etc/portal-gate/portal-gated.conf"
+#define PGD_CONF_ENV          "PORTAL_GATE_CONF"    /* -c's default first */
+
+/* The release, for --version and the beat. Until one shared place holds
+ * it for both programs, -DPG_VERSION=... overrides it. */
+#ifndef PG_VERSION
+#define PG_VERSION            "0.8.0"
+#endif
+
 #define PGD_ACTOR             "portal-gated"
 
 #define PGD_REDIS_TIMEOUT_MS  1000      /* connect, and each command */

@@ -2,7 +2,9 @@
  * portal-gated: keeps every edge's snapshot in step with the store in
  * Redis (DESIGN.md, "The controller").
  *
- *   portal-gated [-t] [-d] [-c FILE]
+ *   portal-gated [-t] [-d] [-c FILE]      FILE: -c, $PORTAL_GATE_CONF, or
+ *                                         /etc/portal-gate/portal-gated.conf
+ *   portal-gated --version
  *
  * One thread, one loop (pgd_run): curl_multi_poll() waits on the edges'
  * requests, the pub/sub connection and a self-pipe for signals, and wakes
@@ -50,7 +52,7 @@
 #include <string.h>             /* strcmp, strerror */
 #include <syslog.h>             /* syslog: -d without a stderr */
 #include <time.h>               /* clock_gettime, localtime_r */
-#include <unistd.h>             /* fork, setsid, pipe, getpid, isatty */
+#include <unistd.h>             /* fork, setsid, pipe, getpid, access */
 #include "pgd.h"                /* pgd_t, and the daemon's other files */
 
 
@@ -62,6 +64,7 @@ static int                    pgd_signal_fd = -1;
 static void pgd_on_signal(int signo);
 static int pgd_signals(pgd_t *d);
 static void pgd_usage(FILE *out);
+static int pgd_usage_error(const char *what, const char *arg);
 static int pgd_check_conf(const char *path, pg_conf_t *conf,
     pg_error_t *err);
 static int pgd_daemonize(pgd_t *d);
@@ -188,20 +191,34 @@ pgd_usage(FILE *out)
 {
     fprintf(out,
         "usage: portal-gated [-t] [-d] [-c FILE]\n"
+        "       portal-gated --version\n"
         "\n"
         "Keeps the flag snapshot of every portal-gate edge in step with the\n"
         "store in Redis: pushes on every change, and reconciles every\n"
         "reconcile_interval. Runs in the foreground and logs to stderr.\n"
         "\n"
-        "  -c FILE   the configuration file (default " PGD_CONF_DEFAULT ")\n"
-        "  -t        check the configuration file and exit\n"
-        "  -d        run in the background; logs go to stderr if it is not\n"
-        "            a terminal, otherwise to syslog\n"
-        "  -h        this help\n"
+        "  -c FILE    the configuration file (default: $PORTAL_GATE_CONF,\n"
+        "             else " PGD_CONF_DEFAULT ")\n"
+        "  -t         check the configuration file and exit\n"
+        "  -d         run in the background; logs go to stderr if it is not\n"
+        "             a terminal, otherwise to syslog\n"
+        "  -h         this help\n"
+        "  --version  print the version and exit\n"
         "\n"
         "Signals: TERM and INT stop it, HUP re-reads the configuration.\n"
         "Exit status: 0 stopped cleanly or the configuration is good,\n"
         "1 the configuration is bad or it could not start, 2 usage error.\n");
+}
+
+
+/* A usage error: one line, and where to read more. Returns 2. */
+static int
+pgd_usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, "portal-gated: %s \"%s\"; see 'portal-gated -h'\n",
+            what, arg);
+
+    return 2;
 }
 
 
@@ -273,12 +290,15 @@ pgd_daemonize(pgd_t *d)
 int
 main(int argc, char **argv)
 {
-    int          i, test, daemon, rc;
+    int          i, test, daemon, given, rc;
     pgd_t       *d;
     pg_error_t   err;
     const char  *path;
 
-    path = PGD_CONF_DEFAULT;
+    /* -c, else $PORTAL_GATE_CONF, else the packaged path */
+    path = getenv(PGD_CONF_ENV);
+    given = path != NULL && path[0] != '\0';
+    path = given ? path : PGD_CONF_DEFAULT;
     test = 0;
     daemon = 0;
 
@@ -288,22 +308,29 @@ main(int argc, char **argv)
             pgd_usage(stdout);
             return 0;
 
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("portal-gated %s\n", PG_VERSION);
+            return 0;
+
         } else if (strcmp(argv[i], "-t") == 0) {
             test = 1;
 
         } else if (strcmp(argv[i], "-d") == 0) {
             daemon = 1;
 
-        } else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "-c") == 0) {
+            if (i + 1 == argc) {
+                return pgd_usage_error("no FILE after", argv[i]);
+            }
+
             path = argv[++i];
+            given = 1;
+
+        } else if (argv[i][0] == '-') {
+            return pgd_usage_error("unknown option", argv[i]);
 
         } else {
-            fprintf(stderr, "portal-gated: %s \"%s\"\n",
-                    strcmp(argv[i], "-c") == 0 ? "no file after"
-                                               : "unknown argument",
-                    argv[i]);
-            pgd_usage(stderr);
-            return 2;
+            return pgd_usage_error("unexpected argument", argv[i]);
         }
     }
 
@@ -314,7 +341,9 @@ main(int argc, char **argv)
     }
 
     if (pgd_check_conf(path, &d->conf, &err) != PG_OK) {
-        fprintf(stderr, "portal-gated: %s\n", err.text);
+        fprintf(stderr, "portal-gated: %s%s\n", err.text,
+                given || access(path, F_OK) == 0
+                ? "" : " (give -c FILE, or set " PGD_CONF_ENV ")");
         if (test) {
             fprintf(stderr, "portal-gated: configuration file %s test "
                     "failed\n", path);

@@ -1,8 +1,11 @@
-# portal-gated's command line and config: -t, -h, bad options and bad
-# configs (exit codes, FILE:LINE and the reason; edge URLs with a space, a
-# query or a fragment), and SIGHUP: a new edge gets the snapshot, a broken
-# config changes nothing, another Redis is read again. Here the reconcile interval is 1h and the store has its own prefix
-# and db: every change must come through the prefixed pub/sub channel.
+# portal-gated's command line and config: -t, -h, --version, bad options
+# (one line, exit 2), -c's default ($PORTAL_GATE_CONF, then
+# /etc/portal-gate), bad configs (exit codes, FILE:LINE and the reason;
+# edge URLs with a space, a query or a fragment), and SIGHUP: a new edge
+# gets the snapshot, a broken config changes nothing, another Redis is
+# read again. Here the reconcile interval is 1h and the store has its own
+# prefix and db: every change must come through the prefixed pub/sub
+# channel.
 
 use strict;
 use warnings;
@@ -85,21 +88,69 @@ subtest 'a bad config exits 1 naming the file, the line and why' => sub {
     like($r->{err}, qr/cannot open .*missing\.conf: No such file/, 'says so');
 };
 
-subtest '-h prints the usage; a bad option exits 2' => sub {
+subtest '-h prints the usage; a bad option is one line and exits 2' => sub {
     my $r = $gd0->run('-h');
     exits($r, 0, '-h');
     like($r->{out}, qr/usage: portal-gated \[-t\] \[-d\] \[-c FILE\]/,
          'the usage on stdout');
     like($r->{out}, qr/HUP re-reads/, 'with the signals');
+    like($r->{out}, qr/PORTAL_GATE_CONF/, 'and where -c defaults from');
 
-    $r = $gd0->run('--frobnicate');
-    exits($r, 2, 'an unknown option');
-    like($r->{err}, qr/unknown argument "--frobnicate".*usage:/s,
-         'named, then the usage');
+    for my $case (['--frobnicate', qr/unknown option "--frobnicate"/],
+                  ['-x', qr/unknown option "-x"/],
+                  ['extra', qr/unexpected argument "extra"/],
+                  ['-c', qr/no FILE after "-c"/]) {
+        my ($arg, $re) = @$case;
+        $r = $gd0->run($arg);
+        exits($r, 2, "\"$arg\"");
+        like($r->{err}, $re, "\"$arg\": says what is wrong");
+        like($r->{err}, qr/see 'portal-gated -h'/, "\"$arg\": and where to "
+             . 'read more');
+        is(scalar(() = $r->{err} =~ /\n/g), 1, "\"$arg\": in one line")
+            or diag($r->{err});
+        is($r->{out}, '', "\"$arg\": nothing on stdout");
+    }
+};
 
-    $r = $gd0->run('-c');
-    exits($r, 2, '-c without a file');
-    like($r->{err}, qr/no file after "-c"/, 'says so');
+subtest '--version prints the version' => sub {
+    my $r = $gd0->run('--version');
+    exits($r, 0, '--version');
+    like($r->{out}, qr/^portal-gated \d+\.\d+\S*\n\z/,
+         '"portal-gated VERSION", one line');
+    is($r->{err}, '', 'nothing on stderr');
+};
+
+subtest '-c defaults to $PORTAL_GATE_CONF, then /etc/portal-gate' => sub {
+    my $c = $gd0->conf_path;
+    my $r = do {
+        local $ENV{PORTAL_GATE_CONF} = $c;
+        $gd0->run('-t');
+    };
+    exits($r, 0, '-t with $PORTAL_GATE_CONF');
+    like($r->{err}, qr/configuration file \Q$c\E test is successful/,
+         'reads the file it names');
+
+    my $bad = conf_file('env-bad.conf', "edges x;\n");
+    $r = do {
+        local $ENV{PORTAL_GATE_CONF} = $bad;
+        $gd0->run('-t', '-c', $c);
+    };
+    exits($r, 0, '-c wins over $PORTAL_GATE_CONF');
+
+    SKIP: {
+        skip '/etc/portal-gate/portal-gated.conf exists here', 3
+            if -e '/etc/portal-gate/portal-gated.conf';
+        $r = do {
+            local $ENV{PORTAL_GATE_CONF};
+            delete $ENV{PORTAL_GATE_CONF};
+            $gd0->run('-t');
+        };
+        exits($r, 1, 'neither: the default file, missing here');
+        like($r->{err}, qr{cannot open /etc/portal-gate/portal-gated\.conf},
+             'names the default');
+        like($r->{err}, qr/give -c FILE, or set PORTAL_GATE_CONF/,
+             'and how to name another');
+    }
 };
 
 
