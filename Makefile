@@ -42,7 +42,7 @@ CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_compose.c \
-               controller/pgd_edges.c $(LIB_SRCS)
+               controller/pgd_edges.c controller/pgd_beat.c $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller

@@ -11,7 +11,10 @@
  *                    compiles (pure: JSON in, JSON out, no I/O)
  *   pgd_edges.c      every request to an edge, in the curl multi handle:
  *                    PUT snapshot, GET status, GET snapshot (the seed);
- *                    409s (raise the store, or force a pinned edge)
+ *                    409s (raise the store, or force a pinned edge); the
+ *                    kill overrides an edge lists
+ *   pgd_beat.c       liveness: the beat in Redis (P"controllers") at
+ *                    every tick, removed at a clean exit
  *
  * Nothing here blocks on an edge: every edge request runs in the multi
  * handle, and the loop only waits in curl_multi_poll().
@@ -119,6 +122,12 @@ typedef struct {
     int             forcing;        /* the PUT in flight has ?force=1 */
     int             seed_asked;     /* GET snapshot sent, this seeding */
     char            said[512];      /* the last refusal logged */
+    char            error[512];     /* why it is not in step, for the
+                                       beat: unreachable, or its refusal;
+                                       "" when none is known */
+    json_t         *overrides;      /* its kill overrides as its GET
+                                       status last listed them, [{"env",
+                                       "flag"}]: new; NULL before it has */
 } pgd_edge_t;
 
 typedef struct {
@@ -153,6 +162,14 @@ typedef struct {
     json_t         *seed;           /* an edge's snapshot, or NULL */
     int             seed_state;     /* PGD_SEED_* */
 
+    char            host[256];      /* the beat: gethostname() */
+    char            started_at[32]; /* ISO 8601 UTC */
+    char            beat_field[300];    /* "HOST:PID" */
+    char            beat_key[PG_STORE_PREFIX_MAX + 16]; /* of the last
+                                                           beat sent */
+    int             beat_sent;      /* a beat of ours is in beat_key */
+    int             beat_failed;    /* Redis refused the last one: said */
+
     pgd_edge_t     *edges;
     size_t          nedges;
     CURLM          *multi;
@@ -179,6 +196,11 @@ void pgd_tick(pgd_t *d);
 void pgd_store_forget(pgd_t *d);
 void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* pgd_beat.c */
+void pgd_beat_start(pgd_t *d);
+void pgd_beat(pgd_t *d);
+void pgd_beat_end(pgd_t *d);
 
 /* pgd_edges.c */
 int pgd_edges_set(pgd_t *d);

@@ -17,6 +17,11 @@
  * store's revision above the edge's; an edge pinned so high that the
  * store could not go on from there (PGD_RAISE_MAX) gets the snapshot with
  * ?force=1 instead.
+ *
+ * GET status also lists the edge's kill overrides (the break-glass kill of
+ * `portal-gatectl kill --direct`): they make the edge serve a flag off
+ * whatever the store says, so the log says so, at warn, each time the
+ * list changes (pgd_overrides()); the beat carries the list.
  */
 
 #include <stdarg.h>             /* va_list */
@@ -36,6 +41,9 @@ static void pgd_refused(pgd_t *d, pgd_edge_t *e, const char *fmt, ...)
 static void pgd_raise(pgd_t *d, pgd_edge_t *e, int64_t above);
 static void pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs,
     int64_t pushed, int forced);
+static void pgd_overrides(pgd_t *d, pgd_edge_t *e, const json_t *status);
+static const char *pgd_in_store(pgd_t *d, const char *env,
+    const char *flag);
 
 
 void
@@ -79,6 +87,7 @@ pgd_edges_free(pgd_t *d)
 
     for (i = 0; i < d->nedges; i++) {
         pgd_cancel(d, &d->edges[i]);
+        json_decref(d->edges[i].overrides);
     }
 
     free(d->edges);
@@ -317,6 +326,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         pgd_edge_up(d, e);
         e->revision = pushed;
         e->said[0] = '\0';
+        e->error[0] = '\0';
         e->force = 0;
         pgd_log(d, PG_LOG_INFO, "edge %s: revision %lld applied in %.1f ms%s",
                 e->edge.spec, (long long) pushed, pgd_now() - e->started,
@@ -328,6 +338,14 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         /* 409: the edge has this revision or a newer one already */
         pgd_edge_up(d, e);
         e->revision = theirs;
+
+        if (d->body != NULL && theirs == d->body->revision) {
+            e->error[0] = '\0';        /* in step: nothing stands */
+        }
+
+        if (kind == PGD_REQ_STATUS) {
+            pgd_overrides(d, e, json);
+        }
 
         if (kind == PGD_REQ_PUT && theirs > pushed && theirs > PGD_RAISE_MAX
             && d->store_revision != 0)
@@ -365,6 +383,8 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
 static void
 pgd_edge_down(pgd_t *d, pgd_edge_t *e, const char *why)
 {
+    snprintf(e->error, sizeof(e->error), "%s", why);
+
     if (e->state != PGD_DOWN) {
         pgd_log(d, PG_LOG_WARN, "%s; it keeps what it has, and is tried "
                 "again every %ld ms", why, d->conf.reconcile_ms);
@@ -381,6 +401,7 @@ pgd_edge_up(pgd_t *d, pgd_edge_t *e)
 {
     if (e->state == PGD_DOWN) {
         pgd_log(d, PG_LOG_NOTICE, "edge %s: reachable again", e->edge.spec);
+        e->error[0] = '\0';
     }
 
     e->state = PGD_UP;
@@ -398,6 +419,8 @@ pgd_refused(pgd_t *d, pgd_edge_t *e, const char *fmt, ...)
     va_start(args, fmt);
     vsnprintf(msg, sizeof(msg), fmt, args);
     va_end(args);
+
+    memcpy(e->error, msg, sizeof(e->error));
 
     if (strcmp(msg, e->said) != 0) {
         pgd_log(d, PG_LOG_ERROR, "%s", msg);
@@ -496,4 +519,107 @@ pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs, int64_t pushed,
 
     e->force = 1;
     e->held = 0;
+}
+
+
+/* --- kill overrides ----------------------------------------------------- */
+
+/*
+ * The edge answered GET status (status, borrowed): keep the kill overrides
+ * it lists as [{"env", "flag"}], and say so when they changed: at warn
+ * while it holds any (it serves those flags off, whatever the store says),
+ * at notice once it holds none again. An edge whose status has no
+ * "overrides" (a module from before them) is left as it was.
+ */
+static void
+pgd_overrides(pgd_t *d, pgd_edge_t *e, const json_t *status)
+{
+    char          list[700];
+    size_t        i, len;
+    json_t       *given, *o, *now;
+    const char   *env, *flag, *by, *reason;
+
+    given = json_object_get(status, "overrides");
+
+    if (!json_is_array(given)) {
+        return;
+    }
+
+    now = json_array();
+    if (now == NULL) {
+        return;
+    }
+
+    list[0] = '\0';
+    len = 0;
+
+    json_array_foreach(given, i, o) {
+        env = json_string_value(json_object_get(o, "env"));
+        flag = json_string_value(json_object_get(o, "flag"));
+
+        if (env == NULL || flag == NULL
+            || json_array_append_new(now, json_pack("{s:s,s:s}", "env", env,
+                                                    "flag", flag)) != 0)
+        {
+            continue;
+        }
+
+        by = json_string_value(json_object_get(o, "by"));
+        reason = json_string_value(json_object_get(o, "reason"));
+
+        if (len < sizeof(list)) {
+            len += (size_t) snprintf(list + len, sizeof(list) - len,
+                                     "%s%.64s/%.64s (%s; by %.32s%s%.64s%s)",
+                                     len ? ", " : "", env, flag,
+                                     pgd_in_store(d, env, flag),
+                                     by && by[0] ? by : "?",
+                                     reason && reason[0] ? ": \"" : "",
+                                     reason ? reason : "",
+                                     reason && reason[0] ? "\"" : "");
+        }
+    }
+
+    if (e->overrides == NULL ? json_array_size(now) == 0
+                             : json_equal(e->overrides, now))
+    {
+        json_decref(e->overrides);
+        e->overrides = now;
+        return;
+    }
+
+    if (json_array_size(now) > 0) {
+        pgd_log(d, PG_LOG_WARN, "edge %s holds %zu kill override%s: %s; it "
+                "serves %s off whatever the store says, until `portal-gatectl "
+                "release FLAG`", e->edge.spec, json_array_size(now),
+                json_array_size(now) == 1 ? "" : "s", list,
+                json_array_size(now) == 1 ? "that flag" : "those flags");
+    } else {
+        pgd_log(d, PG_LOG_NOTICE, "edge %s holds no kill overrides any more: "
+                "it serves what the store says", e->edge.spec);
+    }
+
+    json_decref(e->overrides);
+    e->overrides = now;
+}
+
+
+/* What the snapshot the edges get says of flag, for the log. Static. */
+static const char *
+pgd_in_store(pgd_t *d, const char *env, const char *flag)
+{
+    json_t  *f;
+
+    if (d->good == NULL) {
+        return "the store not read yet";
+    }
+
+    f = json_object_get(json_object_get(json_object_get(d->good,
+                            "environments"), env), flag);
+
+    if (f == NULL) {
+        return "not in the store";
+    }
+
+    return json_is_false(json_object_get(f, "enabled"))
+           ? "off in the store too" : "on in the store";
 }

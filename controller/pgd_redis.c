@@ -148,6 +148,9 @@ pgd_redis_connect(pgd_t *d)
 
     d->redis_state = PGD_UP;
     d->redis_attempts = 0;
+
+    /* alive from now, not from the next tick */
+    pgd_beat(d);
 }
 
 

@@ -32,7 +32,12 @@
  *     above the edge's and push again; an edge pinned too high for that
  *     gets the snapshot with ?force=1;
  *   - Redis down: it reconnects with a backoff capped at 5 s, with jitter,
- *     and says so once when Redis goes and once when it comes back.
+ *     and says so once when Redis goes and once when it comes back;
+ *   - at every tick it beats in Redis (pgd_beat.c), with what it last saw
+ *     of the store and of each edge, so that `portal-gatectl status` can
+ *     tell it alive from any host; a clean exit removes the beat;
+ *   - an edge that lists kill overrides (the break-glass kill) is said at
+ *     warn, once: it serves those flags off whatever the store says.
  *
  * Signals only set a flag and write a byte to the self-pipe: SIGTERM and
  * SIGINT end the loop, SIGHUP re-reads the config file.
@@ -376,6 +381,7 @@ main(int argc, char **argv)
 
     setvbuf(stderr, NULL, _IOLBF, 0);
     srand((unsigned) getpid() ^ (unsigned) pgd_now());
+    pgd_beat_start(d);
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK
         || (d->multi = curl_multi_init()) == NULL)
@@ -471,9 +477,17 @@ pgd_reconfigure(pgd_t *d)
                 d->edges[i].state = old[j].state;
                 d->edges[i].force = old[j].force;
                 memcpy(d->edges[i].said, old[j].said, sizeof(old[j].said));
+                memcpy(d->edges[i].error, old[j].error,
+                       sizeof(old[j].error));
+                d->edges[i].overrides = old[j].overrides;
+                old[j].overrides = NULL;
                 break;
             }
         }
+    }
+
+    for (i = 0; i < nold; i++) {
+        json_decref(old[i].overrides);
     }
 
     free(old);
@@ -485,6 +499,8 @@ pgd_reconfigure(pgd_t *d)
             redis_changed ? "; reading the store again" : "");
 
     if (redis_changed) {
+        /* the old Redis or prefix would show it alive until it aged */
+        pgd_beat_end(d);
         pgd_redis_close(d);
         pgd_store_forget(d);
         d->redis_state = PGD_UNKNOWN;
@@ -539,6 +555,7 @@ pgd_run(pgd_t *d)
         if (now >= d->next_tick) {
             d->next_tick = now + d->conf.reconcile_ms;
             pgd_tick(d);
+            pgd_beat(d);
         }
 
         if (d->load_wanted) {
@@ -608,6 +625,9 @@ pgd_run(pgd_t *d)
 
     pgd_log(d, PG_LOG_NOTICE, "exiting on %s",
             pgd_signal_quit == SIGINT ? "SIGINT" : "SIGTERM");
+
+    /* a controller that stopped is not one that died */
+    pgd_beat_end(d);
 
     return 0;
 }
