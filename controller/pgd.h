@@ -157,8 +157,9 @@ typedef struct {
                                        do not get as the store has them:
                                        key -> [level, text]; see
                                        pgd_compose() */
-    json_t         *bad_now;        /* "env/flag" -> why, for the read
-                                       under way: invalid on their own */
+    json_t         *bad_now;        /* "env/flag" -> {"why", "value"},
+                                       for the read under way: invalid on
+                                       their own; see pgd_compose() */
     json_t         *seed;           /* an edge's snapshot, or NULL */
     int             seed_state;     /* PGD_SEED_* */
 
@@ -214,8 +215,9 @@ void pgd_seed_ask(pgd_t *d);
 /*
  * pgd_compose.c: the snapshot the edges get, from store (a read of the
  * store: pg_store_snapshot() with the flags that are not valid on their
- * own left out and named in bad, "env/flag" -> why) and good (what the
- * edges hold: the last snapshot made, or an edge's; NULL when unknown).
+ * own left out and named in bad, "env/flag" -> {"why": text, "value":
+ * the value in Redis when it is a JSON object}) and good (what the edges
+ * hold: the last snapshot made, or an edge's; NULL when unknown).
  * Whatever the store holds, a change to a flag that compiles on its own
  * goes out, a kill above all; the rules are in pgd_compose.c.
  *

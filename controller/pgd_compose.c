@@ -12,8 +12,15 @@
  * Per environment, in this order:
  *
  *   1. A flag that is not valid on its own (pg_flag_check_json(), done by
- *      pg_store_snapshot()) keeps its good version; without one it is
- *      left out.
+ *      pg_store_snapshot()):
+ *        a. when its value is a JSON object that says "enabled": false,
+ *           it goes out killed: {"enabled": false} with each of its
+ *           other fields that is valid on its own, without requires (as
+ *           `portal-gatectl kill` salvages such a value). Whoever wrote
+ *           that value meant the flag off; a typo beside the kill must
+ *           not keep an older, enabled, version at the edges;
+ *        b. otherwise it keeps its good version; without one it is left
+ *           out.
  *   2. More than PG_FLAGS_MAX flags: the flags the edges hold come first,
  *      then new ones in name order; the excess new ones are held back.
  *   3. Then `requires`, until every flag resolves and no cycle is left.
@@ -61,6 +68,7 @@
                                        breaks the environment */
 #define PGD_LEFT_OUT     3          /* not pushed */
 #define PGD_UNREQUIRED   4          /* killed: pushed without requires */
+#define PGD_SALVAGED     5          /* not valid, killed: its valid fields */
 
 
 typedef struct {
@@ -95,6 +103,8 @@ static int pgd_rank_cmp(const void *a, const void *b);
 static char **pgd_names(const json_t *obj, size_t *n);
 static void pgd_names_free(char **names, size_t n);
 static int pgd_unrequire(pgd_env_t *ce, const char *name, const char *why);
+static int pgd_salvage(pgd_env_t *ce, const char *name, const json_t *value,
+    const char *why);
 static int pgd_env_bad(pgd_env_t *ce, const json_t *bad);
 static int pgd_env_limit(pgd_env_t *ce);
 static int pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r);
@@ -103,7 +113,8 @@ static int pgd_fix_cycle(pgd_env_t *ce, char **names, size_t *req,
 static void pgd_cycle_text(char **names, const size_t *req, size_t start,
     char *text, size_t size);
 static int pgd_env_resolve(pgd_env_t *ce);
-static json_t *pgd_kills_only(const json_t *store, const json_t *good);
+static json_t *pgd_kills_only(const json_t *store, const json_t *bad,
+    const json_t *good);
 
 
 /* --- notes ------------------------------------------------------------ */
@@ -288,17 +299,83 @@ pgd_unrequire(pgd_env_t *ce, const char *name, const char *why)
 
 /* --- rule 1: not valid on its own --------------------------------------- */
 
+/*
+ * Rule 1a: value (borrowed) is not a valid flag but says "enabled": false.
+ * Returns 1 when the flag goes out killed, 0 when not even
+ * {"enabled": false} is a valid flag of that name, PG_ERR.
+ */
+static int
+pgd_salvage(pgd_env_t *ce, const char *name, const json_t *value,
+    const char *why)
+{
+    char         dropped[PGD_NOTE_MAX / 2];
+    size_t       n;
+    json_t      *flag, *v;
+    pg_error_t   check;
+    const char  *key;
+
+    flag = json_pack("{s:b}", "enabled", 0);
+    if (flag == NULL) {
+        return PG_ERR;
+    }
+
+    if (pg_flag_check_json(name, flag, &check) != PG_OK) {
+        json_decref(flag);
+        return 0;
+    }
+
+    n = 0;
+    dropped[0] = '\0';
+
+    json_object_foreach((json_t *) value, key, v) {
+        if (strcmp(key, "enabled") == 0) {
+            continue;
+        }
+
+        if (json_object_set(flag, key, v) != 0) {
+            json_decref(flag);
+            return PG_ERR;
+        }
+
+        /* requires may name a flag that is gone, or close a cycle: a
+         * killed flag is off whatever it requires */
+        if (strcmp(key, "requires") == 0
+            || pg_flag_check_json(name, flag, &check) != PG_OK)
+        {
+            json_object_del(flag, key);
+
+            if (n < sizeof(dropped)) {
+                n += (size_t) snprintf(dropped + n, sizeof(dropped) - n,
+                                       "%s\"%.64s\"", n ? ", " : "", key);
+            }
+        }
+    }
+
+    json_object_set_new(ce->flags, name, flag);
+    pgd_done_set(ce, name, PGD_SALVAGED);
+    pgd_note_flag(ce, name, PG_LOG_ERROR, "is %s; it says \"enabled\": "
+                  "false, so it goes out killed, %s%s", why,
+                  n ? "without " : "with all its other fields",
+                  n ? dropped : "");
+
+    return 1;
+}
+
+
+/* bad: "env/flag" -> {"why": text, "value": the value when it is a JSON
+ * object}; see pgd_compose(). */
 static int
 pgd_env_bad(pgd_env_t *ce, const json_t *bad)
 {
+    int            rc;
     size_t         len;
-    json_t        *why;
-    const char    *key, *flag;
-    const json_t  *good;
+    json_t        *entry;
+    const char    *key, *flag, *why;
+    const json_t  *good, *value;
 
     len = strlen(ce->env);
 
-    json_object_foreach((json_t *) bad, key, why) {
+    json_object_foreach((json_t *) bad, key, entry) {
         flag = strchr(key, '/');
 
         if (flag == NULL || (size_t) (flag - key) != len
@@ -308,19 +385,34 @@ pgd_env_bad(pgd_env_t *ce, const json_t *bad)
         }
 
         flag++;
+        why = json_string_value(json_object_get(entry, "why"));
+        why = why ? why : "not valid";
+        value = json_object_get(entry, "value");
+
+        if (json_is_object(value) && pgd_killed(value)) {
+            rc = pgd_salvage(ce, flag, value, why);
+
+            if (rc == PG_ERR) {
+                return PG_ERR;
+            }
+
+            if (rc == 1) {
+                continue;
+            }
+        }
+
         good = pgd_good_flag(ce, flag);
 
         if (good != NULL) {
             json_object_set(ce->flags, flag, (json_t *) good);
             pgd_done_set(ce, flag, PGD_RESTORED);
             pgd_note_flag(ce, flag, PG_LOG_ERROR, "is %s; the edges keep "
-                          "its last good version", json_string_value(why));
+                          "its last good version", why);
 
         } else {
             pgd_done_set(ce, flag, PGD_LEFT_OUT);
             pgd_note_flag(ce, flag, PG_LOG_ERROR, "is %s; it is left out: "
-                          "no good version of it is known",
-                          json_string_value(why));
+                          "no good version of it is known", why);
         }
     }
 
@@ -746,12 +838,15 @@ pgd_env_resolve(pgd_env_t *ce)
 /* --- the last resort ---------------------------------------------------- */
 
 /*
- * The good snapshot with the store's revision and the store's kills: what
- * the edges get when nothing else compiles. New, or NULL.
+ * The good snapshot with the store's revision and the store's kills (a
+ * flag killed in the store, or a value that is not valid but says
+ * "enabled": false): what the edges get when nothing else compiles. New,
+ * or NULL.
  */
 static json_t *
-pgd_kills_only(const json_t *store, const json_t *good)
+pgd_kills_only(const json_t *store, const json_t *bad, const json_t *good)
 {
+    char          key[2 * PG_NAME_MAX + 8];
     json_t       *snap, *envs, *flags, *copy, *flag, *killed, *stored;
     const char   *env, *name;
 
@@ -779,6 +874,11 @@ pgd_kills_only(const json_t *store, const json_t *good)
         json_object_foreach(flags, name, flag) {
             stored = json_object_get(json_object_get(json_object_get(store,
                                          "environments"), env), name);
+
+            if (stored == NULL) {
+                snprintf(key, sizeof(key), "%s/%s", env, name);
+                stored = json_object_get(json_object_get(bad, key), "value");
+            }
 
             if (stored != NULL && pgd_killed(stored) && !pgd_killed(flag)) {
                 killed = json_copy(flag);
@@ -873,7 +973,7 @@ pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
     json_decref(snap);
 
     /* it should not come to this: then at least the kills go out */
-    snap = pgd_kills_only(store, good);
+    snap = pgd_kills_only(store, bad, good);
     *wanted = 1;
 
     if (snap == NULL || pg_snap_compile_json(snap, &blob, &size, &again)

@@ -7,6 +7,11 @@
  * snapshot that pgd_edges.c pushes. pgd_tick() is the reconcile: Redis's
  * revision (one round trip) and each edge's (GET status, in the multi
  * handle); a store that moved without a change message is read again.
+ *
+ * The flags that are not valid on their own are left out of the read and
+ * named (pgd_bad_flag); their values are then read in one more round trip
+ * (pgd_bad_values), only when there are any, so that pgd_compose() can
+ * push killed a value that says "enabled": false beside a typo.
  */
 
 #include <stdarg.h>             /* va_list */
@@ -14,10 +19,12 @@
 #include <stdlib.h>             /* calloc, free */
 #include <string.h>             /* strcmp, strchr, strlen, memcpy */
 #include "pgd.h"                /* pgd_t, the API this file implements */
+#include "pg_redis.h"           /* pg_redis_strerror */
 
 
 static void pgd_bad_flag(const char *env, const char *flag, const char *why,
     void *data);
+static int pgd_bad_values(pgd_t *d);
 static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
 
 
@@ -29,7 +36,107 @@ pgd_bad_flag(const char *env, const char *flag, const char *why, void *data)
     pgd_t  *d = data;
 
     snprintf(key, sizeof(key), "%s/%s", env, flag);
-    json_object_set_new(d->bad_now, key, json_string(why));
+    json_object_set_new(d->bad_now, key, json_pack("{s:s}", "why", why));
+}
+
+
+/*
+ * The values in Redis of the flags in d->bad_now: each that is a JSON
+ * object goes in as its "value", for pgd_compose(). One round trip, an
+ * HMGET per environment, pipelined. They are read after the store's
+ * MULTI/EXEC, not in it (pg_store_snapshot() gives names, not values): a
+ * write in between comes with its own change message, and the read that
+ * follows puts right what this one paired. PG_ERR: Redis failed (said).
+ */
+static int
+pgd_bad_values(pgd_t *d)
+{
+    int            rc;
+    char           key[PG_STORE_PREFIX_MAX + PG_NAME_MAX + 16], why[600];
+    char           text[160];
+    size_t         i, j, n, len, sent[PG_ENVS_MAX];
+    json_t        *entry, *value;
+    const char    *name, **argv;
+    redisReply    *reply, *r;
+    json_error_t   jerr;
+
+    n = json_object_size(d->bad_now);
+    argv = calloc(n + 2, sizeof(char *));
+
+    if (argv == NULL) {
+        return PG_OK;       /* then they keep their good versions */
+    }
+
+    /* one HMGET per environment with bad flags, in conf order */
+    for (i = 0; i < d->conf.nenvs; i++) {
+        snprintf(key, sizeof(key), "%s%s%s", d->conf.prefix,
+                 PG_STORE_KEY_FLAGS, d->conf.envs[i]);
+        len = strlen(d->conf.envs[i]);
+        argv[0] = "HMGET";
+        argv[1] = key;
+        j = 2;
+
+        json_object_foreach(d->bad_now, name, entry) {
+            if (strncmp(name, d->conf.envs[i], len) == 0
+                && name[len] == '/')
+            {
+                argv[j++] = name + len + 1;
+            }
+        }
+
+        sent[i] = j - 2;
+
+        if (sent[i] > 0) {
+            redisAppendCommandArgv(d->cmd, (int) j, argv, NULL);
+        }
+    }
+
+    rc = PG_OK;
+
+    for (i = 0; i < d->conf.nenvs; i++) {
+        if (sent[i] == 0) {
+            continue;
+        }
+
+        if (redisGetReply(d->cmd, (void **) &reply) != REDIS_OK) {
+            snprintf(why, sizeof(why), "%s: %s", d->where,
+                     pg_redis_strerror(d->cmd, text, sizeof(text)));
+            pgd_redis_down(d, why);
+            rc = PG_ERR;
+            break;
+        }
+
+        len = strlen(d->conf.envs[i]);
+        j = 0;
+
+        json_object_foreach(d->bad_now, name, entry) {
+            if (strncmp(name, d->conf.envs[i], len) != 0 || name[len] != '/'
+                || reply->type != REDIS_REPLY_ARRAY || j >= reply->elements)
+            {
+                continue;
+            }
+
+            r = reply->element[j++];
+
+            if (r->type != REDIS_REPLY_STRING) {
+                continue;           /* deleted since */
+            }
+
+            value = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &jerr);
+
+            if (json_is_object(value)) {
+                json_object_set_new(entry, "value", value);
+            } else {
+                json_decref(value);
+            }
+        }
+
+        freeReplyObject(reply);
+    }
+
+    free(argv);
+
+    return rc;
 }
 
 
@@ -132,11 +239,18 @@ pgd_load(pgd_t *d)
     d->store_revision = json_integer_value(json_object_get(store,
                                                            "revision"));
 
-    if (!initialised) {
+    if (!initialised
+        || (json_object_size(d->bad_now) > 0 && pgd_bad_values(d) != PG_OK))
+    {
         json_decref(d->bad_now);
         json_decref(notes);
         d->bad_now = NULL;
         json_decref(store);
+
+        if (initialised) {
+            return;         /* Redis failed: said */
+        }
+
         pgd_store_trouble(d, PGD_STORE_UNINIT, "the store at %s (prefix "
                           "\"%s\") is NOT INITIALISED: no marker, a flushed "
                           "or brand-new Redis. To rebuild it from the edges, "
