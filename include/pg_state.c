@@ -138,8 +138,11 @@ pg_state_read(const char *path, size_t max, pg_state_t *state,
     (void) close(fd);
 
     if (pg_state_parse(text, got, state, err) != PG_STATE_LOADED) {
+        /* the overrides, if they were read, outlive a bad snapshot */
         free(text);
-        memset(state, 0, sizeof(pg_state_t));
+        free(state->blob);
+        state->blob = NULL;
+        state->size = 0;
         return PG_STATE_CORRUPT;
     }
 
@@ -173,6 +176,7 @@ pg_state_parse(const char *text, size_t len, pg_state_t *state,
 
     if (list != NULL) {
         if (pg_overrides_parse(list, state, err) != PG_OK) {
+            state->noverrides = 0;
             json_decref(root);
             return PG_STATE_CORRUPT;
         }

@@ -73,8 +73,11 @@ typedef enum {
  * checked as the API checks it.
  *
  * On PG_STATE_LOADED, state is filled (state->blob is the caller's to
- * free()). On any other answer state->blob is NULL, there are no
- * overrides, and err names the path's problem (MISSING too).
+ * free()). On any other answer state->blob is NULL and err names the
+ * path's problem (MISSING too); on PG_STATE_CORRUPT the overrides are
+ * there all the same when they could be read: a break-glass kill must not
+ * vanish because the snapshot beside it is refused (a stricter check in a
+ * newer version, say).
  */
 pg_state_result_t pg_state_read(const char *path, size_t max,
     pg_state_t *state, pg_error_t *err);

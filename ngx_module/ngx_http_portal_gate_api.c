@@ -338,12 +338,55 @@ ngx_http_portal_gate_json_time(time_t t)
 }
 
 
+/*
+ * The snapshot as it was pushed, from the zone: this worker's copy has the
+ * kill overrides applied, and the answer must be revision N's snapshot.
+ */
+
 static ngx_int_t
 ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r)
 {
-    json_t  *json;
+    u_char                            *blob;
+    size_t                             size;
+    json_t                            *json;
+    pg_snap_t                          snap;
+    pg_error_t                         err;
+    ngx_http_portal_gate_shctx_t      *sh;
+    ngx_http_portal_gate_zone_ctx_t   *ctx;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
 
-    json = pg_snap_to_json(ngx_http_portal_gate_snapshot(r));
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+    ctx = pmcf->shm_zone->data;
+    sh = ctx->sh;
+
+    blob = NULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    size = sh->blob ? sh->blob_size : 0;
+
+    if (size) {
+        blob = ngx_alloc(size, r->connection->log);
+        if (blob == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(blob, sh->blob, size);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    json = NULL;
+
+    if (pg_snap_open(&snap, blob, size, &err) == PG_OK) {
+        json = pg_snap_to_json(&snap);
+    }
+
+    if (blob) {
+        ngx_free(blob);
+    }
+
     if (json == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -472,7 +515,7 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
 
     ngx_http_portal_gate_state_write(r, generation, NGX_HTTP_OK,
                                      json_pack("{s:I}", "revision",
-                                               (json_int_t) revision));
+                                               (json_int_t) revision), 0);
 }
 
 

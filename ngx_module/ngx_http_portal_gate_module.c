@@ -32,6 +32,7 @@ static char *ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_http_portal_gate_cleanup(void *data);
+static ngx_int_t ngx_http_portal_gate_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_portal_gate_init(ngx_conf_t *cf);
 
 
@@ -104,7 +105,7 @@ ngx_module_t  ngx_http_portal_gate_module = {
     ngx_http_portal_gate_commands,         /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_portal_gate_init_module,      /* init module */
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -765,4 +766,13 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
     /* every answer of the API is JSON, nginx's own error pages too */
 
     return ngx_http_portal_gate_api_filter_init(cf);
+}
+
+
+/* in the master, once a new cycle is committed */
+
+static ngx_int_t
+ngx_http_portal_gate_init_module(ngx_cycle_t *cycle)
+{
+    return ngx_http_portal_gate_retire(cycle);
 }

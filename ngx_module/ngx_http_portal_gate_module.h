@@ -26,7 +26,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
-#define NGX_HTTP_PORTAL_GATE_LAYOUT    2
+#define NGX_HTTP_PORTAL_GATE_LAYOUT    3
 
 #define NGX_HTTP_PORTAL_GATE_OFF_STATUS  0
 #define NGX_HTTP_PORTAL_GATE_OFF_NAMED   1
@@ -42,10 +42,13 @@
 
 #define NGX_HTTP_PORTAL_GATE_DEFAULT_ENV  "production"
 
-/* The largest state file read at start: four times the zone, never less
- * than 1m. The module writes compact JSON, smaller than the blob. */
+/*
+ * The largest state file read at start: eight times the zone, never less
+ * than 1m. The module writes compact JSON, about the blob's size; the
+ * writer refuses to write a larger file than a restart would read.
+ */
 #define NGX_HTTP_PORTAL_GATE_STATE_MAX(zone)                                  \
-    ngx_max((size_t) (zone) * 4, (size_t) 1024 * 1024)
+    ngx_max((size_t) (zone) * 8, (size_t) 1024 * 1024)
 
 
 /* The zone's contents: shpool->data points here. */
@@ -65,6 +68,8 @@ typedef struct {
     ngx_uint_t                   retired;       /* a resize handed the
                                                    snapshot to a new zone */
     int64_t                      nomem_revision; /* the last 507, logged */
+    ngx_atomic_uint_t            carried_generation; /* the old zone's, at
+                                                        a resize's copy */
     ngx_uint_t                   noverrides;
     pg_override_t                overrides[PG_OVERRIDES_MAX];
     ngx_uint_t                   state_corrupt; /* not read: keep it */
@@ -75,14 +80,20 @@ typedef struct {
 
 
 /* shm_zone->data */
-typedef struct {
-    ngx_http_portal_gate_shctx_t  *sh;
-    ngx_slab_pool_t               *shpool;
-    ngx_str_t                      state;       /* "" without state= */
+typedef struct ngx_http_portal_gate_zone_ctx_s
+    ngx_http_portal_gate_zone_ctx_t;
+
+struct ngx_http_portal_gate_zone_ctx_s {
+    ngx_http_portal_gate_shctx_t     *sh;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_portal_gate_zone_ctx_t  *old;      /* the zone a resize copied,
+                                                   until it is retired */
+    ngx_str_t                         state;    /* "" without state= */
 #if (NGX_THREADS)
-    ngx_thread_pool_t             *thread_pool; /* writes the state file */
+    ngx_thread_pool_t                *thread_pool; /* writes the state
+                                                      file */
 #endif
-} ngx_http_portal_gate_zone_ctx_t;
+};
 
 
 typedef struct {
@@ -146,16 +157,17 @@ ngx_int_t ngx_http_portal_gate_api_arg(ngx_http_request_t *r, char *name,
 ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
     u_char **body, size_t *len);
 
+ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
+
 /* ngx_http_portal_gate_overrides.c */
 ngx_int_t ngx_http_portal_gate_api_overrides(ngx_http_request_t *r,
     ngx_str_t *path);
 json_t *ngx_http_portal_gate_overrides_json(ngx_http_request_t *r);
-ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
 
 /* ngx_http_portal_gate_zone.c */
 ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-ngx_int_t ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone);
+ngx_int_t ngx_http_portal_gate_retire(ngx_cycle_t *cycle);
 pg_snap_t *ngx_http_portal_gate_snapshot(ngx_http_request_t *r);
 ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
     unsigned char *blob, size_t size, ngx_uint_t force, int64_t *current,
@@ -163,7 +175,8 @@ ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
 
 /* ngx_http_portal_gate_state.c */
 void ngx_http_portal_gate_state_write(ngx_http_request_t *r,
-    ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer);
+    ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer,
+    ngx_uint_t persisted);
 ngx_int_t ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone);
 
 

@@ -25,6 +25,8 @@ static ngx_int_t ngx_http_portal_gate_overrides_delete(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_overrides_target(
     ngx_http_request_t *r, ngx_str_t *env, ngx_str_t *flag, u_char *error);
+static ngx_int_t ngx_http_portal_gate_overrides_retired(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_overrides_find(
     ngx_http_portal_gate_shctx_t *sh, ngx_str_t *env, ngx_str_t *flag);
 
@@ -127,11 +129,14 @@ ngx_http_portal_gate_overrides_put(ngx_http_request_t *r)
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
-    if (ngx_http_portal_gate_overrides_target(r, &env, &flag, error)
-        != NGX_OK)
-    {
-        ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
-                                  NGX_HTTP_BAD_REQUEST, "%s", error));
+    rc = ngx_http_portal_gate_overrides_target(r, &env, &flag, error);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc == NGX_ABORT
+                                     ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                                     : ngx_http_portal_gate_api_error(r,
+                                           NGX_HTTP_BAD_REQUEST, "%s",
+                                           error));
         return;
     }
 
@@ -199,16 +204,28 @@ ngx_http_portal_gate_overrides_put(ngx_http_request_t *r)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
+    if (sh->retired) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_http_finalize_request(r, ngx_http_portal_gate_overrides_retired(r));
+        return;
+    }
+
     if (ngx_http_portal_gate_overrides_find(sh, &env, &flag) != NGX_ERROR) {
-        /* killed already: the first override's who and why stay */
+
+        /*
+         * Killed already: the first override's who and why stay. The state
+         * file is written again all the same, so that a retry heals a kill
+         * whose first write failed.
+         */
+
+        generation = sh->generation;
         ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-        ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
-                                  NGX_HTTP_OK,
-                                  json_pack("{s:s%,s:s%,s:b}",
-                                            "env", env.data, env.len,
-                                            "flag", flag.data, flag.len,
-                                            "created", 0)));
+        ngx_http_portal_gate_state_write(r, generation, NGX_HTTP_OK,
+                                         json_pack("{s:s%,s:s%,s:b}",
+                                                   "env", env.data, env.len,
+                                                   "flag", flag.data,
+                                                   flag.len, "created", 0), 1);
         return;
     }
 
@@ -238,7 +255,7 @@ ngx_http_portal_gate_overrides_put(ngx_http_request_t *r)
                                      json_pack("{s:s%,s:s%,s:b}",
                                                "env", env.data, env.len,
                                                "flag", flag.data, flag.len,
-                                               "created", 1));
+                                               "created", 1), 1);
 }
 
 
@@ -246,18 +263,19 @@ static ngx_int_t
 ngx_http_portal_gate_overrides_delete(ngx_http_request_t *r)
 {
     u_char                             error[NGX_MAX_ERROR_STR];
-    ngx_int_t                          i;
+    ngx_int_t                          i, rc;
     ngx_str_t                          env, flag;
     ngx_atomic_uint_t                  generation;
     ngx_http_portal_gate_shctx_t      *sh;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
-    if (ngx_http_portal_gate_overrides_target(r, &env, &flag, error)
-        != NGX_OK)
-    {
-        return ngx_http_portal_gate_api_error(r, NGX_HTTP_BAD_REQUEST, "%s",
-                                              error);
+    rc = ngx_http_portal_gate_overrides_target(r, &env, &flag, error);
+
+    if (rc != NGX_OK) {
+        return rc == NGX_ABORT ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                               : ngx_http_portal_gate_api_error(r,
+                                     NGX_HTTP_BAD_REQUEST, "%s", error);
     }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
@@ -265,6 +283,11 @@ ngx_http_portal_gate_overrides_delete(ngx_http_request_t *r)
     sh = ctx->sh;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (sh->retired) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return ngx_http_portal_gate_overrides_retired(r);
+    }
 
     i = ngx_http_portal_gate_overrides_find(sh, &env, &flag);
 
@@ -293,12 +316,15 @@ ngx_http_portal_gate_overrides_delete(ngx_http_request_t *r)
                                      json_pack("{s:s%,s:s%,s:b}",
                                                "env", env.data, env.len,
                                                "flag", flag.data, flag.len,
-                                               "released", 1));
+                                               "released", 1), 1);
     return NGX_DONE;
 }
 
 
-/* ?env=E&flag=F: both required, both names; else NGX_ERROR and why. */
+/*
+ * ?env=E&flag=F: both required, both names. NGX_ERROR with why in error,
+ * NGX_ABORT when out of memory.
+ */
 
 static ngx_int_t
 ngx_http_portal_gate_overrides_target(ngx_http_request_t *r, ngx_str_t *env,
@@ -314,8 +340,7 @@ ngx_http_portal_gate_overrides_target(ngx_http_request_t *r, ngx_str_t *env,
     if (ngx_http_portal_gate_api_arg(r, "env", env) != NGX_OK
         || ngx_http_portal_gate_api_arg(r, "flag", flag) != NGX_OK)
     {
-        *ngx_slprintf(error, last, "out of memory") = '\0';
-        return NGX_ERROR;
+        return NGX_ABORT;
     }
 
     if (env->len == 0 || flag->len == 0) {
@@ -364,4 +389,16 @@ ngx_http_portal_gate_overrides_find(ngx_http_portal_gate_shctx_t *sh,
     }
 
     return NGX_ERROR;
+}
+
+
+/* An old worker after a resizing reload: the client must try again. */
+
+static ngx_int_t
+ngx_http_portal_gate_overrides_retired(ngx_http_request_t *r)
+{
+    return ngx_http_portal_gate_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                          "nginx is reloading with a "
+                                          "resized zone: send the request "
+                                          "again");
 }

@@ -1,15 +1,15 @@
 
 /*
  * The state file: read into a fresh zone at start, and written after each
- * accepted snapshot, so that a restart gates as before while the
- * controller is down.
+ * accepted change (a snapshot, an override), so that a restart gates as
+ * before while the controller is down.
  */
 
 
 #include "ngx_http_portal_gate_module.h"
 
 
-/* One write of the state file; in r->pool, which the write outlives not. */
+/* One write of the state file, in r->pool: the request outlives it. */
 typedef struct {
     ngx_http_request_t               *request;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
@@ -19,6 +19,12 @@ typedef struct {
                                                      applied */
     ngx_uint_t                        status;   /* the change's answer, */
     json_t                           *answer;   /* sent once written */
+    ngx_uint_t                        persisted; /* tell the answer */
+    u_char                           *blob;     /* the zone's, ngx_alloc()ed */
+    size_t                            size;
+    pg_override_t                    *overrides;
+    size_t                            noverrides;
+    size_t                            max;      /* what a restart reads */
     char                             *text;     /* malloc()ed JSON */
     size_t                            len;
     u_char                           *tmp;      /* the paths, NUL-ended */
@@ -32,6 +38,7 @@ typedef struct {
     ngx_err_t                         err;
     ngx_uint_t                        kept;     /* the corrupt file */
     ngx_uint_t                        cleaned;  /* stale temp files */
+    size_t                            too_large; /* the text, if it was */
     ngx_err_t                         dir_err;  /* fsync of the folder */
     const char                       *dir_what;
 
@@ -42,8 +49,10 @@ typedef struct {
 } ngx_http_portal_gate_state_t;
 
 
-static ngx_http_portal_gate_state_t *ngx_http_portal_gate_state_prepare(
-    ngx_http_request_t *r, ngx_atomic_uint_t generation);
+static ngx_int_t ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
+    ngx_atomic_uint_t generation, ngx_http_portal_gate_state_t **stp);
+static void ngx_http_portal_gate_state_answer(
+    ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_report(
     ngx_http_portal_gate_state_t *st);
@@ -79,15 +88,19 @@ static void ngx_http_portal_gate_state_failed(
 
 void
 ngx_http_portal_gate_state_write(ngx_http_request_t *r,
-    ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer)
+    ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer,
+    ngx_uint_t persisted)
 {
+    ngx_int_t                      rc;
     ngx_http_portal_gate_state_t  *st;
 
-    st = ngx_http_portal_gate_state_prepare(r, generation);
+    st = NULL;
+    rc = ngx_http_portal_gate_state_prepare(r, generation, &st);
 
     if (st != NULL) {
         st->status = status;
         st->answer = answer;
+        st->persisted = persisted;
 
 #if (NGX_THREADS)
         if (ngx_http_portal_gate_state_post(st) == NGX_OK) {
@@ -97,6 +110,15 @@ ngx_http_portal_gate_state_write(ngx_http_request_t *r,
 
         ngx_http_portal_gate_state_save(st);
         ngx_http_portal_gate_state_report(st);
+        ngx_http_portal_gate_state_answer(st);
+        return;
+    }
+
+    /* NGX_DECLINED: a newer change's writer writes this one too */
+
+    if (persisted && answer) {
+        (void) json_object_set_new(answer, "persisted",
+                                   json_boolean(rc == NGX_DECLINED));
     }
 
     ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r, status,
@@ -104,21 +126,35 @@ ngx_http_portal_gate_state_write(ngx_http_request_t *r,
 }
 
 
+static void
+ngx_http_portal_gate_state_answer(ngx_http_portal_gate_state_t *st)
+{
+    if (st->persisted && st->answer) {
+        (void) json_object_set_new(st->answer, "persisted",
+                                   json_boolean(st->failed == NULL));
+    }
+
+    ngx_http_finalize_request(st->request,
+                              ngx_http_portal_gate_api_send(st->request,
+                                                            st->status,
+                                                            st->answer));
+}
+
+
 /*
- * The zone's snapshot and overrides as the state file's text, or NULL:
- * without state=, when a newer change has taken the zone (its writer saves
- * that), or on a failure (logged and reported).
+ * Copy the zone's snapshot and overrides for the state file: NGX_OK with
+ * *stp set; NGX_DONE without state=; NGX_DECLINED when a newer change
+ * has taken the zone (its writer saves that too); NGX_ERROR when out of
+ * memory. The text is made in _save(), off the event loop: a snapshot
+ * of 200,000 ids takes about 100 ms to serialise.
  */
 
-static ngx_http_portal_gate_state_t *
+static ngx_int_t
 ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
-    ngx_atomic_uint_t generation)
+    ngx_atomic_uint_t generation, ngx_http_portal_gate_state_t **stp)
 {
-    u_char                            *p, *blob;
-    size_t                             len, size, n;
-    pg_snap_t                          snap;
-    pg_error_t                         perr;
-    pg_override_t                     *overrides;
+    u_char                            *p;
+    size_t                             len;
     ngx_http_portal_gate_shctx_t      *sh;
     ngx_http_portal_gate_state_t      *st;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
@@ -129,29 +165,30 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     sh = ctx->sh;
 
     if (ctx->state.len == 0) {
-        return NULL;
+        return NGX_DONE;
     }
 
     st = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_state_t));
     if (st == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     st->request = r;
     st->ctx = ctx;
     st->log = r->connection->log;
     st->generation = generation;
+    st->max = NGX_HTTP_PORTAL_GATE_STATE_MAX(pmcf->shm_zone->shm.size);
 
     st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp..") - 1
                                    + 2 * NGX_INT64_LEN + 1);
     st->dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
     st->corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
-    overrides = ngx_palloc(r->pool, sizeof(sh->overrides));
+    st->overrides = ngx_palloc(r->pool, sizeof(sh->overrides));
 
     if (st->tmp == NULL || st->dir == NULL || st->corrupt == NULL
-        || overrides == NULL)
+        || st->overrides == NULL)
     {
-        return NULL;
+        return NGX_ERROR;
     }
 
     /* the folder, to fsync and clean; the path is absolute (conf) */
@@ -175,50 +212,34 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
 
     /* what the zone holds now, if it is still this change's */
 
-    blob = NULL;
-
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     if (sh->generation != generation) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NULL;
+        return NGX_DECLINED;
     }
 
     st->revision = sh->revision;
-    size = sh->blob ? sh->blob_size : 0;
-    n = sh->noverrides;
-    ngx_memcpy(overrides, sh->overrides, n * sizeof(pg_override_t));
+    st->size = sh->blob ? sh->blob_size : 0;
+    st->noverrides = ngx_min(sh->noverrides, PG_OVERRIDES_MAX);
+    ngx_memcpy(st->overrides, sh->overrides,
+               st->noverrides * sizeof(pg_override_t));
 
-    if (size) {
-        blob = ngx_alloc(size, st->log);
-        if (blob == NULL) {
+    if (st->size) {
+        st->blob = ngx_alloc(st->size, st->log);
+        if (st->blob == NULL) {
             ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return NULL;
+            return NGX_ERROR;
         }
 
-        ngx_memcpy(blob, sh->blob, size);
+        ngx_memcpy(st->blob, sh->blob, st->size);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    st->text = NULL;
+    *stp = st;
 
-    if (pg_snap_open(&snap, blob, size, &perr) == PG_OK) {
-        st->text = pg_state_dump(&snap, overrides, n);
-    }
-
-    if (blob) {
-        ngx_free(blob);
-    }
-
-    if (st->text == NULL) {
-        ngx_http_portal_gate_state_failed(st, 0, "serialising", st->tmp);
-        return NULL;
-    }
-
-    st->len = ngx_strlen(st->text);
-
-    return st;
+    return NGX_OK;
 }
 
 
@@ -297,8 +318,7 @@ ngx_http_portal_gate_state_done(ngx_event_t *ev)
     r->aio = 0;
 
     ngx_http_portal_gate_state_report(st);
-    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r, st->status,
-                                                               st->answer));
+    ngx_http_portal_gate_state_answer(st);
     ngx_http_run_posted_requests(c);
 }
 
@@ -312,14 +332,45 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     size_t                            len;
     ssize_t                           n;
     ngx_fd_t                          fd;
+    pg_snap_t                         snap;
     ngx_err_t                         err;
+    pg_error_t                        perr;
     ngx_uint_t                        renamed, kept, tries;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
     ctx = st->ctx;
     tmp = st->tmp;
     corrupt = st->corrupt;
-    len = st->len;
+
+    /* the text, in the thread: jansson on objects no one else sees */
+
+    st->text = NULL;
+
+    if (pg_snap_open(&snap, st->blob, st->size, &perr) == PG_OK) {
+        st->text = pg_state_dump(&snap, st->overrides, st->noverrides);
+    }
+
+    if (st->blob) {
+        ngx_free(st->blob);
+        st->blob = NULL;
+    }
+
+    if (st->text == NULL) {
+        ngx_http_portal_gate_state_fail(st, 0, "serialising", tmp);
+        return;
+    }
+
+    len = ngx_strlen(st->text);
+
+    /* a file the next start would refuse is no state file */
+
+    if (len > st->max) {
+        free(st->text);
+        st->text = NULL;
+        st->too_large = len;
+        ngx_http_portal_gate_state_fail(st, 0, "checking the size of", tmp);
+        return;
+    }
 
     /*
      * A new file, never an existing one: the worker user can write the
@@ -428,7 +479,7 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
             err = ngx_errno;
             ngx_shmtx_unlock(&ctx->shpool->mutex);
             ngx_http_portal_gate_state_fail(st, err, ngx_rename_file_n,
-                                            ctx->state.data);
+                                            tmp);
             (void) ngx_delete_file(tmp);
             return;
         }
@@ -437,17 +488,13 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
         ctx->sh->state_failed = 0;
         ctx->sh->state_error[0] = '\0';
         ctx->sh->state_written_at = ngx_time();
-
-        /*
-         * Under the lock no newer snapshot can have been applied, so every
-         * other temp file is a stale one: of a writer that will find its
-         * generation gone and never rename, or of a killed worker.
-         */
-
-        ngx_http_portal_gate_state_clean(st);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (renamed) {
+        ngx_http_portal_gate_state_clean(st);
+    }
 
     st->kept = kept;
 
@@ -477,13 +524,21 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 }
 
 
-/* Remove the stale "<state>.tmp.*" files in the state file's folder. */
+/*
+ * Remove the stale "<state>.tmp.PID.GEN" files in the state file's folder:
+ * those of a process that no longer runs (a killed worker), and this
+ * worker's own of an older generation, whose writers find their generation
+ * gone and never rename. Another live process's temp file is never
+ * touched: it may be an old worker's, after a reload, still being written.
+ */
 
 static void
 ngx_http_portal_gate_state_clean(ngx_http_portal_gate_state_t *st)
 {
     DIR            *d;
+    u_char         *p, *last;
     size_t          len;
+    ngx_int_t       pid;
     struct dirent  *de;
 
     d = opendir((char *) st->dir);
@@ -501,8 +556,35 @@ ngx_http_portal_gate_state_clean(ngx_http_portal_gate_state_t *st)
             continue;
         }
 
-        (void) unlinkat(dirfd(d), de->d_name, 0);
-        st->cleaned++;
+        p = (u_char *) de->d_name + len + 5;
+        last = (u_char *) ngx_strchr(p, '.');
+
+        if (last == NULL) {
+            continue;
+        }
+
+        pid = ngx_atoi(p, last - p);
+
+        if (pid == NGX_ERROR) {
+            continue;
+        }
+
+        if (pid == ngx_pid) {
+            p = last + 1;
+
+            if ((ngx_atomic_uint_t) ngx_atoi(p, ngx_strlen(p))
+                >= st->generation)
+            {
+                continue;
+            }
+
+        } else if (kill((ngx_pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH) {
+            continue;
+        }
+
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            st->cleaned++;
+        }
     }
 
     (void) closedir(d);
@@ -563,9 +645,18 @@ ngx_http_portal_gate_state_failed(ngx_http_portal_gate_state_t *st,
     u_char                           *p, *last;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
-    ngx_log_error(NGX_LOG_ERR, st->log, err,
-                  "portal_gate: state file not written for revision %L: "
-                  "%s \"%s\" failed", st->revision, what, path);
+    if (st->too_large) {
+        ngx_log_error(NGX_LOG_ERR, st->log, 0,
+                      "portal_gate: state file not written for revision %L: "
+                      "it would have %uz bytes, more than the %uz a restart "
+                      "reads; enlarge portal_gate_zone", st->revision,
+                      st->too_large, st->max);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, st->log, err,
+                      "portal_gate: state file not written for revision %L: "
+                      "%s \"%s\" failed", st->revision, what, path);
+    }
 
     ctx = st->ctx;
 
@@ -579,7 +670,14 @@ ngx_http_portal_gate_state_failed(ngx_http_portal_gate_state_t *st,
     p = ctx->sh->state_error;
     last = p + NGX_HTTP_PORTAL_GATE_ERR_LEN - 1;
 
-    p = ngx_slprintf(p, last, "%s \"%s\" failed", what, path);
+    if (st->too_large) {
+        p = ngx_slprintf(p, last, "the state file would have %uz bytes, "
+                         "more than the %uz a restart reads", st->too_large,
+                         st->max);
+
+    } else {
+        p = ngx_slprintf(p, last, "%s \"%s\" failed", what, path);
+    }
 
     if (err) {
         p = ngx_slprintf(p, last, " (%d: ", err);
@@ -651,6 +749,20 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       &ctx->state, &shm_zone->shm.name, &ctx->state,
                       err.text);
         sh->state_corrupt = 1;
+
+        if (st->noverrides) {
+            ngx_memcpy(sh->overrides, st->overrides,
+                       st->noverrides * sizeof(pg_override_t));
+            sh->noverrides = st->noverrides;
+            sh->generation++;
+
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "portal_gate zone \"%V\" restored %ui kill "
+                          "override%s from \"%V\" all the same",
+                          &shm_zone->shm.name, sh->noverrides,
+                          sh->noverrides == 1 ? "" : "s", &ctx->state);
+        }
+
         ngx_free(st);
         return NGX_OK;
 

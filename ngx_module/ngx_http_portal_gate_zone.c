@@ -8,12 +8,23 @@
 #include "ngx_http_portal_gate_module.h"
 
 
+static ngx_http_portal_gate_zone_ctx_t *ngx_http_portal_gate_old_zone(
+    ngx_cycle_t *old, ngx_shm_zone_t *shm_zone);
+static ngx_int_t ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone,
+    ngx_http_portal_gate_zone_ctx_t *octx);
+static ngx_int_t ngx_http_portal_gate_lock_old(
+    ngx_http_portal_gate_zone_ctx_t *octx);
+static ngx_int_t ngx_http_portal_gate_carry(ngx_shm_zone_t *shm_zone,
+    ngx_http_portal_gate_zone_ctx_t *octx);
+
+
 ngx_int_t
 ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_portal_gate_zone_ctx_t  *octx = data;
 
     size_t                            len;
+    ngx_int_t                         rc;
     ngx_http_portal_gate_shctx_t     *sh;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
@@ -35,6 +46,9 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         ctx->sh = octx->sh;
         ctx->shpool = octx->shpool;
+
+        /* the live zone: a resize that failed to commit retires nothing */
+        ctx->sh->retired = 0;
 
         return NGX_OK;
     }
@@ -71,11 +85,20 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is answered with 507, not logged by the allocator */
     ctx->shpool->log_nomem = 0;
 
-    if (ngx_http_portal_gate_resized(shm_zone) == NGX_OK) {
-        return NGX_OK;
+    /* during a reload, ngx_cycle is still the old cycle */
+
+    octx = ngx_http_portal_gate_old_zone((ngx_cycle_t *) ngx_cycle,
+                                         shm_zone);
+
+    if (octx) {
+        rc = ngx_http_portal_gate_resized(shm_zone, octx);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
     }
 
-    /* a first start, or the old zone could not be copied */
+    /* a first start, or the old zone could not be read */
 
     return ngx_http_portal_gate_state_restore(shm_zone);
 }
@@ -84,30 +107,70 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 /*
  * A reload that changes the zone's size hands over a fresh zone while the
  * old one is still mapped: carry its snapshot over, which needs no state
- * file and is never staler than one. NGX_DECLINED when there is no old
- * zone (a first start, nginx -t), or its snapshot is locked, bad or does
- * not fit.
+ * file and is never staler than one. The old zone stays the live one until
+ * the new cycle is committed (ngx_http_portal_gate_retire()): this reload
+ * may still fail.
+ *
+ * NGX_OK: carried; NGX_DECLINED: the old zone is locked or bad, restore
+ * from the state file; NGX_ERROR: the new zone cannot hold the snapshot,
+ * and the reload is refused rather than start the edge empty.
+ */
+
+static ngx_int_t
+ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone,
+    ngx_http_portal_gate_zone_ctx_t *octx)
+{
+    ngx_int_t                         rc;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (ngx_http_portal_gate_lock_old(octx) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" resized, but the old zone "
+                      "stays locked: restoring from the state file",
+                      &shm_zone->shm.name);
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_portal_gate_carry(shm_zone, octx);
+
+    ngx_shmtx_unlock(&octx->shpool->mutex);
+
+    if (rc == NGX_OK) {
+        ctx->old = octx;
+
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" resized to %uz bytes, "
+                      "revision %L carried over", &shm_zone->shm.name,
+                      shm_zone->shm.size, ctx->sh->revision);
+    }
+
+    return rc;
+}
+
+
+/*
+ * The module's init_module: it runs in the master once the new cycle is
+ * committed (nginx -t and a failed reload never get here), before any new
+ * worker starts, while the old zones are still mapped. Each old zone that
+ * a resize replaced is retired: an old worker still finishing a request
+ * must not apply a change where nobody reads it, answer 200 and leave the
+ * new zone behind; it answers 503, and the controller tries again. What
+ * old workers applied since the copy is copied again first.
  */
 
 ngx_int_t
-ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
+ngx_http_portal_gate_retire(ngx_cycle_t *cycle)
 {
     ngx_uint_t                        i;
-    pg_snap_t                         snap;
-    pg_error_t                        err;
-    ngx_list_part_t                  *part;
     ngx_shm_zone_t                   *zone;
-    ngx_http_portal_gate_shctx_t     *sh, *osh;
+    ngx_list_part_t                  *part;
+    ngx_http_portal_gate_shctx_t     *osh;
     ngx_http_portal_gate_zone_ctx_t  *ctx, *octx;
 
-    ctx = shm_zone->data;
-    sh = ctx->sh;
-
-    /* during a reload, ngx_cycle is still the old cycle */
-
-    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+    part = &cycle->shared_memory.part;
     zone = part->elts;
-    octx = NULL;
 
     for (i = 0; /* void */ ; i++) {
 
@@ -121,68 +184,160 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
             i = 0;
         }
 
+        if (zone[i].tag != &ngx_http_portal_gate_module
+            || zone[i].data == NULL)
+        {
+            continue;
+        }
+
+        ctx = zone[i].data;
+        octx = ctx->old;
+
+        if (octx == NULL) {
+            continue;
+        }
+
+        ctx->old = NULL;
+        osh = octx->sh;
+
+        if (ngx_http_portal_gate_lock_old(octx) != NGX_OK) {
+            /* best effort without the lock: words that only go up */
+            osh->retired = 1;
+            osh->generation++;
+
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "portal_gate zone \"%V\" resized, but the old zone "
+                          "stays locked: a change an old worker applies "
+                          "now is lost until the controller pushes again",
+                          &zone[i].shm.name);
+            continue;
+        }
+
+        if (osh->generation != ctx->sh->carried_generation
+            && ngx_http_portal_gate_carry(&zone[i], octx) != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                          "portal_gate zone \"%V\": what old workers applied "
+                          "during the resize could not be carried over; "
+                          "the controller pushes it again",
+                          &zone[i].shm.name);
+        }
+
+        /* the generation moves: an old writer's state file never renames */
+        osh->retired = 1;
+        osh->generation++;
+
+        ngx_shmtx_unlock(&octx->shpool->mutex);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The old cycle's zone of this name, a valid one, in another mapping than
+ * shm_zone's (the same mapping is a reload that kept the zone), or NULL.
+ */
+
+static ngx_http_portal_gate_zone_ctx_t *
+ngx_http_portal_gate_old_zone(ngx_cycle_t *old, ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t                        i;
+    ngx_shm_zone_t                   *zone;
+    ngx_list_part_t                  *part;
+    ngx_http_portal_gate_zone_ctx_t  *octx;
+
+    part = &old->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
         if (zone[i].tag == &ngx_http_portal_gate_module
             && zone[i].shm.name.len == shm_zone->shm.name.len
             && ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
                            shm_zone->shm.name.len) == 0
-            && zone[i].data != NULL)
+            && zone[i].data != NULL
+            && zone[i].shm.addr != shm_zone->shm.addr)
         {
             octx = zone[i].data;
-            break;
+
+            if (octx->sh == NULL
+                || octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
+                || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
+            {
+                return NULL;
+            }
+
+            return octx;
         }
     }
+}
 
-    if (octx == NULL || octx->sh == NULL
-        || octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
-        || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
-    {
-        return NGX_DECLINED;
-    }
 
-    osh = octx->sh;
+/*
+ * SIGCHLD is blocked while the master reloads, so a worker that died
+ * holding the lock would not be unlocked: try for a second, then give up
+ * rather than hang the master.
+ */
 
-    /*
-     * SIGCHLD is blocked while the master reloads, so a worker that died
-     * holding the lock would not be unlocked: try for a second, then fall
-     * back to the state file rather than hang the master.
-     */
+static ngx_int_t
+ngx_http_portal_gate_lock_old(ngx_http_portal_gate_zone_ctx_t *octx)
+{
+    ngx_uint_t  i;
 
     for (i = 0; i < 1000; i++) {
         if (ngx_shmtx_trylock(&octx->shpool->mutex)) {
-            break;
+            return NGX_OK;
         }
 
         ngx_msleep(1);
     }
 
-    if (i == 1000) {
-        /* best effort without the lock: a word that only ever goes to 1 */
-        osh->retired = 1;
+    return NGX_BUSY;
+}
 
-        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
-                      "portal_gate zone \"%V\" resized, but the old zone "
-                      "stays locked: restoring from the state file",
-                      &shm_zone->shm.name);
-        return NGX_DECLINED;
-    }
 
-    /*
-     * From here on the old zone is not the live one: an old worker that
-     * is still finishing a PUT must not apply it there, answer 200 and
-     * leave the new zone behind. It answers 503, and the controller
-     * retries against a new worker.
-     */
+/*
+ * Copy the old zone's snapshot, overrides and state into the new zone,
+ * replacing what an earlier copy put there. The caller holds the old
+ * zone's lock; no worker of the new cycle runs yet. The master does not
+ * trust memory that workers write: the blob must lie inside the old zone
+ * and open as a snapshot.
+ */
 
-    osh->retired = 1;
+static ngx_int_t
+ngx_http_portal_gate_carry(ngx_shm_zone_t *shm_zone,
+    ngx_http_portal_gate_zone_ctx_t *octx)
+{
+    u_char                           *blob;
+    pg_snap_t                         snap;
+    pg_error_t                        err;
+    ngx_slab_pool_t                  *opool;
+    ngx_http_portal_gate_shctx_t     *sh, *osh;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
 
-    /* the master does not trust memory that workers write */
+    ctx = shm_zone->data;
+    sh = ctx->sh;
+    osh = octx->sh;
+    opool = octx->shpool;
 
     if (osh->blob_size
         && (osh->blob == NULL
-            || pg_snap_open(&snap, osh->blob, osh->blob_size, &err) != PG_OK))
+            || osh->blob < opool->start
+            || osh->blob_size > (size_t) (opool->end - osh->blob)
+            || pg_snap_open(&snap, osh->blob, osh->blob_size, &err)
+               != PG_OK))
     {
-        ngx_shmtx_unlock(&octx->shpool->mutex);
-
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate zone \"%V\" resized, but the old zone's "
                       "snapshot is bad: restoring from the state file",
@@ -190,24 +345,29 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
         return NGX_DECLINED;
     }
 
+    blob = NULL;
+
     if (osh->blob && osh->blob_size) {
-        sh->blob = ngx_slab_alloc(ctx->shpool, osh->blob_size);
+        blob = ngx_slab_alloc(ctx->shpool, osh->blob_size);
 
-        if (sh->blob == NULL) {
-            ngx_shmtx_unlock(&octx->shpool->mutex);
-
-            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+        if (blob == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                           "portal_gate zone \"%V\" of %uz bytes cannot hold "
-                          "the %uz-byte snapshot of the old zone",
-                          &shm_zone->shm.name, shm_zone->shm.size,
-                          osh->blob_size);
-            return NGX_DECLINED;
+                          "the current %uz-byte snapshot: keep the zone's "
+                          "size, or enlarge it", &shm_zone->shm.name,
+                          shm_zone->shm.size, osh->blob_size);
+            return NGX_ERROR;
         }
 
-        ngx_memcpy(sh->blob, osh->blob, osh->blob_size);
-        sh->blob_size = osh->blob_size;
+        ngx_memcpy(blob, osh->blob, osh->blob_size);
     }
 
+    if (sh->blob) {
+        ngx_slab_free(ctx->shpool, sh->blob);
+    }
+
+    sh->blob = blob;
+    sh->blob_size = blob ? osh->blob_size : 0;
     sh->revision = osh->revision;
     sh->applied_at = osh->applied_at;
     sh->restored = osh->restored;
@@ -220,14 +380,9 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone)
     sh->state_failed = osh->state_failed;
     sh->state_written_at = osh->state_written_at;
     ngx_memcpy(sh->state_error, osh->state_error, sizeof(sh->state_error));
+    sh->state_error[NGX_HTTP_PORTAL_GATE_ERR_LEN - 1] = '\0';
+    sh->carried_generation = osh->generation;
     sh->generation++;
-
-    ngx_shmtx_unlock(&octx->shpool->mutex);
-
-    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                  "portal_gate zone \"%V\" resized to %uz bytes, revision %L "
-                  "carried over", &shm_zone->shm.name, shm_zone->shm.size,
-                  sh->revision);
 
     return NGX_OK;
 }
@@ -432,9 +587,11 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
         sh->swapping = 1;
         sh->revision = 0;
 
-        ngx_slab_free_locked(shpool, sh->blob);
+        /* the zone forgets the blob before its pages go */
+        p = sh->blob;
         sh->blob = NULL;
         sh->blob_size = 0;
+        ngx_slab_free_locked(shpool, p);
 
         p = ngx_slab_alloc_locked(shpool, size);
 
@@ -481,6 +638,7 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
     sh->applied_at = ngx_time();
     sh->restored = 0;
     sh->swapping = 0;
+    sh->nomem_revision = 0;
     sh->generation++;
 
     *generation = sh->generation;

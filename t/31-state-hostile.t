@@ -120,8 +120,10 @@ subtest 'a link planted at the temp name does not redirect the write' => sub {
     my $ng = PortalGate::Test->new(server => $portal);
     $ng->start;
     my ($worker) = $ng->workers;
-    my $gen = $ng->status->{generation} + 1;
-    my $tmp = $ng->state_file . ".tmp.$worker.$gen";
+    my $gen = $ng->status->{generation};
+    # the next write's temp name, and its neighbours, should the name's
+    # generation ever count differently
+    my @tmp = map { $ng->state_file . ".tmp.$worker." . ($gen + $_) } 0 .. 3;
 
     # a file the worker user could write, as a target of the link
     my $target = $ng->dir . '/state/precious';
@@ -129,11 +131,13 @@ subtest 'a link planted at the temp name does not redirect the write' => sub {
     print {$fh} "precious\n";
     close $fh;
     chmod 0666, $target;
-    symlink $target, $tmp or die "symlink: $!";
+    for my $tmp (@tmp) { symlink $target, $tmp or die "symlink: $!" }
 
     is($ng->put_snapshot(snapshot_rev(2, '12'))->{status}, 200, 'the PUT applies');
     is(slurp($target), "precious\n", "the link's target is untouched");
-    ok(!-l $tmp && !-e $tmp, 'the planted link is gone');
+    ok(!-l $tmp[1], 'the link planted at the write\'s own temp name is gone');
+    ok(scalar $ng->log_lines(qr/removed \d+ stale temp file/),
+       'the others were removed as stale');
     is(read_state($ng)->{revision}, 2, 'the state file holds revision 2');
     ok(-f $ng->state_file && !-l $ng->state_file, 'as a regular file');
     $ng->no_bad_log_lines;

@@ -154,6 +154,106 @@ subtest 'a PUT an old worker finishes after a resizing reload gets 503' => sub {
     $ng->stop;
 };
 
+subtest 'an override an old worker finishes after a resizing reload gets 503' => sub {
+    my $ng = PortalGate::Test->new(server => $portal);
+    $ng->start;
+    is($ng->put_snapshot(snapshot_rev(3, '12'))->{status}, 200, 'revision 3');
+
+    my $body = '{"by": "alice", "reason": "INC-1"}';
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $ng->port,
+                                  Proto => 'tcp', Timeout => 5 * $SLOW)
+        or die "connect: $!";
+    binmode $s;
+    print {$s} "PUT /portal-gate/overrides?env=production&flag=customer_portal "
+             . "HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n" . substr($body, 0, 5);
+    $s->flush;
+    sleep 0.2 * $SLOW;
+
+    my %old = map { $_ => 1 } $ng->workers;
+    $ng->reload(zone => '8m', old_busy => 1);
+    print {$s} substr($body, 5);
+    $s->flush;
+    my ($raw, $sel) = ('', IO::Select->new($s));
+    while ($sel->can_read(10 * $SLOW)) {
+        last unless sysread($s, $raw, 65536, length $raw);
+    }
+    close $s;
+    like($raw, qr{^HTTP/1\.1 503 }, 'the old worker answers 503, not 200');
+    like($raw, qr/send the request again/, 'saying to send it again');
+
+    my $deadline = time + 10 * $SLOW;
+    while (grep({ $old{$_} } $ng->workers) && time < $deadline) { sleep 0.05 }
+    is_deeply($ng->status->{overrides}, [], 'the live zone has no override');
+    is($ng->api('PUT', 'overrides?env=production&flag=customer_portal', $body)->{status},
+       200, 'sent again, it applies');
+    is(portal_status($ng, '12'), 404, 'and company 12 is off');
+    $ng->stop;
+};
+
+# ---- a resize that does not commit, and one that would not fit
+
+subtest 'a resizing reload that fails leaves the zone live' => sub {
+    my $ng = PortalGate::Test->new(server => $portal);
+    $ng->start;
+    is($ng->put_snapshot(snapshot_rev(3, '12'))->{status}, 200, 'revision 3');
+
+    # the new config asks for a port that is taken: the reload fails
+    my $busy = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1',
+                                     LocalPort => 0, ReuseAddr => 0) or die $!;
+    my %old = map { $_ => 1 } $ng->workers;
+    $ng->{zone} = '8m';
+    $ng->{http} = "server { listen 127.0.0.1:" . $busy->sockport . "; }";
+    $ng->_write_conf;
+    kill 'HUP', $ng->pid;
+    my $deadline = time + 20 * $SLOW;
+    until ($ng->log_lines(qr/still could not bind|bind\(\) to .* failed/)
+           && $ng->log_lines(qr/\[emerg\]/) || time > $deadline) { sleep 0.1 }
+    sleep 0.5 * $SLOW;
+    ok(scalar $ng->log_lines(qr/\[emerg\]/), 'the reload failed') or diag($ng->error_log);
+    is_deeply([sort $ng->workers], [sort keys %old], 'the old workers serve on');
+
+    my $res = $ng->put_snapshot(snapshot_rev(4, '13'));
+    is($res->{status}, 200, 'a PUT still applies, not 503') or diag($res->{content});
+    is($ng->status->{zone}{size}, 4 * 1024 * 1024, 'in the 4m zone');
+    is(portal_status($ng, '13'), 200, 'company 13 gets the portal');
+    my $o = $ng->api('PUT', 'overrides?env=production&flag=customer_portal');
+    is($o->{status}, 200, 'an override applies too');
+
+    # and a good reload afterwards keeps it all
+    close $busy;
+    $ng->reload(http => '', zone => '4m');
+    is($ng->put_snapshot(snapshot_rev(5, '13'))->{status}, 200,
+       'after a good reload a PUT applies');
+    is(scalar @{ $ng->status->{overrides} }, 1, 'the override is there');
+    $ng->stop;
+};
+
+subtest 'a reload that shrinks the zone below the snapshot is refused' => sub {
+    my $ng = PortalGate::Test->new(server => $portal, zone => '4m');
+    $ng->start;
+    my @ids = map { "company-$_" } 1 .. 40000;
+    is($ng->put_snapshot(snapshot_rev(3, @ids))->{status}, 200,
+       'a snapshot of 40,000 ids');
+    my $bytes = $ng->status->{zone}{snapshot_bytes};
+    my %old = map { $_ => 1 } $ng->workers;
+    $ng->{zone} = '256k';
+    $ng->_write_conf;
+    kill 'HUP', $ng->pid;
+    my $deadline = time + 10 * $SLOW;
+    until ($ng->log_lines(qr/cannot hold the current/) || time > $deadline) { sleep 0.05 }
+    my @emerg = $ng->log_lines(qr/\[emerg\].*zone "portal_gate" of 262144 bytes cannot hold the current $bytes-byte snapshot/);
+    is(scalar @emerg, 1, 'the reload is refused at emerg, with both sizes')
+        or diag($ng->error_log);
+    sleep 0.3 * $SLOW;
+    is_deeply([sort $ng->workers], [sort keys %old], 'the old workers serve on');
+    my $s = $ng->status;
+    is($s->{revision}, 3, 'revision 3 is still in force');
+    is($s->{zone}{size}, 4 * 1024 * 1024, 'in the 4m zone');
+    is(portal_status($ng, 'company-7'), 200, 'company-7 gets the portal');
+    $ng->stop;
+};
+
 # ---- a worker killed in the middle of a swap
 
 subtest 'a worker killed mid-swap leaves a zone that says it lost the snapshot' => sub {
@@ -217,17 +317,29 @@ subtest 'a worker killed mid-swap leaves a zone that says it lost the snapshot' 
        'and no longer claims revision 300 without its snapshot')
         or diag(encode_json($lost[0] // {}));
     is($lost[0]{revision}, 0, 'it says revision 0, which a reconcile notices');
+    is($lost[0]{zone}{snapshot_bytes}, 0,
+       'and holds no snapshot: the freed pages are not read');
+    my $used_before = $lost[0]{zone}{used};
     ok(scalar $ng->log_lines(qr/\[alert\].*lost its snapshot: a worker died while it swapped/),
        'the replacement worker logs what happened');
 
     # the controller's next push heals it, in every worker
     is($ng->put_snapshot(snapshot_rev(400, @b))->{status}, 200, 'a new snapshot applies');
+    my $healed = $ng->status;
+    cmp_ok($healed->{zone}{used} - $used_before, '>=', 2_000_000,
+           'the new snapshot takes its own pages in the zone');
+
     for (1 .. 6) {
         my $st = $ng->status;
         is($st->{revision}, 400, "status $_: revision 400");
         ok(!$st->{zone}{swap_interrupted}, "status $_: not interrupted");
     }
     is(portal_status($ng, 'b7'), 200, 'company b7 gets the portal');
+    is($ng->put_snapshot(snapshot_rev(401, @a))->{status}, 200,
+       'and the next swap too');
+    cmp_ok($ng->status->{zone}{used}, '>=', 2_000_000,
+           'which leaves a live snapshot in the zone, not on the free list');
+    is(portal_status($ng, 'a7'), 200, 'company a7 gets the portal');
     $ng->stop;
 };
 

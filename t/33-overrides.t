@@ -65,7 +65,9 @@ subtest 'an override kills the flag for an allowed company, in every worker' => 
                             body => '{"by": "alice", "reason": "INC-42"}');
     is($res->{status}, 200, 'PUT overrides: 200');
     is_deeply($res->{json}, {env => 'production', flag => 'customer_portal',
-                             created => JSON::PP::true}, 'created');
+                             created => JSON::PP::true,
+                             persisted => JSON::PP::true},
+              'created, and persisted in the state file');
     is(portal_all('/portal/', '12'), '404 killed', 'company 12: 404, killed');
     is(portal_all('/calls/', '12'), '404 requires',
        'a flag that requires it is off: requires');
@@ -77,6 +79,13 @@ subtest 'an override kills the flag for an allowed company, in every worker' => 
     is($s->{decision}, 'on', 'staging is untouched');
     ok(scalar $ng->log_lines(qr/\[warn\].*flag "customer_portal" killed in "production" by override \(by "alice": "INC-42"\)/),
        'logged at warn, with who and why') or diag($ng->error_log);
+};
+
+subtest 'GET snapshot is the pushed snapshot, not the overridden one' => sub {
+    my $snap = $ng->snapshot;
+    is($snap->{revision}, 5, 'revision 5');
+    ok($snap->{environments}{production}{customer_portal}{enabled},
+       'customer_portal is enabled in it, as it was pushed');
 };
 
 subtest 'GET overrides and GET status list it' => sub {
@@ -193,5 +202,63 @@ subtest 'at most 32 overrides; the 33rd is a 507 that says so' => sub {
 
 $ng->no_bad_log_lines;
 $ng->stop;
+
+subtest 'a kill the state file cannot keep says so, and a retry heals it' => sub {
+    plan skip_all => 'needs root (workers then run as nobody)' if $> != 0;
+    my $inst = PortalGate::Test->new(server => $portal);
+    my $dir = $inst->dir . '/state';
+    $inst->start;
+    is($inst->put_snapshot(snapshot_rev(5))->{status}, 200, 'revision 5');
+    chown 0, 0, $dir or die $!;
+    chmod 0755, $dir or die $!;
+
+    my $q = 'overrides?env=production&flag=customer_portal';
+    my $res = $inst->api('PUT', $q, '{"reason": "INC-7"}');
+    is($res->{status}, 200, 'the kill applies');
+    ok($res->{json}{created}, 'created');
+    ok(!$res->{json}{persisted}, 'but persisted: false');
+    is($inst->get('/portal/', company => '12')->{status}, 404, 'company 12 is off');
+
+    chown((getpwnam('nobody'))[2], (getgrnam('nogroup'))[2], $dir) or die $!;
+    $res = $inst->api('PUT', $q, '{"reason": "INC-7 again"}');
+    ok(!$res->{json}{created}, 'the retry: created false');
+    ok($res->{json}{persisted}, 'and persisted: true');
+    ok($inst->status->{state_file}{ok}, 'status: state_file.ok');
+
+    $inst->restart;
+    my $o = $inst->status->{overrides};
+    is(scalar @$o, 1, 'the kill survives a restart');
+    is($o->[0]{reason}, 'INC-7', 'with the first reason');
+
+    $res = $inst->api('DELETE', $q);
+    ok($res->{json}{persisted}, 'a release says persisted too');
+    $inst->stop;
+};
+
+subtest 'without state= a kill says it is not persisted' => sub {
+    my $inst = PortalGate::Test->new(server => $portal, state => 0);
+    $inst->start;
+    my $res = $inst->api('PUT', 'overrides?env=production&flag=customer_portal');
+    is($res->{status}, 200, 'the kill applies');
+    ok(!$res->{json}{persisted}, 'persisted: false');
+    $inst->stop;
+};
+
+subtest 'a state file with a refused snapshot still restores its overrides' => sub {
+    my $inst = PortalGate::Test->new(server => $portal);
+    open my $fh, '>', $inst->state_file or die $!;
+    print {$fh} '{"revision":9,"environments":{"production":{"f":{"rolout":1}}},'
+              . '"overrides":[{"env":"production","flag":"customer_portal",'
+              . '"since":1,"by":"alice","reason":"INC-9"}]}';
+    close $fh;
+    $inst->start;
+    ok(scalar $inst->log_lines(qr/\[warn\].*is corrupt/), 'the snapshot is corrupt');
+    my $o = $inst->status->{overrides};
+    is(scalar @$o, 1, 'the kill override is restored all the same');
+    is($inst->put_snapshot(snapshot_rev(10))->{status}, 200, 'a snapshot arrives');
+    is($inst->get('/portal/', company => '12')->{status}, 404,
+       'and company 12 stays off');
+    $inst->stop;
+};
 
 done_testing;
