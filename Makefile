@@ -120,6 +120,15 @@ $(BUILD)/test-conf: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
 	    $(CORE_SRCS) controller/pg_redis.c controller/pg_edge.c \
 	    controller/pg_conf.c t/unit/test_conf.c $(CTL_LIBS) -o $@
 
+# pgd_compose() alone: pure JSON in and out, no Redis, no curl
+$(BUILD)/test-compose: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
+                       controller/pgd_compose.c t/unit/test_compose.c \
+                       t/unit/tap.h
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
+	    $(CORE_SRCS) controller/pgd_compose.c t/unit/test_compose.c \
+	    $(CORE_LIBS) -o $@
+
 $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c \
                     t/unit/tap.h
 	@mkdir -p $(BUILD)
@@ -133,7 +142,7 @@ $(BUILD)/test-state: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_state.c \
 	    $(CORE_LIBS) -o $@
 
 unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
-      $(BUILD)/test-conf \
+      $(BUILD)/test-conf $(BUILD)/test-compose \
       $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
 # prove runs every test; then the nginx tests run again with nginx under
