@@ -161,6 +161,9 @@ pg_edge_req_init(pg_edge_req_t *req, const pg_edge_t *edge,
         curl_easy_setopt(req->curl, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(req->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                          (curl_off_t) len);
+
+    } else if (strcmp(method, "DELETE") == 0) {
+        curl_easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
     }
 
     return PG_OK;
@@ -499,4 +502,157 @@ pg_edge_revisions(const pg_edge_t *edges, size_t n, long timeout_ms,
     pg_edge_poll_free(&p);
 
     return rc;
+}
+
+
+int
+pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
+    pg_error_t *err)
+{
+    int              running, queued, rc;
+    char            *priv;
+    size_t           i, busy;
+    double           start, deadline;
+    CURLM           *multi;
+    CURLMsg         *msg;
+    CURLcode         code;
+    CURLMcode        mc;
+    pg_edge_req_t   *reqs, *req;
+    pg_edge_call_t  *c;
+
+    multi = curl_multi_init();
+    reqs = calloc(n ? n : 1, sizeof(pg_edge_req_t));
+
+    if (multi == NULL || reqs == NULL) {
+        curl_multi_cleanup(multi);
+        free(reqs);
+        snprintf(err->text, sizeof(err->text), "cannot start curl");
+        return PG_ERR;
+    }
+
+    start = pg_edge_now_ms();
+    busy = 0;
+
+    for (i = 0; i < n; i++) {
+        c = &calls[i];
+        c->answered = 0;
+        c->timed_out = 0;
+        c->status = 0;
+        c->json = NULL;
+        c->ms = 0;
+        c->why[0] = '\0';
+        c->err.text[0] = '\0';
+
+        if (pg_edge_req_init(&reqs[i], c->edge, c->method, c->path, c->body,
+                             c->body ? c->len : 0, timeout_ms, &c->err)
+            != PG_OK)
+        {
+            snprintf(c->why, sizeof(c->why), "cannot start curl");
+            continue;
+        }
+
+        if (curl_multi_add_handle(multi, reqs[i].curl) != CURLM_OK) {
+            snprintf(c->why, sizeof(c->why), "cannot start curl");
+            snprintf(c->err.text, sizeof(c->err.text), "edge %.128s: "
+                     "cannot start curl", c->edge->spec);
+            pg_edge_req_free(&reqs[i]);
+            continue;
+        }
+
+        busy++;
+    }
+
+    /* curl ends each request at its timeout; the deadline is a safety */
+    deadline = start + timeout_ms + 1000;
+    rc = PG_OK;
+
+    while (busy > 0) {
+        curl_multi_perform(multi, &running);
+
+        while ((msg = curl_multi_info_read(multi, &queued)) != NULL) {
+            if (msg->msg != CURLMSG_DONE) {
+                continue;
+            }
+
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            req = (pg_edge_req_t *) priv;
+            code = msg->data.result;
+            curl_multi_remove_handle(multi, req->curl);
+
+            c = &calls[req - reqs];
+            c->ms = pg_edge_now_ms() - start;
+            c->timed_out = (code == CURLE_OPERATION_TIMEDOUT);
+
+            if (code == CURLE_OPERATION_TIMEDOUT) {
+                snprintf(c->why, sizeof(c->why), "no answer within %ld ms",
+                         timeout_ms);
+            } else {
+                snprintf(c->why, sizeof(c->why), "%s",
+                         req->too_large ? "the answer is too large"
+                                        : curl_easy_strerror(code));
+            }
+
+            c->answered = (pg_edge_req_done(req, code, &c->status, &c->json,
+                                            &c->err)
+                           == PG_OK);
+
+            if (c->answered) {
+                c->why[0] = '\0';
+            }
+
+            busy--;
+        }
+
+        if (busy == 0) {
+            break;
+        }
+
+        if (pg_edge_now_ms() > deadline) {
+            break;
+        }
+
+        mc = curl_multi_poll(multi, NULL, 0, 100, NULL);
+
+        if (mc != CURLM_OK) {
+            snprintf(err->text, sizeof(err->text), "curl_multi_poll: %s",
+                     curl_multi_strerror(mc));
+            rc = PG_ERR;
+            break;
+        }
+    }
+
+    /* what is still in flight is given up: no answer */
+    for (i = 0; i < n; i++) {
+        if (reqs[i].curl == NULL) {
+            continue;
+        }
+
+        c = &calls[i];
+        curl_multi_remove_handle(multi, reqs[i].curl);
+        pg_edge_req_free(&reqs[i]);
+
+        c->timed_out = 1;
+        c->ms = pg_edge_now_ms() - start;
+        snprintf(c->why, sizeof(c->why), "no answer within %ld ms",
+                 timeout_ms);
+        snprintf(c->err.text, sizeof(c->err.text), "edge %.128s: %.8s "
+                 "%.48s: %.60s", c->edge->spec, c->method, c->path, c->why);
+    }
+
+    curl_multi_cleanup(multi);
+    free(reqs);
+
+    return rc;
+}
+
+
+void
+pg_edge_calls_free(pg_edge_call_t *calls, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        json_decref(calls[i].json);
+        calls[i].json = NULL;
+    }
 }

@@ -33,8 +33,8 @@ typedef struct {
 int pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err);
 
 /*
- * One request to the API: method "GET" or "PUT", path "status",
- * "snapshot" or "eval?..."; body and len for a PUT. *status is the HTTP
+ * One request to the API: method "GET", "PUT" or "DELETE", path "status",
+ * "snapshot", "eval?..." or "overrides?..."; body and len for a PUT. *status is the HTTP
  * status and *json the answer parsed (NULL if it is not JSON). PG_ERR only
  * when no answer came (refused, timed out), with err saying so.
  */
@@ -129,5 +129,39 @@ void pg_edge_poll_free(pg_edge_poll_t *p);
  */
 int pg_edge_revisions(const pg_edge_t *edges, size_t n, long timeout_ms,
     pg_edge_answer_t *answers, pg_error_t *err);
+
+
+/*
+ * Any requests at once, one per call, in one curl multi handle, for a
+ * caller that must reach every edge as fast as the slowest one answers
+ * (portal-gatectl kill --direct, release, status): a dead or hung edge
+ * costs one timeout, and never holds back the others. The caller fills
+ * edge, method, path, body and len; pg_edge_calls() fills the rest and
+ * returns once every request has ended, within about timeout_ms.
+ * PG_ERR (err) only when curl itself fails; an edge that did not answer
+ * is a call with answered 0 and err saying why.
+ * Ownership: the edges and bodies are borrowed; each json is new, for the
+ * caller to release with pg_edge_calls_free().
+ */
+typedef struct {
+    const pg_edge_t  *edge;         /* borrowed */
+    const char       *method;       /* "GET", "PUT" or "DELETE" */
+    char              path[512];    /* "overrides?env=E&flag=F" */
+    const char       *body;         /* borrowed; NULL: none */
+    size_t            len;
+
+    int               answered;     /* 1: an HTTP answer came, any status */
+    int               timed_out;    /* no answer within timeout_ms */
+    long              status;       /* the HTTP status when answered */
+    json_t           *json;         /* new: the answer, NULL if not JSON */
+    double            ms;           /* from the start until it ended */
+    char              why[128];     /* not answered: "Couldn't connect to
+                                       server", "no answer within 2000 ms" */
+    pg_error_t        err;          /* the same, naming the edge */
+} pg_edge_call_t;
+
+int pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
+    pg_error_t *err);
+void pg_edge_calls_free(pg_edge_call_t *calls, size_t n);
 
 #endif /* PG_EDGE_H */
