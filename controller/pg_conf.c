@@ -50,7 +50,7 @@
 #define PG_CONF_RECONCILE_MAX 3600000L
 #define PG_CONF_TIME_DIGITS   9         /* digits of one part of a time */
 #define PG_CONF_TIME_MAX      2147483647LL  /* ms: longer times read as this */
-#define PG_CONF_COMMANDS      6         /* directives in pg_conf_commands */
+#define PG_CONF_COMMANDS      7         /* directives in pg_conf_commands */
 
 /* What pg_conf_token() found. */
 #define PG_CONF_WORD          1
@@ -123,6 +123,7 @@ static int pg_conf_set_environments(pg_conf_parse_t *cp);
 static int pg_conf_set_edge(pg_conf_parse_t *cp);
 static int pg_conf_set_reconcile_interval(pg_conf_parse_t *cp);
 static int pg_conf_set_log_level(pg_conf_parse_t *cp);
+static int pg_conf_set_require_reason(pg_conf_parse_t *cp);
 
 
 static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
@@ -134,6 +135,8 @@ static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
     { "reconcile_interval", 1, 1,           0,
       pg_conf_set_reconcile_interval },
     { "log_level",          1, 1,           0, pg_conf_set_log_level },
+    { "require_reason",     1, PG_CONF_REASON_MAX, 0,
+      pg_conf_set_require_reason },
 
     { NULL, 0, 0, 0, NULL }
 };
@@ -986,4 +989,50 @@ pg_conf_set_log_level(pg_conf_parse_t *cp)
 
     return pg_conf_invalid(cp, 1, "expected debug, info, notice, warn or "
                            "error");
+}
+
+
+/*
+ * require_reason CMD...;  portal-gatectl's writing commands that refuse to
+ * run without --reason (portal-gated itself ignores it), each once.
+ */
+static int
+pg_conf_set_require_reason(pg_conf_parse_t *cp)
+{
+    int          i, j;
+    const char  *const *c;
+
+    static const char  *const commands[] = {
+        "create", "on", "off", "kill", "rollout", "allow", "deny",
+        "unallow", "undeny", "set", "delete", "env", "release", NULL
+    };
+
+    for (i = 1; i < cp->nargs; i++) {
+        for (c = commands; *c && strcmp(*c, cp->args[i]) != 0; c++) {
+            /* void */
+        }
+
+        if (*c == NULL) {
+            return pg_conf_invalid(cp, i, "expected portal-gatectl's "
+                                   "writing commands: create, on, off, "
+                                   "kill, rollout, allow, deny, unallow, "
+                                   "undeny, set, delete, env, release");
+        }
+
+        for (j = 1; j < i; j++) {
+            if (strcmp(cp->args[i], cp->args[j]) == 0) {
+                return pg_conf_invalid(cp, i, "named twice");
+            }
+        }
+    }
+
+    for (i = 1; i < cp->nargs; i++) {
+        snprintf(cp->conf.require_reason[i - 1],
+                 sizeof(cp->conf.require_reason[0]), "%s", cp->args[i]);
+    }
+
+    cp->conf.nrequire_reason = (size_t) (cp->nargs - 1);
+    cp->conf.require_reason_line = cp->lines[0];
+
+    return PG_OK;
 }

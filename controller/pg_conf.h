@@ -10,6 +10,8 @@
  *   edge               unix:/run/portal-gate/api.sock:/portal-gate/;
  *   reconcile_interval 2s;
  *   log_level          info;          # debug|info|notice|warn|error
+ *   require_reason     kill off;      # portal-gatectl: these commands
+ *                                     # refuse to run without --reason
  *
  * Errors: PG_OK or PG_ERR; the message names the file and the line, as
  * nginx does: "portal-gated.conf:4: unknown directive \"edges\"".
@@ -30,6 +32,8 @@
 #define PG_LOG_WARN     3
 #define PG_LOG_ERROR    4
 
+#define PG_CONF_REASON_MAX   16     /* commands in require_reason */
+
 typedef struct {
     char             redis_url[1024];
     pg_redis_url_t   redis;
@@ -40,6 +44,9 @@ typedef struct {
     size_t           nedges;
     long             reconcile_ms;
     int              log_level;
+    char             require_reason[PG_CONF_REASON_MAX][16];
+    size_t           nrequire_reason;
+    int              require_reason_line;   /* where it is, for messages */
 } pg_conf_t;
 
 /* Defaults: redis://127.0.0.1:6379/0, "portal-gate:", production, no
