@@ -3,8 +3,9 @@
 # who it is and what it last saw of the store and of each edge; a daemon
 # held still (SIGSTOP) stops beating, so its beat grows old; a clean exit
 # removes its beat, SIGKILL leaves it, and a beat a day old is forgotten
-# by the next beat of any controller; Redis down means no beat, and the
-# beats come back with Redis; Redis refusing the write is said once. Real
+# by the next beat of any controller; a reload onto another prefix takes
+# the beat along; Redis down means no beat, and the beats come back with
+# Redis; Redis refusing the write is said once. Real
 # redis-server, two real nginx edges.
 
 use strict;
@@ -221,6 +222,22 @@ subtest 'a beat a day old is forgotten by the next beat' => sub {
        'a value that is not a beat is left alone');
     ok($gd->wait_log(qr/forgot 1 controllers that had not beaten for a day/,
                      5, $mark), 'the log says so');
+};
+
+subtest 'a reload onto another prefix moves the beat there' => sub {
+    my $f = field();
+    ok(beat($f), 'a beat under the old prefix');
+    my $mark = $gd->mark;
+    $gd->rewrite(prefix => 'other:');
+    $gd->hup;
+    ok(wait_until(sub { $rs->cli('HEXISTS', 'other:controllers', $f) }),
+       'a beat under the new prefix') or diag($gd->log($mark));
+    is($rs->cli('HEXISTS', $KEY, $f), '0', 'none left under the old one');
+    $gd->rewrite(prefix => undef);
+    $gd->hup;
+    ok(wait_until(sub { beat($f) }), 'back under the old prefix');
+    is($rs->cli('HEXISTS', 'other:controllers', $f), '0',
+       'none left under the other one');
 };
 
 subtest 'Redis down: no beat; Redis back: beats again' => sub {
