@@ -4,9 +4,13 @@
  *   portal-gatectl.c   options, the command table, main, and the checks
  *                      and error messages every command uses
  *   pg_ctl_change.c    the writing commands: create, on, off, kill,
- *                      rollout, allow, deny
+ *                      rollout, allow, deny, unallow, undeny, set, delete,
+ *                      and env (list, add)
  *   pg_ctl_read.c      list, show, explain, audit
- *   pg_ctl_edges.c     init (and init --from-edge), status, --wait
+ *   pg_ctl_edges.c     the commands that ask the edges: init (and init
+ *                      --from-edge), status (with the controllers' beats),
+ *                      --wait, and the break-glass kill --direct and
+ *                      release, which reach the edges without Redis
  *
  * Every command is a pg_ctl_run_pt: it prints what it did, and returns an
  * exit status (PG_CTL_OK, PG_CTL_FAILED or PG_CTL_USAGE), with its error
@@ -18,9 +22,15 @@
 
 #include <stddef.h>             /* size_t */
 #include <stdint.h>             /* int64_t */
+#include "pg_conf.h"            /* pg_conf_t: -c FILE */
 #include "pg_ctl_store.h"       /* pg_store_t */
 #include "pg_edge.h"            /* pg_edge_t, PG_EDGE_MAX */
+#include "pg_redis.h"           /* pg_redis_url_t */
 
+
+/* The version of portal-gate's programs. TODO(lead): one place for both
+ * programs (include/), so that portal-gated's beats carry the same. */
+#define PG_VERSION       "0.8.0"
 
 #define PG_CTL_OK        0
 #define PG_CTL_FAILED    1
@@ -29,23 +39,36 @@
 #define PG_CTL_TIMEOUT_MS  5000
 #define PG_CTL_EDGE_MS     2000     /* one request to an edge */
 #define PG_CTL_WAIT_S      10       /* --wait without SECONDS */
+#define PG_CTL_STATUS_MS   2000     /* status: Redis, when it is down */
+#define PG_CTL_DIRECT_MS   2000     /* kill --direct, release: the edges */
+#define PG_CTL_AFTER_MS    1000     /* ... then Redis, if it answers */
+
+/* -c's default, after $PORTAL_GATE_CONF: used when it exists */
+#define PG_CTL_CONF_DEFAULT  "/etc/portal-gate/portal-gated.conf"
 
 
 typedef struct {
-    const char   *redis_url;
-    const char   *prefix;
-    const char   *env;
-    const char   *actor;
-    const char   *reason;
-    const char   *requires;
-    const char   *description;
-    int           json;
-    size_t        count;
-    double        wait;             /* seconds; < 0: no --wait */
-    const char   *from_edge;
-    const char   *conf;
-    pg_edge_t     edges[PG_EDGE_MAX];
-    size_t        nedges;
+    const char      *redis_url;
+    const char      *prefix;
+    const char      *env;
+    const char      *actor;
+    const char      *actor_from;    /* where the actor came from */
+    const char      *reason;
+    const char      *requires;
+    const char      *description;
+    int              json;
+    int              direct;        /* kill --direct, release --direct */
+    size_t           count;
+    double           wait;          /* seconds; < 0: no --wait */
+    const char      *from_edge;
+    const char      *conf;          /* -c FILE or its default; NULL: none */
+    const pg_conf_t *cf;            /* its config (borrowed), or NULL; with
+                                       nenvs 0 when it has no environments
+                                       line */
+    pg_edge_t        edges[PG_EDGE_MAX];
+    size_t           nedges;
+    pg_redis_url_t   url;           /* the store's Redis */
+    char             where[300];    /* the same, for messages */
 } pg_ctl_opts_t;
 
 
@@ -58,10 +81,25 @@ int pg_ctl_error(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int pg_ctl_store_error(pg_store_t *store);
 int pg_ctl_check_flag(const char *flag);
+int pg_ctl_check_text(const char *what, const char *hint, const char *text);
+const char *pg_ctl_closest(const char *word, const json_t *names);
+int pg_ctl_connect(pg_store_t *store, pg_ctl_opts_t *o, int timeout_ms,
+    pg_error_t *err);
+int pg_ctl_conf_env(const pg_ctl_opts_t *o);
+void pg_ctl_warn_env(pg_store_t *store, const pg_ctl_opts_t *o);
+size_t pg_ctl_utf8_cut(const char *text, size_t max);
 
 /* pg_ctl_change.c */
 int pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
+int pg_ctl_delete(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
+    int argc, char **argv);
+int pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
+    int argc, char **argv);
+int pg_ctl_store_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag,
+    const char *reason, pg_store_change_t *change);
+void pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd,
+    const char *flag, pg_store_change_t *ch);
 void pg_ctl_diff(const json_t *before, const json_t *after, char *buf,
     size_t size);
 
@@ -81,6 +119,10 @@ int pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 int pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision);
+int pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *flag);
+int pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
+    int argc, char **argv);
 
 
 #endif /* PG_CTL_H */

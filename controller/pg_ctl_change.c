@@ -1,13 +1,23 @@
 /*
  * pg_ctl_change.c: portal-gatectl's writing commands: create, on, off,
- * kill, rollout, allow, deny. Each is one pg_store_write() with an edit
- * (pg_ctl_edit) that turns the flag as it is into the flag as it should be.
+ * kill, rollout, allow, deny, unallow, undeny, set. Each is one
+ * pg_store_write() with an edit (pg_ctl_edit) that turns the flag as it is
+ * into the flag as it should be. Also delete (pg_store_delete), and env:
+ * the store's environments.
  */
 
 #include <stdio.h>              /* printf, snprintf */
 #include <stdlib.h>             /* calloc, malloc, free */
 #include <string.h>             /* strcmp, strspn, strlen */
 #include "pg_ctl.h"             /* the options, the errors */
+
+
+/* set KEY=VALUE: the keys it takes */
+#define PG_CTL_SET_KEYS  3
+
+static const char  *pg_ctl_set_keys[PG_CTL_SET_KEYS] = {
+    "requires", "description", "salt"
+};
 
 
 /* What an edit needs: the command's operands. */
@@ -17,6 +27,8 @@ typedef struct {
     int           nargs;
     long          bp;           /* rollout in basis points */
     pg_ctl_opts_t *o;
+    const char   *set[PG_CTL_SET_KEYS];  /* set: the value of each key
+                                           given, "" to remove it */
 } pg_ctl_edit_t;
 
 
@@ -164,11 +176,46 @@ pg_ctl_add_ids(json_t *list, char **ids, int n)
 }
 
 
+/*
+ * Take out of list (an allow or deny list) every id among the n given,
+ * in whatever form it is listed (an integer id is its decimal string).
+ * A scan of the given ids per listed id: n is what a command line holds.
+ */
+static void
+pg_ctl_remove_ids(json_t *list, char **ids, int n)
+{
+    int          j;
+    char         digits[32];
+    size_t       i;
+    json_t      *v;
+    const char  *id;
+
+    for (i = json_array_size(list); i-- > 0; ) {
+        v = json_array_get(list, i);
+
+        if (json_is_integer(v)) {
+            snprintf(digits, sizeof(digits), "%" JSON_INTEGER_FORMAT,
+                     json_integer_value(v));
+            id = digits;
+        } else {
+            id = json_string_value(v);
+        }
+
+        for (j = 0; id && j < n; j++) {
+            if (strcmp(ids[j], id) == 0) {
+                json_array_remove(list, i);
+                break;
+            }
+        }
+    }
+}
+
+
 /* The edit of every writing command; see pg_store_edit_pt. */
 static json_t *
 pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
 {
-    int             rc;
+    int             rc, i;
     json_t         *after, *list;
     pg_error_t      why;
     const char     *field, *unreadable;
@@ -259,6 +306,27 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
                                  e->bp % 100 == 0
                                  ? json_integer(e->bp / 100)
                                  : json_real(e->bp / 100.0));
+
+    } else if (strcmp(e->cmd, "unallow") == 0
+               || strcmp(e->cmd, "undeny") == 0)
+    {
+        /* take the ids out; a list that has none of them is as it was */
+        list = json_object_get(after, e->cmd + 2);
+        pg_ctl_remove_ids(list, &e->args[1], e->nargs - 1);
+
+    } else if (strcmp(e->cmd, "set") == 0) {
+        for (i = 0; i < PG_CTL_SET_KEYS && rc == 0; i++) {
+            if (e->set[i] == NULL) {
+                continue;
+            }
+
+            if (e->set[i][0] == '\0') {
+                json_object_del(after, pg_ctl_set_keys[i]);
+            } else {
+                rc = json_object_set_new(after, pg_ctl_set_keys[i],
+                                         json_string(e->set[i]));
+            }
+        }
 
     } else {
         /* allow, deny: add the ids that are not there yet */
@@ -376,8 +444,8 @@ pg_ctl_diff(const json_t *before, const json_t *after, char *buf,
 }
 
 
-/* One line on what changed, for the terminal. */
-static void
+/* One line on what changed, for the terminal; --json: one object. */
+void
 pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
     pg_store_change_t *ch)
 {
@@ -386,7 +454,7 @@ pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
     if (o->json) {
         json_t  *j;
 
-        j = json_pack("{s:s,s:s,s:s,s:O?,s:O,s:I,s:b}", "env", o->env,
+        j = json_pack("{s:s,s:s,s:s,s:O?,s:O?,s:I,s:b}", "env", o->env,
                       "flag", flag, "action", cmd, "before", ch->before,
                       "after", ch->after, "revision",
                       (json_int_t) ch->revision, "changed", !ch->unchanged);
@@ -404,11 +472,25 @@ pg_ctl_print_change(pg_ctl_opts_t *o, const char *cmd, const char *flag,
             printf("%s is off already in %s: nothing changed (store "
                    "revision %lld)\n", flag, o->env,
                    (long long) ch->revision);
+
+        } else if (strcmp(cmd, "unallow") == 0
+                   || strcmp(cmd, "undeny") == 0)
+        {
+            printf("%s in %s has none of those ids in its %s list: nothing "
+                   "changed (store revision %lld)\n", flag, o->env, cmd + 2,
+                   (long long) ch->revision);
+
         } else {
             printf("%s in %s is so already: nothing changed (store revision "
                    "%lld)\n", flag, o->env, (long long) ch->revision);
         }
 
+        return;
+    }
+
+    if (ch->after == NULL) {
+        printf("deleted %s in %s (revision %lld)\n", flag, o->env,
+               (long long) ch->revision);
         return;
     }
 
@@ -484,11 +566,127 @@ pg_ctl_parse_rollout(const char *arg)
 }
 
 
+/*
+ * set's operands, KEY=VALUE, into e->set; PG_CTL_OK or exit 2 with the
+ * error said. Each key once; requires names a flag, not the flag itself;
+ * a description is free text; a salt the core checks.
+ */
+static int
+pg_ctl_parse_set(pg_ctl_edit_t *e, const char *flag, int argc, char **argv)
+{
+    int          i, k;
+    size_t       n;
+    const char  *eq, *value;
+
+    for (k = 0; k < PG_CTL_SET_KEYS; k++) {
+        e->set[k] = NULL;
+    }
+
+    for (i = 1; i < argc; i++) {
+        eq = strchr(argv[i], '=');
+        n = eq ? (size_t) (eq - argv[i]) : 0;
+
+        for (k = 0; eq && k < PG_CTL_SET_KEYS; k++) {
+            if (strlen(pg_ctl_set_keys[k]) == n
+                && strncmp(pg_ctl_set_keys[k], argv[i], n) == 0)
+            {
+                break;
+            }
+        }
+
+        if (eq == NULL || k == PG_CTL_SET_KEYS) {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid \"%s\": set takes "
+                                "KEY=VALUE with KEY requires, description or "
+                                "salt (an empty VALUE removes the key)",
+                                argv[i]);
+        }
+
+        if (e->set[k]) {
+            return pg_ctl_error(PG_CTL_USAGE, "%s given twice",
+                                pg_ctl_set_keys[k]);
+        }
+
+        value = eq + 1;
+        e->set[k] = value;
+
+        if (value[0] == '\0') {
+            continue;
+        }
+
+        if (k == 0) {
+            if (pg_ctl_check_flag(value) != PG_CTL_OK) {
+                return PG_CTL_USAGE;
+            }
+
+            if (strcmp(value, flag) == 0) {
+                return pg_ctl_error(PG_CTL_USAGE, "flag \"%s\" cannot "
+                                    "require itself", flag);
+            }
+
+        } else if (k == 1
+                   && pg_ctl_check_text("description", "", value)
+                      != PG_CTL_OK)
+        {
+            return PG_CTL_USAGE;
+        }
+    }
+
+    return PG_CTL_OK;
+}
+
+
+/* The kill of flag in the store, as `kill` makes it; for kill --direct. */
+int
+pg_ctl_store_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag,
+    const char *reason, pg_store_change_t *change)
+{
+    char           *args[1];
+    pg_ctl_edit_t   edit;
+
+    memset(&edit, 0, sizeof(edit));
+    args[0] = (char *) flag;
+    edit.cmd = "kill";
+    edit.args = args;
+    edit.nargs = 1;
+    edit.o = o;
+
+    return pg_store_write(store, o->env, flag, "kill", o->actor, reason, 0,
+                          pg_ctl_edit, &edit, change);
+}
+
+
+/*
+ * A write that failed: its error, unless the environment is not one of
+ * the store's. Then that is the error, with the closest name: "no flag F
+ * in prodution: create makes it" would send on-call the wrong way.
+ */
+static int
+pg_ctl_write_error(pg_store_t *store, pg_ctl_opts_t *o)
+{
+    int      recorded, known;
+    json_t  *envs;
+
+    if (store->code == PG_STORE_EFAILED
+        && pg_store_envs(store, &envs, &recorded) == PG_OK)
+    {
+        known = json_object_get(envs, o->env) != NULL;
+        json_decref(envs);
+
+        if (!known) {
+            snprintf(store->env, sizeof(store->env), "%s", o->env);
+            store->code = PG_STORE_ENOENV;
+        }
+    }
+
+    return pg_ctl_store_error(store);
+}
+
+
 int
 pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int                 i;
+    int                 i, rc, check_env;
     pg_ctl_edit_t       edit;
     pg_store_change_t   change;
 
@@ -498,7 +696,11 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         return PG_CTL_USAGE;
     }
 
-    edit.bp = 0;
+    if (strcmp(cmd, "kill") == 0 && o->direct) {
+        return pg_ctl_direct_kill(store, o, argv[0]);
+    }
+
+    memset(&edit, 0, sizeof(edit));
 
     if (strcmp(cmd, "rollout") == 0) {
         edit.bp = pg_ctl_parse_rollout(argv[1]);
@@ -508,7 +710,9 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         }
     }
 
-    if (strcmp(cmd, "allow") == 0 || strcmp(cmd, "deny") == 0) {
+    if (strcmp(cmd, "allow") == 0 || strcmp(cmd, "deny") == 0
+        || strcmp(cmd, "unallow") == 0 || strcmp(cmd, "undeny") == 0)
+    {
         for (i = 1; i < argc; i++) {
             if (!pg_valid_company(argv[i], strlen(argv[i]))) {
                 return pg_ctl_error(PG_CTL_USAGE, "invalid company id "
@@ -516,6 +720,12 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                                     argv[i]);
             }
         }
+    }
+
+    if (strcmp(cmd, "set") == 0
+        && pg_ctl_parse_set(&edit, argv[0], argc, argv) != PG_CTL_OK)
+    {
+        return PG_CTL_USAGE;
     }
 
     if (o->requires && pg_ctl_check_flag(o->requires) != PG_CTL_OK) {
@@ -527,14 +737,47 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     edit.nargs = argc;
     edit.o = o;
 
-    /* only create can set requires: the others need no env-wide check */
+    /*
+     * only create and set can set requires: the others need no env-wide
+     * check (the script checks it again, atomically: no race gets past)
+     */
+    check_env = strcmp(cmd, "create") == 0
+                || (strcmp(cmd, "set") == 0 && edit.set[0] && edit.set[0][0]);
 
     if (pg_store_write(store, o->env, argv[0], cmd, o->actor, o->reason,
-                       strcmp(cmd, "create") == 0, pg_ctl_edit, &edit,
-                       &change)
+                       check_env, pg_ctl_edit, &edit, &change)
         != PG_OK)
     {
-        return pg_ctl_store_error(store);
+        return pg_ctl_write_error(store, o);
+    }
+
+    pg_ctl_print_change(o, cmd, argv[0], &change);
+    pg_store_change_free(&change);
+
+    if (o->wait >= 0) {
+        fflush(stdout);
+        rc = pg_ctl_wait(store, o, change.revision);
+        return rc;
+    }
+
+    return PG_CTL_OK;
+}
+
+
+int
+pg_ctl_delete(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    pg_store_change_t  change;
+
+    if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (pg_store_delete(store, o->env, argv[0], o->actor, o->reason, &change)
+        != PG_OK)
+    {
+        return pg_ctl_write_error(store, o);
     }
 
     pg_ctl_print_change(o, cmd, argv[0], &change);
@@ -544,6 +787,142 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         fflush(stdout);
         return pg_ctl_wait(store, o, change.revision);
     }
+
+    return PG_CTL_OK;
+}
+
+
+static int
+pg_ctl_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+
+/*
+ * env list: the store's environments, with how many flags each holds,
+ * and which of them portal-gated's config (-c) does not push.
+ * env add ENV: one more; a name that is there already changes nothing.
+ */
+int
+pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
+    char **argv)
+{
+    int          recorded, pushed;
+    size_t       i, k, n;
+    json_t      *envs, *e;
+    int64_t      revision;
+    const char  *name, **names;
+
+    if (strcmp(argv[0], "add") == 0 && argc == 2) {
+        if (!pg_valid_name(argv[1], strlen(argv[1]))) {
+            return pg_ctl_error(PG_CTL_USAGE, "invalid environment \"%s\": "
+                                "expected [a-z0-9_]{1,64}", argv[1]);
+        }
+
+        if (pg_store_env_add(store, argv[1], o->actor, o->reason, &revision)
+            != PG_OK)
+        {
+            return pg_ctl_store_error(store);
+        }
+
+        if (revision == 0) {
+            if (pg_store_revision(store, &revision) != PG_OK) {
+                return pg_ctl_store_error(store);
+            }
+
+            printf("environment %s is in the store already: nothing changed "
+                   "(store revision %lld)\n", argv[1], (long long) revision);
+            return PG_CTL_OK;
+        }
+
+        printf("added environment %s (revision %lld)\n", argv[1],
+               (long long) revision);
+
+        /* portal-gated pushes the environments of its config */
+        pushed = o->cf == NULL || o->cf->nenvs == 0;
+
+        for (i = 0; !pushed && i < o->cf->nenvs; i++) {
+            pushed = strcmp(o->cf->envs[i], argv[1]) == 0;
+        }
+
+        if (!pushed) {
+            printf("portal-gated pushes only the environments of its "
+                   "config: add %s to the environments line of %s\n",
+                   argv[1], o->conf);
+        }
+
+        if (o->wait >= 0) {
+            fflush(stdout);
+            return pg_ctl_wait(store, o, revision);
+        }
+
+        return PG_CTL_OK;
+    }
+
+    if (strcmp(argv[0], "list") != 0 || argc != 1) {
+        return pg_ctl_error(PG_CTL_USAGE, "usage: portal-gatectl env list | "
+                            "add ENV; see 'portal-gatectl -h'");
+    }
+
+    if (o->wait >= 0) {
+        return pg_ctl_error(PG_CTL_USAGE, "--wait goes with a change");
+    }
+
+    if (pg_store_envs(store, &envs, &recorded) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    if (o->json) {
+        json_dumpf(envs, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+        printf("\n");
+        json_decref(envs);
+        return PG_CTL_OK;
+    }
+
+    printf("%-24s %6s  %-20s  %s\n", "ENVIRONMENT", "FLAGS", "ADDED", "BY");
+
+    /* in name order: a hash has none */
+    names = malloc((json_object_size(envs) + 1) * sizeof(char *));
+    if (names == NULL) {
+        json_decref(envs);
+        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
+    }
+
+    n = 0;
+    json_object_foreach(envs, name, e) {
+        names[n++] = name;
+    }
+
+    qsort(names, n, sizeof(char *), pg_ctl_strcmp);
+
+    for (k = 0; k < n; k++) {
+        name = names[k];
+        e = json_object_get(envs, name);
+        pushed = o->cf == NULL || o->cf->nenvs == 0;
+
+        for (i = 0; !pushed && i < o->cf->nenvs; i++) {
+            pushed = strcmp(o->cf->envs[i], name) == 0;
+        }
+
+        printf("%-24s %6" JSON_INTEGER_FORMAT "  %-20s  %s%s\n", name,
+               json_integer_value(json_object_get(e, "flags")),
+               json_string_value(json_object_get(e, "created_at"))
+               ?: "-",
+               json_string_value(json_object_get(e, "created_by"))
+               ?: "-",
+               pushed ? "" : "  (not in -c's environments: not pushed)");
+    }
+
+    free(names);
+
+    if (!recorded) {
+        printf("(a store made before environments were recorded: those of "
+               "its flags, and production and staging; `env add` records "
+               "them)\n");
+    }
+
+    json_decref(envs);
 
     return PG_CTL_OK;
 }

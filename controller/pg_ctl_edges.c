@@ -1,13 +1,28 @@
 /*
  * pg_ctl_edges.c: the portal-gatectl commands that ask the edges: init
- * (and init --from-edge, which rebuilds a lost store from an edge), status
- * and --wait.
+ * (and init --from-edge, which rebuilds a lost store from an edge),
+ * status (the store, the controllers' beats, each edge's revision and
+ * overrides), --wait (and, when it times out, the likely cause), and the
+ * break-glass kill --direct and release, which need neither Redis nor
+ * portal-gated: the edges first, then the store if Redis answers.
  */
 
 #include <stdio.h>              /* printf */
 #include <stdlib.h>             /* free */
-#include <time.h>               /* clock_gettime */
+#include <string.h>             /* strcmp, strncmp */
+#include <time.h>               /* clock_gettime, gmtime_r, strftime */
 #include "pg_ctl.h"             /* the options, the errors */
+
+
+/* The environments init records: -c's environments line, else these. */
+static const char  *pg_ctl_default_envs[] = { "production", "staging" };
+
+
+static double pg_ctl_now_ms(void);
+static const json_t *pg_ctl_beat_edge(const json_t *beat,
+    const pg_edge_t *edge);
+static json_t *pg_ctl_controllers(const json_t *beats, int64_t now_ms,
+    size_t *alive, int64_t *youngest_ms);
 
 
 int
@@ -16,11 +31,25 @@ pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 {
     int             created, rc;
     long            status;
-    size_t          size;
+    size_t          size, i, nenvs;
     json_t         *snap;
     pg_edge_t       edge;
     pg_error_t      err;
+    const char     *envs[PG_ENVS_MAX];
     unsigned char  *blob;
+
+    /* the environments: -c's, else production and staging */
+    if (o->cf && o->cf->nenvs) {
+        for (i = 0; i < o->cf->nenvs; i++) {
+            envs[i] = o->cf->envs[i];
+        }
+        nenvs = o->cf->nenvs;
+
+    } else {
+        envs[0] = pg_ctl_default_envs[0];
+        envs[1] = pg_ctl_default_envs[1];
+        nenvs = 2;
+    }
 
     if (o->from_edge) {
         if (pg_edge_parse(o->from_edge, &edge, &err) != PG_OK) {
@@ -59,7 +88,8 @@ pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                                 edge.spec);
         }
 
-        rc = pg_store_restore(store, snap, o->actor, edge.spec, &created);
+        rc = pg_store_restore(store, snap, envs, nenvs, o->actor, edge.spec,
+                              &created);
 
         if (rc != PG_OK) {
             json_decref(snap);
@@ -83,7 +113,7 @@ pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         return PG_CTL_OK;
     }
 
-    if (pg_store_init(store, o->actor, &created) != PG_OK) {
+    if (pg_store_init(store, o->actor, envs, nenvs, &created) != PG_OK) {
         return pg_ctl_store_error(store);
     }
 
@@ -93,8 +123,14 @@ pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                             store->prefix);
     }
 
-    printf("initialised an empty store at %s (prefix \"%s\")\n",
-           store->where, store->prefix);
+    printf("initialised an empty store at %s (prefix \"%s\"), with the "
+           "environments", store->where, store->prefix);
+
+    for (i = 0; i < nenvs; i++) {
+        printf("%s %s", i ? "," : "", envs[i]);
+    }
+
+    printf("%s\n", o->cf && o->cf->nenvs ? " (from -c's config)" : "");
 
     return PG_CTL_OK;
 }
@@ -108,6 +144,140 @@ pg_ctl_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
 
     return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+
+/*
+ * After --wait timed out: the likely cause, from the controllers' beats
+ * and what the lagging edges answered here, one line each on stderr. A
+ * controller that does not beat is the first suspect; then one that beats
+ * but says it cannot reach the edge; then an edge that does not answer
+ * here either.
+ */
+static void
+pg_ctl_wait_causes(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision,
+    const int *confirmed, const int64_t *rev, char why[][PG_ERROR_LEN + 16])
+{
+    int            seen, reaches;
+    size_t         i, j, alive;
+    json_t        *beats, *list, *c, *be;
+    int64_t        now_ms, youngest, read;
+    const char    *id, *blocked, *refused, *error, *said;
+
+    if (pg_store_controllers(store, &beats, &now_ms) != PG_OK) {
+        pg_ctl_error(PG_CTL_FAILED, "likely cause: unknown; the "
+                     "controllers' beats cannot be read: %s",
+                     store->err.text);
+        return;
+    }
+
+    list = pg_ctl_controllers(beats, now_ms, &alive, &youngest);
+    json_decref(beats);
+
+    if (alive == 0) {
+        if (youngest < 0) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: no portal-gated has "
+                         "ever beaten in this store (%s, prefix \"%s\"): is "
+                         "it running, on this Redis and prefix?",
+                         store->where, store->prefix);
+        } else {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: no portal-gated has "
+                         "beaten in Redis for %.0f s: is it running?",
+                         youngest / 1000.0);
+        }
+
+        json_decref(list);
+        return;
+    }
+
+    for (i = 0; i < o->nedges; i++) {
+        if (confirmed[i]) {
+            continue;
+        }
+
+        /* what the live controllers say of this edge: a null revision
+         * is an edge they cannot reach, an error beside a revision is
+         * its refusal (pgd_beat.c) */
+        seen = 0;
+        reaches = 0;
+        blocked = NULL;
+        refused = NULL;
+        error = NULL;
+        read = -1;
+
+        json_array_foreach(list, j, c) {
+            if (!json_is_true(json_object_get(c, "alive"))) {
+                continue;
+            }
+
+            be = (json_t *) pg_ctl_beat_edge(c, &o->edges[i]);
+            if (be == NULL) {
+                continue;
+            }
+
+            seen++;
+            id = json_string_value(json_object_get(c, "id"));
+            said = json_string_value(json_object_get(be, "error"));
+
+            if (!json_is_integer(json_object_get(be, "revision"))) {
+                if (blocked == NULL) {
+                    blocked = id;
+                    error = said;
+                }
+                continue;
+            }
+
+            reaches++;
+            read = json_integer_value(json_object_get(c, "store_revision"));
+
+            if (said && said[0] && refused == NULL) {
+                refused = id;
+                error = said;
+            }
+        }
+
+        if (rev[i] < 0 && reaches == 0 && blocked) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: %s does not answer "
+                         "from here (%s), and portal-gated %s cannot reach "
+                         "it either (%s): is it up?", o->edges[i].spec,
+                         why[i], blocked, error ? error : "?");
+
+        } else if (rev[i] < 0) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: %s does not answer "
+                         "from here (%s)%s", o->edges[i].spec, why[i],
+                         reaches ? "; portal-gated reaches it: is the "
+                                   "way from here to it blocked?" : "");
+
+        } else if (seen == 0) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: no live portal-gated "
+                         "pushes to %s: it is in none of their configs",
+                         o->edges[i].spec);
+
+        } else if (reaches == 0) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: portal-gated %s is "
+                         "alive but cannot reach %s: %s", blocked,
+                         o->edges[i].spec, error ? error : "?");
+
+        } else if (refused) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: portal-gated %s "
+                         "reaches %s, and says: %s", refused,
+                         o->edges[i].spec, error);
+
+        } else if (read >= 0 && read < revision) {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: the live portal-gated "
+                         "had read revision %lld of the store at its last "
+                         "beat, before this change (%lld): it has not seen "
+                         "it yet", (long long) read, (long long) revision);
+
+        } else {
+            pg_ctl_error(PG_CTL_FAILED, "likely cause: unknown: portal-gated "
+                         "reaches %s, which is at revision %lld (see "
+                         "portal-gated's log)", o->edges[i].spec,
+                         (long long) rev[i]);
+        }
+    }
+
+    json_decref(list);
 }
 
 
@@ -134,6 +304,13 @@ pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
     pg_error_t        err;
     pg_edge_poll_t    p;
     pg_edge_answer_t  answer;
+
+    /* kill --wait without edges: the kill is made, the wait cannot be */
+    if (o->nedges == 0) {
+        return pg_ctl_error(PG_CTL_FAILED, "the change is made (revision "
+                            "%lld), but --wait has no edges to ask: give "
+                            "--edge URL or -c FILE", (long long) revision);
+    }
 
     if (pg_edge_poll_init(&p, &err) != PG_OK) {
         return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
@@ -207,7 +384,16 @@ pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
             continue;
         }
 
-        rev[slot] = answer.revision;
+        /* a request cut short by the limit itself says nothing new: keep
+         * the revision the edge gave before */
+        if (answer.revision >= 0 || !answer.timed_out || rev[slot] < 0) {
+            rev[slot] = answer.revision;
+        }
+
+        if (answer.revision < 0 && rev[slot] >= 0) {
+            retry[slot] = pg_ctl_now_ms() + 10;
+            continue;
+        }
 
         /* an edge past what the store had: has the store moved on? */
         if (rev[slot] > store_rev
@@ -250,75 +436,379 @@ pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
         }
     }
 
-    return pg_ctl_error(PG_CTL_FAILED, "revision %lld is not on every edge "
-                        "after %g s; lagging: %s", (long long) revision,
-                        o->wait, lag);
+    pg_ctl_error(PG_CTL_FAILED, "revision %lld is not on every edge after "
+                 "%g s; lagging: %s", (long long) revision, o->wait, lag);
+
+    pg_ctl_wait_causes(store, o, revision, confirmed, rev, why);
+
+    return PG_CTL_FAILED;
 }
 
 
+/* An epoch time in seconds as ISO 8601 UTC, into buf. */
+static void
+pg_ctl_iso_time(int64_t epoch, char *buf, size_t size)
+{
+    time_t     t;
+    struct tm  tm;
+
+    t = (time_t) epoch;
+
+    if (gmtime_r(&t, &tm) == NULL
+        || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    {
+        snprintf(buf, size, "%lld", (long long) epoch);
+    }
+}
+
+
+/* What a beat says of edge (borrowed), or NULL: the beat names its edges
+ * as its config writes them, and an edge is the same API however written. */
+static const json_t *
+pg_ctl_beat_edge(const json_t *beat, const pg_edge_t *edge)
+{
+    json_t      *edges, *v;
+    pg_edge_t    e;
+    pg_error_t   err;
+    const char  *url;
+
+    edges = json_object_get(beat, "edges");
+
+    json_object_foreach(edges, url, v) {
+        if (strcmp(url, edge->spec) == 0
+            || (pg_edge_parse(url, &e, &err) == PG_OK
+                && strcmp(e.base, edge->base) == 0
+                && strcmp(e.socket, edge->socket) == 0))
+        {
+            return v;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The controllers as status shows them: an array of their beats, in id
+ * order, each with "id", "age_ms", "limit_ms" and "alive" added (a new
+ * reference). *alive counts the live ones, *youngest_ms is the age of the
+ * youngest beat (-1: none).
+ */
+static json_t *
+pg_ctl_controllers(const json_t *beats, int64_t now_ms, size_t *alive,
+    int64_t *youngest_ms)
+{
+    int          live;
+    size_t       i, j, n;
+    json_t      *list, *beat, *c;
+    int64_t      age, limit;
+    const char  *id, *t;
+
+    list = json_array();
+    *alive = 0;
+    *youngest_ms = -1;
+
+    json_object_foreach((json_t *) beats, id, beat) {
+        c = json_deep_copy(beat);
+
+        if (c == NULL) {
+            continue;
+        }
+
+        live = pg_store_beat_alive(beat, now_ms, &age, &limit);
+
+        json_object_set_new(c, "id", json_string(id));
+        json_object_set_new(c, "age_ms", age >= 0 ? json_integer(age)
+                                                   : json_null());
+        json_object_set_new(c, "limit_ms", json_integer(limit));
+        json_object_set_new(c, "alive", json_boolean(live == 1));
+
+        *alive += (live == 1);
+
+        if (age >= 0 && (*youngest_ms < 0 || age < *youngest_ms)) {
+            *youngest_ms = age;
+        }
+
+        /* in id order: insert where it belongs */
+        n = json_array_size(list);
+
+        for (i = 0; i < n; i++) {
+            t = json_string_value(json_object_get(json_array_get(list, i),
+                                                  "id"));
+            if (strcmp(id, t) < 0) {
+                break;
+            }
+        }
+
+        j = i;
+        json_array_insert_new(list, j, c);
+    }
+
+    return list;
+}
+
+
+/* An edge's overrides (from GET status) for the terminal. */
+static void
+pg_ctl_print_overrides(const json_t *overrides)
+{
+    char         since[32];
+    size_t       i;
+    json_t      *ov;
+    const char  *by, *reason;
+
+    json_array_foreach(overrides, i, ov) {
+        pg_ctl_iso_time(json_integer_value(json_object_get(ov, "since")),
+                        since, sizeof(since));
+        by = json_string_value(json_object_get(ov, "by"));
+        reason = json_string_value(json_object_get(ov, "reason"));
+
+        printf("      KILL OVERRIDE: %s in %s, since %s%s%s%s%s "
+               "(portal-gatectl -e %s release %s)\n",
+               json_string_value(json_object_get(ov, "flag")) ?: "?",
+               json_string_value(json_object_get(ov, "env")) ?: "?", since,
+               by && by[0] ? " by " : "", by && by[0] ? by : "",
+               reason && reason[0] ? ": " : "",
+               reason && reason[0] ? reason : "",
+               json_string_value(json_object_get(ov, "env")) ?: "?",
+               json_string_value(json_object_get(ov, "flag")) ?: "?");
+    }
+}
+
+
+/*
+ * status: the store, every controller's last beat (on Redis's clock), and
+ * every edge's revision and kill overrides, asked from here at once. It
+ * shows what it can when Redis is down: the edges answer all the same.
+ * Exit 1 unless the store is reachable and initialised, a controller is
+ * alive and every edge is in step.
+ */
 int
 pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv)
 {
-    int                init, behind;
-    size_t             i;
-    json_t            *all, *edges, *e;
-    int64_t            revision, rev;
-    pg_error_t         err;
-    pg_edge_answer_t   answers[PG_EDGE_MAX];
+    int               reachable, init;
+    char              line[640];
+    size_t            i, alive;
+    json_t           *beats, *controllers, *edges, *problems, *all, *e, *c;
+    json_t           *v, *be, *ov;
+    int64_t           revision, rev, now_ms, youngest, age;
+    pg_error_t        err, rerr;
+    const char       *url, *error;
+    pg_edge_call_t    calls[PG_EDGE_MAX];
 
-    if (pg_store_initialised(store, &init) != PG_OK
-        || pg_store_revision(store, &revision) != PG_OK)
+    problems = json_array();
+    beats = NULL;
+    init = 0;
+    revision = -1;
+    now_ms = 0;
+
+    reachable = (pg_ctl_connect(store, o, PG_CTL_STATUS_MS, &rerr) == PG_OK);
+
+    if (reachable
+        && (pg_store_initialised(store, &init) != PG_OK
+            || pg_store_revision(store, &revision) != PG_OK
+            || pg_store_controllers(store, &beats, &now_ms) != PG_OK))
     {
-        return pg_ctl_store_error(store);
+        reachable = 0;
+        rerr = store->err;
+    }
+
+    if (!reachable) {
+        snprintf(line, sizeof(line), "Redis is unreachable: %s", rerr.text);
+        json_array_append_new(problems, json_string(line));
+        revision = -1;
+
+    } else if (!init) {
+        json_array_append_new(problems, json_string("the store is not "
+                              "initialised (portal-gatectl init)"));
     }
 
     /* every edge at once: hung edges cost one timeout, not one each */
-    if (pg_edge_revisions(o->edges, o->nedges, PG_CTL_EDGE_MS, answers, &err)
-        != PG_OK)
-    {
+    for (i = 0; i < o->nedges; i++) {
+        calls[i].edge = &o->edges[i];
+        calls[i].method = "GET";
+        snprintf(calls[i].path, sizeof(calls[i].path), "status");
+        calls[i].body = NULL;
+        calls[i].len = 0;
+    }
+
+    if (pg_edge_calls(calls, o->nedges, PG_CTL_EDGE_MS, &err) != PG_OK) {
+        json_decref(beats);
+        json_decref(problems);
         return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
     }
 
+    /* the controllers */
+
+    alive = 0;
+    youngest = -1;
+    controllers = reachable ? pg_ctl_controllers(beats, now_ms, &alive,
+                                                 &youngest)
+                            : json_array();
+
+    if (reachable && alive == 0) {
+        if (youngest < 0) {
+            snprintf(line, sizeof(line), "no portal-gated has ever beaten "
+                     "in this store: is it running, on this Redis and "
+                     "prefix?");
+        } else {
+            snprintf(line, sizeof(line), "no portal-gated has beaten in "
+                     "Redis for %.0f s: is it running?", youngest / 1000.0);
+        }
+
+        json_array_append_new(problems, json_string(line));
+    }
+
+    /* the edges */
+
     edges = json_array();
-    behind = !init;
 
     for (i = 0; i < o->nedges; i++) {
-        rev = answers[i].revision;
+        v = calls[i].answered ? json_object_get(calls[i].json, "revision")
+                              : NULL;
+        ov = json_object_get(calls[i].json, "overrides");
 
-        if (rev < 0) {
-            e = json_pack("{s:s,s:n,s:n,s:s}", "edge", o->edges[i].spec,
-                          "revision", "lag", "error", answers[i].err.text);
-            behind = 1;
+        if (!json_is_integer(v) || calls[i].status != 200) {
+            if (calls[i].answered) {
+                snprintf(line, sizeof(line), "GET status answered %ld%s",
+                         calls[i].status,
+                         calls[i].json ? "" : " without JSON");
+            } else {
+                snprintf(line, sizeof(line), "%s", calls[i].why);
+            }
+
+            e = json_pack("{s:s,s:n,s:n,s:s,s:[]}", "edge", o->edges[i].spec,
+                          "revision", "lag", "error", line, "overrides");
+
+            snprintf(line, sizeof(line), "%.200s is unreachable: %.200s",
+                     o->edges[i].spec, json_string_value(json_object_get(e,
+                                                             "error")));
+            json_array_append_new(problems, json_string(line));
 
         } else {
-            e = json_pack("{s:s,s:I,s:I,s:n}", "edge", o->edges[i].spec,
+            rev = json_integer_value(v);
+            e = json_pack("{s:s,s:I,s:o,s:n,s:O}", "edge", o->edges[i].spec,
                           "revision", (json_int_t) rev, "lag",
-                          (json_int_t) (revision - rev), "error");
-            behind |= (rev != revision);
+                          revision >= 0 ? json_integer(revision - rev)
+                                        : json_null(),
+                          "error",
+                          "overrides", json_is_array(ov) ? ov : json_array());
+
+            if (revision >= 0 && rev != revision) {
+                snprintf(line, sizeof(line), "%.200s is %s the store "
+                         "(revision %lld, the store's %lld)",
+                         o->edges[i].spec, rev < revision ? "behind"
+                                                          : "AHEAD of",
+                         (long long) rev, (long long) revision);
+                json_array_append_new(problems, json_string(line));
+            }
         }
 
         json_array_append_new(edges, e);
     }
 
+    pg_edge_calls_free(calls, o->nedges);
+
     if (o->json) {
-        all = json_pack("{s:{s:s,s:s,s:b,s:I},s:o}",
-                        "store", "redis", store->where, "prefix",
-                        store->prefix, "initialised", init, "revision",
-                        (json_int_t) revision, "edges", edges);
-        json_dumpf(all, stdout, JSON_INDENT(2));
+        all = json_pack("{s:{s:s,s:s,s:b,s:s?,s:b,s:o},s:O,s:O,s:b,s:O}",
+                        "store", "redis", store->where[0] ? store->where
+                                                          : o->where,
+                        "prefix", o->prefix, "reachable", reachable,
+                        "error", reachable ? NULL : rerr.text,
+                        "initialised", init,
+                        "revision", revision >= 0
+                                    ? json_integer(revision) : json_null(),
+                        "controllers", controllers, "edges", edges,
+                        "ok", json_array_size(problems) == 0,
+                        "problems", problems);
+        json_dumpf(all, stdout, JSON_INDENT(2) | PG_JSON_REAL);
         printf("\n");
         json_decref(all);
-
-        return behind ? PG_CTL_FAILED : PG_CTL_OK;
+        goto done;
     }
 
-    printf("store %s (prefix \"%s\"): %s, revision %lld\n", store->where,
-           store->prefix, init ? "initialised" : "NOT INITIALISED (run init)",
-           (long long) revision);
+    /* the store */
+
+    if (!reachable) {
+        printf("store %s (prefix \"%s\"): UNREACHABLE: %s\n", o->where,
+               o->prefix, rerr.text);
+    } else {
+        printf("store %s (prefix \"%s\"): %s, revision %lld\n", store->where,
+               store->prefix,
+               init ? "initialised" : "NOT INITIALISED (run init)",
+               (long long) revision);
+    }
+
+    /* the controllers, by their beats */
+
+    if (reachable && json_array_size(controllers) == 0) {
+        printf("controllers: none has ever beaten in this store\n");
+
+    } else if (reachable) {
+        printf("controllers (their last beat, on Redis's clock):\n");
+    }
+
+    json_array_foreach(controllers, i, c) {
+        age = json_integer_value(json_object_get(c, "age_ms"));
+
+        printf("  %-28s portal-gated %-8s ",
+               json_string_value(json_object_get(c, "id")),
+               json_string_value(json_object_get(c, "version")) ?: "?");
+
+        if (json_is_null(json_object_get(c, "age_ms"))) {
+            printf("INVALID BEAT: %s\n",
+                   json_string_value(json_object_get(c, "invalid"))
+                   ?: "no beat_at");
+            continue;
+        }
+
+        if (json_is_true(json_object_get(c, "alive"))) {
+            printf("alive, beat %.1f s ago", age / 1000.0);
+        } else {
+            printf("NOT ALIVE: last beat %.1f s ago (alive within %.1f s)",
+                   age / 1000.0,
+                   json_integer_value(json_object_get(c, "limit_ms"))
+                   / 1000.0);
+        }
+
+        v = json_object_get(c, "store_revision");
+
+        if (json_is_integer(v)) {
+            printf(", had read revision %" JSON_INTEGER_FORMAT,
+                   json_integer_value(v));
+        }
+
+        printf("\n");
+
+        /* what it says of each edge (pgd_beat.c): ok is in step with
+         * what it pushes; a null revision with an error: unreachable */
+        json_object_foreach(json_object_get(c, "edges"), url, be) {
+            v = json_object_get(be, "revision");
+            error = json_string_value(json_object_get(be, "error"));
+
+            if (!json_is_integer(v)) {
+                printf("      %-50s  it cannot reach it: %s\n", url,
+                       error ? error : "?");
+            } else if (error && error[0]) {
+                printf("      %-50s  revision %" JSON_INTEGER_FORMAT
+                       ", it says: %s\n", url, json_integer_value(v),
+                       error);
+            } else {
+                printf("      %-50s  revision %" JSON_INTEGER_FORMAT "%s\n",
+                       url, json_integer_value(v),
+                       json_is_true(json_object_get(be, "ok"))
+                       ? ", in step" : ", not in step yet");
+            }
+        }
+    }
+
+    /* the edges, asked from here */
 
     if (o->nedges == 0) {
         printf("no edges: give --edge URL or -c FILE\n");
+    } else {
+        printf("edges (asked from here):\n");
     }
 
     json_array_foreach(edges, i, e) {
@@ -334,12 +824,556 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
         printf("  %-52s  revision %-8lld %s\n",
                json_string_value(json_object_get(e, "edge")),
                (long long) rev,
-               rev == revision ? "in step"
+               revision < 0 ? "(the store's is unknown)"
+               : rev == revision ? "in step"
                : rev < revision ? "BEHIND"
                : "AHEAD of the store (was it restored from a backup?)");
+
+        pg_ctl_print_overrides(json_object_get(e, "overrides"));
     }
 
-    json_decref(edges);
+    if (json_array_size(problems) == 0) {
+        printf("all well: %zu portal-gated alive, %zu edge%s in step\n",
+               alive, o->nedges, o->nedges == 1 ? "" : "s");
+    } else {
+        printf("NOT WELL:\n");
 
-    return behind ? PG_CTL_FAILED : PG_CTL_OK;
+        json_array_foreach(problems, i, v) {
+            printf("  - %s\n", json_string_value(v));
+        }
+    }
+
+done:
+
+    i = json_array_size(problems);
+
+    json_decref(controllers);
+    json_decref(edges);
+    json_decref(problems);
+    json_decref(beats);
+
+    return i ? PG_CTL_FAILED : PG_CTL_OK;
+}
+
+
+/* A text in single quotes for a shell, into buf: what to run later. */
+static void
+pg_ctl_shell_quote(const char *s, char *buf, size_t size)
+{
+    size_t  n;
+
+    n = 0;
+    buf[n++] = '\'';
+
+    for ( ; *s && n + 6 < size; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+
+    buf[n++] = '\'';
+    buf[n] = '\0';
+}
+
+
+/*
+ * kill F --direct: the break-glass kill. PUT overrides?env=E&flag=F to
+ * every edge at once, then GET eval of F on each that took it, to see it
+ * answer off; then, if Redis answers within PG_CTL_AFTER_MS, the kill in
+ * the store and the audit log as `kill` makes it, so that the store and
+ * the edges agree once the incident is over. The edges come first: Redis
+ * and portal-gated may be down, and every millisecond counts. Exit 0 only
+ * when every edge confirmed.
+ */
+int
+pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
+{
+    int                 rc, confirmed, known, created, n_ok, n_known, down;
+    int                 ok[PG_EDGE_MAX], eval_of[PG_EDGE_MAX];
+    char                line[512], why[256], quoted[2200], *text;
+    char                reason[PG_TEXT_MAX + 160];
+    size_t              i, neval;
+    double              start, took;
+    json_t             *body, *out, *edges, *e, *st;
+    const char         *decision, *because, *given;
+    pg_error_t          err;
+    pg_edge_call_t      puts[PG_EDGE_MAX], evals[PG_EDGE_MAX];
+    pg_store_change_t   change;
+
+    start = pg_ctl_now_ms();
+
+    if (!pg_ctl_conf_env(o)) {
+        return PG_CTL_FAILED;
+    }
+
+    /* who and why, as much as an edge keeps (at a character's end) */
+    given = o->reason && o->reason[0] ? o->reason
+                                      : "portal-gatectl kill --direct";
+
+    body = json_pack("{s:s%,s:s%}",
+                     "by", o->actor, pg_ctl_utf8_cut(o->actor, 64),
+                     "reason", given, pg_ctl_utf8_cut(given, 256));
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+
+    if (text == NULL) {
+        return pg_ctl_error(PG_CTL_FAILED, "out of memory");
+    }
+
+    for (i = 0; i < o->nedges; i++) {
+        puts[i].edge = &o->edges[i];
+        puts[i].method = "PUT";
+        snprintf(puts[i].path, sizeof(puts[i].path),
+                 "overrides?env=%s&flag=%s", o->env, flag);
+        puts[i].body = text;
+        puts[i].len = strlen(text);
+    }
+
+    rc = pg_edge_calls(puts, o->nedges, PG_CTL_DIRECT_MS, &err);
+    free(text);
+
+    if (rc != PG_OK) {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
+    /* each edge that took it: does it answer off now? */
+    neval = 0;
+
+    for (i = 0; i < o->nedges; i++) {
+        eval_of[i] = -1;
+
+        if (puts[i].answered && puts[i].status == 200) {
+            eval_of[i] = (int) neval;
+            evals[neval].edge = &o->edges[i];
+            evals[neval].method = "GET";
+            snprintf(evals[neval].path, sizeof(evals[neval].path),
+                     "eval?env=%s&flag=%s", o->env, flag);
+            evals[neval].body = NULL;
+            evals[neval].len = 0;
+            neval++;
+        }
+    }
+
+    if (pg_edge_calls(evals, neval, PG_CTL_DIRECT_MS, &err) != PG_OK) {
+        pg_edge_calls_free(puts, o->nedges);
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
+    took = pg_ctl_now_ms() - start;
+
+    /* what each edge did */
+
+    edges = json_array();
+    n_ok = 0;
+    n_known = 0;
+
+    for (i = 0; i < o->nedges; i++) {
+        confirmed = 0;
+        known = 0;
+        created = 0;
+        decision = NULL;
+        because = NULL;
+
+        if (!puts[i].answered) {
+            snprintf(why, sizeof(why), "%s", puts[i].why);
+
+        } else if (puts[i].status != 200) {
+            snprintf(why, sizeof(why), "PUT overrides answered %ld%s%.100s%s",
+                     puts[i].status,
+                     json_string_value(json_object_get(puts[i].json,
+                                                       "error"))
+                     ? ": " : "",
+                     json_string_value(json_object_get(puts[i].json,
+                                                       "error")) ?: "",
+                     puts[i].status == 404 ? " (a module without kill "
+                                             "overrides?)" : "");
+
+        } else {
+            created = json_is_true(json_object_get(puts[i].json, "created"));
+            e = evals[eval_of[i]].json;
+            decision = json_string_value(json_object_get(e, "decision"));
+            because = json_string_value(json_object_get(e, "reason"));
+
+            if (!evals[eval_of[i]].answered) {
+                snprintf(why, sizeof(why), "took the override, then GET "
+                         "eval: %s", evals[eval_of[i]].why);
+            } else if (decision == NULL || strcmp(decision, "off") != 0) {
+                snprintf(why, sizeof(why), "took the override, but answers "
+                         "%s (%s)", decision ? decision : "?",
+                         because ? because : "?");
+            } else {
+                confirmed = 1;
+                known = because == NULL || strcmp(because, "unknown") != 0;
+                why[0] = '\0';
+            }
+        }
+
+        n_ok += confirmed;
+        n_known += known;
+        ok[i] = confirmed;
+
+        json_array_append_new(edges,
+            json_pack("{s:s,s:b,s:b,s:s?,s:s?,s:s?}", "edge",
+                      o->edges[i].spec, "confirmed", confirmed, "created",
+                      created, "decision", decision, "reason", because,
+                      "error", confirmed ? NULL : why));
+    }
+
+    pg_edge_calls_free(evals, neval);
+    pg_edge_calls_free(puts, o->nedges);
+
+    if (!o->json) {
+        if ((size_t) n_ok == o->nedges) {
+            printf("KILLED %s in %s on every edge (%zu), by override, in "
+                   "%.1f ms:\n", flag, o->env, o->nedges, took);
+        } else {
+            printf("%s in %s: killed on %d of %zu edges, by override, in "
+                   "%.1f ms:\n", flag, o->env, n_ok, o->nedges, took);
+        }
+
+        json_array_foreach(edges, i, e) {
+            if (ok[i]) {
+                because = json_string_value(json_object_get(e, "reason"));
+                printf("  %-52s  off (%s): %s\n", o->edges[i].spec,
+                       because && strcmp(because, "unknown") == 0
+                       ? "no such flag here" : because ? because : "?",
+                       json_is_true(json_object_get(e, "created"))
+                       ? "override set"
+                       : "killed already (the first kill's who and why "
+                         "stay)");
+            } else {
+                printf("  %-52s  NOT CONFIRMED: %s\n", o->edges[i].spec,
+                       json_string_value(json_object_get(e, "error")));
+            }
+        }
+
+        fflush(stdout);
+    }
+
+    /* then the store, if Redis answers: the same kill, audited */
+
+    st = json_object();
+
+    snprintf(reason, sizeof(reason), "%s%sbreak-glass: kill overrides on %d "
+             "of %zu edges (kill --direct)", o->reason ? o->reason : "",
+             o->reason && o->reason[0] ? "; " : "", n_ok, o->nedges);
+    pg_ctl_shell_quote(o->reason && o->reason[0] ? o->reason
+                                                 : "INCIDENT", quoted,
+                       sizeof(quoted));
+
+    down = 0;
+
+    if (pg_ctl_connect(store, o, PG_CTL_AFTER_MS, &err) != PG_OK) {
+        snprintf(line, sizeof(line), "%s", err.text);
+        down = 1;
+
+    } else if (pg_ctl_store_kill(store, o, flag, reason, &change) != PG_OK) {
+        snprintf(line, sizeof(line), "%s", store->err.text);
+        down = (store->code == PG_STORE_EREDIS);
+
+    } else {
+        line[0] = '\0';
+
+        if (change.unchanged) {
+            /* off in the store already: the break-glass is noted all the
+             * same, so that the audit log tells the whole incident */
+            text = json_dumps(change.after, JSON_COMPACT | PG_JSON_REAL);
+
+            if (text == NULL
+                || pg_store_note(store, o->env, flag, "kill", o->actor,
+                                 reason, text, text, &change.revision)
+                   != PG_OK)
+            {
+                snprintf(line, sizeof(line), "%s", text ? store->err.text
+                                                        : "out of memory");
+            }
+
+            free(text);
+        }
+
+        if (line[0] == '\0') {
+            json_object_set_new(st, "recorded", json_true());
+            json_object_set_new(st, "changed",
+                                json_boolean(!change.unchanged));
+            json_object_set_new(st, "revision",
+                                json_integer(change.revision));
+
+            if (!o->json && change.unchanged) {
+                printf("the store has %s off in %s already (revision %lld): "
+                       "the kill is in the audit log\n", flag, o->env,
+                       (long long) change.revision);
+
+            } else if (!o->json) {
+                printf("the store agrees: ");
+                pg_ctl_print_change(o, "kill", flag, &change);
+            }
+        }
+
+        pg_store_change_free(&change);
+    }
+
+    if (line[0]) {
+        json_object_set_new(st, "recorded", json_false());
+        json_object_set_new(st, "error", json_string(line));
+
+        if (!o->json && down) {
+            fflush(stdout);
+            pg_ctl_error(PG_CTL_FAILED, "the store was not changed: %s. "
+                         "The overrides keep %s off on the edges that "
+                         "took them, whatever portal-gated pushes; once "
+                         "Redis is back, record the kill: portal-gatectl "
+                         "-e %s --reason %s kill %s", line, flag, o->env,
+                         quoted, flag);
+
+        } else if (!o->json) {
+            fflush(stdout);
+            pg_ctl_error(PG_CTL_FAILED, "the store was not changed: %s",
+                         line);
+        }
+    }
+
+    if (o->json) {
+        out = json_pack("{s:s,s:s,s:o,s:i,s:i,s:f,s:o}", "env", o->env,
+                        "flag", flag, "edges", edges, "confirmed", n_ok,
+                        "total", (int) o->nedges, "ms", took, "store", st);
+        json_dumpf(out, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(out);
+
+    } else {
+        json_decref(edges);
+        json_decref(st);
+    }
+
+    fflush(stdout);
+
+    if ((size_t) n_ok < o->nedges) {
+        line[0] = '\0';
+
+        for (i = 0, rc = 0; i < o->nedges; i++) {
+            if (!ok[i]) {
+                rc += snprintf(line + rc, sizeof(line) - rc > 0
+                               ? sizeof(line) - rc : 0, "%s%s",
+                               rc ? ", " : "", o->edges[i].spec);
+                if ((size_t) rc >= sizeof(line)) {
+                    break;
+                }
+            }
+        }
+
+        return pg_ctl_error(PG_CTL_FAILED, "not every edge confirmed the "
+                            "kill: %s; run it again, or reach them another "
+                            "way", line);
+    }
+
+    if (n_known == 0) {
+        return pg_ctl_error(PG_CTL_FAILED, "no edge knows flag \"%s\" in %s: "
+                            "it was off there already. Is the name right? "
+                            "(portal-gatectl -e %s list); the overrides hold "
+                            "if it comes, until `portal-gatectl -e %s "
+                            "release %s`", flag, o->env, o->env, o->env,
+                            flag);
+    }
+
+    return PG_CTL_OK;
+}
+
+
+/*
+ * release F: DELETE overrides?env=E&flag=F on every edge at once (always
+ * straight to the edges: --direct is implied); then, if Redis answers, an
+ * audit entry (action "release") and what the store says of F, which is
+ * what the edges serve now. It does not turn F on. Exit 0 when every edge
+ * holds no override of F any more.
+ */
+int
+pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
+    int argc, char **argv)
+{
+    int              n_released, n_none, done[PG_EDGE_MAX];
+    char             result[PG_EDGE_MAX][160], line[512];
+    char             reason[PG_TEXT_MAX + 160];
+    size_t           i, used;
+    double           start, took;
+    int64_t          revision;
+    json_t          *f, *out, *edges, *st;
+    pg_error_t       err;
+    const char      *flag, *state;
+    pg_edge_call_t   calls[PG_EDGE_MAX];
+
+    flag = argv[0];
+    start = pg_ctl_now_ms();
+
+    if (pg_ctl_check_flag(flag) != PG_CTL_OK) {
+        return PG_CTL_USAGE;
+    }
+
+    if (!pg_ctl_conf_env(o)) {
+        return PG_CTL_FAILED;
+    }
+
+    for (i = 0; i < o->nedges; i++) {
+        calls[i].edge = &o->edges[i];
+        calls[i].method = "DELETE";
+        snprintf(calls[i].path, sizeof(calls[i].path),
+                 "overrides?env=%s&flag=%s", o->env, flag);
+        calls[i].body = NULL;
+        calls[i].len = 0;
+    }
+
+    if (pg_edge_calls(calls, o->nedges, PG_CTL_DIRECT_MS, &err) != PG_OK) {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
+    took = pg_ctl_now_ms() - start;
+    n_released = 0;
+    n_none = 0;
+    edges = json_array();
+
+    for (i = 0; i < o->nedges; i++) {
+        done[i] = 1;
+
+        if (calls[i].answered && calls[i].status == 200) {
+            n_released++;
+            snprintf(result[i], sizeof(result[i]), "released");
+
+        } else if (calls[i].answered && calls[i].status == 404
+                   && json_object_get(calls[i].json, "error"))
+        {
+            /* 404 with the API's JSON: there was none (an nginx 404 of an
+             * unknown path is HTML: a module without overrides) */
+            n_none++;
+            snprintf(result[i], sizeof(result[i]), "held none");
+
+        } else {
+            done[i] = 0;
+
+            if (calls[i].answered) {
+                snprintf(result[i], sizeof(result[i]), "NOT RELEASED: "
+                         "DELETE overrides answered %ld", calls[i].status);
+            } else {
+                snprintf(result[i], sizeof(result[i]), "NOT RELEASED: %s",
+                         calls[i].why);
+            }
+        }
+
+        json_array_append_new(edges, json_pack("{s:s,s:b,s:s}", "edge",
+                                               o->edges[i].spec, "released",
+                                               done[i], "result",
+                                               result[i]));
+    }
+
+    pg_edge_calls_free(calls, o->nedges);
+
+    if (!o->json) {
+        printf("released the kill overrides of %s in %s on %d of %zu edges "
+               "(%d held none), in %.1f ms:\n", flag, o->env, n_released,
+               o->nedges, n_none, took);
+
+        for (i = 0; i < o->nedges; i++) {
+            printf("  %-52s  %s\n", o->edges[i].spec, result[i]);
+        }
+
+        fflush(stdout);
+    }
+
+    /* then the store, if Redis answers: the audit entry, and what F is */
+
+    st = json_object();
+    state = NULL;
+
+    snprintf(reason, sizeof(reason), "%s%sreleased the kill overrides on %d "
+             "of %zu edges", o->reason ? o->reason : "",
+             o->reason && o->reason[0] ? "; " : "", n_released, o->nedges);
+
+    if (pg_ctl_connect(store, o, PG_CTL_AFTER_MS, &err) != PG_OK) {
+        snprintf(line, sizeof(line), "%s", err.text);
+
+    } else if (pg_store_note(store, o->env, flag, "release", o->actor,
+                             reason, "", "", &revision) != PG_OK
+               || pg_store_flag(store, o->env, flag, &f) != PG_OK)
+    {
+        snprintf(line, sizeof(line), "%s", store->err.text);
+
+    } else {
+        line[0] = '\0';
+        state = f == NULL ? "missing"
+                : json_is_false(json_object_get(f, "enabled")) ? "off"
+                : "on";
+        json_decref(f);
+
+        json_object_set_new(st, "audited", json_true());
+        json_object_set_new(st, "flag", json_string(state));
+    }
+
+    if (line[0]) {
+        json_object_set_new(st, "audited", json_false());
+        json_object_set_new(st, "error", json_string(line));
+    }
+
+    if (o->json) {
+        out = json_pack("{s:s,s:s,s:o,s:i,s:i,s:o}", "env", o->env, "flag",
+                        flag, "edges", edges, "released", n_released,
+                        "held_none", n_none, "store", st);
+        json_dumpf(out, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(out);
+
+    } else {
+        json_decref(edges);
+        json_decref(st);
+
+        if (state && strcmp(state, "off") == 0) {
+            printf("release does not turn %s on: the edges serve it as the "
+                   "store says, and the store has it OFF (killed); "
+                   "`portal-gatectl -e %s on %s` turns it on\n", flag,
+                   o->env, flag);
+        } else if (state && strcmp(state, "on") == 0) {
+            printf("release does not turn %s on: the edges serve it as the "
+                   "store says, and the store has it on (enabled, as its "
+                   "rollout and lists say)\n", flag);
+        } else if (state) {
+            printf("the store has no flag %s in %s: the edges have none "
+                   "either, unless portal-gated is behind\n", flag, o->env);
+        } else {
+            printf("release does not turn %s on: the edges serve it as the "
+                   "store says; `portal-gatectl -e %s on %s` turns it on\n",
+                   flag, o->env, flag);
+        }
+
+        fflush(stdout);
+
+        if (line[0]) {
+            pg_ctl_error(PG_CTL_FAILED, "warning: not in the audit log, "
+                         "and what the store says of %s is unknown: %s",
+                         flag, line);
+        }
+    }
+
+    if (n_released + n_none < (int) o->nedges) {
+        used = 0;
+        line[0] = '\0';
+
+        for (i = 0; i < o->nedges && used < sizeof(line); i++) {
+            if (!done[i]) {
+                used += snprintf(line + used, sizeof(line) - used, "%s%s",
+                                 used ? ", " : "", o->edges[i].spec);
+            }
+        }
+
+        return pg_ctl_error(PG_CTL_FAILED, "not every edge released it: %s "
+                            "still %s %s off; run release again", line,
+                            n_released + n_none + 1 < (int) o->nedges
+                            ? "keep" : "keeps", flag);
+    }
+
+    if (n_released == 0 && !o->json) {
+        printf("no edge held a kill override of %s in %s (portal-gatectl "
+               "status lists them)\n", flag, o->env);
+    }
+
+    return PG_CTL_OK;
 }

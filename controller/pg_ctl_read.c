@@ -76,6 +76,7 @@ pg_ctl_list(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     env = o->env;
+    pg_ctl_warn_env(store, o);
 
     /* the flags and the revision they belong to, in one read */
     if (pg_store_snapshot(store, &env, 1, pg_ctl_broken, broken,
@@ -188,6 +189,7 @@ pg_ctl_show(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     if (f == NULL) {
+        pg_ctl_warn_env(store, o);
         return pg_ctl_error(PG_CTL_FAILED, "no flag \"%s\" in %s", argv[0],
                             o->env);
     }
@@ -228,6 +230,7 @@ pg_ctl_explain(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     env = o->env;
+    pg_ctl_warn_env(store, o);
 
     if (pg_store_snapshot(store, &env, 1, NULL, NULL, &initialised, &snap)
         != PG_OK)
@@ -306,6 +309,52 @@ pg_ctl_field(const json_t *entry, const char *name)
 }
 
 
+/*
+ * audit F of a flag that no entry names: exit 1 unless F is a flag of the
+ * environment, naming the closest flag when there is one.
+ */
+static int
+pg_ctl_unknown_flag(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
+{
+    int          initialised;
+    json_t      *f, *snap, *flags, *broken;
+    const char  *near, *env;
+
+    if (pg_store_flag(store, o->env, flag, &f) != PG_OK) {
+        return pg_ctl_store_error(store);
+    }
+
+    if (f) {
+        json_decref(f);
+        printf("no audit entries for %s\n", flag);
+        return PG_CTL_OK;
+    }
+
+    env = o->env;
+    near = NULL;
+    snap = NULL;
+    broken = json_object();
+
+    /* broken siblings aside: they are names all the same */
+    if (broken
+        && pg_store_snapshot(store, &env, 1, pg_ctl_broken, broken,
+                             &initialised, &snap) == PG_OK)
+    {
+        flags = json_object_get(json_object_get(snap, "environments"), env);
+        near = pg_ctl_closest(flag, flags);
+    }
+
+    pg_ctl_error(PG_CTL_FAILED, "no audit entry names flag \"%s\", and "
+                 "there is no flag \"%s\" in %s%s%s%s", flag, flag, o->env,
+                 near ? "; did you mean \"" : "", near ? near : "",
+                 near ? "\"?" : "");
+    json_decref(snap);
+    json_decref(broken);
+
+    return PG_CTL_FAILED;
+}
+
+
 int
 pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
@@ -325,6 +374,13 @@ pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
         return pg_ctl_store_error(store);
     }
 
+    /* no entry names it and it is not a flag: a typo, not a quiet flag
+     * (a deleted flag keeps its entries, so its history still shows) */
+    if (flag && json_array_size(entries) == 0) {
+        json_decref(entries);
+        return pg_ctl_unknown_flag(store, o, flag);
+    }
+
     if (o->json) {
         json_dumpf(entries, stdout, JSON_INDENT(2));
         printf("\n");
@@ -341,6 +397,15 @@ pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
             /* portal-gated raised the store's revision above an edge's */
             snprintf(diff, sizeof(diff), "revision %s -> %s",
                      pg_ctl_field(e, "before"), pg_ctl_field(e, "after"));
+
+        } else if (strcmp(pg_ctl_field(e, "action"), "env") == 0) {
+            snprintf(diff, sizeof(diff), "environment added");
+
+        } else if (strcmp(pg_ctl_field(e, "action"), "release") == 0) {
+            snprintf(diff, sizeof(diff), "kill overrides released");
+
+        } else if (strcmp(pg_ctl_field(e, "action"), "delete") == 0) {
+            snprintf(diff, sizeof(diff), "deleted");
 
         } else {
             before = json_loads(pg_ctl_field(e, "before"), 0, NULL);

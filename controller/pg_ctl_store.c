@@ -16,21 +16,67 @@
 
 
 /*
- * KEYS: marker, flags hash, revision, audit stream.
- * ARGV: flag, expected JSON ("" for none), new JSON, channel, audit cap,
- *       ts, actor, env, action, reason, PG_FLAGS_MAX, PG_ENVS_MAX,
- *       PG_REVISION_MAX.
+ * Lua shared by the scripts below.
  *
- * The limits of the core that a write can pass without its own value
- * being wrong (flags in an environment, environments, the revision) are
- * checked here, where no concurrent writer can slip past them: a store
- * past them is one that no edge would take. A new environment is counted
- * with SCAN, so that costs a walk of the keys only when the first flag of
- * an environment is created. What the value itself holds (list sizes,
- * names, texts) is checked before the script, and the script writes only
- * the value that was checked (the compare with ARGV[2] guards the rest).
+ * pg_envs_known(envs, flags, env): is env one of the store's environments?
+ * They are the fields of P environments; a store made before that key
+ * existed has none, and then they are its P flags: hashes plus production
+ * and staging (include/pg_store.h). nil when the key has the wrong type.
+ *
+ * pg_flag_envs(p): the environments of the P flags: hashes, p being the
+ * flags keys' prefix ("portal-gate:flags:"), the glob escaped: one walk of
+ * the keys with SCAN.
+ */
+#define PG_STORE_LUA_ENVS                                                    \
+    "local function pg_envs_known(envs, flags, env)\n"                       \
+    "  local t = redis.call('TYPE', envs).ok\n"                              \
+    "  if t == 'hash' then\n"                                                \
+    "    return redis.call('HEXISTS', envs, env) == 1\n"                     \
+    "  end\n"                                                                \
+    "  if t ~= 'none' then return nil end\n"                                 \
+    "  return env == 'production' or env == 'staging'\n"                     \
+    "    or redis.call('TYPE', flags).ok == 'hash'\n"                        \
+    "end\n"                                                                  \
+    "local function pg_flag_envs(p)\n"                                       \
+    "  local pat = string.gsub(p, '[%*%?%[%]\\\\]', '\\\\%0') .. '*'\n"      \
+    "  local envs, c = {}, '0'\n"                                            \
+    "  repeat\n"                                                             \
+    "    local r = redis.call('SCAN', c, 'MATCH', pat, 'COUNT', 1000)\n"     \
+    "    c = r[1]\n"                                                         \
+    "    for _, k in ipairs(r[2]) do\n"                                      \
+    "      local e = string.sub(k, #p + 1)\n"                                \
+    "      if #e <= 64 and string.find(e, '^[a-z0-9_]+$')\n"                 \
+    "         and redis.call('TYPE', k).ok == 'hash' then\n"                 \
+    "        table.insert(envs, e)\n"                                        \
+    "      end\n"                                                            \
+    "    end\n"                                                              \
+    "  until c == '0'\n"                                                     \
+    "  return envs\n"                                                        \
+    "end\n"
+
+
+/*
+ * KEYS: marker, flags hash, revision, audit stream, environments.
+ * ARGV: flag, expected JSON ("" for none), new JSON ("" deletes the flag),
+ *       channel, audit cap, ts, actor, env, action, reason, PG_FLAGS_MAX,
+ *       PG_ENVS_MAX, PG_REVISION_MAX, the flag the new JSON requires when
+ *       that changes ("" otherwise).
+ *
+ * What a concurrent writer could break between the writer's read and
+ * this script is checked here, where none can slip past: the
+ * environment is one of the store's (NOENV); a flag is deleted only while
+ * no other flag requires it (REQUIRED); a new requires names a flag that
+ * exists and leads back to no cycle (NOREQ, CYCLE); and the limits of the
+ * core that a write can pass without its own value being wrong (flags in
+ * an environment, environments, the revision): a store past them is one
+ * that no edge would take. A new environment is counted with SCAN, so
+ * that costs a walk of the keys only when the first flag of an
+ * environment is created. What the value itself holds (list sizes, names,
+ * texts) is checked before the script, and the script writes only the
+ * value that was checked (the compare with ARGV[2] guards the rest).
  */
 static const char  pg_store_write_lua[] =
+    PG_STORE_LUA_ENVS
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -41,10 +87,49 @@ static const char  pg_store_write_lua[] =
     " then\n"
     "  return redis.error_reply('WRONGTYPE flags or audit key')\n"
     "end\n"
+    "local known = pg_envs_known(KEYS[5], KEYS[2], ARGV[8])\n"
+    "if known == nil then\n"
+    "  return redis.error_reply('WRONGTYPE environments key')\n"
+    "elseif not known then\n"
+    "  return redis.error_reply('NOENV')\n"
+    "end\n"
     "local cur = redis.call('HGET', KEYS[2], ARGV[1])\n"
     "if cur == false then cur = '' end\n"
     "if cur ~= ARGV[2] then\n"
     "  return redis.error_reply('CONFLICT')\n"
+    "end\n"
+    /* a delete: refused while a flag requires this one (a cheap find
+     * first, so that lists of ids are decoded only where it may be) */
+    "if ARGV[3] == '' then\n"
+    "  local all = redis.call('HGETALL', KEYS[2])\n"
+    "  for i = 1, #all, 2 do\n"
+    "    if all[i] ~= ARGV[1]\n"
+    "       and string.find(all[i + 1], '\"requires\"', 1, true) then\n"
+    "      local ok, j = pcall(cjson.decode, all[i + 1])\n"
+    "      if ok and type(j) == 'table' and j.requires == ARGV[1] then\n"
+    "        return redis.error_reply('REQUIRED ' .. all[i])\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    /* a new requires: the chain it starts must exist and not come back */
+    "if ARGV[14] ~= '' then\n"
+    "  local chain, r = {ARGV[1]}, ARGV[14]\n"
+    "  for i = 1, tonumber(ARGV[11]) + 1 do\n"
+    "    table.insert(chain, r)\n"
+    "    if r == ARGV[1] then\n"
+    "      return redis.error_reply('CYCLE ' .. table.concat(chain, ' -> '))\n"
+    "    end\n"
+    "    local v = redis.call('HGET', KEYS[2], r)\n"
+    "    if v == false then\n"
+    "      if i == 1 then return redis.error_reply('NOREQ ' .. r) end\n"
+    "      break\n"
+    "    end\n"
+    "    local ok, j = pcall(cjson.decode, v)\n"
+    "    if not ok or type(j) ~= 'table' or type(j.requires) ~= 'string'\n"
+    "    then break end\n"
+    "    r = j.requires\n"
+    "  end\n"
     "end\n"
     "if cur == '' then\n"
     "  local n = redis.call('HLEN', KEYS[2])\n"
@@ -53,21 +138,8 @@ static const char  pg_store_write_lua[] =
     "      ' flags, the most an environment may hold')\n"
     "  end\n"
     "  if n == 0 then\n"
-    /* the other environments: P flags:NAME hashes, the glob escaped */
     "    local p = string.sub(KEYS[2], 1, #KEYS[2] - #ARGV[8])\n"
-    "    local pat = string.gsub(p, '[%*%?%[%]\\\\]', '\\\\%0') .. '*'\n"
-    "    local envs, c = 0, '0'\n"
-    "    repeat\n"
-    "      local r = redis.call('SCAN', c, 'MATCH', pat, 'COUNT', 1000)\n"
-    "      c = r[1]\n"
-    "      for _, k in ipairs(r[2]) do\n"
-    "        local e = string.sub(k, #p + 1)\n"
-    "        if #e <= 64 and string.find(e, '^[a-z0-9_]+$')\n"
-    "           and redis.call('TYPE', k).ok == 'hash' then\n"
-    "          envs = envs + 1\n"
-    "        end\n"
-    "      end\n"
-    "    until c == '0'\n"
+    "    local envs = #pg_flag_envs(p)\n"
     "    if envs >= tonumber(ARGV[12]) then\n"
     "      return redis.error_reply('LIMIT the store holds ' .. envs ..\n"
     "        ' environments, the most it may hold')\n"
@@ -80,7 +152,11 @@ static const char  pg_store_write_lua[] =
     "    ARGV[13] .. ', the highest an edge accepts')\n"
     "end\n"
     "local rev = redis.call('INCR', KEYS[3])\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
+    "if ARGV[3] == '' then\n"
+    "  redis.call('HDEL', KEYS[2], ARGV[1])\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
+    "end\n"
     "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',\n"
     "  'ts', ARGV[6], 'actor', ARGV[7], 'env', ARGV[8], 'flag', ARGV[1],\n"
     "  'action', ARGV[9], 'before', cur, 'after', ARGV[3],\n"
@@ -89,14 +165,49 @@ static const char  pg_store_write_lua[] =
     "return rev\n";
 
 /*
- * KEYS: marker, revision, audit stream.
- * ARGV: format, ts, actor, audit cap, reason, channel.
+ * KEYS: marker, flags hash, revision, audit stream, environments.
+ * ARGV: flag, env, action, actor, reason, ts, audit cap, before, after.
+ *
+ * An audit entry alone, at the store's revision: what happened on the
+ * edges and not in the store (release, a kill --direct of a flag that the
+ * store has off already). Nothing changes, so nothing is published.
+ */
+static const char  pg_store_note_lua[] =
+    PG_STORE_LUA_ENVS
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('UNINITIALISED')\n"
+    "end\n"
+    "local at = redis.call('TYPE', KEYS[4]).ok\n"
+    "if at ~= 'stream' and at ~= 'none' then\n"
+    "  return redis.error_reply('WRONGTYPE audit key')\n"
+    "end\n"
+    "local known = pg_envs_known(KEYS[5], KEYS[2], ARGV[2])\n"
+    "if known == nil then\n"
+    "  return redis.error_reply('WRONGTYPE environments key')\n"
+    "elseif not known then\n"
+    "  return redis.error_reply('NOENV')\n"
+    "end\n"
+    "local rev = redis.call('GET', KEYS[3]) or '0'\n"
+    "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*',\n"
+    "  'ts', ARGV[6], 'actor', ARGV[4], 'env', ARGV[2], 'flag', ARGV[1],\n"
+    "  'action', ARGV[3], 'before', ARGV[8], 'after', ARGV[9],\n"
+    "  'reason', ARGV[5], 'revision', rev)\n"
+    "return tonumber(rev) or 0\n";
+
+/*
+ * KEYS: marker, revision, audit stream, environments.
+ * ARGV: format, ts, actor, audit cap, reason, channel, an environment's
+ *       value ({"created_at", "created_by"}), then the environments.
  */
 static const char  pg_store_init_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
     "  'created_by', ARGV[3])\n"
     "redis.call('SETNX', KEYS[2], '0')\n"
+    "redis.call('DEL', KEYS[4])\n"
+    "for i = 8, #ARGV do\n"
+    "  redis.call('HSET', KEYS[4], ARGV[i], ARGV[7])\n"
+    "end\n"
     "local rev = redis.call('GET', KEYS[2])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
@@ -107,19 +218,26 @@ static const char  pg_store_init_lua[] =
 
 
 /*
- * KEYS: marker, revision, audit stream.
+ * KEYS: marker, revision, audit stream, environments.
  * ARGV: format, ts, actor, audit cap, reason, revision, flags key prefix,
- *       channel, then (env, flag, JSON) triples. The flags hashes are named
- *       from the prefix here: a new or flushed store has no other writer.
- *       A store at revision 0 was never written to: it is rebuilt too.
+ *       channel, an environment's value, the number N of environments,
+ *       the N environments, then (env, flag, JSON) triples. The flags
+ *       hashes are named from the prefix here: a new or flushed store has
+ *       no other writer. A store at revision 0 was never written to: it is
+ *       rebuilt too.
  */
 static const char  pg_store_restore_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1\n"
     "   and (redis.call('GET', KEYS[2]) or '0') ~= '0' then\n"
     "  return 0\n"
     "end\n"
+    "local n = tonumber(ARGV[10])\n"
+    "redis.call('DEL', KEYS[4])\n"
+    "for i = 11, 10 + n do\n"
+    "  redis.call('HSET', KEYS[4], ARGV[i], ARGV[9])\n"
+    "end\n"
     "local seen = {}\n"
-    "for i = 9, #ARGV - 2, 3 do\n"
+    "for i = 11 + n, #ARGV - 2, 3 do\n"
     "  local key = ARGV[7] .. ARGV[i]\n"
     "  if not seen[key] then redis.call('DEL', key); seen[key] = true end\n"
     "  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2])\n"
@@ -133,6 +251,67 @@ static const char  pg_store_restore_lua[] =
     "  'revision', ARGV[6])\n"
     "redis.call('PUBLISH', ARGV[8], ARGV[6])\n"
     "return 1\n";
+
+
+/*
+ * KEYS: marker, environments, revision, audit stream.
+ * ARGV: env, its value, ts, actor, audit cap, reason, channel,
+ *       PG_ENVS_MAX, flags key prefix, PG_REVISION_MAX.
+ *
+ * A store made before P environments existed has its environments
+ * recorded first, as old as the store (its marker's created_at and
+ * created_by), so that adding one never drops those it had. Returns the
+ * new revision, or 0 when env was there already.
+ */
+static const char  pg_store_env_add_lua[] =
+    PG_STORE_LUA_ENVS
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('UNINITIALISED')\n"
+    "end\n"
+    "local et = redis.call('TYPE', KEYS[2]).ok\n"
+    "local at = redis.call('TYPE', KEYS[4]).ok\n"
+    "if (et ~= 'hash' and et ~= 'none') or (at ~= 'stream' and at ~= 'none')"
+    " then\n"
+    "  return redis.error_reply('WRONGTYPE environments or audit key')\n"
+    "end\n"
+    /* what the store had before the key: its flags: hashes, production
+     * and staging; nothing is written before every check has passed */
+    "local had, n = {}, 0\n"
+    "if et == 'none' then\n"
+    "  local l = pg_flag_envs(ARGV[9])\n"
+    "  table.insert(l, 'production')\n"
+    "  table.insert(l, 'staging')\n"
+    "  for _, e in ipairs(l) do\n"
+    "    if not had[e] then had[e] = true; n = n + 1 end\n"
+    "  end\n"
+    "  if had[ARGV[1]] then return 0 end\n"
+    "else\n"
+    "  if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end\n"
+    "  n = redis.call('HLEN', KEYS[2])\n"
+    "end\n"
+    "if n >= tonumber(ARGV[8]) then\n"
+    "  return redis.error_reply('LIMIT the store holds ' .. n ..\n"
+    "    ' environments, the most it may hold')\n"
+    "end\n"
+    "local last = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+    "if last ~= nil and last >= tonumber(ARGV[10]) then\n"
+    "  return redis.error_reply('LIMIT the store\\'s revision is ' ..\n"
+    "    ARGV[10] .. ', the highest an edge accepts')\n"
+    "end\n"
+    "if et == 'none' then\n"
+    "  local m = redis.call('HMGET', KEYS[1], 'created_at', 'created_by')\n"
+    "  local old = cjson.encode({created_at = m[1] or '',\n"
+    "                            created_by = m[2] or ''})\n"
+    "  for e in pairs(had) do redis.call('HSET', KEYS[2], e, old) end\n"
+    "end\n"
+    "local rev = redis.call('INCR', KEYS[3])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*',\n"
+    "  'ts', ARGV[3], 'actor', ARGV[4], 'env', ARGV[1], 'flag', '',\n"
+    "  'action', 'env', 'before', '', 'after', ARGV[2],\n"
+    "  'reason', ARGV[6], 'revision', rev)\n"
+    "redis.call('PUBLISH', ARGV[7], rev)\n"
+    "return rev\n";
 
 
 /*
@@ -297,106 +476,181 @@ pg_store_initialised(pg_store_t *store, int *yes)
 }
 
 
-int
-pg_store_init(pg_store_t *store, const char *actor, int *created)
+/* An environment's value in P environments, a new string: free() it. */
+static char *
+pg_store_env_value(const char *ts, const char *actor)
 {
-    char         marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
-    char         audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
-    char         format[16], cap[16], ts[32];
-    const char  *argv[12];
-    redisReply  *reply;
+    char    *text;
+    json_t  *value;
+
+    value = json_pack("{s:s,s:s}", "created_at", ts, "created_by", actor);
+    if (value == NULL) {
+        return NULL;
+    }
+
+    text = json_dumps(value, JSON_COMPACT);
+    json_decref(value);
+
+    return text;
+}
+
+
+int
+pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
+    size_t nenvs, int *created)
+{
+    int           rc;
+    char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
+    char          audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
+    char          envs_key[PG_STORE_KEY_MAX];
+    char          format[16], cap[16], ts[32], *value;
+    size_t        i;
+    const char  **argv;
+    redisReply   *reply;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    pg_store_key(store, envs_key, PG_STORE_KEY_ENVS, NULL);
     snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
     pg_store_now(ts, sizeof(ts));
 
+    value = pg_store_env_value(ts, actor);
+    argv = calloc(14 + nenvs, sizeof(char *));
+
+    if (value == NULL || argv == NULL) {
+        free(value);
+        free(argv);
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
     argv[0] = "EVAL";
     argv[1] = pg_store_init_lua;
-    argv[2] = "3";
+    argv[2] = "4";
     argv[3] = marker;
     argv[4] = revision;
     argv[5] = audit;
-    argv[6] = format;
-    argv[7] = ts;
-    argv[8] = actor;
-    argv[9] = cap;
-    argv[10] = "initialised an empty store";
-    argv[11] = channel;
+    argv[6] = envs_key;
+    argv[7] = format;
+    argv[8] = ts;
+    argv[9] = actor;
+    argv[10] = cap;
+    argv[11] = "initialised an empty store";
+    argv[12] = channel;
+    argv[13] = value;
 
-    reply = pg_store_command(store, 12, argv);
-    if (reply == NULL) {
-        return PG_ERR;
+    for (i = 0; i < nenvs; i++) {
+        argv[14 + i] = envs[i];
     }
 
-    *created = (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1);
-    freeReplyObject(reply);
+    rc = PG_OK;
+    reply = pg_store_command(store, (int) (14 + nenvs), argv);
 
-    return PG_OK;
+    if (reply == NULL) {
+        rc = PG_ERR;
+
+    } else {
+        *created = (reply->type == REDIS_REPLY_INTEGER
+                    && reply->integer == 1);
+        freeReplyObject(reply);
+    }
+
+    free(value);
+    free(argv);
+
+    return rc;
 }
 
 
 int
-pg_store_restore(pg_store_t *store, const json_t *snapshot, const char *actor,
+pg_store_restore(pg_store_t *store, const json_t *snapshot,
+    const char *const *more_envs, size_t nmore, const char *actor,
     const char *source, int *created)
 {
     int            rc;
     char           marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
     char           audit[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
-    char           channel[PG_STORE_KEY_MAX], format[16], cap[16], ts[32];
-    char           rev[32], reason[600];
-    size_t         argc, n, i;
-    json_t        *envs, *env_flags, *flag;
+    char           channel[PG_STORE_KEY_MAX], envs_key[PG_STORE_KEY_MAX];
+    char           format[16], cap[16], ts[32], count[16];
+    char           rev[32], reason[600], *value;
+    size_t         argc, n, i, j, nenvs, first;
+    json_t        *envs, *env_flags, *flag, *names;
     const char    *env, *name, **argv;
     redisReply    *reply;
 
     envs = json_object_get(snapshot, "environments");
 
+    /* the store's environments: the snapshot's, then the others given */
+    names = json_object();
+    if (names == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
     n = 0;
     json_object_foreach(envs, env, env_flags) {
         n += json_object_size(env_flags);
+        json_object_set_new(names, env, json_true());
     }
 
-    argc = 14 + 3 * n;              /* EVAL, script, "3", 3 keys, 8 args */
+    for (i = 0; i < nmore; i++) {
+        json_object_set_new(names, more_envs[i], json_true());
+    }
 
+    nenvs = json_object_size(names);
+    argc = 17 + nenvs + 3 * n;      /* EVAL, script, "4", 4 keys, 10 args */
+
+    pg_store_now(ts, sizeof(ts));
+    value = pg_store_env_value(ts, actor);
     argv = calloc(argc, sizeof(char *));
-    if (argv == NULL) {
+
+    if (argv == NULL || value == NULL) {
+        free(argv);
+        free(value);
+        json_decref(names);
         return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
     }
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, envs_key, PG_STORE_KEY_ENVS, NULL);
     pg_store_key(store, flags, PG_STORE_KEY_FLAGS, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
     snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(count, sizeof(count), "%zu", nenvs);
     snprintf(rev, sizeof(rev), "%" JSON_INTEGER_FORMAT,
              json_integer_value(json_object_get(snapshot, "revision")));
     snprintf(reason, sizeof(reason), "rebuilt from the snapshot of %s",
              source);
-    pg_store_now(ts, sizeof(ts));
 
     argv[0] = "EVAL";
     argv[1] = pg_store_restore_lua;
-    argv[2] = "3";
+    argv[2] = "4";
     argv[3] = marker;
     argv[4] = revision;
     argv[5] = audit;
-    argv[6] = format;
-    argv[7] = ts;
-    argv[8] = actor;
-    argv[9] = cap;
-    argv[10] = reason;
-    argv[11] = rev;
-    argv[12] = flags;
-    argv[13] = channel;
+    argv[6] = envs_key;
+    argv[7] = format;
+    argv[8] = ts;
+    argv[9] = actor;
+    argv[10] = cap;
+    argv[11] = reason;
+    argv[12] = rev;
+    argv[13] = flags;
+    argv[14] = channel;
+    argv[15] = value;
+    argv[16] = count;
+
+    i = 17;
+    json_object_foreach(names, name, flag) {
+        argv[i++] = name;
+    }
 
     /* the flags' JSON texts, freed below */
-    i = 14;
+    first = i;
     rc = PG_OK;
 
     json_object_foreach(envs, env, env_flags) {
@@ -426,11 +680,13 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot, const char *actor,
         }
     }
 
-    for (i = 16; i < argc; i += 3) {
-        free((char *) argv[i]);
+    for (j = first + 2; j < i; j += 3) {
+        free((char *) argv[j]);
     }
 
     free(argv);
+    free(value);
+    json_decref(names);
 
     return rc;
 }
@@ -857,35 +1113,167 @@ pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
 }
 
 
+/* pg_store_eval_write(): another writer changed the flag first: retry. */
+#define PG_STORE_CONFLICT  1
+
+
+/*
+ * The write script: flag in env from cur (its text as read, "" for none)
+ * to text ("" deletes it), requires the flag that text newly requires ("":
+ * no check). PG_OK with *revision, PG_STORE_CONFLICT, or PG_ERR with the
+ * script's refusal in the store's words.
+ */
+static int
+pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
+    const char *cur, const char *text, const char *requires,
+    const char *action, const char *actor, const char *reason,
+    int64_t *revision)
+{
+    char          marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
+    char          channel[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
+    char          cap[16], ts[32], flags_max[16], envs_max[16], rev_max[32];
+    const char   *argv[22], *verb, *by;
+    redisReply   *eval;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, env);
+    pg_store_key(store, rev_key, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, envs, PG_STORE_KEY_ENVS, NULL);
+    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(flags_max, sizeof(flags_max), "%d", PG_FLAGS_MAX);
+    snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
+    snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
+    pg_store_now(ts, sizeof(ts));
+
+    argv[0] = "EVAL";
+    argv[1] = pg_store_write_lua;
+    argv[2] = "5";
+    argv[3] = marker;
+    argv[4] = flags;
+    argv[5] = rev_key;
+    argv[6] = audit;
+    argv[7] = envs;
+    argv[8] = flag;
+    argv[9] = cur;
+    argv[10] = text;
+    argv[11] = channel;
+    argv[12] = cap;
+    argv[13] = ts;
+    argv[14] = actor;
+    argv[15] = env;
+    argv[16] = action;
+    argv[17] = reason ? reason : "";
+    argv[18] = flags_max;
+    argv[19] = envs_max;
+    argv[20] = rev_max;
+    argv[21] = requires ? requires : "";
+
+    eval = redisCommandArgv(store->redis, 22, argv, NULL);
+
+    if (eval == NULL) {
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                             store->redis->errstr);
+    }
+
+    if (eval->type == REDIS_REPLY_INTEGER) {
+        *revision = eval->integer;
+        freeReplyObject(eval);
+        return PG_OK;
+    }
+
+    verb = text[0] == '\0' ? "delete" : cur[0] == '\0' ? "create" : "change";
+
+    if (pg_store_script_error(eval, "CONFLICT")) {
+        freeReplyObject(eval);
+        return PG_STORE_CONFLICT;
+    }
+
+    if (pg_store_script_error(eval, "LIMIT")) {
+        pg_store_fail(store, PG_STORE_EFAILED, "cannot %s flag \"%s\" in %s: "
+                      "%s", verb, flag, env, strstr(eval->str, "LIMIT ")
+                      ? strstr(eval->str, "LIMIT ") + 6 : eval->str);
+
+    } else if (pg_store_script_error(eval, "NOENV")) {
+        snprintf(store->env, sizeof(store->env), "%s", env);
+        pg_store_fail(store, PG_STORE_ENOENV, "no environment \"%s\" in the "
+                      "store", env);
+
+    } else if (pg_store_script_error(eval, "REQUIRED")) {
+        by = strstr(eval->str, "REQUIRED ")
+             ? strstr(eval->str, "REQUIRED ") + 9 : "?";
+        pg_store_fail(store, PG_STORE_EFAILED, "cannot delete flag \"%s\" in "
+                      "%s: flag \"%.64s\" requires it (delete %.64s first, "
+                      "or drop its requires: portal-gatectl -e %s set %.64s "
+                      "requires=)", flag, env, by, by, env, by);
+
+    } else if (pg_store_script_error(eval, "NOREQ")) {
+        pg_store_fail(store, PG_STORE_EINVALID, "flag \"%s\" in %s cannot "
+                      "require \"%s\": there is no such flag in %s", flag,
+                      env, requires, env);
+
+    } else if (pg_store_script_error(eval, "CYCLE")) {
+        pg_store_fail(store, PG_STORE_EINVALID, "flag \"%s\" in %s cannot "
+                      "require \"%s\": that makes a cycle (%.160s)", flag,
+                      env, requires, strstr(eval->str, "CYCLE ")
+                      ? strstr(eval->str, "CYCLE ") + 6 : "?");
+
+    } else if (pg_store_script_error(eval, "UNINITIALISED")) {
+        pg_store_fail(store, PG_STORE_EUNINIT, "the store at %s (prefix "
+                      "\"%s\") is not initialised", store->where,
+                      store->prefix);
+
+    } else {
+        pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
+                      store->where, eval->type == REDIS_REPLY_ERROR
+                                    ? eval->str : "unexpected reply");
+    }
+
+    freeReplyObject(eval);
+
+    return PG_ERR;
+}
+
+
+/* The flag that after newly requires (not before): what the script
+ * checks exists and makes no cycle. NULL when there is none. */
+static const char *
+pg_store_new_requires(const json_t *before, const json_t *after)
+{
+    const char  *was, *now;
+
+    now = json_string_value(json_object_get(after, "requires"));
+    was = before ? json_string_value(json_object_get(before, "requires"))
+                 : NULL;
+
+    if (now == NULL || (was && strcmp(was, now) == 0)) {
+        return NULL;
+    }
+
+    return now;
+}
+
+
 int
 pg_store_write(pg_store_t *store, const char *env, const char *flag,
     const char *action, const char *actor, const char *reason,
     int check_env, pg_store_edit_pt edit, void *data,
     pg_store_change_t *change)
 {
-    int            tries, code;
-    char           marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
-    char           revision[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
-    char           channel[PG_STORE_KEY_MAX], cap[16], ts[32], *text;
-    char           flags_max[16], envs_max[16], rev_max[32];
-    const char    *argv[20], *cur;
+    int            tries, code, rc;
+    char           flags[PG_STORE_KEY_MAX], ts[32], *text;
+    const char    *argv[3], *cur;
     json_int_t     version;
     json_t        *before, *after;
     pg_error_t     err;
-    redisReply    *reply, *eval;
+    redisReply    *reply;
     json_error_t   jerr;
 
     memset(change, 0, sizeof(pg_store_change_t));
 
-    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, flags, PG_STORE_KEY_FLAGS, env);
-    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
-    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
-    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
-    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
-    snprintf(flags_max, sizeof(flags_max), "%d", PG_FLAGS_MAX);
-    snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
-    snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
 
     for (tries = 0; tries < PG_STORE_TRIES; tries++) {
 
@@ -990,89 +1378,168 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
 
         cur = reply->type == REDIS_REPLY_STRING ? reply->str : "";
 
-        argv[0] = "EVAL";
-        argv[1] = pg_store_write_lua;
-        argv[2] = "4";
-        argv[3] = marker;
-        argv[4] = flags;
-        argv[5] = revision;
-        argv[6] = audit;
-        argv[7] = flag;
-        argv[8] = cur;
-        argv[9] = text;
-        argv[10] = channel;
-        argv[11] = cap;
-        argv[12] = ts;
-        argv[13] = actor;
-        argv[14] = env;
-        argv[15] = action;
-        argv[16] = reason ? reason : "";
-        argv[17] = flags_max;
-        argv[18] = envs_max;
-        argv[19] = rev_max;
-
-        eval = redisCommandArgv(store->redis, 20, argv, NULL);
+        rc = pg_store_eval_write(store, env, flag, cur, text,
+                                 pg_store_new_requires(before, after),
+                                 action, actor, reason, &change->revision);
 
         free(text);
-
-        if (eval == NULL) {
-            freeReplyObject(reply);
-            json_decref(before);
-            json_decref(after);
-            return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
-                                 store->where, store->redis->errstr);
-        }
-
-        /* a limit of the store: the text after the word is the why */
-        if (pg_store_script_error(eval, "LIMIT")) {
-            pg_store_fail(store, PG_STORE_EFAILED, "cannot %s flag \"%s\" "
-                          "in %s: %s", before ? "change" : "create", flag,
-                          env, strstr(eval->str, "LIMIT ")
-                               ? strstr(eval->str, "LIMIT ") + 6 : eval->str);
-            freeReplyObject(eval);
-            freeReplyObject(reply);
-            json_decref(before);
-            json_decref(after);
-            return PG_ERR;
-        }
-
         freeReplyObject(reply);
 
-        if (eval->type == REDIS_REPLY_INTEGER) {
+        if (rc == PG_OK) {
             change->before = before;
             change->after = after;
-            change->revision = eval->integer;
-            freeReplyObject(eval);
             return PG_OK;
         }
 
         json_decref(before);
         json_decref(after);
 
-        if (pg_store_script_error(eval, "CONFLICT")) {
-            /* another writer changed the flag: read it again */
-            freeReplyObject(eval);
-            continue;
+        if (rc != PG_STORE_CONFLICT) {
+            return PG_ERR;
         }
 
-        if (pg_store_script_error(eval, "UNINITIALISED")) {
-            freeReplyObject(eval);
-            return pg_store_fail(store, PG_STORE_EUNINIT,
-                                 "the store at %s (prefix \"%s\") is not "
-                                 "initialised", store->where, store->prefix);
-        }
-
-        pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
-                      store->where,
-                      eval->type == REDIS_REPLY_ERROR ? eval->str
-                                                      : "unexpected reply");
-        freeReplyObject(eval);
-        return PG_ERR;
+        /* another writer changed the flag: read it again */
     }
 
     return pg_store_fail(store, PG_STORE_EFAILED,
                          "flag \"%s\" kept changing under %d tries: try again",
                          flag, PG_STORE_TRIES);
+}
+
+
+int
+pg_store_delete(pg_store_t *store, const char *env, const char *flag,
+    const char *actor, const char *reason, pg_store_change_t *change)
+{
+    int            tries, rc;
+    char           flags[PG_STORE_KEY_MAX];
+    const char    *argv[3];
+    json_t        *before;
+    redisReply    *reply;
+
+    memset(change, 0, sizeof(pg_store_change_t));
+
+    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, env);
+
+    for (tries = 0; tries < PG_STORE_TRIES; tries++) {
+
+        argv[0] = "HGET";
+        argv[1] = flags;
+        argv[2] = flag;
+
+        reply = pg_store_command(store, 3, argv);
+        if (reply == NULL) {
+            return PG_ERR;
+        }
+
+        if (reply->type != REDIS_REPLY_STRING) {
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EFAILED, "no flag \"%s\" in "
+                                 "%s", flag, env);
+        }
+
+        /* a value that is not JSON is deleted all the same: shown as text */
+        before = json_loadb(reply->str, reply->len, JSON_REJECT_DUPLICATES,
+                            NULL);
+
+        if (before == NULL || !json_is_object(before)) {
+            json_decref(before);
+            before = json_pack("{s:s%}", PG_STORE_UNREADABLE, reply->str,
+                               reply->len);
+        }
+
+        rc = pg_store_eval_write(store, env, flag, reply->str, "", NULL,
+                                 "delete", actor, reason, &change->revision);
+
+        freeReplyObject(reply);
+
+        if (rc == PG_OK) {
+            change->before = before;
+            return PG_OK;
+        }
+
+        json_decref(before);
+
+        if (rc != PG_STORE_CONFLICT) {
+            return PG_ERR;
+        }
+    }
+
+    return pg_store_fail(store, PG_STORE_EFAILED,
+                         "flag \"%s\" kept changing under %d tries: try again",
+                         flag, PG_STORE_TRIES);
+}
+
+
+int
+pg_store_note(pg_store_t *store, const char *env, const char *flag,
+    const char *action, const char *actor, const char *reason,
+    const char *before, const char *after, int64_t *revision)
+{
+    char          marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
+    char          envs[PG_STORE_KEY_MAX], cap[16], ts[32];
+    const char   *argv[17];
+    redisReply   *reply;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, env);
+    pg_store_key(store, rev_key, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, envs, PG_STORE_KEY_ENVS, NULL);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    pg_store_now(ts, sizeof(ts));
+
+    argv[0] = "EVAL";
+    argv[1] = pg_store_note_lua;
+    argv[2] = "5";
+    argv[3] = marker;
+    argv[4] = flags;
+    argv[5] = rev_key;
+    argv[6] = audit;
+    argv[7] = envs;
+    argv[8] = flag;
+    argv[9] = env;
+    argv[10] = action;
+    argv[11] = actor;
+    argv[12] = reason ? reason : "";
+    argv[13] = ts;
+    argv[14] = cap;
+    argv[15] = before;
+    argv[16] = after;
+
+    reply = redisCommandArgv(store->redis, 17, argv, NULL);
+
+    if (reply == NULL) {
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                             store->redis->errstr);
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *revision = reply->integer;
+        freeReplyObject(reply);
+        return PG_OK;
+    }
+
+    if (pg_store_script_error(reply, "NOENV")) {
+        snprintf(store->env, sizeof(store->env), "%s", env);
+        pg_store_fail(store, PG_STORE_ENOENV, "no environment \"%s\" in the "
+                      "store", env);
+
+    } else if (pg_store_script_error(reply, "UNINITIALISED")) {
+        pg_store_fail(store, PG_STORE_EUNINIT, "the store at %s (prefix "
+                      "\"%s\") is not initialised", store->where,
+                      store->prefix);
+
+    } else {
+        pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
+                      store->where, reply->type == REDIS_REPLY_ERROR
+                                    ? reply->str : "unexpected reply");
+    }
+
+    freeReplyObject(reply);
+
+    return PG_ERR;
 }
 
 
@@ -1218,4 +1685,372 @@ pg_store_audit(pg_store_t *store, const char *flag, size_t count,
     *entries = all;
 
     return PG_OK;
+}
+
+
+/* --- environments ------------------------------------------------------- */
+
+/*
+ * The environments of the P flags: hashes, into envs as name -> {}: one
+ * walk of the keys (SCAN), for a store made before P environments.
+ */
+static int
+pg_store_flag_envs(pg_store_t *store, json_t *envs)
+{
+    char          prefix[PG_STORE_KEY_MAX], pattern[2 * PG_STORE_KEY_MAX];
+    char          cursor[32];
+    size_t        i, n, plen;
+    const char   *argv[7], *name;
+    redisReply   *reply, *keys, *type;
+
+    pg_store_key(store, prefix, PG_STORE_KEY_FLAGS, NULL);
+    plen = strlen(prefix);
+
+    /* the prefix as a glob that matches only itself */
+    for (i = 0, n = 0; prefix[i]; i++) {
+        if (strchr("*?[]\\", prefix[i])) {
+            pattern[n++] = '\\';
+        }
+        pattern[n++] = prefix[i];
+    }
+
+    pattern[n++] = '*';
+    pattern[n] = '\0';
+
+    snprintf(cursor, sizeof(cursor), "0");
+
+    do {
+        argv[0] = "SCAN";
+        argv[1] = cursor;
+        argv[2] = "MATCH";
+        argv[3] = pattern;
+        argv[4] = "COUNT";
+        argv[5] = "1000";
+
+        reply = pg_store_command(store, 6, argv);
+        if (reply == NULL) {
+            return PG_ERR;
+        }
+
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+            freeReplyObject(reply);
+            return pg_store_fail(store, PG_STORE_EREDIS, "%s: SCAN: "
+                                 "unexpected reply", store->where);
+        }
+
+        snprintf(cursor, sizeof(cursor), "%s", reply->element[0]->str);
+        keys = reply->element[1];
+
+        for (i = 0; i < keys->elements; i++) {
+            name = keys->element[i]->str + plen;
+
+            if (!pg_valid_name(name, strlen(name))) {
+                continue;
+            }
+
+            argv[0] = "TYPE";
+            argv[1] = keys->element[i]->str;
+
+            type = pg_store_command(store, 2, argv);
+            if (type == NULL) {
+                freeReplyObject(reply);
+                return PG_ERR;
+            }
+
+            if (type->type == REDIS_REPLY_STATUS
+                && strcmp(type->str, "hash") == 0)
+            {
+                json_object_set_new(envs, name, json_object());
+            }
+
+            freeReplyObject(type);
+        }
+
+        freeReplyObject(reply);
+
+    } while (strcmp(cursor, "0") != 0);
+
+    return PG_OK;
+}
+
+
+int
+pg_store_envs(pg_store_t *store, json_t **envs, int *recorded)
+{
+    char           key[PG_STORE_KEY_MAX];
+    size_t         i;
+    json_t        *all, *value;
+    const char    *argv[2], *name;
+    redisReply    *reply, *count;
+    json_error_t   jerr;
+
+    all = json_object();
+    if (all == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    pg_store_key(store, key, PG_STORE_KEY_ENVS, NULL);
+
+    argv[0] = "HGETALL";
+    argv[1] = key;
+
+    reply = pg_store_command(store, 2, argv);
+    if (reply == NULL) {
+        json_decref(all);
+        return PG_ERR;
+    }
+
+    for (i = 0; reply->type == REDIS_REPLY_ARRAY && i + 1 < reply->elements;
+         i += 2)
+    {
+        value = json_loadb(reply->element[i + 1]->str,
+                           reply->element[i + 1]->len, 0, &jerr);
+
+        if (!json_is_object(value)) {
+            json_decref(value);
+            value = json_object();      /* shown without its dates */
+        }
+
+        json_object_set_new(all, reply->element[i]->str, value);
+    }
+
+    *recorded = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0);
+    freeReplyObject(reply);
+
+    /* a store made before the key: its flags: hashes, production, staging */
+    if (!*recorded) {
+        if (pg_store_flag_envs(store, all) != PG_OK) {
+            json_decref(all);
+            return PG_ERR;
+        }
+
+        if (json_object_get(all, "production") == NULL) {
+            json_object_set_new(all, "production", json_object());
+        }
+
+        if (json_object_get(all, "staging") == NULL) {
+            json_object_set_new(all, "staging", json_object());
+        }
+    }
+
+    /* how many flags each holds */
+    json_object_foreach(all, name, value) {
+        pg_store_key(store, key, PG_STORE_KEY_FLAGS, name);
+
+        argv[0] = "HLEN";
+        argv[1] = key;
+
+        count = redisCommandArgv(store->redis, 2, argv, NULL);
+        if (count == NULL) {
+            json_decref(all);
+            return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
+                                 store->where, store->redis->errstr);
+        }
+
+        json_object_set_new(value, "flags",
+                            count->type == REDIS_REPLY_INTEGER
+                            ? json_integer(count->integer) : json_null());
+        freeReplyObject(count);
+    }
+
+    *envs = all;
+
+    return PG_OK;
+}
+
+
+int
+pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
+    const char *reason, int64_t *revision)
+{
+    char          marker[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
+    char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
+    char          channel[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char          cap[16], ts[32], envs_max[16], rev_max[32], *value;
+    const char   *argv[17];
+    redisReply   *reply;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, envs, PG_STORE_KEY_ENVS, NULL);
+    pg_store_key(store, rev_key, PG_STORE_KEY_REVISION, NULL);
+    pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
+    pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, NULL);
+    snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
+    snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
+    pg_store_now(ts, sizeof(ts));
+
+    value = pg_store_env_value(ts, actor);
+    if (value == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    argv[0] = "EVAL";
+    argv[1] = pg_store_env_add_lua;
+    argv[2] = "4";
+    argv[3] = marker;
+    argv[4] = envs;
+    argv[5] = rev_key;
+    argv[6] = audit;
+    argv[7] = env;
+    argv[8] = value;
+    argv[9] = ts;
+    argv[10] = actor;
+    argv[11] = cap;
+    argv[12] = reason ? reason : "";
+    argv[13] = channel;
+    argv[14] = envs_max;
+    argv[15] = flags;
+    argv[16] = rev_max;
+
+    reply = redisCommandArgv(store->redis, 17, argv, NULL);
+    free(value);
+
+    if (reply == NULL) {
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                             store->redis->errstr);
+    }
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        *revision = reply->integer;
+        freeReplyObject(reply);
+        return PG_OK;
+    }
+
+    if (pg_store_script_error(reply, "LIMIT")) {
+        pg_store_fail(store, PG_STORE_EFAILED, "cannot add environment "
+                      "\"%s\": %s", env, strstr(reply->str, "LIMIT ")
+                      ? strstr(reply->str, "LIMIT ") + 6 : reply->str);
+
+    } else if (pg_store_script_error(reply, "UNINITIALISED")) {
+        pg_store_fail(store, PG_STORE_EUNINIT, "the store at %s (prefix "
+                      "\"%s\") is not initialised", store->where,
+                      store->prefix);
+
+    } else {
+        pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
+                      store->where, reply->type == REDIS_REPLY_ERROR
+                                    ? reply->str : "unexpected reply");
+    }
+
+    freeReplyObject(reply);
+
+    return PG_ERR;
+}
+
+
+/* --- controllers' beats ------------------------------------------------- */
+
+int
+pg_store_controllers(pg_store_t *store, json_t **beats, int64_t *now_ms)
+{
+    int            rc;
+    char           key[PG_STORE_KEY_MAX];
+    size_t         i;
+    json_t        *all, *beat;
+    const char    *argv[2];
+    redisReply    *time_reply, *reply, *f, *v;
+    json_error_t   jerr;
+
+    pg_store_key(store, key, PG_STORE_KEY_CONTROLLERS, NULL);
+
+    /* one round trip: the clock and the beats */
+    argv[0] = "TIME";
+    redisAppendCommandArgv(store->redis, 1, argv, NULL);
+    argv[0] = "HGETALL";
+    argv[1] = key;
+    redisAppendCommandArgv(store->redis, 2, argv, NULL);
+
+    time_reply = NULL;
+    reply = NULL;
+
+    if (redisGetReply(store->redis, (void **) &time_reply) != REDIS_OK
+        || redisGetReply(store->redis, (void **) &reply) != REDIS_OK)
+    {
+        freeReplyObject(time_reply);
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                             store->redis->errstr[0] ? store->redis->errstr
+                                                     : "no reply");
+    }
+
+    rc = PG_OK;
+
+    if (time_reply->type != REDIS_REPLY_ARRAY || time_reply->elements != 2
+        || reply->type == REDIS_REPLY_ERROR)
+    {
+        rc = pg_store_fail(store, PG_STORE_EREDIS, "%s: reading %s failed: "
+                           "%s", store->where, key,
+                           reply->type == REDIS_REPLY_ERROR
+                           ? reply->str : "TIME gave an unexpected reply");
+    }
+
+    all = rc == PG_OK ? json_object() : NULL;
+
+    if (rc == PG_OK && all == NULL) {
+        rc = pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    if (rc == PG_OK) {
+        *now_ms = strtoll(time_reply->element[0]->str, NULL, 10) * 1000
+                  + strtoll(time_reply->element[1]->str, NULL, 10) / 1000;
+
+        for (i = 0; reply->type == REDIS_REPLY_ARRAY
+                    && i + 1 < reply->elements; i += 2)
+        {
+            f = reply->element[i];
+            v = reply->element[i + 1];
+
+            beat = json_loadb(v->str, v->len, 0, &jerr);
+
+            if (!json_is_object(beat)) {
+                json_decref(beat);
+                beat = json_pack("{s:s}", "invalid", "not a JSON object");
+            }
+
+            if (beat) {
+                json_object_set_new(all, f->str, beat);
+            }
+        }
+
+        *beats = all;
+    }
+
+    freeReplyObject(time_reply);
+    freeReplyObject(reply);
+
+    return rc;
+}
+
+
+int
+pg_store_beat_alive(const json_t *beat, int64_t now_ms, int64_t *age_ms,
+    int64_t *limit_ms)
+{
+    json_t   *at, *interval;
+    int64_t   every;
+
+    at = json_object_get(beat, "beat_at");
+    interval = json_object_get(beat, "interval_ms");
+
+    every = json_is_integer(interval) ? json_integer_value(interval) : 0;
+    *limit_ms = every > 0 && every < INT64_MAX / PG_STORE_ALIVE_INTERVALS
+                ? every * PG_STORE_ALIVE_INTERVALS : 0;
+
+    if (*limit_ms < PG_STORE_ALIVE_MIN_MS) {
+        *limit_ms = PG_STORE_ALIVE_MIN_MS;
+    }
+
+    if (!json_is_integer(at)) {
+        *age_ms = -1;
+        return -1;
+    }
+
+    *age_ms = now_ms - json_integer_value(at);
+
+    if (*age_ms < 0) {
+        *age_ms = 0;
+    }
+
+    return *age_ms < *limit_ms;
 }

@@ -7,8 +7,9 @@
  * PG_STORE_EREDIS (Redis unreachable or erring), PG_STORE_EUNINIT (no
  * marker: a flushed or brand-new store), PG_STORE_EFAILED (the operation
  * cannot be done: a flag exists or is missing, a value in Redis is bad, a
- * limit of the store would be passed)
- * and PG_STORE_EINVALID (the change would make the flags invalid).
+ * limit of the store would be passed), PG_STORE_EINVALID (the change would
+ * make the flags invalid) and PG_STORE_ENOENV (the environment is not one
+ * of the store's; store->env names it).
  *
  * Ownership: json_t results are new references for the caller to
  * json_decref(). The store borrows its redisContext.
@@ -27,6 +28,7 @@
 #define PG_STORE_EUNINIT    2
 #define PG_STORE_EFAILED    3
 #define PG_STORE_EINVALID   4
+#define PG_STORE_ENOENV     5
 
 /* The one key of the flag that pg_store_write() gives an edit when the
  * value in Redis is not a JSON object: no flag check passes it. */
@@ -38,6 +40,7 @@ typedef struct {
     char           where[300];                  /* for messages: the URL */
     int            code;                        /* PG_STORE_E* after ERR */
     pg_error_t     err;
+    char           env[PG_NAME_MAX + 1];        /* PG_STORE_ENOENV: which */
 } pg_store_t;
 
 /*
@@ -65,19 +68,25 @@ void pg_store_setup(pg_store_t *store, redisContext *redis,
 /* Is there a marker? *yes is 1 or 0. */
 int pg_store_initialised(pg_store_t *store, int *yes);
 
-/* Create the marker and the revision. *created is 0 if it existed. */
-int pg_store_init(pg_store_t *store, const char *actor, int *created);
+/*
+ * Create the marker, the revision and the environments (the nenvs envs),
+ * in one script. *created is 0 if the marker existed: then nothing changes.
+ */
+int pg_store_init(pg_store_t *store, const char *actor,
+    const char *const *envs, size_t nenvs, int *created);
 
 /*
  * Rebuild a lost store from a snapshot (DESIGN.md's JSON, an edge's): every
  * flag of every environment as it is, the snapshot's revision, and the
  * marker, in one script, and only if there is no marker or the store was
  * never written to (revision 0: a plain `init` after Redis lost its data).
+ * The store's environments are the snapshot's and the nenvs envs.
  * *created is 0 when the store holds writes already; source says where the
  * snapshot came from, for the audit log.
  */
 int pg_store_restore(pg_store_t *store, const json_t *snapshot,
-    const char *actor, const char *source, int *created);
+    const char *const *envs, size_t nenvs, const char *actor,
+    const char *source, int *created);
 
 /* The store's revision (0 when it has none yet). */
 int pg_store_revision(pg_store_t *store, int64_t *revision);
@@ -125,6 +134,24 @@ int pg_store_raise_revision(pg_store_t *store, int64_t above,
     const char *actor, const char *reason, int64_t *revision);
 
 /*
+ * The store's environments: *envs is a new object, name -> {"created_at",
+ * "created_by", "flags": how many it holds}, and *recorded 1 when the store
+ * has P environments, 0 when it was made before that key: then they are
+ * those of its flags: hashes plus production and staging, with no
+ * created_at or created_by (include/pg_store.h).
+ */
+int pg_store_envs(pg_store_t *store, json_t **envs, int *recorded);
+
+/*
+ * Add env to the store's environments, with an audit entry (action
+ * "env"), a revision and a change message, in one script; a store made
+ * before P environments gets those it had recorded first. *revision is the
+ * new revision, or 0 when env was there already (nothing changed).
+ */
+int pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
+    const char *reason, int64_t *revision);
+
+/*
  * Change one flag atomically: read it, edit it, check the result (alone,
  * and with check_env also with the other flags of env: requires, cycles;
  * a change that cannot touch them, such as a kill, skips that so that a
@@ -134,14 +161,56 @@ int pg_store_raise_revision(pg_store_t *store, int64_t above,
  * retry. An edit that changes nothing writes nothing (change->unchanged).
  * The script refuses, with PG_STORE_EFAILED, a write that would take the
  * store past a limit of the core: a flag beyond PG_FLAGS_MAX in env, an
- * environment beyond PG_ENVS_MAX, a revision beyond PG_REVISION_MAX.
+ * environment beyond PG_ENVS_MAX, a revision beyond PG_REVISION_MAX; with
+ * PG_STORE_ENOENV a write to an environment the store does not have; and
+ * with PG_STORE_EINVALID a new `requires` of a flag that does not exist,
+ * or that makes a cycle: checked there, no concurrent writer can get
+ * past them.
  */
 int pg_store_write(pg_store_t *store, const char *env, const char *flag,
     const char *action, const char *actor, const char *reason,
     int check_env, pg_store_edit_pt edit, void *data,
     pg_store_change_t *change);
 
+/*
+ * Delete one flag, in one script with its audit entry (action "delete")
+ * and change message, if nobody changed it meanwhile (else read again and
+ * retry) and while no other flag of env requires it (PG_STORE_EFAILED,
+ * naming that flag). change->before is the flag as it was, after NULL.
+ */
+int pg_store_delete(pg_store_t *store, const char *env, const char *flag,
+    const char *actor, const char *reason, pg_store_change_t *change);
+
+/*
+ * An audit entry alone, at the store's revision, for what changed on the
+ * edges and not in the store (action "release"; a kill --direct of a flag
+ * that is off in the store already): before and after are flag JSON or
+ * "". Nothing is published. The environment must be one of the store's.
+ * *revision is the store's.
+ */
+int pg_store_note(pg_store_t *store, const char *env, const char *flag,
+    const char *action, const char *actor, const char *reason,
+    const char *before, const char *after, int64_t *revision);
+
 void pg_store_change_free(pg_store_change_t *change);
+
+/*
+ * The controllers' beats (P controllers): *beats is a new object, "HOST:PID"
+ * -> the beat's JSON (a beat that is not a JSON object is {"invalid": why}),
+ * and *now_ms Redis's clock (TIME), in epoch ms, read in the same round
+ * trip, so that ages are measured on the clock the beats were written on.
+ */
+int pg_store_controllers(pg_store_t *store, json_t **beats,
+    int64_t *now_ms);
+
+/*
+ * How old a beat is at now_ms (*age_ms, 0 for a beat from the future) and
+ * how old it may be while its controller is alive (*limit_ms: 3 of its
+ * reconcile intervals, at least PG_STORE_ALIVE_MIN_MS). Returns 1 alive, 0
+ * not, -1 for a beat without a beat_at (then *age_ms is -1).
+ */
+int pg_store_beat_alive(const json_t *beat, int64_t now_ms, int64_t *age_ms,
+    int64_t *limit_ms);
 
 /*
  * The newest audit entries first, at most count, only those of flag when

@@ -70,6 +70,7 @@ subtest 'status shows each edge behind, then in step' => sub {
     like($r->{out}, qr/\Q$unix\E\s+revision 0\s+BEHIND/, 'the unix edge too');
 
     is(push_store(), 200, 'the store pushed to the edge');
+    $rs->beat;                  # a live portal-gated (t/77 tests the beats)
     $r = ctl('status', @edges);
     exits($r, 0, 'edges in step');
     like($r->{out}, qr/\Q$tcp\E\s+revision 2\s+in step/, 'in step');
@@ -180,6 +181,7 @@ subtest '-c FILE gives the edges (and Redis and the prefix)' => sub {
     print {$fh} "redis " . $rs->url . ";\nprefix portal-gate:;\n"
               . "edge $tcp;\nedge $unix;   # the socket\n";
     close $fh;
+    $rs->beat;
     my $r = ctl('-c', $conf, 'status');
     exits($r, 0, 'status -c FILE');
     like($r->{out}, qr/\Q$tcp\E.*\n.*\Q$unix\E/, 'both edges from the file');
@@ -203,8 +205,8 @@ subtest 'bad edge options exit 2' => sub {
          qr/invalid --wait "soon"/],
         [['on', 'customer_portal', '--wait=nan', '--edge', $tcp],
          qr/invalid --wait "nan"/],
-        [['kill', 'customer_portal', '--wait', '5', '--edge', $tcp],
-         qr/usage: portal-gatectl kill/],
+        [['allow', 'customer_portal', '--wait', '5', '--edge', $tcp],
+         qr/"--wait 5" is ambiguous: .* write --wait=5/],
         [['create', 'x', '--from-edge', $tcp], qr/--from-edge goes with init/],
     ) {
         my ($args, $re) = @$case;

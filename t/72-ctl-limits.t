@@ -125,19 +125,38 @@ subtest 'a create never passes the environments limit of the store' => sub {
     # environments only, not those of a prefix that the glob would match
     my $p = 'p*[1]?:';
     exits(ctl('-p', $p, 'init'), 0, 'init under a prefix with glob characters');
+    # a store made before environments were recorded: its environments
+    # are its flags: hashes, and production and staging
+    $rs->cli('DEL', "${p}environments");
     fill("${p}flags:e$_", 1) for 1 .. 63;
     fill("pxx1y:flags:other$_", 1) for 1 .. 5;
     $rs->cli('SET', "${p}flags:not_a_hash", 'x');
 
-    my $r = ctl('-p', $p, '-e', 'e64', 'create', 'x');
-    exits($r, 0, 'the 64th environment');
-    $r = ctl('-p', $p, '-e', 'e65', 'create', 'x');
-    exits($r, 1, 'a 65th environment');
-    like($r->{err}, qr/cannot create flag "x" in e65: the store holds 64 environments, the most it may hold/,
+    my $r = ctl('-p', $p, 'create', 'x');
+    exits($r, 0, 'the 64th environment (production)');
+    $r = ctl('-p', $p, '-e', 'staging', 'create', 'x');
+    exits($r, 1, 'a 65th environment (staging)');
+    like($r->{err}, qr/cannot create flag "x" in staging: the store holds 64 environments, the most it may hold/,
          'says why');
-    is($rs->cli('EXISTS', "${p}flags:e65"), 0, 'and wrote nothing');
-    exits(ctl('-p', $p, '-e', 'e64', 'create', 'y'), 0,
+    is($rs->cli('EXISTS', "${p}flags:staging"), 0, 'and wrote nothing');
+    exits(ctl('-p', $p, '-e', 'e63', 'create', 'y'), 0,
           'a new flag in an environment that exists');
+    $r = ctl('-p', $p, 'env', 'add', 'e65');
+    exits($r, 1, 'env add past the limit');
+    like($r->{err}, qr/cannot add environment "e65": the store holds 65 environments, the most it may hold/,
+         'says why (production, staging and 63 others)');
+    is($rs->cli('EXISTS', "${p}environments"), 0, 'and wrote nothing');
+};
+
+subtest 'env add never passes the environments limit of the store' => sub {
+    my $p = 'envs:';
+    exits(ctl('-p', $p, 'init'), 0, 'init: production and staging');
+    exits(ctl('-p', $p, 'env', 'add', "e$_"), 0, "env add e$_") for 3 .. 64;
+    my $r = ctl('-p', $p, 'env', 'add', 'e65');
+    exits($r, 1, 'a 65th');
+    like($r->{err}, qr/cannot add environment "e65": the store holds 64 environments, the most it may hold/,
+         'says why');
+    is($rs->cli('HLEN', "${p}environments"), 64, '64 environments');
 };
 
 subtest 'no write takes the revision past the highest an edge accepts' => sub {

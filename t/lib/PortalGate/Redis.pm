@@ -8,8 +8,11 @@ package PortalGate::Redis;
 #   my $r = $rs->ctl('create', 'customer_portal');
 #   $r->{exit}, $r->{out}, $r->{err}
 #   $rs->ctl_env({USER => 'alice'}, 'on', 'customer_portal');
+#   $rs->ctl_env({USER => undef}, ...);       # $USER unset
 #   $rs->cli('HGETALL', 'portal-gate:flags:production');   # redis-cli
 #   $rs->stop; $rs->start;                    # Redis down, Redis back
+#   $rs->beat(host => 'web1', age_ms => 0);   # a controller's beat
+#   $rs->now_ms;                              # Redis's clock
 
 use strict;
 use warnings;
@@ -19,6 +22,7 @@ use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use IPC::Open3 qw(open3);
+use JSON::PP;
 use Symbol qw(gensym);
 use Test::More;
 use Time::HiRes qw(sleep time);
@@ -91,12 +95,18 @@ sub ctl {
     return $self->ctl_env({}, @args);
 }
 
-# the same with more environment variables: ctl_env({USER => 'x'}, 'list')
+# the same with more environment variables: ctl_env({USER => 'x'}, 'list');
+# a variable given as undef is unset. PORTAL_GATE_CONF is '' (no config)
+# unless given: a /etc/portal-gate/portal-gated.conf on the machine must
+# not point the tests elsewhere.
 sub ctl_env {
     my ($self, $more, @args) = @_;
     my %env = (PORTAL_GATE_REDIS => $self->url, USER => 'tester',
-               SUDO_USER => '', %$more);
+               SUDO_USER => '', PORTAL_GATE_CONF => '', %$more);
+    my @unset = grep { !defined $env{$_} } keys %env;
+    delete @env{@unset};
     local @ENV{keys %env} = values %env;
+    delete local @ENV{@unset};
     delete local $ENV{PORTAL_GATE_PREFIX};
     delete local $ENV{PORTAL_GATE_ENV};
 
@@ -119,6 +129,42 @@ sub cli {
     waitpid $pid, 0;
     chomp $o;
     return $o;
+}
+
+# Redis's clock (TIME) in epoch ms: what beats are measured on
+sub now_ms {
+    my ($self) = @_;
+    my ($s, $us) = split /\n/, $self->cli('TIME');
+    return $s * 1000 + int($us / 1000);
+}
+
+# A controller's beat as portal-gated writes it (include/pg_store.h), for
+# tests that need one without the daemon: $rs->beat(host => 'web1',
+# pid => 4711, age_ms => 0, interval_ms => 2000, store_revision => 3,
+# edges => {URL => {revision => 3, ok => 1, error => undef}}). Returns the
+# field, "HOST:PID".
+sub beat {
+    my ($self, %o) = @_;
+    my $host = $o{host} // 'test-host';
+    my $pid = $o{pid} // 4711;
+    my $interval = $o{interval_ms} // 2000;
+    my $now = $self->now_ms;
+    my %edges = map {
+        my $e = $o{edges}{$_};
+        ($_ => {revision => $e->{revision}, ok => $e->{ok} ? JSON::PP::true
+                                                           : JSON::PP::false,
+                error => $e->{error}})
+    } keys %{ $o{edges} // {} };
+    my $beat = {host => $host, pid => $pid + 0,
+                version => $o{version} // 'test',
+                started_at => '2026-01-01T00:00:00Z',
+                beat_at => $now - ($o{age_ms} // 0),
+                interval_ms => $interval + 0,
+                store_revision => $o{store_revision},
+                edges => \%edges};
+    $self->cli('HSET', ($o{prefix} // 'portal-gate:') . 'controllers',
+               "$host:$pid", JSON::PP->new->canonical->encode($beat));
+    return "$host:$pid";
 }
 
 # A portal-gatectl run ($r from ctl) ended with $status, and the
