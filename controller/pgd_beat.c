@@ -77,6 +77,7 @@ static const char  pgd_beat_script[] =
     "return {at, gone}\n";
 
 
+static const char *pgd_beat_utf8(const char *s, char *buf, size_t size);
 static json_t *pgd_beat_text(const char *s);
 static json_t *pgd_beat_edges(pgd_t *d);
 static char *pgd_beat_json(pgd_t *d);
@@ -114,32 +115,44 @@ pgd_beat_start(pgd_t *d)
 }
 
 
-/* A JSON string of s, or of s with every byte outside printable ASCII
- * made '?' when s is not UTF-8 (a message cut inside a character). */
-static json_t *
-pgd_beat_text(const char *s)
+/* s when it is UTF-8, else buf: s with every byte outside printable
+ * ASCII made '?' (a message cut inside a character, a Latin-1 socket
+ * path), which JSON can carry. */
+static const char *
+pgd_beat_utf8(const char *s, char *buf, size_t size)
 {
-    char     buf[1024];
     size_t   i;
     json_t  *v;
 
-    if (s == NULL || s[0] == '\0') {
-        return json_null();
-    }
-
     v = json_string(s);
+
     if (v != NULL) {
-        return v;
+        json_decref(v);
+        return s;
     }
 
-    for (i = 0; s[i] != '\0' && i < sizeof(buf) - 1; i++) {
+    for (i = 0; s[i] != '\0' && i < size - 1; i++) {
         buf[i] = (unsigned char) s[i] < ' ' || (unsigned char) s[i] >= 0x7f
                  ? '?' : s[i];
     }
 
     buf[i] = '\0';
 
-    return json_string(buf);
+    return buf;
+}
+
+
+/* A JSON string of s, as pgd_beat_utf8() makes it; null for "". */
+static json_t *
+pgd_beat_text(const char *s)
+{
+    char  buf[1024];
+
+    if (s == NULL || s[0] == '\0') {
+        return json_null();
+    }
+
+    return json_string(pgd_beat_utf8(s, buf, sizeof(buf)));
 }
 
 
@@ -148,6 +161,7 @@ static json_t *
 pgd_beat_edges(pgd_t *d)
 {
     int          ok;
+    char         key[sizeof(((pgd_edge_t *) 0)->edge.spec)];
     size_t       i;
     json_t      *edges, *edge;
     pgd_edge_t  *e;
@@ -174,7 +188,9 @@ pgd_beat_edges(pgd_t *d)
                                       : json_null());
 
         if (edge == NULL
-            || json_object_set_new(edges, e->edge.spec, edge) != 0)
+            || json_object_set_new(edges, pgd_beat_utf8(e->edge.spec, key,
+                                                        sizeof(key)),
+                                   edge) != 0)
         {
             json_decref(edges);
             return NULL;
