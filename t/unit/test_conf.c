@@ -889,6 +889,59 @@ test_limits(void)
 }
 
 
+/* require_reason (portal-gatectl's, read from the same file): which
+ * writing commands refuse to run without --reason, and where it says so. */
+static void
+test_require_reason(void)
+{
+    pg_conf_t  conf;
+
+    pg_conf_defaults(&conf);
+    t_ok(conf.nrequire_reason == 0, "require_reason: none by default");
+
+    if (t_loads("# on-call\nrequire_reason kill\n    off;\n", &conf,
+                "require_reason kill off"))
+    {
+        t_ok(conf.nrequire_reason == 2
+             && strcmp(conf.require_reason[0], "kill") == 0
+             && strcmp(conf.require_reason[1], "off") == 0
+             && conf.require_reason_line == 2,
+             "require_reason: kill and off, named on line 2");
+    }
+
+    if (t_loads("require_reason create on off kill rollout allow deny "
+                "unallow undeny set delete env release;\n", &conf,
+                "require_reason: every writing command"))
+    {
+        t_ok(conf.nrequire_reason == 13
+             && strcmp(conf.require_reason[12], "release") == 0,
+             "require_reason: all 13 kept, in order");
+    }
+
+    t_refused("require_reason kil;\n", 1,
+              "invalid value \"kil\" in \"require_reason\": expected "
+              "portal-gatectl's writing commands: create, on, off, kill, "
+              "rollout, allow, deny, unallow, undeny, set, delete, env, "
+              "release", "require_reason: a typo is refused, with the list");
+    t_refused_at(T_TEXT("require_reason kill\n list;\n"), 2,
+                 "invalid value \"list\" in \"require_reason\": expected ",
+                 1, "require_reason: a command that writes nothing, on its "
+                 "line");
+    t_refused_at(T_TEXT("require_reason kill\nKill;\n"), 2,
+                 "invalid value \"Kill\" in \"require_reason\"", 1,
+                 "require_reason: commands are case-sensitive");
+    t_refused("require_reason kill off\n  kill;\n", 2,
+              "invalid value \"kill\" in \"require_reason\": named twice",
+              "require_reason: a command named twice, at the second");
+    t_refused("require_reason;\n", 1,
+              "invalid number of arguments in \"require_reason\"",
+              "require_reason: with no command");
+    t_refused("require_reason kill;\nrequire_reason off;\n", 2,
+              "\"require_reason\" directive is duplicate",
+              "require_reason: twice");
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -909,6 +962,7 @@ main(int argc, char **argv)
     test_repeats();
     test_edge_urls();
     test_limits();
+    test_require_reason();
 
     rmdir(t_dir);
 
