@@ -147,6 +147,12 @@ typedef struct {
     unsigned        redis_attempts;
     int             load_wanted;    /* a change message came */
 
+    char            envs[PG_ENVS_MAX][PG_NAME_MAX + 1]; /* pushed: the
+                                       config's, then the store's own */
+    size_t          nenvs;
+    char            envs_said[512]; /* the store's environments that are
+                                       not pushed, as last logged */
+
     int             store_state;    /* PGD_STORE_* as last logged */
     char            store_said[1024];
     int64_t         store_revision; /* Redis's, at the last read */

@@ -8,6 +8,10 @@
  * revision (one round trip) and each edge's (GET status, in the multi
  * handle); a store that moved without a change message is read again.
  *
+ * The environments read are those of the config, then those the store
+ * records (pgd_envs), so that `portal-gatectl env add` reaches the edges
+ * without a change of the config.
+ *
  * The flags that are not valid on their own are left out of the read and
  * named (pgd_bad_flag); their values are then read in one more round trip
  * (pgd_bad_values), only when there are any, so that pgd_compose() can
@@ -24,6 +28,9 @@
 
 static void pgd_bad_flag(const char *env, const char *flag, const char *why,
     void *data);
+static int pgd_envs(pgd_t *d);
+static int pgd_env_cmp(const void *a, const void *b);
+static void pgd_envs_text(pgd_t *d, char *buf, size_t size);
 static int pgd_bad_values(pgd_t *d);
 static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
 
@@ -37,6 +44,136 @@ pgd_bad_flag(const char *env, const char *flag, const char *why, void *data)
 
     snprintf(key, sizeof(key), "%s/%s", env, flag);
     json_object_set_new(d->bad_now, key, json_pack("{s:s}", "why", why));
+}
+
+
+static int
+pgd_env_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+
+/* d->envs as "production staging eu", for the log. */
+static void
+pgd_envs_text(pgd_t *d, char *buf, size_t size)
+{
+    size_t  i, len;
+
+    buf[0] = '\0';
+    len = 0;
+
+    for (i = 0; i < d->nenvs && len < size; i++) {
+        len += (size_t) snprintf(buf + len, size - len, "%s%s",
+                                 i ? " " : "", d->envs[i]);
+    }
+}
+
+
+/*
+ * The environments to read and push, into d->envs: those of the config,
+ * then those the store records (P"environments", include/pg_store.h) in
+ * name order. A store made before that key records none: then the
+ * config's alone, as before. A recorded name that no edge takes (written
+ * by hand) and any past PG_ENVS_MAX are left out, and said once. One
+ * round trip. PG_ERR: Redis failed (said).
+ */
+static int
+pgd_envs(pgd_t *d)
+{
+    int           skip;
+    char          key[PG_STORE_PREFIX_MAX + 16], why[600], text[160];
+    char          said[sizeof(d->envs_said)];
+    char          old[PG_ENVS_MAX * (PG_NAME_MAX + 1)];
+    char          now[PG_ENVS_MAX * (PG_NAME_MAX + 1)];
+    size_t        i, j, n, len, slen;
+    const char   *argv[2], **names;
+    redisReply   *reply;
+
+    pgd_envs_text(d, old, sizeof(old));
+
+    for (i = 0; i < d->conf.nenvs; i++) {
+        memcpy(d->envs[i], d->conf.envs[i], sizeof(d->envs[i]));
+    }
+
+    d->nenvs = d->conf.nenvs;
+
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_ENVS);
+    argv[0] = "HKEYS";
+    argv[1] = key;
+
+    reply = redisCommandArgv(d->cmd, 2, argv, NULL);
+
+    if (reply == NULL) {
+        snprintf(why, sizeof(why), "%s: %s", d->where,
+                 pg_redis_strerror(d->cmd, text, sizeof(text)));
+        pgd_redis_down(d, why);
+        return PG_ERR;
+    }
+
+    said[0] = '\0';
+    slen = 0;
+    n = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
+    names = calloc(n ? n : 1, sizeof(char *));
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(said, sizeof(said), "cannot read %s (%.200s)", key,
+                 reply->str);
+        n = 0;
+    }
+
+    for (i = 0; names != NULL && i < n; i++) {
+        names[i] = reply->element[i]->type == REDIS_REPLY_STRING
+                   ? reply->element[i]->str : "";
+    }
+
+    if (names != NULL) {
+        qsort(names, n, sizeof(char *), pgd_env_cmp);
+    }
+
+    for (i = 0; names != NULL && i < n; i++) {
+        len = strlen(names[i]);
+        skip = 0;
+
+        for (j = 0; j < d->nenvs && !skip; j++) {
+            skip = strcmp(d->envs[j], names[i]) == 0;
+        }
+
+        if (skip) {
+            continue;
+        }
+
+        if (pg_valid_name(names[i], len) && d->nenvs < PG_ENVS_MAX) {
+            memcpy(d->envs[d->nenvs++], names[i], len + 1);
+
+        } else if (slen < sizeof(said)) {
+            slen += (size_t) snprintf(said + slen, sizeof(said) - slen,
+                                      "%s\"%.64s\"%s", slen ? ", " : "",
+                                      names[i], pg_valid_name(names[i], len)
+                                      ? " (past the most an edge takes)"
+                                      : " (not a name an edge takes)");
+        }
+    }
+
+    free(names);
+    freeReplyObject(reply);
+
+    if (said[0] != '\0' && strcmp(said, d->envs_said) != 0) {
+        pgd_log(d, PG_LOG_WARN, "environments of the store left out: %s; "
+                "the others are pushed", said);
+    }
+
+    memcpy(d->envs_said, said, sizeof(said));
+
+    /* which environments are pushed, when the store adds to the config's */
+    pgd_envs_text(d, now, sizeof(now));
+
+    if (d->nenvs > d->conf.nenvs && strcmp(now, old) != 0) {
+        pgd_log(d, PG_LOG_NOTICE, "pushing the environments %s: those of "
+                "the config, then those recorded in the store", now);
+    }
+
+    return PG_OK;
 }
 
 
@@ -67,18 +204,17 @@ pgd_bad_values(pgd_t *d)
         return PG_OK;       /* then they keep their good versions */
     }
 
-    /* one HMGET per environment with bad flags, in conf order */
-    for (i = 0; i < d->conf.nenvs; i++) {
+    /* one HMGET per environment with bad flags, in the read's order */
+    for (i = 0; i < d->nenvs; i++) {
         snprintf(key, sizeof(key), "%s%s%s", d->conf.prefix,
-                 PG_STORE_KEY_FLAGS, d->conf.envs[i]);
-        len = strlen(d->conf.envs[i]);
+                 PG_STORE_KEY_FLAGS, d->envs[i]);
+        len = strlen(d->envs[i]);
         argv[0] = "HMGET";
         argv[1] = key;
         j = 2;
 
         json_object_foreach(d->bad_now, name, entry) {
-            if (strncmp(name, d->conf.envs[i], len) == 0
-                && name[len] == '/')
+            if (strncmp(name, d->envs[i], len) == 0 && name[len] == '/')
             {
                 argv[j++] = name + len + 1;
             }
@@ -93,7 +229,7 @@ pgd_bad_values(pgd_t *d)
 
     rc = PG_OK;
 
-    for (i = 0; i < d->conf.nenvs; i++) {
+    for (i = 0; i < d->nenvs; i++) {
         if (sent[i] == 0) {
             continue;
         }
@@ -106,11 +242,11 @@ pgd_bad_values(pgd_t *d)
             break;
         }
 
-        len = strlen(d->conf.envs[i]);
+        len = strlen(d->envs[i]);
         j = 0;
 
         json_object_foreach(d->bad_now, name, entry) {
-            if (strncmp(name, d->conf.envs[i], len) != 0 || name[len] != '/'
+            if (strncmp(name, d->envs[i], len) != 0 || name[len] != '/'
                 || reply->type != REDIS_REPLY_ARRAY || j >= reply->elements)
             {
                 continue;
@@ -179,6 +315,7 @@ pgd_store_forget(pgd_t *d)
     d->seed_state = PGD_SEED_NONE;
     d->store_state = PGD_STORE_UNKNOWN;
     d->store_said[0] = '\0';
+    d->envs_said[0] = '\0';
 }
 
 
@@ -204,8 +341,12 @@ pgd_load(pgd_t *d)
 
     d->load_wanted = 0;
 
-    for (i = 0; i < d->conf.nenvs; i++) {
-        names[i] = d->conf.envs[i];
+    if (pgd_envs(d) != PG_OK) {
+        return;
+    }
+
+    for (i = 0; i < d->nenvs; i++) {
+        names[i] = d->envs[i];
     }
 
     d->bad_now = json_object();
@@ -219,7 +360,7 @@ pgd_load(pgd_t *d)
         return;
     }
 
-    rc = pg_store_snapshot(&d->store, names, d->conf.nenvs, pgd_bad_flag, d,
+    rc = pg_store_snapshot(&d->store, names, d->nenvs, pgd_bad_flag, d,
                            &initialised, &store);
 
     if (rc != PG_OK) {

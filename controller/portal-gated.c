@@ -13,7 +13,9 @@
  *
  *   - it SUBSCRIBEs to the change channel first, then reads the whole store
  *     in one MULTI/EXEC (pg_store_snapshot), so no change slips between the
- *     two; a change message makes it read again (pgd_redis.c, pgd_store.c);
+ *     two; a change message makes it read again (pgd_redis.c, pgd_store.c).
+ *     It reads the environments of its config and those the store records
+ *     (`portal-gatectl env add`);
  *   - it PUTs the snapshot to every edge at once (one curl multi handle), so
  *     an edge that is slow, down or hung never holds back the others
  *     (pgd_edges.c);
