@@ -37,8 +37,11 @@
  *                       8601 UTC), "beat_at" (Redis TIME, epoch ms),
  *                       "interval_ms" (its reconcile interval),
  *                       "store_revision" (what it last read), "edges":
- *                       {URL: {"revision": N or null, "ok": bool,
- *                       "error": text or null}}}. A controller is alive
+ *                       {URL: {"revision": N or null, "ok": bool (the edge
+ *                       answered and holds what was pushed), "error": text
+ *                       or null, "overrides": [{"env", "flag"}] (its kill
+ *                       overrides), or null before it answered}}}. A
+ *                       controller is alive
  *                       while its beat is younger than 3 intervals (at
  *                       least 3 s), measured on Redis's clock. It removes
  *                       its field when it stops; beats older than a day
