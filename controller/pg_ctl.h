@@ -85,7 +85,6 @@ int pg_ctl_check_text(const char *what, const char *hint, const char *text);
 const char *pg_ctl_closest(const char *word, const json_t *names);
 int pg_ctl_connect(pg_store_t *store, pg_ctl_opts_t *o, int timeout_ms,
     pg_error_t *err);
-int pg_ctl_conf_env(const pg_ctl_opts_t *o);
 void pg_ctl_warn_env(pg_store_t *store, const pg_ctl_opts_t *o);
 size_t pg_ctl_utf8_cut(const char *text, size_t max);
 

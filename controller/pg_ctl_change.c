@@ -800,16 +800,16 @@ pg_ctl_strcmp(const void *a, const void *b)
 
 
 /*
- * env list: the store's environments, with how many flags each holds,
- * and which of them portal-gated's config (-c) does not push.
+ * env list: the store's environments, with how many flags each holds
+ * (portal-gated pushes them, besides those of its config).
  * env add ENV: one more; a name that is there already changes nothing.
  */
 int
 pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int          recorded, pushed;
-    size_t       i, k, n;
+    int          recorded;
+    size_t       k, n;
     json_t      *envs, *e;
     int64_t      revision;
     const char  *name, **names;
@@ -838,19 +838,6 @@ pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 
         printf("added environment %s (revision %lld)\n", argv[1],
                (long long) revision);
-
-        /* portal-gated pushes the environments of its config */
-        pushed = o->cf == NULL || o->cf->nenvs == 0;
-
-        for (i = 0; !pushed && i < o->cf->nenvs; i++) {
-            pushed = strcmp(o->cf->envs[i], argv[1]) == 0;
-        }
-
-        if (!pushed) {
-            printf("portal-gated pushes only the environments of its "
-                   "config: add %s to the environments line of %s\n",
-                   argv[1], o->conf);
-        }
 
         if (o->wait >= 0) {
             fflush(stdout);
@@ -899,19 +886,13 @@ pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     for (k = 0; k < n; k++) {
         name = names[k];
         e = json_object_get(envs, name);
-        pushed = o->cf == NULL || o->cf->nenvs == 0;
 
-        for (i = 0; !pushed && i < o->cf->nenvs; i++) {
-            pushed = strcmp(o->cf->envs[i], name) == 0;
-        }
-
-        printf("%-24s %6" JSON_INTEGER_FORMAT "  %-20s  %s%s\n", name,
+        printf("%-24s %6" JSON_INTEGER_FORMAT "  %-20s  %s\n", name,
                json_integer_value(json_object_get(e, "flags")),
                json_string_value(json_object_get(e, "created_at"))
                ?: "-",
                json_string_value(json_object_get(e, "created_by"))
-               ?: "-",
-               pushed ? "" : "  (not in -c's environments: not pushed)");
+               ?: "-");
     }
 
     free(names);

@@ -881,33 +881,33 @@ pg_ctl_shell_quote(const char *s, char *buf, size_t size)
 
 /*
  * kill F --direct: the break-glass kill. PUT overrides?env=E&flag=F to
- * every edge at once, then GET eval of F on each that took it, to see it
- * answer off; then, if Redis answers within PG_CTL_AFTER_MS, the kill in
- * the store and the audit log as `kill` makes it, so that the store and
- * the edges agree once the incident is over. The edges come first: Redis
- * and portal-gated may be down, and every millisecond counts. Exit 0 only
+ * every edge at once, with GET eval of F beside each (does the edge know
+ * F in E at all? a typo must not pass for a kill); then, if Redis answers
+ * within PG_CTL_AFTER_MS, the kill in the store and the audit log as
+ * `kill` makes it, so that the store and the edges agree once the
+ * incident is over. The edges come first: Redis and portal-gated may be
+ * down, and every millisecond counts. An edge answers the PUT 200 once
+ * the override is in its zone, which every worker reads at its next
+ * request (and in its state file): that is the confirmation. Exit 0 only
  * when every edge confirmed.
  */
 int
 pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
 {
     int                 rc, confirmed, known, created, n_ok, n_known, down;
-    int                 ok[PG_EDGE_MAX], eval_of[PG_EDGE_MAX];
+    int                 ok[PG_EDGE_MAX];
     char                line[512], why[256], quoted[2200], *text;
     char                reason[PG_TEXT_MAX + 160];
-    size_t              i, neval;
+    size_t              i, n;
     double              start, took;
     json_t             *body, *out, *edges, *e, *st;
-    const char         *decision, *because, *given;
+    const char         *because, *given;
     pg_error_t          err;
-    pg_edge_call_t      puts[PG_EDGE_MAX], evals[PG_EDGE_MAX];
+    pg_edge_call_t      calls[2 * PG_EDGE_MAX], *put, *eval;
     pg_store_change_t   change;
 
     start = pg_ctl_now_ms();
-
-    if (!pg_ctl_conf_env(o)) {
-        return PG_CTL_FAILED;
-    }
+    n = o->nedges;
 
     /* who and why, as much as an edge keeps (at a character's end) */
     given = o->reason && o->reason[0] ? o->reason
@@ -923,42 +923,29 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
         return pg_ctl_error(PG_CTL_FAILED, "out of memory");
     }
 
-    for (i = 0; i < o->nedges; i++) {
-        puts[i].edge = &o->edges[i];
-        puts[i].method = "PUT";
-        snprintf(puts[i].path, sizeof(puts[i].path),
-                 "overrides?env=%s&flag=%s", o->env, flag);
-        puts[i].body = text;
-        puts[i].len = strlen(text);
+    /* calls[i]: the PUT to edge i; calls[n + i]: its GET eval */
+    for (i = 0; i < n; i++) {
+        put = &calls[i];
+        put->edge = &o->edges[i];
+        put->method = "PUT";
+        snprintf(put->path, sizeof(put->path), "overrides?env=%s&flag=%s",
+                 o->env, flag);
+        put->body = text;
+        put->len = strlen(text);
+
+        eval = &calls[n + i];
+        eval->edge = &o->edges[i];
+        eval->method = "GET";
+        snprintf(eval->path, sizeof(eval->path), "eval?env=%s&flag=%s",
+                 o->env, flag);
+        eval->body = NULL;
+        eval->len = 0;
     }
 
-    rc = pg_edge_calls(puts, o->nedges, PG_CTL_DIRECT_MS, &err);
+    rc = pg_edge_calls(calls, 2 * n, PG_CTL_DIRECT_MS, &err);
     free(text);
 
     if (rc != PG_OK) {
-        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
-    }
-
-    /* each edge that took it: does it answer off now? */
-    neval = 0;
-
-    for (i = 0; i < o->nedges; i++) {
-        eval_of[i] = -1;
-
-        if (puts[i].answered && puts[i].status == 200) {
-            eval_of[i] = (int) neval;
-            evals[neval].edge = &o->edges[i];
-            evals[neval].method = "GET";
-            snprintf(evals[neval].path, sizeof(evals[neval].path),
-                     "eval?env=%s&flag=%s", o->env, flag);
-            evals[neval].body = NULL;
-            evals[neval].len = 0;
-            neval++;
-        }
-    }
-
-    if (pg_edge_calls(evals, neval, PG_CTL_DIRECT_MS, &err) != PG_OK) {
-        pg_edge_calls_free(puts, o->nedges);
         return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
     }
 
@@ -970,84 +957,72 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
     n_ok = 0;
     n_known = 0;
 
-    for (i = 0; i < o->nedges; i++) {
+    for (i = 0; i < n; i++) {
+        put = &calls[i];
+        eval = &calls[n + i];
         confirmed = 0;
-        known = 0;
         created = 0;
-        decision = NULL;
-        because = NULL;
+        why[0] = '\0';
 
-        if (!puts[i].answered) {
-            snprintf(why, sizeof(why), "%s", puts[i].why);
+        /* an edge that cannot say counts as knowing the flag */
+        because = eval->answered && eval->status == 200
+                  ? json_string_value(json_object_get(eval->json, "reason"))
+                  : NULL;
+        known = because == NULL || strcmp(because, "unknown") != 0;
 
-        } else if (puts[i].status != 200) {
+        if (!put->answered) {
+            snprintf(why, sizeof(why), "%s", put->why);
+
+        } else if (put->status != 200) {
             snprintf(why, sizeof(why), "PUT overrides answered %ld%s%.100s%s",
-                     puts[i].status,
-                     json_string_value(json_object_get(puts[i].json,
-                                                       "error"))
+                     put->status,
+                     json_string_value(json_object_get(put->json, "error"))
                      ? ": " : "",
-                     json_string_value(json_object_get(puts[i].json,
-                                                       "error")) ?: "",
-                     puts[i].status == 404 ? " (a module without kill "
-                                             "overrides?)" : "");
+                     json_string_value(json_object_get(put->json, "error"))
+                     ?: "",
+                     put->status == 404 ? " (a module without kill "
+                                          "overrides?)" : "");
 
         } else {
-            created = json_is_true(json_object_get(puts[i].json, "created"));
-            e = evals[eval_of[i]].json;
-            decision = json_string_value(json_object_get(e, "decision"));
-            because = json_string_value(json_object_get(e, "reason"));
-
-            if (!evals[eval_of[i]].answered) {
-                snprintf(why, sizeof(why), "took the override, then GET "
-                         "eval: %s", evals[eval_of[i]].why);
-            } else if (decision == NULL || strcmp(decision, "off") != 0) {
-                snprintf(why, sizeof(why), "took the override, but answers "
-                         "%s (%s)", decision ? decision : "?",
-                         because ? because : "?");
-            } else {
-                confirmed = 1;
-                known = because == NULL || strcmp(because, "unknown") != 0;
-                why[0] = '\0';
-            }
+            confirmed = 1;
+            created = json_is_true(json_object_get(put->json, "created"));
         }
 
         n_ok += confirmed;
-        n_known += known;
+        n_known += confirmed && known;
         ok[i] = confirmed;
 
         json_array_append_new(edges,
-            json_pack("{s:s,s:b,s:b,s:s?,s:s?,s:s?}", "edge",
-                      o->edges[i].spec, "confirmed", confirmed, "created",
-                      created, "decision", decision, "reason", because,
+            json_pack("{s:s,s:b,s:b,s:b,s:f,s:s?}", "edge", o->edges[i].spec,
+                      "confirmed", confirmed, "created", created,
+                      "known", known, "ms", put->ms,
                       "error", confirmed ? NULL : why));
     }
 
-    pg_edge_calls_free(evals, neval);
-    pg_edge_calls_free(puts, o->nedges);
+    pg_edge_calls_free(calls, 2 * n);
 
     if (!o->json) {
-        if ((size_t) n_ok == o->nedges) {
+        if ((size_t) n_ok == n) {
             printf("KILLED %s in %s on every edge (%zu), by override, in "
-                   "%.1f ms:\n", flag, o->env, o->nedges, took);
+                   "%.1f ms:\n", flag, o->env, n, took);
         } else {
             printf("%s in %s: killed on %d of %zu edges, by override, in "
-                   "%.1f ms:\n", flag, o->env, n_ok, o->nedges, took);
+                   "%.1f ms:\n", flag, o->env, n_ok, n, took);
         }
 
         json_array_foreach(edges, i, e) {
-            if (ok[i]) {
-                because = json_string_value(json_object_get(e, "reason"));
-                printf("  %-52s  off (%s): %s\n", o->edges[i].spec,
-                       because && strcmp(because, "unknown") == 0
-                       ? "no such flag here" : because ? because : "?",
-                       json_is_true(json_object_get(e, "created"))
-                       ? "override set"
-                       : "killed already (the first kill's who and why "
-                         "stay)");
-            } else {
+            if (!ok[i]) {
                 printf("  %-52s  NOT CONFIRMED: %s\n", o->edges[i].spec,
                        json_string_value(json_object_get(e, "error")));
+                continue;
             }
+
+            printf("  %-52s  off: %s%s\n", o->edges[i].spec,
+                   json_is_true(json_object_get(e, "created"))
+                   ? "override set"
+                   : "killed already (the first kill's who and why stay)",
+                   json_is_true(json_object_get(e, "known"))
+                   ? "" : "; this edge has no such flag");
         }
 
         fflush(stdout);
@@ -1059,7 +1034,7 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
 
     snprintf(reason, sizeof(reason), "%s%sbreak-glass: kill overrides on %d "
              "of %zu edges (kill --direct)", o->reason ? o->reason : "",
-             o->reason && o->reason[0] ? "; " : "", n_ok, o->nedges);
+             o->reason && o->reason[0] ? "; " : "", n_ok, n);
     pg_ctl_shell_quote(o->reason && o->reason[0] ? o->reason
                                                  : "INCIDENT", quoted,
                        sizeof(quoted));
@@ -1171,8 +1146,9 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
 
     if (n_known == 0) {
         return pg_ctl_error(PG_CTL_FAILED, "no edge knows flag \"%s\" in %s: "
-                            "it was off there already. Is the name right? "
-                            "(portal-gatectl -e %s list); the overrides hold "
+                            "it was off there already. Are the flag and the "
+                            "environment right? (portal-gatectl env list; "
+                            "portal-gatectl -e %s list); the overrides hold "
                             "if it comes, until `portal-gatectl -e %s "
                             "release %s`", flag, o->env, o->env, o->env,
                             flag);
@@ -1209,10 +1185,6 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 
     if (pg_ctl_check_flag(flag) != PG_CTL_OK) {
         return PG_CTL_USAGE;
-    }
-
-    if (!pg_ctl_conf_env(o)) {
-        return PG_CTL_FAILED;
     }
 
     for (i = 0; i < o->nedges; i++) {

@@ -421,46 +421,6 @@ pg_ctl_connect(pg_store_t *store, pg_ctl_opts_t *o, int timeout_ms,
 }
 
 
-/*
- * Is o->env one of the environments that -c's config lists? 1 yes, or
- * when it lists none (no config, or no environments line); 0 with the
- * error said (and the closest name) otherwise: what portal-gated does not
- * push is on no edge, and a break-glass kill must not pass for done there.
- */
-int
-pg_ctl_conf_env(const pg_ctl_opts_t *o)
-{
-    size_t       i;
-    json_t      *names;
-    const char  *near;
-
-    if (o->cf == NULL || o->cf->nenvs == 0) {
-        return 1;
-    }
-
-    names = json_object();
-
-    for (i = 0; i < o->cf->nenvs; i++) {
-        if (strcmp(o->cf->envs[i], o->env) == 0) {
-            json_decref(names);
-            return 1;
-        }
-
-        json_object_set_new(names, o->cf->envs[i], json_true());
-    }
-
-    near = names ? pg_ctl_closest(o->env, names) : NULL;
-
-    pg_ctl_error(PG_CTL_FAILED, "no environment \"%s\" in %s's environments "
-                 "line%s%s%s; nothing was done", o->env, o->conf,
-                 near ? "; did you mean \"" : "", near ? near : "",
-                 near ? "\"?" : "");
-    json_decref(names);
-
-    return 0;
-}
-
-
 /* A read of an environment the store does not have: say so on stderr,
  * with the closest name; the read goes on (it finds nothing there). */
 void

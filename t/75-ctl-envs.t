@@ -140,20 +140,6 @@ subtest 'env add: validated, audited, published, and a no-op the second time' =>
     is(revision(), $rev + 2, 'and wrote nothing');
 };
 
-subtest "env add of an environment portal-gated's config does not push says so" => sub {
-    my $dir = $rs->{dir};
-    open my $fh, '>', "$dir/push.conf" or die $!;
-    print {$fh} "environments production staging;\nedge http://127.0.0.1:1/x/;\n";
-    close $fh;
-    my $r = ctl('-c', "$dir/push.conf", 'env', 'add', 'qa');
-    exits($r, 0, 'env add qa');
-    like($r->{out}, qr/portal-gated pushes only the environments of its config: add qa to the environments line of \Q$dir\E\/push\.conf/,
-         'names the line to change');
-    like(ctl('-c', "$dir/push.conf", 'env', 'list')->{out},
-         qr/^qa .*\(not in -c's environments: not pushed\)$/m,
-         'env list marks it');
-};
-
 subtest 'a store made before the environments key keeps the environments it had' => sub {
     my $p = 'old:';
     exits(ctl('-p', $p, 'init'), 0, 'init');

@@ -89,9 +89,9 @@ subtest 'with Redis stopped and portal-gated held still, kill --direct turns it 
     exits($r, 0, 'kill --direct');
     like($r->{out}, qr/^KILLED customer_portal in production on every edge \(2\), by override, in [\d.]+ ms:$/m,
          'says every edge confirmed');
-    like($r->{out}, qr/^  \Q$a_url\E\s+off \(killed\): override set$/m,
+    like($r->{out}, qr/^  \Q$a_url\E\s+off: override set$/m,
          'the TCP edge');
-    like($r->{out}, qr/^  \Q$b_url\E\s+off \(killed\): override set$/m,
+    like($r->{out}, qr/^  \Q$b_url\E\s+off: override set$/m,
          'the unix-socket edge');
     like($r->{err}, qr/the store was not changed: .*refused.*once Redis is back, record the kill: portal-gatectl -e production --reason 'INC-42' kill customer_portal/s,
          'says the store was not changed, and what to run later');
@@ -199,26 +199,34 @@ subtest 'an edge that does not answer: the others are killed, exit 1 naming it' 
     exits(ctl('on', 'customer_portal'), 0, 'on');
 };
 
-subtest 'kill --direct refuses what it cannot do, before anything' => sub {
+subtest 'kill --direct of a flag no edge knows exits 1: a typo is no kill' => sub {
     my $r = ctl(@c, '-e', 'prodution', 'kill', 'customer_portal', '--direct');
-    exits($r, 1, 'an environment the config does not have');
-    like($r->{err}, qr/no environment "prodution" in .*portal-gated\.conf's environments line; did you mean "production"\?; nothing was done/,
-         'says so, with the closest name');
-    is_deeply($A->status->{overrides}, [], 'no override was set');
+    exits($r, 1, 'an environment no edge has');
+    like($r->{out}, qr/off: override set; this edge has no such flag/,
+         'each edge says it has no such flag');
+    like($r->{err}, qr/no edge knows flag "customer_portal" in prodution: it was off there already\. Are the flag and the environment right\?/,
+         'says so');
+    is(answers('42'), '200 rollout', 'the real flag is on, as it was');
+    exits(ctl(@c, '-e', 'prodution', 'release', 'customer_portal'), 0,
+          'release the stray overrides');
 
-    $r = ctl('kill', 'customer_portal', '--direct');
+    $r = ctl(@c, 'kill', 'customer_portal_typo', '--direct');
+    exits($r, 1, 'a flag no edge knows');
+    like($r->{err}, qr/no edge knows flag "customer_portal_typo" in production/,
+         'says so');
+    exits(ctl(@c, 'release', 'customer_portal_typo'), 0, 'release it');
+    is_deeply($A->status->{overrides}, [], 'no override left');
+};
+
+subtest 'kill --direct refuses what it cannot do, before anything' => sub {
+    my $r = ctl('kill', 'customer_portal', '--direct');
     exits($r, 2, 'no edges');
     like($r->{err}, qr/kill --direct needs the edges: give --edge URL or -c FILE/,
          'says so');
     exits(ctl(@c, 'kill', 'customer_portal', '--direct', '--wait'), 2,
           '--wait: the kill confirms itself');
     exits(ctl(@c, 'on', 'customer_portal', '--direct'), 2, 'on --direct');
-
-    $r = ctl(@c, 'kill', 'customer_portal_typo', '--direct');
-    exits($r, 1, 'a flag no edge knows');
-    like($r->{err}, qr/no edge knows flag "customer_portal_typo" in production: .*Is the name right\?/,
-         'says so');
-    exits(ctl(@c, 'release', 'customer_portal_typo'), 0, 'release it');
+    is_deeply($A->status->{overrides}, [], 'no override was set');
 };
 
 subtest 'kill --direct --json' => sub {
