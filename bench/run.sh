@@ -656,3 +656,9 @@ echo
 # (HUNG_* knobs: see its header)
 echo
 "$top/bench/hung-edges.sh"
+
+# --------------------------------- break-glass kill --direct (issue 8)
+# 3 edges, Redis and portal-gated down; its own results block (DIRECT_*
+# knobs: see its header)
+echo
+"$top/bench/direct-kill.sh"
