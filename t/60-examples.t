@@ -373,6 +373,28 @@ subtest 'the kill switch reaches both edges through portal-gated' => sub {
          'status: both edges in step');
 };
 
+subtest 'the break-glass kill holds with portal-gated stopped, until released' => sub {
+    my $kill = ran('break-glass kill, portal-gated stopped', qr/kill customer_portal --direct/);
+    like($kill, qr/^KILLED customer_portal in production on every edge \(2\), by override/m,
+         'kill --direct: both edges confirm') or diag($kill);
+    for my $edge (qw(edge-a edge-b)) {
+        my @got = grep { /^\Q$edge\E production \/portal\/ / }
+                  map { $_->{out} } grep { $_->{section} eq 'checks: break-glass kill, portal-gated stopped'
+                                           && $_->{cmd} =~ /X-Company-Id: 1001' /
+                                           && $_->{cmd} =~ ($edge eq 'edge-a' ? qr/:$port\// : qr/:$port_b\//) } @ran;
+        is(scalar @got, 2, "$edge: asked before and after the release");
+        like($got[0] // '', qr/-> legacy \[company=1001 customer_portal=off killed\]/,
+             "$edge: off (killed) for pilot 1001 while portal-gated is stopped");
+        like($got[1] // '', qr/-> portal v2 \[company=1001 customer_portal=on allowed\]/,
+             "$edge: on again after release and on");
+    }
+    like(ran('break-glass kill, portal-gated stopped', qr/ status$/),
+         qr/KILL OVERRIDE: customer_portal in production/,
+         'status lists the override');
+    like(ran('break-glass kill, portal-gated stopped', qr/release customer_portal$/),
+         qr/released/, 'release says it released the overrides');
+};
+
 subtest 'make demo leaves nothing behind' => sub {
     ok(!-e $scratch, "the scratch folder $scratch is gone");
     for my $name (sort keys %pid) {

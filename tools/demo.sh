@@ -477,6 +477,11 @@ included; staging keeps its own flags. --wait returns when both edges
 have it:
   $(ctl_words kill customer_portal --wait --reason "INC-1: portal v2 errors")
   $(ctl_words on customer_portal --wait)
+Break-glass kill, with Redis or portal-gated down (try: kill -STOP
+$gated_pid): straight to both edges' APIs, held there until released:
+  $(ctl_words kill customer_portal --direct --reason "INC-2")
+  $(ctl_words release customer_portal)
+  $(ctl_words on customer_portal --wait)
 Who changed what, and are the edges in step?
   $(ctl_words audit customer_portal)
   $(ctl_words status)
@@ -550,6 +555,17 @@ if [ "${DEMO_ONCE:-}" = 1 ]; then
     echo "== checks: audit and status"
     run ctl audit customer_portal --count 3
     run ctl status
+
+    echo "== checks: break-glass kill, portal-gated stopped"
+    run ctl on customer_portal --wait
+    kill -STOP "$gated_pid"
+    run ctl kill customer_portal --direct --reason "INC-2"
+    decisions "${pilots[0]}"
+    run ctl status || true
+    kill -CONT "$gated_pid"
+    run ctl release customer_portal
+    run ctl on customer_portal --wait
+    decisions "${pilots[0]}"
 
     echo "== portal-gated's log"
     cat "$gated_log"
