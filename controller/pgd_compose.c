@@ -30,7 +30,11 @@
  *           3 (requires), so it evaluates exactly as the store means it,
  *           off, and a kill is never held back by what it requires;
  *        b. R has a good version (it was deleted from the store): R keeps
- *           it, while there is room under PG_FLAGS_MAX;
+ *           it, and so does each flag R's good version requires in turn
+ *           that was deleted too, in one pass however long the chain (a
+ *           flag restored for one requirer serves every other). The flags
+ *           the edges hold come first: at PG_FLAGS_MAX, R takes the place
+ *           of the last new flag in rule 2's order, which is held back;
  *        c. F has a good version other than the store's: F keeps it;
  *        d. otherwise F is left out (off: the safe side of a gate), and
  *           the flags that require F are looked at in the next round.
@@ -41,6 +45,11 @@
  *      out; else all of it is.
  *      Each flag is restored, reverted or left out at most once, so the
  *      rounds end.
+ *
+ * A good version is used only if it is valid on its own: one from an
+ * edge's snapshot (the seed) may hold what this core refuses (a newer or
+ * broken module, a hostile endpoint), and restoring it would make nothing
+ * compile; such a flag counts as having no good version.
  *
  * If the result still does not compile (it should not), the edges get
  * the good snapshot with the store's kills applied to it, so that a kill
@@ -77,8 +86,16 @@ typedef struct {
     const json_t  *good;        /* the env's flags at the edges: borrowed,
                                    NULL when unknown */
     json_t        *done;        /* name -> PGD_* (integer): new */
+    json_t        *valid;       /* name -> whether its good version is
+                                   valid on its own (memo): new */
     json_t        *notes;       /* borrowed */
     int           *wanted;
+
+    /* rule 3's round under way, so that a flag held back to make room is
+     * known gone in it; NULL between rounds */
+    char         **names;
+    size_t         n;
+    unsigned char *gone;
 } pgd_env_t;
 
 /* A flag name and whether the edges hold it, for rule 2's order. */
@@ -108,6 +125,9 @@ static int pgd_salvage(pgd_env_t *ce, const char *name, const json_t *value,
 static int pgd_env_bad(pgd_env_t *ce, const json_t *bad);
 static int pgd_env_limit(pgd_env_t *ce);
 static int pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r);
+static int pgd_restore(pgd_env_t *ce, const char *f, const char *r);
+static int pgd_make_room(pgd_env_t *ce, const char *f, const char *r,
+    const char *requirer);
 static int pgd_fix_cycle(pgd_env_t *ce, char **names, size_t *req,
     size_t start, const char *text, int *changed);
 static void pgd_cycle_text(char **names, const size_t *req, size_t start,
@@ -152,13 +172,29 @@ pgd_note_flag(pgd_env_t *ce, const char *flag, int level, const char *fmt,
 
 /* --- small helpers ---------------------------------------------------- */
 
-/* The flag's version at the edges (borrowed), or NULL. */
+/* The flag's version at the edges (borrowed), or NULL: also when that
+ * version is not valid on its own (see the top of this file). */
 static const json_t *
 pgd_good_flag(pgd_env_t *ce, const char *name)
 {
-    *ce->wanted = 1;
+    json_t      *flag, *valid;
+    pg_error_t   err;
 
-    return json_object_get(ce->good, name);
+    *ce->wanted = 1;
+    flag = json_object_get(ce->good, name);
+
+    if (flag == NULL) {
+        return NULL;
+    }
+
+    valid = json_object_get(ce->valid, name);
+
+    if (valid == NULL) {
+        valid = json_boolean(pg_flag_check_json(name, flag, &err) == PG_OK);
+        json_object_set_new(ce->valid, name, valid);
+    }
+
+    return json_is_true(valid) ? flag : NULL;
 }
 
 
@@ -412,7 +448,9 @@ pgd_env_bad(pgd_env_t *ce, const json_t *bad)
         } else {
             pgd_done_set(ce, flag, PGD_LEFT_OUT);
             pgd_note_flag(ce, flag, PG_LOG_ERROR, "is %s; it is left out: "
-                          "no good version of it is known", why);
+                          "%s", why, json_object_get(ce->good, flag)
+                          ? "the version the edges hold is not valid "
+                            "either" : "no good version of it is known");
         }
     }
 
@@ -502,17 +540,15 @@ pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
         return pgd_unrequire(ce, f, why) == PG_OK ? PGD_UNREQUIRED : PG_ERR;
     }
 
+    /* restored in this round already, for another flag that requires it */
+    if (json_object_get(ce->flags, r) != NULL) {
+        return PGD_RESTORED;
+    }
+
     good_r = pgd_good_flag(ce, r);
 
-    if (good_r != NULL && pgd_done_get(ce, r) == PGD_AS_STORED
-        && json_object_size(ce->flags) < PG_FLAGS_MAX)
-    {
-        json_object_set(ce->flags, r, (json_t *) good_r);
-        pgd_done_set(ce, r, PGD_RESTORED);
-        pgd_note_flag(ce, r, PG_LOG_ERROR, "is no longer in the store, but "
-                      "\"%s\" requires it: the edges keep its last good "
-                      "version", f);
-        return PGD_RESTORED;
+    if (good_r != NULL && pgd_done_get(ce, r) == PGD_AS_STORED) {
+        return pgd_restore(ce, f, r);
     }
 
     good_f = pgd_good_flag(ce, f);
@@ -533,6 +569,109 @@ pgd_fix_missing(pgd_env_t *ce, const char *f, const char *r)
                   good_f ? "" : ": no good version of it is known");
 
     return PGD_LEFT_OUT;
+}
+
+
+/*
+ * Rule 3b: f requires r, deleted from the store, whose good version is
+ * valid: r keeps it, and so does each flag it requires in turn that was
+ * deleted too. Returns PGD_RESTORED, or PGD_LEFT_OUT when f itself had to
+ * give up its place (a new flag, last in rule 2's order), or PG_ERR.
+ */
+static int
+pgd_restore(pgd_env_t *ce, const char *f, const char *r)
+{
+    int            rc;
+    const char    *requirer, *name;
+    const json_t  *good;
+
+    requirer = f;
+    name = r;
+
+    while (name != NULL && json_object_get(ce->flags, name) == NULL
+           && pgd_done_get(ce, name) == PGD_AS_STORED
+           && (good = pgd_good_flag(ce, name)) != NULL)
+    {
+        if (json_object_size(ce->flags) >= PG_FLAGS_MAX) {
+            rc = pgd_make_room(ce, f, name, requirer);
+
+            if (rc != PGD_RESTORED) {
+                return (rc == PGD_LEFT_OUT && name != r) ? PGD_RESTORED : rc;
+            }
+        }
+
+        if (json_object_set(ce->flags, name, (json_t *) good) != 0) {
+            return PG_ERR;
+        }
+
+        pgd_done_set(ce, name, PGD_RESTORED);
+        pgd_note_flag(ce, name, PG_LOG_ERROR, "is no longer in the store, "
+                      "but \"%s\" requires it: the edges keep its last good "
+                      "version", requirer);
+
+        /* a killed flag is off whatever it requires: rule 3a, next round */
+        if (pgd_killed(good)) {
+            break;
+        }
+
+        requirer = name;
+        name = pgd_requires(good);
+    }
+
+    return PGD_RESTORED;
+}
+
+
+/*
+ * The environment is full and r (required by requirer, for f) is to keep
+ * its good version: the flags the edges hold come first, so the last new
+ * flag in rule 2's order (the greatest name without a good version) is
+ * held back. Returns PGD_RESTORED (there is room now), PGD_LEFT_OUT (that
+ * flag was f), or PG_ERR (no new flag: cannot be, the edges' snapshot
+ * held no more than PG_FLAGS_MAX).
+ */
+static int
+pgd_make_room(pgd_env_t *ce, const char *f, const char *r,
+    const char *requirer)
+{
+    char           last[PG_NAME_MAX + 1], **hit;
+    json_t        *v;
+    const char    *key, *name;
+
+    name = NULL;
+
+    json_object_foreach(ce->flags, key, v) {
+        if ((name == NULL || strcmp(key, name) > 0)
+            && pgd_good_flag(ce, key) == NULL)
+        {
+            name = key;
+        }
+    }
+
+    if (name == NULL) {
+        return PG_ERR;
+    }
+
+    /* the key goes with the flag */
+    snprintf(last, sizeof(last), "%s", name);
+    name = last;
+
+    if (ce->names != NULL) {
+        hit = bsearch(&name, ce->names, ce->n, sizeof(char *), pgd_name_cmp);
+
+        if (hit != NULL) {
+            ce->gone[hit - ce->names] = 1;
+        }
+    }
+
+    json_object_del(ce->flags, last);
+    pgd_done_set(ce, last, PGD_LEFT_OUT);
+    pgd_note_flag(ce, last, PG_LOG_ERROR, "is held back: %s holds at most "
+                  "%d flags, and the edges keep those they have first: flag "
+                  "\"%s\", deleted from the store but required by \"%s\", "
+                  "keeps its place", ce->env, PG_FLAGS_MAX, r, requirer);
+
+    return strcmp(last, f) == 0 ? PGD_LEFT_OUT : PGD_RESTORED;
 }
 
 
@@ -699,6 +838,10 @@ pgd_env_resolve(pgd_env_t *ce)
             goto done;
         }
 
+        ce->names = names;
+        ce->n = n;
+        ce->gone = gone;
+
         /* req[i]: index + 1 of what names[i] requires; 0: none or missing */
         for (i = 0; i < n; i++) {
             r = pgd_requires(json_object_get(ce->flags, names[i]));
@@ -818,6 +961,8 @@ pgd_env_resolve(pgd_env_t *ce)
 
     done:
 
+        ce->names = NULL;
+        ce->gone = NULL;
         pgd_names_free(names, n);
         free(req);
         free(first);
@@ -840,14 +985,17 @@ pgd_env_resolve(pgd_env_t *ce)
 /*
  * The good snapshot with the store's revision and the store's kills (a
  * flag killed in the store, or a value that is not valid but says
- * "enabled": false): what the edges get when nothing else compiles. New,
- * or NULL.
+ * "enabled": false): what the edges get when nothing else compiles. Of the
+ * good snapshot, only what this core takes: an edge's (the seed) may hold
+ * a flag or an environment it refuses. New, or NULL.
  */
 static json_t *
 pgd_kills_only(const json_t *store, const json_t *bad, const json_t *good)
 {
     char          key[2 * PG_NAME_MAX + 8];
+    void         *tmp;
     json_t       *snap, *envs, *flags, *copy, *flag, *killed, *stored;
+    pg_error_t    err;
     const char   *env, *name;
 
     if (good == NULL) {
@@ -864,6 +1012,10 @@ pgd_kills_only(const json_t *store, const json_t *bad, const json_t *good)
     }
 
     json_object_foreach(json_object_get(good, "environments"), env, flags) {
+        if (!pg_valid_name(env, strlen(env))) {
+            continue;
+        }
+
         copy = json_copy(flags);
 
         if (copy == NULL || json_object_set_new(envs, env, copy) != 0) {
@@ -871,7 +1023,17 @@ pgd_kills_only(const json_t *store, const json_t *bad, const json_t *good)
             return NULL;
         }
 
+        json_object_foreach_safe(copy, tmp, name, flag) {
+            if (pg_flag_check_json(name, flag, &err) != PG_OK) {
+                json_object_del(copy, name);
+            }
+        }
+
         json_object_foreach(flags, name, flag) {
+            if (json_object_get(copy, name) == NULL) {
+                continue;           /* not valid: left out above */
+            }
+
             stored = json_object_get(json_object_get(json_object_get(store,
                                          "environments"), env), name);
 
@@ -939,8 +1101,9 @@ pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
         /* shallow: the flags are shared, and replaced, never changed */
         ce.flags = json_copy(flags);
         ce.done = json_object();
+        ce.valid = json_object();
 
-        if (ce.flags == NULL || ce.done == NULL
+        if (ce.flags == NULL || ce.done == NULL || ce.valid == NULL
             || json_object_set(envs, env, ce.flags) != 0
             || pgd_env_bad(&ce, bad) != PG_OK
             || pgd_env_limit(&ce) != PG_OK
@@ -951,6 +1114,7 @@ pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
 
         json_decref(ce.flags);
         json_decref(ce.done);
+        json_decref(ce.valid);
 
         if (rc != PG_OK) {
             break;

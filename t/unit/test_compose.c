@@ -675,6 +675,169 @@ t_chains(void)
 }
 
 
+/* --- deleted flags that others require ---------------------------------- */
+
+static void
+t_deleted_required(void)
+{
+    char      name[24];
+    size_t    i;
+    double    start;
+    json_t   *store, *good, *sf, *gf;
+    t_run_t   run;
+
+    /* r deleted from the store; a, b and c require it: each stays on */
+    good = t_snap(7, t_json("{'r': {'rollout': 100},"
+                            " 'a': {'requires': 'r', 'allow': ['1']},"
+                            " 'b': {'requires': 'r', 'allow': ['1']},"
+                            " 'c': {'requires': 'r', 'allow': ['1']}}"));
+    store = t_snap(8, t_json("{'a': {'requires': 'r', 'allow': ['1']},"
+                             " 'b': {'requires': 'r', 'allow': ['1']},"
+                             " 'c': {'requires': 'r', 'allow': ['1']}}"));
+    t_compose(&run, store, NULL, good);
+    t_ok(run.rc == PG_OK && t_nflags(&run) == 4,
+         "three flags require a deleted flag: all four go out");
+    t_is(t_eval(&run, "a", "1"), "on/allowed", "the first requirer: a");
+    t_is(t_eval(&run, "b", "1"), "on/allowed", "the second requirer: b");
+    t_is(t_eval(&run, "c", "1"), "on/allowed", "the third requirer: c");
+    t_ok(json_object_get(run.notes, "production/b") == NULL
+         && json_object_get(run.notes, "production/c") == NULL,
+         "nothing said of b and c: they go out as stored");
+    t_note(&run, "production/r", PG_LOG_ERROR, "no longer in the store", NULL);
+    t_done(&run);
+    json_decref(store);
+    json_decref(good);
+
+    /* at the limit: r deleted and x_new created, f requires r; the edges
+     * hold f and r, so they come before x_new */
+    gf = json_object();
+
+    for (i = 0; i < PG_FLAGS_MAX - 2; i++) {
+        json_object_set_new(gf, t_name(name, sizeof(name), i),
+                            json_pack("{s:i}", "rollout", 100));
+    }
+
+    json_object_set_new(gf, "r", t_json("{'rollout': 100}"));
+    json_object_set_new(gf, "f", t_json("{'requires': 'r',"
+                                        " 'allow': ['1']}"));
+    sf = json_deep_copy(gf);
+    json_object_del(sf, "r");
+    json_object_set_new(sf, "x_new", t_json("{'rollout': 100}"));
+    good = t_snap(7, gf);
+    store = t_snap(8, sf);
+
+    t_compose(&run, store, NULL, good);
+    t_ok(run.rc == PG_OK && t_nflags(&run) == PG_FLAGS_MAX,
+         "at the limit, a deleted flag required: %d go out", PG_FLAGS_MAX);
+    t_is(t_eval(&run, "f", "1"), "on/allowed",
+         "at the limit: f, which the edges hold, stays on");
+    t_is(t_eval(&run, "r", "1"), "on/rollout",
+         "at the limit: r keeps its good version");
+    t_is(t_eval(&run, "x_new", "1"), "off/unknown",
+         "at the limit: the new flag is held back");
+    t_note(&run, "production/x_new", PG_LOG_ERROR, "held back",
+           "4096", NULL);
+    t_done(&run);
+    json_decref(store);
+
+    /* the same, but the new flag is the one that requires r */
+    sf = json_deep_copy(json_object_get(json_object_get(good,
+                                        "environments"), T_ENV));
+    json_object_del(sf, "r");
+    json_object_set_new(sf, "x_new", t_json("{'requires': 'r',"
+                                            " 'allow': ['1']}"));
+    json_object_set_new(sf, "a_new", t_json("{'rollout': 100}"));
+    store = t_snap(8, sf);
+    t_compose(&run, store, NULL, good);
+    t_ok(run.rc == PG_OK && t_nflags(&run) == PG_FLAGS_MAX,
+         "at the limit, a new flag requires a deleted one: %d go out",
+         PG_FLAGS_MAX);
+    t_is(t_eval(&run, "f", "1"), "on/allowed", "f stays on");
+    t_is(t_eval(&run, "a_new", "1"), "off/unknown",
+         "a_new: held back by the limit");
+    t_is(t_eval(&run, "x_new", "1"), "off/unknown", "x_new: held back");
+    t_done(&run);
+    json_decref(store);
+    json_decref(good);
+
+    /* a chain of 4096 deleted by hand but its first flag: all restored */
+    good = t_snap(7, t_many(PG_FLAGS_MAX, 1, NULL));
+    sf = json_object();
+    json_object_set(sf, "f0000", json_object_get(json_object_get(
+                        json_object_get(good, "environments"), T_ENV),
+                        "f0000"));
+    store = t_snap(8, sf);
+    start = t_ms();
+    t_compose(&run, store, NULL, good);
+    t_diag("a chain of %d deleted flags restored: %.1f ms", PG_FLAGS_MAX,
+           t_ms() - start);
+    t_ok(run.rc == PG_OK && t_nflags(&run) == PG_FLAGS_MAX,
+         "a chain of 4096 deleted flags: all keep their good versions");
+    t_is(t_eval(&run, "f0000", "1"), "on/allowed", "f0000 is on");
+    t_note(&run, "production/f4095", PG_LOG_ERROR, "no longer in the store",
+           "\"f4094\" requires it", NULL);
+    t_done(&run);
+    json_decref(store);
+    json_decref(good);
+}
+
+
+/* --- a good version the core refuses ------------------------------------ */
+
+static void
+t_good_refused(void)
+{
+    json_t   *store, *good, *bad;
+    t_run_t   run;
+
+    /* an edge's snapshot (the seed) holds a flag with a key this core does
+     * not know; the store holds that flag broken and kills another */
+    good = t_snap(1, t_json("{'billing': {'enabled': true, 'newkey': 1},"
+                            " 'customer_portal': {'allow': ['1']}}"));
+    store = t_snap(9, t_json("{'customer_portal': {'enabled': false,"
+                             " 'allow': ['1']}}"));
+    bad = t_json("{'production/billing': {'why': 'invalid: unknown key "
+                 "\\\"rolout\\\"', 'value': {'rolout': 1}}}");
+
+    t_compose(&run, store, bad, good);
+    t_ok(run.rc == PG_OK, "a good version the core refuses: PG_OK");
+    t_is(t_eval(&run, "customer_portal", "1"), "off/killed",
+         "a good version the core refuses: the kill goes out");
+    t_is(t_eval(&run, "billing", "1"), "off/unknown",
+         "the flag whose only good version is refused: left out");
+    t_note(&run, "production/billing", PG_LOG_ERROR, "left out", NULL);
+    t_done(&run);
+    json_decref(store);
+
+    /* it is required by a flag whose store version was deleted */
+    store = t_snap(9, t_json("{'calls': {'requires': 'billing',"
+                             " 'allow': ['1']}}"));
+    t_compose(&run, store, NULL, good);
+    t_ok(run.rc == PG_OK, "a refused good version required: PG_OK");
+    t_is(t_eval(&run, "calls", "1"), "off/unknown",
+         "a refused good version is not restored: calls left out");
+    t_done(&run);
+    json_decref(store);
+
+    /* the last resort keeps only what the core takes */
+    store = json_pack("{s:I,s:{s:o,s:{}}}", "revision", (json_int_t) 9,
+                      "environments", T_ENV,
+                      t_json("{'customer_portal': {'enabled': false}}"),
+                      "Not-An-Env");
+    t_compose(&run, store, bad, good);
+    t_ok(run.rc == PG_OK, "the last resort, a refused good version: PG_OK");
+    t_is(t_eval(&run, "customer_portal", "1"), "off/killed",
+         "the last resort: the kill goes out");
+    t_is(t_eval(&run, "billing", "1"), "off/unknown",
+         "the last resort: the refused flag is left out");
+    t_done(&run);
+
+    json_decref(store);
+    json_decref(good);
+    json_decref(bad);
+}
+
+
 /* --- when nothing else compiles ----------------------------------------- */
 
 static void
@@ -736,6 +899,8 @@ main(void)
     t_missing();
     t_cycles();
     t_chains();
+    t_deleted_required();
+    t_good_refused();
     t_last_resort();
 
     printf("1..%d\n", t_count);
