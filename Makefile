@@ -37,7 +37,7 @@ CORE_LIBS   := -ljansson -lm
 # make test runs builds under ASan and UBSan (build/asan/); make builds
 # optimised ones.
 LIB_SRCS    := controller/pg_ctl_store.c controller/pg_redis.c \
-               controller/pg_edge.c controller/pg_conf.c
+               controller/pg_edge.c controller/pg_curl.c controller/pg_conf.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
@@ -46,7 +46,10 @@ GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller
-CTL_LIBS    := -lcurl -lhiredis $(CORE_LIBS)
+# no -lcurl: libcurl is dlopen()ed when a command first asks an edge
+# (controller/pg_curl.h: linked, it cost every run ~20 ms to load); its
+# headers (libcurl4-openssl-dev) still give the types. dlopen is in libc.
+CTL_LIBS    := -lhiredis $(CORE_LIBS)
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev
@@ -114,11 +117,13 @@ $(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
 
 $(BUILD)/test-conf: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
                     controller/pg_conf.c controller/pg_edge.c \
-                    controller/pg_redis.c t/unit/test_conf.c t/unit/tap.h
+                    controller/pg_curl.c controller/pg_redis.c \
+                    t/unit/test_conf.c t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
 	    $(CORE_SRCS) controller/pg_redis.c controller/pg_edge.c \
-	    controller/pg_conf.c t/unit/test_conf.c $(CTL_LIBS) -o $@
+	    controller/pg_curl.c controller/pg_conf.c t/unit/test_conf.c \
+	    $(CTL_LIBS) -o $@
 
 # pgd_compose() alone: pure JSON in and out, no Redis, no curl
 $(BUILD)/test-compose: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
@@ -192,7 +197,7 @@ FUZZ_BUILD   := $(BUILD)/fuzz
 FUZZ_DEPS    := $(CORE_SRCS) $(CORE_HDRS) fuzz/fuzz.h
 FUZZ_WALK    := fuzz/snap_walk.c
 FUZZ_CONF    := controller/pg_conf.c controller/pg_edge.c \
-                controller/pg_redis.c
+                controller/pg_curl.c controller/pg_redis.c
 
 .PHONY: fuzz fuzz-build fuzz-smoke
 

@@ -312,8 +312,11 @@ pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
                             "--edge URL or -c FILE", (long long) revision);
     }
 
+    /* libcurl missing: a kill is made without it (portal-gatectl.c) */
     if (pg_edge_poll_init(&p, &err) != PG_OK) {
-        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+        return pg_ctl_error(PG_CTL_FAILED, "the change is made (revision "
+                            "%lld), but --wait cannot ask the edges: %s",
+                            (long long) revision, err.text);
     }
 
     store_rev = revision;

@@ -1,5 +1,6 @@
 /*
- * pg_edge.c: requests to an edge's API with libcurl. See pg_edge.h.
+ * pg_edge.c: requests to an edge's API with libcurl, which the first
+ * request loads (pg_curl.h). See pg_edge.h.
  */
 
 #include <stdio.h>              /* snprintf */
@@ -130,40 +131,44 @@ pg_edge_req_init(pg_edge_req_t *req, const pg_edge_t *edge,
     snprintf(req->what, sizeof(req->what), "%s %s", method, path);
     snprintf(url, sizeof(url), "%s%s", edge->base, path);
 
-    req->curl = curl_easy_init();
-    if (req->curl == NULL) {
-        snprintf(err->text, sizeof(err->text), "edge %.128s: cannot start curl",
-                 edge->spec);
+    if (pg_curl_load(err) != PG_OK) {
         return PG_ERR;
     }
 
-    curl_easy_setopt(req->curl, CURLOPT_URL, url);
-    curl_easy_setopt(req->curl, CURLOPT_PRIVATE, req);
-    curl_easy_setopt(req->curl, CURLOPT_NOSIGNAL, 1L);
+    req->curl = pg_curl.easy_init();
+    if (req->curl == NULL) {
+        snprintf(err->text, sizeof(err->text), "edge %.128s: cannot start "
+                 "curl", edge->spec);
+        return PG_ERR;
+    }
+
+    pg_curl.easy_setopt(req->curl, CURLOPT_URL, url);
+    pg_curl.easy_setopt(req->curl, CURLOPT_PRIVATE, req);
+    pg_curl.easy_setopt(req->curl, CURLOPT_NOSIGNAL, 1L);
     /* an edge is reached directly, never through $http_proxy */
-    curl_easy_setopt(req->curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(req->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(req->curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(req->curl, CURLOPT_WRITEFUNCTION, pg_edge_write);
-    curl_easy_setopt(req->curl, CURLOPT_WRITEDATA, req);
+    pg_curl.easy_setopt(req->curl, CURLOPT_NOPROXY, "*");
+    pg_curl.easy_setopt(req->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    pg_curl.easy_setopt(req->curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+    pg_curl.easy_setopt(req->curl, CURLOPT_WRITEFUNCTION, pg_edge_write);
+    pg_curl.easy_setopt(req->curl, CURLOPT_WRITEDATA, req);
 
     if (edge->socket[0]) {
-        curl_easy_setopt(req->curl, CURLOPT_UNIX_SOCKET_PATH, edge->socket);
+        pg_curl.easy_setopt(req->curl, CURLOPT_UNIX_SOCKET_PATH, edge->socket);
     }
 
     if (strcmp(method, "PUT") == 0) {
         /* no "Expect: 100-continue" round trip for a large snapshot */
-        req->headers = curl_slist_append(req->headers,
+        req->headers = pg_curl.slist_append(req->headers,
                                          "Content-Type: application/json");
-        req->headers = curl_slist_append(req->headers, "Expect:");
-        curl_easy_setopt(req->curl, CURLOPT_HTTPHEADER, req->headers);
-        curl_easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "PUT");
-        curl_easy_setopt(req->curl, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(req->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+        req->headers = pg_curl.slist_append(req->headers, "Expect:");
+        pg_curl.easy_setopt(req->curl, CURLOPT_HTTPHEADER, req->headers);
+        pg_curl.easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "PUT");
+        pg_curl.easy_setopt(req->curl, CURLOPT_POSTFIELDS, body);
+        pg_curl.easy_setopt(req->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                          (curl_off_t) len);
 
     } else if (strcmp(method, "DELETE") == 0) {
-        curl_easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
+        pg_curl.easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
     }
 
     return PG_OK;
@@ -184,11 +189,11 @@ pg_edge_req_done(pg_edge_req_t *req, CURLcode code, long *status,
         snprintf(err->text, sizeof(err->text), "edge %.128s: %s: %s",
                  req->edge->spec, req->what,
                  req->too_large ? "the answer is too large"
-                                : curl_easy_strerror(code));
+                                : pg_curl.easy_strerror(code));
         rc = PG_ERR;
 
     } else {
-        curl_easy_getinfo(req->curl, CURLINFO_RESPONSE_CODE, status);
+        pg_curl.easy_getinfo(req->curl, CURLINFO_RESPONSE_CODE, status);
 
         if (req->data) {
             *json = json_loadb(req->data, req->len, 0, NULL);
@@ -204,8 +209,15 @@ pg_edge_req_done(pg_edge_req_t *req, CURLcode code, long *status,
 void
 pg_edge_req_free(pg_edge_req_t *req)
 {
-    curl_slist_free_all(req->headers);
-    curl_easy_cleanup(req->curl);
+    /* NULL for a request that never started: libcurl may not be loaded */
+    if (req->headers) {
+        pg_curl.slist_free_all(req->headers);
+    }
+
+    if (req->curl) {
+        pg_curl.easy_cleanup(req->curl);
+    }
+
     free(req->data);
 
     req->headers = NULL;
@@ -232,7 +244,7 @@ pg_edge_request(const pg_edge_t *edge, const char *method, const char *path,
         return PG_ERR;
     }
 
-    return pg_edge_req_done(&req, curl_easy_perform(req.curl), status, json,
+    return pg_edge_req_done(&req, pg_curl.easy_perform(req.curl), status, json,
                             err);
 }
 
@@ -295,7 +307,11 @@ pg_edge_poll_init(pg_edge_poll_t *p, pg_error_t *err)
 {
     memset(p, 0, sizeof(pg_edge_poll_t));
 
-    p->multi = curl_multi_init();
+    if (pg_curl_load(err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    p->multi = pg_curl.multi_init();
 
     if (p->multi == NULL) {
         snprintf(err->text, sizeof(err->text), "cannot start curl");
@@ -321,7 +337,7 @@ pg_edge_poll_start(pg_edge_poll_t *p, size_t slot, const pg_edge_t *edge,
         return PG_ERR;
     }
 
-    if (curl_multi_add_handle(p->multi, req->curl) != CURLM_OK) {
+    if (pg_curl.multi_add_handle(p->multi, req->curl) != CURLM_OK) {
         snprintf(err->text, sizeof(err->text), "edge %.128s: cannot start "
                  "curl", edge->spec);
         pg_edge_req_free(req);
@@ -360,17 +376,17 @@ pg_edge_poll_next(pg_edge_poll_t *p, long wait_ms, long *slot,
     deadline = pg_edge_now_ms() + wait_ms;
 
     for ( ;; ) {
-        curl_multi_perform(p->multi, &running);
+        pg_curl.multi_perform(p->multi, &running);
 
-        while ((msg = curl_multi_info_read(p->multi, &queued)) != NULL) {
+        while ((msg = pg_curl.multi_info_read(p->multi, &queued)) != NULL) {
             if (msg->msg != CURLMSG_DONE) {
                 continue;
             }
 
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            pg_curl.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
             req = (pg_edge_req_t *) priv;
             code = msg->data.result;
-            curl_multi_remove_handle(p->multi, req->curl);
+            pg_curl.multi_remove_handle(p->multi, req->curl);
 
             *slot = req - p->req;
             p->busy[*slot] = 0;
@@ -379,7 +395,7 @@ pg_edge_poll_next(pg_edge_poll_t *p, long wait_ms, long *slot,
             answer->revision = -1;
             answer->timed_out = (code == CURLE_OPERATION_TIMEDOUT);
             failed = req->too_large ? "the answer is too large"
-                                    : curl_easy_strerror(code);
+                                    : pg_curl.easy_strerror(code);
 
             if (pg_edge_req_done(req, code, &status, &json, &answer->err)
                 != PG_OK)
@@ -409,11 +425,11 @@ pg_edge_poll_next(pg_edge_poll_t *p, long wait_ms, long *slot,
 
         /* curl shortens the wait to its own next timeout; with nothing in
          * flight it sleeps the whole wait */
-        mc = curl_multi_poll(p->multi, NULL, 0, (int) left + 1, NULL);
+        mc = pg_curl.multi_poll(p->multi, NULL, 0, (int) left + 1, NULL);
 
         if (mc != CURLM_OK) {
             snprintf(answer->err.text, sizeof(answer->err.text),
-                     "curl_multi_poll: %s", curl_multi_strerror(mc));
+                     "curl_multi_poll: %s", pg_curl.multi_strerror(mc));
             return PG_ERR;
         }
     }
@@ -427,14 +443,16 @@ pg_edge_poll_free(pg_edge_poll_t *p)
 
     for (i = 0; i < PG_EDGE_MAX; i++) {
         if (p->busy[i]) {
-            curl_multi_remove_handle(p->multi, p->req[i].curl);
+            pg_curl.multi_remove_handle(p->multi, p->req[i].curl);
             pg_edge_req_free(&p->req[i]);
             p->busy[i] = 0;
         }
     }
 
-    curl_multi_cleanup(p->multi);
-    p->multi = NULL;
+    if (p->multi) {
+        pg_curl.multi_cleanup(p->multi);
+        p->multi = NULL;
+    }
 }
 
 
@@ -448,6 +466,10 @@ pg_edge_revisions(const pg_edge_t *edges, size_t n, long timeout_ms,
     double            deadline;
     pg_edge_poll_t    p;
     pg_edge_answer_t  answer;
+
+    if (n == 0) {
+        return PG_OK;                   /* and libcurl is not loaded */
+    }
 
     if (pg_edge_poll_init(&p, err) != PG_OK) {
         return PG_ERR;
@@ -520,11 +542,19 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
     pg_edge_req_t   *reqs, *req;
     pg_edge_call_t  *c;
 
-    multi = curl_multi_init();
+    if (n == 0) {
+        return PG_OK;                   /* and libcurl is not loaded */
+    }
+
+    if (pg_curl_load(err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    multi = pg_curl.multi_init();
     reqs = calloc(n ? n : 1, sizeof(pg_edge_req_t));
 
     if (multi == NULL || reqs == NULL) {
-        curl_multi_cleanup(multi);
+        pg_curl.multi_cleanup(multi);
         free(reqs);
         snprintf(err->text, sizeof(err->text), "cannot start curl");
         return PG_ERR;
@@ -551,7 +581,7 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
             continue;
         }
 
-        if (curl_multi_add_handle(multi, reqs[i].curl) != CURLM_OK) {
+        if (pg_curl.multi_add_handle(multi, reqs[i].curl) != CURLM_OK) {
             snprintf(c->why, sizeof(c->why), "cannot start curl");
             snprintf(c->err.text, sizeof(c->err.text), "edge %.128s: "
                      "cannot start curl", c->edge->spec);
@@ -567,17 +597,17 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
     rc = PG_OK;
 
     while (busy > 0) {
-        curl_multi_perform(multi, &running);
+        pg_curl.multi_perform(multi, &running);
 
-        while ((msg = curl_multi_info_read(multi, &queued)) != NULL) {
+        while ((msg = pg_curl.multi_info_read(multi, &queued)) != NULL) {
             if (msg->msg != CURLMSG_DONE) {
                 continue;
             }
 
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            pg_curl.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
             req = (pg_edge_req_t *) priv;
             code = msg->data.result;
-            curl_multi_remove_handle(multi, req->curl);
+            pg_curl.multi_remove_handle(multi, req->curl);
 
             c = &calls[req - reqs];
             c->ms = pg_edge_now_ms() - start;
@@ -589,7 +619,7 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
             } else {
                 snprintf(c->why, sizeof(c->why), "%s",
                          req->too_large ? "the answer is too large"
-                                        : curl_easy_strerror(code));
+                                        : pg_curl.easy_strerror(code));
             }
 
             c->answered = (pg_edge_req_done(req, code, &c->status, &c->json,
@@ -611,11 +641,11 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
             break;
         }
 
-        mc = curl_multi_poll(multi, NULL, 0, 100, NULL);
+        mc = pg_curl.multi_poll(multi, NULL, 0, 100, NULL);
 
         if (mc != CURLM_OK) {
             snprintf(err->text, sizeof(err->text), "curl_multi_poll: %s",
-                     curl_multi_strerror(mc));
+                     pg_curl.multi_strerror(mc));
             rc = PG_ERR;
             break;
         }
@@ -628,7 +658,7 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
         }
 
         c = &calls[i];
-        curl_multi_remove_handle(multi, reqs[i].curl);
+        pg_curl.multi_remove_handle(multi, reqs[i].curl);
         pg_edge_req_free(&reqs[i]);
 
         c->timed_out = 1;
@@ -639,7 +669,7 @@ pg_edge_calls(pg_edge_call_t *calls, size_t n, long timeout_ms,
                  "%.48s: %.60s", c->edge->spec, c->method, c->path, c->why);
     }
 
-    curl_multi_cleanup(multi);
+    pg_curl.multi_cleanup(multi);
     free(reqs);
 
     return rc;

@@ -10,16 +10,18 @@
  *
  * Errors: PG_OK or PG_ERR with a message in pg_error_t that names the edge.
  * Ownership: *json results are new references; an edge owns nothing.
- * The caller runs curl_global_init() once before any request.
+ * libcurl is not linked: the first request loads it (pg_curl_load()), and
+ * a libcurl that cannot be loaded is that request's error. Only
+ * pg_edge_parse() works without it.
  */
 
 #ifndef PG_EDGE_H
 #define PG_EDGE_H
 
 #include <stdint.h>             /* int64_t */
-#include <curl/curl.h>          /* CURL, CURLM: requests in flight */
 #include <jansson.h>            /* json_t */
 #include "portal_gate.h"        /* pg_error_t, PG_OK, PG_ERR */
+#include "pg_curl.h"            /* CURL, CURLM: requests in flight */
 
 #define PG_EDGE_MAX   64        /* edges in a config or on a command line */
 

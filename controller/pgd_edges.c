@@ -155,7 +155,7 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind)
                               PGD_STATUS_TIMEOUT_MS, &err);
     }
 
-    if (rc != PG_OK || curl_multi_add_handle(d->multi, e->req.curl) != 0) {
+    if (rc != PG_OK || pg_curl.multi_add_handle(d->multi, e->req.curl) != 0) {
         if (rc == PG_OK) {
             pg_edge_req_free(&e->req);
             snprintf(err.text, sizeof(err.text), "edge %.128s: cannot start "
@@ -189,7 +189,7 @@ pgd_cancel(pgd_t *d, pgd_edge_t *e)
         return;
     }
 
-    curl_multi_remove_handle(d->multi, e->req.curl);
+    pg_curl.multi_remove_handle(d->multi, e->req.curl);
     pg_edge_req_free(&e->req);
     pgd_body_release(e->body);
     e->body = NULL;
@@ -300,7 +300,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
     forced = e->forcing;
     pushed = body ? body->revision : -1;
 
-    curl_multi_remove_handle(d->multi, e->req.curl);
+    pg_curl.multi_remove_handle(d->multi, e->req.curl);
     e->kind = PGD_REQ_NONE;
     e->body = NULL;
     e->forcing = 0;

@@ -20,7 +20,7 @@
 #include <stdint.h>             /* uint32_t */
 #include <string.h>             /* strcmp, strlen */
 #include <unistd.h>             /* access, getuid */
-#include <curl/curl.h>          /* curl_global_init */
+#include "pg_curl.h"            /* pg_curl_load: only to ask the edges */
 #include "pg_ctl.h"             /* the commands, the options */
 
 
@@ -1008,7 +1008,20 @@ pg_ctl_main(int argc, char **argv)
 
     pg_redis_url_format(&o.url, o.where, sizeof(o.where));
 
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    /*
+     * libcurl only for a command that asks the edges (loading it costs
+     * 15-30 ms: pg_curl.h), and before anything is written, so that a
+     * change with a --wait that could not ask is not made; but a kill is
+     * made all the same, and its --wait says it cannot ask (pg_ctl_wait)
+     */
+    if ((o.from_edge || (o.nedges > 0
+                         && ((o.wait >= 0 && !is_kill) || o.direct
+                             || strcmp(cmd->name, "status") == 0
+                             || strcmp(cmd->name, "release") == 0)))
+        && pg_curl_load(&err) != PG_OK)
+    {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
 
     if (cmd->redis == PG_CTL_REDIS_OWN || (is_kill && o.direct)) {
         rc = cmd->run(&store, &o, cmd->name, nargs, &argv[optind + 1]);
@@ -1050,7 +1063,7 @@ done:
         redisFree(store.redis);
     }
 
-    curl_global_cleanup();
+    pg_curl_unload();
 
     return rc;
 }

@@ -60,6 +60,7 @@
 #include <syslog.h>             /* syslog: -d without a stderr */
 #include <time.h>               /* clock_gettime, localtime_r */
 #include <unistd.h>             /* fork, setsid, pipe, getpid, access */
+#include "pg_curl.h"            /* pg_curl: libcurl, loaded at start */
 #include "pgd.h"                /* pgd_t, and the daemon's other files */
 
 
@@ -367,6 +368,13 @@ main(int argc, char **argv)
         return 0;
     }
 
+    /* before -d: a libcurl that cannot be loaded is said on the terminal */
+    if (pg_curl_load(&err) != PG_OK) {
+        fprintf(stderr, "portal-gated: cannot start: %s\n", err.text);
+        free(d);
+        return 1;
+    }
+
     /* SIGHUP reads it again, after -d has left the working folder */
     d->conf_path = realpath(path, NULL);
     if (d->conf_path == NULL) {
@@ -385,9 +393,7 @@ main(int argc, char **argv)
     srand((unsigned) getpid() ^ (unsigned) pgd_now());
     pgd_beat_start(d);
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK
-        || (d->multi = curl_multi_init()) == NULL)
-    {
+    if ((d->multi = pg_curl.multi_init()) == NULL) {
         pgd_log(d, PG_LOG_ERROR, "cannot start: libcurl failed to start");
         rc = 1;
 
@@ -403,11 +409,11 @@ main(int argc, char **argv)
     pgd_edges_free(d);
 
     if (d->multi) {
-        curl_multi_cleanup(d->multi);
+        pg_curl.multi_cleanup(d->multi);
     }
 
     pgd_store_forget(d);
-    curl_global_cleanup();
+    pg_curl_unload();
 
     if (d->use_syslog) {
         closelog();
@@ -589,12 +595,12 @@ pgd_run(pgd_t *d)
             n = 2;
         }
 
-        mc = curl_multi_poll(d->multi, fds, n, (int) timeout, NULL);
+        mc = pg_curl.multi_poll(d->multi, fds, n, (int) timeout, NULL);
 
         if (mc != CURLM_OK) {
             /* cannot happen (a signal returns OK): do not spin on it */
             pgd_log(d, PG_LOG_ERROR, "waiting failed: %s",
-                    curl_multi_strerror(mc));
+                    pg_curl.multi_strerror(mc));
             usleep(100000);
             continue;
         }
@@ -603,14 +609,14 @@ pgd_run(pgd_t *d)
             /* the flags say which signal */
         }
 
-        curl_multi_perform(d->multi, &running);
+        pg_curl.multi_perform(d->multi, &running);
 
-        while ((msg = curl_multi_info_read(d->multi, &msgs)) != NULL) {
+        while ((msg = pg_curl.multi_info_read(d->multi, &msgs)) != NULL) {
             if (msg->msg != CURLMSG_DONE) {
                 continue;
             }
 
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &req);
+            pg_curl.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &req);
 
             for (i = 0; i < d->nedges; i++) {
                 if (&d->edges[i].req == req) {
