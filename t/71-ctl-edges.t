@@ -216,6 +216,45 @@ subtest 'bad edge options exit 2' => sub {
     }
 };
 
+subtest 'without libcurl, what asks no edge works, and what does says so' => sub {
+    # a libcurl.so.4 that cannot be loaded, found before the system's:
+    # portal-gatectl loads libcurl only to ask an edge (pg_curl.h)
+    my $lib = $ng->dir . '/broken-libcurl';
+    mkdir $lib or die "$lib: $!";
+    open my $fh, '>', "$lib/libcurl.so.4" or die $!;
+    print {$fh} "not a shared library\n";
+    close $fh;
+    my %env = (LD_LIBRARY_PATH => $lib);
+
+    for my $args (['--version'], ['list'], ['show', 'customer_portal'],
+                  ['audit'], ['explain', 'customer_portal', '1001'],
+                  ['env', 'list'], ['status'],
+                  ['on', 'customer_portal', '--edge', $tcp],
+                  ['allow', 'customer_portal', 'nocurl1']) {
+        exits($rs->ctl_env(\%env, @$args), 0, "@$args");
+    }
+
+    my $rev = store_revision();
+    for my $args (['status', @edges],
+                  ['kill', 'customer_portal', '--direct', @edges],
+                  ['release', 'customer_portal', @edges],
+                  ['rollout', 'customer_portal', '5', '--wait=1', @edges],
+                  ['init', '--from-edge', $tcp]) {
+        my $r = $rs->ctl_env(\%env, @$args);
+        exits($r, 1, "@$args");
+        like($r->{err}, qr/\Aportal-gatectl: cannot load libcurl, which reaches the edges: \S*libcurl\.so\.4: [^\n]+; install libcurl4\n\z/,
+             "@$args: one line says why");
+    }
+    is(store_revision(), $rev, 'and none of them wrote anything');
+
+    my $r = $rs->ctl_env(\%env, 'kill', 'customer_portal', '--wait=1', @edges);
+    exits($r, 1, 'kill --wait');
+    like($r->{out}, qr/KILLED customer_portal/, 'the kill is made all the same');
+    like($r->{err}, qr/\Aportal-gatectl: the change is made \(revision @{[$rev + 1]}\), but --wait cannot ask the edges: cannot load libcurl/,
+         'then says it cannot wait, and why');
+    exits(ctl('on', 'customer_portal'), 0, 'on again');
+};
+
 $ng->no_bad_log_lines;
 
 done_testing;
