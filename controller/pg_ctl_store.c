@@ -9,6 +9,7 @@
 #include <string.h>             /* strcmp, strlen */
 #include <time.h>               /* time, gmtime_r, strftime */
 #include "pg_ctl_store.h"       /* the API this file implements */
+#include "pg_redis.h"           /* pg_redis_strerror: a timeout said so */
 
 
 #define PG_STORE_TRIES     16           /* writes retried after CONFLICT */
@@ -338,6 +339,7 @@ static const char  pg_store_raise_lua[] =
 
 static int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int pg_store_lost(pg_store_t *store);
 static redisReply *pg_store_command(pg_store_t *store, int argc,
     const char **argv);
 static void pg_store_key(const pg_store_t *store, char *buf,
@@ -367,6 +369,23 @@ pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
 }
 
 
+/*
+ * Redis gave no reply (an I/O error, or no answer within the timeout):
+ * PG_STORE_EREDIS, worded as pg_redis words it, so that a stopped Redis
+ * reads "timed out: no answer within 5000 ms", not hiredis's "Resource
+ * temporarily unavailable".
+ */
+static int
+pg_store_lost(pg_store_t *store)
+{
+    char  text[128];
+
+    return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
+                         pg_redis_strerror(store->redis, text,
+                                           sizeof(text)));
+}
+
+
 /* A command with binary-safe arguments; NULL (and err) on Redis failure. */
 static redisReply *
 pg_store_command(pg_store_t *store, int argc, const char **argv)
@@ -376,9 +395,7 @@ pg_store_command(pg_store_t *store, int argc, const char **argv)
     reply = redisCommandArgv(store->redis, argc, argv, NULL);
 
     if (reply == NULL) {
-        pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
-                      store->redis->errstr[0] ? store->redis->errstr
-                                              : "no reply");
+        pg_store_lost(store);
         return NULL;
     }
 
@@ -907,10 +924,7 @@ pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
     for (i = 0; i < nenvs + 4; i++) {
         if (redisGetReply(store->redis, (void **) &reply) != REDIS_OK) {
             freeReplyObject(exec);
-            return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
-                                 store->where, store->redis->errstr[0]
-                                               ? store->redis->errstr
-                                               : "no reply");
+            return pg_store_lost(store);
         }
 
         if (reply->type == REDIS_REPLY_ERROR && rc == PG_OK) {
@@ -1037,8 +1051,7 @@ pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
     reply = redisCommandArgv(store->redis, 12, argv, NULL);
 
     if (reply == NULL) {
-        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
-                             store->redis->errstr);
+        return pg_store_lost(store);
     }
 
     if (reply->type == REDIS_REPLY_INTEGER) {
@@ -1174,8 +1187,7 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     eval = redisCommandArgv(store->redis, 22, argv, NULL);
 
     if (eval == NULL) {
-        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
-                             store->redis->errstr);
+        return pg_store_lost(store);
     }
 
     if (eval->type == REDIS_REPLY_INTEGER) {
@@ -1511,8 +1523,7 @@ pg_store_note(pg_store_t *store, const char *env, const char *flag,
     reply = redisCommandArgv(store->redis, 17, argv, NULL);
 
     if (reply == NULL) {
-        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
-                             store->redis->errstr);
+        return pg_store_lost(store);
     }
 
     if (reply->type == REDIS_REPLY_INTEGER) {
@@ -1843,8 +1854,7 @@ pg_store_envs(pg_store_t *store, json_t **envs, int *recorded)
         count = redisCommandArgv(store->redis, 2, argv, NULL);
         if (count == NULL) {
             json_decref(all);
-            return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s",
-                                 store->where, store->redis->errstr);
+            return pg_store_lost(store);
         }
 
         json_object_set_new(value, "flags",
@@ -1908,8 +1918,7 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     free(value);
 
     if (reply == NULL) {
-        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
-                             store->redis->errstr);
+        return pg_store_lost(store);
     }
 
     if (reply->type == REDIS_REPLY_INTEGER) {
@@ -1969,9 +1978,7 @@ pg_store_controllers(pg_store_t *store, json_t **beats, int64_t *now_ms)
         || redisGetReply(store->redis, (void **) &reply) != REDIS_OK)
     {
         freeReplyObject(time_reply);
-        return pg_store_fail(store, PG_STORE_EREDIS, "%s: %s", store->where,
-                             store->redis->errstr[0] ? store->redis->errstr
-                                                     : "no reply");
+        return pg_store_lost(store);
     }
 
     rc = PG_OK;
