@@ -69,6 +69,7 @@ typedef struct {
                                        line */
     pg_edge_t        edges[PG_EDGE_MAX];
     size_t           nedges;
+    int              edges_given;   /* 1: by --edge, 0: -c's (or none) */
     pg_redis_url_t   url;           /* the store's Redis */
     char             where[300];    /* the same, for messages */
 } pg_ctl_opts_t;
@@ -89,6 +90,9 @@ int pg_ctl_connect(pg_store_t *store, pg_ctl_opts_t *o, int timeout_ms,
     pg_error_t *err);
 void pg_ctl_warn_env(pg_store_t *store, const pg_ctl_opts_t *o);
 size_t pg_ctl_utf8_cut(const char *text, size_t max);
+void pg_ctl_shell_quote(const char *s, char *buf, size_t size);
+void pg_ctl_hint_direct(const pg_store_t *store, const pg_ctl_opts_t *o,
+    const char *cmd, const char *flag);
 
 /* pg_ctl_change.c */
 int pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,

@@ -748,7 +748,9 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
                        check_env, pg_ctl_edit, &edit, &change)
         != PG_OK)
     {
-        return pg_ctl_write_error(store, o);
+        rc = pg_ctl_write_error(store, o);
+        pg_ctl_hint_direct(store, o, cmd, argv[0]);
+        return rc;
     }
 
     pg_ctl_print_change(o, cmd, argv[0], &change);

@@ -859,29 +859,6 @@ done:
 }
 
 
-/* A text in single quotes for a shell, into buf: what to run later. */
-static void
-pg_ctl_shell_quote(const char *s, char *buf, size_t size)
-{
-    size_t  n;
-
-    n = 0;
-    buf[n++] = '\'';
-
-    for ( ; *s && n + 6 < size; s++) {
-        if (*s == '\'') {
-            memcpy(buf + n, "'\\''", 4);
-            n += 4;
-        } else {
-            buf[n++] = *s;
-        }
-    }
-
-    buf[n++] = '\'';
-    buf[n] = '\0';
-}
-
-
 /*
  * kill F --direct: the break-glass kill. PUT overrides?env=E&flag=F to
  * every edge at once, with GET eval of F beside each (does the edge know

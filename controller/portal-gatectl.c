@@ -446,6 +446,110 @@ pg_ctl_warn_env(pg_store_t *store, const pg_ctl_opts_t *o)
 }
 
 
+/* A text in single quotes for a shell, into buf: what to run later. */
+void
+pg_ctl_shell_quote(const char *s, char *buf, size_t size)
+{
+    size_t  n;
+
+    n = 0;
+    buf[n++] = '\'';
+
+    for ( ; *s && n + 6 < size; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+
+    buf[n++] = '\'';
+    buf[n] = '\0';
+}
+
+
+/* One word of a command line to copy, appended to buf at *used: as it is
+ * when a shell takes it so (a path, a URL), else in single quotes. */
+static void
+pg_ctl_shell_word(const char *s, char *buf, size_t size, size_t *used)
+{
+    char  quoted[PG_TEXT_MAX * 4 + 8];
+
+    if (*used >= size) {
+        return;
+    }
+
+    if (s[0] != '\0'
+        && s[strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                       "0123456789_./:@%+=,-")] == '\0')
+    {
+        *used += snprintf(buf + *used, size - *used, " %s", s);
+        return;
+    }
+
+    pg_ctl_shell_quote(s, quoted, sizeof(quoted));
+    *used += snprintf(buf + *used, size - *used, " %s", quoted);
+}
+
+
+/*
+ * kill F or off F failed because Redis does not answer (no connection, or
+ * none that answers): the break-glass kill that needs no Redis, ready to
+ * copy, one line on stderr. Nothing when the failure is another (Redis
+ * answered with an error, the flag is missing) or the command another.
+ */
+void
+pg_ctl_hint_direct(const pg_store_t *store, const pg_ctl_opts_t *o,
+    const char *cmd, const char *flag)
+{
+    char    line[4096];
+    size_t  i, used;
+
+    if ((strcmp(cmd, "kill") != 0 && strcmp(cmd, "off") != 0) || o->direct
+        || !pg_valid_name(flag, strlen(flag))
+        || (store->redis != NULL && store->redis->err == 0))
+    {
+        return;
+    }
+
+    /* the edges as this command was given them: --edge, else -c's */
+    used = snprintf(line, sizeof(line), "portal-gatectl");
+
+    if (o->edges_given) {
+        for (i = 0; i < o->nedges; i++) {
+            used += snprintf(line + used, sizeof(line) - used, " --edge");
+            pg_ctl_shell_word(o->edges[i].spec, line, sizeof(line), &used);
+        }
+
+    } else {
+        used += snprintf(line + used, sizeof(line) - used, " -c");
+        pg_ctl_shell_word(o->conf && o->nedges ? o->conf : "CONF", line,
+                          sizeof(line), &used);
+    }
+
+    used += snprintf(line + used, sizeof(line) - used, " -e %s", o->env);
+
+    if (o->actor_from && strcmp(o->actor_from, "--actor") == 0) {
+        used += snprintf(line + used, sizeof(line) - used, " --actor");
+        pg_ctl_shell_word(o->actor, line, sizeof(line), &used);
+    }
+
+    if (o->reason && o->reason[0]) {
+        used += snprintf(line + used, sizeof(line) - used, " --reason");
+        pg_ctl_shell_word(o->reason, line, sizeof(line), &used);
+    }
+
+    snprintf(line + used, used < sizeof(line) ? sizeof(line) - used : 0,
+             " kill %s --direct", flag);
+
+    fprintf(stderr, "portal-gatectl: the store is unreachable; to turn %s "
+            "off on the edges anyway: %s%s\n", flag, line,
+            o->nedges ? "" : " (CONF: portal-gated's config, which names "
+                             "the edges)");
+}
+
+
 /* The length of text's longest start of at most max bytes that ends on
  * a whole UTF-8 character: what an edge's override keeps of a text. */
 size_t
@@ -889,6 +993,8 @@ pg_ctl_main(int argc, char **argv)
         return rc;
     }
 
+    o.edges_given = (o.nedges > 0);
+
     if (o.cf) {
         if (o.nedges == 0) {
             memcpy(o.edges, conf.edges, sizeof(conf.edges));
@@ -1030,6 +1136,8 @@ pg_ctl_main(int argc, char **argv)
 
     if (pg_ctl_connect(&store, &o, PG_CTL_TIMEOUT_MS, &err) != PG_OK) {
         rc = pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+        pg_ctl_hint_direct(&store, &o, cmd->name,
+                           nargs > 0 ? argv[optind + 1] : "");
         goto done;
     }
 
@@ -1038,6 +1146,8 @@ pg_ctl_main(int argc, char **argv)
     if (strcmp(cmd->name, "init") != 0) {
         if (pg_store_initialised(&store, &init) != PG_OK) {
             rc = pg_ctl_store_error(&store);
+            pg_ctl_hint_direct(&store, &o, cmd->name,
+                           nargs > 0 ? argv[optind + 1] : "");
             goto done;
         }
 
