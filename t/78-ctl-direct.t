@@ -243,6 +243,43 @@ subtest 'kill --direct --json' => sub {
     exits(ctl('on', 'customer_portal'), 0, 'on');
 };
 
+subtest 'Redis that does not answer: kill and off say it timed out, and how to kill --direct' => sub {
+    my $rev = store_revision();
+    my $where = $rs->url;
+    my $conf = $gd->conf_path;
+    $rs->pause;                 # it accepts connections, answers nothing
+    my %r = map { $_ => ctl(@c, $_, 'customer_portal') } qw(kill off on);
+    $rs->resume;
+
+    for my $cmd (qw(kill off)) {
+        exits($r{$cmd}, 1, $cmd);
+        is($r{$cmd}{err},
+           "portal-gatectl: $where: timed out: no answer within 5000 ms\n"
+           . "portal-gatectl: the store is unreachable; to turn customer_portal off on the edges anyway: portal-gatectl -c $conf -e production kill customer_portal --direct\n",
+           "$cmd: a timeout, then the break-glass kill to copy");
+    }
+    exits($r{on}, 1, 'on');
+    is($r{on}{err}, "portal-gatectl: $where: timed out: no answer within 5000 ms\n",
+       'on: the timeout alone');
+    is(store_revision(), $rev, 'nothing was written');
+
+    # stopped (refused), with --edge, another environment, who and why
+    $rs->cli('SAVE');
+    $rs->stop;
+    my $r = ctl('--edge', $a_url, '--edge', $b_url, '-e', 'staging',
+                '--actor', 'on call', '--reason', "INC-44: it's down",
+                'kill', 'customer_portal');
+    $rs->start;
+    exits($r, 1, 'kill with Redis stopped');
+    my $q = "'INC-44: it'\\''s down'";
+    is($r->{err},
+       "portal-gatectl: $where: Connection refused\n"
+       . "portal-gatectl: the store is unreachable; to turn customer_portal off on the edges anyway: portal-gatectl --edge $a_url --edge $b_url -e staging --actor 'on call' --reason $q kill customer_portal --direct\n",
+       'the command names those edges, and keeps -e, --actor and --reason');
+    is(store_revision(), $rev, 'nothing was written');
+    is(answers('42'), '200 rollout', 'and the edges still serve the portal');
+};
+
 is($gd->stop, 0, 'portal-gated stops cleanly');
 $A->no_bad_log_lines;
 $B->no_bad_log_lines;

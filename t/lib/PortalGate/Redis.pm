@@ -11,6 +11,8 @@ package PortalGate::Redis;
 #   $rs->ctl_env({USER => undef}, ...);       # $USER unset
 #   $rs->cli('HGETALL', 'portal-gate:flags:production');   # redis-cli
 #   $rs->stop; $rs->start;                    # Redis down, Redis back
+#   $rs->pause; $rs->resume;                  # Redis held still (SIGSTOP):
+#                                             # it accepts, never answers
 #   $rs->beat(host => 'web1', age_ms => 0);   # a controller's beat
 #   $rs->now_ms;                              # Redis's clock
 
@@ -85,9 +87,15 @@ sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
     kill 'TERM', $pid;
+    kill 'CONT', $pid;          # a paused one must wake up to stop
     waitpid $pid, 0;
     delete $LIVE{$pid};
 }
+
+# SIGSTOP: the kernel still accepts connections, Redis answers nothing,
+# and a client's command times out; resume (SIGCONT) undoes it.
+sub pause  { kill 'STOP', $_[0]{pid} }
+sub resume { kill 'CONT', $_[0]{pid} }
 
 # portal-gatectl with its Redis pointed here; returns {exit, out, err}
 sub ctl {
