@@ -15,7 +15,8 @@
  * The flags that are not valid on their own are left out of the read and
  * named (pgd_bad_flag); their values are then read in one more round trip
  * (pgd_bad_values), only when there are any, so that pgd_compose() can
- * push killed a value that says "enabled": false beside a typo.
+ * push killed a value that says "enabled": false beside a typo, a key
+ * written twice or text after the object (pgd_bad_value).
  */
 
 #include <stdarg.h>             /* va_list */
@@ -32,6 +33,9 @@ static int pgd_envs(pgd_t *d);
 static int pgd_env_cmp(const void *a, const void *b);
 static void pgd_envs_text(pgd_t *d, char *buf, size_t size);
 static int pgd_bad_values(pgd_t *d);
+static json_t *pgd_bad_value(const char *text, size_t len);
+static int pgd_all_enabled_false(const char *text, size_t len);
+static size_t pgd_json_skip(const char *text, size_t len, size_t i);
 static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
 
 
@@ -195,7 +199,6 @@ pgd_bad_values(pgd_t *d)
     json_t        *entry, *value;
     const char    *name, **argv;
     redisReply    *reply, *r;
-    json_error_t   jerr;
 
     n = json_object_size(d->bad_now);
     argv = calloc(n + 2, sizeof(char *));
@@ -258,12 +261,10 @@ pgd_bad_values(pgd_t *d)
                 continue;           /* deleted since */
             }
 
-            value = json_loadb(r->str, r->len, JSON_REJECT_DUPLICATES, &jerr);
+            value = pgd_bad_value(r->str, r->len);
 
-            if (json_is_object(value)) {
+            if (value != NULL) {
                 json_object_set_new(entry, "value", value);
-            } else {
-                json_decref(value);
             }
         }
 
@@ -273,6 +274,161 @@ pgd_bad_values(pgd_t *d)
     free(argv);
 
     return rc;
+}
+
+
+/*
+ * A bad flag's value in Redis (text, len), as pgd_compose() takes it: the
+ * JSON object it holds (new), or NULL. A value that is a JSON object only
+ * once a key written twice is let pass, or once the text after it is
+ * ignored, is taken only when it is a kill, that is when every "enabled"
+ * in it says false: `{"enabled": false, "allow": [..], "allow": [..]}`
+ * was meant off, `{"enabled": false, "enabled": true}` says both and is
+ * not a kill.
+ */
+static json_t *
+pgd_bad_value(const char *text, size_t len)
+{
+    json_t        *value;
+    json_error_t   jerr;
+
+    value = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (json_is_object(value)) {
+        return value;
+    }
+
+    json_decref(value);
+    value = json_loadb(text, len, JSON_DISABLE_EOF_CHECK, &jerr);
+
+    if (json_is_object(value)
+        && json_is_false(json_object_get(value, "enabled"))
+        && pgd_all_enabled_false(text, len))
+    {
+        return value;
+    }
+
+    json_decref(value);
+
+    return NULL;
+}
+
+
+/* Whether each "enabled" key of the JSON object at the start of text says
+ * false, and the text after it (if any) names no "enabled" (nor hides one
+ * behind an escape). text holds an object that jansson parsed
+ * (JSON_DISABLE_EOF_CHECK): it is well formed up to its closing brace. */
+static int
+pgd_all_enabled_false(const char *text, size_t len)
+{
+    int            enabled;
+    size_t         i, end;
+    json_t        *key;
+    json_error_t   jerr;
+
+    i = pgd_json_skip(text, len, 0);        /* whitespace only */
+
+    if (i >= len || text[i] != '{') {
+        return 0;
+    }
+
+    i++;
+
+    for ( ;; ) {
+        i = pgd_json_skip(text, len, i);
+
+        if (i >= len) {
+            return 1;
+        }
+
+        if (text[i] == '}') {
+            for (i++; i < len; i++) {
+                if (text[i] == '\\'
+                    || (len - i >= 7 && memcmp(text + i, "enabled", 7) == 0))
+                {
+                    return 0;
+                }
+            }
+
+            return 1;
+        }
+
+        if (text[i] == ',') {
+            i++;
+            continue;
+        }
+
+        if (text[i] != '"') {
+            return 0;
+        }
+
+        /* the key, decoded: "enabled" may be written with escapes */
+        for (end = i + 1; end < len && text[end] != '"'; end++) {
+            if (text[end] == '\\') {
+                end++;
+            }
+        }
+
+        if (end >= len) {
+            return 0;
+        }
+
+        key = json_loadb(text + i, end + 1 - i, JSON_DECODE_ANY, &jerr);
+        enabled = json_is_string(key)
+                  && strcmp(json_string_value(key), "enabled") == 0;
+        json_decref(key);
+
+        i = pgd_json_skip(text, len, end + 1);
+
+        if (i >= len || text[i] != ':') {
+            return 0;
+        }
+
+        i = pgd_json_skip(text, len, i + 1);
+
+        if (enabled
+            && (len - i < 5 || memcmp(text + i, "false", 5) != 0))
+        {
+            return 0;
+        }
+
+        /* the value: to the next ',' or '}' outside strings and nesting */
+        for (end = 0; i < len; i++) {
+            if (text[i] == '"') {
+                for (i++; i < len && text[i] != '"'; i++) {
+                    if (text[i] == '\\') {
+                        i++;
+                    }
+                }
+
+            } else if (text[i] == '{' || text[i] == '[') {
+                end++;
+
+            } else if (text[i] == '}' || text[i] == ']') {
+                if (end == 0) {
+                    break;
+                }
+                end--;
+
+            } else if (text[i] == ',' && end == 0) {
+                break;
+            }
+        }
+    }
+}
+
+
+/* The first byte of text at or after i that is not JSON whitespace. */
+static size_t
+pgd_json_skip(const char *text, size_t len, size_t i)
+{
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n'
+                       || text[i] == '\r'))
+    {
+        i++;
+    }
+
+    return i;
 }
 
 

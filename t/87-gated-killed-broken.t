@@ -134,11 +134,36 @@ subtest 'its requires is dropped, and a field that is not valid' => sub {
            'and nothing of the flag it required');
 };
 
+subtest 'a kill written by hand with a key twice, or text after it, reaches the edges killed' => sub {
+    for my $v ('{"enabled":false,"allow":["1001"],"allow":["1001"]}',
+               '{"enabled":false,"allow":["1001"]} trailing',
+               '{"\u0065nabled":false,"enabled":false,"deny":["1"],'
+               . '"deny":["2"]}') {
+        hand_write('customer_portal', '{"enabled":true,"allow":["1001"]}');
+        both_answer('customer_portal', 'on/allowed', 'on for 1001 before');
+        my $mark = $gd->mark;
+        hand_write('customer_portal', $v);
+        both_answer('customer_portal', 'off/killed', "off, killed: $v")
+            or diag($gd->log($mark));
+        both_at_store("after $v");
+        like($gd->log($mark), qr/flag "customer_portal" in production is .*; it says "enabled": false, so it goes out killed/,
+             'the log says it goes out killed');
+    }
+
+    # as the first subtest left it, for those that follow
+    hand_write('customer_portal', '{"enabled":false,"rolout":1,'
+               . '"rollout":50,"allow":["1001"],"deny":["99"],'
+               . '"description":"portal v2"}');
+    both_answer('customer_portal', 'off/killed', 'killed again');
+};
+
 subtest 'broken values that do not say "enabled": false keep their last good version' => sub {
     my $before = edge_flag($A, 'billing_v2');
     for my $v ('{"enabled":true,"rolout":1}', '{"rolout":1}',
                '{"enabled":"false"}', '{broken', '["enabled",false]',
-               '{"enabled":false,"enabled":true}') {
+               '{"enabled":false,"enabled":true}',
+               '{"enabled":false,"\\u0065nabled":true}',
+               '{"enabled":false} {"enabled":true}') {
         hand_write('billing_v2', $v);
         both_at_store("billing_v2 = $v");
         is_deeply(edge_flag($_, 'billing_v2'), $before, 'edge ' . $_->port
