@@ -36,8 +36,9 @@ CORE_LIBS   := -ljansson -lm
 # portal-gatectl and portal-gated: the core plus the controller's sources.
 # make test runs builds under ASan and UBSan (build/asan/); make builds
 # optimised ones.
-LIB_SRCS    := controller/pg_ctl_store.c controller/pg_redis.c \
-               controller/pg_edge.c controller/pg_curl.c controller/pg_conf.c
+LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
+               controller/pg_redis.c controller/pg_edge.c \
+               controller/pg_curl.c controller/pg_conf.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \

@@ -1,0 +1,84 @@
+/*
+ * pg_ctl_store_private.h: what the flag store's two files share
+ * (pg_ctl_store.c: the store, its flags and the audit log;
+ * pg_ctl_store_envs.c: the environments and the controllers' beats). Only
+ * they include it; everyone else uses pg_ctl_store.h.
+ */
+
+#ifndef PG_CTL_STORE_PRIVATE_H
+#define PG_CTL_STORE_PRIVATE_H
+
+#include <stddef.h>             /* size_t */
+#include <hiredis/hiredis.h>    /* redisReply */
+#include "pg_ctl_store.h"       /* pg_store_t, PG_STORE_E* */
+
+#define PG_STORE_KEY_MAX   (PG_STORE_PREFIX_MAX + 80)
+
+
+/*
+ * Lua that the scripts of both files share (write, note; env add).
+ *
+ * pg_envs_known(envs, flags, env): is env one of the store's environments?
+ * They are the fields of P environments; a store made before that key
+ * existed has none, and then they are its P flags: hashes plus production
+ * and staging (include/pg_store.h). nil when the key has the wrong type.
+ *
+ * pg_flag_envs(p): the environments of the P flags: hashes, p being the
+ * flags keys' prefix ("portal-gate:flags:"), the glob escaped: one walk of
+ * the keys with SCAN.
+ */
+#define PG_STORE_LUA_ENVS                                                    \
+    "local function pg_envs_known(envs, flags, env)\n"                       \
+    "  local t = redis.call('TYPE', envs).ok\n"                              \
+    "  if t == 'hash' then\n"                                                \
+    "    return redis.call('HEXISTS', envs, env) == 1\n"                     \
+    "  end\n"                                                                \
+    "  if t ~= 'none' then return nil end\n"                                 \
+    "  return env == 'production' or env == 'staging'\n"                     \
+    "    or redis.call('TYPE', flags).ok == 'hash'\n"                        \
+    "end\n"                                                                  \
+    "local function pg_flag_envs(p)\n"                                       \
+    "  local pat = string.gsub(p, '[%*%?%[%]\\\\]', '\\\\%0') .. '*'\n"      \
+    "  local envs, c = {}, '0'\n"                                            \
+    "  repeat\n"                                                             \
+    "    local r = redis.call('SCAN', c, 'MATCH', pat, 'COUNT', 1000)\n"     \
+    "    c = r[1]\n"                                                         \
+    "    for _, k in ipairs(r[2]) do\n"                                      \
+    "      local e = string.sub(k, #p + 1)\n"                                \
+    "      if #e <= 64 and string.find(e, '^[a-z0-9_]+$')\n"                 \
+    "         and redis.call('TYPE', k).ok == 'hash' then\n"                 \
+    "        table.insert(envs, e)\n"                                        \
+    "      end\n"                                                            \
+    "    end\n"                                                              \
+    "  until c == '0'\n"                                                     \
+    "  return envs\n"                                                        \
+    "end\n"
+
+
+/* Fail with code and a message in store->err; returns PG_ERR. */
+int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Redis gave no reply (I/O error, timeout): PG_STORE_EREDIS; PG_ERR. */
+int pg_store_lost(pg_store_t *store);
+
+/* A command with binary-safe arguments; NULL (and err) on Redis failure,
+ * an error reply included. The reply is new: freeReplyObject() it. */
+redisReply *pg_store_command(pg_store_t *store, int argc, const char **argv);
+
+/* The prefix, name and env (NULL: none) as a key, into buf of
+ * PG_STORE_KEY_MAX bytes. */
+void pg_store_key(const pg_store_t *store, char *buf, const char *name,
+    const char *env);
+
+/* Now in ISO 8601 UTC, for the audit log and created_at. */
+void pg_store_now(char *buf, size_t size);
+
+/* Is reply a script's error_reply(word)? 1 or 0. */
+int pg_store_script_error(const redisReply *reply, const char *word);
+
+/* An environment's value in P environments, a new string to free(); NULL
+ * when out of memory. (pg_ctl_store_envs.c; init writes it too) */
+char *pg_store_env_value(const char *ts, const char *actor);
+
+#endif /* PG_CTL_STORE_PRIVATE_H */
