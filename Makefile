@@ -40,7 +40,8 @@ LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
                controller/pg_redis.c controller/pg_edge.c \
                controller/pg_curl.c controller/pg_conf.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
-               controller/pg_ctl_read.c controller/pg_ctl_edges.c $(LIB_SRCS)
+               controller/pg_ctl_read.c controller/pg_ctl_edges.c \
+               controller/pg_ctl_direct.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_compose.c \
                controller/pgd_edges.c controller/pgd_beat.c $(LIB_SRCS)

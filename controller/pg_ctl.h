@@ -9,8 +9,9 @@
  *   pg_ctl_read.c      list, show, explain, audit
  *   pg_ctl_edges.c     the commands that ask the edges: init (and init
  *                      --from-edge), status (with the controllers' beats),
- *                      --wait, and the break-glass kill --direct and
- *                      release, which reach the edges without Redis
+ *                      --wait
+ *   pg_ctl_direct.c    the break-glass kill --direct and release, which
+ *                      reach the edges without Redis
  *
  * Every command is a pg_ctl_run_pt: it prints what it did, and returns an
  * exit status (PG_CTL_OK, PG_CTL_FAILED or PG_CTL_USAGE), with its error
@@ -119,11 +120,14 @@ int pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 
 /* pg_ctl_edges.c */
+double pg_ctl_now_ms(void);
 int pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision);
+
+/* pg_ctl_direct.c */
 int pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o,
     const char *flag);
 int pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
