@@ -18,10 +18,50 @@ static size_t pg_edge_write(char *ptr, size_t size, size_t nmemb,
 
 
 int
+pg_edge_check_url(const char *spec, pg_error_t *err)
+{
+    const char  *url, *p;
+
+    url = spec;
+
+    if (strncmp(url, "unix:", 5) == 0 && (p = strstr(url + 5, ":/")) != NULL)
+    {
+        url = p + 1;
+    }
+
+    for (p = url; *p != '\0'; p++) {
+        if ((unsigned char) *p <= ' ' || *p == 0x7f) {
+            snprintf(err->text, sizeof(err->text), "an edge's URL has no "
+                     "spaces: write a space as %%20");
+            return PG_ERR;
+        }
+
+        if (*p == '?') {
+            snprintf(err->text, sizeof(err->text), "an edge's URL has no "
+                     "query (\"?...\"): the API's paths are appended to "
+                     "it");
+            return PG_ERR;
+        }
+
+        if (*p == '#') {
+            snprintf(err->text, sizeof(err->text), "an edge's URL has no "
+                     "fragment (\"#...\"): the API's paths are appended to "
+                     "it");
+            return PG_ERR;
+        }
+    }
+
+    return PG_OK;
+}
+
+
+int
 pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err)
 {
-    size_t       len, n;
+    char         shown[101];
+    size_t       len, n, i;
     const char  *host, *path, *sep;
+    pg_error_t   why;
 
     memset(edge, 0, sizeof(pg_edge_t));
 
@@ -31,6 +71,21 @@ pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err)
         snprintf(err->text, sizeof(err->text), "invalid edge \"%.64s\": "
                  "empty or longer than %zu bytes", spec ? spec : "",
                  sizeof(edge->spec) - 3);
+        return PG_ERR;
+    }
+
+    if (pg_edge_check_url(spec, &why) != PG_OK) {
+        /* shown without its control characters: a message may reach a
+         * terminal */
+        for (i = 0; i < len && i < sizeof(shown) - 1; i++) {
+            shown[i] = (unsigned char) spec[i] < ' ' || spec[i] == 0x7f
+                       ? '?' : spec[i];
+        }
+
+        shown[i] = '\0';
+
+        snprintf(err->text, sizeof(err->text), "invalid edge \"%s%s\": "
+                 "%.120s", shown, i < len ? "..." : "", why.text);
         return PG_ERR;
     }
 

@@ -31,8 +31,23 @@ typedef struct {
     char   socket[108];         /* unix socket path, "" for TCP */
 } pg_edge_t;
 
-/* Parse one edge; refuse anything else with a message quoting it. */
+/*
+ * Parse one edge; refuse anything else with a message quoting it
+ * ("invalid edge \"...\": ..."), pg_edge_check_url()'s refusals included.
+ */
 int pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err);
+
+/*
+ * The rule for the URL part of an edge, the one place for it: the API's
+ * paths ("status", "snapshot?force=1") are appended to it, so it holds no
+ * space or control character (it would reach the request line as is), no
+ * query and no fragment (either would swallow the path). For
+ * unix:/path.sock:/location/ only the location is checked: a socket is a
+ * file name and may hold anything. PG_ERR with why alone in err ("an
+ * edge's URL has no query (...)"), for a caller that words its own
+ * refusal (pg_conf: FILE:LINE: invalid value ... in "edge": why).
+ */
+int pg_edge_check_url(const char *spec, pg_error_t *err);
 
 /*
  * One request to the API: method "GET", "PUT" or "DELETE", path "status",
