@@ -208,12 +208,30 @@ subtest 'bad edge options exit 2' => sub {
         [['allow', 'customer_portal', '--wait', '5', '--edge', $tcp],
          qr/"--wait 5" is ambiguous: .* write --wait=5/],
         [['create', 'x', '--from-edge', $tcp], qr/--from-edge goes with init/],
+        # the rule portal-gated's config applies to its edge lines
+        [['status', '--edge', 'http://127.0.0.1:1/portal gate/'],
+         qr/^portal-gatectl: invalid edge "http:\/\/127\.0\.0\.1:1\/portal gate\/": an edge's URL has no spaces: write a space as %20$/],
+        [['status', '--edge', "http://127.0.0.1:1/portal-gate/\ttab/"],
+         qr/^portal-gatectl: invalid edge "http:\/\/127\.0\.0\.1:1\/portal-gate\/\?tab\/": an edge's URL has no spaces/],
+        [['status', '--edge', 'http://127.0.0.1:1/portal-gate/?a=1'],
+         qr/^portal-gatectl: invalid edge "[^"]*\?a=1": an edge's URL has no query \("\?\.\.\."\): the API's paths are appended to it$/],
+        [['kill', 'customer_portal', '--direct', '--edge', "$tcp#x"],
+         qr/^portal-gatectl: invalid edge "[^"]*#x": an edge's URL has no fragment/],
+        [['release', 'customer_portal', '--edge', 'unix:/tmp/a.sock:/pg api/'],
+         qr/invalid edge "unix:\/tmp\/a\.sock:\/pg api\/": an edge's URL has no spaces/],
+        [['init', '--from-edge', "$tcp?x=1"], qr/invalid edge .*has no query/],
     ) {
         my ($args, $re) = @$case;
         my $r = ctl(@$args);
         exits($r, 2, "@$args");
         like($r->{err}, $re, "@$args: says what is wrong");
     }
+
+    # a socket is a file name: a space there is its own business
+    my $r = ctl('status', '--edge', 'unix:/nonexistent dir/api.sock:/pg-api/');
+    exits($r, 1, 'a unix socket path with a space');
+    like($r->{out}, qr{unix:/nonexistent dir/api\.sock:/pg-api/\s+unreachable},
+         'is taken, and asked');
 };
 
 subtest 'without libcurl, what asks no edge works, and what does says so' => sub {
