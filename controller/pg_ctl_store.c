@@ -249,6 +249,8 @@ static json_t *pg_store_text(const char *s, size_t len);
 static int pg_store_parse_flags(pg_store_t *store, const char *env,
     const redisReply *reply, pg_store_bad_pt bad, void *data,
     json_t **flags);
+static const char *pg_store_field_name(const redisReply *name, char *buf,
+    size_t size);
 
 
 int
@@ -651,9 +653,17 @@ pg_store_flag(pg_store_t *store, const char *env, const char *name,
                            &jerr);
 
         if (*flag == NULL || !json_is_object(*flag)) {
+            freeReplyObject(reply);
+
+            if (*flag == NULL) {
+                return pg_store_fail(store, PG_STORE_EFAILED, "flag \"%s\" "
+                                     "in %s is not valid JSON: %s (line %d, "
+                                     "column %d)", name, key, jerr.text,
+                                     jerr.line, jerr.column);
+            }
+
             json_decref(*flag);
             *flag = NULL;
-            freeReplyObject(reply);
             return pg_store_fail(store, PG_STORE_EFAILED,
                                  "flag \"%s\" in %s is not a JSON object",
                                  name, key);
@@ -701,10 +711,12 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
     const redisReply *reply, pg_store_bad_pt bad, void *data, json_t **flags)
 {
     char           why[PG_ERROR_LEN + 64], key[PG_STORE_KEY_MAX];
+    char           odd[4 * PG_NAME_MAX + 8];
     size_t         i;
     json_t        *all, *flag;
     pg_error_t     err;
     redisReply    *name, *value;
+    const char    *fname;
     json_error_t   jerr;
 
     all = json_object();
@@ -717,11 +729,19 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
     {
         name = reply->element[i];
         value = reply->element[i + 1];
+        fname = pg_store_field_name(name, odd, sizeof(odd));
 
-        flag = json_loadb(value->str, value->len, JSON_REJECT_DUPLICATES,
-                          &jerr);
+        /* "customer_portal\0x" is not customer_portal: C strings would
+         * make it so, and let it stand in for the real one */
+        if (fname != name->str) {
+            flag = NULL;
+            snprintf(why, sizeof(why), "not a name a flag can have: it holds "
+                     "a NUL byte");
 
-        if (flag == NULL) {
+        } else if ((flag = json_loadb(value->str, value->len,
+                                      JSON_REJECT_DUPLICATES, &jerr))
+                   == NULL)
+        {
             snprintf(why, sizeof(why), "not JSON: %s", jerr.text);
 
         } else if (pg_flag_check_json(name->str, flag, &err) != PG_OK) {
@@ -732,15 +752,15 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
 
         if (flag == NULL) {
             if (bad) {
-                bad(env, name->str, why, data);
+                bad(env, fname, why, data);
                 continue;
             }
 
             json_decref(all);
             pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
             return pg_store_fail(store, PG_STORE_EFAILED,
-                                 "flag \"%.64s\" in %s is %s", name->str,
-                                 key, why);
+                                 "flag \"%.64s\" in %s is %s", fname, key,
+                                 why);
         }
 
         if (json_object_set_new(all, name->str, flag) != 0) {
@@ -755,9 +775,50 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
 }
 
 
+/*
+ * A hash field's name as C text: name->str itself when it holds no NUL
+ * byte; else, in buf, the name with each NUL as "\\0" (and cut short),
+ * which no real flag name can equal.
+ */
+static const char *
+pg_store_field_name(const redisReply *name, char *buf, size_t size)
+{
+    size_t  i, n;
+
+    if (name->type != REDIS_REPLY_STRING || strlen(name->str) == name->len) {
+        return name->str;
+    }
+
+    n = 0;
+
+    for (i = 0; i < name->len && n + 3 < size; i++) {
+        if (name->str[i] == '\0') {
+            buf[n++] = '\\';
+            buf[n++] = '0';
+        } else {
+            buf[n++] = name->str[i];
+        }
+    }
+
+    buf[n] = '\0';
+
+    return buf;
+}
+
+
 int
 pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, void *data, int *initialised, json_t **snapshot)
+{
+    return pg_store_read(store, envs, nenvs, bad, NULL, data, initialised,
+                         snapshot);
+}
+
+
+int
+pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
+    pg_store_bad_pt bad, pg_store_bad_env_pt bad_env, void *data,
+    int *initialised, json_t **snapshot)
 {
     int           rc;
     char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
@@ -829,7 +890,9 @@ pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
     }
 
     for (i = 0; i < exec->elements; i++) {
-        if (exec->element[i]->type == REDIS_REPLY_ERROR) {
+        if (exec->element[i]->type == REDIS_REPLY_ERROR
+            && (bad_env == NULL || i < 2))
+        {
             pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the store "
                           "failed: %s", store->where, exec->element[i]->str);
             freeReplyObject(exec);
@@ -865,6 +928,11 @@ pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
     }
 
     for (i = 0; i < nenvs; i++) {
+        if (exec->element[i + 2]->type == REDIS_REPLY_ERROR) {
+            bad_env(envs[i], exec->element[i + 2]->str, data);
+            continue;
+        }
+
         if (pg_store_parse_flags(store, envs[i], exec->element[i + 2], bad,
                                  data, &flags)
             != PG_OK)
@@ -1153,7 +1221,7 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
     pg_store_change_t *change)
 {
     int            tries, code, rc;
-    char           flags[PG_STORE_KEY_MAX], ts[32], *text;
+    char           flags[PG_STORE_KEY_MAX], ts[32], *text, why[200];
     const char    *argv[3], *cur;
     json_int_t     version;
     json_t        *before, *after;
@@ -1188,9 +1256,11 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
                  * off and kill go on (pg_ctl_salvage); the script still
                  * compares with the text as stored, and audits it.
                  */
+                snprintf(why, sizeof(why), "the value in Redis is %s%s",
+                         before ? "not a JSON object" : "not valid JSON: ",
+                         before ? "" : jerr.text);
                 json_decref(before);
-                before = json_pack("{s:s}", PG_STORE_UNREADABLE,
-                                   "the value in Redis is not a JSON object");
+                before = json_pack("{s:s}", PG_STORE_UNREADABLE, why);
                 if (before == NULL) {
                     freeReplyObject(reply);
                     return pg_store_fail(store, PG_STORE_EFAILED,

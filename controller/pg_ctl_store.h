@@ -116,12 +116,31 @@ typedef void (*pg_store_bad_pt)(const char *env, const char *flag,
  * environment without flags is {}), and *initialised: 1 when the store
  * has its marker, 0 for a flushed or brand-new one. A flag that is not
  * valid on its own fails the call with PG_STORE_EFAILED naming it, or,
- * when bad is not NULL, is given to bad and left out. `requires` is not
- * checked here: compile the snapshot.
+ * when bad is not NULL, is given to bad and left out; so is a hash field
+ * whose name holds a NUL byte, under a printable name (with "\\0") that no
+ * real flag can have, so that it never stands in for one. `requires` is
+ * not checked here: compile the snapshot.
  */
 int pg_store_snapshot(pg_store_t *store, const char *const *envs,
     size_t nenvs, pg_store_bad_pt bad, void *data, int *initialised,
     json_t **snapshot);
+
+/* pg_store_read() reports an environment whose key cannot be read (a key
+ * of another type: WRONGTYPE) to this, with Redis's error, and leaves it
+ * out of the snapshot. */
+typedef void (*pg_store_bad_env_pt)(const char *env, const char *why,
+    void *data);
+
+/*
+ * pg_store_snapshot(), where one environment's key that Redis cannot read
+ * as a hash is that environment's problem, not the read's: with bad_env
+ * not NULL, it is given to bad_env and left out, and the others are read
+ * (portal-gated: a broken staging key must not hold back a kill in
+ * production). With bad_env NULL it is pg_store_snapshot().
+ */
+int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
+    pg_store_bad_pt bad, pg_store_bad_env_pt bad_env, void *data,
+    int *initialised, json_t **snapshot);
 
 /*
  * Raise the store's revision to above + 1 unless it is that high already,

@@ -91,6 +91,10 @@
 #define PGD_SEED_ASKING       1         /* GET snapshot to each edge */
 #define PGD_SEED_SETTLED      2         /* an edge answered, or none could */
 
+/* The note key (pgd_compose()) of an environment the read could not read,
+ * before its name. */
+#define PGD_NOTE_UNREAD       "unread:"
+
 
 #define pgd_log(d, level, ...)                                               \
     do {                                                                     \
@@ -220,17 +224,20 @@ void pgd_seed_ask(pgd_t *d);
 
 /*
  * pgd_compose.c: the snapshot the edges get, from store (a read of the
- * store: pg_store_snapshot() with the flags that are not valid on their
+ * store: pg_store_read() with the flags that are not valid on their
  * own left out and named in bad, "env/flag" -> {"why": text, "value":
- * the value in Redis when it is a JSON object}) and good (what the edges
- * hold: the last snapshot made, or an edge's; NULL when unknown).
+ * the value in Redis when it is a JSON object}, and the environments it
+ * could not read at all left out and named in bad too, "env" -> {"why"})
+ * and good (what the edges hold: the last snapshot made, or an edge's;
+ * NULL when unknown).
  * Whatever the store holds, a change to a flag that compiles on its own
  * goes out, a kill above all; the rules are in pgd_compose.c.
  *
  * On PG_OK *out is a new snapshot that compiles. notes gets, for every
  * flag or environment that the edges do not get as the store has it,
  * key -> [level, text] ("env/flag", or "env" for the environment as a
- * whole, or "*" for the store), the text ready for the log. *wanted is 1
+ * whole, PGD_NOTE_UNREAD "env" for one that could not be read, or "*" for
+ * the store), the text ready for the log. *wanted is 1
  * when the result depends on what the edges hold (good was consulted).
  * PG_ERR (err set) only when nothing can be pushed at all: a revision out
  * of range, or out of memory. store, bad and good are borrowed.

@@ -51,6 +51,11 @@
  * broken module, a hostile endpoint), and restoring it would make nothing
  * compile; such a flag counts as having no good version.
  *
+ * An environment whose key the read could not read at all (bad holds
+ * "env" -> {"why"}: a key of another type) keeps what the edges hold of
+ * it, or is left out when that is not known; the others are composed as
+ * above (a broken staging must not hold back a kill in production).
+ *
  * If the result still does not compile (it should not), the edges get
  * the good snapshot with the store's kills applied to it, so that a kill
  * goes out even then; if even that does not compile (a revision out of
@@ -133,6 +138,8 @@ static int pgd_fix_cycle(pgd_env_t *ce, char **names, size_t *req,
 static void pgd_cycle_text(char **names, const size_t *req, size_t start,
     char *text, size_t size);
 static int pgd_env_resolve(pgd_env_t *ce);
+static int pgd_env_unread(json_t *envs, const json_t *bad,
+    const json_t *good, json_t *notes, int *wanted);
 static json_t *pgd_kills_only(const json_t *store, const json_t *bad,
     const json_t *good);
 
@@ -980,6 +987,50 @@ pgd_env_resolve(pgd_env_t *ce)
 }
 
 
+/* --- environments that could not be read -------------------------------- */
+
+/* Each "env" of bad (no '/': the read could not read its key) gets what the
+ * edges hold of it (good), or is left out; a note says which. */
+static int
+pgd_env_unread(json_t *envs, const json_t *bad, const json_t *good,
+    json_t *notes, int *wanted)
+{
+    char           key[PG_NAME_MAX + 16];
+    json_t        *entry, *held;
+    const char    *env, *why;
+
+    json_object_foreach((json_t *) bad, env, entry) {
+        if (strchr(env, '/') != NULL) {
+            continue;
+        }
+
+        *wanted = 1;
+        why = json_string_value(json_object_get(entry, "why"));
+        held = json_object_get(json_object_get(good, "environments"), env);
+        snprintf(key, sizeof(key), "%s%s", PGD_NOTE_UNREAD, env);
+
+        if (held != NULL) {
+            if (json_object_set(envs, env, held) != 0) {
+                return PG_ERR;
+            }
+
+            pgd_note(notes, key, PG_LOG_ERROR, "environment %s cannot be "
+                     "read from the store (%.300s): the edges keep what they "
+                     "hold of it; the other environments are pushed", env,
+                     why ? why : "?");
+
+        } else {
+            pgd_note(notes, key, PG_LOG_ERROR, "environment %s cannot be "
+                     "read from the store (%.300s): it is left out, nothing "
+                     "of it is known; the other environments are pushed",
+                     env, why ? why : "?");
+        }
+    }
+
+    return PG_OK;
+}
+
+
 /* --- the last resort ---------------------------------------------------- */
 
 /*
@@ -1119,6 +1170,10 @@ pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
         if (rc != PG_OK) {
             break;
         }
+    }
+
+    if (rc == PG_OK) {
+        rc = pgd_env_unread(envs, bad, good, notes, wanted);
     }
 
     if (rc == PG_OK

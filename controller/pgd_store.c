@@ -29,6 +29,7 @@
 
 static void pgd_bad_flag(const char *env, const char *flag, const char *why,
     void *data);
+static void pgd_bad_env(const char *env, const char *why, void *data);
 static int pgd_envs(pgd_t *d);
 static int pgd_env_cmp(const void *a, const void *b);
 static void pgd_envs_text(pgd_t *d, char *buf, size_t size);
@@ -48,6 +49,17 @@ pgd_bad_flag(const char *env, const char *flag, const char *why, void *data)
 
     snprintf(key, sizeof(key), "%s/%s", env, flag);
     json_object_set_new(d->bad_now, key, json_pack("{s:s}", "why", why));
+}
+
+
+/* pg_store_read() cannot read an environment's key (WRONGTYPE): that
+ * environment keeps what the edges hold of it (pgd_compose()). */
+static void
+pgd_bad_env(const char *env, const char *why, void *data)
+{
+    pgd_t  *d = data;
+
+    json_object_set_new(d->bad_now, env, json_pack("{s:s}", "why", why));
 }
 
 
@@ -516,8 +528,8 @@ pgd_load(pgd_t *d)
         return;
     }
 
-    rc = pg_store_snapshot(&d->store, names, d->nenvs, pgd_bad_flag, d,
-                           &initialised, &store);
+    rc = pg_store_read(&d->store, names, d->nenvs, pgd_bad_flag, pgd_bad_env,
+                       d, &initialised, &store);
 
     if (rc != PG_OK) {
         json_decref(d->bad_now);
@@ -680,6 +692,13 @@ pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store)
 
         } else if (strcmp(key, "*") == 0) {
             pgd_log(d, PG_LOG_NOTICE, "the store compiles again");
+
+        } else if (strncmp(key, PGD_NOTE_UNREAD, strlen(PGD_NOTE_UNREAD))
+                   == 0)
+        {
+            pgd_log(d, PG_LOG_NOTICE, "environment %s can be read again: "
+                    "the edges get it as the store has it",
+                    key + strlen(PGD_NOTE_UNREAD));
 
         } else {
             pgd_log(d, PG_LOG_NOTICE, "environment %s: no flags are held "
