@@ -29,12 +29,6 @@
 #include "pg_redis.h"           /* pg_redis_url_t */
 
 
-/* The version of portal-gate's programs, the same as pgd.h's until it
- * has one place for both (include/); -DPG_VERSION=... overrides it. */
-#ifndef PG_VERSION
-#define PG_VERSION       "0.8.0"
-#endif
-
 #define PG_CTL_OK        0
 #define PG_CTL_FAILED    1
 #define PG_CTL_USAGE     2

@@ -30,6 +30,12 @@
 #include <jansson.h>    /* json_t: the JSON form of a snapshot */
 
 
+/* The release of portal-gate's module and programs (--version, the beat);
+ * -DPG_VERSION=... overrides it for a build. */
+#ifndef PG_VERSION
+#define PG_VERSION         "0.8.0"
+#endif
+
 #define PG_OK              0
 #define PG_ERR            -1
 
