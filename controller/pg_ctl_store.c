@@ -1077,14 +1077,16 @@ pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
 
 
 /*
- * The write script: flag in env from cur (its text as read, "" for none)
- * to text ("" deletes it), requires the flag that text newly requires ("":
- * no check). PG_OK with *revision, PG_STORE_CONFLICT, or PG_ERR with the
- * script's refusal in the store's words.
+ * The write script: flag in env from cur (its text as read, cur_len bytes,
+ * "" for none) to text ("" deletes it), requires the flag that text newly
+ * requires ("": no check). PG_OK with *revision, PG_STORE_CONFLICT, or
+ * PG_ERR with the script's refusal in the store's words. cur goes with its
+ * length: a value with a NUL byte (a hand edit) cut at the NUL would never
+ * equal what the script reads, and could never be killed or deleted.
  */
 static int
 pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
-    const char *cur, const char *text, const char *requires,
+    const char *cur, size_t cur_len, const char *text, const char *requires,
     const char *action, const char *actor, const char *reason,
     int64_t *revision)
 {
@@ -1092,6 +1094,8 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
     char          channel[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
     char          cap[16], ts[32], flags_max[16], envs_max[16], rev_max[32];
+    int           i;
+    size_t        argvlen[22];
     const char   *argv[22], *verb, *by;
     redisReply   *eval;
 
@@ -1130,7 +1134,13 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     argv[20] = rev_max;
     argv[21] = requires ? requires : "";
 
-    eval = redisCommandArgv(store->redis, 22, argv, NULL);
+    for (i = 0; i < 22; i++) {
+        argvlen[i] = strlen(argv[i]);
+    }
+
+    argvlen[9] = cur_len;
+
+    eval = redisCommandArgv(store->redis, 22, argv, argvlen);
 
     if (eval == NULL) {
         return pg_store_lost(store);
@@ -1142,7 +1152,7 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
         return PG_OK;
     }
 
-    verb = text[0] == '\0' ? "delete" : cur[0] == '\0' ? "create" : "change";
+    verb = text[0] == '\0' ? "delete" : cur_len == 0 ? "create" : "change";
 
     if (pg_store_script_error(eval, "CONFLICT")) {
         freeReplyObject(eval);
@@ -1338,7 +1348,9 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
 
         cur = reply->type == REDIS_REPLY_STRING ? reply->str : "";
 
-        rc = pg_store_eval_write(store, env, flag, cur, text,
+        rc = pg_store_eval_write(store, env, flag, cur,
+                                 reply->type == REDIS_REPLY_STRING
+                                 ? reply->len : 0, text,
                                  pg_store_new_requires(before, after),
                                  action, actor, reason, &change->revision);
 
@@ -1408,7 +1420,8 @@ pg_store_delete(pg_store_t *store, const char *env, const char *flag,
                                reply->len);
         }
 
-        rc = pg_store_eval_write(store, env, flag, reply->str, "", NULL,
+        rc = pg_store_eval_write(store, env, flag, reply->str, reply->len,
+                                 "", NULL,
                                  "delete", actor, reason, &change->revision);
 
         freeReplyObject(reply);
