@@ -29,7 +29,7 @@
 #define PGD_H
 
 #include <signal.h>             /* sig_atomic_t */
-#include <stdint.h>             /* int64_t */
+#include <stdint.h>             /* int64_t, uint64_t */
 #include <curl/curl.h>          /* CURLM, CURLcode */
 #include <hiredis/hiredis.h>    /* redisContext */
 #include <jansson.h>            /* json_t */
@@ -53,6 +53,9 @@
 #define PGD_REDIS_TIMEOUT_MS  1000      /* connect, and each command */
 #define PGD_STATUS_TIMEOUT_MS 1000      /* GET status of an edge */
 #define PGD_SEED_TIMEOUT_MS   5000      /* GET snapshot: 100k ids ~ 2 MB */
+#define PGD_SEED_WAIT_MS      1000      /* after the first usable answer,
+                                           for a better one (a higher
+                                           revision) from the others */
 #define PGD_PUT_TIMEOUT_MS    10000     /* PUT snapshot: 100k ids ~50 ms */
 #define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
 #define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
@@ -110,6 +113,7 @@ typedef struct {
     int64_t   revision;
     size_t    len;
     char     *data;
+    json_t   *json;             /* the snapshot itself: one reference */
 } pgd_body_t;
 
 typedef struct {
@@ -120,11 +124,24 @@ typedef struct {
     double          started;        /* ms, of the request in flight */
     int64_t         revision;       /* the edge's, as it last said; -1 */
     int             state;          /* PGD_UP, PGD_DOWN as last logged */
-    int             held;           /* failed: wait for the next tick */
+    int             held;           /* failed: wait for the next tick, or
+                                       the next snapshot (pgd_load()) */
     int             check;          /* ask its revision when idle */
     int             force;          /* pinned: PUT with ?force=1 */
     int             forcing;        /* the PUT in flight has ?force=1 */
     int             seed_asked;     /* GET snapshot sent, this seeding */
+    int64_t         retried;        /* the revision whose PUT a 503 (an
+                                       old worker after a resizing reload)
+                                       had tried again at once; -1 */
+    json_t         *accepted;       /* the snapshot it last took (200),
+                                       new; NULL before */
+    pgd_body_t     *own;            /* what it gets instead of d->body
+                                       when it cannot hold that (507,
+                                       413): the store's kills over what
+                                       it took; one reference, or NULL */
+    int64_t         partial;        /* the revision at which it took
+                                       own, so holds less than the
+                                       store's snapshot; -1 */
     char            said[512];      /* the last refusal logged */
     char            error[512];     /* why it is not in step, for the
                                        beat: unreachable, or its refusal;
@@ -172,6 +189,14 @@ typedef struct {
                                        their own; see pgd_compose() */
     json_t         *seed;           /* an edge's snapshot, or NULL */
     int             seed_state;     /* PGD_SEED_* */
+    double          seed_until;     /* settle then, with the best answer
+                                       so far; 0 before any */
+    char            seed_from[512]; /* the edge the seed came from */
+
+    int64_t         made_revision;  /* the last body made: its revision */
+    uint64_t        made_hash;      /* and its text's hash; kept across
+                                       pgd_store_forget(): the edges may
+                                       hold it. -1, 0 before any */
 
     char            host[256];      /* the beat: gethostname() */
     char            started_at[32]; /* ISO 8601 UTC */
@@ -220,6 +245,7 @@ void pgd_kick(pgd_t *d);
 void pgd_cancel(pgd_t *d, pgd_edge_t *e);
 void pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code);
 void pgd_body_release(pgd_body_t *body);
+void pgd_edge_forget(pgd_edge_t *e);
 void pgd_seed_ask(pgd_t *d);
 
 /*
@@ -244,5 +270,16 @@ void pgd_seed_ask(pgd_t *d);
  */
 int pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
     json_t **out, json_t *notes, int *wanted, pg_error_t *err);
+
+/*
+ * good (what an edge holds) with store's revision and store's kills
+ * applied to it (a flag killed in store, or in bad a value that is not
+ * valid but says "enabled": false), keeping only what this core takes of
+ * good: what an edge gets when nothing else compiles, or when it cannot
+ * hold the store's snapshot. New, or NULL (good is NULL, out of memory).
+ * All three are borrowed; bad may be NULL.
+ */
+json_t *pgd_kills_only(const json_t *store, const json_t *bad,
+    const json_t *good);
 
 #endif /* PGD_H */

@@ -140,8 +140,6 @@ static void pgd_cycle_text(char **names, const size_t *req, size_t start,
 static int pgd_env_resolve(pgd_env_t *ce);
 static int pgd_env_unread(json_t *envs, const json_t *bad,
     const json_t *good, json_t *notes, int *wanted);
-static json_t *pgd_kills_only(const json_t *store, const json_t *bad,
-    const json_t *good);
 
 
 /* --- notes ------------------------------------------------------------ */
@@ -1040,7 +1038,7 @@ pgd_env_unread(json_t *envs, const json_t *bad, const json_t *good,
  * good snapshot, only what this core takes: an edge's (the seed) may hold
  * a flag or an environment it refuses. New, or NULL.
  */
-static json_t *
+json_t *
 pgd_kills_only(const json_t *store, const json_t *bad, const json_t *good)
 {
     char          key[2 * PG_NAME_MAX + 8];

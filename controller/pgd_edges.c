@@ -9,9 +9,19 @@
  *   GET status      once per reconcile tick (and after a reload);
  *   GET snapshot    the seed: only while the daemon has no snapshot of its
  *                   own yet (it just started) and what the edges hold
- *                   decides what it pushes (pgd_compose()'s *wanted): the
- *                   first edge that answers gives it, and the store is
- *                   read again then.
+ *                   decides what it pushes (pgd_compose()'s *wanted): of
+ *                   the edges that answer, the one at the highest revision
+ *                   gives it (an edge that restarted empty, only if no
+ *                   other answers), once all have answered or
+ *                   PGD_SEED_WAIT_MS after the first; its flags that this
+ *                   core refuses are dropped; the store is read again then.
+ *
+ * A failed request holds an edge back until the next tick or the next
+ * snapshot, whichever comes first: one try per revision. A 503 (an old
+ * nginx worker after a resizing reload) is tried again at once, once. An
+ * edge that cannot hold the store's snapshot (507, 413) gets what it last
+ * took with the store's kills applied, at the store's revision (own), and
+ * is offered the whole snapshot again (?force=1) at each tick.
  *
  * A 409 from an edge ahead of the store is answered by raising the
  * store's revision above the edge's; an edge pinned so high that the
@@ -31,8 +41,13 @@
 #include "pgd.h"                /* pgd_t, the API this file implements */
 
 
-static void pgd_start(pgd_t *d, pgd_edge_t *e, int kind);
+static void pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body,
+    int force);
 static void pgd_seed_check(pgd_t *d);
+static json_t *pgd_seed_clean(pgd_t *d, pgd_edge_t *e, json_t *json);
+static int pgd_seed_better(const json_t *a, const json_t *b);
+static int pgd_partial(pgd_t *d, pgd_edge_t *e, long status,
+    const char *error);
 static void pgd_seeded(pgd_t *d, pgd_edge_t *e, long status, json_t *json);
 static void pgd_edge_down(pgd_t *d, pgd_edge_t *e, const char *why);
 static void pgd_edge_up(pgd_t *d, pgd_edge_t *e);
@@ -51,8 +66,22 @@ pgd_body_release(pgd_body_t *body)
 {
     if (body != NULL && --body->refs == 0) {
         free(body->data);
+        json_decref(body->json);
         free(body);
     }
+}
+
+
+/* What the daemon holds of an edge, request in flight included: freed. */
+void
+pgd_edge_forget(pgd_edge_t *e)
+{
+    json_decref(e->overrides);
+    json_decref(e->accepted);
+    pgd_body_release(e->own);
+    e->overrides = NULL;
+    e->accepted = NULL;
+    e->own = NULL;
 }
 
 
@@ -73,6 +102,8 @@ pgd_edges_set(pgd_t *d)
     for (i = 0; i < d->nedges; i++) {
         d->edges[i].edge = d->conf.edges[i];
         d->edges[i].revision = -1;
+        d->edges[i].retried = -1;
+        d->edges[i].partial = -1;
         d->edges[i].check = 1;
     }
 
@@ -87,7 +118,7 @@ pgd_edges_free(pgd_t *d)
 
     for (i = 0; i < d->nedges; i++) {
         pgd_cancel(d, &d->edges[i]);
-        json_decref(d->edges[i].overrides);
+        pgd_edge_forget(&d->edges[i]);
     }
 
     free(d->edges);
@@ -102,6 +133,7 @@ void
 pgd_kick(pgd_t *d)
 {
     size_t       i;
+    pgd_body_t  *body;
     pgd_edge_t  *e;
 
     for (i = 0; i < d->nedges; i++) {
@@ -114,7 +146,7 @@ pgd_kick(pgd_t *d)
         /* asked once per seeding, held or not: it costs nothing to wait */
         if (d->seed_state == PGD_SEED_ASKING && !e->seed_asked) {
             e->seed_asked = 1;
-            pgd_start(d, e, PGD_REQ_SEED);
+            pgd_start(d, e, PGD_REQ_SEED, NULL, 0);
             continue;
         }
 
@@ -122,11 +154,25 @@ pgd_kick(pgd_t *d)
             continue;
         }
 
-        if (d->body && e->revision != d->body->revision) {
-            pgd_start(d, e, PGD_REQ_PUT);
+        /* what it could not hold was another snapshot: the whole first */
+        if (e->own && (d->body == NULL
+                       || e->own->revision != d->body->revision))
+        {
+            pgd_body_release(e->own);
+            e->own = NULL;
+        }
+
+        body = e->own ? e->own : d->body;
+
+        if (body && e->revision != body->revision) {
+            pgd_start(d, e, PGD_REQ_PUT, body, e->force);
+
+        } else if (body && e->check && e->partial == d->body->revision) {
+            /* it holds the kills only: offer the whole again, over them */
+            pgd_start(d, e, PGD_REQ_PUT, d->body, 1);
 
         } else if (e->check) {
-            pgd_start(d, e, PGD_REQ_STATUS);
+            pgd_start(d, e, PGD_REQ_STATUS, NULL, 0);
         }
     }
 
@@ -134,16 +180,18 @@ pgd_kick(pgd_t *d)
 }
 
 
+/* Start a request of e; a PUT sends body (borrowed: the request takes a
+ * reference), with ?force=1 when force is set. */
 static void
-pgd_start(pgd_t *d, pgd_edge_t *e, int kind)
+pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
 {
     int         rc;
     pg_error_t  err;
 
     if (kind == PGD_REQ_PUT) {
         rc = pg_edge_req_init(&e->req, &e->edge, "PUT",
-                              e->force ? "snapshot?force=1" : "snapshot",
-                              d->body->data, d->body->len,
+                              force ? "snapshot?force=1" : "snapshot",
+                              body->data, body->len,
                               PGD_PUT_TIMEOUT_MS, &err);
 
     } else if (kind == PGD_REQ_SEED) {
@@ -175,9 +223,9 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind)
     }
 
     if (kind == PGD_REQ_PUT) {
-        e->body = d->body;
+        e->body = body;
         e->body->refs++;
-        e->forcing = e->force;
+        e->forcing = force;
     }
 }
 
@@ -210,6 +258,10 @@ pgd_seed_ask(pgd_t *d)
     }
 
     d->seed_state = PGD_SEED_ASKING;
+    d->seed_until = 0;
+    d->seed_from[0] = '\0';
+    json_decref(d->seed);
+    d->seed = NULL;
 
     for (i = 0; i < d->nedges; i++) {
         d->edges[i].seed_asked = 0;
@@ -221,32 +273,141 @@ pgd_seed_ask(pgd_t *d)
 }
 
 
-/* Every edge was asked and none gave its snapshot: go on without. */
+/*
+ * Settle the seed once every edge asked has answered, or PGD_SEED_WAIT_MS
+ * after the first usable answer (a hung edge must not keep the others'
+ * answers waiting): the best answer so far is the seed, or none.
+ */
 static void
 pgd_seed_check(pgd_t *d)
 {
+    int     waiting;
     size_t  i;
 
     if (d->seed_state != PGD_SEED_ASKING) {
         return;
     }
 
+    waiting = 0;
+
     for (i = 0; i < d->nedges; i++) {
         if (!d->edges[i].seed_asked || d->edges[i].kind == PGD_REQ_SEED) {
-            return;
+            waiting = 1;
         }
     }
 
-    pgd_log(d, PG_LOG_WARN, "no edge gave its snapshot: flags that cannot "
-            "be pushed as the store has them are left out");
+    if (waiting && (d->seed == NULL || pgd_now() < d->seed_until)) {
+        return;
+    }
+
+    if (d->seed == NULL) {
+        pgd_log(d, PG_LOG_WARN, "no edge gave its snapshot: flags that "
+                "cannot be pushed as the store has them are left out");
+    } else {
+        pgd_log(d, PG_LOG_INFO, "edge %s holds revision %lld: its flags are "
+                "the last good versions", d->seed_from,
+                (long long) json_integer_value(json_object_get(d->seed,
+                                                               "revision")));
+    }
 
     d->seed_state = PGD_SEED_SETTLED;
     d->load_wanted = 1;
 }
 
 
-/* An edge answered GET snapshot: the first good answer is the seed.
- * json is a new reference, taken. */
+/* Is snapshot a better seed than b (NULL: none)? A snapshot with flags
+ * before an empty one (an edge that restarted empty), then the higher
+ * revision. */
+static int
+pgd_seed_better(const json_t *a, const json_t *b)
+{
+    int            fa, fb;
+    json_t        *flags;
+    const char    *env;
+
+    if (b == NULL) {
+        return 1;
+    }
+
+    fa = 0;
+    fb = 0;
+
+    json_object_foreach(json_object_get(a, "environments"), env, flags) {
+        fa |= json_object_size(flags) > 0;
+    }
+
+    json_object_foreach(json_object_get(b, "environments"), env, flags) {
+        fb |= json_object_size(flags) > 0;
+    }
+
+    if (fa != fb) {
+        return fa > fb;
+    }
+
+    return json_integer_value(json_object_get(a, "revision"))
+           > json_integer_value(json_object_get(b, "revision"));
+}
+
+
+/*
+ * json (an edge's snapshot, taken) without what this core refuses: an
+ * environment whose name no edge takes, a flag not valid on its own (a
+ * newer module's key, a broken or hostile endpoint), said once per edge
+ * and seeding. Restoring such a flag would make nothing compile. Returns
+ * json.
+ */
+static json_t *
+pgd_seed_clean(pgd_t *d, pgd_edge_t *e, json_t *json)
+{
+    char          dropped[400];
+    void         *tmp, *tmp2;
+    size_t        n, len;
+    json_t       *envs, *flags, *flag;
+    pg_error_t    err;
+    const char   *env, *name;
+
+    envs = json_object_get(json, "environments");
+    n = 0;
+    len = 0;
+    dropped[0] = '\0';
+
+    json_object_foreach_safe(envs, tmp, env, flags) {
+        if (!pg_valid_name(env, strlen(env)) || !json_is_object(flags)) {
+            json_object_del(envs, env);
+            n++;
+            continue;
+        }
+
+        json_object_foreach_safe(flags, tmp2, name, flag) {
+            if (pg_flag_check_json(name, flag, &err) == PG_OK) {
+                continue;
+            }
+
+            if (len < sizeof(dropped)) {
+                len += (size_t) snprintf(dropped + len, sizeof(dropped) - len,
+                                         "%s%.64s/%.64s (%.100s)",
+                                         len ? ", " : "", env, name,
+                                         err.text);
+            }
+
+            json_object_del(flags, name);
+            n++;
+        }
+    }
+
+    if (n > 0) {
+        pgd_log(d, PG_LOG_WARN, "edge %s serves %zu flag%s or environment%s "
+                "that this daemon refuses, not taken as last good versions: "
+                "%s", e->edge.spec, n, n == 1 ? "" : "s", n == 1 ? "" : "s",
+                dropped[0] ? dropped : "environments with a bad name");
+    }
+
+    return json;
+}
+
+
+/* An edge answered GET snapshot: the best answer is the seed (see
+ * pgd_seed_check()). json is a new reference, taken. */
 static void
 pgd_seeded(pgd_t *d, pgd_edge_t *e, long status, json_t *json)
 {
@@ -271,14 +432,23 @@ pgd_seeded(pgd_t *d, pgd_edge_t *e, long status, json_t *json)
         return;
     }
 
-    pgd_log(d, PG_LOG_INFO, "edge %s holds revision %lld: its flags are "
-            "the last good versions", e->edge.spec,
-            (long long) e->revision);
+    json = pgd_seed_clean(d, e, json);
+
+    if (!pgd_seed_better(json, d->seed)) {
+        json_decref(json);
+        return;
+    }
+
+    if (d->seed == NULL) {
+        d->seed_until = pgd_now() + PGD_SEED_WAIT_MS;
+    }
+
+    pgd_log(d, PG_LOG_DEBUG, "edge %s holds revision %lld: the best seed so "
+            "far", e->edge.spec, (long long) e->revision);
 
     json_decref(d->seed);
     d->seed = json;
-    d->seed_state = PGD_SEED_SETTLED;
-    d->load_wanted = 1;
+    snprintf(d->seed_from, sizeof(d->seed_from), "%s", e->edge.spec);
 }
 
 
@@ -325,12 +495,25 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
     if (kind == PGD_REQ_PUT && status == 200) {
         pgd_edge_up(d, e);
         e->revision = pushed;
-        e->said[0] = '\0';
-        e->error[0] = '\0';
         e->force = 0;
+        json_decref(e->accepted);
+        e->accepted = json_incref(body->json);
+
+        if (body == e->own) {
+            /* it took the kills: its refusal of the whole still stands */
+            e->partial = pushed;
+        } else {
+            e->partial = -1;
+            e->said[0] = '\0';
+            e->error[0] = '\0';
+            pgd_body_release(e->own);
+            e->own = NULL;
+        }
+
         pgd_log(d, PG_LOG_INFO, "edge %s: revision %lld applied in %.1f ms%s",
                 e->edge.spec, (long long) pushed, pgd_now() - e->started,
-                forced ? " (forced)" : "");
+                e->partial == pushed ? " (only the store's kills over what "
+                "it held)" : forced ? " (forced)" : "");
 
     } else if ((kind == PGD_REQ_PUT && status == 409 && theirs >= 0)
                || (kind == PGD_REQ_STATUS && status == 200 && theirs >= 0))
@@ -362,6 +545,22 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
                 e->held = 1;
             }
         }
+
+    } else if (kind == PGD_REQ_PUT && status == 503 && e->retried != pushed) {
+        /* an old worker after a resizing reload: a new one takes it */
+        pgd_edge_up(d, e);
+        pgd_log(d, PG_LOG_INFO, "edge %s: PUT snapshot answered 503 (%.96s): "
+                "tried again at once", e->edge.spec, json_is_string(error)
+                ? json_string_value(error) : "not the API's JSON");
+        e->retried = pushed;
+        e->revision = -1;
+
+    } else if (kind == PGD_REQ_PUT && (status == 507 || status == 413)
+               && body != e->own
+               && pgd_partial(d, e, status, json_string_value(error))
+                  == PG_OK)
+    {
+        pgd_edge_up(d, e);
 
     } else {
         pgd_edge_up(d, e);
@@ -519,6 +718,80 @@ pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs, int64_t pushed,
 
     e->force = 1;
     e->held = 0;
+}
+
+
+/* --- an edge that cannot hold the store's snapshot ------------------------ */
+
+/*
+ * e refused d->body with 507 (its zone is too small) or 413 (its body
+ * limit): make e->own, what it last took with the store's kills applied,
+ * at the store's revision, so that a kill still reaches it; said once per
+ * reason. PG_ERR when there is nothing to offer (it never took a snapshot
+ * from this daemon, or it holds that already): the refusal stands.
+ */
+static int
+pgd_partial(pgd_t *d, pgd_edge_t *e, long status, const char *error)
+{
+    char            *text;
+    size_t           size;
+    json_t          *snap;
+    pg_error_t       err;
+    pgd_body_t      *own;
+    unsigned char   *blob;
+
+    if (d->body == NULL || e->accepted == NULL) {
+        return PG_ERR;
+    }
+
+    snap = pgd_kills_only(d->body->json, NULL, e->accepted);
+
+    if (snap == NULL
+        || pg_snap_compile_json(snap, &blob, &size, &err) != PG_OK)
+    {
+        json_decref(snap);
+        return PG_ERR;
+    }
+
+    free(blob);
+
+    /* it took exactly that at this revision already: nothing new */
+    if (e->partial == d->body->revision) {
+        json_object_set_new(snap, "revision", json_integer(e->partial));
+
+        if (json_equal(snap, e->accepted)) {
+            json_decref(snap);
+            e->held = 1;
+            return PG_OK;
+        }
+    }
+
+    text = json_dumps(snap, JSON_COMPACT | PG_JSON_REAL);
+    own = calloc(1, sizeof(pgd_body_t));
+
+    if (text == NULL || own == NULL) {
+        free(text);
+        free(own);
+        json_decref(snap);
+        return PG_ERR;
+    }
+
+    own->refs = 1;
+    own->revision = d->body->revision;
+    own->data = text;
+    own->len = strlen(text);
+    own->json = snap;
+
+    pgd_body_release(e->own);
+    e->own = own;
+    e->revision = -1;
+
+    pgd_refused(d, e, "edge %.100s: PUT snapshot answered %ld: %.96s; it "
+                "gets only the store's kills over what it holds, at the "
+                "store's revision, until it can hold the store's snapshot",
+                e->edge.spec, status, error ? error : "not the API's JSON");
+
+    return PG_OK;
 }
 
 

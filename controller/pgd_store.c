@@ -38,6 +38,8 @@ static json_t *pgd_bad_value(const char *text, size_t len);
 static int pgd_all_enabled_false(const char *text, size_t len);
 static size_t pgd_json_skip(const char *text, size_t len, size_t i);
 static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
+static uint64_t pgd_hash(const char *text, size_t len);
+static int pgd_same_revision(pgd_t *d, const char *text, size_t len);
 
 
 /* pg_store_snapshot() found a flag that is not valid on its own. */
@@ -625,11 +627,23 @@ pgd_load(pgd_t *d)
     body->revision = d->store_revision;
     body->data = text;
     body->len = strlen(text);
+    body->json = json_incref(snap);
+
+    if (pgd_same_revision(d, text, body->len) != PG_OK) {
+        pgd_body_release(body);
+        json_decref(snap);
+        return;
+    }
 
     pgd_body_release(d->body);
     d->body = body;
     json_decref(d->good);
     d->good = snap;
+
+    /* one try per revision: what failed is tried again with this one */
+    for (i = 0; i < d->nedges; i++) {
+        d->edges[i].held = 0;
+    }
 
     /* the daemon's own snapshot is the last good one from now on */
     json_decref(d->seed);
@@ -646,6 +660,85 @@ pgd_load(pgd_t *d)
     pgd_log(d, PG_LOG_INFO, "revision %lld read: %zu flags in %zu "
             "environments, %zu bytes to push", (long long) body->revision,
             nflags, json_object_size(envs), body->len);
+}
+
+
+/* FNV-1a, 64 bits: is a body the one made before for its revision? */
+static uint64_t
+pgd_hash(const char *text, size_t len)
+{
+    size_t    i;
+    uint64_t  h;
+
+    h = 14695981039346656037ULL;
+
+    for (i = 0; i < len; i++) {
+        h ^= (unsigned char) text[i];
+        h *= 1099511628211ULL;
+    }
+
+    return h;
+}
+
+
+/*
+ * A body for the store's revision N is about to be pushed. If the daemon
+ * made another one for N before (a reload that adds an environment, a
+ * read against another last good snapshot, an environment added between
+ * the environments' read and the flags'), the edges that took that one
+ * answer 409 "in step" to this: raise the store's revision (with an audit
+ * entry, action "revision") so that they take it, and read the store
+ * again. PG_ERR: the store was raised, do not push this body.
+ */
+static int
+pgd_same_revision(pgd_t *d, const char *text, size_t len)
+{
+    char      reason[200];
+    int64_t   now;
+    uint64_t  hash;
+
+    hash = pgd_hash(text, len);
+
+    if (d->made_revision != d->store_revision || d->made_hash == hash) {
+        d->made_revision = d->store_revision;
+        d->made_hash = hash;
+        return PG_OK;
+    }
+
+    snprintf(reason, sizeof(reason), "portal-gated made another snapshot "
+             "for revision %lld than the one it pushed",
+             (long long) d->store_revision);
+
+    if (d->store_revision >= PGD_RAISE_MAX
+        || pg_store_raise_revision(&d->store, d->store_revision, PGD_ACTOR,
+                                   reason, &now)
+           != PG_OK)
+    {
+        if (d->store_revision < PGD_RAISE_MAX
+            && d->store.code == PG_STORE_EREDIS)
+        {
+            pgd_redis_store_failed(d);
+            return PG_ERR;
+        }
+
+        pgd_log(d, PG_LOG_ERROR, "revision %lld of the store gives the "
+                "edges another snapshot than the one pushed for it, and "
+                "the store's revision cannot be raised (%s): edges that "
+                "took the first keep it until the next change",
+                (long long) d->store_revision, d->store.err.text);
+        d->made_hash = hash;
+        return PG_OK;
+    }
+
+    pgd_log(d, PG_LOG_WARN, "revision %lld of the store gives the edges "
+            "another snapshot than the one pushed for it (the environments "
+            "or the last good versions changed): raised the store's "
+            "revision to %lld, so that the edges take it",
+            (long long) d->store_revision, (long long) now);
+
+    d->load_wanted = 1;
+
+    return PG_ERR;
 }
 
 

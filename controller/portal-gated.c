@@ -67,9 +67,13 @@
 static volatile sig_atomic_t  pgd_signal_quit;
 static volatile sig_atomic_t  pgd_signal_hup;
 static int                    pgd_signal_fd = -1;
+static sigset_t               pgd_signal_set;   /* TERM, INT, HUP: let
+                                                   through only while the
+                                                   loop waits */
 
 
 static void pgd_on_signal(int signo);
+static void pgd_edge_carry(pgd_edge_t *e, pgd_edge_t *old);
 static int pgd_signals(pgd_t *d);
 static void pgd_usage(FILE *out);
 static int pgd_usage_error(const char *what, const char *arg);
@@ -182,6 +186,23 @@ pgd_signals(pgd_t *d)
         || sigaction(SIGINT, &sa, NULL) != 0
         || sigaction(SIGHUP, &sa, NULL) != 0)
     {
+        return PG_ERR;
+    }
+
+    /*
+     * Delivered only while the loop waits (pgd_run()): a signal in the
+     * middle of a Redis command made hiredis retry the read, its timeout
+     * starting again (HUPs in a row froze the loop on a Redis that does
+     * not answer), and one during a connect read as Redis unreachable. A
+     * signal that comes while blocked waits, and the self-pipe wakes the
+     * wait as soon as it is let through.
+     */
+    sigemptyset(&pgd_signal_set);
+    sigaddset(&pgd_signal_set, SIGTERM);
+    sigaddset(&pgd_signal_set, SIGINT);
+    sigaddset(&pgd_signal_set, SIGHUP);
+
+    if (sigprocmask(SIG_BLOCK, &pgd_signal_set, NULL) != 0) {
         return PG_ERR;
     }
 
@@ -348,6 +369,8 @@ main(int argc, char **argv)
         return 1;
     }
 
+    d->made_revision = -1;
+
     if (pgd_check_conf(path, &d->conf, &err) != PG_OK) {
         fprintf(stderr, "portal-gated: %s%s\n", err.text,
                 given || access(path, F_OK) == 0
@@ -428,11 +451,33 @@ main(int argc, char **argv)
 
 /* --- the loop ----------------------------------------------------------- */
 
+/* What is known of an edge that stays across a reload, from old (whose
+ * references move) to e, a new entry for it; no request is in flight. */
+static void
+pgd_edge_carry(pgd_edge_t *e, pgd_edge_t *old)
+{
+    e->revision = old->revision;
+    e->state = old->state;
+    e->held = old->held;
+    e->force = old->force;
+    e->retried = old->retried;
+    e->partial = old->partial;
+    memcpy(e->said, old->said, sizeof(old->said));
+    memcpy(e->error, old->error, sizeof(old->error));
+    e->overrides = old->overrides;
+    e->accepted = old->accepted;
+    e->own = old->own;
+    old->overrides = NULL;
+    old->accepted = NULL;
+    old->own = NULL;
+}
+
+
 /* SIGHUP: read the config again; a bad one changes nothing. */
 static void
 pgd_reconfigure(pgd_t *d)
 {
-    int          redis_changed;
+    int          redis_changed, same;
     double       now;
     size_t       i, j, nold;
     pg_conf_t   *conf;
@@ -461,44 +506,53 @@ pgd_reconfigure(pgd_t *d)
     }
 
     /*
-     * Every edge is asked again, and new ones get the snapshot; an edge
-     * that stays keeps what the log said of it, so that it is not said
-     * twice.
+     * An edge that stays keeps what is known of it (its revision: a reload
+     * re-sends nothing it holds already; what the log said of it, so that
+     * it is not said twice) and, when the edges are the same as before,
+     * its request in flight too; new edges get the snapshot. Every edge is
+     * asked its revision again.
      */
     old = d->edges;
     nold = d->nedges;
+    same = conf->nedges == nold;
 
-    for (i = 0; i < nold; i++) {
-        pgd_cancel(d, &old[i]);
+    for (i = 0; same && i < nold; i++) {
+        same = strcmp(conf->edges[i].spec, old[i].edge.spec) == 0;
     }
 
     memcpy(&d->conf, conf, sizeof(pg_conf_t));
     free(conf);
 
-    if (pgd_edges_set(d) != PG_OK) {
-        pgd_log(d, PG_LOG_ERROR, "out of memory for the edges");
-    }
+    if (same) {
+        for (i = 0; i < d->nedges; i++) {
+            d->edges[i].check = 1;
+        }
 
-    for (i = 0; i < d->nedges; i++) {
-        for (j = 0; j < nold; j++) {
-            if (strcmp(d->edges[i].edge.spec, old[j].edge.spec) == 0) {
-                d->edges[i].state = old[j].state;
-                d->edges[i].force = old[j].force;
-                memcpy(d->edges[i].said, old[j].said, sizeof(old[j].said));
-                memcpy(d->edges[i].error, old[j].error,
-                       sizeof(old[j].error));
-                d->edges[i].overrides = old[j].overrides;
-                old[j].overrides = NULL;
-                break;
+    } else {
+        /* a request in flight points into the old array: it goes */
+        for (i = 0; i < nold; i++) {
+            pgd_cancel(d, &old[i]);
+        }
+
+        if (pgd_edges_set(d) != PG_OK) {
+            pgd_log(d, PG_LOG_ERROR, "out of memory for the edges");
+        }
+
+        for (i = 0; i < d->nedges; i++) {
+            for (j = 0; j < nold; j++) {
+                if (strcmp(d->edges[i].edge.spec, old[j].edge.spec) == 0) {
+                    pgd_edge_carry(&d->edges[i], &old[j]);
+                    break;
+                }
             }
         }
-    }
 
-    for (i = 0; i < nold; i++) {
-        json_decref(old[i].overrides);
-    }
+        for (i = 0; i < nold; i++) {
+            pgd_edge_forget(&old[i]);
+        }
 
-    free(old);
+        free(old);
+    }
 
     pgd_log(d, PG_LOG_NOTICE, "configuration reloaded from %s: %zu edges, "
             "reconcile every %ld ms, log level %s%s", d->conf_path,
@@ -580,6 +634,12 @@ pgd_run(pgd_t *d)
             wake = d->redis_retry_at;
         }
 
+        if (d->seed_state == PGD_SEED_ASKING && d->seed_until > 0
+            && d->seed_until < wake)
+        {
+            wake = d->seed_until;
+        }
+
         now = pgd_now();
         timeout = wake > now ? (long) (wake - now) + 1 : 0;
 
@@ -595,7 +655,9 @@ pgd_run(pgd_t *d)
             n = 2;
         }
 
+        sigprocmask(SIG_UNBLOCK, &pgd_signal_set, NULL);
         mc = pg_curl.multi_poll(d->multi, fds, n, (int) timeout, NULL);
+        sigprocmask(SIG_BLOCK, &pgd_signal_set, NULL);
 
         if (mc != CURLM_OK) {
             /* cannot happen (a signal returns OK): do not spin on it */
