@@ -21,6 +21,8 @@ static const json_t *pg_ctl_beat_edge(const json_t *beat,
     const pg_edge_t *edge);
 static json_t *pg_ctl_controllers(const json_t *beats, int64_t now_ms,
     size_t *alive, int64_t *youngest_ms);
+static json_t *pg_ctl_json_text(const char *text);
+static void pg_ctl_problem(json_t *problems, int *n, const char *text);
 
 
 int
@@ -502,7 +504,7 @@ pg_ctl_controllers(const json_t *beats, int64_t now_ms, size_t *alive,
     int          live;
     size_t       i, j, n;
     json_t      *list, *beat, *c;
-    int64_t      age, limit;
+    int64_t      age, limit, ahead;
     const char  *id, *t;
 
     list = json_array();
@@ -517,6 +519,19 @@ pg_ctl_controllers(const json_t *beats, int64_t now_ms, size_t *alive,
         }
 
         live = pg_store_beat_alive(beat, now_ms, &age, &limit);
+
+        /* a beat stamped ahead of Redis's clock by more than the limit
+         * (a wrong clock, a hand-written beat) proves nothing alive: it
+         * would read "beat 0.0 s ago" for as long as it stays ahead */
+        ahead = json_is_integer(json_object_get(beat, "beat_at"))
+                ? json_integer_value(json_object_get(beat, "beat_at"))
+                  - now_ms
+                : 0;
+
+        if (live == 1 && ahead > limit) {
+            live = 0;
+            json_object_set_new(c, "ahead_ms", json_integer(ahead));
+        }
 
         json_object_set_new(c, "id", json_string(id));
         json_object_set_new(c, "age_ms", age >= 0 ? json_integer(age)
@@ -588,17 +603,18 @@ int
 pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv)
 {
-    int               reachable, init;
-    char              line[640];
+    int               reachable, init, nproblems;
+    char              line[640], why[400];
     size_t            i, alive;
     json_t           *beats, *controllers, *edges, *problems, *all, *e, *c;
-    json_t           *v, *be, *ov;
+    json_t           *v, *be, *ov, *sf;
     int64_t           revision, rev, now_ms, youngest, age;
     pg_error_t        err, rerr;
     const char       *url, *error;
     pg_edge_call_t    calls[PG_EDGE_MAX];
 
     problems = json_array();
+    nproblems = 0;
     beats = NULL;
     init = 0;
     revision = -1;
@@ -617,12 +633,18 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 
     if (!reachable) {
         snprintf(line, sizeof(line), "Redis is unreachable: %s", rerr.text);
-        json_array_append_new(problems, json_string(line));
+        pg_ctl_problem(problems, &nproblems, line);
         revision = -1;
 
     } else if (!init) {
-        json_array_append_new(problems, json_string("the store is not "
-                              "initialised (portal-gatectl init)"));
+        pg_ctl_problem(problems, &nproblems, "the store is not initialised "
+                       "(portal-gatectl init)");
+    }
+
+    if (o->nedges == 0) {
+        /* nothing asked is nothing in step */
+        pg_ctl_problem(problems, &nproblems, "no edges to ask: give --edge "
+                       "URL or -c FILE");
     }
 
     /* every edge at once: hung edges cost one timeout, not one each */
@@ -658,7 +680,7 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
                      "Redis for %.0f s: is it running?", youngest / 1000.0);
         }
 
-        json_array_append_new(problems, json_string(line));
+        pg_ctl_problem(problems, &nproblems, line);
     }
 
     /* the edges */
@@ -672,37 +694,60 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 
         if (!json_is_integer(v) || calls[i].status != 200) {
             if (calls[i].answered) {
-                snprintf(line, sizeof(line), "GET status answered %ld%s",
+                snprintf(why, sizeof(why), "GET status answered %ld%s",
                          calls[i].status,
                          calls[i].json ? "" : " without JSON");
             } else {
-                snprintf(line, sizeof(line), "%s", calls[i].why);
+                snprintf(why, sizeof(why), "%s", calls[i].why);
             }
 
-            e = json_pack("{s:s,s:n,s:n,s:s,s:[]}", "edge", o->edges[i].spec,
-                          "revision", "lag", "error", line, "overrides");
+            e = json_pack("{s:o,s:n,s:n,s:o,s:[]}", "edge",
+                          pg_ctl_json_text(o->edges[i].spec), "revision",
+                          "lag", "error", pg_ctl_json_text(why),
+                          "overrides");
 
-            snprintf(line, sizeof(line), "%.200s is unreachable: %.200s",
-                     o->edges[i].spec, json_string_value(json_object_get(e,
-                                                             "error")));
-            json_array_append_new(problems, json_string(line));
+            snprintf(line, sizeof(line), "%.*s is unreachable: %.*s",
+                     (int) pg_ctl_utf8_cut(o->edges[i].spec, 200),
+                     o->edges[i].spec, (int) pg_ctl_utf8_cut(why, 200), why);
+            pg_ctl_problem(problems, &nproblems, line);
 
         } else {
             rev = json_integer_value(v);
-            e = json_pack("{s:s,s:I,s:o,s:n,s:O}", "edge", o->edges[i].spec,
+            e = json_pack("{s:o,s:I,s:o,s:n,s:o}", "edge",
+                          pg_ctl_json_text(o->edges[i].spec),
                           "revision", (json_int_t) rev, "lag",
                           revision >= 0 ? json_integer(revision - rev)
                                         : json_null(),
                           "error",
-                          "overrides", json_is_array(ov) ? ov : json_array());
+                          "overrides", json_is_array(ov) ? json_incref(ov)
+                                                         : json_array());
 
             if (revision >= 0 && rev != revision) {
-                snprintf(line, sizeof(line), "%.200s is %s the store "
+                snprintf(line, sizeof(line), "%.*s is %s the store "
                          "(revision %lld, the store's %lld)",
+                         (int) pg_ctl_utf8_cut(o->edges[i].spec, 200),
                          o->edges[i].spec, rev < revision ? "behind"
                                                           : "AHEAD of",
                          (long long) rev, (long long) revision);
-                json_array_append_new(problems, json_string(line));
+                pg_ctl_problem(problems, &nproblems, line);
+            }
+
+            /* an edge that cannot write its state file loses its kill
+             * overrides and its snapshot when it restarts */
+            sf = json_object_get(calls[i].json, "state_file");
+
+            if (json_is_false(json_object_get(sf, "ok"))) {
+                snprintf(line, sizeof(line), "%.*s cannot write its state "
+                         "file: %.*s (its overrides and snapshot are lost "
+                         "when it restarts)",
+                         (int) pg_ctl_utf8_cut(o->edges[i].spec, 200),
+                         o->edges[i].spec,
+                         (int) pg_ctl_utf8_cut(json_string_value(
+                             json_object_get(sf, "error")) ?: "?", 300),
+                         json_string_value(json_object_get(sf, "error"))
+                         ?: "?");
+                pg_ctl_problem(problems, &nproblems, line);
+                json_object_set(e, "state_file", sf);
             }
         }
 
@@ -721,7 +766,7 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
                         "revision", revision >= 0
                                     ? json_integer(revision) : json_null(),
                         "controllers", controllers, "edges", edges,
-                        "ok", json_array_size(problems) == 0,
+                        "ok", nproblems == 0,
                         "problems", problems);
         json_dumpf(all, stdout, JSON_INDENT(2) | PG_JSON_REAL);
         printf("\n");
@@ -766,6 +811,11 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 
         if (json_is_true(json_object_get(c, "alive"))) {
             printf("alive, beat %.1f s ago", age / 1000.0);
+        } else if (json_is_integer(json_object_get(c, "ahead_ms"))) {
+            printf("NOT ALIVE: its beat is stamped %.1f s ahead of Redis's "
+                   "clock (is its clock wrong?)",
+                   json_integer_value(json_object_get(c, "ahead_ms"))
+                   / 1000.0);
         } else {
             printf("NOT ALIVE: last beat %.1f s ago (alive within %.1f s)",
                    age / 1000.0,
@@ -833,7 +883,7 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
         pg_ctl_print_overrides(json_object_get(e, "overrides"));
     }
 
-    if (json_array_size(problems) == 0) {
+    if (nproblems == 0) {
         printf("all well: %zu portal-gated alive, %zu edge%s in step\n",
                alive, o->nedges, o->nedges == 1 ? "" : "s");
     } else {
@@ -846,12 +896,53 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 
 done:
 
-    i = json_array_size(problems);
-
     json_decref(controllers);
     json_decref(edges);
     json_decref(problems);
     json_decref(beats);
 
-    return i ? PG_CTL_FAILED : PG_CTL_OK;
+    return nproblems ? PG_CTL_FAILED : PG_CTL_OK;
+}
+
+
+/* text as a JSON string; a byte that is not UTF-8 (an edge's URL, an
+ * error quoting one) shown as '?', so that the text is never lost */
+static json_t *
+pg_ctl_json_text(const char *text)
+{
+    char    *copy, *p;
+    json_t  *s;
+
+    s = json_string(text);
+
+    if (s != NULL || text == NULL) {
+        return s ? s : json_null();
+    }
+
+    copy = strdup(text);
+
+    if (copy == NULL) {
+        return json_string("?");
+    }
+
+    for (p = copy; *p; p++) {
+        if ((unsigned char) *p >= 0x80) {
+            *p = '?';
+        }
+    }
+
+    s = json_string(copy);
+    free(copy);
+
+    return s ? s : json_string("?");
+}
+
+
+/* One problem of status: counted here, whatever its text holds (the exit
+ * status must never depend on whether the text could be kept). */
+static void
+pg_ctl_problem(json_t *problems, int *n, const char *text)
+{
+    (*n)++;
+    json_array_append_new(problems, pg_ctl_json_text(text));
 }
