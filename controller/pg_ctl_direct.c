@@ -11,6 +11,12 @@
 #include "pg_ctl.h"             /* the options, the errors */
 
 
+static int pg_ctl_module_answer(const json_t *json, const char *env,
+    const char *flag, const char *key);
+static int pg_ctl_take_back(pg_ctl_opts_t *o, const char *flag,
+    const int *created, int *taken);
+
+
 /*
  * kill F --direct: the break-glass kill. PUT overrides?env=E&flag=F to
  * every edge at once, with GET eval of F beside each (does the edge know
@@ -27,8 +33,9 @@ int
 pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
 {
     int                 rc, confirmed, known, created, n_ok, n_known, down;
-    int                 ok[PG_EDGE_MAX];
-    char                line[512], why[256], quoted[2200], *text;
+    int                 init, persisted, n_lost, taken;
+    int                 ok[PG_EDGE_MAX], made[PG_EDGE_MAX];
+    char                line[1024], why[256], quoted[2200], *text;
     char                reason[PG_TEXT_MAX + 160];
     size_t              i, n;
     double              start, took;
@@ -88,12 +95,14 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
     edges = json_array();
     n_ok = 0;
     n_known = 0;
+    n_lost = 0;
 
     for (i = 0; i < n; i++) {
         put = &calls[i];
         eval = &calls[n + i];
         confirmed = 0;
         created = 0;
+        persisted = 1;
         why[0] = '\0';
 
         /* an edge that cannot say counts as knowing the flag */
@@ -113,22 +122,49 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
                      json_string_value(json_object_get(put->json, "error"))
                      ?: "",
                      put->status == 404 ? " (a module without kill "
-                                          "overrides?)" : "");
+                                          "overrides?)"
+                     : put->status == 507 ? " (portal-gatectl status lists "
+                                            "its overrides; release lifts "
+                                            "one)" : "");
+
+        } else if (!pg_ctl_module_answer(put->json, o->env, flag,
+                                         "created"))
+        {
+            /* any 200 is not a kill: a wrong path may answer one */
+            snprintf(why, sizeof(why), "not a portal_gate API answer (PUT "
+                     "overrides answered 200%s): is the edge's URL its "
+                     "portal_gate_api location?",
+                     put->json ? " with other JSON" : " without JSON");
 
         } else {
             confirmed = 1;
             created = json_is_true(json_object_get(put->json, "created"));
+            persisted = !json_is_false(json_object_get(put->json,
+                                                       "persisted"));
         }
 
         n_ok += confirmed;
         n_known += confirmed && known;
+        n_lost += confirmed && !persisted;
         ok[i] = confirmed;
+        made[i] = confirmed && created;
 
         json_array_append_new(edges,
-            json_pack("{s:s,s:b,s:b,s:b,s:f,s:s?}", "edge", o->edges[i].spec,
-                      "confirmed", confirmed, "created", created,
+            json_pack("{s:s,s:b,s:b,s:b,s:b,s:f,s:s?}", "edge",
+                      o->edges[i].spec, "confirmed", confirmed, "created",
+                      created, "persisted", confirmed && persisted,
                       "known", known, "ms", put->ms,
                       "error", confirmed ? NULL : why));
+    }
+
+    /* a flag no edge knows is a typo: its overrides would only fill the
+     * edges' slots, so those this kill set are taken back */
+    taken = 0;
+
+    if (n_known == 0 && n_ok > 0
+        && pg_ctl_take_back(o, flag, made, &taken) != PG_CTL_OK)
+    {
+        taken = -1;
     }
 
     pg_edge_calls_free(calls, 2 * n);
@@ -149,10 +185,12 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
                 continue;
             }
 
-            printf("  %-52s  off: %s%s\n", o->edges[i].spec,
+            printf("  %-52s  off: %s%s%s\n", o->edges[i].spec,
                    json_is_true(json_object_get(e, "created"))
                    ? "override set"
                    : "killed already (the first kill's who and why stay)",
+                   json_is_true(json_object_get(e, "persisted"))
+                   ? "" : ", NOT PERSISTED: lost when the edge restarts",
                    json_is_true(json_object_get(e, "known"))
                    ? "" : "; this edge has no such flag");
         }
@@ -176,6 +214,18 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
     if (pg_ctl_connect(store, o, PG_CTL_AFTER_MS, &err) != PG_OK) {
         snprintf(line, sizeof(line), "%s", err.text);
         down = 1;
+
+    } else if (pg_store_initialised(store, &init) != PG_OK) {
+        snprintf(line, sizeof(line), "%s", store->err.text);
+        down = (store->code == PG_STORE_EREDIS);
+
+    } else if (!init) {
+        /* a flushed Redis: `create` would make a new flag, not the one
+         * the edges serve; the edges hold the whole store */
+        snprintf(line, sizeof(line), "the store at %s (prefix \"%s\") is "
+                 "not initialised: Redis is new or was flushed. Rebuild it "
+                 "from an edge: portal-gatectl init --from-edge URL",
+                 store->where, store->prefix);
 
     } else if (pg_ctl_store_kill(store, o, flag, reason, &change) != PG_OK) {
         snprintf(line, sizeof(line), "%s", store->err.text);
@@ -280,10 +330,21 @@ pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
         return pg_ctl_error(PG_CTL_FAILED, "no edge knows flag \"%s\" in %s: "
                             "it was off there already. Are the flag and the "
                             "environment right? (portal-gatectl env list; "
-                            "portal-gatectl -e %s list); the overrides hold "
-                            "if it comes, until `portal-gatectl -e %s "
-                            "release %s`", flag, o->env, o->env, o->env,
-                            flag);
+                            "portal-gatectl -e %s list); %s", flag, o->env,
+                            o->env, taken < 0
+                            ? "the overrides it set could not all be taken "
+                              "back: portal-gatectl status lists them"
+                            : "the overrides it set were taken back");
+    }
+
+    if (n_lost) {
+        return pg_ctl_error(PG_CTL_FAILED, "%d edge%s could not write the "
+                            "override to %s state file: %s off until %s "
+                            "restarts (portal-gatectl status says why; run "
+                            "the kill again once it is fixed)", n_lost,
+                            n_lost == 1 ? "" : "s",
+                            n_lost == 1 ? "its" : "their", flag,
+                            n_lost == 1 ? "it" : "they");
     }
 
     return PG_CTL_OK;
@@ -301,7 +362,7 @@ int
 pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv)
 {
-    int              n_released, n_none, done[PG_EDGE_MAX];
+    int              n_released, n_none, n_lost, noted, done[PG_EDGE_MAX];
     char             result[PG_EDGE_MAX][160], line[512];
     char             reason[PG_TEXT_MAX + 160];
     size_t           i, used;
@@ -309,7 +370,7 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int64_t          revision;
     json_t          *f, *out, *edges, *st;
     pg_error_t       err;
-    const char      *flag, *state;
+    const char      *flag, *state, *error;
     pg_edge_call_t   calls[PG_EDGE_MAX];
 
     flag = argv[0];
@@ -335,27 +396,48 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     took = pg_ctl_now_ms() - start;
     n_released = 0;
     n_none = 0;
+    n_lost = 0;
     edges = json_array();
 
     for (i = 0; i < o->nedges; i++) {
         done[i] = 1;
+        error = json_string_value(json_object_get(calls[i].json, "error"));
 
-        if (calls[i].answered && calls[i].status == 200) {
-            n_released++;
-            snprintf(result[i], sizeof(result[i]), "released");
-
-        } else if (calls[i].answered && calls[i].status == 404
-                   && json_object_get(calls[i].json, "error"))
+        /* only the module's own answers count: a wrong path may answer
+         * 200, or 404 with some JSON */
+        if (calls[i].answered && calls[i].status == 200
+            && pg_ctl_module_answer(calls[i].json, o->env, flag, "released")
+            && json_is_true(json_object_get(calls[i].json, "released")))
         {
-            /* 404 with the API's JSON: there was none (an nginx 404 of an
-             * unknown path is HTML: a module without overrides) */
+            n_released++;
+
+            if (json_is_false(json_object_get(calls[i].json, "persisted"))) {
+                n_lost++;
+                snprintf(result[i], sizeof(result[i]), "released, NOT "
+                         "PERSISTED: the override is back when the edge "
+                         "restarts");
+            } else {
+                snprintf(result[i], sizeof(result[i]), "released");
+            }
+
+        } else if (calls[i].answered && calls[i].status == 404 && error
+                   && strncmp(error, "no override for flag ", 21) == 0)
+        {
             n_none++;
             snprintf(result[i], sizeof(result[i]), "held none");
 
         } else {
             done[i] = 0;
 
-            if (calls[i].answered) {
+            if (calls[i].answered && (calls[i].status == 200
+                                      || calls[i].status == 404))
+            {
+                snprintf(result[i], sizeof(result[i]), "NOT RELEASED: not a "
+                         "portal_gate API answer (DELETE overrides answered "
+                         "%ld): is the edge's URL its portal_gate_api "
+                         "location?", calls[i].status);
+
+            } else if (calls[i].answered) {
                 snprintf(result[i], sizeof(result[i]), "NOT RELEASED: "
                          "DELETE overrides answered %ld", calls[i].status);
             } else {
@@ -393,13 +475,20 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
              "of %zu edges", o->reason ? o->reason : "",
              o->reason && o->reason[0] ? "; " : "", n_released, o->nedges);
 
+    noted = 0;
+
     if (pg_ctl_connect(store, o, PG_CTL_AFTER_MS, &err) != PG_OK) {
         snprintf(line, sizeof(line), "%s", err.text);
 
     } else if (pg_store_note(store, o->env, flag, "release", o->actor,
-                             reason, "", "", &revision) != PG_OK
-               || pg_store_flag(store, o->env, flag, &f) != PG_OK)
+                             reason, "", "", &revision) != PG_OK)
     {
+        snprintf(line, sizeof(line), "%s", store->err.text);
+
+    } else if ((noted = 1, pg_store_flag(store, o->env, flag, &f))
+               != PG_OK)
+    {
+        /* the entry is in the audit log: only the flag is unknown */
         snprintf(line, sizeof(line), "%s", store->err.text);
 
     } else {
@@ -414,7 +503,7 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     }
 
     if (line[0]) {
-        json_object_set_new(st, "audited", json_false());
+        json_object_set_new(st, "audited", json_boolean(noted));
         json_object_set_new(st, "error", json_string(line));
     }
 
@@ -450,7 +539,11 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 
         fflush(stdout);
 
-        if (line[0]) {
+        if (line[0] && noted) {
+            pg_ctl_error(PG_CTL_FAILED, "warning: in the audit log, but "
+                         "what the store says of %s is unknown: %s", flag,
+                         line);
+        } else if (line[0]) {
             pg_ctl_error(PG_CTL_FAILED, "warning: not in the audit log, "
                          "and what the store says of %s is unknown: %s",
                          flag, line);
@@ -474,10 +567,97 @@ pg_ctl_release(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
                             ? "keep" : "keeps", flag);
     }
 
+    if (n_lost) {
+        return pg_ctl_error(PG_CTL_FAILED, "%d edge%s could not write the "
+                            "release to %s state file: %s off again when "
+                            "%s restarts (portal-gatectl status says why; "
+                            "run release again once it is fixed)", n_lost,
+                            n_lost == 1 ? "" : "s",
+                            n_lost == 1 ? "its" : "their", flag,
+                            n_lost == 1 ? "it" : "they");
+    }
+
     if (n_released == 0 && !o->json) {
         printf("no edge held a kill override of %s in %s (portal-gatectl "
                "status lists them)\n", flag, o->env);
     }
 
     return PG_CTL_OK;
+}
+
+
+/*
+ * Is json the module's own answer to PUT or DELETE overrides of env and
+ * flag: an object naming them, with the boolean key ("created",
+ * "released")? Any other 200 (a wrong path, a proxy's page) is no
+ * confirmation.
+ */
+static int
+pg_ctl_module_answer(const json_t *json, const char *env, const char *flag,
+    const char *key)
+{
+    const char  *e, *f;
+
+    e = json_string_value(json_object_get(json, "env"));
+    f = json_string_value(json_object_get(json, "flag"));
+
+    return json_is_object(json) && e && f && strcmp(e, env) == 0
+           && strcmp(f, flag) == 0 && json_is_boolean(json_object_get(json,
+                                                                      key));
+}
+
+
+/*
+ * DELETE the override of flag on each edge i where created[i]: a kill of a
+ * flag no edge knows set them for nothing. *taken counts the edges that
+ * released it. PG_CTL_FAILED when any did not.
+ */
+static int
+pg_ctl_take_back(pg_ctl_opts_t *o, const char *flag, const int *created,
+    int *taken)
+{
+    int              rc;
+    size_t           i, n;
+    pg_error_t       err;
+    pg_edge_call_t   calls[PG_EDGE_MAX];
+
+    n = 0;
+
+    for (i = 0; i < o->nedges; i++) {
+        if (!created[i]) {
+            continue;
+        }
+
+        calls[n].edge = &o->edges[i];
+        calls[n].method = "DELETE";
+        snprintf(calls[n].path, sizeof(calls[n].path),
+                 "overrides?env=%s&flag=%s", o->env, flag);
+        calls[n].body = NULL;
+        calls[n].len = 0;
+        n++;
+    }
+
+    *taken = 0;
+
+    if (n == 0) {
+        return PG_CTL_OK;
+    }
+
+    if (pg_edge_calls(calls, n, PG_CTL_DIRECT_MS, &err) != PG_OK) {
+        return PG_CTL_FAILED;
+    }
+
+    rc = PG_CTL_OK;
+
+    for (i = 0; i < n; i++) {
+        if (calls[i].answered && calls[i].status == 200) {
+            (*taken)++;
+        } else {
+            rc = PG_CTL_FAILED;
+        }
+    }
+
+    pg_edge_calls_free(calls, n);
+
+    return rc;
 }
