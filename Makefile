@@ -88,27 +88,34 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) \
 
 ctl: deps $(BUILD)/portal-gatectl
 
+# Each controller binary is linked to a new file, then renamed over the old
+# one: a test that runs the old one meanwhile (the working tree is shared)
+# never finds it half-written ("Permission denied", a truncated file).
 $(BUILD)/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@
+	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@.tmp
+	mv -f $@.tmp $@
 
 gated: deps $(BUILD)/portal-gated
 
 $(BUILD)/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@
+	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/asan/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
                             $(CORE_HDRS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
-	    $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@
+	    $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
                               $(CORE_HDRS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
-	    $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@
+	    $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@.tmp
+	mv -f $@.tmp $@
 
 $(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
                          controller/pg_redis.h t/unit/test_redis_url.c \
