@@ -58,6 +58,8 @@ typedef struct {
     size_t           count;
     double           wait;          /* seconds; < 0: no --wait */
     const char      *from_edge;
+    const char      *cmd;           /* the command, and its flag operand */
+    const char      *flag;          /* (or NULL): what --wait checks */
     const char      *conf;          /* -c FILE or its default; NULL: none */
     const pg_conf_t *cf;            /* its config (borrowed), or NULL; with
                                        nenvs 0 when it has no environments

@@ -22,6 +22,7 @@ static const json_t *pg_ctl_beat_edge(const json_t *beat,
 static json_t *pg_ctl_controllers(const json_t *beats, int64_t now_ms,
     size_t *alive, int64_t *youngest_ms);
 static json_t *pg_ctl_json_text(const char *text);
+static int pg_ctl_wait_overrides(pg_ctl_opts_t *o, int64_t revision);
 static void pg_ctl_problem(json_t *problems, int *n, const char *text);
 
 
@@ -369,7 +370,7 @@ pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
             pg_edge_poll_free(&p);
             printf("every edge (%zu) has revision %lld, after %.1f ms\n",
                    o->nedges, (long long) revision, now - start);
-            return PG_CTL_OK;
+            return pg_ctl_wait_overrides(o, revision);
         }
 
         if (now >= deadline) {
@@ -445,6 +446,84 @@ pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision)
     pg_ctl_wait_causes(store, o, revision, confirmed, rev, why);
 
     return PG_CTL_FAILED;
+}
+
+
+/*
+ * After --wait of a change that lets F on (on, rollout, allow, undeny):
+ * an edge that holds a kill override of F serves it off whatever its
+ * revision, so "every edge has revision N" is not F on. Say which edges
+ * hold one, exit 1. An edge that does not answer now is not held against
+ * the change: it confirmed the revision a moment ago.
+ */
+static int
+pg_ctl_wait_overrides(pg_ctl_opts_t *o, int64_t revision)
+{
+    int              held;
+    char             line[1024];
+    size_t           i, j, used;
+    json_t          *ov;
+    pg_error_t       err;
+    const char      *e, *f;
+    pg_edge_call_t   calls[PG_EDGE_MAX];
+
+    if (o->flag == NULL || o->cmd == NULL
+        || (strcmp(o->cmd, "on") != 0 && strcmp(o->cmd, "rollout") != 0
+            && strcmp(o->cmd, "allow") != 0 && strcmp(o->cmd, "undeny") != 0))
+    {
+        return PG_CTL_OK;
+    }
+
+    for (i = 0; i < o->nedges; i++) {
+        calls[i].edge = &o->edges[i];
+        calls[i].method = "GET";
+        snprintf(calls[i].path, sizeof(calls[i].path), "status");
+        calls[i].body = NULL;
+        calls[i].len = 0;
+    }
+
+    if (pg_edge_calls(calls, o->nedges, PG_CTL_EDGE_MS, &err) != PG_OK) {
+        return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
+    }
+
+    used = 0;
+    line[0] = '\0';
+    held = 0;
+
+    for (i = 0; i < o->nedges; i++) {
+        json_array_foreach(json_object_get(calls[i].json, "overrides"), j,
+                           ov)
+        {
+            e = json_string_value(json_object_get(ov, "env"));
+            f = json_string_value(json_object_get(ov, "flag"));
+
+            if (e && f && strcmp(e, o->env) == 0
+                && strcmp(f, o->flag) == 0)
+            {
+                held++;
+
+                if (used < sizeof(line)) {
+                    used += snprintf(line + used, sizeof(line) - used,
+                                     "%s%s", used ? ", " : "",
+                                     o->edges[i].spec);
+                }
+                break;
+            }
+        }
+    }
+
+    pg_edge_calls_free(calls, o->nedges);
+
+    if (held == 0) {
+        return PG_CTL_OK;
+    }
+
+    return pg_ctl_error(PG_CTL_FAILED, "but %s is still OFF on %d of %zu "
+                        "edges: %s hold%s a kill override of it in %s "
+                        "(kill --direct), which wins over revision %lld; "
+                        "`portal-gatectl -e %s release %s` lifts it",
+                        o->flag, held, o->nedges, line, held == 1 ? "s" : "",
+                        o->env, (long long) revision, o->env, o->flag);
 }
 
 

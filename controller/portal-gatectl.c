@@ -862,9 +862,27 @@ pg_ctl_main(int argc, char **argv)
            != -1)
     {
         switch (ch) {
-        case 'r': o.redis_url = optarg; break;
+        /* given empty is a mistake, not "the default": -e "$ENV" with
+         * $ENV unset must not write to production */
+        case 'r':
+        case 'e':
+            if (optarg[0] == '\0') {
+                return pg_ctl_usage_error("option %s is empty: give a%s, or "
+                                          "leave the option out for the "
+                                          "default", ch == 'r'
+                                          ? "-r/--redis" : "-e/--env",
+                                          ch == 'r' ? " Redis URL"
+                                                    : "n environment");
+            }
+
+            if (ch == 'r') {
+                o.redis_url = optarg;
+            } else {
+                o.env = optarg;
+            }
+            break;
+
         case 'p': o.prefix = optarg; break;
-        case 'e': o.env = optarg; break;
         case 'A': o.actor = optarg; o.actor_from = "--actor"; break;
         case 'R': o.reason = optarg; break;
         case 'Q': o.requires = optarg; break;
@@ -1128,6 +1146,10 @@ pg_ctl_main(int argc, char **argv)
     {
         return pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
     }
+
+    o.cmd = cmd->name;
+    o.flag = nargs > 0 && strcmp(cmd->name, "env") != 0
+             && strcmp(cmd->name, "audit") != 0 ? argv[optind + 1] : NULL;
 
     if (cmd->redis == PG_CTL_REDIS_OWN || (is_kill && o.direct)) {
         rc = cmd->run(&store, &o, cmd->name, nargs, &argv[optind + 1]);
