@@ -68,4 +68,50 @@ subtest 'a value with a NUL byte is killed, then deleted' => sub {
     like($a->{before}, qr/\0y|\\x00y/, 'the audit shows the NUL byte');
 };
 
+subtest 'delete: refused exactly while a flag requires the one deleted' => sub {
+    exits(ctl('create', 'base'), 0, 'create base');
+    exits(ctl('create', 'victim'), 0, 'create victim');
+    exits(ctl('create', 'other'), 0, 'create other');
+
+    # large flags that require base, written compact as portal-gatectl does
+    my @ids = map { sprintf 'company-%06d', $_ } 1 .. 20000;
+    my $big = JSON::PP->new->canonical->encode(
+        {enabled => JSON::PP::true, rollout => 0, allow => \@ids,
+         deny => [], requires => 'base'});
+    cli_pipe(join '', map {
+        "HSET portal-gate:flags:production big$_ '$big'\n" } 1 .. 5);
+    is($rs->cli('HLEN', 'portal-gate:flags:production'), 8, 'stored');
+
+    # a description that holds the words, escaped as JSON does
+    exits(ctl('set', 'other', 'description="requires":"victim"'), 0,
+          'a description naming victim');
+
+    my $r = ctl('--reason', 'r', 'delete', 'base');
+    exits($r, 1, 'delete base');
+    like($r->{err}, qr/flag "big\d" requires it/, 'says who requires it');
+
+    # a value written by hand, with spaces, is read all the same
+    $rs->cli('HSET', 'portal-gate:flags:production', 'hand',
+             '{"enabled": true, "requires": "victim"}');
+    $r = ctl('--reason', 'r', 'delete', 'victim');
+    exits($r, 1, 'delete victim, required by a hand-written value');
+    like($r->{err}, qr/flag "hand" requires it/, 'says who requires it');
+
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'hand');
+    exits(ctl('--reason', 'r', 'delete', 'victim'), 0,
+          'delete victim, which nobody requires');
+    is($rs->cli('HEXISTS', 'portal-gate:flags:production', 'victim'), '0',
+       'gone');
+};
+
+subtest 'a requires that makes a cycle, through a hand-written value' => sub {
+    exits(ctl('create', 'c1'), 0, 'create c1');
+    $rs->cli('HSET', 'portal-gate:flags:production', 'c2',
+             '{"enabled": true, "requires": "c1"}');
+    my $r = ctl('set', 'c1', 'requires=c2');
+    exits($r, 2, 'set c1 requires=c2');
+    like($r->{err}, qr/cycle.*c1 -> c2 -> c1/, 'names the cycle');
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'c2');
+};
+
 done_testing;
