@@ -246,11 +246,15 @@ subtest 'without libcurl, what asks no edge works, and what does says so' => sub
 
     for my $args (['--version'], ['list'], ['show', 'customer_portal'],
                   ['audit'], ['explain', 'customer_portal', '1001'],
-                  ['env', 'list'], ['status'],
+                  ['env', 'list'],
                   ['on', 'customer_portal', '--edge', $tcp],
                   ['allow', 'customer_portal', 'nocurl1']) {
         exits($rs->ctl_env(\%env, @$args), 0, "@$args");
     }
+    # status without edges: exit 1 (no edges is a problem), not libcurl
+    my $s = $rs->ctl_env(\%env, 'status');
+    exits($s, 1, 'status without edges');
+    unlike($s->{err}, qr/libcurl/, 'status without edges: libcurl not asked');
 
     my $rev = store_revision();
     for my $args (['status', @edges],
