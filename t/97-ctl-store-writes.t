@@ -114,4 +114,28 @@ subtest 'a requires that makes a cycle, through a hand-written value' => sub {
     $rs->cli('HDEL', 'portal-gate:flags:production', 'c2');
 };
 
+subtest 'unallow of 20,000 of 40,000 ids keeps exactly the others, in order' => sub {
+    exits(ctl('create', 'wide'), 0, 'create wide');
+    my @ids = map { sprintf 'id%06d', $_ } 1 .. 40000;
+    # one id held as a JSON integer, one listed twice
+    my $list = [@ids, 77, 'id000001'];
+    cli_x(encode_json({enabled => JSON::PP::true, rollout => 0,
+                       allow => $list, deny => []}),
+          'HSET', 'portal-gate:flags:production', 'wide');
+    my @gone = (grep({ $_ % 2 } 1 .. 40000));
+    my $r = ctl('unallow', 'wide', (map { sprintf 'id%06d', $_ } @gone),
+                '77', 'nobody');
+    exits($r, 0, 'unallow 20,002 ids');
+    like($r->{out}, qr/allow 40002 -> 20000 /, 'says the sizes');
+    my $now = decode_json($rs->cli('HGET', 'portal-gate:flags:production',
+                                   'wide'))->{allow};
+    is_deeply($now, [map { sprintf 'id%06d', $_ } grep { !($_ % 2) }
+                     1 .. 40000], 'the even ids stay, in their order');
+
+    $r = ctl('undeny', 'wide', 'id000002');
+    exits($r, 0, 'undeny of an id not denied');
+    like($r->{out}, qr/has none of those ids in its deny list/,
+         'nothing changed');
+};
+
 done_testing;
