@@ -76,6 +76,7 @@
 #define PGD_REQ_STATUS        1
 #define PGD_REQ_PUT           2
 #define PGD_REQ_SEED          3         /* GET snapshot, see pgd_t.seed */
+#define PGD_REQ_VERIFY        4         /* GET snapshot, see pgd_t.verify */
 
 /* Redis, and the edges, as last said in the log. */
 #define PGD_UNKNOWN           0
@@ -142,6 +143,9 @@ typedef struct {
     int64_t         partial;        /* the revision at which it took
                                        own, so holds less than the
                                        store's snapshot; -1 */
+    int64_t         verified;       /* the revision at which what it
+                                       holds is known to be the daemon's
+                                       (it took it, or was compared); -1 */
     char            said[512];      /* the last refusal logged */
     char            error[512];     /* why it is not in step, for the
                                        beat: unreachable, or its refusal;
@@ -193,6 +197,13 @@ typedef struct {
                                        so far; 0 before any */
     char            seed_from[512]; /* the edge the seed came from */
 
+    int64_t         verify;         /* the first revision pushed since the
+                                       start: an edge already at it may
+                                       hold another snapshot for it (made
+                                       by this daemon before a restart with
+                                       another config, or by another
+                                       controller), so what it holds is
+                                       compared, once; -1 when done */
     int64_t         made_revision;  /* the last body made: its revision */
     uint64_t        made_hash;      /* and its text's hash; kept across
                                        pgd_store_forget(): the edges may

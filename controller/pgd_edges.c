@@ -23,6 +23,12 @@
  * took with the store's kills applied, at the store's revision (own), and
  * is offered the whole snapshot again (?force=1) at each tick.
  *
+ * An edge found at the first revision the daemon pushes after its start,
+ * without having taken it from this daemon, is asked for its snapshot
+ * (GET snapshot), once: if it holds another one for that revision (this
+ * daemon's before a restart with other environments, or another
+ * controller's), the store's revision is raised so that it takes this one.
+ *
  * A 409 from an edge ahead of the store is answered by raising the
  * store's revision above the edge's; an edge pinned so high that the
  * store could not go on from there (PGD_RAISE_MAX) gets the snapshot with
@@ -48,6 +54,9 @@ static json_t *pgd_seed_clean(pgd_t *d, pgd_edge_t *e, json_t *json);
 static int pgd_seed_better(const json_t *a, const json_t *b);
 static int pgd_partial(pgd_t *d, pgd_edge_t *e, long status,
     const char *error);
+static void pgd_verified(pgd_t *d, pgd_edge_t *e, long status,
+    json_t *json);
+static int pgd_same_snapshot(const json_t *a, const json_t *b);
 static void pgd_seeded(pgd_t *d, pgd_edge_t *e, long status, json_t *json);
 static void pgd_edge_down(pgd_t *d, pgd_edge_t *e, const char *why);
 static void pgd_edge_up(pgd_t *d, pgd_edge_t *e);
@@ -104,6 +113,7 @@ pgd_edges_set(pgd_t *d)
         d->edges[i].revision = -1;
         d->edges[i].retried = -1;
         d->edges[i].partial = -1;
+        d->edges[i].verified = -1;
         d->edges[i].check = 1;
     }
 
@@ -147,6 +157,16 @@ pgd_kick(pgd_t *d)
         if (d->seed_state == PGD_SEED_ASKING && !e->seed_asked) {
             e->seed_asked = 1;
             pgd_start(d, e, PGD_REQ_SEED, NULL, 0);
+            continue;
+        }
+
+        /* at the first revision since the start, not from this daemon: is
+         * what it holds this daemon's snapshot? (held or not: a 409 holds) */
+        if (d->body && d->verify == d->body->revision && e->own == NULL
+            && e->revision == d->verify && e->verified != d->verify)
+        {
+            e->verified = d->verify;        /* asked once */
+            pgd_start(d, e, PGD_REQ_VERIFY, NULL, 0);
             continue;
         }
 
@@ -194,7 +214,7 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
                               body->data, body->len,
                               PGD_PUT_TIMEOUT_MS, &err);
 
-    } else if (kind == PGD_REQ_SEED) {
+    } else if (kind == PGD_REQ_SEED || kind == PGD_REQ_VERIFY) {
         rc = pg_edge_req_init(&e->req, &e->edge, "GET", "snapshot", NULL, 0,
                               PGD_SEED_TIMEOUT_MS, &err);
 
@@ -218,7 +238,7 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
     e->kind = kind;
     e->started = pgd_now();
 
-    if (kind != PGD_REQ_SEED) {
+    if (kind != PGD_REQ_SEED && kind != PGD_REQ_VERIFY) {
         e->check = 0;
     }
 
@@ -488,6 +508,11 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         return;
     }
 
+    if (kind == PGD_REQ_VERIFY) {
+        pgd_verified(d, e, status, json);
+        return;
+    }
+
     rev = json_object_get(json, "revision");
     error = json_object_get(json, "error");
     theirs = json_is_integer(rev) ? json_integer_value(rev) : -1;
@@ -495,6 +520,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
     if (kind == PGD_REQ_PUT && status == 200) {
         pgd_edge_up(d, e);
         e->revision = pushed;
+        e->verified = pushed;
         e->force = 0;
         json_decref(e->accepted);
         e->accepted = json_incref(body->json);
@@ -718,6 +744,129 @@ pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs, int64_t pushed,
 
     e->force = 1;
     e->held = 0;
+}
+
+
+/* --- is what an edge holds at the revision this daemon's? ------------------ */
+
+/*
+ * e answered GET snapshot (status; json taken) while it was at d->verify,
+ * the first revision pushed since the start, not from this daemon. The
+ * same snapshot compiles to the same blob, whatever the edge adds to its
+ * JSON; another one means the edge holds another snapshot for this
+ * revision, which it would keep (409 "in step"): raise the store's
+ * revision above it, once, and read the store again.
+ */
+static void
+pgd_verified(pgd_t *d, pgd_edge_t *e, long status, json_t *json)
+{
+    int       same;
+    char      reason[700];
+    int64_t   rev, now;
+
+    pgd_edge_up(d, e);
+    rev = json_integer_value(json_object_get(json, "revision"));
+
+    if (status != 200 || d->body == NULL || d->verify != d->body->revision
+        || rev != d->body->revision)
+    {
+        /* it moved on, or so did the store: nothing to compare */
+        json_decref(json);
+        return;
+    }
+
+    same = pgd_same_snapshot(json, d->body->json);
+    json_decref(json);
+
+    if (same) {
+        e->verified = rev;
+        return;
+    }
+
+    d->verify = -1;
+    snprintf(reason, sizeof(reason), "edge %s held another snapshot for "
+             "revision %lld than portal-gated's", e->edge.spec,
+             (long long) rev);
+
+    if (d->cmd == NULL || rev >= PGD_RAISE_MAX
+        || pg_store_raise_revision(&d->store, rev, PGD_ACTOR, reason, &now)
+           != PG_OK)
+    {
+        pgd_log(d, PG_LOG_ERROR, "edge %s holds another snapshot for "
+                "revision %lld than this daemon's, and the store's revision "
+                "cannot be raised (%s): it keeps it until the next change",
+                e->edge.spec, (long long) rev,
+                d->cmd ? d->store.err.text : "no redis");
+        return;
+    }
+
+    pgd_log(d, PG_LOG_WARN, "edge %s holds another snapshot for revision "
+            "%lld than this daemon's (pushed before a restart with another "
+            "config, or by another controller): raised the store's revision "
+            "to %lld, so that the edges take this one", e->edge.spec,
+            (long long) rev, (long long) now);
+
+    pgd_load(d);
+}
+
+
+/*
+ * Do snapshots a and b (borrowed) gate alike? The same compiles to the
+ * same blob, whatever an edge adds to its JSON (defaults, metadata); an
+ * environment without flags is left out of both first: it gates as one
+ * that is not there (a store rebuilt from an edge with `init --from-edge`
+ * has the config's environments besides the edge's).
+ */
+static int
+pgd_same_snapshot(const json_t *a, const json_t *b)
+{
+    int              same, i;
+    void            *tmp;
+    size_t           size[2];
+    json_t          *copy[2], *envs, *flags;
+    pg_error_t       err;
+    const char      *env;
+    const json_t    *from[2];
+    unsigned char   *blob[2];
+
+    from[0] = a;
+    from[1] = b;
+    same = 1;
+
+    for (i = 0; i < 2; i++) {
+        blob[i] = NULL;
+        copy[i] = json_copy((json_t *) from[i]);
+        envs = json_copy(json_object_get(from[i], "environments"));
+
+        if (copy[i] == NULL || envs == NULL
+            || json_object_set_new(copy[i], "environments", envs) != 0)
+        {
+            same = 0;
+            continue;
+        }
+
+        json_object_foreach_safe(envs, tmp, env, flags) {
+            if (json_object_size(flags) == 0) {
+                json_object_del(envs, env);
+            }
+        }
+
+        if (pg_snap_compile_json(copy[i], &blob[i], &size[i], &err)
+            != PG_OK)
+        {
+            same = 0;
+        }
+    }
+
+    same = same && size[0] == size[1]
+           && memcmp(blob[0], blob[1], size[0]) == 0;
+
+    for (i = 0; i < 2; i++) {
+        free(blob[i]);
+        json_decref(copy[i]);
+    }
+
+    return same;
 }
 
 

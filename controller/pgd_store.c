@@ -699,6 +699,10 @@ pgd_same_revision(pgd_t *d, const char *text, size_t len)
 
     hash = pgd_hash(text, len);
 
+    if (d->made_revision == -1) {
+        d->verify = d->store_revision;      /* the first since the start */
+    }
+
     if (d->made_revision != d->store_revision || d->made_hash == hash) {
         d->made_revision = d->store_revision;
         d->made_hash = hash;

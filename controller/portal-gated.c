@@ -370,6 +370,7 @@ main(int argc, char **argv)
     }
 
     d->made_revision = -1;
+    d->verify = -1;
 
     if (pgd_check_conf(path, &d->conf, &err) != PG_OK) {
         fprintf(stderr, "portal-gated: %s%s\n", err.text,

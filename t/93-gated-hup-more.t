@@ -12,7 +12,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use Time::HiRes qw(sleep time);
-use PortalGate::Gated qw(clean_exit wait_until two_edges);
+use PortalGate::Gated qw(clean_exit wait_until two_edges wait_ticks);
 use PortalGate::Redis qw(exits);
 use PortalGate::Test qw(require_module);
 
@@ -83,6 +83,32 @@ subtest 'a reload that changes nothing sends the edges nothing' => sub {
     }
     sleep 1;    # ticks: what a reload would have sent is sent by now
     is(puts($A) + puts($B) - $before, 0, '5 reloads: no PUT snapshot');
+};
+
+subtest 'a restart with another environments line pushes it, the store unchanged' => sub {
+    clean_exit($gd->stop, $gd, 'stopped');
+    my $rev = $rs->cli('GET', "${P}revision");
+    ok(!grep({ $_->status->{revision} != $rev } @edges),
+       "both edges at the store's revision $rev");
+    $gd->rewrite(environments => ['production']);
+    my $mark = $gd->mark;
+    $gd->start;
+    ok(wait_until(sub { !grep { answer($_, 'staging') ne 'off/unknown' }
+                        @edges }),
+       'staging is gone from both edges') or diag($gd->log($mark));
+    like($gd->log($mark), qr/\[warn\].*holds another snapshot for revision $rev .*raised the store's revision/,
+         'the log says why the store\'s revision was raised');
+
+    # the same config again: nothing to raise
+    clean_exit($gd->stop, $gd, 'stopped again');
+    $rev = $rs->cli('GET', "${P}revision");
+    $mark = $gd->mark;
+    $gd->start;
+    ok($gd->wait_log(qr/connected to redis/, 5, $mark), 'started again');
+    ok(wait_ticks($B, 3), 'three reconcile ticks');
+    is($rs->cli('GET', "${P}revision"), $rev,
+       'the same config: the store\'s revision stays');
+    unlike($gd->log($mark), qr/raised/, 'and nothing is said raised');
 };
 
 subtest 'HUPs in a row while Redis does not answer: Redis is said to time out' => sub {
