@@ -9,12 +9,16 @@
 #include <stdio.h>              /* printf */
 #include <stdlib.h>             /* free */
 #include <string.h>             /* strcmp, strncmp */
+#include <sys/time.h>           /* struct timeval: the causes' timeout */
 #include <time.h>               /* clock_gettime, gmtime_r, strftime */
 #include "pg_ctl.h"             /* the options, the errors */
 
 
 /* The environments init records: -c's environments line, else these. */
 static const char  *pg_ctl_default_envs[] = { "production", "staging" };
+
+/* --wait timed out: how long the likely cause may take to read Redis */
+#define PG_CTL_CAUSES_MS  1000
 
 
 static const json_t *pg_ctl_beat_edge(const json_t *beat,
@@ -164,6 +168,20 @@ pg_ctl_wait_causes(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision,
     json_t        *beats, *list, *c, *be;
     int64_t        now_ms, youngest, read;
     const char    *id, *blocked, *refused, *error, *said;
+    struct timeval tv;
+
+    /* the wait is over: a Redis that hangs now gets a second, not the
+     * command timeout (PG_CTL_TIMEOUT_MS) on top of --wait */
+    tv.tv_sec = PG_CTL_CAUSES_MS / 1000;
+    tv.tv_usec = (PG_CTL_CAUSES_MS % 1000) * 1000;
+
+    if (store->redis && redisSetTimeout(store->redis, tv) == REDIS_OK
+        && store->redis->timeout)
+    {
+        /* hiredis keeps the connect timeout apart, and pg_redis_strerror()
+         * says it of a timed-out command: keep the two alike */
+        *store->redis->timeout = tv;
+    }
 
     if (pg_store_controllers(store, &beats, &now_ms) != PG_OK) {
         pg_ctl_error(PG_CTL_FAILED, "likely cause: unknown; the "

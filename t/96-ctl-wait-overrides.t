@@ -2,8 +2,10 @@
 # not confirm it while an edge holds a kill override of it: the edge has
 # the revision, and serves the flag off all the same; exit 1 naming the
 # edge and `release`. And an explicit empty -e or -r is a usage error
-# (exit 2), never production or the default Redis. Real redis-server, a
-# real nginx edge with a state file, the real portal-gated.
+# (exit 2), never production or the default Redis. A --wait that timed
+# out reads the likely cause from a Redis that hangs within a second, not
+# the 5 s command timeout. Real redis-server, a real nginx edge with a
+# state file, the real portal-gated.
 
 use strict;
 use warnings;
@@ -11,6 +13,8 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IPC::Open3 qw(open3);
+use Symbol qw(gensym);
 use Test::More;
 use PortalGate::Gated qw(wait_until);
 use PortalGate::Redis qw(exits);
@@ -70,6 +74,32 @@ subtest 'an explicit empty -e or -r is exit 2, and nothing is written' => sub {
     is($rs->cli('GET', 'portal-gate:revision'), $before, 'nothing written');
     is($rs->cli('HEXISTS', 'portal-gate:flags:production', 'empty_env'), '0',
        'no flag in production');
+};
+
+subtest '--wait timed out: the likely cause gives a hung Redis one second' => sub {
+    my $dead = 'http://127.0.0.1:1/portal-gate/';
+    my $before = $rs->cli('GET', 'portal-gate:revision');
+    local $ENV{PORTAL_GATE_REDIS} = $rs->url;
+    local $ENV{PORTAL_GATE_CONF} = '';
+    local $ENV{USER} = 'tester';
+    my $err = gensym;
+    my $pid = open3(my $in, my $out, $err, $PortalGate::Redis::CTL,
+                    '--edge', $dead, 'rollout', 'customer_portal', '20',
+                    '--wait=2');
+    close $in;
+    # once the change is written, Redis hangs: the likely cause meets it
+    ok(wait_until(sub { $rs->cli('GET', 'portal-gate:revision') ne $before }, 10),
+       'the change is written');
+    $rs->pause;
+    my $e = do { local $/; <$err> } // '';
+    my $o = do { local $/; <$out> } // '';
+    waitpid $pid, 0;
+    $rs->resume;
+    is($? >> 8, 1, 'exit 1');
+    like($e, qr/revision \d+ is not on every edge after 2 s; lagging: \Q$dead\E/,
+         'names the lagging edge');
+    like($e, qr/likely cause: unknown; the controllers' beats cannot be read: .*no answer within 1000 ms/,
+         'the beats are given 1000 ms, not the command timeout') or diag($e);
 };
 
 done_testing;
