@@ -124,6 +124,7 @@ static const char  *pg_ctl_id_cmds[] = {
 
 static int pg_ctl_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+static int pg_ctl_option_error(const char *arg);
 
 
 int
@@ -618,6 +619,37 @@ pg_ctl_takes_value(const char *arg)
 }
 
 
+/* A long option getopt refused: one cut so short that it starts several
+ * ("--re": --redis, --reason, --requires) is ambiguous, not unknown. */
+static int
+pg_ctl_option_error(const char *arg)
+{
+    char                  names[256];
+    size_t                n, used, found;
+    const struct option  *opt;
+
+    n = strcspn(arg + 2, "=");
+    used = 0;
+    found = 0;
+    names[0] = '\0';
+
+    for (opt = pg_ctl_longopts; n > 0 && opt->name; opt++) {
+        if (strncmp(opt->name, arg + 2, n) == 0 && used < sizeof(names)) {
+            found++;
+            used += snprintf(names + used, sizeof(names) - used, "%s--%s",
+                             used ? ", " : "", opt->name);
+        }
+    }
+
+    if (strncmp(arg, "--", 2) == 0 && found > 1) {
+        return pg_ctl_usage_error("ambiguous option \"%.*s\": %s", (int) n + 2,
+                                  arg, names);
+    }
+
+    return pg_ctl_usage_error("unknown option \"%s\"", arg);
+}
+
+
 /* A number of seconds as `--wait N` could mean it: digits, one '.'. */
 static int
 pg_ctl_is_seconds(const char *s)
@@ -834,7 +866,7 @@ pg_ctl_reason_required(const pg_ctl_opts_t *o, const char *cmd)
 static int
 pg_ctl_main(int argc, char **argv)
 {
-    int                  ch, rc, nargs, init, is_kill;
+    int                  ch, rc, nargs, init, is_kill, is_off, writes;
     char                 actor[128], *end;
     pg_conf_t            conf;
     pg_edge_t            from;
@@ -958,8 +990,7 @@ pg_ctl_main(int argc, char **argv)
             }
 
             if (optopt == 0 || strncmp(argv[optind - 1], "--", 2) == 0) {
-                return pg_ctl_usage_error("unknown option \"%s\"",
-                                          argv[optind - 1]);
+                return pg_ctl_option_error(argv[optind - 1]);
             }
             return pg_ctl_usage_error("unknown option -%c", optopt);
         }
@@ -1059,9 +1090,14 @@ pg_ctl_main(int argc, char **argv)
                             "go with create");
     }
 
+    /* env list reads: no --reason asked, an uninitialised store warned */
+    writes = cmd->writes
+             && !(strcmp(cmd->name, "env") == 0
+                  && strcmp(argv[optind + 1], "list") == 0);
+
     /* what the store keeps as it is given */
 
-    if ((cmd->writes || strcmp(cmd->name, "init") == 0)
+    if ((writes || strcmp(cmd->name, "init") == 0)
         && pg_ctl_check_text(o.actor_from, o.actor_from[0] == '-' ? ""
                              : "; give --actor NAME", o.actor) != PG_CTL_OK)
     {
@@ -1076,7 +1112,7 @@ pg_ctl_main(int argc, char **argv)
         return PG_CTL_USAGE;
     }
 
-    if (pg_ctl_reason_required(&o, cmd->name)
+    if ((writes || !cmd->writes) && pg_ctl_reason_required(&o, cmd->name)
         && (o.reason == NULL || o.reason[0] == '\0'))
     {
         return pg_ctl_error(PG_CTL_USAGE, "%s needs --reason TEXT: %s:%d "
@@ -1093,6 +1129,9 @@ pg_ctl_main(int argc, char **argv)
     }
 
     is_kill = strcmp(cmd->name, "kill") == 0;
+
+    /* off is a kill too: made without edges for --wait, said after */
+    is_off = strcmp(cmd->name, "off") == 0;
 
     if (o.direct && !is_kill && strcmp(cmd->name, "release") != 0) {
         return pg_ctl_error(PG_CTL_USAGE, "--direct goes with kill and "
@@ -1116,12 +1155,12 @@ pg_ctl_main(int argc, char **argv)
         }
     }
 
-    if (o.wait >= 0 && !cmd->writes) {
+    if (o.wait >= 0 && !writes) {
         return pg_ctl_error(PG_CTL_USAGE, "--wait goes with a change");
     }
 
     /* a kill is made even then: it says afterwards that it cannot wait */
-    if (o.wait >= 0 && o.nedges == 0 && !is_kill) {
+    if (o.wait >= 0 && o.nedges == 0 && !is_kill && !is_off) {
         return pg_ctl_error(PG_CTL_USAGE, "--wait needs the edges: give "
                             "--edge URL or -c FILE");
     }
@@ -1139,7 +1178,8 @@ pg_ctl_main(int argc, char **argv)
      * made all the same, and its --wait says it cannot ask (pg_ctl_wait)
      */
     if ((o.from_edge || (o.nedges > 0
-                         && ((o.wait >= 0 && !is_kill) || o.direct
+                         && ((o.wait >= 0 && !is_kill && !is_off)
+                             || o.direct
                              || strcmp(cmd->name, "status") == 0
                              || strcmp(cmd->name, "release") == 0)))
         && pg_curl_load(&err) != PG_OK)
@@ -1173,7 +1213,7 @@ pg_ctl_main(int argc, char **argv)
             goto done;
         }
 
-        if (!init && !cmd->writes) {
+        if (!init && !writes) {
             fprintf(stderr, "portal-gatectl: warning: the store at %s "
                     "(prefix \"%s\") is not initialised: Redis is new or "
                     "was flushed\n", o.where, o.prefix);

@@ -47,6 +47,7 @@ subtest 'a bad option or usage is one line and a pointer to -h, exit 2' => sub {
     for my $case (
         [['--frobnicate', 'list'], qq{unknown option "--frobnicate"}],
         [['-q', 'list'], 'unknown option -q'],
+        [['--re', 'x', 'list'], 'ambiguous option "--re": --redis, --reason, --requires'],
         [['list', '--reason'], 'option --reason needs a value'],
         [['list', '-e'], 'option -e needs a value'],
         [['--json=yes', 'list'], 'option --json takes no value'],
@@ -116,6 +117,28 @@ subtest 'kill --wait without edges still kills, then says it cannot wait' => sub
     $r = ctl('on', 'customer_portal', '--wait');
     exits($r, 2, 'any other change: refused before anything');
     is(revision(), $rev + 1, 'and not written');
+
+    exits(ctl('on', 'customer_portal'), 0, 'on again');
+    $r = ctl('off', 'customer_portal', '--wait');
+    exits($r, 1, 'off --wait: off is a kill too');
+    like($r->{err}, qr/the change is made \(revision @{[$rev + 3]}\), but --wait has no edges to ask/,
+         'made, then says it cannot wait');
+    is(revision(), $rev + 3, 'written');
+};
+
+subtest 'env list is a read: no --reason asked, an uninitialised store is no refusal' => sub {
+    my $conf = write_conf('env-reason.conf', "redis " . $rs->url . ";\n"
+                          . "require_reason env;\n");
+    my $r = ctl('-c', $conf, 'env', 'list');
+    exits($r, 0, 'env list under require_reason env');
+    like($r->{out}, qr/production/, 'lists');
+    exits(ctl('-c', $conf, 'env', 'add', 'qa'), 2,
+          'env add still needs --reason');
+    $r = ctl('-p', 'fresh', 'env', 'list');
+    unlike($r->{err}, qr/Run `portal-gatectl init` to create/,
+           'an uninitialised store: not refused as a write');
+    like($r->{err}, qr/warning: the store at .* is not initialised/,
+         'warned');
 };
 
 subtest '-c defaults to $PORTAL_GATE_CONF' => sub {
