@@ -26,8 +26,9 @@
  * KEYS: marker, flags hash, revision, audit stream, environments.
  * ARGV: flag, expected JSON ("" for none), new JSON ("" deletes the flag),
  *       channel, audit cap, ts, actor, env, action, reason, PG_FLAGS_MAX,
- *       PG_ENVS_MAX, PG_REVISION_MAX, the flag the new JSON requires when
- *       that changes ("" otherwise).
+ *       PG_REVISION_MAX, the flag the new JSON requires when that changes
+ *       ("" otherwise), PG_ENVS_MAX, the flags: hashes of a store made
+ *       before P environments ("": not counted; the script asks, ENVCOUNT).
  *
  * What a concurrent writer could break between the writer's read and
  * this script is checked here, where none can slip past: the
@@ -35,12 +36,17 @@
  * no other flag requires it (REQUIRED); a new requires names a flag that
  * exists and leads back to no cycle (NOREQ, CYCLE); and the limits of the
  * core that a write can pass without its own value being wrong (flags in
- * an environment, environments, the revision): a store past them is one
- * that no edge would take. A new environment is counted with SCAN, so
- * that costs a walk of the keys only when the first flag of an
- * environment is created. What the value itself holds (list sizes, names,
- * texts) is checked before the script, and the script writes only the
- * value that was checked (the compare with ARGV[2] guards the rest).
+ * an environment, the revision): a store past them is one that no edge
+ * would take. A write to a store that records its environments never adds
+ * one (it goes only to one recorded; env add checks their limit); in a
+ * store made before P environments, the first flag of production or
+ * staging makes one more flags: hash, and the writer counts them with
+ * SCAN, outside the script, only then: the script touches no key but its
+ * KEYS and never walks the keyspace with Redis blocked (a walk of 2M keys
+ * took seconds). What the value itself holds
+ * (list sizes, names, texts) is checked before the script, and the script
+ * writes only the value that was checked (the compare with ARGV[2] guards
+ * the rest).
  */
 static const char  pg_store_write_lua[] =
     PG_STORE_LUA_ENVS
@@ -97,8 +103,8 @@ static const char  pg_store_write_lua[] =
     "  end\n"
     "end\n"
     /* a new requires: the chain it starts must exist and not come back */
-    "if ARGV[14] ~= '' then\n"
-    "  local chain, r = {ARGV[1]}, ARGV[14]\n"
+    "if ARGV[13] ~= '' then\n"
+    "  local chain, r = {ARGV[1]}, ARGV[13]\n"
     "  for i = 1, tonumber(ARGV[11]) + 1 do\n"
     "    table.insert(chain, r)\n"
     "    if r == ARGV[1] then\n"
@@ -119,19 +125,21 @@ static const char  pg_store_write_lua[] =
     "    return redis.error_reply('LIMIT it holds ' .. n ..\n"
     "      ' flags, the most an environment may hold')\n"
     "  end\n"
-    "  if n == 0 then\n"
-    "    local p = string.sub(KEYS[2], 1, #KEYS[2] - #ARGV[8])\n"
-    "    local envs = #pg_flag_envs(p)\n"
-    "    if envs >= tonumber(ARGV[12]) then\n"
-    "      return redis.error_reply('LIMIT the store holds ' .. envs ..\n"
+    /* the first flag of an environment of a store made before P
+     * environments makes one more flags: hash: the writer counts them
+     * (SCAN, outside the script) when asked to */
+    "  if n == 0 and redis.call('TYPE', KEYS[5]).ok == 'none' then\n"
+    "    if ARGV[15] == '' then return redis.error_reply('ENVCOUNT') end\n"
+    "    if tonumber(ARGV[15]) >= tonumber(ARGV[14]) then\n"
+    "      return redis.error_reply('LIMIT the store holds ' .. ARGV[15] ..\n"
     "        ' environments, the most it may hold')\n"
     "    end\n"
     "  end\n"
     "end\n"
     "local last = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
-    "if last ~= nil and last >= tonumber(ARGV[13]) then\n"
+    "if last ~= nil and last >= tonumber(ARGV[12]) then\n"
     "  return redis.error_reply('LIMIT the store\\'s revision is ' ..\n"
-    "    ARGV[13] .. ', the highest an edge accepts')\n"
+    "    ARGV[12] .. ', the highest an edge accepts')\n"
     "end\n"
     "local rev = redis.call('INCR', KEYS[3])\n"
     "if ARGV[3] == '' then\n"
@@ -1108,10 +1116,11 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     char          marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
     char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
     char          channel[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
-    char          cap[16], ts[32], flags_max[16], envs_max[16], rev_max[32];
+    char          cap[16], ts[32], flags_max[16], rev_max[32];
+    char          envs_max[16], legacy[32];
     int           i;
-    size_t        argvlen[22];
-    const char   *argv[22], *verb, *by;
+    size_t        argvlen[23], count;
+    const char   *argv[23], *verb, *by;
     redisReply   *eval;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -1145,17 +1154,36 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     argv[16] = action;
     argv[17] = reason ? reason : "";
     argv[18] = flags_max;
-    argv[19] = envs_max;
-    argv[20] = rev_max;
-    argv[21] = requires ? requires : "";
+    argv[19] = rev_max;
+    argv[20] = requires ? requires : "";
+    argv[21] = envs_max;
+    argv[22] = "";
 
-    for (i = 0; i < 22; i++) {
-        argvlen[i] = strlen(argv[i]);
+    for ( ;; ) {
+        for (i = 0; i < 23; i++) {
+            argvlen[i] = strlen(argv[i]);
+        }
+
+        argvlen[9] = cur_len;
+
+        eval = redisCommandArgv(store->redis, 23, argv, argvlen);
+
+        if (eval == NULL || argv[22][0] != '\0'
+            || !pg_store_script_error(eval, "ENVCOUNT"))
+        {
+            break;
+        }
+
+        /* a store made before P environments: count its flags: hashes */
+        freeReplyObject(eval);
+
+        if (pg_store_count_flag_envs(store, &count) != PG_OK) {
+            return PG_ERR;
+        }
+
+        snprintf(legacy, sizeof(legacy), "%zu", count);
+        argv[22] = legacy;
     }
-
-    argvlen[9] = cur_len;
-
-    eval = redisCommandArgv(store->redis, 22, argv, argvlen);
 
     if (eval == NULL) {
         return pg_store_lost(store);

@@ -171,6 +171,13 @@ int pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     const char *reason, int64_t *revision);
 
 /*
+ * How many P flags: hashes the store holds, by one walk of the keys (SCAN,
+ * outside any script): the environments of a store made before P
+ * environments, less production and staging when they hold no flag.
+ */
+int pg_store_count_flag_envs(pg_store_t *store, size_t *count);
+
+/*
  * Change one flag atomically: read it, edit it, check the result (alone,
  * and with check_env also with the other flags of env: requires, cycles;
  * a change that cannot touch them, such as a kill, skips that so that a

@@ -16,12 +16,15 @@
 /*
  * KEYS: marker, environments, revision, audit stream.
  * ARGV: env, its value, ts, actor, audit cap, reason, channel,
- *       PG_ENVS_MAX, flags key prefix, PG_REVISION_MAX.
+ *       PG_ENVS_MAX, PG_REVISION_MAX, then, for a store made before P
+ *       environments, "had" and the environments of its flags: hashes.
  *
  * A store made before P environments existed has its environments
  * recorded first, as old as the store (its marker's created_at and
- * created_by), so that adding one never drops those it had. Returns the
- * new revision, or 0 when env was there already.
+ * created_by), so that adding one never drops those it had. The writer
+ * lists its flags: hashes (SCAN, outside the script: a script walks no
+ * keys but its KEYS) when the script asks (LEGACY). Returns the new
+ * revision, or 0 when env was there already.
  */
 static const char  pg_store_env_add_lua[] =
     PG_STORE_LUA_ENVS
@@ -38,9 +41,9 @@ static const char  pg_store_env_add_lua[] =
      * and staging; nothing is written before every check has passed */
     "local had, n = {}, 0\n"
     "if et == 'none' then\n"
-    "  local l = pg_flag_envs(ARGV[9])\n"
-    "  table.insert(l, 'production')\n"
-    "  table.insert(l, 'staging')\n"
+    "  if ARGV[10] ~= 'had' then return redis.error_reply('LEGACY') end\n"
+    "  local l = {'production', 'staging'}\n"
+    "  for i = 11, #ARGV do table.insert(l, ARGV[i]) end\n"
     "  for _, e in ipairs(l) do\n"
     "    if not had[e] then had[e] = true; n = n + 1 end\n"
     "  end\n"
@@ -54,9 +57,9 @@ static const char  pg_store_env_add_lua[] =
     "    ' environments, the most it may hold')\n"
     "end\n"
     "local last = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
-    "if last ~= nil and last >= tonumber(ARGV[10]) then\n"
+    "if last ~= nil and last >= tonumber(ARGV[9]) then\n"
     "  return redis.error_reply('LIMIT the store\\'s revision is ' ..\n"
-    "    ARGV[10] .. ', the highest an edge accepts')\n"
+    "    ARGV[9] .. ', the highest an edge accepts')\n"
     "end\n"
     "if et == 'none' then\n"
     "  local m = redis.call('HMGET', KEYS[1], 'created_at', 'created_by')\n"
@@ -178,6 +181,28 @@ pg_store_flag_envs(pg_store_t *store, json_t *envs)
 
 
 int
+pg_store_count_flag_envs(pg_store_t *store, size_t *count)
+{
+    json_t  *envs;
+
+    envs = json_object();
+    if (envs == NULL) {
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    if (pg_store_flag_envs(store, envs) != PG_OK) {
+        json_decref(envs);
+        return PG_ERR;
+    }
+
+    *count = json_object_size(envs);
+    json_decref(envs);
+
+    return PG_OK;
+}
+
+
+int
 pg_store_envs(pg_store_t *store, json_t **envs, int *recorded)
 {
     char           key[PG_STORE_KEY_MAX];
@@ -265,11 +290,14 @@ int
 pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     const char *reason, int64_t *revision)
 {
+    int           rc;
     char          marker[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
     char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
-    char          channel[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char          channel[PG_STORE_KEY_MAX];
     char          cap[16], ts[32], envs_max[16], rev_max[32], *value;
-    const char   *argv[17];
+    size_t        argc, i;
+    json_t       *had, *v;
+    const char   *argv[17 + PG_ENVS_MAX + 1], *name;
     redisReply   *reply;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -277,7 +305,6 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     pg_store_key(store, rev_key, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
-    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, NULL);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
     snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
     snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
@@ -303,23 +330,55 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     argv[12] = reason ? reason : "";
     argv[13] = channel;
     argv[14] = envs_max;
-    argv[15] = flags;
-    argv[16] = rev_max;
+    argv[15] = rev_max;
+    argc = 16;
 
-    reply = redisCommandArgv(store->redis, 17, argv, NULL);
+    had = NULL;
+    reply = redisCommandArgv(store->redis, (int) argc, argv, NULL);
+
+    if (reply && pg_store_script_error(reply, "LEGACY")) {
+        /* a store made before P environments: what it had, listed here;
+         * past the limit, one more than it takes says so all the same */
+        freeReplyObject(reply);
+        reply = NULL;
+
+        had = json_object();
+        if (had == NULL || pg_store_flag_envs(store, had) != PG_OK) {
+            free(value);
+            json_decref(had);
+            return had ? PG_ERR
+                       : pg_store_fail(store, PG_STORE_EFAILED,
+                                       "out of memory");
+        }
+
+        argv[argc++] = "had";
+        i = 0;
+
+        json_object_foreach(had, name, v) {
+            if (i++ > PG_ENVS_MAX) {
+                break;
+            }
+
+            argv[argc++] = name;
+        }
+
+        reply = redisCommandArgv(store->redis, (int) argc, argv, NULL);
+    }
+
     free(value);
+    json_decref(had);
 
     if (reply == NULL) {
         return pg_store_lost(store);
     }
 
+    rc = PG_ERR;
+
     if (reply->type == REDIS_REPLY_INTEGER) {
         *revision = reply->integer;
-        freeReplyObject(reply);
-        return PG_OK;
-    }
+        rc = PG_OK;
 
-    if (pg_store_script_error(reply, "LIMIT")) {
+    } else if (pg_store_script_error(reply, "LIMIT")) {
         pg_store_fail(store, PG_STORE_EFAILED, "cannot add environment "
                       "\"%s\": %s", env, strstr(reply->str, "LIMIT ")
                       ? strstr(reply->str, "LIMIT ") + 6 : reply->str);
@@ -337,7 +396,7 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
 
     freeReplyObject(reply);
 
-    return PG_ERR;
+    return rc;
 }
 
 
