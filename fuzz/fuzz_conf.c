@@ -4,7 +4,8 @@
  *
  * The file is a memfd opened through /proc/self/fd, so a run leaves
  * nothing behind in /tmp and two runs never share a file. When it loads,
- * what it holds must be what the config grammar allows.
+ * what it holds must be what the config grammar allows, and each edge
+ * what its spec parses to on its own.
  */
 
 #define _GNU_SOURCE         /* memfd_create */
@@ -28,6 +29,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char            shown[1024];
     size_t          i;
     pg_conf_t       conf, before;
+    pg_edge_t       edge;
     pg_error_t      err;
     pg_redis_url_t  u;
 
@@ -68,6 +70,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     FUZZ_CHECK(strlen(conf.prefix) >= 1, "an empty prefix");
+
+    /* each edge is what its own spec parses to */
+    for (i = 0; i < conf.nedges; i++) {
+        memset(&edge, 0, sizeof(edge));
+        FUZZ_CHECK(pg_edge_parse(conf.edges[i].spec, &edge, &err) == PG_OK
+                   && memcmp(&edge, &conf.edges[i], sizeof(edge)) == 0,
+                   "edge %zu \"%s\" does not parse back to itself", i,
+                   conf.edges[i].spec);
+    }
 
     /* the URL it kept is the one it parsed */
     memset(&u, 0, sizeof(u));

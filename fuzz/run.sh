@@ -13,7 +13,9 @@
 # the run fails at the end, after the other targets have run.
 #
 # One line per target: executions, exec/s, corpus, cov and ft, as
-# libFuzzer counts them; its whole output is in build/fuzz/log/NAME.log.
+# libFuzzer counts them; its whole output is in build/fuzz/log/NAME.log
+# (build/fuzz/smoke/NAME.log with --smoke, so a smoke run of make test
+# never writes into the log of a long run going on beside it).
 
 set -uo pipefail
 
@@ -57,12 +59,14 @@ for name in "$@"; do
 
     if [ $smoke = 1 ]; then
         work="$build/smoke/$name"
+        log="$build/smoke/$name.log"
         rm -rf "$work"
     else
         work="$build/corpus/$name"
+        log="$build/log/$name.log"
     fi
 
-    mkdir -p "$work"
+    mkdir -p "$work" "$(dirname "$log")"
     dirs=("$work" "$top/fuzz/corpus/$name")
 
     if [ -d "$build/seeds/$name" ]; then
@@ -77,15 +81,13 @@ for name in "$@"; do
         opts+=(-dict="$dict")
     fi
 
-    log="$build/log/$name.log"
-
     nice -n 19 "$bin" "${opts[@]}" "${dirs[@]}" > "$log" 2>&1
     rc=$?
 
     # "#123 DONE cov: 456 ft: 789 corp: 12/3456b ..." and the final stats
-    last=$(grep -E '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -1)
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    last=$(grep -a -E '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -1)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<< "$last")
     corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<< "$last")
@@ -95,14 +97,15 @@ for name in "$@"; do
         "${cov:-?}" "${ft:-?}" "$([ $rc = 0 ] && echo ok || echo FAILED)"
 
     if [ $rc != 0 ]; then
-        grep -E -A12 '^==[0-9]+==ERROR|runtime error|fuzz: .*check failed|^SUMMARY' \
+        grep -a -E -A12 \
+            '^==[0-9]+==ERROR|runtime error|fuzz: .*check failed|^SUMMARY' \
             "$log" | head -40 >&2
-        grep -E 'Test unit written to' "$log" >&2
+        grep -a -E 'Test unit written to' "$log" >&2
         failed="$failed $name"
     fi
 done
 
 if [ -n "$failed" ]; then
-    echo "fuzz: failed:$failed (logs in $build/log)" >&2
+    echo "fuzz: failed:$failed (logs beside $log)" >&2
     exit 1
 fi
