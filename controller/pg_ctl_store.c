@@ -1045,18 +1045,53 @@ pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
 }
 
 
-/* Would env's flags, with flag as after, compile (requires, cycles)? */
+/* pg_store_check_env() leaves a broken sibling out, and says nothing. */
+static void
+pg_store_skip_bad(const char *env, const char *flag, const char *why,
+    void *data)
+{
+    (void) env;
+    (void) flag;
+    (void) why;
+    (void) data;
+}
+
+
+/*
+ * Would env's flags, with flag as after, compile (requires, cycles)? A
+ * sibling whose value is broken is left out: portal-gated keeps the last
+ * good version of it and pushes the rest, so one broken value must not
+ * block every create in its environment; what could race (limits,
+ * requires, cycles) the write script checks again, atomically.
+ */
 static int
 pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
     json_t *after)
 {
     int             rc;
+    char            key[PG_STORE_KEY_MAX];
     size_t          size;
     json_t         *flags, *snap;
+    const char     *argv[2];
     pg_error_t      err;
+    redisReply     *reply;
     unsigned char  *blob;
 
-    if (pg_store_env_flags(store, env, &flags) != PG_OK) {
+    pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+
+    argv[0] = "HGETALL";
+    argv[1] = key;
+
+    reply = pg_store_command(store, 2, argv);
+    if (reply == NULL) {
+        return PG_ERR;
+    }
+
+    rc = pg_store_parse_flags(store, env, reply, pg_store_skip_bad, NULL,
+                              &flags);
+    freeReplyObject(reply);
+
+    if (rc != PG_OK) {
         return PG_ERR;
     }
 

@@ -155,4 +155,21 @@ subtest 'the first flag of a recorded environment walks no keys' => sub {
        'the flag is there');
 };
 
+subtest 'one broken value blocks no create, nor a set requires=, beside it' => sub {
+    exits(ctl('-e', 'staging', 'create', 'base2'), 0, 'create base2');
+    $rs->cli('HSET', 'portal-gate:flags:staging', 'legacy',
+             '{"enabled":true,"rolout":5}');
+    my $r = ctl('-e', 'staging', 'create', 'new_feature');
+    exits($r, 0, 'create beside a broken value');
+    ok(decode_json($rs->cli('HGET', 'portal-gate:flags:staging',
+                            'new_feature')), 'created');
+    $r = ctl('-e', 'staging', 'set', 'new_feature', 'requires=base2');
+    exits($r, 0, 'set requires= beside a broken value');
+    is(decode_json($rs->cli('HGET', 'portal-gate:flags:staging',
+                            'new_feature'))->{requires}, 'base2', 'set');
+    $r = ctl('-e', 'staging', 'set', 'base2', 'requires=new_feature');
+    exits($r, 2, 'a cycle is still refused');
+    $rs->cli('HDEL', 'portal-gate:flags:staging', 'legacy');
+};
+
 done_testing;
