@@ -148,7 +148,9 @@ int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
 
 /* --- snapshot: blob -> view, JSON ------------------------------------ */
 
-/* Check a blob's header (magic, layout, size) and make a view of it.
+/* Check a whole blob and make a view of it: every record, table, string
+ * and list entry must sit where the compiler puts it, so anything accepted
+ * is safe to read (a pass over the blob, about 30 times a memcpy of it).
  * blob may be NULL with size 0: the empty snapshot (size 0 is the empty
  * snapshot whatever blob is). blob must be 4-byte aligned, as malloc()
  * and the slab allocator give; a misaligned copy is refused. */
