@@ -357,13 +357,24 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
 
     rc = 0;
 
+    /*
+     * A key left out holds its default (DESIGN.md: enabled true, rollout
+     * 0): setting it to that changes nothing an edge evaluates, so it is
+     * left out still, and the write is a no-op (no revision, no audit).
+     */
     if (strcmp(e->cmd, "on") == 0) {
-        rc = json_object_set_new(after, "enabled", json_true());
+        if (json_object_get(after, "enabled") != NULL) {
+            rc = json_object_set_new(after, "enabled", json_true());
+        }
 
     } else if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
         rc = json_object_set_new(after, "enabled", json_false());
 
     } else if (strcmp(e->cmd, "rollout") == 0) {
+        if (e->bp == 0 && json_object_get(after, "rollout") == NULL) {
+            return after;
+        }
+
         /* whole percents as integers, others at their 0.01 step */
         rc = json_object_set_new(after, "rollout",
                                  e->bp % 100 == 0

@@ -172,4 +172,23 @@ subtest 'one broken value blocks no create, nor a set requires=, beside it' => s
     $rs->cli('HDEL', 'portal-gate:flags:staging', 'legacy');
 };
 
+subtest 'on and rollout 0 of a flag that holds them by default write nothing' => sub {
+    $rs->cli('HSET', 'portal-gate:flags:production', 'bare',
+             '{"allow":["1"]}');
+    my $rev = $rs->cli('GET', 'portal-gate:revision');
+    my $n = $rs->cli('XLEN', 'portal-gate:audit');
+    my $r = ctl('on', 'bare');
+    exits($r, 0, 'on');
+    like($r->{out}, qr/is so already: nothing changed/, 'on: nothing changed');
+    $r = ctl('rollout', 'bare', '0');
+    exits($r, 0, 'rollout 0');
+    like($r->{out}, qr/is so already: nothing changed/,
+         'rollout 0: nothing changed');
+    is($rs->cli('GET', 'portal-gate:revision'), $rev, 'no new revision');
+    is($rs->cli('XLEN', 'portal-gate:audit'), $n, 'no audit entry');
+    exits(ctl('rollout', 'bare', '5'), 0, 'rollout 5 writes');
+    isnt($rs->cli('GET', 'portal-gate:revision'), $rev, 'a new revision');
+    $rs->cli('HDEL', 'portal-gate:flags:production', 'bare');
+};
+
 done_testing;
