@@ -191,4 +191,19 @@ subtest 'on and rollout 0 of a flag that holds them by default write nothing' =>
     $rs->cli('HDEL', 'portal-gate:flags:production', 'bare');
 };
 
+subtest 'a revision past the highest an edge accepts is said as it is' => sub {
+    exits(ctl('create', 'revflag'), 0, 'create');
+    my $rev = $rs->cli('GET', 'portal-gate:revision');
+    $rs->cli('SET', 'portal-gate:revision', '9223372036854775000');
+    my $r = ctl('kill', 'revflag');
+    exits($r, 1, 'a write');
+    like($r->{err}, qr/the store's revision is 9223372036854775000, past 9007199254740991, the highest an edge accepts/,
+         'the real revision, then the limit');
+    $r = ctl('env', 'add', 'apac');
+    exits($r, 1, 'env add');
+    like($r->{err}, qr/the store's revision is 9223372036854775000, past 9007199254740991/,
+         'env add says the same');
+    $rs->cli('SET', 'portal-gate:revision', $rev);
+};
+
 done_testing;
