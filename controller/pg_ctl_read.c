@@ -355,11 +355,63 @@ pg_ctl_unknown_flag(pg_store_t *store, pg_ctl_opts_t *o, const char *flag)
 }
 
 
+/*
+ * Print s, a line of the audit log for the terminal, with what could
+ * forge or hide part of it escaped: control characters (C0, DEL, C1; an
+ * old entry or another tool's may hold a newline or an ESC), the
+ * direction marks, embeddings, overrides and isolates (U+061C, U+200E,
+ * U+200F, U+202A-U+202E, U+2066-U+2069) that reorder what follows, and
+ * the line and paragraph separators (U+2028, U+2029). --json shows the
+ * text as stored.
+ */
+static void
+pg_ctl_put_safe(const char *s)
+{
+    unsigned int          cp;
+    const unsigned char  *p;
+
+    for (p = (const unsigned char *) s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            printf("\\x%02x", *p);
+            continue;
+        }
+
+        cp = 0;
+
+        if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            cp = p[1];
+
+        } else if (p[0] == 0xd8 && p[1] == 0x9c) {
+            cp = 0x061c;
+
+        } else if (p[0] == 0xe2 && p[1] == 0x80
+                   && ((p[2] >= 0x8e && p[2] <= 0x8f)
+                       || (p[2] >= 0xa8 && p[2] <= 0xae)))
+        {
+            cp = 0x2000 + (p[2] - 0x80);
+
+        } else if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6
+                   && p[2] <= 0xa9)
+        {
+            cp = 0x2040 + (p[2] - 0x80);
+        }
+
+        if (cp == 0) {
+            putchar(*p);
+            continue;
+        }
+
+        printf("\\u%04x", cp);
+        p += cp < 0x800 ? 1 : 2;
+    }
+}
+
+
 int
 pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    char         diff[1024];
+    char         diff[1024], line[4096];
     size_t       i;
     json_t      *entries, *e, *before, *after;
     const char  *flag;
@@ -389,10 +441,6 @@ pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     json_array_foreach(entries, i, e) {
-        printf("%s  rev %-6s %-12s %-12s %-32s %-8s",
-               pg_ctl_field(e, "ts"), pg_ctl_field(e, "revision"),
-               pg_ctl_field(e, "actor"), pg_ctl_field(e, "env"),
-               pg_ctl_field(e, "flag"), pg_ctl_field(e, "action"));
         if (strcmp(pg_ctl_field(e, "action"), "revision") == 0) {
             /* portal-gated raised the store's revision above an edge's */
             snprintf(diff, sizeof(diff), "revision %s -> %s",
@@ -415,7 +463,15 @@ pg_ctl_audit(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
             json_decref(after);
         }
 
-        printf("  %s  reason: %s\n", diff, pg_ctl_field(e, "reason"));
+        /* one line, each text in it as it may be shown */
+        snprintf(line, sizeof(line), "%s  rev %-6s %-12s %-12s %-32s %-8s"
+                 "  %s  reason: %s", pg_ctl_field(e, "ts"),
+                 pg_ctl_field(e, "revision"), pg_ctl_field(e, "actor"),
+                 pg_ctl_field(e, "env"), pg_ctl_field(e, "flag"),
+                 pg_ctl_field(e, "action"), diff,
+                 pg_ctl_field(e, "reason"));
+        pg_ctl_put_safe(line);
+        printf("\n");
     }
 
     if (json_array_size(entries) == 0) {
