@@ -211,13 +211,13 @@ static const char  pg_store_init_lua[] =
 
 
 /*
- * KEYS: marker, revision, audit stream, environments.
- * ARGV: format, ts, actor, audit cap, reason, revision, flags key prefix,
- *       channel, an environment's value, the number N of environments,
- *       the N environments, then (env, flag, JSON) triples. The flags
- *       hashes are named from the prefix here: a new or flushed store has
- *       no other writer. A store at revision 0 was never written to: it is
- *       rebuilt too.
+ * KEYS: marker, revision, audit stream, environments, then the flags hash
+ *       of each environment of the snapshot.
+ * ARGV: format, ts, actor, audit cap, reason, revision, (unused), channel,
+ *       an environment's value, the number N of environments, the N
+ *       environments, then (k, flag, JSON) triples, k the index in KEYS of
+ *       the flag's flags hash: every key the script writes is in KEYS. A
+ *       store at revision 0 was never written to: it is rebuilt too.
  */
 static const char  pg_store_restore_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1\n"
@@ -231,7 +231,7 @@ static const char  pg_store_restore_lua[] =
     "end\n"
     "local seen = {}\n"
     "for i = 11 + n, #ARGV - 2, 3 do\n"
-    "  local key = ARGV[7] .. ARGV[i]\n"
+    "  local key = KEYS[tonumber(ARGV[i])]\n"
     "  if not seen[key] then redis.call('DEL', key); seen[key] = true end\n"
     "  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2])\n"
     "end\n"
@@ -497,8 +497,8 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     char           audit[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
     char           channel[PG_STORE_KEY_MAX], envs_key[PG_STORE_KEY_MAX];
     char           format[16], cap[16], ts[32], count[16];
-    char           rev[32], reason[600], *value;
-    size_t         argc, n, i, j, nenvs, first;
+    char           rev[32], reason[600], numkeys[16], *value, *keys, *idx;
+    size_t         argc, n, i, j, k, nenvs, nkeys, first;
     json_t        *envs, *env_flags, *flag, *names;
     const char    *env, *name, **argv;
     redisReply    *reply;
@@ -522,15 +522,22 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     }
 
     nenvs = json_object_size(names);
-    argc = 17 + nenvs + 3 * n;      /* EVAL, script, "4", 4 keys, 10 args */
+    nkeys = 4 + json_object_size(envs);
+    /* EVAL, script, numkeys, the keys, 10 args, the names, the triples */
+    argc = 3 + nkeys + 10 + nenvs + 3 * n;
 
     pg_store_now(ts, sizeof(ts));
     value = pg_store_env_value(ts, actor);
     argv = calloc(argc, sizeof(char *));
+    /* the flags keys, then the triples' indexes into KEYS, 12 bytes each */
+    keys = calloc(nkeys - 4 + 1, PG_STORE_KEY_MAX);
+    idx = calloc(nkeys - 4 + 1, 12);
 
-    if (argv == NULL || value == NULL) {
+    if (argv == NULL || value == NULL || keys == NULL || idx == NULL) {
         free(argv);
         free(value);
+        free(keys);
+        free(idx);
         json_decref(names);
         return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
     }
@@ -549,25 +556,37 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     snprintf(reason, sizeof(reason), "rebuilt from the snapshot of %s",
              source);
 
+    snprintf(numkeys, sizeof(numkeys), "%zu", nkeys);
+
     argv[0] = "EVAL";
     argv[1] = pg_store_restore_lua;
-    argv[2] = "4";
+    argv[2] = numkeys;
     argv[3] = marker;
     argv[4] = revision;
     argv[5] = audit;
     argv[6] = envs_key;
-    argv[7] = format;
-    argv[8] = ts;
-    argv[9] = actor;
-    argv[10] = cap;
-    argv[11] = reason;
-    argv[12] = rev;
-    argv[13] = flags;
-    argv[14] = channel;
-    argv[15] = value;
-    argv[16] = count;
 
-    i = 17;
+    i = 7;
+    k = 0;
+    json_object_foreach(envs, env, env_flags) {
+        pg_store_key(store, keys + k * PG_STORE_KEY_MAX, PG_STORE_KEY_FLAGS,
+                     env);
+        snprintf(idx + k * 12, 12, "%zu", 5 + k);
+        argv[i++] = keys + k * PG_STORE_KEY_MAX;
+        k++;
+    }
+
+    argv[i++] = format;
+    argv[i++] = ts;
+    argv[i++] = actor;
+    argv[i++] = cap;
+    argv[i++] = reason;
+    argv[i++] = rev;
+    argv[i++] = flags;
+    argv[i++] = channel;
+    argv[i++] = value;
+    argv[i++] = count;
+
     json_object_foreach(names, name, flag) {
         argv[i++] = name;
     }
@@ -575,10 +594,11 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     /* the flags' JSON texts, freed below */
     first = i;
     rc = PG_OK;
+    k = 0;
 
     json_object_foreach(envs, env, env_flags) {
         json_object_foreach(env_flags, name, flag) {
-            argv[i] = env;
+            argv[i] = idx + k * 12;
             argv[i + 1] = name;
             argv[i + 2] = json_dumps(flag, JSON_COMPACT | PG_JSON_REAL);
 
@@ -588,6 +608,8 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
 
             i += 3;
         }
+
+        k++;
     }
 
     if (rc == PG_OK) {
@@ -609,6 +631,8 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
 
     free(argv);
     free(value);
+    free(keys);
+    free(idx);
     json_decref(names);
 
     return rc;
