@@ -884,41 +884,12 @@ pg_conf_set_edge(pg_conf_parse_t *cp)
 {
     size_t       i, n;
     char         shown[PG_CONF_SHOWN + 4];
-    const char  *url, *p;
     pg_edge_t    edge;
     pg_error_t   sub;
 
-    /*
-     * The API's paths ("status", "snapshot?force=1") are appended to the
-     * edge's URL: a space would reach curl as is, and a query or a
-     * fragment would swallow the path. For unix:/path.sock:/location/,
-     * the socket is a file name and may hold anything; its location may
-     * not.
-     */
-    url = cp->args[1];
-
-    if (strncmp(url, "unix:", 5) == 0 && (p = strstr(url + 5, ":/")) != NULL)
-    {
-        url = p + 1;
-    }
-
-    for (p = url; *p != '\0'; p++) {
-        if ((unsigned char) *p <= ' ' || *p == 0x7f) {
-            return pg_conf_invalid(cp, 1, "an edge's URL has no spaces: "
-                                   "write a space as %20");
-        }
-
-        if (*p == '?') {
-            return pg_conf_invalid(cp, 1, "an edge's URL has no query "
-                                   "(\"?...\"): the API's paths are "
-                                   "appended to it");
-        }
-
-        if (*p == '#') {
-            return pg_conf_invalid(cp, 1, "an edge's URL has no fragment "
-                                   "(\"#...\"): the API's paths are "
-                                   "appended to it");
-        }
+    /* the rule is pg_edge's; the refusal is worded as the file's */
+    if (pg_edge_check_url(cp->args[1], &sub) != PG_OK) {
+        return pg_conf_invalid(cp, 1, sub.text);
     }
 
     if (pg_edge_parse(cp->args[1], &edge, &sub) != PG_OK) {
