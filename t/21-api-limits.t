@@ -216,8 +216,26 @@ subtest 'after 507, a reload with a bigger zone keeps the state and takes the sn
        'a company of it gets the portal');
 };
 
-subtest 'a reload to a zone too small for the state file starts empty, with a warning' => sub {
-    $tiny->reload(zone => '64k');
+subtest 'a reload to a zone too small for the snapshot is refused' => sub {
+    my %old = map { $_ => 1 } $tiny->workers;
+    $tiny->{zone} = '64k';
+    $tiny->_write_conf;
+    kill 'HUP', $tiny->pid;
+    my $deadline = time + 10 * ($ENV{PG_TEST_SLOW} // 1);
+    until ($tiny->log_lines(qr/cannot hold the current/) || time > $deadline) {
+        select undef, undef, undef, 0.05;
+    }
+    ok(scalar $tiny->log_lines(qr/\[emerg\].*zone "\w+" of 65536 bytes cannot hold the current \d+-byte snapshot/),
+       '[emerg] says the new zone cannot hold the snapshot') or diag($tiny->error_log);
+    select undef, undef, undef, 0.3;
+    is_deeply([sort $tiny->workers], [sort keys %old], 'the old workers serve on');
+    is($tiny->status->{revision}, 4, 'revision 4 is still in force');
+    is($tiny->get('/portal/', company => 'big-20000')->{status}, 200,
+       'big-20000 still gets the portal');
+};
+
+subtest 'a restart with a zone too small for the state file starts empty, with a warning' => sub {
+    $tiny->restart(zone => '64k');
     my @warn = $tiny->log_lines(qr/\[warn\].*too small for the \d+-byte snapshot/);
     is(scalar @warn, 1, '[warn] names the snapshot that does not fit')
         or diag($tiny->error_log);
