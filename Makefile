@@ -54,7 +54,7 @@ CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
 CTL_LIBS    := -lhiredis $(CORE_LIBS)
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
-               libcurl4-openssl-dev
+               libcurl4-openssl-dev libssl-dev
 TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
 
@@ -142,6 +142,24 @@ $(BUILD)/test-compose: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
 	    $(CORE_SRCS) controller/pgd_compose.c t/unit/test_compose.c \
 	    $(CORE_LIBS) -o $@
+
+# the certificates' toolbox and the ACME client (controller/pg_cert*.c,
+# pg_acme.c), under the sanitizers; OpenSSL is linked, libcurl dlopen()ed
+CERT_SRCS   := controller/pg_cert.c controller/pg_b64.c
+ACME_SRCS   := controller/pg_acme.c controller/pg_curl.c $(CERT_SRCS)
+CERT_LIBS   := -lssl -lcrypto $(CORE_LIBS)
+
+$(BUILD)/test-cert: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(CERT_SRCS) \
+                    controller/pg_cert_install.c t/unit/test_cert.c t/unit/tap.h
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) $(CERT_SRCS) \
+	    controller/pg_cert_install.c t/unit/test_cert.c $(CERT_LIBS) -o $@
+
+$(BUILD)/test-acme: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(ACME_SRCS) \
+                    t/unit/test_acme.c t/unit/tap.h
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) $(ACME_SRCS) \
+	    t/unit/test_acme.c $(CERT_LIBS) -o $@
 
 $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c \
                     t/unit/tap.h
