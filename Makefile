@@ -38,7 +38,8 @@ CORE_LIBS   := -ljansson -lm
 # optimised ones.
 LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
                controller/pg_redis.c controller/pg_edge.c \
-               controller/pg_curl.c controller/pg_conf.c
+               controller/pg_curl.c controller/pg_conf.c \
+               controller/pg_conf_cert.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c \
                controller/pg_ctl_direct.c $(LIB_SRCS)
@@ -125,13 +126,15 @@ $(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
 	    controller/pg_redis.c t/unit/test_redis_url.c $(CTL_LIBS) -o $@
 
 $(BUILD)/test-conf: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
-                    controller/pg_conf.c controller/pg_edge.c \
+                    controller/pg_conf.c controller/pg_conf_cert.c \
+                    controller/pg_edge.c \
                     controller/pg_curl.c controller/pg_redis.c \
                     t/unit/test_conf.c t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
 	    $(CORE_SRCS) controller/pg_redis.c controller/pg_edge.c \
-	    controller/pg_curl.c controller/pg_conf.c t/unit/test_conf.c \
+	    controller/pg_curl.c controller/pg_conf.c controller/pg_conf_cert.c \
+	    t/unit/test_conf.c \
 	    $(CTL_LIBS) -o $@
 
 # pgd_compose() alone: pure JSON in and out, no Redis, no curl
@@ -223,7 +226,8 @@ FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_BUILD   := $(BUILD)/fuzz
 FUZZ_DEPS    := $(CORE_SRCS) $(CORE_HDRS) fuzz/fuzz.h
 FUZZ_WALK    := fuzz/snap_walk.c
-FUZZ_CONF    := controller/pg_conf.c controller/pg_edge.c \
+FUZZ_CONF    := controller/pg_conf.c controller/pg_conf_cert.c \
+                controller/pg_edge.c \
                 controller/pg_curl.c controller/pg_redis.c
 
 .PHONY: fuzz fuzz-build fuzz-smoke

@@ -39,73 +39,27 @@
 #include <stdio.h>          /* fopen, fread, snprintf, vsnprintf */
 #include <stdlib.h>         /* malloc, realloc, calloc, free */
 #include <string.h>         /* memcmp, memcpy, strcmp, strerror... */
-#include "pg_conf.h"        /* the API this file implements */
+#include "pg_conf_private.h"    /* the API this file implements, and
+                                   what pg_conf_cert.c shares */
 
 
-#define PG_CONF_LINE_MAX      4096      /* bytes of a line, newline aside */
-#define PG_CONF_FILE_MAX      (1024 * 1024)     /* bytes of the file */
-#define PG_CONF_ARGS_MAX      (PG_ENVS_MAX + 1) /* tokens kept: name, values */
-#define PG_CONF_SHOWN         64        /* token chars a message shows */
 #define PG_CONF_RECONCILE_MIN 100L      /* ms: reconcile_interval bounds */
 #define PG_CONF_RECONCILE_MAX 3600000L
 #define PG_CONF_TIME_DIGITS   9         /* digits of one part of a time */
 #define PG_CONF_TIME_MAX      2147483647LL  /* ms: longer times read as this */
-#define PG_CONF_COMMANDS      7         /* directives in pg_conf_commands */
 
 /* What pg_conf_token() found. */
 #define PG_CONF_WORD          1
 #define PG_CONF_SEMICOLON     2
 #define PG_CONF_EOF           3
+#define PG_CONF_OPEN          4         /* { */
+#define PG_CONF_CLOSE         5         /* } */
 
 /* pg_conf_peek(): the end of the file, and a refused byte (err set). */
 #define PG_CONF_END           -1
 #define PG_CONF_BAD           -2
 
 
-typedef struct pg_conf_parse_s  pg_conf_parse_t;
-
-/* Checks the directive in cp->args and stores it in cp->conf. */
-typedef int (*pg_conf_handler_pt)(pg_conf_parse_t *cp);
-
-typedef struct {
-    const char          *name;
-    int                  min_args;      /* values, the name aside */
-    int                  max_args;
-    int                  repeatable;
-    pg_conf_handler_pt   handler;
-} pg_conf_command_t;
-
-/* One read of a file. */
-struct pg_conf_parse_s {
-    const char    *path;
-    pg_error_t    *err;
-    pg_conf_t      conf;                /* a copy, *conf once all is good */
-
-    const char    *data;                /* the file */
-    size_t         size;
-    size_t         pos;
-    int            line;                /* of data[pos], from 1 */
-    size_t         col;                 /* bytes of the line before pos */
-
-    char          *out;                 /* the tokens, NUL-terminated */
-    size_t         out_len;
-    size_t         out_size;
-
-    char          *args[PG_CONF_ARGS_MAX];  /* args[0]: the name */
-    int            lines[PG_CONF_ARGS_MAX];
-    int            nargs;               /* tokens, also those not kept */
-    int            last_line;           /* of the last token */
-
-    int            seen[PG_CONF_COMMANDS];  /* per command: the line of
-                                               its first use, 0: none */
-    size_t         nedges;              /* edges the file gave so far */
-    int            edge_lines[PG_EDGE_MAX];  /* where each edge is */
-};
-
-
-static int pg_conf_error(pg_conf_parse_t *cp, int line, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
-static void pg_conf_shown(const char *s, char *buf, size_t size);
 static int pg_conf_read(const char *path, char **data, size_t *size,
     pg_error_t *err);
 static int pg_conf_peek(pg_conf_parse_t *cp);
@@ -114,8 +68,6 @@ static int pg_conf_put(pg_conf_parse_t *cp, int c);
 static int pg_conf_quoted(pg_conf_parse_t *cp, int quote, int line);
 static int pg_conf_token(pg_conf_parse_t *cp, char **tok, int *line);
 static int pg_conf_parse(pg_conf_parse_t *cp);
-static int pg_conf_directive(pg_conf_parse_t *cp);
-static int pg_conf_invalid(pg_conf_parse_t *cp, int i, const char *why);
 static int pg_conf_parse_time(const char *s, long *ms);
 static int pg_conf_set_redis(pg_conf_parse_t *cp);
 static int pg_conf_set_prefix(pg_conf_parse_t *cp);
@@ -137,6 +89,10 @@ static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
     { "log_level",          1, 1,           0, pg_conf_set_log_level },
     { "require_reason",     1, PG_CONF_REASON_MAX, 0,
       pg_conf_set_require_reason },
+    { "state_dir",          1, 1,           0, pg_conf_set_state_dir },
+    { "nginx",              1, 4,           1, pg_conf_set_nginx },
+    /* a block: pg_conf_parse() opens it at "{" */
+    { "certificate",        1, 1,           1, NULL },
 
     { NULL, 0, 0, 0, NULL }
 };
@@ -174,6 +130,9 @@ pg_conf_defaults(pg_conf_t *conf)
     conf->nedges = 0;
     conf->reconcile_ms = 2000;
     conf->log_level = PG_LOG_INFO;
+
+    snprintf(conf->state_dir, sizeof(conf->state_dir), "%s",
+             PG_CONF_STATE_DIR);
 }
 
 
@@ -242,8 +201,7 @@ pg_conf_log_level_name(int level)
 
 /* --- errors ------------------------------------------------------------- */
 
-/* err = "FILE:LINE: message"; returns PG_ERR. */
-static int
+int
 pg_conf_error(pg_conf_parse_t *cp, int line, const char *fmt, ...)
 {
     int      n;
@@ -267,7 +225,7 @@ pg_conf_error(pg_conf_parse_t *cp, int line, const char *fmt, ...)
  * A token as a message quotes it: other than printable ASCII is '?', and
  * more than PG_CONF_SHOWN chars end with "...". size > PG_CONF_SHOWN + 3.
  */
-static void
+void
 pg_conf_shown(const char *s, char *buf, size_t size)
 {
     size_t  n;
@@ -495,7 +453,7 @@ pg_conf_quoted(pg_conf_parse_t *cp, int quote, int line)
     }
 
     if (c != PG_CONF_END && c != ' ' && c != '\t' && c != '\r' && c != '\n'
-        && c != ';' && c != '#')
+        && c != ';' && c != '#' && c != '{' && c != '}')
     {
         return pg_conf_error(cp, cp->line, "unexpected \"%c\" after a "
                              "quoted value", (c >= ' ' && c < 0x7f) ? c : '?');
@@ -548,9 +506,10 @@ pg_conf_token(pg_conf_parse_t *cp, char **tok, int *line)
 
     *line = cp->line;
 
-    if (c == ';') {
+    if (c == ';' || c == '{' || c == '}') {
         pg_conf_advance(cp);
-        return PG_CONF_SEMICOLON;
+        return c == ';' ? PG_CONF_SEMICOLON
+                        : (c == '{' ? PG_CONF_OPEN : PG_CONF_CLOSE);
     }
 
     *tok = cp->out + cp->out_len;
@@ -564,7 +523,7 @@ pg_conf_token(pg_conf_parse_t *cp, char **tok, int *line)
 
     } else {
         while (c != PG_CONF_END && c != ' ' && c != '\t' && c != '\r'
-               && c != '\n' && c != ';')
+               && c != '\n' && c != ';' && c != '{' && c != '}')
         {
             if (pg_conf_put(cp, c) != PG_OK) {
                 return PG_ERR;
@@ -595,6 +554,7 @@ pg_conf_parse(pg_conf_parse_t *cp)
 {
     int    rc, line;
     char  *tok;
+    char   shown[PG_CONF_SHOWN + 4];
 
     cp->nargs = 0;
     tok = NULL;
@@ -613,20 +573,64 @@ pg_conf_parse(pg_conf_parse_t *cp)
                                      "file, expecting \";\"");
             }
 
+            if (cp->cert != NULL) {
+                return pg_conf_error(cp, cp->last_line, "unexpected end of "
+                                     "file, expecting \"}\"");
+            }
+
             return PG_OK;
         }
 
-        if (rc == PG_CONF_SEMICOLON) {
+        if (rc == PG_CONF_SEMICOLON || rc == PG_CONF_OPEN) {
             if (cp->nargs == 0) {
-                return pg_conf_error(cp, line, "unexpected \";\"");
+                return pg_conf_error(cp, line, "unexpected \"%c\"",
+                                     rc == PG_CONF_OPEN ? '{' : ';');
             }
 
-            if (pg_conf_directive(cp) != PG_OK) {
+            if (cp->cert != NULL) {
+                rc = (rc == PG_CONF_OPEN)
+                     ? pg_conf_error(cp, line, "unexpected \"{\": a "
+                                     "certificate block holds no block")
+                     : pg_conf_cert_directive(cp);
+
+            } else if (rc == PG_CONF_OPEN) {
+                pg_conf_shown(cp->args[0], shown, sizeof(shown));
+                rc = (strcmp(cp->args[0], "certificate") == 0)
+                     ? pg_conf_command(cp, pg_conf_commands, cp->seen)
+                     : pg_conf_error(cp, line, "unexpected \"{\": "
+                                     "\"%s\" takes no block", shown);
+
+            } else if (strcmp(cp->args[0], "certificate") == 0) {
+                rc = pg_conf_error(cp, cp->lines[0], "directive "
+                                   "\"certificate\" has no opening \"{\"");
+
+            } else {
+                rc = pg_conf_command(cp, pg_conf_commands, cp->seen);
+            }
+
+            if (rc != PG_OK) {
                 return PG_ERR;
             }
 
             cp->nargs = 0;
             cp->out_len = 0;
+            continue;
+        }
+
+        if (rc == PG_CONF_CLOSE) {
+            if (cp->nargs > 0) {
+                return pg_conf_error(cp, line, "unexpected \"}\", "
+                                     "expecting \";\"");
+            }
+
+            if (cp->cert == NULL) {
+                return pg_conf_error(cp, line, "unexpected \"}\"");
+            }
+
+            if (pg_conf_cert_close(cp, line) != PG_OK) {
+                return PG_ERR;
+            }
+
             continue;
         }
 
@@ -642,9 +646,14 @@ pg_conf_parse(pg_conf_parse_t *cp)
 }
 
 
-/* The directive in cp->args: its checks in the table, then its handler. */
-static int
-pg_conf_directive(pg_conf_parse_t *cp)
+/*
+ * The directive in cp->args: its checks in table (seen: per command, the
+ * line of its first use in this scope), then its handler; a block's
+ * command (no handler) is "certificate", opened here.
+ */
+int
+pg_conf_command(pg_conf_parse_t *cp, const pg_conf_command_t *table,
+    int *seen)
 {
     int                       i, n;
     char                      shown[PG_CONF_SHOWN + 4];
@@ -652,17 +661,18 @@ pg_conf_directive(pg_conf_parse_t *cp)
 
     cmd = NULL;
 
-    for (i = 0; pg_conf_commands[i].name != NULL; i++) {
-        if (strcmp(cp->args[0], pg_conf_commands[i].name) == 0) {
-            cmd = &pg_conf_commands[i];
+    for (i = 0; table[i].name != NULL; i++) {
+        if (strcmp(cp->args[0], table[i].name) == 0) {
+            cmd = &table[i];
             break;
         }
     }
 
     if (cmd == NULL) {
         pg_conf_shown(cp->args[0], shown, sizeof(shown));
-        return pg_conf_error(cp, cp->lines[0], "unknown directive \"%s\"",
-                             shown);
+        return pg_conf_error(cp, cp->lines[0], "unknown directive \"%s\"%s",
+                             shown, cp->cert != NULL
+                             ? " in a certificate block" : "");
     }
 
     n = cp->nargs - 1;
@@ -677,25 +687,24 @@ pg_conf_directive(pg_conf_parse_t *cp)
                              "in \"%s\"", cmd->name);
     }
 
-    if (!cmd->repeatable && cp->seen[i]) {
+    if (!cmd->repeatable && seen[i]) {
         return pg_conf_error(cp, cp->lines[0], "\"%s\" directive is "
                              "duplicate", cmd->name);
     }
 
-    if (cmd->handler(cp) != PG_OK) {
+    if ((cmd->handler ? cmd->handler(cp) : pg_conf_cert_open(cp)) != PG_OK) {
         return PG_ERR;
     }
 
-    if (!cp->seen[i]) {
-        cp->seen[i] = cp->lines[0];
+    if (!seen[i]) {
+        seen[i] = cp->lines[0];
     }
 
     return PG_OK;
 }
 
 
-/* `invalid value "V" in "NAME"[: why]` for cp->args[i]; returns PG_ERR. */
-static int
+int
 pg_conf_invalid(pg_conf_parse_t *cp, int i, const char *why)
 {
     char  shown[PG_CONF_SHOWN + 4];

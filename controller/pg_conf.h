@@ -12,6 +12,9 @@
  *   log_level          info;          # debug|info|notice|warn|error
  *   require_reason     kill off;      # portal-gatectl: these commands
  *                                     # refuse to run without --reason
+ *   state_dir          /var/lib/portal-gate;
+ *   nginx              conf=/etc/nginx/nginx.conf pid=/run/nginx.pid;
+ *   certificate        staging.example.com { ... }   # pg_conf_cert.c
  *
  * Errors: PG_OK or PG_ERR; the message names the file and the line, as
  * nginx does: "portal-gated.conf:4: unknown directive \"edges\"".
@@ -33,6 +36,48 @@
 #define PG_LOG_ERROR    4
 
 #define PG_CONF_REASON_MAX   16     /* commands in require_reason */
+#define PG_CONF_PATH_MAX     1024   /* bytes of a path in the file */
+#define PG_CONF_NGINX_MAX    8      /* nginx lines */
+#define PG_CONF_CERTS_MAX    16     /* certificate blocks */
+#define PG_CONF_CERT_NAMES   100    /* names of one certificate */
+#define PG_CONF_CONTACTS     4      /* contact URLs of one certificate */
+
+#define PG_CONF_STATE_DIR    "/var/lib/portal-gate"
+#define PG_CONF_NGINX_BINARY "/usr/sbin/nginx"
+
+#define PG_CONF_ISSUER_ACME  1
+#define PG_CONF_ISSUER_LOCAL 2
+
+/* nginx conf=PATH pid=PATH [binary=PATH] [prefix=DIR];  an nginx whose
+ * certificates portal-gated installs: `binary -t -c conf [-p prefix]`,
+ * then SIGHUP to the pid in pid. */
+typedef struct {
+    char   conf[PG_CONF_PATH_MAX];
+    char   pid[PG_CONF_PATH_MAX];
+    char   binary[PG_CONF_PATH_MAX];
+    char   prefix[PG_CONF_PATH_MAX];    /* "" when not given */
+    int    line;
+} pg_conf_nginx_t;
+
+/* certificate NAME { ... }  (DESIGN.md, "Staging certificates"). */
+typedef struct {
+    char   name[256];                   /* the block's */
+    char   names[4096];                 /* the names, space-separated:
+                                           the block's name by default */
+    size_t nnames;
+    int    issuer;                      /* PG_CONF_ISSUER_* */
+    char   acme[PG_CONF_PATH_MAX];      /* the directory URL */
+    char   ca_cert[PG_CONF_PATH_MAX];   /* issuer local CERT KEY */
+    char   ca_key[PG_CONF_PATH_MAX];
+    char   acme_ca[PG_CONF_PATH_MAX];   /* "": the system's trust */
+    char   contact[PG_CONF_CONTACTS][256];
+    size_t ncontacts;
+    int    key_type;                    /* 0 ecdsa, 1 rsa (PG_CERT_KEY_*) */
+    char   profile[65];                 /* "" when not given */
+    char   fullchain[PG_CONF_PATH_MAX];
+    char   privkey[PG_CONF_PATH_MAX];
+    int    line;                        /* of "certificate" */
+} pg_conf_cert_t;
 
 typedef struct {
     char             redis_url[1024];
@@ -47,10 +92,15 @@ typedef struct {
     char             require_reason[PG_CONF_REASON_MAX][16];
     size_t           nrequire_reason;
     int              require_reason_line;   /* where it is, for messages */
+    char             state_dir[PG_CONF_PATH_MAX];
+    pg_conf_nginx_t  nginx[PG_CONF_NGINX_MAX];
+    size_t           nnginx;
+    pg_conf_cert_t   certs[PG_CONF_CERTS_MAX];
+    size_t           ncerts;
 } pg_conf_t;
 
 /* Defaults: redis://127.0.0.1:6379/0, "portal-gate:", production, no
- * edges, 2 s, info. */
+ * edges, 2 s, info, PG_CONF_STATE_DIR, no nginx, no certificates. */
 void pg_conf_defaults(pg_conf_t *conf);
 
 /*

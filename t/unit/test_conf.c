@@ -942,6 +942,194 @@ test_require_reason(void)
 }
 
 
+/* The certificates' directives: state_dir, nginx, certificate { }. */
+#define T_CERT_OK                                                            \
+    "state_dir /var/lib/pg;\n"                                               \
+    "nginx conf=/etc/nginx/nginx.conf pid=/run/nginx.pid;\n"                 \
+    "nginx conf=/srv/edge2/nginx.conf pid=/srv/edge2/nginx.pid\n"            \
+    "      binary=/opt/nginx prefix=/srv/edge2;\n"                           \
+    "certificate Staging.Example.com {   # a comment\n"                      \
+    "    names      staging.example.com www.staging.example.com;\n"          \
+    "    issuer     acme https://acme.test/dir;\n"                           \
+    "    acme_ca    /etc/ssl/ca.pem;\n"                                      \
+    "    contact    mailto:ops@example.com;\n"                               \
+    "    key_type   rsa;\n"                                                  \
+    "    profile    shortlived;\n"                                           \
+    "    fullchain  /etc/pg/s/fullchain.pem;\n"                              \
+    "    privkey    /etc/pg/s/privkey.pem;\n"                                \
+    "}\n"                                                                    \
+    "certificate local.test{issuer local /ca.pem /ca.key;\n"                 \
+    "  fullchain /l/f.pem; privkey /l/k.pem;}\n"
+
+#define T_CERT_BLOCK(body)                                                   \
+    "certificate s.test {\n" body "}\n"
+
+#define T_CERT_MIN                                                           \
+    "issuer acme https://a.test/d;\nfullchain /f.pem;\nprivkey /k.pem;\n"
+
+static void
+test_certificates(void)
+{
+    pg_conf_t  conf;
+
+    pg_conf_defaults(&conf);
+    t_ok(strcmp(conf.state_dir, "/var/lib/portal-gate") == 0
+         && conf.nnginx == 0 && conf.ncerts == 0,
+         "certificates: state_dir /var/lib/portal-gate, none by default");
+
+    if (t_loads(T_CERT_OK, &conf, "certificates: a full example loads")) {
+        t_ok(strcmp(conf.state_dir, "/var/lib/pg") == 0, "state_dir kept");
+        t_ok(conf.nnginx == 2
+             && strcmp(conf.nginx[0].conf, "/etc/nginx/nginx.conf") == 0
+             && strcmp(conf.nginx[0].pid, "/run/nginx.pid") == 0
+             && strcmp(conf.nginx[0].binary, "/usr/sbin/nginx") == 0
+             && conf.nginx[0].prefix[0] == '\0'
+             && strcmp(conf.nginx[1].binary, "/opt/nginx") == 0
+             && strcmp(conf.nginx[1].prefix, "/srv/edge2") == 0
+             && conf.nginx[1].line == 3,
+             "nginx: two lines, binary defaults to /usr/sbin/nginx");
+        t_ok(conf.ncerts == 2
+             && strcmp(conf.certs[0].name, "staging.example.com") == 0
+             && strcmp(conf.certs[0].names, "staging.example.com "
+                       "www.staging.example.com") == 0
+             && conf.certs[0].nnames == 2
+             && conf.certs[0].issuer == PG_CONF_ISSUER_ACME
+             && strcmp(conf.certs[0].acme, "https://acme.test/dir") == 0
+             && strcmp(conf.certs[0].acme_ca, "/etc/ssl/ca.pem") == 0
+             && conf.certs[0].ncontacts == 1
+             && conf.certs[0].key_type == 1
+             && strcmp(conf.certs[0].profile, "shortlived") == 0
+             && strcmp(conf.certs[0].privkey, "/etc/pg/s/privkey.pem") == 0
+             && conf.certs[0].line == 5,
+             "certificate: every line of the block kept, the name in "
+             "lower case");
+        t_ok(conf.certs[1].issuer == PG_CONF_ISSUER_LOCAL
+             && strcmp(conf.certs[1].ca_key, "/ca.key") == 0
+             && strcmp(conf.certs[1].names, "local.test") == 0
+             && conf.certs[1].nnames == 1 && conf.certs[1].key_type == 0,
+             "certificate: braces need no spaces; names default to the "
+             "block's name; ecdsa by default");
+    }
+
+    t_refused(T_CERT_BLOCK("fullchain /f.pem;\nprivkey /k.pem;\n"), 4,
+              "certificate \"s.test\" has no \"issuer\"",
+              "certificate: no issuer, said at the \"}\"");
+    t_refused(T_CERT_BLOCK("issuer acme https://a.test/d;\nprivkey /k;\n"),
+              4, "certificate \"s.test\" has no \"fullchain\"",
+              "certificate: no fullchain");
+    t_refused(T_CERT_BLOCK("issuer acme https://a.test/d;\nfullchain /k;\n"),
+              4, "certificate \"s.test\" has no \"privkey\"",
+              "certificate: no privkey");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN "  iss acme x;\n"), 5,
+              "unknown directive \"iss\" in a certificate block",
+              "certificate: a typo in the block, on its line");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN "redis redis://x:1/0;\n"), 5,
+              "unknown directive \"redis\" in a certificate block",
+              "certificate: a top-level directive inside is refused");
+    t_refused(T_CERT_BLOCK("issuer acme http://a.test/d;\n"), 2,
+              "invalid value \"http://a.test/d\" in \"issuer\": an ACME "
+              "directory is an https:// URL",
+              "certificate: the ACME directory must be https");
+    t_refused(T_CERT_BLOCK("issuer acme;\n"), 2,
+              "invalid number of arguments in \"issuer\"",
+              "certificate: issuer acme without a URL");
+    t_refused(T_CERT_BLOCK("issuer local /ca.pem;\n"), 2,
+              "invalid number of arguments in \"issuer\": local takes the "
+              "CA's certificate and key files",
+              "certificate: issuer local without the key");
+    t_refused(T_CERT_BLOCK("issuer local ca.pem ca.key;\n"), 2,
+              "invalid value \"ca.pem\" in \"issuer\": an absolute path",
+              "certificate: a relative CA path");
+    t_refused(T_CERT_BLOCK("issuer vault x;\n"), 2,
+              "invalid value \"vault\" in \"issuer\": expected acme or local",
+              "certificate: an unknown issuer");
+    t_refused(T_CERT_BLOCK("key_type ed25519;\n"), 2,
+              "invalid value \"ed25519\" in \"key_type\": expected ecdsa or "
+              "rsa", "certificate: an unknown key type");
+    t_refused(T_CERT_BLOCK("contact ops@example.com;\n"), 2,
+              "invalid value \"ops@example.com\" in \"contact\": expected "
+              "mailto:ADDRESS", "certificate: a contact without mailto:");
+    t_refused(T_CERT_BLOCK("names a.test -b.test;\n"), 2,
+              "invalid value \"-b.test\" in \"names\": not a DNS name: "
+              "labels of a-z, 0-9 and inner '-', joined by '.'",
+              "certificate: a name that is not a DNS name");
+    t_refused(T_CERT_BLOCK("names a.test a..test;\n"), 2,
+              "invalid value \"a..test\" in \"names\": not a DNS name: "
+              "labels of a-z, 0-9 and inner '-', joined by '.'",
+              "certificate: an empty label");
+    t_refused(T_CERT_BLOCK("names a.test A.test;\n"), 2,
+              "invalid value \"a.test\" in \"names\": named twice",
+              "certificate: a name twice, whatever its case");
+    t_refused(T_CERT_BLOCK("names *.s.test;\n" T_CERT_MIN), 6,
+              "certificate \"s.test\": a wildcard name needs \"issuer "
+              "local\": an ACME server validates one only by dns-01, and "
+              "portal-gated answers http-01",
+              "certificate: a wildcard with ACME is refused");
+    t_loads(T_CERT_BLOCK("names *.s.test;\nissuer local /c /k;\n"
+                         "fullchain /f;\nprivkey /k2;\n"), &conf,
+            "certificate: a wildcard with the local CA loads");
+    t_refused(T_CERT_BLOCK("issuer local /c /k;\nprofile shortlived;\n"
+                           "fullchain /f;\nprivkey /k2;\n"), 6,
+              "certificate \"s.test\": \"profile\" is for an acme issuer, "
+              "not a local one", "certificate: profile with a local CA");
+    t_refused(T_CERT_BLOCK("issuer acme https://a.test/d;\nfullchain /f;\n"
+                           "privkey /f;\n"), 5,
+              "certificate \"s.test\": \"fullchain\" and \"privkey\" are "
+              "the same file", "certificate: one file for both");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN) T_CERT_BLOCK(T_CERT_MIN), 6,
+              "duplicate certificate \"s.test\", first on line 1",
+              "certificate: the same name twice");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN) "certificate t.test {\n" T_CERT_MIN
+              "}\n", 10,
+              "certificate \"t.test\" writes a file that certificate "
+              "\"s.test\" (line 1) writes too",
+              "certificate: two blocks writing one file");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN "issuer local /a /b;\n"), 5,
+              "\"issuer\" directive is duplicate",
+              "certificate: issuer twice in a block");
+    t_refused("certificate s.test;\n", 1,
+              "directive \"certificate\" has no opening \"{\"",
+              "certificate: without a block");
+    t_refused("certificate s.test {\n" T_CERT_MIN, 4,
+              "unexpected end of file, expecting \"}\"",
+              "certificate: an unclosed block");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN) "}\n", 6, "unexpected \"}\"",
+              "certificate: a stray \"}\"");
+    t_refused(T_CERT_BLOCK("issuer acme https://a.test/d\n"), 3,
+              "unexpected \"}\", expecting \";\"",
+              "certificate: a missing \";\" before \"}\"");
+    t_refused("redis redis://x:1/0 {\n}\n", 1,
+              "unexpected \"{\": \"redis\" takes no block",
+              "a block on a directive that takes none");
+    t_refused(T_CERT_BLOCK("names a.test {\n"), 2,
+              "unexpected \"{\": a certificate block holds no block",
+              "certificate: a block inside a block");
+    t_refused("certificate {\n}\n", 1,
+              "invalid number of arguments in \"certificate\"",
+              "certificate: without a name");
+
+    t_refused("nginx conf=/a.conf;\n", 1,
+              "\"nginx\" needs conf=PATH and pid=PATH",
+              "nginx: without pid=");
+    t_refused("nginx conf=/a.conf pid=/a.pid config=/x;\n", 1,
+              "invalid value \"config=/x\" in \"nginx\": expected "
+              "conf=PATH, pid=PATH, binary=PATH or prefix=DIR",
+              "nginx: an unknown key");
+    t_refused("nginx conf=a.conf pid=/a.pid;\n", 1,
+              "invalid value \"conf=a.conf\" in \"nginx\": an absolute path",
+              "nginx: a relative conf");
+    t_refused("nginx conf=/a pid=/p conf=/b;\n", 1,
+              "invalid value \"conf=/b\" in \"nginx\": given twice",
+              "nginx: a key twice");
+    t_refused("nginx conf=/a pid=/p;\nnginx pid=/q conf=/a;\n", 2,
+              "duplicate nginx conf=/a, first on line 1",
+              "nginx: the same nginx twice");
+    t_refused("state_dir var/lib;\n", 1,
+              "invalid value \"var/lib\" in \"state_dir\": an absolute path",
+              "state_dir: a relative path");
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -963,6 +1151,7 @@ main(int argc, char **argv)
     test_edge_urls();
     test_limits();
     test_require_reason();
+    test_certificates();
 
     rmdir(t_dir);
 
