@@ -8,20 +8,24 @@
  * reason never shows up in a later message.
  */
 
-#include <ctype.h>              /* isdigit */
 #include <errno.h>              /* errno, EINTR */
 #include <fcntl.h>              /* open, O_*, fcntl */
+#include <limits.h>             /* INT_MAX */
 #include <stdarg.h>             /* va_list: pg_cert_fail() */
 #include <stdio.h>              /* snprintf, vsnprintf */
 #include <stdlib.h>             /* malloc, free, mkstemp */
 #include <string.h>             /* memcpy, strlen, strerror, strstr,
                                    strrchr */
 #include <sys/stat.h>           /* fstat, fchmod */
+#include <time.h>               /* time, gmtime_r, strftime */
 #include <unistd.h>             /* read, write, fsync, close, unlink */
+#include <jansson.h>            /* json_loadb: ARI's renewalInfo */
 #include <openssl/err.h>        /* ERR_peek_last_error, ERR_clear_error */
 #include <openssl/pem.h>        /* PEM_read_bio_*, PEM_write_bio_* */
+#include <openssl/rand.h>       /* RAND_bytes: serials */
 #include <openssl/x509.h>       /* X509, X509_REQ */
 #include <openssl/x509v3.h>     /* GENERAL_NAMES, X509V3_add1_i2d */
+#include "pg_b64.h"             /* pg_b64url_encode: ARI ids */
 #include "pg_cert.h"            /* the API this file implements */
 
 
@@ -660,4 +664,1020 @@ done:
     ERR_clear_error();
 
     return rc;
+}
+
+
+/* --- X.509 -------------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (month 1..12), for
+ * any year: timegm() is not in C99, and the years of RFC 9773's example
+ * certificate (year 1) are beyond some of its implementations. */
+static long long
+pg_cert_days(long long y, int m, int d)
+{
+    long long  era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+
+/* An ASN1_TIME as seconds since the epoch. */
+static int
+pg_cert_asn1_time(const ASN1_TIME *t, time_t *out)
+{
+    struct tm  tm;
+
+    memset(&tm, 0, sizeof(struct tm));
+
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) {
+        return PG_ERR;
+    }
+
+    *out = (time_t) (pg_cert_days(tm.tm_year + 1900LL, tm.tm_mon + 1,
+                                  tm.tm_mday) * 86400
+                     + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
+
+    return PG_OK;
+}
+
+
+/* t as "2025-01-02T04:00:00Z" in buf (at least 32 bytes), for messages. */
+static const char *
+pg_cert_time_str(time_t t, char *buf, size_t size)
+{
+    struct tm  tm;
+
+    if (gmtime_r(&t, &tm) == NULL
+        || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    {
+        snprintf(buf, size, "%lld", (long long) t);
+    }
+
+    return buf;
+}
+
+
+/*
+ * Every certificate of a PEM chain, in a new stack (sk_X509_pop_free(,
+ * X509_free)), the leaf first. what names the chain in a message. At least
+ * one; text after the last certificate that is not a certificate is an
+ * error: a chain file with garbage in it is not installed.
+ */
+static STACK_OF(X509) *
+pg_cert_chain(const char *pem, size_t len, const char *what, pg_error_t *err)
+{
+    BIO             *bio;
+    X509            *x;
+    unsigned long    e;
+    STACK_OF(X509)  *chain;
+
+    chain = sk_X509_new_null();
+    bio = BIO_new_mem_buf(pem, (int) len);
+
+    if (chain == NULL || bio == NULL || len > INT_MAX) {
+        pg_cert_fail(err, "%s: out of memory", what);
+        goto failed;
+    }
+
+    for ( ;; ) {
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+
+        if (x == NULL) {
+            e = ERR_peek_last_error();
+
+            /* the end of the text: no more "-----BEGIN" */
+            if (sk_X509_num(chain) > 0 && ERR_GET_LIB(e) == ERR_LIB_PEM
+                && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+            {
+                ERR_clear_error();
+                break;
+            }
+
+            if (sk_X509_num(chain) == 0) {
+                snprintf(err->text, sizeof(err->text), "%s: not a PEM "
+                         "certificate", what);
+
+            } else {
+                snprintf(err->text, sizeof(err->text), "%s: certificate %d "
+                         "is not a valid PEM certificate", what,
+                         sk_X509_num(chain) + 1);
+            }
+
+            ERR_clear_error();
+            goto failed;
+        }
+
+        if (!sk_X509_push(chain, x)) {
+            X509_free(x);
+            pg_cert_fail(err, "%s: out of memory", what);
+            goto failed;
+        }
+    }
+
+    BIO_free(bio);
+
+    return chain;
+
+failed:
+
+    BIO_free(bio);
+    sk_X509_pop_free(chain, X509_free);
+
+    return NULL;
+}
+
+
+/* The CN of name, else its one-line DN, in buf; control characters shown
+ * as '?' (an issuer's name reaches logs and terminals). */
+static void
+pg_cert_name_str(const X509_NAME *name, char *buf, size_t size)
+{
+    int               i, n;
+    char             *p;
+    unsigned char    *utf8;
+    const ASN1_STRING *s;
+
+    buf[0] = '\0';
+    utf8 = NULL;
+    i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+
+    if (i >= 0) {
+        s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+        n = ASN1_STRING_to_UTF8(&utf8, s);
+
+        if (n >= 0) {
+            snprintf(buf, size, "%.*s", n, (char *) utf8);
+        }
+
+        OPENSSL_free(utf8);
+    }
+
+    if (buf[0] == '\0') {
+        X509_NAME_oneline(name, buf, (int) size);
+    }
+
+    for (p = buf; *p != '\0'; p++) {
+        if ((unsigned char) *p < ' ' || *p == 0x7f) {
+            *p = '?';
+        }
+    }
+}
+
+
+/*
+ * RFC 9773 section 4.1: base64url(the AKI's keyIdentifier) "."
+ * base64url(the serial's DER content octets: two's complement, so a
+ * leading 0x00 when the high bit is set). "" when there is no AKI key id.
+ */
+static int
+pg_cert_ari_id(X509 *x, char *id, size_t size)
+{
+    int                  len, rc;
+    size_t               n, hdr;
+    unsigned char       *der, *p;
+    AUTHORITY_KEYID     *akid;
+
+    id[0] = '\0';
+    rc = PG_OK;
+    der = NULL;
+
+    akid = X509_get_ext_d2i(x, NID_authority_key_identifier, NULL, NULL);
+
+    if (akid == NULL || akid->keyid == NULL) {
+        AUTHORITY_KEYID_free(akid);
+        ERR_clear_error();
+        return PG_OK;
+    }
+
+    len = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &der);
+
+    if (len < 3) {
+        rc = PG_ERR;
+        goto done;
+    }
+
+    /* the tag, then a short or a long length */
+    hdr = (der[1] & 0x80) ? 2 + (der[1] & 0x7f) : 2;
+
+    if (hdr >= (size_t) len) {
+        rc = PG_ERR;
+        goto done;
+    }
+
+    n = pg_b64url_encode(ASN1_STRING_get0_data(akid->keyid),
+                         (size_t) ASN1_STRING_length(akid->keyid), id, size);
+
+    if (n == (size_t) -1 || n + 2 >= size) {
+        rc = PG_ERR;
+        goto done;
+    }
+
+    id[n++] = '.';
+    p = der + hdr;
+
+    if (pg_b64url_encode(p, (size_t) len - hdr, id + n, size - n)
+        == (size_t) -1)
+    {
+        rc = PG_ERR;
+    }
+
+done:
+
+    if (rc != PG_OK) {
+        id[0] = '\0';
+    }
+
+    OPENSSL_free(der);
+    AUTHORITY_KEYID_free(akid);
+
+    return rc;
+}
+
+
+static int
+pg_cert_x509_info(X509 *x, pg_cert_info_t *info, const char *what,
+    pg_error_t *err)
+{
+    int                  i, n;
+    const unsigned char *p;
+    const ASN1_INTEGER  *serial;
+
+    memset(info, 0, sizeof(pg_cert_info_t));
+
+    serial = X509_get0_serialNumber(x);
+    p = ASN1_STRING_get0_data(serial);
+    n = ASN1_STRING_length(serial);
+
+    /* the bytes CAs and browsers show; a serial is at most 20 bytes (RFC
+     * 5280), and longer ones are cut at what the field holds */
+    for (i = 0; i < n && i * 2 + 2 <= PG_CERT_SERIAL_MAX; i++) {
+        snprintf(info->serial + i * 2, 3, "%02x", p[i]);
+    }
+
+    if (pg_cert_asn1_time(X509_get0_notBefore(x), &info->not_before)
+        != PG_OK
+        || pg_cert_asn1_time(X509_get0_notAfter(x), &info->not_after)
+        != PG_OK)
+    {
+        snprintf(err->text, sizeof(err->text), "%s: its validity dates "
+                 "cannot be read", what);
+        ERR_clear_error();
+        return PG_ERR;
+    }
+
+    pg_cert_name_str(X509_get_issuer_name(x), info->issuer,
+                     sizeof(info->issuer));
+
+    info->self_signed = X509_NAME_cmp(X509_get_subject_name(x),
+                                      X509_get_issuer_name(x)) == 0;
+
+    if (pg_cert_ari_id(x, info->ari_id, sizeof(info->ari_id)) != PG_OK) {
+        snprintf(err->text, sizeof(err->text), "%s: its ARI id (authority "
+                 "key id and serial) does not fit %d bytes", what,
+                 PG_CERT_ARI_ID_MAX);
+        ERR_clear_error();
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+int
+pg_cert_info(const char *pem, size_t len, pg_cert_info_t *info,
+    pg_error_t *err)
+{
+    int              rc;
+    STACK_OF(X509)  *chain;
+
+    chain = pg_cert_chain(pem, len, "the certificate", err);
+
+    if (chain == NULL) {
+        return PG_ERR;
+    }
+
+    rc = pg_cert_x509_info(sk_X509_value(chain, 0), info, "the certificate",
+                           err);
+
+    sk_X509_pop_free(chain, X509_free);
+
+    return rc;
+}
+
+
+int
+pg_cert_check_pair(const char *chain_pem, size_t chain_len,
+    const char *key_pem, size_t key_len, char *const *names, size_t n,
+    time_t now, pg_error_t *err)
+{
+    int              rc;
+    BIO             *bio;
+    X509            *leaf;
+    size_t           i;
+    time_t           not_before, not_after;
+    EVP_PKEY        *key;
+    STACK_OF(X509)  *chain;
+    char             when[32];
+
+    key = NULL;
+    rc = PG_ERR;
+
+    chain = pg_cert_chain(chain_pem, chain_len, "the certificate chain", err);
+
+    if (chain == NULL) {
+        return PG_ERR;
+    }
+
+    leaf = sk_X509_value(chain, 0);
+
+    bio = (key_len <= INT_MAX) ? BIO_new_mem_buf(key_pem, (int) key_len)
+                               : NULL;
+
+    if (bio != NULL) {
+        key = PEM_read_bio_PrivateKey(bio, NULL, pg_cert_pass_none, NULL);
+        BIO_free(bio);
+    }
+
+    if (key == NULL) {
+        snprintf(err->text, sizeof(err->text), "the key is not a PEM private "
+                 "key");
+        goto done;
+    }
+
+    if (EVP_PKEY_eq(X509_get0_pubkey(leaf), key) != 1) {
+        snprintf(err->text, sizeof(err->text), "the key does not match the "
+                 "certificate");
+        goto done;
+    }
+
+    /* SANs as RFC 6125 reads them: the CN counts only when there is no
+     * DNS SAN at all (OpenSSL's default), and "*" is a whole label */
+    for (i = 0; i < n; i++) {
+        if (X509_check_host(leaf, names[i], strlen(names[i]),
+                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1)
+        {
+            snprintf(err->text, sizeof(err->text), "the certificate does not "
+                     "cover %.128s", names[i]);
+            goto done;
+        }
+    }
+
+    if (pg_cert_asn1_time(X509_get0_notBefore(leaf), &not_before) != PG_OK
+        || pg_cert_asn1_time(X509_get0_notAfter(leaf), &not_after) != PG_OK)
+    {
+        snprintf(err->text, sizeof(err->text), "the certificate's validity "
+                 "dates cannot be read");
+        goto done;
+    }
+
+    if (now < not_before) {
+        snprintf(err->text, sizeof(err->text), "the certificate is not valid "
+                 "yet: from %s", pg_cert_time_str(not_before, when,
+                                                   sizeof(when)));
+        goto done;
+    }
+
+    if (now >= not_after) {
+        snprintf(err->text, sizeof(err->text), "the certificate expired at "
+                 "%s", pg_cert_time_str(not_after, when, sizeof(when)));
+        goto done;
+    }
+
+    rc = PG_OK;
+
+done:
+
+    EVP_PKEY_free(key);
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+
+    return rc;
+}
+
+
+/* --- making certificates ------------------------------------------------ */
+
+/* One extension of x from its OpenSSL config text ("critical,CA:FALSE"),
+ * with ctx giving the issuer and subject. */
+static int
+pg_cert_add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
+{
+    int              ok;
+    X509_EXTENSION  *ext;
+
+    ext = X509V3_EXT_nconf_nid(NULL, ctx, nid, value);
+
+    if (ext == NULL) {
+        return PG_ERR;
+    }
+
+    ok = X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+
+    return ok ? PG_OK : PG_ERR;
+}
+
+
+/* The SHA-1 of cert's public key (RFC 5280 section 4.2.1.2, method 1) as a
+ * new octet string: a SKI, and the AKI of what it signs. */
+static ASN1_OCTET_STRING *
+pg_cert_key_id(X509 *cert)
+{
+    unsigned int        len;
+    unsigned char       md[EVP_MAX_MD_SIZE];
+    ASN1_OCTET_STRING  *id;
+
+    if (!X509_pubkey_digest(cert, EVP_sha1(), md, &len)) {
+        return NULL;
+    }
+
+    id = ASN1_OCTET_STRING_new();
+
+    if (id != NULL && !ASN1_OCTET_STRING_set(id, md, (int) len)) {
+        ASN1_OCTET_STRING_free(id);
+        return NULL;
+    }
+
+    return id;
+}
+
+
+/*
+ * A new leaf certificate for key and names, valid [not_before, not_after),
+ * with a random 128-bit serial, SANs, serverAuth, a SKI; signed by ca_key
+ * as ca when ca is set (and then with an AKI), else self-signed.
+ */
+static X509 *
+pg_cert_make(EVP_PKEY *key, char *const *names, size_t n, time_t not_before,
+    time_t not_after, X509 *ca, EVP_PKEY *ca_key)
+{
+    int                  ok;
+    X509                *x;
+    BIGNUM              *bn;
+    X509_NAME           *subject;
+    X509V3_CTX           ctx;
+    GENERAL_NAMES       *gens;
+    ASN1_INTEGER        *serial;
+    AUTHORITY_KEYID     *akid;
+    ASN1_OCTET_STRING   *ski;
+    unsigned char        rnd[16];
+
+    x = X509_new();
+
+    if (x == NULL) {
+        return NULL;
+    }
+
+    ok = 0;
+    gens = NULL;
+    akid = NULL;
+    ski = NULL;
+    serial = NULL;
+    bn = NULL;
+
+    if (!X509_set_version(x, X509_VERSION_3)) {
+        goto done;
+    }
+
+    /* positive and 16 bytes long: the high bit clear, the next one set */
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        goto done;
+    }
+
+    rnd[0] = (rnd[0] & 0x7f) | 0x40;
+    bn = BN_bin2bn(rnd, sizeof(rnd), NULL);
+    serial = bn ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
+
+    if (serial == NULL || !X509_set_serialNumber(x, serial)
+        || ASN1_TIME_set(X509_getm_notBefore(x), not_before) == NULL
+        || ASN1_TIME_set(X509_getm_notAfter(x), not_after) == NULL
+        || !X509_set_pubkey(x, key))
+    {
+        goto done;
+    }
+
+    subject = X509_get_subject_name(x);
+
+    if (strlen(names[0]) <= PG_CERT_CN_MAX
+        && !X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+                                       (const unsigned char *) names[0], -1,
+                                       -1, 0))
+    {
+        goto done;
+    }
+
+    if (!X509_set_issuer_name(x, ca ? X509_get_subject_name(ca) : subject)) {
+        goto done;
+    }
+
+    X509V3_set_ctx(&ctx, ca ? ca : x, x, NULL, NULL, 0);
+
+    gens = pg_cert_sans(names, n);
+    ski = pg_cert_key_id(x);
+
+    if (gens == NULL || ski == NULL
+        || !X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0,
+                          X509V3_ADD_DEFAULT)
+        || !X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0,
+                          X509V3_ADD_DEFAULT)
+        || pg_cert_add_ext(x, &ctx, NID_basic_constraints,
+                           "critical,CA:FALSE") != PG_OK
+        || pg_cert_add_ext(x, &ctx, NID_key_usage,
+                           EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA
+                           ? "critical,digitalSignature,keyEncipherment"
+                           : "critical,digitalSignature") != PG_OK
+        || pg_cert_add_ext(x, &ctx, NID_ext_key_usage, "serverAuth")
+           != PG_OK)
+    {
+        goto done;
+    }
+
+    if (ca != NULL) {
+        /* the CA's own SKI when it has one: that is what a verifier
+         * matches the AKI with; else the same hash of its key */
+        akid = AUTHORITY_KEYID_new();
+
+        if (akid == NULL) {
+            goto done;
+        }
+
+        akid->keyid = X509_get_ext_d2i(ca, NID_subject_key_identifier, NULL,
+                                       NULL);
+
+        if (akid->keyid == NULL) {
+            akid->keyid = pg_cert_key_id(ca);
+        }
+
+        if (akid->keyid == NULL
+            || !X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0,
+                              X509V3_ADD_DEFAULT))
+        {
+            goto done;
+        }
+    }
+
+    if (X509_sign(x, ca ? ca_key : key, pg_cert_md(ca ? ca_key : key)) <= 0)
+    {
+        goto done;
+    }
+
+    ok = 1;
+
+done:
+
+    AUTHORITY_KEYID_free(akid);
+    ASN1_OCTET_STRING_free(ski);
+    GENERAL_NAMES_free(gens);
+    ASN1_INTEGER_free(serial);
+    BN_free(bn);
+
+    if (!ok) {
+        X509_free(x);
+        return NULL;
+    }
+
+    return x;
+}
+
+
+/* The certificates as PEM, one after the other, in a new *pem, *len. */
+static int
+pg_cert_pem_chain(X509 *leaf, X509 *ca, char **pem, size_t *len)
+{
+    int   rc;
+    BIO  *bio;
+
+    bio = BIO_new(BIO_s_mem());
+
+    if (bio == NULL || !PEM_write_bio_X509(bio, leaf)
+        || (ca != NULL && !PEM_write_bio_X509(bio, ca)))
+    {
+        BIO_free(bio);
+        return PG_ERR;
+    }
+
+    rc = pg_cert_bio_take(bio, pem, len);
+    BIO_free(bio);
+
+    return rc;
+}
+
+
+int
+pg_cert_self_signed(EVP_PKEY *key, char *const *names, size_t n,
+    long lifetime, char **pem, size_t *len, pg_error_t *err)
+{
+    X509    *x;
+    time_t   now;
+
+    if (pg_cert_check_names(names, n, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (lifetime <= 0) {
+        snprintf(err->text, sizeof(err->text), "a certificate's lifetime is "
+                 "positive, not %ld s", lifetime);
+        return PG_ERR;
+    }
+
+    now = time(NULL);
+    x = pg_cert_make(key, names, n, now, now + lifetime, NULL, NULL);
+
+    if (x == NULL) {
+        pg_cert_fail(err, "cannot make a self-signed certificate for %.64s",
+                     names[0]);
+        return PG_ERR;
+    }
+
+    if (pg_cert_pem_chain(x, NULL, pem, len) != PG_OK) {
+        pg_cert_fail(err, "cannot write the certificate for %.64s as PEM",
+                     names[0]);
+        X509_free(x);
+        return PG_ERR;
+    }
+
+    X509_free(x);
+    ERR_clear_error();
+
+    return PG_OK;
+}
+
+
+int
+pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
+    EVP_PKEY *key, char *const *names, size_t n, long lifetime, char **pem,
+    size_t *len, pg_error_t *err)
+{
+    int              rc;
+    X509            *ca, *leaf;
+    char            *text;
+    size_t           tlen;
+    time_t           now, ca_not_before, ca_not_after, end;
+    EVP_PKEY        *ca_key;
+    char             what[PG_CERT_SHOWN + 32];
+    STACK_OF(X509)  *chain;
+
+    if (pg_cert_check_names(names, n, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (lifetime <= 0) {
+        snprintf(err->text, sizeof(err->text), "a certificate's lifetime is "
+                 "positive, not %ld s", lifetime);
+        return PG_ERR;
+    }
+
+    if (pg_cert_read(ca_cert_path, "CA certificate ", &text, &tlen, err)
+        != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    snprintf(what, sizeof(what), "CA certificate %.*s", PG_CERT_SHOWN,
+             ca_cert_path);
+    chain = pg_cert_chain(text, tlen, what, err);
+    free(text);
+
+    if (chain == NULL) {
+        return PG_ERR;
+    }
+
+    /* the first certificate of the file signs; the others are not ours */
+    ca = sk_X509_shift(chain);
+    sk_X509_pop_free(chain, X509_free);
+
+    rc = PG_ERR;
+    leaf = NULL;
+
+    ca_key = pg_cert_key_load(ca_key_path, err);
+
+    if (ca_key == NULL) {
+        /* "cannot read key F: ..." says which file; CA makes it clearer */
+        X509_free(ca);
+        return PG_ERR;
+    }
+
+    if (EVP_PKEY_eq(X509_get0_pubkey(ca), ca_key) != 1) {
+        snprintf(err->text, sizeof(err->text), "CA key %.100s does not match "
+                 "CA certificate %.100s", ca_key_path, ca_cert_path);
+        goto done;
+    }
+
+    if (pg_cert_asn1_time(X509_get0_notBefore(ca), &ca_not_before) != PG_OK
+        || pg_cert_asn1_time(X509_get0_notAfter(ca), &ca_not_after) != PG_OK)
+    {
+        snprintf(err->text, sizeof(err->text), "%s: its validity dates "
+                 "cannot be read", what);
+        goto done;
+    }
+
+    now = time(NULL);
+
+    if (now < ca_not_before || now >= ca_not_after) {
+        snprintf(err->text, sizeof(err->text), "%s: not valid now (%s)",
+                 what, now < ca_not_before ? "not yet" : "expired");
+        goto done;
+    }
+
+    /* a leaf outliving its CA would fail verification at the CA's end */
+    end = (now + lifetime < ca_not_after) ? now + lifetime : ca_not_after;
+
+    leaf = pg_cert_make(key, names, n, now, end, ca, ca_key);
+
+    if (leaf == NULL) {
+        pg_cert_fail(err, "cannot issue %.64s with %s", names[0], what);
+        goto done;
+    }
+
+    if (pg_cert_pem_chain(leaf, ca, pem, len) != PG_OK) {
+        pg_cert_fail(err, "cannot write the certificate for %.64s as PEM",
+                     names[0]);
+        goto done;
+    }
+
+    rc = PG_OK;
+
+done:
+
+    X509_free(leaf);
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+    ERR_clear_error();
+
+    return rc;
+}
+
+
+/* --- when to renew ------------------------------------------------------ */
+
+#define PG_CERT_DAY            86400
+#define PG_CERT_SHORT_LIFE     (10 * PG_CERT_DAY)   /* renew at 1/2 */
+#define PG_CERT_RETRY_AFTER_MAX  (30L * PG_CERT_DAY) /* a CA's Retry-After
+                                                        kept, at most */
+
+
+time_t
+pg_cert_renew_at(time_t not_before, time_t not_after, double jitter)
+{
+    double  life, at;
+
+    if (not_after <= not_before) {
+        return not_before;
+    }
+
+    if (jitter != jitter) {             /* NaN: no jitter */
+        jitter = 0.0;
+
+    } else if (jitter > 1.0) {
+        jitter = 1.0;
+
+    } else if (jitter < -1.0) {
+        jitter = -1.0;
+    }
+
+    life = (double) not_after - (double) not_before;
+    at = life * (life <= PG_CERT_SHORT_LIFE ? 1.0 / 2 : 2.0 / 3)
+         + jitter * 0.02 * life;
+
+    return not_before + (time_t) at;
+}
+
+
+time_t
+pg_cert_retry_at(time_t now, unsigned failures, long retry_after)
+{
+    time_t  delay;
+
+    switch (failures) {
+    case 0:
+    case 1:
+        delay = 60;
+        break;
+    case 2:
+        delay = 600;
+        break;
+    case 3:
+        delay = 6000;
+        break;
+    default:
+        delay = PG_CERT_DAY;
+    }
+
+    /* a CA's Retry-After wins when it is later; an absurd one (a bug, a
+     * hostile answer) is held to 30 days rather than forever */
+    if (retry_after > PG_CERT_RETRY_AFTER_MAX) {
+        retry_after = PG_CERT_RETRY_AFTER_MAX;
+    }
+
+    if (retry_after > delay) {
+        delay = retry_after;
+    }
+
+    return now + delay;
+}
+
+
+/* n decimal digits at *p, as *v; p moves past them. */
+static int
+pg_cert_digits(const char **p, int n, int *v)
+{
+    int  i;
+
+    *v = 0;
+
+    for (i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9') {
+            return PG_ERR;
+        }
+
+        *v = *v * 10 + ((*p)[i] - '0');
+    }
+
+    *p += n;
+
+    return PG_OK;
+}
+
+
+/*
+ * An RFC 3339 date-time: "2025-01-02T04:00:00Z", with any fraction of a
+ * second (dropped: a renewal needs no more), "t"/"z" in lowercase, and a
+ * "+hh:mm"/"-hh:mm" offset in place of Z. Nothing else, nothing after.
+ */
+static int
+pg_cert_rfc3339(const char *s, time_t *out)
+{
+    int          year, mon, day, hour, min, sec, oh, om, sign;
+    const char  *p;
+    long long    t;
+
+    p = s;
+
+    if (pg_cert_digits(&p, 4, &year) != PG_OK || *p++ != '-'
+        || pg_cert_digits(&p, 2, &mon) != PG_OK || *p++ != '-'
+        || pg_cert_digits(&p, 2, &day) != PG_OK
+        || (*p != 'T' && *p != 't'))
+    {
+        return PG_ERR;
+    }
+
+    p++;
+
+    if (pg_cert_digits(&p, 2, &hour) != PG_OK || *p++ != ':'
+        || pg_cert_digits(&p, 2, &min) != PG_OK || *p++ != ':'
+        || pg_cert_digits(&p, 2, &sec) != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    if (mon < 1 || mon > 12 || day < 1 || hour > 23 || min > 59 || sec > 60)
+    {
+        return PG_ERR;
+    }
+
+    /* the day against its month's length, leap years included: the days
+     * from this month's first to the next one's */
+    if (day > pg_cert_days(year + (mon == 12), mon % 12 + 1, 1)
+              - pg_cert_days(year, mon, 1))
+    {
+        return PG_ERR;
+    }
+
+    if (*p == '.') {
+        p++;
+
+        if (*p < '0' || *p > '9') {
+            return PG_ERR;
+        }
+
+        while (*p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    t = pg_cert_days(year, mon, day) * PG_CERT_DAY + hour * 3600 + min * 60
+        + sec;
+
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+
+    } else if (*p == '+' || *p == '-') {
+        sign = (*p++ == '-') ? -1 : 1;
+
+        if (pg_cert_digits(&p, 2, &oh) != PG_OK || *p++ != ':'
+            || pg_cert_digits(&p, 2, &om) != PG_OK || oh > 23 || om > 59)
+        {
+            return PG_ERR;
+        }
+
+        /* local time = UTC + offset */
+        t -= sign * (oh * 3600 + om * 60);
+
+    } else {
+        return PG_ERR;
+    }
+
+    if (*p != '\0') {
+        return PG_ERR;
+    }
+
+    *out = (time_t) t;
+
+    return PG_OK;
+}
+
+
+int
+pg_cert_ari_parse(const char *json, size_t len, time_t *start, time_t *end,
+    pg_error_t *err)
+{
+    int           rc;
+    char         *p, shown[41];
+    json_t       *root, *window, *v;
+    time_t        t[2];
+    const char   *key[2] = { "start", "end" };
+    json_error_t  jerr;
+    size_t        i;
+
+    root = json_loadb(json, len, 0, &jerr);
+
+    if (root == NULL) {
+        snprintf(err->text, sizeof(err->text), "renewalInfo is not JSON: %s "
+                 "(line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        return PG_ERR;
+    }
+
+    rc = PG_ERR;
+    window = json_is_object(root) ? json_object_get(root, "suggestedWindow")
+                                  : NULL;
+
+    if (!json_is_object(window)) {
+        snprintf(err->text, sizeof(err->text), "renewalInfo has no "
+                 "suggestedWindow object");
+        goto done;
+    }
+
+    for (i = 0; i < 2; i++) {
+        v = json_object_get(window, key[i]);
+
+        if (!json_is_string(v)) {
+            snprintf(err->text, sizeof(err->text), "renewalInfo's "
+                     "suggestedWindow has no \"%s\" string", key[i]);
+            goto done;
+        }
+
+        if (pg_cert_rfc3339(json_string_value(v), &t[i]) != PG_OK) {
+            /* the CA's text, shown without its control characters */
+            snprintf(shown, sizeof(shown), "%s", json_string_value(v));
+
+            for (p = shown; *p != '\0'; p++) {
+                *p = ((unsigned char) *p < ' ' || *p == 0x7f) ? '?' : *p;
+            }
+
+            snprintf(err->text, sizeof(err->text), "renewalInfo's "
+                     "suggestedWindow.%s \"%s\" is not an RFC 3339 time",
+                     key[i], shown);
+            goto done;
+        }
+    }
+
+    if (t[1] <= t[0]) {
+        snprintf(err->text, sizeof(err->text), "renewalInfo's "
+                 "suggestedWindow ends before it starts, or at its start");
+        goto done;
+    }
+
+    *start = t[0];
+    *end = t[1];
+    rc = PG_OK;
+
+done:
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+time_t
+pg_cert_ari_pick(time_t start, time_t end, time_t now, double u)
+{
+    time_t  t;
+
+    /* u outside [0, 1) (NaN included) counts as 0 */
+    if (!(u >= 0.0 && u < 1.0)) {
+        u = 0.0;
+    }
+
+    t = (end > start) ? start + (time_t) (u * ((double) end - start))
+                      : start;
+
+    /* RFC 9773 section 4.2: a time in the past means now */
+    return (t < now) ? now : t;
 }
