@@ -1,8 +1,9 @@
 
 /*
  * The JSON API (portal_gate_api): GET status, GET and PUT snapshot, GET
- * eval. Every answer is JSON, nginx's own error pages in the API location
- * included (the header and body filters below).
+ * eval; overrides and challenges have files of their own. Every answer is
+ * JSON, nginx's own error pages in the API location included (the header
+ * and body filters below).
  */
 
 
@@ -45,7 +46,8 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
     /*
-     * The path under the API location: "status", "snapshot" or "eval".
+     * The path under the API location: "status", "snapshot", "eval",
+     * "overrides" or "challenges".
      * Under a prefix location it is the rest of the URI; under an exact,
      * regex or named location, the URI's last segment.
      */
@@ -119,6 +121,10 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
         return ngx_http_portal_gate_api_overrides(r, &path);
     }
 
+    if (path.len == 10 && ngx_strncmp(path.data, "challenges", 10) == 0) {
+        return ngx_http_portal_gate_api_challenges(r, &path);
+    }
+
     if (path.len == 8 && ngx_strncmp(path.data, "snapshot", 8) == 0) {
 
         if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
@@ -167,8 +173,8 @@ ngx_http_portal_gate_api_unknown(ngx_http_request_t *r, ngx_str_t *path)
 
     return ngx_http_portal_gate_api_error(r, NGX_HTTP_NOT_FOUND,
                                           "unknown API path \"%V\"; try "
-                                          "status, snapshot, eval or "
-                                          "overrides", path);
+                                          "status, snapshot, eval, "
+                                          "overrides or challenges", path);
 }
 
 
@@ -249,6 +255,8 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
                                ngx_http_portal_gate_json_time(sh->applied_at))
         || json_object_set_new(json, "restored_from_state",
                                json_boolean(sh->restored))
+        || json_object_set_new(json, "challenges",
+               json_integer(ngx_http_portal_gate_challenges_count(sh)))
         || json_object_set_new(zone, "name",
                json_stringn((char *) pmcf->shm_zone->shm.name.data,
                             pmcf->shm_zone->shm.name.len))

@@ -20,6 +20,9 @@ static ngx_int_t ngx_http_portal_gate_off(ngx_http_request_t *r,
     ngx_http_portal_gate_gate_t *gate);
 static void *ngx_http_portal_gate_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_portal_gate_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_portal_gate_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_http_portal_gate_merge_srv_conf(ngx_conf_t *cf,
+    void *parent, void *child);
 static void *ngx_http_portal_gate_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_portal_gate_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -31,9 +34,15 @@ static char *ngx_http_portal_gate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_portal_gate_acme_challenge(ngx_conf_t *cf, void *post,
+    void *data);
 static void ngx_http_portal_gate_cleanup(void *data);
 static ngx_int_t ngx_http_portal_gate_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_portal_gate_init(ngx_conf_t *cf);
+
+
+static ngx_conf_post_t  ngx_http_portal_gate_acme_challenge_post =
+    { ngx_http_portal_gate_acme_challenge };
 
 
 static ngx_command_t  ngx_http_portal_gate_commands[] = {
@@ -80,6 +89,13 @@ static ngx_command_t  ngx_http_portal_gate_commands[] = {
       offsetof(ngx_http_portal_gate_loc_conf_t, api_max_body_size),
       NULL },
 
+    { ngx_string("portal_gate_acme_challenge"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_portal_gate_srv_conf_t, acme_challenge),
+      &ngx_http_portal_gate_acme_challenge_post },
+
       ngx_null_command
 };
 
@@ -91,8 +107,8 @@ static ngx_http_module_t  ngx_http_portal_gate_module_ctx = {
     ngx_http_portal_gate_create_main_conf, /* create main configuration */
     ngx_http_portal_gate_init_main_conf,   /* init main configuration */
 
-    NULL,                                  /* create server configuration */
-    NULL,                                  /* merge server configuration */
+    ngx_http_portal_gate_create_srv_conf,  /* create server configuration */
+    ngx_http_portal_gate_merge_srv_conf,   /* merge server configuration */
 
     ngx_http_portal_gate_create_loc_conf,  /* create location configuration */
     ngx_http_portal_gate_merge_loc_conf    /* merge location configuration */
@@ -314,13 +330,45 @@ ngx_http_portal_gate_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_portal_gate_main_conf_t  *pmcf = conf;
 
-    if (pmcf->shm_zone == NULL && (pmcf->gates || pmcf->apis)) {
+    if (pmcf->shm_zone == NULL && (pmcf->gates || pmcf->apis || pmcf->acme))
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%s\" is used, but no \"portal_gate_zone\" is "
                            "defined in the http block",
-                           pmcf->gates ? "portal_gate" : "portal_gate_api");
+                           pmcf->gates ? "portal_gate"
+                           : pmcf->apis ? "portal_gate_api"
+                           : "portal_gate_acme_challenge");
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_portal_gate_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_http_portal_gate_srv_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_portal_gate_srv_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->acme_challenge = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_portal_gate_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_portal_gate_srv_conf_t  *prev = parent;
+    ngx_http_portal_gate_srv_conf_t  *conf = child;
+
+    ngx_conf_merge_value(conf->acme_challenge, prev->acme_challenge, 0);
 
     return NGX_CONF_OK;
 }
@@ -705,6 +753,28 @@ ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * portal_gate_acme_challenge on: counted, so that the challenge handler is
+ * installed only when some server may use it, and the zone is required.
+ */
+
+static char *
+ngx_http_portal_gate_acme_challenge(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_flag_t  *fp = data;
+
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    if (*fp) {
+        pmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_portal_gate_module);
+        pmcf->acme++;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static void
 ngx_http_portal_gate_cleanup(void *data)
 {
@@ -762,6 +832,10 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_portal_gate_handler;
+
+    if (ngx_http_portal_gate_acme_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     /* every answer of the API is JSON, nginx's own error pages too */
 

@@ -6,6 +6,8 @@
  *   ngx_http_portal_gate_variables.c  $portal_gate_* and $portal_flag_NAME
  *   ngx_http_portal_gate_api.c        the JSON API (portal_gate_api)
  *   ngx_http_portal_gate_overrides.c  kill overrides (the API's overrides)
+ *   ngx_http_portal_gate_acme.c       ACME http-01 challenges: answered at
+ *                                     the edge, set by the API's challenges
  *   ngx_http_portal_gate_zone.c       the shared zone: init, reload, resize,
  *                                     the swap, and each worker's copy
  *   ngx_http_portal_gate_state.c      the state file: read at start,
@@ -26,7 +28,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
-#define NGX_HTTP_PORTAL_GATE_LAYOUT    3
+#define NGX_HTTP_PORTAL_GATE_LAYOUT    4
 
 #define NGX_HTTP_PORTAL_GATE_OFF_STATUS  0
 #define NGX_HTTP_PORTAL_GATE_OFF_NAMED   1
@@ -42,6 +44,11 @@
 
 #define NGX_HTTP_PORTAL_GATE_DEFAULT_ENV  "production"
 
+/* ACME http-01 challenges: the limits of the API's PUT challenges */
+#define NGX_HTTP_PORTAL_GATE_CHALLENGES_MAX    128
+#define NGX_HTTP_PORTAL_GATE_TOKEN_MAX         128
+#define NGX_HTTP_PORTAL_GATE_KEY_AUTH_MAX      256
+
 /*
  * The largest state file read at start: eight times the zone, never less
  * than 1m. The module writes compact JSON, about the blob's size; the
@@ -49,6 +56,17 @@
  */
 #define NGX_HTTP_PORTAL_GATE_STATE_MAX(zone)                                  \
     ngx_max((size_t) (zone) * 8, (size_t) 1024 * 1024)
+
+
+/*
+ * The zone's set of ACME challenges, one slab allocation replaced whole:
+ * n pairs "TOKEN\0KEY_AUTHORIZATION\0", sorted by token.
+ */
+typedef struct {
+    ngx_uint_t                   n;
+    size_t                       size;          /* of data */
+    u_char                       data[1];
+} ngx_http_portal_gate_challenges_t;
 
 
 /* The zone's contents: shpool->data points here. */
@@ -76,6 +94,8 @@ typedef struct {
     ngx_uint_t                   state_failed;
     time_t                       state_written_at;
     u_char                       state_error[NGX_HTTP_PORTAL_GATE_ERR_LEN];
+    ngx_http_portal_gate_challenges_t  *challenges;  /* NULL: none */
+    ngx_uint_t                   challenges_nomem; /* a 507 was logged */
 } ngx_http_portal_gate_shctx_t;
 
 
@@ -108,7 +128,13 @@ typedef struct {
 
     ngx_uint_t                    gates;        /* portal_gate directives */
     ngx_uint_t                    apis;         /* portal_gate_api */
+    ngx_uint_t                    acme;         /* ..._acme_challenge on */
 } ngx_http_portal_gate_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                    acme_challenge;
+} ngx_http_portal_gate_srv_conf_t;
 
 
 typedef struct {
@@ -163,6 +189,15 @@ ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_portal_gate_api_overrides(ngx_http_request_t *r,
     ngx_str_t *path);
 json_t *ngx_http_portal_gate_overrides_json(ngx_http_request_t *r);
+
+/* ngx_http_portal_gate_acme.c */
+ngx_int_t ngx_http_portal_gate_acme_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_portal_gate_api_challenges(ngx_http_request_t *r,
+    ngx_str_t *path);
+ngx_uint_t ngx_http_portal_gate_challenges_count(
+    ngx_http_portal_gate_shctx_t *sh);
+void ngx_http_portal_gate_challenges_carry(ngx_shm_zone_t *shm_zone,
+    ngx_http_portal_gate_zone_ctx_t *octx);
 
 /* ngx_http_portal_gate_zone.c */
 ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,

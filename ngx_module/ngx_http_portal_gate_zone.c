@@ -135,6 +135,10 @@ ngx_http_portal_gate_resized(ngx_shm_zone_t *shm_zone,
 
     rc = ngx_http_portal_gate_carry(shm_zone, octx);
 
+    if (rc == NGX_OK) {
+        ngx_http_portal_gate_challenges_carry(shm_zone, octx);
+    }
+
     ngx_shmtx_unlock(&octx->shpool->mutex);
 
     if (rc == NGX_OK) {
@@ -222,6 +226,9 @@ ngx_http_portal_gate_retire(ngx_cycle_t *cycle)
                           "the controller pushes it again",
                           &zone[i].shm.name);
         }
+
+        /* a PUT challenges moves no generation: copy them again anyway */
+        ngx_http_portal_gate_challenges_carry(&zone[i], octx);
 
         /* the generation moves: an old writer's state file never renames */
         osh->retired = 1;
