@@ -33,6 +33,7 @@ static const struct {
     { "curl_easy_getinfo",        offsetof(pg_curl_t, easy_getinfo) },
     { "curl_easy_perform",        offsetof(pg_curl_t, easy_perform) },
     { "curl_easy_cleanup",        offsetof(pg_curl_t, easy_cleanup) },
+    { "curl_easy_reset",          offsetof(pg_curl_t, easy_reset) },
     { "curl_easy_strerror",       offsetof(pg_curl_t, easy_strerror) },
     { "curl_slist_append",        offsetof(pg_curl_t, slist_append) },
     { "curl_slist_free_all",      offsetof(pg_curl_t, slist_free_all) },
