@@ -1,0 +1,119 @@
+/*
+ * pg_acme.h: an ACME client (RFC 8555) for the staging certificates: an
+ * account (ES256, its key made once), a new order, http-01 challenges that
+ * the caller publishes, finalize with a CSR, the chain; and ARI (RFC 9773)
+ * renewal windows. OpenSSL for the JWS, jansson for JSON, libcurl for
+ * HTTPS (easy handles, blocking).
+ *
+ * Threads: the calls block (an issuance takes seconds), so portal-gated
+ * runs them in a worker thread, never in its loop. They share nothing with
+ * other threads: each call makes its own curl easy handle and frees it,
+ * and keeps no global or static state. One requirement: libcurl must be
+ * loaded and curl_global_init() done before the worker starts, by the main
+ * thread: pg_curl_load() (curl_global_init is not thread-safe). A call
+ * made before that fails with a message saying so; it never loads libcurl
+ * itself.
+ *
+ * Cancel: *conf->cancel (when not NULL) is read between steps, in every
+ * wait and during every transfer (curl's progress callback): once it is
+ * non-zero the call returns PG_ERR, "cancelled", within ~100 ms. Set it
+ * from any thread; the challenges published so far are withdrawn first.
+ *
+ * Errors: PG_OK or PG_ERR with one line in pg_error_t. An ACME problem
+ * document is reported as "TYPE: detail" followed by its subproblems'
+ * "IDENTIFIER: detail" ("urn:ietf:params:acme:error:unauthorized: ...");
+ * an invalid authorization as its challenge's error, the same way;
+ * anything else names what failed ("cannot reach the ACME server
+ * https://...: Couldn't connect to server"). *retry_after is the
+ * Retry-After (seconds) of the answer that failed, 0 when it had none.
+ * Ownership: conf and everything it points to are borrowed for the call;
+ * *chain is new (free()).
+ */
+
+#ifndef PG_ACME_H
+#define PG_ACME_H
+
+#include <stddef.h>             /* size_t */
+#include <time.h>               /* time_t */
+#include <openssl/evp.h>        /* EVP_PKEY */
+#include "portal_gate.h"        /* pg_error_t, PG_OK, PG_ERR */
+
+/* Neither OK nor an error: the CA does not offer what was asked (ARI). */
+#ifndef PG_DECLINED
+#define PG_DECLINED      1
+#endif
+
+#define PG_ACME_TIMEOUT  30     /* default seconds of one HTTPS exchange */
+#define PG_ACME_WAIT     60     /* default seconds for the authorizations,
+                                   then the order, to settle */
+
+/*
+ * Publish (add 1) or withdraw (add 0) an http-01 challenge: the edges
+ * answer GET /.well-known/acme-challenge/TOKEN with key_authorization.
+ * add 1 comes before the CA is asked to validate and must return once the
+ * edges serve it (PG_OK), or PG_ERR with err saying why: the issuance
+ * stops there. add 0 comes once the authorization is settled, valid or
+ * not, and on every way out after an add 1 (errors, cancel); its PG_ERR
+ * is only logged. Called in the issuing thread.
+ */
+typedef int (*pg_acme_challenge_pt)(void *ctx, const char *token,
+    const char *key_authorization, int add, pg_error_t *err);
+
+/* level: pg_conf.h's PG_LOG_DEBUG (0) .. PG_LOG_ERROR (4); one line per
+ * call, no newline. Called in the issuing thread. */
+typedef void (*pg_acme_log_pt)(void *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+typedef struct {
+    const char            *directory;    /* the directory URL, https:// */
+    const char            *ca_file;      /* trust for the ACME server's
+                                            TLS (acme_ca), or NULL: the
+                                            system's */
+    const char            *account_key;  /* PEM path: made (ECDSA P-256,
+                                            0600) when absent; its folder
+                                            must exist */
+    const char *const     *contact;      /* URLs ("mailto:ops@x"), given
+                                            when the account is made */
+    size_t                 ncontact;
+    const char            *profile;      /* or NULL: sent only when the
+                                            directory lists profiles; one
+                                            it does not list is an error
+                                            naming those it does */
+    const char            *replaces;     /* ARI id of the certificate this
+                                            one renews, or NULL: sent only
+                                            when the directory has
+                                            renewalInfo */
+    long                   timeout;      /* seconds of one exchange; 0:
+                                            PG_ACME_TIMEOUT */
+    long                   wait;         /* seconds the authorizations,
+                                            then the order, may take to
+                                            settle; 0: PG_ACME_WAIT */
+    pg_acme_challenge_pt   challenge;    /* required by pg_acme_issue */
+    pg_acme_log_pt         log;          /* or NULL */
+    void                  *ctx;          /* for challenge and log */
+    volatile int          *cancel;       /* or NULL */
+} pg_acme_conf_t;
+
+/*
+ * Issue a certificate for names[0..n) (DNS names; the first is also the
+ * CSR's CN) and cert_key (the key the certificate is for, not the
+ * account's): directory, account (the same key finds the same account),
+ * order, one http-01 challenge per pending authorization, finalize,
+ * download. PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then
+ * the intermediates) and *len. PG_ERR: err and *retry_after as above.
+ */
+int pg_acme_issue(const pg_acme_conf_t *conf, char *const *names, size_t n,
+    EVP_PKEY *cert_key, char **chain, size_t *len, long *retry_after,
+    pg_error_t *err);
+
+/*
+ * ARI (RFC 9773): the suggested renewal window of the certificate whose
+ * ARI id (pg_cert_info_t.ari_id) is given, in *start and *end. PG_OK;
+ * PG_DECLINED when the directory has no renewalInfo (renew by the
+ * lifetime rule); PG_ERR as above. *retry_after: the answer's
+ * Retry-After, when to ask again (also on PG_OK), 0 when none.
+ */
+int pg_acme_renewal_info(const pg_acme_conf_t *conf, const char *ari_id,
+    time_t *start, time_t *end, long *retry_after, pg_error_t *err);
+
+#endif /* PG_ACME_H */

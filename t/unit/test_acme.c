@@ -1,0 +1,610 @@
+/*
+ * test_acme.c: the ACME client's parts that need no CA (pg_acme_msg.c):
+ * the JWS as a CA checks it (ES256 over protected.payload, r||s verified
+ * after conversion back to DER), RFC 7638 thumbprints against the RFCs'
+ * published examples, problem documents as an operator reads them,
+ * profiles and renewalInfo from recorded directories, Retry-After; and
+ * what pg_acme_issue() says before any network: libcurl not loaded, an
+ * http:// directory, a bad account key, the key made at 0600, a CA that
+ * is not there, a cancel. t/unit-acme-pebble.t does the rest against
+ * pebble. TAP on stdout.
+ */
+
+#include <stdio.h>              /* printf, snprintf */
+#include <stdlib.h>             /* free, malloc */
+#include <string.h>             /* strcmp, strstr, strlen, memcmp */
+#include <sys/stat.h>           /* stat, mkdir */
+#include <unistd.h>             /* rmdir, unlink */
+#include <openssl/bn.h>         /* BN_bin2bn */
+#include <openssl/ec.h>         /* ECDSA_SIG */
+#include <openssl/evp.h>        /* EVP_EC_gen, EVP_DigestVerify */
+#include <openssl/sha.h>        /* SHA256 */
+#include "pg_acme.h"            /* pg_acme_issue, pg_acme_renewal_info */
+#include "pg_acme_private.h"    /* what is tested here */
+#include "pg_b64.h"             /* pg_b64url_encode */
+#include "pg_cert.h"            /* pg_cert_key_*, pg_cert_write_file */
+#include "pg_curl.h"            /* pg_curl_load */
+#include "tap.h"                /* t_ok, t_diag */
+
+
+/* Let's Encrypt's production directory as it answers since profiles came
+ * (its keys sorted, as Go writes them, with its random entry). */
+static const char *le_directory =
+    "{\"Ao7JhnNrO4c\": \"https://community.letsencrypt.org/t/adding-random-"
+    "entries-to-the-directory/33417\","
+    " \"keyChange\": \"https://acme-v02.api.letsencrypt.org/acme/key-change\","
+    " \"meta\": {\"caaIdentities\": [\"letsencrypt.org\"],"
+    "  \"profiles\": {"
+    "   \"classic\": \"https://letsencrypt.org/docs/profiles#classic\","
+    "   \"shortlived\": \"https://letsencrypt.org/docs/profiles#shortlived\","
+    "   \"tlsserver\": \"https://letsencrypt.org/docs/profiles#tlsserver\"},"
+    "  \"termsOfService\": \"https://letsencrypt.org/documents/LE-SA-v1.5-"
+    "February-24-2025.pdf\","
+    "  \"website\": \"https://letsencrypt.org\"},"
+    " \"newAccount\": \"https://acme-v02.api.letsencrypt.org/acme/new-acct\","
+    " \"newNonce\": \"https://acme-v02.api.letsencrypt.org/acme/new-nonce\","
+    " \"newOrder\": \"https://acme-v02.api.letsencrypt.org/acme/new-order\","
+    " \"renewalInfo\": \"https://acme-v02.api.letsencrypt.org/draft-ietf-"
+    "acme-ari-03/renewalInfo\","
+    " \"revokeCert\": \"https://acme-v02.api.letsencrypt.org/acme/revoke-"
+    "cert\"}";
+
+/* Debian bookworm's pebble 2.4: no profiles, no renewalInfo. */
+static const char *pebble_directory =
+    "{\"keyChange\": \"https://127.0.0.1:14000/rollover-account-key\","
+    " \"meta\": {\"externalAccountRequired\": false,"
+    "  \"termsOfService\": \"data:text/plain,Do%20what%20thou%20wilt\"},"
+    " \"newAccount\": \"https://127.0.0.1:14000/sign-me-up\","
+    " \"newNonce\": \"https://127.0.0.1:14000/nonce-plz\","
+    " \"newOrder\": \"https://127.0.0.1:14000/order-plz\","
+    " \"revokeCert\": \"https://127.0.0.1:14000/revoke-cert\"}";
+
+
+/* base64url without padding, decoded (new; NULL if it is not) */
+static unsigned char *
+b64url_decode(const char *in, size_t *n)
+{
+    int             v, bits;
+    size_t          i, len;
+    unsigned int    acc;
+    unsigned char  *out;
+    const char     *p;
+
+    static const char  abc[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    len = strlen(in);
+    out = malloc(len + 1);
+    acc = 0;
+    bits = 0;
+    *n = 0;
+
+    for (i = 0; i < len; i++) {
+        p = strchr(abc, in[i]);
+
+        if (p == NULL || in[i] == '\0') {
+            free(out);
+            return NULL;
+        }
+
+        v = (int) (p - abc);
+        acc = (acc << 6) | (unsigned int) v;
+        bits += 6;
+
+        if (bits >= 8) {
+            bits -= 8;
+            out[(*n)++] = (unsigned char) (acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+
+    out[*n] = '\0';
+
+    return out;
+}
+
+
+/* A flattened JWS split into its decoded parts (new), and the signature
+ * checked as a CA checks it: r||s back to DER, ES256 over the input. */
+static int
+jws_verify(const char *text, EVP_PKEY *key, json_t **prot, char **payload,
+    size_t *siglen)
+{
+    int                   ok;
+    char                 *input;
+    json_t               *jws;
+    size_t                n, dlen;
+    BIGNUM               *r, *s;
+    ECDSA_SIG            *es;
+    EVP_MD_CTX           *md;
+    unsigned char        *raw, *sig, *der, *p;
+    const char           *p64, *y64, *s64;
+
+    *prot = NULL;
+    *payload = NULL;
+    *siglen = 0;
+
+    jws = json_loads(text, 0, NULL);
+    p64 = json_string_value(json_object_get(jws, "protected"));
+    y64 = json_string_value(json_object_get(jws, "payload"));
+    s64 = json_string_value(json_object_get(jws, "signature"));
+
+    if (p64 == NULL || y64 == NULL || s64 == NULL
+        || json_object_size(jws) != 3)
+    {
+        json_decref(jws);
+        return 0;
+    }
+
+    raw = b64url_decode(p64, &n);
+    *prot = raw ? json_loadb((char *) raw, n, 0, NULL) : NULL;
+    free(raw);
+    *payload = (char *) b64url_decode(y64, &n);
+    sig = b64url_decode(s64, siglen);
+
+    ok = 0;
+
+    if (sig != NULL && *siglen == 64) {
+        r = BN_bin2bn(sig, 32, NULL);
+        s = BN_bin2bn(sig + 32, 32, NULL);
+        es = ECDSA_SIG_new();
+        ECDSA_SIG_set0(es, r, s);
+        der = NULL;
+        dlen = (size_t) i2d_ECDSA_SIG(es, NULL);
+        der = malloc(dlen);
+        p = der;
+        i2d_ECDSA_SIG(es, &p);
+
+        input = malloc(strlen(p64) + 1 + strlen(y64) + 1);
+        sprintf(input, "%s.%s", p64, y64);
+
+        md = EVP_MD_CTX_new();
+        ok = EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1
+             && EVP_DigestVerify(md, der, dlen, (unsigned char *) input,
+                                 strlen(input)) == 1;
+
+        EVP_MD_CTX_free(md);
+        free(input);
+        free(der);
+        ECDSA_SIG_free(es);
+    }
+
+    free(sig);
+    json_decref(jws);
+
+    return ok;
+}
+
+
+static void
+test_jws(void)
+{
+    int         ok, all;
+    char       *jws, *payload, *text;
+    json_t     *jwk, *prot, *j;
+    size_t      siglen, i;
+    EVP_PKEY   *key, *other, *rsa;
+    pg_error_t  err;
+
+    key = EVP_EC_gen("P-256");
+    other = EVP_EC_gen("P-256");
+
+    jwk = pg_acme_jwk_new(key, &err);
+    t_ok(jwk != NULL, "the JWK of a P-256 key");
+    t_ok(jwk != NULL && json_object_size(jwk) == 4
+         && strcmp(json_string_value(json_object_get(jwk, "kty")), "EC") == 0
+         && strcmp(json_string_value(json_object_get(jwk, "crv")), "P-256")
+            == 0
+         && strlen(json_string_value(json_object_get(jwk, "x"))) == 43
+         && strlen(json_string_value(json_object_get(jwk, "y"))) == 43,
+         "JWK: kty EC, crv P-256, x and y of 32 bytes (43 characters)");
+
+    /* newAccount: the jwk goes in the protected header */
+    jws = pg_acme_jws(key, jwk, NULL, "nonce-1", "https://ca/new-acct",
+                      "{\"termsOfServiceAgreed\":true}", &err);
+    t_ok(jws != NULL, "a JWS with jwk");
+    ok = jws && jws_verify(jws, key, &prot, &payload, &siglen);
+    t_ok(ok, "its ES256 signature verifies (r||s back to DER)");
+    t_ok(siglen == 64, "the signature is r||s, 64 bytes (%zu)", siglen);
+    t_ok(prot != NULL
+         && strcmp(json_string_value(json_object_get(prot, "alg")), "ES256")
+            == 0
+         && strcmp(json_string_value(json_object_get(prot, "nonce")),
+                   "nonce-1") == 0
+         && strcmp(json_string_value(json_object_get(prot, "url")),
+                   "https://ca/new-acct") == 0
+         && json_equal(json_object_get(prot, "jwk"), jwk)
+         && json_object_get(prot, "kid") == NULL,
+         "protected: alg ES256, nonce, url, the jwk and no kid");
+    t_ok(payload != NULL
+         && strcmp(payload, "{\"termsOfServiceAgreed\":true}") == 0,
+         "payload: the JSON text as given");
+    json_decref(prot);
+    free(payload);
+
+    if (jws != NULL) {
+        ok = jws_verify(jws, other, &prot, &payload, &siglen);
+        t_ok(!ok, "another key does not verify it");
+        json_decref(prot);
+        free(payload);
+
+        /* a byte of the payload changed: the signature no longer holds */
+        j = json_loads(jws, 0, NULL);
+        text = (char *) json_string_value(json_object_get(j, "payload"));
+        text[1] = text[1] == 'A' ? 'B' : 'A';
+        free(jws);
+        jws = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        ok = jws_verify(jws, key, &prot, &payload, &siglen);
+        t_ok(!ok, "a changed payload does not verify");
+        json_decref(prot);
+        free(payload);
+    }
+
+    free(jws);
+
+    /* after newAccount: kid, no jwk; POST-as-GET: an empty payload */
+    jws = pg_acme_jws(key, jwk, "https://ca/acct/7", "nonce-2",
+                      "https://ca/authz/1", NULL, &err);
+    ok = jws && jws_verify(jws, key, &prot, &payload, &siglen);
+    t_ok(ok, "a POST-as-GET with kid verifies");
+    t_ok(prot != NULL
+         && strcmp(json_string_value(json_object_get(prot, "kid")),
+                   "https://ca/acct/7") == 0
+         && json_object_get(prot, "jwk") == NULL,
+         "protected: the kid and no jwk");
+    t_ok(payload != NULL && payload[0] == '\0' && jws != NULL
+         && strstr(jws, "\"payload\":\"\"") != NULL,
+         "POST-as-GET: the payload is empty, not {}");
+    json_decref(prot);
+    free(payload);
+    free(jws);
+
+    /* one signature in 128 has an r or s below 2^248: its leading zero
+     * byte must be kept, or a CA refuses that request at random */
+    all = 1;
+
+    for (i = 0; i < 600; i++) {
+        char  url[64];
+
+        snprintf(url, sizeof(url), "https://ca/order/%zu", i);
+        jws = pg_acme_jws(key, jwk, "https://ca/acct/7", "n", url, "{}",
+                          &err);
+        ok = jws && jws_verify(jws, key, &prot, &payload, &siglen)
+             && siglen == 64;
+        json_decref(prot);
+        free(payload);
+        free(jws);
+
+        if (!ok) {
+            all = 0;
+            t_diag("signature %zu did not verify", i);
+            break;
+        }
+    }
+
+    t_ok(all, "600 signatures in a row verify (short r and s padded)");
+
+    /* an RSA account key is refused, with a reason */
+    rsa = pg_cert_key_new(PG_CERT_KEY_RSA, &err);
+    j = pg_acme_jwk_new(rsa, &err);
+    t_ok(j == NULL && strstr(err.text, "P-256") != NULL,
+         "an RSA account key is refused: %s", err.text);
+    json_decref(j);
+    EVP_PKEY_free(rsa);
+
+    json_decref(jwk);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(other);
+}
+
+
+static void
+test_thumbprint(void)
+{
+    char            thumb[PG_ACME_THUMB_LEN], want[PG_ACME_THUMB_LEN];
+    json_t         *jwk;
+    pg_error_t      err;
+    const char     *canon;
+    unsigned char   md[SHA256_DIGEST_LENGTH];
+
+    /* RFC 7638 3.1: the RSA key of RFC 7517 A.1, with alg and kid (not
+     * hashed) */
+    jwk = json_loads(
+        "{\"kty\": \"RSA\", \"n\": \"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2a"
+        "iAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCi"
+        "FV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65"
+        "YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn"
+        "1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-"
+        "G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw\", \"e\": \"AQAB\","
+        " \"alg\": \"RS256\", \"kid\": \"2011-04-29\"}", 0, NULL);
+    t_ok(pg_acme_thumbprint(jwk, thumb, &err) == PG_OK
+         && strcmp(thumb, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs") == 0,
+         "RFC 7638 3.1's example: %s", thumb);
+    json_decref(jwk);
+
+    /* RFC 8037 A.3: an OKP key, members given out of order */
+    jwk = json_loads("{\"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\","
+                     " \"kty\": \"OKP\", \"crv\": \"Ed25519\"}", 0, NULL);
+    t_ok(pg_acme_thumbprint(jwk, thumb, &err) == PG_OK
+         && strcmp(thumb, "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k") == 0,
+         "RFC 8037 A.3's example: %s", thumb);
+    json_decref(jwk);
+
+    /* EC: crv, kty, x, y in that order whatever the JWK's, extra members
+     * left out; computed independently here */
+    jwk = json_loads("{\"y\": \"YYY\", \"use\": \"sig\", \"x\": \"XXX\","
+                     " \"kty\": \"EC\", \"kid\": \"k\", \"crv\": \"P-256\"}",
+                     0, NULL);
+    canon = "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"XXX\",\"y\":\"YYY\"}";
+    SHA256((const unsigned char *) canon, strlen(canon), md);
+    pg_b64url_encode(md, sizeof(md), want, sizeof(want));
+    t_ok(pg_acme_thumbprint(jwk, thumb, &err) == PG_OK
+         && strcmp(thumb, want) == 0,
+         "EC: the required members sorted, the others left out");
+    json_decref(jwk);
+
+    jwk = json_loads("{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\": \"X\"}",
+                     0, NULL);
+    t_ok(pg_acme_thumbprint(jwk, thumb, &err) == PG_ERR
+         && strstr(err.text, "\"y\"") != NULL,
+         "an EC JWK without y is refused: %s", err.text);
+    json_decref(jwk);
+}
+
+
+static void
+test_problem(void)
+{
+    char        type[128];
+    pg_error_t  err;
+    const char *doc;
+
+    /* RFC 8555 6.7.1's example */
+    doc = "{\"type\": \"urn:ietf:params:acme:error:malformed\","
+          " \"detail\": \"Some of the identifiers requested were rejected\","
+          " \"subproblems\": ["
+          "  {\"type\": \"urn:ietf:params:acme:error:malformed\","
+          "   \"detail\": \"Invalid underscore in DNS name \\\"_example.org\\\"\","
+          "   \"identifier\": {\"type\": \"dns\", \"value\": \"_example.org\"}},"
+          "  {\"type\": \"urn:ietf:params:acme:error:rejectedIdentifier\","
+          "   \"detail\": \"This CA will not issue for \\\"example.net\\\"\","
+          "   \"identifier\": {\"type\": \"dns\", \"value\": \"example.net\"}}"
+          " ]}";
+    pg_acme_problem(doc, strlen(doc), 403, "https://ca/new-order", type,
+                    sizeof(type), &err);
+    t_ok(strcmp(err.text, "urn:ietf:params:acme:error:malformed: Some of the "
+                "identifiers requested were rejected; _example.org: Invalid "
+                "underscore in DNS name \"_example.org\"; example.net: This "
+                "CA will not issue for \"example.net\"") == 0,
+         "a problem with subproblems: %s", err.text);
+    t_ok(strcmp(type, "urn:ietf:params:acme:error:malformed") == 0,
+         "its type is given back");
+
+    doc = "{\"type\":\"urn:ietf:params:acme:error:badNonce\","
+          "\"detail\":\"JWS has an invalid anti-replay nonce: \\\"x\\\"\","
+          "\"status\":400}";
+    pg_acme_problem(doc, strlen(doc), 400, "https://ca/x", type,
+                    sizeof(type), &err);
+    t_ok(strcmp(type, "urn:ietf:params:acme:error:badNonce") == 0
+         && strcmp(err.text, "urn:ietf:params:acme:error:badNonce: JWS has "
+                   "an invalid anti-replay nonce: \"x\"") == 0,
+         "badNonce: %s", err.text);
+
+    doc = "{\"type\":\"urn:ietf:params:acme:error:rateLimited\","
+          "\"detail\":\"too many certificates\\nalready issued\\r\"}";
+    pg_acme_problem(doc, strlen(doc), 429, "https://ca/x", NULL, 0, &err);
+    t_ok(strchr(err.text, '\n') == NULL && strchr(err.text, '\r') == NULL
+         && strstr(err.text, "rateLimited: too many certificates already "
+                   "issued") != NULL
+         && err.text[strlen(err.text) - 1] == 'd',
+         "a detail on several lines is one line: %s", err.text);
+
+    doc = "{\"type\":\"urn:ietf:params:acme:error:serverInternal\"}";
+    pg_acme_problem(doc, strlen(doc), 500, "https://ca/x", NULL, 0, &err);
+    t_ok(strcmp(err.text, "urn:ietf:params:acme:error:serverInternal (HTTP "
+                "500 from https://ca/x)") == 0,
+         "no detail: the type and the status: %s", err.text);
+
+    doc = "<html><body>502 Bad Gateway</body></html>";
+    pg_acme_problem(doc, strlen(doc), 502, "https://ca/directory", type,
+                    sizeof(type), &err);
+    t_ok(strcmp(err.text, "HTTP 502 from https://ca/directory") == 0
+         && type[0] == '\0',
+         "not a problem document: %s", err.text);
+
+    pg_acme_problem(NULL, 0, 503, "https://ca/directory", NULL, 0, &err);
+    t_ok(strcmp(err.text, "HTTP 503 from https://ca/directory") == 0,
+         "no body: %s", err.text);
+}
+
+
+static void
+test_directory(void)
+{
+    json_t      *le, *pebble;
+    pg_error_t   err;
+    const char  *send;
+
+    le = json_loads(le_directory, 0, NULL);
+    pebble = json_loads(pebble_directory, 0, NULL);
+    t_ok(le != NULL && pebble != NULL, "the recorded directories parse");
+
+    t_ok(pg_acme_dir_profile(le, "tlsserver", &send, &err) == PG_OK
+         && send != NULL && strcmp(send, "tlsserver") == 0,
+         "a listed profile is sent");
+    t_ok(pg_acme_dir_profile(le, "shortlived", &send, &err) == PG_OK
+         && send != NULL && strcmp(send, "shortlived") == 0,
+         "shortlived is sent");
+    t_ok(pg_acme_dir_profile(le, NULL, &send, &err) == PG_OK && send == NULL,
+         "no profile asked: none sent");
+    t_ok(pg_acme_dir_profile(le, "", &send, &err) == PG_OK && send == NULL,
+         "an empty profile: none sent");
+    t_ok(pg_acme_dir_profile(le, "short", &send, &err) == PG_ERR
+         && strcmp(err.text, "the ACME server offers no profile \"short\"; "
+                   "it offers: classic, shortlived, tlsserver") == 0,
+         "an unknown profile is refused with the list: %s", err.text);
+    t_ok(pg_acme_dir_profile(pebble, "tlsserver", &send, &err) == PG_OK
+         && send == NULL,
+         "a CA that lists no profiles: the profile is not sent");
+
+    t_ok(pg_acme_dir_renewal_info(le) != NULL
+         && strcmp(pg_acme_dir_renewal_info(le), "https://acme-v02.api."
+                   "letsencrypt.org/draft-ietf-acme-ari-03/renewalInfo") == 0,
+         "Let's Encrypt's directory has renewalInfo");
+    t_ok(pg_acme_dir_renewal_info(pebble) == NULL,
+         "pebble 2.4's has none");
+
+    json_decref(le);
+    json_decref(pebble);
+}
+
+
+static void
+test_retry_after(void)
+{
+    time_t  now;
+
+    now = 784111777;    /* Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110) */
+
+    t_ok(pg_acme_retry_after("120", now) == 120, "Retry-After: 120");
+    t_ok(pg_acme_retry_after(" 3 ", now) == 3, "Retry-After with spaces");
+    t_ok(pg_acme_retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now) == 120,
+         "Retry-After as an HTTP-date: seconds from now");
+    t_ok(pg_acme_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now) == 0,
+         "an HTTP-date past: 0");
+    t_ok(pg_acme_retry_after("soon", now) == -1, "garbage: -1");
+    t_ok(pg_acme_retry_after("12abc", now) == -1, "a number and garbage: -1");
+}
+
+
+static int
+no_challenge(void *ctx, const char *token, const char *key_authorization,
+    int add, pg_error_t *err)
+{
+    (void) ctx;
+    (void) token;
+    (void) key_authorization;
+    (void) add;
+    (void) err;
+
+    return PG_OK;
+}
+
+
+/* Before any network: curl not loaded, a bad directory URL, the account
+ * key made or refused, no CA there, a cancel. */
+static void
+test_issue_offline(void)
+{
+    int             rc;
+    char            dir[] = "/tmp/test-acme-XXXXXX", path[256], rsa_path[256];
+    char           *chain, *pem, *names[1];
+    long            retry_after;
+    size_t          len;
+    time_t          start, end;
+    EVP_PKEY       *cert_key, *key, *rsa;
+    struct stat     st, st2;
+    pg_error_t      err;
+    volatile int    cancel;
+    pg_acme_conf_t  conf;
+
+    t_ok(mkdtemp(dir) != NULL, "a scratch folder");
+    snprintf(path, sizeof(path), "%s/account.key", dir);
+    snprintf(rsa_path, sizeof(rsa_path), "%s/rsa.key", dir);
+
+    names[0] = "a.test";
+    cert_key = EVP_EC_gen("P-256");
+
+    memset(&conf, 0, sizeof(conf));
+    conf.directory = "https://127.0.0.1:1/dir";     /* nothing listens */
+    conf.account_key = path;
+    conf.challenge = no_challenge;
+    conf.timeout = 5;
+
+    rc = pg_acme_issue(&conf, names, 1, cert_key, &chain, &len, &retry_after,
+                       &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "pg_curl_load()") != NULL,
+         "before libcurl is loaded: %s", err.text);
+
+    t_ok(pg_curl_load(&err) == PG_OK, "libcurl loads");
+
+    conf.directory = "http://127.0.0.1:1/dir";
+    rc = pg_acme_issue(&conf, names, 1, cert_key, &chain, &len, &retry_after,
+                       &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "https://") != NULL,
+         "an http:// directory is refused: %s", err.text);
+
+    /* an RSA account key is refused before the CA is asked */
+    rsa = pg_cert_key_new(PG_CERT_KEY_RSA, &err);
+    rc = pg_cert_key_pem(rsa, &pem, &len, &err);
+    rc = rc == PG_OK ? pg_cert_write_file(rsa_path, pem, len, 0600, &err)
+                     : rc;
+    free(pem);
+    EVP_PKEY_free(rsa);
+    conf.account_key = rsa_path;
+    conf.directory = "https://127.0.0.1:1/dir";
+    rc = pg_acme_issue(&conf, names, 1, cert_key, &chain, &len, &retry_after,
+                       &err);
+    t_ok(rc == PG_ERR && strstr(err.text, rsa_path) != NULL
+         && strstr(err.text, "P-256") != NULL,
+         "an RSA account key is refused: %s", err.text);
+
+    /* no account key yet: made at 0600, even though the CA is not there */
+    conf.account_key = path;
+    rc = pg_acme_issue(&conf, names, 1, cert_key, &chain, &len, &retry_after,
+                       &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "cannot reach the ACME server")
+         != NULL && strstr(err.text, "https://127.0.0.1:1/dir") != NULL,
+         "no CA there: %s", err.text);
+    t_ok(retry_after == 0, "no Retry-After without an answer");
+    memset(&st, 0, sizeof(st));
+    rc = stat(path, &st);
+    t_ok(rc == 0 && (st.st_mode & 0777) == 0600,
+         "the account key was made, mode 0600 (%o)", st.st_mode & 0777);
+    key = pg_cert_key_load(path, &err);
+    t_ok(key != NULL && EVP_PKEY_get_base_id(key) == EVP_PKEY_EC,
+         "it is an EC key");
+    EVP_PKEY_free(key);
+
+    rc = pg_acme_issue(&conf, names, 1, cert_key, &chain, &len, &retry_after,
+                       &err);
+    t_ok(stat(path, &st2) == 0 && st2.st_ino == st.st_ino
+         && st2.st_mtime == st.st_mtime,
+         "the next call reuses it, untouched");
+
+    rc = pg_acme_renewal_info(&conf, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
+                              &start, &end, &retry_after, &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "cannot reach") != NULL,
+         "renewal_info, no CA there: %s", err.text);
+
+    cancel = 1;
+    conf.cancel = &cancel;
+    rc = pg_acme_issue(&conf, names, 1, cert_key, &chain, &len, &retry_after,
+                       &err);
+    t_ok(rc == PG_ERR && strcmp(err.text, "cancelled") == 0,
+         "cancelled: %s", err.text);
+
+    EVP_PKEY_free(cert_key);
+    unlink(path);
+    unlink(rsa_path);
+    rmdir(dir);
+}
+
+
+int
+main(void)
+{
+    test_jws();
+    test_thumbprint();
+    test_problem();
+    test_directory();
+    test_retry_after();
+    test_issue_offline();
+
+    pg_curl_unload();
+
+    printf("1..%d\n", t_count);
+
+    return t_failed ? 1 : 0;
+}
