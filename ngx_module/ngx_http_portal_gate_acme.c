@@ -238,7 +238,7 @@ ngx_http_portal_gate_api_challenges(ngx_http_request_t *r, ngx_str_t *path)
 }
 
 
-/* The zone's challenges, count; under the zone's lock. */
+/* How many challenges the zone holds; under the zone's lock. */
 
 ngx_uint_t
 ngx_http_portal_gate_challenges_count(ngx_http_portal_gate_shctx_t *sh)
