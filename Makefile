@@ -42,10 +42,15 @@ LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
                controller/pg_conf_cert.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c \
-               controller/pg_ctl_direct.c $(LIB_SRCS)
+               controller/pg_ctl_direct.c controller/pg_ctl_cert.c \
+               $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_compose.c \
-               controller/pgd_edges.c controller/pgd_beat.c $(LIB_SRCS)
+               controller/pgd_edges.c controller/pgd_beat.c \
+               controller/pgd_certs.c controller/pgd_challenges.c \
+               controller/pg_cert.c controller/pg_cert_install.c \
+               controller/pg_acme.c controller/pg_acme_msg.c \
+               controller/pg_b64.c $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller
@@ -53,6 +58,8 @@ CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
 # (controller/pg_curl.h: linked, it cost every run ~20 ms to load); its
 # headers (libcurl4-openssl-dev) still give the types. dlopen is in libc.
 CTL_LIBS    := -lhiredis $(CORE_LIBS)
+# portal-gated also issues certificates: OpenSSL, and a worker thread
+GATED_LIBS  := $(CTL_LIBS) -lssl -lcrypto -lpthread
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev libssl-dev
@@ -101,14 +108,14 @@ gated: deps $(BUILD)/portal-gated
 
 $(BUILD)/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@.tmp
+	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(GATED_SRCS) $(GATED_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
 $(BUILD)/asan/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
                             $(CORE_HDRS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
-	    $(CORE_SRCS) $(GATED_SRCS) $(CTL_LIBS) -o $@.tmp
+	    $(CORE_SRCS) $(GATED_SRCS) $(GATED_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
 $(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
@@ -149,7 +156,8 @@ $(BUILD)/test-compose: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
 # the certificates' toolbox and the ACME client (controller/pg_cert*.c,
 # pg_acme.c), under the sanitizers; OpenSSL is linked, libcurl dlopen()ed
 CERT_SRCS   := controller/pg_cert.c controller/pg_b64.c
-ACME_SRCS   := controller/pg_acme.c controller/pg_curl.c $(CERT_SRCS)
+ACME_SRCS   := controller/pg_acme.c controller/pg_acme_msg.c \
+               controller/pg_curl.c $(CERT_SRCS)
 CERT_LIBS   := -lssl -lcrypto $(CORE_LIBS)
 
 $(BUILD)/test-cert: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(CERT_SRCS) \
@@ -163,6 +171,13 @@ $(BUILD)/test-acme: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(ACME_SRCS) \
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) $(ACME_SRCS) \
 	    t/unit/test_acme.c $(CERT_LIBS) -o $@
+
+# pg_acme_issue() against a real pebble, for t/unit-acme-pebble.t
+$(BUILD)/test-acme-issue: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(ACME_SRCS) \
+                          t/unit/acme_issue.c
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) $(ACME_SRCS) \
+	    t/unit/acme_issue.c $(CERT_LIBS) -o $@
 
 $(BUILD)/test-core: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_core.c \
                     t/unit/tap.h

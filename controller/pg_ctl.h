@@ -96,6 +96,8 @@ int pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_delete(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
+int pg_ctl_cert(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
+    int argc, char **argv);
 int pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_store_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag,

@@ -15,9 +15,16 @@
  *                    kill overrides an edge lists
  *   pgd_beat.c       liveness: the beat in Redis (P"controllers") at
  *                    every tick, removed at a clean exit
+ *   pgd_certs.c      the staging certificates: placeholders, when each
+ *                    renews, the worker thread that issues and installs
+ *                    (ACME or the local CA), their status in Redis
+ *   pgd_challenges.c the ACME http-01 tokens: from Redis to every edge
  *
  * Nothing here blocks on an edge: every edge request runs in the multi
- * handle, and the loop only waits in curl_multi_poll().
+ * handle, and the loop only waits in curl_multi_poll(). Nothing blocks on
+ * a CA either: an issuance runs in the certificates' worker thread
+ * (pgd_worker_t), which shares with the loop only what pgd_worker_t
+ * holds, under its lock.
  *
  * Ownership: the daemon (pgd_t) owns its Redis contexts, the multi handle,
  * the edges and their requests, the last good snapshot, the seed and the
@@ -28,7 +35,9 @@
 #ifndef PGD_H
 #define PGD_H
 
+#include <pthread.h>            /* the certificates' worker */
 #include <signal.h>             /* sig_atomic_t */
+#include <time.h>               /* time_t */
 #include <stdint.h>             /* int64_t, uint64_t */
 #include <curl/curl.h>          /* CURLM, CURLcode */
 #include <hiredis/hiredis.h>    /* redisContext */
@@ -37,6 +46,7 @@
 #include "pg_conf.h"            /* pg_conf_t, PG_LOG_* */
 #include "pg_ctl_store.h"       /* pg_store_t */
 #include "pg_edge.h"            /* pg_edge_t, pg_edge_req_t */
+#include "pg_cert.h"            /* pg_cert_info_t */
 
 
 #define PGD_CONF_DEFAULT      "/etc/portal-gate/portal-gated.conf"
@@ -95,6 +105,25 @@
 #define PGD_SEED_ASKING       1         /* GET snapshot to each edge */
 #define PGD_SEED_SETTLED      2         /* an edge answered, or none could */
 
+/* The certificates' worker: what it is doing. */
+#define PGD_JOB_IDLE          0
+#define PGD_JOB_GIVEN         1         /* the worker has it */
+#define PGD_JOB_DONE          2         /* its result waits for the loop */
+
+#define PGD_JOB_ISSUE         1         /* obtain and install */
+#define PGD_JOB_ARI           2         /* ask the CA's renewalInfo */
+
+#define PGD_ARI_EVERY         (6 * 3600)    /* s: renewalInfo asked again */
+#define PGD_CHALLENGE_WAIT_MS 10000     /* for the edges to hold a token */
+#define PGD_CHALLENGE_TIMEOUT_MS 2000   /* PUT challenges to an edge */
+
+/* Redis keys (include/pg_store.h), after the prefix */
+#define PGD_KEY_CHALLENGES    "acme:challenges"
+#define PGD_KEY_CERTS         "certs"
+#define PGD_KEY_CERT_RENEW    "cert:renew"
+#define PGD_MSG_CHALLENGES    "acme-challenges"
+#define PGD_MSG_CERT_RENEW    "cert-renew"
+
 /* The note key (pgd_compose()) of an environment the read could not read,
  * before its name. */
 #define PGD_NOTE_UNREAD       "unread:"
@@ -116,6 +145,61 @@ typedef struct {
     char     *data;
     json_t   *json;             /* the snapshot itself: one reference */
 } pgd_body_t;
+
+/* A certificate of the config, as the loop knows it. */
+typedef struct {
+    pg_conf_cert_t  conf;
+    time_t          next_at;        /* the next attempt */
+    const char     *next_why;       /* "first issuance", "renewal", ... */
+    unsigned        failures;       /* in a row */
+    char            last_error[512];    /* "" after a success */
+    time_t          last_error_at;
+    time_t          issued_at;      /* installed by this daemon; 0 */
+    int             have_info;      /* info is the installed certificate */
+    int             placeholder;    /* it is the first-start placeholder */
+    pg_cert_info_t  info;
+    time_t          ari_at;         /* renewalInfo asked last; 0: never */
+    int             ari;            /* -1 unknown, 0 the CA has none, 1 */
+} pgd_cert_t;
+
+/* One job of the worker: the loop fills the copies, the worker the
+ * results; neither touches it while the other has it (state). */
+typedef struct {
+    int              kind;          /* PGD_JOB_ISSUE, _ARI */
+    char             name[256];     /* the certificate's */
+    pg_conf_cert_t   conf;
+    char             state_dir[PG_CONF_PATH_MAX];
+    pg_conf_nginx_t  nginx[PG_CONF_NGINX_MAX];
+    size_t           nnginx;
+    pg_redis_url_t   redis;
+    char             prefix[PG_STORE_PREFIX_MAX + 1];
+    char             ari_id[PG_CERT_ARI_ID_MAX + 1];    /* of the
+                                       installed certificate, or "" */
+
+    int              rc;            /* PG_OK, PG_ERR, PG_DECLINED (ARI) */
+    pg_error_t       err;
+    long             retry_after;   /* s, the CA's; 0 */
+    pg_cert_info_t   info;          /* of the new certificate */
+    time_t           ari_start;     /* the CA's suggested window */
+    time_t           ari_end;
+    int              not_reloaded;  /* installed, an nginx not reloaded */
+    double           took_ms;
+} pgd_job_t;
+
+typedef struct {
+    pthread_t        thread;
+    int              running;       /* the thread was started */
+    pthread_mutex_t  lock;          /* guards what follows */
+    pthread_cond_t   cond;          /* the job's state, chal_done */
+    int              quit;
+    volatile int     cancel;        /* the worker's ACME waits end */
+    int              state;         /* PGD_JOB_* */
+    pgd_job_t        job;
+    int              wake[2];       /* worker -> loop: look at the job */
+    uint64_t         chal_want;     /* token changes the worker made */
+    uint64_t         chal_done;     /* every edge was sent the set as it
+                                       was after this many */
+} pgd_worker_t;
 
 typedef struct {
     pg_edge_t       edge;           /* where it is, from the config */
@@ -153,6 +237,9 @@ typedef struct {
     json_t         *overrides;      /* its kill overrides as its GET
                                        status last listed them, [{"env",
                                        "flag"}]: new; NULL before it has */
+    pg_edge_req_t   acme_req;       /* PUT challenges, beside req */
+    int             acme_busy;      /* acme_req is in flight */
+    char           *acme_body;      /* its body: new */
 } pgd_edge_t;
 
 typedef struct {
@@ -217,6 +304,16 @@ typedef struct {
     int             beat_sent;      /* a beat of ours is in beat_key */
     int             beat_failed;    /* Redis refused the last one: said */
 
+    pgd_cert_t     *certs;          /* the config's certificates: new */
+    size_t          ncerts;
+    pgd_worker_t    worker;
+    int             renew_wanted;   /* a cert-renew message came */
+    int             chal_wanted;    /* an acme-challenges message came */
+    int             chal_live;      /* the set last pushed was not empty */
+    uint64_t        chal_round;     /* chal_want when the round in
+                                       flight read the set */
+    size_t          chal_pending;   /* edges of that round not done */
+
     pgd_edge_t     *edges;
     size_t          nedges;
     CURLM          *multi;
@@ -248,6 +345,19 @@ void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
 void pgd_beat_start(pgd_t *d);
 void pgd_beat(pgd_t *d);
 void pgd_beat_end(pgd_t *d);
+
+/* pgd_certs.c */
+int pgd_certs_start(pgd_t *d);
+void pgd_certs_configure(pgd_t *d);
+void pgd_certs_tick(pgd_t *d);
+void pgd_certs_collect(pgd_t *d);
+double pgd_certs_wake_at(pgd_t *d);
+void pgd_certs_stop(pgd_t *d);
+
+/* pgd_challenges.c */
+void pgd_challenges_kick(pgd_t *d, int tick);
+int pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code);
+void pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e);
 
 /* pgd_edges.c */
 int pgd_edges_set(pgd_t *d);

@@ -253,6 +253,8 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
 void
 pgd_cancel(pgd_t *d, pgd_edge_t *e)
 {
+    pgd_challenges_cancel(d, e);
+
     if (e->kind == PGD_REQ_NONE) {
         return;
     }

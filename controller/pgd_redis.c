@@ -159,6 +159,7 @@ void
 pgd_redis_read(pgd_t *d)
 {
     char         why[600], text[160];
+    const char  *msg;
     redisReply  *reply;
 
     if (redisBufferRead(d->sub) != REDIS_OK) {
@@ -186,9 +187,20 @@ pgd_redis_read(pgd_t *d)
             && reply->element[0]->type == REDIS_REPLY_STRING
             && strcmp(reply->element[0]->str, "message") == 0)
         {
-            pgd_log(d, PG_LOG_DEBUG, "change message: revision %s",
-                    reply->element[2]->str ? reply->element[2]->str : "?");
-            d->load_wanted = 1;
+            msg = reply->element[2]->str ? reply->element[2]->str : "?";
+
+            /* the certificates' messages change no flag */
+            if (strcmp(msg, PGD_MSG_CHALLENGES) == 0) {
+                d->chal_wanted = 1;
+
+            } else if (strcmp(msg, PGD_MSG_CERT_RENEW) == 0) {
+                d->renew_wanted = 1;
+
+            } else {
+                pgd_log(d, PG_LOG_DEBUG, "change message: revision %s",
+                        msg);
+                d->load_wanted = 1;
+            }
         }
 
         freeReplyObject(reply);

@@ -90,6 +90,12 @@ static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
     { "audit",   0,  1, 0, PG_CTL_REDIS_FIRST, pg_ctl_audit,
       "audit [FLAG]         who changed what, when and why, newest first\n"
       "                       [--count N] (default 20)" },
+    { "cert",    1,  2, 0, PG_CTL_REDIS_FIRST, pg_ctl_cert,
+      "cert status          the staging certificates: names, serial, expiry,\n"
+      "                       next renewal, last error; exit 1 unless all\n"
+      "                       are issued and current [--json]\n"
+      "  cert renew NAME      the controller renews NAME now\n"
+      "                       [--wait [SECONDS]]: and says how it went" },
     { NULL, 0, 0, 0, 0, NULL, NULL }
 };
 
@@ -866,7 +872,7 @@ pg_ctl_reason_required(const pg_ctl_opts_t *o, const char *cmd)
 static int
 pg_ctl_main(int argc, char **argv)
 {
-    int                  ch, rc, nargs, init, is_kill, is_off, writes;
+    int                  ch, rc, nargs, init, is_kill, is_off, is_cert, writes;
     char                 actor[128], *end;
     pg_conf_t            conf;
     pg_edge_t            from;
@@ -1155,12 +1161,15 @@ pg_ctl_main(int argc, char **argv)
         }
     }
 
-    if (o.wait >= 0 && !writes) {
+    /* cert renew --wait waits for the controller, not for the edges */
+    is_cert = strcmp(cmd->name, "cert") == 0;
+
+    if (o.wait >= 0 && !writes && !is_cert) {
         return pg_ctl_error(PG_CTL_USAGE, "--wait goes with a change");
     }
 
     /* a kill is made even then: it says afterwards that it cannot wait */
-    if (o.wait >= 0 && o.nedges == 0 && !is_kill && !is_off) {
+    if (o.wait >= 0 && o.nedges == 0 && !is_kill && !is_off && !is_cert) {
         return pg_ctl_error(PG_CTL_USAGE, "--wait needs the edges: give "
                             "--edge URL or -c FILE");
     }
@@ -1189,6 +1198,7 @@ pg_ctl_main(int argc, char **argv)
 
     o.cmd = cmd->name;
     o.flag = nargs > 0 && strcmp(cmd->name, "env") != 0
+             && strcmp(cmd->name, "cert") != 0
              && strcmp(cmd->name, "audit") != 0 ? argv[optind + 1] : NULL;
 
     if (cmd->redis == PG_CTL_REDIS_OWN || (is_kill && o.direct)) {

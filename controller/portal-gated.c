@@ -421,7 +421,9 @@ main(int argc, char **argv)
         pgd_log(d, PG_LOG_ERROR, "cannot start: libcurl failed to start");
         rc = 1;
 
-    } else if (pgd_signals(d) != PG_OK || pgd_edges_set(d) != PG_OK) {
+    } else if (pgd_signals(d) != PG_OK || pgd_edges_set(d) != PG_OK
+               || pgd_certs_start(d) != PG_OK)
+    {
         pgd_log(d, PG_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 1;
 
@@ -431,6 +433,7 @@ main(int argc, char **argv)
 
     pgd_redis_close(d);
     pgd_edges_free(d);
+    pgd_certs_stop(d);
 
     if (d->multi) {
         pg_curl.multi_cleanup(d->multi);
@@ -524,6 +527,8 @@ pgd_reconfigure(pgd_t *d)
     memcpy(&d->conf, conf, sizeof(pg_conf_t));
     free(conf);
 
+    pgd_certs_configure(d);
+
     if (same) {
         for (i = 0; i < d->nedges; i++) {
             d->edges[i].check = 1;
@@ -556,8 +561,8 @@ pgd_reconfigure(pgd_t *d)
     }
 
     pgd_log(d, PG_LOG_NOTICE, "configuration reloaded from %s: %zu edges, "
-            "reconcile every %ld ms, log level %s%s", d->conf_path,
-            d->nedges, d->conf.reconcile_ms,
+            "%zu certificates, reconcile every %ld ms, log level %s%s",
+            d->conf_path, d->nedges, d->ncerts, d->conf.reconcile_ms,
             pg_conf_log_level_name(d->conf.log_level),
             redis_changed ? "; reading the store again" : "");
 
@@ -586,19 +591,19 @@ pgd_reconfigure(pgd_t *d)
 static int
 pgd_run(pgd_t *d)
 {
-    int                   n, running, msgs;
+    int                   n, running, msgs, tick;
     char                  drain[64];
     long                  timeout;
-    double                now, wake;
+    double                now, wake, cert_at;
     size_t                i;
     CURLMsg              *msg;
     CURLMcode             mc;
     pg_edge_req_t        *req;
-    struct curl_waitfd    fds[2];
+    struct curl_waitfd    fds[3];
 
     pgd_log(d, PG_LOG_NOTICE, "portal-gated started: %s, %zu edges, "
-            "reconcile every %ld ms", d->conf_path, d->nedges,
-            d->conf.reconcile_ms);
+            "%zu certificates, reconcile every %ld ms", d->conf_path,
+            d->nedges, d->ncerts, d->conf.reconcile_ms);
 
     d->next_tick = pgd_now() + d->conf.reconcile_ms;
 
@@ -615,7 +620,9 @@ pgd_run(pgd_t *d)
             pgd_redis_connect(d);
         }
 
-        if (now >= d->next_tick) {
+        tick = now >= d->next_tick;
+
+        if (tick) {
             d->next_tick = now + d->conf.reconcile_ms;
             pgd_tick(d);
             pgd_beat(d);
@@ -626,6 +633,18 @@ pgd_run(pgd_t *d)
         }
 
         pgd_kick(d);
+
+        /* certificates after the flags: a kill never waits for them */
+        pgd_certs_collect(d);
+
+        if (tick || d->renew_wanted
+            || (d->ncerts && (double) time(NULL) * 1000
+                             >= pgd_certs_wake_at(d)))
+        {
+            pgd_certs_tick(d);
+        }
+
+        pgd_challenges_kick(d, tick);
 
         /* sleep until the tick, a reconnect, a signal, a message or curl */
 
@@ -644,16 +663,33 @@ pgd_run(pgd_t *d)
         now = pgd_now();
         timeout = wake > now ? (long) (wake - now) + 1 : 0;
 
+        /* a certificate due before the tick (wall clock, in s) */
+        cert_at = pgd_certs_wake_at(d);
+
+        if (cert_at > 0) {
+            cert_at -= (double) time(NULL) * 1000;
+            cert_at = cert_at < 0 ? 0 : cert_at + 1000;
+
+            if (cert_at < timeout) {
+                timeout = (long) cert_at;
+            }
+        }
+
         fds[0].fd = d->sigpipe[0];
         fds[0].events = CURL_WAIT_POLLIN;
         fds[0].revents = 0;
         n = 1;
 
+        fds[1].fd = d->worker.wake[0];
+        fds[1].events = CURL_WAIT_POLLIN;
+        fds[1].revents = 0;
+        n = 2;
+
         if (d->sub) {
-            fds[1].fd = d->sub->fd;
-            fds[1].events = CURL_WAIT_POLLIN;
-            fds[1].revents = 0;
-            n = 2;
+            fds[2].fd = d->sub->fd;
+            fds[2].events = CURL_WAIT_POLLIN;
+            fds[2].revents = 0;
+            n = 3;
         }
 
         sigprocmask(SIG_UNBLOCK, &pgd_signal_set, NULL);
@@ -681,6 +717,10 @@ pgd_run(pgd_t *d)
 
             pg_curl.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &req);
 
+            if (pgd_challenges_done(d, req, msg->data.result)) {
+                continue;
+            }
+
             for (i = 0; i < d->nedges; i++) {
                 if (&d->edges[i].req == req) {
                     pgd_done(d, &d->edges[i], msg->data.result);
@@ -689,7 +729,7 @@ pgd_run(pgd_t *d)
             }
         }
 
-        if (n == 2 && d->sub && (fds[1].revents & CURL_WAIT_POLLIN)) {
+        if (n == 3 && d->sub && (fds[2].revents & CURL_WAIT_POLLIN)) {
             pgd_redis_read(d);
         }
     }

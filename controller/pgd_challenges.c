@@ -1,0 +1,246 @@
+/*
+ * pgd_challenges.c: the ACME http-01 tokens, from Redis to every edge.
+ *
+ * The tokens live in Redis (P"acme:challenges", token -> key
+ * authorization), so that every portal-gated sharing the store pushes
+ * them to its own edges: the CA may connect to any of them. The worker
+ * that runs an order writes a token there, then publishes
+ * PGD_MSG_CHALLENGES and raises worker.chal_want; a loop that sees either
+ * reads the whole hash and PUTs it to each edge (`PUT challenges`, the
+ * whole set at once), in a request of its own beside the snapshot's, so
+ * a token never waits behind a push and a kill never behind a token.
+ * Once every edge has answered (or failed), worker.chal_done says so and
+ * the worker tells the CA to look.
+ *
+ * While the set is not empty it is pushed again at every tick: an edge
+ * that restarted, or whose zone a resizing reload replaced, gets it back.
+ */
+
+#include <stdio.h>              /* snprintf */
+#include <stdlib.h>             /* free */
+#include <string.h>             /* strcmp */
+#include "pgd.h"                /* the daemon */
+
+
+static int pgd_challenges_read(pgd_t *d, char **body, int *count);
+static void pgd_challenges_settle(pgd_t *d);
+
+
+/*
+ * Start a round when one is wanted: the worker changed the set, a message
+ * says another controller did, or (tick) the set pushed last was not
+ * empty. A round in flight finishes first; the next one reads the set
+ * again.
+ */
+void
+pgd_challenges_kick(pgd_t *d, int tick)
+{
+    int          count;
+    char        *body;
+    size_t       i;
+    uint64_t     want;
+    pgd_edge_t  *e;
+    pg_error_t   err;
+
+    if (d->chal_pending > 0) {
+        return;
+    }
+
+    pthread_mutex_lock(&d->worker.lock);
+    want = d->worker.chal_want;
+    pthread_mutex_unlock(&d->worker.lock);
+
+    if (want == d->chal_round && !d->chal_wanted
+        && !(tick && d->chal_live))
+    {
+        return;
+    }
+
+    d->chal_wanted = 0;
+    d->chal_round = want;
+
+    if (d->cmd == NULL || pgd_challenges_read(d, &body, &count) != PG_OK) {
+        /* the worker's wait runs out, and the CA says what it saw */
+        pgd_challenges_settle(d);
+        return;
+    }
+
+    d->chal_live = count > 0;
+
+    for (i = 0; i < d->nedges; i++) {
+        e = &d->edges[i];
+
+        if (e->acme_busy) {
+            continue;
+        }
+
+        if (pg_edge_req_init(&e->acme_req, &e->edge, "PUT", "challenges",
+                             body, strlen(body), PGD_CHALLENGE_TIMEOUT_MS,
+                             &err) != PG_OK)
+        {
+            pgd_log(d, PG_LOG_WARN, "acme: %s", err.text);
+            continue;
+        }
+
+        if (pg_curl.multi_add_handle(d->multi, e->acme_req.curl) != 0) {
+            pg_edge_req_free(&e->acme_req);
+            continue;
+        }
+
+        /* the request borrows its body until it is done */
+        e->acme_body = strdup(body);
+        e->acme_busy = 1;
+        d->chal_pending++;
+    }
+
+    free(body);
+
+    if (d->chal_pending == 0) {
+        pgd_challenges_settle(d);
+    }
+}
+
+
+/* curl is done with req: 1 if it was a PUT challenges (handled), else 0. */
+int
+pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
+{
+    long         status;
+    size_t       i;
+    json_t      *json;
+    pgd_edge_t  *e;
+    pg_error_t   err;
+
+    e = NULL;
+
+    for (i = 0; i < d->nedges; i++) {
+        if (&d->edges[i].acme_req == req && d->edges[i].acme_busy) {
+            e = &d->edges[i];
+            break;
+        }
+    }
+
+    if (e == NULL) {
+        return 0;
+    }
+
+    pg_curl.multi_remove_handle(d->multi, req->curl);
+    json = NULL;
+
+    if (pg_edge_req_done(req, code, &status, &json, &err) != PG_OK) {
+        pgd_log(d, PG_LOG_WARN, "acme: edge %s did not take the challenge "
+                "tokens: %s", e->edge.spec, err.text);
+
+    } else if (status != 200) {
+        pgd_log(d, PG_LOG_WARN, "acme: edge %s refused the challenge "
+                "tokens: %ld %s (is portal_gate_api there, and is the "
+                "module new enough?)", e->edge.spec, status,
+                json && json_is_string(json_object_get(json, "error"))
+                ? json_string_value(json_object_get(json, "error")) : "");
+
+    } else {
+        pgd_log(d, PG_LOG_DEBUG, "acme: edge %s holds %lld challenge tokens",
+                e->edge.spec,
+                (long long) json_integer_value(json_object_get(json,
+                                                          "challenges")));
+    }
+
+    json_decref(json);
+    free(e->acme_body);
+    e->acme_body = NULL;
+    e->acme_busy = 0;
+
+    if (d->chal_pending > 0 && --d->chal_pending == 0) {
+        pgd_challenges_settle(d);
+    }
+
+    return 1;
+}
+
+
+/* e goes (a reload removed it, or the daemon ends): its PUT with it. */
+void
+pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e)
+{
+    if (!e->acme_busy) {
+        return;
+    }
+
+    pg_curl.multi_remove_handle(d->multi, e->acme_req.curl);
+    pg_edge_req_free(&e->acme_req);
+    free(e->acme_body);
+    e->acme_body = NULL;
+    e->acme_busy = 0;
+
+    if (d->chal_pending > 0 && --d->chal_pending == 0) {
+        pgd_challenges_settle(d);
+    }
+}
+
+
+/* The round is over: a worker waiting for it goes on. */
+static void
+pgd_challenges_settle(pgd_t *d)
+{
+    pthread_mutex_lock(&d->worker.lock);
+
+    if (d->worker.chal_done < d->chal_round) {
+        d->worker.chal_done = d->chal_round;
+    }
+
+    pthread_cond_broadcast(&d->worker.cond);
+    pthread_mutex_unlock(&d->worker.lock);
+}
+
+
+/* The set in Redis as the body of PUT challenges: *body new. Values
+ * that are not strings are left out (the edge would refuse the whole). */
+static int
+pgd_challenges_read(pgd_t *d, char **body, int *count)
+{
+    size_t       i;
+    char         key[PG_STORE_PREFIX_MAX + 32];
+    json_t      *set;
+    redisReply  *r;
+
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CHALLENGES);
+
+    r = redisCommand(d->cmd, "HGETALL %s", key);
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        pgd_log(d, PG_LOG_WARN, "acme: cannot read the challenge tokens "
+                "from redis %s: %s", d->where,
+                r ? (r->str ? r->str : "unexpected reply") : d->cmd->errstr);
+
+        if (r == NULL) {
+            pgd_redis_down(d, "reading the challenge tokens");
+        }
+
+        freeReplyObject(r);
+        return PG_ERR;
+    }
+
+    set = json_object();
+
+    for (i = 0; set != NULL && i + 1 < r->elements; i += 2) {
+        if (r->element[i]->type == REDIS_REPLY_STRING
+            && r->element[i + 1]->type == REDIS_REPLY_STRING)
+        {
+            json_object_set_new(set, r->element[i]->str,
+                                json_string(r->element[i + 1]->str));
+        }
+    }
+
+    freeReplyObject(r);
+
+    *body = set ? json_dumps(set, JSON_COMPACT) : NULL;
+    *count = set ? (int) json_object_size(set) : 0;
+    json_decref(set);
+
+    if (*body == NULL) {
+        pgd_log(d, PG_LOG_ERROR, "acme: out of memory");
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
