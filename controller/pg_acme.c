@@ -109,6 +109,7 @@ static json_t *pg_acme_new_order(pg_acme_t *a, char *const *names, size_t n,
     char **order_url, pg_error_t *err);
 static int pg_acme_authz_read(pg_acme_t *a, pg_acme_authz_t *az,
     int *pending, pg_error_t *err);
+static double pg_acme_poll_delay(pg_acme_t *a, unsigned polls);
 static int pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az,
     double deadline, pg_error_t *err);
 static void pg_acme_authz_invalid(pg_acme_t *a, pg_acme_authz_t *az,
@@ -1089,16 +1090,35 @@ pg_acme_authz_invalid(pg_acme_t *a, pg_acme_authz_t *az,
 }
 
 
+/*
+ * Seconds before the next poll of something the CA is working on: its
+ * Retry-After (capped) when it gave one; else 0.25 s, 0.5 s, then 1 s:
+ * validation and issuance take a fraction of a second at most CAs, and
+ * the first two polls are what an issuance waits for.
+ */
+static double
+pg_acme_poll_delay(pg_acme_t *a, unsigned polls)
+{
+    if (a->retry_after > 0) {
+        return a->retry_after < PG_ACME_POLL_MAX ? (double) a->retry_after
+                                                 : PG_ACME_POLL_MAX;
+    }
+
+    return polls == 0 ? 0.25 : polls == 1 ? 0.5 : 1.0;
+}
+
+
 /* Poll an authorization until it is no longer pending. */
 static int
 pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
     pg_error_t *err)
 {
-    long         wait;
+    double       wait;
     json_t      *authz;
+    unsigned     polls;
     const char  *status;
 
-    for ( ;; ) {
+    for (polls = 0; ; polls++) {
         if (pg_acme_post(a, az->url, NULL, NULL, err) != PG_OK) {
             return PG_ERR;
         }
@@ -1125,8 +1145,7 @@ pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
 
         json_decref(authz);
 
-        wait = a->retry_after > 0 ? a->retry_after : 1;
-        wait = wait < PG_ACME_POLL_MAX ? wait : PG_ACME_POLL_MAX;
+        wait = pg_acme_poll_delay(a, polls);
 
         if (pg_acme_now() + wait > deadline) {
             snprintf(err->text, sizeof(err->text), "the ACME server did not "
@@ -1135,7 +1154,7 @@ pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
             return PG_ERR;
         }
 
-        if (pg_acme_sleep(a, (double) wait, err) != PG_OK) {
+        if (pg_acme_sleep(a, wait, err) != PG_OK) {
             return PG_ERR;
         }
     }
@@ -1267,16 +1286,16 @@ static json_t *
 pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
     const char *until, pg_error_t *err)
 {
-    long         wait;
     char        *text;
-    double       deadline;
+    double       deadline, wait;
     json_t      *error;
+    unsigned     polls;
     const char  *status;
 
     deadline = pg_acme_now()
                + (a->conf->wait > 0 ? a->conf->wait : PG_ACME_WAIT);
 
-    for ( ;; ) {
+    for (polls = 0; ; polls++) {
         status = json_string_value(json_object_get(order, "status"));
 
         if (status != NULL && strcmp(status, until) == 0) {
@@ -1306,8 +1325,7 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
         json_decref(order);
 
         /* pending (authorizations just settled) or processing (issuing) */
-        wait = a->retry_after > 0 ? a->retry_after : 1;
-        wait = wait < PG_ACME_POLL_MAX ? wait : PG_ACME_POLL_MAX;
+        wait = pg_acme_poll_delay(a, polls);
 
         if (pg_acme_now() + wait > deadline) {
             snprintf(err->text, sizeof(err->text), "the ACME order %.*s was "
@@ -1316,7 +1334,7 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
             return NULL;
         }
 
-        if (pg_acme_sleep(a, (double) wait, err) != PG_OK
+        if (pg_acme_sleep(a, wait, err) != PG_OK
             || pg_acme_post(a, order_url, NULL, NULL, err) != PG_OK)
         {
             return NULL;

@@ -15,9 +15,11 @@
  * itself.
  *
  * Cancel: *conf->cancel (when not NULL) is read between steps, in every
- * wait and during every transfer (curl's progress callback): once it is
- * non-zero the call returns PG_ERR, "cancelled", within ~100 ms. Set it
- * from any thread; the challenges published so far are withdrawn first.
+ * wait (every 100 ms) and during every transfer (curl's progress
+ * callback, about once a second while a request hangs): once it is
+ * non-zero the call returns PG_ERR, "cancelled". Set it from any thread
+ * (__atomic_store_n, or a plain store); the challenges published so far
+ * are withdrawn first.
  *
  * Errors: PG_OK or PG_ERR with one line in pg_error_t. An ACME problem
  * document is reported as "TYPE: detail" followed by its subproblems'
@@ -99,7 +101,10 @@ typedef struct {
  * CSR's CN) and cert_key (the key the certificate is for, not the
  * account's): directory, account (the same key finds the same account),
  * order, one http-01 challenge per pending authorization, finalize,
- * download. PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then
+ * download. The account is looked up by its key at each call (one
+ * request; conf->contact is given only when it is made). Polls honour
+ * Retry-After (at most 10 s apart); without one they come 0.25 s, 0.5 s,
+ * then every 1 s. PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then
  * the intermediates) and *len. PG_ERR: err and *retry_after as above.
  */
 int pg_acme_issue(const pg_acme_conf_t *conf, char *const *names, size_t n,
