@@ -193,6 +193,7 @@ $(BUILD)/test-state: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_state.c \
 
 unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
       $(BUILD)/test-conf $(BUILD)/test-compose \
+      $(BUILD)/test-acme $(BUILD)/test-acme-issue \
       $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
 # prove runs every test; then the nginx tests run again with nginx under
