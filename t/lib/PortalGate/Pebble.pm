@@ -21,7 +21,7 @@ package PortalGate::Pebble;
 #
 # Methods: start, stop, running, directory, ca_file, tls_cert, tls_key (the
 # pair of pebble's listener, made here with openssl: reusable for another
-# HTTPS server in a test), root, root_pem, dir, port, mgmt_port, log_text
+# HTTPS server in a test), root, root_pem, dir, port, mgmt_port, log
 # (pebble's log). Function: free_port.
 #
 # PG_TEST_KEEP=1 keeps the scratch folder for a post-mortem.
@@ -117,7 +117,7 @@ sub tls_cert   { "$_[0]{dir}/tls.pem" }
 sub tls_key    { "$_[0]{dir}/tls.key" }
 sub root       { "$_[0]{dir}/root.pem" }
 sub root_pem   { _read("$_[0]{dir}/root.pem") }
-sub log_text   { _read("$_[0]{dir}/pebble.log") }
+sub log        { _read("$_[0]{dir}/pebble.log") }
 sub running    { defined $_[0]{pid} }
 
 # pebble's listener: self-signed, for 127.0.0.1 and localhost
