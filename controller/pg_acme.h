@@ -103,8 +103,8 @@ typedef struct {
  * order, one http-01 challenge per pending authorization, finalize,
  * download. The account is looked up by its key at each call (one
  * request; conf->contact is given only when it is made). Polls honour
- * Retry-After (at most 10 s apart); without one they come 0.25 s, 0.5 s,
- * then every 1 s. PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then
+ * Retry-After (at most 10 s apart); without one they come after 0.1 s,
+ * 0.25 s, 0.5 s, then every 1 s. PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then
  * the intermediates) and *len. PG_ERR: err and *retry_after as above.
  */
 int pg_acme_issue(const pg_acme_conf_t *conf, char *const *names, size_t n,

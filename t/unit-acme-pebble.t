@@ -231,8 +231,8 @@ is($r->{account_kind}, 'new', 'the first issuance made an account')
 ok(-f "$d/account.key", 'the account key was written');
 is((stat "$d/account.key")[2] & 0777, 0600, 'the account key is 0600');
 
-my @published = $r->{err} =~ /^challenge: publish (\S+)$/mg;
-my @withdrawn = $r->{err} =~ /^challenge: withdraw (\S+)$/mg;
+my @published = $r->{err} =~ /^challenge: publish (\S+) /mg;
+my @withdrawn = $r->{err} =~ /^challenge: withdraw (\S+) /mg;
 is(scalar @published, 2, 'one challenge published per name');
 is_deeply([sort @withdrawn], [sort @published],
           'every challenge published was withdrawn');

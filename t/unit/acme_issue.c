@@ -42,6 +42,12 @@ typedef struct {
 } webroot_t;
 
 
+static double  t0;      /* ms at the start: log lines say when */
+
+
+static double now_ms(void);
+
+
 static void
 on_log(void *ctx, int level, const char *fmt, ...)
 {
@@ -52,7 +58,8 @@ on_log(void *ctx, int level, const char *fmt, ...)
 
     (void) ctx;
 
-    fprintf(stderr, "%s: ", level >= 0 && level <= 4 ? levels[level] : "?");
+    fprintf(stderr, "%s: [%.0f ms] ", level >= 0 && level <= 4
+            ? levels[level] : "?", now_ms() - t0);
     va_start(args, fmt);
     vfprintf(stderr, fmt, args);
     va_end(args);
@@ -71,8 +78,8 @@ on_challenge(void *ctx, const char *token, const char *key_authorization,
 
     w = ctx;
 
-    fprintf(stderr, "challenge: %s %s\n", add ? "publish" : "withdraw",
-            token);
+    fprintf(stderr, "challenge: %s %s [%.0f ms]\n",
+            add ? "publish" : "withdraw", token, now_ms() - t0);
 
     if (!w->serve) {
         return PG_OK;
@@ -142,7 +149,6 @@ main(int argc, char **argv)
     char           *chain, *names[NAMES_MAX];
     long            retry_after;
     size_t          len, i;
-    double          t0;
     time_t          start, end;
     EVP_PKEY       *key;
     webroot_t       w;
