@@ -159,19 +159,22 @@ END { nginx_stop() }
 
 nginx_start();
 
-# The driver: issue(names => [...], key => 'name', %options) returns
+# The driver: issue(names => [...], key => 'name', directory, ca_file,
+# profile, replaces, contact, serve_nothing, cancel_at_publish, ari) returns
 # {exit, out, err, error, retry_after, account, chain (path)}
 my $run = 0;
 sub issue {
     my (%o) = @_;
     my $chain = "$d/out/chain-" . ++$run . '.pem';
-    my @args = ('-d', $o{directory} // $pb->directory, '-c', $pb->ca_file,
+    my @args = ('-d', $o{directory} // $pb->directory,
+                '-c', $o{ca_file} // $pb->ca_file,
                 '-k', "$d/" . ($o{key} // 'account') . '.key',
                 '-w', "$d/www", '-o', $chain);
     push @args, '-p', $o{profile} if defined $o{profile};
     push @args, '-r', $o{replaces} if defined $o{replaces};
     push @args, '-m', $o{contact} if defined $o{contact};
     push @args, '-n' if $o{serve_nothing};
+    push @args, '-x' if $o{cancel_at_publish};
     push @args, '-a', $o{ari} if defined $o{ari};
     push @args, @{ $o{names} // [] };
 
@@ -267,6 +270,14 @@ like($r->{err}, qr/^challenge: withdraw /m,
 ok(!-s $r->{chain}, 'no chain written');
 clean($r, 'challenge failure');
 
+$r = issue(names => ['c2.test'], cancel_at_publish => 1);
+is($r->{exit}, 1, 'an issuance cancelled once its challenge is out stops');
+is($r->{error}, 'cancelled', 'it says cancelled');
+my ($token) = $r->{err} =~ /^challenge: publish (\S+) /m;
+like($r->{err}, qr/^challenge: withdraw \Q$token\E /m,
+     'the published challenge was withdrawn');
+clean($r, 'cancel');
+
 
 # ---- profiles and renewalInfo, with the recorded directory
 
@@ -305,6 +316,23 @@ clean($r, 'renewalInfo');
 $r = issue(ari => $ARI_ID);
 is($r->{exit}, 3, 'pebble 2.4 has no renewalInfo: declined')
     or diag("$r->{out}\n$r->{err}");
+
+
+# ---- a CA that refuses every nonce
+
+{
+    my $strict = PortalGate::Pebble->new(http_port => $http_port,
+                                         env => {PEBBLE_WFE_NONCEREJECT => 100});
+    $r = issue(directory => $strict->directory, ca_file => $strict->ca_file,
+               names => ['n.test'], key => 'strict');
+    is($r->{exit}, 1, 'every nonce refused: the issuance gives up');
+    like($r->{error} // '', qr/^urn:ietf:params:acme:error:badNonce: /,
+         'with the badNonce problem') or diag($r->{out});
+    my @retries = $r->{err} =~ /badNonce at \S+, again/g;
+    is(scalar @retries, 9, 'after 10 tries with a fresh nonce each');
+    clean($r, 'every nonce refused');
+    $strict->stop;
+}
 
 
 # ---- nothing answers on the http-01 port, then the CA is down

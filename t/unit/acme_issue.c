@@ -7,10 +7,11 @@
  *
  *   test-acme-issue -d DIRECTORY_URL -k ACCOUNT_KEY -w WEBROOT [-c CA_FILE]
  *       [-p PROFILE] [-m CONTACT]... [-r REPLACES] [-o CHAIN_OUT]
- *       [-t WAIT] [-n] NAME...
+ *       [-t WAIT] [-n] [-x] NAME...
  *   test-acme-issue -d DIRECTORY_URL -k ACCOUNT_KEY [-c CA_FILE] -a ARI_ID
  *
- * -n: publish nothing (the CA's validation fails). Output on stdout:
+ * -n: publish nothing (the CA's validation fails). -x: cancel the call
+ * from the first publish (as portal-gated's exit or SIGHUP would). Output on stdout:
  * "issued N bytes" and exit 0; or "error: TEXT", "retry_after: N" and exit
  * 1; with -a, "window: START END", or "declined" and exit 3. stderr: the
  * client's log lines ("info: acme: account ... (new)"), each published
@@ -37,8 +38,10 @@
 
 
 typedef struct {
-    const char  *webroot;
-    int          serve;
+    const char    *webroot;
+    int            serve;
+    int            cancel_at_publish;
+    volatile int   cancel;
 } webroot_t;
 
 
@@ -80,6 +83,10 @@ on_challenge(void *ctx, const char *token, const char *key_authorization,
 
     fprintf(stderr, "challenge: %s %s [%.0f ms]\n",
             add ? "publish" : "withdraw", token, now_ms() - t0);
+
+    if (add && w->cancel_at_publish) {
+        __atomic_store_n(&w->cancel, 1, __ATOMIC_RELAXED);
+    }
 
     if (!w->serve) {
         return PG_OK;
@@ -159,11 +166,13 @@ main(int argc, char **argv)
     memset(&conf, 0, sizeof(conf));
     w.webroot = NULL;
     w.serve = 1;
+    w.cancel_at_publish = 0;
+    w.cancel = 0;
     out = NULL;
     ari = NULL;
     n = 0;
 
-    while ((opt = getopt(argc, argv, "d:k:w:c:p:m:r:o:t:a:n")) != -1) {
+    while ((opt = getopt(argc, argv, "d:k:w:c:p:m:r:o:t:a:nx")) != -1) {
         switch (opt) {
         case 'd': conf.directory = optarg; break;
         case 'k': conf.account_key = optarg; break;
@@ -175,6 +184,7 @@ main(int argc, char **argv)
         case 't': conf.wait = strtol(optarg, NULL, 10); break;
         case 'a': ari = optarg; break;
         case 'n': w.serve = 0; break;
+        case 'x': w.cancel_at_publish = 1; break;
         case 'm':
             if (conf.ncontact < CONTACTS_MAX) {
                 contacts[conf.ncontact++] = optarg;
@@ -200,6 +210,7 @@ main(int argc, char **argv)
     conf.challenge = on_challenge;
     conf.log = on_log;
     conf.ctx = &w;
+    conf.cancel = &w.cancel;
 
     /* as portal-gated does: in the main thread, before any ACME call */
     if (pg_curl_load(&err) != PG_OK) {
