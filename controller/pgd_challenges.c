@@ -74,21 +74,28 @@ pgd_challenges_kick(pgd_t *d, int tick)
             continue;
         }
 
-        if (pg_edge_req_init(&e->acme_req, &e->edge, "PUT", "challenges",
-                             body, strlen(body), PGD_CHALLENGE_TIMEOUT_MS,
-                             &err) != PG_OK)
+        /* the request borrows its body until it is done: a copy each */
+        e->acme_body = strdup(body);
+
+        if (e->acme_body == NULL
+            || pg_edge_req_init(&e->acme_req, &e->edge, "PUT", "challenges",
+                                e->acme_body, strlen(e->acme_body),
+                                PGD_CHALLENGE_TIMEOUT_MS, &err) != PG_OK)
         {
-            pgd_log(d, PG_LOG_WARN, "acme: %s", err.text);
+            pgd_log(d, PG_LOG_WARN, "acme: %s", e->acme_body ? err.text
+                                                 : "out of memory");
+            free(e->acme_body);
+            e->acme_body = NULL;
             continue;
         }
 
         if (pg_curl.multi_add_handle(d->multi, e->acme_req.curl) != 0) {
             pg_edge_req_free(&e->acme_req);
+            free(e->acme_body);
+            e->acme_body = NULL;
             continue;
         }
 
-        /* the request borrows its body until it is done */
-        e->acme_body = strdup(body);
         e->acme_busy = 1;
         d->chal_pending++;
     }
