@@ -254,9 +254,9 @@ pg_ctl_cert_renew(pg_store_t *store, pg_ctl_opts_t *o, const char *name)
     time_t       now;
     json_t      *certs, *c;
     struct tm    tm;
-    const char  *issued, *failed, *host;
+    json_int_t   attempts;
+    const char  *host;
     redisReply  *r;
-    char         issued_before[64], failed_before[64];
 
     if (pg_ctl_cert_read(store, o, &certs) != PG_CTL_OK) {
         return PG_CTL_FAILED;
@@ -271,10 +271,8 @@ pg_ctl_cert_renew(pg_store_t *store, pg_ctl_opts_t *o, const char *name)
                             "lists those that do)", name);
     }
 
-    snprintf(issued_before, sizeof(issued_before), "%s",
-             json_string_value(json_object_get(c, "issued_at")) ?: "");
-    snprintf(failed_before, sizeof(failed_before), "%s",
-             json_string_value(json_object_get(c, "last_error_at")) ?: "");
+    /* every attempt that ends, either way, raises it */
+    attempts = json_integer_value(json_object_get(c, "attempts"));
     host = json_string_value(json_object_get(c, "host"));
     printf("renewal of %s asked from the portal-gated on %s\n", name,
            host ? host : "?");
@@ -318,11 +316,11 @@ pg_ctl_cert_renew(pg_store_t *store, pg_ctl_opts_t *o, const char *name)
         }
 
         c = json_object_get(certs, name);
-        issued = json_string_value(json_object_get(c, "issued_at")) ?: "";
-        failed = json_string_value(json_object_get(c, "last_error_at"))
-                 ?: "";
 
-        if (c != NULL && strcmp(issued, issued_before) != 0) {
+        if (c != NULL
+            && json_integer_value(json_object_get(c, "attempts")) != attempts
+            && !json_is_string(json_object_get(c, "last_error")))
+        {
             printf("renewed: serial %s, valid until %s\n",
                    json_string_value(json_object_get(c, "serial")) ?: "?",
                    json_string_value(json_object_get(c, "not_after"))
@@ -331,7 +329,9 @@ pg_ctl_cert_renew(pg_store_t *store, pg_ctl_opts_t *o, const char *name)
             return PG_CTL_OK;
         }
 
-        if (c != NULL && strcmp(failed, failed_before) != 0) {
+        if (c != NULL
+            && json_integer_value(json_object_get(c, "attempts")) != attempts)
+        {
             pg_ctl_error(PG_CTL_FAILED, "renewal of %s failed, the current "
                          "certificate stays: %s", name,
                          json_string_value(json_object_get(c, "last_error"))

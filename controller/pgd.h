@@ -160,6 +160,10 @@ typedef struct {
     pg_cert_info_t  info;
     time_t          ari_at;         /* renewalInfo asked last; 0: never */
     int             ari;            /* -1 unknown, 0 the CA has none, 1 */
+    time_t          status_at;      /* written to Redis last; 0: never */
+    unsigned long   attempts;       /* issuances ended, either way, since
+                                       the daemon started: what `cert
+                                       renew --wait` watches */
 } pgd_cert_t;
 
 /* One job of the worker: the loop fills the copies, the worker the
@@ -173,6 +177,7 @@ typedef struct {
     size_t           nnginx;
     pg_redis_url_t   redis;
     char             prefix[PG_STORE_PREFIX_MAX + 1];
+    int              log_level;     /* the config's, for the worker */
     char             ari_id[PG_CERT_ARI_ID_MAX + 1];    /* of the
                                        installed certificate, or "" */
 

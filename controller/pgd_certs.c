@@ -48,20 +48,24 @@
 static void pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed);
 static void pgd_cert_plan(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_status(pgd_t *d, pgd_cert_t *c);
+static void pgd_cert_status_drop(pgd_t *d, const char *name);
 static void pgd_certs_renew_asked(pgd_t *d);
 static void pgd_certs_give(pgd_t *d, pgd_cert_t *c, int kind);
 static void pgd_time_text(time_t t, char *buf, size_t size);
 static size_t pgd_names_split(char *names, char **out, size_t max);
 static void *pgd_worker_main(void *arg);
-static void pgd_job_run(pgd_worker_t *w, pgd_job_t *job);
-static int pgd_job_issue(pgd_worker_t *w, pgd_job_t *job);
+static void pgd_job_run(pgd_t *d, pgd_job_t *job);
+static int pgd_job_issue(pgd_t *d, pgd_job_t *job);
 static int pgd_job_account_key(pgd_job_t *job, char *path, size_t size);
 static int pgd_job_challenge(void *ctx, const char *token,
     const char *key_authorization, int add, pg_error_t *err);
+static void pgd_job_log(void *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 
 /* What the worker's ACME callbacks get. */
 typedef struct {
+    pgd_t          *d;              /* for pgd_log_write() alone */
     pgd_worker_t   *worker;
     pgd_job_t      *job;
     redisContext   *redis;          /* the worker's own, or NULL */
@@ -172,6 +176,22 @@ pgd_certs_configure(pgd_t *d)
 
     pthread_mutex_unlock(&d->worker.lock);
 
+    /* a certificate no longer configured leaves cert status */
+    for (j = 0; j < d->ncerts; j++) {
+        for (i = 0; i < d->conf.ncerts; i++) {
+            if (strcmp(d->certs[j].conf.name, certs[i].conf.name) == 0) {
+                break;
+            }
+        }
+
+        if (i == d->conf.ncerts) {
+            pgd_log(d, PG_LOG_NOTICE, "certificate %s: no longer in the "
+                    "configuration: not renewed any more, its files stay",
+                    d->certs[j].conf.name);
+            pgd_cert_status_drop(d, d->certs[j].conf.name);
+        }
+    }
+
     free(d->certs);
     d->certs = certs;
     d->ncerts = d->conf.ncerts;
@@ -278,6 +298,16 @@ pgd_certs_tick(pgd_t *d)
 
     pgd_certs_renew_asked(d);
 
+    /* now and then, so that cert status shows a live controller, and a
+     * Redis that came back (or was flushed) gets the statuses again */
+    now = time(NULL);
+
+    for (i = 0; i < d->ncerts; i++) {
+        if (now >= d->certs[i].status_at + PGD_STATUS_EVERY) {
+            pgd_cert_status(d, &d->certs[i]);
+        }
+    }
+
     pthread_mutex_lock(&d->worker.lock);
     state = d->worker.state;
     pthread_mutex_unlock(&d->worker.lock);
@@ -341,6 +371,7 @@ pgd_certs_give(pgd_t *d, pgd_cert_t *c, int kind)
     job->nnginx = d->conf.nnginx;
     job->redis = d->conf.redis;
     memcpy(job->prefix, d->conf.prefix, sizeof(job->prefix));
+    job->log_level = d->conf.log_level;
 
     if (c->have_info && !c->placeholder) {
         memcpy(job->ari_id, c->info.ari_id, sizeof(job->ari_id));
@@ -428,6 +459,8 @@ pgd_certs_collect(pgd_t *d)
         pgd_cert_status(d, c);
         return;
     }
+
+    c->attempts++;
 
     if (job.rc == PG_OK) {
         c->info = job.info;
@@ -577,7 +610,8 @@ pgd_certs_renew_asked(pgd_t *d)
 /*
  * P"certs" NAME = {"name", "names", "issuer", "serial", "not_before",
  * "not_after", "next_renewal", "next_why", "last_error", "last_error_at",
- * "failures", "placeholder", "issued_at", "host", "updated_at"}; times
+ * "failures", "attempts", "placeholder", "issued_at", "host",
+ * "updated_at"}; times
  * in ISO 8601 UTC, null when unknown.
  */
 static void
@@ -608,7 +642,7 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
              c->conf.issuer == PG_CONF_ISSUER_ACME ? c->conf.acme
                                                    : c->conf.ca_cert);
 
-    o = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:i, s:b}",
+    o = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:i, s:I, s:b}",
                   "name", c->conf.name,
                   "names", names ? names : json_array(),
                   "issuer", issuer,
@@ -616,6 +650,7 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
                   "host", d->host,
                   "next_why", c->next_why ? c->next_why : "",
                   "failures", (int) c->failures,
+                  "attempts", (json_int_t) c->attempts,
                   "placeholder", c->placeholder || !c->have_info);
 
     if (o == NULL) {
@@ -652,12 +687,37 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
         return;
     }
 
+    c->status_at = time(NULL);
+
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
     r = redisCommand(d->cmd, "HSET %s %s %s", key, c->conf.name, text);
     free(text);
 
     if (r == NULL) {
         pgd_redis_down(d, "writing a certificate's status");
+        return;
+    }
+
+    freeReplyObject(r);
+}
+
+
+/* A certificate no longer configured: its status goes. */
+static void
+pgd_cert_status_drop(pgd_t *d, const char *name)
+{
+    char         key[PG_STORE_PREFIX_MAX + 32];
+    redisReply  *r;
+
+    if (d->cmd == NULL) {
+        return;
+    }
+
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
+    r = redisCommand(d->cmd, "HDEL %s %s", key, name);
+
+    if (r == NULL) {
+        pgd_redis_down(d, "removing a certificate's status");
         return;
     }
 
@@ -727,7 +787,7 @@ pgd_worker_main(void *arg)
         job = w->job;
         pthread_mutex_unlock(&w->lock);
 
-        pgd_job_run(w, &job);
+        pgd_job_run(d, &job);
 
         pthread_mutex_lock(&w->lock);
         w->job = job;
@@ -745,7 +805,7 @@ pgd_worker_main(void *arg)
 
 
 static void
-pgd_job_run(pgd_worker_t *w, pgd_job_t *job)
+pgd_job_run(pgd_t *d, pgd_job_t *job)
 {
     char            path[PG_CONF_PATH_MAX + 64];
     double          start;
@@ -756,17 +816,20 @@ pgd_job_run(pgd_worker_t *w, pgd_job_t *job)
     job->rc = PG_ERR;
 
     if (job->kind == PGD_JOB_ISSUE) {
-        job->rc = pgd_job_issue(w, job);
+        job->rc = pgd_job_issue(d, job);
 
     } else if (pgd_job_account_key(job, path, sizeof(path)) == PG_OK) {
         memset(&ctx, 0, sizeof(ctx));
+        ctx.d = d;
+        ctx.job = job;
         memset(&acme, 0, sizeof(acme));
         acme.directory = job->conf.acme;
         acme.ca_file = job->conf.acme_ca[0] ? job->conf.acme_ca : NULL;
         acme.account_key = path;
         acme.challenge = pgd_job_challenge;
+        acme.log = pgd_job_log;
         acme.ctx = &ctx;
-        acme.cancel = &w->cancel;
+        acme.cancel = &d->worker.cancel;
 
         job->rc = pg_acme_renewal_info(&acme, job->ari_id, &job->ari_start,
                                        &job->ari_end, &job->retry_after,
@@ -779,7 +842,7 @@ pgd_job_run(pgd_worker_t *w, pgd_job_t *job)
 
 /* Obtain a pair (the CA, or the local CA) and install it. */
 static int
-pgd_job_issue(pgd_worker_t *w, pgd_job_t *job)
+pgd_job_issue(pgd_t *d, pgd_job_t *job)
 {
     int              rc;
     char            *chain, *key_pem, *names[PG_CONF_CERT_NAMES];
@@ -815,7 +878,8 @@ pgd_job_issue(pgd_worker_t *w, pgd_job_t *job)
 
     } else {
         memset(&ctx, 0, sizeof(ctx));
-        ctx.worker = w;
+        ctx.d = d;
+        ctx.worker = &d->worker;
         ctx.job = job;
         snprintf(ctx.channel, sizeof(ctx.channel), "%s%s", job->prefix,
                  PG_STORE_CHANNEL);
@@ -833,8 +897,9 @@ pgd_job_issue(pgd_worker_t *w, pgd_job_t *job)
         acme.profile = job->conf.profile[0] ? job->conf.profile : NULL;
         acme.replaces = job->ari_id[0] ? job->ari_id : NULL;
         acme.challenge = pgd_job_challenge;
+        acme.log = pgd_job_log;
         acme.ctx = &ctx;
-        acme.cancel = &w->cancel;
+        acme.cancel = &d->worker.cancel;
 
         rc = pg_acme_issue(&acme, names, n, key, &chain, &chain_len,
                            &job->retry_after, &job->err);
@@ -1011,4 +1076,31 @@ pgd_job_challenge(void *ctx, const char *token,
     pthread_mutex_unlock(&c->worker->lock);
 
     return PG_OK;
+}
+
+
+/*
+ * pg_acme's log, in the worker: one line, named for the certificate, at
+ * the level the job was given with (the loop's config may change under
+ * it: the worker reads no more of it). pgd_log_write() formats on its own
+ * stack and writes the line in one call, which is safe from a thread.
+ */
+static void
+pgd_job_log(void *ctx, int level, const char *fmt, ...)
+{
+    char            msg[900];
+    va_list         args;
+    pgd_job_ctx_t  *c;
+
+    c = ctx;
+
+    if (level < c->job->log_level) {
+        return;
+    }
+
+    va_start(args, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, args);
+    va_end(args);
+
+    pgd_log_write(c->d, level, "certificate %s: %s", c->job->name, msg);
 }

@@ -27,11 +27,10 @@ my $dir = tempdir('pg-certs-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $NAME = 'staging.test';
 
 # the CA: a real one, made with openssl
-system('openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt',
-       'ec_paramgen_curve:P-256', '-nodes', '-days', '30', '-subj',
-       '/CN=portal-gate test CA', '-keyout', "$dir/ca.key", '-out',
-       "$dir/ca.pem", '-addext', 'basicConstraints=critical,CA:TRUE',
-       '-addext', 'keyUsage=critical,keyCertSign,cRLSign') == 0
+system("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+       . " -days 30 -subj '/CN=portal-gate test CA' -keyout $dir/ca.key"
+       . " -out $dir/ca.pem -addext basicConstraints=critical,CA:TRUE"
+       . " -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null") == 0
     or BAIL_OUT('openssl cannot make a CA');
 system("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
        . " -days 30 -subj /CN=other -keyout $dir/other.key -out"
@@ -201,6 +200,49 @@ subtest 'an output folder that cannot be written: said, and nginx keeps serving'
     ok($gd->running, 'the daemon runs on');
     $gd->rewrite(extra => block());
     $gd->hup;
+};
+
+subtest 'SIGHUP: a certificate added is issued, one changed is reissued, one removed leaves cert status' => sub {
+    my $two = "$dir/certs/two.test";
+    my $more = <<"CONF";
+certificate two.test {
+    issuer    local $dir/ca.pem $dir/ca.key;
+    fullchain $two/fullchain.pem;
+    privkey   $two/privkey.pem;
+}
+CONF
+    my $mark = $gd->mark;
+    $gd->rewrite(extra => block() . $more);
+    $gd->hup;
+    ok(wait_until(sub { my (undef, $st) = status_json();
+                        ($st->{'two.test'}{serial} // '') ne '' }, 20),
+       'the added certificate is issued') or diag($gd->log($mark));
+    like($gd->log($mark), qr/certificate two\.test: no pair yet, wrote a self-signed placeholder/,
+         'after its placeholder');
+    my (undef, $st) = status_json();
+    my $serial = $st->{'two.test'}{serial};
+
+    (my $changed = $more) =~ s/issuer /names two.test www.two.test;\n    issuer /;
+    $gd->rewrite(extra => block() . $changed);
+    $gd->hup;
+    ok(wait_until(sub { my (undef, $st) = status_json();
+                        my $c = $st->{'two.test'} // {};
+                        ($c->{serial} // $serial) ne $serial
+                        && "@{ $c->{names} }" eq 'two.test www.two.test' }, 20),
+       'a certificate whose names changed is issued again for them')
+        or diag($gd->log($mark));
+    my $san = `openssl x509 -in $two/fullchain.pem -noout -ext subjectAltName 2>&1`;
+    like($san, qr/DNS:www\.two\.test/, 'the new certificate has the new name');
+
+    $gd->rewrite(extra => block());
+    $gd->hup;
+    ok(wait_until(sub { my (undef, $st) = status_json(); !$st->{'two.test'} }, 10),
+       'a certificate removed is gone from cert status');
+    like($gd->log($mark), qr/certificate two\.test: no longer in the configuration: not renewed any more, its files stay/,
+         'the log says it is no longer renewed');
+    ok(-s "$two/fullchain.pem", 'its files stay');
+    my (undef, $left) = status_json();
+    ok($left->{$NAME}, "$NAME is still in cert status");
 };
 
 subtest 'a bad certificate block stops portal-gated -t with FILE:LINE' => sub {
