@@ -123,7 +123,7 @@ subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
         my $n = () = $conf =~ /^\s*portal_gate $flag off=\@legacy;/mg;
         is($n, 2, "$flag is gated in production and in staging");
     }
-    like($conf, qr/server_name staging\.portal\.example\.com;\s+portal_gate_env staging;/,
+    like($conf, qr/server_name staging\.portal\.example\.com;[^}]*?\n\s+portal_gate_env staging;/,
          'the staging vhost reads the staging flags');
     like($conf, qr{listen unix:/run/portal-gate/api\.sock;},
          'the API listens on a unix socket');
@@ -139,10 +139,25 @@ subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
     $conf =~ s{^user .*$}{}mg;
     unlike($conf, qr{(?:/var/|/run/|/usr/lib/nginx/modules/)},
            'every path the example writes was moved into the scratch folder');
+    # (the certificate's folder is moved below, with its pair)
+    # the staging vhost's pair, which portal-gated writes (a placeholder
+    # first): nginx -t reads it
+    like($conf, qr{portal_gate_acme_challenge on;}, 'staging answers the ACME challenge');
+    $conf =~ s{/etc/portal-gate/certs/}{$dir/certs/}g;
+    mkdir "$dir/certs";
+    mkdir "$dir/certs/staging.portal.example.com";
+    my $pair = "$dir/certs/staging.portal.example.com";
+    system("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256"
+           . " -nodes -days 1 -subj /CN=staging.portal.example.com"
+           . " -keyout $pair/privkey.pem -out $pair/fullchain.pem"
+           . " 2>/dev/null") == 0 or die 'openssl';
+
     # nginx -t binds: port 80 needs root, and may be taken
-    my $port = free_ports(1);
+    my $port = free_ports(2);
+    my $tls = $port + 1;
     $conf =~ s{^(\s*listen) 80\b}{$1 127.0.0.1:$port}mg;
-    unlike($conf, qr{^\s*listen (?!127\.0\.0\.1:$port\b|unix:)}m,
+    $conf =~ s{^(\s*listen) 443\b}{$1 127.0.0.1:$tls}mg;
+    unlike($conf, qr{^\s*listen (?!127\.0\.0\.1:(?:$port|$tls)\b|unix:)}m,
            'and every port to a free one');
 
     open $fh, '>', "$dir/nginx.conf" or die $!;
