@@ -46,6 +46,25 @@
  *                       least 3 s), measured on Redis's clock. It removes
  *                       its field when it stops; beats older than a day
  *                       are removed by any controller's beat.
+ *   P "acme:challenges" hash: field = an ACME http-01 token, value = its
+ *                       key authorization, while an order of portal-gated's
+ *                       worker is pending; every portal-gated pushes the
+ *                       whole hash to its edges (PUT challenges) on the
+ *                       message "acme-challenges" on P "changes", and at
+ *                       every tick while it is not empty.
+ *   P "certs"           hash: field = a certificate block's name, value =
+ *                       its status JSON, written by the portal-gated that
+ *                       manages it (controller/pgd_certs.c): names, issuer,
+ *                       serial, not_before, not_after, next_renewal,
+ *                       next_why, last_error, last_error_at, failures,
+ *                       attempts, placeholder, issued_at, host,
+ *                       updated_at. `portal-gatectl cert status` reads it.
+ *   P "cert:renew"      hash: field = a certificate's name, value = when
+ *                       `portal-gatectl cert renew` asked (ISO 8601 UTC),
+ *                       with the message "cert-renew" on P "changes"; the
+ *                       portal-gated that manages it takes (HDEL) and
+ *                       renews it. Neither message is a revision: flags
+ *                       are not read again for them.
  *
  * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
  * revision (portal-gated raised the revision above an edge's after a
