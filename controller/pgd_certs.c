@@ -209,11 +209,13 @@ pgd_certs_configure(pgd_t *d)
 static void
 pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed)
 {
-    int          written;
-    char        *pem, *names[PG_CONF_CERT_NAMES];
+    int          written, broken;
+    char        *pem, *key, *names[PG_CONF_CERT_NAMES];
     char         buf[sizeof(c->conf.names)];
-    size_t       len, n;
+    size_t       len, key_len, n;
     pg_error_t   err;
+
+    key = NULL;
 
     memcpy(buf, c->conf.names, sizeof(buf));
     n = pgd_names_split(buf, names, PG_CONF_CERT_NAMES);
@@ -236,11 +238,33 @@ pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed)
     }
 
     c->have_info = 0;
+    broken = 0;
 
     if (pg_cert_read_file(c->conf.fullchain, &pem, &len, &err) == PG_OK) {
         if (pg_cert_info(pem, len, &c->info, &err) == PG_OK) {
             c->have_info = 1;
             c->placeholder = c->info.self_signed;
+        }
+
+        /* a pair nginx cannot serve (a corrupt or foreign key, a name
+         * missing, expired) is replaced now, not at its renewal time */
+        if (c->have_info && !c->placeholder) {
+            if (pg_cert_read_file(c->conf.privkey, &key, &key_len, &err)
+                    != PG_OK
+                || pg_cert_check_pair(pem, len, key, key_len, names, n,
+                                      time(NULL), &err) != PG_OK)
+            {
+                broken = 1;
+                pgd_log(d, PG_LOG_WARN, "certificate %s: the pair in place "
+                        "(%s, %s) cannot serve, a new one is issued now: %s",
+                        c->conf.name, c->conf.fullchain, c->conf.privkey,
+                        err.text);
+            }
+
+            if (key != NULL) {
+                OPENSSL_cleanse(key, key_len);
+                free(key);
+            }
         }
 
         free(pem);
@@ -250,6 +274,9 @@ pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed)
 
     if (!c->have_info) {
         c->next_why = "first issuance (no certificate can be read)";
+
+    } else if (broken) {
+        c->next_why = "reissue (the pair in place cannot serve)";
 
     } else if (c->placeholder) {
         c->next_why = "first issuance (the placeholder is in place)";

@@ -202,6 +202,22 @@ subtest 'an output folder that cannot be written: said, and nginx keeps serving'
     $gd->hup;
 };
 
+subtest 'a corrupt key file in place: replaced at the next start' => sub {
+    my $before = served("$dir/ca.pem");
+    clean_exit($gd->stop, $gd, 'portal-gated stopped');
+    open my $fh, '>', "$certs/privkey.pem" or die; print {$fh} "garbage\n"; close $fh;
+    my $mark = $gd->mark;
+    $gd->start;
+    ok($gd->wait_log(qr/certificate $NAME: the pair in place \(\S+fullchain\.pem, \S+privkey\.pem\) cannot serve, a new one is issued now: the key is not a PEM private key/, 10, $mark),
+       'the log says the key in place is unusable, naming it')
+        or diag($gd->log($mark));
+    ok(wait_until(sub { my $s = served("$dir/ca.pem"); $s && $s ne $before }, 20),
+       'a new pair is issued and served');
+    is((stat "$certs/privkey.pem")[2] & 07777, 0600, 'the new key is 0600');
+    my ($r) = status_json();
+    is($r->{exit}, 0, 'cert status exits 0');
+};
+
 subtest 'SIGHUP: a certificate added is issued, one changed is reissued, one removed leaves cert status' => sub {
     my $two = "$dir/certs/two.test";
     my $more = <<"CONF";

@@ -195,6 +195,20 @@ note("the error: $r->{err}");
     kill 'HUP', $ng->pid;
 };
 
+subtest 'a corrupt account key: a clear error naming it, the certificate stays' => sub {
+    my $before = served_serial();
+    my ($key) = glob("$dir/state/acme/*/account.key");
+    my $good = do { local (@ARGV, $/) = $key; <> };
+    open my $fh, '>', $key or die; print {$fh} "not a key\n"; close $fh;
+    my $r = $rs->ctl('cert', 'renew', $NAME, '--wait', '60');
+    is($r->{exit}, 1, 'cert renew --wait exits 1');
+    like($r->{err}, qr/\Q$key\E/, 'the error names the account key file')
+        or diag(explain($r));
+    is(served_serial(), $before, 'nginx serves the same certificate');
+    open $fh, '>', $key or die; print {$fh} $good; close $fh;
+    chmod 0600, $key;
+};
+
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 $ng->no_bad_log_lines('nginx: no [crit], [alert] or [emerg] at the end');
 
