@@ -195,6 +195,28 @@ note("the error: $r->{err}");
     kill 'HUP', $ng->pid;
 };
 
+subtest 'a CA that hangs mid-order never holds up a kill' => sub {
+    exits($rs->ctl('create', 'customer_portal'), 0, 'create');
+    exits($rs->ctl('rollout', 'customer_portal', '100'), 0, 'rollout 100');
+    ok(wait_until(sub { ($ng->evaluate(flag => 'customer_portal')->{decision} // '') eq 'on' }),
+       'the edge has the flag on');
+    my (undef, $was) = status_of();
+    kill 'STOP', $pb->{pid};
+    my $mark = $gd->mark;
+    my $r = $rs->ctl('cert', 'renew', $NAME);
+    is($r->{exit}, 0, 'a renewal is asked, and pebble does not answer');
+    ok($gd->wait_log(qr/certificate $NAME: renewal asked by portal-gatectl from \S+ starts/, 10, $mark),
+       'the order is in flight') or diag($gd->log($mark));
+    exits($rs->ctl('kill', 'customer_portal'), 0, 'kill');
+    ok(wait_until(sub { ($ng->evaluate(flag => 'customer_portal')->{reason} // '') eq 'killed' }, 5),
+       'the kill reached the edge while the order hangs');
+    kill 'CONT', $pb->{pid};
+    ok(wait_until(sub { my (undef, $c) = status_of();
+                        ($c->{attempts} // 0) > $was->{attempts} }, 60),
+       'the order ends once pebble answers again');
+    ok(wait_until(sub { https_ok() }, 10), 'and HTTPS verifies after it');
+};
+
 subtest 'a corrupt account key: a clear error naming it, the certificate stays' => sub {
     my $before = served_serial();
     my ($key) = glob("$dir/state/acme/*/account.key");
