@@ -1,0 +1,761 @@
+/*
+ * pg_cert_install.c: a new certificate pair put in place for nginx, and
+ * the first-start placeholder; see pg_cert_install.h.
+ *
+ * The order of an install is what makes it safe: nothing is written until
+ * the pair is known good; the previous files are kept (on disk as .prev,
+ * and in memory to put them back); nginx is reloaded only once every
+ * `nginx -t` has passed, so that a master never reads a pair, or a config,
+ * it would refuse.
+ */
+
+#include <errno.h>              /* errno, EINTR, ENOENT, ECHILD */
+#include <fcntl.h>              /* open, fcntl, O_*, F_SETFD */
+#include <poll.h>               /* poll: nginx -t's stderr, with a timeout */
+#include <signal.h>             /* kill, SIGHUP, SIGKILL, sigprocmask */
+#include <stdarg.h>             /* va_list: pg_cert_msg() */
+#include <stdio.h>              /* snprintf, vsnprintf */
+#include <stdlib.h>             /* free, strtol */
+#include <string.h>             /* strcmp, strchr, strerror, strrchr */
+#include <sys/resource.h>       /* getrlimit: the fds a child closes */
+#include <sys/stat.h>           /* stat, mkdir, chmod */
+#include <sys/syscall.h>        /* SYS_close_range */
+#include <sys/wait.h>           /* waitpid, WIFEXITED... */
+#include <time.h>               /* clock_gettime, nanosleep */
+#include <unistd.h>             /* fork, execv, pipe, dup2, unlink, access,
+                                   syscall */
+#include <openssl/crypto.h>     /* OPENSSL_cleanse: keys in memory */
+#include "pg_cert_install.h"    /* the API this file implements */
+
+
+#define PG_CERT_PATH_MAX     4096
+#define PG_CERT_STDERR_MAX   4096       /* bytes of nginx -t's stderr kept */
+#define PG_CERT_CHILD_FDS    65536      /* fds a child closes, at most */
+#define PG_CERT_SHOWN        120        /* bytes of a path in a message */
+
+
+/* A file as it was before an install, and its .prev: their bytes, or
+ * that they were absent. */
+typedef struct {
+    const char  *path;
+    char        *data;          /* new, or NULL when absent */
+    size_t       len;
+    char        *prev;          /* PATH.prev's bytes: new, or NULL */
+    size_t       prev_len;
+    int          mode;
+    char         prev_path[PG_CERT_PATH_MAX];
+} pg_cert_old_t;
+
+
+static void pg_cert_msg(pg_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int pg_cert_mkdirs(const char *file, pg_error_t *err);
+static int pg_cert_exists(const char *path, int *exists, pg_error_t *err);
+static int pg_cert_keep(pg_cert_old_t *old, pg_error_t *err);
+static int pg_cert_restore(const char *path, const char *data, size_t len,
+    int mode, pg_error_t *err);
+static int pg_cert_put_back(const pg_cert_old_t *old, pg_error_t *err);
+static void pg_cert_old_free(pg_cert_old_t *old);
+static long long pg_cert_ms(void);
+static int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
+static int pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err);
+
+
+/* err = the message, cut to fit: messages here quote other messages */
+static void
+pg_cert_msg(pg_error_t *err, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(err->text, sizeof(err->text), fmt, args);
+    va_end(args);
+}
+
+
+/* --- files -------------------------------------------------------------- */
+
+/*
+ * The folders above file, made 0755 (exactly: the umask aside) where they
+ * are missing, as `mkdir -p` does.
+ */
+static int
+pg_cert_mkdirs(const char *file, pg_error_t *err)
+{
+    char         dir[PG_CERT_PATH_MAX];
+    char        *p, *slash;
+    struct stat  st;
+
+    if ((size_t) snprintf(dir, sizeof(dir), "%s", file) >= sizeof(dir)) {
+        pg_cert_msg(err, "%.*s: the path is too long", PG_CERT_SHOWN, file);
+        return PG_ERR;
+    }
+
+    slash = strrchr(dir, '/');
+
+    if (slash == NULL || slash == dir) {
+        return PG_OK;                   /* the current folder, or "/" */
+    }
+
+    *slash = '\0';
+
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return PG_OK;
+    }
+
+    /* each prefix in turn; one that exists is passed over */
+    for (p = dir + 1; ; p++) {
+
+        if (*p != '/' && *p != '\0') {
+            continue;
+        }
+
+        *p = '\0';
+
+        if (mkdir(dir, 0755) == 0) {
+            (void) chmod(dir, 0755);
+
+        } else if (errno != EEXIST || stat(dir, &st) != 0
+                   || !S_ISDIR(st.st_mode))
+        {
+            pg_cert_msg(err, "cannot create folder %.*s: %s", PG_CERT_SHOWN,
+                        dir, errno == EEXIST ? "a file is in the way"
+                                             : strerror(errno));
+            return PG_ERR;
+        }
+
+        if (p == slash) {
+            break;
+        }
+
+        *p = '/';
+    }
+
+    return PG_OK;
+}
+
+
+/* *exists: path is there (as anything: a folder there is an error later,
+ * when it is written). Errors other than "absent" are errors. */
+static int
+pg_cert_exists(const char *path, int *exists, pg_error_t *err)
+{
+    struct stat  st;
+
+    if (stat(path, &st) == 0) {
+        *exists = 1;
+        return PG_OK;
+    }
+
+    if (errno == ENOENT || errno == ENOTDIR) {
+        *exists = 0;
+        return PG_OK;
+    }
+
+    pg_cert_msg(err, "cannot read %.*s: %s", PG_CERT_SHOWN, path,
+                strerror(errno));
+
+    return PG_ERR;
+}
+
+
+/*
+ * old->data = what is at old->path now (NULL when nothing is), and a copy
+ * of it at PATH.prev; what PATH.prev held is kept in old->prev, so that a
+ * failed install puts that back too, and .prev always holds the pair
+ * before the one in place.
+ */
+static int
+pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
+{
+    int  exists;
+
+    old->data = NULL;
+    old->prev = NULL;
+
+    if ((size_t) snprintf(old->prev_path, sizeof(old->prev_path), "%s.prev",
+                          old->path)
+        >= sizeof(old->prev_path))
+    {
+        pg_cert_msg(err, "%.*s: the path is too long", PG_CERT_SHOWN,
+                    old->path);
+        return PG_ERR;
+    }
+
+    if (pg_cert_exists(old->path, &exists, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (!exists) {
+        return PG_OK;
+    }
+
+    if (pg_cert_read_file(old->path, &old->data, &old->len, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (pg_cert_exists(old->prev_path, &exists, err) != PG_OK
+        || (exists && pg_cert_read_file(old->prev_path, &old->prev,
+                                        &old->prev_len, err) != PG_OK))
+    {
+        return PG_ERR;
+    }
+
+    return pg_cert_write_file(old->prev_path, old->data, old->len, old->mode,
+                              err);
+}
+
+
+/* One file back as it was: its bytes written back (atomically), or the
+ * file removed when there was none. */
+static int
+pg_cert_restore(const char *path, const char *data, size_t len, int mode,
+    pg_error_t *err)
+{
+    if (data != NULL) {
+        return pg_cert_write_file(path, data, len, mode, err);
+    }
+
+    if (unlink(path) == -1 && errno != ENOENT) {
+        pg_cert_msg(err, "cannot remove %.*s: %s", PG_CERT_SHOWN, path,
+                    strerror(errno));
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+/* The file and its .prev back as pg_cert_keep() found them. */
+static int
+pg_cert_put_back(const pg_cert_old_t *old, pg_error_t *err)
+{
+    if (pg_cert_restore(old->path, old->data, old->len, old->mode, err)
+        != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    /* no .prev was made when there was nothing in place */
+    if (old->data == NULL) {
+        return PG_OK;
+    }
+
+    return pg_cert_restore(old->prev_path, old->prev, old->prev_len,
+                           old->mode, err);
+}
+
+
+/* The memory pg_cert_keep() took, the key's wiped. */
+static void
+pg_cert_old_free(pg_cert_old_t *old)
+{
+    if (old->data != NULL) {
+        OPENSSL_cleanse(old->data, old->len);
+    }
+
+    if (old->prev != NULL) {
+        OPENSSL_cleanse(old->prev, old->prev_len);
+    }
+
+    free(old->data);
+    free(old->prev);
+    old->data = NULL;
+    old->prev = NULL;
+}
+
+
+/* --- nginx -------------------------------------------------------------- */
+
+static long long
+pg_cert_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+
+/*
+ * `BINARY -t -q -c CONF [-p PREFIX]`: PG_OK when it exits 0 within the
+ * timeout; else err names the config and quotes the first line nginx
+ * wrote on stderr (with -q, that is its first error).
+ */
+static int
+pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
+{
+    int               fds[2], null, status, eof, timed_out, fd, maxfd,
+                      argc;
+    char             *argv[8], *nl, *p;
+    char              out[PG_CERT_STDERR_MAX + 1], sink[512];
+    pid_t             pid, r;
+    size_t            got;
+    ssize_t           n;
+    sigset_t          none;
+    long long         deadline, left;
+    const char       *binary;
+    struct pollfd     pfd;
+    struct rlimit     rl;
+    struct timespec   nap = { 0, 10 * 1000000 };
+
+    binary = ngx->binary ? ngx->binary : PG_CERT_NGINX_BINARY;
+
+    /* said here, where errno can still be read: after the fork, the child
+     * could only exit 127 */
+    if (access(binary, X_OK) == -1) {
+        pg_cert_msg(err, "cannot run %.*s: %s", PG_CERT_SHOWN, binary,
+                    strerror(errno));
+        return PG_ERR;
+    }
+
+    argc = 0;
+    argv[argc++] = (char *) binary;
+    argv[argc++] = "-t";
+    argv[argc++] = "-q";
+    argv[argc++] = "-c";
+    argv[argc++] = (char *) ngx->conf;
+
+    if (ngx->prefix != NULL) {
+        argv[argc++] = "-p";
+        argv[argc++] = (char *) ngx->prefix;
+    }
+
+    argv[argc] = NULL;
+
+    maxfd = PG_CERT_CHILD_FDS;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t) maxfd) {
+        maxfd = (int) rl.rlim_cur;
+    }
+
+    if (pipe(fds) == -1) {
+        pg_cert_msg(err, "cannot run %.*s: pipe: %s", PG_CERT_SHOWN, binary,
+                    strerror(errno));
+        return PG_ERR;
+    }
+
+    /* not inherited by anything another thread starts meanwhile */
+    (void) fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    (void) fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+
+    null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    if (null == -1) {
+        pg_cert_msg(err, "cannot open /dev/null: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return PG_ERR;
+    }
+
+    pid = fork();
+
+    if (pid == -1) {
+        pg_cert_msg(err, "cannot run %.*s: fork: %s", PG_CERT_SHOWN, binary,
+                    strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        close(null);
+        return PG_ERR;
+    }
+
+    if (pid == 0) {
+        /* the child of a threaded process: only async-signal-safe calls
+         * until execv. The daemon's blocked signals are not nginx's. */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(fds[1], 2);
+
+        /* dup2 onto the same fd keeps its close-on-exec: cleared */
+        fcntl(0, F_SETFD, 0);
+        fcntl(1, F_SETFD, 0);
+        fcntl(2, F_SETFD, 0);
+
+        /* the daemon's sockets and files are not nginx -t's: one call
+         * where the kernel has it (Linux 5.9), else one by one */
+#ifdef SYS_close_range
+        if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+#endif
+        {
+            for (fd = 3; fd < maxfd; fd++) {
+                close(fd);
+            }
+        }
+
+        execv(binary, argv);
+
+        (void) !write(2, "portal-gated: execv failed\n", 27);
+        _exit(127);
+    }
+
+    close(fds[1]);
+    close(null);
+
+    got = 0;
+    eof = 0;
+    timed_out = 0;
+    status = 0;
+    deadline = pg_cert_ms()
+               + 1000LL * (ngx->timeout > 0 ? ngx->timeout
+                                             : PG_CERT_NGINX_TIMEOUT);
+
+    for ( ;; ) {
+        r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid) {
+            break;
+        }
+
+        if (r == -1 && errno != EINTR) {
+            /* ECHILD: someone else reaped it (SIGCHLD ignored, or a
+             * waitpid(-1)): its status is lost */
+            pg_cert_msg(err, "its exit status is lost (%s)",
+                        strerror(errno));
+            close(fds[0]);
+            return PG_ERR;
+        }
+
+        left = deadline - pg_cert_ms();
+
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+
+            while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
+                /* void */
+            }
+
+            timed_out = 1;
+            break;
+        }
+
+        if (eof) {
+            /* stderr closed; the process is still finishing */
+            nanosleep(&nap, NULL);
+            continue;
+        }
+
+        pfd.fd = fds[0];
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+
+        if (poll(&pfd, 1, left < 100 ? (int) left : 100) <= 0) {
+            continue;
+        }
+
+        /* past what is kept, the rest is read and dropped, so that nginx
+         * never blocks on a full pipe */
+        n = (got < PG_CERT_STDERR_MAX)
+            ? read(fds[0], out + got, PG_CERT_STDERR_MAX - got)
+            : read(fds[0], sink, sizeof(sink));
+
+        if (n > 0) {
+            got += (got < PG_CERT_STDERR_MAX) ? (size_t) n : 0;
+
+        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            eof = 1;
+        }
+    }
+
+    /* what is still in the pipe: the process has exited */
+    (void) fcntl(fds[0], F_SETFL, O_NONBLOCK);
+
+    while (got < PG_CERT_STDERR_MAX
+           && (n = read(fds[0], out + got, PG_CERT_STDERR_MAX - got)) > 0)
+    {
+        got += n;
+    }
+
+    close(fds[0]);
+    out[got] = '\0';
+
+    if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return PG_OK;
+    }
+
+    /* the first line that says something, without control characters */
+    p = out;
+
+    while (*p == '\n' || *p == '\r' || *p == ' ') {
+        p++;
+    }
+
+    nl = strchr(p, '\n');
+
+    if (nl != NULL) {
+        *nl = '\0';
+    }
+
+    for (nl = p; *nl != '\0'; nl++) {
+        *nl = ((unsigned char) *nl < ' ' || *nl == 0x7f) ? ' ' : *nl;
+    }
+
+    if (timed_out) {
+        pg_cert_msg(err, "no answer in %d s",
+                    ngx->timeout > 0 ? ngx->timeout : PG_CERT_NGINX_TIMEOUT);
+
+    } else if (*p != '\0') {
+        pg_cert_msg(err, "%s", p);
+
+    } else if (WIFEXITED(status)) {
+        pg_cert_msg(err, "exit status %d", WEXITSTATUS(status));
+
+    } else {
+        pg_cert_msg(err, "killed by signal %d",
+                    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+
+    return PG_ERR;
+}
+
+
+/* SIGHUP to the master in ngx->pid: nginx re-reads its config and the
+ * certificates, and its old workers finish their connections. */
+static int
+pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
+{
+    long     pid;
+    char    *text, *end;
+    size_t   len;
+
+    if (pg_cert_read_file(ngx->pid, &text, &len, err) != PG_OK) {
+        /* "cannot read pid file F: ..." */
+        return PG_ERR;
+    }
+
+    errno = 0;
+    pid = strtol(text, &end, 10);
+
+    while (end != text && (*end == '\n' || *end == ' ' || *end == '\r')) {
+        end++;
+    }
+
+    /* never 0 or negative: kill() would signal a whole process group */
+    if (end == text || *end != '\0' || errno != 0 || pid <= 0
+        || pid > 0x7fffffffL)
+    {
+        pg_cert_msg(err, "pid file %.*s holds no pid", PG_CERT_SHOWN,
+                    ngx->pid);
+        free(text);
+        return PG_ERR;
+    }
+
+    free(text);
+
+    if (kill((pid_t) pid, SIGHUP) == -1) {
+        pg_cert_msg(err, "cannot signal nginx master %ld (pid file %.*s): "
+                    "%s", pid, PG_CERT_SHOWN, ngx->pid, strerror(errno));
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+/* --- install ------------------------------------------------------------ */
+
+int
+pg_cert_install(const char *fullchain, const char *privkey,
+    const char *chain_pem, size_t chain_len, const char *key_pem,
+    size_t key_len, char *const *names, size_t n,
+    const pg_cert_nginx_t *nginx, size_t nginx_n, time_t now,
+    pg_error_t *err)
+{
+    int            rc;
+    size_t         i;
+    pg_error_t     why, why2;
+    pg_cert_old_t  old_chain, old_key;
+
+    memset(&old_chain, 0, sizeof(pg_cert_old_t));
+    old_chain.path = fullchain;
+    old_chain.mode = 0644;
+    memset(&old_key, 0, sizeof(pg_cert_old_t));
+    old_key.path = privkey;
+    old_key.mode = 0600;
+
+    if (strcmp(fullchain, privkey) == 0) {
+        pg_cert_msg(err, "new pair not installed: fullchain and privkey are "
+                    "the same file %.*s", PG_CERT_SHOWN, fullchain);
+        return PG_ERR;
+    }
+
+    /* 1. the pair, before anything is touched */
+    if (pg_cert_check_pair(chain_pem, chain_len, key_pem, key_len, names, n,
+                           now, &why) != PG_OK)
+    {
+        pg_cert_msg(err, "new pair for %.*s refused, nothing changed: %s",
+                    PG_CERT_SHOWN, fullchain, why.text);
+        return PG_ERR;
+    }
+
+    /* 2. the folders */
+    if (pg_cert_mkdirs(fullchain, &why) != PG_OK
+        || pg_cert_mkdirs(privkey, &why) != PG_OK)
+    {
+        pg_cert_msg(err, "new pair not installed, nothing changed: %s",
+                    why.text);
+        return PG_ERR;
+    }
+
+    /* 3. the pair in place kept; a folder that cannot be written stops
+     * here (the key's .prev, if made, is put back as it was) */
+    if (pg_cert_keep(&old_key, &why) != PG_OK
+        || pg_cert_keep(&old_chain, &why) != PG_OK)
+    {
+        (void) pg_cert_put_back(&old_key, &why2);
+        pg_cert_msg(err, "new pair not installed, nothing changed: %s",
+                    why.text);
+        rc = PG_ERR;
+        goto done;
+    }
+
+    /* 4. the key first: for the instant between the two renames, a new key
+     * beside the old chain is no worse than the reverse, and nginx reads
+     * neither until step 6 */
+    if (pg_cert_write_file(privkey, key_pem, key_len, 0600, &why) != PG_OK
+        || pg_cert_write_file(fullchain, chain_pem, chain_len, 0644, &why)
+           != PG_OK)
+    {
+        if (pg_cert_put_back(&old_key, &why2) != PG_OK
+            || pg_cert_put_back(&old_chain, &why2) != PG_OK)
+        {
+            pg_cert_msg(err, "new pair not installed: %.100s; and the "
+                        "previous pair is not back: %s", why.text, why2.text);
+
+        } else {
+            pg_cert_msg(err, "new pair not installed, nothing changed: %s",
+                        why.text);
+        }
+
+        rc = PG_ERR;
+        goto done;
+    }
+
+    /* 5. every nginx accepts it, or the previous pair goes back */
+    for (i = 0; i < nginx_n; i++) {
+        if (pg_cert_nginx_test(&nginx[i], &why) == PG_OK) {
+            continue;
+        }
+
+        if (pg_cert_put_back(&old_key, &why2) != PG_OK
+            || pg_cert_put_back(&old_chain, &why2) != PG_OK)
+        {
+            pg_cert_msg(err, "nginx -t failed for %.80s, and the previous "
+                        "pair is not back (%.80s): %s", nginx[i].conf,
+                        why2.text, why.text);
+
+        } else {
+            pg_cert_msg(err, "nginx -t failed for %.80s (the previous pair "
+                        "is back, nginx not reloaded): %s", nginx[i].conf,
+                        why.text);
+        }
+
+        rc = PG_ERR;
+        goto done;
+    }
+
+    /* 6. the reloads: each one tried, the first failure reported */
+    rc = PG_OK;
+
+    for (i = 0; i < nginx_n; i++) {
+        if (pg_cert_reload(&nginx[i], &why) != PG_OK && rc == PG_OK) {
+            pg_cert_msg(err, "new pair installed, but nginx %.60s was not "
+                        "reloaded: %s", nginx[i].conf, why.text);
+            rc = PG_CERT_NOT_RELOADED;
+        }
+    }
+
+done:
+
+    pg_cert_old_free(&old_key);
+    pg_cert_old_free(&old_chain);
+
+    return rc;
+}
+
+
+/* --- the placeholder ---------------------------------------------------- */
+
+int
+pg_cert_placeholder(const char *fullchain, const char *privkey,
+    int key_type, char *const *names, size_t n, int *written,
+    pg_error_t *err)
+{
+    int            rc, chain_exists, key_exists;
+    char          *key_pem, *chain_pem;
+    size_t         key_len, chain_len;
+    EVP_PKEY      *key;
+    pg_error_t     why;
+    pg_cert_old_t  old;
+
+    *written = 0;
+
+    if (pg_cert_exists(fullchain, &chain_exists, err) != PG_OK
+        || pg_cert_exists(privkey, &key_exists, err) != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    if (chain_exists && key_exists) {
+        return PG_OK;                   /* never replaced */
+    }
+
+    key_pem = NULL;
+    chain_pem = NULL;
+    rc = PG_ERR;
+
+    key = pg_cert_key_new(key_type, &why);
+
+    if (key == NULL
+        || pg_cert_key_pem(key, &key_pem, &key_len, &why) != PG_OK
+        || pg_cert_self_signed(key, names, n, PG_CERT_PLACEHOLDER_LIFETIME,
+                               &chain_pem, &chain_len, &why) != PG_OK
+        || pg_cert_mkdirs(fullchain, &why) != PG_OK
+        || pg_cert_mkdirs(privkey, &why) != PG_OK)
+    {
+        pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
+                    fullchain, why.text);
+        goto done;
+    }
+
+    /* the one half of a pair that is there is kept aside, not lost */
+    memset(&old, 0, sizeof(pg_cert_old_t));
+    old.path = chain_exists ? fullchain : privkey;
+    old.mode = chain_exists ? 0644 : 0600;
+
+    if ((chain_exists || key_exists) && pg_cert_keep(&old, &why) != PG_OK) {
+        pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
+                    fullchain, why.text);
+        pg_cert_old_free(&old);
+        goto done;
+    }
+
+    pg_cert_old_free(&old);
+
+    if (pg_cert_write_file(privkey, key_pem, key_len, 0600, &why) != PG_OK
+        || pg_cert_write_file(fullchain, chain_pem, chain_len, 0644, &why)
+           != PG_OK)
+    {
+        pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
+                    fullchain, why.text);
+        goto done;
+    }
+
+    *written = 1;
+    rc = PG_OK;
+
+done:
+
+    if (key_pem != NULL) {
+        OPENSSL_cleanse(key_pem, key_len);
+    }
+
+    free(key_pem);
+    free(chain_pem);
+    EVP_PKEY_free(key);
+
+    return rc;
+}

@@ -1,0 +1,86 @@
+/*
+ * pg_cert_install.h: putting a certificate pair in place for nginx, as
+ * DESIGN.md "Staging certificates" says: check the pair, keep the
+ * previous one, write both atomically, `nginx -t` for every nginx, then
+ * SIGHUP each master; put the previous pair back when `nginx -t` fails.
+ * And the first-start placeholder, so that nginx can start before the
+ * first issuance.
+ *
+ * Thread safety: both functions may run in the daemon's worker thread.
+ * They keep no state; `nginx -t` is a child of this process, started with
+ * fork/execv (no shell) and waited for by its pid only (never waitpid(-1):
+ * nothing else's child is reaped). The daemon must not reap children with
+ * waitpid(-1) either, nor set SIGCHLD to SIG_IGN (then no exit status can
+ * be read, and every `nginx -t` counts as failed).
+ *
+ * Errors: PG_OK, PG_ERR, or PG_CERT_NOT_RELOADED, with one line in
+ * pg_error_t naming the file or the nginx and what is wrong.
+ * Ownership: every pointer is borrowed.
+ */
+
+#ifndef PG_CERT_INSTALL_H
+#define PG_CERT_INSTALL_H
+
+#include <stddef.h>             /* size_t */
+#include "pg_cert.h"            /* pg_error_t, PG_OK, PG_ERR, PG_CERT_KEY_* */
+
+#define PG_CERT_NGINX_BINARY   "/usr/sbin/nginx"
+#define PG_CERT_NGINX_TIMEOUT  30       /* seconds an `nginx -t` may take */
+
+/* pg_cert_install(): the new pair is in place, but at least one nginx
+ * was not reloaded (its pid file is missing or wrong, or its master is
+ * gone); err says which. It serves the new pair from its next reload. */
+#define PG_CERT_NOT_RELOADED   1
+
+
+/* One `nginx` line of portal-gated.conf. */
+typedef struct {
+    const char  *conf;      /* nginx -c CONF */
+    const char  *pid;       /* the master's pid file */
+    const char  *binary;    /* NULL: PG_CERT_NGINX_BINARY */
+    const char  *prefix;    /* nginx -p PREFIX, or NULL */
+    int          timeout;   /* seconds for `nginx -t`; 0:
+                               PG_CERT_NGINX_TIMEOUT */
+} pg_cert_nginx_t;
+
+
+/*
+ * Install chain_pem (the certificate, then its issuers) at fullchain
+ * (0644) and key_pem at privkey (0600), for names:
+ *
+ *   1. pg_cert_check_pair() at now; a pair that fails touches nothing;
+ *   2. the folders of fullchain and privkey are made (0755) if missing;
+ *   3. what is in place is copied to FULLCHAIN.prev and PRIVKEY.prev
+ *      (when it exists); a folder that cannot be written stops here,
+ *      with the pair in place unchanged;
+ *   4. both files are written atomically (temp file, fsync, rename);
+ *   5. `BINARY -t -q -c CONF [-p PREFIX]` for each of nginx[0..nginx_n);
+ *      if one fails (exit status, signal, timeout), the previous files
+ *      are written back (or the new ones removed, when there were none),
+ *      and err quotes the first line nginx wrote;
+ *   6. SIGHUP to the pid in each nginx's pid file.
+ *
+ * PG_OK: installed and every nginx reloaded. PG_ERR: nothing changed (or
+ * everything was put back). PG_CERT_NOT_RELOADED: installed, but step 6
+ * failed for at least one nginx (the others were reloaded).
+ */
+int pg_cert_install(const char *fullchain, const char *privkey,
+    const char *chain_pem, size_t chain_len, const char *key_pem,
+    size_t key_len, char *const *names, size_t n,
+    const pg_cert_nginx_t *nginx, size_t nginx_n, time_t now,
+    pg_error_t *err);
+
+/*
+ * The first start: when fullchain or privkey does not exist, write a new
+ * key of key_type (PG_CERT_KEY_*) at privkey (0600) and a self-signed
+ * certificate for names, valid PG_CERT_PLACEHOLDER_LIFETIME, at fullchain
+ * (0644), making their folders (0755). An existing pair is never touched:
+ * *written = 0, PG_OK. When only one of the two files exists, it is kept
+ * as FILE.prev before the placeholder replaces it. *written = 1 when the
+ * placeholder was written. No `nginx -t`, no reload: nginx starts with it.
+ */
+int pg_cert_placeholder(const char *fullchain, const char *privkey,
+    int key_type, char *const *names, size_t n, int *written,
+    pg_error_t *err);
+
+#endif /* PG_CERT_INSTALL_H */
