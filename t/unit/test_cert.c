@@ -1,0 +1,2051 @@
+/*
+ * test_cert.c: unit tests of the certificates' toolbox (controller/pg_cert.c)
+ * and of installing a pair for nginx (controller/pg_cert_install.c). Files
+ * go to a scratch folder; "nginx" is a shell script written there, and its
+ * "master" a child process that says whether it got SIGHUP. Prints TAP;
+ * exits 1 if any test failed.
+ *
+ *   make build/test-cert && build/test-cert
+ *
+ * Expected values are computed here independently of the code under test
+ * where that can be done (ARI ids with OpenSSL's own base64, chains checked
+ * with X509_verify_cert), or taken from RFC 9773's examples.
+ */
+
+#include <errno.h>          /* errno */
+#include <fcntl.h>          /* open, O_RDONLY */
+#include <dirent.h>         /* opendir: leftover temp files */
+#include <math.h>           /* NAN */
+#include <signal.h>         /* sigaction, kill, SIGHUP */
+#include <stdio.h>          /* printf, snprintf, fopen */
+#include <stdlib.h>         /* malloc, free, mkdtemp, rand */
+#include <string.h>         /* strcmp, strncmp, strstr, strlen, memcmp */
+#include <sys/ioctl.h>      /* ioctl: an immutable folder, for root */
+#include <sys/prctl.h>      /* prctl: a fake master dies with the test */
+#include <sys/stat.h>       /* stat, chmod, umask */
+#include <sys/wait.h>       /* waitpid */
+#include <time.h>           /* time, nanosleep */
+#include <unistd.h>         /* unlink, rmdir, fork, getuid */
+#include <linux/fs.h>       /* FS_IOC_SETFLAGS, FS_IMMUTABLE_FL */
+#include <openssl/evp.h>    /* EVP_EncodeBlock, EVP_PKEY */
+#include <openssl/pem.h>    /* PEM_read_bio_X509 */
+#include <openssl/x509.h>   /* X509_verify_cert */
+#include <openssl/x509v3.h> /* AUTHORITY_KEYID, X509_get_ext_d2i */
+#include "pg_cert.h"        /* the toolbox under test */
+#include "pg_cert_install.h"  /* the install under test */
+#include "tap.h"            /* t_ok, t_diag, t_count, t_failed */
+
+
+#define T_DAY  86400
+
+
+static char  t_dir[] = "/tmp/pg-test-cert-XXXXXX";
+
+static char *t_names[] = { "staging.example.com", "www.staging.example.com" };
+
+
+/* --- helpers ---------------------------------------------------------- */
+
+/* t_dir/name in a static buffer (one of four, so that a call may take
+ * several). */
+static const char *
+t_path(const char *name)
+{
+    static int   i;
+    static char  buf[4][512];
+
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof(buf[i]), "%s/%s", t_dir, name);
+
+    return buf[i];
+}
+
+
+static void
+t_write(const char *path, const char *text, size_t len)
+{
+    FILE  *f;
+
+    f = fopen(path, "wb");
+
+    if (f == NULL || fwrite(text, 1, len, f) != len || fclose(f) != 0) {
+        t_diag("cannot write %s", path);
+        exit(1);
+    }
+}
+
+
+static void
+t_write_str(const char *path, const char *text)
+{
+    t_write(path, text, strlen(text));
+}
+
+
+/* The whole file (new, NUL-terminated), or NULL when it cannot be read. */
+static char *
+t_slurp(const char *path, size_t *len)
+{
+    FILE    *f;
+    char    *buf;
+    long     n;
+
+    f = fopen(path, "rb");
+
+    if (f == NULL) {
+        return NULL;
+    }
+
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc(n + 1);
+
+    if (buf == NULL || fread(buf, 1, n, f) != (size_t) n) {
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+
+    buf[n] = '\0';
+    fclose(f);
+
+    if (len != NULL) {
+        *len = (size_t) n;
+    }
+
+    return buf;
+}
+
+
+/* path holds exactly text. */
+static int
+t_same(const char *path, const char *text, size_t len)
+{
+    int      same;
+    char    *got;
+    size_t   n;
+
+    got = t_slurp(path, &n);
+    same = got != NULL && n == len && memcmp(got, text, len) == 0;
+    free(got);
+
+    return same;
+}
+
+
+/* The permission bits of path, or -1. */
+static int
+t_mode(const char *path)
+{
+    struct stat  st;
+
+    return stat(path, &st) == 0 ? (int) (st.st_mode & 07777) : -1;
+}
+
+
+static int
+t_exists(const char *path)
+{
+    struct stat  st;
+
+    return stat(path, &st) == 0;
+}
+
+
+/* Some file in folder has ".tmp." in its name: a temp file left behind. */
+static int
+t_temp_left(const char *folder)
+{
+    int             found;
+    DIR            *d;
+    struct dirent  *e;
+
+    found = 0;
+    d = opendir(folder);
+
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        found |= strstr(e->d_name, ".tmp.") != NULL;
+    }
+
+    if (d != NULL) {
+        closedir(d);
+    }
+
+    return found;
+}
+
+
+/* base64url without padding of in[0..n), with OpenSSL's base64: not the
+ * code under test (pg_b64). */
+static void
+t_b64url(const unsigned char *in, size_t n, char *out)
+{
+    int  len, i;
+
+    len = EVP_EncodeBlock((unsigned char *) out, in, (int) n);
+
+    while (len > 0 && out[len - 1] == '=') {
+        len--;
+    }
+
+    out[len] = '\0';
+
+    for (i = 0; i < len; i++) {
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    }
+}
+
+
+/* The first certificate of a PEM text (new). */
+static X509 *
+t_x509(const char *pem, size_t len, int index)
+{
+    BIO   *bio;
+    X509  *x;
+
+    bio = BIO_new_mem_buf(pem, (int) len);
+    x = NULL;
+
+    do {
+        X509_free(x);
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    } while (x != NULL && index-- > 0);
+
+    BIO_free(bio);
+
+    return x;
+}
+
+
+static char *
+t_x509_pem(X509 *x, size_t *len)
+{
+    BIO    *bio;
+    char   *p, *pem;
+    long    n;
+
+    bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(bio, x);
+    n = BIO_get_mem_data(bio, &p);
+    pem = malloc(n + 1);
+    memcpy(pem, p, n);
+    pem[n] = '\0';
+    *len = n;
+    BIO_free(bio);
+
+    return pem;
+}
+
+
+static char *
+t_key_pem(EVP_PKEY *key, size_t *len)
+{
+    char        *pem;
+    pg_error_t   err;
+
+    if (pg_cert_key_pem(key, &pem, len, &err) != PG_OK) {
+        t_diag("key pem: %s", err.text);
+        exit(1);
+    }
+
+    return pem;
+}
+
+
+/*
+ * A certificate made here with OpenSSL, not pg_cert: subject CN cn, SANs
+ * san (NULL: none), serial given as bytes (positive), valid
+ * [nb, na), an AKI with keyid aki (NULL: none), signed by key.
+ */
+static X509 *
+t_make(EVP_PKEY *key, const char *cn, const char *san,
+    const unsigned char *serial, size_t serial_len,
+    const unsigned char *aki, size_t aki_len, time_t nb, time_t na, int ca)
+{
+    X509             *x;
+    BIGNUM           *bn;
+    X509V3_CTX        ctx;
+    ASN1_INTEGER     *sn;
+    X509_EXTENSION   *ext;
+    AUTHORITY_KEYID  *akid;
+
+    x = X509_new();
+    X509_set_version(x, X509_VERSION_3);
+    bn = BN_bin2bn(serial, (int) serial_len, NULL);
+    sn = BN_to_ASN1_INTEGER(bn, NULL);
+    X509_set_serialNumber(x, sn);
+    ASN1_INTEGER_free(sn);
+    BN_free(bn);
+    ASN1_TIME_set(X509_getm_notBefore(x), nb);
+    ASN1_TIME_set(X509_getm_notAfter(x), na);
+    X509_set_pubkey(x, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *) cn, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+
+    if (san != NULL) {
+        ext = X509V3_EXT_nconf_nid(NULL, &ctx, NID_subject_alt_name, san);
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
+
+    if (ca) {
+        ext = X509V3_EXT_nconf_nid(NULL, &ctx, NID_basic_constraints,
+                                   "critical,CA:TRUE");
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+        ext = X509V3_EXT_nconf_nid(NULL, &ctx, NID_key_usage,
+                                   "critical,keyCertSign,cRLSign");
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+        ext = X509V3_EXT_nconf_nid(NULL, &ctx, NID_subject_key_identifier,
+                                   "hash");
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
+
+    if (aki != NULL) {
+        akid = AUTHORITY_KEYID_new();
+        akid->keyid = ASN1_OCTET_STRING_new();
+        ASN1_OCTET_STRING_set(akid->keyid, aki, (int) aki_len);
+        X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0,
+                          X509V3_ADD_DEFAULT);
+        AUTHORITY_KEYID_free(akid);
+    }
+
+    X509_sign(x, key, EVP_sha256());
+
+    return x;
+}
+
+
+/* A test CA: ca.pem and ca.key under name (a prefix in t_dir), valid
+ * [nb, na). Returns its certificate (new). */
+static X509 *
+t_ca(const char *name, time_t nb, time_t na, EVP_PKEY **key_out)
+{
+    X509              *x;
+    char              *pem, file[64];
+    size_t             len;
+    EVP_PKEY          *key;
+    pg_error_t         err;
+    unsigned char      serial[] = { 0x01, 0x02 };
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+    x = t_make(key, "Portal Gate Test CA", NULL, serial, sizeof(serial),
+               NULL, 0, nb, na, 1);
+
+    snprintf(file, sizeof(file), "%s.pem", name);
+    pem = t_x509_pem(x, &len);
+    t_write(t_path(file), pem, len);
+    free(pem);
+
+    snprintf(file, sizeof(file), "%s.key", name);
+    pem = t_key_pem(key, &len);
+    t_write(t_path(file), pem, len);
+    free(pem);
+
+    if (key_out != NULL) {
+        *key_out = key;
+
+    } else {
+        EVP_PKEY_free(key);
+    }
+
+    return x;
+}
+
+
+/* --- keys ------------------------------------------------------------- */
+
+static void
+test_keys_round_trip(void)
+{
+    int          type, ok, bits;
+    char        *pem, group[32];
+    size_t       len, glen;
+    EVP_PKEY    *key, *back;
+    pg_error_t   err;
+    const char  *path;
+
+    for (type = PG_CERT_KEY_ECDSA; type <= PG_CERT_KEY_RSA; type++) {
+        key = pg_cert_key_new(type, &err);
+
+        if (!t_ok(key != NULL, "a new %s key", type ? "RSA" : "ECDSA")) {
+            t_diag("%s", err.text);
+            continue;
+        }
+
+        if (type == PG_CERT_KEY_ECDSA) {
+            ok = EVP_PKEY_get_base_id(key) == EVP_PKEY_EC
+                 && EVP_PKEY_get_group_name(key, group, sizeof(group), &glen)
+                 && strcmp(group, "prime256v1") == 0;
+            t_ok(ok, "an ECDSA key is on P-256");
+
+        } else {
+            bits = EVP_PKEY_get_bits(key);
+            t_ok(EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA && bits == 2048,
+                 "an RSA key has 2048 bits (%d)", bits);
+        }
+
+        pem = NULL;
+        t_ok(pg_cert_key_pem(key, &pem, &len, &err) == PG_OK
+             && strncmp(pem, "-----BEGIN PRIVATE KEY-----\n", 28) == 0
+             && strlen(pem) == len,
+             "%s key as PEM is PKCS#8", type ? "an RSA" : "an ECDSA");
+
+        path = t_path(type ? "rsa.key" : "ec.key");
+
+        t_ok(pg_cert_write_file(path, pem, len, 0600, &err) == PG_OK
+             && t_mode(path) == 0600 && t_same(path, pem, len),
+             "the key written to a file, mode 0600");
+
+        back = pg_cert_key_load(path, &err);
+
+        t_ok(back != NULL && EVP_PKEY_eq(key, back) == 1,
+             "%s key read back is the same key", type ? "an RSA" : "an ECDSA");
+
+        EVP_PKEY_free(back);
+        EVP_PKEY_free(key);
+        free(pem);
+        unlink(path);
+    }
+
+    key = pg_cert_key_new(7, &err);
+    t_ok(key == NULL && strcmp(err.text, "unknown key type 7") == 0,
+         "an unknown key type is refused");
+}
+
+
+/* path refused as a key with exactly "cannot read key PATH: why". */
+static void
+t_key_refused(const char *path, const char *why, const char *name)
+{
+    char         want[600];
+    EVP_PKEY    *key;
+    pg_error_t   err;
+
+    snprintf(want, sizeof(want), "cannot read key %s: %s", path, why);
+    memset(&err, 0, sizeof(err));
+    key = pg_cert_key_load(path, &err);
+
+    if (!t_ok(key == NULL && strcmp(err.text, want) == 0, "%s", name)) {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+
+    EVP_PKEY_free(key);
+}
+
+
+static void
+test_keys_refused(void)
+{
+    BIO         *bio;
+    char        *p;
+    long         n;
+    EVP_PKEY    *key;
+    pg_error_t   err;
+
+    t_key_refused(t_path("missing.key"), "No such file or directory",
+                  "a missing key file is refused, naming the file");
+
+    t_write_str(t_path("empty.key"), "");
+    t_key_refused(t_path("empty.key"), "empty file",
+                  "an empty key file is refused");
+
+    t_write_str(t_path("corrupt.key"),
+                "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49"
+                "AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n");
+    t_key_refused(t_path("corrupt.key"), "not a PEM private key",
+                  "a corrupt (truncated) key file is refused");
+
+    t_write_str(t_path("junk.key"), "not a key at all\n\x01\x02\n");
+    t_key_refused(t_path("junk.key"), "not a PEM private key",
+                  "a file of junk is refused as a key");
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+    bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(bio, key);
+    n = BIO_get_mem_data(bio, &p);
+    t_write(t_path("public.key"), p, n);
+    BIO_free(bio);
+    t_key_refused(t_path("public.key"), "a public key, not a private key",
+                  "a public key alone is refused as the private key");
+
+    bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PKCS8PrivateKey(bio, key, EVP_aes_128_cbc(), NULL, 0, NULL,
+                                  (void *) "secret");
+    n = BIO_get_mem_data(bio, &p);
+    t_write(t_path("encrypted.key"), p, n);
+    BIO_free(bio);
+    t_key_refused(t_path("encrypted.key"), "an encrypted private key (only "
+                  "unencrypted keys are read)",
+                  "an encrypted key is refused, not asked a passphrase for");
+    EVP_PKEY_free(key);
+
+    t_key_refused(t_dir, "a folder", "a folder is refused as a key file");
+
+    unlink(t_path("empty.key"));
+    unlink(t_path("corrupt.key"));
+    unlink(t_path("junk.key"));
+    unlink(t_path("public.key"));
+    unlink(t_path("encrypted.key"));
+}
+
+
+static void
+test_files(void)
+{
+    char        *big, *data;
+    size_t       len;
+    mode_t       old;
+    pg_error_t   err;
+    const char  *path;
+
+    path = t_path("file.pem");
+
+    old = umask(077);
+    t_ok(pg_cert_write_file(path, "abc\n", 4, 0644, &err) == PG_OK
+         && t_mode(path) == 0644 && t_same(path, "abc\n", 4),
+         "a file is written with its mode exactly, whatever the umask");
+    umask(old);
+
+    t_ok(pg_cert_write_file(path, "replaced", 8, 0600, &err) == PG_OK
+         && t_mode(path) == 0600 && t_same(path, "replaced", 8)
+         && !t_temp_left(t_dir),
+         "a file is replaced whole, and no temp file stays");
+
+    t_ok(pg_cert_read_file(path, &data, &len, &err) == PG_OK
+         && len == 8 && strcmp(data, "replaced") == 0,
+         "a file is read whole, NUL-terminated");
+    free(data);
+
+    t_ok(pg_cert_write_file(t_path("no/such/folder/file.pem"), "x", 1, 0644,
+                            &err) == PG_ERR
+         && strstr(err.text, "cannot write ") == err.text
+         && strstr(err.text, "no/such/folder/file.pem: No such file or "
+                   "directory") != NULL,
+         "writing into a missing folder says so, naming the file");
+
+    big = malloc(1024 * 1024 + 1);
+    memset(big, 'a', 1024 * 1024 + 1);
+    t_write(path, big, 1024 * 1024 + 1);
+    free(big);
+
+    t_ok(pg_cert_read_file(path, &data, &len, &err) == PG_ERR
+         && strstr(err.text, "larger than 1048576 bytes") != NULL,
+         "a file over 1 MiB is refused");
+
+    t_ok(pg_cert_read_file(t_path("missing"), &data, &len, &err) == PG_ERR
+         && strstr(err.text, "missing: No such file or directory") != NULL,
+         "a missing file is an error naming it");
+
+    unlink(path);
+}
+
+
+/* --- CSR -------------------------------------------------------------- */
+
+/* The DNS SANs of a CSR, joined with ",". */
+static void
+t_csr_sans(X509_REQ *req, char *buf, size_t size)
+{
+    int                           i;
+    GENERAL_NAME                 *gn;
+    GENERAL_NAMES                *gens;
+    STACK_OF(X509_EXTENSION)     *exts;
+
+    buf[0] = '\0';
+    exts = X509_REQ_get_extensions(req);
+    gens = X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL);
+
+    for (i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        gn = sk_GENERAL_NAME_value(gens, i);
+
+        if (gn->type == GEN_DNS) {
+            snprintf(buf + strlen(buf), size - strlen(buf), "%s%.*s",
+                     buf[0] ? "," : "", ASN1_STRING_length(gn->d.dNSName),
+                     ASN1_STRING_get0_data(gn->d.dNSName));
+        }
+    }
+
+    GENERAL_NAMES_free(gens);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+}
+
+
+static void
+test_csr(void)
+{
+    int                   type, i;
+    char                  sans[1024], cn[128], longname[80];
+    char                 *names[3], *many[PG_CERT_NAMES_MAX + 1];
+    size_t                len;
+    EVP_PKEY             *key;
+    X509_REQ             *req;
+    pg_error_t            err;
+    unsigned char        *der;
+    const unsigned char  *p;
+
+    names[0] = "staging.example.com";
+    names[1] = "www.staging.example.com";
+    names[2] = "*.api.staging.example.com";
+
+    for (type = PG_CERT_KEY_ECDSA; type <= PG_CERT_KEY_RSA; type++) {
+        key = pg_cert_key_new(type, &err);
+        der = NULL;
+
+        if (!t_ok(pg_cert_csr(key, names, 3, &der, &len, &err) == PG_OK,
+                  "a CSR for three names, %s key", type ? "RSA" : "ECDSA"))
+        {
+            t_diag("%s", err.text);
+            EVP_PKEY_free(key);
+            continue;
+        }
+
+        p = der;
+        req = d2i_X509_REQ(NULL, &p, (long) len);
+        t_csr_sans(req, sans, sizeof(sans));
+        X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(req),
+                                  NID_commonName, cn, sizeof(cn));
+
+        t_ok(req != NULL && p == der + len
+             && X509_REQ_verify(req, key) == 1
+             && EVP_PKEY_eq(X509_REQ_get0_pubkey(req), key) == 1,
+             "the CSR is DER, signed by the key, for its public key");
+
+        t_ok(strcmp(sans, "staging.example.com,www.staging.example.com,"
+                    "*.api.staging.example.com") == 0
+             && strcmp(cn, "staging.example.com") == 0,
+             "the CSR has every name as a SAN, the first also as CN (%s)",
+             sans);
+
+        X509_REQ_free(req);
+        free(der);
+        EVP_PKEY_free(key);
+    }
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+
+    /* 65 bytes: a SAN, but over the CN's 64 */
+    memset(longname, 'a', 53);
+    snprintf(longname + 53, sizeof(longname) - 53, ".example.com");
+    names[0] = longname;
+    der = NULL;
+    cn[0] = '\0';
+
+    if (t_ok(strlen(longname) == 65
+             && pg_cert_csr(key, names, 1, &der, &len, &err) == PG_OK,
+             "a CSR for a name longer than a CN may be"))
+    {
+        p = der;
+        req = d2i_X509_REQ(NULL, &p, (long) len);
+        t_csr_sans(req, sans, sizeof(sans));
+        t_ok(strcmp(sans, longname) == 0
+             && X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0,
+             "... has it as a SAN and no CN");
+        X509_REQ_free(req);
+        free(der);
+    }
+
+    {
+        static const struct {
+            const char  *name;
+            const char  *why;
+        } bad[] = {
+            { "", "empty or longer than 253 bytes" },
+            { "a..example.com", "an empty label or one longer than 63 "
+              "bytes" },
+            { "example.com.", "an empty label or one longer than 63 bytes" },
+            { "exa mple.com", "only letters, digits, '-' and '.' (and "
+              "\"*.\" first)" },
+            { "exa_mple.com", "only letters, digits, '-' and '.' (and "
+              "\"*.\" first)" },
+            { "www.*.example.com", "only letters, digits, '-' and '.' (and "
+              "\"*.\" first)" },
+            { "*example.com", "a wildcard is \"*.\" and a domain" },
+            { "*.", "an empty label or one longer than 63 bytes" },
+        };
+        char  want[256];
+
+        for (i = 0; i < (int) (sizeof(bad) / sizeof(bad[0])); i++) {
+            names[0] = (char *) bad[i].name;
+            snprintf(want, sizeof(want), "invalid name \"%s\": %s",
+                     bad[i].name, bad[i].why);
+
+            if (!t_ok(pg_cert_csr(key, names, 1, &der, &len, &err) == PG_ERR
+                      && strcmp(err.text, want) == 0,
+                      "the name \"%s\" is refused", bad[i].name))
+            {
+                t_diag("got: %s", err.text);
+            }
+        }
+    }
+
+    t_ok(pg_cert_csr(key, names, 0, &der, &len, &err) == PG_ERR
+         && strcmp(err.text, "a certificate has 1 to 100 names, not 0") == 0,
+         "a CSR without names is refused");
+
+    for (i = 0; i <= PG_CERT_NAMES_MAX; i++) {
+        many[i] = "example.com";
+    }
+
+    t_ok(pg_cert_csr(key, many, PG_CERT_NAMES_MAX + 1, &der, &len, &err)
+         == PG_ERR
+         && strcmp(err.text, "a certificate has 1 to 100 names, not 101")
+            == 0,
+         "a CSR for 101 names is refused");
+
+    EVP_PKEY_free(key);
+}
+
+
+/* --- what a certificate says ------------------------------------------ */
+
+/* RFC 9773 Appendix A: the example certificate of section 4.1, whose
+ * ARI id the RFC gives. */
+static const char  t_rfc9773_cert[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBQzCB66ADAgECAgUAh2VDITAKBggqhkjOPQQDAjAVMRMwEQYDVQQDEwpFeGFt\n"
+    "cGxlIENBMCIYDzAwMDEwMTAxMDAwMDAwWhgPMDAwMTAxMDEwMDAwMDBaMBYxFDAS\n"
+    "BgNVBAMTC2V4YW1wbGUuY29tMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEeBZu\n"
+    "7cbpAYNXZLbbh8rNIzuOoqOOtmxA1v7cRm//AwyMwWxyHz4zfwmBhcSrf47NUAFf\n"
+    "qzLQ2PPQxdTXREYEnKMjMCEwHwYDVR0jBBgwFoAUaYhba4dGQEHhs3uEe6CuLN4B\n"
+    "yNQwCgYIKoZIzj0EAwIDRwAwRAIge09+S5TZAlw5tgtiVvuERV6cT4mfutXIlwTb\n"
+    "+FYN/8oCIClDsqBklhB9KAelFiYt9+6FDj3z4KGVelYM5MdsO3pK\n"
+    "-----END CERTIFICATE-----\n";
+
+
+static void
+test_info(void)
+{
+    int              i;
+    X509            *x;
+    char            *pem, want[256], aki_b64[64], serial_b64[64];
+    size_t           len;
+    time_t           nb, na;
+    EVP_PKEY        *key;
+    pg_error_t       err;
+    pg_cert_info_t   info;
+    unsigned char    aki[20];
+    unsigned char    serial[] = { 0x80, 0x01, 0x02 };
+    unsigned char    serial_der[] = { 0x00, 0x80, 0x01, 0x02 };
+
+    if (t_ok(pg_cert_info(t_rfc9773_cert, sizeof(t_rfc9773_cert) - 1, &info,
+                          &err) == PG_OK,
+             "RFC 9773's example certificate is read"))
+    {
+        t_ok(strcmp(info.ari_id, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE") == 0,
+             "its ARI id is the RFC's: aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE "
+             "(%s)", info.ari_id);
+        t_ok(strcmp(info.serial, "87654321") == 0,
+             "its serial is 87654321 (%s)", info.serial);
+        t_ok(strcmp(info.issuer, "Example CA") == 0 && !info.self_signed,
+             "its issuer is Example CA, not itself");
+        /* 0001-01-01T00:00:00Z: 719162 days before 1970 */
+        t_ok(info.not_before == -719162LL * T_DAY
+             && info.not_after == info.not_before,
+             "its dates are year 1, as the RFC wrote them (%lld)",
+             (long long) info.not_before);
+    }
+
+    /* an AKI and a serial set here; the expected id computed here */
+    for (i = 0; i < (int) sizeof(aki); i++) {
+        aki[i] = (unsigned char) (0xf0 + i * 7);
+    }
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+    nb = 1700000000;
+    na = nb + 90 * T_DAY;
+    x = t_make(key, "info.example.com", "DNS:info.example.com", serial,
+               sizeof(serial), aki, sizeof(aki), nb, na, 0);
+    pem = t_x509_pem(x, &len);
+    X509_free(x);
+
+    t_b64url(aki, sizeof(aki), aki_b64);
+    t_b64url(serial_der, sizeof(serial_der), serial_b64);
+    snprintf(want, sizeof(want), "%s.%s", aki_b64, serial_b64);
+
+    if (t_ok(pg_cert_info(pem, len, &info, &err) == PG_OK,
+             "a certificate with a high-bit serial is read"))
+    {
+        t_ok(strcmp(info.ari_id, want) == 0
+             && strcmp(serial_b64, "AIABAg") == 0,
+             "its ARI id has the serial's DER bytes, 0x00 first: %s (%s)",
+             want, info.ari_id);
+        t_ok(strcmp(info.serial, "800102") == 0,
+             "its serial shows as lowercase hex without the sign byte (%s)",
+             info.serial);
+        t_ok(info.not_before == nb && info.not_after == na,
+             "its dates are read exactly");
+        t_ok(info.self_signed && strcmp(info.issuer, "info.example.com") == 0,
+             "subject == issuer is self-signed; the issuer is its CN");
+    }
+
+    free(pem);
+
+    /* no AKI: no ARI id */
+    x = t_make(key, "noaki.example.com", NULL, serial, sizeof(serial), NULL,
+               0, nb, na, 0);
+    pem = t_x509_pem(x, &len);
+    X509_free(x);
+
+    t_ok(pg_cert_info(pem, len, &info, &err) == PG_OK
+         && info.ari_id[0] == '\0',
+         "a certificate without an AKI has no ARI id");
+
+    free(pem);
+    EVP_PKEY_free(key);
+
+    t_ok(pg_cert_info("garbage\n", 8, &info, &err) == PG_ERR
+         && strcmp(err.text, "the certificate: not a PEM certificate") == 0,
+         "garbage is not a certificate (%s)", err.text);
+
+    t_ok(pg_cert_info("", 0, &info, &err) == PG_ERR,
+         "nothing is not a certificate");
+}
+
+
+/* --- check_pair --------------------------------------------------------- */
+
+static void
+t_pair_refused(const char *chain, size_t chain_len, const char *key,
+    size_t key_len, char *const *names, size_t n, time_t now,
+    const char *want, const char *name)
+{
+    pg_error_t  err;
+    int         rc;
+
+    memset(&err, 0, sizeof(err));
+    rc = pg_cert_check_pair(chain, chain_len, key, key_len, names, n, now,
+                            &err);
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0, "%s", name)) {
+        t_diag("rc %d, got: %s", rc, err.text);
+        t_diag("wanted:     %s", want);
+    }
+}
+
+
+static void
+test_check_pair(void)
+{
+    X509            *x;
+    char            *chain, *kpem, *other_pem, *cn_chain, *bad_chain;
+    char            *names[3];
+    size_t           clen, klen, olen, cnlen, blen;
+    time_t           nb, na;
+    EVP_PKEY        *key, *other;
+    pg_error_t       err;
+    unsigned char    serial[] = { 0x42 };
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+    other = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+    kpem = t_key_pem(key, &klen);
+    other_pem = t_key_pem(other, &olen);
+
+    nb = 1700000000;
+    na = nb + 90 * T_DAY;
+    x = t_make(key, "staging.example.com",
+               "DNS:staging.example.com,DNS:*.staging.example.com",
+               serial, 1, NULL, 0, nb, na, 0);
+    chain = t_x509_pem(x, &clen);
+    X509_free(x);
+
+    names[0] = "staging.example.com";
+    names[1] = "www.staging.example.com";
+    names[2] = "WWW.Staging.Example.COM";
+
+    t_ok(pg_cert_check_pair(chain, clen, kpem, klen, names, 3, nb + T_DAY,
+                            &err) == PG_OK,
+         "a good pair passes: key matches, names covered (a wildcard, any "
+         "case), valid now");
+
+    t_pair_refused(chain, clen, other_pem, olen, names, 1, nb + T_DAY,
+                   "the key does not match the certificate",
+                   "another key is refused");
+
+    names[1] = "other.example.com";
+    t_pair_refused(chain, clen, kpem, klen, names, 2, nb + T_DAY,
+                   "the certificate does not cover other.example.com",
+                   "a name not in the SANs is refused, naming it");
+
+    names[1] = "a.b.staging.example.com";
+    t_pair_refused(chain, clen, kpem, klen, names, 2, nb + T_DAY,
+                   "the certificate does not cover a.b.staging.example.com",
+                   "a wildcard covers one label only");
+
+    names[1] = "staging.example.com";
+    t_pair_refused(chain, clen, kpem, klen, names, 1, na,
+                   "the certificate expired at 2024-02-12T22:13:20Z",
+                   "an expired certificate is refused, with its end");
+
+    t_pair_refused(chain, clen, kpem, klen, names, 1, nb - 1,
+                   "the certificate is not valid yet: from "
+                   "2023-11-14T22:13:20Z",
+                   "a certificate not valid yet is refused, with its start");
+
+    t_pair_refused("garbage", 7, kpem, klen, names, 1, nb + T_DAY,
+                   "the certificate chain: not a PEM certificate",
+                   "a garbage chain is refused");
+
+    /* a good leaf, then a broken certificate */
+    blen = clen + 70;
+    bad_chain = malloc(blen + 1);
+    snprintf(bad_chain, blen + 1, "%s-----BEGIN CERTIFICATE-----\nAAAA\n"
+             "-----END CERTIFICATE-----\n", chain);
+    blen = strlen(bad_chain);
+    t_pair_refused(bad_chain, blen, kpem, klen, names, 1, nb + T_DAY,
+                   "the certificate chain: certificate 2 is not a valid PEM "
+                   "certificate",
+                   "a chain with a broken second certificate is refused");
+    free(bad_chain);
+
+    t_pair_refused(chain, clen, "junk", 4, names, 1, nb + T_DAY,
+                   "the key is not a PEM private key",
+                   "a junk key is refused");
+
+    /* the CN does not count when there are SANs (RFC 6125) */
+    x = t_make(key, "cn-only.example.com", "DNS:san.example.com", serial, 1,
+               NULL, 0, nb, na, 0);
+    cn_chain = t_x509_pem(x, &cnlen);
+    X509_free(x);
+    names[0] = "cn-only.example.com";
+    t_pair_refused(cn_chain, cnlen, kpem, klen, names, 1, nb + T_DAY,
+                   "the certificate does not cover cn-only.example.com",
+                   "a name only in the CN is not covered when SANs exist");
+    free(cn_chain);
+
+    free(chain);
+    free(kpem);
+    free(other_pem);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(other);
+}
+
+
+/* --- making certificates ---------------------------------------------- */
+
+static void
+test_self_signed(void)
+{
+    X509            *x;
+    char            *pem, *kpem;
+    size_t           len, klen;
+    time_t           before;
+    EVP_PKEY        *key;
+    pg_error_t       err;
+    pg_cert_info_t   info;
+
+    key = pg_cert_key_new(PG_CERT_KEY_RSA, &err);
+    kpem = t_key_pem(key, &klen);
+    before = time(NULL);
+
+    if (!t_ok(pg_cert_self_signed(key, t_names, 2, 3600, &pem, &len, &err)
+              == PG_OK, "a self-signed certificate"))
+    {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    x = t_x509(pem, len, 0);
+
+    t_ok(x != NULL && X509_verify(x, key) == 1
+         && pg_cert_info(pem, len, &info, &err) == PG_OK
+         && info.self_signed && info.ari_id[0] == '\0'
+         && strcmp(info.issuer, "staging.example.com") == 0,
+         "it is signed by its own key, its own issuer, without an ARI id");
+
+    t_ok(info.not_after - info.not_before == 3600
+         && info.not_before >= before && info.not_before <= time(NULL),
+         "it is valid from now for the lifetime given");
+
+    t_ok(pg_cert_check_pair(pem, len, kpem, klen, t_names, 2,
+                            info.not_before, &err) == PG_OK,
+         "it covers its names and matches its key");
+
+    t_ok(X509_check_purpose(x, X509_PURPOSE_SSL_SERVER, 0) == 1
+         && X509_get_extension_flags(x) & EXFLAG_BCONS
+         && !(X509_get_extension_flags(x) & EXFLAG_CA),
+         "it is for a TLS server and not a CA");
+
+    t_ok(t_x509(pem, len, 1) == NULL,
+         "the placeholder is one certificate");
+
+    X509_free(x);
+    free(pem);
+
+    t_ok(pg_cert_self_signed(key, t_names, 2, 0, &pem, &len, &err) == PG_ERR
+         && strcmp(err.text, "a certificate's lifetime is positive, not 0 s")
+            == 0,
+         "a lifetime of 0 is refused");
+
+    free(kpem);
+    EVP_PKEY_free(key);
+}
+
+
+/* pem's chain verifies against the CA in ca for name, as a TLS server. */
+static int
+t_verifies(const char *pem, size_t len, X509 *ca, const char *name,
+    time_t at)
+{
+    int               ok;
+    X509             *leaf, *inter;
+    X509_STORE       *store;
+    X509_STORE_CTX   *ctx;
+    STACK_OF(X509)   *rest;
+
+    leaf = t_x509(pem, len, 0);
+    inter = t_x509(pem, len, 1);
+    store = X509_STORE_new();
+    X509_STORE_add_cert(store, ca);
+    rest = sk_X509_new_null();
+    sk_X509_push(rest, inter);
+    ctx = X509_STORE_CTX_new();
+    X509_STORE_CTX_init(ctx, store, leaf, rest);
+    X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER);
+    X509_VERIFY_PARAM_set1_host(X509_STORE_CTX_get0_param(ctx), name, 0);
+    X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), at);
+
+    ok = X509_verify_cert(ctx) == 1;
+
+    if (!ok) {
+        t_diag("verify: %s", X509_verify_cert_error_string(
+                                 X509_STORE_CTX_get_error(ctx)));
+    }
+
+    X509_STORE_CTX_free(ctx);
+    sk_X509_pop_free(rest, X509_free);
+    X509_STORE_free(store);
+    X509_free(leaf);
+
+    return ok;
+}
+
+
+static void
+test_local_issue(void)
+{
+    X509            *ca, *leaf, *second;
+    char            *pem, *kpem, want[256], b64[64];
+    size_t           len, klen;
+    time_t           now;
+    EVP_PKEY        *key, *ca_key;
+    pg_error_t       err;
+    pg_cert_info_t   info;
+    ASN1_OCTET_STRING  *ski;
+    const ASN1_INTEGER *sn;
+    unsigned char      *der;
+    int                 dlen;
+
+    now = time(NULL);
+    ca = t_ca("ca", now - T_DAY, now + 3650 * T_DAY, &ca_key);
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+    kpem = t_key_pem(key, &klen);
+
+    if (!t_ok(pg_cert_local_issue(t_path("ca.pem"), t_path("ca.key"), key,
+                                  t_names, 2, 90L * T_DAY, &pem, &len, &err)
+              == PG_OK, "the local CA issues a certificate"))
+    {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    leaf = t_x509(pem, len, 0);
+    second = t_x509(pem, len, 1);
+
+    t_ok(leaf != NULL && second != NULL && X509_cmp(second, ca) == 0
+         && t_x509(pem, len, 2) == NULL,
+         "the chain is the leaf, then the CA certificate");
+
+    t_ok(t_verifies(pem, len, ca, "www.staging.example.com", now),
+         "the chain verifies against the CA for its names "
+         "(X509_verify_cert, TLS server)");
+
+    t_ok(pg_cert_check_pair(pem, len, kpem, klen, t_names, 2, now, &err)
+         == PG_OK,
+         "the pair passes the install checks");
+
+    pg_cert_info(pem, len, &info, &err);
+
+    t_ok(info.not_after - info.not_before == 90L * T_DAY
+         && strcmp(info.issuer, "Portal Gate Test CA") == 0
+         && !info.self_signed && strlen(info.serial) == 32,
+         "it is valid 90 days, issued by the CA, a 128-bit serial (%s)",
+         info.serial);
+
+    /* its ARI id: the CA's SKI and the leaf's serial, computed here */
+    ski = X509_get_ext_d2i(ca, NID_subject_key_identifier, NULL, NULL);
+    t_b64url(ASN1_STRING_get0_data(ski), ASN1_STRING_length(ski), b64);
+    snprintf(want, sizeof(want), "%s.", b64);
+    ASN1_OCTET_STRING_free(ski);
+    sn = X509_get0_serialNumber(leaf);
+    der = NULL;
+    dlen = i2d_ASN1_INTEGER(sn, &der);
+    t_b64url(der + 2, dlen - 2, b64);
+    OPENSSL_free(der);
+    strcat(want, b64);
+
+    t_ok(strcmp(info.ari_id, want) == 0,
+         "its ARI id is the CA's key id and its serial (%s)", info.ari_id);
+
+    X509_free(leaf);
+    X509_free(second);
+    free(pem);
+
+    /* a second issuance: another serial */
+    {
+        pg_cert_info_t  again;
+
+        pg_cert_local_issue(t_path("ca.pem"), t_path("ca.key"), key,
+                            t_names, 2, 90L * T_DAY, &pem, &len, &err);
+        pg_cert_info(pem, len, &again, &err);
+        t_ok(strcmp(again.serial, info.serial) != 0,
+             "each issuance has a new serial");
+        free(pem);
+    }
+
+    X509_free(ca);
+
+    /* a CA ending in 2 days: the leaf ends with it */
+    ca = t_ca("short-ca", now - T_DAY, now + 2 * T_DAY, NULL);
+
+    t_ok(pg_cert_local_issue(t_path("short-ca.pem"), t_path("short-ca.key"),
+                             key, t_names, 1, 90L * T_DAY, &pem, &len, &err)
+         == PG_OK
+         && pg_cert_info(pem, len, &info, &err) == PG_OK
+         && info.not_after == now + 2 * T_DAY,
+         "a leaf never outlives its CA");
+    free(pem);
+    X509_free(ca);
+
+    ca = t_ca("old-ca", now - 10 * T_DAY, now - T_DAY, NULL);
+    snprintf(want, sizeof(want), "CA certificate %s: not valid now "
+             "(expired)", t_path("old-ca.pem"));
+    t_ok(pg_cert_local_issue(t_path("old-ca.pem"), t_path("old-ca.key"),
+                             key, t_names, 1, 90L * T_DAY, &pem, &len, &err)
+         == PG_ERR && strcmp(err.text, want) == 0,
+         "an expired CA issues nothing, and says so");
+    X509_free(ca);
+
+    snprintf(want, sizeof(want), "CA key %s does not match CA certificate "
+             "%s", t_path("short-ca.key"), t_path("ca.pem"));
+    t_ok(pg_cert_local_issue(t_path("ca.pem"), t_path("short-ca.key"), key,
+                             t_names, 1, 90L * T_DAY, &pem, &len, &err)
+         == PG_ERR && strcmp(err.text, want) == 0,
+         "a CA key that is not the CA certificate's is refused");
+
+    t_write_str(t_path("broken-ca.key"), "-----BEGIN PRIVATE KEY-----\n"
+                "garbage\n-----END PRIVATE KEY-----\n");
+    snprintf(want, sizeof(want), "cannot read key %s: not a PEM private "
+             "key", t_path("broken-ca.key"));
+    t_ok(pg_cert_local_issue(t_path("ca.pem"), t_path("broken-ca.key"), key,
+                             t_names, 1, 90L * T_DAY, &pem, &len, &err)
+         == PG_ERR && strcmp(err.text, want) == 0,
+         "a corrupt CA key is refused, naming the file");
+
+    snprintf(want, sizeof(want), "cannot read CA certificate %s: No such "
+             "file or directory", t_path("none.pem"));
+    t_ok(pg_cert_local_issue(t_path("none.pem"), t_path("ca.key"), key,
+                             t_names, 1, 90L * T_DAY, &pem, &len, &err)
+         == PG_ERR && strcmp(err.text, want) == 0,
+         "a missing CA certificate is refused, naming the file");
+
+    snprintf(want, sizeof(want), "CA certificate %s: not a PEM certificate",
+             t_path("ca.key"));
+    t_ok(pg_cert_local_issue(t_path("ca.key"), t_path("ca.key"), key,
+                             t_names, 1, 90L * T_DAY, &pem, &len, &err)
+         == PG_ERR && strcmp(err.text, want) == 0,
+         "a CA certificate file that is not one is refused");
+
+    unlink(t_path("broken-ca.key"));
+    unlink(t_path("old-ca.pem"));
+    unlink(t_path("old-ca.key"));
+    unlink(t_path("short-ca.pem"));
+    unlink(t_path("short-ca.key"));
+    free(kpem);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+}
+
+
+/* --- when to renew ---------------------------------------------------- */
+
+static void
+test_renew_at(void)
+{
+    int     i, ok;
+    time_t  nb, na, t, lo, hi;
+
+    nb = 1700000000;
+    na = nb + 90 * T_DAY;
+
+    t_ok(pg_cert_renew_at(nb, na, 0.0) == nb + 60 * T_DAY,
+         "90 days: renewed at 2/3, day 60");
+    t_ok(pg_cert_renew_at(nb, na, 1.0) == nb + 60 * T_DAY + 90 * T_DAY / 50
+         && pg_cert_renew_at(nb, na, -1.0)
+            == nb + 60 * T_DAY - 90 * T_DAY / 50,
+         "90 days: jitter moves it by at most 2%% of the lifetime (1.8 days)");
+    t_ok(pg_cert_renew_at(nb, na, 7.0) == pg_cert_renew_at(nb, na, 1.0)
+         && pg_cert_renew_at(nb, na, -7.0) == pg_cert_renew_at(nb, na, -1.0)
+         && pg_cert_renew_at(nb, na, NAN) == pg_cert_renew_at(nb, na, 0.0),
+         "a jitter out of [-1, 1] is held to it, NaN is none");
+
+    na = nb + 6 * T_DAY;
+    t_ok(pg_cert_renew_at(nb, na, 0.0) == nb + 3 * T_DAY,
+         "6 days (shortlived): renewed at 1/2, day 3");
+    t_ok(pg_cert_renew_at(nb, na, 1.0) == nb + 3 * T_DAY + 6 * T_DAY / 50
+         && pg_cert_renew_at(nb, na, -1.0) == nb + 3 * T_DAY - 6 * T_DAY / 50,
+         "6 days: jitter at most 2%% (2.88 hours)");
+
+    t_ok(pg_cert_renew_at(nb, nb + 10 * T_DAY, 0.0) == nb + 5 * T_DAY
+         && pg_cert_renew_at(nb, nb + 11 * T_DAY, 0.0)
+            == nb + 11 * T_DAY * 2 / 3,
+         "10 days is short (1/2), 11 days is not (2/3)");
+
+    t_ok(pg_cert_renew_at(nb, nb, 0.0) == nb
+         && pg_cert_renew_at(nb, nb - 5, 0.0) == nb,
+         "no lifetime: renewed at once");
+
+    /* random draws stay within the bounds */
+    na = nb + 90 * T_DAY;
+    lo = nb + 60 * T_DAY - 90 * T_DAY / 50;
+    hi = nb + 60 * T_DAY + 90 * T_DAY / 50;
+    ok = 1;
+    srand(9773);
+
+    for (i = 0; i < 10000; i++) {
+        t = pg_cert_renew_at(nb, na, rand() / (double) RAND_MAX * 2 - 1);
+        ok &= t >= lo && t <= hi && t < na;
+    }
+
+    t_ok(ok, "10000 random jitters stay within day 60 +- 1.8, before the "
+         "end");
+}
+
+
+static void
+test_retry_at(void)
+{
+    time_t  now;
+
+    now = 1700000000;
+
+    t_ok(pg_cert_retry_at(now, 1, 0) == now + 60
+         && pg_cert_retry_at(now, 2, 0) == now + 600
+         && pg_cert_retry_at(now, 3, 0) == now + 6000
+         && pg_cert_retry_at(now, 4, 0) == now + T_DAY
+         && pg_cert_retry_at(now, 50, 0) == now + T_DAY,
+         "failures retry after 1 min, 10 min, 100 min, then daily");
+    t_ok(pg_cert_retry_at(now, 0, 0) == now + 60,
+         "0 failures counts as the first");
+    t_ok(pg_cert_retry_at(now, 1, 3600) == now + 3600
+         && pg_cert_retry_at(now, 4, 2 * T_DAY) == now + 2 * T_DAY,
+         "a later Retry-After wins");
+    t_ok(pg_cert_retry_at(now, 2, 30) == now + 600
+         && pg_cert_retry_at(now, 1, -5) == now + 60,
+         "an earlier (or negative) Retry-After does not hurry the retry");
+    t_ok(pg_cert_retry_at(now, 1, 0x7fffffffL) == now + 30 * T_DAY,
+         "an absurd Retry-After is held to 30 days");
+}
+
+
+static void
+t_ari_refused(const char *json, const char *want, const char *name)
+{
+    int         rc;
+    time_t      s, e;
+    pg_error_t  err;
+
+    memset(&err, 0, sizeof(err));
+    rc = pg_cert_ari_parse(json, strlen(json), &s, &e, &err);
+
+    if (!t_ok(rc == PG_ERR && strncmp(err.text, want, strlen(want)) == 0,
+              "%s", name))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s...", want);
+    }
+}
+
+
+/* The window of a renewalInfo whose start and end are given, or -1. */
+static time_t
+t_ari_start(const char *start, const char *end, time_t *e)
+{
+    char        json[256];
+    time_t      s;
+    pg_error_t  err;
+
+    snprintf(json, sizeof(json), "{\"suggestedWindow\": {\"start\": \"%s\", "
+             "\"end\": \"%s\"}}", start, end);
+
+    if (pg_cert_ari_parse(json, strlen(json), &s, e, &err) != PG_OK) {
+        return -1;
+    }
+
+    return s;
+}
+
+
+static void
+test_ari(void)
+{
+    time_t       s, e, now;
+    pg_error_t   err;
+
+    /* RFC 9773 section 4.2's example answer */
+    static const char  rfc[] =
+        "{\n"
+        "  \"suggestedWindow\": {\n"
+        "    \"start\": \"2025-01-02T04:00:00Z\",\n"
+        "    \"end\": \"2025-01-03T04:00:00Z\"\n"
+        "  },\n"
+        "  \"explanationURL\": \"https://acme.example.com/docs/ari\"\n"
+        "}\n";
+
+    t_ok(pg_cert_ari_parse(rfc, sizeof(rfc) - 1, &s, &e, &err) == PG_OK
+         && s == 1735790400 && e == 1735876800,
+         "RFC 9773's example: 2025-01-02T04:00Z to 2025-01-03T04:00Z");
+
+    t_ok(t_ari_start("2025-01-02T04:00:00.123456789Z",
+                     "2025-01-03T04:00:00.5Z", &e) == 1735790400
+         && e == 1735876800,
+         "fractions of a second are read and dropped");
+
+    t_ok(t_ari_start("2025-01-02T05:00:00+01:00",
+                     "2025-01-02T22:30:00-05:30", &e) == 1735790400
+         && e == 1735876800,
+         "offsets: +01:00 and -05:30 are converted to UTC");
+
+    t_ok(t_ari_start("2025-01-02t04:00:00z", "2025-01-03T04:00:00Z", &e)
+         == 1735790400,
+         "lowercase t and z are RFC 3339 too");
+
+    t_ok(t_ari_start("2024-02-29T00:00:00Z", "2024-03-01T00:00:00Z", &e)
+         == 1709164800 && e == 1709164800 + T_DAY,
+         "a leap day is a day");
+
+    t_ok(t_ari_start("2025-02-29T00:00:00Z", "2025-03-01T00:00:00Z", &e)
+         == -1
+         && t_ari_start("2025-04-31T00:00:00Z", "2025-05-01T00:00:00Z", &e)
+            == -1
+         && t_ari_start("2025-13-01T00:00:00Z", "2026-01-01T00:00:00Z", &e)
+            == -1
+         && t_ari_start("2025-01-01T24:00:00Z", "2026-01-01T00:00:00Z", &e)
+            == -1,
+         "a date that does not exist is refused");
+
+    t_ok(t_ari_start("2025-01-02T04:00:00", "2025-01-03T04:00:00Z", &e) == -1
+         && t_ari_start("2025-01-02 04:00:00Z", "2025-01-03T04:00:00Z", &e)
+            == -1
+         && t_ari_start("2025-01-02T04:00:00Zjunk", "2025-01-03T04:00:00Z",
+                        &e) == -1
+         && t_ari_start("2025-01-02T04:00:00.Z", "2025-01-03T04:00:00Z", &e)
+            == -1
+         && t_ari_start("2025-1-02T04:00:00Z", "2025-01-03T04:00:00Z", &e)
+            == -1
+         && t_ari_start("1735790400", "2025-01-03T04:00:00Z", &e) == -1,
+         "no zone, a space, trailing text, an empty fraction, one digit, "
+         "a number: refused");
+
+    t_ari_refused("{\"suggestedWindow\": ", "renewalInfo is not JSON: ",
+                  "a truncated answer is refused as not JSON");
+    t_ari_refused("[]", "renewalInfo has no suggestedWindow object",
+                  "an array is refused");
+    t_ari_refused("{\"explanationURL\": \"x\"}",
+                  "renewalInfo has no suggestedWindow object",
+                  "an answer without a window is refused");
+    t_ari_refused("{\"suggestedWindow\": \"soon\"}",
+                  "renewalInfo has no suggestedWindow object",
+                  "a window that is not an object is refused");
+    t_ari_refused("{\"suggestedWindow\": {\"end\": \"2025-01-03T04:00:00Z\"}}",
+                  "renewalInfo's suggestedWindow has no \"start\" string",
+                  "a window without a start is refused");
+    t_ari_refused("{\"suggestedWindow\": {\"start\": \"2025-01-02T04:00:00Z\","
+                  " \"end\": 1735876800}}",
+                  "renewalInfo's suggestedWindow has no \"end\" string",
+                  "an end that is a number is refused");
+    t_ari_refused("{\"suggestedWindow\": {\"start\": \"tomorrow\\n\","
+                  " \"end\": \"2025-01-03T04:00:00Z\"}}",
+                  "renewalInfo's suggestedWindow.start \"tomorrow?\" is not "
+                  "an RFC 3339 time",
+                  "a bad time is quoted, without its control characters");
+    t_ari_refused("{\"suggestedWindow\": {\"start\": \"2025-01-03T04:00:00Z\","
+                  " \"end\": \"2025-01-03T04:00:00Z\"}}",
+                  "renewalInfo's suggestedWindow ends before it starts, or "
+                  "at its start",
+                  "an empty window is refused");
+    t_ari_refused("{\"suggestedWindow\": {\"start\": \"2025-01-03T04:00:00Z\","
+                  " \"end\": \"2025-01-02T04:00:00Z\"}}",
+                  "renewalInfo's suggestedWindow ends before it starts",
+                  "a window that ends before it starts is refused");
+
+    /* the pick */
+    s = 1735790400;
+    e = s + T_DAY;
+    now = s - 10 * T_DAY;
+
+    t_ok(pg_cert_ari_pick(s, e, now, 0.0) == s
+         && pg_cert_ari_pick(s, e, now, 0.5) == s + T_DAY / 2
+         && pg_cert_ari_pick(s, e, now, 0.999999) < e
+         && pg_cert_ari_pick(s, e, now, 0.999999) >= e - 1,
+         "the pick is uniform in [start, end)");
+    t_ok(pg_cert_ari_pick(s, e, now, 1.0) == s
+         && pg_cert_ari_pick(s, e, now, -0.5) == s
+         && pg_cert_ari_pick(s, e, now, NAN) == s,
+         "a draw out of [0, 1) counts as 0");
+    t_ok(pg_cert_ari_pick(s, e, e + 100, 0.5) == e + 100,
+         "a window in the past: now");
+    t_ok(pg_cert_ari_pick(s, e, s + T_DAY / 2, 0.25) == s + T_DAY / 2
+         && pg_cert_ari_pick(s, e, s + T_DAY / 2, 0.75) == s + T_DAY * 3 / 4,
+         "inside the window: a pick already past is now, a later one "
+         "stays");
+}
+
+
+/* --- install ---------------------------------------------------------- */
+
+/* A fake nginx master: a child that exits 42 on SIGHUP. */
+static volatile sig_atomic_t  t_hup;
+
+static void
+t_on_hup(int sig)
+{
+    (void) sig;
+    t_hup = 1;
+}
+
+
+static pid_t
+t_master(const char *pid_file)
+{
+    char              text[32];
+    pid_t             pid;
+    sigset_t          hup, old;
+    struct sigaction  sa;
+
+    /* blocked until the child's handler is in place: a SIGHUP sent early
+     * waits for it */
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_BLOCK, &hup, &old);
+
+    pid = fork();
+
+    if (pid == 0) {
+        /* gone with the test, even when it crashes */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = t_on_hup;
+        sigaction(SIGHUP, &sa, NULL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+
+        while (!t_hup) {
+            pause();
+        }
+
+        _exit(42);
+    }
+
+    sigprocmask(SIG_SETMASK, &old, NULL);
+
+    snprintf(text, sizeof(text), "%d\n", (int) pid);
+    t_write_str(pid_file, text);
+
+    return pid;
+}
+
+
+/* The master got SIGHUP (1), or not (0): it is stopped either way. A
+ * SIGHUP already sent is handled before the SIGTERM (lower signals are
+ * delivered first), so "not" is not a race. */
+static int
+t_master_hupped(pid_t pid, int wait_for_it)
+{
+    int              status, i;
+    struct timespec  nap = { 0, 10 * 1000000 };
+
+    for (i = 0; wait_for_it && i < 500; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            return WIFEXITED(status) && WEXITSTATUS(status) == 42;
+        }
+
+        nanosleep(&nap, NULL);
+    }
+
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+
+    return WIFEXITED(status) && WEXITSTATUS(status) == 42;
+}
+
+
+/* A pair from the local CA, for names: chain and key PEM (new). */
+static void
+t_pair(char **chain, size_t *clen, char **kpem, size_t *klen)
+{
+    EVP_PKEY    *key;
+    pg_error_t   err;
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+
+    if (pg_cert_local_issue(t_path("ca.pem"), t_path("ca.key"), key, t_names,
+                            2, 90L * T_DAY, chain, clen, &err) != PG_OK)
+    {
+        t_diag("local issue: %s", err.text);
+        exit(1);
+    }
+
+    *kpem = t_key_pem(key, klen);
+    EVP_PKEY_free(key);
+}
+
+
+/* The fake nginx: records its arguments and the chain it saw; fails with
+ * nginx's words when t_dir/nginx.fail exists, sleeps when
+ * t_dir/nginx.sleep does. */
+static void
+t_fake_nginx(void)
+{
+    char  script[2048];
+
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\n"
+             "echo \"$@\" >> %s/nginx.args\n"
+             "cp %s/out/fullchain.pem %s/nginx.seen 2>/dev/null\n"
+             "if [ -e %s/nginx.sleep ]; then exec sleep 10; fi\n"
+             "if [ -e %s/nginx.fail ]; then\n"
+             "  echo 'nginx: [emerg] cannot load certificate key "
+             "\"%s/out/privkey.pem\": PEM_read_bio_PrivateKey() failed' >&2\n"
+             "  echo 'nginx: configuration file %s/nginx.conf test failed' "
+             ">&2\n"
+             "  exit 1\n"
+             "fi\n"
+             "exit 0\n",
+             t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir);
+
+    t_write_str(t_path("nginx"), script);
+    chmod(t_path("nginx"), 0755);
+}
+
+
+/*
+ * A folder that exists and cannot be written: mode 0555, or for root (whom
+ * modes do not stop) the immutable flag, where the file system has it.
+ * on = 0 undoes it. 1 when done.
+ */
+static int
+t_readonly(const char *dir, int on)
+{
+    int  fd, flags, ok;
+
+    if (getuid() != 0) {
+        return chmod(dir, on ? 0555 : 0755) == 0;
+    }
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY);
+
+    if (fd == -1) {
+        return 0;
+    }
+
+    ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+
+    if (ok) {
+        flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+        ok = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+    }
+
+    close(fd);
+
+    return ok;
+}
+
+
+/* The output folder, holding chain/key, cannot be written: installing
+ * new_chain/new_key changes nothing. */
+static void
+t_install_readonly(const char *fc, const char *pk, const char *chain,
+    size_t chain_len, const char *key, size_t key_len, const char *new_chain,
+    size_t new_chain_len, const char *new_key, size_t new_key_len,
+    const pg_cert_nginx_t *ngx)
+{
+    int          rc;
+    char         want[600];
+    pid_t        m;
+    pg_error_t   err;
+
+    if (!t_readonly(t_path("out"), 1)) {
+        t_ok(1, "an output folder that cannot be written # SKIP neither "
+             "mode 0555 nor the immutable flag stop writes here");
+        return;
+    }
+
+    m = t_master(ngx[0].pid);
+    unlink(t_path("nginx.args"));
+
+    rc = pg_cert_install(fc, pk, new_chain, new_chain_len, new_key,
+                         new_key_len, t_names, 2, ngx, 1, time(NULL), &err);
+
+    /* undone at once: a folder left immutable could not be cleaned up */
+    t_readonly(t_path("out"), 0);
+
+    snprintf(want, sizeof(want), "new pair not installed, nothing changed: "
+             "cannot write %s.prev: ", pk);
+
+    if (!t_ok(rc == PG_ERR && strncmp(err.text, want, strlen(want)) == 0,
+              "an output folder that cannot be written: refused, saying "
+              "which file"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s...", want);
+    }
+
+    t_ok(t_same(fc, chain, chain_len) && t_same(pk, key, key_len)
+         && !t_exists(t_path("nginx.args")) && !t_master_hupped(m, 0)
+         && !t_temp_left(t_path("out")),
+         "... the pair in place unchanged, no nginx -t, no SIGHUP, no temp "
+         "file");
+}
+
+
+static void
+test_install(void)
+{
+    int               rc, written;
+    char             *c1, *k1, *c2, *k2, *args, *ph_chain, *ph_key;
+    char              want[1024], fc[512], pk[512], conf2[512];
+    size_t            c1l, k1l, c2l, k2l, phcl, phkl;
+    pid_t             m1, m2;
+    time_t            now;
+    X509             *ca;
+    struct stat       st;
+    pg_error_t        err;
+    pg_cert_nginx_t   ngx[2];
+
+    now = time(NULL);
+    ca = t_ca("ca", now - T_DAY, now + 3650 * T_DAY, NULL);
+    X509_free(ca);
+    t_fake_nginx();
+
+    snprintf(fc, sizeof(fc), "%s", t_path("out/fullchain.pem"));
+    snprintf(pk, sizeof(pk), "%s", t_path("out/privkey.pem"));
+    snprintf(conf2, sizeof(conf2), "%s", t_path("nginx2.conf"));
+
+    memset(ngx, 0, sizeof(ngx));
+    ngx[0].conf = t_path("nginx.conf");
+    ngx[0].pid = t_path("nginx.pid");
+    ngx[0].binary = t_path("nginx");
+    ngx[0].prefix = t_path("prefix/");
+    ngx[0].conf = strdup(ngx[0].conf);
+    ngx[0].pid = strdup(ngx[0].pid);
+    ngx[0].binary = strdup(ngx[0].binary);
+    ngx[0].prefix = strdup(ngx[0].prefix);
+    ngx[1].conf = conf2;
+    ngx[1].pid = strdup(t_path("nginx2.pid"));
+    ngx[1].binary = ngx[0].binary;
+
+    /* the first start: the placeholder */
+    rc = pg_cert_placeholder(fc, pk, PG_CERT_KEY_ECDSA, t_names, 2, &written,
+                             &err);
+
+    if (!t_ok(rc == PG_OK && written && t_exists(fc) && t_exists(pk),
+              "first start: the placeholder pair is written"))
+    {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    t_ok(t_mode(pk) == 0600 && t_mode(fc) == 0644
+         && t_mode(t_path("out")) == 0755,
+         "placeholder: key 0600, chain 0644, its folder made 0755");
+
+    ph_chain = t_slurp(fc, &phcl);
+    ph_key = t_slurp(pk, &phkl);
+
+    {
+        pg_cert_info_t  info;
+
+        t_ok(pg_cert_check_pair(ph_chain, phcl, ph_key, phkl, t_names, 2,
+                                now, &err) == PG_OK
+             && pg_cert_info(ph_chain, phcl, &info, &err) == PG_OK
+             && info.self_signed
+             && info.not_after - info.not_before
+                == PG_CERT_PLACEHOLDER_LIFETIME,
+             "placeholder: self-signed for the names, its key, 24 hours");
+    }
+
+    rc = pg_cert_placeholder(fc, pk, PG_CERT_KEY_RSA, t_names, 2, &written,
+                             &err);
+    t_ok(rc == PG_OK && !written && t_same(fc, ph_chain, phcl)
+         && t_same(pk, ph_key, phkl),
+         "placeholder: an existing pair is never replaced");
+
+    /* the first install, over the placeholder */
+    t_pair(&c1, &c1l, &k1, &k1l);
+    m1 = t_master(ngx[0].pid);
+    m2 = t_master(ngx[1].pid);
+
+    rc = pg_cert_install(fc, pk, c1, c1l, k1, k1l, t_names, 2, ngx, 2, now,
+                         &err);
+
+    if (!t_ok(rc == PG_OK, "a good pair is installed")) {
+        t_diag("%s", err.text);
+    }
+
+    t_ok(t_same(fc, c1, c1l) && t_same(pk, k1, k1l),
+         "... the files hold the new chain and key");
+    t_ok(t_mode(pk) == 0600 && t_mode(fc) == 0644,
+         "... the key is 0600, the chain 0644");
+    snprintf(want, sizeof(want), "%s.prev", fc);
+    t_ok(t_same(want, ph_chain, phcl) && t_mode(want) == 0644,
+         "... the previous chain is kept as fullchain.pem.prev");
+    snprintf(want, sizeof(want), "%s.prev", pk);
+    t_ok(t_same(want, ph_key, phkl) && t_mode(want) == 0600,
+         "... the previous key as privkey.pem.prev, 0600");
+    t_ok(t_same(t_path("nginx.seen"), c1, c1l),
+         "... nginx -t saw the new chain");
+
+    args = t_slurp(t_path("nginx.args"), NULL);
+    snprintf(want, sizeof(want), "-t -q -c %s -p %s\n-t -q -c %s\n",
+             ngx[0].conf, ngx[0].prefix, conf2);
+    t_ok(args != NULL && strcmp(args, want) == 0,
+         "... nginx -t ran for each nginx, with -p only where set");
+    free(args);
+
+    t_ok(t_master_hupped(m1, 1) && t_master_hupped(m2, 1),
+         "... each master got SIGHUP");
+    t_ok(!t_temp_left(t_path("out")), "... no temp file is left");
+
+    /* nginx -t fails: the pair in place comes back */
+    t_pair(&c2, &c2l, &k2, &k2l);
+    m1 = t_master(ngx[0].pid);
+    t_write_str(t_path("nginx.fail"), "");
+
+    rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1, now,
+                         &err);
+
+    snprintf(want, sizeof(want), "nginx -t failed for %s (the previous pair "
+             "is back, nginx not reloaded): nginx: [emerg] cannot load "
+             "certificate key \"%s\": PEM_read_bio_PrivateKey() failed",
+             ngx[0].conf, pk);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0,
+              "nginx -t fails: refused, quoting nginx's first line"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+
+    t_ok(t_same(t_path("nginx.seen"), c2, c2l),
+         "... nginx -t had seen the new pair");
+    t_ok(t_same(fc, c1, c1l) && t_same(pk, k1, k1l)
+         && t_mode(pk) == 0600 && t_mode(fc) == 0644,
+         "... the previous pair is back, byte for byte, same modes");
+    {
+        char  prev_fc[600], prev_pk[600];
+
+        snprintf(prev_fc, sizeof(prev_fc), "%s.prev", fc);
+        snprintf(prev_pk, sizeof(prev_pk), "%s.prev", pk);
+        t_ok(t_same(prev_fc, ph_chain, phcl)
+             && t_same(prev_pk, ph_key, phkl),
+             "... and the .prev files hold the pair before it again");
+    }
+    t_ok(!t_master_hupped(m1, 0), "... and the master got no SIGHUP");
+    t_ok(!t_temp_left(t_path("out")), "... no temp file is left");
+    unlink(t_path("nginx.fail"));
+
+    /* nginx -t hangs: killed at the timeout, the pair comes back */
+    t_write_str(t_path("nginx.sleep"), "");
+    ngx[0].timeout = 1;
+    m1 = t_master(ngx[0].pid);
+
+    rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1, now,
+                         &err);
+    snprintf(want, sizeof(want), "nginx -t failed for %s (the previous pair "
+             "is back, nginx not reloaded): no answer in 1 s", ngx[0].conf);
+    t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+         && t_same(fc, c1, c1l) && t_same(pk, k1, k1l)
+         && !t_master_hupped(m1, 0),
+         "nginx -t that hangs is killed at the timeout; the pair is back");
+    unlink(t_path("nginx.sleep"));
+    ngx[0].timeout = 0;
+
+    /* a pair that fails the checks: nothing runs, nothing changes */
+    unlink(t_path("nginx.args"));
+    m1 = t_master(ngx[0].pid);
+    stat(fc, &st);
+
+    rc = pg_cert_install(fc, pk, c2, c2l, k1, k1l, t_names, 2, ngx, 1, now,
+                         &err);
+    snprintf(want, sizeof(want), "new pair for %s refused, nothing changed: "
+             "the key does not match the certificate", fc);
+    t_ok(rc == PG_ERR && strcmp(err.text, want) == 0,
+         "a key that does not match: refused before anything is touched");
+
+    {
+        char  prev[600];
+
+        snprintf(prev, sizeof(prev), "%s.prev", fc);
+        t_ok(t_same(fc, c1, c1l) && t_same(pk, k1, k1l)
+             && t_same(prev, ph_chain, phcl)
+             && !t_exists(t_path("nginx.args")) && !t_master_hupped(m1, 0),
+             "... the pair and the .prev files unchanged, no nginx -t, no "
+             "SIGHUP");
+    }
+
+    {
+        char  *other[] = { "staging.example.com", "api.example.com" };
+
+        rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, other, 2, ngx, 1, now,
+                             &err);
+        snprintf(want, sizeof(want), "new pair for %s refused, nothing "
+                 "changed: the certificate does not cover api.example.com",
+                 fc);
+        t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+             && t_same(fc, c1, c1l),
+             "a pair that does not cover a name: refused, nothing changed");
+    }
+
+    rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1,
+                         now + 91 * T_DAY, &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "refused, nothing changed: the "
+                                "certificate expired at ") != NULL
+         && t_same(fc, c1, c1l),
+         "an expired pair: refused, nothing changed");
+
+    /* the pid file is missing: installed, not reloaded */
+    unlink(ngx[0].pid);
+    rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1, now,
+                         &err);
+    snprintf(want, sizeof(want), "new pair installed, but nginx %s was not "
+             "reloaded: cannot read %s: No such file or directory",
+             ngx[0].conf, ngx[0].pid);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_CERT_NOT_RELOADED && strcmp(err.text, want) == 0
+              && t_same(fc, c2, c2l) && t_same(pk, k2, k2l),
+              "a missing pid file: the pair is installed, nginx not "
+              "reloaded, and it says so"))
+    {
+        t_diag("rc %d: %s", rc, err.text);
+    }
+
+    t_write_str(ngx[0].pid, "nginx\n");
+    m2 = t_master(ngx[1].pid);
+    rc = pg_cert_install(fc, pk, c1, c1l, k1, k1l, t_names, 2, ngx, 2, now,
+                         &err);
+    snprintf(want, sizeof(want), "new pair installed, but nginx %s was not "
+             "reloaded: pid file %s holds no pid", ngx[0].conf, ngx[0].pid);
+    t_ok(rc == PG_CERT_NOT_RELOADED && strcmp(err.text, want) == 0
+         && t_same(fc, c1, c1l) && t_master_hupped(m2, 1),
+         "a pid file without a pid: said; the other nginx is reloaded");
+
+    t_write_str(ngx[0].pid, "0\n");
+    rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1, now,
+                         &err);
+    t_ok(rc == PG_CERT_NOT_RELOADED && strstr(err.text, "holds no pid"),
+         "pid 0 is refused (kill(0) would signal our own group)");
+
+    /* the nginx binary is missing: nothing reloaded, the pair is back */
+    {
+        const char  *binary = ngx[0].binary;
+
+        ngx[0].binary = t_path("no-nginx");
+        rc = pg_cert_install(fc, pk, c1, c1l, k1, k1l, t_names, 2, ngx, 1,
+                             now, &err);
+        snprintf(want, sizeof(want), "nginx -t failed for %s (the previous "
+                 "pair is back, nginx not reloaded): cannot run %s: No such "
+                 "file or directory", ngx[0].conf, ngx[0].binary);
+        want[sizeof(err.text) - 1] = '\0';
+        t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+             && t_same(fc, c2, c2l) && t_same(pk, k2, k2l),
+             "an nginx binary that is not there: refused, the pair is back");
+        ngx[0].binary = binary;
+    }
+
+    /* a first install (no pair in place) that nginx -t refuses: removed */
+    {
+        char  fc2[512], pk2[512];
+
+        snprintf(fc2, sizeof(fc2), "%s", t_path("fresh/a/fullchain.pem"));
+        snprintf(pk2, sizeof(pk2), "%s", t_path("fresh/b/privkey.pem"));
+        t_write_str(t_path("nginx.fail"), "");
+
+        rc = pg_cert_install(fc2, pk2, c1, c1l, k1, k1l, t_names, 2, ngx, 1,
+                             now, &err);
+        t_ok(rc == PG_ERR && !t_exists(fc2) && !t_exists(pk2)
+             && t_exists(t_path("fresh/a")) && t_exists(t_path("fresh/b")),
+             "no pair before and nginx -t fails: the new files are removed");
+        unlink(t_path("nginx.fail"));
+
+        t_write_str(ngx[0].pid, "nginx\n");
+        rc = pg_cert_install(fc2, pk2, c1, c1l, k1, k1l, t_names, 2, ngx, 0,
+                             now, &err);
+        snprintf(want, sizeof(want), "%s.prev", fc2);
+        t_ok(rc == PG_OK && t_same(fc2, c1, c1l) && t_same(pk2, k1, k1l)
+             && !t_exists(want),
+             "no pair before, no nginx lines: installed, no .prev made");
+        unlink(fc2);
+        unlink(pk2);
+        rmdir(t_path("fresh/a"));
+        rmdir(t_path("fresh/b"));
+        rmdir(t_path("fresh"));
+    }
+
+    /* output folders that cannot be written */
+    {
+        char  fc3[512], pk3[512];
+
+        t_write_str(t_path("file"), "a file, not a folder\n");
+        snprintf(fc3, sizeof(fc3), "%s", t_path("file/sub/fullchain.pem"));
+        snprintf(pk3, sizeof(pk3), "%s", t_path("file/sub/privkey.pem"));
+        unlink(t_path("nginx.args"));
+
+        rc = pg_cert_install(fc3, pk3, c1, c1l, k1, k1l, t_names, 2, ngx, 1,
+                             now, &err);
+        snprintf(want, sizeof(want), "new pair not installed, nothing "
+                 "changed: cannot create folder %s: a file is in the way",
+                 t_path("file"));
+        t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+             && !t_exists(t_path("nginx.args")),
+             "an output folder under a file: refused, nginx not run");
+
+        /* the key's folder alone cannot be made: the chain's is untouched */
+        rc = pg_cert_install(fc, pk3, c1, c1l, k1, k1l, t_names, 2, ngx, 1,
+                             now, &err);
+        t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+             && t_same(fc, c2, c2l),
+             "the key's folder cannot be made: the chain in place is "
+             "untouched");
+        unlink(t_path("file"));
+    }
+
+    t_install_readonly(fc, pk, c2, c2l, k2, k2l, c1, c1l, k1, k1l, ngx);
+
+    {
+        char  prev[600];
+
+        snprintf(prev, sizeof(prev), "%s.prev", fc);
+        unlink(prev);
+        snprintf(prev, sizeof(prev), "%s.prev", pk);
+        unlink(prev);
+    }
+
+    /* the placeholder where one half of a pair is missing */
+    unlink(pk);
+    rc = pg_cert_placeholder(fc, pk, PG_CERT_KEY_RSA, t_names, 2, &written,
+                             &err);
+    snprintf(want, sizeof(want), "%s.prev", fc);
+    free(ph_chain);
+    free(ph_key);
+    ph_chain = t_slurp(fc, &phcl);
+    ph_key = t_slurp(pk, &phkl);
+
+    {
+        EVP_PKEY  *key = pg_cert_key_load(pk, &err);
+
+        t_ok(rc == PG_OK && written && t_same(want, c2, c2l)
+             && key != NULL && EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA
+             && pg_cert_check_pair(ph_chain, phcl, ph_key, phkl, t_names, 2,
+                                   time(NULL), &err) == PG_OK,
+             "a chain without its key: a new RSA placeholder pair, the "
+             "lone chain kept as .prev");
+        EVP_PKEY_free(key);
+    }
+
+    t_write_str(t_path("file"), "x");
+    rc = pg_cert_placeholder(t_path("file/fullchain.pem"),
+                             t_path("file/privkey.pem"), PG_CERT_KEY_ECDSA,
+                             t_names, 2, &written, &err);
+    snprintf(want, sizeof(want), "no placeholder for %s: cannot create "
+             "folder %s: a file is in the way", t_path("file/fullchain.pem"),
+             t_path("file"));
+    t_ok(rc == PG_ERR && !written && strcmp(err.text, want) == 0,
+         "a placeholder that cannot be written says where and why");
+    unlink(t_path("file"));
+
+    rc = pg_cert_install(fc, fc, c1, c1l, k1, k1l, t_names, 2, ngx, 0, now,
+                         &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "the same file") != NULL,
+         "fullchain and privkey the same file: refused");
+
+    /* cleanup */
+    {
+        char  prev[600];
+
+        snprintf(prev, sizeof(prev), "%s.prev", fc);
+        unlink(prev);
+        snprintf(prev, sizeof(prev), "%s.prev", pk);
+        unlink(prev);
+    }
+
+    unlink(fc);
+    unlink(pk);
+    rmdir(t_path("out"));
+    unlink(t_path("nginx"));
+    unlink(t_path("nginx.args"));
+    unlink(t_path("nginx.seen"));
+    unlink(ngx[0].pid);
+    unlink(ngx[1].pid);
+    unlink(t_path("ca.pem"));
+    unlink(t_path("ca.key"));
+
+    free((char *) ngx[0].conf);
+    free((char *) ngx[0].pid);
+    free((char *) ngx[0].binary);
+    free((char *) ngx[0].prefix);
+    free((char *) ngx[1].pid);
+    free(ph_chain);
+    free(ph_key);
+    free(c1);
+    free(k1);
+    free(c2);
+    free(k2);
+}
+
+
+int
+main(void)
+{
+    if (mkdtemp(t_dir) == NULL) {
+        printf("Bail out! cannot make a scratch folder\n");
+        return 255;
+    }
+
+    test_keys_round_trip();
+    test_keys_refused();
+    test_files();
+    test_csr();
+    test_info();
+    test_check_pair();
+    test_self_signed();
+    test_local_issue();
+    test_renew_at();
+    test_retry_at();
+    test_ari();
+    test_install();
+
+    unlink(t_path("ca.pem"));
+    unlink(t_path("ca.key"));
+
+    if (rmdir(t_dir) != 0) {
+        t_diag("%s is not empty: a test left a file", t_dir);
+    }
+
+    printf("1..%d\n", t_count);
+
+    if (t_failed) {
+        t_diag("failed %d of %d tests", t_failed, t_count);
+        return 1;
+    }
+
+    return 0;
+}
