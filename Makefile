@@ -192,7 +192,7 @@ $(BUILD)/test-state: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_state.c \
 	    $(CORE_LIBS) -o $@
 
 unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
-      $(BUILD)/test-conf $(BUILD)/test-compose \
+      $(BUILD)/test-conf $(BUILD)/test-compose $(BUILD)/test-cert \
       $(BUILD)/test-acme $(BUILD)/test-acme-issue \
       $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
