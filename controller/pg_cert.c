@@ -2,10 +2,22 @@
  * pg_cert.c: keys, CSRs, certificates and renewal times with OpenSSL 3.0;
  * see pg_cert.h.
  *
+ * The file's sections, each one readable alone:
+ *   errors            pg_cert_fail(): a message and OpenSSL's reason
+ *   files             bounded read, atomic write
+ *   keys              new, load (with the likely mistakes named), PEM
+ *   names             the DNS names a certificate may have, as SANs
+ *   certificates      the CSR
+ *   X.509             dates, chains, what a certificate says, the ARI id,
+ *                     the checks before an install
+ *   making certs      the placeholder and the local CA's leaf
+ *   when to renew     lifetime rule, retries, RFC 3339, ARI
+ *
  * Thread safety: every function may run in the daemon's worker thread.
  * Nothing here keeps state between calls; OpenSSL's error queue is per
  * thread, and each function empties it before it returns, so that an old
- * reason never shows up in a later message.
+ * reason never shows up in a later message. (strerror() is thread-safe in
+ * glibc >= 2.32 for the errors a file system gives.)
  */
 
 #include <errno.h>              /* errno, EINTR */
@@ -40,6 +52,8 @@ static int pg_cert_read(const char *path, const char *what, char **data,
     size_t *len, pg_error_t *err);
 static int pg_cert_bio_take(BIO *bio, char **data, size_t *len);
 static int pg_cert_pass_none(char *buf, int size, int rwflag, void *u);
+static EVP_PKEY *pg_cert_key_read(const char *path, const char *what,
+    pg_error_t *err);
 static const EVP_MD *pg_cert_md(EVP_PKEY *key);
 static int pg_cert_check_names(char *const *names, size_t n,
     pg_error_t *err);
@@ -352,8 +366,10 @@ pg_cert_pass_none(char *buf, int size, int rwflag, void *u)
 }
 
 
-EVP_PKEY *
-pg_cert_key_load(const char *path, pg_error_t *err)
+/* The private key in path; what is what messages call the file: "key "
+ * or "CA key ". */
+static EVP_PKEY *
+pg_cert_key_read(const char *path, const char *what, pg_error_t *err)
 {
     BIO         *bio;
     char        *pem;
@@ -361,13 +377,13 @@ pg_cert_key_load(const char *path, pg_error_t *err)
     EVP_PKEY    *key;
     const char  *why;
 
-    if (pg_cert_read(path, "key ", &pem, &len, err) != PG_OK) {
+    if (pg_cert_read(path, what, &pem, &len, err) != PG_OK) {
         return NULL;
     }
 
     if (len == 0) {
-        snprintf(err->text, sizeof(err->text), "cannot read key %.*s: empty "
-                 "file", PG_CERT_SHOWN, path);
+        snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: empty "
+                 "file", what, PG_CERT_SHOWN, path);
         free(pem);
         return NULL;
     }
@@ -397,8 +413,8 @@ pg_cert_key_load(const char *path, pg_error_t *err)
             why = "not a PEM private key";
         }
 
-        snprintf(err->text, sizeof(err->text), "cannot read key %.*s: %s",
-                 PG_CERT_SHOWN, path, why);
+        snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: %s",
+                 what, PG_CERT_SHOWN, path, why);
         ERR_clear_error();
     }
 
@@ -406,6 +422,13 @@ pg_cert_key_load(const char *path, pg_error_t *err)
     free(pem);
 
     return key;
+}
+
+
+EVP_PKEY *
+pg_cert_key_load(const char *path, pg_error_t *err)
+{
+    return pg_cert_key_read(path, "key ", err);
 }
 
 
@@ -726,8 +749,10 @@ pg_cert_time_str(time_t t, char *buf, size_t size)
 /*
  * Every certificate of a PEM chain, in a new stack (sk_X509_pop_free(,
  * X509_free)), the leaf first. what names the chain in a message. At least
- * one; text after the last certificate that is not a certificate is an
- * error: a chain file with garbage in it is not installed.
+ * one, and a "-----BEGIN CERTIFICATE-----" that does not read as one is
+ * an error: a chain file with a broken certificate is not installed.
+ * Text outside the PEM blocks, and other blocks, are passed over, as
+ * nginx passes over them.
  */
 static STACK_OF(X509) *
 pg_cert_chain(const char *pem, size_t len, const char *what, pg_error_t *err)
@@ -737,10 +762,15 @@ pg_cert_chain(const char *pem, size_t len, const char *what, pg_error_t *err)
     unsigned long    e;
     STACK_OF(X509)  *chain;
 
+    if (len > INT_MAX) {
+        snprintf(err->text, sizeof(err->text), "%s: too large", what);
+        return NULL;
+    }
+
     chain = sk_X509_new_null();
     bio = BIO_new_mem_buf(pem, (int) len);
 
-    if (chain == NULL || bio == NULL || len > INT_MAX) {
+    if (chain == NULL || bio == NULL) {
         pg_cert_fail(err, "%s: out of memory", what);
         goto failed;
     }
@@ -1061,7 +1091,7 @@ done:
 }
 
 
-/* --- making certificates ------------------------------------------------ */
+/* --- making certs ------------------------------------------------------- */
 
 /* One extension of x from its OpenSSL config text ("critical,CA:FALSE"),
  * with ctx giving the issuer and subject. */
@@ -1355,10 +1385,9 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     rc = PG_ERR;
     leaf = NULL;
 
-    ca_key = pg_cert_key_load(ca_key_path, err);
+    ca_key = pg_cert_key_read(ca_key_path, "CA key ", err);
 
     if (ca_key == NULL) {
-        /* "cannot read key F: ..." says which file; CA makes it clearer */
         X509_free(ca);
         return PG_ERR;
     }

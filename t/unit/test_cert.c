@@ -1141,7 +1141,7 @@ test_local_issue(void)
 
     t_write_str(t_path("broken-ca.key"), "-----BEGIN PRIVATE KEY-----\n"
                 "garbage\n-----END PRIVATE KEY-----\n");
-    snprintf(want, sizeof(want), "cannot read key %s: not a PEM private "
+    snprintf(want, sizeof(want), "cannot read CA key %s: not a PEM private "
              "key", t_path("broken-ca.key"));
     t_ok(pg_cert_local_issue(t_path("ca.pem"), t_path("broken-ca.key"), key,
                              t_names, 1, 90L * T_DAY, &pem, &len, &err)
