@@ -56,8 +56,8 @@ typedef struct {
  *   4. both files are written atomically (temp file, fsync, rename);
  *   5. `BINARY -t -q -c CONF [-p PREFIX]` for each of nginx[0..nginx_n);
  *      if one fails (exit status, signal, timeout), the previous files
- *      are written back (or the new ones removed, when there were none),
- *      and err quotes the first line nginx wrote;
+ *      and their .prev are written back (or the new ones removed, when
+ *      there were none), and err quotes the first line nginx wrote;
  *   6. SIGHUP to the pid in each nginx's pid file.
  *
  * PG_OK: installed and every nginx reloaded. PG_ERR: nothing changed (or
