@@ -1317,7 +1317,8 @@ pg_cert_self_signed(EVP_PKEY *key, char *const *names, size_t n,
     }
 
     now = time(NULL);
-    x = pg_cert_make(key, names, n, now, now + lifetime, NULL, NULL);
+    x = pg_cert_make(key, names, n, now - PG_CERT_BACKDATE, now + lifetime,
+                     NULL, NULL);
 
     if (x == NULL) {
         pg_cert_fail(err, "cannot make a self-signed certificate for %.64s",
@@ -1348,7 +1349,7 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     X509            *ca, *leaf;
     char            *text;
     size_t           tlen;
-    time_t           now, ca_not_before, ca_not_after, end;
+    time_t           now, ca_not_before, ca_not_after, end, start;
     EVP_PKEY        *ca_key;
     char             what[PG_CERT_SHOWN + 32];
     STACK_OF(X509)  *chain;
@@ -1417,7 +1418,10 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     /* a leaf outliving its CA would fail verification at the CA's end */
     end = (now + lifetime < ca_not_after) ? now + lifetime : ca_not_after;
 
-    leaf = pg_cert_make(key, names, n, now, end, ca, ca_key);
+    /* backdated as CAs do, never before the CA itself */
+    start = (now - PG_CERT_BACKDATE > ca_not_before)
+            ? now - PG_CERT_BACKDATE : ca_not_before;
+    leaf = pg_cert_make(key, names, n, start, end, ca, ca_key);
 
     if (leaf == NULL) {
         pg_cert_fail(err, "cannot issue %.64s with %s", names[0], what);

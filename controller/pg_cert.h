@@ -33,6 +33,11 @@
  * nothing trusts it; the first issuance replaces it at once. */
 #define PG_CERT_PLACEHOLDER_LIFETIME  (24 * 3600)
 
+/* Seconds the certificates made here (the placeholder, the local CA's)
+ * start before they are made: a client whose clock is a little behind,
+ * or a check made in the same second, still finds them valid. */
+#define PG_CERT_BACKDATE              300
+
 
 /* What a certificate (the first of a PEM chain) says. */
 typedef struct {

@@ -59,6 +59,7 @@ static void pg_cert_old_free(pg_cert_old_t *old);
 static long long pg_cert_ms(void);
 static int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
 static int pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err);
+static int pg_cert_is_nginx(long pid, pg_error_t *err);
 
 
 /* err = the message, cut to fit: messages here quote other messages */
@@ -512,14 +513,69 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 }
 
 
+/*
+ * Is pid an nginx? PG_OK, or PG_ERR with why alone in err ("which is not
+ * nginx (sleep)", "which is gone"). Linux's /proc: comm is the name the
+ * kernel keeps (the first 15 bytes), cmdline the arguments, NUL-separated.
+ */
+static int
+pg_cert_is_nginx(long pid, pg_error_t *err)
+{
+    int      fd;
+    char     path[64], comm[32], cmd[4096];
+    ssize_t  n, i;
+
+    snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd == -1) {
+        pg_cert_msg(err, "which is gone");
+        return PG_ERR;
+    }
+
+    n = read(fd, comm, sizeof(comm) - 1);
+    close(fd);
+    comm[n > 0 ? n : 0] = '\0';
+    comm[strcspn(comm, "\n")] = '\0';
+
+    if (strcmp(comm, "nginx") == 0) {
+        return PG_OK;
+    }
+
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    n = (fd == -1) ? -1 : read(fd, cmd, sizeof(cmd) - 1);
+
+    if (fd != -1) {
+        close(fd);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (cmd[i] == '\0') {
+            cmd[i] = ' ';
+        }
+    }
+
+    cmd[n > 0 ? n : 0] = '\0';
+
+    if (strstr(cmd, "nginx") != NULL) {
+        return PG_OK;
+    }
+
+    pg_cert_msg(err, "which is not nginx (%s)", comm);
+    return PG_ERR;
+}
+
+
 /* SIGHUP to the master in ngx->pid: nginx re-reads its config and the
  * certificates, and its old workers finish their connections. */
 static int
 pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
 {
-    long     pid;
-    char    *text, *end;
-    size_t   len;
+    long         pid;
+    char        *text, *end;
+    size_t       len;
+    pg_error_t   why;
 
     if (pg_cert_read_file(ngx->pid, &text, &len, err) != PG_OK) {
         /* "cannot read pid file F: ..." */
@@ -544,6 +600,18 @@ pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
     }
 
     free(text);
+
+    /*
+     * A stale pid file (nginx stopped, its pid reused) must not get an
+     * unrelated process SIGHUP, which ends most programs: signal only a
+     * process that is nginx by its name (comm), or that runs it (its
+     * command line names nginx: under valgrind, say).
+     */
+    if (pg_cert_is_nginx(pid, &why) != PG_OK) {
+        pg_cert_msg(err, "pid file %.*s names process %ld, %s: not "
+                    "signalled", PG_CERT_SHOWN, ngx->pid, pid, why.text);
+        return PG_ERR;
+    }
 
     if (kill((pid_t) pid, SIGHUP) == -1) {
         pg_cert_msg(err, "cannot signal nginx master %ld (pid file %.*s): "

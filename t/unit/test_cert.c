@@ -959,9 +959,10 @@ test_self_signed(void)
          && strcmp(info.issuer, "staging.example.com") == 0,
          "it is signed by its own key, its own issuer, without an ARI id");
 
-    t_ok(info.not_after - info.not_before == 3600
-         && info.not_before >= before && info.not_before <= time(NULL),
-         "it is valid from now for the lifetime given");
+    t_ok(info.not_after - info.not_before == 3600 + PG_CERT_BACKDATE
+         && info.not_before >= before - PG_CERT_BACKDATE
+         && info.not_before <= time(NULL) - PG_CERT_BACKDATE,
+         "it is valid from PG_CERT_BACKDATE ago for the lifetime given");
 
     t_ok(pg_cert_check_pair(pem, len, kpem, klen, t_names, 2,
                             info.not_before, &err) == PG_OK,
@@ -1072,7 +1073,7 @@ test_local_issue(void)
 
     pg_cert_info(pem, len, &info, &err);
 
-    t_ok(info.not_after - info.not_before == 90L * T_DAY
+    t_ok(info.not_after - info.not_before == 90L * T_DAY + PG_CERT_BACKDATE
          && strcmp(info.issuer, "Portal Gate Test CA") == 0
          && !info.self_signed && strlen(info.serial) == 32,
          "it is valid 90 days, issued by the CA, a 128-bit serial (%s)",
@@ -1410,8 +1411,10 @@ test_ari(void)
 
 /* --- install ---------------------------------------------------------- */
 
-/* A fake nginx master: a child that exits 42 on SIGHUP. */
+/* A fake nginx master: a child that exits 42 on SIGHUP, named
+ * t_master_name (nginx, unless a test says otherwise). */
 static volatile sig_atomic_t  t_hup;
+static const char            *t_master_name = "nginx";
 
 static void
 t_on_hup(int sig)
@@ -1424,7 +1427,7 @@ t_on_hup(int sig)
 static pid_t
 t_master(const char *pid_file)
 {
-    char              text[32];
+    char              text[32], name[17];
     pid_t             pid;
     sigset_t          hup, old;
     struct sigaction  sa;
@@ -1435,6 +1438,10 @@ t_master(const char *pid_file)
     sigaddset(&hup, SIGHUP);
     sigprocmask(SIG_BLOCK, &hup, &old);
 
+    /* named nginx from its first instant (the name is inherited): the
+     * install signals only a process that is nginx */
+    prctl(PR_GET_NAME, name);
+    prctl(PR_SET_NAME, t_master_name);
     pid = fork();
 
     if (pid == 0) {
@@ -1453,6 +1460,7 @@ t_master(const char *pid_file)
         _exit(42);
     }
 
+    prctl(PR_SET_NAME, name);
     sigprocmask(SIG_SETMASK, &old, NULL);
 
     snprintf(text, sizeof(text), "%d\n", (int) pid);
@@ -1677,7 +1685,7 @@ test_install(void)
              && pg_cert_info(ph_chain, phcl, &info, &err) == PG_OK
              && info.self_signed
              && info.not_after - info.not_before
-                == PG_CERT_PLACEHOLDER_LIFETIME,
+                == PG_CERT_PLACEHOLDER_LIFETIME + PG_CERT_BACKDATE,
              "placeholder: self-signed for the names, its key, 24 hours");
     }
 
@@ -1820,6 +1828,20 @@ test_install(void)
                                 "certificate expired at ") != NULL
          && t_same(fc, c1, c1l),
          "an expired pair: refused, nothing changed");
+
+    /* a stale pid file, now another program's pid: not signalled */
+    t_master_name = "sleep";
+    m1 = t_master(ngx[0].pid);
+    t_master_name = "nginx";
+    rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1, now,
+                         &err);
+    snprintf(want, sizeof(want), "new pair installed, but nginx %s was not "
+             "reloaded: pid file %s names process %d, which is not nginx "
+             "(sleep): not signalled", ngx[0].conf, ngx[0].pid, (int) m1);
+    want[sizeof(err.text) - 1] = '\0';
+    t_ok(rc == PG_CERT_NOT_RELOADED && strcmp(err.text, want) == 0
+         && !t_master_hupped(m1, 0),
+         "a pid file that names another program: it gets no SIGHUP");
 
     /* the pid file is missing: installed, not reloaded */
     unlink(ngx[0].pid);
