@@ -63,8 +63,8 @@ GATED_LIBS  := $(CTL_LIBS) -lssl -lcrypto -lpthread
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev libssl-dev
-TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb
-BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua
+TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb openssl pebble
+BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua certbot
 
 .PHONY: all deps module ctl gated unit test demo bench clean
 
