@@ -16,6 +16,7 @@ use lib "$FindBin::Bin/lib";
 use File::Temp qw(tempdir);
 use IPC::Open3 qw(open3);
 use JSON::PP;
+use Time::Local qw(timegm);
 use Test::More;
 use PortalGate::Gated qw(clean_exit wait_until);
 use PortalGate::Redis qw(exits);
@@ -94,6 +95,13 @@ sub https_ok {
     return $o eq '200';
 }
 
+sub iso {
+    my ($t) = @_;
+    my ($y, $mo, $d, $h, $mi, $s) = ($t // '') =~ /^(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)Z$/
+        or return 0;
+    return timegm($s, $mi, $h, $d, $mo - 1, $y);
+}
+
 sub status_json {
     my $r = $rs->ctl('cert', 'status', '--json');
     my $list = eval { decode_json($r->{out}) } // [];
@@ -127,6 +135,13 @@ subtest 'first start: the placeholder lets nginx start, the CA issues at once' =
        "status: days_left ($c->{days_left})");
     ok(defined $c->{next_renewal} && !defined $c->{last_error},
        'status: a next renewal, no error');
+    # at 2/3 of the lifetime (the CA's end cuts it to ~30 days), +-2%
+    my ($nb, $na, $next) = map { iso($c->{$_}) } qw(not_before not_after next_renewal);
+    my $life = $na - $nb;
+    ok($next >= $nb + $life * 2 / 3 - $life * 0.02 - 1
+       && $next <= $nb + $life * 2 / 3 + $life * 0.02 + 1,
+       "status: the next renewal is at 2/3 of the lifetime, +-2% ($c->{next_renewal})");
+    is($c->{next_why}, 'renewal', 'status: a renewal is what comes next');
     my $text = $rs->ctl('cert', 'status');
     like($text->{out}, qr/^\Q$NAME\E\n  names         \Q$NAME www.$NAME\E\n/m,
          'cert status prints the certificate and its names');
