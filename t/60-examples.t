@@ -34,7 +34,8 @@ sub controller {
 my $gatectl = controller('portal-gatectl');
 my $gated = controller('portal-gated');
 
-# A base port with the next $n - 1 free too: the demo takes three.
+# A base port with the next $n - 1 free too: the demo takes eight (three
+# without pebble).
 sub free_ports {
     my ($n) = @_;
     for (1 .. 50) {
@@ -183,8 +184,10 @@ SKIP: {
 skip 'portal-gatectl and portal-gated not built: run make ctl gated', 1
     unless $gatectl && $gated;
 
-my $port = free_ports(3);
-my ($redis_port, $port_b) = ($port + 2, $port + 1);
+my $port = free_ports(8);
+my ($redis_port, $port_b, $https_port) = ($port + 2, $port + 1, $port + 3);
+# the demo gets its staging certificate from pebble when it is installed
+my $pebble = -x '/usr/bin/pebble' && -x '/usr/bin/pebble-challtestsrv';
 my ($status, $out, $pgid) = run_demo(DEMO_ONCE => 1, DEMO_PORT => $port,
                                      PORTAL_GATECTL => $gatectl,
                                      PORTAL_GATED => $gated);
@@ -196,6 +199,11 @@ my %pid = (
     'redis-server' => ($out =~ /^  redis-server\s+\(pid (\d+)\)/m)[0],
     'portal-gated' => ($out =~ /^  portal-gated\s+\(pid (\d+)\)/m)[0],
 );
+if ($pebble) {
+    $pid{pebble} = ($out =~ /^  pebble\s+\(pid (\d+)\)/m)[0];
+    $pid{'pebble-challtestsrv'}
+        = ($out =~ /^  pebble-challtestsrv \(pid (\d+)\)/m)[0];
+}
 
 # The checks the demo ran: each command line ("$ ...") and its output.
 my (@ran, $section);
@@ -410,6 +418,43 @@ subtest 'the break-glass kill holds with portal-gated stopped, until released' =
          qr/released/, 'release says it released the overrides');
 };
 
+subtest 'make demo: the staging certificate, from pebble' => sub {
+    if (!$pebble) {
+        like($out, qr/^== staging certificates: skipped: \S+ is not installed/m,
+             'without pebble, the demo says why it skips the certificate');
+        return;
+    }
+    my $name = 'staging.portal.example.test';
+    like($out, qr/^\s+\Q$name\E on HTTPS too: 127\.0\.0\.1:$https_port$/m,
+         "edge-a serves $name on HTTPS, on DEMO_PORT+3");
+    like($gated_log, qr/certificate \Q$name\E: no pair yet, wrote a self-signed placeholder/,
+         'portal-gated wrote the placeholder first');
+    like($out, qr/^demo: \Q$name\E: edge-a serves pebble's certificate/m,
+         "then edge-a served pebble's certificate");
+    my $curl = qr{curl --cacert \Q$scratch\E/pebble/root\.pem --resolve \Q$name\E:$https_port:127\.0\.0\.1 -H 'X-Company-Id: 42' https://\Q$name\E:$https_port/portal/};
+    like($out, qr/^  $curl$/m, 'the curl --cacert line to try it is printed');
+    my $ctl = qr{\S*portal-gatectl -r redis://127\.0\.0\.1:$redis_port/0 -c \Q$scratch\E/portal-gated\.conf};
+    like($out, qr/^  $ctl cert status$/m, 'and cert status');
+    like($out, qr/^  $ctl cert renew \Q$name\E --wait 60$/m, 'and cert renew --wait');
+
+    my $s = 'checks: staging certificate';
+    my @https = grep { $_->{section} eq $s && $_->{cmd} =~ /^curl -sS --cacert / } @ran;
+    is(scalar @https, 2, 'the checks ran the HTTPS request before and after a renewal');
+    for my $r (@https) {
+        is($r->{out}, answer('edge-a', 'staging', '/portal/', 'portal v2', 42,
+                             'customer_portal', 'on', 'rollout') . "\n",
+           'HTTPS verified against pebble\'s root: the staging vhost answers');
+    }
+    like(ran('staging certificate', qr/ cert status$/),
+         qr/^  issued by     Pebble Intermediate CA .*\n(?s:.*)^  last error    none$/m,
+         'cert status: issued by pebble, no error');
+    like(ran('staging certificate', qr/ cert renew \Q$name\E --wait 60$/),
+         qr/^renewed: serial [0-9a-f]+, valid until /m,
+         'cert renew --wait: renewed');
+    like($gated_log, qr/certificate \Q$name\E: issued by Pebble Intermediate CA \S+, serial [0-9a-f]+, valid until \S+, installed and nginx reloaded/,
+         "portal-gated's log: issued, installed, nginx reloaded");
+};
+
 subtest 'make demo leaves nothing behind' => sub {
     ok(!-e $scratch, "the scratch folder $scratch is gone");
     for my $name (sort keys %pid) {
@@ -424,7 +469,7 @@ subtest 'make demo leaves nothing behind' => sub {
 }
 
 subtest 'make demo on a port in use says so and exits 1' => sub {
-    my $base = free_ports(3);
+    my $base = free_ports(8);
     my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                      LocalPort => $base, Proto => 'tcp',
                                      Listen => 1)

@@ -3,17 +3,31 @@
 # under a scratch folder:
 #
 #   redis-server     the store: flags, audit log, change channel
-#   nginx "edge-a"   production and staging vhosts, API on a unix socket
-#   nginx "edge-b"   the same, as a second edge
-#   portal-gated     pushes every change in Redis to both edges
+#   nginx "edge-a"   production and staging vhosts, API on a unix socket;
+#                    the staging vhost on HTTPS too
+#   nginx "edge-b"   the same (HTTP only), as a second edge
+#   portal-gated     pushes every change in Redis to both edges, and gets
+#                    the staging vhost's certificate from pebble
+#   pebble           an ACME server (Debian's, for testing), with
+#                    pebble-challtestsrv as its DNS (tools/pebble.sh)
 #
 # portal-gatectl seeds the scenario (below), then the demo prints the
 # commands of each phase, ready to paste, and follows portal-gated's log.
+# The certificate: portal-gated writes a self-signed placeholder at start
+# (so that edge-a can start), then orders staging.portal.example.test from
+# pebble; pebble checks http-01 on edge-a, which answers from its zone
+# (portal_gate_acme_challenge on); the pair is installed and edge-a
+# reloaded. Without pebble (not installed, and make demo could not install
+# it) the demo says so and runs the rest.
 #
 #   DEMO_PORT=8080   base port: edge-a's vhosts on it, edge-b's on +1,
-#                    Redis on +2 (the APIs are unix sockets: no port)
-#   DEMO_ONCE=1      run the printed checks (every phase, then the kill
-#                    switch with --wait), then stop; t/60-examples.t does
+#                    Redis on +2, edge-a's staging HTTPS on +3, pebble on
+#                    +4 (its management API, with its root, on +5), its
+#                    DNS on +6 (TCP and UDP; management +7); the APIs are
+#                    unix sockets: no port
+#   DEMO_ONCE=1      run the printed checks (every phase, the kill switch
+#                    with --wait, HTTPS verified against pebble's root and
+#                    a renewal), then stop; t/60-examples.t does
 #   PORTAL_GATECTL, PORTAL_GATED
 #                    other builds of the controller (the tests use the
 #                    ASan ones that `make test` builds)
@@ -40,6 +54,7 @@ dir=""      # the scratch folder, once made
 names=()    # what it started, in order: stopped in reverse
 pids=()
 logs=()     # where each logs, to show when it exits badly
+term_ok=()  # the status it exits with on TERM: 0, but pebble's is 143
 
 # Alive, and not a zombie that only waits to be reaped.
 running() {
@@ -52,8 +67,9 @@ running() {
 # TERM to everything, newest first (the daemon before the edges it pushes
 # to, Redis last); KILL what is still running after 5 s; reap each, so that
 # no nginx worker is left when the folder goes. Each stops with status 0 on
-# TERM (or INT): any other status is shown with its log, before the folder
-# and the log go, and makes the demo's own status 1.
+# TERM (or INT), pebble with 143 (it does not catch TERM): any other status
+# is shown with its log, before the folder and the log go, and makes the
+# demo's own status 1.
 cleanup() {
     local rc=$? i n pid alive status list="" bad=0
     set +e
@@ -77,7 +93,8 @@ cleanup() {
         fi
         wait "${pids[i]}" 2>/dev/null
         status=$?
-        if [ "$status" != 0 ] && [ -n "${logs[i]}" ]; then
+        if [ "$status" != 0 ] && [ "$status" != "${term_ok[i]}" ] \
+           && [ -n "${logs[i]}" ]; then
             echo "demo: ${names[i]} (pid ${pids[i]}) exited with status" \
                  "$status; the end of ${logs[i]}:" >&2
             tail -n 20 "${logs[i]}" >&2
@@ -105,16 +122,18 @@ gatectl=${PORTAL_GATECTL:-$top/build/portal-gatectl}
 gated=${PORTAL_GATED:-$top/build/portal-gated}
 
 port=${DEMO_PORT:-8080}
-if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65533 ]; then
-    echo "demo: DEMO_PORT=$port: expected a port from 1 to 65533" >&2
+if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65528 ]; then
+    echo "demo: DEMO_PORT=$port: expected a port from 1 to 65528" >&2
     exit 1
 fi
 declare -A edge_port=([edge-a]=$port [edge-b]=$((port + 1)))
 declare -A edge_pid=()
 redis_port=$((port + 2))
 redis_url="redis://127.0.0.1:$redis_port/0"
+https_port=$((port + 3))        # edge-a's staging vhost on HTTPS
 
 domain=portal.example.test      # production; staging is staging.$domain
+cert_name=staging.$domain       # its certificate, from pebble
 pilots=(1001 1002)              # phase 0: the first pilot companies
 more_pilots=(1003 1004)         # phase 1
 # phase 2, PCT:COMPANY: a company that the rollout takes in at PCT (its
@@ -131,6 +150,15 @@ for f in "$module" "$gatectl" "$gated"; do
     fi
 done
 
+# shellcheck source-path=SCRIPTDIR source=pebble.sh
+. "$top/tools/pebble.sh"
+certs=1
+certs_skipped=""
+if ! pebble_available; then
+    certs=0
+    certs_skipped="$pebble_error; make demo installs it when run as root"
+fi
+
 # The demo's own store, prefix and environment are given on every command
 # line: a PORTAL_GATE_* variable of the caller must never send a demo write
 # to a real Redis.
@@ -145,12 +173,14 @@ mkdir -m 700 "$dir/run"         # the API sockets: the folder guards them
 mkdir "$dir/redis"
 gated_conf="$dir/portal-gated.conf"
 gated_log="$dir/portal-gated.log"
+cert_dir="$dir/certs/$cert_name"
 
-# started NAME PID [LOG]
+# started NAME PID [LOG [TERM_STATUS]]
 started() {
     names+=("$1")
     pids+=("$2")
     logs+=("${3:-}")
+    term_ok+=("${4:-0}")
 }
 
 # wait_for PID TEST...: until TEST succeeds, at most 5 s; gives up at once
@@ -237,6 +267,9 @@ write_vhost() {
         listen 127.0.0.1:${edge_port[$edge]}${default:+ $default};
         server_name $host;
         portal_gate_env $env;
+EOF
+    [ "$env" = staging ] && staging_certs "$edge"
+    cat <<EOF
 
         location / {
             return 200 "$edge $env \$uri -> legacy application\n";
@@ -263,6 +296,25 @@ EOF
             return 200 "$edge $env \$uri -> legacy $why\n";
         }
     }
+EOF
+}
+
+# staging_certs EDGE: the staging vhost's certificate lines. Every edge
+# answers the ACME challenges (the CA may ask any; pebble asks edge-a);
+# edge-a serves HTTPS with the pair that portal-gated keeps.
+staging_certs() {
+    [ "$certs" = 1 ] || return 0
+    cat <<EOF
+        # http-01: /.well-known/acme-challenge/ answered from the zone,
+        # before the gate and any return or rewrite
+        portal_gate_acme_challenge on;
+EOF
+    [ "$1" = edge-a ] || return 0
+    cat <<EOF
+        # the pair portal-gated writes (a placeholder first) and renews
+        listen 127.0.0.1:$https_port ssl;
+        ssl_certificate $cert_dir/fullchain.pem;
+        ssl_certificate_key $cert_dir/privkey.pem;
 EOF
 }
 
@@ -385,24 +437,86 @@ edge               unix:$dir/run/edge-b.sock:/portal-gate/;
 reconcile_interval 2s;
 log_level          info;
 EOF
+    [ "$certs" = 1 ] || return 0
+    cat >> "$gated_conf" <<EOF
+
+# The staging vhost's certificate, from the demo's pebble; edge-a is
+# checked (nginx -t) and reloaded at each new pair.
+state_dir          $dir/state;
+nginx              conf=$dir/edge-a/nginx.conf pid=$dir/edge-a/nginx.pid prefix=$dir/edge-a/;
+certificate $cert_name {
+    issuer    acme $pebble_directory;
+    acme_ca   $pebble_ca;
+    fullchain $cert_dir/fullchain.pem;
+    privkey   $cert_dir/privkey.pem;
+}
+EOF
 }
 
-# ---- start: Redis and both edges at once, then the flags, then the daemon
+# ---- pebble
 
-echo "demo: starting redis-server, nginx edge-a and edge-b, portal-gated" \
-     "in $dir"
+# tools/pebble.sh calls this as each process starts: pebble does not catch
+# TERM (status 143), pebble-challtestsrv does (0)
+pebble_started_hook() {
+    if [ "$1" = pebble ]; then
+        started "$1" "$2" "$3" 143
+    else
+        started "$1" "$2" "$3"
+    fi
+}
+
+# pebble, asking edge-a's port for http-01; pebble-challtestsrv, its DNS,
+# says 127.0.0.1 for every name
+start_pebble() {
+    pebble_dir="$dir/pebble"
+    pebble_port=$((port + 4))
+    pebble_mgmt_port=$((port + 5))
+    pebble_dns_port=$((port + 6))
+    pebble_dns_mgmt_port=$((port + 7))
+    pebble_http_port=${edge_port[edge-a]}
+    pebble_tls_port=$https_port
+    pebble_started=pebble_started_hook
+    if ! pebble_start; then
+        if [[ $pebble_error == pebble-challtestsrv* ]]; then
+            failed "$pebble_error on 127.0.0.1:$pebble_dns_port and" \
+                   "$pebble_dns_mgmt_port ($port_hint)" \
+                   "$pebble_dir/challtestsrv.log"
+        fi
+        failed "$pebble_error on 127.0.0.1:$pebble_port and" \
+               "$pebble_mgmt_port ($port_hint)" "$pebble_dir/pebble.log"
+    fi
+}
+
+# pebble's certificate is in place: cert status exits 0 (it exits 1 while
+# the placeholder is, or after a failure)
+cert_issued() {
+    ctl cert status
+}
+
+# https_curl / https_words: the staging vhost on HTTPS, verified against
+# pebble's root (and the name: --resolve, no /etc/hosts line needed)
+https_curl=(curl --cacert "$dir/pebble/root.pem"
+            --resolve "$cert_name:$https_port:127.0.0.1"
+            -H "X-Company-Id: $late" "https://$cert_name:$https_port/portal/")
+https_words() {
+    shell_words "${https_curl[@]}"
+}
+
+# ---- start: Redis, edge-b and pebble at once, then the flags, then the
+# daemon, which writes the staging placeholder at once, then edge-a, which
+# serves it until pebble's certificate replaces it
+
+echo "demo: starting redis-server, nginx edge-b$([ "$certs" = 1 ] \
+     && echo ", pebble"), portal-gated, nginx edge-a in $dir"
 start_redis
-start_edge edge-a
 start_edge edge-b
+if [ "$certs" = 1 ]; then
+    start_pebble
+fi
 
 wait_for "$redis_pid" redis_ours \
     || failed "redis-server did not start on 127.0.0.1:$redis_port" \
               "($port_hint)" "$dir/redis/redis.log"
-for edge in edge-a edge-b; do
-    wait_for "${edge_pid[$edge]}" edge_up "$edge" \
-        || failed "nginx did not start on 127.0.0.1:${edge_port[$edge]}" \
-                  "for $edge ($port_hint)" "$dir/$edge/error.log"
-done
 
 write_gated_conf
 if ! seed >"$dir/seed.log" 2>&1; then
@@ -414,10 +528,58 @@ fi
 "$gated" -c "$gated_conf" </dev/null >>"$gated_log" 2>&1 3>&- 4>&- &
 gated_pid=$!
 started portal-gated "$gated_pid" "$gated_log"
+if [ "$certs" = 1 ]; then
+    wait_for "$gated_pid" test -s "$cert_dir/privkey.pem" \
+        || failed "portal-gated wrote no placeholder for $cert_name" \
+                  "$gated_log"
+fi
+
+start_edge edge-a
+for edge in edge-a edge-b; do
+    wait_for "${edge_pid[$edge]}" edge_up "$edge" \
+        || failed "nginx did not start on 127.0.0.1:${edge_port[$edge]}" \
+                  "for $edge ($port_hint)" "$dir/$edge/error.log"
+done
+
 # the edges have every flag when the store and both edges are at one
 # revision: `status` exits 0
 wait_for "$gated_pid" ctl status \
     || failed "portal-gated did not bring both edges in step" "$gated_log"
+
+# the first issuance: a second or so (30 s at most here). portal-gated
+# orders at once, and edge-a starts only once the placeholder is there:
+# when pebble asked edge-a before it was up, the attempt failed and the
+# next is a minute away; the demo asks for it now, as an operator would.
+if [ "$certs" = 1 ]; then
+    for ((n = 0; n < 600; n++)); do
+        cert_issued >/dev/null 2>&1 && break
+        grep -q "certificate $cert_name: failed" "$gated_log" && break
+        running "$gated_pid" || break
+        sleep 0.05
+    done
+    if ! cert_issued >/dev/null 2>&1 \
+       && grep -q "certificate $cert_name: failed" "$gated_log"; then
+        echo "demo: $cert_name: the first order failed (edge-a starts" \
+             "after the placeholder, portal-gated orders at once):" \
+             "$(grep -m1 "certificate $cert_name: failed" "$gated_log" \
+                | sed -E 's/.*; next attempt at [^ ]+: //')"
+        echo "demo: asking again, as an operator would:"
+        echo "\$ $(ctl_words cert renew "$cert_name" --wait 30)"
+        ctl cert renew "$cert_name" --wait 30 || true
+    fi
+    # the install ends with a SIGHUP: edge-a's new workers serve the pair
+    # a moment later
+    if cert_issued >/dev/null 2>&1 \
+       && wait_for "${edge_pid[edge-a]}" "${https_curl[@]}"; then
+        echo "demo: $cert_name: edge-a serves pebble's certificate" \
+             "(portal-gated's self-signed placeholder until then)"
+    else
+        echo "demo: $cert_name: no certificate from pebble yet;" \
+             "portal-gatectl cert status says:" >&2
+        ctl cert status >&2 || true
+        [ "${DEMO_ONCE:-}" = 1 ] && exit 1
+    fi
+fi
 
 # ---- what to try
 
@@ -439,10 +601,23 @@ $(for e in edge-a edge-b; do
            "$e" "${edge_pid[$e]}" "${edge_port[$e]}" "$domain"
     printf '  %-13s staging.%s (staging); API unix:%s\n' \
            "" "$domain" "$dir/run/$e.sock"
+    if [ "$e" = edge-a ] && [ "$certs" = 1 ]; then
+        printf '  %-13s staging.%s on HTTPS too: 127.0.0.1:%s\n' \
+               "" "$domain" "$https_port"
+    fi
 done)
   redis-server  (pid $redis_pid) on 127.0.0.1:$redis_port: the store
   portal-gated  (pid $gated_pid): pushes each change to both edges,
                 reconciles every 2s; log $gated_log
+$(if [ "$certs" = 1 ]; then
+    printf '                and keeps the certificate of %s\n' "$cert_name"
+    printf '  pebble        (pid %s) on 127.0.0.1:%s: the ACME server;' \
+           "$pebble_pid" "$pebble_port"
+    printf ' its root CA\n                (new at each start): %s\n' \
+           "$pebble_root"
+    printf '  pebble-challtestsrv (pid %s) on 127.0.0.1:%s: its DNS\n' \
+           "$pebble_dns_pid" "$pebble_dns_port"
+fi)
   scratch folder: $dir
 
 The flags: staging has everything on for everyone; production has the
@@ -486,6 +661,19 @@ Who changed what, and are the edges in step?
   $(ctl_words audit customer_portal)
   $(ctl_words status)
   $(ctl_words -e staging list)
+$(if [ "$certs" = 1 ]; then
+    cat <<EOT
+The staging certificate: portal-gated got it from pebble (http-01 answered
+by the edges), edge-a serves it on HTTPS; it verifies against pebble's
+root. Its state, and a renewal now (the new pair checked, installed, and
+edge-a reloaded):
+  $(https_words)
+  $(ctl_words cert status)
+  $(ctl_words cert renew "$cert_name" --wait 60)
+EOT
+else
+    echo "Staging certificates: skipped: $certs_skipped."
+fi)
 EOF
 
 # ---- DEMO_ONCE: the checks, with their answers
@@ -567,6 +755,16 @@ if [ "${DEMO_ONCE:-}" = 1 ]; then
     run ctl on customer_portal --wait
     decisions "${pilots[0]}"
 
+    if [ "$certs" = 1 ]; then
+        echo "== checks: staging certificate"
+        run "${https_curl[@]:0:1}" -sS "${https_curl[@]:1}"
+        run ctl cert status
+        run ctl cert renew "$cert_name" --wait 60
+        run "${https_curl[@]:0:1}" -sS "${https_curl[@]:1}"
+    else
+        echo "== staging certificates: skipped: $certs_skipped"
+    fi
+
     echo "== portal-gated's log"
     cat "$gated_log"
     exit 0
@@ -583,7 +781,7 @@ started tail $!
 
 # Idle until Ctrl-C, or until a service dies on its own.
 wait -n "$redis_pid" "${edge_pid[edge-a]}" "${edge_pid[edge-b]}" \
-    "$gated_pid" || true
+    "$gated_pid" ${pebble_pid:+"$pebble_pid" "$pebble_dns_pid"} || true
 for i in "${!names[@]}"; do
     if [ "${names[i]}" != tail ] && ! running "${pids[i]}"; then
         echo "demo: ${names[i]} (pid ${pids[i]}) exited on its own" >&2
