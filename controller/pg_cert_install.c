@@ -288,6 +288,7 @@ static int
 pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 {
     int               fds[2], null, status, eof, timed_out, fd, maxfd,
+                      cancelled,
                       argc;
     char             *argv[8], *nl, *p;
     char              out[PG_CERT_STDERR_MAX + 1], sink[512];
@@ -399,6 +400,7 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
     got = 0;
     eof = 0;
     timed_out = 0;
+    cancelled = 0;
     status = 0;
     deadline = pg_cert_ms()
                + 1000LL * (ngx->timeout > 0 ? ngx->timeout
@@ -421,6 +423,12 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
         }
 
         left = deadline - pg_cert_ms();
+
+        /* the daemon is stopping: cut it short, as a timeout */
+        if (ngx->cancel != NULL && *ngx->cancel) {
+            left = 0;
+            cancelled = 1;
+        }
 
         if (left <= 0) {
             kill(pid, SIGKILL);
@@ -494,7 +502,10 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
         *nl = ((unsigned char) *nl < ' ' || *nl == 0x7f) ? ' ' : *nl;
     }
 
-    if (timed_out) {
+    if (cancelled) {
+        pg_cert_msg(err, "cancelled: portal-gated is stopping");
+
+    } else if (timed_out) {
         pg_cert_msg(err, "no answer in %d s",
                     ngx->timeout > 0 ? ngx->timeout : PG_CERT_NGINX_TIMEOUT);
 
@@ -824,6 +835,28 @@ done:
     free(key_pem);
     free(chain_pem);
     EVP_PKEY_free(key);
+
+    return rc;
+}
+
+
+int
+pg_cert_reload_all(const pg_cert_nginx_t *nginx, size_t nginx_n,
+    pg_error_t *err)
+{
+    int         rc;
+    size_t      i;
+    pg_error_t  why;
+
+    rc = PG_OK;
+
+    for (i = 0; i < nginx_n; i++) {
+        if (pg_cert_reload(&nginx[i], &why) != PG_OK && rc == PG_OK) {
+            pg_cert_msg(err, "nginx %.*s was not reloaded: %s",
+                        PG_CERT_SHOWN, nginx[i].conf, why.text);
+            rc = PG_ERR;
+        }
+    }
 
     return rc;
 }

@@ -41,6 +41,9 @@ typedef struct {
     const char  *prefix;    /* nginx -p PREFIX, or NULL */
     int          timeout;   /* seconds for `nginx -t`; 0:
                                PG_CERT_NGINX_TIMEOUT */
+    volatile int *cancel;   /* or NULL: once nonzero, a running
+                               `nginx -t` is killed and the install
+                               fails ("cancelled") and is rolled back */
 } pg_cert_nginx_t;
 
 
@@ -81,6 +84,15 @@ int pg_cert_install(const char *fullchain, const char *privkey,
  */
 int pg_cert_placeholder(const char *fullchain, const char *privkey,
     int key_type, char *const *names, size_t n, int *written,
+    pg_error_t *err);
+
+/*
+ * SIGHUP to the master of each nginx (after the same check that it is
+ * nginx as an install makes): for a pair installed while a master could
+ * not be signalled (PG_CERT_NOT_RELOADED). PG_ERR names the first that
+ * still cannot be; the others are signalled all the same.
+ */
+int pg_cert_reload_all(const pg_cert_nginx_t *nginx, size_t nginx_n,
     pg_error_t *err);
 
 #endif /* PG_CERT_INSTALL_H */
