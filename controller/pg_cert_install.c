@@ -43,6 +43,9 @@ typedef struct {
     char        *prev;          /* PATH.prev's bytes: new, or NULL */
     size_t       prev_len;
     int          mode;
+    int          kept;          /* pg_cert_keep() went through: what was
+                                   there is known, and .prev written; until
+                                   then pg_cert_put_back() does nothing */
     char         prev_path[PG_CERT_PATH_MAX];
 } pg_cert_old_t;
 
@@ -164,7 +167,10 @@ pg_cert_exists(const char *path, int *exists, pg_error_t *err)
  * old->data = what is at old->path now (NULL when nothing is), and a copy
  * of it at PATH.prev; what PATH.prev held is kept in old->prev, so that a
  * failed install puts that back too, and .prev always holds the pair
- * before the one in place.
+ * before the one in place. old->kept is set last, once all of it is done:
+ * a file that exists but cannot be read is an error, never "no file", so
+ * that nothing is later "put back" as absent (removed) that was only
+ * unreadable.
  */
 static int
 pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
@@ -173,6 +179,7 @@ pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
 
     old->data = NULL;
     old->prev = NULL;
+    old->kept = 0;
 
     if ((size_t) snprintf(old->prev_path, sizeof(old->prev_path), "%s.prev",
                           old->path)
@@ -188,6 +195,7 @@ pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
     }
 
     if (!exists) {
+        old->kept = 1;
         return PG_OK;
     }
 
@@ -202,8 +210,15 @@ pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
         return PG_ERR;
     }
 
-    return pg_cert_write_file(old->prev_path, old->data, old->len, old->mode,
-                              err);
+    if (pg_cert_write_file(old->prev_path, old->data, old->len, old->mode,
+                           err) != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    old->kept = 1;
+
+    return PG_OK;
 }
 
 
@@ -227,10 +242,15 @@ pg_cert_restore(const char *path, const char *data, size_t len, int mode,
 }
 
 
-/* The file and its .prev back as pg_cert_keep() found them. */
+/* The file and its .prev back as pg_cert_keep() found them; nothing when
+ * pg_cert_keep() did not go through (it changed nothing then). */
 static int
 pg_cert_put_back(const pg_cert_old_t *old, pg_error_t *err)
 {
+    if (!old->kept) {
+        return PG_OK;
+    }
+
     if (pg_cert_restore(old->path, old->data, old->len, old->mode, err)
         != PG_OK)
     {

@@ -2034,6 +2034,160 @@ test_install(void)
 }
 
 
+/* --- install: what is in place cannot be read ------------------------- */
+
+/* pair n (1 or 2) of t_pairs(): chain and key PEM, borrowed */
+static char    *t_pc[3], *t_pk[3];
+static size_t   t_pcl[3], t_pkl[3];
+
+
+/* Two pairs from a new local CA, for the install tests below; t_pairs_free()
+ * undoes it. */
+static void
+t_pairs(void)
+{
+    X509    *ca;
+    time_t   now;
+
+    now = time(NULL);
+    ca = t_ca("ca", now - T_DAY, now + 3650 * T_DAY, NULL);
+    X509_free(ca);
+    t_pair(&t_pc[1], &t_pcl[1], &t_pk[1], &t_pkl[1]);
+    t_pair(&t_pc[2], &t_pcl[2], &t_pk[2], &t_pkl[2]);
+}
+
+
+static void
+t_pairs_free(void)
+{
+    int  i;
+
+    for (i = 1; i <= 2; i++) {
+        free(t_pc[i]);
+        free(t_pk[i]);
+        t_pc[i] = NULL;
+        t_pk[i] = NULL;
+    }
+
+    unlink(t_path("ca.pem"));
+    unlink(t_path("ca.key"));
+}
+
+
+/* pair n installed at dir/fullchain.pem, dir/privkey.pem, no nginx */
+static int
+t_install0(const char *fc, const char *pk, int n, pg_error_t *err)
+{
+    return pg_cert_install(fc, pk, t_pc[n], t_pcl[n], t_pk[n], t_pkl[n],
+                           t_names, 2, NULL, 0, time(NULL), err);
+}
+
+
+/* path.suffix in a static buffer (one of four) */
+static const char *
+t_suffix(const char *path, const char *suffix)
+{
+    static int   i;
+    static char  buf[4][600];
+
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof(buf[i]), "%s%s", path, suffix);
+
+    return buf[i];
+}
+
+
+/*
+ * review 19/1: a refused install must not delete what it could not read.
+ * The key in place (or its .prev) cannot be read (here: larger than 1 MiB,
+ * which also stands for EIO or a mode root is not stopped by): the install
+ * is refused and every file stays as it was.
+ */
+static void
+test_install_unreadable(void)
+{
+    int          rc;
+    char        *big, want[1200];
+    size_t       big_len;
+    pg_error_t   err;
+    const char  *fc, *pk;
+    char         fcb[512], pkb[512];
+
+    t_pairs();
+    snprintf(fcb, sizeof(fcb), "%s", t_path("unread/fullchain.pem"));
+    snprintf(pkb, sizeof(pkb), "%s", t_path("unread/privkey.pem"));
+    fc = fcb;
+    pk = pkb;
+
+    if (t_install0(fc, pk, 1, &err) != PG_OK
+        || t_install0(fc, pk, 2, &err) != PG_OK)
+    {
+        t_diag("install: %s", err.text);
+    }
+
+    big_len = 1024 * 1024 + 1;
+    big = malloc(big_len);
+    memset(big, 'k', big_len);
+
+    /* the key in place cannot be read */
+    t_write(pk, big, big_len);
+    rc = t_install0(fc, pk, 1, &err);
+    snprintf(want, sizeof(want), "new pair not installed, nothing changed: "
+             "cannot read %s: larger than 1048576 bytes", pk);
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0,
+              "a key in place that cannot be read: the install is refused"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+
+    t_ok(t_same(pk, big, big_len) && t_same(fc, t_pc[2], t_pcl[2])
+         && t_same(t_suffix(pk, ".prev"), t_pk[1], t_pkl[1])
+         && t_same(t_suffix(fc, ".prev"), t_pc[1], t_pcl[1]),
+         "... and the key it could not read is still there, as is every "
+         "other file");
+
+    /* the key's .prev cannot be read */
+    t_write(pk, t_pk[2], t_pkl[2]);
+    t_write(t_suffix(pk, ".prev"), big, big_len);
+    rc = t_install0(fc, pk, 1, &err);
+    snprintf(want, sizeof(want), "new pair not installed, nothing changed: "
+             "cannot read %s.prev: larger than 1048576 bytes", pk);
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0,
+              "a key's .prev that cannot be read: the install is refused"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+
+    t_ok(t_same(t_suffix(pk, ".prev"), big, big_len)
+         && t_same(pk, t_pk[2], t_pkl[2]) && t_same(fc, t_pc[2], t_pcl[2]),
+         "... and the .prev it could not read is still there");
+
+    /* the chain's .prev cannot be read: the key's .prev, already made, is
+     * put back */
+    t_write(t_suffix(pk, ".prev"), t_pk[1], t_pkl[1]);
+    t_write(t_suffix(fc, ".prev"), big, big_len);
+    rc = t_install0(fc, pk, 1, &err);
+    t_ok(rc == PG_ERR && t_same(t_suffix(fc, ".prev"), big, big_len)
+         && t_same(t_suffix(pk, ".prev"), t_pk[1], t_pkl[1])
+         && t_same(pk, t_pk[2], t_pkl[2]) && t_same(fc, t_pc[2], t_pcl[2])
+         && !t_temp_left(t_path("unread")),
+         "a chain's .prev that cannot be read: refused, the key's .prev "
+         "back as it was");
+
+    free(big);
+    unlink(fc);
+    unlink(pk);
+    unlink(t_suffix(fc, ".prev"));
+    unlink(t_suffix(pk, ".prev"));
+    rmdir(t_path("unread"));
+    t_pairs_free();
+}
+
+
 int
 main(void)
 {
@@ -2054,6 +2208,7 @@ main(void)
     test_retry_at();
     test_ari();
     test_install();
+    test_install_unreadable();
 
     unlink(t_path("ca.pem"));
     unlink(t_path("ca.key"));
