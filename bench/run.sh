@@ -662,3 +662,10 @@ echo
 # knobs: see its header)
 echo
 "$top/bench/direct-kill.sh"
+
+# ------------------------- staging certificates against pebble (issue 9)
+# first issuance beside certbot, HTTPS under wrk while the pair rotates,
+# kill propagation with orders in flight; its own results block (CERTS_*
+# knobs: see its header)
+echo
+"$top/bench/certs.sh"
