@@ -28,7 +28,7 @@
 #include <stdlib.h>             /* malloc, free, mkstemp */
 #include <string.h>             /* memcpy, strlen, strerror, strstr,
                                    strrchr */
-#include <sys/stat.h>           /* fstat, fchmod */
+#include <sys/stat.h>           /* fstat, fchmod, fchown */
 #include <time.h>               /* time, gmtime_r, strftime */
 #include <unistd.h>             /* read, write, fsync, close, unlink */
 #include <jansson.h>            /* json_loadb: ARI's renewalInfo */
@@ -48,8 +48,8 @@
 
 static void pg_cert_fail(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static int pg_cert_read(const char *path, const char *what, char **data,
-    size_t *len, pg_error_t *err);
+static int pg_cert_read(const char *path, const char *what, int nofollow,
+    struct stat *st, char **data, size_t *len, pg_error_t *err);
 static int pg_cert_bio_take(BIO *bio, char **data, size_t *len);
 static int pg_cert_pass_none(char *buf, int size, int rwflag, void *u);
 static EVP_PKEY *pg_cert_key_read(const char *path, const char *what,
@@ -94,37 +94,43 @@ pg_cert_fail(pg_error_t *err, const char *fmt, ...)
 
 /*
  * The whole of path in a new *data, NUL-terminated. what names the file in
- * a message ("key ", "certificate ", or "").
+ * a message ("key ", "certificate ", or ""). A regular file only, opened
+ * with O_NONBLOCK: a FIFO (or a device) put at a path is refused at once,
+ * never waited on. nofollow: a symlink at path is refused too. *st, when
+ * st is set, is what fstat() says of the file read.
  */
 static int
-pg_cert_read(const char *path, const char *what, char **data, size_t *len,
-    pg_error_t *err)
+pg_cert_read(const char *path, const char *what, int nofollow,
+    struct stat *st, char **data, size_t *len, pg_error_t *err)
 {
     int          fd;
     char        *buf;
     size_t       got;
     ssize_t      n;
-    struct stat  st;
+    struct stat  sb;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK
+                    | (nofollow ? O_NOFOLLOW : 0));
 
     if (fd == -1) {
         snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: %s",
-                 what, PG_CERT_SHOWN, path, strerror(errno));
+                 what, PG_CERT_SHOWN, path,
+                 (nofollow && errno == ELOOP) ? "a symlink"
+                                              : strerror(errno));
         return PG_ERR;
     }
 
-    if (fstat(fd, &st) == -1) {
+    if (fstat(fd, &sb) == -1) {
         snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: %s",
                  what, PG_CERT_SHOWN, path, strerror(errno));
         close(fd);
         return PG_ERR;
     }
 
-    if (!S_ISREG(st.st_mode)) {
+    if (!S_ISREG(sb.st_mode)) {
         snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: %s",
                  what, PG_CERT_SHOWN, path,
-                 S_ISDIR(st.st_mode) ? "a folder" : "not a regular file");
+                 S_ISDIR(sb.st_mode) ? "a folder" : "not a regular file");
         close(fd);
         return PG_ERR;
     }
@@ -178,6 +184,10 @@ pg_cert_read(const char *path, const char *what, char **data, size_t *len,
     *data = buf;
     *len = got;
 
+    if (st != NULL) {
+        *st = sb;
+    }
+
     return PG_OK;
 }
 
@@ -186,13 +196,30 @@ int
 pg_cert_read_file(const char *path, char **data, size_t *len,
     pg_error_t *err)
 {
-    return pg_cert_read(path, "", data, len, err);
+    return pg_cert_read(path, "", 0, NULL, data, len, err);
+}
+
+
+int
+pg_cert_read_file_nofollow(const char *path, char **data, size_t *len,
+    struct stat *st, pg_error_t *err)
+{
+    return pg_cert_read(path, "", 1, st, data, len, err);
 }
 
 
 int
 pg_cert_write_file(const char *path, const char *data, size_t len, int mode,
     pg_error_t *err)
+{
+    return pg_cert_write_file_owned(path, data, len, mode, (uid_t) -1,
+                                    (gid_t) -1, err);
+}
+
+
+int
+pg_cert_write_file_owned(const char *path, const char *data, size_t len,
+    int mode, uid_t uid, gid_t gid, pg_error_t *err)
 {
     int      fd, dfd, saved;
     char     tmp[4096], dir[4096];
@@ -221,6 +248,14 @@ pg_cert_write_file(const char *path, const char *data, size_t len, int mode,
 
     /* not inherited by an nginx -t that another thread starts meanwhile */
     (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+
+    /* the owner first (a chown may clear mode bits), on the file itself,
+     * never by path */
+    if ((uid != (uid_t) -1 || gid != (gid_t) -1)
+        && fchown(fd, uid, gid) == -1)
+    {
+        goto failed;
+    }
 
     /* fchmod, not the umask: the mode is exact */
     if (fchmod(fd, (mode_t) mode) == -1) {
@@ -377,7 +412,7 @@ pg_cert_key_read(const char *path, const char *what, pg_error_t *err)
     EVP_PKEY    *key;
     const char  *why;
 
-    if (pg_cert_read(path, what, &pem, &len, err) != PG_OK) {
+    if (pg_cert_read(path, what, 0, NULL, &pem, &len, err) != PG_OK) {
         return NULL;
     }
 
@@ -1364,7 +1399,8 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
         return PG_ERR;
     }
 
-    if (pg_cert_read(ca_cert_path, "CA certificate ", &text, &tlen, err)
+    if (pg_cert_read(ca_cert_path, "CA certificate ", 0, NULL, &text, &tlen,
+                     err)
         != PG_OK)
     {
         return PG_ERR;

@@ -17,6 +17,8 @@
 #define PG_CERT_H
 
 #include <stddef.h>             /* size_t */
+#include <sys/stat.h>           /* struct stat: pg_cert_read_file_nofollow */
+#include <sys/types.h>          /* uid_t, gid_t */
 #include <time.h>               /* time_t */
 #include <openssl/evp.h>        /* EVP_PKEY */
 #include "portal_gate.h"        /* pg_error_t, PG_OK, PG_ERR */
@@ -74,9 +76,26 @@ int pg_cert_key_pem(EVP_PKEY *key, char **pem, size_t *len,
 int pg_cert_write_file(const char *path, const char *data, size_t len,
     int mode, pg_error_t *err);
 
-/* The whole file in *data (new, NUL-terminated), *len; at most 1 MiB. */
+/*
+ * pg_cert_write_file() that also gives the file an owner (fchown on the
+ * temp file, before its mode): uid, gid, or (uid_t) -1 / (gid_t) -1 to
+ * leave that one as created. An install keeps the owner of what it
+ * replaces with it.
+ */
+int pg_cert_write_file_owned(const char *path, const char *data, size_t len,
+    int mode, uid_t uid, gid_t gid, pg_error_t *err);
+
+/* The whole file in *data (new, NUL-terminated), *len; at most 1 MiB; a
+ * regular file (a FIFO is refused at once, not waited on). */
 int pg_cert_read_file(const char *path, char **data, size_t *len,
     pg_error_t *err);
+
+/* pg_cert_read_file() for the files portal-gated writes itself (a pair,
+ * its .prev): a symlink at path is refused ("cannot read PATH: a
+ * symlink"), and *st (st may be NULL) is what fstat() says of the file
+ * read: its mode and owner, to keep. */
+int pg_cert_read_file_nofollow(const char *path, char **data, size_t *len,
+    struct stat *st, pg_error_t *err);
 
 
 /* --- certificates ------------------------------------------------------- */

@@ -7,6 +7,12 @@
  * and in memory to put them back); nginx is reloaded only once every
  * `nginx -t` has passed, so that a master never reads a pair, or a config,
  * it would refuse.
+ *
+ * The files at the output paths are ours alone: a symlink there (or at a
+ * .prev) is refused rather than followed or replaced, files are read with
+ * O_NOFOLLOW | O_NONBLOCK (a FIFO is refused, never waited on), and what
+ * an install replaces keeps its mode and owner, restored exactly when it
+ * is put back.
  */
 
 #include <errno.h>              /* errno, EINTR, ENOENT, ECHILD */
@@ -18,7 +24,7 @@
 #include <stdlib.h>             /* free, strtol */
 #include <string.h>             /* strcmp, strchr, strerror, strrchr */
 #include <sys/resource.h>       /* getrlimit: the fds a child closes */
-#include <sys/stat.h>           /* stat, mkdir, chmod */
+#include <sys/stat.h>           /* lstat, fstat, mkdir, fchmod */
 #include <sys/syscall.h>        /* SYS_close_range */
 #include <sys/wait.h>           /* waitpid, WIFEXITED... */
 #include <time.h>               /* clock_gettime, nanosleep */
@@ -34,30 +40,49 @@
 #define PG_CERT_SHOWN        120        /* bytes of a path in a message */
 
 
-/* A file as it was before an install, and its .prev: their bytes, or
- * that they were absent. */
+/* One file as it was: its bytes, permission bits and owner, or that it
+ * was absent. */
 typedef struct {
-    const char  *path;
+    int          exists;
     char        *data;          /* new, or NULL when absent */
     size_t       len;
-    char        *prev;          /* PATH.prev's bytes: new, or NULL */
-    size_t       prev_len;
-    int          mode;
-    int          kept;          /* pg_cert_keep() went through: what was
+    int          mode;          /* st_mode & 0777 */
+    uid_t        uid;
+    gid_t        gid;
+} pg_cert_file_t;
+
+
+/* A file of the pair before an install, and its .prev. */
+typedef struct {
+    const char      *path;
+    int              key;       /* a private key: its .prev is never more
+                                   readable than 0600 */
+    int              kept;      /* pg_cert_keep() went through: what was
                                    there is known, and .prev written; until
-                                   then pg_cert_put_back() does nothing */
-    char         prev_path[PG_CERT_PATH_MAX];
+                                   then pg_cert_put_back*() do nothing */
+    pg_cert_file_t   cur;       /* what was at path */
+    pg_cert_file_t   prev;      /* what was at PATH.prev */
+    char             prev_path[PG_CERT_PATH_MAX];
 } pg_cert_old_t;
 
 
 static void pg_cert_msg(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int pg_cert_mkdirs(const char *file, pg_error_t *err);
-static int pg_cert_exists(const char *path, int *exists, pg_error_t *err);
+static int pg_cert_lstat(const char *path, int *exists, pg_error_t *err);
+static int pg_cert_no_links(const char *fullchain, const char *privkey,
+    pg_error_t *err);
+static int pg_cert_file_read(const char *path, pg_cert_file_t *f,
+    pg_error_t *err);
+static int pg_cert_file_write(const char *path, const pg_cert_file_t *f,
+    pg_error_t *err);
+static void pg_cert_file_free(pg_cert_file_t *f);
+static void pg_cert_old_init(pg_cert_old_t *old, const char *path, int key);
 static int pg_cert_keep(pg_cert_old_t *old, pg_error_t *err);
-static int pg_cert_restore(const char *path, const char *data, size_t len,
-    int mode, pg_error_t *err);
-static int pg_cert_put_back(const pg_cert_old_t *old, pg_error_t *err);
+static int pg_cert_write_new(const pg_cert_old_t *old, const char *data,
+    size_t len, pg_error_t *err);
+static int pg_cert_put_back_live(const pg_cert_old_t *old, pg_error_t *err);
+static int pg_cert_put_back_prev(const pg_cert_old_t *old, pg_error_t *err);
 static void pg_cert_old_free(pg_cert_old_t *old);
 static long long pg_cert_ms(void);
 static int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
@@ -81,11 +106,16 @@ pg_cert_msg(pg_error_t *err, const char *fmt, ...)
 
 /*
  * The folders above file, made 0755 (exactly: the umask aside) where they
- * are missing, as `mkdir -p` does.
+ * are missing, as `mkdir -p` does; each one made is opened without
+ * following a link and its mode set on it (a folder swapped for a link
+ * between mkdir and the chmod is refused, never chmod'ed through). The
+ * folder that holds file must not be world-writable: anyone could replace
+ * what is written there.
  */
 static int
 pg_cert_mkdirs(const char *file, pg_error_t *err)
 {
+    int          fd;
     char         dir[PG_CERT_PATH_MAX];
     char        *p, *slash;
     struct stat  st;
@@ -97,56 +127,112 @@ pg_cert_mkdirs(const char *file, pg_error_t *err)
 
     slash = strrchr(dir, '/');
 
-    if (slash == NULL || slash == dir) {
-        return PG_OK;                   /* the current folder, or "/" */
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");    /* the current folder */
+        slash = dir + 1;
+
+    } else if (slash == dir) {
+        slash[1] = '\0';                    /* "/" */
+        slash++;
+
+    } else {
+        *slash = '\0';
     }
 
-    *slash = '\0';
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
 
-    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
-        return PG_OK;
+        /* each prefix in turn; one that exists is passed over */
+        for (p = dir + 1; ; p++) {
+
+            if (*p != '/' && *p != '\0') {
+                continue;
+            }
+
+            *p = '\0';
+
+            if (mkdir(dir, 0755) == 0) {
+                fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                               | O_CLOEXEC);
+
+                if (fd == -1 || fchmod(fd, 0755) == -1) {
+                    pg_cert_msg(err, "cannot create folder %.*s: %s",
+                                PG_CERT_SHOWN, dir, strerror(errno));
+
+                    if (fd != -1) {
+                        close(fd);
+                    }
+
+                    return PG_ERR;
+                }
+
+                close(fd);
+
+            } else if (errno != EEXIST || stat(dir, &st) != 0
+                       || !S_ISDIR(st.st_mode))
+            {
+                pg_cert_msg(err, "cannot create folder %.*s: %s",
+                            PG_CERT_SHOWN, dir,
+                            errno == EEXIST ? "a file is in the way"
+                                            : strerror(errno));
+                return PG_ERR;
+            }
+
+            if (p == slash) {
+                break;
+            }
+
+            *p = '/';
+        }
     }
 
-    /* each prefix in turn; one that exists is passed over */
-    for (p = dir + 1; ; p++) {
+    /* the folder itself, as it is now */
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-        if (*p != '/' && *p != '\0') {
-            continue;
+    if (fd == -1 || fstat(fd, &st) == -1) {
+        pg_cert_msg(err, "cannot open folder %.*s: %s", PG_CERT_SHOWN, dir,
+                    strerror(errno));
+
+        if (fd != -1) {
+            close(fd);
         }
 
-        *p = '\0';
+        return PG_ERR;
+    }
 
-        if (mkdir(dir, 0755) == 0) {
-            (void) chmod(dir, 0755);
+    close(fd);
 
-        } else if (errno != EEXIST || stat(dir, &st) != 0
-                   || !S_ISDIR(st.st_mode))
-        {
-            pg_cert_msg(err, "cannot create folder %.*s: %s", PG_CERT_SHOWN,
-                        dir, errno == EEXIST ? "a file is in the way"
-                                             : strerror(errno));
-            return PG_ERR;
-        }
-
-        if (p == slash) {
-            break;
-        }
-
-        *p = '/';
+    if (st.st_mode & S_IWOTH) {
+        pg_cert_msg(err, "folder %.*s is world-writable: anyone could "
+                    "replace what is written there", PG_CERT_SHOWN, dir);
+        return PG_ERR;
     }
 
     return PG_OK;
 }
 
 
-/* *exists: path is there (as anything: a folder there is an error later,
- * when it is written). Errors other than "absent" are errors. */
+/*
+ * *exists: something is at path (not following a link; a folder there is
+ * an error later, when it is read). A symlink is refused: portal-gated
+ * writes its files itself, and a link would be replaced by a file (and a
+ * rollback could not make it again) or read through (a link to a secret
+ * copied to a .prev). Errors other than "absent" are errors, never "no
+ * file".
+ */
 static int
-pg_cert_exists(const char *path, int *exists, pg_error_t *err)
+pg_cert_lstat(const char *path, int *exists, pg_error_t *err)
 {
     struct stat  st;
 
-    if (stat(path, &st) == 0) {
+    if (lstat(path, &st) == 0) {
+        if (S_ISLNK(st.st_mode)) {
+            pg_cert_msg(err, "%.*s is a symlink: portal-gated writes regular "
+                        "files; point fullchain/privkey at paths of their "
+                        "own, not certbot's live/ links", PG_CERT_SHOWN,
+                        path);
+            return PG_ERR;
+        }
+
         *exists = 1;
         return PG_OK;
     }
@@ -163,73 +249,78 @@ pg_cert_exists(const char *path, int *exists, pg_error_t *err)
 }
 
 
-/*
- * old->data = what is at old->path now (NULL when nothing is), and a copy
- * of it at PATH.prev; what PATH.prev held is kept in old->prev, so that a
- * failed install puts that back too, and .prev always holds the pair
- * before the one in place. old->kept is set last, once all of it is done:
- * a file that exists but cannot be read is an error, never "no file", so
- * that nothing is later "put back" as absent (removed) that was only
- * unreadable.
- */
+/* No symlink at fullchain, privkey, or their .prev: checked before an
+ * install or a placeholder writes anything. */
 static int
-pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
+pg_cert_no_links(const char *fullchain, const char *privkey,
+    pg_error_t *err)
 {
-    int  exists;
+    int          exists, i;
+    char         path[PG_CERT_PATH_MAX];
+    const char  *file;
 
-    old->data = NULL;
-    old->prev = NULL;
-    old->kept = 0;
+    for (i = 0; i < 4; i++) {
+        file = (i % 2) ? privkey : fullchain;
 
-    if ((size_t) snprintf(old->prev_path, sizeof(old->prev_path), "%s.prev",
-                          old->path)
-        >= sizeof(old->prev_path))
-    {
-        pg_cert_msg(err, "%.*s: the path is too long", PG_CERT_SHOWN,
-                    old->path);
-        return PG_ERR;
+        if ((size_t) snprintf(path, sizeof(path), "%s%s", file,
+                              i < 2 ? "" : ".prev")
+            >= sizeof(path))
+        {
+            pg_cert_msg(err, "%.*s: the path is too long", PG_CERT_SHOWN,
+                        file);
+            return PG_ERR;
+        }
+
+        if (pg_cert_lstat(path, &exists, err) != PG_OK) {
+            return PG_ERR;
+        }
     }
-
-    if (pg_cert_exists(old->path, &exists, err) != PG_OK) {
-        return PG_ERR;
-    }
-
-    if (!exists) {
-        old->kept = 1;
-        return PG_OK;
-    }
-
-    if (pg_cert_read_file(old->path, &old->data, &old->len, err) != PG_OK) {
-        return PG_ERR;
-    }
-
-    if (pg_cert_exists(old->prev_path, &exists, err) != PG_OK
-        || (exists && pg_cert_read_file(old->prev_path, &old->prev,
-                                        &old->prev_len, err) != PG_OK))
-    {
-        return PG_ERR;
-    }
-
-    if (pg_cert_write_file(old->prev_path, old->data, old->len, old->mode,
-                           err) != PG_OK)
-    {
-        return PG_ERR;
-    }
-
-    old->kept = 1;
 
     return PG_OK;
 }
 
 
-/* One file back as it was: its bytes written back (atomically), or the
- * file removed when there was none. */
+/* *f = what is at path: its bytes and attributes, or "absent". A symlink,
+ * a FIFO, anything but a regular file is an error. */
 static int
-pg_cert_restore(const char *path, const char *data, size_t len, int mode,
+pg_cert_file_read(const char *path, pg_cert_file_t *f, pg_error_t *err)
+{
+    struct stat  st;
+
+    memset(f, 0, sizeof(pg_cert_file_t));
+
+    if (pg_cert_lstat(path, &f->exists, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (!f->exists) {
+        return PG_OK;
+    }
+
+    if (pg_cert_read_file_nofollow(path, &f->data, &f->len, &st, err)
+        != PG_OK)
+    {
+        f->exists = 0;
+        return PG_ERR;
+    }
+
+    f->mode = (int) (st.st_mode & 0777);
+    f->uid = st.st_uid;
+    f->gid = st.st_gid;
+
+    return PG_OK;
+}
+
+
+/* path made what f says: its bytes with its mode and owner (atomically),
+ * or removed when f is absent. */
+static int
+pg_cert_file_write(const char *path, const pg_cert_file_t *f,
     pg_error_t *err)
 {
-    if (data != NULL) {
-        return pg_cert_write_file(path, data, len, mode, err);
+    if (f->exists) {
+        return pg_cert_write_file_owned(path, f->data, f->len, f->mode,
+                                        f->uid, f->gid, err);
     }
 
     if (unlink(path) == -1 && errno != ENOENT) {
@@ -242,28 +333,123 @@ pg_cert_restore(const char *path, const char *data, size_t len, int mode,
 }
 
 
-/* The file and its .prev back as pg_cert_keep() found them; nothing when
- * pg_cert_keep() did not go through (it changed nothing then). */
+/* The memory of f, wiped: it may be a key. */
+static void
+pg_cert_file_free(pg_cert_file_t *f)
+{
+    if (f->data != NULL) {
+        OPENSSL_cleanse(f->data, f->len);
+        free(f->data);
+    }
+
+    f->data = NULL;
+}
+
+
+static void
+pg_cert_old_init(pg_cert_old_t *old, const char *path, int key)
+{
+    memset(old, 0, sizeof(pg_cert_old_t));
+    old->path = path;
+    old->key = key;
+}
+
+
+/*
+ * old->cur = what is at old->path now (absent, or its bytes and
+ * attributes), and a copy of it at PATH.prev; what PATH.prev held is kept
+ * in old->prev, so that a failed install puts that back too, and .prev
+ * always holds the pair before the one in place. A key's .prev is never
+ * more readable than 0600 (the key's own mode when stricter), with the
+ * key's owner. old->kept is set last, once all of it is done: a file that
+ * exists but cannot be read is an error, never "no file", so that nothing
+ * is later "put back" as absent (removed) that was only unreadable.
+ */
 static int
-pg_cert_put_back(const pg_cert_old_t *old, pg_error_t *err)
+pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
+{
+    pg_cert_file_t  copy;
+
+    old->kept = 0;
+
+    if ((size_t) snprintf(old->prev_path, sizeof(old->prev_path), "%s.prev",
+                          old->path)
+        >= sizeof(old->prev_path))
+    {
+        pg_cert_msg(err, "%.*s: the path is too long", PG_CERT_SHOWN,
+                    old->path);
+        return PG_ERR;
+    }
+
+    if (pg_cert_file_read(old->path, &old->cur, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    if (!old->cur.exists) {
+        old->kept = 1;
+        return PG_OK;
+    }
+
+    if (pg_cert_file_read(old->prev_path, &old->prev, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    copy = old->cur;
+
+    if (old->key) {
+        copy.mode &= 0600;
+    }
+
+    if (pg_cert_file_write(old->prev_path, &copy, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    old->kept = 1;
+
+    return PG_OK;
+}
+
+
+/* The new bytes at old->path, with the mode and owner of the file they
+ * replace; a file new there gets 0600 (a key) or 0644. */
+static int
+pg_cert_write_new(const pg_cert_old_t *old, const char *data, size_t len,
+    pg_error_t *err)
+{
+    if (old->cur.exists) {
+        return pg_cert_write_file_owned(old->path, data, len, old->cur.mode,
+                                        old->cur.uid, old->cur.gid, err);
+    }
+
+    return pg_cert_write_file(old->path, data, len, old->key ? 0600 : 0644,
+                              err);
+}
+
+
+/* The file back as pg_cert_keep() found it, attributes included (or
+ * removed, when there was none); nothing when pg_cert_keep() did not go
+ * through (it changed nothing then). */
+static int
+pg_cert_put_back_live(const pg_cert_old_t *old, pg_error_t *err)
 {
     if (!old->kept) {
         return PG_OK;
     }
 
-    if (pg_cert_restore(old->path, old->data, old->len, old->mode, err)
-        != PG_OK)
-    {
-        return PG_ERR;
-    }
+    return pg_cert_file_write(old->path, &old->cur, err);
+}
 
-    /* no .prev was made when there was nothing in place */
-    if (old->data == NULL) {
+
+/* Its .prev back as pg_cert_keep() found it; no .prev was made when
+ * there was nothing in place. */
+static int
+pg_cert_put_back_prev(const pg_cert_old_t *old, pg_error_t *err)
+{
+    if (!old->kept || !old->cur.exists) {
         return PG_OK;
     }
 
-    return pg_cert_restore(old->prev_path, old->prev, old->prev_len,
-                           old->mode, err);
+    return pg_cert_file_write(old->prev_path, &old->prev, err);
 }
 
 
@@ -271,18 +457,8 @@ pg_cert_put_back(const pg_cert_old_t *old, pg_error_t *err)
 static void
 pg_cert_old_free(pg_cert_old_t *old)
 {
-    if (old->data != NULL) {
-        OPENSSL_cleanse(old->data, old->len);
-    }
-
-    if (old->prev != NULL) {
-        OPENSSL_cleanse(old->prev, old->prev_len);
-    }
-
-    free(old->data);
-    free(old->prev);
-    old->data = NULL;
-    old->prev = NULL;
+    pg_cert_file_free(&old->cur);
+    pg_cert_file_free(&old->prev);
 }
 
 
@@ -656,6 +832,42 @@ pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
 
 /* --- install ------------------------------------------------------------ */
 
+/*
+ * The pair back as it was after a failed step: the live files first, then
+ * their .prev (so that a crash in the middle leaves the live pair whole).
+ * Every file is tried; err says the first that could not be.
+ */
+static int
+pg_cert_rollback(const pg_cert_old_t *old_key, const pg_cert_old_t *old_chain,
+    pg_error_t *err)
+{
+    int         rc;
+    pg_error_t  why;
+
+    rc = PG_OK;
+
+    if (pg_cert_put_back_live(old_key, err) != PG_OK) {
+        rc = PG_ERR;
+    }
+
+    if (pg_cert_put_back_live(old_chain, rc == PG_OK ? err : &why) != PG_OK)
+    {
+        rc = PG_ERR;
+    }
+
+    if (pg_cert_put_back_prev(old_key, rc == PG_OK ? err : &why) != PG_OK) {
+        rc = PG_ERR;
+    }
+
+    if (pg_cert_put_back_prev(old_chain, rc == PG_OK ? err : &why) != PG_OK)
+    {
+        rc = PG_ERR;
+    }
+
+    return rc;
+}
+
+
 int
 pg_cert_install(const char *fullchain, const char *privkey,
     const char *chain_pem, size_t chain_len, const char *key_pem,
@@ -668,12 +880,8 @@ pg_cert_install(const char *fullchain, const char *privkey,
     pg_error_t     why, why2;
     pg_cert_old_t  old_chain, old_key;
 
-    memset(&old_chain, 0, sizeof(pg_cert_old_t));
-    old_chain.path = fullchain;
-    old_chain.mode = 0644;
-    memset(&old_key, 0, sizeof(pg_cert_old_t));
-    old_key.path = privkey;
-    old_key.mode = 0600;
+    pg_cert_old_init(&old_chain, fullchain, 0);
+    pg_cert_old_init(&old_key, privkey, 1);
 
     if (strcmp(fullchain, privkey) == 0) {
         pg_cert_msg(err, "new pair not installed: fullchain and privkey are "
@@ -690,8 +898,9 @@ pg_cert_install(const char *fullchain, const char *privkey,
         return PG_ERR;
     }
 
-    /* 2. the folders */
-    if (pg_cert_mkdirs(fullchain, &why) != PG_OK
+    /* 2. the paths (no link at any of them) and the folders */
+    if (pg_cert_no_links(fullchain, privkey, &why) != PG_OK
+        || pg_cert_mkdirs(fullchain, &why) != PG_OK
         || pg_cert_mkdirs(privkey, &why) != PG_OK)
     {
         pg_cert_msg(err, "new pair not installed, nothing changed: %s",
@@ -704,7 +913,7 @@ pg_cert_install(const char *fullchain, const char *privkey,
     if (pg_cert_keep(&old_key, &why) != PG_OK
         || pg_cert_keep(&old_chain, &why) != PG_OK)
     {
-        (void) pg_cert_put_back(&old_key, &why2);
+        (void) pg_cert_put_back_prev(&old_key, &why2);
         pg_cert_msg(err, "new pair not installed, nothing changed: %s",
                     why.text);
         rc = PG_ERR;
@@ -714,13 +923,11 @@ pg_cert_install(const char *fullchain, const char *privkey,
     /* 4. the key first: for the instant between the two renames, a new key
      * beside the old chain is no worse than the reverse, and nginx reads
      * neither until step 6 */
-    if (pg_cert_write_file(privkey, key_pem, key_len, 0600, &why) != PG_OK
-        || pg_cert_write_file(fullchain, chain_pem, chain_len, 0644, &why)
+    if (pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
+        || pg_cert_write_new(&old_chain, chain_pem, chain_len, &why)
            != PG_OK)
     {
-        if (pg_cert_put_back(&old_key, &why2) != PG_OK
-            || pg_cert_put_back(&old_chain, &why2) != PG_OK)
-        {
+        if (pg_cert_rollback(&old_key, &old_chain, &why2) != PG_OK) {
             pg_cert_msg(err, "new pair not installed: %.100s; and the "
                         "previous pair is not back: %s", why.text, why2.text);
 
@@ -739,9 +946,7 @@ pg_cert_install(const char *fullchain, const char *privkey,
             continue;
         }
 
-        if (pg_cert_put_back(&old_key, &why2) != PG_OK
-            || pg_cert_put_back(&old_chain, &why2) != PG_OK)
-        {
+        if (pg_cert_rollback(&old_key, &old_chain, &why2) != PG_OK) {
             pg_cert_msg(err, "nginx -t failed for %.80s, and the previous "
                         "pair is not back (%.80s): %s", nginx[i].conf,
                         why2.text, why.text);
@@ -788,13 +993,16 @@ pg_cert_placeholder(const char *fullchain, const char *privkey,
     size_t         key_len, chain_len;
     EVP_PKEY      *key;
     pg_error_t     why;
-    pg_cert_old_t  old;
+    pg_cert_old_t  old_key, old_chain;
 
     *written = 0;
 
-    if (pg_cert_exists(fullchain, &chain_exists, err) != PG_OK
-        || pg_cert_exists(privkey, &key_exists, err) != PG_OK)
+    if (pg_cert_no_links(fullchain, privkey, &why) != PG_OK
+        || pg_cert_lstat(fullchain, &chain_exists, &why) != PG_OK
+        || pg_cert_lstat(privkey, &key_exists, &why) != PG_OK)
     {
+        pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
+                    fullchain, why.text);
         return PG_ERR;
     }
 
@@ -805,6 +1013,8 @@ pg_cert_placeholder(const char *fullchain, const char *privkey,
     key_pem = NULL;
     chain_pem = NULL;
     rc = PG_ERR;
+    pg_cert_old_init(&old_key, privkey, 1);
+    pg_cert_old_init(&old_chain, fullchain, 0);
 
     key = pg_cert_key_new(key_type, &why);
 
@@ -820,22 +1030,18 @@ pg_cert_placeholder(const char *fullchain, const char *privkey,
         goto done;
     }
 
-    /* the one half of a pair that is there is kept aside, not lost */
-    memset(&old, 0, sizeof(pg_cert_old_t));
-    old.path = chain_exists ? fullchain : privkey;
-    old.mode = chain_exists ? 0644 : 0600;
-
-    if ((chain_exists || key_exists) && pg_cert_keep(&old, &why) != PG_OK) {
+    /* the one half of a pair that is there is kept aside (as .prev), not
+     * lost; the new file takes its mode and owner */
+    if (pg_cert_keep(&old_key, &why) != PG_OK
+        || pg_cert_keep(&old_chain, &why) != PG_OK)
+    {
         pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
                     fullchain, why.text);
-        pg_cert_old_free(&old);
         goto done;
     }
 
-    pg_cert_old_free(&old);
-
-    if (pg_cert_write_file(privkey, key_pem, key_len, 0600, &why) != PG_OK
-        || pg_cert_write_file(fullchain, chain_pem, chain_len, 0644, &why)
+    if (pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
+        || pg_cert_write_new(&old_chain, chain_pem, chain_len, &why)
            != PG_OK)
     {
         pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
@@ -855,6 +1061,8 @@ done:
     free(key_pem);
     free(chain_pem);
     EVP_PKEY_free(key);
+    pg_cert_old_free(&old_key);
+    pg_cert_old_free(&old_chain);
 
     return rc;
 }

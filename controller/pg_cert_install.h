@@ -48,14 +48,34 @@ typedef struct {
 
 
 /*
- * Install chain_pem (the certificate, then its issuers) at fullchain
- * (0644) and key_pem at privkey (0600), for names:
+ * The output paths. fullchain, privkey and their .prev are portal-gated's
+ * own regular files:
+ *   - a symlink at any of them is refused ("PATH is a symlink: ..."), never
+ *     followed nor replaced: point fullchain/privkey at paths of their own,
+ *     not at certbot's live/ links;
+ *   - anything else that is not a regular file (a FIFO, a folder) is
+ *     refused at once ("cannot read PATH: not a regular file");
+ *   - a file replaced keeps its permission bits and owner (a key at 0640
+ *     root:ssl-cert stays so), and a rollback restores them exactly; a
+ *     file new there is 0600 (the key) or 0644 (the chain);
+ *   - a key's .prev is 0600, or the key's own mode when that is stricter,
+ *     with the key's owner; the chain's .prev has the chain's mode;
+ *   - the folder holding each one must not be world-writable (refused:
+ *     anyone could replace what is written there); the folders made are
+ *     0755.
+ */
+
+/*
+ * Install chain_pem (the certificate, then its issuers) at fullchain and
+ * key_pem at privkey, for names:
  *
  *   1. pg_cert_check_pair() at now; a pair that fails touches nothing;
- *   2. the folders of fullchain and privkey are made (0755) if missing;
+ *   2. the output paths are checked as said above, and the folders of
+ *      fullchain and privkey are made (0755) if missing;
  *   3. what is in place is copied to FULLCHAIN.prev and PRIVKEY.prev
- *      (when it exists); a folder that cannot be written stops here,
- *      with the pair in place unchanged;
+ *      (when it exists); a file in place that cannot be read, or a folder
+ *      that cannot be written, stops here, with the pair in place
+ *      unchanged;
  *   4. both files are written atomically (temp file, fsync, rename);
  *   5. `BINARY -t -q -c CONF [-p PREFIX]` for each of nginx[0..nginx_n);
  *      if one fails (exit status, signal, timeout), the previous files
@@ -77,7 +97,9 @@ int pg_cert_install(const char *fullchain, const char *privkey,
  * The first start: when fullchain or privkey does not exist, write a new
  * key of key_type (PG_CERT_KEY_*) at privkey (0600) and a self-signed
  * certificate for names, valid PG_CERT_PLACEHOLDER_LIFETIME, at fullchain
- * (0644), making their folders (0755). An existing pair is never touched:
+ * (0644), making their folders (0755); the output paths as said above (a
+ * symlink, even a dangling one, is refused). An existing pair is never
+ * touched:
  * *written = 0, PG_OK. When only one of the two files exists, it is kept
  * as FILE.prev before the placeholder replaces it. *written = 1 when the
  * placeholder was written. No `nginx -t`, no reload: nginx starts with it.

@@ -16,16 +16,18 @@
 #include <fcntl.h>          /* open, O_RDONLY */
 #include <dirent.h>         /* opendir: leftover temp files */
 #include <math.h>           /* NAN */
+#include <poll.h>           /* poll: an install that would block */
 #include <signal.h>         /* sigaction, kill, SIGHUP */
 #include <stdio.h>          /* printf, snprintf, fopen */
 #include <stdlib.h>         /* malloc, free, mkdtemp, rand */
 #include <string.h>         /* strcmp, strncmp, strstr, strlen, memcmp */
 #include <sys/ioctl.h>      /* ioctl: an immutable folder, for root */
 #include <sys/prctl.h>      /* prctl: a fake master dies with the test */
-#include <sys/stat.h>       /* stat, chmod, umask */
+#include <sys/stat.h>       /* stat, chmod, umask, mkfifo */
 #include <sys/wait.h>       /* waitpid */
 #include <time.h>           /* time, nanosleep */
-#include <unistd.h>         /* unlink, rmdir, fork, getuid */
+#include <unistd.h>         /* unlink, rmdir, fork, getuid, symlink,
+                               chown */
 #include <linux/fs.h>       /* FS_IOC_SETFLAGS, FS_IMMUTABLE_FL */
 #include <openssl/evp.h>    /* EVP_EncodeBlock, EVP_PKEY */
 #include <openssl/pem.h>    /* PEM_read_bio_X509 */
@@ -2188,6 +2190,307 @@ test_install_unreadable(void)
 }
 
 
+/*
+ * pg_cert_install() in a child, so that a call that blocks (an open() of a
+ * FIFO) fails the test instead of hanging it: its rc, or -2 when it has
+ * not returned in 20 s (a guard, not a timing: it returns at once).
+ */
+static int
+t_install_guarded(const char *fc, const char *pk, int n,
+    const pg_cert_nginx_t *ngx, size_t ngx_n, pg_error_t *err)
+{
+    int            fds[2], rc, status;
+    pid_t          pid;
+    ssize_t        got;
+    struct pollfd  pfd;
+
+    if (pipe(fds) == -1) {
+        return -3;
+    }
+
+    pid = fork();
+
+    if (pid == 0) {
+        close(fds[0]);
+        rc = pg_cert_install(fc, pk, t_pc[n], t_pcl[n], t_pk[n], t_pkl[n],
+                             t_names, 2, ngx, ngx_n, time(NULL), err);
+        (void) !write(fds[1], &rc, sizeof(rc));
+        (void) !write(fds[1], err->text, sizeof(err->text));
+        _exit(0);
+    }
+
+    close(fds[1]);
+    pfd.fd = fds[0];
+    pfd.events = POLLIN;
+    rc = -2;
+
+    if (poll(&pfd, 1, 20000) == 1
+        && read(fds[0], &rc, sizeof(rc)) == (ssize_t) sizeof(rc))
+    {
+        got = read(fds[0], err->text, sizeof(err->text));
+        err->text[got > 0 ? (size_t) got - 1 : 0] = '\0';
+
+    } else {
+        rc = -2;
+        snprintf(err->text, sizeof(err->text), "blocked");
+        kill(pid, SIGKILL);
+    }
+
+    close(fds[0]);
+    waitpid(pid, &status, 0);
+
+    return rc;
+}
+
+
+/* The exact "is a symlink" refusal of an install, for path. */
+static void
+t_symlink_refused(int rc, const pg_error_t *err, const char *path,
+    const char *name)
+{
+    char  want[1200];
+
+    snprintf(want, sizeof(want), "new pair not installed, nothing changed: "
+             "%s is a symlink: portal-gated writes regular files; point "
+             "fullchain/privkey at paths of their own, not certbot's live/ "
+             "links", path);
+    want[sizeof(err->text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_ERR && strcmp(err->text, want) == 0, "%s", name)) {
+        t_diag("got:    %s", err->text);
+        t_diag("wanted: %s", want);
+    }
+}
+
+
+static int
+t_is_symlink(const char *path)
+{
+    struct stat  st;
+
+    return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+
+/* The owner's group of path, or -1. */
+static long
+t_gid(const char *path)
+{
+    struct stat  st;
+
+    return stat(path, &st) == 0 ? (long) st.st_gid : -1;
+}
+
+
+/*
+ * review 19/4: what is at the output paths. Symlinks are refused (a
+ * certbot live/ link is not replaced by a regular file, and a link to a
+ * secret is not copied world-readable to .prev); a FIFO is refused, not
+ * waited on; the mode and owner of the files in place are kept by an
+ * install and restored exactly by a rollback; a world-writable output
+ * folder is refused.
+ */
+static void
+test_install_paths(void)
+{
+    int               rc, written;
+    char              fc[512], pk[512], want[1200];
+    pg_error_t        err;
+    pg_cert_nginx_t   ngx;
+
+    t_pairs();
+    t_fake_nginx();
+    memset(&ngx, 0, sizeof(ngx));
+    ngx.conf = t_path("nginx.conf");
+    ngx.pid = t_path("paths.pid");
+    ngx.binary = t_path("nginx");
+    ngx.conf = strdup(ngx.conf);
+    ngx.pid = strdup(ngx.pid);
+    ngx.binary = strdup(ngx.binary);
+
+    snprintf(fc, sizeof(fc), "%s", t_path("paths/fullchain.pem"));
+    snprintf(pk, sizeof(pk), "%s", t_path("paths/privkey.pem"));
+
+    /* (a) certbot's layout: fullchain a link into archive/ */
+    mkdir(t_path("paths"), 0755);
+    t_write(t_path("paths/archive-fullchain1.pem"), t_pc[1], t_pcl[1]);
+    symlink("archive-fullchain1.pem", fc);
+    t_write(pk, t_pk[1], t_pkl[1]);
+
+    rc = t_install0(fc, pk, 2, &err);
+    t_symlink_refused(rc, &err, fc, "a symlinked fullchain (certbot's live/ "
+                      "layout): refused, saying why");
+    t_ok(t_is_symlink(fc)
+         && t_same(t_path("paths/archive-fullchain1.pem"), t_pc[1], t_pcl[1])
+         && t_same(pk, t_pk[1], t_pkl[1])
+         && !t_exists(t_suffix(fc, ".prev"))
+         && !t_exists(t_suffix(pk, ".prev")),
+         "... the link and what it points to are untouched, no .prev made");
+
+    /* (c) fullchain a link to a secret: never copied to a .prev */
+    unlink(fc);
+    t_write_str(t_path("paths/secret"), "top secret\n");
+    chmod(t_path("paths/secret"), 0600);
+    symlink(t_path("paths/secret"), fc);
+    rc = t_install0(fc, pk, 2, &err);
+    t_symlink_refused(rc, &err, fc, "fullchain a symlink to a 0600 secret: "
+                      "refused");
+    t_ok(!t_exists(t_suffix(fc, ".prev"))
+         && t_same(t_path("paths/secret"), "top secret\n", 11)
+         && t_mode(t_path("paths/secret")) == 0600,
+         "... the secret is not copied to fullchain.pem.prev");
+    unlink(fc);
+    unlink(t_path("paths/secret"));
+    unlink(t_path("paths/archive-fullchain1.pem"));
+
+    /* a link at the key, at a .prev; a dangling link for the
+     * placeholder */
+    t_write(fc, t_pc[1], t_pcl[1]);
+    unlink(pk);
+    symlink(t_path("paths/elsewhere.key"), pk);
+    rc = t_install0(fc, pk, 2, &err);
+    t_symlink_refused(rc, &err, pk, "a symlinked privkey: refused");
+    t_ok(t_is_symlink(pk) && !t_exists(t_path("paths/elsewhere.key"))
+         && t_same(fc, t_pc[1], t_pcl[1]),
+         "... the link stays a link, nothing written through it");
+
+    rc = pg_cert_placeholder(fc, pk, PG_CERT_KEY_ECDSA, t_names, 2, &written,
+                             &err);
+    snprintf(want, sizeof(want), "no placeholder for %s: %s is a symlink: "
+             "portal-gated writes regular files; point fullchain/privkey at "
+             "paths of their own, not certbot's live/ links", fc, pk);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_ERR && !written && strcmp(err.text, want) == 0
+              && t_is_symlink(pk),
+              "a dangling symlinked privkey: no placeholder written over the "
+              "link"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+
+    unlink(pk);
+    t_write(pk, t_pk[1], t_pkl[1]);
+    symlink(t_path("paths/elsewhere.prev"), t_suffix(pk, ".prev"));
+    rc = t_install0(fc, pk, 2, &err);
+    t_symlink_refused(rc, &err, t_suffix(pk, ".prev"),
+                      "a symlinked privkey.pem.prev: refused");
+    t_ok(t_is_symlink(t_suffix(pk, ".prev"))
+         && !t_exists(t_path("paths/elsewhere.prev"))
+         && t_same(pk, t_pk[1], t_pkl[1]) && t_same(fc, t_pc[1], t_pcl[1]),
+         "... nothing written through it, the pair unchanged");
+    unlink(t_suffix(pk, ".prev"));
+
+    /* (d) a FIFO at the key: refused at once, not waited on */
+    unlink(pk);
+    mkfifo(pk, 0600);
+    rc = t_install_guarded(fc, pk, 2, NULL, 0, &err);
+    snprintf(want, sizeof(want), "new pair not installed, nothing changed: "
+             "cannot read %s: not a regular file", pk);
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0,
+              "a FIFO at privkey: refused at once, saying so"))
+    {
+        t_diag("rc %d, got: %s", rc, err.text);
+        t_diag("wanted:     %s", want);
+    }
+
+    t_ok(t_exists(pk) && !t_exists(t_suffix(pk, ".prev"))
+         && t_same(fc, t_pc[1], t_pcl[1]),
+         "... the FIFO is left, nothing else written");
+    unlink(pk);
+    t_write(pk, t_pk[1], t_pkl[1]);
+
+    /* a FIFO as the pid file: installed, not reloaded, at once */
+    mkfifo(ngx.pid, 0600);
+    rc = t_install_guarded(fc, pk, 2, &ngx, 1, &err);
+    snprintf(want, sizeof(want), "new pair installed, but nginx %s was not "
+             "reloaded: cannot read %s: not a regular file", ngx.conf,
+             ngx.pid);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_CERT_NOT_RELOADED && strcmp(err.text, want) == 0
+              && t_same(pk, t_pk[2], t_pkl[2]),
+              "a FIFO as the pid file: the pair installed, nginx not "
+              "reloaded, at once"))
+    {
+        t_diag("rc %d, got: %s", rc, err.text);
+    }
+
+    unlink(ngx.pid);
+
+    /* (b) modes and owners kept, and restored exactly by a rollback */
+    t_install0(fc, pk, 1, &err);
+    chmod(pk, 0640);
+    chmod(fc, 0444);
+
+    if (getuid() == 0) {
+        chown(pk, 0, 65534);
+        chown(fc, 0, 65534);
+    }
+
+    t_write_str(t_path("nginx.fail"), "");
+    rc = pg_cert_install(fc, pk, t_pc[2], t_pcl[2], t_pk[2], t_pkl[2],
+                         t_names, 2, &ngx, 1, time(NULL), &err);
+    unlink(t_path("nginx.fail"));
+    t_ok(rc == PG_ERR && t_same(pk, t_pk[1], t_pkl[1])
+         && t_mode(pk) == 0640 && t_mode(fc) == 0444
+         && (getuid() != 0 || (t_gid(pk) == 65534 && t_gid(fc) == 65534)),
+         "a rollback restores the key's 0640 and group, the chain's 0444%s",
+         getuid() == 0 ? "" : " (groups not tried: not root)");
+
+    rc = t_install0(fc, pk, 2, &err);
+    t_ok(rc == PG_OK && t_same(pk, t_pk[2], t_pkl[2])
+         && t_mode(pk) == 0640 && t_mode(fc) == 0444
+         && (getuid() != 0 || (t_gid(pk) == 65534 && t_gid(fc) == 65534)),
+         "an install keeps the mode and owner of the files it replaces");
+    t_ok(t_mode(t_suffix(pk, ".prev")) == 0600
+         && t_mode(t_suffix(fc, ".prev")) == 0444
+         && (getuid() != 0 || t_gid(t_suffix(pk, ".prev")) == 65534),
+         "... the key's .prev is 0600 (its 0640 made stricter), the chain's "
+         "keeps 0444");
+
+    chmod(pk, 0400);
+    rc = t_install0(fc, pk, 1, &err);
+    t_ok(rc == PG_OK && t_mode(pk) == 0400
+         && t_mode(t_suffix(pk, ".prev")) == 0400,
+         "a 0400 key stays 0400, and so does its .prev");
+
+    /* a world-writable output folder */
+    mkdir(t_path("paths/open"), 0755);
+    chmod(t_path("paths/open"), 0777);
+    rc = pg_cert_install(t_path("paths/open/fullchain.pem"), pk, t_pc[2],
+                         t_pcl[2], t_pk[2], t_pkl[2], t_names, 2, NULL, 0,
+                         time(NULL), &err);
+    snprintf(want, sizeof(want), "new pair not installed, nothing changed: "
+             "folder %s is world-writable: anyone could replace what is "
+             "written there", t_path("paths/open"));
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+              && !t_exists(t_path("paths/open/fullchain.pem"))
+              && t_same(pk, t_pk[1], t_pkl[1]),
+              "a world-writable output folder is refused"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+
+    rmdir(t_path("paths/open"));
+    unlink(fc);
+    unlink(pk);
+    unlink(t_suffix(fc, ".prev"));
+    unlink(t_suffix(pk, ".prev"));
+    rmdir(t_path("paths"));
+    unlink(t_path("nginx"));
+    unlink(t_path("nginx.args"));
+    free((char *) ngx.conf);
+    free((char *) ngx.pid);
+    free((char *) ngx.binary);
+    t_pairs_free();
+}
+
+
 int
 main(void)
 {
@@ -2209,6 +2512,7 @@ main(void)
     test_ari();
     test_install();
     test_install_unreadable();
+    test_install_paths();
 
     unlink(t_path("ca.pem"));
     unlink(t_path("ca.key"));
