@@ -50,7 +50,7 @@ GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_certs.c controller/pgd_challenges.c \
                controller/pg_cert.c controller/pg_cert_install.c \
                controller/pg_acme.c controller/pg_acme_msg.c \
-               controller/pg_b64.c $(LIB_SRCS)
+               $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
 CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                -Iinclude -Icontroller
@@ -155,7 +155,7 @@ $(BUILD)/test-compose: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
 
 # the certificates' toolbox and the ACME client (controller/pg_cert*.c,
 # pg_acme.c), under the sanitizers; OpenSSL is linked, libcurl dlopen()ed
-CERT_SRCS   := controller/pg_cert.c controller/pg_b64.c
+CERT_SRCS   := controller/pg_cert.c
 ACME_SRCS   := controller/pg_acme.c controller/pg_acme_msg.c \
                controller/pg_curl.c $(CERT_SRCS)
 CERT_LIBS   := -lssl -lcrypto $(CORE_LIBS)
