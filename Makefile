@@ -31,7 +31,8 @@ MODULE_SRCS := $(wildcard ngx_module/*.c ngx_module/*.h)
 SAN_CFLAGS  := -std=gnu99 -Wall -Wextra -Werror -g -O1 \
                -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=all
-CORE_LIBS   := -ljansson -lm
+# libcrypto: the company tokens (include/pg_token.c) verify and sign
+CORE_LIBS   := -ljansson -lm -lcrypto
 
 # portal-gatectl and portal-gated: the core plus the controller's sources.
 # make test runs builds under ASan and UBSan (build/asan/); make builds
@@ -191,9 +192,23 @@ $(BUILD)/test-state: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_state.c \
 	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_state.c \
 	    $(CORE_LIBS) -o $@
 
+# the company tokens' core (include/pg_token.c), and the tool that mints
+# the integration tests' tokens, broken ones included (t/35-token.t)
+$(BUILD)/test-token: $(CORE_SRCS) $(CORE_HDRS) t/unit/test_token.c \
+                     t/unit/tap.h
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/test_token.c \
+	    $(CORE_LIBS) -o $@
+
+$(BUILD)/test-token-mint: $(CORE_SRCS) $(CORE_HDRS) t/unit/token_mint.c
+	@mkdir -p $(BUILD)
+	$(CC) $(SAN_CFLAGS) -Iinclude $(CORE_SRCS) t/unit/token_mint.c \
+	    $(CORE_LIBS) -o $@
+
 unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
       $(BUILD)/test-conf $(BUILD)/test-compose $(BUILD)/test-cert \
       $(BUILD)/test-acme $(BUILD)/test-acme-issue \
+      $(BUILD)/test-token $(BUILD)/test-token-mint \
       $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
 # prove runs every test; then the nginx tests run again with nginx under
