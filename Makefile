@@ -48,7 +48,8 @@ CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
 GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_compose.c \
                controller/pgd_edges.c controller/pgd_beat.c \
-               controller/pgd_certs.c controller/pgd_challenges.c \
+               controller/pgd_certs.c controller/pgd_certs_job.c \
+               controller/pgd_challenges.c \
                controller/pg_cert.c controller/pg_cert_install.c \
                controller/pg_acme.c controller/pg_acme_msg.c \
                $(LIB_SRCS)

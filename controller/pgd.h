@@ -114,6 +114,15 @@
 #define PGD_JOB_ARI           2         /* ask the CA's renewalInfo */
 
 #define PGD_ARI_EVERY         (6 * 3600)    /* s: renewalInfo asked again */
+#define PGD_STATUS_EVERY      60        /* s: a status written again; the
+                                           CLI calls one older than 3 of
+                                           these stale */
+#define PGD_RELOAD_TRIES      10        /* SIGHUPs owed: tries, .. */
+#define PGD_RELOAD_EVERY      30        /* .. s apart */
+#define PGD_TOKEN_TTL         600       /* s a challenge token is kept in
+                                           Redis: an order that never
+                                           withdrew it cannot leave it */
+#define PGD_CHALLENGES_MAX    128       /* an edge's limit */
 #define PGD_CHALLENGE_WAIT_MS 10000     /* for the edges to hold a token */
 #define PGD_CHALLENGE_TIMEOUT_MS 2000   /* PUT challenges to an edge */
 
@@ -164,6 +173,19 @@ typedef struct {
     unsigned long   attempts;       /* issuances ended, either way, since
                                        the daemon started: what `cert
                                        renew --wait` watches */
+    int             planned;        /* next_at is the renewal plan (or the
+                                       CA's window), which ARI may move;
+                                       0: asked, a retry, a reissue */
+    int             issuer_known;   /* state_dir records its issuer */
+    int             issuer_same;    /* the pair in place was issued by the
+                                       issuer configured now (its record
+                                       in state_dir says so): `replaces`
+                                       may name it */
+    int             renew_init;     /* renew_seen was read once */
+    char            renew_seen[64]; /* P"cert:renew" NAME, as last seen */
+    unsigned        reload_tries;   /* SIGHUPs owed (an install that could
+                                       not signal a master): tries left */
+    time_t          reload_at;      /* the next one */
 } pgd_cert_t;
 
 /* One job of the worker: the loop fills the copies, the worker the
@@ -315,6 +337,8 @@ typedef struct {
     int             renew_wanted;   /* a cert-renew message came */
     int             chal_wanted;    /* an acme-challenges message came */
     int             chal_live;      /* the set last pushed was not empty */
+    int             chal_retry;     /* an edge did not take the last one:
+                                       again at the next tick */
     uint64_t        chal_round;     /* chal_want when the round in
                                        flight read the set */
     size_t          chal_pending;   /* edges of that round not done */
@@ -351,13 +375,23 @@ void pgd_beat_start(pgd_t *d);
 void pgd_beat(pgd_t *d);
 void pgd_beat_end(pgd_t *d);
 
-/* pgd_certs.c */
+/* pgd_certs.c: the loop's side */
 int pgd_certs_start(pgd_t *d);
 void pgd_certs_configure(pgd_t *d);
+void pgd_certs_renew_asked(pgd_t *d);
 void pgd_certs_tick(pgd_t *d);
 void pgd_certs_collect(pgd_t *d);
 double pgd_certs_wake_at(pgd_t *d);
 void pgd_certs_stop(pgd_t *d);
+int pgd_cert_conf_same(const pg_conf_cert_t *a, const pg_conf_cert_t *b);
+void pgd_cert_issuer_text(const pg_conf_cert_t *conf, char *buf,
+    size_t size);
+size_t pgd_names_split(char *names, char **out, size_t max);
+void pgd_time_text(time_t t, char *buf, size_t size);
+
+/* pgd_certs_job.c: the worker thread */
+int pgd_worker_start(pgd_t *d);
+void pgd_worker_stop(pgd_t *d);
 
 /* pgd_challenges.c */
 void pgd_challenges_kick(pgd_t *d, int tick);

@@ -1,12 +1,13 @@
 /*
  * pgd_certs.c: the staging certificates (DESIGN.md, "Staging
- * certificates"), the daemon's side.
+ * certificates"), the loop's side; the worker thread is pgd_certs_job.c.
  *
  * The loop owns the schedule: at the start, and at each SIGHUP, every
  * certificate of the config gets a placeholder pair when it has none (so
  * that nginx can start), and a time for its next attempt:
- *   - now, for a placeholder, a pair that cannot be read, or names that
- *     changed;
+ *   - now, for a placeholder, a pair that cannot serve (unreadable, a key
+ *     that does not match, a name missing, expired), another issuer than
+ *     the one that issued the pair, or a configuration that changed;
  *   - the window the CA suggests (ARI, RFC 9773), when it offers one;
  *   - else 2/3 of the lifetime (1/2 for 10 days or less), +-2% jitter;
  *   - after a failure: 1 min, 10 min, 100 min, then daily, never before
@@ -16,91 +17,55 @@
  * replaces it (pg_cert_install.h checks the pair, runs nginx -t, and puts
  * the previous files back when that fails).
  *
- * The worker thread does what may block: the ACME order (seconds), the
- * local CA, the install and its nginx -t. One job at a time; the loop
- * hands it over and collects the result (pgd_worker_t, under its lock),
- * and the thread's pipe wakes the loop. The worker has a Redis connection
- * of its own for the challenge tokens (pgd_challenges.c pushes them).
+ * An ACME order starts only while Redis is up (the tokens travel through
+ * it) and an edge answers (the CA asks one for the token). The loop never
+ * waits for the worker: it hands a job over, and the wake pipe says when
+ * the result is there.
  *
- * Each certificate's state goes to Redis (P"certs", NAME -> JSON) so that
- * `portal-gatectl cert status` works from any host. Every issuance,
- * renewal, failure and next attempt is one line of the log.
+ * Each certificate's state goes to Redis (P"certs", "NAME@HOST" -> JSON)
+ * so that `portal-gatectl cert status` works from any host, and shows each
+ * controller that manages a name. Every issuance, renewal, failure and
+ * next attempt is one line of the log.
  */
 
-#include <errno.h>              /* errno */
-#include <fcntl.h>              /* fcntl */
-#include <signal.h>             /* sigfillset, pthread_sigmask */
-#include <stdarg.h>             /* va_list: the ACME client's log */
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* calloc, free, rand */
-#include <string.h>             /* strcmp, memcpy, strerror */
-#include <sys/stat.h>           /* mkdir */
-#include <unistd.h>             /* pipe, read, write, close */
+#include <string.h>             /* strcmp, memcpy, strtok_r */
+#include <unistd.h>             /* read */
+#include <openssl/crypto.h>     /* OPENSSL_cleanse */
 #include "pgd.h"                /* the daemon */
-#include "pg_acme.h"            /* pg_acme_issue, pg_acme_renewal_info */
-#include "pg_cert_install.h"    /* pg_cert_install, pg_cert_placeholder */
+#include "pg_acme.h"            /* PG_DECLINED: a CA without renewalInfo */
+#include "pg_cert_install.h"    /* pg_cert_placeholder, pg_cert_reload_all */
 
 
-#define PGD_LOCAL_LIFETIME    (90L * 24 * 3600)   /* s: the local CA's */
-#define PGD_STATUS_EVERY      60        /* s: the status written again */
-
-
-static void pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed);
+static void pgd_cert_load(pgd_t *d, pgd_cert_t *c, int changed);
+static int pgd_cert_check_files(pgd_t *d, pgd_cert_t *c, char **names,
+    size_t n);
 static void pgd_cert_plan(pgd_t *d, pgd_cert_t *c);
+static void pgd_cert_now(pgd_cert_t *c, const char *why);
+static int pgd_cert_can_start(pgd_t *d, pgd_cert_t *c);
+static void pgd_cert_reload(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_status(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_status_drop(pgd_t *d, const char *name);
-static void pgd_certs_renew_asked(pgd_t *d);
 static void pgd_certs_give(pgd_t *d, pgd_cert_t *c, int kind);
-static void pgd_time_text(time_t t, char *buf, size_t size);
-static size_t pgd_names_split(char *names, char **out, size_t max);
-static void *pgd_worker_main(void *arg);
-static void pgd_job_run(pgd_t *d, pgd_job_t *job);
-static int pgd_job_issue(pgd_t *d, pgd_job_t *job);
-static int pgd_job_account_key(pgd_job_t *job, char *path, size_t size);
-static int pgd_job_challenge(void *ctx, const char *token,
-    const char *key_authorization, int add, pg_error_t *err);
-static void pgd_job_log(void *ctx, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void pgd_certs_collect_ari(pgd_t *d, pgd_cert_t *c, pgd_job_t *job);
+static void pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c,
+    pgd_job_t *job);
+static void pgd_text_clean(char *s);
 
 
-/* What the worker's ACME callbacks get. */
-typedef struct {
-    pgd_t          *d;              /* for pgd_log_write() alone */
-    pgd_worker_t   *worker;
-    pgd_job_t      *job;
-    redisContext   *redis;          /* the worker's own, or NULL */
-    char            channel[PG_STORE_PREFIX_MAX + 16];
-} pgd_job_ctx_t;
-
-
-/* --- the loop's side ---------------------------------------------------- */
+/* --- configuration ------------------------------------------------------ */
 
 /* The worker, then the certificates of the config. */
 int
 pgd_certs_start(pgd_t *d)
 {
-    int            i;
-    pgd_worker_t  *w;
-
-    w = &d->worker;
-
-    if (pipe(w->wake) != 0) {
+    if (pgd_worker_start(d) != PG_OK) {
         return PG_ERR;
     }
 
-    for (i = 0; i < 2; i++) {
-        fcntl(w->wake[i], F_SETFL, O_NONBLOCK);
-        fcntl(w->wake[i], F_SETFD, FD_CLOEXEC);
-    }
-
-    pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
-
-    if (pthread_create(&w->thread, NULL, pgd_worker_main, d) != 0) {
-        return PG_ERR;
-    }
-
-    w->running = 1;
+    /* the edges may hold tokens of an order a restart cut short */
+    d->chal_wanted = 1;
 
     pgd_certs_configure(d);
 
@@ -108,16 +73,57 @@ pgd_certs_start(pgd_t *d)
 }
 
 
+/* Every field of the block but where it is: a change means a reissue. */
+int
+pgd_cert_conf_same(const pg_conf_cert_t *a, const pg_conf_cert_t *b)
+{
+    size_t  i;
+
+    if (strcmp(a->names, b->names) != 0 || a->issuer != b->issuer
+        || strcmp(a->acme, b->acme) != 0
+        || strcmp(a->ca_cert, b->ca_cert) != 0
+        || strcmp(a->ca_key, b->ca_key) != 0
+        || strcmp(a->acme_ca, b->acme_ca) != 0
+        || a->ncontacts != b->ncontacts || a->key_type != b->key_type
+        || strcmp(a->profile, b->profile) != 0
+        || strcmp(a->fullchain, b->fullchain) != 0
+        || strcmp(a->privkey, b->privkey) != 0)
+    {
+        return 0;
+    }
+
+    for (i = 0; i < a->ncontacts; i++) {
+        if (strcmp(a->contact[i], b->contact[i]) != 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* "acme URL" or "local CA-FILE": what cert status shows, what the issuer
+ * record in state_dir holds. */
+void
+pgd_cert_issuer_text(const pg_conf_cert_t *conf, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s %s",
+             conf->issuer == PG_CONF_ISSUER_ACME ? "acme" : "local",
+             conf->issuer == PG_CONF_ISSUER_ACME ? conf->acme
+                                                 : conf->ca_cert);
+}
+
+
 /*
  * d->conf.certs as they are now (the start, or a SIGHUP): a certificate
- * that stays keeps its state; new ones get a placeholder when they have
- * no files, and a plan. A removed certificate's job in flight is
- * cancelled (its result is dropped).
+ * whose block is the same keeps its state; a new or changed one gets a
+ * placeholder when it has no files, and a plan. A job in flight for a
+ * certificate removed or changed is cancelled: its result is dropped, or
+ * replaced by a reissue for the new block (pgd_certs_collect()).
  */
 void
 pgd_certs_configure(pgd_t *d)
 {
-    int          changed;
     size_t       i, j;
     pgd_cert_t  *certs, *old;
 
@@ -129,32 +135,32 @@ pgd_certs_configure(pgd_t *d)
     }
 
     for (i = 0; i < d->conf.ncerts; i++) {
-        certs[i].conf = d->conf.certs[i];
-        certs[i].ari = -1;
-        changed = 1;
         old = NULL;
 
         for (j = 0; j < d->ncerts; j++) {
-            if (strcmp(d->certs[j].conf.name, certs[i].conf.name) == 0) {
+            if (strcmp(d->certs[j].conf.name, d->conf.certs[i].name) == 0) {
                 old = &d->certs[j];
                 break;
             }
         }
 
-        if (old != NULL) {
-            changed = strcmp(old->conf.names, certs[i].conf.names) != 0
-                      || old->conf.issuer != certs[i].conf.issuer
-                      || strcmp(old->conf.acme, certs[i].conf.acme) != 0
-                      || strcmp(old->conf.ca_cert, certs[i].conf.ca_cert)
-                         != 0
-                      || strcmp(old->conf.fullchain,
-                                certs[i].conf.fullchain) != 0;
+        if (old != NULL && pgd_cert_conf_same(&old->conf,
+                                              &d->conf.certs[i]))
+        {
+            certs[i] = *old;
+            certs[i].conf = d->conf.certs[i];
+            continue;
+        }
 
-            if (!changed) {
-                certs[i] = *old;
-                certs[i].conf = d->conf.certs[i];
-                continue;
-            }
+        certs[i].conf = d->conf.certs[i];
+        certs[i].ari = -1;
+
+        if (old != NULL) {
+            /* what the CLI watches goes on */
+            certs[i].attempts = old->attempts;
+            certs[i].renew_init = old->renew_init;
+            memcpy(certs[i].renew_seen, old->renew_seen,
+                   sizeof(certs[i].renew_seen));
         }
 
         pgd_cert_load(d, &certs[i], old != NULL);
@@ -164,7 +170,9 @@ pgd_certs_configure(pgd_t *d)
 
     if (d->worker.state == PGD_JOB_GIVEN) {
         for (i = 0; i < d->conf.ncerts; i++) {
-            if (strcmp(certs[i].conf.name, d->worker.job.name) == 0) {
+            if (strcmp(certs[i].conf.name, d->worker.job.name) == 0
+                && pgd_cert_conf_same(&certs[i].conf, &d->worker.job.conf))
+            {
                 break;
             }
         }
@@ -196,6 +204,9 @@ pgd_certs_configure(pgd_t *d)
     d->certs = certs;
     d->ncerts = d->conf.ncerts;
 
+    /* the asks already in Redis are not for this start: read them first */
+    pgd_certs_renew_asked(d);
+
     for (i = 0; i < d->ncerts; i++) {
         pgd_cert_status(d, &d->certs[i]);
     }
@@ -203,26 +214,27 @@ pgd_certs_configure(pgd_t *d)
 
 
 /*
- * A certificate the daemon has not seen as configured: a placeholder when
- * its files are missing, then what its fullchain says, then a plan.
+ * A certificate the daemon has not seen as configured (the start, a new
+ * or changed block): a placeholder when its files are missing, then what
+ * the pair in place is, then a plan.
  */
 static void
-pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed)
+pgd_cert_load(pgd_t *d, pgd_cert_t *c, int changed)
 {
-    int          written, broken;
-    char        *pem, *key, *names[PG_CONF_CERT_NAMES];
+    int          written, usable;
+    char        *names[PG_CONF_CERT_NAMES];
     char         buf[sizeof(c->conf.names)];
-    size_t       len, key_len, n;
+    size_t       n;
     pg_error_t   err;
-
-    key = NULL;
 
     memcpy(buf, c->conf.names, sizeof(buf));
     n = pgd_names_split(buf, names, PG_CONF_CERT_NAMES);
     written = 0;
 
+    /* ECDSA whatever key_type says: a placeholder is thrown away, and an
+     * RSA key costs the loop ~0.2 s (a SIGHUP adding 16 of them, 3 s) */
     if (pg_cert_placeholder(c->conf.fullchain, c->conf.privkey,
-                            c->conf.key_type, names, n, &written, &err)
+                            PG_CERT_KEY_ECDSA, names, n, &written, &err)
         != PG_OK)
     {
         pgd_log(d, PG_LOG_ERROR, "certificate %s: %s", c->conf.name,
@@ -237,56 +249,92 @@ pgd_cert_load(pgd_t *d, pgd_cert_t *c, int names_changed)
                 c->conf.fullchain);
     }
 
-    c->have_info = 0;
-    broken = 0;
-
-    if (pg_cert_read_file(c->conf.fullchain, &pem, &len, &err) == PG_OK) {
-        if (pg_cert_info(pem, len, &c->info, &err) == PG_OK) {
-            c->have_info = 1;
-            c->placeholder = c->info.self_signed;
-        }
-
-        /* a pair nginx cannot serve (a corrupt or foreign key, a name
-         * missing, expired) is replaced now, not at its renewal time */
-        if (c->have_info && !c->placeholder) {
-            if (pg_cert_read_file(c->conf.privkey, &key, &key_len, &err)
-                    != PG_OK
-                || pg_cert_check_pair(pem, len, key, key_len, names, n,
-                                      time(NULL), &err) != PG_OK)
-            {
-                broken = 1;
-                pgd_log(d, PG_LOG_WARN, "certificate %s: the pair in place "
-                        "(%s, %s) cannot serve, a new one is issued now: %s",
-                        c->conf.name, c->conf.fullchain, c->conf.privkey,
-                        err.text);
-            }
-
-            if (key != NULL) {
-                OPENSSL_cleanse(key, key_len);
-                free(key);
-            }
-        }
-
-        free(pem);
-    }
-
-    c->next_at = time(NULL);
+    usable = pgd_cert_check_files(d, c, names, n);
 
     if (!c->have_info) {
-        c->next_why = "first issuance (no certificate can be read)";
-
-    } else if (broken) {
-        c->next_why = "reissue (the pair in place cannot serve)";
+        pgd_cert_now(c, "first issuance (no certificate can be read)");
 
     } else if (c->placeholder) {
-        c->next_why = "first issuance (the placeholder is in place)";
+        pgd_cert_now(c, "first issuance (the placeholder is in place)");
 
-    } else if (names_changed) {
-        c->next_why = "reissue (the configuration changed)";
+    } else if (!usable) {
+        pgd_cert_now(c, "reissue (the pair in place cannot serve)");
+
+    } else if (changed) {
+        pgd_cert_now(c, "reissue (the configuration changed)");
+
+    } else if (!c->issuer_same && c->issuer_known) {
+        pgd_cert_now(c, "reissue (another issuer is configured)");
 
     } else {
         pgd_cert_plan(d, c);
     }
+}
+
+
+/*
+ * What the pair in place is: c->info from the fullchain, c->placeholder,
+ * whether it was issued by the issuer configured (c->issuer_same, from
+ * its record in state_dir), and whether nginx can serve it for the names
+ * (1) or not (0: a corrupt or foreign key, a name missing, expired).
+ */
+static int
+pgd_cert_check_files(pgd_t *d, pgd_cert_t *c, char **names, size_t n)
+{
+    int          usable;
+    char        *pem, *key, *rec;
+    char         path[PG_CONF_PATH_MAX + 300], want[PG_CONF_PATH_MAX + 16];
+    size_t       len, key_len, rec_len;
+    pg_error_t   err;
+
+    c->have_info = 0;
+    c->issuer_same = 0;
+    c->issuer_known = 0;
+    usable = 1;
+    key = NULL;
+
+    if (pg_cert_read_file(c->conf.fullchain, &pem, &len, &err) != PG_OK) {
+        return 0;
+    }
+
+    if (pg_cert_info(pem, len, &c->info, &err) == PG_OK) {
+        c->have_info = 1;
+        c->placeholder = c->info.self_signed;
+    }
+
+    if (c->have_info && !c->placeholder) {
+        if (pg_cert_read_file(c->conf.privkey, &key, &key_len, &err)
+                != PG_OK
+            || pg_cert_check_pair(pem, len, key, key_len, names, n,
+                                  time(NULL), &err) != PG_OK)
+        {
+            usable = 0;
+            pgd_log(d, PG_LOG_WARN, "certificate %s: the pair in place "
+                    "(%s, %s) cannot serve, a new one is issued now: %s",
+                    c->conf.name, c->conf.fullchain, c->conf.privkey,
+                    err.text);
+        }
+
+        if (key != NULL) {
+            OPENSSL_cleanse(key, key_len);
+            free(key);
+        }
+    }
+
+    free(pem);
+
+    /* who issued it, as recorded at its install (pgd_certs_job.c) */
+    snprintf(path, sizeof(path), "%s/certs/%s.issuer", d->conf.state_dir,
+             c->conf.name);
+
+    if (pg_cert_read_file(path, &rec, &rec_len, &err) == PG_OK) {
+        pgd_cert_issuer_text(&c->conf, want, sizeof(want));
+        c->issuer_known = 1;
+        c->issuer_same = strcmp(rec, want) == 0;
+        free(rec);
+    }
+
+    return usable;
 }
 
 
@@ -303,6 +351,7 @@ pgd_cert_plan(pgd_t *d, pgd_cert_t *c)
     c->next_at = pg_cert_renew_at(c->info.not_before, c->info.not_after,
                                   jitter);
     c->next_why = "renewal";
+    c->planned = 1;
 
     if (c->next_at < now) {
         c->next_at = now;
@@ -310,28 +359,138 @@ pgd_cert_plan(pgd_t *d, pgd_cert_t *c)
 }
 
 
-/* Every tick: asks from the CLI, the job to start, statuses. */
+/* An attempt now, for why; no window from the CA moves it. */
+static void
+pgd_cert_now(pgd_cert_t *c, const char *why)
+{
+    c->next_at = time(NULL);
+    c->next_why = why;
+    c->planned = 0;
+}
+
+
+/* --- the loop ----------------------------------------------------------- */
+
+/*
+ * May c's order start now? An ACME order needs Redis (the tokens travel
+ * through it) and an edge that answers (the CA asks one): at the start,
+ * nginx may come up after the daemon. The local CA needs neither.
+ */
+static int
+pgd_cert_can_start(pgd_t *d, pgd_cert_t *c)
+{
+    size_t  i;
+
+    if (c->conf.issuer != PG_CONF_ISSUER_ACME) {
+        return 1;
+    }
+
+    if (d->cmd == NULL || d->redis_state != PGD_UP) {
+        return 0;
+    }
+
+    for (i = 0; i < d->nedges; i++) {
+        if (d->edges[i].state == PGD_UP) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * `portal-gatectl cert renew NAME` sets P"cert:renew" NAME to a new value
+ * (its time and pid); every controller that manages NAME renews when the
+ * value changes, and none takes it away from the others. The first read
+ * after the daemon starts only notes the values: an ask older than this
+ * daemon was for the one before.
+ */
+void
+pgd_certs_renew_asked(pgd_t *d)
+{
+    size_t       i, j;
+    char         key[PG_STORE_PREFIX_MAX + 32];
+    const char  *value;
+    pgd_cert_t  *c;
+    redisReply  *r;
+
+    d->renew_wanted = 0;
+
+    if (d->cmd == NULL || d->ncerts == 0) {
+        return;
+    }
+
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERT_RENEW);
+
+    r = redisCommand(d->cmd, "HGETALL %s", key);
+
+    if (r == NULL) {
+        pgd_redis_down(d, "reading the certificates asked to renew");
+        return;
+    }
+
+    for (j = 0; j < d->ncerts; j++) {
+        c = &d->certs[j];
+        value = "";
+
+        for (i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements;
+             i += 2)
+        {
+            if (r->element[i]->type == REDIS_REPLY_STRING
+                && r->element[i + 1]->type == REDIS_REPLY_STRING
+                && strcmp(r->element[i]->str, c->conf.name) == 0)
+            {
+                value = r->element[i + 1]->str;
+                break;
+            }
+        }
+
+        if (c->renew_init && strcmp(value, c->renew_seen) != 0
+            && value[0] != '\0')
+        {
+            pgd_cert_now(c, "renewal asked by portal-gatectl");
+            pgd_log(d, PG_LOG_NOTICE, "certificate %s: renewal asked "
+                    "(portal-gatectl cert renew)", c->conf.name);
+        }
+
+        snprintf(c->renew_seen, sizeof(c->renew_seen), "%s", value);
+        c->renew_init = 1;
+    }
+
+    freeReplyObject(r);
+
+    for (j = 0; j < d->ncerts && d->cmd != NULL; j++) {
+        if (d->certs[j].next_at <= time(NULL) && !d->certs[j].planned) {
+            pgd_cert_status(d, &d->certs[j]);
+        }
+    }
+}
+
+
+/* Every tick, and when a certificate is due: statuses, SIGHUPs owed, the
+ * job to start. */
 void
 pgd_certs_tick(pgd_t *d)
 {
-    int          state, edge_up;
+    int          state;
     size_t       i;
     time_t       now;
     pgd_cert_t  *c;
 
-    if (d->ncerts == 0) {
-        return;
-    }
-
-    pgd_certs_renew_asked(d);
+    now = time(NULL);
 
     /* now and then, so that cert status shows a live controller, and a
      * Redis that came back (or was flushed) gets the statuses again */
-    now = time(NULL);
-
-    for (i = 0; i < d->ncerts; i++) {
+    for (i = 0; i < d->ncerts && d->cmd != NULL; i++) {
         if (now >= d->certs[i].status_at + PGD_STATUS_EVERY) {
             pgd_cert_status(d, &d->certs[i]);
+        }
+    }
+
+    for (i = 0; i < d->ncerts; i++) {
+        if (d->certs[i].reload_tries > 0 && now >= d->certs[i].reload_at) {
+            pgd_cert_reload(d, &d->certs[i]);
         }
     }
 
@@ -343,22 +502,10 @@ pgd_certs_tick(pgd_t *d)
         return;
     }
 
-    now = time(NULL);
-
-    /* the CA asks an edge for the token: none answers yet (at the
-     * start, nginx may come up after the daemon), no order yet */
-    edge_up = 0;
-
-    for (i = 0; i < d->nedges; i++) {
-        edge_up |= d->edges[i].state == PGD_UP;
-    }
-
     for (i = 0; i < d->ncerts; i++) {
         c = &d->certs[i];
 
-        if (now >= c->next_at
-            && (c->conf.issuer != PG_CONF_ISSUER_ACME || edge_up))
-        {
+        if (now >= c->next_at && pgd_cert_can_start(d, c)) {
             pgd_certs_give(d, c, PGD_JOB_ISSUE);
             return;
         }
@@ -377,6 +524,45 @@ pgd_certs_tick(pgd_t *d)
             return;
         }
     }
+}
+
+
+/*
+ * When the loop must wake for a certificate, in wall-clock ms; 0: not for
+ * one (the worker is busy, and its pipe wakes the loop; or nothing due can
+ * start, and the tick looks again).
+ */
+double
+pgd_certs_wake_at(pgd_t *d)
+{
+    int          state;
+    size_t       i;
+    time_t       first;
+    pgd_cert_t  *c;
+
+    pthread_mutex_lock(&d->worker.lock);
+    state = d->worker.state;
+    pthread_mutex_unlock(&d->worker.lock);
+
+    if (state != PGD_JOB_IDLE) {
+        return 0;
+    }
+
+    first = 0;
+
+    for (i = 0; i < d->ncerts; i++) {
+        c = &d->certs[i];
+
+        if (!pgd_cert_can_start(d, c)) {
+            continue;
+        }
+
+        if (first == 0 || c->next_at < first) {
+            first = c->next_at;
+        }
+    }
+
+    return first ? (double) first * 1000 : 0;
 }
 
 
@@ -400,7 +586,14 @@ pgd_certs_give(pgd_t *d, pgd_cert_t *c, int kind)
     memcpy(job->prefix, d->conf.prefix, sizeof(job->prefix));
     job->log_level = d->conf.log_level;
 
-    if (c->have_info && !c->placeholder) {
+    /*
+     * `replaces` names the pair in place only when this CA issued it and
+     * answered renewalInfo for it: a CA refuses an id of another CA or
+     * account, and would refuse every retry with it
+     */
+    if (c->have_info && !c->placeholder && c->issuer_same
+        && (kind == PGD_JOB_ARI || c->ari == 1))
+    {
         memcpy(job->ari_id, c->info.ari_id, sizeof(job->ari_id));
     }
 
@@ -423,10 +616,10 @@ pgd_certs_give(pgd_t *d, pgd_cert_t *c, int kind)
 void
 pgd_certs_collect(pgd_t *d)
 {
-    char          drain[16], when[32];
+    char          drain[16], *names[PG_CONF_CERT_NAMES];
+    char          buf[sizeof(d->worker.job.conf.names)];
     size_t        i;
-    time_t        now;
-    pgd_job_t     job;
+    pgd_job_t    *job;
     pgd_cert_t   *c;
 
     while (d->worker.running && read(d->worker.wake[0], drain,
@@ -442,14 +635,14 @@ pgd_certs_collect(pgd_t *d)
         return;
     }
 
-    job = d->worker.job;
-    d->worker.state = PGD_JOB_IDLE;
+    /* the job is the loop's from here, and no other is given meanwhile */
+    job = &d->worker.job;
     pthread_mutex_unlock(&d->worker.lock);
 
     c = NULL;
 
     for (i = 0; i < d->ncerts; i++) {
-        if (strcmp(d->certs[i].conf.name, job.name) == 0) {
+        if (strcmp(d->certs[i].conf.name, job->name) == 0) {
             c = &d->certs[i];
             break;
         }
@@ -457,127 +650,208 @@ pgd_certs_collect(pgd_t *d)
 
     if (c == NULL) {
         pgd_log(d, PG_LOG_NOTICE, "certificate %s: removed from the "
-                "configuration; its job's result is dropped", job.name);
-        return;
+                "configuration; its job's result is dropped", job->name);
+
+    } else if (!pgd_cert_conf_same(&c->conf, &job->conf)) {
+        /* the block changed under the job: what the files are now, and an
+         * issuance for the block as it is */
+        pgd_log(d, PG_LOG_NOTICE, "certificate %s: its block changed "
+                "during the %s; issuing for the new one", job->name,
+                job->kind == PGD_JOB_ARI ? "renewalInfo request"
+                                         : "issuance");
+
+        if (job->kind == PGD_JOB_ISSUE) {
+            c->attempts++;
+        }
+
+        memcpy(buf, c->conf.names, sizeof(buf));
+        (void) pgd_cert_check_files(d, c, names,
+                                    pgd_names_split(buf, names,
+                                                    PG_CONF_CERT_NAMES));
+        pgd_cert_now(c, "reissue (the configuration changed)");
+        pgd_cert_status(d, c);
+
+    } else if (job->kind == PGD_JOB_ARI) {
+        pgd_certs_collect_ari(d, c, job);
+
+    } else {
+        pgd_certs_collect_issue(d, c, job);
     }
+
+    pthread_mutex_lock(&d->worker.lock);
+    d->worker.state = PGD_JOB_IDLE;
+    pthread_mutex_unlock(&d->worker.lock);
+}
+
+
+/* The CA's renewalInfo: its window moves a planned renewal, and only that
+ * (an ask, a retry or a reissue stays as it is). */
+static void
+pgd_certs_collect_ari(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
+{
+    char    when[32];
+    time_t  now, at;
 
     now = time(NULL);
 
-    if (job.kind == PGD_JOB_ARI) {
-        if (job.rc == PG_OK) {
-            c->ari = 1;
-            c->next_at = pg_cert_ari_pick(job.ari_start, job.ari_end, now,
-                                          rand() / ((double) RAND_MAX + 1));
-            c->next_why = "renewal (in the window the CA suggests)";
-            pgd_time_text(c->next_at, when, sizeof(when));
-            pgd_log(d, PG_LOG_INFO, "certificate %s: the CA suggests "
-                    "renewing it by its renewalInfo: next renewal at %s",
-                    c->conf.name, when);
-
-        } else if (job.rc == PG_DECLINED) {
-            c->ari = 0;
-
-        } else {
-            pgd_log(d, PG_LOG_WARN, "certificate %s: cannot ask the CA's "
-                    "renewalInfo, the plan stays: %s", c->conf.name,
-                    job.err.text);
-        }
-
-        pgd_cert_status(d, c);
+    if (job->rc == PG_DECLINED) {
+        c->ari = 0;
         return;
     }
 
-    c->attempts++;
-
-    if (job.rc == PG_OK) {
-        c->info = job.info;
-        c->have_info = 1;
-        c->placeholder = 0;
-        c->failures = 0;
-        c->last_error[0] = '\0';
-        c->issued_at = now;
-        c->ari = -1;
-        c->ari_at = 0;
-        pgd_cert_plan(d, c);
-
-        pgd_time_text(c->info.not_after, when, sizeof(when));
-        pgd_log(d, PG_LOG_NOTICE, "certificate %s: issued by %s, serial %s, "
-                "valid until %s, installed and nginx %s in %.1f s",
-                c->conf.name, c->info.issuer, c->info.serial, when,
-                job.not_reloaded ? "NOT reloaded" : "reloaded",
-                job.took_ms / 1000);
-
-        if (job.not_reloaded) {
-            snprintf(c->last_error, sizeof(c->last_error), "%s",
-                     job.err.text);
-            c->last_error_at = now;
-            pgd_log(d, PG_LOG_WARN, "certificate %s: %s", c->conf.name,
-                    job.err.text);
-        }
-        pgd_time_text(c->next_at, when, sizeof(when));
-        pgd_log(d, PG_LOG_INFO, "certificate %s: next renewal at %s",
-                c->conf.name, when);
-
-    } else {
-        c->failures++;
-        snprintf(c->last_error, sizeof(c->last_error), "%s", job.err.text);
-        c->last_error_at = now;
-        c->next_at = pg_cert_retry_at(now, c->failures, job.retry_after);
-        c->next_why = "retry";
-
-        pgd_time_text(c->next_at, when, sizeof(when));
-        pgd_log(d, PG_LOG_ERROR, "certificate %s: failed (%u in a row), the "
-                "current certificate stays; next attempt at %s: %s",
-                c->conf.name, c->failures, when, job.err.text);
+    if (job->rc != PG_OK) {
+        pgd_log(d, PG_LOG_WARN, "certificate %s: cannot ask the CA's "
+                "renewalInfo, the plan stays: %s", c->conf.name,
+                job->err.text);
+        return;
     }
 
+    c->ari = 1;
+
+    if (!c->planned) {
+        return;
+    }
+
+    at = pg_cert_ari_pick(job->ari_start, job->ari_end, now,
+                          rand() / ((double) RAND_MAX + 1));
+
+    /* a window past the certificate's end is the CA's mistake: the plan
+     * stays (it renews well before the end) */
+    if (at >= c->info.not_after) {
+        pgd_log(d, PG_LOG_WARN, "certificate %s: the CA's renewalInfo "
+                "window ends after the certificate does; the plan stays",
+                c->conf.name);
+        return;
+    }
+
+    c->next_at = at;
+    c->next_why = "renewal (in the window the CA suggests)";
+    pgd_time_text(c->next_at, when, sizeof(when));
+    pgd_log(d, PG_LOG_INFO, "certificate %s: the CA suggests renewing it "
+            "by its renewalInfo: next renewal at %s", c->conf.name, when);
     pgd_cert_status(d, c);
 }
 
 
-/* When the loop must wake for a certificate; 0 for never. In ms, as
- * pgd_now(). */
-double
-pgd_certs_wake_at(pgd_t *d)
+static void
+pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
 {
-    size_t  i;
-    time_t  first;
+    char    when[32];
+    time_t  now;
 
-    first = 0;
+    now = time(NULL);
+    c->attempts++;
 
-    for (i = 0; i < d->ncerts; i++) {
-        if (first == 0 || d->certs[i].next_at < first) {
-            first = d->certs[i].next_at;
+    if (job->rc != PG_OK) {
+        c->failures++;
+        snprintf(c->last_error, sizeof(c->last_error), "%s",
+                 job->err.text);
+        c->last_error_at = now;
+        c->next_at = pg_cert_retry_at(now, c->failures, job->retry_after);
+        c->next_why = "retry";
+        c->planned = 0;
+
+        /* never past the end of the certificate in place */
+        if (c->have_info && !c->placeholder && c->next_at > now
+            && c->next_at >= c->info.not_after - 60
+            && c->info.not_after - 60 > now)
+        {
+            c->next_at = c->info.not_after - 60;
         }
+
+        pgd_time_text(c->next_at, when, sizeof(when));
+        pgd_log(d, PG_LOG_ERROR, "certificate %s: failed (%u in a row), the "
+                "current certificate stays; next attempt at %s: %s",
+                c->conf.name, c->failures, when, job->err.text);
+        pgd_cert_status(d, c);
+        return;
     }
 
-    return first ? (double) first * 1000 : 0;
+    c->info = job->info;
+    c->have_info = 1;
+    c->placeholder = 0;
+    c->issuer_same = 1;
+    c->issuer_known = 1;
+    c->failures = 0;
+    c->last_error[0] = '\0';
+    c->last_error_at = 0;
+    c->issued_at = now;
+    c->ari = -1;
+    c->ari_at = 0;
+    c->reload_tries = 0;
+    pgd_cert_plan(d, c);
+
+    pgd_time_text(c->info.not_after, when, sizeof(when));
+    pgd_log(d, PG_LOG_NOTICE, "certificate %s: issued by %s, serial %s, "
+            "valid until %s, installed and %s in %.1f s", c->conf.name,
+            c->info.issuer, c->info.serial, when,
+            job->nnginx == 0 ? "no nginx line to reload"
+            : job->not_reloaded ? "nginx NOT reloaded" : "nginx reloaded",
+            job->took_ms / 1000);
+
+    if (job->not_reloaded) {
+        /* owed: tried again on the tick until a master takes it */
+        snprintf(c->last_error, sizeof(c->last_error), "%s",
+                 job->err.text);
+        c->last_error_at = now;
+        c->reload_tries = PGD_RELOAD_TRIES;
+        c->reload_at = now + PGD_RELOAD_EVERY;
+        pgd_log(d, PG_LOG_WARN, "certificate %s: %s; tried again every "
+                "%d s", c->conf.name, job->err.text, PGD_RELOAD_EVERY);
+    }
+
+    pgd_time_text(c->next_at, when, sizeof(when));
+    pgd_log(d, PG_LOG_INFO, "certificate %s: next renewal at %s",
+            c->conf.name, when);
+    pgd_cert_status(d, c);
 }
 
 
-/* The end: the worker's waits are cut short, and it is joined. */
+/* A SIGHUP owed since an install (its master could not be signalled). */
+static void
+pgd_cert_reload(pgd_t *d, pgd_cert_t *c)
+{
+    size_t           i;
+    pg_error_t       err;
+    pg_cert_nginx_t  nginx[PG_CONF_NGINX_MAX];
+
+    for (i = 0; i < d->conf.nnginx; i++) {
+        memset(&nginx[i], 0, sizeof(pg_cert_nginx_t));
+        nginx[i].conf = d->conf.nginx[i].conf;
+        nginx[i].pid = d->conf.nginx[i].pid;
+        nginx[i].binary = d->conf.nginx[i].binary;
+        nginx[i].prefix = d->conf.nginx[i].prefix[0]
+                          ? d->conf.nginx[i].prefix : NULL;
+    }
+
+    c->reload_tries--;
+    c->reload_at = time(NULL) + PGD_RELOAD_EVERY;
+
+    if (pg_cert_reload_all(nginx, d->conf.nnginx, &err) == PG_OK) {
+        pgd_log(d, PG_LOG_NOTICE, "certificate %s: nginx reloaded, it "
+                "serves the pair installed before", c->conf.name);
+        c->reload_tries = 0;
+        c->last_error[0] = '\0';
+        c->last_error_at = 0;
+        pgd_cert_status(d, c);
+        return;
+    }
+
+    if (c->reload_tries == 0) {
+        pgd_log(d, PG_LOG_ERROR, "certificate %s: %s; no more tries: "
+                "reload nginx by hand", c->conf.name, err.text);
+        snprintf(c->last_error, sizeof(c->last_error), "%s; reload nginx "
+                 "by hand", err.text);
+        pgd_cert_status(d, c);
+    }
+}
+
+
+/* The end. */
 void
 pgd_certs_stop(pgd_t *d)
 {
-    pgd_worker_t  *w;
-
-    w = &d->worker;
-
-    if (w->running) {
-        pthread_mutex_lock(&w->lock);
-        w->quit = 1;
-        w->cancel = 1;
-        pthread_cond_broadcast(&w->cond);
-        pthread_mutex_unlock(&w->lock);
-
-        pthread_join(w->thread, NULL);
-        w->running = 0;
-
-        close(w->wake[0]);
-        close(w->wake[1]);
-        pthread_mutex_destroy(&w->lock);
-        pthread_cond_destroy(&w->cond);
-    }
+    pgd_worker_stop(d);
 
     free(d->certs);
     d->certs = NULL;
@@ -585,71 +859,24 @@ pgd_certs_stop(pgd_t *d)
 }
 
 
-/* `portal-gatectl cert renew NAME`: P"cert:renew" holds the names asked. */
-static void
-pgd_certs_renew_asked(pgd_t *d)
-{
-    size_t       i, j;
-    char         key[PG_STORE_PREFIX_MAX + 32];
-    redisReply  *r, *del;
-
-    if (d->cmd == NULL) {
-        return;
-    }
-
-    d->renew_wanted = 0;
-    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERT_RENEW);
-
-    r = redisCommand(d->cmd, "HKEYS %s", key);
-
-    if (r == NULL) {
-        pgd_redis_down(d, "reading the certificates asked to renew");
-        return;
-    }
-
-    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
-        if (r->element[i]->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        for (j = 0; j < d->ncerts; j++) {
-            if (strcmp(d->certs[j].conf.name, r->element[i]->str) != 0) {
-                continue;
-            }
-
-            /* ours: taken; another controller's names stay for it */
-            del = redisCommand(d->cmd, "HDEL %s %s", key,
-                               r->element[i]->str);
-            freeReplyObject(del);
-
-            d->certs[j].next_at = time(NULL);
-            d->certs[j].next_why = "renewal asked by portal-gatectl";
-            pgd_log(d, PG_LOG_NOTICE, "certificate %s: renewal asked "
-                    "(portal-gatectl cert renew)", d->certs[j].conf.name);
-            pgd_cert_status(d, &d->certs[j]);
-        }
-    }
-
-    freeReplyObject(r);
-}
-
+/* --- status in Redis ---------------------------------------------------- */
 
 /*
- * P"certs" NAME = {"name", "names", "issuer", "serial", "not_before",
- * "not_after", "next_renewal", "next_why", "last_error", "last_error_at",
- * "failures", "attempts", "placeholder", "issued_at", "host",
- * "updated_at"}; times
- * in ISO 8601 UTC, null when unknown.
+ * P"certs" "NAME@HOST" = {"name", "host", "names", "issuer", "issued_by",
+ * "serial", "not_before", "not_after", "next_renewal", "next_why",
+ * "last_error", "last_error_at", "failures", "attempts", "placeholder",
+ * "issued_at", "started_at" (the daemon's), "updated_at"}; times in ISO
+ * 8601 UTC, null when unknown.
  */
 static void
 pgd_cert_status(pgd_t *d, pgd_cert_t *c)
 {
     char        *text, t[32], issuer[PG_CONF_PATH_MAX + 16];
-    char         key[PG_STORE_PREFIX_MAX + 32];
+    char         key[PG_STORE_PREFIX_MAX + 32], field[600];
+    char        *list[PG_CONF_CERT_NAMES];
+    char         buf[sizeof(c->conf.names)], error[sizeof(c->last_error)];
     json_t      *o, *names;
     size_t       i, n;
-    char        *list[PG_CONF_CERT_NAMES];
-    char         buf[sizeof(c->conf.names)];
     redisReply  *r;
 
     if (d->cmd == NULL) {
@@ -664,18 +891,21 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
         json_array_append_new(names, json_string(list[i]));
     }
 
-    snprintf(issuer, sizeof(issuer), "%s %s",
-             c->conf.issuer == PG_CONF_ISSUER_ACME ? "acme" : "local",
-             c->conf.issuer == PG_CONF_ISSUER_ACME ? c->conf.acme
-                                                   : c->conf.ca_cert);
+    pgd_cert_issuer_text(&c->conf, issuer, sizeof(issuer));
+    pgd_text_clean(issuer);
 
-    o = json_pack("{s:s, s:o, s:s, s:s, s:s, s:s, s:i, s:I, s:b}",
+    /* an error may be cut in a UTF-8 sequence, or quote a CA's bytes */
+    memcpy(error, c->last_error, sizeof(error));
+    pgd_text_clean(error);
+
+    o = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:i, s:I, s:b}",
                   "name", c->conf.name,
+                  "host", d->host,
                   "names", names ? names : json_array(),
                   "issuer", issuer,
                   "fullchain", c->conf.fullchain,
-                  "host", d->host,
                   "next_why", c->next_why ? c->next_why : "",
+                  "started_at", d->started_at,
                   "failures", (int) c->failures,
                   "attempts", (json_int_t) c->attempts,
                   "placeholder", c->placeholder || !c->have_info);
@@ -694,6 +924,7 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
 
     json_object_set_new(o, "serial", c->have_info
                         ? json_string(c->info.serial) : json_null());
+    pgd_text_clean(c->info.issuer);
     json_object_set_new(o, "issued_by", c->have_info
                         ? json_string(c->info.issuer) : json_null());
     PGD_SET_TIME("not_before", c->have_info ? c->info.not_before : 0);
@@ -702,8 +933,8 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
     PGD_SET_TIME("issued_at", c->issued_at);
     PGD_SET_TIME("last_error_at", c->last_error_at);
     PGD_SET_TIME("updated_at", time(NULL));
-    json_object_set_new(o, "last_error", c->last_error[0]
-                        ? json_string(c->last_error) : json_null());
+    json_object_set_new(o, "last_error", error[0] ? json_string(error)
+                                                  : json_null());
 
 #undef PGD_SET_TIME
 
@@ -717,7 +948,8 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
     c->status_at = time(NULL);
 
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
-    r = redisCommand(d->cmd, "HSET %s %s %s", key, c->conf.name, text);
+    snprintf(field, sizeof(field), "%s@%s", c->conf.name, d->host);
+    r = redisCommand(d->cmd, "HSET %s %s %s", key, field, text);
     free(text);
 
     if (r == NULL) {
@@ -729,11 +961,11 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
 }
 
 
-/* A certificate no longer configured: its status goes. */
+/* A certificate no longer configured here: its status goes. */
 static void
 pgd_cert_status_drop(pgd_t *d, const char *name)
 {
-    char         key[PG_STORE_PREFIX_MAX + 32];
+    char         key[PG_STORE_PREFIX_MAX + 32], field[600];
     redisReply  *r;
 
     if (d->cmd == NULL) {
@@ -741,7 +973,8 @@ pgd_cert_status_drop(pgd_t *d, const char *name)
     }
 
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
-    r = redisCommand(d->cmd, "HDEL %s %s", key, name);
+    snprintf(field, sizeof(field), "%s@%s", name, d->host);
+    r = redisCommand(d->cmd, "HDEL %s %s", key, field);
 
     if (r == NULL) {
         pgd_redis_down(d, "removing a certificate's status");
@@ -752,8 +985,10 @@ pgd_cert_status_drop(pgd_t *d, const char *name)
 }
 
 
+/* --- helpers ------------------------------------------------------------ */
+
 /* t as ISO 8601 UTC. */
-static void
+void
 pgd_time_text(time_t t, char *buf, size_t size)
 {
     struct tm  tm;
@@ -764,7 +999,7 @@ pgd_time_text(time_t t, char *buf, size_t size)
 
 
 /* names (space-separated, changed in place) into out. */
-static size_t
+size_t
 pgd_names_split(char *names, char **out, size_t max)
 {
     size_t  n;
@@ -782,352 +1017,14 @@ pgd_names_split(char *names, char **out, size_t max)
 }
 
 
-/* --- the worker --------------------------------------------------------- */
-
-static void *
-pgd_worker_main(void *arg)
-{
-    pgd_t         *d;
-    sigset_t       all;
-    pgd_job_t      job;
-    pgd_worker_t  *w;
-
-    d = arg;
-    w = &d->worker;
-
-    /* signals are the loop's: it unblocks them only while it waits */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
-
-    pthread_mutex_lock(&w->lock);
-
-    for ( ;; ) {
-        while (!w->quit && w->state != PGD_JOB_GIVEN) {
-            pthread_cond_wait(&w->cond, &w->lock);
-        }
-
-        if (w->quit) {
-            break;
-        }
-
-        /* the job is the worker's until it says DONE: work on a copy */
-        job = w->job;
-        pthread_mutex_unlock(&w->lock);
-
-        pgd_job_run(d, &job);
-
-        pthread_mutex_lock(&w->lock);
-        w->job = job;
-        w->state = PGD_JOB_DONE;
-
-        if (write(w->wake[1], "", 1) < 0) {
-            /* full: the loop has a byte to read already */
-        }
-    }
-
-    pthread_mutex_unlock(&w->lock);
-
-    return NULL;
-}
-
-
+/* s as JSON takes it: bytes outside printable ASCII become '?' (jansson
+ * refuses a string that is not UTF-8, and would drop the whole field). */
 static void
-pgd_job_run(pgd_t *d, pgd_job_t *job)
+pgd_text_clean(char *s)
 {
-    char            path[PG_CONF_PATH_MAX + 64];
-    double          start;
-    pgd_job_ctx_t   ctx;
-    pg_acme_conf_t  acme;
-
-    start = pgd_now();
-    job->rc = PG_ERR;
-
-    if (job->kind == PGD_JOB_ISSUE) {
-        job->rc = pgd_job_issue(d, job);
-
-    } else if (pgd_job_account_key(job, path, sizeof(path)) == PG_OK) {
-        memset(&ctx, 0, sizeof(ctx));
-        ctx.d = d;
-        ctx.job = job;
-        memset(&acme, 0, sizeof(acme));
-        acme.directory = job->conf.acme;
-        acme.ca_file = job->conf.acme_ca[0] ? job->conf.acme_ca : NULL;
-        acme.account_key = path;
-        acme.challenge = pgd_job_challenge;
-        acme.log = pgd_job_log;
-        acme.ctx = &ctx;
-        acme.cancel = &d->worker.cancel;
-
-        job->rc = pg_acme_renewal_info(&acme, job->ari_id, &job->ari_start,
-                                       &job->ari_end, &job->retry_after,
-                                       &job->err);
-    }
-
-    job->took_ms = pgd_now() - start;
-}
-
-
-/* Obtain a pair (the CA, or the local CA) and install it. */
-static int
-pgd_job_issue(pgd_t *d, pgd_job_t *job)
-{
-    int              rc;
-    char            *chain, *key_pem, *names[PG_CONF_CERT_NAMES];
-    char             path[PG_CONF_PATH_MAX + 64];
-    char             buf[sizeof(job->conf.names)];
-    const char      *contact[PG_CONF_CONTACTS];
-    size_t           i, n, chain_len, key_len;
-    EVP_PKEY        *key;
-    pgd_job_ctx_t    ctx;
-    pg_acme_conf_t   acme;
-    pg_cert_nginx_t  nginx[PG_CONF_NGINX_MAX];
-
-    memcpy(buf, job->conf.names, sizeof(buf));
-    n = pgd_names_split(buf, names, PG_CONF_CERT_NAMES);
-
-    /* a new key at every issuance: a key that leaked dies with its pair */
-    key = pg_cert_key_new(job->conf.key_type, &job->err);
-
-    if (key == NULL) {
-        return PG_ERR;
-    }
-
-    chain = NULL;
-    key_pem = NULL;
-
-    if (job->conf.issuer == PG_CONF_ISSUER_LOCAL) {
-        rc = pg_cert_local_issue(job->conf.ca_cert, job->conf.ca_key, key,
-                                 names, n, PGD_LOCAL_LIFETIME, &chain,
-                                 &chain_len, &job->err);
-
-    } else if (pgd_job_account_key(job, path, sizeof(path)) != PG_OK) {
-        rc = PG_ERR;
-
-    } else {
-        memset(&ctx, 0, sizeof(ctx));
-        ctx.d = d;
-        ctx.worker = &d->worker;
-        ctx.job = job;
-        snprintf(ctx.channel, sizeof(ctx.channel), "%s%s", job->prefix,
-                 PG_STORE_CHANNEL);
-
-        for (i = 0; i < job->conf.ncontacts; i++) {
-            contact[i] = job->conf.contact[i];
-        }
-
-        memset(&acme, 0, sizeof(acme));
-        acme.directory = job->conf.acme;
-        acme.ca_file = job->conf.acme_ca[0] ? job->conf.acme_ca : NULL;
-        acme.account_key = path;
-        acme.contact = contact;
-        acme.ncontact = job->conf.ncontacts;
-        acme.profile = job->conf.profile[0] ? job->conf.profile : NULL;
-        acme.replaces = job->ari_id[0] ? job->ari_id : NULL;
-        acme.challenge = pgd_job_challenge;
-        acme.log = pgd_job_log;
-        acme.ctx = &ctx;
-        acme.cancel = &d->worker.cancel;
-
-        rc = pg_acme_issue(&acme, names, n, key, &chain, &chain_len,
-                           &job->retry_after, &job->err);
-
-        if (ctx.redis != NULL) {
-            redisFree(ctx.redis);
+    for ( /* void */ ; *s; s++) {
+        if ((unsigned char) *s < ' ' || (unsigned char) *s >= 0x7f) {
+            *s = '?';
         }
     }
-
-    if (rc == PG_OK) {
-        rc = pg_cert_key_pem(key, &key_pem, &key_len, &job->err);
-    }
-
-    if (rc == PG_OK) {
-        for (i = 0; i < job->nnginx; i++) {
-            nginx[i].conf = job->nginx[i].conf;
-            nginx[i].pid = job->nginx[i].pid;
-            nginx[i].binary = job->nginx[i].binary;
-            nginx[i].prefix = job->nginx[i].prefix[0] ? job->nginx[i].prefix
-                                                      : NULL;
-            nginx[i].timeout = 0;
-        }
-
-        rc = pg_cert_install(job->conf.fullchain, job->conf.privkey, chain,
-                             chain_len, key_pem, key_len, names, n, nginx,
-                             job->nnginx, time(NULL), &job->err);
-
-        if (rc == PG_CERT_NOT_RELOADED) {
-            /* in place: the next reload serves it; the loop says so */
-            job->not_reloaded = 1;
-            rc = PG_OK;
-        }
-    }
-
-    if (rc == PG_OK) {
-        rc = pg_cert_info(chain, chain_len, &job->info, &job->err);
-    }
-
-    if (key_pem != NULL) {
-        OPENSSL_cleanse(key_pem, key_len);
-        free(key_pem);
-    }
-
-    free(chain);
-    EVP_PKEY_free(key);
-
-    return rc;
-}
-
-
-/*
- * The ACME account's key: STATE_DIR/acme/HOST/account.key, one account
- * per CA (the directory URL's host and port), made by pg_acme at 0600 on
- * first use; the folders are made here, 0700.
- */
-static int
-pgd_job_account_key(pgd_job_t *job, char *path, size_t size)
-{
-    char        host[256], *p;
-    size_t      i;
-    const char  *u;
-
-    u = job->conf.acme + sizeof("https://") - 1;
-
-    for (i = 0; u[i] && u[i] != '/' && i + 1 < sizeof(host); i++) {
-        host[i] = (u[i] == ':') ? '_' : u[i];
-    }
-
-    host[i] = '\0';
-
-    snprintf(path, size, "%s/acme/%s/account.key", job->state_dir, host);
-
-    /* each folder of the path, below the state_dir's parent */
-    for (p = path + 1; *p; p++) {
-        if (*p != '/') {
-            continue;
-        }
-
-        *p = '\0';
-
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-            snprintf(job->err.text, sizeof(job->err.text), "cannot make "
-                     "%s for the ACME account's key: %s", path,
-                     strerror(errno));
-            *p = '/';
-            return PG_ERR;
-        }
-
-        *p = '/';
-    }
-
-    return PG_OK;
-}
-
-
-/*
- * pg_acme's challenge callback, in the worker: the token to Redis (add)
- * or out of it, the message for every controller, and for an add, the
- * wait until this daemon's edges were sent the set (pgd_challenges.c).
- */
-static int
-pgd_job_challenge(void *ctx, const char *token,
-    const char *key_authorization, int add, pg_error_t *err)
-{
-    char             key[PG_STORE_PREFIX_MAX + 32];
-    uint64_t         want;
-    pgd_job_ctx_t   *c;
-    redisReply      *r;
-    struct timespec  until;
-
-    c = ctx;
-
-    if (c->redis == NULL) {
-        c->redis = pg_redis_connect(&c->job->redis, PGD_REDIS_TIMEOUT_MS,
-                                    err);
-
-        if (c->redis == NULL) {
-            return PG_ERR;
-        }
-    }
-
-    snprintf(key, sizeof(key), "%s%s", c->job->prefix, PGD_KEY_CHALLENGES);
-
-    r = add ? redisCommand(c->redis, "HSET %s %s %s", key, token,
-                           key_authorization)
-            : redisCommand(c->redis, "HDEL %s %s", key, token);
-
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err->text, sizeof(err->text), "cannot %s the challenge "
-                 "token in redis: %s", add ? "write" : "remove",
-                 r ? r->str : c->redis->errstr);
-        freeReplyObject(r);
-
-        if (r == NULL) {
-            redisFree(c->redis);
-            c->redis = NULL;
-        }
-
-        return PG_ERR;
-    }
-
-    freeReplyObject(r);
-
-    pthread_mutex_lock(&c->worker->lock);
-    want = ++c->worker->chal_want;
-    pthread_mutex_unlock(&c->worker->lock);
-
-    if (write(c->worker->wake[1], "", 1) < 0) {
-        /* full: the loop has a byte to read already */
-    }
-
-    /* the other controllers' edges */
-    r = redisCommand(c->redis, "PUBLISH %s %s", c->channel,
-                     PGD_MSG_CHALLENGES);
-    freeReplyObject(r);
-
-    if (!add) {
-        return PG_OK;
-    }
-
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += PGD_CHALLENGE_WAIT_MS / 1000;
-
-    pthread_mutex_lock(&c->worker->lock);
-
-    while (c->worker->chal_done < want && !c->worker->cancel) {
-        if (pthread_cond_timedwait(&c->worker->cond, &c->worker->lock,
-                                   &until) != 0)
-        {
-            break;                      /* the CA will say what it saw */
-        }
-    }
-
-    pthread_mutex_unlock(&c->worker->lock);
-
-    return PG_OK;
-}
-
-
-/*
- * pg_acme's log, in the worker: one line, named for the certificate, at
- * the level the job was given with (the loop's config may change under
- * it: the worker reads no more of it). pgd_log_write() formats on its own
- * stack and writes the line in one call, which is safe from a thread.
- */
-static void
-pgd_job_log(void *ctx, int level, const char *fmt, ...)
-{
-    char            msg[900];
-    va_list         args;
-    pgd_job_ctx_t  *c;
-
-    c = ctx;
-
-    if (level < c->job->log_level) {
-        return;
-    }
-
-    va_start(args, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, args);
-    va_end(args);
-
-    pgd_log_write(c->d, level, "certificate %s: %s", c->job->name, msg);
 }

@@ -13,16 +13,34 @@
  * the worker tells the CA to look.
  *
  * While the set is not empty it is pushed again at every tick: an edge
- * that restarted, or whose zone a resizing reload replaced, gets it back.
+ * that restarted, or whose zone a resizing reload replaced, gets it back;
+ * so is it at the tick after an edge did not take it, and once at the
+ * start (an edge may hold tokens of an order cut short by a restart).
+ *
+ * Each value in Redis is "EXPIRES KEY_AUTHORIZATION" (EXPIRES in epoch
+ * seconds): a token that an order could not withdraw (Redis down then,
+ * the daemon killed) is removed by the first controller that reads it
+ * past its time. The edge holds at most PGD_CHALLENGES_MAX: past that,
+ * the newest are sent.
  */
 
 #include <stdio.h>              /* snprintf */
-#include <stdlib.h>             /* free */
-#include <string.h>             /* strcmp */
+#include <stdlib.h>             /* free, calloc, qsort, strtoll */
+#include <string.h>             /* strcmp, strlen, strdup */
+#include <time.h>               /* time */
 #include "pgd.h"                /* the daemon */
 
 
+/* One token of the set in Redis, borrowed from the reply. */
+typedef struct {
+    const char  *token;
+    const char  *key_authorization;
+    long long    expires;
+} pgd_token_t;
+
+
 static int pgd_challenges_read(pgd_t *d, char **body, int *count);
+static int pgd_challenges_cmp(const void *a, const void *b);
 static void pgd_challenges_settle(pgd_t *d);
 
 
@@ -51,16 +69,25 @@ pgd_challenges_kick(pgd_t *d, int tick)
     pthread_mutex_unlock(&d->worker.lock);
 
     if (want == d->chal_round && !d->chal_wanted
-        && !(tick && d->chal_live))
+        && !(tick && (d->chal_live || d->chal_retry)))
     {
         return;
     }
 
+    if (d->cmd == NULL) {
+        /* no set to read: a waiting worker goes on (the CA will say what
+         * it saw), and the round is for when Redis is back */
+        d->chal_round = want;
+        d->chal_wanted = 1;
+        pgd_challenges_settle(d);
+        return;
+    }
+
     d->chal_wanted = 0;
+    d->chal_retry = 0;
     d->chal_round = want;
 
-    if (d->cmd == NULL || pgd_challenges_read(d, &body, &count) != PG_OK) {
-        /* the worker's wait runs out, and the CA says what it saw */
+    if (pgd_challenges_read(d, &body, &count) != PG_OK) {
         pgd_challenges_settle(d);
         return;
     }
@@ -137,13 +164,26 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
     if (pg_edge_req_done(req, code, &status, &json, &err) != PG_OK) {
         pgd_log(d, PG_LOG_WARN, "acme: edge %s did not take the challenge "
                 "tokens: %s", e->edge.spec, err.text);
+        d->chal_retry = 1;
+
+    } else if ((status == 404 || status == 405)
+               && strcmp(e->acme_body, "{}") == 0)
+    {
+        /* a module before portal_gate_acme_challenge, told that there is
+         * no token: nothing lost, nothing to say again */
+        pgd_log(d, PG_LOG_DEBUG, "acme: edge %s has no challenges "
+                "resource (%ld)", e->edge.spec, status);
 
     } else if (status != 200) {
+        /* 404, 405: an API without the resource, a module before it */
         pgd_log(d, PG_LOG_WARN, "acme: edge %s refused the challenge "
-                "tokens: %ld %s (is portal_gate_api there, and is the "
-                "module new enough?)", e->edge.spec, status,
+                "tokens: %ld %s%s", e->edge.spec, status,
                 json && json_is_string(json_object_get(json, "error"))
-                ? json_string_value(json_object_get(json, "error")) : "");
+                ? json_string_value(json_object_get(json, "error")) : "",
+                status == 404 || status == 405
+                ? " (is the module older than portal_gate_acme_challenge?)"
+                : "");
+        d->chal_retry = 1;
 
     } else {
         pgd_log(d, PG_LOG_DEBUG, "acme: edge %s holds %lld challenge tokens",
@@ -165,7 +205,12 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
 }
 
 
-/* e goes (a reload removed it, or the daemon ends): its PUT with it. */
+/*
+ * e goes (a reload changed the edges, or the daemon ends): its PUT with
+ * it. The round is not settled by that: a worker waiting for it would
+ * tell the CA to look before the new edges have the set; a new round
+ * sends it to them, and settles.
+ */
 void
 pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e)
 {
@@ -180,7 +225,8 @@ pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e)
     e->acme_busy = 0;
 
     if (d->chal_pending > 0 && --d->chal_pending == 0) {
-        pgd_challenges_settle(d);
+        d->chal_wanted = 1;
+        d->chal_round = 0;
     }
 }
 
@@ -200,15 +246,35 @@ pgd_challenges_settle(pgd_t *d)
 }
 
 
-/* The set in Redis as the body of PUT challenges: *body new. Values
- * that are not strings are left out (the edge would refuse the whole). */
+/* Newest first, for the cap. */
+static int
+pgd_challenges_cmp(const void *a, const void *b)
+{
+    long long  x, y;
+
+    x = ((const pgd_token_t *) a)->expires;
+    y = ((const pgd_token_t *) b)->expires;
+
+    return (x < y) - (x > y);
+}
+
+
+/*
+ * The set in Redis as the body of PUT challenges: *body new, *count the
+ * tokens in it. A value past its time is removed from Redis; one that is
+ * not "EXPIRES KEY_AUTHORIZATION" is left out (the edge would refuse the
+ * whole set for it); past PGD_CHALLENGES_MAX, the newest are kept.
+ */
 static int
 pgd_challenges_read(pgd_t *d, char **body, int *count)
 {
-    size_t       i;
-    char         key[PG_STORE_PREFIX_MAX + 32];
-    json_t      *set;
-    redisReply  *r;
+    char          key[PG_STORE_PREFIX_MAX + 32], *end;
+    size_t        i, n, max;
+    time_t        now;
+    json_t       *set;
+    long long     expires;
+    redisReply   *r, *del;
+    pgd_token_t  *tokens;
 
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CHALLENGES);
 
@@ -227,22 +293,60 @@ pgd_challenges_read(pgd_t *d, char **body, int *count)
         return PG_ERR;
     }
 
-    set = json_object();
+    now = time(NULL);
+    n = 0;
+    tokens = calloc(r->elements / 2 + 1, sizeof(pgd_token_t));
 
-    for (i = 0; set != NULL && i + 1 < r->elements; i += 2) {
-        if (r->element[i]->type == REDIS_REPLY_STRING
-            && r->element[i + 1]->type == REDIS_REPLY_STRING)
+    for (i = 0; tokens != NULL && i + 1 < r->elements; i += 2) {
+        if (r->element[i]->type != REDIS_REPLY_STRING
+            || r->element[i + 1]->type != REDIS_REPLY_STRING)
         {
-            json_object_set_new(set, r->element[i]->str,
-                                json_string(r->element[i + 1]->str));
+            continue;
         }
+
+        expires = strtoll(r->element[i + 1]->str, &end, 10);
+
+        if (end == r->element[i + 1]->str || *end != ' ') {
+            continue;
+        }
+
+        if (expires < now) {
+            del = redisCommand(d->cmd, "HDEL %s %s", key,
+                               r->element[i]->str);
+            freeReplyObject(del);
+            pgd_log(d, PG_LOG_NOTICE, "acme: a challenge token no order "
+                    "withdrew is past its time: removed");
+            continue;
+        }
+
+        tokens[n].token = r->element[i]->str;
+        tokens[n].key_authorization = end + 1;
+        tokens[n].expires = expires;
+        n++;
     }
 
-    freeReplyObject(r);
+    max = n;
+
+    if (n > PGD_CHALLENGES_MAX) {
+        qsort(tokens, n, sizeof(pgd_token_t), pgd_challenges_cmp);
+        max = PGD_CHALLENGES_MAX;
+        pgd_log(d, PG_LOG_WARN, "acme: %zu challenge tokens are pending, "
+                "an edge holds %d: the newest are sent", n,
+                PGD_CHALLENGES_MAX);
+    }
+
+    set = tokens ? json_object() : NULL;
+
+    for (i = 0; set != NULL && i < max; i++) {
+        json_object_set_new(set, tokens[i].token,
+                            json_string(tokens[i].key_authorization));
+    }
 
     *body = set ? json_dumps(set, JSON_COMPACT) : NULL;
     *count = set ? (int) json_object_size(set) : 0;
     json_decref(set);
+    free(tokens);
+    freeReplyObject(r);
 
     if (*body == NULL) {
         pgd_log(d, PG_LOG_ERROR, "acme: out of memory");

@@ -91,11 +91,13 @@ static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
       "audit [FLAG]         who changed what, when and why, newest first\n"
       "                       [--count N] (default 20)" },
     { "cert",    1,  2, 0, PG_CTL_REDIS_FIRST, pg_ctl_cert,
-      "cert status          the staging certificates: names, serial, expiry,\n"
-      "                       next renewal, last error; exit 1 unless all\n"
-      "                       are issued and current [--json]\n"
-      "  cert renew NAME      the controller renews NAME now\n"
-      "                       [--wait [SECONDS]]: and says how it went" },
+      "cert status | renew NAME\n"
+      "                       the staging certificates, as each portal-gated\n"
+      "                       reports them: names, serial, expiry, next\n"
+      "                       renewal, last error; exit 1 unless all are\n"
+      "                       issued, current and reported [--json];\n"
+      "                       renew: the controllers renew NAME now\n"
+      "                       [--wait [SECONDS]]: and say how it went" },
     { NULL, 0, 0, 0, 0, NULL, NULL }
 };
 
@@ -874,6 +876,7 @@ pg_ctl_main(int argc, char **argv)
 {
     int                  ch, rc, nargs, init, is_kill, is_off, is_cert, writes;
     char                 actor[128], *end;
+    size_t               len;
     pg_conf_t            conf;
     pg_edge_t            from;
     pg_error_t           err;
@@ -1033,11 +1036,14 @@ pg_ctl_main(int argc, char **argv)
     if (nargs < cmd->min_args
         || (cmd->max_args >= 0 && nargs > cmd->max_args))
     {
-        return pg_ctl_usage_error("usage: portal-gatectl %.*s",
-                                  (int) (strstr(cmd->usage, "  ")
-                                         ? strstr(cmd->usage, "  ")
-                                           - cmd->usage
-                                         : (long) strlen(cmd->usage)),
+        /* the synopsis: the usage up to two spaces or the line's end */
+        for (len = 0; cmd->usage[len] != '\0' && cmd->usage[len] != '\n'
+                      && strncmp(cmd->usage + len, "  ", 2) != 0; len++)
+        {
+            /* void */
+        }
+
+        return pg_ctl_usage_error("usage: portal-gatectl %.*s", (int) len,
                                   cmd->usage);
     }
 

@@ -637,10 +637,13 @@ pgd_run(pgd_t *d)
         /* certificates after the flags: a kill never waits for them */
         pgd_certs_collect(d);
 
-        if (tick || d->renew_wanted
-            || (d->ncerts && (double) time(NULL) * 1000
-                             >= pgd_certs_wake_at(d)))
-        {
+        if (tick || d->renew_wanted) {
+            pgd_certs_renew_asked(d);
+        }
+
+        cert_at = pgd_certs_wake_at(d);
+
+        if (tick || (cert_at > 0 && (double) time(NULL) * 1000 >= cert_at)) {
             pgd_certs_tick(d);
         }
 

@@ -152,7 +152,7 @@ subtest 'cert renew --wait: a new serial is served' => sub {
     my $before = served("$dir/ca.pem");
     my $r = $rs->ctl('cert', 'renew', $NAME, '--wait', '20');
     is($r->{exit}, 0, 'cert renew --wait exits 0') or diag(explain($r));
-    like($r->{out}, qr/^renewed: serial [0-9a-f]+, valid until /m,
+    like($r->{out}, qr/^renewed on \S+: serial [0-9a-f]+, valid until /m,
          'it says renewed, with the serial');
     ok(wait_until(sub { my $s = served("$dir/ca.pem"); $s && $s ne $before },
                   10), 'nginx serves the new certificate');
@@ -170,7 +170,7 @@ subtest 'a config that fails nginx -t: files put back, no reload, the error in s
 
     my $r = $rs->ctl('cert', 'renew', $NAME, '--wait', '20');
     is($r->{exit}, 1, 'cert renew --wait exits 1');
-    like($r->{err}, qr/renewal of \Q$NAME\E failed, the current certificate stays: .*bogus_directive/,
+    like($r->{err}, qr/renewal of \Q$NAME\E on \S+ failed, the current certificate stays: .*bogus_directive/,
          'it quotes nginx -t') or diag(explain($r));
     my $now = do { local (@ARGV, $/) = "$certs/fullchain.pem"; <> };
     is($now, $fc, 'the fullchain file is the one before, byte for byte');
@@ -274,6 +274,50 @@ CONF
     ok(-s "$two/fullchain.pem", 'its files stay');
     my (undef, $left) = status_json();
     ok($left->{$NAME}, "$NAME is still in cert status");
+};
+
+subtest 'a status no controller keeps fresh is stale: cert status exits 1, renew refuses it' => sub {
+    $rs->cli('HSET', 'portal-gate:certs', 'gone.test@oldhost',
+             '{"name":"gone.test","host":"oldhost","names":["gone.test"],'
+             . '"issuer":"local /ca.pem","serial":"01","not_after":"2099-01-01T00:00:00Z",'
+             . '"updated_at":"2020-01-01T00:00:00Z","attempts":0,"placeholder":false}');
+    my $r = $rs->ctl('cert', 'status');
+    is($r->{exit}, 1, 'cert status exits 1');
+    like($r->{out}, qr/controller    oldhost: STALE, no word from it for \d+ min/,
+         'and says which controller went quiet');
+    $r = $rs->ctl('cert', 'renew', 'gone.test');
+    is($r->{exit}, 1, 'cert renew of it exits 1');
+    like($r->{err}, qr/no live portal-gated manages a certificate "gone\.test"/,
+         'saying no live controller manages it');
+    $rs->cli('HDEL', 'portal-gate:certs', 'gone.test@oldhost');
+    ($r) = status_json();
+    is($r->{exit}, 0, 'without it, cert status exits 0 again');
+};
+
+subtest 'an ACME certificate that cannot start yet does not flood Redis' => sub {
+    my $idle = PortalGate::Gated->new(redis => $rs->url, prefix => 'idle:',
+                                      edges => ['http://127.0.0.1:1/portal-gate/'],
+                                      reconcile => '500ms', extra => <<"CONF");
+state_dir $dir/state;
+certificate idle.test {
+    issuer    acme https://127.0.0.1:1/dir;
+    fullchain $dir/idle/fullchain.pem;
+    privkey   $dir/idle/privkey.pem;
+}
+CONF
+    $rs->ctl_env({PORTAL_GATE_PREFIX => 'idle:'}, 'init');
+    $rs->cli('CONFIG', 'RESETSTAT');
+    $idle->start;
+    sleep 3;
+    my ($calls) = $rs->cli('INFO', 'stats') =~ /total_commands_processed:(\d+)/;
+    $calls //= 0;
+    # a tick every 500 ms reads the store and beats: some tens of commands
+    ok($calls < 300, "$calls Redis commands in 3 s, with the certificate due and no edge to answer the CA")
+        or diag($idle->log);
+    like($idle->log, qr/certificate idle\.test: no pair yet, wrote a self-signed placeholder/,
+         'its placeholder is written');
+    unlike($idle->log, qr/certificate idle\.test: .* starts/, 'and no order starts without an edge');
+    clean_exit($idle->stop, $idle, 'it stops cleanly');
 };
 
 subtest 'a bad certificate block stops portal-gated -t with FILE:LINE' => sub {
