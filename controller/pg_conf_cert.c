@@ -44,6 +44,7 @@ static int pg_conf_cert_key_type(pg_conf_parse_t *cp);
 static int pg_conf_cert_profile(pg_conf_parse_t *cp);
 static int pg_conf_cert_fullchain(pg_conf_parse_t *cp);
 static int pg_conf_cert_privkey(pg_conf_parse_t *cp);
+static int pg_conf_cert_clash(const char *a, const char *b);
 
 
 /* The directives of a certificate block; indexes name cert_seen[]. */
@@ -218,12 +219,6 @@ pg_conf_cert_close(pg_conf_parse_t *cp, int line)
                              cert->name, what);
     }
 
-    if (strcmp(cert->fullchain, cert->privkey) == 0) {
-        return pg_conf_error(cp, line, "certificate \"%s\": \"fullchain\" "
-                             "and \"privkey\" are the same file",
-                             cert->name);
-    }
-
     if (cert->issuer == PG_CONF_ISSUER_LOCAL) {
         what = (cert->acme_ca[0] != '\0') ? "acme_ca"
                : (cert->ncontacts > 0) ? "contact"
@@ -242,13 +237,22 @@ pg_conf_cert_close(pg_conf_parse_t *cp, int line)
                              "portal-gated answers http-01", cert->name);
     }
 
+    /* the install keeps FILE.prev beside each file: a file of a block
+     * may be neither the other file, nor one's .prev */
+    if (pg_conf_cert_clash(cert->fullchain, cert->privkey)) {
+        return pg_conf_error(cp, line, "certificate \"%s\": \"fullchain\" "
+                             "and \"privkey\" are the same file, or one is "
+                             "the other's .prev (kept at each install)",
+                             cert->name);
+    }
+
     for (i = 0; i < cp->conf.ncerts; i++) {
         other = &cp->conf.certs[i];
 
-        if (strcmp(other->fullchain, cert->fullchain) == 0
-            || strcmp(other->privkey, cert->privkey) == 0
-            || strcmp(other->fullchain, cert->privkey) == 0
-            || strcmp(other->privkey, cert->fullchain) == 0)
+        if (pg_conf_cert_clash(other->fullchain, cert->fullchain)
+            || pg_conf_cert_clash(other->privkey, cert->privkey)
+            || pg_conf_cert_clash(other->fullchain, cert->privkey)
+            || pg_conf_cert_clash(other->privkey, cert->fullchain))
         {
             return pg_conf_error(cp, line, "certificate \"%s\" writes a "
                                  "file that certificate \"%s\" (line %d) "
@@ -291,9 +295,11 @@ pg_conf_cert_names(pg_conf_parse_t *cp)
     for (i = 1; i < cp->nargs; i++) {
         len = strlen(cp->args[i]);
 
-        /* cannot happen: the names fit in a line, and a line in names */
+        /* a directive may span lines: its names may not fit */
         if (used + len + 1 > sizeof(cert->names)) {
-            return pg_conf_error(cp, cp->lines[i], "too many names");
+            return pg_conf_error(cp, cp->lines[i], "too many names in "
+                                 "\"names\": at most %zu bytes in all",
+                                 sizeof(cert->names) - 1);
         }
 
         memcpy(cert->names + used, cp->args[i], len);
@@ -324,7 +330,8 @@ pg_conf_cert_issuer(pg_conf_parse_t *cp)
         }
 
         if (strncmp(cp->args[2], "https://", 8) != 0
-            || cp->args[2][8] == '\0' || cp->args[2][8] == '/')
+            || cp->args[2][8] == '\0' || cp->args[2][8] == '/'
+            || strpbrk(cp->args[2], " \t\"'<>\\^`{|}") != NULL)
         {
             return pg_conf_invalid(cp, 2, "an ACME directory is an "
                                    "https:// URL");
@@ -471,6 +478,23 @@ pg_conf_cert_privkey(pg_conf_parse_t *cp)
 
 /* --- values ------------------------------------------------------------- */
 
+/* Are a and b one file, or is one the other's FILE.prev? */
+static int
+pg_conf_cert_clash(const char *a, const char *b)
+{
+    size_t  la, lb;
+
+    la = strlen(a);
+    lb = strlen(b);
+
+    return strcmp(a, b) == 0
+           || (la == lb + 5 && strncmp(a, b, lb) == 0
+               && strcmp(a + lb, ".prev") == 0)
+           || (lb == la + 5 && strncmp(b, a, la) == 0
+               && strcmp(b + la, ".prev") == 0);
+}
+
+
 /* value (of cp->args[i]) as an absolute path, no folder part ending it. */
 static int
 pg_conf_path(pg_conf_parse_t *cp, int i, const char *value, char *out,
@@ -482,6 +506,10 @@ pg_conf_path(pg_conf_parse_t *cp, int i, const char *value, char *out,
 
     if (value[0] != '/') {
         return pg_conf_invalid(cp, i, "an absolute path");
+    }
+
+    if (value[len - 1] == '/' && out != cp->conf.state_dir) {
+        return pg_conf_invalid(cp, i, "a file's path, not a folder's");
     }
 
     if (len >= size) {
@@ -549,5 +577,13 @@ pg_conf_dns_name(pg_conf_parse_t *cp, int i, char *name)
                                "0-9 and inner '-', joined by '.'");
     }
 
-    return PG_OK;
+    /* no top-level domain is all digits: "1.2.3.4" is an address */
+    for (p = name + len; p > name && p[-1] != '.'; p--) {
+        if (p[-1] < '0' || p[-1] > '9') {
+            return PG_OK;
+        }
+    }
+
+    return pg_conf_invalid(cp, i, "an IP address: portal-gated asks for "
+                           "DNS names");
 }

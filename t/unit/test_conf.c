@@ -1075,7 +1075,32 @@ test_certificates(void)
     t_refused(T_CERT_BLOCK("issuer acme https://a.test/d;\nfullchain /f;\n"
                            "privkey /f;\n"), 5,
               "certificate \"s.test\": \"fullchain\" and \"privkey\" are "
-              "the same file", "certificate: one file for both");
+              "the same file, or one is the other's .prev (kept at each "
+              "install)", "certificate: one file for both");
+    t_refused(T_CERT_BLOCK("issuer acme https://a.test/d;\nfullchain /f;\n"
+                           "privkey /f.prev;\n"), 5,
+              "certificate \"s.test\": \"fullchain\" and \"privkey\" are "
+              "the same file, or one is the other's .prev (kept at each "
+              "install)", "certificate: a key at the chain's .prev");
+    t_refused(T_CERT_BLOCK(T_CERT_MIN) "certificate t.test {\n"
+              "issuer acme https://a.test/d;\nfullchain /f.pem.prev;\n"
+              "privkey /k2.pem;\n}\n", 10,
+              "certificate \"t.test\" writes a file that certificate "
+              "\"s.test\" (line 1) writes too",
+              "certificate: a file at another block's .prev");
+    t_refused(T_CERT_BLOCK("privkey /etc/pg/;\n"), 2,
+              "invalid value \"/etc/pg/\" in \"privkey\": a file's path, "
+              "not a folder's", "certificate: a folder as privkey");
+    t_refused(T_CERT_BLOCK("issuer acme \"https://a.test/d x\";\n"), 2,
+              "invalid value \"https://a.test/d x\" in \"issuer\": an ACME "
+              "directory is an https:// URL",
+              "certificate: a directory URL with a space");
+    t_refused("certificate 10.0.0.1 {\n}\n", 1,
+              "invalid value \"10.0.0.1\" in \"certificate\": an IP "
+              "address: portal-gated asks for DNS names",
+              "certificate: an IP address");
+    t_loads(T_CERT_BLOCK("names s.test 1.s.test;\n" T_CERT_MIN), &conf,
+            "certificate: a digit label is fine below the top level");
     t_refused(T_CERT_BLOCK(T_CERT_MIN) T_CERT_BLOCK(T_CERT_MIN), 6,
               "duplicate certificate \"s.test\", first on line 1",
               "certificate: the same name twice");
