@@ -46,25 +46,32 @@
  *                       least 3 s), measured on Redis's clock. It removes
  *                       its field when it stops; beats older than a day
  *                       are removed by any controller's beat.
- *   P "acme:challenges" hash: field = an ACME http-01 token, value = its
- *                       key authorization, while an order of portal-gated's
+ *   P "acme:challenges" hash: field = an ACME http-01 token, value =
+ *                       "EXPIRES KEY_AUTHORIZATION" (EXPIRES: epoch
+ *                       seconds), while an order of a portal-gated's
  *                       worker is pending; every portal-gated pushes the
- *                       whole hash to its edges (PUT challenges) on the
- *                       message "acme-challenges" on P "changes", and at
- *                       every tick while it is not empty.
- *   P "certs"           hash: field = a certificate block's name, value =
- *                       its status JSON, written by the portal-gated that
- *                       manages it (controller/pgd_certs.c): names, issuer,
- *                       serial, not_before, not_after, next_renewal,
- *                       next_why, last_error, last_error_at, failures,
- *                       attempts, placeholder, issued_at, host,
- *                       updated_at. `portal-gatectl cert status` reads it.
- *   P "cert:renew"      hash: field = a certificate's name, value = when
- *                       `portal-gatectl cert renew` asked (ISO 8601 UTC),
- *                       with the message "cert-renew" on P "changes"; the
- *                       portal-gated that manages it takes (HDEL) and
- *                       renews it. Neither message is a revision: flags
- *                       are not read again for them.
+ *                       whole hash (key authorizations alone) to its edges
+ *                       (PUT challenges) on the message "acme-challenges"
+ *                       on P "changes", and at every tick while it is not
+ *                       empty; a token past EXPIRES is removed by the
+ *                       first controller that reads it.
+ *   P "certs"           hash: field = "NAME@HOST", a certificate block's
+ *                       name and the host of the portal-gated that manages
+ *                       it there, value = its status JSON, written at each
+ *                       change and every minute (controller/pgd_certs.c):
+ *                       name, host, names, issuer, issued_by, serial,
+ *                       not_before, not_after, next_renewal, next_why,
+ *                       last_error, last_error_at, failures, attempts,
+ *                       placeholder, issued_at, started_at, updated_at.
+ *                       `portal-gatectl cert status` reads it; a status
+ *                       older than 3 minutes has no live controller.
+ *   P "cert:renew"      hash: field = a certificate's name, value = a new
+ *                       text at each `portal-gatectl cert renew` (its time
+ *                       and pid), with the message "cert-renew" on
+ *                       P "changes"; every portal-gated that manages the
+ *                       name renews it when the value changes. Neither
+ *                       message is a revision: flags are not read again
+ *                       for them.
  *
  * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
  * revision (portal-gated raised the revision above an edge's after a
