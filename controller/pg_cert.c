@@ -1036,13 +1036,87 @@ pg_cert_info(const char *pem, size_t len, pg_cert_info_t *info,
 }
 
 
+/*
+ * The chain (*chain, new) and the key (*key, new) of a pair, and that the
+ * key is the first certificate's: the first checks of an install, and all
+ * of pg_cert_check_key(). On PG_ERR nothing is left to free.
+ */
+static int
+pg_cert_pair_load(const char *chain_pem, size_t chain_len,
+    const char *key_pem, size_t key_len, STACK_OF(X509) **chain,
+    EVP_PKEY **key, pg_error_t *err)
+{
+    BIO  *bio;
+
+    *key = NULL;
+    *chain = pg_cert_chain(chain_pem, chain_len, "the certificate chain",
+                           err);
+
+    if (*chain == NULL) {
+        return PG_ERR;
+    }
+
+    bio = (key_len <= INT_MAX) ? BIO_new_mem_buf(key_pem, (int) key_len)
+                               : NULL;
+
+    if (bio != NULL) {
+        *key = PEM_read_bio_PrivateKey(bio, NULL, pg_cert_pass_none, NULL);
+        BIO_free(bio);
+    }
+
+    if (*key == NULL) {
+        snprintf(err->text, sizeof(err->text), "the key is not a PEM private "
+                 "key");
+        goto failed;
+    }
+
+    if (EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(*chain, 0)), *key) != 1) {
+        snprintf(err->text, sizeof(err->text), "the key does not match the "
+                 "certificate");
+        goto failed;
+    }
+
+    return PG_OK;
+
+failed:
+
+    EVP_PKEY_free(*key);
+    *key = NULL;
+    sk_X509_pop_free(*chain, X509_free);
+    *chain = NULL;
+    ERR_clear_error();
+
+    return PG_ERR;
+}
+
+
+int
+pg_cert_check_key(const char *chain_pem, size_t chain_len,
+    const char *key_pem, size_t key_len, pg_error_t *err)
+{
+    EVP_PKEY        *key;
+    STACK_OF(X509)  *chain;
+
+    if (pg_cert_pair_load(chain_pem, chain_len, key_pem, key_len, &chain,
+                          &key, err) != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    EVP_PKEY_free(key);
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+
+    return PG_OK;
+}
+
+
 int
 pg_cert_check_pair(const char *chain_pem, size_t chain_len,
     const char *key_pem, size_t key_len, char *const *names, size_t n,
     time_t now, pg_error_t *err)
 {
     int              rc;
-    BIO             *bio;
     X509            *leaf;
     size_t           i;
     time_t           not_before, not_after;
@@ -1050,36 +1124,15 @@ pg_cert_check_pair(const char *chain_pem, size_t chain_len,
     STACK_OF(X509)  *chain;
     char             when[32];
 
-    key = NULL;
     rc = PG_ERR;
 
-    chain = pg_cert_chain(chain_pem, chain_len, "the certificate chain", err);
-
-    if (chain == NULL) {
+    if (pg_cert_pair_load(chain_pem, chain_len, key_pem, key_len, &chain,
+                          &key, err) != PG_OK)
+    {
         return PG_ERR;
     }
 
     leaf = sk_X509_value(chain, 0);
-
-    bio = (key_len <= INT_MAX) ? BIO_new_mem_buf(key_pem, (int) key_len)
-                               : NULL;
-
-    if (bio != NULL) {
-        key = PEM_read_bio_PrivateKey(bio, NULL, pg_cert_pass_none, NULL);
-        BIO_free(bio);
-    }
-
-    if (key == NULL) {
-        snprintf(err->text, sizeof(err->text), "the key is not a PEM private "
-                 "key");
-        goto done;
-    }
-
-    if (EVP_PKEY_eq(X509_get0_pubkey(leaf), key) != 1) {
-        snprintf(err->text, sizeof(err->text), "the key does not match the "
-                 "certificate");
-        goto done;
-    }
 
     /* SANs as RFC 6125 reads them: the CN counts only when there is no
      * DNS SAN at all (OpenSSL's default), and "*" is a whole label */

@@ -118,6 +118,12 @@ int pg_cert_check_pair(const char *chain_pem, size_t chain_len,
     const char *key_pem, size_t key_len, char *const *names, size_t n,
     time_t now, pg_error_t *err);
 
+/* The first of those checks alone: chain_pem's first certificate is for
+ * key_pem's key ("the key does not match the certificate"). No names, no
+ * dates: whether a pair on disk is a pair at all. */
+int pg_cert_check_key(const char *chain_pem, size_t chain_len,
+    const char *key_pem, size_t key_len, pg_error_t *err);
+
 /* A self-signed certificate for names and key, valid from now for
  * lifetime seconds, PEM in *pem (new). The first-start placeholder. */
 int pg_cert_self_signed(EVP_PKEY *key, char *const *names, size_t n,

@@ -15,6 +15,7 @@
  * is put back.
  */
 
+#include <dirent.h>             /* opendir: a crash's temp files */
 #include <errno.h>              /* errno, EINTR, ENOENT, ECHILD */
 #include <fcntl.h>              /* open, fcntl, O_*, F_SETFD */
 #include <poll.h>               /* poll: nginx -t's stderr, with a timeout */
@@ -84,6 +85,17 @@ static int pg_cert_write_new(const pg_cert_old_t *old, const char *data,
 static int pg_cert_put_back_live(const pg_cert_old_t *old, pg_error_t *err);
 static int pg_cert_put_back_prev(const pg_cert_old_t *old, pg_error_t *err);
 static void pg_cert_old_free(pg_cert_old_t *old);
+static int pg_cert_path(char *buf, size_t size, const char *file,
+    const char *suffix, pg_error_t *err);
+static void pg_cert_dir_sync(const char *path);
+static int pg_cert_marker_write(const char *marker, const pg_cert_old_t *key,
+    const pg_cert_old_t *chain, pg_error_t *err);
+static int pg_cert_marker_remove(const char *marker, pg_error_t *err);
+static int pg_cert_rollback(const pg_cert_old_t *old_key,
+    const pg_cert_old_t *old_chain, const char *marker, pg_error_t *err);
+static int pg_cert_temp_ours(const char *name, const char *base);
+static void pg_cert_temps_remove(const char *file, const char *const *bases,
+    size_t n);
 static long long pg_cert_ms(void);
 static int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
 static int pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err);
@@ -462,6 +474,93 @@ pg_cert_old_free(pg_cert_old_t *old)
 }
 
 
+/* buf = file then suffix, or a message when it does not fit. */
+static int
+pg_cert_path(char *buf, size_t size, const char *file, const char *suffix,
+    pg_error_t *err)
+{
+    if ((size_t) snprintf(buf, size, "%s%s", file, suffix) >= size) {
+        pg_cert_msg(err, "%.*s: the path is too long", PG_CERT_SHOWN, file);
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+/* The folder of path synced: a rename or an unlink in it outlives a
+ * crash. */
+static void
+pg_cert_dir_sync(const char *path)
+{
+    int    fd;
+    char   dir[PG_CERT_PATH_MAX];
+    char  *slash;
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+
+    } else if (slash == dir) {
+        dir[1] = '\0';
+
+    } else {
+        *slash = '\0';
+    }
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd != -1) {
+        (void) fsync(fd);
+        close(fd);
+    }
+}
+
+
+/* --- the marker: an install under way ----------------------------------- */
+
+/*
+ * FULLCHAIN.installing, written (and synced) once both .prev files hold the
+ * pair in place and before either live file changes; removed once the
+ * install is through, or rolled back. Whoever finds it at start knows that
+ * the live pair may be half new, or new and never passed by `nginx -t`:
+ * pg_cert_recover() puts the .prev pair back. It says whether each file
+ * existed before (when not, there is no .prev: the file is removed).
+ */
+static int
+pg_cert_marker_write(const char *marker, const pg_cert_old_t *key,
+    const pg_cert_old_t *chain, pg_error_t *err)
+{
+    int   n;
+    char  text[256];
+
+    n = snprintf(text, sizeof(text), "# portal-gated: an install of this "
+                 "pair is under way; at its start, portal-gated puts the "
+                 ".prev pair back if this file is still here\n"
+                 "privkey=%d\nfullchain=%d\n", key->cur.exists ? 1 : 0,
+                 chain->cur.exists ? 1 : 0);
+
+    return pg_cert_write_file(marker, text, (size_t) n, 0600, err);
+}
+
+
+static int
+pg_cert_marker_remove(const char *marker, pg_error_t *err)
+{
+    if (unlink(marker) == -1 && errno != ENOENT) {
+        pg_cert_msg(err, "cannot remove %.*s: %s", PG_CERT_SHOWN, marker,
+                    strerror(errno));
+        return PG_ERR;
+    }
+
+    pg_cert_dir_sync(marker);
+
+    return PG_OK;
+}
+
+
 /* --- nginx -------------------------------------------------------------- */
 
 static long long
@@ -834,12 +933,15 @@ pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
 
 /*
  * The pair back as it was after a failed step: the live files first, then
- * their .prev (so that a crash in the middle leaves the live pair whole).
- * Every file is tried; err says the first that could not be.
+ * the marker removed, then their .prev. A crash in the middle leaves
+ * either the marker with the .prev pair whole (pg_cert_recover() finishes
+ * the job) or the live pair whole. Every file is tried; err says the first
+ * that could not be; the marker stays when a live file could not be put
+ * back.
  */
 static int
 pg_cert_rollback(const pg_cert_old_t *old_key, const pg_cert_old_t *old_chain,
-    pg_error_t *err)
+    const char *marker, pg_error_t *err)
 {
     int         rc;
     pg_error_t  why;
@@ -852,6 +954,14 @@ pg_cert_rollback(const pg_cert_old_t *old_key, const pg_cert_old_t *old_chain,
 
     if (pg_cert_put_back_live(old_chain, rc == PG_OK ? err : &why) != PG_OK)
     {
+        rc = PG_ERR;
+    }
+
+    if (rc != PG_OK) {
+        return rc;
+    }
+
+    if (pg_cert_marker_remove(marker, err) != PG_OK) {
         rc = PG_ERR;
     }
 
@@ -876,12 +986,20 @@ pg_cert_install(const char *fullchain, const char *privkey,
     pg_error_t *err)
 {
     int            rc;
+    char           marker[PG_CERT_PATH_MAX];
     size_t         i;
     pg_error_t     why, why2;
     pg_cert_old_t  old_chain, old_key;
 
     pg_cert_old_init(&old_chain, fullchain, 0);
     pg_cert_old_init(&old_key, privkey, 1);
+
+    if (pg_cert_path(marker, sizeof(marker), fullchain, PG_CERT_MARKER,
+                     &why) != PG_OK)
+    {
+        pg_cert_msg(err, "new pair not installed: %s", why.text);
+        return PG_ERR;
+    }
 
     if (strcmp(fullchain, privkey) == 0) {
         pg_cert_msg(err, "new pair not installed: fullchain and privkey are "
@@ -920,14 +1038,25 @@ pg_cert_install(const char *fullchain, const char *privkey,
         goto done;
     }
 
+    /* the marker, before a live file changes: a crash from here on is
+     * undone at the next start */
+    if (pg_cert_marker_write(marker, &old_key, &old_chain, &why) != PG_OK) {
+        (void) pg_cert_put_back_prev(&old_key, &why2);
+        (void) pg_cert_put_back_prev(&old_chain, &why2);
+        pg_cert_msg(err, "new pair not installed, nothing changed: %s",
+                    why.text);
+        rc = PG_ERR;
+        goto done;
+    }
+
     /* 4. the key first: for the instant between the two renames, a new key
-     * beside the old chain is no worse than the reverse, and nginx reads
-     * neither until step 6 */
+     * beside the old chain is no worse than the reverse (and the marker
+     * covers a crash there), and nginx reads neither until step 6 */
     if (pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
         || pg_cert_write_new(&old_chain, chain_pem, chain_len, &why)
            != PG_OK)
     {
-        if (pg_cert_rollback(&old_key, &old_chain, &why2) != PG_OK) {
+        if (pg_cert_rollback(&old_key, &old_chain, marker, &why2) != PG_OK) {
             pg_cert_msg(err, "new pair not installed: %.100s; and the "
                         "previous pair is not back: %s", why.text, why2.text);
 
@@ -946,7 +1075,9 @@ pg_cert_install(const char *fullchain, const char *privkey,
             continue;
         }
 
-        if (pg_cert_rollback(&old_key, &old_chain, &why2) != PG_OK) {
+        if (pg_cert_rollback(&old_key, &old_chain, marker, &why2)
+            != PG_OK)
+        {
             pg_cert_msg(err, "nginx -t failed for %.80s, and the previous "
                         "pair is not back (%.80s): %s", nginx[i].conf,
                         why2.text, why.text);
@@ -954,6 +1085,22 @@ pg_cert_install(const char *fullchain, const char *privkey,
         } else {
             pg_cert_msg(err, "nginx -t failed for %.80s (the previous pair "
                         "is back, nginx not reloaded): %s", nginx[i].conf,
+                        why.text);
+        }
+
+        rc = PG_ERR;
+        goto done;
+    }
+
+    /* through: the marker goes before any nginx reads the new pair; if it
+     * cannot, the pair goes back (a later start would undo it anyway) */
+    if (pg_cert_marker_remove(marker, &why) != PG_OK) {
+        if (pg_cert_rollback(&old_key, &old_chain, marker, &why2) != PG_OK) {
+            pg_cert_msg(err, "new pair not installed: %.100s; and the "
+                        "previous pair is not back: %s", why.text, why2.text);
+
+        } else {
+            pg_cert_msg(err, "new pair not installed, nothing changed: %s",
                         why.text);
         }
 
@@ -989,7 +1136,7 @@ pg_cert_placeholder(const char *fullchain, const char *privkey,
     pg_error_t *err)
 {
     int            rc, chain_exists, key_exists;
-    char          *key_pem, *chain_pem;
+    char          *key_pem, *chain_pem, marker[PG_CERT_PATH_MAX];
     size_t         key_len, chain_len;
     EVP_PKEY      *key;
     pg_error_t     why;
@@ -1031,18 +1178,17 @@ pg_cert_placeholder(const char *fullchain, const char *privkey,
     }
 
     /* the one half of a pair that is there is kept aside (as .prev), not
-     * lost; the new file takes its mode and owner */
-    if (pg_cert_keep(&old_key, &why) != PG_OK
-        || pg_cert_keep(&old_chain, &why) != PG_OK)
-    {
-        pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
-                    fullchain, why.text);
-        goto done;
-    }
-
-    if (pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
+     * lost; the new file takes its mode and owner; the marker covers a
+     * crash between the two writes, as for an install */
+    if (pg_cert_path(marker, sizeof(marker), fullchain, PG_CERT_MARKER,
+                     &why) != PG_OK
+        || pg_cert_keep(&old_key, &why) != PG_OK
+        || pg_cert_keep(&old_chain, &why) != PG_OK
+        || pg_cert_marker_write(marker, &old_key, &old_chain, &why) != PG_OK
+        || pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
         || pg_cert_write_new(&old_chain, chain_pem, chain_len, &why)
-           != PG_OK)
+           != PG_OK
+        || pg_cert_marker_remove(marker, &why) != PG_OK)
     {
         pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,
                     fullchain, why.text);
@@ -1063,6 +1209,328 @@ done:
     EVP_PKEY_free(key);
     pg_cert_old_free(&old_key);
     pg_cert_old_free(&old_chain);
+
+    return rc;
+}
+
+
+/* --- recovery after a crash -------------------------------------------- */
+
+/*
+ * name is a temp file pg_cert_write_file() makes for base: base ".tmp."
+ * and six of mkstemp()'s letters [A-Za-z0-9], nothing more.
+ */
+static int
+pg_cert_temp_ours(const char *name, const char *base)
+{
+    int     i;
+    size_t  n;
+
+    n = strlen(base);
+
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0
+        || strlen(name + n + 5) != 6)
+    {
+        return 0;
+    }
+
+    for (i = 0; i < 6; i++) {
+        if (!((name[n + 5 + i] >= 'a' && name[n + 5 + i] <= 'z')
+              || (name[n + 5 + i] >= 'A' && name[n + 5 + i] <= 'Z')
+              || (name[n + 5 + i] >= '0' && name[n + 5 + i] <= '9')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* The temp files a crash left in file's folder, for each of bases (file
+ * names in it), removed: regular files of our naming only. Best effort:
+ * one left behind harms nothing. */
+static void
+pg_cert_temps_remove(const char *file, const char *const *bases, size_t n)
+{
+    DIR            *d;
+    char            dir[PG_CERT_PATH_MAX], path[PG_CERT_PATH_MAX];
+    char           *slash;
+    size_t          i;
+    struct stat     st;
+    struct dirent  *e;
+
+    snprintf(dir, sizeof(dir), "%s", file);
+    slash = strrchr(dir, '/');
+
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+
+    } else if (slash == dir) {
+        dir[1] = '\0';
+
+    } else {
+        *slash = '\0';
+    }
+
+    d = opendir(dir);
+
+    if (d == NULL) {
+        return;
+    }
+
+    while ((e = readdir(d)) != NULL) {
+        for (i = 0; i < n; i++) {
+            if (!pg_cert_temp_ours(e->d_name, bases[i])) {
+                continue;
+            }
+
+            if ((size_t) snprintf(path, sizeof(path), "%s/%s", dir,
+                                  e->d_name) < sizeof(path)
+                && lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+            {
+                (void) unlink(path);
+            }
+
+            break;
+        }
+    }
+
+    closedir(d);
+}
+
+
+/* The last part of path: its file name. */
+static const char *
+pg_cert_base(const char *path)
+{
+    const char  *slash;
+
+    slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+
+/* *had: the marker's "name=1" line (1), "name=0" (0), else -1. */
+static void
+pg_cert_marker_says(const char *text, const char *name, int *had)
+{
+    const char  *p;
+    size_t       n;
+
+    *had = -1;
+    n = strlen(name);
+
+    for (p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p += !!p) {
+        if (strncmp(p, name, n) == 0 && p[n] == '='
+            && (p[n + 1] == '0' || p[n + 1] == '1')
+            && (p[n + 2] == '\n' || p[n + 2] == '\0'))
+        {
+            *had = p[n + 1] - '0';
+            return;
+        }
+    }
+}
+
+
+/*
+ * The live file at path made target (absent: removed), with the live
+ * file's mode and owner when it is there (an install keeps them, so they
+ * are what the pair had), else target's own.
+ */
+static int
+pg_cert_recover_file(const char *path, const pg_cert_file_t *live,
+    const pg_cert_file_t *target, pg_error_t *err)
+{
+    pg_cert_file_t  f;
+
+    f = *target;
+
+    if (f.exists && live->exists) {
+        f.mode = live->mode;
+        f.uid = live->uid;
+        f.gid = live->gid;
+    }
+
+    return pg_cert_file_write(path, &f, err);
+}
+
+
+int
+pg_cert_recover(const char *fullchain, const char *privkey, pg_error_t *err)
+{
+    int             rc, marked, had_key, had_chain, live_ok, usable;
+    char            marker[PG_CERT_PATH_MAX], key_prev[PG_CERT_PATH_MAX];
+    char            chain_prev[PG_CERT_PATH_MAX];
+    char            base_marker[PG_CERT_PATH_MAX];
+    char            base_chain_prev[PG_CERT_PATH_MAX];
+    char            base_key_prev[PG_CERT_PATH_MAX];
+    const char     *bases[5];
+    pg_error_t      why, why2;
+    pg_cert_file_t  mark, key, chain, pkey, pchain;
+
+    memset(&mark, 0, sizeof(pg_cert_file_t));
+    memset(&key, 0, sizeof(pg_cert_file_t));
+    memset(&chain, 0, sizeof(pg_cert_file_t));
+    memset(&pkey, 0, sizeof(pg_cert_file_t));
+    memset(&pchain, 0, sizeof(pg_cert_file_t));
+    rc = PG_ERR;
+
+    if (pg_cert_path(marker, sizeof(marker), fullchain, PG_CERT_MARKER,
+                     &why) != PG_OK
+        || pg_cert_path(chain_prev, sizeof(chain_prev), fullchain, ".prev",
+                        &why) != PG_OK
+        || pg_cert_path(key_prev, sizeof(key_prev), privkey, ".prev", &why)
+           != PG_OK
+        || pg_cert_no_links(fullchain, privkey, &why) != PG_OK)
+    {
+        pg_cert_msg(err, "cannot check %.*s after a crash: %s",
+                    PG_CERT_SHOWN, fullchain, why.text);
+        return PG_ERR;
+    }
+
+    /* the temp files of the pair's own names, in their two folders */
+    snprintf(base_marker, sizeof(base_marker), "%s",
+             pg_cert_base(marker));
+    snprintf(base_chain_prev, sizeof(base_chain_prev), "%s",
+             pg_cert_base(chain_prev));
+    snprintf(base_key_prev, sizeof(base_key_prev), "%s",
+             pg_cert_base(key_prev));
+    bases[0] = pg_cert_base(fullchain);
+    bases[1] = base_chain_prev;
+    bases[2] = base_marker;
+    bases[3] = pg_cert_base(privkey);
+    bases[4] = base_key_prev;
+    pg_cert_temps_remove(fullchain, bases, 5);
+    pg_cert_temps_remove(privkey, bases, 5);
+
+    if (pg_cert_file_read(marker, &mark, &why) != PG_OK
+        || pg_cert_file_read(privkey, &key, &why) != PG_OK
+        || pg_cert_file_read(fullchain, &chain, &why) != PG_OK
+        || pg_cert_file_read(key_prev, &pkey, &why) != PG_OK
+        || pg_cert_file_read(chain_prev, &pchain, &why) != PG_OK)
+    {
+        pg_cert_msg(err, "cannot check %.*s after a crash: %s",
+                    PG_CERT_SHOWN, fullchain, why.text);
+        goto done;
+    }
+
+    marked = mark.exists;
+    live_ok = key.exists && chain.exists
+              && pg_cert_check_key(chain.data, chain.len, key.data, key.len,
+                                   &why) == PG_OK;
+
+    if (!marked) {
+        /* no install was under way: only a pair that is no pair, beside a
+         * .prev pair that is one, is put right */
+        if (live_ok || !key.exists || !chain.exists || !pkey.exists
+            || !pchain.exists
+            || pg_cert_check_key(pchain.data, pchain.len, pkey.data,
+                                 pkey.len, &why2) != PG_OK)
+        {
+            rc = PG_OK;
+            goto done;
+        }
+
+        if (pg_cert_recover_file(privkey, &key, &pkey, &why2) != PG_OK
+            || pg_cert_recover_file(fullchain, &chain, &pchain, &why2)
+               != PG_OK)
+        {
+            pg_cert_msg(err, "%.*s and %.*s do not match (%s), and the "
+                        "previous pair cannot be put back: %s", PG_CERT_SHOWN,
+                        fullchain, PG_CERT_SHOWN, privkey, why.text,
+                        why2.text);
+            goto done;
+        }
+
+        pg_cert_msg(err, "%.*s and %.*s do not match (%s): the previous "
+                    "pair (.prev), which does, is back", PG_CERT_SHOWN,
+                    fullchain, PG_CERT_SHOWN, privkey, why.text);
+        rc = PG_CERT_RECOVERED;
+        goto done;
+    }
+
+    /* an install was under way: what it replaced goes back, as its
+     * rollback would have done; a marker that does not say (made by hand,
+     * damaged) counts a .prev that is there as what was there */
+    pg_cert_marker_says(mark.data, "privkey", &had_key);
+    pg_cert_marker_says(mark.data, "fullchain", &had_chain);
+    had_key = (had_key == -1) ? pkey.exists : had_key;
+    had_chain = (had_chain == -1) ? pchain.exists : had_chain;
+
+    usable = 1;
+
+    if ((had_key && !pkey.exists) || (had_chain && !pchain.exists)) {
+        snprintf(why2.text, sizeof(why2.text), "%s.prev is missing",
+                 (had_key && !pkey.exists) ? "privkey" : "fullchain");
+        usable = 0;
+
+    } else if (had_key && had_chain
+               && pg_cert_check_key(pchain.data, pchain.len, pkey.data,
+                                    pkey.len, &why2) != PG_OK)
+    {
+        usable = 0;
+    }
+
+    if (!usable) {
+        if (live_ok && pg_cert_marker_remove(marker, &why) == PG_OK) {
+            pg_cert_msg(err, "an install of %.*s was interrupted, and the "
+                        "previous pair (.prev) does not match (%s): the pair "
+                        "in place, which does, is kept", PG_CERT_SHOWN,
+                        fullchain, why2.text);
+
+        } else {
+            pg_cert_msg(err, "an install of %.*s was interrupted, and "
+                        "neither the pair in place nor the previous one "
+                        "(.prev) can be used (%s): nothing changed",
+                        PG_CERT_SHOWN, fullchain, why2.text);
+        }
+
+        goto done;
+    }
+
+    if (!had_key) {
+        pg_cert_file_free(&pkey);
+        pkey.exists = 0;
+    }
+
+    if (!had_chain) {
+        pg_cert_file_free(&pchain);
+        pchain.exists = 0;
+    }
+
+    /* the live files, then the marker: a crash in between finds the marker
+     * and does this again */
+    if (pg_cert_recover_file(privkey, &key, &pkey, &why) != PG_OK
+        || pg_cert_recover_file(fullchain, &chain, &pchain, &why) != PG_OK
+        || pg_cert_marker_remove(marker, &why) != PG_OK)
+    {
+        pg_cert_msg(err, "an install of %.*s was interrupted, and the "
+                    "previous pair cannot be put back: %s", PG_CERT_SHOWN,
+                    fullchain, why.text);
+        goto done;
+    }
+
+    if (had_key || had_chain) {
+        pg_cert_msg(err, "an install of %.*s was interrupted: the previous "
+                    "pair (.prev) is back", PG_CERT_SHOWN, fullchain);
+
+    } else {
+        pg_cert_msg(err, "an install of %.*s was interrupted: there was no "
+                    "pair before it, its files are removed", PG_CERT_SHOWN,
+                    fullchain);
+    }
+
+    rc = PG_CERT_RECOVERED;
+
+done:
+
+    pg_cert_file_free(&mark);
+    pg_cert_file_free(&key);
+    pg_cert_file_free(&chain);
+    pg_cert_file_free(&pkey);
+    pg_cert_file_free(&pchain);
 
     return rc;
 }

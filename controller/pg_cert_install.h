@@ -4,16 +4,18 @@
  * previous one, write both atomically, `nginx -t` for every nginx, then
  * SIGHUP each master; put the previous pair back when `nginx -t` fails.
  * And the first-start placeholder, so that nginx can start before the
- * first issuance.
+ * first issuance; and the recovery, at start, from an install a crash
+ * interrupted.
  *
- * Thread safety: both functions may run in the daemon's worker thread.
+ * Thread safety: these functions may run in the daemon's worker thread.
  * They keep no state; `nginx -t` is a child of this process, started with
  * fork/execv (no shell) and waited for by its pid only (never waitpid(-1):
  * nothing else's child is reaped). The daemon must not reap children with
  * waitpid(-1) either, nor set SIGCHLD to SIG_IGN (then no exit status can
  * be read, and every `nginx -t` counts as failed).
  *
- * Errors: PG_OK, PG_ERR, or PG_CERT_NOT_RELOADED, with one line in
+ * Errors: PG_OK, PG_ERR, PG_CERT_NOT_RELOADED or PG_CERT_RECOVERED, with
+ * one line in
  * pg_error_t naming the file or the nginx and what is wrong.
  * Ownership: every pointer is borrowed.
  */
@@ -31,6 +33,13 @@
  * was not reloaded (its pid file is missing or wrong, or its master is
  * gone); err says which. It serves the new pair from its next reload. */
 #define PG_CERT_NOT_RELOADED   1
+
+/* pg_cert_recover(): an interrupted install was undone; err says what
+ * (for the log). */
+#define PG_CERT_RECOVERED      2
+
+/* The suffix of the marker of an install under way: FULLCHAIN.installing */
+#define PG_CERT_MARKER         ".installing"
 
 
 /* One `nginx` line of portal-gated.conf. */
@@ -91,6 +100,36 @@ int pg_cert_install(const char *fullchain, const char *privkey,
     const char *chain_pem, size_t chain_len, const char *key_pem,
     size_t key_len, char *const *names, size_t n,
     const pg_cert_nginx_t *nginx, size_t nginx_n, time_t now,
+    pg_error_t *err);
+
+/*
+ * After a crash: an install killed half-way (between the renames of the
+ * key and of the chain, or while `nginx -t` ran) can leave a pair that
+ * does not match, on which nginx does not start, or one `nginx -t` never
+ * passed. An install (and a placeholder) writes the marker
+ * FULLCHAIN.installing (synced) before either live file changes and
+ * removes it once through or rolled back; its lines "privkey=0|1" and "fullchain=0|1" say whether each file
+ * existed before (a marker without them: a .prev that is there counts).
+ *
+ * pg_cert_recover(), run by the daemon at its start, before the
+ * placeholder and before any install to these paths (never while one may
+ * be under way, in this process or another):
+ *   - the marker there: the .prev pair is put back (atomically, with the
+ *     mode and owner of the live files), or the files removed when there
+ *     was none before, and the marker removed: PG_CERT_RECOVERED. If the
+ *     .prev pair does not match, nothing is put back: the marker is removed
+ *     when the pair in place matches (PG_ERR, said), else left (PG_ERR,
+ *     "nothing changed");
+ *   - no marker, but the pair in place does not match (pg_cert_check_key)
+ *     while the .prev pair does: the .prev pair is put back,
+ *     PG_CERT_RECOVERED;
+ *   - temp files of our own naming (NAME.tmp.XXXXXX, NAME one of the pair,
+ *     their .prev and the marker) left beside them are removed;
+ *   - otherwise nothing changes: PG_OK (a pair that cannot serve is the
+ *     daemon's to reissue). A symlink at a path is PG_ERR, as for an
+ *     install.
+ */
+int pg_cert_recover(const char *fullchain, const char *privkey,
     pg_error_t *err);
 
 /*

@@ -63,6 +63,20 @@ t_path(const char *name)
 }
 
 
+/* path.suffix in a static buffer (one of four) */
+static const char *
+t_suffix(const char *path, const char *suffix)
+{
+    static int   i;
+    static char  buf[4][600];
+
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof(buf[i]), "%s%s", path, suffix);
+
+    return buf[i];
+}
+
+
 static void
 t_write(const char *path, const char *text, size_t len)
 {
@@ -1517,8 +1531,9 @@ t_pair(char **chain, size_t *clen, char **kpem, size_t *klen)
 }
 
 
-/* The fake nginx: records its arguments and the chain it saw; fails with
- * nginx's words when t_dir/nginx.fail exists, sleeps when
+/* The fake nginx: records its arguments, the chain it saw, whether the
+ * install's marker was there (nginx.marker), its pid (nginx.running);
+ * fails with nginx's words when t_dir/nginx.fail exists, sleeps when
  * t_dir/nginx.sleep does. */
 static void
 t_fake_nginx(void)
@@ -1529,6 +1544,10 @@ t_fake_nginx(void)
              "#!/bin/sh\n"
              "echo \"$@\" >> %s/nginx.args\n"
              "cp %s/out/fullchain.pem %s/nginx.seen 2>/dev/null\n"
+             "if [ -e %s/out/fullchain.pem.installing ]; then\n"
+             "  touch %s/nginx.marker\n"
+             "fi\n"
+             "echo $$ > %s/nginx.running\n"
              "if [ -e %s/nginx.sleep ]; then exec sleep 10; fi\n"
              "if [ -e %s/nginx.fail ]; then\n"
              "  echo 'nginx: [emerg] cannot load certificate key "
@@ -1538,7 +1557,8 @@ t_fake_nginx(void)
              "  exit 1\n"
              "fi\n"
              "exit 0\n",
-             t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir);
+             t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir,
+             t_dir);
 
     t_write_str(t_path("nginx"), script);
     chmod(t_path("nginx"), 0755);
@@ -1721,6 +1741,11 @@ test_install(void)
          "... the previous key as privkey.pem.prev, 0600");
     t_ok(t_same(t_path("nginx.seen"), c1, c1l),
          "... nginx -t saw the new chain");
+    t_ok(t_exists(t_path("nginx.marker"))
+         && !t_exists(t_suffix(fc, ".installing")),
+         "... with the install's marker beside it, removed once done "
+         "(review 19/2)");
+    unlink(t_path("nginx.marker"));
 
     args = t_slurp(t_path("nginx.args"), NULL);
     snprintf(want, sizeof(want), "-t -q -c %s -p %s\n-t -q -c %s\n",
@@ -1770,6 +1795,11 @@ test_install(void)
     }
     t_ok(!t_master_hupped(m1, 0), "... and the master got no SIGHUP");
     t_ok(!t_temp_left(t_path("out")), "... no temp file is left");
+    t_ok(t_exists(t_path("nginx.marker"))
+         && !t_exists(t_suffix(fc, ".installing")),
+         "... the marker was there during nginx -t, and is removed by the "
+         "rollback (review 19/2)");
+    unlink(t_path("nginx.marker"));
     unlink(t_path("nginx.fail"));
 
     /* nginx -t hangs: killed at the timeout, the pair comes back */
@@ -2017,6 +2047,8 @@ test_install(void)
     unlink(t_path("nginx"));
     unlink(t_path("nginx.args"));
     unlink(t_path("nginx.seen"));
+    unlink(t_path("nginx.marker"));
+    unlink(t_path("nginx.running"));
     unlink(ngx[0].pid);
     unlink(ngx[1].pid);
     unlink(t_path("ca.pem"));
@@ -2082,20 +2114,6 @@ t_install0(const char *fc, const char *pk, int n, pg_error_t *err)
 {
     return pg_cert_install(fc, pk, t_pc[n], t_pcl[n], t_pk[n], t_pkl[n],
                            t_names, 2, NULL, 0, time(NULL), err);
-}
-
-
-/* path.suffix in a static buffer (one of four) */
-static const char *
-t_suffix(const char *path, const char *suffix)
-{
-    static int   i;
-    static char  buf[4][600];
-
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", path, suffix);
-
-    return buf[i];
 }
 
 
@@ -2491,6 +2509,262 @@ test_install_paths(void)
 }
 
 
+/* dir/fullchain.pem, privkey.pem and their .prev as pairs fc, kn, pfc,
+ * pkn of t_pairs() (0: no file), and the marker with text (NULL: none). */
+static void
+t_crash_state(const char *fc, const char *pk, int cn, int kn, int pcn,
+    int pkn, const char *marker)
+{
+    int          i, n[4];
+    const char  *path[4];
+
+    path[0] = fc;
+    path[1] = pk;
+    path[2] = t_suffix(fc, ".prev");
+    path[3] = t_suffix(pk, ".prev");
+    n[0] = cn;
+    n[1] = kn;
+    n[2] = pcn;
+    n[3] = pkn;
+
+    for (i = 0; i < 4; i++) {
+        unlink(path[i]);
+
+        if (n[i] != 0) {
+            t_write(path[i], i % 2 ? t_pk[n[i]] : t_pc[n[i]],
+                    i % 2 ? t_pkl[n[i]] : t_pcl[n[i]]);
+            chmod(path[i], i % 2 ? 0600 : 0644);
+        }
+    }
+
+    unlink(t_suffix(fc, ".installing"));
+
+    if (marker != NULL) {
+        t_write_str(t_suffix(fc, ".installing"), marker);
+    }
+}
+
+
+/* The pair at fc, pk is pair cn's chain and kn's key (0: no file). */
+static int
+t_crash_is(const char *fc, const char *pk, int cn, int kn)
+{
+    return (cn ? t_same(fc, t_pc[cn], t_pcl[cn]) : !t_exists(fc))
+           && (kn ? t_same(pk, t_pk[kn], t_pkl[kn]) : !t_exists(pk));
+}
+
+
+/*
+ * review 19/2: an install killed half-way (the key renamed, not yet the
+ * chain; or nginx -t running) left a mismatched or unchecked pair, and
+ * nginx refuses to start on a mismatched one. The marker
+ * FULLCHAIN.installing is there while the live files may be changed, and
+ * pg_cert_recover(), at the daemon's start, puts the .prev pair back.
+ */
+static void
+test_install_crash(void)
+{
+    int               rc, i, status;
+    char              fc[512], pk[512], want[1200], *text;
+    pid_t             pid;
+    long              running;
+    pg_error_t        err;
+    pg_cert_nginx_t   ngx;
+    struct timespec   nap = { 0, 10 * 1000000 };
+
+    t_pairs();
+    t_fake_nginx();
+    snprintf(fc, sizeof(fc), "%s", t_path("out/fullchain.pem"));
+    snprintf(pk, sizeof(pk), "%s", t_path("out/privkey.pem"));
+    memset(&ngx, 0, sizeof(ngx));
+    ngx.conf = strdup(t_path("nginx.conf"));
+    ngx.pid = strdup(t_path("crash.pid"));
+    ngx.binary = strdup(t_path("nginx"));
+
+    /* a real crash: the install killed while nginx -t runs */
+    t_install0(fc, pk, 1, &err);
+    t_write_str(t_path("nginx.sleep"), "");
+    unlink(t_path("nginx.args"));
+    unlink(t_path("nginx.running"));
+    pid = fork();
+
+    if (pid == 0) {
+        pg_cert_install(fc, pk, t_pc[2], t_pcl[2], t_pk[2], t_pkl[2],
+                        t_names, 2, &ngx, 1, time(NULL), &err);
+        _exit(0);
+    }
+
+    /* a guard, not a timing: nginx -t starts at once */
+    for (i = 0; i < 2000 && !t_exists(t_path("nginx.running")); i++) {
+        nanosleep(&nap, NULL);
+    }
+
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    text = t_slurp(t_path("nginx.running"), NULL);
+    running = text ? strtol(text, NULL, 10) : 0;
+
+    if (running > 0) {
+        kill((pid_t) running, SIGKILL);
+    }
+
+    free(text);
+    unlink(t_path("nginx.sleep"));
+    unlink(t_path("nginx.running"));
+
+    t_ok(t_crash_is(fc, pk, 2, 2) && t_exists(t_suffix(fc, ".installing"))
+         && t_crash_is(t_suffix(fc, ".prev"), t_suffix(pk, ".prev"), 1, 1),
+         "an install killed during nginx -t: the new pair in place, its "
+         "marker and the previous pair as .prev are left");
+
+    rc = pg_cert_recover(fc, pk, &err);
+    snprintf(want, sizeof(want), "an install of %s was interrupted: the "
+             "previous pair (.prev) is back", fc);
+
+    if (!t_ok(rc == PG_CERT_RECOVERED && strcmp(err.text, want) == 0
+              && t_crash_is(fc, pk, 1, 1)
+              && !t_exists(t_suffix(fc, ".installing")),
+              "... pg_cert_recover() puts the previous pair back (nginx -t "
+              "never passed the new one), removes the marker, and says so"))
+    {
+        t_diag("rc %d: %s", rc, err.text);
+    }
+
+    t_ok(t_crash_is(t_suffix(fc, ".prev"), t_suffix(pk, ".prev"), 1, 1)
+         && !t_temp_left(t_path("out")),
+         "... the .prev pair stays, no temp file is left");
+
+    /* killed between the two renames: new key, old chain; attributes of
+     * the key in place kept */
+    t_crash_state(fc, pk, 1, 2, 1, 1, "");
+    chmod(pk, 0640);
+    rc = pg_cert_recover(fc, pk, &err);
+    t_ok(rc == PG_CERT_RECOVERED && t_crash_is(fc, pk, 1, 1)
+         && t_mode(pk) == 0640 && !t_exists(t_suffix(fc, ".installing")),
+         "a marker and a new key beside the old chain: the previous pair is "
+         "back, with the key's mode");
+
+    /* the same without a marker (lost, or from a version without one) */
+    t_crash_state(fc, pk, 1, 2, 1, 1, NULL);
+    rc = pg_cert_recover(fc, pk, &err);
+    snprintf(want, sizeof(want), "%s and %s do not match (the key does not "
+             "match the certificate): the previous pair (.prev), which does, "
+             "is back", fc, pk);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_CERT_RECOVERED && strcmp(err.text, want) == 0
+              && t_crash_is(fc, pk, 1, 1),
+              "no marker, a pair in place that does not match, a .prev pair "
+              "that does: the .prev pair is back"))
+    {
+        t_diag("rc %d: %s", rc, err.text);
+    }
+
+    /* a good pair in place, no marker: nothing to do */
+    t_crash_state(fc, pk, 2, 2, 1, 1, NULL);
+    rc = pg_cert_recover(fc, pk, &err);
+    t_ok(rc == PG_OK && t_crash_is(fc, pk, 2, 2)
+         && t_crash_is(t_suffix(fc, ".prev"), t_suffix(pk, ".prev"), 1, 1),
+         "a matching pair and no marker: nothing changed");
+
+    /* a mismatched pair, no marker, no .prev: nothing recover can do */
+    t_crash_state(fc, pk, 1, 2, 0, 0, NULL);
+    rc = pg_cert_recover(fc, pk, &err);
+    t_ok(rc == PG_OK && t_crash_is(fc, pk, 1, 2),
+         "a mismatched pair without a .prev pair: left to the daemon (it "
+         "reissues)");
+
+    /* a first install (nothing before) interrupted: its files removed, as
+     * its rollback would have */
+    t_crash_state(fc, pk, 2, 2, 0, 0, "privkey=0\nfullchain=0\n");
+    rc = pg_cert_recover(fc, pk, &err);
+    snprintf(want, sizeof(want), "an install of %s was interrupted: there "
+             "was no pair before it, its files are removed", fc);
+    t_ok(rc == PG_CERT_RECOVERED && strcmp(err.text, want) == 0
+         && t_crash_is(fc, pk, 0, 0)
+         && !t_exists(t_suffix(fc, ".installing")),
+         "a first install interrupted: its files removed, as its rollback "
+         "does (the placeholder follows)");
+
+    /* a .prev pair that is no pair: the matching pair in place is kept */
+    t_crash_state(fc, pk, 2, 2, 1, 2, "");
+    rc = pg_cert_recover(fc, pk, &err);
+    snprintf(want, sizeof(want), "an install of %s was interrupted, and the "
+             "previous pair (.prev) does not match (the key does not match "
+             "the certificate): the pair in place, which does, is kept", fc);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_ERR && strcmp(err.text, want) == 0
+              && t_crash_is(fc, pk, 2, 2)
+              && !t_exists(t_suffix(fc, ".installing")),
+              "a marker and a .prev pair that does not match: the pair in "
+              "place is kept, and it says so"))
+    {
+        t_diag("rc %d: %s", rc, err.text);
+    }
+
+    /* neither matches: nothing touched, the marker stays */
+    t_crash_state(fc, pk, 1, 2, 1, 2, "");
+    rc = pg_cert_recover(fc, pk, &err);
+    t_ok(rc == PG_ERR && t_crash_is(fc, pk, 1, 2)
+         && t_exists(t_suffix(fc, ".installing"))
+         && strstr(err.text, "nothing changed") != NULL,
+         "a marker and neither pair matching: nothing touched, said");
+
+    /* stale temp files: ours removed, nobody else's */
+    t_crash_state(fc, pk, 1, 1, 0, 0, NULL);
+    {
+        static const char  *ours[] = {
+            "out/fullchain.pem.tmp.AbC123", "out/privkey.pem.tmp.x9Y8z7",
+            "out/privkey.pem.prev.tmp.QWERTY",
+            "out/fullchain.pem.installing.tmp.a1b2c3",
+        };
+        static const char  *theirs[] = {
+            "out/other.pem.tmp.ABCDEF", "out/fullchain.pem.tmp.ABCDEFG",
+            "out/fullchain.pem.tmp.AB-DEF", "out/fullchain.pem.tmp.",
+            "out/privkey.pem.tmpx.ABCDEF",
+        };
+        int  gone, kept;
+
+        for (i = 0; i < 4; i++) {
+            t_write_str(t_path(ours[i]), "-----BEGIN PRIVATE KEY-----\n");
+        }
+
+        for (i = 0; i < 5; i++) {
+            t_write_str(t_path(theirs[i]), "theirs\n");
+        }
+
+        rc = pg_cert_recover(fc, pk, &err);
+        gone = 1;
+        kept = 1;
+
+        for (i = 0; i < 4; i++) {
+            gone &= !t_exists(t_path(ours[i]));
+        }
+
+        for (i = 0; i < 5; i++) {
+            kept &= t_exists(t_path(theirs[i]));
+            unlink(t_path(theirs[i]));
+        }
+
+        t_ok(rc == PG_OK && gone && kept && t_crash_is(fc, pk, 1, 1),
+             "temp files a crash left beside the outputs are removed; "
+             "files that only look like them are not");
+    }
+
+    t_crash_state(fc, pk, 0, 0, 0, 0, NULL);
+    rmdir(t_path("out"));
+    unlink(t_path("nginx"));
+    unlink(t_path("nginx.args"));
+    unlink(t_path("nginx.seen"));
+    unlink(t_path("nginx.marker"));
+    free((char *) ngx.conf);
+    free((char *) ngx.pid);
+    free((char *) ngx.binary);
+    t_pairs_free();
+}
+
+
 int
 main(void)
 {
@@ -2513,6 +2787,7 @@ main(void)
     test_install();
     test_install_unreadable();
     test_install_paths();
+    test_install_crash();
 
     unlink(t_path("ca.pem"));
     unlink(t_path("ca.key"));
