@@ -98,6 +98,9 @@ int pg_ctl_delete(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_cert(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
+
+/* pg_ctl_token.c: `portal-gatectl token ...` (argv[0] "token") */
+int pg_ctl_token(int argc, char **argv);
 int pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_store_kill(pg_store_t *store, pg_ctl_opts_t *o, const char *flag,

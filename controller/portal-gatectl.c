@@ -40,6 +40,10 @@ typedef struct {
 } pg_ctl_cmd_t;
 
 
+static int pg_ctl_token_misplaced(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv);
+
+
 static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
     { "init",    0,  0, 0, PG_CTL_REDIS_FIRST, pg_ctl_init,
       "init                 create an empty store in a new or flushed Redis,\n"
@@ -98,6 +102,11 @@ static const pg_ctl_cmd_t  pg_ctl_cmds[] = {
       "                       issued, current and reported [--json];\n"
       "                       renew: the controllers renew NAME now\n"
       "                       [--wait [SECONDS]]: and say how it went" },
+    { "token",   1, -1, 0, PG_CTL_REDIS_OWN, pg_ctl_token_misplaced,
+      "token keygen | public | issue | verify ...\n"
+      "                       company tokens' keys, and tokens for tests\n"
+      "                       and support; needs no Redis, stands first:\n"
+      "                       see 'portal-gatectl token -h'" },
     { NULL, 0, 0, 0, 0, NULL, NULL }
 };
 
@@ -133,6 +142,17 @@ static const char  *pg_ctl_id_cmds[] = {
 static int pg_ctl_usage_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 static int pg_ctl_option_error(const char *arg);
+
+
+/* `-r URL token ...`: token takes no global option, and stands first. */
+static int
+pg_ctl_token_misplaced(pg_store_t *store, pg_ctl_opts_t *o,
+    const char *cmd, int argc, char **argv)
+{
+    return pg_ctl_error(PG_CTL_USAGE, "token stands first and takes no "
+                        "global option: portal-gatectl token %s ...; see "
+                        "'portal-gatectl token -h'", argv[0]);
+}
 
 
 int
@@ -1262,6 +1282,11 @@ main(int argc, char **argv)
 {
     int     rc, at, i, j;
     char  **args, wait[80];
+
+    /* its own options, no Redis, no config: pg_ctl_token.c */
+    if (argc >= 2 && strcmp(argv[1], "token") == 0) {
+        return pg_ctl_token(argc - 1, argv + 1);
+    }
 
     rc = pg_ctl_wait_arg(argc, argv, &at);
     if (rc != PG_CTL_OK) {
