@@ -53,6 +53,8 @@ typedef struct {
     char                  *kid;         /* the account URL, new */
     char                   nonce[PG_ACME_NONCE_MAX + 1];  /* "": none */
     int                    cancelled;   /* the transfer stopped for it */
+    double                 deadline;    /* pg_acme_now() the call must end
+                                           by (pg_acme_issue), or 0 */
 
     /* the last answer */
     long                   status;
@@ -115,7 +117,10 @@ static int pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az,
 static void pg_acme_authz_invalid(pg_acme_t *a, pg_acme_authz_t *az,
     const json_t *authz, pg_error_t *err);
 static int pg_acme_authorize(pg_acme_t *a, const json_t *order,
-    pg_error_t *err);
+    size_t names, pg_error_t *err);
+static long pg_acme_wait(pg_acme_t *a);
+static double pg_acme_step_deadline(pg_acme_t *a);
+static int pg_acme_late(pg_acme_t *a, pg_error_t *err);
 static json_t *pg_acme_order_wait(pg_acme_t *a, const char *order_url,
     json_t *order, const char *until, pg_error_t *err);
 static int pg_acme_finalize(pg_acme_t *a, const char *order_url,
@@ -173,6 +178,40 @@ pg_acme_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
 
     return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+
+/* The seconds one wait may take: conf->wait, or its default. */
+static long
+pg_acme_wait(pg_acme_t *a)
+{
+    return a->conf->wait > 0 ? a->conf->wait : PG_ACME_WAIT;
+}
+
+
+/* When a wait that starts now must end: wait seconds from now, and never
+ * past the call's deadline. */
+static double
+pg_acme_step_deadline(pg_acme_t *a)
+{
+    double  end;
+
+    end = pg_acme_now() + (double) pg_acme_wait(a);
+
+    return (a->deadline > 0 && a->deadline < end) ? a->deadline : end;
+}
+
+
+/* The call's deadline is past. */
+static int
+pg_acme_late(pg_acme_t *a, pg_error_t *err)
+{
+    snprintf(err->text, sizeof(err->text), "the ACME server did not "
+             "complete the issuance within %ld s (%d times the wait of "
+             "%ld s)", PG_ACME_ISSUE_WAITS * pg_acme_wait(a),
+             PG_ACME_ISSUE_WAITS, pg_acme_wait(a));
+
+    return PG_ERR;
 }
 
 
@@ -412,9 +451,11 @@ static int
 pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     const char *body, const char *accept, pg_error_t *err)
 {
+    int                 capped;
     long                timeout;
     char                hdr[128];
     CURL               *c;
+    double              left;
     CURLcode            rc;
     const char         *why;
     struct curl_slist  *headers, *h;
@@ -424,7 +465,24 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     }
 
     c = a->curl;
-    timeout = a->conf->timeout > 0 ? a->conf->timeout : PG_ACME_TIMEOUT;
+    timeout = (a->conf->timeout > 0 ? a->conf->timeout : PG_ACME_TIMEOUT)
+              * 1000;
+    capped = 0;
+
+    /* the issuance's deadline bounds every transfer: a CA answering each
+     * request just before its timeout cannot stretch the call */
+    if (a->deadline > 0) {
+        left = a->deadline - pg_acme_now();
+
+        if (left <= 0) {
+            return pg_acme_late(a, err);
+        }
+
+        if (left * 1000 < (double) timeout) {
+            timeout = (long) (left * 1000) + 1;
+            capped = 1;
+        }
+    }
 
     free(a->body);
     free(a->location);
@@ -441,9 +499,9 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     pg_curl.easy_setopt(c, CURLOPT_URL, url);
     pg_curl.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     pg_curl.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-    pg_curl.easy_setopt(c, CURLOPT_TIMEOUT, timeout);
-    pg_curl.easy_setopt(c, CURLOPT_CONNECTTIMEOUT,
-                        timeout < 10 ? timeout : 10L);
+    pg_curl.easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
+    pg_curl.easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                        timeout < 10000 ? timeout : 10000L);
     pg_curl.easy_setopt(c, CURLOPT_USERAGENT, "portal-gated/" PG_VERSION);
     pg_curl.easy_setopt(c, CURLOPT_WRITEFUNCTION, pg_acme_on_body);
     pg_curl.easy_setopt(c, CURLOPT_WRITEDATA, a);
@@ -487,6 +545,10 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
 
     if (a->cancelled) {
         return pg_acme_cancel_error(a, err);
+    }
+
+    if (rc == CURLE_OPERATION_TIMEDOUT && capped) {
+        return pg_acme_late(a, err);
     }
 
     if (rc != CURLE_OK) {
@@ -1150,9 +1212,13 @@ pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
         wait = pg_acme_poll_delay(a, polls);
 
         if (pg_acme_now() + wait > deadline) {
+            if (deadline == a->deadline) {
+                return pg_acme_late(a, err);
+            }
+
             snprintf(err->text, sizeof(err->text), "the ACME server did not "
                      "validate %.*s within %ld s", PG_ACME_SHOWN, az->name,
-                     a->conf->wait > 0 ? a->conf->wait : PG_ACME_WAIT);
+                     pg_acme_wait(a));
             return PG_ERR;
         }
 
@@ -1166,10 +1232,13 @@ pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
 /*
  * Every authorization of the order: the pending ones' challenges are all
  * published, then all answered, then waited for; they are withdrawn
- * whatever happens.
+ * whatever happens. An order has one authorization per identifier (RFC
+ * 8555 7.1.3), so at most names of them: a CA listing more would have
+ * the call make a request for each.
  */
 static int
-pg_acme_authorize(pg_acme_t *a, const json_t *order, pg_error_t *err)
+pg_acme_authorize(pg_acme_t *a, const json_t *order, size_t names,
+    pg_error_t *err)
 {
     int               rc, pending;
     json_t           *urls, *empty;
@@ -1184,6 +1253,13 @@ pg_acme_authorize(pg_acme_t *a, const json_t *order, pg_error_t *err)
     if (n == 0) {
         snprintf(err->text, sizeof(err->text), "the ACME order has no "
                  "authorizations");
+        return PG_ERR;
+    }
+
+    if (n > names) {
+        snprintf(err->text, sizeof(err->text), "the ACME order lists %zu "
+                 "authorizations for %zu name%s: one per identifier at most "
+                 "(RFC 8555 7.1.3)", n, names, names == 1 ? "" : "s");
         return PG_ERR;
     }
 
@@ -1242,8 +1318,7 @@ pg_acme_authorize(pg_acme_t *a, const json_t *order, pg_error_t *err)
         }
     }
 
-    deadline = pg_acme_now()
-               + (a->conf->wait > 0 ? a->conf->wait : PG_ACME_WAIT);
+    deadline = pg_acme_step_deadline(a);
 
     for (i = 0; rc == PG_OK && i < n; i++) {
         if (az[i].published) {
@@ -1294,8 +1369,7 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
     unsigned     polls;
     const char  *status;
 
-    deadline = pg_acme_now()
-               + (a->conf->wait > 0 ? a->conf->wait : PG_ACME_WAIT);
+    deadline = pg_acme_step_deadline(a);
 
     for (polls = 0; ; polls++) {
         status = json_string_value(json_object_get(order, "status"));
@@ -1330,9 +1404,14 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
         wait = pg_acme_poll_delay(a, polls);
 
         if (pg_acme_now() + wait > deadline) {
+            if (deadline == a->deadline) {
+                pg_acme_late(a, err);
+                return NULL;
+            }
+
             snprintf(err->text, sizeof(err->text), "the ACME order %.*s was "
                      "not %s within %ld s", PG_ACME_SHOWN, order_url, until,
-                     a->conf->wait > 0 ? a->conf->wait : PG_ACME_WAIT);
+                     pg_acme_wait(a));
             return NULL;
         }
 
@@ -1479,6 +1558,9 @@ pg_acme_issue(const pg_acme_conf_t *conf, char *const *names, size_t n,
         goto done;
     }
 
+    a.deadline = pg_acme_now()
+                 + (double) PG_ACME_ISSUE_WAITS * (double) pg_acme_wait(&a);
+
     /* the key first: a bad one is said even while the CA is down; then
      * the directory's word on the profile, before an account or order */
     if (pg_acme_account_key(&a, err) != PG_OK
@@ -1495,7 +1577,7 @@ pg_acme_issue(const pg_acme_conf_t *conf, char *const *names, size_t n,
         goto done;
     }
 
-    rc = pg_acme_authorize(&a, order, err);
+    rc = pg_acme_authorize(&a, order, n, err);
     json_decref(order);
 
     if (rc != PG_OK) {

@@ -48,6 +48,8 @@
 #define PG_ACME_TIMEOUT  30     /* default seconds of one HTTPS exchange */
 #define PG_ACME_WAIT     60     /* default seconds for the authorizations,
                                    then the order, to settle */
+#define PG_ACME_ISSUE_WAITS 4  /* pg_acme_issue ends within this many
+                                   times the wait, whatever the CA does */
 
 /*
  * Publish (add 1) or withdraw (add 0) an http-01 challenge: the edges
@@ -89,7 +91,10 @@ typedef struct {
                                             PG_ACME_TIMEOUT */
     long                   wait;         /* seconds the authorizations,
                                             then the order, may take to
-                                            settle; 0: PG_ACME_WAIT */
+                                            settle; 0: PG_ACME_WAIT; an
+                                            issuance as a whole takes at
+                                            most PG_ACME_ISSUE_WAITS
+                                            times this */
     pg_acme_challenge_pt   challenge;    /* required by pg_acme_issue */
     pg_acme_log_pt         log;          /* or NULL */
     void                  *ctx;          /* for challenge and log */
@@ -104,8 +109,19 @@ typedef struct {
  * download. The account is looked up by its key at each call (one
  * request; conf->contact is given only when it is made). Polls honour
  * Retry-After (at most 10 s apart); without one they come after 0.1 s,
- * 0.25 s, 0.5 s, then every 1 s. PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then
- * the intermediates) and *len. PG_ERR: err and *retry_after as above.
+ * 0.25 s, 0.5 s, then every 1 s.
+ *
+ * Bounds, whatever the CA answers: an order listing more authorizations
+ * than names is refused (one per identifier, RFC 8555 7.1.3), so the
+ * requests of a call are a few per name plus the polls; and the whole
+ * call ends within PG_ACME_ISSUE_WAITS times conf->wait (4 min by
+ * default): every transfer's timeout and every wait is cut to the time
+ * left, and past it the call fails with "the ACME server did not
+ * complete the issuance within N s (...)". The challenge callback's own
+ * time counts towards it, but a callback is never interrupted.
+ *
+ * PG_OK: *chain (new, NUL-terminated PEM: the leaf first, then the
+ * intermediates) and *len. PG_ERR: err and *retry_after as above.
  */
 int pg_acme_issue(const pg_acme_conf_t *conf, char *const *names, size_t n,
     EVP_PKEY *cert_key, char **chain, size_t *len, long *retry_after,

@@ -6,8 +6,10 @@
  * profiles and renewalInfo from recorded directories, Retry-After; and
  * what pg_acme_issue() says before any network: libcurl not loaded, an
  * http:// directory, a bad account key, the key made at 0600, a CA that
- * is not there, a cancel. t/unit-acme-pebble.t does the rest against
- * pebble. TAP on stdout.
+ * is not there, a cancel; and pg_acme_issue() against a CA inside the
+ * test (acme_ca.h) for what a real CA does not do on demand: hostile
+ * orders, answers that never come, odd states and Retry-After.
+ * t/unit-acme-pebble.t does the rest against pebble. TAP on stdout.
  */
 
 #include <stdio.h>              /* printf, snprintf */
@@ -25,6 +27,7 @@
 #include "pg_cert.h"            /* pg_cert_key_*, pg_cert_write_file */
 #include "pg_curl.h"            /* pg_curl_load */
 #include "tap.h"                /* t_ok, t_diag */
+#include "acme_ca.h"            /* a CA in the test: ca_install, ca_count */
 
 
 /* Let's Encrypt's production directory as it answers since profiles came
@@ -592,6 +595,204 @@ test_issue_offline(void)
 }
 
 
+/* --- against the CA of acme_ca.h ------------------------------------------ */
+
+/* The challenge callback's record ("+tok1 -tok1 "), and its failure. */
+typedef struct {
+    char   calls[512];
+    int    fail_add;            /* add 1 fails (but half-publishes) */
+} chal_t;
+
+/* One pg_acme_issue() against the CA. */
+typedef struct {
+    int             rc;
+    long            retry_after;
+    char           *chain;
+    size_t          len;
+    pg_error_t      err;
+    chal_t          chal;
+} run_t;
+
+static char       ca_dir[] = "/tmp/test-acme-ca-XXXXXX";
+static char       ca_key_path[256];
+static char      *ca_pem;
+static EVP_PKEY  *ca_cert_key;
+
+
+static int
+chal_record(void *ctx, const char *token, const char *key_authorization,
+    int add, pg_error_t *err)
+{
+    size_t   used;
+    chal_t  *c;
+
+    (void) key_authorization;
+
+    c = ctx;
+    used = strlen(c->calls);
+    snprintf(c->calls + used, sizeof(c->calls) - used, "%c%s ",
+             add ? '+' : '-', token);
+
+    if (add && c->fail_add) {
+        snprintf(err->text, sizeof(err->text), "the edges did not take it");
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+/* A conf for the CA: wait 1 s (the deadline 4 s), exchanges 10 s. */
+static void
+ca_conf(pg_acme_conf_t *conf, run_t *r)
+{
+    memset(conf, 0, sizeof(pg_acme_conf_t));
+    memset(r, 0, sizeof(run_t));
+    conf->directory = CA_URL "/dir";
+    conf->account_key = ca_key_path;
+    conf->challenge = chal_record;
+    conf->ctx = &r->chal;
+    conf->wait = 1;
+    conf->timeout = 10;
+}
+
+
+static void
+ca_run(ca_pt answer, const pg_acme_conf_t *conf, run_t *r)
+{
+    char  *names[1];
+
+    names[0] = "a.test";
+    ca_install(answer);
+    ca.chain = ca_pem;
+    r->rc = pg_acme_issue(conf, names, 1, ca_cert_key, &r->chain, &r->len,
+                          &r->retry_after, &r->err);
+    ca_remove();
+}
+
+
+static void
+ca_run_done(run_t *r)
+{
+    free(r->chain);
+    r->chain = NULL;
+}
+
+
+static void
+test_ca_default(void)
+{
+    run_t           r;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    ca_run(ca_default, &conf, &r);
+    t_ok(r.rc == PG_OK && r.chain != NULL && strcmp(r.chain, ca_pem) == 0,
+         "the test's CA issues (%s)", r.rc == PG_OK ? "ok" : r.err.text);
+    t_ok(strcmp(r.chal.calls, "+tok1 -tok1 ") == 0,
+         "its challenge published, then withdrawn: %s", r.chal.calls);
+    ca_run_done(&r);
+}
+
+
+/* review 18/1: 20,000 authorizations listed were 20,000 POSTs */
+static void
+ca_many_authz(const ca_req_t *q, ca_ans_t *s)
+{
+    if (ca_is(q, "POST", "/new-order") || ca_is(q, "POST", "/order/1")) {
+        s->status = strcmp(q->path, "/new-order") == 0 ? 201 : 200;
+        ca_header(s, "Location: " CA_URL "/order/1");
+        ca_printf(s, "{\"status\": \"pending\", \"identifiers\": [{\"type\":"
+                  " \"dns\", \"value\": \"a.test\"}], \"authorizations\": ["
+                  "\"" CA_URL "/authz/1\", \"" CA_URL "/authz/2\", \"" CA_URL
+                  "/authz/3\"], \"finalize\": \"" CA_URL "/finalize/1\"}");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+/* review 18/1: the certificate's download never ends */
+static void
+ca_hung_download(const ca_req_t *q, ca_ans_t *s)
+{
+    if (ca_is(q, "POST", "/cert/1")) {
+        s->hang = 30;
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+static void
+test_ca_bounds(void)
+{
+    run_t           r;
+    unsigned        i;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    ca_run(ca_many_authz, &conf, &r);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "the ACME order lists 3 "
+                                  "authorizations for 1 name: one per "
+                                  "identifier at most (RFC 8555 7.1.3)") == 0,
+         "an order with more authorizations than names is refused: %s",
+         r.err.text);
+    t_ok(ca_count("POST /authz/") == 0 && r.chal.calls[0] == '\0',
+         "before any authorization is read (%u read)",
+         ca_count("POST /authz/"));
+    ca_run_done(&r);
+
+    /* wait 1 s: the issuance ends within 4 s, the download is cut short */
+    ca_conf(&conf, &r);
+    ca_run(ca_hung_download, &conf, &r);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "the ACME server did not "
+                                  "complete the issuance within 4 s (4 times "
+                                  "the wait of 1 s)") == 0,
+         "a download that hangs ends at the issuance's deadline: %s",
+         r.err.text);
+
+    for (i = 0; i < ca.n && i < CA_LOG_MAX; i++) {
+        if (strcmp(ca.log[i], "POST /cert/1") == 0) {
+            break;
+        }
+    }
+
+    t_ok(i < ca.n && ca.log_timeout_ms[i] > 0 && ca.log_timeout_ms[i] <= 4000,
+         "its transfer was given the time left (%ld ms), not the 10 s of "
+         "an exchange", i < ca.n ? ca.log_timeout_ms[i] : -1);
+    ca_run_done(&r);
+}
+
+
+static void
+test_ca(void)
+{
+    char      *names[1];
+    size_t     len;
+    pg_error_t err;
+
+    t_ok(mkdtemp(ca_dir) != NULL, "a scratch folder for the CA's tests");
+    snprintf(ca_key_path, sizeof(ca_key_path), "%s/account.key", ca_dir);
+
+    names[0] = "a.test";
+    ca_cert_key = EVP_EC_gen("P-256");
+    t_ok(pg_cert_self_signed(ca_cert_key, names, 1, 86400, &ca_pem, &len,
+                             &err) == PG_OK,
+         "the chain the CA issues");
+
+    test_ca_default();
+    test_ca_bounds();
+
+    free(ca_pem);
+    EVP_PKEY_free(ca_cert_key);
+    unlink(ca_key_path);
+    rmdir(ca_dir);
+}
+
+
 int
 main(void)
 {
@@ -601,6 +802,7 @@ main(void)
     test_directory();
     test_retry_after();
     test_issue_offline();
+    test_ca();
 
     pg_curl_unload();
 
