@@ -11,12 +11,6 @@
 
 
 /* A request to the API. */
-typedef struct {
-    ngx_uint_t                    answered;     /* the API sent this answer */
-    ngx_buf_t                    *error;        /* JSON for nginx's own page */
-} ngx_http_portal_gate_api_ctx_t;
-
-
 static ngx_int_t ngx_http_portal_gate_api_unknown(ngx_http_request_t *r,
     ngx_str_t *path);
 static ngx_int_t ngx_http_portal_gate_api_status(ngx_http_request_t *r);
@@ -684,12 +678,12 @@ ngx_int_t
 ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     json_t *json)
 {
-    char                            *text;
-    size_t                           len;
-    ngx_int_t                        rc;
-    ngx_buf_t                       *b;
-    ngx_chain_t                      out;
-    ngx_http_portal_gate_api_ctx_t  *ctx;
+    char                        *text;
+    size_t                       len;
+    ngx_int_t                    rc;
+    ngx_buf_t                   *b;
+    ngx_chain_t                  out;
+    ngx_http_portal_gate_ctx_t  *ctx;
 
     if (json == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -722,7 +716,7 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
 
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_api_ctx_t));
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_ctx_t));
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -795,7 +789,7 @@ ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
     size_t                            len;
     json_t                           *error;
     ngx_buf_t                        *b;
-    ngx_http_portal_gate_api_ctx_t   *ctx;
+    ngx_http_portal_gate_ctx_t       *ctx;
     ngx_http_portal_gate_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
@@ -853,7 +847,7 @@ ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
     free(json);
 
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_api_ctx_t));
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_portal_gate_ctx_t));
         if (ctx == NULL) {
             return NGX_ERROR;
         }
@@ -881,9 +875,9 @@ ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_portal_gate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_uint_t                       last;
-    ngx_chain_t                     *cl, out;
-    ngx_http_portal_gate_api_ctx_t  *ctx;
+    ngx_uint_t                   last;
+    ngx_chain_t                 *cl, out;
+    ngx_http_portal_gate_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
 

@@ -68,6 +68,13 @@ static ngx_command_t  ngx_http_portal_gate_commands[] = {
       offsetof(ngx_http_portal_gate_loc_conf_t, company),
       NULL },
 
+    { ngx_string("portal_gate_company_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1234,
+      ngx_http_portal_gate_company_token,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("portal_gate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_portal_gate,
@@ -257,7 +264,8 @@ ngx_http_portal_gate_off(ngx_http_request_t *r,
 
 /*
  * Evaluate a flag for this request: the environment and the company come
- * from the current location's portal_gate_env and portal_gate_company.
+ * from the current location's portal_gate_env and portal_gate_company, or,
+ * where portal_gate_company_token applies, from the token alone.
  */
 
 void
@@ -280,8 +288,12 @@ ngx_http_portal_gate_decide(ngx_http_request_t *r, ngx_str_t *flag,
 
     ngx_str_null(&company);
 
-    if (plcf->company
-        && ngx_http_complex_value(r, plcf->company, &company) != NGX_OK)
+    if (plcf->token) {
+        (void) ngx_http_portal_gate_token_company(r, plcf->token, &company);
+
+    } else if (plcf->company
+               && ngx_http_complex_value(r, plcf->company, &company)
+                  != NGX_OK)
     {
         ngx_str_null(&company);
     }
@@ -387,6 +399,7 @@ ngx_http_portal_gate_create_loc_conf(ngx_conf_t *cf)
     conf->gate = NGX_CONF_UNSET_PTR;
     conf->env = NGX_CONF_UNSET_PTR;
     conf->company = NGX_CONF_UNSET_PTR;
+    conf->token = NGX_CONF_UNSET_PTR;
     conf->api = NGX_CONF_UNSET;
     conf->api_max_body_size = NGX_CONF_UNSET_SIZE;
 
@@ -406,6 +419,7 @@ ngx_http_portal_gate_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->gate, prev->gate, NULL);
     ngx_conf_merge_ptr_value(conf->env, prev->env, NULL);
     ngx_conf_merge_ptr_value(conf->company, prev->company, NULL);
+    ngx_conf_merge_ptr_value(conf->token, prev->token, NULL);
     ngx_conf_merge_size_value(conf->api_max_body_size,
                               prev->api_max_body_size, 16 * 1024 * 1024);
 

@@ -8,6 +8,9 @@
  *   ngx_http_portal_gate_overrides.c  kill overrides (the API's overrides)
  *   ngx_http_portal_gate_acme.c       ACME http-01 challenges: answered at
  *                                     the edge, set by the API's challenges
+ *   ngx_http_portal_gate_token.c      trusted company identity: the company
+ *                                     from a signed token, each worker's
+ *                                     cache of verified tokens
  *   ngx_http_portal_gate_zone.c       the shared zone: init, reload, resize,
  *                                     the swap, and each worker's copy
  *   ngx_http_portal_gate_state.c      the state file: read at start,
@@ -25,6 +28,7 @@
 
 #include <portal_gate.h>
 #include <pg_state.h>
+#include <pg_token.h>
 
 
 #define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
@@ -48,6 +52,9 @@
 #define NGX_HTTP_PORTAL_GATE_CHALLENGES_MAX    128
 #define NGX_HTTP_PORTAL_GATE_TOKEN_MAX         128
 #define NGX_HTTP_PORTAL_GATE_KEY_AUTH_MAX      256
+
+/* The most leeway=: it absorbs clock skew, it does not extend tokens */
+#define NGX_HTTP_PORTAL_GATE_TOKEN_LEEWAY_MAX  3600
 
 /*
  * The largest state file read at start: eight times the zone, never less
@@ -116,6 +123,20 @@ struct ngx_http_portal_gate_zone_ctx_s {
 };
 
 
+/* portal_gate_company_token: one per directive */
+typedef struct {
+    ngx_http_complex_value_t      value;
+    pg_token_keys_t              *keys;         /* freed with the cycle */
+    ngx_str_t                     keys_file;
+    ngx_str_t                     claim;        /* NUL-terminated */
+    time_t                        leeway;
+} ngx_http_portal_gate_token_t;
+
+
+typedef struct ngx_http_portal_gate_token_cache_s
+    ngx_http_portal_gate_token_cache_t;
+
+
 typedef struct {
     ngx_shm_zone_t               *shm_zone;
 
@@ -129,6 +150,10 @@ typedef struct {
     ngx_uint_t                    gates;        /* portal_gate directives */
     ngx_uint_t                    apis;         /* portal_gate_api */
     ngx_uint_t                    acme;         /* ..._acme_challenge on */
+
+    /* this worker's verified company tokens (made at first use) */
+    ngx_http_portal_gate_token_cache_t  *token_cache;
+    ngx_uint_t                    tokens;       /* ..._company_token */
 } ngx_http_portal_gate_main_conf_t;
 
 
@@ -150,6 +175,9 @@ typedef struct {
     ngx_http_portal_gate_gate_t  *gate;         /* NULL: no gate */
     ngx_http_complex_value_t     *env;          /* NULL: "production" */
     ngx_http_complex_value_t     *company;      /* NULL: no company */
+    ngx_http_portal_gate_token_t *token;        /* NULL: none; when set,
+                                                   the only source of the
+                                                   company */
     ngx_flag_t                    api;
     size_t                        api_max_body_size;
 } ngx_http_portal_gate_loc_conf_t;
@@ -159,6 +187,21 @@ typedef struct {
     pg_result_t                   result;
     ngx_str_t                     company;      /* "" when no company */
 } ngx_http_portal_gate_decision_t;
+
+
+/* The module's request context, made by whichever part needs it first. */
+typedef struct {
+    /* the API */
+    ngx_uint_t                    answered;     /* the API sent this answer */
+    ngx_buf_t                    *error;        /* JSON for nginx's own page */
+
+    /* the company token's verdict for this request, so that the gate,
+     * $portal_flag_* and $portal_gate_token_error verify (and log) it once */
+    ngx_http_portal_gate_token_t *token;        /* NULL: none yet */
+    ngx_str_t                     token_value;
+    ngx_str_t                     token_company;
+    pg_token_status_t             token_status;
+} ngx_http_portal_gate_ctx_t;
 
 
 /* ngx_http_portal_gate_module.c */
@@ -198,6 +241,14 @@ ngx_uint_t ngx_http_portal_gate_challenges_count(
     ngx_http_portal_gate_shctx_t *sh);
 void ngx_http_portal_gate_challenges_carry(ngx_shm_zone_t *shm_zone,
     ngx_http_portal_gate_zone_ctx_t *octx);
+
+/* ngx_http_portal_gate_token.c */
+char *ngx_http_portal_gate_company_token(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+pg_token_status_t ngx_http_portal_gate_token_company(ngx_http_request_t *r,
+    ngx_http_portal_gate_token_t *token, ngx_str_t *company);
+ngx_int_t ngx_http_portal_gate_token_error_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 /* ngx_http_portal_gate_zone.c */
 ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,

@@ -3,6 +3,7 @@
  * The module's variables: $portal_gate_company, $portal_gate_decision,
  * $portal_gate_reason and $portal_gate_flag, which the gate sets, and the
  * prefix variable $portal_flag_NAME, which evaluates NAME on its own.
+ * $portal_gate_token_error's getter is in ngx_http_portal_gate_token.c.
  */
 
 
@@ -30,6 +31,10 @@ static ngx_http_variable_t  ngx_http_portal_gate_vars[] = {
 
     { ngx_string("portal_gate_flag"), NULL,
       ngx_http_portal_gate_variable, NGX_HTTP_PORTAL_GATE_VAR_FLAG, 0, 0 },
+
+    { ngx_string("portal_gate_token_error"), NULL,
+      ngx_http_portal_gate_token_error_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("portal_flag_"), NULL,
       ngx_http_portal_gate_flag_variable, 0,
