@@ -26,7 +26,8 @@
 #include <string.h>             /* strcmp, strchr, strerror, strrchr */
 #include <sys/resource.h>       /* getrlimit: the fds a child closes */
 #include <sys/stat.h>           /* lstat, fstat, mkdir, fchmod */
-#include <sys/syscall.h>        /* SYS_close_range */
+#include <sys/syscall.h>        /* SYS_close_range, SYS_pidfd_open,
+                                   SYS_pidfd_send_signal */
 #include <sys/wait.h>           /* waitpid, WIFEXITED... */
 #include <time.h>               /* clock_gettime, nanosleep */
 #include <unistd.h>             /* fork, execv, pipe, dup2, unlink, access,
@@ -34,6 +35,15 @@
 #include <openssl/crypto.h>     /* OPENSSL_cleanse: keys in memory */
 #include "pg_cert_install.h"    /* the API this file implements */
 
+
+/* the same numbers on every architecture (Linux 5.3); headers older
+ * than the kernel may lack them */
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal  424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open         434
+#endif
 
 #define PG_CERT_PATH_MAX     4096
 #define PG_CERT_STDERR_MAX   4096       /* bytes of nginx -t's stderr kept */
@@ -99,7 +109,9 @@ static void pg_cert_temps_remove(const char *file, const char *const *bases,
 static long long pg_cert_ms(void);
 static int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
 static int pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err);
-static int pg_cert_is_nginx(long pid, pg_error_t *err);
+static void pg_cert_shown(const char *s, char *buf, size_t size);
+static int pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err);
+static int pg_cert_hup(long pid, const char *binary, pg_error_t *err);
 
 
 /* err = the message, cut to fit: messages here quote other messages */
@@ -819,17 +831,42 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 }
 
 
+/* A command line's text shown in a message: control characters as '?',
+ * cut at 60 bytes. */
+static void
+pg_cert_shown(const char *s, char *buf, size_t size)
+{
+    char  *p;
+
+    snprintf(buf, size, "%.60s", s);
+
+    for (p = buf; *p != '\0'; p++) {
+        *p = ((unsigned char) *p < ' ' || *p == 0x7f) ? '?' : *p;
+    }
+}
+
+
 /*
- * Is pid an nginx? PG_OK, or PG_ERR with why alone in err ("which is not
- * nginx (sleep)", "which is gone"). Linux's /proc: comm is the name the
- * kernel keeps (the first 15 bytes), cmdline the arguments, NUL-separated.
+ * Is pid the master of the nginx that runs binary? PG_OK, or PG_ERR with
+ * why alone in err ("which is not nginx (tail)", "which is gone"). From
+ * Linux's /proc: comm is the name of the program file the process runs
+ * (its first 15 bytes), cmdline its arguments, NUL-separated. Accepted:
+ *   - comm "nginx", and a command line that starts "nginx: master
+ *     process" (what nginx's master shows), or whose argv[0] is binary
+ *     (before it shows that);
+ *   - valgrind running it (the tests run nginx so): argv[0]'s file name
+ *     starts "valgrind", or comm starts "memcheck", and one argument is
+ *     binary exactly.
+ * Nothing else: a `tail -f /var/log/nginx/error.log` (whose command line
+ * says nginx) would die of SIGHUP, and so would most programs.
  */
 static int
-pg_cert_is_nginx(long pid, pg_error_t *err)
+pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err)
 {
-    int      fd;
-    char     path[64], comm[32], cmd[4096];
-    ssize_t  n, i;
+    int          fd;
+    char         path[64], comm[32], cmd[4096], shown[64];
+    char        *arg, *end, *base;
+    ssize_t      n;
 
     snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -844,10 +881,6 @@ pg_cert_is_nginx(long pid, pg_error_t *err)
     comm[n > 0 ? n : 0] = '\0';
     comm[strcspn(comm, "\n")] = '\0';
 
-    if (strcmp(comm, "nginx") == 0) {
-        return PG_OK;
-    }
-
     snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     n = (fd == -1) ? -1 : read(fd, cmd, sizeof(cmd) - 1);
@@ -856,20 +889,105 @@ pg_cert_is_nginx(long pid, pg_error_t *err)
         close(fd);
     }
 
-    for (i = 0; i < n; i++) {
-        if (cmd[i] == '\0') {
-            cmd[i] = ' ';
-        }
-    }
-
+    /* NUL-terminated arguments, the last one too */
     cmd[n > 0 ? n : 0] = '\0';
+    end = cmd + (n > 0 ? n : 0);
 
-    if (strstr(cmd, "nginx") != NULL) {
-        return PG_OK;
+    if (strcmp(comm, "nginx") == 0) {
+        if (strncmp(cmd, "nginx: master process",
+                    sizeof("nginx: master process") - 1) == 0
+            || strcmp(cmd, binary) == 0)
+        {
+            return PG_OK;
+        }
+
+        pg_cert_shown(cmd, shown, sizeof(shown));
+        pg_cert_msg(err, "which is nginx but not its master (%s)", shown);
+        return PG_ERR;
     }
 
-    pg_cert_msg(err, "which is not nginx (%s)", comm);
+    base = strrchr(cmd, '/');
+    base = base ? base + 1 : cmd;
+
+    if (strncmp(base, "valgrind", 8) == 0
+        || strncmp(comm, "memcheck", 8) == 0)
+    {
+        for (arg = cmd + strlen(cmd) + 1; arg < end;
+             arg += strlen(arg) + 1)
+        {
+            if (strcmp(arg, binary) == 0) {
+                return PG_OK;
+            }
+        }
+
+        pg_cert_msg(err, "which is valgrind, but not running the configured "
+                    "nginx");
+        return PG_ERR;
+    }
+
+    pg_cert_shown(comm, shown, sizeof(shown));
+    pg_cert_msg(err, "which is not nginx (%s)", shown);
+
     return PG_ERR;
+}
+
+
+/*
+ * SIGHUP to pid once it is known to be that nginx's master. The check and
+ * the signal are about the same process: a pidfd is taken first, and the
+ * signal sent through it fails (ESRCH) if that process has ended since,
+ * even when its pid was given to another. Linux < 5.3 (or a seccomp filter
+ * that refuses pidfd_open) falls back to kill().
+ */
+static int
+pg_cert_hup(long pid, const char *binary, pg_error_t *err)
+{
+    int  pidfd, rc;
+
+    pidfd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0U);
+
+    if (pidfd == -1 && errno == ESRCH) {
+        pg_cert_msg(err, "which is gone");
+        return PG_ERR;
+    }
+
+    if (pidfd == -1 && errno != ENOSYS && errno != EPERM) {
+        pg_cert_msg(err, "which cannot be signalled: %s", strerror(errno));
+        return PG_ERR;
+    }
+
+    if (pidfd != -1) {
+        (void) fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    }
+
+    if (pg_cert_is_nginx(pid, binary, err) != PG_OK) {
+        if (pidfd != -1) {
+            close(pidfd);
+        }
+
+        return PG_ERR;
+    }
+
+    rc = -1;
+
+    if (pidfd != -1) {
+        rc = (int) syscall(SYS_pidfd_send_signal, pidfd, SIGHUP, NULL, 0U);
+    }
+
+    if (pidfd == -1 || (rc == -1 && errno == ENOSYS)) {
+        rc = kill((pid_t) pid, SIGHUP);
+    }
+
+    if (rc == -1) {
+        pg_cert_msg(err, "which cannot be signalled: %s",
+                    errno == ESRCH ? "it is gone" : strerror(errno));
+    }
+
+    if (pidfd != -1) {
+        close(pidfd);
+    }
+
+    return rc == 0 ? PG_OK : PG_ERR;
 }
 
 
@@ -907,21 +1025,13 @@ pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
 
     free(text);
 
-    /*
-     * A stale pid file (nginx stopped, its pid reused) must not get an
-     * unrelated process SIGHUP, which ends most programs: signal only a
-     * process that is nginx by its name (comm), or that runs it (its
-     * command line names nginx: under valgrind, say).
-     */
-    if (pg_cert_is_nginx(pid, &why) != PG_OK) {
+    /* a stale pid file (nginx stopped, its pid reused) must not get an
+     * unrelated process SIGHUP, which ends most programs */
+    if (pg_cert_hup(pid, ngx->binary ? ngx->binary : PG_CERT_NGINX_BINARY,
+                    &why) != PG_OK)
+    {
         pg_cert_msg(err, "pid file %.*s names process %ld, %s: not "
                     "signalled", PG_CERT_SHOWN, ngx->pid, pid, why.text);
-        return PG_ERR;
-    }
-
-    if (kill((pid_t) pid, SIGHUP) == -1) {
-        pg_cert_msg(err, "cannot signal nginx master %ld (pid file %.*s): "
-                    "%s", pid, PG_CERT_SHOWN, ngx->pid, strerror(errno));
         return PG_ERR;
     }
 

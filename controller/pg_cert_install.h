@@ -90,7 +90,15 @@ typedef struct {
  *      if one fails (exit status, signal, timeout), the previous files
  *      and their .prev are written back (or the new ones removed, when
  *      there were none), and err quotes the first line nginx wrote;
- *   6. SIGHUP to the pid in each nginx's pid file.
+ *   6. SIGHUP to the pid in each nginx's pid file, if that process is
+ *      the master of that nginx: comm "nginx" and a command line that
+ *      starts "nginx: master process" (or whose argv[0] is BINARY); or
+ *      valgrind (argv[0] valgrind*, comm memcheck*) with BINARY as one of
+ *      its arguments. Anything else (a stale pid file whose pid went to a
+ *      `tail -f /var/log/nginx/error.log`) is not signalled. The check and
+ *      the signal go through one pidfd (Linux >= 5.3; kill() before), so
+ *      a master that ends in between is never mistaken for its pid's
+ *      next owner.
  *
  * PG_OK: installed and every nginx reloaded. PG_ERR: nothing changed (or
  * everything was put back). PG_CERT_NOT_RELOADED: installed, but step 6

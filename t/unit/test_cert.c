@@ -12,6 +12,7 @@
  * with X509_verify_cert), or taken from RFC 9773's examples.
  */
 
+#define _GNU_SOURCE         /* pipe2 */
 #include <errno.h>          /* errno */
 #include <fcntl.h>          /* open, O_RDONLY */
 #include <dirent.h>         /* opendir: leftover temp files */
@@ -1427,57 +1428,75 @@ test_ari(void)
 
 /* --- install ---------------------------------------------------------- */
 
-/* A fake nginx master: a child that exits 42 on SIGHUP, named
- * t_master_name (nginx, unless a test says otherwise). */
-static volatile sig_atomic_t  t_hup;
-static const char            *t_master_name = "nginx";
-
-static void
-t_on_hup(int sig)
-{
-    (void) sig;
-    t_hup = 1;
-}
-
-
+/*
+ * A process a pid file may name, as the kernel shows it: a copy of /bin/sh
+ * at t_dir/bin/NAME (comm is the name of the file run: NAME, its first 15
+ * bytes) run with argv0 and "-c", "read x", then arg when set (its
+ * command line). It waits on a pipe it holds itself, and SIGHUP ends it
+ * (the default action): "got SIGHUP" is "died of signal 1". Returns once
+ * the copy runs, its pid written to pid_file.
+ */
 static pid_t
-t_master(const char *pid_file)
+t_proc(const char *pid_file, const char *name, const char *argv0,
+    const char *arg)
 {
-    char              text[32], name[17];
+    int               ready[2], hold[2], i;
+    char              text[32], exe[600], cmd[700], *argv[5];
     pid_t             pid;
-    sigset_t          hup, old;
-    struct sigaction  sa;
+    sigset_t          none;
+    ssize_t           n;
 
-    /* blocked until the child's handler is in place: a SIGHUP sent early
-     * waits for it */
-    sigemptyset(&hup);
-    sigaddset(&hup, SIGHUP);
-    sigprocmask(SIG_BLOCK, &hup, &old);
+    mkdir(t_path("bin"), 0755);
+    snprintf(exe, sizeof(exe), "%s/bin/%s", t_dir, name);
 
-    /* named nginx from its first instant (the name is inherited): the
-     * install signals only a process that is nginx */
-    prctl(PR_GET_NAME, name);
-    prctl(PR_SET_NAME, t_master_name);
+    if (!t_exists(exe)) {
+        snprintf(cmd, sizeof(cmd), "cp /bin/sh '%s'", exe);
+
+        if (system(cmd) != 0) {
+            t_diag("cannot copy /bin/sh to %s", exe);
+            exit(1);
+        }
+    }
+
+    argv[0] = (char *) argv0;
+    argv[1] = "-c";
+    argv[2] = "read x";
+    argv[3] = (char *) arg;
+    argv[4] = NULL;
+
+    /* ready: closed by the exec (O_CLOEXEC), so that its EOF says the
+     * copy runs; hold: the pipe it reads, whose write end it keeps */
+    if (pipe2(ready, O_CLOEXEC) == -1 || pipe(hold) == -1) {
+        t_diag("pipe: %s", strerror(errno));
+        exit(1);
+    }
+
     pid = fork();
 
     if (pid == 0) {
-        /* gone with the test, even when it crashes */
+        /* gone with the test, even when it crashes (kept through exec) */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
 
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = t_on_hup;
-        sigaction(SIGHUP, &sa, NULL);
-        sigprocmask(SIG_SETMASK, &old, NULL);
-
-        while (!t_hup) {
-            pause();
+        for (i = 1; i < 32; i++) {
+            signal(i, SIG_DFL);
         }
 
-        _exit(42);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        dup2(hold[0], 0);
+        execv(exe, argv);
+        _exit(127);
     }
 
-    prctl(PR_SET_NAME, name);
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(ready[1]);
+    close(hold[0]);
+    close(hold[1]);
+
+    do {
+        n = read(ready[0], text, sizeof(text));
+    } while (n == -1 && errno == EINTR);
+
+    close(ready[0]);
 
     snprintf(text, sizeof(text), "%d\n", (int) pid);
     t_write_str(pid_file, text);
@@ -1486,9 +1505,23 @@ t_master(const char *pid_file)
 }
 
 
-/* The master got SIGHUP (1), or not (0): it is stopped either way. A
- * SIGHUP already sent is handled before the SIGTERM (lower signals are
- * delivered first), so "not" is not a race. */
+/* A fake nginx master, as nginx shows one: comm "nginx", command line
+ * "nginx: master process BINARY ..." */
+static pid_t
+t_master(const char *pid_file)
+{
+    char  argv0[700];
+
+    snprintf(argv0, sizeof(argv0), "nginx: master process %s -c %s",
+             t_path("nginx"), t_path("nginx.conf"));
+
+    return t_proc(pid_file, "nginx", argv0, NULL);
+}
+
+
+/* The process got SIGHUP (1), or not (0): it is ended either way. A
+ * SIGHUP already sent has decided how it ends (its default action is
+ * fatal), so "not" is not a race. */
 static int
 t_master_hupped(pid_t pid, int wait_for_it)
 {
@@ -1497,7 +1530,7 @@ t_master_hupped(pid_t pid, int wait_for_it)
 
     for (i = 0; wait_for_it && i < 500; i++) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
-            return WIFEXITED(status) && WEXITSTATUS(status) == 42;
+            return WIFSIGNALED(status) && WTERMSIG(status) == SIGHUP;
         }
 
         nanosleep(&nap, NULL);
@@ -1506,7 +1539,7 @@ t_master_hupped(pid_t pid, int wait_for_it)
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
 
-    return WIFEXITED(status) && WEXITSTATUS(status) == 42;
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGHUP;
 }
 
 
@@ -1862,9 +1895,7 @@ test_install(void)
          "an expired pair: refused, nothing changed");
 
     /* a stale pid file, now another program's pid: not signalled */
-    t_master_name = "sleep";
-    m1 = t_master(ngx[0].pid);
-    t_master_name = "nginx";
+    m1 = t_proc(ngx[0].pid, "sleep", "sleep", NULL);
     rc = pg_cert_install(fc, pk, c2, c2l, k2, k2l, t_names, 2, ngx, 1, now,
                          &err);
     snprintf(want, sizeof(want), "new pair installed, but nginx %s was not "
@@ -2765,6 +2796,112 @@ test_install_crash(void)
 }
 
 
+/* pg_cert_reload_all() for the one nginx of t_fake_nginx() with pid file
+ * t_dir/proc.pid naming process pid: PG_OK, or PG_ERR with err. */
+static int
+t_reload(pg_error_t *err)
+{
+    pg_cert_nginx_t  ngx;
+
+    memset(&ngx, 0, sizeof(ngx));
+    ngx.conf = t_path("nginx.conf");
+    ngx.pid = t_path("proc.pid");
+    ngx.binary = t_path("nginx");
+
+    return pg_cert_reload_all(&ngx, 1, err);
+}
+
+
+/* A process named name with command line argv0 -c "read x" [arg] gets
+ * SIGHUP (hup) or not, with why when not. */
+static void
+t_hup_case(const char *name, const char *argv0, const char *arg, int hup,
+    const char *why, const char *test)
+{
+    int          rc, got;
+    char         want[1200];
+    pid_t        pid;
+    pg_error_t   err;
+
+    pid = t_proc(t_path("proc.pid"), name, argv0, arg);
+    memset(&err, 0, sizeof(err));
+    rc = t_reload(&err);
+    got = t_master_hupped(pid, hup);
+
+    if (hup) {
+        if (!t_ok(rc == PG_OK && got, "%s", test)) {
+            t_diag("rc %d, hupped %d: %s", rc, got, err.text);
+        }
+
+        return;
+    }
+
+    snprintf(want, sizeof(want), "nginx %s was not reloaded: pid file %s "
+             "names process %d, %s: not signalled", t_path("nginx.conf"),
+             t_path("proc.pid"), (int) pid, why);
+    want[sizeof(err.text) - 1] = '\0';
+
+    if (!t_ok(rc == PG_ERR && !got && strcmp(err.text, want) == 0, "%s",
+              test))
+    {
+        t_diag("rc %d, hupped %d", rc, got);
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s", want);
+    }
+}
+
+
+/*
+ * review 19/3: SIGHUP went to any process whose command line held "nginx"
+ * (a `tail -f /var/log/nginx/error.log` got it, and died). Now: comm
+ * "nginx" and a master's command line (or argv[0] the configured binary);
+ * or valgrind (argv[0] valgrind*, or comm memcheck*) with the configured
+ * binary as one of its arguments, exactly.
+ */
+static void
+test_reload_who(void)
+{
+    char  master[700], worker[700], bin[600];
+
+    snprintf(bin, sizeof(bin), "%s", t_path("nginx"));
+    snprintf(master, sizeof(master), "nginx: master process %s -c %s", bin,
+             t_path("nginx.conf"));
+    snprintf(worker, sizeof(worker), "nginx: worker process");
+
+    t_hup_case("nginx", master, NULL, 1, NULL,
+               "comm nginx, \"nginx: master process ...\": signalled");
+    t_hup_case("nginx", bin, NULL, 1, NULL,
+               "comm nginx, argv[0] the configured binary: signalled");
+    t_hup_case("valgrind", "valgrind", bin, 1, NULL,
+               "valgrind running the configured binary: signalled");
+    t_hup_case("memcheck-amd64-linux", "/usr/bin/valgrind.bin", bin, 1,
+               NULL, "valgrind's memcheck (comm memcheck-amd64-) running "
+               "the configured binary: signalled");
+
+    t_hup_case("tail", "tail", "/var/log/nginx/error.log", 0,
+               "which is not nginx (tail)",
+               "`tail -f /var/log/nginx/error.log`: not signalled");
+    t_hup_case("tail", master, NULL, 0, "which is not nginx (tail)",
+               "a command line that says nginx master, comm not nginx: not "
+               "signalled");
+    t_hup_case("nginx", worker, NULL, 0, "which is nginx but not its master "
+               "(nginx: worker process)",
+               "comm nginx, but a worker's command line: not signalled");
+    t_hup_case("nginx", "/usr/sbin/other", NULL, 0, "which is nginx but not "
+               "its master (/usr/sbin/other)",
+               "comm nginx, argv[0] another program: not signalled");
+    t_hup_case("valgrind", "valgrind", "/usr/sbin/nginx-other", 0,
+               "which is valgrind, but not running the configured nginx",
+               "valgrind running another program: not signalled");
+    t_hup_case("valgrind", "valgrind", t_suffix(bin, ".bak"), 0,
+               "which is valgrind, but not running the configured nginx",
+               "valgrind whose argument only starts with the binary: not "
+               "signalled");
+
+    unlink(t_path("proc.pid"));
+}
+
+
 int
 main(void)
 {
@@ -2788,9 +2925,30 @@ main(void)
     test_install_unreadable();
     test_install_paths();
     test_install_crash();
+    test_reload_who();
 
     unlink(t_path("ca.pem"));
     unlink(t_path("ca.key"));
+
+    /* t_proc()'s copies of /bin/sh */
+    {
+        DIR            *d;
+        char            path[600];
+        struct dirent  *e;
+
+        d = opendir(t_path("bin"));
+
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            snprintf(path, sizeof(path), "%s/bin/%s", t_dir, e->d_name);
+            unlink(path);
+        }
+
+        if (d != NULL) {
+            closedir(d);
+        }
+
+        rmdir(t_path("bin"));
+    }
 
     if (rmdir(t_dir) != 0) {
         t_diag("%s is not empty: a test left a file", t_dir);
