@@ -945,10 +945,11 @@ pg_acme_new_order(pg_acme_t *a, char *const *names, size_t n,
 
     rc = pg_acme_post(a, url, req, NULL, err);
 
-    if (rc != PG_OK && replaces != NULL) {
+    if (rc != PG_OK && replaces != NULL && a->status >= 400) {
         /* RFC 9773 5: a CA may refuse "replaces" (the certificate was
          * replaced already, or is not this account's): the order is still
-         * wanted, without it */
+         * wanted, without it. Only a refusal says so: with no answer
+         * (unreachable, timed out, cancelled) err keeps what happened */
         pg_acme_problem(a->body, a->len, a->status, url, type, sizeof(type),
                         err);
 

@@ -767,6 +767,70 @@ test_ca_bounds(void)
 }
 
 
+#define ARI_ID  "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"   /* RFC 9773's */
+
+/* review 18/2: a CA with renewalInfo whose newOrder never answers */
+static void
+ca_order_unanswered(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.ari = 1;
+
+    if (ca_is(q, "POST", "/new-order")) {
+        s->rc = CURLE_GOT_NOTHING;
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+/* and one that refuses replaces, as RFC 9773 5 allows */
+static void
+ca_replaced_already(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.ari = 1;
+
+    if (ca_is(q, "POST", "/new-order")
+        && strstr(q->payload, "\"replaces\"") != NULL)
+    {
+        ca_problem(s, 409, "alreadyReplaced", "the certificate was replaced "
+                   "already");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+static void
+test_ca_replaces(void)
+{
+    run_t           r;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    conf.replaces = ARI_ID;
+    ca_run(ca_order_unanswered, &conf, &r);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "cannot reach the ACME "
+                                  "server: POST " CA_URL "/new-order: Server "
+                                  "returned nothing (no headers, no data)")
+                 == 0,
+         "a renewal's newOrder with no answer says so: %s", r.err.text);
+    t_ok(ca_count("POST /new-order") == 1,
+         "and is not sent again without replaces (%u sent)",
+         ca_count("POST /new-order"));
+    ca_run_done(&r);
+
+    ca_conf(&conf, &r);
+    conf.replaces = ARI_ID;
+    ca_run(ca_replaced_already, &conf, &r);
+    t_ok(r.rc == PG_OK && ca_count("POST /new-order") == 2,
+         "replaces refused (409 alreadyReplaced): ordered again without it "
+         "(%s)", r.rc == PG_OK ? "issued" : r.err.text);
+    ca_run_done(&r);
+}
+
+
 static void
 test_ca(void)
 {
@@ -785,6 +849,7 @@ test_ca(void)
 
     test_ca_default();
     test_ca_bounds();
+    test_ca_replaces();
 
     free(ca_pem);
     EVP_PKEY_free(ca_cert_key);
