@@ -15,6 +15,7 @@
  * is put back.
  */
 
+#define _GNU_SOURCE             /* pipe2 */
 #include <dirent.h>             /* opendir: a crash's temp files */
 #include <errno.h>              /* errno, EINTR, ENOENT, ECHILD */
 #include <fcntl.h>              /* open, fcntl, O_*, F_SETFD */
@@ -595,8 +596,7 @@ static int
 pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 {
     int               fds[2], null, status, eof, timed_out, fd, maxfd,
-                      cancelled,
-                      argc;
+                      cancelled, argc, sig;
     char             *argv[8], *nl, *p;
     char              out[PG_CERT_STDERR_MAX + 1], sink[512];
     pid_t             pid, r;
@@ -604,6 +604,7 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
     ssize_t           n;
     sigset_t          none;
     long long         deadline, left;
+    struct sigaction  dfl;
     const char       *binary;
     struct pollfd     pfd;
     struct rlimit     rl;
@@ -639,15 +640,13 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
         maxfd = (int) rl.rlim_cur;
     }
 
-    if (pipe(fds) == -1) {
+    /* close-on-exec from the start: not inherited by anything another
+     * thread starts meanwhile */
+    if (pipe2(fds, O_CLOEXEC) == -1) {
         pg_cert_msg(err, "cannot run %.*s: pipe: %s", PG_CERT_SHOWN, binary,
                     strerror(errno));
         return PG_ERR;
     }
-
-    /* not inherited by anything another thread starts meanwhile */
-    (void) fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    (void) fcntl(fds[1], F_SETFD, FD_CLOEXEC);
 
     null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
@@ -657,6 +656,11 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
         close(fds[1]);
         return PG_ERR;
     }
+
+    /* what the child sets every signal to, made before the fork */
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
 
     pid = fork();
 
@@ -670,10 +674,18 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
     }
 
     if (pid == 0) {
-        /* the child of a threaded process: only async-signal-safe calls
-         * until execv. The daemon's blocked signals are not nginx's. */
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        /*
+         * The child of a threaded process: only async-signal-safe calls
+         * until execv. The daemon's signal handlers and ignored signals are
+         * not nginx's: each signal goes back to its default (a handler of
+         * the daemon's, run here, would act for the daemon; an ignored one
+         * would stay ignored through execv) before any is unblocked, and
+         * the daemon's files are closed before that too.
+         */
+        for (sig = 1; sig < NSIG; sig++) {
+            /* SIGKILL, SIGSTOP and the C library's own refuse: no matter */
+            (void) sigaction(sig, &dfl, NULL);
+        }
 
         dup2(null, 0);
         dup2(null, 1);
@@ -694,6 +706,10 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
                 close(fd);
             }
         }
+
+        /* the daemon's blocked signals are not nginx's either */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
 
         execv(binary, argv);
 

@@ -1565,7 +1565,8 @@ t_pair(char **chain, size_t *clen, char **kpem, size_t *klen)
 
 
 /* The fake nginx: records its arguments, the chain it saw, whether the
- * install's marker was there (nginx.marker), its pid (nginx.running);
+ * install's marker was there (nginx.marker), its pid (nginx.running), the
+ * signals it ignores and blocks (nginx.signals, from /proc);
  * fails with nginx's words when t_dir/nginx.fail exists, sleeps when
  * t_dir/nginx.sleep does. */
 static void
@@ -1581,6 +1582,7 @@ t_fake_nginx(void)
              "  touch %s/nginx.marker\n"
              "fi\n"
              "echo $$ > %s/nginx.running\n"
+             "grep -E '^Sig(Ign|Blk):' /proc/$$/status > %s/nginx.signals\n"
              "if [ -e %s/nginx.sleep ]; then exec sleep 10; fi\n"
              "if [ -e %s/nginx.fail ]; then\n"
              "  echo 'nginx: [emerg] cannot load certificate key "
@@ -1591,7 +1593,7 @@ t_fake_nginx(void)
              "fi\n"
              "exit 0\n",
              t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir,
-             t_dir);
+             t_dir, t_dir);
 
     t_write_str(t_path("nginx"), script);
     chmod(t_path("nginx"), 0755);
@@ -2080,6 +2082,7 @@ test_install(void)
     unlink(t_path("nginx.seen"));
     unlink(t_path("nginx.marker"));
     unlink(t_path("nginx.running"));
+    unlink(t_path("nginx.signals"));
     unlink(ngx[0].pid);
     unlink(ngx[1].pid);
     unlink(t_path("ca.pem"));
@@ -2902,6 +2905,77 @@ test_reload_who(void)
 }
 
 
+/*
+ * review 19/9: `nginx -t` ran with what the daemon had set for itself: a
+ * signal the daemon ignores (SIGPIPE) stays ignored through execv, and a
+ * signal that came between the unmask and the execv ran the daemon's
+ * handler in the child. The child now sets every signal to its default
+ * before it unmasks them.
+ */
+static void
+test_nginx_signals(void)
+{
+    int               rc;
+    char             *text, *ign, *blk;
+    unsigned long     ignored, blocked;
+    pg_error_t        err;
+    pg_cert_nginx_t   ngx;
+    struct sigaction  sa, old_pipe, old_int;
+    char              conf[512], pid[512], binary[512];
+
+    t_pairs();
+    t_fake_nginx();
+    snprintf(conf, sizeof(conf), "%s", t_path("nginx.conf"));
+    snprintf(pid, sizeof(pid), "%s", t_path("signals.pid"));
+    snprintf(binary, sizeof(binary), "%s", t_path("nginx"));
+    memset(&ngx, 0, sizeof(ngx));
+    ngx.conf = conf;
+    ngx.pid = pid;
+    ngx.binary = binary;
+
+    /* as a daemon may have them: SIGPIPE and SIGINT ignored */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, &old_pipe);
+    sigaction(SIGINT, &sa, &old_int);
+    unlink(t_path("nginx.signals"));
+
+    rc = pg_cert_install(t_path("sig/fullchain.pem"),
+                         t_path("sig/privkey.pem"), t_pc[1], t_pcl[1],
+                         t_pk[1], t_pkl[1], t_names, 2, &ngx, 1, time(NULL),
+                         &err);
+
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+
+    text = t_slurp(t_path("nginx.signals"), NULL);
+    ign = text ? strstr(text, "SigIgn:") : NULL;
+    blk = text ? strstr(text, "SigBlk:") : NULL;
+    ignored = ign ? strtoul(ign + 7, NULL, 16) : ~0UL;
+    blocked = blk ? strtoul(blk + 7, NULL, 16) : ~0UL;
+
+    if (!t_ok(rc == PG_CERT_NOT_RELOADED
+              && !(ignored & (1UL << (SIGPIPE - 1)))
+              && !(ignored & (1UL << (SIGINT - 1))) && blocked == 0,
+              "nginx -t runs with every signal at its default and none "
+              "blocked, whatever the daemon ignores"))
+    {
+        t_diag("rc %d (%s); nginx -t's SigIgn %lx, SigBlk %lx", rc,
+               err.text, ignored, blocked);
+    }
+
+    free(text);
+    unlink(t_path("sig/fullchain.pem"));
+    unlink(t_path("sig/privkey.pem"));
+    rmdir(t_path("sig"));
+    unlink(t_path("nginx"));
+    unlink(t_path("nginx.args"));
+    unlink(t_path("nginx.running"));
+    unlink(t_path("nginx.signals"));
+    t_pairs_free();
+}
+
+
 int
 main(void)
 {
@@ -2926,6 +3000,7 @@ main(void)
     test_install_paths();
     test_install_crash();
     test_reload_who();
+    test_nginx_signals();
 
     unlink(t_path("ca.pem"));
     unlink(t_path("ca.key"));
