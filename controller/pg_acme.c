@@ -18,7 +18,11 @@
 #include <strings.h>            /* strncasecmp */
 #include <sys/stat.h>           /* stat: is the account key there */
 #include <time.h>               /* clock_gettime, nanosleep, time */
+#include <openssl/bio.h>        /* BIO_new_mem_buf: the leaf's key */
 #include <openssl/crypto.h>     /* OPENSSL_cleanse */
+#include <openssl/err.h>        /* ERR_clear_error */
+#include <openssl/pem.h>        /* PEM_read_bio_X509 */
+#include <openssl/x509.h>       /* X509_get0_pubkey */
 #include "pg_acme.h"            /* the API this file implements */
 #include "pg_acme_private.h"    /* JWS, problems, directory: pg_acme_msg.c */
 #include "pg_cert.h"            /* keys, CSR, files, ARI's answer */
@@ -126,6 +130,8 @@ static json_t *pg_acme_order_wait(pg_acme_t *a, const char *order_url,
 static int pg_acme_finalize(pg_acme_t *a, const char *order_url,
     json_t *order, EVP_PKEY *cert_key, char *const *names, size_t n,
     char **chain, size_t *len, pg_error_t *err);
+static int pg_acme_download(pg_acme_t *a, json_t *order,
+    EVP_PKEY *cert_key, char **chain, size_t *len, pg_error_t *err);
 static int pg_acme_fail(pg_acme_t *a, const char *what, char *type,
     size_t size, pg_error_t *err);
 static char *pg_acme_strdup(const char *s);
@@ -1357,8 +1363,10 @@ pg_acme_authorize(pg_acme_t *a, const json_t *order, size_t names,
 
 /*
  * Poll the order (new, stolen) until its status is until ("ready",
- * "valid"); the last state read is returned (new). "invalid" and a
- * deadline past are errors.
+ * "valid"); the last state read is returned (new). Waiting for "ready",
+ * an order that is "valid" already is returned as it is (nothing to
+ * finalize), and one "processing" (finalized already) is waited for
+ * until it is "valid". "invalid" and a deadline past are errors.
  */
 static json_t *
 pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
@@ -1375,8 +1383,14 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
     for (polls = 0; ; polls++) {
         status = json_string_value(json_object_get(order, "status"));
 
-        if (status != NULL && strcmp(status, until) == 0) {
+        if (status != NULL
+            && (strcmp(status, until) == 0 || strcmp(status, "valid") == 0))
+        {
             return order;
+        }
+
+        if (status != NULL && strcmp(status, "processing") == 0) {
+            until = "valid";
         }
 
         if (status == NULL || strcmp(status, "invalid") == 0) {
@@ -1431,7 +1445,8 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
 }
 
 
-/* The order is authorized: finalize with a CSR, wait, download. */
+/* The order is authorized: finalize with a CSR, wait, download; or
+ * download at once when it is valid already. */
 static int
 pg_acme_finalize(pg_acme_t *a, const char *order_url, json_t *order,
     EVP_PKEY *cert_key, char *const *names, size_t n, char **chain,
@@ -1441,13 +1456,23 @@ pg_acme_finalize(pg_acme_t *a, const char *order_url, json_t *order,
     char           *csr64;
     json_t         *req;
     size_t          dlen;
-    const char     *url;
+    const char     *url, *status;
     unsigned char  *der;
 
     order = pg_acme_order_wait(a, order_url, order, "ready", err);
 
     if (order == NULL) {
         return PG_ERR;
+    }
+
+    status = json_string_value(json_object_get(order, "status"));
+
+    if (status != NULL && strcmp(status, "valid") == 0) {
+        /* issued already: the CA reused an order it had finished, or
+         * finalized it before (the download checks the key) */
+        pg_acme_log(a, PG_ACME_INFO, "acme: order %s is valid already",
+                    order_url);
+        return pg_acme_download(a, order, cert_key, chain, len, err);
     }
 
     url = json_string_value(json_object_get(order, "finalize"));
@@ -1495,6 +1520,24 @@ pg_acme_finalize(pg_acme_t *a, const char *order_url, json_t *order,
         return PG_ERR;
     }
 
+    return pg_acme_download(a, order, cert_key, chain, len, err);
+}
+
+
+/*
+ * The certificate of a valid order (order: new, stolen), checked to be for
+ * cert_key: an order the CA finished before (reused, or finalized by an
+ * earlier call) may hold a certificate for another key.
+ */
+static int
+pg_acme_download(pg_acme_t *a, json_t *order, EVP_PKEY *cert_key,
+    char **chain, size_t *len, pg_error_t *err)
+{
+    int          rc;
+    BIO         *bio;
+    X509        *leaf;
+    const char  *url;
+
     url = json_string_value(json_object_get(order, "certificate"));
 
     if (url == NULL) {
@@ -1517,6 +1560,22 @@ pg_acme_finalize(pg_acme_t *a, const char *order_url, json_t *order,
     {
         snprintf(err->text, sizeof(err->text), "the ACME server's "
                  "certificate is not a PEM chain");
+        return PG_ERR;
+    }
+
+    bio = BIO_new_mem_buf(a->body, (int) a->len);
+    leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    rc = leaf == NULL ? -1
+         : EVP_PKEY_eq(X509_get0_pubkey(leaf), cert_key) == 1 ? 1 : 0;
+    X509_free(leaf);
+    BIO_free(bio);
+    ERR_clear_error();
+
+    if (rc != 1) {
+        snprintf(err->text, sizeof(err->text), "the ACME server's "
+                 "certificate is %s", rc < 0 ? "not a PEM chain"
+                 : "for another key than this issuance's (an order the CA "
+                   "had finished before?)");
         return PG_ERR;
     }
 

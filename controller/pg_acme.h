@@ -107,7 +107,10 @@ typedef struct {
  * account's): directory, account (the same key finds the same account),
  * order, one http-01 challenge per pending authorization, finalize,
  * download. The account is looked up by its key at each call (one
- * request; conf->contact is given only when it is made). Polls honour
+ * request; conf->contact is given only when it is made). An order the CA
+ * reports "valid" already is downloaded without a finalize, and one
+ * "processing" is waited for until valid; the leaf downloaded must be
+ * for cert_key, or the call fails. Polls honour
  * Retry-After (at most 10 s apart); without one they come after 0.1 s,
  * 0.25 s, 0.5 s, then every 1 s.
  *

@@ -831,6 +831,89 @@ test_ca_replaces(void)
 }
 
 
+/* review 18/3: an order valid from the start (a CA reusing one) */
+static void
+ca_valid_at_once(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.challenged = 1;
+    ca.finalized = 1;
+    ca_default(q, s);
+}
+
+
+/* an order "processing" at first (finalized already), then valid */
+static void
+ca_processing(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.challenged = 1;
+
+    if (ca_is(q, "POST", "/new-order")
+        || (ca_is(q, "POST", "/order/1") && ca_count("POST /order/1") <= 2))
+    {
+        s->status = strcmp(q->path, "/new-order") == 0 ? 201 : 200;
+        ca_header(s, "Location: " CA_URL "/order/1");
+        ca_printf(s, "{\"status\": \"processing\", \"identifiers\": "
+                  "[{\"type\": \"dns\", \"value\": \"a.test\"}], "
+                  "\"authorizations\": [\"" CA_URL "/authz/1\"], "
+                  "\"finalize\": \"" CA_URL "/finalize/1\"}");
+        return;
+    }
+
+    ca.finalized = 1;
+    ca_default(q, s);
+}
+
+
+static void
+test_ca_order_states(void)
+{
+    char           *other_pem, *names[1];
+    size_t          len;
+    run_t           r;
+    EVP_PKEY       *other;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    ca_run(ca_valid_at_once, &conf, &r);
+    t_ok(r.rc == PG_OK && r.chain != NULL && strcmp(r.chain, ca_pem) == 0,
+         "an order valid at once: its certificate is downloaded (%s)",
+         r.rc == PG_OK ? "issued" : r.err.text);
+    t_ok(ca_count("POST /finalize/") == 0 && r.chal.calls[0] == '\0',
+         "with no finalize and no challenge");
+    ca_run_done(&r);
+
+    ca_conf(&conf, &r);
+    ca_run(ca_processing, &conf, &r);
+    t_ok(r.rc == PG_OK && r.chain != NULL && strcmp(r.chain, ca_pem) == 0,
+         "an order processing: waited for until valid (%s)",
+         r.rc == PG_OK ? "issued" : r.err.text);
+    t_ok(ca_count("POST /finalize/") == 0 && ca_count("POST /order/1") == 3,
+         "not finalized again; the order read 3 times (%u)",
+         ca_count("POST /order/1"));
+    ca_run_done(&r);
+
+    /* a valid order's certificate for another key is no certificate of
+     * this issuance */
+    names[0] = "a.test";
+    other = EVP_EC_gen("P-256");
+    pg_cert_self_signed(other, names, 1, 86400, &other_pem, &len, &r.err);
+    ca_conf(&conf, &r);
+    ca_install(ca_valid_at_once);
+    ca.chain = other_pem;
+    r.rc = pg_acme_issue(&conf, names, 1, ca_cert_key, &r.chain, &r.len,
+                         &r.retry_after, &r.err);
+    ca_remove();
+    t_ok(r.rc == PG_ERR && r.chain == NULL
+         && strcmp(r.err.text, "the ACME server's certificate is for another "
+                   "key than this issuance's (an order the CA had finished "
+                   "before?)") == 0,
+         "a certificate for another key is refused: %s", r.err.text);
+    ca_run_done(&r);
+    free(other_pem);
+    EVP_PKEY_free(other);
+}
+
+
 static void
 test_ca(void)
 {
@@ -850,6 +933,7 @@ test_ca(void)
     test_ca_default();
     test_ca_bounds();
     test_ca_replaces();
+    test_ca_order_states();
 
     free(ca_pem);
     EVP_PKEY_free(ca_cert_key);
