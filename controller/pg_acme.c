@@ -80,7 +80,8 @@ typedef struct {
     char   *token;
     char   *challenge;
     char   *key_authorization;
-    int     published;                  /* the callback said add 1 */
+    int     published;                  /* the callback was called with
+                                           add 1, whatever it returned */
 } pg_acme_authz_t;
 
 
@@ -1302,6 +1303,10 @@ pg_acme_authorize(pg_acme_t *a, const json_t *order, size_t names,
 
             memset(&cb_err, 0, sizeof(cb_err));
 
+            /* a publish that failed may have reached some edges, or Redis
+             * before the edges: it is withdrawn too, as the others */
+            az[i].published = 1;
+
             if (a->conf->challenge(a->conf->ctx, az[i].token,
                                    az[i].key_authorization, 1, &cb_err)
                 != PG_OK)
@@ -1312,8 +1317,6 @@ pg_acme_authorize(pg_acme_t *a, const json_t *order, size_t names,
                 rc = PG_ERR;
                 break;
             }
-
-            az[i].published = 1;
         }
     }
 

@@ -57,8 +57,10 @@
  * add 1 comes before the CA is asked to validate and must return once the
  * edges serve it (PG_OK), or PG_ERR with err saying why: the issuance
  * stops there. add 0 comes once the authorization is settled, valid or
- * not, and on every way out after an add 1 (errors, cancel); its PG_ERR
- * is only logged. Called in the issuing thread.
+ * not, and on every way out after an add 1 (errors, cancel), including
+ * for the token whose add 1 failed (it may be half-published): so add 0
+ * must be idempotent, a token absent already is PG_OK. Its PG_ERR is
+ * only logged. Called in the issuing thread.
  */
 typedef int (*pg_acme_challenge_pt)(void *ctx, const char *token,
     const char *key_authorization, int add, pg_error_t *err);

@@ -96,7 +96,9 @@ on_challenge(void *ctx, const char *token, const char *key_authorization,
              w->webroot, token);
 
     if (!add) {
-        if (unlink(path) != 0) {
+        /* idempotent, as pg_acme.h asks: a publish that failed is
+         * withdrawn too */
+        if (unlink(path) != 0 && errno != ENOENT) {
             snprintf(err->text, sizeof(err->text), "unlink %.160s: %.60s", path,
                      strerror(errno));
             return PG_ERR;

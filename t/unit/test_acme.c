@@ -914,6 +914,28 @@ test_ca_order_states(void)
 }
 
 
+/* review 18/4: a publish that fails is withdrawn too */
+static void
+test_ca_publish_fails(void)
+{
+    run_t           r;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    r.chal.fail_add = 1;
+    ca_run(ca_default, &conf, &r);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "cannot publish the http-01 "
+                                  "challenge for a.test: the edges did not "
+                                  "take it") == 0,
+         "a publish that fails stops the issuance: %s", r.err.text);
+    t_ok(strcmp(r.chal.calls, "+tok1 -tok1 ") == 0,
+         "and its token is withdrawn (it may be half-published): %s",
+         r.chal.calls);
+    t_ok(ca_count("POST /chall/") == 0, "the CA was not told to validate");
+    ca_run_done(&r);
+}
+
+
 static void
 test_ca(void)
 {
@@ -934,6 +956,7 @@ test_ca(void)
     test_ca_bounds();
     test_ca_replaces();
     test_ca_order_states();
+    test_ca_publish_fails();
 
     free(ca_pem);
     EVP_PKEY_free(ca_cert_key);
