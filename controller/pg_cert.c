@@ -1002,12 +1002,12 @@ pg_cert_x509_info(X509 *x, pg_cert_info_t *info, const char *what,
     info->self_signed = X509_NAME_cmp(X509_get_subject_name(x),
                                       X509_get_issuer_name(x)) == 0;
 
+    /* an id that does not fit (an AKI key id of more than ~170 bytes, as
+     * no CA makes) is no id: the certificate is renewed by its lifetime,
+     * as one without an AKI is; the rest of what it says still counts */
     if (pg_cert_ari_id(x, info->ari_id, sizeof(info->ari_id)) != PG_OK) {
-        snprintf(err->text, sizeof(err->text), "%s: its ARI id (authority "
-                 "key id and serial) does not fit %d bytes", what,
-                 PG_CERT_ARI_ID_MAX);
+        info->ari_id[0] = '\0';
         ERR_clear_error();
-        return PG_ERR;
     }
 
     return PG_OK;
@@ -1299,9 +1299,12 @@ pg_cert_make(EVP_PKEY *key, char *const *names, size_t n, time_t not_before,
     gens = pg_cert_sans(names, n);
     ski = pg_cert_key_id(x);
 
+    /* without a CN the subject is empty, and the SAN must then be
+     * critical (RFC 5280 section 4.2.1.6) */
     if (gens == NULL || ski == NULL
-        || !X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0,
-                          X509V3_ADD_DEFAULT)
+        || !X509_add1_ext_i2d(x, NID_subject_alt_name, gens,
+                              strlen(names[0]) > PG_CERT_CN_MAX,
+                              X509V3_ADD_DEFAULT)
         || !X509_add1_ext_i2d(x, NID_subject_key_identifier, ski, 0,
                           X509V3_ADD_DEFAULT)
         || pg_cert_add_ext(x, &ctx, NID_basic_constraints,
@@ -1480,6 +1483,22 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     if (ca_key == NULL) {
         X509_free(ca);
         return PG_ERR;
+    }
+
+    /* a certificate that is not a CA's would sign leaves no client
+     * accepts: said here, not by every TLS client later */
+    if ((X509_get_extension_flags(ca) & EXFLAG_KUSAGE)
+        && !(X509_get_key_usage(ca) & KU_KEY_CERT_SIGN))
+    {
+        snprintf(err->text, sizeof(err->text), "%.170s: its keyUsage does "
+                 "not allow signing certificates (no keyCertSign)", what);
+        goto done;
+    }
+
+    if (X509_check_ca(ca) < 1) {
+        snprintf(err->text, sizeof(err->text), "%.170s: not a CA "
+                 "certificate (no basicConstraints CA:TRUE)", what);
+        goto done;
     }
 
     if (EVP_PKEY_eq(X509_get0_pubkey(ca), ca_key) != 1) {

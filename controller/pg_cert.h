@@ -52,7 +52,8 @@ typedef struct {
     char     ari_id[PG_CERT_ARI_ID_MAX + 1];  /* RFC 9773 section 4.1:
                                                  b64url(AKI keyIdentifier)
                                                  "." b64url(serial); ""
-                                                 when it has no AKI */
+                                                 when it has no AKI, or
+                                                 one too long to fit */
 } pg_cert_info_t;
 
 
@@ -134,7 +135,13 @@ int pg_cert_self_signed(EVP_PKEY *key, char *const *names, size_t n,
  * signed by the CA in ca_cert_path / ca_key_path, valid from now for
  * lifetime seconds (not past the CA's own end), with a random serial,
  * SANs, serverAuth, and AKI/SKI. *pem (new) is the chain: the leaf, then
- * the CA certificate.
+ * the CA certificate. The CA certificate must be a CA's (X509_check_ca:
+ * basicConstraints CA:TRUE, or a v1 root) whose keyUsage, if it has one,
+ * allows keyCertSign; else refused, saying which.
+ *
+ * Both certificates made here (this and pg_cert_self_signed()) have the
+ * first name as CN when it fits 64 bytes; a longer one leaves the subject
+ * empty, and the SAN is then critical (RFC 5280 section 4.2.1.6).
  */
 int pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     EVP_PKEY *key, char *const *names, size_t n, long lifetime,

@@ -815,6 +815,31 @@ test_info(void)
          "a certificate without an AKI has no ARI id");
 
     free(pem);
+
+    /* review 19/8: an AKI key id too long for an ARI id: read all the
+     * same, without one */
+    {
+        unsigned char  long_aki[200];
+
+        memset(long_aki, 0xab, sizeof(long_aki));
+        x = t_make(key, "longaki.example.com", "DNS:longaki.example.com",
+                   serial, sizeof(serial), long_aki, sizeof(long_aki), nb,
+                   na, 0);
+        pem = t_x509_pem(x, &len);
+        X509_free(x);
+        memset(&err, 0, sizeof(err));
+
+        if (!t_ok(pg_cert_info(pem, len, &info, &err) == PG_OK
+                  && info.ari_id[0] == '\0' && info.not_after == na
+                  && strcmp(info.serial, "800102") == 0,
+                  "an AKI key id of 200 bytes (no ARI id fits): the "
+                  "certificate is read, without an ARI id"))
+        {
+            t_diag("%s", err.text);
+        }
+
+        free(pem);
+    }
     EVP_PKEY_free(key);
 
     t_ok(pg_cert_info("garbage\n", 8, &info, &err) == PG_ERR
@@ -1179,6 +1204,137 @@ test_local_issue(void)
                              t_names, 1, 90L * T_DAY, &pem, &len, &err)
          == PG_ERR && strcmp(err.text, want) == 0,
          "a CA certificate file that is not one is refused");
+
+    /* review 19/7: a CA certificate that is not a CA's */
+    {
+        X509            *notca;
+        X509V3_CTX       ctx;
+        X509_EXTENSION  *ext;
+        char            *p2, *k2;
+        size_t           l2, kl2;
+        unsigned char    sn[] = { 0x07 };
+
+        notca = t_make(ca_key, "Not A CA", NULL, sn, 1, NULL, 0,
+                       now - T_DAY, now + 10 * T_DAY, 0);
+        p2 = t_x509_pem(notca, &l2);
+        t_write(t_path("leaf-ca.pem"), p2, l2);
+        free(p2);
+        X509_free(notca);
+        k2 = t_key_pem(ca_key, &kl2);
+        t_write(t_path("leaf-ca.key"), k2, kl2);
+        free(k2);
+
+        snprintf(want, sizeof(want), "CA certificate %s: not a CA "
+                 "certificate (no basicConstraints CA:TRUE)",
+                 t_path("leaf-ca.pem"));
+        memset(&err, 0, sizeof(err));
+
+        pem = NULL;
+
+        if (!t_ok(pg_cert_local_issue(t_path("leaf-ca.pem"),
+                                      t_path("leaf-ca.key"), key, t_names, 1,
+                                      90L * T_DAY, &pem, &len, &err)
+                  == PG_ERR && strcmp(err.text, want) == 0,
+                  "a leaf given as the CA certificate is refused"))
+        {
+            t_diag("got:    %s", err.text);
+            t_diag("wanted: %s", want);
+            free(pem);
+        }
+
+        /* CA:TRUE, but a keyUsage without keyCertSign */
+        notca = t_make(ca_key, "Signing Only", NULL, sn, 1, NULL, 0,
+                       now - T_DAY, now + 10 * T_DAY, 0);
+        X509V3_set_ctx(&ctx, notca, notca, NULL, NULL, 0);
+        ext = X509V3_EXT_nconf_nid(NULL, &ctx, NID_basic_constraints,
+                                   "critical,CA:TRUE");
+        X509_add_ext(notca, ext, -1);
+        X509_EXTENSION_free(ext);
+        ext = X509V3_EXT_nconf_nid(NULL, &ctx, NID_key_usage,
+                                   "critical,digitalSignature");
+        X509_add_ext(notca, ext, -1);
+        X509_EXTENSION_free(ext);
+        X509_sign(notca, ca_key, EVP_sha256());
+        p2 = t_x509_pem(notca, &l2);
+        t_write(t_path("leaf-ca.pem"), p2, l2);
+        free(p2);
+        X509_free(notca);
+
+        snprintf(want, sizeof(want), "CA certificate %s: its keyUsage does "
+                 "not allow signing certificates (no keyCertSign)",
+                 t_path("leaf-ca.pem"));
+        memset(&err, 0, sizeof(err));
+
+        pem = NULL;
+
+        if (!t_ok(pg_cert_local_issue(t_path("leaf-ca.pem"),
+                                      t_path("leaf-ca.key"), key, t_names, 1,
+                                      90L * T_DAY, &pem, &len, &err)
+                  == PG_ERR && strcmp(err.text, want) == 0,
+                  "a CA certificate whose keyUsage lacks keyCertSign is "
+                  "refused"))
+        {
+            t_diag("got:    %s", err.text);
+            t_diag("wanted: %s", want);
+            free(pem);
+        }
+
+        unlink(t_path("leaf-ca.pem"));
+        unlink(t_path("leaf-ca.key"));
+    }
+
+    /* review 19/7: a first name over 64 bytes leaves the subject empty:
+     * the SAN is critical then (RFC 5280 4.2.1.6) */
+    {
+        char    longname[80], *names2[2];
+        X509   *x;
+        int     i, crit;
+
+        memset(longname, 'a', 53);
+        snprintf(longname + 53, sizeof(longname) - 53, ".example.com");
+        names2[0] = longname;
+        names2[1] = "staging.example.com";
+
+        for (i = 0; i < 2; i++) {
+            pem = NULL;
+            x = NULL;
+            crit = -1;
+
+            if ((i == 0
+                 ? pg_cert_local_issue(t_path("ca.pem"), t_path("ca.key"),
+                                       key, names2, 2, 90L * T_DAY, &pem,
+                                       &len, &err)
+                 : pg_cert_self_signed(key, names2, 2, 3600, &pem, &len,
+                                       &err)) == PG_OK)
+            {
+                x = t_x509(pem, len, 0);
+            }
+
+            if (x != NULL) {
+                crit = X509_EXTENSION_get_critical(X509_get_ext(x,
+                           X509_get_ext_by_NID(x, NID_subject_alt_name,
+                                               -1)));
+            }
+
+            t_ok(x != NULL
+                 && X509_NAME_entry_count(X509_get_subject_name(x)) == 0
+                 && crit == 1,
+                 "%s for a 65-byte first name: no subject, a critical SAN",
+                 i == 0 ? "the local CA's leaf" : "a self-signed certificate");
+            X509_free(x);
+            free(pem);
+        }
+
+        pg_cert_local_issue(t_path("ca.pem"), t_path("ca.key"), key,
+                            t_names, 2, 90L * T_DAY, &pem, &len, &err);
+        x = t_x509(pem, len, 0);
+        t_ok(x != NULL
+             && X509_EXTENSION_get_critical(X509_get_ext(x,
+                    X509_get_ext_by_NID(x, NID_subject_alt_name, -1))) == 0,
+             "... with a CN, the SAN is not critical");
+        X509_free(x);
+        free(pem);
+    }
 
     unlink(t_path("broken-ca.key"));
     unlink(t_path("old-ca.pem"));
