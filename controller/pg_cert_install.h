@@ -116,8 +116,9 @@ int pg_cert_install(const char *fullchain, const char *privkey,
  * does not match, on which nginx does not start, or one `nginx -t` never
  * passed. An install (and a placeholder) writes the marker
  * FULLCHAIN.installing (synced) before either live file changes and
- * removes it once through or rolled back; its lines "privkey=0|1" and "fullchain=0|1" say whether each file
- * existed before (a marker without them: a .prev that is there counts).
+ * removes it once through or rolled back; its lines "privkey=0|1" and
+ * "fullchain=0|1" say whether each file existed before (a marker without
+ * them: a .prev that is there counts).
  *
  * pg_cert_recover(), run by the daemon at its start, before the
  * placeholder and before any install to these paths (never while one may
