@@ -244,8 +244,7 @@ bench:
 #   make fuzz-smoke               each for FUZZ_SMOKE_SECONDS over its seeds
 #   FUZZ_TARGETS="blob conf"      only these targets (either goal)
 #
-# One target per parser: fuzz/fuzz_NAME.c, seeds in fuzz/corpus/NAME/. The
-# token parser (a later issue) adds "token" here and fuzz/fuzz_token.c.
+# One target per parser: fuzz/fuzz_NAME.c, seeds in fuzz/corpus/NAME/.
 
 FUZZ_PKGS    := $(BUILD_PKGS) clang libclang-rt-dev
 FUZZ_CC      := clang
@@ -253,7 +252,7 @@ FUZZ_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
                 -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=all -Iinclude -Icontroller -Ifuzz
-FUZZ_TARGETS ?= snapshot flag blob conf redis_url state
+FUZZ_TARGETS ?= snapshot flag blob conf redis_url state token
 FUZZ_SECONDS ?= 0
 FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_BUILD   := $(BUILD)/fuzz
@@ -300,6 +299,11 @@ $(FUZZ_BUILD)/fuzz_redis_url: fuzz/fuzz_redis_url.c controller/pg_redis.c \
 	    $(CTL_LIBS) -o $@
 
 $(FUZZ_BUILD)/fuzz_state: fuzz/fuzz_state.c $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $< $(CORE_LIBS) -o $@
+
+# the company tokens: the verifier and the JWKS parser (include/pg_token.c)
+$(FUZZ_BUILD)/fuzz_token: fuzz/fuzz_token.c $(FUZZ_DEPS)
 	@mkdir -p $(FUZZ_BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $< $(CORE_LIBS) -o $@
 

@@ -42,6 +42,7 @@ dict_of() {
         snapshot|flag|state) echo "$top/fuzz/snapshot.dict" ;;
         conf)                echo "$top/fuzz/conf.dict" ;;
         redis_url)           echo "$top/fuzz/redis_url.dict" ;;
+        token)               echo "$top/fuzz/token.dict" ;;
     esac
 }
 
