@@ -154,6 +154,9 @@ pg_acme_log(pg_acme_t *a, int level, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, args);
     va_end(args);
 
+    /* one line, though it quotes the CA's words */
+    pg_acme_oneline(line);
+
     a->conf->log(a->conf->ctx, level, "%s", line);
 }
 
@@ -1676,6 +1679,12 @@ done:
         pg_acme_cancel_error(&a, err);
     }
 
+    /* messages quote the CA's URLs and words, JSON strings that may hold
+     * a newline: the caller logs one line */
+    if (rc != PG_OK) {
+        pg_acme_oneline(err->text);
+    }
+
     free(order_url);
     pg_acme_close(&a);
 
@@ -1753,6 +1762,10 @@ done:
 
     if (a.retry_after > 0) {
         *retry_after = a.retry_after;
+    }
+
+    if (rc == PG_ERR) {
+        pg_acme_oneline(err->text);
     }
 
     free(url);

@@ -24,12 +24,8 @@
 #define PG_ACME_SHOWN        160            /* bytes of a URL in a message */
 
 
-static void pg_acme_oneline(char *s);
-
-
-/* A CA's words go into a one-line message: control characters become
- * spaces (a detail may hold newlines). */
-static void
+/* pg_acme_private.h: control characters become spaces, trailing ones go */
+void
 pg_acme_oneline(char *s)
 {
     char  *end;

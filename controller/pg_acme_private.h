@@ -62,6 +62,11 @@ int pg_acme_dir_profile(const json_t *dir, const char *want,
 /* The directory's renewalInfo URL (borrowed), or NULL when it has none. */
 const char *pg_acme_dir_renewal_info(const json_t *dir);
 
+/* A CA's words go into a one-line message: control characters become
+ * spaces (a detail, a URL from a JSON string may hold newlines), and
+ * trailing spaces go. In place. */
+void pg_acme_oneline(char *s);
+
 /* Seconds of a Retry-After value: delta-seconds or an HTTP-date (then
  * relative to now, at least 0); -1 when it is neither. */
 long pg_acme_retry_after(const char *value, time_t now);

@@ -406,6 +406,13 @@ ca_easy_perform(CURL *c)
 
     ca.n++;
 
+    /* as libcurl: a URL with a control character is no URL */
+    for (h = ca.url; *h != '\0'; h++) {
+        if ((unsigned char) *h < ' ' || *h == 0x7f) {
+            return CURLE_URL_MALFORMAT;
+        }
+    }
+
     s = &ans;
     memset(s, 0, sizeof(ca_ans_t));
     s->status = 200;

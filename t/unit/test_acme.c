@@ -12,7 +12,8 @@
  * t/unit-acme-pebble.t does the rest against pebble. TAP on stdout.
  */
 
-#include <stdio.h>              /* printf, snprintf */
+#include <stdarg.h>             /* va_list: ca_log */
+#include <stdio.h>              /* printf, snprintf, vsnprintf */
 #include <stdlib.h>             /* free, malloc */
 #include <string.h>             /* strcmp, strstr, strlen, memcmp */
 #include <sys/stat.h>           /* stat, mkdir */
@@ -642,6 +643,35 @@ chal_record(void *ctx, const char *token, const char *key_authorization,
 }
 
 
+static int  ca_log_lines, ca_log_broken;    /* lines logged, with a
+                                               control character */
+
+static void __attribute__((format(printf, 3, 4)))
+ca_log(void *ctx, int level, const char *fmt, ...)
+{
+    char        line[1024];
+    va_list     args;
+    const char *p;
+
+    (void) ctx;
+    (void) level;
+
+    va_start(args, fmt);
+    vsnprintf(line, sizeof(line), fmt, args);
+    va_end(args);
+
+    ca_log_lines++;
+
+    for (p = line; *p != '\0'; p++) {
+        if ((unsigned char) *p < ' ') {
+            ca_log_broken++;
+            t_diag("a log line with a control character: %s", line);
+            break;
+        }
+    }
+}
+
+
 /* A conf for the CA: wait 1 s (the deadline 4 s), exchanges 10 s. */
 static void
 ca_conf(pg_acme_conf_t *conf, run_t *r)
@@ -652,6 +682,7 @@ ca_conf(pg_acme_conf_t *conf, run_t *r)
     conf->account_key = ca_key_path;
     conf->challenge = chal_record;
     conf->ctx = &r->chal;
+    conf->log = ca_log;
     conf->wait = 1;
     conf->timeout = 10;
 }
@@ -936,6 +967,88 @@ test_ca_publish_fails(void)
 }
 
 
+/* review 18/7: URLs from JSON strings, with a newline in them */
+static void
+ca_newline_urls(const ca_req_t *q, ca_ans_t *s)
+{
+    if (ca_is(q, "GET", "/dir")) {
+        ca_printf(s, "{\"newNonce\": \"" CA_URL "/nonce\","
+                  " \"newAccount\": \"" CA_URL "/acct\","
+                  " \"newOrder\": \"" CA_URL "/new-order\","
+                  " \"renewalInfo\": \"" CA_URL "/ari\\nX-Evil: 1\"}");
+        return;
+    }
+
+    if (ca_is(q, "POST", "/new-order")) {
+        s->status = 201;
+        ca_header(s, "Location: " CA_URL "/order/1");
+        ca_printf(s, "{\"status\": \"pending\", \"identifiers\": [{\"type\":"
+                  " \"dns\", \"value\": \"a.test\"}], \"authorizations\": ["
+                  "\"" CA_URL "/authz/1\\nX-Evil: 1\"], \"finalize\": \""
+                  CA_URL "/finalize/1\"}");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+/* an identifier with a newline, which the log quotes */
+static void
+ca_newline_name(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.challenged = 1;
+
+    if (ca_is(q, "POST", "/authz/1")) {
+        ca_printf(s, "{\"status\": \"valid\", \"identifier\": {\"type\": "
+                  "\"dns\", \"value\": \"a.test\\nX-Evil: 1\"}, "
+                  "\"challenges\": []}");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+static void
+test_ca_one_line(void)
+{
+    run_t           r;
+    time_t          start, end;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    ca_run(ca_newline_urls, &conf, &r);
+    t_ok(r.rc == PG_ERR && strchr(r.err.text, '\n') == NULL
+         && strcmp(r.err.text, "cannot reach the ACME server: POST " CA_URL
+                   "/authz/1 X-Evil: 1: URL using bad/illegal format or "
+                   "missing URL") == 0,
+         "a CA's URL with a newline: the issuance's error is one line: %s",
+         r.err.text);
+    ca_run_done(&r);
+
+    ca_conf(&conf, &r);
+    ca_install(ca_newline_urls);
+    r.rc = pg_acme_renewal_info(&conf, ARI_ID, &start, &end, &r.retry_after,
+                                &r.err);
+    ca_remove();
+    t_ok(r.rc == PG_ERR && strchr(r.err.text, '\n') == NULL
+         && strcmp(r.err.text, "cannot reach the ACME server: GET " CA_URL
+                   "/ari X-Evil: 1/" ARI_ID ": URL using bad/illegal format "
+                   "or missing URL") == 0,
+         "and renewalInfo's: %s", r.err.text);
+
+    ca_conf(&conf, &r);
+    ca_log_lines = 0;
+    ca_log_broken = 0;
+    ca_run(ca_newline_name, &conf, &r);
+    t_ok(r.rc == PG_OK && ca_log_lines > 0 && ca_log_broken == 0,
+         "an identifier with a newline: every log line is one line "
+         "(%d lines, %d broken)", ca_log_lines, ca_log_broken);
+    ca_run_done(&r);
+}
+
+
 static void
 test_ca(void)
 {
@@ -957,6 +1070,7 @@ test_ca(void)
     test_ca_replaces();
     test_ca_order_states();
     test_ca_publish_fails();
+    test_ca_one_line();
 
     free(ca_pem);
     EVP_PKEY_free(ca_cert_key);
