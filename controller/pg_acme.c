@@ -69,8 +69,9 @@ typedef struct {
     long                   retry_after; /* -1: none */
 
     long                   failed_retry_after;  /* that of the last answer
-                                                   that failed, for the
-                                                   caller */
+                                                   when it failed, for the
+                                                   caller; 0 after any
+                                                   other request */
 } pg_acme_t;
 
 /* One authorization of the order, and its http-01 challenge. */
@@ -503,6 +504,11 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     a->status = 0;
     a->retry_after = -1;
     a->cancelled = 0;
+
+    /* only the answer the call fails on says when to try again: an
+     * earlier refusal that was got past (a badNonce, replaces refused)
+     * must not speak for a later failure */
+    a->failed_retry_after = 0;
 
     /* a reset keeps the connection and the TLS session for the next */
     pg_curl.easy_reset(c);
@@ -1167,7 +1173,8 @@ pg_acme_authz_invalid(pg_acme_t *a, pg_acme_authz_t *az,
  * Seconds before the next poll of something the CA is working on: its
  * Retry-After (capped) when it gave one; else 0.1 s, 0.25 s, 0.5 s, then
  * 1 s: validation and issuance take a fraction of a second at most CAs,
- * and the first polls are what an issuance waits for.
+ * and the first polls are what an issuance waits for. The callers cut it
+ * to the time left.
  */
 static double
 pg_acme_poll_delay(pg_acme_t *a, unsigned polls)
@@ -1188,7 +1195,7 @@ static int
 pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
     pg_error_t *err)
 {
-    double       wait;
+    double       wait, left;
     json_t      *authz;
     unsigned     polls;
     const char  *status;
@@ -1220,9 +1227,12 @@ pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
 
         json_decref(authz);
 
+        /* a Retry-After past the deadline: one more poll at the deadline,
+         * where the CA may have finished after all */
         wait = pg_acme_poll_delay(a, polls);
+        left = deadline - pg_acme_now();
 
-        if (pg_acme_now() + wait > deadline) {
+        if (left <= 0) {
             if (deadline == a->deadline) {
                 return pg_acme_late(a, err);
             }
@@ -1233,7 +1243,7 @@ pg_acme_authz_wait(pg_acme_t *a, pg_acme_authz_t *az, double deadline,
             return PG_ERR;
         }
 
-        if (pg_acme_sleep(a, wait, err) != PG_OK) {
+        if (pg_acme_sleep(a, wait < left ? wait : left, err) != PG_OK) {
             return PG_ERR;
         }
     }
@@ -1379,7 +1389,7 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
     const char *until, pg_error_t *err)
 {
     char        *text;
-    double       deadline, wait;
+    double       deadline, wait, left;
     json_t      *error;
     unsigned     polls;
     const char  *status;
@@ -1423,8 +1433,9 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
 
         /* pending (authorizations just settled) or processing (issuing) */
         wait = pg_acme_poll_delay(a, polls);
+        left = deadline - pg_acme_now();
 
-        if (pg_acme_now() + wait > deadline) {
+        if (left <= 0) {
             if (deadline == a->deadline) {
                 pg_acme_late(a, err);
                 return NULL;
@@ -1436,7 +1447,7 @@ pg_acme_order_wait(pg_acme_t *a, const char *order_url, json_t *order,
             return NULL;
         }
 
-        if (pg_acme_sleep(a, wait, err) != PG_OK
+        if (pg_acme_sleep(a, wait < left ? wait : left, err) != PG_OK
             || pg_acme_post(a, order_url, NULL, NULL, err) != PG_OK)
         {
             return NULL;

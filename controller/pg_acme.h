@@ -27,7 +27,9 @@
  * an invalid authorization as its challenge's error, the same way;
  * anything else names what failed ("cannot reach the ACME server
  * https://...: Couldn't connect to server"). *retry_after is the
- * Retry-After (seconds) of the answer that failed, 0 when it had none.
+ * Retry-After (seconds) of the answer the call failed on, 0 when it had
+ * none or the call failed otherwise (no answer, a wait run out, an
+ * invalid authorization): never that of an earlier answer.
  * Ownership: conf and everything it points to are borrowed for the call;
  * *chain is new (free()).
  */
@@ -114,7 +116,8 @@ typedef struct {
  * "processing" is waited for until valid; the leaf downloaded must be
  * for cert_key, or the call fails. Polls honour
  * Retry-After (at most 10 s apart); without one they come after 0.1 s,
- * 0.25 s, 0.5 s, then every 1 s.
+ * 0.25 s, 0.5 s, then every 1 s. A delay past the end of the wait is cut
+ * to it, and the last poll comes there.
  *
  * Bounds, whatever the CA answers: an order listing more authorizations
  * than names is refused (one per identifier, RFC 8555 7.1.3), so the

@@ -1049,6 +1049,97 @@ test_ca_one_line(void)
 }
 
 
+/* review 18/8: Retry-After 5 s while the wait is 1 s; valid at the next
+ * poll, both the authorization and the order */
+static void
+ca_retry_later(const ca_req_t *q, ca_ans_t *s)
+{
+    if (ca_is(q, "POST", "/authz/1") && ca_count("POST /authz/1") < 3) {
+        ca_header(s, "Retry-After: 5");
+        ca_printf(s, "{\"status\": \"pending\", \"identifier\": {\"type\": "
+                  "\"dns\", \"value\": \"a.test\"}, \"challenges\": [{"
+                  "\"type\": \"http-01\", \"url\": \"" CA_URL "/chall/1\", "
+                  "\"token\": \"tok1\", \"status\": \"pending\"}]}");
+        return;
+    }
+
+    if (ca_is(q, "POST", "/finalize/1")) {
+        ca.finalized = 1;
+        ca_header(s, "Retry-After: 5");
+        ca_printf(s, "{\"status\": \"processing\", \"identifiers\": "
+                  "[{\"type\": \"dns\", \"value\": \"a.test\"}], "
+                  "\"authorizations\": [\"" CA_URL "/authz/1\"], "
+                  "\"finalize\": \"" CA_URL "/finalize/1\"}");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+/* review 18/9: replaces refused with a Retry-After, then the order fails
+ * for another reason, with no Retry-After */
+static void
+ca_refused_then_invalid(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.ari = 1;
+
+    if (ca_is(q, "POST", "/new-order")
+        && strstr(q->payload, "\"replaces\"") != NULL)
+    {
+        ca_header(s, "Retry-After: 3600");
+        ca_problem(s, 409, "alreadyReplaced", "replaced already");
+        return;
+    }
+
+    if (ca_is(q, "POST", "/chall/1")) {
+        ca_printf(s, "{}");
+        return;
+    }
+
+    if (ca_is(q, "POST", "/authz/1") && ca_count("POST /authz/1") > 1) {
+        ca_printf(s, "{\"status\": \"invalid\", \"identifier\": {\"type\": "
+                  "\"dns\", \"value\": \"a.test\"}, \"challenges\": [{"
+                  "\"type\": \"http-01\", \"url\": \"" CA_URL "/chall/1\", "
+                  "\"token\": \"tok1\", \"status\": \"invalid\", \"error\": "
+                  "{\"type\": \"urn:ietf:params:acme:error:unauthorized\", "
+                  "\"detail\": \"404 at the token\"}}]}");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+static void
+test_ca_retry_after(void)
+{
+    run_t           r;
+    pg_acme_conf_t  conf;
+
+    ca_conf(&conf, &r);
+    ca_run(ca_retry_later, &conf, &r);
+    t_ok(r.rc == PG_OK,
+         "Retry-After longer than the wait: polled once more at its end, "
+         "and issued (%s)", r.rc == PG_OK ? "issued" : r.err.text);
+    t_ok(ca_count("POST /authz/1") == 3 && ca_count("POST /order/1") == 2,
+         "the authorization read 3 times (%u), the order twice (%u)",
+         ca_count("POST /authz/1"), ca_count("POST /order/1"));
+    ca_run_done(&r);
+
+    ca_conf(&conf, &r);
+    conf.replaces = ARI_ID;
+    ca_run(ca_refused_then_invalid, &conf, &r);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "urn:ietf:params:acme:error:"
+                                  "unauthorized: 404 at the token") == 0,
+         "replaces refused, then the authorization invalid: %s", r.err.text);
+    t_ok(r.retry_after == 0,
+         "no Retry-After: the refusal's 3600 s was not the failure's (%ld)",
+         r.retry_after);
+    ca_run_done(&r);
+}
+
+
 static void
 test_ca(void)
 {
@@ -1071,6 +1162,7 @@ test_ca(void)
     test_ca_order_states();
     test_ca_publish_fails();
     test_ca_one_line();
+    test_ca_retry_after();
 
     free(ca_pem);
     EVP_PKEY_free(ca_cert_key);
