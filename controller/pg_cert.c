@@ -20,6 +20,7 @@
  * glibc >= 2.32 for the errors a file system gives.)
  */
 
+#include <arpa/inet.h>          /* inet_aton: names that are addresses */
 #include <errno.h>              /* errno, EINTR */
 #include <fcntl.h>              /* open, O_*, fcntl */
 #include <limits.h>             /* INT_MAX */
@@ -44,6 +45,8 @@
 #define PG_CERT_FILE_MAX      (1024 * 1024)   /* bytes of a PEM file */
 #define PG_CERT_CN_MAX        64              /* ub-common-name (RFC 5280) */
 #define PG_CERT_SHOWN         160             /* bytes of a path shown */
+#define PG_CERT_LIFETIME_MAX  (100L * 365 * 86400)  /* seconds a certificate
+                                                       made here may last */
 
 
 static void pg_cert_fail(pg_error_t *err, const char *fmt, ...)
@@ -55,9 +58,11 @@ static int pg_cert_pass_none(char *buf, int size, int rwflag, void *u);
 static EVP_PKEY *pg_cert_key_read(const char *path, const char *what,
     pg_error_t *err);
 static const EVP_MD *pg_cert_md(EVP_PKEY *key);
+static int pg_cert_is_address(const char *name);
 static int pg_cert_check_names(char *const *names, size_t n,
     pg_error_t *err);
 static GENERAL_NAMES *pg_cert_sans(char *const *names, size_t n);
+static int pg_cert_check_lifetime(long lifetime, pg_error_t *err);
 
 
 /* --- errors ------------------------------------------------------------- */
@@ -158,6 +163,7 @@ pg_cert_read(const char *path, const char *what, int nofollow,
         if (n == -1) {
             snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: %s",
                      what, PG_CERT_SHOWN, path, strerror(errno));
+            OPENSSL_cleanse(buf, got);      /* the part of a key read */
             free(buf);
             close(fd);
             return PG_ERR;
@@ -176,6 +182,7 @@ pg_cert_read(const char *path, const char *what, int nofollow,
         snprintf(err->text, sizeof(err->text), "cannot read %s%.*s: larger "
                  "than %d bytes", what, PG_CERT_SHOWN, path,
                  PG_CERT_FILE_MAX);
+        OPENSSL_cleanse(buf, got);
         free(buf);
         return PG_ERR;
     }
@@ -366,6 +373,10 @@ pg_cert_key_new(int type, pg_error_t *err)
 {
     EVP_PKEY  *key;
 
+    /* an earlier caller's error is not this call's: each public function
+     * here that may read OpenSSL's queue starts with it empty */
+    ERR_clear_error();
+
     if (type == PG_CERT_KEY_ECDSA) {
         key = EVP_EC_gen("P-256");
 
@@ -463,6 +474,8 @@ pg_cert_key_read(const char *path, const char *what, pg_error_t *err)
 EVP_PKEY *
 pg_cert_key_load(const char *path, pg_error_t *err)
 {
+    ERR_clear_error();
+
     return pg_cert_key_read(path, "key ", err);
 }
 
@@ -472,6 +485,8 @@ pg_cert_key_pem(EVP_PKEY *key, char **pem, size_t *len, pg_error_t *err)
 {
     int   rc;
     BIO  *bio;
+
+    ERR_clear_error();
 
     bio = BIO_new(BIO_s_mem());
 
@@ -512,10 +527,38 @@ pg_cert_md(EVP_PKEY *key)
 /* --- names -------------------------------------------------------------- */
 
 /*
+ * name (of DNS syntax, "*." allowed first) is an IP address: one that
+ * inet_aton() reads ("10.0.0.1", and the forms resolvers also take,
+ * "127.1", "0x7f000001"), or any name whose last label is all digits (no
+ * top-level domain is). A CA issues for neither, and a client would not
+ * match one against a DNS SAN.
+ */
+static int
+pg_cert_is_address(const char *name)
+{
+    const char      *last;
+    struct in_addr   addr;
+
+    if (name[0] == '*' && name[1] == '.') {
+        name += 2;
+    }
+
+    if (inet_aton(name, &addr) != 0) {
+        return 1;
+    }
+
+    last = strrchr(name, '.');
+    last = last ? last + 1 : name;
+
+    return last[0] != '\0' && strspn(last, "0123456789") == strlen(last);
+}
+
+
+/*
  * names are DNS names a CA can put in a certificate: 1 to
  * PG_CERT_NAMES_MAX of them, each 1..PG_CERT_NAME_MAX bytes of letters,
- * digits, '-' and '.', no empty label, and "*." only as the whole first
- * label.
+ * digits, '-' and '.', no empty label, "*." only as the whole first
+ * label, and not an IP address.
  */
 static int
 pg_cert_check_names(char *const *names, size_t n, pg_error_t *err)
@@ -572,6 +615,10 @@ pg_cert_check_names(char *const *names, size_t n, pg_error_t *err)
             }
 
             label++;
+        }
+
+        if (why == NULL && pg_cert_is_address(names[i])) {
+            why = "an IP address, not a DNS name";
         }
 
         if (why != NULL) {
@@ -642,6 +689,8 @@ pg_cert_csr(EVP_PKEY *key, char *const *names, size_t n, unsigned char **der,
     GENERAL_NAMES               *gens;
     unsigned char               *p, *buf;
     STACK_OF(X509_EXTENSION)    *exts;
+
+    ERR_clear_error();
 
     if (pg_cert_check_names(names, n, err) != PG_OK) {
         return PG_ERR;
@@ -1021,6 +1070,8 @@ pg_cert_info(const char *pem, size_t len, pg_cert_info_t *info,
     int              rc;
     STACK_OF(X509)  *chain;
 
+    ERR_clear_error();
+
     chain = pg_cert_chain(pem, len, "the certificate", err);
 
     if (chain == NULL) {
@@ -1097,6 +1148,8 @@ pg_cert_check_key(const char *chain_pem, size_t chain_len,
     EVP_PKEY        *key;
     STACK_OF(X509)  *chain;
 
+    ERR_clear_error();
+
     if (pg_cert_pair_load(chain_pem, chain_len, key_pem, key_len, &chain,
                           &key, err) != PG_OK)
     {
@@ -1124,6 +1177,7 @@ pg_cert_check_pair(const char *chain_pem, size_t chain_len,
     STACK_OF(X509)  *chain;
     char             when[32];
 
+    ERR_clear_error();
     rc = PG_ERR;
 
     if (pg_cert_pair_load(chain_pem, chain_len, key_pem, key_len, &chain,
@@ -1134,11 +1188,14 @@ pg_cert_check_pair(const char *chain_pem, size_t chain_len,
 
     leaf = sk_X509_value(chain, 0);
 
-    /* SANs as RFC 6125 reads them: the CN counts only when there is no
-     * DNS SAN at all (OpenSSL's default), and "*" is a whole label */
+    /* SANs alone, as browsers read them (RFC 6125 6.4.4 lets a client
+     * fall back to the CN; OpenSSL's default does, when there is no DNS
+     * SAN: never here), and "*" is a whole label */
     for (i = 0; i < n; i++) {
         if (X509_check_host(leaf, names[i], strlen(names[i]),
-                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1)
+                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS
+                            | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, NULL)
+            != 1)
         {
             snprintf(err->text, sizeof(err->text), "the certificate does not "
                      "cover %.128s", names[i]);
@@ -1161,7 +1218,8 @@ pg_cert_check_pair(const char *chain_pem, size_t chain_len,
         goto done;
     }
 
-    if (now >= not_after) {
+    /* notAfter is the last second it is valid (RFC 5280 4.1.2.5) */
+    if (now > not_after) {
         snprintf(err->text, sizeof(err->text), "the certificate expired at "
                  "%s", pg_cert_time_str(not_after, when, sizeof(when)));
         goto done;
@@ -1367,6 +1425,28 @@ done:
 }
 
 
+/* lifetime (seconds) is one a certificate may have: positive, and at most
+ * PG_CERT_LIFETIME_MAX, so that now + lifetime cannot overflow. */
+static int
+pg_cert_check_lifetime(long lifetime, pg_error_t *err)
+{
+    if (lifetime <= 0) {
+        snprintf(err->text, sizeof(err->text), "a certificate's lifetime is "
+                 "positive, not %ld s", lifetime);
+        return PG_ERR;
+    }
+
+    if (lifetime > PG_CERT_LIFETIME_MAX) {
+        snprintf(err->text, sizeof(err->text), "a certificate's lifetime is "
+                 "at most 100 years (%ld s), not %ld s",
+                 (long) PG_CERT_LIFETIME_MAX, lifetime);
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
 /* The certificates as PEM, one after the other, in a new *pem, *len. */
 static int
 pg_cert_pem_chain(X509 *leaf, X509 *ca, char **pem, size_t *len)
@@ -1397,13 +1477,11 @@ pg_cert_self_signed(EVP_PKEY *key, char *const *names, size_t n,
     X509    *x;
     time_t   now;
 
-    if (pg_cert_check_names(names, n, err) != PG_OK) {
-        return PG_ERR;
-    }
+    ERR_clear_error();
 
-    if (lifetime <= 0) {
-        snprintf(err->text, sizeof(err->text), "a certificate's lifetime is "
-                 "positive, not %ld s", lifetime);
+    if (pg_cert_check_names(names, n, err) != PG_OK
+        || pg_cert_check_lifetime(lifetime, err) != PG_OK)
+    {
         return PG_ERR;
     }
 
@@ -1445,13 +1523,11 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     char             what[PG_CERT_SHOWN + 32];
     STACK_OF(X509)  *chain;
 
-    if (pg_cert_check_names(names, n, err) != PG_OK) {
-        return PG_ERR;
-    }
+    ERR_clear_error();
 
-    if (lifetime <= 0) {
-        snprintf(err->text, sizeof(err->text), "a certificate's lifetime is "
-                 "positive, not %ld s", lifetime);
+    if (pg_cert_check_names(names, n, err) != PG_OK
+        || pg_cert_check_lifetime(lifetime, err) != PG_OK)
+    {
         return PG_ERR;
     }
 
@@ -1517,7 +1593,7 @@ pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
 
     now = time(NULL);
 
-    if (now < ca_not_before || now >= ca_not_after) {
+    if (now < ca_not_before || now > ca_not_after) {
         snprintf(err->text, sizeof(err->text), "%s: not valid now (%s)",
                  what, now < ca_not_before ? "not yet" : "expired");
         goto done;

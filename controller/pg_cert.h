@@ -8,7 +8,9 @@
  * Errors: PG_OK or PG_ERR with one line in pg_error_t that names the file
  * or the certificate and says what is wrong ("cannot read key
  * /etc/x/privkey.pem: not a PEM private key"), never OpenSSL's error queue
- * raw (its first reason, at most, after a colon).
+ * raw (its first reason, at most, after a colon). Every function that
+ * uses OpenSSL empties the calling thread's error queue on entry and
+ * before it returns: no reason of an earlier call shows in a message.
  * Ownership: functions named _new or returning char ** give new memory
  * (EVP_PKEY_free(), free()); every other pointer is borrowed.
  */
@@ -101,6 +103,14 @@ int pg_cert_read_file_nofollow(const char *path, char **data, size_t *len,
 
 /* --- certificates ------------------------------------------------------- */
 
+/*
+ * The names given to the functions below are DNS names: 1 to
+ * PG_CERT_NAMES_MAX, each of letters, digits, '-' and '.' in labels of 1
+ * to 63 bytes, "*." only as the whole first label, and never an IP
+ * address ("10.0.0.1", "127.1", a last label all digits): refused with
+ * "invalid name \"NAME\": why".
+ */
+
 /* A CSR for names (the first is also the CN), DER in *der (new), *len. */
 int pg_cert_csr(EVP_PKEY *key, char *const *names, size_t n,
     unsigned char **der, size_t *len, pg_error_t *err);
@@ -112,8 +122,10 @@ int pg_cert_info(const char *pem, size_t len, pg_cert_info_t *info,
 /*
  * The checks before an install (DESIGN.md): chain_pem holds at least one
  * certificate; key_pem is a private key that matches the first; every one
- * of names is covered by it (a SAN, wildcards as RFC 6125 says); and now
- * is within its validity. The message says which check failed.
+ * of names is covered by it (a DNS SAN, wildcards as RFC 6125 says; never
+ * the CN, even without SANs, as browsers); and now is within its validity
+ * (notBefore and notAfter both included, RFC 5280). The message says which
+ * check failed.
  */
 int pg_cert_check_pair(const char *chain_pem, size_t chain_len,
     const char *key_pem, size_t key_len, char *const *names, size_t n,
@@ -126,7 +138,8 @@ int pg_cert_check_key(const char *chain_pem, size_t chain_len,
     const char *key_pem, size_t key_len, pg_error_t *err);
 
 /* A self-signed certificate for names and key, valid from now for
- * lifetime seconds, PEM in *pem (new). The first-start placeholder. */
+ * lifetime seconds (1 to 100 years; here and for the local CA), PEM in
+ * *pem (new). The first-start placeholder. */
 int pg_cert_self_signed(EVP_PKEY *key, char *const *names, size_t n,
     long lifetime, char **pem, size_t *len, pg_error_t *err);
 

@@ -30,6 +30,8 @@
 #include <unistd.h>         /* unlink, rmdir, fork, getuid, symlink,
                                chown */
 #include <linux/fs.h>       /* FS_IOC_SETFLAGS, FS_IMMUTABLE_FL */
+#include <limits.h>         /* LONG_MAX */
+#include <openssl/err.h>    /* ERR_raise, ERR_peek_error */
 #include <openssl/evp.h>    /* EVP_EncodeBlock, EVP_PKEY */
 #include <openssl/pem.h>    /* PEM_read_bio_X509 */
 #include <openssl/x509.h>   /* X509_verify_cert */
@@ -685,6 +687,12 @@ test_csr(void)
               "\"*.\" first)" },
             { "*example.com", "a wildcard is \"*.\" and a domain" },
             { "*.", "an empty label or one longer than 63 bytes" },
+            /* review 19/10: an IP address is no DNS name */
+            { "192.168.1.10", "an IP address, not a DNS name" },
+            { "127.1", "an IP address, not a DNS name" },
+            { "0x7f000001", "an IP address, not a DNS name" },
+            { "*.10.0.0.1", "an IP address, not a DNS name" },
+            { "example.123", "an IP address, not a DNS name" },
         };
         char  want[256];
 
@@ -700,6 +708,16 @@ test_csr(void)
                 t_diag("got: %s", err.text);
             }
         }
+    }
+
+    {
+        char  *fine[] = { "1password.example.com", "123.example.com",
+                          "0x7f.example.com" };
+
+        der = NULL;
+        t_ok(pg_cert_csr(key, fine, 3, &der, &len, &err) == PG_OK,
+             "names with digits that are not IP addresses are accepted");
+        free(der);
     }
 
     t_ok(pg_cert_csr(key, names, 0, &der, &len, &err) == PG_ERR
@@ -921,9 +939,15 @@ test_check_pair(void)
                    "a wildcard covers one label only");
 
     names[1] = "staging.example.com";
-    t_pair_refused(chain, clen, kpem, klen, names, 1, na,
+    t_pair_refused(chain, clen, kpem, klen, names, 1, na + 1,
                    "the certificate expired at 2024-02-12T22:13:20Z",
                    "an expired certificate is refused, with its end");
+
+    /* review 19/10: notAfter is the last valid second (RFC 5280 4.1.2.5) */
+    memset(&err, 0, sizeof(err));
+    t_ok(pg_cert_check_pair(chain, clen, kpem, klen, names, 1, na, &err)
+         == PG_OK,
+         "a certificate is valid at its notAfter itself (%s)", err.text);
 
     t_pair_refused(chain, clen, kpem, klen, names, 1, nb - 1,
                    "the certificate is not valid yet: from "
@@ -959,6 +983,17 @@ test_check_pair(void)
     t_pair_refused(cn_chain, cnlen, kpem, klen, names, 1, nb + T_DAY,
                    "the certificate does not cover cn-only.example.com",
                    "a name only in the CN is not covered when SANs exist");
+    free(cn_chain);
+
+    /* review 19/10: nor when there is no SAN at all (OpenSSL's default
+     * falls back to the CN then; browsers do not) */
+    x = t_make(key, "cn-only.example.com", NULL, serial, 1, NULL, 0, nb, na,
+               0);
+    cn_chain = t_x509_pem(x, &cnlen);
+    X509_free(x);
+    t_pair_refused(cn_chain, cnlen, kpem, klen, names, 1, nb + T_DAY,
+                   "the certificate does not cover cn-only.example.com",
+                   "a certificate with a CN and no SAN covers no name");
     free(cn_chain);
 
     free(chain);
@@ -1025,6 +1060,32 @@ test_self_signed(void)
          && strcmp(err.text, "a certificate's lifetime is positive, not 0 s")
             == 0,
          "a lifetime of 0 is refused");
+
+    /* review 19/10: now + lifetime overflowed (UBSan stops the test on
+     * the old code) */
+    {
+        char  want[256];
+
+        snprintf(want, sizeof(want), "a certificate's lifetime is at most "
+                 "100 years (3153600000 s), not %ld s", LONG_MAX);
+        memset(&err, 0, sizeof(err));
+        pem = NULL;
+
+        if (!t_ok(pg_cert_self_signed(key, t_names, 2, LONG_MAX, &pem, &len,
+                                      &err) == PG_ERR
+                  && strcmp(err.text, want) == 0,
+                  "a lifetime that would overflow is refused"))
+        {
+            t_diag("got: %s", err.text);
+            free(pem);
+        }
+
+        pem = NULL;
+        t_ok(pg_cert_local_issue(t_path("none.pem"), t_path("none.key"), key,
+                                 t_names, 2, LONG_MAX, &pem, &len, &err)
+             == PG_ERR && strcmp(err.text, want) == 0,
+             "... by the local CA too, before it reads anything");
+    }
 
     free(kpem);
     EVP_PKEY_free(key);
@@ -1579,6 +1640,64 @@ test_ari(void)
          && pg_cert_ari_pick(s, e, s + T_DAY / 2, 0.75) == s + T_DAY * 3 / 4,
          "inside the window: a pick already past is now, a later one "
          "stays");
+}
+
+
+/*
+ * review 19/10: OpenSSL's error queue is per thread and its last entry
+ * goes into messages (pg_cert_fail()). A call that returned early (a bad
+ * argument) left what an earlier caller had put there, for a later
+ * message to show; each call now empties it on entry.
+ */
+static void
+test_error_queue(void)
+{
+    int           ok, i;
+    char         *pem, *bad[] = { "bad name" };
+    size_t        len;
+    EVP_PKEY     *key;
+    pg_error_t    err;
+    unsigned char *der;
+
+    key = pg_cert_key_new(PG_CERT_KEY_ECDSA, &err);
+
+    for (i = 0, ok = 1; i < 5; i++) {
+        ERR_raise(ERR_LIB_X509, X509_R_CERT_ALREADY_IN_HASH_TABLE);
+        pem = NULL;
+        der = NULL;
+
+        switch (i) {
+        case 0:
+            (void) pg_cert_key_new(7, &err);
+            break;
+        case 1:
+            (void) pg_cert_csr(key, bad, 1, &der, &len, &err);
+            break;
+        case 2:
+            (void) pg_cert_self_signed(key, t_names, 2, 0, &pem, &len, &err);
+            break;
+        case 3:
+            (void) pg_cert_local_issue(t_path("none.pem"), t_path("none.key"),
+                                       key, bad, 1, 3600, &pem, &len, &err);
+            break;
+        case 4:
+            (void) pg_cert_check_pair("", 0, "", 0, t_names, 2, 0, &err);
+            break;
+        }
+
+        if (ERR_peek_error() != 0) {
+            t_diag("call %d left an error on the queue", i);
+            ok = 0;
+        }
+
+        ERR_clear_error();
+        free(pem);
+        free(der);
+    }
+
+    t_ok(ok, "no call leaves an earlier error on the thread's OpenSSL "
+         "queue, even one that returns early");
+    EVP_PKEY_free(key);
 }
 
 
@@ -3151,6 +3270,7 @@ main(void)
     test_renew_at();
     test_retry_at();
     test_ari();
+    test_error_queue();
     test_install();
     test_install_unreadable();
     test_install_paths();
