@@ -1667,9 +1667,10 @@ pg_cert_renew_at(time_t not_before, time_t not_after, double jitter)
 
 
 time_t
-pg_cert_retry_at(time_t now, unsigned failures, long retry_after)
+pg_cert_retry_at(time_t now, unsigned failures, long retry_after,
+    time_t not_after)
 {
-    time_t  delay;
+    time_t  delay, cap;
 
     switch (failures) {
     case 0:
@@ -1694,6 +1695,15 @@ pg_cert_retry_at(time_t now, unsigned failures, long retry_after)
 
     if (retry_after > delay) {
         delay = retry_after;
+    }
+
+    /* the certificate in place must not expire while the next try waits:
+     * at most a tenth of the time it has left, so that tries come closer
+     * together as its end nears (once it has ended, the schedule alone) */
+    if (not_after != 0 && not_after > now) {
+        cap = (not_after - now) / 10;
+        cap = (cap < 60) ? 60 : cap;
+        delay = (delay > cap) ? cap : delay;
     }
 
     return now + delay;
@@ -1883,17 +1893,32 @@ done:
 
 
 time_t
-pg_cert_ari_pick(time_t start, time_t end, time_t now, double u)
+pg_cert_ari_pick(time_t start, time_t end, time_t now, time_t not_before,
+    time_t not_after, double u)
 {
-    time_t  t;
+    time_t  t, latest;
 
     /* u outside [0, 1) (NaN included) counts as 0 */
     if (!(u >= 0.0 && u < 1.0)) {
         u = 0.0;
     }
 
+    /* a window that opens once the certificate has ended is the CA's
+     * mistake (or a hostile answer): following it is an outage */
+    if (not_after != 0 && start > not_after) {
+        return PG_CERT_ARI_IGNORED;
+    }
+
     t = (end > start) ? start + (time_t) (u * ((double) end - start))
                       : start;
+
+    /* never in the last tenth of the lifetime: room for the retries of a
+     * renewal that fails */
+    if (not_after != 0) {
+        latest = not_after - ((not_after > not_before)
+                              ? (not_after - not_before) / 10 : 0);
+        t = (t > latest) ? latest : t;
+    }
 
     /* RFC 9773 section 4.2: a time in the past means now */
     return (t < now) ? now : t;

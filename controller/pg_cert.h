@@ -172,10 +172,14 @@ time_t pg_cert_renew_at(time_t not_before, time_t not_after, double jitter);
 
 /*
  * The next try after failures failed attempts in a row (1, 2, ...): 1 min,
- * 10 min, 100 min, then daily after now; never before now + retry_after
- * (seconds, a CA's Retry-After; 0 for none).
+ * 10 min, 100 min, then daily after now; not before now + retry_after
+ * (seconds, a CA's Retry-After, at most 30 days; 0 for none). But never
+ * after the end of the certificate in place: while not_after (its
+ * notAfter; 0 when unknown or none) is ahead, the wait is at most a tenth
+ * of the time left, and at least 1 min, Retry-After included.
  */
-time_t pg_cert_retry_at(time_t now, unsigned failures, long retry_after);
+time_t pg_cert_retry_at(time_t now, unsigned failures, long retry_after,
+    time_t not_after);
 
 /*
  * RFC 9773's renewalInfo answer (JSON text): suggestedWindow's start and
@@ -185,11 +189,19 @@ time_t pg_cert_retry_at(time_t now, unsigned failures, long retry_after);
 int pg_cert_ari_parse(const char *json, size_t len, time_t *start,
     time_t *end, pg_error_t *err);
 
+/* pg_cert_ari_pick(): the CA's window opens after the certificate ends;
+ * the caller keeps its own plan (pg_cert_renew_at()). */
+#define PG_CERT_ARI_IGNORED   ((time_t) -1)
+
 /*
  * The renewal time in an ARI window (RFC 9773 section 4.2): a uniform draw
- * (u in [0, 1), the caller's) within [start, end); now when the window is
- * already past.
+ * (u in [0, 1), the caller's) within [start, end); now when that is
+ * already past. Against the certificate renewed, [not_before, not_after]
+ * (not_after 0: unknown, none of this): never later than not_after minus a
+ * tenth of its lifetime (room for retries), and PG_CERT_ARI_IGNORED when
+ * the window starts after not_after.
  */
-time_t pg_cert_ari_pick(time_t start, time_t end, time_t now, double u);
+time_t pg_cert_ari_pick(time_t start, time_t end, time_t now,
+    time_t not_before, time_t not_after, double u);
 
 #endif /* PG_CERT_H */

@@ -1470,22 +1470,57 @@ test_retry_at(void)
 
     now = 1700000000;
 
-    t_ok(pg_cert_retry_at(now, 1, 0) == now + 60
-         && pg_cert_retry_at(now, 2, 0) == now + 600
-         && pg_cert_retry_at(now, 3, 0) == now + 6000
-         && pg_cert_retry_at(now, 4, 0) == now + T_DAY
-         && pg_cert_retry_at(now, 50, 0) == now + T_DAY,
+    t_ok(pg_cert_retry_at(now, 1, 0, 0) == now + 60
+         && pg_cert_retry_at(now, 2, 0, 0) == now + 600
+         && pg_cert_retry_at(now, 3, 0, 0) == now + 6000
+         && pg_cert_retry_at(now, 4, 0, 0) == now + T_DAY
+         && pg_cert_retry_at(now, 50, 0, 0) == now + T_DAY,
          "failures retry after 1 min, 10 min, 100 min, then daily");
-    t_ok(pg_cert_retry_at(now, 0, 0) == now + 60,
+    t_ok(pg_cert_retry_at(now, 0, 0, 0) == now + 60,
          "0 failures counts as the first");
-    t_ok(pg_cert_retry_at(now, 1, 3600) == now + 3600
-         && pg_cert_retry_at(now, 4, 2 * T_DAY) == now + 2 * T_DAY,
+    t_ok(pg_cert_retry_at(now, 1, 3600, 0) == now + 3600
+         && pg_cert_retry_at(now, 4, 2 * T_DAY, 0) == now + 2 * T_DAY,
          "a later Retry-After wins");
-    t_ok(pg_cert_retry_at(now, 2, 30) == now + 600
-         && pg_cert_retry_at(now, 1, -5) == now + 60,
+    t_ok(pg_cert_retry_at(now, 2, 30, 0) == now + 600
+         && pg_cert_retry_at(now, 1, -5, 0) == now + 60,
          "an earlier (or negative) Retry-After does not hurry the retry");
-    t_ok(pg_cert_retry_at(now, 1, 0x7fffffffL) == now + 30 * T_DAY,
+    t_ok(pg_cert_retry_at(now, 1, 0x7fffffffL, 0) == now + 30 * T_DAY,
          "an absurd Retry-After is held to 30 days");
+
+    /* review 19/6: never after the end of the certificate in place: at
+     * most a tenth of the time left (at least 1 min) */
+    t_ok(pg_cert_retry_at(now, 4, 0, now + 30 * T_DAY) == now + T_DAY
+         && pg_cert_retry_at(now, 1, 0, now + 30 * T_DAY) == now + 60,
+         "30 days left: the schedule as it is (daily is under a tenth)");
+    t_ok(pg_cert_retry_at(now, 4, 0, now + 5 * T_DAY) == now + T_DAY / 2
+         && pg_cert_retry_at(now, 3, 0, now + 5 * T_DAY) == now + 6000,
+         "5 days left: daily becomes 12 hours, 100 min stays");
+    t_ok(pg_cert_retry_at(now, 1, 2 * T_DAY, now + 5 * T_DAY)
+         == now + T_DAY / 2,
+         "5 days left: a CA's Retry-After of 2 days is held to 12 hours");
+    t_ok(pg_cert_retry_at(now, 9, 0, now + 300) == now + 60,
+         "5 minutes left: 1 minute");
+    t_ok(pg_cert_retry_at(now, 4, 0, now - 10) == now + T_DAY
+         && pg_cert_retry_at(now, 4, 0, 0) == now + T_DAY,
+         "expired already, or the end unknown (0): the schedule as it is");
+
+    {
+        int     i, ok;
+        time_t  left, t;
+
+        srand(5);
+        ok = 1;
+
+        for (i = 0; i < 10000; i++) {
+            left = 60 + rand() % (100 * T_DAY);
+            t = pg_cert_retry_at(now, 1 + rand() % 8, rand() % (40 * T_DAY),
+                                 now + left);
+            ok &= t > now && t <= now + left;
+        }
+
+        t_ok(ok, "10000 draws (a minute to 100 days left, any failures and "
+             "Retry-After): the retry never lands after the end");
+    }
 }
 
 
@@ -1620,26 +1655,58 @@ test_ari(void)
                   "renewalInfo's suggestedWindow ends before it starts",
                   "a window that ends before it starts is refused");
 
-    /* the pick */
+    /* the pick, the end of the certificate unknown (0) */
     s = 1735790400;
     e = s + T_DAY;
     now = s - 10 * T_DAY;
 
-    t_ok(pg_cert_ari_pick(s, e, now, 0.0) == s
-         && pg_cert_ari_pick(s, e, now, 0.5) == s + T_DAY / 2
-         && pg_cert_ari_pick(s, e, now, 0.999999) < e
-         && pg_cert_ari_pick(s, e, now, 0.999999) >= e - 1,
+    t_ok(pg_cert_ari_pick(s, e, now, 0, 0, 0.0) == s
+         && pg_cert_ari_pick(s, e, now, 0, 0, 0.5) == s + T_DAY / 2
+         && pg_cert_ari_pick(s, e, now, 0, 0, 0.999999) < e
+         && pg_cert_ari_pick(s, e, now, 0, 0, 0.999999) >= e - 1,
          "the pick is uniform in [start, end)");
-    t_ok(pg_cert_ari_pick(s, e, now, 1.0) == s
-         && pg_cert_ari_pick(s, e, now, -0.5) == s
-         && pg_cert_ari_pick(s, e, now, NAN) == s,
+    t_ok(pg_cert_ari_pick(s, e, now, 0, 0, 1.0) == s
+         && pg_cert_ari_pick(s, e, now, 0, 0, -0.5) == s
+         && pg_cert_ari_pick(s, e, now, 0, 0, NAN) == s,
          "a draw out of [0, 1) counts as 0");
-    t_ok(pg_cert_ari_pick(s, e, e + 100, 0.5) == e + 100,
+    t_ok(pg_cert_ari_pick(s, e, e + 100, 0, 0, 0.5) == e + 100,
          "a window in the past: now");
-    t_ok(pg_cert_ari_pick(s, e, s + T_DAY / 2, 0.25) == s + T_DAY / 2
-         && pg_cert_ari_pick(s, e, s + T_DAY / 2, 0.75) == s + T_DAY * 3 / 4,
+    t_ok(pg_cert_ari_pick(s, e, s + T_DAY / 2, 0, 0, 0.25) == s + T_DAY / 2
+         && pg_cert_ari_pick(s, e, s + T_DAY / 2, 0, 0, 0.75)
+            == s + T_DAY * 3 / 4,
          "inside the window: a pick already past is now, a later one "
          "stays");
+
+    /* review 19/5: against the certificate's end */
+    {
+        time_t  nb, na;
+
+        nb = s - 60 * T_DAY;
+        na = nb + 90 * T_DAY;      /* s + 30 days; the last tenth: 9 days */
+
+        t_ok(pg_cert_ari_pick(s, e, now, nb, na, 0.5) == s + T_DAY / 2,
+             "a window well before the end: as the CA suggests");
+        t_ok(pg_cert_ari_pick(na - 10 * T_DAY, na - 6 * T_DAY, now, nb, na,
+                              0.9) == na - 9 * T_DAY
+             && pg_cert_ari_pick(na - 10 * T_DAY, na - 6 * T_DAY, now, nb,
+                                 na, 0.1) < na - 9 * T_DAY,
+             "a window reaching into the last tenth of the lifetime: the "
+             "pick is held at 9 days before the end");
+        t_ok(pg_cert_ari_pick(na - T_DAY, na + 5 * T_DAY, now, nb, na, 0.5)
+             == na - 9 * T_DAY,
+             "a window that starts in the last tenth and ends past the end: "
+             "9 days before the end");
+        t_ok(pg_cert_ari_pick(na + 1, na + 5 * T_DAY, now, nb, na, 0.5)
+             == PG_CERT_ARI_IGNORED
+             && pg_cert_ari_pick(na + 1, na + 5 * T_DAY, now, nb, na, 0.0)
+                == PG_CERT_ARI_IGNORED,
+             "a window that starts after the end: ignored "
+             "(PG_CERT_ARI_IGNORED), the caller keeps its plan");
+        t_ok(pg_cert_ari_pick(na - 10 * T_DAY, na - 6 * T_DAY,
+                              na - 2 * T_DAY, nb, na, 0.5)
+             == na - 2 * T_DAY,
+             "already in the last tenth: now");
+    }
 }
 
 
