@@ -16,7 +16,7 @@
 #include <string.h>             /* memcpy, memchr, strlen, strcmp, strchr,
                                    strerror */
 #include <strings.h>            /* strncasecmp */
-#include <sys/stat.h>           /* stat: is the account key there */
+#include <sys/stat.h>           /* lstat: is the account key there */
 #include <time.h>               /* clock_gettime, nanosleep, time */
 #include <openssl/bio.h>        /* BIO_new_mem_buf: the leaf's key */
 #include <openssl/crypto.h>     /* OPENSSL_cleanse */
@@ -113,6 +113,7 @@ static int pg_acme_post(pg_acme_t *a, const char *url, const json_t *payload,
     const char *accept, pg_error_t *err);
 static int pg_acme_account_key(pg_acme_t *a, pg_error_t *err);
 static int pg_acme_account(pg_acme_t *a, pg_error_t *err);
+static void pg_acme_account_gone(pg_acme_t *a, pg_error_t *err);
 static json_t *pg_acme_new_order(pg_acme_t *a, char *const *names, size_t n,
     char **order_url, pg_error_t *err);
 static int pg_acme_authz_read(pg_acme_t *a, pg_acme_authz_t *az,
@@ -468,7 +469,7 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     CURL               *c;
     double              left;
     CURLcode            rc;
-    const char         *why;
+    const char         *why, *bad;
     struct curl_slist  *headers, *h;
 
     if (pg_acme_is_cancelled(a)) {
@@ -512,23 +513,39 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
 
     /* a reset keeps the connection and the TLS session for the next */
     pg_curl.easy_reset(c);
-    pg_curl.easy_setopt(c, CURLOPT_URL, url);
-    pg_curl.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    pg_curl.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-    pg_curl.easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
-    pg_curl.easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
-                        timeout < 10000 ? timeout : 10000L);
-    pg_curl.easy_setopt(c, CURLOPT_USERAGENT, "portal-gated/" PG_VERSION);
-    pg_curl.easy_setopt(c, CURLOPT_WRITEFUNCTION, pg_acme_on_body);
-    pg_curl.easy_setopt(c, CURLOPT_WRITEDATA, a);
-    pg_curl.easy_setopt(c, CURLOPT_HEADERFUNCTION, pg_acme_on_header);
-    pg_curl.easy_setopt(c, CURLOPT_HEADERDATA, a);
-    pg_curl.easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    pg_curl.easy_setopt(c, CURLOPT_XFERINFOFUNCTION, pg_acme_on_progress);
-    pg_curl.easy_setopt(c, CURLOPT_XFERINFODATA, a);
+
+    /*
+     * Every option is checked: one refused (a libcurl too old for
+     * CURLOPT_PROTOCOLS_STR, out of memory) would have the request go out
+     * without it, over http:// or to a redirect target, or trusting the
+     * system's CAs instead of acme_ca.
+     */
+    bad = NULL;
+
+#define pg_acme_setopt(opt, value)                                            \
+    if (bad == NULL                                                           \
+        && (rc = pg_curl.easy_setopt(c, opt, value)) != CURLE_OK)             \
+    {                                                                         \
+        bad = #opt;                                                           \
+    }
+
+    pg_acme_setopt(CURLOPT_PROTOCOLS_STR, "https");
+    pg_acme_setopt(CURLOPT_URL, url);
+    pg_acme_setopt(CURLOPT_NOSIGNAL, 1L);
+    pg_acme_setopt(CURLOPT_TIMEOUT_MS, timeout);
+    pg_acme_setopt(CURLOPT_CONNECTTIMEOUT_MS,
+                   timeout < 10000 ? timeout : 10000L);
+    pg_acme_setopt(CURLOPT_USERAGENT, "portal-gated/" PG_VERSION);
+    pg_acme_setopt(CURLOPT_WRITEFUNCTION, pg_acme_on_body);
+    pg_acme_setopt(CURLOPT_WRITEDATA, a);
+    pg_acme_setopt(CURLOPT_HEADERFUNCTION, pg_acme_on_header);
+    pg_acme_setopt(CURLOPT_HEADERDATA, a);
+    pg_acme_setopt(CURLOPT_NOPROGRESS, 0L);
+    pg_acme_setopt(CURLOPT_XFERINFOFUNCTION, pg_acme_on_progress);
+    pg_acme_setopt(CURLOPT_XFERINFODATA, a);
 
     if (a->conf->ca_file != NULL && a->conf->ca_file[0] != '\0') {
-        pg_curl.easy_setopt(c, CURLOPT_CAINFO, a->conf->ca_file);
+        pg_acme_setopt(CURLOPT_CAINFO, a->conf->ca_file);
     }
 
     headers = NULL;
@@ -539,19 +556,30 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     }
 
     if (strcmp(method, "HEAD") == 0) {
-        pg_curl.easy_setopt(c, CURLOPT_NOBODY, 1L);
+        pg_acme_setopt(CURLOPT_NOBODY, 1L);
 
     } else if (strcmp(method, "POST") == 0) {
         h = pg_curl.slist_append(headers,
                                  "Content-Type: application/jose+json");
         headers = h ? h : headers;
-        pg_curl.easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        pg_curl.easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
-                            (curl_off_t) strlen(body));
+        pg_acme_setopt(CURLOPT_POSTFIELDS, body);
+        pg_acme_setopt(CURLOPT_POSTFIELDSIZE_LARGE,
+                       (curl_off_t) strlen(body));
     }
 
     if (headers != NULL) {
-        pg_curl.easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+        pg_acme_setopt(CURLOPT_HTTPHEADER, headers);
+    }
+
+#undef pg_acme_setopt
+
+    if (bad != NULL) {
+        pg_curl.easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+        pg_curl.slist_free_all(headers);
+        snprintf(err->text, sizeof(err->text), "libcurl refused %s (%s): "
+                 "no ACME request is made without it", bad,
+                 pg_curl.easy_strerror(rc));
+        return PG_ERR;
     }
 
     rc = pg_curl.easy_perform(c);
@@ -777,7 +805,20 @@ pg_acme_account_key(pg_acme_t *a, pg_error_t *err)
         return PG_ERR;
     }
 
-    if (stat(path, &st) == 0) {
+    if (lstat(path, &st) == 0) {
+        /* a FIFO would block the read (the worker, and the daemon's exit
+         * waiting for it); a symlink is not a key portal-gated made */
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(err->text, sizeof(err->text), "account key %.*s is %s, "
+                     "not a regular file: remove it to have one made",
+                     PG_ACME_SHOWN, path,
+                     S_ISLNK(st.st_mode) ? "a symlink"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISDIR(st.st_mode) ? "a folder"
+                     : S_ISSOCK(st.st_mode) ? "a socket" : "a device");
+            return PG_ERR;
+        }
+
         a->key = pg_cert_key_load(path, err);
 
     } else if (errno != ENOENT) {
@@ -824,6 +865,23 @@ pg_acme_account_key(pg_acme_t *a, pg_error_t *err)
 }
 
 
+/* The account of the key is no more: err says what to do about it. */
+static void
+pg_acme_account_gone(pg_acme_t *a, pg_error_t *err)
+{
+    int         room;
+    char        hint[PG_ACME_SHOWN + 64];
+    pg_error_t  why;
+
+    /* the hint whole, the CA's words cut if need be */
+    snprintf(hint, sizeof(hint), "; remove the account key %.*s to have a "
+             "new account made", PG_ACME_SHOWN, a->conf->account_key);
+    why = *err;
+    room = (int) (sizeof(err->text) - strlen(hint) - 1);
+    snprintf(err->text, sizeof(err->text), "%.*s%s", room, why.text, hint);
+}
+
+
 /* newAccount: the account of the key, made if the CA has none (201), the
  * existing one otherwise (200). */
 static int
@@ -862,6 +920,15 @@ pg_acme_account(pg_acme_t *a, pg_error_t *err)
 
     if (pg_acme_post(a, url, req, NULL, err) != PG_OK) {
         json_decref(req);
+
+        /* RFC 8555 7.3.6: a deactivated (or revoked) account's key is
+         * refused for good; only a new key makes a new account */
+        if (a->status >= 400 && strncmp(err->text, PG_ACME_ERROR_NS
+                                        "unauthorized", 39) == 0)
+        {
+            pg_acme_account_gone(a, err);
+        }
+
         return PG_ERR;
     }
 
@@ -884,6 +951,13 @@ pg_acme_account(pg_acme_t *a, pg_error_t *err)
     if (status != NULL && strcmp(status, "valid") != 0) {
         snprintf(err->text, sizeof(err->text), "the ACME account %.*s is "
                  "%.16s", PG_ACME_SHOWN, a->location, status);
+
+        if (strcmp(status, "deactivated") == 0
+            || strcmp(status, "revoked") == 0)
+        {
+            pg_acme_account_gone(a, err);
+        }
+
         json_decref(acct);
         return PG_ERR;
     }

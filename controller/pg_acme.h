@@ -12,7 +12,9 @@
  * loaded and curl_global_init() done before the worker starts, by the main
  * thread: pg_curl_load() (curl_global_init is not thread-safe). A call
  * made before that fails with a message saying so; it never loads libcurl
- * itself.
+ * itself. Every curl option is checked: a libcurl that refuses one (one
+ * older than 7.85 has no CURLOPT_PROTOCOLS_STR, which keeps requests to
+ * https) fails the call, "libcurl refused CURLOPT_...", before any request.
  *
  * Cancel: *conf->cancel (when not NULL) is read between steps, in every
  * wait (every 100 ms) and during every transfer (curl's progress
@@ -22,11 +24,15 @@
  * are withdrawn first.
  *
  * Errors: PG_OK or PG_ERR with one line in pg_error_t. An ACME problem
- * document is reported as "TYPE: detail" followed by its subproblems'
- * "IDENTIFIER: detail" ("urn:ietf:params:acme:error:unauthorized: ...");
- * an invalid authorization as its challenge's error, the same way;
- * anything else names what failed ("cannot reach the ACME server
- * https://...: Couldn't connect to server"). *retry_after is the
+ * document is reported as "TYPE: detail", " (see INSTANCE)" when it has
+ * an instance (userActionRequired: the page to visit), then its
+ * subproblems' "IDENTIFIER: detail" ("urn:ietf:params:acme:error:
+ * unauthorized: ..."); an account the CA deactivated or revoked (an
+ * unauthorized newAccount, or its status) ends with "; remove the account
+ * key PATH to have a new account made"; an invalid authorization is
+ * reported as its challenge's error, the same way; anything else names
+ * what failed ("cannot reach the ACME server: GET https://...: Couldn't
+ * connect to server"). *retry_after is the
  * Retry-After (seconds) of the answer the call failed on, 0 when it had
  * none or the call failed otherwise (no answer, a wait run out, an
  * invalid authorization): never that of an earlier answer.
@@ -79,7 +85,9 @@ typedef struct {
                                             system's */
     const char            *account_key;  /* PEM path: made (ECDSA P-256,
                                             0600) when absent; its folder
-                                            must exist */
+                                            must exist; anything but a
+                                            regular file there (a
+                                            symlink, a FIFO) is refused */
     const char *const     *contact;      /* URLs ("mailto:ops@x"), given
                                             when the account is made */
     size_t                 ncontact;

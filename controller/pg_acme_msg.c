@@ -349,7 +349,7 @@ pg_acme_problem(const char *body, size_t len, long status, const char *what,
     int           n;
     json_t       *doc, *sub, *ident;
     size_t        i, used;
-    const char   *t, *detail, *value;
+    const char   *t, *detail, *value, *instance;
 
     if (type != NULL && size > 0) {
         type[0] = '\0';
@@ -380,6 +380,19 @@ pg_acme_problem(const char *body, size_t len, long status, const char *what,
     }
 
     used = n < 0 ? 0 : (size_t) n;
+
+    /* RFC 8555 7.3.3: userActionRequired's instance is the page the
+     * operator must visit (new terms of service): without it the message
+     * says what to do but not where */
+    instance = json_string_value(json_object_get(doc, "instance"));
+
+    if (instance != NULL && instance[0] != '\0'
+        && used < sizeof(err->text) - 1)
+    {
+        n = snprintf(err->text + used, sizeof(err->text) - used,
+                     " (see %s)", instance);
+        used += n < 0 ? 0 : (size_t) n;
+    }
 
     /* RFC 8555 6.7.1: one subproblem per identifier that failed */
     json_array_foreach(json_object_get(doc, "subproblems"), i, sub) {

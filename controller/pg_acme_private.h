@@ -44,9 +44,10 @@ char *pg_acme_jws(EVP_PKEY *key, const json_t *jwk, const char *kid,
 
 /*
  * An error answer into err: a problem document (RFC 7807) as "TYPE:
- * detail; IDENTIFIER: detail..." on one line; anything else as "HTTP
- * STATUS from what". *type (when not NULL) gets the problem's type, or ""
- * (size bytes).
+ * detail (see INSTANCE); IDENTIFIER: detail..." on one line (the instance
+ * when it has one: userActionRequired's page to visit); anything else as
+ * "HTTP STATUS from what". *type (when not NULL) gets the problem's type,
+ * or "" (size bytes).
  */
 void pg_acme_problem(const char *body, size_t len, long status,
     const char *what, char *type, size_t size, pg_error_t *err);

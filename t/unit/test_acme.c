@@ -16,8 +16,9 @@
 #include <stdio.h>              /* printf, snprintf, vsnprintf */
 #include <stdlib.h>             /* free, malloc */
 #include <string.h>             /* strcmp, strstr, strlen, memcmp */
-#include <sys/stat.h>           /* stat, mkdir */
-#include <unistd.h>             /* rmdir, unlink */
+#include <sys/stat.h>           /* stat, mkdir, mkfifo */
+#include <sys/wait.h>           /* waitpid */
+#include <unistd.h>             /* rmdir, unlink, fork, pipe, alarm */
 #include <openssl/bn.h>         /* BN_bin2bn */
 #include <openssl/ec.h>         /* ECDSA_SIG */
 #include <openssl/evp.h>        /* EVP_EC_gen, EVP_DigestVerify */
@@ -416,6 +417,19 @@ test_problem(void)
     t_ok(strcmp(err.text, "HTTP 502 from https://ca/directory") == 0
          && type[0] == '\0',
          "not a problem document: %s", err.text);
+
+    /* RFC 8555 7.3.3's example: where to go is the instance */
+    doc = "{\"type\": \"urn:ietf:params:acme:error:userActionRequired\","
+          " \"detail\": \"Terms of service have changed\","
+          " \"instance\": \"https://example.com/acme/agreement/?token="
+          "W8Ih3PswD-8\"}";
+    pg_acme_problem(doc, strlen(doc), 403, "https://ca/new-order", NULL, 0,
+                    &err);
+    t_ok(strcmp(err.text, "urn:ietf:params:acme:error:userActionRequired: "
+                "Terms of service have changed (see https://example.com/acme/"
+                "agreement/?token=W8Ih3PswD-8)") == 0,
+         "userActionRequired keeps its instance, the page to visit: %s",
+         err.text);
 
     pg_acme_problem(NULL, 0, 503, "https://ca/directory", NULL, 0, &err);
     t_ok(strcmp(err.text, "HTTP 503 from https://ca/directory") == 0,
@@ -1140,6 +1154,156 @@ test_ca_retry_after(void)
 }
 
 
+/* review 18/10: an account the CA deactivated, refused or reported so */
+static void
+ca_account_refused(const ca_req_t *q, ca_ans_t *s)
+{
+    if (ca_is(q, "POST", "/acct")) {
+        ca_problem(s, 403, "unauthorized", "An account with the provided "
+                   "public key exists but is deactivated");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+static const char  *ca_account_status;
+
+static void
+ca_account_status_is(const ca_req_t *q, ca_ans_t *s)
+{
+    if (ca_is(q, "POST", "/acct")) {
+        ca_header(s, "Location: " CA_URL "/acct/1");
+        ca_printf(s, "{\"status\": \"%s\"}", ca_account_status);
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
+/* An issuance in a child, so that a call that blocks (a FIFO read) fails
+ * the test instead of hanging it: its error, or "blocked". */
+static void
+ca_run_child(const pg_acme_conf_t *conf, char *text, size_t size)
+{
+    int      fd[2], status;
+    pid_t    pid;
+    run_t    r;
+    ssize_t  n;
+
+    snprintf(text, size, "blocked");
+
+    if (pipe(fd) != 0 || (pid = fork()) < 0) {
+        return;
+    }
+
+    if (pid == 0) {
+        close(fd[0]);
+        alarm(10);
+        ca_run(ca_default, conf, &r);
+
+        if (r.rc == PG_OK) {
+            snprintf(r.err.text, sizeof(r.err.text), "issued");
+        }
+
+        n = write(fd[1], r.err.text, strlen(r.err.text));
+        _exit(n < 0);
+    }
+
+    close(fd[1]);
+    n = read(fd[0], text, size - 1);
+    close(fd[0]);
+    waitpid(pid, &status, 0);
+
+    if (n > 0 && WIFEXITED(status)) {
+        text[n] = '\0';
+    } else {
+        snprintf(text, size, "blocked");
+    }
+}
+
+
+static void
+test_ca_account(void)
+{
+    char            path[300], want[600], text[300];
+    run_t           r;
+    unsigned        i;
+    pg_acme_conf_t  conf;
+
+    static const char  *gone[] = { "deactivated", "revoked" };
+
+    ca_conf(&conf, &r);
+    ca_run(ca_account_refused, &conf, &r);
+    snprintf(want, sizeof(want), "urn:ietf:params:acme:error:unauthorized: "
+             "An account with the provided public key exists but is "
+             "deactivated; remove the account key %s to have a new account "
+             "made", ca_key_path);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, want) == 0,
+         "an account refused as unauthorized: remove its key: %s",
+         r.err.text);
+    ca_run_done(&r);
+
+    for (i = 0; i < 2; i++) {
+        ca_conf(&conf, &r);
+        ca_account_status = gone[i];
+        ca_run(ca_account_status_is, &conf, &r);
+        snprintf(want, sizeof(want), "the ACME account " CA_URL "/acct/1 is "
+                 "%s; remove the account key %s to have a new account made",
+                 gone[i], ca_key_path);
+        t_ok(r.rc == PG_ERR && strcmp(r.err.text, want) == 0,
+             "an account %s: remove its key: %s", gone[i], r.err.text);
+        ca_run_done(&r);
+    }
+
+    /* a libcurl that cannot keep the requests to https makes none */
+    ca_conf(&conf, &r);
+    ca_install(ca_default);
+    ca.refuse = CURLOPT_PROTOCOLS_STR;
+    ca.refuse_rc = CURLE_UNKNOWN_OPTION;
+    ca.chain = ca_pem;
+    r.rc = pg_acme_issue(&conf, (char *[]) { "a.test" }, 1, ca_cert_key,
+                         &r.chain, &r.len, &r.retry_after, &r.err);
+    ca_remove();
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "libcurl refused "
+                                  "CURLOPT_PROTOCOLS_STR (An unknown option "
+                                  "was passed in to libcurl): no ACME "
+                                  "request is made without it") == 0,
+         "CURLOPT_PROTOCOLS_STR refused: %s", r.err.text);
+    t_ok(ca.n == 0, "and no request went out (%u)", ca.n);
+    ca_run_done(&r);
+
+    /* the account key path: a FIFO would block the worker, a symlink or a
+     * folder is not a key portal-gated made */
+    snprintf(path, sizeof(path), "%s/fifo.key", ca_dir);
+    t_ok(mkfifo(path, 0600) == 0, "a FIFO at the account key path");
+    ca_conf(&conf, &r);
+    conf.account_key = path;
+    ca_run_child(&conf, text, sizeof(text));
+    snprintf(want, sizeof(want), "account key %s is a FIFO, not a regular "
+             "file: remove it to have one made", path);
+    t_ok(strcmp(text, want) == 0, "it is refused at once: %s", text);
+    unlink(path);
+
+    snprintf(path, sizeof(path), "%s/link.key", ca_dir);
+    t_ok(symlink(ca_key_path, path) == 0, "a symlink to a good key");
+    conf.account_key = path;
+    ca_run_child(&conf, text, sizeof(text));
+    snprintf(want, sizeof(want), "account key %s is a symlink, not a regular "
+             "file: remove it to have one made", path);
+    t_ok(strcmp(text, want) == 0, "it is refused: %s", text);
+    unlink(path);
+
+    conf.account_key = ca_dir;
+    ca_run_child(&conf, text, sizeof(text));
+    snprintf(want, sizeof(want), "account key %s is a folder, not a regular "
+             "file: remove it to have one made", ca_dir);
+    t_ok(strcmp(text, want) == 0, "a folder is refused: %s", text);
+}
+
+
 static void
 test_ca(void)
 {
@@ -1163,6 +1327,7 @@ test_ca(void)
     test_ca_publish_fails();
     test_ca_one_line();
     test_ca_retry_after();
+    test_ca_account();
 
     free(ca_pem);
     EVP_PKEY_free(ca_cert_key);
