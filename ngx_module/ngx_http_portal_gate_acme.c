@@ -44,6 +44,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_portal_gate_acme_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_portal_gate_acme_not_found(ngx_http_request_t *r);
 static void ngx_http_portal_gate_challenges_put(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_challenges_parse(ngx_http_request_t *r,
     u_char *body, size_t len, ngx_http_portal_gate_challenges_t **set,
@@ -130,7 +131,7 @@ ngx_http_portal_gate_acme_handler(ngx_http_request_t *r)
     if (!ngx_http_portal_gate_acme_valid(token.data, token.len,
                                          NGX_HTTP_PORTAL_GATE_TOKEN_MAX, 0))
     {
-        return NGX_HTTP_NOT_FOUND;
+        return ngx_http_portal_gate_acme_not_found(r);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -176,7 +177,7 @@ ngx_http_portal_gate_acme_handler(ngx_http_request_t *r)
     if (b->last == b->pos) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "portal gate: no acme challenge \"%V\"", &token);
-        return NGX_HTTP_NOT_FOUND;
+        return ngx_http_portal_gate_acme_not_found(r);
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -201,6 +202,25 @@ ngx_http_portal_gate_acme_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * Our own 404 for a token we do not have. A plain NGX_HTTP_NOT_FOUND goes
+ * through the server's error_page: with `error_page 404 /404.html;` it
+ * becomes an internal redirect, which this handler leaves alone (not the
+ * client's request), so the server's `return 301` or `rewrite` answers
+ * it, and the CA sees a redirect or a page instead of a 404. Marking the
+ * request as served by an error page already makes nginx send its plain
+ * 404 page.
+ */
+
+static ngx_int_t
+ngx_http_portal_gate_acme_not_found(ngx_http_request_t *r)
+{
+    r->error_page = 1;
+
+    return NGX_HTTP_NOT_FOUND;
 }
 
 

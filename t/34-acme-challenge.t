@@ -1,7 +1,9 @@
 # ACME http-01 challenges at the edge: the API's challenges resource sets
 # them, and a server with portal_gate_acme_challenge on answers
 # /.well-known/acme-challenge/TOKEN from the zone, before its server-level
-# return and rewrite, a location's return and the gate.
+# return and rewrite, a location's return and the gate; a token it does not
+# have is its own 404, which the server's error_page does not turn into
+# the server's redirect or page.
 
 use strict;
 use warnings;
@@ -51,11 +53,25 @@ my $servers = <<'CONF';
         portal_gate customer_portal off=https://legacy.example.com/;
         location / { return 200 "portal\n"; }
     }
+    server {
+        listen 127.0.0.1:%%PORT6%%;
+        portal_gate_acme_challenge on;
+        error_page 404 /404.html;
+        return 301 https://staging.example.com$request_uri;
+    }
+    server {
+        listen 127.0.0.1:%%PORT7%%;
+        portal_gate_acme_challenge on;
+        error_page 404 /404.html;
+        rewrite ^ /rewritten/ last;
+        location /rewritten/ { return 200 "rewritten\n"; }
+    }
 CONF
 
-my %port = (redirect => 1, off => 2, rewrite => 3, location => 4, gate => 5);
+my %port = (redirect => 1, off => 2, rewrite => 3, location => 4, gate => 5,
+            error_page_return => 6, error_page_rewrite => 7);
 
-my $ng = PortalGate::Test->new(http => $servers, ports => 5);
+my $ng = PortalGate::Test->new(http => $servers, ports => 7);
 $ng->start;
 
 my %set = ('tok_A-1' => 'tok_A-1.thumb_print-1',
@@ -142,6 +158,34 @@ subtest 'an unknown or malformed token is 404' => sub {
     }
     is(challenge(redirect => '')->{status}, 301,
        'the prefix alone is not a challenge: 301');
+};
+
+subtest 'the server\'s error_page does not take the 404 of a token' => sub {
+    for my $server (qw(error_page_return error_page_rewrite)) {
+        my $res = challenge($server => 'tok_A-1');
+        is("$res->{status} $res->{content}", '200 tok_A-1.thumb_print-1',
+           "$server: a known token is answered");
+        for my $token ('tok_C-3', 'tok.A-1') {
+            $res = challenge($server => $token);
+            is($res->{status}, 404, "$server: \"$token\" is 404, "
+                                    . 'not the error_page\'s redirect');
+            is($res->{headers}{location}, undef, '  with no Location');
+            # with error_page 404 (no =code) nginx keeps the 404 status
+            # of a redirected request whatever answers it: the body tells
+            like($res->{content}, qr{<title>404 Not Found</title>},
+                 '  and nginx\'s own 404 page, not what the redirect found')
+                or diag($res->{content});
+        }
+        $res = challenge($server => 'tok_C-3', method => 'HEAD');
+        is($res->{status}, 404, "$server: HEAD of an unknown token: 404");
+    }
+    my $res = $ng->get('/other',
+                       port => $ng->extra_port($port{error_page_return}));
+    is($res->{status}, 301, 'error_page_return: another path gets the 301');
+    $res = $ng->get('/other',
+                    port => $ng->extra_port($port{error_page_rewrite}));
+    is("$res->{status} $res->{content}", "200 rewritten\n",
+       'error_page_rewrite: another path is rewritten');
 };
 
 subtest 'HEAD: the headers only' => sub {
