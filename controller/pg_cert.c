@@ -228,11 +228,12 @@ int
 pg_cert_write_file_owned(const char *path, const char *data, size_t len,
     int mode, uid_t uid, gid_t gid, pg_error_t *err)
 {
-    int      fd, dfd, saved;
-    char     tmp[4096], dir[4096];
-    char    *slash;
-    size_t   done;
-    ssize_t  n;
+    int          fd, dfd, saved;
+    char         tmp[4096], dir[4096];
+    char        *slash;
+    size_t       done;
+    ssize_t      n;
+    struct stat  st;
 
     if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path)
         >= sizeof(tmp))
@@ -257,11 +258,21 @@ pg_cert_write_file_owned(const char *path, const char *data, size_t len,
     (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
 
     /* the owner first (a chown may clear mode bits), on the file itself,
-     * never by path */
+     * never by path; asked only when it differs from what the file got
+     * (a daemon not run as root can keep its own files' owner) */
     if ((uid != (uid_t) -1 || gid != (gid_t) -1)
+        && (fstat(fd, &st) == -1
+            || (uid != (uid_t) -1 && st.st_uid != uid)
+            || (gid != (gid_t) -1 && st.st_gid != gid))
         && fchown(fd, uid, gid) == -1)
     {
-        goto failed;
+        saved = errno;
+        close(fd);
+        unlink(tmp);
+        snprintf(err->text, sizeof(err->text), "cannot write %.*s: cannot "
+                 "keep its owner %ld:%ld: %s", PG_CERT_SHOWN, path,
+                 (long) uid, (long) gid, strerror(saved));
+        return PG_ERR;
     }
 
     /* fchmod, not the umask: the mode is exact */

@@ -3318,6 +3318,95 @@ test_nginx_signals(void)
 }
 
 
+/*
+ * As a daemon not run as root (the package's portal-gate user): replacing
+ * its own files keeps their owner without asking for it; a file whose
+ * group it cannot give is refused, saying so, and left as it was. Run in
+ * a child that drops to nobody (65534), in a folder of its own; skipped
+ * when the test is not root.
+ */
+static void
+test_write_owned_unprivileged(void)
+{
+    int          status, fd[2];
+    char         dir[] = "/tmp/pg-test-cert-own-XXXXXX", path[128];
+    char         text[512];
+    pid_t        pid;
+    ssize_t      n;
+    pg_error_t   err;
+
+    if (getuid() != 0) {
+        t_ok(1, "owners kept by a daemon not run as root # SKIP not root");
+        return;
+    }
+
+    if (mkdtemp(dir) == NULL || chown(dir, 65534, 65534) != 0
+        || chmod(dir, 0755) != 0 || pipe(fd) != 0)
+    {
+        t_diag("cannot make %s", dir);
+        return;
+    }
+
+    snprintf(path, sizeof(path), "%s/privkey.pem", dir);
+    t_write_str(path, "old\n");
+    chown(path, 65534, 0);          /* a group nobody is not in */
+    chmod(path, 0640);
+
+    pid = fork();
+
+    if (pid == 0) {
+        close(fd[0]);
+
+        if (setgid(65534) != 0 || setuid(65534) != 0) {
+            _exit(2);
+        }
+
+        /* its own file: kept as it is, no chown asked */
+        if (pg_cert_write_file_owned(path, "own\n", 4, 0600, 65534, 65534,
+                                     &err) != PG_OK)
+        {
+            (void) !write(fd[1], err.text, strlen(err.text));
+            _exit(3);
+        }
+
+        /* a group it is not in */
+        if (pg_cert_write_file_owned(path, "new\n", 4, 0640, 65534, 0, &err)
+            == PG_OK)
+        {
+            _exit(4);
+        }
+
+        (void) !write(fd[1], err.text, strlen(err.text));
+        _exit(0);
+    }
+
+    close(fd[1]);
+    n = read(fd[0], text, sizeof(text) - 1);
+    text[n > 0 ? n : 0] = '\0';
+    close(fd[0]);
+    waitpid(pid, &status, 0);
+
+    {
+        char  want[300];
+
+        snprintf(want, sizeof(want), "cannot write %s: cannot keep its "
+                 "owner 65534:0: Operation not permitted", path);
+
+        if (!t_ok(WIFEXITED(status) && WEXITSTATUS(status) == 0
+                  && strcmp(text, want) == 0 && t_same(path, "own\n", 4)
+                  && t_gid(path) == 65534 && !t_temp_left(dir),
+                  "not root: its own files keep their owner; a group it "
+                  "cannot give is refused, saying so, the file as it was"))
+        {
+            t_diag("status %d: %s", status, text);
+        }
+    }
+
+    unlink(path);
+    rmdir(dir);
+}
+
+
 int
 main(void)
 {
@@ -3344,6 +3433,7 @@ main(void)
     test_install_crash();
     test_reload_who();
     test_nginx_signals();
+    test_write_owned_unprivileged();
 
     unlink(t_path("ca.pem"));
     unlink(t_path("ca.key"));
