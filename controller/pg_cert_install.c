@@ -1599,18 +1599,26 @@ pg_cert_recover(const char *fullchain, const char *privkey, pg_error_t *err)
         usable = 0;
     }
 
+    if (!usable && !live_ok) {
+        pg_cert_msg(err, "an install of %.*s was interrupted, and neither "
+                    "the pair in place nor the previous one (.prev) can be "
+                    "used (%s): nothing changed", PG_CERT_SHOWN, fullchain,
+                    why2.text);
+        goto done;
+    }
+
     if (!usable) {
-        if (live_ok && pg_cert_marker_remove(marker, &why) == PG_OK) {
+        if (pg_cert_marker_remove(marker, &why) != PG_OK) {
+            pg_cert_msg(err, "an install of %.*s was interrupted, and the "
+                        "previous pair (.prev) does not match (%.60s): the "
+                        "pair in place is kept, but %s", PG_CERT_SHOWN,
+                        fullchain, why2.text, why.text);
+
+        } else {
             pg_cert_msg(err, "an install of %.*s was interrupted, and the "
                         "previous pair (.prev) does not match (%s): the pair "
                         "in place, which does, is kept", PG_CERT_SHOWN,
                         fullchain, why2.text);
-
-        } else {
-            pg_cert_msg(err, "an install of %.*s was interrupted, and "
-                        "neither the pair in place nor the previous one "
-                        "(.prev) can be used (%s): nothing changed",
-                        PG_CERT_SHOWN, fullchain, why2.text);
         }
 
         goto done;
