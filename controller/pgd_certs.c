@@ -221,7 +221,7 @@ pgd_certs_configure(pgd_t *d)
 static void
 pgd_cert_load(pgd_t *d, pgd_cert_t *c, int changed)
 {
-    int          written, usable;
+    int          written, usable, busy;
     char        *names[PG_CONF_CERT_NAMES];
     char         buf[sizeof(c->conf.names)];
     size_t       n;
@@ -230,6 +230,33 @@ pgd_cert_load(pgd_t *d, pgd_cert_t *c, int changed)
     memcpy(buf, c->conf.names, sizeof(buf));
     n = pgd_names_split(buf, names, PG_CONF_CERT_NAMES);
     written = 0;
+
+    /*
+     * An install cut short (a crash, a power loss between the key and the
+     * chain) leaves a pair nginx cannot start with: undone first, unless
+     * the worker is installing to these files right now.
+     */
+    pthread_mutex_lock(&d->worker.lock);
+    busy = d->worker.state != PGD_JOB_IDLE
+           && strcmp(d->worker.job.name, c->conf.name) == 0;
+    pthread_mutex_unlock(&d->worker.lock);
+
+    if (!busy) {
+        switch (pg_cert_recover(c->conf.fullchain, c->conf.privkey, &err)) {
+        case PG_CERT_RECOVERED:
+            pgd_log(d, PG_LOG_WARN, "certificate %s: %s", c->conf.name,
+                    err.text);
+            break;
+
+        case PG_ERR:
+            pgd_log(d, PG_LOG_ERROR, "certificate %s: %s", c->conf.name,
+                    err.text);
+            break;
+
+        default:
+            break;
+        }
+    }
 
     /* ECDSA whatever key_type says: a placeholder is thrown away, and an
      * RSA key costs the loop ~0.2 s (a SIGHUP adding 16 of them, 3 s) */
@@ -713,11 +740,12 @@ pgd_certs_collect_ari(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
     }
 
     at = pg_cert_ari_pick(job->ari_start, job->ari_end, now,
+                          c->info.not_before, c->info.not_after,
                           rand() / ((double) RAND_MAX + 1));
 
     /* a window past the certificate's end is the CA's mistake: the plan
      * stays (it renews well before the end) */
-    if (at >= c->info.not_after) {
+    if (at == PG_CERT_ARI_IGNORED) {
         pgd_log(d, PG_LOG_WARN, "certificate %s: the CA's renewalInfo "
                 "window ends after the certificate does; the plan stays",
                 c->conf.name);
@@ -747,17 +775,12 @@ pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
         snprintf(c->last_error, sizeof(c->last_error), "%s",
                  job->err.text);
         c->last_error_at = now;
-        c->next_at = pg_cert_retry_at(now, c->failures, job->retry_after);
+        /* never past the end of the certificate in place */
+        c->next_at = pg_cert_retry_at(now, c->failures, job->retry_after,
+                                      c->have_info && !c->placeholder
+                                      ? c->info.not_after : 0);
         c->next_why = "retry";
         c->planned = 0;
-
-        /* never past the end of the certificate in place */
-        if (c->have_info && !c->placeholder && c->next_at > now
-            && c->next_at >= c->info.not_after - 60
-            && c->info.not_after - 60 > now)
-        {
-            c->next_at = c->info.not_after - 60;
-        }
 
         pgd_time_text(c->next_at, when, sizeof(when));
         pgd_log(d, PG_LOG_ERROR, "certificate %s: failed (%u in a row), the "

@@ -217,9 +217,25 @@ subtest 'an output folder that cannot be written: said, and nginx keeps serving'
     $gd->hup;
 };
 
-subtest 'a corrupt key file in place: replaced at the next start' => sub {
+subtest 'a corrupt key file in place: the previous pair comes back at the next start' => sub {
+    clean_exit($gd->stop, $gd, 'portal-gated stopped');
+    ok(-s "$certs/privkey.pem.prev", 'a previous pair is there');
+    open my $fh, '>', "$certs/privkey.pem" or die; print {$fh} "garbage\n"; close $fh;
+    my $mark = $gd->mark;
+    $gd->start;
+    ok($gd->wait_log(qr/certificate $NAME: \S+fullchain\.pem and \S+privkey\.pem do not match \(the key is not a PEM private key\): the previous pair \(\.prev\), which does, is back/, 10, $mark),
+       'the log says the key in place is unusable and the previous pair is back')
+        or diag($gd->log($mark));
+    system("openssl pkey -in $certs/privkey.pem -noout 2>/dev/null");
+    is($?, 0, 'the key in place is a key again');
+    my ($r) = status_json();
+    is($r->{exit}, 0, 'cert status exits 0');
+};
+
+subtest 'a corrupt key file and no previous pair: a new pair is issued at the next start' => sub {
     my $before = served("$dir/ca.pem");
     clean_exit($gd->stop, $gd, 'portal-gated stopped');
+    unlink "$certs/privkey.pem.prev", "$certs/fullchain.pem.prev";
     open my $fh, '>', "$certs/privkey.pem" or die; print {$fh} "garbage\n"; close $fh;
     my $mark = $gd->mark;
     $gd->start;
