@@ -359,7 +359,7 @@ edge               unix:$dir/e3/api.sock:/portal-gate/;
 reconcile_interval 2s;
 log_level          info;
 state_dir          $2;
-nginx              conf=$dir/staging/nginx.conf pid=$dir/staging/nginx.pid prefix=$dir/staging/$nginx_binary;
+nginx              conf=$dir/staging/nginx.conf pid=$dir/staging/nginx.pid prefix=$dir/staging$nginx_binary;
 certificate $3 {
     issuer    acme $pebble_directory;
     acme_ca   $pebble_ca;

@@ -449,7 +449,7 @@ subtest 'make demo: the staging certificate, from pebble' => sub {
          qr/^  issued by     Pebble Intermediate CA .*\n(?s:.*)^  last error    none$/m,
          'cert status: issued by pebble, no error');
     like(ran('staging certificate', qr/ cert renew \Q$name\E --wait 60$/),
-         qr/^renewed: serial [0-9a-f]+, valid until /m,
+         qr/^renewed\b.*: serial [0-9a-f]+, valid until /m,
          'cert renew --wait: renewed');
     like($gated_log, qr/certificate \Q$name\E: issued by Pebble Intermediate CA \S+, serial [0-9a-f]+, valid until \S+, installed and nginx reloaded/,
          "portal-gated's log: issued, installed, nginx reloaded");

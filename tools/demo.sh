@@ -443,7 +443,7 @@ EOF
 # The staging vhost's certificate, from the demo's pebble; edge-a is
 # checked (nginx -t) and reloaded at each new pair.
 state_dir          $dir/state;
-nginx              conf=$dir/edge-a/nginx.conf pid=$dir/edge-a/nginx.pid prefix=$dir/edge-a/;
+nginx              conf=$dir/edge-a/nginx.conf pid=$dir/edge-a/nginx.pid prefix=$dir/edge-a;
 certificate $cert_name {
     issuer    acme $pebble_directory;
     acme_ca   $pebble_ca;
