@@ -472,6 +472,23 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
     const char         *why, *bad;
     struct curl_slist  *headers, *h;
 
+    /* the last answer is forgotten first, even when no request goes out:
+     * the callers read a->status to tell a refusal from no answer */
+    free(a->body);
+    free(a->location);
+    a->body = NULL;
+    a->len = 0;
+    a->too_large = 0;
+    a->location = NULL;
+    a->status = 0;
+    a->retry_after = -1;
+    a->cancelled = 0;
+
+    /* only the answer the call fails on says when to try again: an
+     * earlier refusal that was got past (a badNonce, replaces refused)
+     * must not speak for a later failure */
+    a->failed_retry_after = 0;
+
     if (pg_acme_is_cancelled(a)) {
         return pg_acme_cancel_error(a, err);
     }
@@ -495,21 +512,6 @@ pg_acme_http(pg_acme_t *a, const char *method, const char *url,
             capped = 1;
         }
     }
-
-    free(a->body);
-    free(a->location);
-    a->body = NULL;
-    a->len = 0;
-    a->too_large = 0;
-    a->location = NULL;
-    a->status = 0;
-    a->retry_after = -1;
-    a->cancelled = 0;
-
-    /* only the answer the call fails on says when to try again: an
-     * earlier refusal that was got past (a badNonce, replaces refused)
-     * must not speak for a later failure */
-    a->failed_retry_after = 0;
 
     /* a reset keeps the connection and the TLS session for the next */
     pg_curl.easy_reset(c);

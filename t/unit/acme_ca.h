@@ -53,6 +53,8 @@ typedef struct {
     CURLcode     rc;            /* not CURLE_OK: no answer, this error */
     double       hang;          /* seconds the answer takes; past the
                                    transfer's timeout: timed out */
+    int          at_timeout;    /* the answer comes as the transfer's
+                                   timeout ends, just in time */
 } ca_ans_t;
 
 typedef void (*ca_pt)(const ca_req_t *q, ca_ans_t *s);
@@ -420,10 +422,16 @@ ca_easy_perform(CURL *c)
 
     ca.answer(&q, s);
 
+    if (s->at_timeout) {
+        s->hang = (double) ca.timeout_ms / 1000;
+    }
+
     if (s->hang > 0) {
         hang = s->hang;
 
-        if (ca.timeout_ms > 0 && hang * 1000 > (double) ca.timeout_ms) {
+        if (!s->at_timeout && ca.timeout_ms > 0
+            && hang * 1000 > (double) ca.timeout_ms)
+        {
             hang = (double) ca.timeout_ms / 1000;
             s->rc = CURLE_OPERATION_TIMEDOUT;
         }

@@ -847,6 +847,24 @@ ca_replaced_already(const ca_req_t *q, ca_ans_t *s)
 }
 
 
+/* a refusal that comes at the deadline: the order sent again finds it
+ * past, and no answer is read as a refusal */
+static void
+ca_order_refused_late(const ca_req_t *q, ca_ans_t *s)
+{
+    ca.ari = 1;
+
+    if (ca_is(q, "POST", "/new-order")) {
+        s->at_timeout = 1;
+        ca_problem(s, 400, "badNonce", "JWS has an invalid anti-replay "
+                   "nonce");
+        return;
+    }
+
+    ca_default(q, s);
+}
+
+
 static void
 test_ca_replaces(void)
 {
@@ -863,6 +881,18 @@ test_ca_replaces(void)
          "a renewal's newOrder with no answer says so: %s", r.err.text);
     t_ok(ca_count("POST /new-order") == 1,
          "and is not sent again without replaces (%u sent)",
+         ca_count("POST /new-order"));
+    ca_run_done(&r);
+
+    ca_conf(&conf, &r);
+    conf.replaces = ARI_ID;
+    ca_run(ca_order_refused_late, &conf, &r);
+    t_ok(r.rc == PG_ERR && strcmp(r.err.text, "the ACME server did not "
+                                  "complete the issuance within 4 s (4 times "
+                                  "the wait of 1 s)") == 0,
+         "badNonce at the deadline, the retry not sent: the deadline is the "
+         "error, not the earlier answer: %s", r.err.text);
+    t_ok(ca_count("POST /new-order") == 1, "one newOrder sent (%u)",
          ca_count("POST /new-order"));
     ca_run_done(&r);
 
