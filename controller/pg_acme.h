@@ -32,10 +32,10 @@
  * key PATH to have a new account made"; an invalid authorization is
  * reported as its challenge's error, the same way; anything else names
  * what failed ("cannot reach the ACME server: GET https://...: Couldn't
- * connect to server"). *retry_after is the
- * Retry-After (seconds) of the answer the call failed on, 0 when it had
- * none or the call failed otherwise (no answer, a wait run out, an
- * invalid authorization): never that of an earlier answer.
+ * connect to server"). *retry_after is the Retry-After (seconds) of the
+ * answer the call failed on, 0 when it had none or the call failed
+ * otherwise (no answer, a wait run out, an invalid authorization): never
+ * that of an earlier answer.
  * Ownership: conf and everything it points to are borrowed for the call;
  * *chain is new (free()).
  */
@@ -57,7 +57,7 @@
 #define PG_ACME_WAIT     60     /* default seconds for the authorizations,
                                    then the order, to settle */
 #define PG_ACME_ISSUE_WAITS 4  /* pg_acme_issue ends within this many
-                                   times the wait, whatever the CA does */
+                                  times the wait, whatever the CA does */
 
 /*
  * Publish (add 1) or withdraw (add 0) an http-01 challenge: the edges
@@ -122,10 +122,10 @@ typedef struct {
  * request; conf->contact is given only when it is made). An order the CA
  * reports "valid" already is downloaded without a finalize, and one
  * "processing" is waited for until valid; the leaf downloaded must be
- * for cert_key, or the call fails. Polls honour
- * Retry-After (at most 10 s apart); without one they come after 0.1 s,
- * 0.25 s, 0.5 s, then every 1 s. A delay past the end of the wait is cut
- * to it, and the last poll comes there.
+ * for cert_key, or the call fails. Polls honour Retry-After (at most 10 s
+ * apart); without one they come after 0.1 s, 0.25 s, 0.5 s, then every
+ * 1 s. A delay past the end of the wait is cut to it, and the last poll
+ * comes there.
  *
  * Bounds, whatever the CA answers: an order listing more authorizations
  * than names is refused (one per identifier, RFC 8555 7.1.3), so the
