@@ -747,7 +747,7 @@ pgd_certs_collect_ari(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
      * stays (it renews well before the end) */
     if (at == PG_CERT_ARI_IGNORED) {
         pgd_log(d, PG_LOG_WARN, "certificate %s: the CA's renewalInfo "
-                "window ends after the certificate does; the plan stays",
+                "window starts after the certificate ends; the plan stays",
                 c->conf.name);
         return;
     }
