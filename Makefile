@@ -169,7 +169,7 @@ $(BUILD)/test-cert: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(CERT_SRCS) \
 	    controller/pg_cert_install.c t/unit/test_cert.c $(CERT_LIBS) -o $@
 
 $(BUILD)/test-acme: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(ACME_SRCS) \
-                    t/unit/test_acme.c t/unit/tap.h
+                    t/unit/test_acme.c t/unit/acme_ca.h t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) $(ACME_SRCS) \
 	    t/unit/test_acme.c $(CERT_LIBS) -o $@
@@ -216,7 +216,7 @@ unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
 # valgrind, which catches the module's memory errors.
 test:
 	@tools/deps.sh $(TEST_PKGS)
-	$(MAKE) module unit
+	$(MAKE) all unit
 	$(MAKE) fuzz-smoke
 	prove -r t
 	tools/valgrind-prove.sh

@@ -34,7 +34,7 @@
 
 
 static int pg_conf_path(pg_conf_parse_t *cp, int i, const char *value,
-    char *out, size_t size);
+    char *out, size_t size, int folder);
 static int pg_conf_dns_name(pg_conf_parse_t *cp, int i, char *name);
 static int pg_conf_cert_names(pg_conf_parse_t *cp);
 static int pg_conf_cert_issuer(pg_conf_parse_t *cp);
@@ -71,7 +71,7 @@ int
 pg_conf_set_state_dir(pg_conf_parse_t *cp)
 {
     return pg_conf_path(cp, 1, cp->args[1], cp->conf.state_dir,
-                        sizeof(cp->conf.state_dir));
+                        sizeof(cp->conf.state_dir), 1);
 }
 
 
@@ -116,7 +116,10 @@ pg_conf_set_nginx(pg_conf_parse_t *cp)
             return pg_conf_invalid(cp, i, "given twice");
         }
 
-        if (pg_conf_path(cp, i, eq + 1, out, PG_CONF_PATH_MAX) != PG_OK) {
+        /* prefix=DIR is a folder; the others are files */
+        if (pg_conf_path(cp, i, eq + 1, out, PG_CONF_PATH_MAX, k == 3)
+            != PG_OK)
+        {
             return PG_ERR;
         }
     }
@@ -355,9 +358,9 @@ pg_conf_cert_issuer(pg_conf_parse_t *cp)
         }
 
         if (pg_conf_path(cp, 2, cp->args[2], cert->ca_cert,
-                         sizeof(cert->ca_cert)) != PG_OK
+                         sizeof(cert->ca_cert), 0) != PG_OK
             || pg_conf_path(cp, 3, cp->args[3], cert->ca_key,
-                            sizeof(cert->ca_key)) != PG_OK)
+                            sizeof(cert->ca_key), 0) != PG_OK)
         {
             return PG_ERR;
         }
@@ -375,7 +378,7 @@ static int
 pg_conf_cert_acme_ca(pg_conf_parse_t *cp)
 {
     return pg_conf_path(cp, 1, cp->args[1], cp->cert->acme_ca,
-                        sizeof(cp->cert->acme_ca));
+                        sizeof(cp->cert->acme_ca), 0);
 }
 
 
@@ -464,7 +467,7 @@ static int
 pg_conf_cert_fullchain(pg_conf_parse_t *cp)
 {
     return pg_conf_path(cp, 1, cp->args[1], cp->cert->fullchain,
-                        sizeof(cp->cert->fullchain));
+                        sizeof(cp->cert->fullchain), 0);
 }
 
 
@@ -472,7 +475,7 @@ static int
 pg_conf_cert_privkey(pg_conf_parse_t *cp)
 {
     return pg_conf_path(cp, 1, cp->args[1], cp->cert->privkey,
-                        sizeof(cp->cert->privkey));
+                        sizeof(cp->cert->privkey), 0);
 }
 
 
@@ -495,10 +498,11 @@ pg_conf_cert_clash(const char *a, const char *b)
 }
 
 
-/* value (of cp->args[i]) as an absolute path, no folder part ending it. */
+/* value (of cp->args[i]) as an absolute path; a file's (folder 0) does
+ * not end with '/'. */
 static int
 pg_conf_path(pg_conf_parse_t *cp, int i, const char *value, char *out,
-    size_t size)
+    size_t size, int folder)
 {
     size_t  len;
 
@@ -508,7 +512,7 @@ pg_conf_path(pg_conf_parse_t *cp, int i, const char *value, char *out,
         return pg_conf_invalid(cp, i, "an absolute path");
     }
 
-    if (value[len - 1] == '/' && out != cp->conf.state_dir) {
+    if (value[len - 1] == '/' && !folder) {
         return pg_conf_invalid(cp, i, "a file's path, not a folder's");
     }
 

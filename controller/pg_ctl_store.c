@@ -18,6 +18,7 @@
 
 
 #define PG_STORE_TRIES     16           /* writes retried after CONFLICT */
+#define PG_STORE_IDX_LEN   24           /* a KEYS index as text: any size_t */
 
 
 
@@ -531,7 +532,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     argv = calloc(argc, sizeof(char *));
     /* the flags keys, then the triples' indexes into KEYS, 12 bytes each */
     keys = calloc(nkeys - 4 + 1, PG_STORE_KEY_MAX);
-    idx = calloc(nkeys - 4 + 1, 12);
+    idx = calloc(nkeys - 4 + 1, PG_STORE_IDX_LEN);
 
     if (argv == NULL || value == NULL || keys == NULL || idx == NULL) {
         free(argv);
@@ -571,7 +572,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     json_object_foreach(envs, env, env_flags) {
         pg_store_key(store, keys + k * PG_STORE_KEY_MAX, PG_STORE_KEY_FLAGS,
                      env);
-        snprintf(idx + k * 12, 12, "%zu", 5 + k);
+        snprintf(idx + k * PG_STORE_IDX_LEN, PG_STORE_IDX_LEN, "%zu", 5 + k);
         argv[i++] = keys + k * PG_STORE_KEY_MAX;
         k++;
     }
@@ -598,7 +599,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
 
     json_object_foreach(envs, env, env_flags) {
         json_object_foreach(env_flags, name, flag) {
-            argv[i] = idx + k * 12;
+            argv[i] = idx + k * PG_STORE_IDX_LEN;
             argv[i + 1] = name;
             argv[i + 2] = json_dumps(flag, JSON_COMPACT | PG_JSON_REAL);
 

@@ -29,6 +29,8 @@
 
 
 #define PGD_LOCAL_LIFETIME    (90L * 24 * 3600)   /* s: the local CA's */
+#define PGD_ACCOUNT_PATH_MAX  (PG_CONF_PATH_MAX + 300)  /* state_dir, the
+                                           CA's host, the file's name */
 
 
 /* What the worker's ACME callbacks get. */
@@ -163,7 +165,7 @@ pgd_worker_main(void *arg)
 static void
 pgd_job_run(pgd_t *d, pgd_job_t *job)
 {
-    char            path[PG_CONF_PATH_MAX + 64];
+    char            path[PGD_ACCOUNT_PATH_MAX];
     double          start;
     pgd_job_ctx_t   ctx;
     pg_acme_conf_t  acme;
@@ -202,7 +204,7 @@ pgd_job_issue(pgd_t *d, pgd_job_t *job)
 {
     int              rc;
     char            *chain, *key_pem, *names[PG_CONF_CERT_NAMES];
-    char             path[PG_CONF_PATH_MAX + 64];
+    char             path[PGD_ACCOUNT_PATH_MAX];
     char             buf[sizeof(job->conf.names)];
     const char      *contact[PG_CONF_CONTACTS];
     size_t           i, n, chain_len, key_len;
@@ -328,7 +330,13 @@ pgd_job_account_key(pgd_job_t *job, char *path, size_t size)
 
     host[i] = '\0';
 
-    snprintf(path, size, "%s/acme/%s/account.key", job->state_dir, host);
+    if ((size_t) snprintf(path, size, "%s/acme/%s/account.key",
+                          job->state_dir, host) >= size)
+    {
+        snprintf(job->err.text, sizeof(job->err.text), "state_dir %.200s "
+                 "is too long for the ACME account's key", job->state_dir);
+        return PG_ERR;
+    }
 
     return pgd_job_mkdirs(job, path);
 }

@@ -1149,6 +1149,9 @@ test_certificates(void)
     t_refused("nginx conf=/a pid=/p;\nnginx pid=/q conf=/a;\n", 2,
               "duplicate nginx conf=/a, first on line 1",
               "nginx: the same nginx twice");
+    t_loads("nginx conf=/a pid=/p prefix=/etc/nginx/;\n"
+            "state_dir /var/lib/pg/;\n", &conf,
+            "nginx prefix= and state_dir are folders: a trailing / is fine");
     t_refused("state_dir var/lib;\n", 1,
               "invalid value \"var/lib\" in \"state_dir\": an absolute path",
               "state_dir: a relative path");
