@@ -125,6 +125,8 @@
 #define PGD_CHALLENGES_MAX    128       /* an edge's limit */
 #define PGD_CHALLENGE_WAIT_MS 10000     /* for the edges to hold a token */
 #define PGD_CHALLENGE_TIMEOUT_MS 2000   /* PUT challenges to an edge */
+#define PGD_CHALLENGE_AGAIN_MS 250      /* an edge did not take a token a
+                                           worker waits on: sent again */
 
 /* Redis keys (include/pg_store.h), after the prefix */
 #define PGD_KEY_CHALLENGES    "acme:challenges"
@@ -339,6 +341,9 @@ typedef struct {
     int             chal_live;      /* the set last pushed was not empty */
     int             chal_retry;     /* an edge did not take the last one:
                                        again at the next tick */
+    size_t          chal_failed;    /* edges of the round that did not */
+    double          chal_again_at;  /* ms (pgd_now()): the round again,
+                                       soon, for a worker waiting; 0 */
     uint64_t        chal_round;     /* chal_want when the round in
                                        flight read the set */
     size_t          chal_pending;   /* edges of that round not done */

@@ -40,6 +40,7 @@ typedef struct {
 
 
 static int pgd_challenges_read(pgd_t *d, char **body, int *count);
+static void pgd_challenges_round_end(pgd_t *d);
 static int pgd_challenges_cmp(const void *a, const void *b);
 static void pgd_challenges_settle(pgd_t *d);
 
@@ -69,10 +70,14 @@ pgd_challenges_kick(pgd_t *d, int tick)
     pthread_mutex_unlock(&d->worker.lock);
 
     if (want == d->chal_round && !d->chal_wanted
-        && !(tick && (d->chal_live || d->chal_retry)))
+        && !(tick && (d->chal_live || d->chal_retry))
+        && !(d->chal_again_at > 0 && pgd_now() >= d->chal_again_at))
     {
         return;
     }
+
+    d->chal_again_at = 0;
+    d->chal_failed = 0;
 
     if (d->cmd == NULL) {
         /* no set to read: a waiting worker goes on (the CA will say what
@@ -165,6 +170,7 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
         pgd_log(d, PG_LOG_WARN, "acme: edge %s did not take the challenge "
                 "tokens: %s", e->edge.spec, err.text);
         d->chal_retry = 1;
+        d->chal_failed++;
 
     } else if ((status == 404 || status == 405)
                && strcmp(e->acme_body, "{}") == 0)
@@ -184,6 +190,7 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
                 ? " (is the module older than portal_gate_acme_challenge?)"
                 : "");
         d->chal_retry = 1;
+        d->chal_failed++;
 
     } else {
         pgd_log(d, PG_LOG_DEBUG, "acme: edge %s holds %lld challenge tokens",
@@ -198,7 +205,7 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
     e->acme_busy = 0;
 
     if (d->chal_pending > 0 && --d->chal_pending == 0) {
-        pgd_challenges_settle(d);
+        pgd_challenges_round_end(d);
     }
 
     return 1;
@@ -228,6 +235,32 @@ pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e)
         d->chal_wanted = 1;
         d->chal_round = 0;
     }
+}
+
+
+/*
+ * Every edge of the round answered. While a worker waits for its token to
+ * be out and an edge did not take it (an nginx that comes up after the
+ * daemon, as at a first start), the round is sent again shortly, until
+ * all take it or the worker's wait runs out; otherwise it is settled.
+ */
+static void
+pgd_challenges_round_end(pgd_t *d)
+{
+    int  waiting;
+
+    if (d->chal_failed > 0) {
+        pthread_mutex_lock(&d->worker.lock);
+        waiting = d->worker.chal_want > d->worker.chal_done;
+        pthread_mutex_unlock(&d->worker.lock);
+
+        if (waiting) {
+            d->chal_again_at = pgd_now() + PGD_CHALLENGE_AGAIN_MS;
+            return;
+        }
+    }
+
+    pgd_challenges_settle(d);
 }
 
 

@@ -663,6 +663,10 @@ pgd_run(pgd_t *d)
             wake = d->seed_until;
         }
 
+        if (d->chal_again_at > 0 && d->chal_again_at < wake) {
+            wake = d->chal_again_at;
+        }
+
         now = pgd_now();
         timeout = wake > now ? (long) (wake - now) + 1 : 0;
 

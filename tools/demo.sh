@@ -547,9 +547,9 @@ wait_for "$gated_pid" ctl status \
     || failed "portal-gated did not bring both edges in step" "$gated_log"
 
 # the first issuance: a second or so (30 s at most here). portal-gated
-# orders at once, and edge-a starts only once the placeholder is there:
-# when pebble asked edge-a before it was up, the attempt failed and the
-# next is a minute away; the demo asks for it now, as an operator would.
+# orders once an edge answers, and sends the token again to an edge that
+# is not up yet (edge-a starts once the placeholder is there) until it
+# takes it, before pebble is told to look.
 if [ "$certs" = 1 ]; then
     for ((n = 0; n < 600; n++)); do
         cert_issued >/dev/null 2>&1 && break
@@ -557,16 +557,6 @@ if [ "$certs" = 1 ]; then
         running "$gated_pid" || break
         sleep 0.05
     done
-    if ! cert_issued >/dev/null 2>&1 \
-       && grep -q "certificate $cert_name: failed" "$gated_log"; then
-        echo "demo: $cert_name: the first order failed (edge-a starts" \
-             "after the placeholder, portal-gated orders at once):" \
-             "$(grep -m1 "certificate $cert_name: failed" "$gated_log" \
-                | sed -E 's/.*; next attempt at [^ ]+: //')"
-        echo "demo: asking again, as an operator would:"
-        echo "\$ $(ctl_words cert renew "$cert_name" --wait 30)"
-        ctl cert renew "$cert_name" --wait 30 || true
-    fi
     # the install ends with a SIGHUP: edge-a's new workers serve the pair
     # a moment later
     if cert_issued >/dev/null 2>&1 \
