@@ -20,7 +20,9 @@
 #include <stdlib.h>             /* free */
 #include <string.h>             /* memset, memcpy, strerror, strlen */
 #include <time.h>               /* time, clock_gettime */
+#include <sys/resource.h>       /* setpriority */
 #include <sys/stat.h>           /* mkdir */
+#include <sys/syscall.h>        /* SYS_gettid */
 #include <unistd.h>             /* pipe, write, close */
 #include <openssl/crypto.h>     /* OPENSSL_cleanse */
 #include "pgd.h"                /* the daemon */
@@ -29,6 +31,7 @@
 
 
 #define PGD_LOCAL_LIFETIME    (90L * 24 * 3600)   /* s: the local CA's */
+#define PGD_WORKER_NICE       10        /* the worker's, and nginx -t's */
 #define PGD_ACCOUNT_PATH_MAX  (PG_CONF_PATH_MAX + 300)  /* state_dir, the
                                            CA's host, the file's name */
 
@@ -129,6 +132,14 @@ pgd_worker_main(void *arg)
     /* signals are the loop's: it unblocks them only while it waits */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+
+    /*
+     * The CPU is the kill's first: this thread, and the nginx -t it forks
+     * (a child takes its thread's nice value), yield to the loop and the
+     * edges. Linux keeps a nice value per thread; at worst it stays 0.
+     */
+    (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid),
+                       PGD_WORKER_NICE);
 
     pthread_mutex_lock(&w->lock);
 
