@@ -50,7 +50,8 @@ GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_edges.c controller/pgd_beat.c \
                controller/pgd_certs.c controller/pgd_certs_job.c \
                controller/pgd_challenges.c \
-               controller/pg_cert.c controller/pg_cert_install.c \
+               controller/pg_cert.c controller/pg_cert_renew.c \
+               controller/pg_cert_install.c controller/pg_cert_nginx.c \
                controller/pg_acme.c controller/pg_acme_msg.c \
                $(LIB_SRCS)
 CTL_HDRS    := $(wildcard controller/*.h)
@@ -157,16 +158,18 @@ $(BUILD)/test-compose: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
 
 # the certificates' toolbox and the ACME client (controller/pg_cert*.c,
 # pg_acme.c), under the sanitizers; OpenSSL is linked, libcurl dlopen()ed
-CERT_SRCS   := controller/pg_cert.c
+CERT_SRCS   := controller/pg_cert.c controller/pg_cert_renew.c
 ACME_SRCS   := controller/pg_acme.c controller/pg_acme_msg.c \
                controller/pg_curl.c $(CERT_SRCS)
 CERT_LIBS   := -lssl -lcrypto $(CORE_LIBS)
 
 $(BUILD)/test-cert: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(CERT_SRCS) \
-                    controller/pg_cert_install.c t/unit/test_cert.c t/unit/tap.h
+                    controller/pg_cert_install.c controller/pg_cert_nginx.c \
+                    t/unit/test_cert.c t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) $(CERT_SRCS) \
-	    controller/pg_cert_install.c t/unit/test_cert.c $(CERT_LIBS) -o $@
+	    controller/pg_cert_install.c controller/pg_cert_nginx.c \
+	    t/unit/test_cert.c $(CERT_LIBS) -o $@
 
 $(BUILD)/test-acme: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) $(ACME_SRCS) \
                     t/unit/test_acme.c t/unit/acme_ca.h t/unit/tap.h

@@ -5,6 +5,8 @@
  * conversation is pg_acme.h, installing a pair and reloading nginx is
  * pg_cert_install.h, the daemon's side is pgd_certs.c.
  *
+ * Implemented by pg_cert.c, and pg_cert_renew.c for "when to renew".
+ *
  * Errors: PG_OK or PG_ERR with one line in pg_error_t that names the file
  * or the certificate and says what is wrong ("cannot read key
  * /etc/x/privkey.pem: not a PEM private key"), never OpenSSL's error queue
@@ -161,7 +163,7 @@ int pg_cert_local_issue(const char *ca_cert_path, const char *ca_key_path,
     char **pem, size_t *len, pg_error_t *err);
 
 
-/* --- when to renew ------------------------------------------------------ */
+/* --- when to renew (pg_cert_renew.c) ------------------------------------ */
 
 /*
  * DESIGN.md's rule without ARI: at 2/3 of the lifetime (1/2 when the

@@ -7,6 +7,9 @@
  * first issuance; and the recovery, at start, from an install a crash
  * interrupted.
  *
+ * Implemented by pg_cert_install.c (the files) and pg_cert_nginx.c
+ * (`nginx -t`, the SIGHUPs, pg_cert_reload_all()).
+ *
  * Thread safety: these functions may run in the daemon's worker thread.
  * They keep no state; `nginx -t` is a child of this process, started with
  * fork/execv (no shell) and waited for by its pid only (never waitpid(-1):

@@ -1,0 +1,550 @@
+/*
+ * pg_cert_nginx.c: the nginx side of an install (pg_cert_install.h):
+ * `nginx -t` for one nginx, run as a child of this process and waited for
+ * by its pid only; the SIGHUP to the master named by a pid file, once that
+ * process is known to be that nginx's master; and pg_cert_reload_all().
+ * pg_cert_install.c puts the files in place and calls pg_cert_nginx_test()
+ * and pg_cert_reload() (pg_cert_private.h).
+ *
+ * The file's sections:
+ *   nginx -t          fork/execv (no shell), stderr kept, timeout, cancel
+ *   the masters       /proc says it is nginx's master; SIGHUP via a pidfd
+ */
+
+#define _GNU_SOURCE             /* pipe2 */
+#include <errno.h>              /* errno, EINTR, ESRCH, ENOSYS, ECHILD */
+#include <fcntl.h>              /* open, fcntl, O_*, F_SETFD */
+#include <poll.h>               /* poll: nginx -t's stderr, with a timeout */
+#include <signal.h>             /* kill, SIGHUP, SIGKILL, sigprocmask */
+#include <stdio.h>              /* snprintf */
+#include <stdlib.h>             /* free, strtol */
+#include <string.h>             /* memset, strcmp, strchr, strerror,
+                                   strrchr */
+#include <sys/resource.h>       /* getrlimit: the fds a child closes */
+#include <sys/syscall.h>        /* SYS_close_range, SYS_pidfd_open,
+                                   SYS_pidfd_send_signal */
+#include <sys/wait.h>           /* waitpid, WIFEXITED... */
+#include <time.h>               /* clock_gettime, nanosleep */
+#include <unistd.h>             /* fork, execv, dup2, access, syscall */
+#include "pg_cert_private.h"    /* pg_cert_msg; this file's part of
+                                   pg_cert_install.h */
+
+
+/* the same numbers on every architecture (Linux 5.3); headers older
+ * than the kernel may lack them */
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal  424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open         434
+#endif
+
+#define PG_CERT_STDERR_MAX   4096       /* bytes of nginx -t's stderr kept */
+#define PG_CERT_CHILD_FDS    65536      /* fds a child closes, at most */
+#define PG_CERT_SHOWN        120        /* bytes of a path in a message */
+
+
+static long long pg_cert_ms(void);
+static void pg_cert_shown(const char *s, char *buf, size_t size);
+static int pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err);
+static int pg_cert_hup(long pid, const char *binary, pg_error_t *err);
+
+
+/* --- nginx -t ----------------------------------------------------------- */
+
+static long long
+pg_cert_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+
+/* `nginx -t` for one nginx: pg_cert_private.h */
+int
+pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
+{
+    int               fds[2], null, status, eof, timed_out, fd, maxfd,
+                      cancelled, argc, sig;
+    char             *argv[8], *nl, *p;
+    char              out[PG_CERT_STDERR_MAX + 1], sink[512];
+    pid_t             pid, r;
+    size_t            got;
+    ssize_t           n;
+    sigset_t          none;
+    long long         deadline, left;
+    struct sigaction  dfl;
+    const char       *binary;
+    struct pollfd     pfd;
+    struct rlimit     rl;
+    struct timespec   nap = { 0, 10 * 1000000 };
+
+    binary = ngx->binary ? ngx->binary : PG_CERT_NGINX_BINARY;
+
+    /* said here, where errno can still be read: after the fork, the child
+     * could only exit 127 */
+    if (access(binary, X_OK) == -1) {
+        pg_cert_msg(err, "cannot run %.*s: %s", PG_CERT_SHOWN, binary,
+                    strerror(errno));
+        return PG_ERR;
+    }
+
+    argc = 0;
+    argv[argc++] = (char *) binary;
+    argv[argc++] = "-t";
+    argv[argc++] = "-q";
+    argv[argc++] = "-c";
+    argv[argc++] = (char *) ngx->conf;
+
+    if (ngx->prefix != NULL) {
+        argv[argc++] = "-p";
+        argv[argc++] = (char *) ngx->prefix;
+    }
+
+    argv[argc] = NULL;
+
+    maxfd = PG_CERT_CHILD_FDS;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t) maxfd) {
+        maxfd = (int) rl.rlim_cur;
+    }
+
+    /* close-on-exec from the start: not inherited by anything another
+     * thread starts meanwhile */
+    if (pipe2(fds, O_CLOEXEC) == -1) {
+        pg_cert_msg(err, "cannot run %.*s: pipe: %s", PG_CERT_SHOWN, binary,
+                    strerror(errno));
+        return PG_ERR;
+    }
+
+    null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    if (null == -1) {
+        pg_cert_msg(err, "cannot open /dev/null: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return PG_ERR;
+    }
+
+    /* what the child sets every signal to, made before the fork */
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+
+    pid = fork();
+
+    if (pid == -1) {
+        pg_cert_msg(err, "cannot run %.*s: fork: %s", PG_CERT_SHOWN, binary,
+                    strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        close(null);
+        return PG_ERR;
+    }
+
+    if (pid == 0) {
+        /*
+         * The child of a threaded process: only async-signal-safe calls
+         * until execv. The daemon's signal handlers and ignored signals are
+         * not nginx's: each signal goes back to its default (a handler of
+         * the daemon's, run here, would act for the daemon; an ignored one
+         * would stay ignored through execv) before any is unblocked, and
+         * the daemon's files are closed before that too.
+         */
+        for (sig = 1; sig < NSIG; sig++) {
+            /* SIGKILL, SIGSTOP and the C library's own refuse: no matter */
+            (void) sigaction(sig, &dfl, NULL);
+        }
+
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(fds[1], 2);
+
+        /* dup2 onto the same fd keeps its close-on-exec: cleared */
+        fcntl(0, F_SETFD, 0);
+        fcntl(1, F_SETFD, 0);
+        fcntl(2, F_SETFD, 0);
+
+        /* the daemon's sockets and files are not nginx -t's: one call
+         * where the kernel has it (Linux 5.9), else one by one */
+#ifdef SYS_close_range
+        if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
+#endif
+        {
+            for (fd = 3; fd < maxfd; fd++) {
+                close(fd);
+            }
+        }
+
+        /* the daemon's blocked signals are not nginx's either */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+
+        execv(binary, argv);
+
+        (void) !write(2, "portal-gated: execv failed\n", 27);
+        _exit(127);
+    }
+
+    close(fds[1]);
+    close(null);
+
+    got = 0;
+    eof = 0;
+    timed_out = 0;
+    cancelled = 0;
+    status = 0;
+    deadline = pg_cert_ms()
+               + 1000LL * (ngx->timeout > 0 ? ngx->timeout
+                                             : PG_CERT_NGINX_TIMEOUT);
+
+    for ( ;; ) {
+        r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid) {
+            break;
+        }
+
+        if (r == -1 && errno != EINTR) {
+            /* ECHILD: someone else reaped it (SIGCHLD ignored, or a
+             * waitpid(-1)): its status is lost */
+            pg_cert_msg(err, "its exit status is lost (%s)",
+                        strerror(errno));
+            close(fds[0]);
+            return PG_ERR;
+        }
+
+        left = deadline - pg_cert_ms();
+
+        /* the daemon is stopping: cut it short, as a timeout */
+        if (ngx->cancel != NULL && *ngx->cancel) {
+            left = 0;
+            cancelled = 1;
+        }
+
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+
+            while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
+                /* void */
+            }
+
+            timed_out = 1;
+            break;
+        }
+
+        if (eof) {
+            /* stderr closed; the process is still finishing */
+            nanosleep(&nap, NULL);
+            continue;
+        }
+
+        pfd.fd = fds[0];
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+
+        if (poll(&pfd, 1, left < 100 ? (int) left : 100) <= 0) {
+            continue;
+        }
+
+        /* past what is kept, the rest is read and dropped, so that nginx
+         * never blocks on a full pipe */
+        n = (got < PG_CERT_STDERR_MAX)
+            ? read(fds[0], out + got, PG_CERT_STDERR_MAX - got)
+            : read(fds[0], sink, sizeof(sink));
+
+        if (n > 0) {
+            got += (got < PG_CERT_STDERR_MAX) ? (size_t) n : 0;
+
+        } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            eof = 1;
+        }
+    }
+
+    /* what is still in the pipe: the process has exited */
+    (void) fcntl(fds[0], F_SETFL, O_NONBLOCK);
+
+    while (got < PG_CERT_STDERR_MAX
+           && (n = read(fds[0], out + got, PG_CERT_STDERR_MAX - got)) > 0)
+    {
+        got += n;
+    }
+
+    close(fds[0]);
+    out[got] = '\0';
+
+    if (!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return PG_OK;
+    }
+
+    /* the first line that says something, without control characters */
+    p = out;
+
+    while (*p == '\n' || *p == '\r' || *p == ' ') {
+        p++;
+    }
+
+    nl = strchr(p, '\n');
+
+    if (nl != NULL) {
+        *nl = '\0';
+    }
+
+    for (nl = p; *nl != '\0'; nl++) {
+        *nl = ((unsigned char) *nl < ' ' || *nl == 0x7f) ? ' ' : *nl;
+    }
+
+    if (cancelled) {
+        pg_cert_msg(err, "cancelled: portal-gated is stopping");
+
+    } else if (timed_out) {
+        pg_cert_msg(err, "no answer in %d s",
+                    ngx->timeout > 0 ? ngx->timeout : PG_CERT_NGINX_TIMEOUT);
+
+    } else if (*p != '\0') {
+        pg_cert_msg(err, "%s", p);
+
+    } else if (WIFEXITED(status)) {
+        pg_cert_msg(err, "exit status %d", WEXITSTATUS(status));
+
+    } else {
+        pg_cert_msg(err, "killed by signal %d",
+                    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+
+    return PG_ERR;
+}
+
+
+/* --- the masters: which process, and its SIGHUP ------------------------- */
+
+/* A command line's text shown in a message: control characters as '?',
+ * cut at 60 bytes. */
+static void
+pg_cert_shown(const char *s, char *buf, size_t size)
+{
+    char  *p;
+
+    snprintf(buf, size, "%.60s", s);
+
+    for (p = buf; *p != '\0'; p++) {
+        *p = ((unsigned char) *p < ' ' || *p == 0x7f) ? '?' : *p;
+    }
+}
+
+
+/*
+ * Is pid the master of the nginx that runs binary? PG_OK, or PG_ERR with
+ * why alone in err ("which is not nginx (tail)", "which is gone"). From
+ * Linux's /proc: comm is the name of the program file the process runs
+ * (its first 15 bytes), cmdline its arguments, NUL-separated. Accepted:
+ *   - comm "nginx", and a command line that starts "nginx: master
+ *     process" (what nginx's master shows), or whose argv[0] is binary
+ *     (before it shows that);
+ *   - valgrind running it (the tests run nginx so): argv[0]'s file name
+ *     starts "valgrind", or comm starts "memcheck", and one argument is
+ *     binary exactly.
+ * Nothing else: a `tail -f /var/log/nginx/error.log` (whose command line
+ * says nginx) would die of SIGHUP, and so would most programs.
+ */
+static int
+pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err)
+{
+    int          fd;
+    char         path[64], comm[32], cmd[4096], shown[64];
+    char        *arg, *end, *base;
+    ssize_t      n;
+
+    snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd == -1) {
+        pg_cert_msg(err, "which is gone");
+        return PG_ERR;
+    }
+
+    n = read(fd, comm, sizeof(comm) - 1);
+    close(fd);
+    comm[n > 0 ? n : 0] = '\0';
+    comm[strcspn(comm, "\n")] = '\0';
+
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    n = (fd == -1) ? -1 : read(fd, cmd, sizeof(cmd) - 1);
+
+    if (fd != -1) {
+        close(fd);
+    }
+
+    /* NUL-terminated arguments, the last one too */
+    cmd[n > 0 ? n : 0] = '\0';
+    end = cmd + (n > 0 ? n : 0);
+
+    if (strcmp(comm, "nginx") == 0) {
+        if (strncmp(cmd, "nginx: master process",
+                    sizeof("nginx: master process") - 1) == 0
+            || strcmp(cmd, binary) == 0)
+        {
+            return PG_OK;
+        }
+
+        pg_cert_shown(cmd, shown, sizeof(shown));
+        pg_cert_msg(err, "which is nginx but not its master (%s)", shown);
+        return PG_ERR;
+    }
+
+    base = strrchr(cmd, '/');
+    base = base ? base + 1 : cmd;
+
+    if (strncmp(base, "valgrind", 8) == 0
+        || strncmp(comm, "memcheck", 8) == 0)
+    {
+        for (arg = cmd + strlen(cmd) + 1; arg < end;
+             arg += strlen(arg) + 1)
+        {
+            if (strcmp(arg, binary) == 0) {
+                return PG_OK;
+            }
+        }
+
+        pg_cert_msg(err, "which is valgrind, but not running the configured "
+                    "nginx");
+        return PG_ERR;
+    }
+
+    pg_cert_shown(comm, shown, sizeof(shown));
+    pg_cert_msg(err, "which is not nginx (%s)", shown);
+
+    return PG_ERR;
+}
+
+
+/*
+ * SIGHUP to pid once it is known to be that nginx's master. The check and
+ * the signal are about the same process: a pidfd is taken first, and the
+ * signal sent through it fails (ESRCH) if that process has ended since,
+ * even when its pid was given to another. Linux < 5.3 (or a seccomp filter
+ * that refuses pidfd_open) falls back to kill().
+ */
+static int
+pg_cert_hup(long pid, const char *binary, pg_error_t *err)
+{
+    int  pidfd, rc;
+
+    pidfd = (int) syscall(SYS_pidfd_open, (pid_t) pid, 0U);
+
+    if (pidfd == -1 && errno == ESRCH) {
+        pg_cert_msg(err, "which is gone");
+        return PG_ERR;
+    }
+
+    if (pidfd == -1 && errno != ENOSYS && errno != EPERM) {
+        pg_cert_msg(err, "which cannot be signalled: %s", strerror(errno));
+        return PG_ERR;
+    }
+
+    if (pidfd != -1) {
+        (void) fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    }
+
+    if (pg_cert_is_nginx(pid, binary, err) != PG_OK) {
+        if (pidfd != -1) {
+            close(pidfd);
+        }
+
+        return PG_ERR;
+    }
+
+    rc = -1;
+
+    if (pidfd != -1) {
+        rc = (int) syscall(SYS_pidfd_send_signal, pidfd, SIGHUP, NULL, 0U);
+    }
+
+    if (pidfd == -1 || (rc == -1 && errno == ENOSYS)) {
+        rc = kill((pid_t) pid, SIGHUP);
+    }
+
+    if (rc == -1) {
+        pg_cert_msg(err, "which cannot be signalled: %s",
+                    errno == ESRCH ? "it is gone" : strerror(errno));
+    }
+
+    if (pidfd != -1) {
+        close(pidfd);
+    }
+
+    return rc == 0 ? PG_OK : PG_ERR;
+}
+
+
+/* SIGHUP to one master: pg_cert_private.h */
+int
+pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
+{
+    long         pid;
+    char        *text, *end;
+    size_t       len;
+    pg_error_t   why;
+
+    if (pg_cert_read_file(ngx->pid, &text, &len, err) != PG_OK) {
+        /* "cannot read pid file F: ..." */
+        return PG_ERR;
+    }
+
+    errno = 0;
+    pid = strtol(text, &end, 10);
+
+    while (end != text && (*end == '\n' || *end == ' ' || *end == '\r')) {
+        end++;
+    }
+
+    /* never 0 or negative: kill() would signal a whole process group */
+    if (end == text || *end != '\0' || errno != 0 || pid <= 0
+        || pid > 0x7fffffffL)
+    {
+        pg_cert_msg(err, "pid file %.*s holds no pid", PG_CERT_SHOWN,
+                    ngx->pid);
+        free(text);
+        return PG_ERR;
+    }
+
+    free(text);
+
+    /* a stale pid file (nginx stopped, its pid reused) must not get an
+     * unrelated process SIGHUP, which ends most programs */
+    if (pg_cert_hup(pid, ngx->binary ? ngx->binary : PG_CERT_NGINX_BINARY,
+                    &why) != PG_OK)
+    {
+        pg_cert_msg(err, "pid file %.*s names process %ld, %s: not "
+                    "signalled", PG_CERT_SHOWN, ngx->pid, pid, why.text);
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+int
+pg_cert_reload_all(const pg_cert_nginx_t *nginx, size_t nginx_n,
+    pg_error_t *err)
+{
+    int         rc;
+    size_t      i;
+    pg_error_t  why;
+
+    rc = PG_OK;
+
+    for (i = 0; i < nginx_n; i++) {
+        if (pg_cert_reload(&nginx[i], &why) != PG_OK && rc == PG_OK) {
+            pg_cert_msg(err, "nginx %.*s was not reloaded: %s",
+                        PG_CERT_SHOWN, nginx[i].conf, why.text);
+            rc = PG_ERR;
+        }
+    }
+
+    return rc;
+}
