@@ -7,9 +7,9 @@
  *   verify_es256_cold_us    an ES256 token the edge has not seen: what a
  *                           cache miss costs a worker, best of rounds
  *   verify_hs256_cold_us    the same for HS256
- *   cache_hit_ns            a hit in a worker's cache: the murmur3 hash of
- *                           the token and the compare with the entry, as
- *                           ngx_http_portal_gate_token.c does them
+ *   cache_hit_ns            a hit in a worker's cache: the token's hash
+ *                           (pg_token_cache_hash) and the compare with the
+ *                           entry, as ngx_http_portal_gate_token.c does
  *   token_es256_bytes       the size of the token measured
  *
  *   build/bench-token                  the figures
@@ -211,7 +211,7 @@ main(int argc, char **argv)
         t0 = bench_now();
 
         for (i = 0; i < BENCH_HITS; i++) {
-            hash = pg_murmur3_32(es, len, (uint32_t) i & 7);
+            hash = pg_token_cache_hash(es, len, (uint32_t) i & 7);
             sum += hash + (memcmp(copy, es, len) == 0);
         }
 

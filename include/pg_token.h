@@ -179,6 +179,14 @@ int pg_token_verify(const pg_token_keys_t *keys, const char *token,
     pg_token_result_t *res, pg_error_t *err);
 
 /*
+ * The hash a cache of verified tokens files token[0..len) under (the
+ * module's per-worker LRU): murmur3 of its last 32 bytes, the signature's
+ * (random for ES256, a MAC for HS256), and of its length, with seed. Only
+ * the bucket depends on it: a hit is the whole token compared.
+ */
+uint32_t pg_token_cache_hash(const char *token, size_t len, uint32_t seed);
+
+/*
  * Check sig[0..siglen) on input[0..len) with key kid, as the verifier
  * does once it has chosen the key: the algorithm must be the key's.
  * PG_OK when it verifies. For the tests (RFC 7515's examples, which have

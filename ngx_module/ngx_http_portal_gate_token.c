@@ -345,7 +345,8 @@ ngx_http_portal_gate_token_check(ngx_http_request_t *r,
     }
 
     if (c) {
-        hash = pg_murmur3_32(value->data, value->len, c->seed);
+        hash = pg_token_cache_hash((char *) value->data, value->len,
+                                   c->seed);
         e = ngx_http_portal_gate_token_lookup(c, token, value, hash);
 
         if (e && now - token->leeway < e->exp) {

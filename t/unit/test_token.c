@@ -914,6 +914,15 @@ test_sign(void)
     pg_token_keys_free(keys);
     pg_token_keys_free(pkeys);
 
+    t_ok(pg_token_cache_hash("abc.def.ghi", 11, 7)
+         == pg_token_cache_hash("abc.def.ghi", 11, 7)
+         && pg_token_cache_hash("abc.def.ghi", 11, 7)
+            != pg_token_cache_hash("abc.def.ghj", 11, 7)
+         && pg_token_cache_hash("abc.def.ghi", 11, 7)
+            != pg_token_cache_hash("abc.def.ghi", 11, 8)
+         && pg_token_cache_hash("", 0, 7) == pg_token_cache_hash("", 0, 7),
+         "the cache hash: the same token the same hash, per seed");
+
     t_ok(strcmp(pg_token_status_name(PG_TOKEN_VALID), "") == 0
          && strcmp(pg_token_status_name(PG_TOKEN_NOT_YET_VALID),
                    "not_yet_valid") == 0
