@@ -48,7 +48,9 @@
 /* One `nginx` line of portal-gated.conf. */
 typedef struct {
     const char  *conf;      /* nginx -c CONF */
-    const char  *pid;       /* the master's pid file */
+    const char  *pid;       /* the master's pid file; NULL: no SIGHUP
+                               (an nginx that reads the pair at each
+                               handshake: `nginx -t` only) */
     const char  *binary;    /* NULL: PG_CERT_NGINX_BINARY */
     const char  *prefix;    /* nginx -p PREFIX, or NULL */
     int          timeout;   /* seconds for `nginx -t`; 0:

@@ -490,6 +490,11 @@ pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
     size_t       len;
     pg_error_t   why;
 
+    /* no reload wanted: nginx reads the pair at each handshake */
+    if (ngx->pid == NULL) {
+        return PG_OK;
+    }
+
     if (pg_cert_read_file(ngx->pid, &text, &len, err) != PG_OK) {
         /* "cannot read pid file F: ..." */
         return PG_ERR;

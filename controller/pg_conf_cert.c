@@ -4,7 +4,8 @@
  *
  *   state_dir    /var/lib/portal-gate;
  *   nginx        conf=/etc/nginx/nginx.conf pid=/run/nginx.pid
- *                [binary=/usr/sbin/nginx] [prefix=DIR];     # repeatable
+ *                [binary=/usr/sbin/nginx] [prefix=DIR]
+ *                [reload=on|off];                           # repeatable
  *   certificate  staging.example.com {
  *       names      staging.example.com www.staging.example.com;
  *       issuer     acme https://acme-v02.api.letsencrypt.org/directory;
@@ -88,15 +89,17 @@ pg_conf_set_nginx(pg_conf_parse_t *cp)
     const char       *eq;
     pg_conf_nginx_t   ngx;
 
-    static const char  *const keys[] = { "conf", "pid", "binary", "prefix" };
+    static const char  *const keys[] = { "conf", "pid", "binary", "prefix",
+                                         "reload" };
 
     memset(&ngx, 0, sizeof(ngx));
+    ngx.reload = -1;
 
     for (i = 1; i < cp->nargs; i++) {
         eq = strchr(cp->args[i], '=');
         klen = eq ? (size_t) (eq - cp->args[i]) : 0;
 
-        for (k = 0; k < 4; k++) {
+        for (k = 0; k < 5; k++) {
             if (klen == strlen(keys[k])
                 && strncmp(cp->args[i], keys[k], klen) == 0)
             {
@@ -104,9 +107,24 @@ pg_conf_set_nginx(pg_conf_parse_t *cp)
             }
         }
 
-        if (k == 4) {
+        if (k == 5) {
             return pg_conf_invalid(cp, i, "expected conf=PATH, pid=PATH, "
-                                   "binary=PATH or prefix=DIR");
+                                   "binary=PATH, prefix=DIR or "
+                                   "reload=on|off");
+        }
+
+        if (k == 4) {
+            if (ngx.reload != -1) {
+                return pg_conf_invalid(cp, i, "given twice");
+            }
+
+            if (strcmp(eq + 1, "on") != 0 && strcmp(eq + 1, "off") != 0) {
+                return pg_conf_invalid(cp, i, "expected reload=on or "
+                                       "reload=off");
+            }
+
+            ngx.reload = strcmp(eq + 1, "on") == 0;
+            continue;
         }
 
         out = (k == 0) ? ngx.conf : (k == 1) ? ngx.pid
@@ -124,9 +142,15 @@ pg_conf_set_nginx(pg_conf_parse_t *cp)
         }
     }
 
-    if (ngx.conf[0] == '\0' || ngx.pid[0] == '\0') {
+    /* reload=off: nginx reads the pair at each handshake (a variable in
+     * ssl_certificate), so the install only checks it with nginx -t */
+    if (ngx.reload == -1) {
+        ngx.reload = 1;
+    }
+
+    if (ngx.conf[0] == '\0' || (ngx.pid[0] == '\0' && ngx.reload)) {
         return pg_conf_error(cp, cp->lines[0], "\"nginx\" needs conf=PATH "
-                             "and pid=PATH");
+                             "and pid=PATH (or reload=off)");
     }
 
     if (ngx.binary[0] == '\0') {

@@ -765,6 +765,7 @@ static void
 pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
 {
     char    when[32];
+    size_t  i, reloads;
     time_t  now;
 
     now = time(NULL);
@@ -805,11 +806,18 @@ pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
     pgd_cert_plan(d, c);
 
     pgd_time_text(c->info.not_after, when, sizeof(when));
+    for (i = 0, reloads = 0; i < job->nnginx; i++) {
+        reloads += job->nginx[i].reload;
+    }
+
     pgd_log(d, PG_LOG_NOTICE, "certificate %s: issued by %s, serial %s, "
             "valid until %s, installed and %s in %.1f s", c->conf.name,
             c->info.issuer, c->info.serial, when,
             job->nnginx == 0 ? "no nginx line to reload"
-            : job->not_reloaded ? "nginx NOT reloaded" : "nginx reloaded",
+            : job->not_reloaded ? "nginx NOT reloaded"
+            : reloads == 0 ? "checked by nginx -t (reload=off: nginx reads "
+                             "it at the next handshake)"
+            : "nginx reloaded",
             job->took_ms / 1000);
 
     if (job->not_reloaded) {
@@ -841,7 +849,7 @@ pgd_cert_reload(pgd_t *d, pgd_cert_t *c)
     for (i = 0; i < d->conf.nnginx; i++) {
         memset(&nginx[i], 0, sizeof(pg_cert_nginx_t));
         nginx[i].conf = d->conf.nginx[i].conf;
-        nginx[i].pid = d->conf.nginx[i].pid;
+        nginx[i].pid = d->conf.nginx[i].reload ? d->conf.nginx[i].pid : NULL;
         nginx[i].binary = d->conf.nginx[i].binary;
         nginx[i].prefix = d->conf.nginx[i].prefix[0]
                           ? d->conf.nginx[i].prefix : NULL;

@@ -1134,11 +1134,21 @@ test_certificates(void)
               "certificate: without a name");
 
     t_refused("nginx conf=/a.conf;\n", 1,
-              "\"nginx\" needs conf=PATH and pid=PATH",
+              "\"nginx\" needs conf=PATH and pid=PATH (or reload=off)",
               "nginx: without pid=");
+    if (t_loads("nginx conf=/a.conf reload=off;\n", &conf,
+                "nginx: reload=off needs no pid="))
+    {
+        t_ok(conf.nnginx == 1 && conf.nginx[0].reload == 0
+             && conf.nginx[0].pid[0] == '\0', "nginx: reload=off kept");
+    }
+    t_refused("nginx conf=/a.conf pid=/p reload=no;\n", 1,
+              "invalid value \"reload=no\" in \"nginx\": expected "
+              "reload=on or reload=off", "nginx: reload=no is refused");
     t_refused("nginx conf=/a.conf pid=/a.pid config=/x;\n", 1,
               "invalid value \"config=/x\" in \"nginx\": expected "
-              "conf=PATH, pid=PATH, binary=PATH or prefix=DIR",
+              "conf=PATH, pid=PATH, binary=PATH, prefix=DIR or "
+              "reload=on|off",
               "nginx: an unknown key");
     t_refused("nginx conf=a.conf pid=/a.pid;\n", 1,
               "invalid value \"conf=a.conf\" in \"nginx\": an absolute path",
