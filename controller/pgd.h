@@ -268,6 +268,8 @@ typedef struct {
                                        "flag"}]: new; NULL before it has */
     pg_edge_req_t   acme_req;       /* PUT challenges, beside req */
     int             acme_busy;      /* acme_req is in flight */
+    int             acme_failing;   /* its last PUT challenges failed (said
+                                       once, until one succeeds) */
     char           *acme_body;      /* its body: new */
 } pgd_edge_t;
 

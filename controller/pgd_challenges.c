@@ -167,8 +167,11 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
     json = NULL;
 
     if (pg_edge_req_done(req, code, &status, &json, &err) != PG_OK) {
-        pgd_log(d, PG_LOG_WARN, "acme: edge %s did not take the challenge "
-                "tokens: %s", e->edge.spec, err.text);
+        /* said once: an edge that is down fails every round */
+        pgd_log(d, e->acme_failing ? PG_LOG_DEBUG : PG_LOG_WARN, "acme: "
+                "edge %s did not take the challenge tokens: %s",
+                e->edge.spec, err.text);
+        e->acme_failing = 1;
         d->chal_retry = 1;
         d->chal_failed++;
 
@@ -182,17 +185,25 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
 
     } else if (status != 200) {
         /* 404, 405: an API without the resource, a module before it */
-        pgd_log(d, PG_LOG_WARN, "acme: edge %s refused the challenge "
-                "tokens: %ld %s%s", e->edge.spec, status,
+        pgd_log(d, e->acme_failing ? PG_LOG_DEBUG : PG_LOG_WARN, "acme: "
+                "edge %s refused the challenge tokens: %ld %s%s",
+                e->edge.spec, status,
                 json && json_is_string(json_object_get(json, "error"))
                 ? json_string_value(json_object_get(json, "error")) : "",
                 status == 404 || status == 405
                 ? " (is the module older than portal_gate_acme_challenge?)"
                 : "");
+        e->acme_failing = 1;
         d->chal_retry = 1;
         d->chal_failed++;
 
     } else {
+        if (e->acme_failing) {
+            pgd_log(d, PG_LOG_INFO, "acme: edge %s takes the challenge "
+                    "tokens again", e->edge.spec);
+            e->acme_failing = 0;
+        }
+
         pgd_log(d, PG_LOG_DEBUG, "acme: edge %s holds %lld challenge tokens",
                 e->edge.spec,
                 (long long) json_integer_value(json_object_get(json,

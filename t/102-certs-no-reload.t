@@ -84,6 +84,7 @@ sub workers {
 }
 
 subtest 'issued and served without a reload' => sub {
+    $ng->_write_conf;         # for the install's nginx -t, before nginx runs
     $gd->start;
     ok(wait_until(sub { -s "$certs/privkey.pem" }), 'the placeholder is written');
     ok($gd->wait_log(qr/certificate $NAME: issued by/, 20), 'the local CA issues at once');
