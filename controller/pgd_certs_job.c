@@ -31,7 +31,8 @@
 
 
 #define PGD_LOCAL_LIFETIME    (90L * 24 * 3600)   /* s: the local CA's */
-#define PGD_WORKER_NICE       10        /* the worker's, and nginx -t's */
+#define PGD_WORKER_NICE       10        /* the worker's, and nginx -t's,
+                                           above the daemon's own */
 #define PGD_ACCOUNT_PATH_MAX  (PG_CONF_PATH_MAX + 300)  /* state_dir, the
                                            CA's host, the file's name */
 
@@ -121,6 +122,8 @@ pgd_worker_stop(pgd_t *d)
 static void *
 pgd_worker_main(void *arg)
 {
+    int            prio;
+    id_t           tid;
     pgd_t         *d;
     sigset_t       all;
     pgd_job_t      job;
@@ -138,8 +141,16 @@ pgd_worker_main(void *arg)
      * (a child takes its thread's nice value), yield to the loop and the
      * edges. Linux keeps a nice value per thread; at worst it stays 0.
      */
-    (void) setpriority(PRIO_PROCESS, (id_t) syscall(SYS_gettid),
-                       PGD_WORKER_NICE);
+    tid = (id_t) syscall(SYS_gettid);
+    errno = 0;
+    prio = getpriority(PRIO_PROCESS, tid);
+
+    /* relative to the daemon's own: a daemon run at nice 15 must not
+     * give its worker more CPU than its loop */
+    if (errno == 0) {
+        prio = prio + PGD_WORKER_NICE > 19 ? 19 : prio + PGD_WORKER_NICE;
+        (void) setpriority(PRIO_PROCESS, tid, prio);
+    }
 
     pthread_mutex_lock(&w->lock);
 
