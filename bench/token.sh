@@ -24,11 +24,18 @@
 # per request (its utime + stime over the round, from /proc, divided by
 # wrk's count) does not, so each config's median of it, and G's over each
 # config's, are given beside: the throughput that the same CPU would give
-# to each. Then build/bench-token: one cold ES256 verification, one HS256,
-# one cache hit, timed in the core.
+# to each. Then the same configs once more, each in an nginx of its own
+# (master_process off) under valgrind's callgrind: the instructions per
+# request, from two runs of 500 and 2,500 requests over one keepalive
+# connection (the difference over 2,000: start, stop and the first
+# request's verification cancel out). They count user space only, not the
+# kernel's share of a request, but no neighbour moves them. Then
+# build/bench-token: one cold ES256 verification, one HS256, one cache
+# hit, timed in the core.
 #
 #   TOKEN_ROUNDS=10 TOKEN_DURATION=3 TOKEN_CONNECTIONS=32
 #   TOKEN_KEEP=1     keep the scratch folder (nginx.conf, error.log, wrk output)
+#   TOKEN_CALLGRIND=0   skip the instruction counts
 #
 # nginx runs with one worker on CPU 0 and wrk with one thread on CPU 1
 # (taskset). Everything lives in a scratch folder that is removed at the
@@ -376,6 +383,63 @@ done
 
 log_bad=$(grep -c -E '\[(alert|crit|emerg)\]' "$dir/error.log" || true)
 
+# ------------------------------------------------ instructions (callgrind)
+declare -A instr
+cg_configs=()
+if [ "${TOKEN_CALLGRIND:-1}" != 0 ] && command -v valgrind > /dev/null; then
+    kill -QUIT "$nginx_pid"
+    wait "$nginx_pid" 2>/dev/null || true
+    nginx_pid=""
+
+    sed 's/^daemon off;/daemon off;\nmaster_process off;/' \
+        "$dir/nginx.conf" > "$dir/callgrind.conf"
+
+    # curl's config for Ec: each request the next cold token
+    for n in 500 2500; do
+        head -"$n" "$dir/cold-tokens.txt" | awk -v u="http://127.0.0.1:$port_t/" \
+            '{ if (NR > 1) print "next"; print "url = \"" u "\"";
+               print "header = \"Cookie: pg_company=" $0 "\"";
+               print "output = \"/dev/null\"" }' > "$dir/cold-$n.curl"
+    done
+
+    # cg_run NAME N: nginx under callgrind, N requests of config NAME over
+    # one connection; prints the instructions of the whole run
+    cg_run() {
+        local name=$1 n=$2 pid out="$dir/callgrind.$1.$2"
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+            /usr/sbin/nginx -p "$dir" -c "$dir/callgrind.conf" \
+            > "$out.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 300); do
+            curl -s -o /dev/null "http://127.0.0.1:$port_a/" && break
+            kill -0 "$pid" 2>/dev/null || fail "nginx under callgrind died"
+            sleep 0.1
+        done
+        case $name in
+            Ec) curl -s -K "$dir/cold-$n.curl" ;;
+            G)  curl -s -o /dev/null -H "${args[G]}" \
+                    "${url[G]}?[1-$n]" ;;
+            Gk) curl -s -o /dev/null -H "${args[Gk]}" \
+                    -H "Cookie: pg_company=$es_token" "${url[Gk]}?[1-$n]" ;;
+            *)  curl -s -o /dev/null -H "${args[$name]}" \
+                    "${url[$name]}?[1-$n]" ;;
+        esac
+        kill -QUIT "$pid"
+        wait "$pid" 2>/dev/null || true
+        sed -n 's/^summary: //p' "$out" | head -1
+    }
+
+    say "instructions per request (callgrind)"
+    for cfg in G Gk H E Ec; do
+        i1=$(cg_run "$cfg" 500)
+        i2=$(cg_run "$cfg" 2500)
+        [ -n "$i1" ] && [ -n "$i2" ] || fail "callgrind gave nothing for $cfg"
+        instr[$cfg]=$(( (i2 - i1) / 2000 ))
+        cg_configs+=("$cfg")
+        echo "$cfg ${instr[$cfg]}"
+    done
+fi
+
 # ------------------------------------------------------------------ summary
 echo
 echo "## company tokens benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
@@ -413,6 +477,14 @@ echo "| the same from the worker's CPU per request (G's / H's, G's / E's;" \
      "$(ratio "${cpu_med[Gk]}" "${cpu_med[H]}")," \
      "$(ratio "${cpu_med[Gk]}" "${cpu_med[E]}") | >= 0.97 |"
 echo "| ES256, cache cold / plain gate (Ec/G), req/s | $(ratio "${med[Ec]}" "${med[G]}") | (what the cache saves) |"
+if [ ${#cg_configs[@]} -gt 0 ]; then
+    echo "| instructions per request, user space (callgrind): G, Gk, H, E, Ec" \
+         "| ${instr[G]}, ${instr[Gk]}, ${instr[H]}, ${instr[E]}, ${instr[Ec]} | |"
+    echo "| the same as ratios: Gk / H, Gk / E (the token's work), G / E" \
+         "(and its cookie's bytes) | $(ratio "${instr[Gk]}" "${instr[H]}")," \
+         "$(ratio "${instr[Gk]}" "${instr[E]}"), $(ratio "${instr[G]}" "${instr[E]}")" \
+         "| |"
+fi
 echo "| one ES256 verification, cold (core) | $(core verify_es256_cold_us) us" \
      "(the first in a process: $(core verify_es256_first_us) us) | |"
 echo "| one HS256 verification (core) | $(core verify_hs256_cold_us) us | |"
