@@ -234,6 +234,11 @@ pg_ctl_cert_print(json_t *c, time_t now, int first)
     printf("  next renewal  %s (%s)\n", PG_CTL_S("next_renewal"),
            PG_CTL_S("next_why"));
 
+    if (json_is_string(json_object_get(c, "reload_owed"))) {
+        printf("  nginx         not reloaded yet (tried again): %s\n",
+               PG_CTL_S("reload_owed"));
+    }
+
     if (json_is_string(json_object_get(c, "last_error"))) {
         printf("  last error    %s, %" JSON_INTEGER_FORMAT " in a row: %s\n",
                PG_CTL_S("last_error_at"),

@@ -123,6 +123,9 @@
                                            Redis: an order that never
                                            withdrew it cannot leave it */
 #define PGD_CHALLENGES_MAX    128       /* an edge's limit */
+#define PGD_RECORD_MAX        (5 * PG_CONF_PATH_MAX + 64 * 4 + 4 * 256)
+                                        /* the state_dir record of a
+                                           certificate's block */
 #define PGD_CHALLENGE_WAIT_MS 10000     /* for the edges to hold a token */
 #define PGD_CHALLENGE_TIMEOUT_MS 2000   /* PUT challenges to an edge */
 #define PGD_CHALLENGE_AGAIN_MS 250      /* an edge did not take a token a
@@ -184,10 +187,16 @@ typedef struct {
                                        in state_dir says so): `replaces`
                                        may name it */
     int             renew_init;     /* renew_seen was read once */
-    char            renew_seen[64]; /* P"cert:renew" NAME, as last seen */
+    uint64_t        renew_seen;     /* P"cert:renew" NAME, as last seen:
+                                       its hash */
     unsigned        reload_tries;   /* SIGHUPs owed (an install that could
                                        not signal a master): tries left */
     time_t          reload_at;      /* the next one */
+    char            reload_error[512];  /* why one is owed; "" */
+    int             held_said;      /* due, held (no Redis, no edge):
+                                       said */
+    int             block_same;     /* the record says the pair was issued
+                                       under this block as it is now */
 } pgd_cert_t;
 
 /* One job of the worker: the loop fills the copies, the worker the
@@ -228,6 +237,8 @@ typedef struct {
     uint64_t         chal_want;     /* token changes the worker made */
     uint64_t         chal_done;     /* every edge was sent the set as it
                                        was after this many */
+    uint64_t         chal_waiting;  /* the chal_want the worker waits on
+                                       now; 0: it waits on none */
 } pgd_worker_t;
 
 typedef struct {
@@ -329,6 +340,7 @@ typedef struct {
 
     char            host[256];      /* the beat: gethostname() */
     char            started_at[32]; /* ISO 8601 UTC */
+    time_t          started;        /* the same */
     char            beat_field[300];    /* "HOST:PID" */
     char            beat_key[PG_STORE_PREFIX_MAX + 16]; /* of the last
                                                            beat sent */
@@ -337,6 +349,7 @@ typedef struct {
 
     pgd_cert_t     *certs;          /* the config's certificates: new */
     size_t          ncerts;
+    int             certs_swept;    /* statuses of blocks gone: removed */
     pgd_worker_t    worker;
     int             renew_wanted;   /* a cert-renew message came */
     int             chal_wanted;    /* an acme-challenges message came */
@@ -392,6 +405,8 @@ double pgd_certs_wake_at(pgd_t *d);
 void pgd_certs_stop(pgd_t *d);
 int pgd_cert_conf_same(const pg_conf_cert_t *a, const pg_conf_cert_t *b);
 void pgd_cert_issuer_text(const pg_conf_cert_t *conf, char *buf,
+    size_t size);
+void pgd_cert_record_text(const pg_conf_cert_t *conf, char *buf,
     size_t size);
 size_t pgd_names_split(char *names, char **out, size_t max);
 void pgd_time_text(time_t t, char *buf, size_t size);

@@ -106,6 +106,7 @@ pgd_beat_start(pgd_t *d)
     }
 
     now = time(NULL);
+    d->started = now;
     gmtime_r(&now, &tm);
     strftime(d->started_at, sizeof(d->started_at), "%Y-%m-%dT%H:%M:%SZ",
              &tm);

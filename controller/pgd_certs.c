@@ -29,7 +29,7 @@
  */
 
 #include <stdio.h>              /* snprintf */
-#include <stdlib.h>             /* calloc, free, rand */
+#include <stdlib.h>             /* calloc, free, rand, strtoll */
 #include <string.h>             /* strcmp, memcpy, strtok_r */
 #include <unistd.h>             /* read */
 #include <openssl/crypto.h>     /* OPENSSL_cleanse */
@@ -47,11 +47,13 @@ static int pgd_cert_can_start(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_reload(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_status(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_status_drop(pgd_t *d, const char *name);
+static void pgd_certs_sweep(pgd_t *d);
 static void pgd_certs_give(pgd_t *d, pgd_cert_t *c, int kind);
 static void pgd_certs_collect_ari(pgd_t *d, pgd_cert_t *c, pgd_job_t *job);
 static void pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c,
     pgd_job_t *job);
 static void pgd_text_clean(char *s);
+static uint64_t pgd_text_hash(const char *s);
 
 
 /* --- configuration ------------------------------------------------------ */
@@ -102,8 +104,8 @@ pgd_cert_conf_same(const pg_conf_cert_t *a, const pg_conf_cert_t *b)
 }
 
 
-/* "acme URL" or "local CA-FILE": what cert status shows, what the issuer
- * record in state_dir holds. */
+/* "acme URL" or "local CA-FILE": what cert status shows, and the first
+ * line of the record in state_dir. */
 void
 pgd_cert_issuer_text(const pg_conf_cert_t *conf, char *buf, size_t size)
 {
@@ -111,6 +113,31 @@ pgd_cert_issuer_text(const pg_conf_cert_t *conf, char *buf, size_t size)
              conf->issuer == PG_CONF_ISSUER_ACME ? "acme" : "local",
              conf->issuer == PG_CONF_ISSUER_ACME ? conf->acme
                                                  : conf->ca_cert);
+}
+
+
+/*
+ * STATE_DIR/certs/NAME.issuer: the issuer's line, then what else of the
+ * block the pair was issued under (key type, profile, CA key, acme_ca,
+ * contacts): a start that finds another block than the pair's reissues,
+ * as a SIGHUP does (names are checked against the certificate itself).
+ */
+void
+pgd_cert_record_text(const pg_conf_cert_t *conf, char *buf, size_t size)
+{
+    size_t  i, len;
+
+    pgd_cert_issuer_text(conf, buf, size);
+    len = strlen(buf);
+    len += (size_t) snprintf(buf + len, len < size ? size - len : 0,
+                             "\nkey_type %d\nprofile %s\nca_key %s\n"
+                             "acme_ca %s\ncontact", conf->key_type,
+                             conf->profile, conf->ca_key, conf->acme_ca);
+
+    for (i = 0; i < conf->ncontacts && len < size; i++) {
+        len += (size_t) snprintf(buf + len, size - len, " %s",
+                                 conf->contact[i]);
+    }
 }
 
 
@@ -159,8 +186,7 @@ pgd_certs_configure(pgd_t *d)
             /* what the CLI watches goes on */
             certs[i].attempts = old->attempts;
             certs[i].renew_init = old->renew_init;
-            memcpy(certs[i].renew_seen, old->renew_seen,
-                   sizeof(certs[i].renew_seen));
+            certs[i].renew_seen = old->renew_seen;
         }
 
         pgd_cert_load(d, &certs[i], old != NULL);
@@ -179,6 +205,7 @@ pgd_certs_configure(pgd_t *d)
 
         if (i == d->conf.ncerts) {
             d->worker.cancel = 1;
+            pthread_cond_broadcast(&d->worker.cond);
         }
     }
 
@@ -203,6 +230,7 @@ pgd_certs_configure(pgd_t *d)
     free(d->certs);
     d->certs = certs;
     d->ncerts = d->conf.ncerts;
+    d->certs_swept = 0;
 
     /* the asks already in Redis are not for this start: read them first */
     pgd_certs_renew_asked(d);
@@ -238,7 +266,9 @@ pgd_cert_load(pgd_t *d, pgd_cert_t *c, int changed)
      */
     pthread_mutex_lock(&d->worker.lock);
     busy = d->worker.state != PGD_JOB_IDLE
-           && strcmp(d->worker.job.name, c->conf.name) == 0;
+           && (strcmp(d->worker.job.name, c->conf.name) == 0
+               || strcmp(d->worker.job.conf.fullchain, c->conf.fullchain) == 0
+               || strcmp(d->worker.job.conf.privkey, c->conf.privkey) == 0);
     pthread_mutex_unlock(&d->worker.lock);
 
     if (!busy) {
@@ -293,6 +323,9 @@ pgd_cert_load(pgd_t *d, pgd_cert_t *c, int changed)
     } else if (!c->issuer_same && c->issuer_known) {
         pgd_cert_now(c, "reissue (another issuer is configured)");
 
+    } else if (!c->block_same && c->issuer_known) {
+        pgd_cert_now(c, "reissue (the configuration changed)");
+
     } else {
         pgd_cert_plan(d, c);
     }
@@ -310,13 +343,15 @@ pgd_cert_check_files(pgd_t *d, pgd_cert_t *c, char **names, size_t n)
 {
     int          usable;
     char        *pem, *key, *rec;
-    char         path[PG_CONF_PATH_MAX + 300], want[PG_CONF_PATH_MAX + 16];
+    char         path[PG_CONF_PATH_MAX + 300];
+    char         want[PGD_RECORD_MAX];
     size_t       len, key_len, rec_len;
     pg_error_t   err;
 
     c->have_info = 0;
     c->issuer_same = 0;
     c->issuer_known = 0;
+    c->block_same = 0;
     usable = 1;
     key = NULL;
 
@@ -357,7 +392,11 @@ pgd_cert_check_files(pgd_t *d, pgd_cert_t *c, char **names, size_t n)
     if (pg_cert_read_file(path, &rec, &rec_len, &err) == PG_OK) {
         pgd_cert_issuer_text(&c->conf, want, sizeof(want));
         c->issuer_known = 1;
-        c->issuer_same = strcmp(rec, want) == 0;
+        c->issuer_same = strncmp(rec, want, strlen(want)) == 0
+                         && (rec[strlen(want)] == '\n'
+                             || rec[strlen(want)] == '\0');
+        pgd_cert_record_text(&c->conf, want, sizeof(want));
+        c->block_same = strcmp(rec, want) == 0;
         free(rec);
     }
 
@@ -436,8 +475,10 @@ pgd_cert_can_start(pgd_t *d, pgd_cert_t *c)
 void
 pgd_certs_renew_asked(pgd_t *d)
 {
+    int          asked;
     size_t       i, j;
     char         key[PG_STORE_PREFIX_MAX + 32];
+    uint64_t     seen;
     const char  *value;
     pgd_cert_t  *c;
     redisReply  *r;
@@ -473,25 +514,27 @@ pgd_certs_renew_asked(pgd_t *d)
             }
         }
 
-        if (c->renew_init && strcmp(value, c->renew_seen) != 0
-            && value[0] != '\0')
-        {
+        /* an ask is new when its value changed since the last read; at
+         * the first read, when it was made after this daemon started (the
+         * CLI writes its time first) */
+        seen = pgd_text_hash(value);
+        asked = value[0] != '\0'
+                && (c->renew_init ? seen != c->renew_seen
+                                  : strtoll(value, NULL, 10)
+                                    >= (long long) d->started);
+
+        c->renew_seen = seen;
+        c->renew_init = 1;
+
+        if (asked) {
             pgd_cert_now(c, "renewal asked by portal-gatectl");
             pgd_log(d, PG_LOG_NOTICE, "certificate %s: renewal asked "
                     "(portal-gatectl cert renew)", c->conf.name);
+            pgd_cert_status(d, c);
         }
-
-        snprintf(c->renew_seen, sizeof(c->renew_seen), "%s", value);
-        c->renew_init = 1;
     }
 
     freeReplyObject(r);
-
-    for (j = 0; j < d->ncerts && d->cmd != NULL; j++) {
-        if (d->certs[j].next_at <= time(NULL) && !d->certs[j].planned) {
-            pgd_cert_status(d, &d->certs[j]);
-        }
-    }
 }
 
 
@@ -506,6 +549,10 @@ pgd_certs_tick(pgd_t *d)
     pgd_cert_t  *c;
 
     now = time(NULL);
+
+    if (!d->certs_swept && d->cmd != NULL) {
+        pgd_certs_sweep(d);
+    }
 
     /* now and then, so that cert status shows a live controller, and a
      * Redis that came back (or was flushed) gets the statuses again */
@@ -532,9 +579,25 @@ pgd_certs_tick(pgd_t *d)
     for (i = 0; i < d->ncerts; i++) {
         c = &d->certs[i];
 
-        if (now >= c->next_at && pgd_cert_can_start(d, c)) {
+        if (now < c->next_at) {
+            continue;
+        }
+
+        if (pgd_cert_can_start(d, c)) {
+            c->held_said = 0;
             pgd_certs_give(d, c, PGD_JOB_ISSUE);
             return;
+        }
+
+        /* due, and held: said once, and shown by cert status */
+        if (!c->held_said) {
+            c->held_said = 1;
+            pgd_log(d, PG_LOG_WARN, "certificate %s: %s is due, and waits "
+                    "for %s", c->conf.name, c->next_why,
+                    d->cmd == NULL || d->redis_state != PGD_UP
+                    ? "redis (the challenge tokens travel through it)"
+                    : "an edge that answers (the CA asks one)");
+            pgd_cert_status(d, c);
         }
     }
 
@@ -543,7 +606,8 @@ pgd_certs_tick(pgd_t *d)
         c = &d->certs[i];
 
         if (c->conf.issuer == PG_CONF_ISSUER_ACME && c->have_info
-            && !c->placeholder && c->info.ari_id[0] != '\0' && c->ari != 0
+            && !c->placeholder && c->issuer_same
+            && c->info.ari_id[0] != '\0' && c->ari != 0
             && now >= c->ari_at + PGD_ARI_EVERY)
         {
             c->ari_at = now;
@@ -796,6 +860,7 @@ pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
     c->placeholder = 0;
     c->issuer_same = 1;
     c->issuer_known = 1;
+    c->block_same = 1;
     c->failures = 0;
     c->last_error[0] = '\0';
     c->last_error_at = 0;
@@ -821,10 +886,11 @@ pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
             job->took_ms / 1000);
 
     if (job->not_reloaded) {
-        /* owed: tried again on the tick until a master takes it */
-        snprintf(c->last_error, sizeof(c->last_error), "%s",
+        /* owed: tried again on the tick until a master takes it; the pair
+         * is installed all the same (an nginx not running yet reads it at
+         * its start), so this is no failed renewal */
+        snprintf(c->reload_error, sizeof(c->reload_error), "%s",
                  job->err.text);
-        c->last_error_at = now;
         c->reload_tries = PGD_RELOAD_TRIES;
         c->reload_at = now + PGD_RELOAD_EVERY;
         pgd_log(d, PG_LOG_WARN, "certificate %s: %s; tried again every "
@@ -862,19 +928,22 @@ pgd_cert_reload(pgd_t *d, pgd_cert_t *c)
         pgd_log(d, PG_LOG_NOTICE, "certificate %s: nginx reloaded, it "
                 "serves the pair installed before", c->conf.name);
         c->reload_tries = 0;
-        c->last_error[0] = '\0';
-        c->last_error_at = 0;
+        c->reload_error[0] = '\0';
         pgd_cert_status(d, c);
         return;
     }
 
+    snprintf(c->reload_error, sizeof(c->reload_error), "%s", err.text);
+
+    /* past the quick tries, one an hour: a by-hand reload ends it too */
     if (c->reload_tries == 0) {
-        pgd_log(d, PG_LOG_ERROR, "certificate %s: %s; no more tries: "
-                "reload nginx by hand", c->conf.name, err.text);
-        snprintf(c->last_error, sizeof(c->last_error), "%s; reload nginx "
-                 "by hand", err.text);
-        pgd_cert_status(d, c);
+        pgd_log(d, PG_LOG_ERROR, "certificate %s: %s; tried again hourly, "
+                "or reload nginx by hand", c->conf.name, err.text);
+        c->reload_tries = 1;
+        c->reload_at = time(NULL) + 3600;
     }
+
+    pgd_cert_status(d, c);
 }
 
 
@@ -906,6 +975,8 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
     char         key[PG_STORE_PREFIX_MAX + 32], field[600];
     char        *list[PG_CONF_CERT_NAMES];
     char         buf[sizeof(c->conf.names)], error[sizeof(c->last_error)];
+    char         fullchain[PG_CONF_PATH_MAX], why[160];
+    char         reload[sizeof(c->reload_error)];
     json_t      *o, *names;
     size_t       i, n;
     redisReply  *r;
@@ -924,24 +995,34 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
 
     pgd_cert_issuer_text(&c->conf, issuer, sizeof(issuer));
     pgd_text_clean(issuer);
+    snprintf(fullchain, sizeof(fullchain), "%s", c->conf.fullchain);
+    pgd_text_clean(fullchain);
+    snprintf(why, sizeof(why), "%s%s", c->next_why ? c->next_why : "",
+             c->held_said ? (d->cmd == NULL || d->redis_state != PGD_UP
+                             ? "; waiting for redis"
+                             : "; waiting for an edge that answers") : "");
 
     /* an error may be cut in a UTF-8 sequence, or quote a CA's bytes */
     memcpy(error, c->last_error, sizeof(error));
     pgd_text_clean(error);
+    memcpy(reload, c->reload_error, sizeof(reload));
+    pgd_text_clean(reload);
 
     o = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:i, s:I, s:b}",
                   "name", c->conf.name,
                   "host", d->host,
                   "names", names ? names : json_array(),
                   "issuer", issuer,
-                  "fullchain", c->conf.fullchain,
-                  "next_why", c->next_why ? c->next_why : "",
+                  "fullchain", fullchain,
+                  "next_why", why,
                   "started_at", d->started_at,
                   "failures", (int) c->failures,
                   "attempts", (json_int_t) c->attempts,
                   "placeholder", c->placeholder || !c->have_info);
 
     if (o == NULL) {
+        pgd_log(d, PG_LOG_ERROR, "certificate %s: cannot build its status",
+                c->conf.name);
         return;
     }
 
@@ -966,6 +1047,8 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
     PGD_SET_TIME("updated_at", time(NULL));
     json_object_set_new(o, "last_error", error[0] ? json_string(error)
                                                   : json_null());
+    json_object_set_new(o, "reload_owed", c->reload_tries > 0
+                        ? json_string(reload) : json_null());
 
 #undef PGD_SET_TIME
 
@@ -976,8 +1059,6 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
         return;
     }
 
-    c->status_at = time(NULL);
-
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
     snprintf(field, sizeof(field), "%s@%s", c->conf.name, d->host);
     r = redisCommand(d->cmd, "HSET %s %s %s", key, field, text);
@@ -986,6 +1067,66 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
     if (r == NULL) {
         pgd_redis_down(d, "writing a certificate's status");
         return;
+    }
+
+    /* written: the next in a minute; a failed write is tried at a tick */
+    if (r->type != REDIS_REPLY_ERROR) {
+        c->status_at = time(NULL);
+    }
+
+    freeReplyObject(r);
+}
+
+
+/*
+ * Statuses of this host that no block of the config has now (removed
+ * while the daemon was stopped, or by a SIGHUP while Redis was down):
+ * they go, once after each start and reload. Another controller's stay.
+ */
+static void
+pgd_certs_sweep(pgd_t *d)
+{
+    size_t       i, j, len, hlen;
+    char         key[PG_STORE_PREFIX_MAX + 32];
+    const char  *f;
+    redisReply  *r;
+
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
+    r = redisCommand(d->cmd, "HKEYS %s", key);
+
+    if (r == NULL) {
+        pgd_redis_down(d, "reading the certificates' statuses");
+        return;
+    }
+
+    d->certs_swept = 1;
+    hlen = strlen(d->host);
+
+    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        f = r->element[i]->str;
+        len = f ? strlen(f) : 0;
+
+        /* "NAME@HOST" of this host */
+        if (r->element[i]->type != REDIS_REPLY_STRING || len <= hlen + 1
+            || f[len - hlen - 1] != '@' || strcmp(f + len - hlen, d->host)
+            != 0)
+        {
+            continue;
+        }
+
+        for (j = 0; j < d->ncerts; j++) {
+            if (strlen(d->certs[j].conf.name) == len - hlen - 1
+                && strncmp(d->certs[j].conf.name, f, len - hlen - 1) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == d->ncerts) {
+            pgd_log(d, PG_LOG_NOTICE, "certificates: status %s of a block "
+                    "no longer configured here: removed", f);
+            freeReplyObject(redisCommand(d->cmd, "HDEL %s %s", key, f));
+        }
     }
 
     freeReplyObject(r);
@@ -1045,6 +1186,20 @@ pgd_names_split(char *names, char **out, size_t max)
     }
 
     return n;
+}
+
+
+/* FNV-1a of s: what renew asks are compared by, whatever their length. */
+static uint64_t
+pgd_text_hash(const char *s)
+{
+    uint64_t  h;
+
+    for (h = 14695981039346656037ULL; *s; s++) {
+        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+    }
+
+    return h;
 }
 
 

@@ -44,6 +44,9 @@ typedef struct {
     pgd_job_t      *job;
     redisContext   *redis;          /* the worker's own, or NULL */
     char            channel[PG_STORE_PREFIX_MAX + 16];
+    struct timespec wait_until;     /* CLOCK_MONOTONIC: the end of the
+                                       order's wait for its tokens to be
+                                       out; 0 before the first */
 } pgd_job_ctx_t;
 
 
@@ -63,8 +66,9 @@ static void pgd_job_log(void *ctx, int level, const char *fmt, ...)
 int
 pgd_worker_start(pgd_t *d)
 {
-    int            i;
-    pgd_worker_t  *w;
+    int                  i;
+    pgd_worker_t        *w;
+    pthread_condattr_t   attr;
 
     w = &d->worker;
 
@@ -78,7 +82,13 @@ pgd_worker_start(pgd_t *d)
     }
 
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
+
+    /* the worker's waits are timed on the monotonic clock: a clock set
+     * back must not make one last an hour */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
 
     if (pthread_create(&w->thread, NULL, pgd_worker_main, d) != 0) {
         return PG_ERR;
@@ -401,12 +411,12 @@ pgd_job_mkdirs(pgd_job_t *job, char *path)
 static void
 pgd_job_record_issuer(pgd_job_t *job)
 {
-    char        path[PG_CONF_PATH_MAX + 300], text[PG_CONF_PATH_MAX + 16];
+    char        path[PG_CONF_PATH_MAX + 300], text[PGD_RECORD_MAX];
     pg_error_t  err;
 
     snprintf(path, sizeof(path), "%s/certs/%s.issuer", job->state_dir,
              job->name);
-    pgd_cert_issuer_text(&job->conf, text, sizeof(text));
+    pgd_cert_record_text(&job->conf, text, sizeof(text));
 
     if (pgd_job_mkdirs(job, path) == PG_OK) {
         (void) pg_cert_write_file(path, text, strlen(text), 0600, &err);
@@ -427,7 +437,6 @@ pgd_job_challenge(void *ctx, const char *token,
     uint64_t         want;
     pgd_job_ctx_t   *c;
     redisReply      *r;
-    struct timespec  until;
 
     c = ctx;
 
@@ -484,19 +493,25 @@ pgd_job_challenge(void *ctx, const char *token,
         return PG_OK;
     }
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += PGD_CHALLENGE_WAIT_MS / 1000;
+    /* one wait for the whole order, not one per token: a 26-name order
+     * with an edge that never answers waits 10 s, not 260 */
+    if (c->wait_until.tv_sec == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &c->wait_until);
+        c->wait_until.tv_sec += PGD_CHALLENGE_WAIT_MS / 1000;
+    }
 
     pthread_mutex_lock(&c->worker->lock);
+    c->worker->chal_waiting = want;
 
     while (c->worker->chal_done < want && !c->worker->cancel) {
         if (pthread_cond_timedwait(&c->worker->cond, &c->worker->lock,
-                                   &until) != 0)
+                                   &c->wait_until) != 0)
         {
             break;                      /* the CA will say what it saw */
         }
     }
 
+    c->worker->chal_waiting = 0;
     pthread_mutex_unlock(&c->worker->lock);
 
     return PG_OK;

@@ -70,7 +70,7 @@ pgd_challenges_kick(pgd_t *d, int tick)
     pthread_mutex_unlock(&d->worker.lock);
 
     if (want == d->chal_round && !d->chal_wanted
-        && !(tick && (d->chal_live || d->chal_retry))
+        && !(tick && d->chal_live && d->chal_retry)
         && !(d->chal_again_at > 0 && pgd_now() >= d->chal_again_at))
     {
         return;
@@ -171,9 +171,9 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
         pgd_log(d, e->acme_failing ? PG_LOG_DEBUG : PG_LOG_WARN, "acme: "
                 "edge %s did not take the challenge tokens: %s",
                 e->edge.spec, err.text);
+        d->chal_failed += !e->acme_failing;
         e->acme_failing = 1;
         d->chal_retry = 1;
-        d->chal_failed++;
 
     } else if ((status == 404 || status == 405)
                && strcmp(e->acme_body, "{}") == 0)
@@ -193,9 +193,9 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
                 status == 404 || status == 405
                 ? " (is the module older than portal_gate_acme_challenge?)"
                 : "");
+        d->chal_failed += !e->acme_failing;
         e->acme_failing = 1;
         d->chal_retry = 1;
-        d->chal_failed++;
 
     } else {
         if (e->acme_failing) {
@@ -251,9 +251,12 @@ pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e)
 
 /*
  * Every edge of the round answered. While a worker waits for its token to
- * be out and an edge did not take it (an nginx that comes up after the
- * daemon, as at a first start), the round is sent again shortly, until
- * all take it or the worker's wait runs out; otherwise it is settled.
+ * be out and an edge that took the tokens before did not now (an nginx
+ * that comes up after the daemon, as at a first start), the round is sent
+ * again shortly, until all take it or the worker's wait runs out;
+ * otherwise it is settled. An edge that was failing already (down, or a
+ * module without the resource) holds up no order: it gets the set when it
+ * is reachable again (pgd_edge_up()).
  */
 static void
 pgd_challenges_round_end(pgd_t *d)
@@ -262,7 +265,8 @@ pgd_challenges_round_end(pgd_t *d)
 
     if (d->chal_failed > 0) {
         pthread_mutex_lock(&d->worker.lock);
-        waiting = d->worker.chal_want > d->worker.chal_done;
+        waiting = d->worker.chal_waiting != 0
+                  && d->worker.chal_waiting > d->worker.chal_done;
         pthread_mutex_unlock(&d->worker.lock);
 
         if (waiting) {

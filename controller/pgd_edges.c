@@ -631,6 +631,11 @@ pgd_edge_up(pgd_t *d, pgd_edge_t *e)
         e->error[0] = '\0';
     }
 
+    /* the challenge tokens it did not take: sent again now */
+    if (e->acme_failing) {
+        d->chal_wanted = 1;
+    }
+
     e->state = PGD_UP;
 }
 

@@ -261,9 +261,10 @@ pgd_check_conf(const char *path, pg_conf_t *conf, pg_error_t *err)
         return PG_ERR;
     }
 
-    if (conf->nedges == 0) {
-        snprintf(err->text, sizeof(err->text), "%s: no \"edge\": there is "
-                 "nothing to keep in step", path);
+    /* a controller of certificates alone (the local CA) needs no edge */
+    if (conf->nedges == 0 && conf->ncerts == 0) {
+        snprintf(err->text, sizeof(err->text), "%s: no \"edge\" and no "
+                 "\"certificate\": there is nothing to do", path);
         return PG_ERR;
     }
 
@@ -567,6 +568,11 @@ pgd_reconfigure(pgd_t *d)
             redis_changed ? "; reading the store again" : "");
 
     if (redis_changed) {
+        /* another store: its renew asks are not the old one's */
+        for (i = 0; i < d->ncerts; i++) {
+            d->certs[i].renew_init = 0;
+        }
+
         /* the old Redis or prefix would show it alive until it aged */
         pgd_beat_end(d);
         pgd_redis_close(d);

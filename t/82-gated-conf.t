@@ -80,8 +80,15 @@ subtest 'a bad config exits 1 naming the file, the line and why' => sub {
     my $path = conf_file('noedge.conf', "redis redis://127.0.0.1:6379/0;\n");
     my $r = $gd0->run('-t', '-c', $path);
     exits($r, 1, '-t without an edge');
-    like($r->{err}, qr/portal-gated: \Q$path\E: no "edge"/,
+    like($r->{err}, qr/portal-gated: \Q$path\E: no "edge" and no "certificate": there is nothing to do/,
          'names the file (no line: nothing is there to point at)');
+
+    # a controller of certificates alone (the local CA) needs no edge
+    $path = conf_file('certsonly.conf', "redis redis://127.0.0.1:6379/0;\n"
+                      . "certificate s.test { issuer local /ca.pem /ca.key;\n"
+                      . "fullchain /c/f.pem; privkey /c/k.pem; }\n");
+    $r = $gd0->run('-t', '-c', $path);
+    exits($r, 0, '-t with a certificate and no edge');
 
     $r = $gd0->run('-t', '-c', $gd0->dir . '/missing.conf');
     exits($r, 1, '-t on a missing file');
