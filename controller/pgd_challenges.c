@@ -168,7 +168,10 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
 
     if (pg_edge_req_done(req, code, &status, &json, &err) != PG_OK) {
         /* said once: an edge that is down fails every round */
-        pgd_log(d, e->acme_failing ? PG_LOG_DEBUG : PG_LOG_WARN, "acme: "
+        /* said once; and not at all for an empty set (no token owed:
+         * the edge's own failure is said by the snapshot's side) */
+        pgd_log(d, e->acme_failing || strcmp(e->acme_body, "{}") == 0
+                   ? PG_LOG_DEBUG : PG_LOG_WARN, "acme: "
                 "edge %s did not take the challenge tokens: %s",
                 e->edge.spec, err.text);
         d->chal_failed += !e->acme_failing;
