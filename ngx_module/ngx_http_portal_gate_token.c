@@ -290,7 +290,9 @@ ngx_http_portal_gate_token_company(ngx_http_request_t *r,
     ctx = ngx_http_get_module_ctx(r, ngx_http_portal_gate_module);
 
     if (ctx && ctx->token == token && ctx->token_value.len == value.len
-        && ngx_memcmp(ctx->token_value.data, value.data, value.len) == 0)
+        && (value.len == 0
+            || ngx_memcmp(ctx->token_value.data, value.data, value.len)
+               == 0))
     {
         *company = ctx->token_company;
         return ctx->token_status;
