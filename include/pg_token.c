@@ -70,6 +70,20 @@ pg_token_reject(pg_token_result_t *res, pg_token_status_t status,
 }
 
 
+/*
+ * ": line L, column C" of a JSON error, in q (PG_TOKEN_QUOTE_LEN bytes):
+ * where, never what (jansson's text quotes the input: the token).
+ */
+static const char *
+pg_token_json_where(char *q, const json_error_t *jerr)
+{
+    snprintf(q, PG_TOKEN_QUOTE_LEN, ": line %d, column %d", jerr->line,
+             jerr->column);
+
+    return q;
+}
+
+
 const char *
 pg_token_quote(char *q, const char *s, size_t len)
 {
@@ -1000,11 +1014,11 @@ pg_token_verify(const pg_token_keys_t *keys, const char *token,
 
     if (!json_is_object(header)) {
         json_decref(header);
+        /* where, not what: jansson's text quotes the token's bytes, and
+         * the token is never logged */
         return pg_token_reject(res, PG_TOKEN_MALFORMED, err, "the header is "
-                               "not a JSON object%s%s", header ? "" : ": ",
-                               header ? ""
-                               : pg_token_quote(q, jerr.text,
-                                                strlen(jerr.text)));
+                               "not a JSON object%s", header ? ""
+                               : pg_token_json_where(q, &jerr));
     }
 
     payload = NULL;
@@ -1079,9 +1093,8 @@ pg_token_verify(const pg_token_keys_t *keys, const char *token,
 
     if (!json_is_object(payload)) {
         pg_token_reject(res, PG_TOKEN_MALFORMED, err, "the payload is not a "
-                        "JSON object%s%s", payload ? "" : ": ",
-                        payload ? "" : pg_token_quote(q, jerr.text,
-                                                      strlen(jerr.text)));
+                        "JSON object%s", payload ? ""
+                        : pg_token_json_where(q, &jerr));
         goto done;
     }
 

@@ -609,6 +609,22 @@ test_verify(void)
     *strchr(tok, '.') = '\n';
     t_verdict(tok, NULL, 0, PG_TOKEN_MALFORMED, "a newline for a dot");
 
+    /* a header that is not JSON: the message says where, never quotes the
+     * token's bytes (it goes to the log) */
+    {
+        pg_error_t         err;
+        pg_token_result_t  res;
+
+        p = (char *) t_mint("{\"alg\":\"HS256\",\"kid\":\"hs1\"} SECRETX",
+                            T_PAYLOAD, "hs1", 0);
+        pg_token_verify(t_keys, p, strlen(p), NULL, NOW, 0, &res, &err);
+        t_ok(res.status == PG_TOKEN_MALFORMED
+             && strstr(err.text, "SECRETX") == NULL
+             && strstr(err.text, "line 1, column") != NULL,
+             "a header that is not JSON: where, not its bytes (%s)",
+             err.text);
+    }
+
     /* the payload's base64url is broken: non-canonical last character */
     snprintf(tok, sizeof(tok), "%s.%s.%s", t_b64("{\"alg\":\"HS256\"}", 15),
              "eyJhIjoxfR", "AAAA");
