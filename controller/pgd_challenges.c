@@ -174,7 +174,7 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
                    ? PG_LOG_DEBUG : PG_LOG_WARN, "acme: "
                 "edge %s did not take the challenge tokens: %s",
                 e->edge.spec, err.text);
-        d->chal_failed += !e->acme_failing;
+        d->chal_failed++;
         e->acme_failing = 1;
         d->chal_retry = 1;
 
@@ -196,7 +196,7 @@ pgd_challenges_done(pgd_t *d, pg_edge_req_t *req, CURLcode code)
                 status == 404 || status == 405
                 ? " (is the module older than portal_gate_acme_challenge?)"
                 : "");
-        d->chal_failed += !e->acme_failing;
+        d->chal_failed++;
         e->acme_failing = 1;
         d->chal_retry = 1;
 
@@ -254,12 +254,12 @@ pgd_challenges_cancel(pgd_t *d, pgd_edge_t *e)
 
 /*
  * Every edge of the round answered. While a worker waits for its token to
- * be out and an edge that took the tokens before did not now (an nginx
- * that comes up after the daemon, as at a first start), the round is sent
- * again shortly, until all take it or the worker's wait runs out;
- * otherwise it is settled. An edge that was failing already (down, or a
- * module without the resource) holds up no order: it gets the set when it
- * is reachable again (pgd_edge_up()).
+ * be out and an edge did not take it (an nginx that comes up just after
+ * the daemon, as at a first start), the round is sent again shortly, until
+ * all take it or the worker's wait runs out (one wait per order: an edge
+ * that stays down costs an order 10 s, not 10 s per token); otherwise, and
+ * once no worker waits, it is settled. An edge that is reachable again
+ * gets the set then (pgd_edge_up()).
  */
 static void
 pgd_challenges_round_end(pgd_t *d)
