@@ -26,9 +26,6 @@
 #include "pg_ctl.h"             /* the options, pg_ctl_error */
 
 
-#define PG_CTL_KEY_CERTS       "certs"          /* pgd.h's PGD_KEY_* */
-#define PG_CTL_KEY_CERT_RENEW  "cert:renew"
-#define PG_CTL_MSG_CERT_RENEW  "cert-renew"
 #define PG_CTL_CERT_POLL_MS    200
 #define PG_CTL_CERT_STALE      180      /* s: 3 of the daemon's refreshes */
 
@@ -77,7 +74,7 @@ pg_ctl_cert_read(pg_store_t *store, pg_ctl_opts_t *o, json_t **certs)
     json_t      *c;
     redisReply  *r;
 
-    snprintf(key, sizeof(key), "%s%s", o->prefix, PG_CTL_KEY_CERTS);
+    snprintf(key, sizeof(key), "%s%s", o->prefix, PG_STORE_KEY_CERTS);
 
     r = redisCommand(store->redis, "HGETALL %s", key);
 
@@ -340,7 +337,7 @@ pg_ctl_cert_renew(pg_store_t *store, pg_ctl_opts_t *o, const char *name)
     snprintf(ask, sizeof(ask), "%lld.%06ld-%ld", (long long) tv.tv_sec,
              (long) tv.tv_usec, (long) getpid());
 
-    snprintf(key, sizeof(key), "%s%s", o->prefix, PG_CTL_KEY_CERT_RENEW);
+    snprintf(key, sizeof(key), "%s%s", o->prefix, PG_STORE_KEY_CERT_RENEW);
     r = redisCommand(store->redis, "HSET %s %s %s", key, name, ask);
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
@@ -356,7 +353,7 @@ pg_ctl_cert_renew(pg_store_t *store, pg_ctl_opts_t *o, const char *name)
 
     snprintf(key, sizeof(key), "%s%s", o->prefix, PG_STORE_CHANNEL);
     r = redisCommand(store->redis, "PUBLISH %s %s", key,
-                     PG_CTL_MSG_CERT_RENEW);
+                     PG_STORE_MSG_CERT_RENEW);
     freeReplyObject(r);
 
     if (o->wait < 0) {

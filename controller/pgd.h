@@ -131,12 +131,6 @@
 #define PGD_CHALLENGE_AGAIN_MS 250      /* an edge did not take a token a
                                            worker waits on: sent again */
 
-/* Redis keys (include/pg_store.h), after the prefix */
-#define PGD_KEY_CHALLENGES    "acme:challenges"
-#define PGD_KEY_CERTS         "certs"
-#define PGD_KEY_CERT_RENEW    "cert:renew"
-#define PGD_MSG_CHALLENGES    "acme-challenges"
-#define PGD_MSG_CERT_RENEW    "cert-renew"
 
 /* The note key (pgd_compose()) of an environment the read could not read,
  * before its name. */

@@ -489,7 +489,7 @@ pgd_certs_renew_asked(pgd_t *d)
         return;
     }
 
-    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERT_RENEW);
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_CERT_RENEW);
 
     r = redisCommand(d->cmd, "HGETALL %s", key);
 
@@ -1059,7 +1059,7 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
         return;
     }
 
-    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_CERTS);
     snprintf(field, sizeof(field), "%s@%s", c->conf.name, d->host);
     r = redisCommand(d->cmd, "HSET %s %s %s", key, field, text);
     free(text);
@@ -1091,7 +1091,7 @@ pgd_certs_sweep(pgd_t *d)
     const char  *f;
     redisReply  *r;
 
-    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_CERTS);
     r = redisCommand(d->cmd, "HKEYS %s", key);
 
     if (r == NULL) {
@@ -1144,7 +1144,7 @@ pgd_cert_status_drop(pgd_t *d, const char *name)
         return;
     }
 
-    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CERTS);
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_CERTS);
     snprintf(field, sizeof(field), "%s@%s", name, d->host);
     r = redisCommand(d->cmd, "HDEL %s %s", key, field);
 

@@ -449,7 +449,7 @@ pgd_job_challenge(void *ctx, const char *token,
         }
     }
 
-    snprintf(key, sizeof(key), "%s%s", c->job->prefix, PGD_KEY_CHALLENGES);
+    snprintf(key, sizeof(key), "%s%s", c->job->prefix, PG_STORE_KEY_CHALLENGES);
 
     /* "EXPIRES KEY_AUTHORIZATION": a token an order could not withdraw
      * (Redis down then, the daemon killed) is pruned by any controller
@@ -486,7 +486,7 @@ pgd_job_challenge(void *ctx, const char *token,
 
     /* the other controllers' edges */
     r = redisCommand(c->redis, "PUBLISH %s %s", c->channel,
-                     PGD_MSG_CHALLENGES);
+                     PG_STORE_MSG_CHALLENGES);
     freeReplyObject(r);
 
     if (!add) {

@@ -5,7 +5,7 @@
  * authorization), so that every portal-gated sharing the store pushes
  * them to its own edges: the CA may connect to any of them. The worker
  * that runs an order writes a token there, then publishes
- * PGD_MSG_CHALLENGES and raises worker.chal_want; a loop that sees either
+ * PG_STORE_MSG_CHALLENGES and raises worker.chal_want; a loop that sees either
  * reads the whole hash and PUTs it to each edge (`PUT challenges`, the
  * whole set at once), in a request of its own beside the snapshot's, so
  * a token never waits behind a push and a kill never behind a token.
@@ -327,7 +327,7 @@ pgd_challenges_read(pgd_t *d, char **body, int *count)
     redisReply   *r, *del;
     pgd_token_t  *tokens;
 
-    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PGD_KEY_CHALLENGES);
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_CHALLENGES);
 
     r = redisCommand(d->cmd, "HGETALL %s", key);
 

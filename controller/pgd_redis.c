@@ -190,10 +190,10 @@ pgd_redis_read(pgd_t *d)
             msg = reply->element[2]->str ? reply->element[2]->str : "?";
 
             /* the certificates' messages change no flag */
-            if (strcmp(msg, PGD_MSG_CHALLENGES) == 0) {
+            if (strcmp(msg, PG_STORE_MSG_CHALLENGES) == 0) {
                 d->chal_wanted = 1;
 
-            } else if (strcmp(msg, PGD_MSG_CERT_RENEW) == 0) {
+            } else if (strcmp(msg, PG_STORE_MSG_CERT_RENEW) == 0) {
                 d->renew_wanted = 1;
 
             } else {

@@ -98,6 +98,12 @@
 #define PG_STORE_CHANNEL       "changes"
 #define PG_STORE_KEY_ENVS      "environments"
 #define PG_STORE_KEY_CONTROLLERS "controllers"
+#define PG_STORE_KEY_CHALLENGES  "acme:challenges"
+#define PG_STORE_KEY_CERTS       "certs"
+#define PG_STORE_KEY_CERT_RENEW  "cert:renew"
+/* messages on the change channel that are not a revision */
+#define PG_STORE_MSG_CHALLENGES  "acme-challenges"
+#define PG_STORE_MSG_CERT_RENEW  "cert-renew"
 
 /* A controller is alive while its beat is younger than this many of its
  * reconcile intervals, and never less than PG_STORE_ALIVE_MIN_MS. */
