@@ -13,9 +13,10 @@
  * The core has no nginx dependency: the controller compiles the same files,
  * so `portal-gatectl explain` gives exactly the edge's answer.
  *
- * Errors: functions return PG_OK or PG_ERR; on PG_ERR they fill a
- * pg_error_t whose text names what was wrong (which flag, which field,
- * which company id), ready to be shown to an operator.
+ * Errors: functions return PG_OK or PG_ERR (PG_CONFLICT too, for a
+ * patch); otherwise they fill a pg_error_t whose text names what was
+ * wrong (which flag, which field, which company id), ready to be shown to
+ * an operator.
  *
  * Ownership: a blob returned by pg_snap_compile*() is malloc()ed and owned
  * by the caller, who releases it with free(). A pg_snap_t is a borrowed view
@@ -38,6 +39,7 @@
 
 #define PG_OK              0
 #define PG_ERR            -1
+#define PG_CONFLICT       -2        /* a patch's base is not the snapshot */
 
 #define PG_NAME_MAX        64       /* flag and environment names */
 #define PG_ID_MAX          64       /* company ids */
@@ -144,6 +146,37 @@ int pg_snap_compile_json(const json_t *root, unsigned char **blob,
  * flags. Returns PG_OK or PG_ERR with err naming the field.
  */
 int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
+
+
+/* --- snapshot: patches (pg_patch.c) ----------------------------------- */
+
+/*
+ * Apply a patch document, the body of PATCH snapshot, to a snapshot
+ * document:
+ *
+ *   {"base_revision": N, "revision": M,
+ *    "environments": {ENV: {FLAG: {...the whole flag...} | null, ...}}}
+ *
+ * A flag given replaces the snapshot's flag of that name whole; null
+ * deletes it (absent already is no error); flags not named stay. An
+ * environment named is in the result, created empty if the snapshot has
+ * none of that name; a patch never removes an environment.
+ *
+ * The patch's form is checked first (keys, names, N and M integers with
+ * 0 <= N < M <= PG_REVISION_MAX, each flag an object or null): PG_ERR.
+ * Then its base: PG_CONFLICT when the snapshot's revision is not N. err
+ * says what was wrong in both cases. Whether the result is a valid
+ * snapshot (each flag's fields, `requires`, cycles, limits) is not
+ * checked here: pg_snap_compile_json() of the result does that.
+ *
+ * Both documents are borrowed and left as they are. On PG_OK *result is a
+ * new reference to the patched document, revision M. Its root, its
+ * "environments" and each environment the patch names are new objects;
+ * the rest (every flag, the environments not named) is shared with the
+ * inputs by reference: change none of it in place while they are in use.
+ */
+int pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
+    json_t **result, pg_error_t *err);
 
 
 /* --- snapshot: blob -> view, JSON ------------------------------------ */

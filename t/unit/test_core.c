@@ -1,6 +1,7 @@
 /*
  * test_core.c: unit tests of the shared core (hash, names, snapshot
- * compile and JSON, evaluation). Prints TAP; exits 1 if any test failed.
+ * compile and JSON, evaluation, patches). Prints TAP; exits 1 if any test
+ * failed.
  *
  *   cc -std=gnu99 -Wall -Wextra -Werror -fsanitize=address,undefined \
  *      -fno-sanitize-recover=all -g -O1 -Iinclude include/pg_*.c \
@@ -1522,6 +1523,406 @@ test_blob_every_byte(void)
 }
 
 
+/* --- patches (pg_snap_patch_json) --------------------------------------- */
+
+static const char  t_patch_base[] =
+    "{\"revision\": 5, \"environments\": {"
+    " \"production\": {"
+    "  \"a\": {\"rollout\": 0, \"allow\": [\"12\"]},"
+    "  \"b\": {\"requires\": \"a\", \"rollout\": 100}},"
+    " \"staging\": {\"a\": {\"rollout\": 100}}}}";
+
+
+/* Parsed JSON text, duplicate keys refused; NULL (and a diagnostic) if bad */
+static json_t *
+t_json(const char *text)
+{
+    json_t        *json;
+    json_error_t   jerr;
+
+    json = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (json == NULL) {
+        t_diag("bad test JSON at line %d: %s", jerr.line, jerr.text);
+    }
+
+    return json;
+}
+
+
+/* The document as canonical text, to compare documents; malloc()ed. */
+static char *
+t_dump(const json_t *json)
+{
+    return json_dumps(json, JSON_COMPACT | JSON_SORT_KEYS | PG_JSON_REAL);
+}
+
+
+/* Patching t_patch_base with patch fails with rc, and a message with expect */
+static void
+t_patch_refused(const char *patch, int rc_expected, const char *expect,
+    const char *desc)
+{
+    int          rc;
+    json_t      *snap, *p, *result;
+    pg_error_t   err;
+
+    snap = t_json(t_patch_base);
+    p = t_json(patch);
+
+    memset(&err, 0, sizeof(err));
+    result = (json_t *) 1;
+    rc = pg_snap_patch_json(snap, p, &result, &err);
+
+    if (!t_ok(rc == rc_expected && result == NULL
+              && strstr(err.text, expect) != NULL, "patch: %s", desc))
+    {
+        t_diag("rc %d, message: %s", rc, rc == PG_OK ? "(none)" : err.text);
+        t_diag("expected rc %d and a message containing: %s", rc_expected,
+               expect);
+    }
+
+    if (rc == PG_OK) {
+        json_decref(result);
+    }
+
+    json_decref(p);
+    json_decref(snap);
+}
+
+
+/* Compile a document and evaluate one flag for one company. */
+static pg_result_t
+t_patched_eval(const json_t *doc, const char *env, const char *flag,
+    const char *company)
+{
+    t_snap_t     s;
+    pg_error_t   err;
+    pg_result_t  res;
+
+    memset(&res, 0, sizeof(res));
+    res.reason = PG_REASON_UNKNOWN;
+
+    if (pg_snap_compile_json(doc, &s.blob, &s.size, &err) != PG_OK
+        || pg_snap_open(&s.snap, s.blob, s.size, &err) != PG_OK)
+    {
+        t_diag("the patched snapshot does not compile: %s", err.text);
+        return res;
+    }
+
+    res = t_eval(&s, env, flag, company);
+    t_snap_free(&s);
+
+    return res;
+}
+
+
+static void
+test_patch_applied(void)
+{
+    int             rc;
+    char           *before_snap, *before_patch, *text;
+    json_t         *snap, *p1, *p2, *r1, *r2, *whole, *f;
+    size_t          size1, size2;
+    pg_error_t      err;
+    pg_result_t     res;
+    unsigned char  *blob1, *blob2;
+
+    snap = t_json(t_patch_base);
+    p1 = t_json("{\"base_revision\": 5, \"revision\": 6, \"environments\": {"
+                " \"production\": {\"a\": {\"rollout\": 0,"
+                "                          \"allow\": [\"12\", \"57\"]},"
+                "                  \"c\": {\"rollout\": 100}}}}");
+    p2 = t_json("{\"base_revision\": 6, \"revision\": 9, \"environments\": {"
+                " \"production\": {\"c\": null, \"gone\": null},"
+                " \"qa\": {\"a\": {\"rollout\": 50}}, \"empty\": {}}}");
+
+    if (snap == NULL || p1 == NULL || p2 == NULL) {
+        t_ok(0, "patch: test documents parse");
+        return;
+    }
+
+    before_snap = t_dump(snap);
+    before_patch = t_dump(p1);
+
+    res = t_patched_eval(snap, "production", "b", "57");
+    t_ok(!res.on && res.reason == PG_REASON_REQUIRES,
+         "patch: before it, b is off for 57 (requires a)");
+
+    rc = pg_snap_patch_json(snap, p1, &r1, &err);
+
+    if (!t_ok(rc == PG_OK && r1 != NULL, "patch: 5 -> 6 applies")) {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    t_ok(json_integer_value(json_object_get(r1, "revision")) == 6,
+         "patch: the result has the patch's revision");
+
+    res = t_patched_eval(r1, "production", "a", "57");
+    t_ok(res.on && res.reason == PG_REASON_ALLOWED,
+         "patch: a flag given is replaced (57 now allowed)");
+    res = t_patched_eval(r1, "production", "b", "57");
+    t_ok(res.on && res.reason == PG_REASON_ROLLOUT,
+         "patch: a flag not named stays, and sees the new a");
+    res = t_patched_eval(r1, "production", "c", "1");
+    t_ok(res.on, "patch: a new flag is added");
+    res = t_patched_eval(r1, "staging", "a", "57");
+    t_ok(res.on && res.reason == PG_REASON_ROLLOUT,
+         "patch: an environment not named stays");
+
+    text = t_dump(snap);
+    t_ok(strcmp(text, before_snap) == 0, "patch: the snapshot is unchanged");
+    free(text);
+    text = t_dump(p1);
+    t_ok(strcmp(text, before_patch) == 0, "patch: the patch is unchanged");
+    free(text);
+
+    /* the next patch, on the result of the first */
+
+    rc = pg_snap_patch_json(r1, p2, &r2, &err);
+
+    if (!t_ok(rc == PG_OK, "patch: 6 -> 9 applies on the result")) {
+        t_diag("%s", err.text);
+        json_decref(r1);
+        return;
+    }
+
+    f = json_object_get(json_object_get(r2, "environments"), "production");
+    t_ok(json_object_get(f, "c") == NULL && json_object_size(f) == 2,
+         "patch: null deletes a flag, and an absent one is no error");
+    res = t_patched_eval(r2, "production", "c", "1");
+    t_ok(!res.on && res.reason == PG_REASON_UNKNOWN,
+         "patch: the deleted flag evaluates unknown");
+    res = t_patched_eval(r2, "qa", "a", "42");
+    t_ok(res.bucket >= 0, "patch: a new environment is created with its flag");
+    f = json_object_get(json_object_get(r2, "environments"), "empty");
+    t_ok(json_is_object(f) && json_object_size(f) == 0,
+         "patch: an environment named with no flag is created empty");
+    f = json_object_get(json_object_get(r1, "environments"), "production");
+    t_ok(json_object_get(f, "c") != NULL,
+         "patch: the first result is unchanged by the second patch");
+
+    /* the same store PUT whole compiles to the same blob */
+
+    whole = t_json("{\"revision\": 9, \"environments\": {"
+                   " \"production\": {"
+                   "  \"a\": {\"rollout\": 0, \"allow\": [\"12\", \"57\"]},"
+                   "  \"b\": {\"requires\": \"a\", \"rollout\": 100}},"
+                   " \"staging\": {\"a\": {\"rollout\": 100}},"
+                   " \"qa\": {\"a\": {\"rollout\": 50}}, \"empty\": {}}}");
+
+    blob1 = NULL;
+    blob2 = NULL;
+
+    t_ok(whole != NULL
+         && pg_snap_compile_json(r2, &blob1, &size1, &err) == PG_OK
+         && pg_snap_compile_json(whole, &blob2, &size2, &err) == PG_OK
+         && size1 == size2 && memcmp(blob1, blob2, size1) == 0,
+         "patch: the patched snapshot compiles to the blob of the same "
+         "snapshot given whole");
+
+    free(blob1);
+    free(blob2);
+    free(before_snap);
+    free(before_patch);
+    json_decref(whole);
+    json_decref(r2);
+    json_decref(r1);
+    json_decref(p2);
+    json_decref(p1);
+    json_decref(snap);
+}
+
+
+static void
+test_patch_result_checked_by_compile(void)
+{
+    int             rc;
+    json_t         *snap, *p, *r;
+    size_t          size;
+    pg_error_t      err;
+    unsigned char  *blob;
+
+    /* the patch is well formed; its result is not a valid snapshot */
+
+    snap = t_json(t_patch_base);
+    p = t_json("{\"base_revision\": 5, \"revision\": 6, \"environments\":"
+               " {\"production\": {\"a\": null}}}");
+
+    rc = pg_snap_patch_json(snap, p, &r, &err);
+    t_ok(rc == PG_OK, "patch: deleting a required flag is a well-formed "
+         "patch");
+
+    blob = NULL;
+    rc = rc == PG_OK ? pg_snap_compile_json(r, &blob, &size, &err) : PG_OK;
+
+    if (!t_ok(rc == PG_ERR
+              && strstr(err.text, "environments.production.b: requires "
+                        "unknown flag \"a\"") != NULL,
+              "patch: its result does not compile, naming the requirer "
+              "and the flag"))
+    {
+        t_diag("rc %d: %s", rc, rc == PG_OK ? "(none)" : err.text);
+    }
+
+    free(blob);
+    json_decref(r);
+    json_decref(p);
+
+    p = t_json("{\"base_revision\": 5, \"revision\": 6, \"environments\":"
+               " {\"production\": {\"a\": {\"requires\": \"b\"}}}}");
+    r = NULL;
+    rc = pg_snap_patch_json(snap, p, &r, &err);
+    blob = NULL;
+    rc = rc == PG_OK ? pg_snap_compile_json(r, &blob, &size, &err) : PG_OK;
+    t_ok(rc == PG_ERR && strstr(err.text, "requires cycle") != NULL,
+         "patch: a result with a cycle does not compile");
+
+    free(blob);
+    json_decref(r);
+    json_decref(p);
+
+    p = t_json("{\"base_revision\": 5, \"revision\": 6, \"environments\":"
+               " {\"production\": {\"a\": {\"rolout\": 5}}}}");
+    r = NULL;
+    rc = pg_snap_patch_json(snap, p, &r, &err);
+    blob = NULL;
+    rc = rc == PG_OK ? pg_snap_compile_json(r, &blob, &size, &err) : PG_OK;
+    t_ok(rc == PG_ERR
+         && strstr(err.text, "environments.production.a: unknown key "
+                   "\"rolout\"") != NULL,
+         "patch: a flag's fields are checked by compiling the result");
+
+    free(blob);
+    json_decref(r);
+    json_decref(p);
+    json_decref(snap);
+}
+
+
+static void
+test_patch_refused(void)
+{
+    char  buf[256];
+
+    t_patch_refused("[1]", PG_ERR, "a patch must be a JSON object",
+                    "not an object");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {}, \"extra\": 1}", PG_ERR,
+                    "unknown top-level key \"extra\"", "an unknown key");
+    t_patch_refused("{\"revision\": 6, \"environments\": {}}", PG_ERR,
+                    "base_revision is required", "no base_revision");
+    t_patch_refused("{\"base_revision\": 5, \"environments\": {}}", PG_ERR,
+                    "revision is required", "no revision");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6}", PG_ERR,
+                    "environments is required", "no environments");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 5,"
+                    " \"environments\": {}}", PG_ERR,
+                    "revision 5 must be above base_revision 5",
+                    "revision equal to base_revision");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 4,"
+                    " \"environments\": {}}", PG_ERR,
+                    "revision 4 must be above base_revision 5",
+                    "revision below base_revision");
+    t_patch_refused("{\"base_revision\": \"5\", \"revision\": 6,"
+                    " \"environments\": {}}", PG_ERR,
+                    "base_revision must be an integer from 0 to "
+                    "9007199254740991", "a base_revision that is a string");
+    t_patch_refused("{\"base_revision\": -1, \"revision\": 6,"
+                    " \"environments\": {}}", PG_ERR,
+                    "base_revision must be an integer", "a negative base");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6.0,"
+                    " \"environments\": {}}", PG_ERR,
+                    "revision must be an integer", "a revision that is real");
+
+    snprintf(buf, sizeof(buf), "{\"base_revision\": 5, \"revision\": %lld,"
+             " \"environments\": {}}", PG_REVISION_MAX + 1);
+    t_patch_refused(buf, PG_ERR, "revision must be an integer from 0 to "
+                    "9007199254740991", "a revision above 2^53 - 1");
+
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": []}", PG_ERR,
+                    "environments must be an object",
+                    "environments that is not an object");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\": null}}", PG_ERR,
+                    "environments.production: a patch cannot delete an "
+                    "environment", "an environment given null");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\": [1]}}", PG_ERR,
+                    "environments.production: an environment must be an "
+                    "object of flags", "an environment that is an array");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"Prod\": {}}}", PG_ERR,
+                    "environments: invalid environment name \"Prod\"",
+                    "a bad environment name");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\":"
+                    " {\"a b\\n\": null}}}", PG_ERR,
+                    "environments.production: invalid flag name "
+                    "\"a b\\x0a\"", "a bad flag name, quoted");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\": {\"a\": false}}}",
+                    PG_ERR, "environments.production.a: a flag must be an "
+                    "object, or null to delete it", "a flag given false");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\": {\"a\": 1}}}",
+                    PG_ERR, "environments.production.a: a flag must be",
+                    "a flag given a number");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\": {\"a\": []}}}",
+                    PG_ERR, "environments.production.a: a flag must be",
+                    "a flag given an array");
+
+    /* the base, once the form is right: a conflict, not an error */
+
+    t_patch_refused("{\"base_revision\": 4, \"revision\": 6,"
+                    " \"environments\": {}}", PG_CONFLICT,
+                    "base_revision 4 is not the snapshot's revision 5",
+                    "a base below the snapshot's revision is a conflict");
+    t_patch_refused("{\"base_revision\": 6, \"revision\": 7,"
+                    " \"environments\": {\"production\": {\"a\": null}}}",
+                    PG_CONFLICT,
+                    "base_revision 6 is not the snapshot's revision 5",
+                    "a base above the snapshot's revision is a conflict");
+    t_patch_refused("{\"base_revision\": 4, \"revision\": 6,"
+                    " \"environments\": {}, \"x\": 1}", PG_ERR,
+                    "unknown top-level key \"x\"",
+                    "a bad form is an error whatever the base");
+}
+
+
+static void
+test_patch_empty_edge(void)
+{
+    int          rc;
+    json_t      *snap, *p, *r;
+    pg_error_t   err;
+    pg_result_t  res;
+
+    /* an edge with no snapshot yet: the empty snapshot, revision 0 */
+
+    snap = pg_snap_to_json(&(pg_snap_t) { NULL, 0 });
+    p = t_json("{\"base_revision\": 0, \"revision\": 1, \"environments\":"
+               " {\"production\": {\"a\": {\"rollout\": 100}}}}");
+
+    rc = pg_snap_patch_json(snap, p, &r, &err);
+    t_ok(rc == PG_OK, "patch: base 0 applies to the empty snapshot");
+
+    res = rc == PG_OK ? t_patched_eval(r, "production", "a", "1")
+                      : (pg_result_t) { 0, PG_REASON_UNKNOWN, -1 };
+    t_ok(res.on, "patch: and creates its environment and flag");
+
+    if (rc == PG_OK) {
+        json_decref(r);
+    }
+
+    json_decref(p);
+    json_decref(snap);
+}
+
+
 int
 main(void)
 {
@@ -1539,6 +1940,10 @@ main(void)
     test_big_list();
     test_blob_refused();
     test_blob_every_byte();
+    test_patch_applied();
+    test_patch_result_checked_by_compile();
+    test_patch_refused();
+    test_patch_empty_edge();
 
     printf("1..%d\n", t_count);
 
