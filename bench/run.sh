@@ -20,6 +20,15 @@
 #
 #   BENCH_ROUNDS=10 BENCH_DURATION=3 BENCH_CONNECTIONS=32 BENCH_PUTS=5
 #   BENCH_KEEP=1     keep the scratch folder (nginx.conf, error.log, wrk output)
+#   BENCH_ONLY=put   only the PUTs of the 100,000-company snapshot (and the
+#                    answers checked before and after them): no bench-eval,
+#                    no lua peer, no throughput rounds, none of the other
+#                    benchmarks; prints its own short results block. For
+#                    the baseline of issue 14 ("a full PUT of 100,000
+#                    companies no slower than today"); two modules compare
+#                    by alternating runs, each with its BENCH_MODULE.
+#   BENCH_MODULE=build/ngx_http_portal_gate_module.so   the module to load
+#   BENCH_ZONE=4m    the zone's size (portal_gate_zone)
 #
 # nginx runs with one worker on CPU 0 and wrk with one thread on CPU 1
 # (taskset), so the two do not fight for a core. Everything lives in a
@@ -29,7 +38,7 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-module="$top/build/ngx_http_portal_gate_module.so"
+module=${BENCH_MODULE:-$top/build/ngx_http_portal_gate_module.so}
 bench_eval="$top/build/bench-eval"
 gen="$top/bench/gen-snapshot.pl"
 
@@ -37,6 +46,13 @@ rounds=${BENCH_ROUNDS:-10}
 duration=${BENCH_DURATION:-3}
 conns=${BENCH_CONNECTIONS:-32}
 puts=${BENCH_PUTS:-5}
+only=${BENCH_ONLY:-}
+zone=${BENCH_ZONE:-4m}
+
+case $only in
+    ""|put) ;;
+    *) echo "bench: BENCH_ONLY is put or nothing" >&2; exit 1 ;;
+esac
 
 lua_dir=/usr/lib/nginx/modules
 lua_ndk="$lua_dir/ndk_http_module.so"
@@ -64,6 +80,7 @@ fi
 # nginx loads a private copy, so that the figures belong to the module that
 # was there when the run began, whatever is rebuilt meanwhile
 cp "$module" "$dir/ngx_http_portal_gate_module.so"
+module_src=$module
 module="$dir/ngx_http_portal_gate_module.so"
 
 nginx_pid=""
@@ -103,7 +120,9 @@ median() {
 
 # ---------------------------------------------------------------- bench-eval
 eval_out=""
-if [ -x "$bench_eval" ]; then
+if [ "$only" = put ]; then
+    eval_out="(BENCH_ONLY=put: skipped)"
+elif [ -x "$bench_eval" ]; then
     say "build/bench-eval"
     if eval_out=$("${pin_client[@]}" "$bench_eval" 2>&1); then
         echo "$eval_out"
@@ -131,7 +150,9 @@ read -r port_a port_b port_c port_d port_api port_api_buf < <(perl \
 # ------------------------------------------------------- can lua load here?
 lua=0
 lua_note=""
-if [ -f "$lua_ndk" ] && [ -f "$lua_mod" ]; then
+if [ "$only" = put ]; then
+    lua_note="BENCH_ONLY=put"
+elif [ -f "$lua_ndk" ] && [ -f "$lua_mod" ]; then
     cat > "$dir/lua-probe.conf" <<EOF
 load_module $lua_ndk;
 load_module $lua_mod;
@@ -232,7 +253,7 @@ http {
     # fewer reconnects during a run: less noise, the same for every config
     keepalive_requests 1000000;
 
-    portal_gate_zone zone=portal_gate:4m state=$dir/state/state.json;
+    portal_gate_zone zone=portal_gate:$zone state=$dir/state/state.json;
     portal_gate_company \$http_x_company_id;
 
     map \$portal_flag_customer_portal \$answer {
@@ -391,101 +412,104 @@ echo "A, B, C$( [ "$lua" = 1 ] && echo ", D") answer as expected" \
      "(B 404s a company outside the rollout, C answers legacy to it)"
 
 # ------------------------------------------------------------ throughput
-configs=(A B Br C)
-declare -A url company label
-url[A]="http://127.0.0.1:$port_a/"; company[A]=$allowed_company
-label[A]="A plain return 200"
-url[B]="http://127.0.0.1:$port_b/"; company[B]=$allowed_company
-label[B]="B portal_gate, allowed company"
-url[Br]="http://127.0.0.1:$port_b/"; company[Br]=$rollout_company
-label[Br]="B portal_gate, rollout-bucket company"
-url[C]="http://127.0.0.1:$port_c/"; company[C]=$allowed_company
-label[C]="C map \$portal_flag_customer_portal"
-if [ "$lua" = 1 ]; then
-    configs+=(D)
-    url[D]="http://127.0.0.1:$port_d/"; company[D]=$allowed_company
-    label[D]="D lua_shared_dict (set_by_lua_block)"
-fi
-
-say "throughput: $rounds rounds x ${#configs[@]} configs," \
-    "wrk -t1 -c$conns -d${duration}s, $pinning"
-
-# the host's steal time (cpu line of /proc/stat: user nice system idle
-# iowait irq softirq steal), to tell a noisy neighbour from a real change
-cpu_ticks() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat; }
-read -r ticks0 steal0 < <(cpu_ticks)
-load0=$(cut -d' ' -f1-3 /proc/loadavg)
-
-declare -A rps rps_at
-bad=""
-for round in $(seq 1 "$rounds"); do
-    # odd rounds run A B Br C D, even rounds D C Br B A: a drift in the
-    # machine's speed during a round then weighs on every config alike
-    order=("${configs[@]}")
-    if [ $((round % 2)) = 0 ]; then
-        order=()
-        for ((i = ${#configs[@]} - 1; i >= 0; i--)); do
-            order+=("${configs[$i]}")
-        done
+# (not with BENCH_ONLY=put)
+if [ "$only" != put ]; then
+    configs=(A B Br C)
+    declare -A url company label
+    url[A]="http://127.0.0.1:$port_a/"; company[A]=$allowed_company
+    label[A]="A plain return 200"
+    url[B]="http://127.0.0.1:$port_b/"; company[B]=$allowed_company
+    label[B]="B portal_gate, allowed company"
+    url[Br]="http://127.0.0.1:$port_b/"; company[Br]=$rollout_company
+    label[Br]="B portal_gate, rollout-bucket company"
+    url[C]="http://127.0.0.1:$port_c/"; company[C]=$allowed_company
+    label[C]="C map \$portal_flag_customer_portal"
+    if [ "$lua" = 1 ]; then
+        configs+=(D)
+        url[D]="http://127.0.0.1:$port_d/"; company[D]=$allowed_company
+        label[D]="D lua_shared_dict (set_by_lua_block)"
     fi
-    line="round $round:"
-    for cfg in "${order[@]}"; do
-        out="$dir/wrk/$cfg-$round.txt"
-        "${pin_client[@]}" wrk -t1 -c"$conns" -d"${duration}s" \
-            -H "X-Company-Id: ${company[$cfg]}" "${url[$cfg]}" > "$out" 2>&1 \
-            || fail "wrk failed for $cfg: $(cat "$out")"
-        r=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-        [ -n "$r" ] || fail "no Requests/sec from wrk for $cfg: $(cat "$out")"
-        if grep -q 'exited on signal' "$dir/error.log"; then
-            fail "an nginx worker died during $cfg round $round:" \
-                 "$(grep -m1 'exited on signal' "$dir/error.log")"
-        fi
-        perl -e 'exit !($ARGV[0] > 0)' "$r" \
-            || fail "$cfg round $round served nothing: $(cat "$out")"
-        if grep -q -E 'Non-2xx|Socket errors' "$out"; then
-            bad+="$cfg round $round: $(grep -E 'Non-2xx|Socket errors' "$out" \
-                  | tr '\n' ' ')"$'\n'
-        fi
-        rps[$cfg]+="$r "
-        rps_at[$cfg,$round]=$r
-        line+=" $cfg $r"
-    done
-    echo "$line"
-done
 
-read -r ticks1 steal1 < <(cpu_ticks)
-load1=$(cut -d' ' -f1-3 /proc/loadavg)
-steal=$(perl -e 'printf "%.1f", $ARGV[2] > $ARGV[0]
-                     ? 100 * ($ARGV[3] - $ARGV[1]) / ($ARGV[2] - $ARGV[0]) : 0' \
-             "$ticks0" "$steal0" "$ticks1" "$steal1")
-echo "CPU steal time during the runs: $steal%"
+    say "throughput: $rounds rounds x ${#configs[@]} configs," \
+        "wrk -t1 -c$conns -d${duration}s, $pinning"
 
-if [ -n "$bad" ]; then
-    echo "WARNING: errors or non-2xx answers during the runs:"
-    echo -n "$bad"
-fi
+    # the host's steal time (cpu line of /proc/stat: user nice system idle
+    # iowait irq softirq steal), to tell a noisy neighbour from a real change
+    cpu_ticks() { awk '/^cpu / { print $2+$3+$4+$5+$6+$7+$8+$9, $9 }' /proc/stat; }
+    read -r ticks0 steal0 < <(cpu_ticks)
+    load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-ratio() {
-    perl -e 'printf "%.3f", $ARGV[0] / $ARGV[1]' "$1" "$2"
-}
-
-# the quoted figures: median req/s per config and their ratio to A's; as a
-# cross-check, the median of the per-round ratios (each config against the
-# A of the same round) and their range
-declare -A med paired spread
-for cfg in "${configs[@]}"; do
-    # shellcheck disable=SC2086 # a list of numbers
-    med[$cfg]=$(median ${rps[$cfg]})
-    ratios=""
+    declare -A rps rps_at
+    bad=""
     for round in $(seq 1 "$rounds"); do
-        ratios+="$(ratio "${rps_at[$cfg,$round]}" "${rps_at[A,$round]}") "
+        # odd rounds run A B Br C D, even rounds D C Br B A: a drift in the
+        # machine's speed during a round then weighs on every config alike
+        order=("${configs[@]}")
+        if [ $((round % 2)) = 0 ]; then
+            order=()
+            for ((i = ${#configs[@]} - 1; i >= 0; i--)); do
+                order+=("${configs[$i]}")
+            done
+        fi
+        line="round $round:"
+        for cfg in "${order[@]}"; do
+            out="$dir/wrk/$cfg-$round.txt"
+            "${pin_client[@]}" wrk -t1 -c"$conns" -d"${duration}s" \
+                -H "X-Company-Id: ${company[$cfg]}" "${url[$cfg]}" > "$out" 2>&1 \
+                || fail "wrk failed for $cfg: $(cat "$out")"
+            r=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+            [ -n "$r" ] || fail "no Requests/sec from wrk for $cfg: $(cat "$out")"
+            if grep -q 'exited on signal' "$dir/error.log"; then
+                fail "an nginx worker died during $cfg round $round:" \
+                     "$(grep -m1 'exited on signal' "$dir/error.log")"
+            fi
+            perl -e 'exit !($ARGV[0] > 0)' "$r" \
+                || fail "$cfg round $round served nothing: $(cat "$out")"
+            if grep -q -E 'Non-2xx|Socket errors' "$out"; then
+                bad+="$cfg round $round: $(grep -E 'Non-2xx|Socket errors' "$out" \
+                      | tr '\n' ' ')"$'\n'
+            fi
+            rps[$cfg]+="$r "
+            rps_at[$cfg,$round]=$r
+            line+=" $cfg $r"
+        done
+        echo "$line"
     done
-    # shellcheck disable=SC2086
-    paired[$cfg]=$(perl -e 'printf "%.3f", $ARGV[0]' "$(median $ratios)")
-    # shellcheck disable=SC2086
-    spread[$cfg]=$(perl -e '@v = sort { $a <=> $b } @ARGV;
-                            printf "%.2f-%.2f", $v[0], $v[-1]' $ratios)
-done
+
+    read -r ticks1 steal1 < <(cpu_ticks)
+    load1=$(cut -d' ' -f1-3 /proc/loadavg)
+    steal=$(perl -e 'printf "%.1f", $ARGV[2] > $ARGV[0]
+                         ? 100 * ($ARGV[3] - $ARGV[1]) / ($ARGV[2] - $ARGV[0]) : 0' \
+                 "$ticks0" "$steal0" "$ticks1" "$steal1")
+    echo "CPU steal time during the runs: $steal%"
+
+    if [ -n "$bad" ]; then
+        echo "WARNING: errors or non-2xx answers during the runs:"
+        echo -n "$bad"
+    fi
+
+    ratio() {
+        perl -e 'printf "%.3f", $ARGV[0] / $ARGV[1]' "$1" "$2"
+    }
+
+    # the quoted figures: median req/s per config and their ratio to A's; as a
+    # cross-check, the median of the per-round ratios (each config against the
+    # A of the same round) and their range
+    declare -A med paired spread
+    for cfg in "${configs[@]}"; do
+        # shellcheck disable=SC2086 # a list of numbers
+        med[$cfg]=$(median ${rps[$cfg]})
+        ratios=""
+        for round in $(seq 1 "$rounds"); do
+            ratios+="$(ratio "${rps_at[$cfg,$round]}" "${rps_at[A,$round]}") "
+        done
+        # shellcheck disable=SC2086
+        paired[$cfg]=$(perl -e 'printf "%.3f", $ARGV[0]' "$(median $ratios)")
+        # shellcheck disable=SC2086
+        spread[$cfg]=$(perl -e '@v = sort { $a <=> $b } @ARGV;
+                                printf "%.2f-%.2f", $v[0], $v[-1]' $ratios)
+    done
+fi
 
 # ------------------------------------------------------------- PUT 100k
 put_series() {
@@ -501,6 +525,7 @@ put_series() {
     echo "$times"
 }
 
+put_load0=$(cut -d' ' -f1-3 /proc/loadavg)
 say "PUT the 100,000-company snapshot, $puts times, increasing revision," \
     "default client_body_buffer_size (body in a temp file)"
 put_times=$(put_series 0 "$api")
@@ -539,6 +564,29 @@ check "http://127.0.0.1:$port_b/" 1099999 200 ok
 check "http://127.0.0.1:$port_b/" "$out_company" 404
 
 log_bad=$(grep -c -E '\[(alert|crit|emerg)\]' "$dir/error.log" || true)
+put_load1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+ms() { perl -e 'printf "%.1f", $ARGV[0] * 1000' "$1"; }
+ms_list() { for t in "$@"; do printf '%s ' "$(ms "$t")"; done; }
+
+if [ "$only" = put ]; then
+    # shellcheck disable=SC2086 # lists of numbers
+    cat <<EOF
+
+## A full PUT of 100,000 companies, BENCH_ONLY=put ($(date -u '+%Y-%m-%d %H:%M UTC'))
+
+$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); nginx $(/usr/sbin/nginx -v 2>&1 | cut -d/ -f2); $pinning; run at nice $(awk '{ print $19 }' /proc/$$/stat).
+Module: $module_src, sha256 $(sha256sum "$module" | cut -c1-16); bench scripts from git $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown). Zone $zone with a state file (write + fsync at every PUT). Snapshot $size_100k B (gen-snapshot.pl, 20 + 20 flags, customer_portal allows 100,000). $puts PUTs per series, each replacing a 100k snapshot (the first replaces the 10k one), curl's time_total; loadavg before/after the PUTs: $put_load0 / $put_load1.
+
+| API location | times (ms), in order | median |
+| --- | --- | ---: |
+| default client_body_buffer_size: the body spills into a temp file | $(ms_list $put_times)| **$(ms "$put_med") ms** |
+| client_body_buffer_size 2m: the body stays in memory | $(ms_list $put_buf_times)| $(ms "$put_buf_med") ms |
+
+Zone used after the 100k PUTs: $used_100k B of $zone_size (snapshot_bytes $snap_100k). First gated request after a PUT: $(ms "$first_req") ms (next: $(ms "$next_req") ms). [alert]/[crit]/[emerg] lines in error.log: $log_bad.
+EOF
+    exit 0
+fi
 
 # ------------------------------------------------------------------ summary
 per_company=$(perl -e 'printf "%.1f", ($ARGV[0] - $ARGV[1]) / 90000' \
@@ -564,7 +612,6 @@ else
 fi
 used_per_company=$(perl -e 'printf "%.1f", ($ARGV[0] - $ARGV[1]) / 90000' \
                         "$used_100k" "$used_10k")
-ms() { perl -e 'printf "%.1f", $ARGV[0] * 1000' "$1"; }
 mib() { perl -e 'printf "%.2f", $ARGV[0] / 1048576' "$1"; }
 
 echo
