@@ -7,25 +7,25 @@
  * and pg_cert_reload() (pg_cert_private.h).
  *
  * The file's sections:
- *   nginx -t          fork/execv (no shell), stderr kept, timeout, cancel
+ *   nginx -t          posix_spawn (no shell), stderr kept, timeout, cancel
  *   the masters       /proc says it is nginx's master; SIGHUP via a pidfd
  */
 
-#define _GNU_SOURCE             /* pipe2 */
+#define _GNU_SOURCE             /* pipe2, environ, posix_spawn_file_actions_
+                                   addclosefrom_np */
 #include <errno.h>              /* errno, EINTR, ESRCH, ENOSYS, ECHILD */
 #include <fcntl.h>              /* open, fcntl, O_*, F_SETFD */
 #include <poll.h>               /* poll: nginx -t's stderr, with a timeout */
-#include <signal.h>             /* kill, SIGHUP, SIGKILL, sigprocmask */
+#include <signal.h>             /* kill, SIGHUP, SIGKILL, sigfillset */
+#include <spawn.h>              /* posix_spawn and its attributes */
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* free, strtol */
-#include <string.h>             /* memset, strcmp, strchr, strerror,
+#include <string.h>             /* strcmp, strchr, strerror,
                                    strrchr */
-#include <sys/resource.h>       /* getrlimit: the fds a child closes */
-#include <sys/syscall.h>        /* SYS_close_range, SYS_pidfd_open,
-                                   SYS_pidfd_send_signal */
+#include <sys/syscall.h>        /* SYS_pidfd_open, SYS_pidfd_send_signal */
 #include <sys/wait.h>           /* waitpid, WIFEXITED... */
 #include <time.h>               /* clock_gettime, nanosleep */
-#include <unistd.h>             /* fork, execv, dup2, access, syscall */
+#include <unistd.h>             /* environ, access, syscall */
 #include "pg_cert_private.h"    /* pg_cert_msg; this file's part of
                                    pg_cert_install.h */
 
@@ -40,11 +40,12 @@
 #endif
 
 #define PG_CERT_STDERR_MAX   4096       /* bytes of nginx -t's stderr kept */
-#define PG_CERT_CHILD_FDS    65536      /* fds a child closes, at most */
 #define PG_CERT_SHOWN        120        /* bytes of a path in a message */
 
 
 static long long pg_cert_ms(void);
+static int pg_cert_spawn(pid_t *pid, const char *binary, char *const argv[],
+    int null, int err_fd);
 static void pg_cert_shown(const char *s, char *buf, size_t size);
 static int pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err);
 static int pg_cert_hup(long pid, const char *binary, pg_error_t *err);
@@ -63,29 +64,83 @@ pg_cert_ms(void)
 }
 
 
+/*
+ * Start binary with argv as a child of this process, stdin and stdout on
+ * null, stderr on err_fd: 0 and *pid, or an errno (ENOENT, EACCES... from
+ * the exec itself). posix_spawn, not fork: glibc's is a vfork-style clone
+ * that shares the daemon's memory until the exec. A fork from the worker
+ * thread copies the daemon's page tables under its memory map's lock, and
+ * leaves every page copy-on-write until the child (at the worker's nice)
+ * gets round to its exec: the daemon's loop, which must forward a kill
+ * within milliseconds, stalls on both (bench/RESULTS.md, "Kill propagation
+ * while orders are in flight"). The child gets every signal at its
+ * default (a daemon's handler or ignored signal is not nginx's), none
+ * blocked, and none of the daemon's files above 2.
+ */
+static int
+pg_cert_spawn(pid_t *pid, const char *binary, char *const argv[], int null,
+    int err_fd)
+{
+    int                         rc;
+    sigset_t                    all, none;
+    posix_spawnattr_t           attr;
+    posix_spawn_file_actions_t  fa;
+
+    rc = posix_spawnattr_init(&attr);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    rc = posix_spawn_file_actions_init(&fa);
+
+    if (rc != 0) {
+        posix_spawnattr_destroy(&attr);
+        return rc;
+    }
+
+    sigfillset(&all);
+    sigemptyset(&none);
+
+    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF
+                                              | POSIX_SPAWN_SETSIGMASK))
+            == 0
+        && (rc = posix_spawnattr_setsigdefault(&attr, &all)) == 0
+        && (rc = posix_spawnattr_setsigmask(&attr, &none)) == 0
+        && (rc = posix_spawn_file_actions_adddup2(&fa, null, 0)) == 0
+        && (rc = posix_spawn_file_actions_adddup2(&fa, null, 1)) == 0
+        && (rc = posix_spawn_file_actions_adddup2(&fa, err_fd, 2)) == 0
+        && (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) == 0)
+    {
+        rc = posix_spawn(pid, binary, &fa, &attr, argv, environ);
+    }
+
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+
+    return rc;
+}
+
+
 /* `nginx -t` for one nginx: pg_cert_private.h */
 int
 pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 {
-    int               fds[2], null, status, eof, timed_out, fd, maxfd,
-                      cancelled, argc, sig;
+    int               fds[2], null, status, eof, timed_out, cancelled,
+                      argc, rc;
     char             *argv[8], *nl, *p;
     char              out[PG_CERT_STDERR_MAX + 1], sink[512];
     pid_t             pid, r;
     size_t            got;
     ssize_t           n;
-    sigset_t          none;
     long long         deadline, left;
-    struct sigaction  dfl;
     const char       *binary;
     struct pollfd     pfd;
-    struct rlimit     rl;
     struct timespec   nap = { 0, 10 * 1000000 };
 
     binary = ngx->binary ? ngx->binary : PG_CERT_NGINX_BINARY;
 
-    /* said here, where errno can still be read: after the fork, the child
-     * could only exit 127 */
+    /* said first, in the words an operator expects for a path */
     if (access(binary, X_OK) == -1) {
         pg_cert_msg(err, "cannot run %.*s: %s", PG_CERT_SHOWN, binary,
                     strerror(errno));
@@ -106,12 +161,6 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 
     argv[argc] = NULL;
 
-    maxfd = PG_CERT_CHILD_FDS;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t) maxfd) {
-        maxfd = (int) rl.rlim_cur;
-    }
-
     /* close-on-exec from the start: not inherited by anything another
      * thread starts meanwhile */
     if (pipe2(fds, O_CLOEXEC) == -1) {
@@ -129,64 +178,15 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
         return PG_ERR;
     }
 
-    /* what the child sets every signal to, made before the fork */
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
+    rc = pg_cert_spawn(&pid, binary, argv, null, fds[1]);
 
-    pid = fork();
-
-    if (pid == -1) {
-        pg_cert_msg(err, "cannot run %.*s: fork: %s", PG_CERT_SHOWN, binary,
-                    strerror(errno));
+    if (rc != 0) {
+        pg_cert_msg(err, "cannot run %.*s: %s", PG_CERT_SHOWN, binary,
+                    strerror(rc));
         close(fds[0]);
         close(fds[1]);
         close(null);
         return PG_ERR;
-    }
-
-    if (pid == 0) {
-        /*
-         * The child of a threaded process: only async-signal-safe calls
-         * until execv. The daemon's signal handlers and ignored signals are
-         * not nginx's: each signal goes back to its default (a handler of
-         * the daemon's, run here, would act for the daemon; an ignored one
-         * would stay ignored through execv) before any is unblocked, and
-         * the daemon's files are closed before that too.
-         */
-        for (sig = 1; sig < NSIG; sig++) {
-            /* SIGKILL, SIGSTOP and the C library's own refuse: no matter */
-            (void) sigaction(sig, &dfl, NULL);
-        }
-
-        dup2(null, 0);
-        dup2(null, 1);
-        dup2(fds[1], 2);
-
-        /* dup2 onto the same fd keeps its close-on-exec: cleared */
-        fcntl(0, F_SETFD, 0);
-        fcntl(1, F_SETFD, 0);
-        fcntl(2, F_SETFD, 0);
-
-        /* the daemon's sockets and files are not nginx -t's: one call
-         * where the kernel has it (Linux 5.9), else one by one */
-#ifdef SYS_close_range
-        if (syscall(SYS_close_range, 3U, ~0U, 0U) != 0)
-#endif
-        {
-            for (fd = 3; fd < maxfd; fd++) {
-                close(fd);
-            }
-        }
-
-        /* the daemon's blocked signals are not nginx's either */
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-
-        execv(binary, argv);
-
-        (void) !write(2, "portal-gated: execv failed\n", 27);
-        _exit(127);
     }
 
     close(fds[1]);

@@ -43,6 +43,10 @@
 
 #define T_DAY  86400
 
+/* a file of the daemon's that nginx -t must not inherit */
+#define T_LEAKED_FD       77
+#define T_LEAKED_FD_TEXT  "77"
+
 
 static char  t_dir[] = "/tmp/pg-test-cert-XXXXXX";
 
@@ -1908,7 +1912,8 @@ t_pair(char **chain, size_t *clen, char **kpem, size_t *klen)
 
 /* The fake nginx: records its arguments, the chain it saw, whether the
  * install's marker was there (nginx.marker), its pid (nginx.running), the
- * signals it ignores and blocks (nginx.signals, from /proc);
+ * signals it ignores and blocks (nginx.signals, from /proc), its open
+ * files (nginx.fds);
  * fails with nginx's words when t_dir/nginx.fail exists, sleeps when
  * t_dir/nginx.sleep does. */
 static void
@@ -1925,6 +1930,7 @@ t_fake_nginx(void)
              "fi\n"
              "echo $$ > %s/nginx.running\n"
              "grep -E '^Sig(Ign|Blk):' /proc/$$/status > %s/nginx.signals\n"
+             "ls /proc/$$/fd > %s/nginx.fds\n"
              "if [ -e %s/nginx.sleep ]; then exec sleep 10; fi\n"
              "if [ -e %s/nginx.fail ]; then\n"
              "  echo 'nginx: [emerg] cannot load certificate key "
@@ -1935,7 +1941,7 @@ t_fake_nginx(void)
              "fi\n"
              "exit 0\n",
              t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir, t_dir,
-             t_dir, t_dir);
+             t_dir, t_dir, t_dir);
 
     t_write_str(t_path("nginx"), script);
     chmod(t_path("nginx"), 0755);
@@ -3252,13 +3258,15 @@ test_reload_who(void)
  * signal the daemon ignores (SIGPIPE) stays ignored through execv, and a
  * signal that came between the unmask and the execv ran the daemon's
  * handler in the child. The child now sets every signal to its default
- * before it unmasks them.
+ * before it unmasks them. Since nginx -t is started with posix_spawn (no
+ * fork: the daemon's loop stalled on it), the same holds through its
+ * attributes, and the daemon's files are closed through its file actions.
  */
 static void
 test_nginx_signals(void)
 {
-    int               rc;
-    char             *text, *ign, *blk;
+    int               rc, leak;
+    char             *text, *ign, *blk, *fds;
     unsigned long     ignored, blocked;
     pg_error_t        err;
     pg_cert_nginx_t   ngx;
@@ -3281,6 +3289,11 @@ test_nginx_signals(void)
     sigaction(SIGPIPE, &sa, &old_pipe);
     sigaction(SIGINT, &sa, &old_int);
     unlink(t_path("nginx.signals"));
+    unlink(t_path("nginx.fds"));
+
+    /* and a file of the daemon's left open across exec (a library's
+     * socket without close-on-exec) */
+    leak = dup2(2, T_LEAKED_FD);
 
     rc = pg_cert_install(t_path("sig/fullchain.pem"),
                          t_path("sig/privkey.pem"), t_pc[1], t_pcl[1],
@@ -3290,6 +3303,23 @@ test_nginx_signals(void)
     sigaction(SIGPIPE, &old_pipe, NULL);
     sigaction(SIGINT, &old_int, NULL);
 
+    if (leak != -1) {
+        close(leak);
+    }
+
+    fds = t_slurp(t_path("nginx.fds"), NULL);
+
+    /* ls's order: 0 1 10 11 2 ... (the shell keeps its script above 9) */
+    if (!t_ok(leak == T_LEAKED_FD && fds != NULL
+              && strncmp(fds, "0\n1\n", 4) == 0 && strstr(fds, "\n2\n")
+              && strstr(fds, "\n" T_LEAKED_FD_TEXT "\n") == NULL,
+              "nginx -t gets stdin, stdout and stderr, and none of the "
+              "daemon's files"))
+    {
+        t_diag("nginx -t's fds: %s", fds ? fds : "(not recorded)");
+    }
+
+    free(fds);
     text = t_slurp(t_path("nginx.signals"), NULL);
     ign = text ? strstr(text, "SigIgn:") : NULL;
     blk = text ? strstr(text, "SigBlk:") : NULL;
@@ -3314,6 +3344,7 @@ test_nginx_signals(void)
     unlink(t_path("nginx.args"));
     unlink(t_path("nginx.running"));
     unlink(t_path("nginx.signals"));
+    unlink(t_path("nginx.fds"));
     t_pairs_free();
 }
 
