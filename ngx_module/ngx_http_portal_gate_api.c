@@ -1,9 +1,9 @@
 
 /*
  * The JSON API (portal_gate_api): GET status, GET and PUT snapshot, GET
- * eval; overrides and challenges have files of their own. Every answer is
- * JSON, nginx's own error pages in the API location included (the header
- * and body filters below).
+ * eval; PATCH snapshot, overrides and challenges have files of their own.
+ * Every answer is JSON, nginx's own error pages in the API location
+ * included (the header and body filters below).
  */
 
 
@@ -130,9 +130,10 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
             return ngx_http_portal_gate_api_get_snapshot(r);
         }
 
-        if (r->method != NGX_HTTP_PUT) {
-            return ngx_http_portal_gate_api_not_allowed(r, "GET, HEAD, PUT",
-                                                        &path);
+        if (!(r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH))) {
+            return ngx_http_portal_gate_api_not_allowed(r,
+                                                 "GET, HEAD, PUT, PATCH",
+                                                 &path);
         }
 
         /*
@@ -142,7 +143,9 @@ ngx_http_portal_gate_api_handler(ngx_http_request_t *r)
          */
 
         rc = ngx_http_read_client_request_body(r,
-                                        ngx_http_portal_gate_api_put_snapshot);
+                                   r->method == NGX_HTTP_PUT
+                                   ? ngx_http_portal_gate_api_put_snapshot
+                                   : ngx_http_portal_gate_api_patch_snapshot);
 
         if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
             return rc;
@@ -340,13 +343,32 @@ ngx_http_portal_gate_json_time(time_t t)
 }
 
 
-/*
- * The snapshot as it was pushed, from the zone: this worker's copy has the
- * kill overrides applied, and the answer must be revision N's snapshot.
- */
-
 static ngx_int_t
 ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r)
+{
+    json_t             *json;
+    ngx_atomic_uint_t   generation;
+
+    json = ngx_http_portal_gate_api_zone_json(r, &generation);
+
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_portal_gate_api_send(r, NGX_HTTP_OK, json);
+}
+
+
+/*
+ * The snapshot as it was pushed, from the zone (this worker's copy has the
+ * kill overrides applied: GET snapshot must give revision N's snapshot, and
+ * a patch applies to it), with the zone's generation when it was read. A
+ * new reference; NULL when out of memory.
+ */
+
+json_t *
+ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
+    ngx_atomic_uint_t *generation)
 {
     u_char                            *blob;
     size_t                             size;
@@ -365,13 +387,14 @@ ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
+    *generation = sh->generation;
     size = sh->blob ? sh->blob_size : 0;
 
     if (size) {
         blob = ngx_alloc(size, r->connection->log);
         if (blob == NULL) {
             ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
 
         ngx_memcpy(blob, sh->blob, size);
@@ -389,27 +412,20 @@ ngx_http_portal_gate_api_get_snapshot(ngx_http_request_t *r)
         ngx_free(blob);
     }
 
-    if (json == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_portal_gate_api_send(r, NGX_HTTP_OK, json);
+    return json;
 }
 
 
 static void
 ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
 {
-    u_char                           *body;
-    size_t                            len, size;
-    int64_t                           current, revision;
-    ngx_int_t                         rc;
-    ngx_str_t                         arg;
-    pg_snap_t                         snap;
-    ngx_uint_t                        force;
-    pg_error_t                        err;
-    unsigned char                    *blob;
-    ngx_atomic_uint_t                 generation;
+    u_char          *body;
+    size_t           len, size;
+    ngx_int_t        rc;
+    ngx_str_t        arg;
+    ngx_uint_t       force;
+    pg_error_t       err;
+    unsigned char   *blob;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
 
@@ -458,14 +474,47 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         return;
     }
 
+    (void) ngx_http_portal_gate_api_commit(r, blob, size, force, 0);
+}
+
+
+/*
+ * Swap a compiled snapshot into the zone and answer the request: 200
+ * {"revision": M} once the state file is written, or 409, 503 or 507
+ * (NGX_DONE). The blob is freed.
+ *
+ * base is 0 for PUT snapshot. PATCH snapshot gives the zone's generation
+ * its blob was made from: when the zone has moved since, nothing is
+ * swapped nor answered (NGX_AGAIN), and the caller makes the blob again.
+ */
+
+ngx_int_t
+ngx_http_portal_gate_api_commit(ngx_http_request_t *r, unsigned char *blob,
+    size_t size, ngx_uint_t force, ngx_atomic_uint_t base)
+{
+    int64_t             current, revision;
+    ngx_int_t           rc;
+    pg_snap_t           snap;
+    pg_error_t          err;
+    ngx_atomic_uint_t   generation;
+
     (void) pg_snap_open(&snap, blob, size, &err);
     revision = pg_snap_revision(&snap);
 
-    rc = ngx_http_portal_gate_apply(r, blob, size, force, &current,
+    rc = ngx_http_portal_gate_apply(r, blob, size, force, base, &current,
                                     &generation);
 
-    if (rc == NGX_ABORT) {
-        free(blob);
+    free(blob);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_AGAIN:
+        return NGX_AGAIN;
+
+    case NGX_ABORT:
         ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
                           NGX_HTTP_SERVICE_UNAVAILABLE,
                           json_pack("{s:s,s:I}",
@@ -473,36 +522,35 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
                                              "resized zone: send the "
                                              "snapshot again",
                                     "revision", (json_int_t) current)));
-        return;
-    }
+        return NGX_DONE;
 
-    if (rc == NGX_DECLINED) {
-        free(blob);
+    case NGX_DECLINED:
         ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
                           NGX_HTTP_CONFLICT,
                           json_pack("{s:s,s:I}",
                                     "error", "revision is not newer than "
                                              "the edge's current revision",
                                     "revision", (json_int_t) current)));
-        return;
-    }
+        return NGX_DONE;
 
-    if (rc == NGX_BUSY) {
-        free(blob);
+    case NGX_BUSY:
         ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
                                    NGX_HTTP_INSUFFICIENT_STORAGE,
                                    "zone is too small for a snapshot of %uz "
                                    "bytes; enlarge portal_gate_zone", size));
-        return;
-    }
+        return NGX_DONE;
 
-    if (rc != NGX_OK) {
-        free(blob);
+    default:
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_DONE;
     }
 
-    if (force && revision <= current) {
+    if (base) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "portal_gate: snapshot revision %L applied, patched "
+                      "from revision %L, %uz bytes", revision, current, size);
+
+    } else if (force && revision <= current) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "portal_gate: snapshot revision %L forced over "
                       "revision %L, %uz bytes", revision, current, size);
@@ -513,11 +561,10 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
                       revision, size);
     }
 
-    free(blob);
-
     ngx_http_portal_gate_state_write(r, generation, NGX_HTTP_OK,
                                      json_pack("{s:I}", "revision",
                                                (json_int_t) revision), 0);
+    return NGX_DONE;
 }
 
 
@@ -808,7 +855,7 @@ ngx_http_portal_gate_header_filter(ngx_http_request_t *r)
 
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
         p = ngx_snprintf(text, sizeof(text),
-                         "snapshot is larger than %uz bytes "
+                         "request body is larger than %uz bytes "
                          "(portal_gate_api_max_body_size)",
                          plcf->api_max_body_size);
         break;

@@ -5,6 +5,8 @@
  *   ngx_http_portal_gate_module.c     directives, configuration, the gate
  *   ngx_http_portal_gate_variables.c  $portal_gate_* and $portal_flag_NAME
  *   ngx_http_portal_gate_api.c        the JSON API (portal_gate_api)
+ *   ngx_http_portal_gate_patch.c      the API's PATCH snapshot: a patch of
+ *                                     flags merged into the zone's snapshot
  *   ngx_http_portal_gate_overrides.c  kill overrides (the API's overrides)
  *   ngx_http_portal_gate_acme.c       ACME http-01 challenges: answered at
  *                                     the edge, set by the API's challenges
@@ -225,8 +227,16 @@ ngx_int_t ngx_http_portal_gate_api_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
     u_char **body, size_t *len);
+json_t *ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
+    ngx_atomic_uint_t *generation);
+ngx_int_t ngx_http_portal_gate_api_commit(ngx_http_request_t *r,
+    unsigned char *blob, size_t size, ngx_uint_t force,
+    ngx_atomic_uint_t base);
 
 ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_portal_gate_patch.c */
+void ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r);
 
 /* ngx_http_portal_gate_overrides.c */
 ngx_int_t ngx_http_portal_gate_api_overrides(ngx_http_request_t *r,
@@ -256,8 +266,8 @@ ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
 ngx_int_t ngx_http_portal_gate_retire(ngx_cycle_t *cycle);
 pg_snap_t *ngx_http_portal_gate_snapshot(ngx_http_request_t *r);
 ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
-    unsigned char *blob, size_t size, ngx_uint_t force, int64_t *current,
-    ngx_atomic_uint_t *generation);
+    unsigned char *blob, size_t size, ngx_uint_t force,
+    ngx_atomic_uint_t base, int64_t *current, ngx_atomic_uint_t *generation);
 
 /* ngx_http_portal_gate_state.c */
 void ngx_http_portal_gate_state_write(ngx_http_request_t *r,

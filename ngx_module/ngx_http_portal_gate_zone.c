@@ -509,6 +509,10 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
  * Swap the blob into the zone, under the slab pool's mutex:
  *
  *   NGX_OK        applied; *generation is the zone's new generation;
+ *   NGX_AGAIN     base is not 0 (a patch's blob, made from the zone's
+ *                 snapshot at generation base) and the zone has moved
+ *                 since: nothing is applied, two patches made on one
+ *                 base never both apply;
  *   NGX_DECLINED  the revision is not newer than *current, the zone's
  *                 (force applies it all the same);
  *   NGX_BUSY      the zone cannot hold it; the old snapshot stays;
@@ -523,7 +527,7 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
 
 ngx_int_t
 ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
-    size_t size, ngx_uint_t force, int64_t *current,
+    size_t size, ngx_uint_t force, ngx_atomic_uint_t base, int64_t *current,
     ngx_atomic_uint_t *generation)
 {
     u_char                            *p, *old;
@@ -556,6 +560,11 @@ ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
     if (sh->retired) {
         ngx_shmtx_unlock(&shpool->mutex);
         return NGX_ABORT;
+    }
+
+    if (base && sh->generation != base) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_AGAIN;
     }
 
     if (revision <= sh->revision && !force) {

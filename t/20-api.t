@@ -339,8 +339,8 @@ subtest 'an unknown API path answers 404 in JSON' => sub {
 };
 
 subtest 'a wrong method answers 405 in JSON with Allow' => sub {
-    for my $case (['POST', 'snapshot', 'GET, HEAD, PUT'],
-                  ['DELETE', 'snapshot', 'GET, HEAD, PUT'],
+    for my $case (['POST', 'snapshot', 'GET, HEAD, PUT, PATCH'],
+                  ['DELETE', 'snapshot', 'GET, HEAD, PUT, PATCH'],
                   ['PUT', 'status', 'GET, HEAD'],
                   ['POST', 'eval', 'GET, HEAD']) {
         my ($method, $path, $allow) = @$case;

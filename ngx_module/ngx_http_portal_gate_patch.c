@@ -1,0 +1,162 @@
+
+/*
+ * PATCH snapshot: the controller's deltas. The body names the flags that
+ * changed, each given whole or null (deleted), and the revision it applies
+ * on:
+ *
+ *   {"base_revision": 41, "revision": 42,
+ *    "environments": {"production": {"customer_portal": {...},
+ *                                    "old_flag": null}}}
+ *
+ * The patch is merged into the zone's snapshot (pg_snap_patch_json()), and
+ * the result is compiled and swapped in whole, exactly as a PUT snapshot:
+ * the same checks, limits, answers and state file. A patch applies only
+ * on the snapshot it was merged into: the swap checks, under the zone's
+ * lock, that the zone's generation is still the one read, so two patches
+ * on one base never both apply, whichever workers take them. When the
+ * generation has moved but not the revision (an override was set), the
+ * patch is merged again.
+ */
+
+
+#include "ngx_http_portal_gate_module.h"
+
+
+/* merges of one patch while overrides keep moving the generation */
+#define NGX_HTTP_PORTAL_GATE_PATCH_TRIES  8
+
+
+static void ngx_http_portal_gate_patch_refused(ngx_http_request_t *r,
+    const char *text);
+static void ngx_http_portal_gate_patch_conflict(ngx_http_request_t *r,
+    json_t *patch, int64_t current);
+
+
+void
+ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
+{
+    u_char             *p, *body;
+    size_t              len, size;
+    json_t             *patch, *snapshot, *result;
+    int64_t             current;
+    ngx_int_t           rc;
+    ngx_uint_t          tries;
+    pg_error_t          err;
+    json_error_t        jerr;
+    unsigned char      *blob;
+    ngx_atomic_uint_t   generation;
+
+    rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (len == 0) {
+        ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                         NGX_HTTP_BAD_REQUEST,
+                                         "empty body: expected a patch"));
+        return;
+    }
+
+    patch = json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    ngx_free(body);
+
+    if (patch == NULL) {
+        p = ngx_snprintf((u_char *) err.text, sizeof(err.text) - 1,
+                         "invalid JSON at line %d column %d: %s",
+                         jerr.line, jerr.column, jerr.text);
+        *p = '\0';
+
+        ngx_http_portal_gate_patch_refused(r, err.text);
+        return;
+    }
+
+    for (tries = 0; tries < NGX_HTTP_PORTAL_GATE_PATCH_TRIES; tries++) {
+
+        /* merge and compile outside the lock, as a PUT's body */
+
+        snapshot = ngx_http_portal_gate_api_zone_json(r, &generation);
+
+        if (snapshot == NULL) {
+            json_decref(patch);
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        current = json_integer_value(json_object_get(snapshot, "revision"));
+
+        rc = pg_snap_patch_json(snapshot, patch, &result, &err);
+
+        json_decref(snapshot);
+
+        if (rc == PG_CONFLICT) {
+            ngx_http_portal_gate_patch_conflict(r, patch, current);
+            json_decref(patch);
+            return;
+        }
+
+        if (rc == PG_OK) {
+            rc = pg_snap_compile_json(result, &blob, &size, &err);
+            json_decref(result);
+        }
+
+        if (rc != PG_OK) {
+            json_decref(patch);
+            ngx_http_portal_gate_patch_refused(r, err.text);
+            return;
+        }
+
+        if (ngx_http_portal_gate_api_commit(r, blob, size, 0, generation)
+            != NGX_AGAIN)
+        {
+            json_decref(patch);
+            return;
+        }
+    }
+
+    json_decref(patch);
+
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "the zone kept changing while the patch "
+                                "was applied: send it again"));
+}
+
+
+/* 400, said in the error log as a refused PUT is */
+
+static void
+ngx_http_portal_gate_patch_refused(ngx_http_request_t *r, const char *text)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "portal_gate api: patch refused: %s", text);
+
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                         NGX_HTTP_BAD_REQUEST, "%s", text));
+}
+
+
+/* 409: the edge is not at the patch's base, whatever its revision is */
+
+static void
+ngx_http_portal_gate_patch_conflict(ngx_http_request_t *r, json_t *patch,
+    int64_t current)
+{
+    u_char   *p;
+    u_char    text[NGX_MAX_ERROR_STR];
+    int64_t   base;
+
+    base = json_integer_value(json_object_get(patch, "base_revision"));
+
+    p = ngx_snprintf(text, sizeof(text), "base_revision %L is not the "
+                     "edge's revision %L", base, current);
+
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
+                      NGX_HTTP_CONFLICT,
+                      json_pack("{s:s%,s:I}",
+                                "error", (char *) text, (size_t) (p - text),
+                                "revision", (json_int_t) current)));
+}
