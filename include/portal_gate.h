@@ -170,10 +170,11 @@ int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
  * checked here: pg_snap_compile_json() of the result does that.
  *
  * Both documents are borrowed and left as they are. On PG_OK *result is a
- * new reference to the patched document, revision M. Its root, its
- * "environments" and each environment the patch names are new objects;
- * the rest (every flag, the environments not named) is shared with the
- * inputs by reference: change none of it in place while they are in use.
+ * new reference to the patched document, revision M (otherwise NULL). Its
+ * root, its "environments" and each environment the patch names are new
+ * objects; the rest (every flag, the environments not named) is shared
+ * with the inputs by reference: change none of it in place while they
+ * are in use.
  */
 int pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
     json_t **result, pg_error_t *err);
