@@ -204,9 +204,9 @@ list_secs() {
 
 # ------------------------------------------------------------ free ports
 read -r redis_port https_port pb_port pb_mgmt dns_port dns_mgmt port1 \
-        port2 port3 < <(perl -MIO::Socket::INET -e '
+        port2 port3 https_var_port < <(perl -MIO::Socket::INET -e '
     my @s;
-    while (@s < 9) {
+    while (@s < 10) {
         my $t = IO::Socket::INET->new(LocalAddr => "127.0.0.1",
                                       LocalPort => 0, Listen => 1)
             or die "certs: no free port: $!\n";
@@ -345,9 +345,14 @@ if [ -n "${CERTS_TEST_NICE:-}" ]; then
     nginx_binary=" binary=$dir/nginx-niced"
 fi
 
-# gated_conf FILE STATE_DIR NAME CERTS: a portal-gated.conf with e1..e3,
-# the staging nginx, and certificate NAME whose pair goes to CERTS/NAME
+# gated_conf FILE STATE_DIR NAME CERTS [VAR]: a portal-gated.conf with
+# e1..e3, the staging nginx, and certificate NAME whose pair goes to
+# CERTS/NAME; VAR set: the staging-var nginx too (reload=off)
 gated_conf() {
+    local var_line=""
+    if [ -n "${5:-}" ]; then
+        var_line="nginx              conf=$dir/staging-var/nginx.conf prefix=$dir/staging-var reload=off$nginx_binary;"
+    fi
     mkdir -p "$2" "$4"
     cat > "$1" <<EOF
 redis              $PORTAL_GATE_REDIS;
@@ -360,6 +365,7 @@ reconcile_interval 2s;
 log_level          info;
 state_dir          $2;
 nginx              conf=$dir/staging/nginx.conf pid=$dir/staging/nginx.pid prefix=$dir/staging$nginx_binary;
+$var_line
 certificate $3 {
     issuer    acme $pebble_directory;
     acme_ca   $pebble_ca;
@@ -370,7 +376,7 @@ EOF
 }
 
 say "portal-gated with 3 edges and certificate $name"
-gated_conf "$dir/gated.conf" "$dir/gated-state" "$name" "$dir/certs"
+gated_conf "$dir/gated.conf" "$dir/gated-state" "$name" "$dir/certs" var
 "$gated_bin" -c "$dir/gated.conf" 2> "$dir/gated.log" &
 gated_pid=$!
 started portal-gated "$gated_pid"
@@ -391,18 +397,49 @@ nginx_conf "$dir/staging" "
 start_nginx "$dir/staging"
 staging_pid=${pids[-1]}
 
+# staging-var: the same pair, read at each handshake through a variable
+# (the nginx line's reload=off: no SIGHUP, keep-alive connections stay).
+# Its workers read the key themselves: made theirs once, as an operator
+# would; portal-gated's installs keep the owner.
+if [ "$(id -u)" = 0 ]; then
+    chmod 755 "$dir" "$dir/certs" "$dir/certs/$name"
+    chown nobody:nogroup "$dir/certs/$name/privkey.pem"
+fi
+nginx_conf "$dir/staging-var" "
+    map \$ssl_server_name \$staging_chain { default $dir/certs/$name/fullchain.pem; }
+    map \$ssl_server_name \$staging_key { default $dir/certs/$name/privkey.pem; }
+    server {
+        listen 127.0.0.1:$https_var_port ssl;
+        server_name $name;
+        ssl_certificate \$staging_chain;
+        ssl_certificate_key \$staging_key;
+        location / {
+            return 200 \"staging\\n\";
+        }
+    }"
+start_nginx "$dir/staging-var"
+staging_var_pid=${pids[-1]}
+
 https_ok() {
     curl -sf -o /dev/null --cacert "$pebble_root" \
         --resolve "$name:$https_port:127.0.0.1" "https://$name:$https_port/"
 }
 wait_for 30 "$gated_pid" https_ok \
     || fail "the staging vhost does not serve pebble's certificate"
+https_var_ok() {
+    curl -sf -o /dev/null --cacert "$pebble_root" \
+        --resolve "$name:$https_var_port:127.0.0.1" \
+        "https://$name:$https_var_port/"
+}
+wait_for 10 "$gated_pid" https_var_ok \
+    || fail "the staging-var vhost does not serve pebble's certificate"
 wait_for 10 "$gated_pid" ctl -c "$dir/gated.conf" status \
     || fail "the edges are not in step: $(ctl -c "$dir/gated.conf" status 2>&1)"
 
-# served_serial: the serial the staging vhost serves now
+# served_serial [PORT]: the serial the staging vhost (or PORT's) serves now
 served_serial() {
-    openssl s_client -connect "127.0.0.1:$https_port" -servername "$name" \
+    openssl s_client -connect "127.0.0.1:${1:-$https_port}" \
+        -servername "$name" \
         < /dev/null 2> /dev/null | openssl x509 -noout -serial 2> /dev/null \
         | sed 's/^serial=//'
 }
@@ -511,13 +548,15 @@ rn_cli_med=$(median "${rn_cli_ms[@]}")
 # as the answer is read) or close (Connection: close: a new TLS connection
 # per request); EVENT none, renew (CERTS_RENEWALS x cert renew --wait) or
 # reload (as many SIGHUPs to the staging nginx, the pair unchanged: what a
-# reload alone does). What the events did goes to OUT.events.
+# reload alone does); renew-var: renew, against the staging-var nginx
+# (reload=off). What the events did goes to OUT.events.
 wrk_run() {
-    local out=$1 conn=$2 event=$3 wpid gap hdr=()
+    local out=$1 conn=$2 event=$3 wpid gap hdr=() port=$https_port
     [ "$conn" = close ] && hdr=(-H 'Connection: close')
-    echo "before $(served_serial)" > "$out.events"
+    [ "$event" = renew-var ] && port=$https_var_port
+    echo "before $(served_serial "$port")" > "$out.events"
     wrk -t2 -c20 -d"${wrk_secs}s" "${hdr[@]}" \
-        "https://127.0.0.1:$https_port/" > "$out" 2>&1 &
+        "https://127.0.0.1:$port/" > "$out" 2>&1 &
     wpid=$!
     if [ "$event" != none ]; then
         gap=$(perl -e 'printf "%.2f", $ARGV[0] / ($ARGV[1] + 1) / 2' \
@@ -527,10 +566,10 @@ wrk_run() {
             if [ "$event" = reload ]; then
                 kill -HUP "$staging_pid"
                 sleep 0.3
-                echo "ok $(served_serial)" >> "$out.events"
+                echo "ok $(served_serial "$port")" >> "$out.events"
             elif ctl cert renew "$name" --wait 60 >> "$out.events" 2>&1
             then
-                echo "ok $(served_serial)" >> "$out.events"
+                echo "ok $(served_serial "$port")" >> "$out.events"
             else
                 echo "FAILED" >> "$out.events"
             fi
@@ -539,6 +578,8 @@ wrk_run() {
     fi
     wait "$wpid" || fail "wrk failed: $(cat "$out")"
     kill -0 "$staging_pid" 2>/dev/null || fail "the staging nginx died"
+    kill -0 "$staging_var_pid" 2>/dev/null \
+        || fail "the staging-var nginx died"
 }
 
 # wrk_row OUT LABEL: a row of the table, added to wrk_rows; sets row_ok=1
@@ -569,7 +610,7 @@ say "2. wrk -t2 -c20 -d${wrk_secs}s https://127.0.0.1:$https_port/:" \
     "keep-alive and Connection: close, with and without renewals"
 wrk_rows=""
 for run in "keepalive none" "keepalive renew" "keepalive reload" \
-           "close none" "close renew"; do
+           "keepalive renew-var" "close none" "close renew"; do
     read -r conn event <<< "$run"
     say "wrk: $conn, $event"
     wrk_run "$dir/wrk-$conn-$event.txt" "$conn" "$event"
@@ -581,11 +622,20 @@ for run in "keepalive none" "keepalive renew" "keepalive reload" \
         none)   label+=", nothing else" ;;
         renew)  label+=", $renewals x \`cert renew --wait\`" ;;
         reload) label+=", $renewals x SIGHUP to nginx (the pair unchanged)" ;;
+        renew-var)
+            label+=", $renewals x \`cert renew --wait\`, vhost with"
+            label+=" \`ssl_certificate \$var\` (\`reload=off\`)" ;;
     esac
     wrk_row "$dir/wrk-$conn-$event.txt" "$label"
     case $run in
         "keepalive renew")
             keepalive_ok=$row_ok ;;
+        "keepalive renew-var")
+            keepalive_var_ok=0
+            if [ "$row_ok" = 1 ] && [ "$row_events" = "$renewals" ] \
+               && [ "$row_serials" = "$renewals" ]; then
+                keepalive_var_ok=1
+            fi ;;
         "close renew")
             close_ok=0
             if [ "$row_ok" = 1 ] && [ "$row_events" = "$renewals" ] \
@@ -749,6 +799,7 @@ ren_p99=$(awk '$1 == "renewing" && $2 == "prop" { print $6 }' \
           "$dir/stats.txt")
 
 bad_lines=$(cat "$dir"/e*/error.log "$dir/staging/error.log" \
+                "$dir/staging-var/error.log" \
                 "$dir/gated.log" \
             | grep -c -E '\[(alert|crit|emerg)\]' || true)
 
@@ -780,7 +831,7 @@ Target "portal-gated no slower than certbot": **$(verdict "$first_ok")** (certbo
 | run | requests | req/s | Non-2xx | socket errors | events ok | new serials served |
 | --- | ---: | ---: | ---: | --- | ---: | ---: |
 ${wrk_rows}
-Target "0 failed HTTPS requests while a certificate rotates": **$(verdict "$close_ok")** with a new connection per request; with keep-alive: **$(verdict "$keepalive_ok")** (see the SIGHUP row: the read errors, if any, are nginx's graceful reload closing keep-alive connections, whatever the pair).
+Target "0 failed HTTPS requests while a certificate rotates": **$(verdict "$close_ok")** with a new connection per request; with keep-alive: **$(verdict "$keepalive_ok")** (see the SIGHUP row: the read errors, if any, are nginx's graceful reload closing keep-alive connections, whatever the pair); with keep-alive and \`reload=off\` (no reload at all): **$(verdict "$keepalive_var_ok")**.
 
 **3. Kill propagation to 3 edges (t0 -> t1, as bench/propagation.sh), orders in flight**, $kills rounds in $blocks alternating blocks, ${t_rounds} s, $orders orders in all; loadavg before/after: $load0 / $load1:
 
