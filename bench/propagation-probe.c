@@ -7,6 +7,8 @@
  *       --path /portal/ --company 42
  *       --on 'CMD ARGS' ... --off 'CMD ARGS' ...
  *       [--map FILE] [--per P] [--pause MIN_MS:MAX_MS] [--timeout S]
+ *   propagation-probe --mode load --requests N --workers W
+ *       --edge PORT:MASTER_PID ... --path /portal/ --company 42
  *
  * Each round has two phases: "on" (run the --on commands, wait until every
  * worker answers 200) then, after a random pause, "off", which is measured:
@@ -40,7 +42,7 @@
  *
  * One line per round on stdout:
  *   round MODE I START_US T0_US T1_US CMD_MS PROP_MS TOTAL_MS E1_MS.. \
- *         WRONG ANSWERS FLAPS LOST OPENED GONE_MS FIRST_MS
+ *         WRONG ANSWERS FLAPS LOST OPENED GONE_MS FIRST_MS ON_ANSWERS
  * START_US/T0_US/T1_US: CLOCK_REALTIME in microseconds (to line up with
  * the daemon's log); the durations come from CLOCK_MONOTONIC. E1_MS..:
  * t1 of each edge alone, from t0. WRONG: on answers after t0. FLAPS: a
@@ -50,7 +52,14 @@
  * old worker was seen gone, from t0 (polled every 0.5 ms); -1 otherwise.
  * FIRST_MS: when every edge had at least one worker answering off, from t0
  * (kill: the edge's zone has the new snapshot; the other worker may still
- * be busy with the PUT).
+ * be busy with the PUT). ON_ANSWERS: the answers of the round's "on"
+ * phase (ANSWERS counts the measured "off" phase's).
+ *
+ * load mode: no command, no phases: the same keep-alive connections (P
+ * per worker), one request in flight on each in a tight loop, until N
+ * answers have come; prints "load N MS". bench/propagation-sync.sh runs it
+ * to learn what serving the probe's requests costs the workers, and takes
+ * that out of their CPU time per change.
  */
 
 #define _GNU_SOURCE
@@ -81,7 +90,7 @@ extern char **environ;
 #define MAX_CMDS     16
 #define BUF_SIZE     8192
 
-enum { MODE_KILL, MODE_RELOAD };
+enum { MODE_KILL, MODE_RELOAD, MODE_LOAD };
 
 typedef struct {
     int     port;
@@ -111,6 +120,7 @@ typedef struct {
 
 static int       mode = MODE_KILL;
 static int       rounds = 200;
+static long      requests = 10000;      /* load mode */
 static int       nworkers = 2;
 static int       per = 1;
 static int       pause_min = 20, pause_max = 60;
@@ -945,6 +955,61 @@ again:
 }
 
 
+/* load mode: N answers, one request in flight per connection */
+static void
+load(long n)
+{
+    int            i, k, idx[MAX_CONNS];
+    double         t0;
+    struct pollfd  pfd[MAX_CONNS];
+
+    n_answers = 0;
+    t0 = now_ms();
+
+    while (n_answers < n) {
+        k = 0;
+        for (i = 0; i < MAX_CONNS; i++) {
+            if (conns[i].fd < 0) {
+                continue;
+            }
+            if (!conns[i].busy) {
+                conn_send(&conns[i]);
+                if (conns[i].fd < 0) {
+                    die("edge %d: a worker closed its connection",
+                        conns[i].edge + 1);
+                }
+            }
+            pfd[k].fd = conns[i].fd;
+            pfd[k].events = POLLIN;
+            idx[k++] = i;
+        }
+
+        if (poll(pfd, k, 5000) <= 0) {
+            die("load: no answer in 5 s");
+        }
+
+        for (i = 0; i < k; i++) {
+            if (pfd[i].revents && conns[idx[i]].fd == pfd[i].fd) {
+                conn_read(&conns[idx[i]]);
+            }
+        }
+    }
+
+    /* idle again: read what is still in flight (not counted) */
+    for (i = 0; i < MAX_CONNS; i++) {
+        while (conns[i].fd >= 0 && conns[i].busy) {
+            struct pollfd  p = { conns[i].fd, POLLIN, 0 };
+            if (poll(&p, 1, 5000) <= 0) {
+                die("an answer did not come in 5 s");
+            }
+            conn_read(&conns[i]);
+        }
+    }
+
+    printf("load %ld %.3f\n", n, now_ms() - t0);
+}
+
+
 static void
 pause_random(void)
 {
@@ -963,6 +1028,7 @@ int
 main(int argc, char **argv)
 {
     int       i, e;
+    long      on_answers;
     result_t  r;
 
     for (i = 0; i < MAX_CONNS; i++) {
@@ -979,9 +1045,12 @@ main(int argc, char **argv)
         i++;
 
         if (strcmp(a, "--mode") == 0) {
-            mode = strcmp(v, "reload") == 0 ? MODE_RELOAD : MODE_KILL;
+            mode = strcmp(v, "reload") == 0 ? MODE_RELOAD
+                   : strcmp(v, "load") == 0 ? MODE_LOAD : MODE_KILL;
         } else if (strcmp(a, "--rounds") == 0) {
             rounds = atoi(v);
+        } else if (strcmp(a, "--requests") == 0) {
+            requests = atol(v);
         } else if (strcmp(a, "--workers") == 0) {
             nworkers = atoi(v);
         } else if (strcmp(a, "--per") == 0) {
@@ -1026,8 +1095,15 @@ main(int argc, char **argv)
 
     cover_all();
 
+    if (mode == MODE_LOAD) {
+        target = 1;
+        load(requests);
+        return 0;
+    }
+
     for (i = 0; i < rounds; i++) {
         phase(1, &r);
+        on_answers = n_answers;
         pause_random();
         phase(0, &r);
 
@@ -1037,8 +1113,8 @@ main(int argc, char **argv)
         for (e = 0; e < nedges; e++) {
             printf(" %.3f", r.edge_ms[e]);
         }
-        printf(" %ld %ld %ld %ld %ld %.3f %.3f\n", n_wrong, n_answers,
-               n_flaps, n_lost, n_opened, r.gone_ms, r.first_ms);
+        printf(" %ld %ld %ld %ld %ld %.3f %.3f %ld\n", n_wrong, n_answers,
+               n_flaps, n_lost, n_opened, r.gone_ms, r.first_ms, on_answers);
 
         pause_random();
     }

@@ -56,7 +56,40 @@ bulk_check() {
     done
 }
 
-declare -A snap_bytes seed_secs loads round_secs
+# stack_cpu K: CPU time (ns, every thread's, from /proc/PID/task/*/
+# schedstat) of build K's portal-gated, its edges' nginx workers (the
+# masters' children) and its redis-server: "GATED EDGES REDIS". Unlike the
+# times, these are about what the work costs, not about when the machine's
+# neighbours let it run.
+stack_cpu() {
+    local k=$1 e masters=()
+    for e in 1 2 3; do
+        masters+=("${nginx_pid[$((k * 3 + e - 1))]}")
+    done
+    perl -e '
+        my ($gated, $redis, @masters) = @ARGV;
+        my %m = map { $_ => 1 } @masters;
+        sub ns {
+            my $t = 0;
+            for my $f (glob "/proc/$_[0]/task/*/schedstat") {
+                open my $h, "<", $f or next;
+                $t += (split " ", scalar <$h>)[0];
+            }
+            return $t;
+        }
+        my $edges = 0;
+        for my $f (glob "/proc/[0-9]*/stat") {
+            open my $h, "<", $f or next;
+            my $st = <$h> // next;
+            my ($pid, $ppid) = $st =~ /^(\d+) .*\) \S+ (\d+)/s or next;
+            $edges += ns($pid) if $m{$ppid};
+        }
+        printf "%d %d %d\n", ns($gated), $edges, ns($redis);
+    ' "${gated_pid[$k]}" "${redis_pid[$k]}" "${masters[@]}"
+}
+
+declare -A snap_bytes seed_secs loads round_secs cpu per_answer
+calib=20000     # requests of the load probe
 t_sync=$SECONDS
 # field 19 of /proc/PID/stat: the nice value (the name, field 2, is bash)
 nice_value=$(awk '{ print $19 }' /proc/$$/stat)
@@ -84,13 +117,27 @@ for n in $sizes; do
         for k in $order; do
             say "$n companies, block $b/$blocks: $((kills / blocks)) kills" \
                 "on ${blabel[$k]}"
+            read -r g0 e0 r0 < <(stack_cpu "$k")
             kill_probe "$k" $((kills / blocks)) \
                 >> "${sdir[$k]}/rounds-$n.txt" \
                 || fail "the kill probe failed (${blabel[$k]}, $n companies)"
+            read -r g1 e1 r1 < <(stack_cpu "$k")
+            read -r g e r <<< "${cpu[$n,$k]:-0 0 0}"
+            cpu[$n,$k]="$((g + g1 - g0)) $((e + e1 - e0)) $((r + r1 - r0))"
         done
     done
     loads[$n]="$load0 / $(cut -d' ' -f1-3 /proc/loadavg)"
     round_secs[$n]=$((SECONDS - t))
+
+    # what serving the probe's requests costs each build's workers, to take
+    # it out of their CPU time per change
+    for k in $(seq 0 $((nb - 1))); do
+        read -r _ e0 _ < <(stack_cpu "$k")
+        probe "$k" --mode load --requests "$calib" --path /portal/ \
+            > /dev/null || fail "the load probe failed (${blabel[$k]})"
+        read -r _ e1 _ < <(stack_cpu "$k")
+        per_answer[$n,$k]=$(((e1 - e0) / calib))
+    done
 
     for k in $(seq 0 $((nb - 1))); do
         daemon_view "${sdir[$k]}/gated.log" "${sdir[$k]}/rounds-$n.txt" \
@@ -159,6 +206,43 @@ if [ "$nb" -gt 1 ]; then
         done
     done
 fi
+
+# cpu_figures N K: build K's CPU per change at size N (each round is two
+# changes: on, then the kill), ms: "GATED REDIS EDGES_NET SUM EDGES_GROSS
+# ANSWERS_PER_CHANGE US_PER_ANSWER"; the workers' net is their gross less
+# the probe's answers at the load probe's cost per answer
+cpu_figures() {
+    # fields 14 and 20: the off and on phases' answers
+    local answers
+    answers=$(awk '{ a += $14 + $20 } END { print a + 0 }' \
+              "${sdir[$2]}/rounds-$1.txt")
+    echo "${cpu[$1,$2]}" | awk -v c=$((2 * kills)) -v a="$answers" \
+        -v per="${per_answer[$1,$2]}" '{
+            net = ($2 - a * per) / 1e6 / c
+            printf "%.2f %.2f %.2f %.2f %.2f %.0f %.1f\n", $1 / 1e6 / c,
+                $3 / 1e6 / c, net, $1 / 1e6 / c + $3 / 1e6 / c + net,
+                $2 / 1e6 / c, a / c, per / 1e3 }'
+}
+
+echo
+echo "CPU time per change (each round is two: on, then the kill), ms, every" \
+     "thread of the build's processes during its own blocks (the CLI's not" \
+     "counted). Neighbours stretch the times above much more than these." \
+     "The 6 nginx workers' time also serves the probe's requests: net is" \
+     "gross less the answers at what each cost in a load of $calib requests" \
+     "run after the rounds."
+echo
+echo "| companies | build | portal-gated | redis-server | 6 nginx workers, net | sum | workers gross | probe answers per change | µs per answer |$( [ "$nb" -gt 1 ] && echo " sum / ${blabel[0]}'s |")"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |$( [ "$nb" -gt 1 ] && echo " ---: |")"
+for n in $sizes; do
+    for k in $(seq 0 $((nb - 1))); do
+        read -r g r net sum gross apc us < <(cpu_figures "$n" "$k")
+        [ "$k" = 0 ] && sum0=$sum
+        echo "| $(count "$n") | ${blabel[$k]} | $g | $r | **$net** | **$sum**" \
+             "| $gross | $apc | $us |$( [ "$nb" -gt 1 ] \
+             && perl -e 'printf " %.3f |", $ARGV[0] / $ARGV[1]' "$sum" "$sum0")"
+    done
+done
 
 echo
 labels="${blabel[*]}"
