@@ -54,7 +54,12 @@ walk_list_scan(const pg_snap_t *snap, const pg_blob_list_t *bl,
     uint32_t              i;
     const unsigned char  *e;
 
-    e = snap->base + bl->entries;
+    if (bl->count == 0) {
+        return 0;
+    }
+
+    e = pg_blob_piece(snap, bl->piece);
+    e += pg_blob_entries(e);
 
     for (i = 0; i < bl->count; i++) {
         if (e[4] == len && memcmp(e + PG_BLOB_ENTRY_HEAD, id, len) == 0) {
@@ -163,7 +168,12 @@ walk_list_ids(const pg_snap_t *snap, const pg_blob_env_t *env,
     uint32_t              i;
     const unsigned char  *e;
 
-    e = snap->base + bl->entries;
+    if (bl->count == 0) {
+        return;
+    }
+
+    e = pg_blob_piece(snap, bl->piece);
+    e += pg_blob_entries(e);
 
     for (i = 0; i < bl->count && i < WALK_LIST_IDS; i++) {
         walk_eval(snap, env, f, (const char *) e + PG_BLOB_ENTRY_HEAD, e[4]);

@@ -2,9 +2,9 @@
  * pg_eval.c: the evaluation table of DESIGN.md over a compiled blob.
  *
  * This is the per-request hot path: it never allocates, finds the
- * environment and the flag by binary search, hashes the company for the
- * allow/deny tables at most once per call, and walks a `requires` chain
- * without recursion (compiling refused cycles).
+ * environment and the flag by binary search in the index, hashes the
+ * company for the allow/deny pieces at most once per call, and walks a
+ * `requires` chain without recursion (compiling refused cycles).
  */
 
 #include <string.h>         /* memcmp */
@@ -26,8 +26,7 @@ static const pg_blob_env_t *pg_find_env(const pg_snap_t *snap,
     const char *name, size_t len);
 static const pg_blob_flag_t *pg_find_flag(const pg_snap_t *snap,
     const pg_blob_env_t *env, const char *name, size_t len);
-static int pg_list_has(const unsigned char *base, const pg_blob_list_t *bl,
-    const pg_company_t *c);
+static int pg_list_has(const unsigned char *piece, const pg_company_t *c);
 static int pg_rules(const pg_snap_t *snap, const pg_blob_flag_t *f,
     pg_company_t *c, int bucket, pg_reason_t *reason);
 
@@ -95,20 +94,19 @@ pg_find_flag(const pg_snap_t *snap, const pg_blob_env_t *env,
 }
 
 
-/* Is the company in this allow or deny table? ~1-2 probes on a miss. */
+/* Is the company in this allow or deny piece? ~1-2 probes on a miss. */
 static int
-pg_list_has(const unsigned char *base, const pg_blob_list_t *bl,
-    const pg_company_t *c)
+pg_list_has(const unsigned char *piece, const pg_company_t *c)
 {
-    uint32_t              j, s;
+    uint32_t              j, s, mask;
     const uint32_t       *slots;
     const unsigned char  *e;
 
-    slots = (const uint32_t *) (const void *) (base + bl->slots);
+    mask = ((const pg_blob_piece_t *) (const void *) piece)->mask;
+    slots = pg_blob_slots(piece);
 
-    for (j = c->hash & bl->mask; (s = slots[j]) != 0; j = (j + 1) & bl->mask)
-    {
-        e = base + s - 1;
+    for (j = c->hash & mask; (s = slots[j]) != 0; j = (j + 1) & mask) {
+        e = piece + s - 1;
 
         if (pg_blob_rd32(e) == c->hash && e[4] == c->len
             && memcmp(e + PG_BLOB_ENTRY_HEAD, c->id, c->len) == 0)
@@ -145,12 +143,16 @@ pg_rules(const pg_snap_t *snap, const pg_blob_flag_t *f, pg_company_t *c,
             c->hashed = 1;
         }
 
-        if (f->deny.count != 0 && pg_list_has(snap->base, &f->deny, c)) {
+        if (f->deny.count != 0
+            && pg_list_has(pg_blob_piece(snap, f->deny.piece), c))
+        {
             *reason = PG_REASON_DENIED;
             return 0;
         }
 
-        if (f->allow.count != 0 && pg_list_has(snap->base, &f->allow, c)) {
+        if (f->allow.count != 0
+            && pg_list_has(pg_blob_piece(snap, f->allow.piece), c))
+        {
             *reason = PG_REASON_ALLOWED;
             return 1;
         }

@@ -12,6 +12,7 @@
 #include <stdio.h>          /* snprintf, vsnprintf */
 #include <string.h>         /* memcpy, memcmp, strlen */
 #include "portal_gate.h"    /* the API this file implements */
+#include "pg_compile.h"     /* pg_patch_form(), shared with pg_build.c */
 
 
 /* Room for a quoted name in a message: 48 bytes escaped, "...", NUL. */
@@ -23,8 +24,6 @@ static int pg_patch_fail(pg_error_t *err, const char *fmt, ...)
 static const char *pg_patch_quote(char *buf, const char *s, size_t len);
 static int pg_patch_key_is(const char *key, size_t key_len,
     const char *name);
-static int pg_patch_check(const json_t *patch, int64_t *base,
-    int64_t *revision, json_t **envs, pg_error_t *err);
 static int pg_patch_revision(const json_t *v, const char *name,
     int64_t *revision, pg_error_t *err);
 static int pg_patch_check_env(const char *env, size_t env_len,
@@ -43,7 +42,7 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
     *result = NULL;
 
-    if (pg_patch_check(patch, &base, &revision, &penvs, err) != PG_OK) {
+    if (pg_patch_form(patch, &base, &revision, &penvs, err) != PG_OK) {
         return PG_ERR;
     }
 
@@ -163,9 +162,10 @@ pg_patch_key_is(const char *key, size_t key_len, const char *name)
 }
 
 
-/* The patch's form, all of it; *envs is borrowed from the patch. */
-static int
-pg_patch_check(const json_t *patch, int64_t *base, int64_t *revision,
+/* The patch's form, all of it; *envs is borrowed from the patch. Shared
+ * with pg_build.c (pg_compile.h), which patches an index. */
+int
+pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
     json_t **envs, pg_error_t *err)
 {
     char         q[PG_PATCH_QUOTE_LEN];

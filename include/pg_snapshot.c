@@ -1,112 +1,40 @@
 /*
- * pg_snapshot.c: a snapshot's JSON form validated and compiled into a blob,
- * a blob checked whole before anything reads it (pg_snap_open), and a blob
- * turned back into JSON. The blob's layout is in pg_blob.h.
+ * pg_snapshot.c: a snapshot's JSON form validated and compiled into an
+ * index and its pieces (pg_blob.h), the packed form of both, and a
+ * snapshot turned back into JSON. The checks of a compiled snapshot are
+ * in pg_blob_check.c; a patch of an index in pg_build.c.
  *
- * Compiling runs in three steps, and nothing is allocated for the blob
+ * Compiling runs in three steps, and nothing is allocated for the result
  * before the first two have passed:
  *
  *   1. parse: every key, name, value and company id is checked, and each
  *      allow/deny list is deduplicated (pg_csnap_t, borrowing the JSON);
  *   2. resolve: `requires` becomes an index, and cycles are refused;
- *   3. write: the blob is sized, then written in one calloc()ed buffer.
+ *   3. write: the index is sized, then written in one calloc()ed buffer,
+ *      and each non-empty list in a piece of its own.
  */
 
 #include <math.h>           /* floor, fabs */
 #include <stdarg.h>         /* va_list */
-#include <stdint.h>         /* uint32_t, uint64_t, uintptr_t */
+#include <stdint.h>         /* uint32_t, uint64_t */
 #include <stdio.h>          /* snprintf, vsnprintf */
 #include <stdlib.h>         /* malloc, calloc, free, qsort */
 #include <string.h>         /* memcpy, memset, strlen */
 #include "portal_gate.h"    /* the API this file implements */
-#include "pg_blob.h"        /* the blob's layout */
-
-
-/* Room for "environments." ENV "." FLAG and a NUL. */
-#define PG_PATH_LEN   (sizeof("environments..") + PG_NAME_MAX * 2)
-
-/* Room for a quoted value in a message: 48 bytes escaped, "...", NUL. */
-#define PG_QUOTE_LEN  (48 * 4 + 4)
-
-/* Bigger than any decimal json_int_t, sign and NUL included. */
-#define PG_INT_LEN    24
-
-
-typedef struct {
-    const char  *p;
-    size_t       len;
-    int          set;
-} pg_text_t;
-
-
-typedef struct {
-    uint32_t  index;            /* position in the JSON array */
-    uint32_t  hash;             /* set hash of the id */
-    uint32_t  len;              /* length of the id */
-} pg_citem_t;
-
-
-typedef struct {
-    const json_t  *array;       /* borrowed */
-    pg_citem_t    *items;       /* the distinct ids, in input order */
-    uint32_t       count;
-    uint64_t       bytes;       /* the entries' size in the blob */
-} pg_clist_t;
-
-
-typedef struct {
-    const char  *name;          /* borrowed from the JSON */
-    size_t       name_len;
-    pg_text_t    salt;          /* set only when it differs from the name */
-    int          enabled;
-    uint32_t     bp;
-    pg_text_t    requires;
-    uint32_t     requires_idx;  /* index + 1 once resolved; 0: none */
-    int          has_version;
-    int64_t      version;
-    pg_text_t    description;
-    pg_text_t    updated_at;
-    pg_text_t    updated_by;
-    pg_clist_t   allow;
-    pg_clist_t   deny;
-} pg_cflag_t;
-
-
-typedef struct {
-    const char  *name;          /* borrowed from the JSON */
-    size_t       name_len;
-    pg_cflag_t  *flags;         /* sorted by name once parsed */
-    size_t       count;
-} pg_cenv_t;
-
-
-typedef struct {
-    int64_t      revision;
-    pg_cenv_t   *envs;          /* sorted by name once parsed */
-    size_t       count;
-} pg_csnap_t;
-
-
-/* A blob as pg_blob_check() walks it, in the writer's order. */
-typedef struct {
-    const unsigned char  *base;
-    uint64_t              size;
-    uint64_t              fixed;        /* next slot table */
-    uint64_t              fixed_end;    /* where the byte area starts */
-    uint64_t              bytes;        /* next string or list entry */
-} pg_check_t;
+#include "pg_blob.h"        /* the layout */
+#include "pg_compile.h"     /* the parsed form, shared with pg_build.c */
 
 
 typedef struct {
     unsigned char  *buf;        /* NULL while sizing */
-    uint64_t        fixed;      /* next offset in the aligned records */
+    uint64_t        refs;       /* offset of the references */
     uint64_t        bytes;      /* next offset in the byte area */
+    size_t          pieces;     /* lists written so far */
+    uint64_t        next_id;    /* of the next new piece */
+    uint64_t        packed;     /* the next piece's offset, packed */
 } pg_writer_t;
 
 
-static int pg_fail(pg_error_t *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static const char *pg_quote(char *buf, const char *s, size_t len);
 static int pg_key_is(const char *key, size_t key_len, const char *name);
 static int pg_id_get(const json_t *v, char *buf, const char **p,
     size_t *len);
@@ -114,36 +42,17 @@ static int pg_list_parse(const char *path, const char *field,
     const json_t *array, pg_clist_t *list, pg_error_t *err);
 static int pg_text_parse(const char *path, const char *field,
     const json_t *v, pg_text_t *text, pg_error_t *err);
-static int pg_flag_parse(const char *path, const char *name,
-    size_t name_len, const json_t *obj, pg_cflag_t *f, pg_error_t *err);
-static void pg_flag_free(pg_cflag_t *f);
-static int pg_cflag_cmp(const void *a, const void *b);
-static int pg_cenv_cmp(const void *a, const void *b);
 static int pg_env_parse(const char *name, size_t name_len,
     const json_t *obj, pg_cenv_t *env, pg_error_t *err);
 static int pg_csnap_parse(const json_t *root, pg_csnap_t *cs,
     pg_error_t *err);
-static int pg_env_resolve(pg_cenv_t *env, pg_error_t *err);
-static void pg_csnap_free(pg_csnap_t *cs);
-static uint32_t pg_slot_count(uint32_t count);
 static void pg_write_text(pg_writer_t *w, const char *p, size_t len,
     pg_blob_str_t *str);
-static void pg_write_list(pg_writer_t *w, const pg_clist_t *list,
-    pg_blob_list_t *bl);
-static int pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob,
-    size_t *size, pg_error_t *err);
-static int pg_utf8_valid(const unsigned char *p, size_t len);
-static const char *pg_check_str(pg_check_t *c, const pg_blob_str_t *str,
-    size_t max);
-static const char *pg_check_name(pg_check_t *c, const pg_blob_str_t *str);
-static const char *pg_check_text(pg_check_t *c, uint32_t meta, uint32_t bit,
-    const pg_blob_str_t *str);
-static const char *pg_check_list(pg_check_t *c, const pg_blob_list_t *bl);
-static const char *pg_check_flag(pg_check_t *c, const pg_blob_flag_t *f,
-    uint32_t index, uint32_t n);
-static int pg_check_acyclic(const pg_blob_flag_t *flags, uint32_t n);
-static int pg_blob_check(const unsigned char *base, size_t size,
-    pg_error_t *err);
+static uint64_t pg_piece_size(const pg_clist_t *list);
+static unsigned char *pg_piece_write(const pg_clist_t *list, uint64_t id,
+    size_t size);
+static int pg_write_list(pg_writer_t *w, const pg_clist_t *list,
+    pg_blob_list_t *bl, pg_build_t *out, pg_error_t *err);
 static json_t *pg_list_to_json(const pg_snap_t *snap,
     const pg_blob_list_t *bl);
 static json_t *pg_flag_to_json(const pg_snap_t *snap,
@@ -152,7 +61,7 @@ static int pg_set_text(json_t *obj, const char *key, const pg_snap_t *snap,
     const pg_blob_str_t *str);
 
 
-static int
+int
 pg_fail(pg_error_t *err, const char *fmt, ...)
 {
     va_list  args;
@@ -168,7 +77,7 @@ pg_fail(pg_error_t *err, const char *fmt, ...)
 
 
 /* A value from the input, shortened and escaped to sit in a message. */
-static const char *
+const char *
 pg_quote(char *buf, const char *s, size_t len)
 {
     size_t         i, n;
@@ -343,7 +252,7 @@ pg_text_parse(const char *path, const char *field, const json_t *v,
 
 
 /* Check one flag object; f is zeroed first and freed by the caller. */
-static int
+int
 pg_flag_parse(const char *path, const char *name, size_t name_len,
     const json_t *obj, pg_cflag_t *f, pg_error_t *err)
 {
@@ -487,7 +396,7 @@ pg_flag_parse(const char *path, const char *name, size_t name_len,
 }
 
 
-static void
+void
 pg_flag_free(pg_cflag_t *f)
 {
     free(f->allow.items);
@@ -497,7 +406,7 @@ pg_flag_free(pg_cflag_t *f)
 }
 
 
-static int
+int
 pg_cflag_cmp(const void *a, const void *b)
 {
     const pg_cflag_t  *fa = a, *fb = b;
@@ -506,7 +415,7 @@ pg_cflag_cmp(const void *a, const void *b)
 }
 
 
-static int
+int
 pg_cenv_cmp(const void *a, const void *b)
 {
     const pg_cenv_t  *ea = a, *eb = b;
@@ -660,7 +569,7 @@ pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
 
 
 /* Turn each `requires` into an index and refuse missing flags and cycles. */
-static int
+int
 pg_env_resolve(pg_cenv_t *env, pg_error_t *err)
 {
     int            cmp;
@@ -757,7 +666,7 @@ pg_env_resolve(pg_cenv_t *env, pg_error_t *err)
 }
 
 
-static void
+void
 pg_csnap_free(pg_csnap_t *cs)
 {
     size_t  i, j;
@@ -777,7 +686,7 @@ pg_csnap_free(pg_csnap_t *cs)
 
 
 /* The table's slots: the smallest power of two >= 2 * count. */
-static uint32_t
+uint32_t
 pg_slot_count(uint32_t count)
 {
     uint32_t  n;
@@ -790,7 +699,7 @@ pg_slot_count(uint32_t count)
 }
 
 
-/* A string in the byte area, followed by a NUL. */
+/* A string in the index's byte area, followed by a NUL. */
 static void
 pg_write_text(pg_writer_t *w, const char *p, size_t len, pg_blob_str_t *str)
 {
@@ -809,44 +718,56 @@ pg_write_text(pg_writer_t *w, const char *p, size_t len, pg_blob_str_t *str)
 }
 
 
-/* A list's slots in the aligned records, its entries in the byte area. */
-static void
-pg_write_list(pg_writer_t *w, const pg_clist_t *list, pg_blob_list_t *bl)
+/* A new piece's bytes: header, slots, entries, padding. */
+static uint64_t
+pg_piece_size(const pg_clist_t *list)
 {
-    char            buf[PG_INT_LEN];
-    size_t          len;
-    uint32_t        i, j, mask, *slots;
-    const char     *id;
-    unsigned char  *e;
+    return (sizeof(pg_blob_piece_t)
+            + (uint64_t) pg_slot_count(list->count) * sizeof(uint32_t)
+            + list->bytes + 3) & ~(uint64_t) 3;
+}
 
-    if (list->count == 0) {
-        return;
+
+/* A list compiled into a new piece of its own; NULL when out of memory. */
+static unsigned char *
+pg_piece_write(const pg_clist_t *list, uint64_t id, size_t size)
+{
+    char              buf[PG_INT_LEN];
+    size_t            len;
+    uint32_t          i, j, mask, *slots;
+    uint64_t          off;
+    const char       *idp;
+    unsigned char    *piece, *e;
+    pg_blob_piece_t  *hdr;
+
+    piece = calloc(1, size);
+
+    if (piece == NULL) {
+        return NULL;
     }
 
     mask = pg_slot_count(list->count) - 1;
 
-    if (w->buf == NULL) {
-        w->fixed += ((uint64_t) mask + 1) * sizeof(uint32_t);
-        w->bytes += list->bytes;
-        return;
-    }
+    hdr = (pg_blob_piece_t *) (void *) piece;
+    hdr->magic = PG_PIECE_MAGIC;
+    hdr->layout = PG_SNAP_LAYOUT;
+    hdr->size = (uint32_t) size;
+    hdr->id_lo = (uint32_t) id;
+    hdr->id_hi = (uint32_t) (id >> 32);
+    hdr->count = list->count;
+    hdr->mask = mask;
 
-    bl->count = list->count;
-    bl->mask = mask;
-    bl->slots = (uint32_t) w->fixed;
-    bl->entries = (uint32_t) w->bytes;
-
-    slots = (uint32_t *) (void *) (w->buf + w->fixed);
-    w->fixed += ((uint64_t) mask + 1) * sizeof(uint32_t);
+    slots = (uint32_t *) (void *) (piece + sizeof(pg_blob_piece_t));
+    off = sizeof(pg_blob_piece_t) + ((uint64_t) mask + 1) * sizeof(uint32_t);
 
     for (i = 0; i < list->count; i++) {
         (void) pg_id_get(json_array_get(list->array, list->items[i].index),
-                         buf, &id, &len);
+                         buf, &idp, &len);
 
-        e = w->buf + w->bytes;
+        e = piece + off;
         memcpy(e, &list->items[i].hash, sizeof(uint32_t));
         e[4] = (unsigned char) len;
-        memcpy(e + PG_BLOB_ENTRY_HEAD, id, len);
+        memcpy(e + PG_BLOB_ENTRY_HEAD, idp, len);
 
         for (j = list->items[i].hash & mask; slots[j] != 0;
              j = (j + 1) & mask)
@@ -854,23 +775,96 @@ pg_write_list(pg_writer_t *w, const pg_clist_t *list, pg_blob_list_t *bl)
             /* void */
         }
 
-        slots[j] = (uint32_t) w->bytes + 1;
-        w->bytes += PG_BLOB_ENTRY_HEAD + len;
+        slots[j] = (uint32_t) off + 1;
+        off += PG_BLOB_ENTRY_HEAD + len;
     }
+
+    return piece;
 }
 
 
 /*
- * Lay the blob out twice: once with w.buf == NULL to size it, once to
- * write it. Both passes walk the same code, so they cannot disagree.
+ * A list's reference in the index, and its piece: a new one (compiled
+ * here when out->pieces is allocated) or the kept one.
  */
 static int
-pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob, size_t *size,
+pg_write_list(pg_writer_t *w, const pg_clist_t *list, pg_blob_list_t *bl,
+    pg_build_t *out, pg_error_t *err)
+{
+    size_t          i;
+    uint64_t        id, size;
+    pg_blob_ref_t  *ref;
+
+    if (list->count == 0) {
+        return PG_OK;
+    }
+
+    i = w->pieces++;
+
+    if (w->buf == NULL) {
+        return PG_OK;
+    }
+
+    if (list->array != NULL) {
+        id = w->next_id++;
+        size = pg_piece_size(list);
+
+        if (size > UINT32_MAX) {
+            return pg_fail(err, "a list is too large: %llu bytes",
+                           (unsigned long long) size);
+        }
+
+        out->pieces[i] = pg_piece_write(list, id, (size_t) size);
+
+        if (out->pieces[i] == NULL) {
+            return pg_fail(err, "out of memory for a list of %llu bytes",
+                           (unsigned long long) size);
+        }
+
+        out->kept[i] = 0;
+        out->new_bytes += (size_t) size;
+
+    } else {
+        id = list->keep_id;
+        size = list->keep_size;
+        out->kept[i] = list->keep_pos;
+    }
+
+    out->ids[i] = id;
+    out->sizes[i] = (size_t) size;
+    out->bytes += (size_t) size;
+
+    if (w->packed + size > UINT32_MAX) {
+        return pg_fail(err, "the snapshot is too large: more than %u bytes",
+                       (unsigned) UINT32_MAX);
+    }
+
+    ref = (pg_blob_ref_t *) (void *) (w->buf + w->refs) + i;
+    ref->id_lo = (uint32_t) id;
+    ref->id_hi = (uint32_t) (id >> 32);
+    ref->size = (uint32_t) size;
+    ref->off = (uint32_t) w->packed;
+    w->packed += size;
+
+    bl->count = list->count;
+    bl->piece = (uint32_t) i + 1;
+
+    return PG_OK;
+}
+
+
+/*
+ * Lay the index out twice: once with w.buf == NULL to size it, once to
+ * write it (and the new pieces). Both passes walk the same code, so they
+ * cannot disagree.
+ */
+int
+pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, pg_build_t *out,
     pg_error_t *err)
 {
     int                pass;
-    size_t             i, j, flag_total;
-    uint64_t           total, fixed_end;
+    size_t             i, j, flag_total, lists;
+    uint64_t           total;
     pg_writer_t        w;
     pg_blob_hdr_t     *hdr;
     pg_blob_env_t     *be, env_scratch;
@@ -878,27 +872,40 @@ pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob, size_t *size,
     const pg_cenv_t   *e;
     const pg_cflag_t  *f;
 
+    memset(out, 0, sizeof(pg_build_t));
+    out->revision = cs->revision;
+
     flag_total = 0;
+    lists = 0;
 
     for (i = 0; i < cs->count; i++) {
         flag_total += cs->envs[i].count;
+
+        for (j = 0; j < cs->envs[i].count; j++) {
+            lists += (cs->envs[i].flags[j].allow.count != 0)
+                     + (cs->envs[i].flags[j].deny.count != 0);
+        }
+    }
+
+    if (lists > PG_BUILD_IDS) {
+        return pg_fail(err, "the snapshot has too many lists: %zu", lists);
     }
 
     memset(&w, 0, sizeof(w));
-    /* pass 0 writes into these instead of the blob it is sizing */
+    /* pass 0 writes into these instead of the index it is sizing */
     memset(&env_scratch, 0, sizeof(env_scratch));
     memset(&flag_scratch, 0, sizeof(flag_scratch));
     total = 0;
-    fixed_end = 0;
 
     for (pass = 0; pass < 2; pass++) {
 
-        /* the records: header, environments, then flags, all aligned */
-        w.fixed = sizeof(pg_blob_hdr_t) + cs->count * sizeof(pg_blob_env_t)
-                  + flag_total * sizeof(pg_blob_flag_t);
-
-        /* the slots follow the records; pass 0 learns where they end */
-        w.bytes = fixed_end;
+        /* the records: header, environments, flags, then the references */
+        w.refs = sizeof(pg_blob_hdr_t) + cs->count * sizeof(pg_blob_env_t)
+                 + flag_total * sizeof(pg_blob_flag_t);
+        w.bytes = w.refs + lists * sizeof(pg_blob_ref_t);
+        w.pieces = 0;
+        w.next_id = first_id;
+        w.packed = total;
 
         if (w.buf != NULL) {
             hdr = (pg_blob_hdr_t *) (void *) w.buf;
@@ -909,6 +916,8 @@ pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob, size_t *size,
             hdr->revision_lo = (uint32_t) ((uint64_t) cs->revision);
             hdr->revision_hi = (uint32_t) ((uint64_t) cs->revision >> 32);
             hdr->envs = sizeof(pg_blob_hdr_t);
+            hdr->list_count = (uint32_t) out->count;
+            hdr->lists = (uint32_t) w.refs;
         }
 
         bf = w.buf ? (pg_blob_flag_t *) (void *) (w.buf
@@ -968,45 +977,85 @@ pg_csnap_write(const pg_csnap_t *cs, unsigned char **blob, size_t *size,
                                   &o->updated_by);
                 }
 
-                pg_write_list(&w, &f->allow, &o->allow);
-                pg_write_list(&w, &f->deny, &o->deny);
+                if (pg_write_list(&w, &f->allow, &o->allow, out, err)
+                    != PG_OK
+                    || pg_write_list(&w, &f->deny, &o->deny, out, err)
+                       != PG_OK)
+                {
+                    goto failed;
+                }
             }
         }
 
         if (pass == 0) {
-            /* the byte area starts where the records and slots end */
-            fixed_end = w.fixed;
-            total = (w.fixed + w.bytes + 3) & ~(uint64_t) 3;
+            total = (w.bytes + 3) & ~(uint64_t) 3;
 
             if (total > UINT32_MAX) {
                 return pg_fail(err, "the snapshot is too large: %llu bytes",
                                (unsigned long long) total);
             }
 
+            out->count = w.pieces;
             w.buf = calloc(1, (size_t) total);
+            out->pieces = calloc(w.pieces ? w.pieces : 1,
+                                 sizeof(unsigned char *));
+            out->sizes = calloc(w.pieces ? w.pieces : 1, sizeof(size_t));
+            out->ids = calloc(w.pieces ? w.pieces : 1, sizeof(uint64_t));
+            out->kept = calloc(w.pieces ? w.pieces : 1, sizeof(size_t));
+            out->index = w.buf;
+            out->index_size = (size_t) total;
+            out->bytes = (size_t) total;
+            out->new_bytes = (size_t) total;
 
-            if (w.buf == NULL) {
+            if (w.buf == NULL || out->pieces == NULL || out->sizes == NULL
+                || out->ids == NULL || out->kept == NULL)
+            {
+                pg_build_free(out);
                 return pg_fail(err, "out of memory for a snapshot of %llu "
                                "bytes", (unsigned long long) total);
             }
         }
     }
 
-    *blob = w.buf;
-    *size = (size_t) total;
-
     return PG_OK;
+
+failed:
+
+    pg_build_free(out);
+    return PG_ERR;
+}
+
+
+void
+pg_build_free(pg_build_t *b)
+{
+    size_t  i;
+
+    if (b->pieces != NULL) {
+        for (i = 0; i < b->count; i++) {
+            free(b->pieces[i]);
+        }
+    }
+
+    free(b->index);
+    free(b->pieces);
+    free(b->sizes);
+    free(b->ids);
+    free(b->kept);
+
+    memset(b, 0, sizeof(pg_build_t));
 }
 
 
 int
-pg_snap_compile_json(const json_t *root, unsigned char **blob,
-    size_t *size, pg_error_t *err)
+pg_snap_build_json(const json_t *root, uint64_t first_id, pg_build_t *out,
+    pg_error_t *err)
 {
     int         rc;
     size_t      i;
     pg_csnap_t  cs;
 
+    memset(out, 0, sizeof(pg_build_t));
     memset(&cs, 0, sizeof(cs));
 
     rc = pg_csnap_parse(root, &cs, err);
@@ -1016,12 +1065,51 @@ pg_snap_compile_json(const json_t *root, unsigned char **blob,
     }
 
     if (rc == PG_OK) {
-        rc = pg_csnap_write(&cs, blob, size, err);
+        rc = pg_csnap_build(&cs, first_id, out, err);
     }
 
     pg_csnap_free(&cs);
 
     return rc;
+}
+
+
+int
+pg_snap_compile_json(const json_t *root, unsigned char **blob,
+    size_t *size, pg_error_t *err)
+{
+    size_t          i, off;
+    pg_build_t      b;
+    unsigned char  *packed;
+
+    if (pg_snap_build_json(root, 1, &b, err) != PG_OK) {
+        return PG_ERR;
+    }
+
+    /* the packed form: the index, then its pieces in its order */
+
+    packed = malloc(b.bytes);
+
+    if (packed == NULL) {
+        pg_build_free(&b);
+        return pg_fail(err, "out of memory for a snapshot of %zu bytes",
+                       b.bytes);
+    }
+
+    memcpy(packed, b.index, b.index_size);
+    off = b.index_size;
+
+    for (i = 0; i < b.count; i++) {
+        memcpy(packed + off, b.pieces[i], b.sizes[i]);
+        off += b.sizes[i];
+    }
+
+    *blob = packed;
+    *size = b.bytes;
+
+    pg_build_free(&b);
+
+    return PG_OK;
 }
 
 
@@ -1072,569 +1160,6 @@ pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err)
     pg_flag_free(&f);
 
     return rc;
-}
-
-
-/* --- blob validation ----------------------------------------------------
- *
- * pg_snap_open() accepts a blob only if it is laid out exactly as
- * pg_csnap_write() lays one out, so that a reader may follow every offset
- * in it without a check of its own: a worker opens what it copied out of
- * shared memory, which any worker (or a stray write) could have damaged.
- *
- * The check replays the writer: two cursors walk the aligned records
- * (then the slot tables) and the byte area in the writer's order, and
- * every offset must be the cursor's. So no two parts overlap, nothing lies
- * outside the blob, and the whole check costs one pass over the blob; only
- * the hash tables cost more, as many probes as the compiler made building
- * them. On top of the layout: names are valid, sorted and NUL-terminated,
- * texts are UTF-8, `requires` is in range and without cycles, each hash
- * set holds its ids exactly once where a probe finds them, and every
- * field the compiler leaves zero is zero. What opens is a snapshot the
- * compiler could have written.
- */
-
-/* Valid UTF-8 without NUL: what jansson holds and json_stringn() takes. */
-static int
-pg_utf8_valid(const unsigned char *p, size_t len)
-{
-    size_t    i, k, n;
-    uint32_t  cp;
-
-    for (i = 0; i < len; i += n) {
-        if (p[i] < 0x80) {
-            if (p[i] == 0) {
-                return 0;
-            }
-
-            n = 1;
-            continue;
-        }
-
-        if (p[i] >= 0xc2 && p[i] <= 0xdf) {
-            n = 2;
-            cp = p[i] & 0x1f;
-
-        } else if (p[i] >= 0xe0 && p[i] <= 0xef) {
-            n = 3;
-            cp = p[i] & 0x0f;
-
-        } else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
-            n = 4;
-            cp = p[i] & 0x07;
-
-        } else {
-            return 0;
-        }
-
-        if (len - i < n) {
-            return 0;
-        }
-
-        for (k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) {
-                return 0;
-            }
-
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-
-        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)
-            || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-/*
- * The next string of the byte area: at the cursor, at most max bytes,
- * followed by a NUL. NULL when it is, or what is wrong.
- */
-static const char *
-pg_check_str(pg_check_t *c, const pg_blob_str_t *str, size_t max)
-{
-    if (str->off != c->bytes) {
-        return "out of place";
-    }
-
-    if (str->len > max || c->bytes + str->len + 1 > c->size) {
-        return "too long";
-    }
-
-    if (c->base[c->bytes + str->len] != '\0') {
-        return "not NUL-terminated";
-    }
-
-    c->bytes += (uint64_t) str->len + 1;
-
-    return NULL;
-}
-
-
-/* A name: pg_check_str() and [a-z0-9_]{1,64}. */
-static const char *
-pg_check_name(pg_check_t *c, const pg_blob_str_t *str)
-{
-    const char  *why;
-
-    why = pg_check_str(c, str, PG_NAME_MAX);
-
-    if (why == NULL
-        && !pg_valid_name((const char *) c->base + str->off, str->len))
-    {
-        why = "not a valid name";
-    }
-
-    return why;
-}
-
-
-/* description, updated_at or updated_by: a text when meta has bit, else
- * nothing at all. */
-static const char *
-pg_check_text(pg_check_t *c, uint32_t meta, uint32_t bit,
-    const pg_blob_str_t *str)
-{
-    const char  *why;
-
-    if (!(meta & bit)) {
-        return (str->off | str->len) ? "unknown metadata" : NULL;
-    }
-
-    why = pg_check_str(c, str, PG_TEXT_MAX);
-
-    if (why == NULL && !pg_utf8_valid(c->base + str->off, str->len)) {
-        why = "a text that is not UTF-8";
-    }
-
-    return why;
-}
-
-
-/*
- * An allow or deny list: its slots at the records' cursor, its entries at
- * the byte cursor, each a valid id under its own hash; every id in exactly
- * one slot, where a probe from its hash finds it, and no id twice.
- */
-static const char *
-pg_check_list(pg_check_t *c, const pg_blob_list_t *bl)
-{
-    uint32_t              i, j, s, used, len, hash;
-    uint64_t              off, end, t;
-    const uint32_t       *slots;
-    const unsigned char  *e;
-
-    if (bl->count == 0) {
-        return (bl->mask | bl->slots | bl->entries) ? "an empty list with "
-                                                      "a table" : NULL;
-    }
-
-    if (bl->count > PG_LIST_MAX || bl->mask != pg_slot_count(bl->count) - 1)
-    {
-        return "a table of the wrong size";
-    }
-
-    if (bl->slots != c->fixed
-        || c->fixed + ((uint64_t) bl->mask + 1) * 4 > c->fixed_end)
-    {
-        return "a table out of place";
-    }
-
-    c->fixed += ((uint64_t) bl->mask + 1) * 4;
-
-    if (bl->entries != c->bytes) {
-        return "entries out of place";
-    }
-
-    /* the entries, one after the other */
-
-    for (i = 0; i < bl->count; i++) {
-        e = c->base + c->bytes;
-
-        if (c->bytes + PG_BLOB_ENTRY_HEAD > c->size
-            || c->bytes + PG_BLOB_ENTRY_HEAD + e[4] > c->size)
-        {
-            return "an entry past the end";
-        }
-
-        len = e[4];
-
-        if (!pg_valid_company((const char *) e + PG_BLOB_ENTRY_HEAD, len)) {
-            return "an invalid company id";
-        }
-
-        if (pg_blob_rd32(e) != pg_murmur3_32(e + PG_BLOB_ENTRY_HEAD, len,
-                                             PG_BLOB_SET_SEED))
-        {
-            return "an entry with a wrong hash";
-        }
-
-        c->bytes += PG_BLOB_ENTRY_HEAD + len;
-    }
-
-    /* every used slot points inside the entries, so a probe reads safely;
-     * count of them, so at least half the slots are empty and every probe
-     * ends */
-
-    slots = (const uint32_t *) (const void *) (c->base + bl->slots);
-    end = c->bytes;
-    used = 0;
-
-    for (j = 0; j <= bl->mask; j++) {
-        if (slots[j] == 0) {
-            continue;
-        }
-
-        t = (uint64_t) slots[j] - 1;
-
-        if (t < bl->entries || t + PG_BLOB_ENTRY_HEAD > end
-            || t + PG_BLOB_ENTRY_HEAD + c->base[t + 4] > end)
-        {
-            return "a slot outside its entries";
-        }
-
-        used++;
-    }
-
-    if (used != bl->count) {
-        return "a table that does not hold its entries";
-    }
-
-    /* each entry is found by the probe that pg_eval() makes, in a slot of
-     * its own (count slots for count entries), and no other id is equal */
-
-    for (off = bl->entries; off < end; off += PG_BLOB_ENTRY_HEAD + len) {
-        e = c->base + off;
-        hash = pg_blob_rd32(e);
-        len = e[4];
-
-        for (j = hash & bl->mask; (s = slots[j]) != 0; j = (j + 1) & bl->mask)
-        {
-            if (s - 1 == off) {
-                break;
-            }
-
-            t = (uint64_t) s - 1;
-
-            if (pg_blob_rd32(c->base + t) == hash && c->base[t + 4] == len
-                && memcmp(c->base + t + PG_BLOB_ENTRY_HEAD,
-                          e + PG_BLOB_ENTRY_HEAD, len) == 0)
-            {
-                return "a company id twice";
-            }
-        }
-
-        if (s == 0) {
-            return "an entry its table does not find";
-        }
-    }
-
-    return NULL;
-}
-
-
-/* One flag record; flags and n are its environment's, for `requires`. */
-static const char *
-pg_check_flag(pg_check_t *c, const pg_blob_flag_t *f, uint32_t index,
-    uint32_t n)
-{
-    size_t          i;
-    const char     *why;
-    const uint8_t  *s;
-
-    why = pg_check_name(c, &f->name);
-
-    if (why != NULL) {
-        return why;
-    }
-
-    if (f->salt.off == f->name.off) {
-        if (f->salt.len != f->name.len) {
-            return "a salt that is part of the name";
-        }
-
-    } else {
-        why = pg_check_str(c, &f->salt, PG_SALT_MAX);
-
-        if (why != NULL) {
-            return why;
-        }
-
-        s = c->base + f->salt.off;
-
-        for (i = 0; i < f->salt.len; i++) {
-            if (s[i] < 0x21 || s[i] > 0x7e) {
-                return "a salt that is not printable ASCII";
-            }
-        }
-
-        /* the compiler writes a salt equal to the name as the default */
-        if (f->salt.len == 0
-            || (f->salt.len == f->name.len
-                && memcmp(s, c->base + f->name.off, f->salt.len) == 0))
-        {
-            return "a salt that is empty or the name again";
-        }
-    }
-
-    if (f->enabled > 1 || f->bp > PG_BP_MAX) {
-        return "enabled or rollout out of range";
-    }
-
-    if (f->requires > n || f->requires == index + 1) {
-        return "requires out of range";
-    }
-
-    if ((f->meta & ~(PG_BLOB_META_VERSION | PG_BLOB_META_DESCRIPTION
-                     | PG_BLOB_META_UPDATED_AT | PG_BLOB_META_UPDATED_BY))
-        || (!(f->meta & PG_BLOB_META_VERSION)
-            && (f->version_lo | f->version_hi)))
-    {
-        return "unknown metadata";
-    }
-
-    why = pg_check_text(c, f->meta, PG_BLOB_META_DESCRIPTION,
-                        &f->description);
-
-    if (why == NULL) {
-        why = pg_check_text(c, f->meta, PG_BLOB_META_UPDATED_AT,
-                            &f->updated_at);
-    }
-
-    if (why == NULL) {
-        why = pg_check_text(c, f->meta, PG_BLOB_META_UPDATED_BY,
-                            &f->updated_by);
-    }
-
-    if (why == NULL) {
-        why = pg_check_list(c, &f->allow);
-    }
-
-    if (why == NULL) {
-        why = pg_check_list(c, &f->deny);
-    }
-
-    return why;
-}
-
-
-/* No `requires` chain of one environment comes back to where it began. */
-static int
-pg_check_acyclic(const pg_blob_flag_t *flags, uint32_t n)
-{
-    uint32_t       i, r;
-    unsigned char  state[PG_FLAGS_MAX];     /* as in pg_env_resolve() */
-
-    memset(state, 0, n);
-
-    for (i = 0; i < n; i++) {
-        for (r = i + 1; r != 0 && state[r - 1] == 0; r = flags[r - 1].requires)
-        {
-            state[r - 1] = 1;
-        }
-
-        if (r != 0 && state[r - 1] == 1) {
-            return 0;
-        }
-
-        for (r = i + 1; r != 0 && state[r - 1] == 1;
-             r = flags[r - 1].requires)
-        {
-            state[r - 1] = 2;
-        }
-    }
-
-    return 1;
-}
-
-
-/*
- * The whole blob past a header pg_snap_open() has checked (magic, layout,
- * size). PG_OK, or PG_ERR with err naming the first thing out of place.
- */
-static int
-pg_blob_check(const unsigned char *base, size_t size, pg_error_t *err)
-{
-    int                    rev_ok;
-    uint32_t               i, j, n;
-    uint64_t               total, records, start, revision;
-    pg_check_t             c;
-    const char            *why;
-    const pg_blob_hdr_t   *hdr;
-    const pg_blob_env_t   *envs, *e;
-    const pg_blob_flag_t  *flags;
-
-    hdr = (const pg_blob_hdr_t *) (const void *) base;
-
-    revision = ((uint64_t) hdr->revision_hi << 32) | hdr->revision_lo;
-    rev_ok = revision <= (uint64_t) PG_REVISION_MAX;
-
-    if (size % 4 != 0 || hdr->reserved != 0 || !rev_ok) {
-        return pg_fail(err, "snapshot blob has a corrupt header");
-    }
-
-    if (hdr->envs != sizeof(pg_blob_hdr_t) || hdr->env_count > PG_ENVS_MAX
-        || sizeof(pg_blob_hdr_t)
-           + (uint64_t) hdr->env_count * sizeof(pg_blob_env_t) > size)
-    {
-        return pg_fail(err, "snapshot blob has a corrupt environment table");
-    }
-
-    /* the records: environments, then every environment's flags */
-
-    envs = (const pg_blob_env_t *) (const void *) (base + hdr->envs);
-    records = sizeof(pg_blob_hdr_t)
-              + (uint64_t) hdr->env_count * sizeof(pg_blob_env_t);
-
-    for (i = 0; i < hdr->env_count; i++) {
-        if (envs[i].flag_count > PG_FLAGS_MAX || envs[i].flags != records) {
-            return pg_fail(err, "snapshot blob has a corrupt flag table in "
-                           "environment %u", (unsigned) i);
-        }
-
-        records += (uint64_t) envs[i].flag_count * sizeof(pg_blob_flag_t);
-    }
-
-    /* the byte area starts with the first name, after the slot tables */
-    start = hdr->env_count ? envs[0].name.off : records;
-
-    if (records > size) {
-        return pg_fail(err, "snapshot blob has a corrupt flag table");
-    }
-
-    if (start < records || start > size) {
-        return pg_fail(err, "snapshot blob is corrupt: environment 0's name "
-                       "is out of place");
-    }
-
-    c.base = base;
-    c.size = size;
-    c.fixed = records;
-    c.fixed_end = start;
-    c.bytes = start;
-
-    for (i = 0; i < hdr->env_count; i++) {
-        e = &envs[i];
-
-        why = pg_check_name(&c, &e->name);
-
-        if (why == NULL && i > 0
-            && pg_blob_namecmp((const char *) base + envs[i - 1].name.off,
-                               envs[i - 1].name.len,
-                               (const char *) base + e->name.off,
-                               e->name.len) >= 0)
-        {
-            why = "out of order";
-        }
-
-        if (why != NULL) {
-            return pg_fail(err, "snapshot blob is corrupt: environment %u's "
-                           "name is %s", (unsigned) i, why);
-        }
-
-        flags = (const pg_blob_flag_t *) (const void *) (base + e->flags);
-        n = e->flag_count;
-
-        for (j = 0; j < n; j++) {
-            why = pg_check_flag(&c, &flags[j], j, n);
-
-            if (why == NULL && j > 0
-                && pg_blob_namecmp((const char *) base + flags[j - 1].name.off,
-                                   flags[j - 1].name.len,
-                                   (const char *) base + flags[j].name.off,
-                                   flags[j].name.len) >= 0)
-            {
-                why = "a name out of order";
-            }
-
-            if (why != NULL) {
-                return pg_fail(err, "snapshot blob is corrupt: environment "
-                               "%u, flag %u: %s", (unsigned) i,
-                               (unsigned) j, why);
-            }
-        }
-
-        if (!pg_check_acyclic(flags, n)) {
-            return pg_fail(err, "snapshot blob is corrupt: environment %u: "
-                           "a requires cycle", (unsigned) i);
-        }
-    }
-
-    /* the slot tables fill the gap to the byte area, which fills the blob
-     * up to zero padding */
-
-    total = (c.bytes + 3) & ~(uint64_t) 3;
-
-    if (c.fixed != start || total != size) {
-        return pg_fail(err, "snapshot blob is corrupt: its parts do not "
-                       "fill it");
-    }
-
-    while (c.bytes < size) {
-        if (base[c.bytes++] != 0) {
-            return pg_fail(err, "snapshot blob is corrupt: padding is not "
-                           "zero");
-        }
-    }
-
-    return PG_OK;
-}
-
-
-int
-pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
-    pg_error_t *err)
-{
-    const pg_blob_hdr_t  *hdr;
-
-    snap->base = NULL;
-    snap->size = 0;
-
-    if (size == 0) {
-        return PG_OK;       /* the empty snapshot */
-    }
-
-    if (blob == NULL) {
-        return pg_fail(err, "snapshot blob is missing");
-    }
-
-    if ((uintptr_t) blob % sizeof(uint32_t) != 0) {
-        return pg_fail(err, "snapshot blob is not aligned to 4 bytes");
-    }
-
-    if (size < sizeof(pg_blob_hdr_t)) {
-        return pg_fail(err, "snapshot blob is too small: %zu bytes", size);
-    }
-
-    hdr = blob;
-
-    if (hdr->magic != PG_SNAP_MAGIC) {
-        return pg_fail(err, "snapshot blob has a bad magic 0x%08x",
-                       (unsigned) hdr->magic);
-    }
-
-    if (hdr->layout != PG_SNAP_LAYOUT) {
-        return pg_fail(err, "snapshot blob has layout %u, expected %d",
-                       (unsigned) hdr->layout, PG_SNAP_LAYOUT);
-    }
-
-    if (hdr->size != size) {
-        return pg_fail(err, "snapshot blob says %u bytes, but has %zu",
-                       (unsigned) hdr->size, size);
-    }
-
-    if (pg_blob_check(blob, size, err) != PG_OK) {
-        return PG_ERR;
-    }
-
-    snap->base = blob;
-    snap->size = size;
-
-    return PG_OK;
 }
 
 
@@ -1699,20 +1224,77 @@ pg_snap_env_flag_count(const pg_snap_t *snap, size_t i)
 }
 
 
+size_t
+pg_snap_index_size(const pg_snap_t *snap)
+{
+    if (snap == NULL || snap->base == NULL) {
+        return 0;
+    }
+
+    return pg_blob_hdr(snap)->size;
+}
+
+
+size_t
+pg_snap_piece_count(const pg_snap_t *snap)
+{
+    if (snap == NULL || snap->base == NULL) {
+        return 0;
+    }
+
+    return pg_blob_hdr(snap)->list_count;
+}
+
+
+uint64_t
+pg_snap_piece_id(const pg_snap_t *snap, size_t i, size_t *size)
+{
+    const pg_blob_ref_t  *ref;
+
+    if (i >= pg_snap_piece_count(snap)) {
+        if (size != NULL) {
+            *size = 0;
+        }
+
+        return 0;
+    }
+
+    ref = pg_blob_at(snap, pg_blob_ref_t, pg_blob_hdr(snap)->lists) + i;
+
+    if (size != NULL) {
+        *size = ref->size;
+    }
+
+    return ((uint64_t) ref->id_hi << 32) | ref->id_lo;
+}
+
+
+const unsigned char *
+pg_snap_piece(const pg_snap_t *snap, size_t i)
+{
+    if (i >= pg_snap_piece_count(snap)) {
+        return NULL;
+    }
+
+    return pg_blob_piece(snap, (uint32_t) i + 1);
+}
+
+
 static json_t *
 pg_list_to_json(const pg_snap_t *snap, const pg_blob_list_t *bl)
 {
     uint32_t              i;
     json_t               *array;
-    const unsigned char  *e;
+    const unsigned char  *piece, *e;
 
     array = json_array();
 
-    if (array == NULL) {
-        return NULL;
+    if (array == NULL || bl->count == 0) {
+        return array;
     }
 
-    e = snap->base + bl->entries;
+    piece = pg_blob_piece(snap, bl->piece);
+    e = piece + pg_blob_entries(piece);
 
     for (i = 0; i < bl->count; i++) {
         if (json_array_append_new(array,

@@ -5,10 +5,16 @@
  * snapshot in its two forms:
  *
  *   - JSON, the form of the API, the state file and Redis (DESIGN.md);
- *   - the compiled blob: one contiguous, position-independent buffer
- *     (offsets, never pointers). The module keeps it in the shared-memory
- *     zone and every worker copies it with one memcpy, so a worker never
- *     re-parses JSON and never follows a pointer into shared memory.
+ *   - the compiled form: an index (environments, flags, their scalars,
+ *     names, metadata) and one piece per non-empty allow/deny list, each
+ *     position-independent (offsets, never pointers) and named by a
+ *     64-bit id. The packed form is one buffer, the index then its
+ *     pieces (the controller, the tests); the module keeps the index and
+ *     each piece in an allocation of its own in the shared-memory zone,
+ *     so that a change of one flag replaces that flag's pieces only, and
+ *     a worker copies only the pieces it does not hold yet. A worker
+ *     never re-parses JSON and never follows a pointer into shared
+ *     memory. pg_blob.h has the layout.
  *
  * The core has no nginx dependency: the controller compiles the same files,
  * so `portal-gatectl explain` gives exactly the edge's answer.
@@ -19,8 +25,10 @@
  * an operator.
  *
  * Ownership: a blob returned by pg_snap_compile*() is malloc()ed and owned
- * by the caller, who releases it with free(). A pg_snap_t is a borrowed view
- * of a blob: it owns nothing and is valid only while the blob is.
+ * by the caller, who releases it with free(); a pg_build_t's buffers are
+ * released with pg_build_free(). A pg_snap_t is a borrowed view of a blob
+ * (or of an index and its pieces): it owns nothing and is valid only
+ * while they are.
  */
 
 #ifndef PORTAL_GATE_H
@@ -66,8 +74,12 @@
 
 /* The first 4 bytes of every blob: "PGSN" read as a little-endian word. */
 #define PG_SNAP_MAGIC      0x4e534750u
-/* Bumped whenever the blob layout changes. */
-#define PG_SNAP_LAYOUT     1
+/* Bumped whenever the blob layout changes (2: an index and pieces). */
+#define PG_SNAP_LAYOUT     2
+
+/* The most piece ids one build takes: a list of each kind per flag. A
+ * maker that numbers builds from first_id reserves this many per build. */
+#define PG_BUILD_IDS       (2 * PG_FLAGS_MAX * PG_ENVS_MAX)
 
 
 typedef struct {
@@ -94,12 +106,38 @@ typedef struct {
 } pg_result_t;
 
 
-/* A borrowed, read-only view of a compiled blob. base == NULL is the empty
- * snapshot: revision 0, no environments; every flag evaluates "unknown". */
+/* A borrowed, read-only view of a compiled snapshot. base == NULL is the
+ * empty snapshot: revision 0, no environments; every flag evaluates
+ * "unknown". */
 typedef struct {
-    const unsigned char  *base;
-    size_t                size;
+    const unsigned char         *base;      /* the index (the packed form:
+                                               its pieces follow) */
+    size_t                       size;      /* bytes at base */
+    const unsigned char *const  *pieces;    /* NULL: the packed form;
+                                               otherwise one per piece, in
+                                               the index's order */
 } pg_snap_t;
+
+
+/*
+ * A snapshot built in the pieces form (pg_snap_build_*): the index and
+ * the pieces it names, in its order. A piece is a new malloc()ed buffer,
+ * or NULL when the build keeps the old snapshot's piece of that id
+ * (kept[i] is then the old index's position + 1; 0 for a new piece).
+ * Released with pg_build_free().
+ */
+typedef struct {
+    unsigned char   *index;
+    size_t           index_size;
+    size_t           count;         /* pieces the index names */
+    unsigned char  **pieces;        /* [count] */
+    size_t          *sizes;         /* [count] */
+    uint64_t        *ids;           /* [count] */
+    size_t          *kept;          /* [count] */
+    int64_t          revision;
+    size_t           bytes;         /* index and every piece */
+    size_t           new_bytes;     /* index and the new pieces */
+} pg_build_t;
 
 
 /* --- hash and bucket ------------------------------------------------- */
@@ -147,6 +185,34 @@ int pg_snap_compile_json(const json_t *root, unsigned char **blob,
  */
 int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
 
+/*
+ * Validate a whole snapshot, as pg_snap_compile_json(), and build it in
+ * the pieces form: every piece new, numbered first_id, first_id + 1, ...
+ * (at most PG_BUILD_IDS of them). root is borrowed.
+ */
+int pg_snap_build_json(const json_t *root, uint64_t first_id,
+    pg_build_t *out, pg_error_t *err);
+
+/*
+ * Apply a patch (the body of PATCH snapshot, as pg_snap_patch_json()
+ * takes it) to a snapshot's index, without reading its lists: only the
+ * flags the patch names are compiled; a new index is made from the old
+ * one plus those flags, checked exactly as a whole snapshot is
+ * (`requires` resolved, cycles, limits, with the same messages), and
+ * every piece of a flag the patch does not name is kept (out->pieces[i]
+ * NULL, out->kept[i] its old position + 1). New pieces are numbered from
+ * first_id. index (its index_size bytes, as pg_snap_index() gives them)
+ * may be NULL with size 0: the empty snapshot; it is checked first.
+ *
+ * PG_OK; PG_CONFLICT when the index's revision is not the patch's
+ * base_revision; PG_ERR otherwise; err says what was wrong.
+ */
+int pg_snap_build_patch(const void *index, size_t index_size,
+    const json_t *patch, uint64_t first_id, pg_build_t *out,
+    pg_error_t *err);
+
+void pg_build_free(pg_build_t *b);
+
 
 /* --- snapshot: patches (pg_patch.c) ----------------------------------- */
 
@@ -182,14 +248,48 @@ int pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
 /* --- snapshot: blob -> view, JSON ------------------------------------ */
 
-/* Check a whole blob and make a view of it: every record, table, string
- * and list entry must sit where the compiler puts it, so anything accepted
- * is safe to read (a pass over the blob, about 30 times a memcpy of it).
+/* Check a whole blob in the packed form (the index, then its pieces) and
+ * make a view of it: every record, table, string and list entry must sit
+ * where the compiler puts it, so anything accepted is safe to read (a
+ * pass over the blob, about 30 times a memcpy of it).
  * blob may be NULL with size 0: the empty snapshot (size 0 is the empty
  * snapshot whatever blob is). blob must be 4-byte aligned, as malloc()
  * and the slab allocator give; a misaligned copy is refused. */
 int pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
     pg_error_t *err);
+
+/*
+ * Check one piece whole (anything may have written it: the zone is
+ * shared) before any reader sees it: PG_OK or PG_ERR. piece must be
+ * 4-byte aligned.
+ */
+int pg_piece_check(const void *piece, size_t size, pg_error_t *err);
+
+/* A piece's id from its header (a checked piece). */
+uint64_t pg_piece_id(const void *piece);
+
+/*
+ * Check an index and make a view of it in the pieces form: pieces[i] is
+ * the piece the index names i-th, which the caller has checked with
+ * pg_piece_check(); each must be the one the index names (its id, size
+ * and count are compared), or the view is refused. index may be NULL
+ * with size 0: the empty snapshot (pieces is then ignored).
+ */
+int pg_snap_open_pieces(pg_snap_t *snap, const void *index, size_t size,
+    const unsigned char *const *pieces, pg_error_t *err);
+
+/* The index of an opened snapshot: its first bytes, and how many (0 for
+ * the empty snapshot). */
+size_t pg_snap_index_size(const pg_snap_t *snap);
+
+/* The pieces an opened snapshot's index names, and the i-th one's id and
+ * size (0 when i is out of range). */
+size_t pg_snap_piece_count(const pg_snap_t *snap);
+uint64_t pg_snap_piece_id(const pg_snap_t *snap, size_t i, size_t *size);
+
+/* The i-th piece's bytes: in the packed form, where it sits; in the
+ * pieces form, the caller's pointer. NULL when i is out of range. */
+const unsigned char *pg_snap_piece(const pg_snap_t *snap, size_t i);
 
 /* The snapshot's revision; 0 for the empty snapshot. */
 int64_t pg_snap_revision(const pg_snap_t *snap);
@@ -221,8 +321,9 @@ void pg_eval(const pg_snap_t *snap, const char *env, size_t env_len,
  * Turn flag off in env in a blob that the caller owns and may write, as
  * `"enabled": false` would: the edge's kill overrides, applied to each
  * worker's copy, so that evaluation (requires included) costs nothing
- * more. blob must be snap->base. Returns 1 when the flag is there, and 0
- * when it is not (then it evaluates off, "unknown", anyway).
+ * more. blob must be snap->base (the index). Returns 1 when the flag is
+ * there, and 0 when it is not (then it evaluates off, "unknown",
+ * anyway).
  */
 int pg_snap_kill(const pg_snap_t *snap, unsigned char *blob,
     const char *env, size_t env_len, const char *flag, size_t flag_len);

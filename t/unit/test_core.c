@@ -1318,6 +1318,23 @@ t_blob_flag(unsigned char *blob, size_t e, size_t i)
 }
 
 
+/* The reference of a flag's list in a packed blob, and its piece. */
+static pg_blob_ref_t *
+t_blob_ref(unsigned char *blob, const pg_blob_list_t *bl)
+{
+    return (pg_blob_ref_t *) (void *) (blob
+               + ((pg_blob_hdr_t *) (void *) blob)->lists)
+           + bl->piece - 1;
+}
+
+
+static unsigned char *
+t_blob_piece(unsigned char *blob, const pg_blob_list_t *bl)
+{
+    return blob + t_blob_ref(blob, bl)->off;
+}
+
+
 /* A copy of the good blob for one corruption; NULL ends the test. */
 static unsigned char *
 t_blob_copy(const t_snap_t *s)
@@ -1391,29 +1408,55 @@ test_blob_refused(void)
     T_CORRUPT(t_blob_env(c, 1)->flags += 2, "flag table",
               "blob: a misaligned flag table is refused");
 
-    T_CORRUPT(a->allow.slots = (uint32_t) s.size - 4, "table out of place",
-              "blob: an allow table past the end is refused (pg_list_has "
+    T_CORRUPT(t_blob_ref(c, &a->allow)->off = (uint32_t) s.size - 4,
+              "piece 0's reference",
+              "blob: an allow piece past the end is refused (pg_list_has "
               "read it)");
 
-    T_CORRUPT(slots = (uint32_t *) (void *) (c + a->allow.slots);
+    T_CORRUPT(a->allow.piece = 2, "names another piece",
+              "blob: a list naming another list's piece is refused");
+
+    T_CORRUPT(a->deny.count = 0, "empty list with a piece",
+              "blob: an empty list naming a piece is refused");
+
+    T_CORRUPT(a->allow.count = 2, "not the one the index names",
+              "blob: a list whose count is not its piece's is refused "
+              "(pg_list_to_json walked by the index's count)");
+
+    T_CORRUPT(t_blob_ref(c, &a->allow)->id_lo ^= 2,
+              "not the one the index names",
+              "blob: a piece whose id is not its reference's is refused");
+
+    T_CORRUPT(slots = (uint32_t *) (void *) (t_blob_piece(c, &a->allow)
+                                             + sizeof(pg_blob_piece_t));
               for (j = 0; slots[j] == 0; j++) { /* void */ }
               slots[j] = (uint32_t) s.size + 100,
               "a slot outside its entries",
               "blob: a slot pointing past the entries is refused "
               "(pg_list_has read the entry)");
 
-    T_CORRUPT(a->allow.count = 1000, "table of the wrong size",
-              "blob: a list count past its entries is refused "
+    T_CORRUPT(((pg_blob_piece_t *) (void *) t_blob_piece(c, &a->allow))
+                  ->count = 1000,
+              "table of the wrong size",
+              "blob: a piece's count past its entries is refused "
               "(pg_list_to_json walked past the end)");
 
-    T_CORRUPT(c[a->allow.entries + PG_BLOB_ENTRY_HEAD + 3] = '9',
+    T_CORRUPT(t_blob_piece(c, &a->allow)[pg_blob_entries(
+                  t_blob_piece(c, &a->allow)) + PG_BLOB_ENTRY_HEAD + 3] = '9',
               "wrong hash",
               "blob: an id that no longer matches its hash is refused "
               "(its table would not find it)");
 
-    T_CORRUPT(slots = (uint32_t *) (void *) (c + a->allow.slots);
-              for (j = 0; j <= a->allow.mask; j++) {
-                  slots[j] = slots[j] ? slots[j] : a->allow.entries + 1;
+    T_CORRUPT(slots = (uint32_t *) (void *) (t_blob_piece(c, &a->allow)
+                                             + sizeof(pg_blob_piece_t));
+              for (j = 0;
+                   j <= ((pg_blob_piece_t *) (void *)
+                         t_blob_piece(c, &a->allow))->mask;
+                   j++)
+              {
+                  slots[j] = slots[j] ? slots[j]
+                                      : (uint32_t) pg_blob_entries(
+                                            t_blob_piece(c, &a->allow)) + 1;
               },
               "a table that does not hold its entries",
               "blob: a table without an empty slot is refused (a probe "
@@ -1903,7 +1946,7 @@ test_patch_empty_edge(void)
 
     /* an edge with no snapshot yet: the empty snapshot, revision 0 */
 
-    snap = pg_snap_to_json(&(pg_snap_t) { NULL, 0 });
+    snap = pg_snap_to_json(&(pg_snap_t) { NULL, 0, NULL });
     p = t_json("{\"base_revision\": 0, \"revision\": 1, \"environments\":"
                " {\"production\": {\"a\": {\"rollout\": 100}}}}");
 
@@ -1920,6 +1963,508 @@ test_patch_empty_edge(void)
 
     json_decref(p);
     json_decref(snap);
+}
+
+
+/* --- the pieces form and a patch of an index (pg_build.c) ------------- */
+
+/* A build's pieces as a view needs them: the new ones, and for each kept
+ * one the old build's piece of that position. Freed by the caller. */
+static const unsigned char **
+t_build_pieces(const pg_build_t *b, const unsigned char *const *old)
+{
+    size_t                 i;
+    const unsigned char  **p;
+
+    p = calloc(b->count ? b->count : 1, sizeof(unsigned char *));
+
+    for (i = 0; p != NULL && i < b->count; i++) {
+        p[i] = b->kept[i] ? old[b->kept[i] - 1] : b->pieces[i];
+    }
+
+    return p;
+}
+
+
+/* The text of a view, for comparisons; malloc()ed. */
+static char *
+t_view_text(const pg_snap_t *snap)
+{
+    char    *text;
+    json_t  *root;
+
+    root = pg_snap_to_json(snap);
+    text = root ? t_dump(root) : NULL;
+    json_decref(root);
+
+    return text;
+}
+
+
+static void
+test_pieces_form(void)
+{
+    int                    same;
+    char                  *a, *b;
+    size_t                 i;
+    json_t                *root;
+    t_snap_t               s;
+    pg_snap_t              view;
+    pg_build_t             build;
+    pg_error_t             err;
+    pg_result_t            r1, r2;
+    const char            *ids[] = { "1001", "1002", "9", "x", "" };
+    const unsigned char   *swapped[2];
+
+    if (!t_ok(t_compile(t_blob_json, &s), "pieces: the packed form opens")) {
+        return;
+    }
+
+    root = t_json(t_blob_json);
+
+    if (!t_ok(pg_snap_build_json(root, 1000, &build, &err) == PG_OK,
+              "pieces: a snapshot builds in the pieces form"))
+    {
+        t_diag("%s", err.text);
+        json_decref(root);
+        t_snap_free(&s);
+        return;
+    }
+
+    json_decref(root);
+
+    t_ok(build.count == 2 && build.ids[0] == 1000 && build.ids[1] == 1001
+         && build.kept[0] == 0 && build.kept[1] == 0,
+         "pieces: one new piece per non-empty list, numbered from first_id");
+
+    t_ok(pg_piece_check(build.pieces[0], build.sizes[0], &err) == PG_OK
+         && pg_piece_check(build.pieces[1], build.sizes[1], &err) == PG_OK
+         && pg_piece_id(build.pieces[1]) == 1001,
+         "pieces: each piece checks on its own");
+
+    t_ok(pg_snap_open_pieces(&view, build.index, build.index_size,
+                             (const unsigned char *const *) build.pieces,
+                             &err) == PG_OK,
+         "pieces: the index opens with its pieces");
+
+    same = 1;
+
+    for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        pg_eval(&s.snap, "production", 10, "a", 1, ids[i], strlen(ids[i]),
+                &r1);
+        pg_eval(&view, "production", 10, "a", 1, ids[i], strlen(ids[i]),
+                &r2);
+        same &= r1.on == r2.on && r1.reason == r2.reason
+                && r1.bucket == r2.bucket;
+    }
+
+    t_ok(same, "pieces: evaluation is the packed form's");
+
+    a = t_view_text(&s.snap);
+    b = t_view_text(&view);
+    t_ok(a && b && strcmp(a, b) == 0, "pieces: JSON is the packed form's");
+    free(a);
+    free(b);
+
+    t_ok(pg_snap_piece_count(&view) == 2
+         && pg_snap_piece_id(&view, 1, &i) == 1001 && i == build.sizes[1]
+         && pg_snap_piece(&view, 1) == build.pieces[1]
+         && pg_snap_index_size(&view) == build.index_size,
+         "pieces: the accessors name each piece");
+
+    swapped[0] = build.pieces[1];
+    swapped[1] = build.pieces[0];
+
+    t_ok(pg_snap_open_pieces(&view, build.index, build.index_size,
+                             swapped, &err) == PG_ERR
+         && strstr(err.text, "not the one the index names") != NULL,
+         "pieces: a piece in another's place is refused");
+
+    t_ok(pg_snap_open_pieces(&view, build.index, build.index_size, NULL,
+                             &err) == PG_ERR,
+         "pieces: an index without its pieces is refused");
+
+    build.pieces[0][sizeof(pg_blob_piece_t) - 4] = 1;
+    t_ok(pg_piece_check(build.pieces[0], build.sizes[0], &err) == PG_ERR,
+         "pieces: a piece with a corrupt header is refused");
+
+    pg_build_free(&build);
+    t_snap_free(&s);
+}
+
+
+static const char  t_build_base[] =
+    "{\"revision\": 7, \"environments\": {"
+    " \"production\": {"
+    "  \"big\": {\"rollout\": 5, \"allow\": [\"b1\", \"b2\", \"b3\", \"b4\"],"
+    "           \"deny\": [\"d1\"], \"salt\": \"s\", \"version\": 3,"
+    "           \"description\": \"big one\", \"updated_by\": \"ops\"},"
+    "  \"small\": {\"rollout\": 100, \"allow\": [\"s1\"]},"
+    "  \"child\": {\"requires\": \"big\", \"rollout\": 100}},"
+    " \"staging\": {\"x\": {\"rollout\": 50, \"deny\": [\"q\"]}}}}";
+
+
+/* t_patch_both(): the two ways disagree */
+#define T_BOTH_DIFFER  -99
+
+
+/*
+ * Apply patch both ways, to old (a build, and its JSON doc): the index
+ * way (pg_snap_build_patch) and the document way (pg_snap_patch_json,
+ * compiled). The same rc and error text, and on PG_OK the same JSON.
+ * On PG_OK *next is the index way's build and *next_doc the document.
+ */
+static int
+t_patch_both(const pg_build_t *old, const unsigned char *const *old_pieces,
+    const json_t *old_doc, const char *patch, pg_build_t *next,
+    const unsigned char ***next_pieces, json_t **next_doc, char *why,
+    size_t why_len)
+{
+    int              rc1, rc2, ok;
+    char            *a, *b;
+    size_t           size;
+    json_t          *p, *r;
+    pg_snap_t        view;
+    pg_error_t       e1, e2;
+    unsigned char   *blob;
+
+    p = t_json(patch);
+    memset(&e1, 0, sizeof(e1));
+    memset(&e2, 0, sizeof(e2));
+
+    rc1 = pg_snap_build_patch(old->index, old->index_size, p, 1000000,
+                              next, &e1);
+
+    r = NULL;
+    rc2 = pg_snap_patch_json(old_doc, p, &r, &e2);
+
+    b = NULL;
+
+    if (rc2 == PG_OK) {
+        rc2 = pg_snap_compile_json(r, &blob, &size, &e2);
+
+        if (rc2 == PG_OK) {
+            (void) pg_snap_open(&view, blob, size, &e2);
+            b = t_view_text(&view);
+            free(blob);
+        }
+    }
+
+    json_decref(p);
+
+    ok = rc1 == rc2 && (rc1 == PG_OK || strcmp(e1.text, e2.text) == 0);
+    snprintf(why, why_len, "index way %d \"%s\", document way %d \"%s\"",
+             rc1, rc1 == PG_OK ? "" : e1.text, rc2,
+             rc2 == PG_OK ? "" : e2.text);
+
+    if (rc1 != PG_OK || !ok) {
+        json_decref(r);
+
+        if (rc1 == PG_OK) {
+            pg_build_free(next);
+        }
+
+        free(b);
+
+        return rc1 == PG_OK ? T_BOTH_DIFFER : (ok ? rc1 : T_BOTH_DIFFER);
+    }
+
+    *next_pieces = t_build_pieces(next, old_pieces);
+
+    if (pg_snap_open_pieces(&view, next->index, next->index_size,
+                            *next_pieces, &e1) != PG_OK)
+    {
+        snprintf(why, why_len, "the patched index does not open: %s",
+                 e1.text);
+        free(*next_pieces);
+        pg_build_free(next);
+        json_decref(r);
+        free(b);
+        return T_BOTH_DIFFER;
+    }
+
+    a = t_view_text(&view);
+    ok = a && b && strcmp(a, b) == 0;
+
+    if (!ok) {
+        snprintf(why, why_len, "index way %.100s, document way %.100s",
+                 a ? a : "", b ? b : "");
+    }
+
+    free(a);
+    free(b);
+
+    if (!ok) {
+        free(*next_pieces);
+        pg_build_free(next);
+        json_decref(r);
+        return T_BOTH_DIFFER;
+    }
+
+    *next_doc = r;
+
+    return PG_OK;
+}
+
+
+static void
+test_build_patch(void)
+{
+    int                    rc;
+    char                   why[512];
+    size_t                 i, big_allow;
+    json_t                *doc, *doc2, *doc3;
+    pg_snap_t              view;
+    pg_build_t             old, next, next2;
+    pg_error_t             err;
+    pg_result_t            res;
+    const unsigned char  **np, **np2;
+
+    doc = t_json(t_build_base);
+
+    if (!t_ok(doc && pg_snap_build_json(doc, 1, &old, &err) == PG_OK,
+              "build patch: the base builds"))
+    {
+        json_decref(doc);
+        return;
+    }
+
+    /* a kill of "small": big's pieces kept, small's new */
+
+    rc = t_patch_both(&old, (const unsigned char *const *) old.pieces, doc,
+                      "{\"base_revision\": 7, \"revision\": 8,"
+                      " \"environments\": {\"production\": {\"small\":"
+                      " {\"enabled\": false, \"rollout\": 100,"
+                      " \"allow\": [\"s1\"]}}}}",
+                      &next, &np, &doc2, why, sizeof(why));
+
+    if (!t_ok(rc == PG_OK, "build patch: a kill applies, and gives the "
+              "document way's snapshot"))
+    {
+        t_diag("%s", why);
+        pg_build_free(&old);
+        json_decref(doc);
+        return;
+    }
+
+    /* big: allow and deny are the first two lists of both indexes */
+    big_allow = 0;
+
+    t_ok(next.count == 4 && next.pieces[big_allow] == NULL
+         && next.kept[0] == 1 && next.kept[1] == 2
+         && next.ids[0] == old.ids[0] && next.ids[1] == old.ids[1]
+         && next.pieces[2] != NULL && next.kept[2] == 0
+         && next.ids[2] >= 1000000 && next.kept[3] == 4,
+         "build patch: only the patched flag's list is a new piece");
+
+    t_ok(next.new_bytes == next.index_size + next.sizes[2]
+         && next.bytes > next.new_bytes,
+         "build patch: new bytes are the index and that piece");
+
+    (void) pg_snap_open_pieces(&view, next.index, next.index_size, np,
+                               &err);
+    pg_eval(&view, "production", 10, "small", 5, "s1", 2, &res);
+    t_ok(!res.on && res.reason == PG_REASON_KILLED,
+         "build patch: the kill is in the new index");
+    pg_eval(&view, "production", 10, "big", 3, "b3", 2, &res);
+    t_ok(res.on && res.reason == PG_REASON_ALLOWED,
+         "build patch: a kept piece still answers");
+
+    /* a second patch on the first: delete small, add a flag in a new
+     * environment, change big's deny */
+
+    rc = t_patch_both(&next, np, doc2,
+                      "{\"base_revision\": 8, \"revision\": 10,"
+                      " \"environments\": {\"production\": {\"small\": null,"
+                      " \"big\": {\"rollout\": 5, \"allow\": [\"b1\"],"
+                      " \"deny\": [\"d2\", \"d3\"]}},"
+                      " \"qa\": {\"n\": {\"requires\": \"m\"},"
+                      " \"m\": {\"rollout\": 1}}}}",
+                      &next2, &np2, &doc3, why, sizeof(why));
+
+    if (t_ok(rc == PG_OK, "build patch: a patch on a patched index "
+             "(delete, replace, a new environment)"))
+    {
+        t_ok(next2.count == 3 && next2.kept[2] == 4,
+             "build patch: staging's piece is kept through two patches");
+        free(np2);
+        pg_build_free(&next2);
+        json_decref(doc3);
+
+    } else {
+        t_diag("%s", why);
+    }
+
+    /* refusals: the same answer and text as the document way */
+
+    static const char  *refused[] = {
+        "{\"base_revision\": 7, \"revision\": 9, \"environments\": {}}",
+        "{\"base_revision\": 8, \"revision\": 9, \"environments\":"
+        " {\"production\": {\"big\": null}}}",
+        "{\"base_revision\": 8, \"revision\": 9, \"environments\":"
+        " {\"production\": {\"big\": {\"requires\": \"child\"}}}}",
+        "{\"base_revision\": 8, \"revision\": 9, \"environments\":"
+        " {\"production\": {\"small\": {\"requires\": \"nope\"}}}}",
+        "{\"base_revision\": 8, \"revision\": 9, \"environments\":"
+        " {\"production\": {\"small\": {\"rolout\": 1}}}}",
+        "{\"base_revision\": 8, \"revision\": 9, \"environments\":"
+        " {\"production\": {\"small\": {\"allow\": [\"a b\"]}}}}",
+        "{\"base_revision\": 8, \"revision\": 8, \"environments\": {}}",
+        "{\"base_revision\": 8, \"revision\": 9, \"environment\": {}}",
+    };
+
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        rc = t_patch_both(&next, np, doc2, refused[i], &next2, &np2, &doc3,
+                          why, sizeof(why));
+
+        if (!t_ok(rc == PG_ERR || rc == PG_CONFLICT, "build patch: refusal "
+                  "%zu as the document way refuses it", i))
+        {
+            t_diag("%s", why);
+
+            if (rc == PG_OK) {
+                free(np2);
+                pg_build_free(&next2);
+                json_decref(doc3);
+            }
+        }
+    }
+
+    /* a corrupt old index is refused, never read past */
+
+    next.index[sizeof(pg_blob_hdr_t)] ^= 0x40;
+    t_ok(pg_snap_build_patch(next.index, next.index_size,
+                             doc2, 1, &next2, &err) == PG_ERR,
+         "build patch: a corrupt index is refused");
+
+    /* the empty snapshot: base 0 */
+
+    doc3 = t_json("{\"base_revision\": 0, \"revision\": 1, \"environments\":"
+                  " {\"production\": {\"a\": {\"allow\": [\"1\"]}}}}");
+    rc = pg_snap_build_patch(NULL, 0, doc3, 5, &next2, &err);
+    t_ok(rc == PG_OK && next2.count == 1 && next2.ids[0] == 5
+         && next2.kept[0] == 0,
+         "build patch: base 0 applies to the empty snapshot");
+
+    if (rc == PG_OK) {
+        pg_build_free(&next2);
+    }
+
+    json_decref(doc3);
+    free(np);
+    pg_build_free(&next);
+    pg_build_free(&old);
+    json_decref(doc2);
+    json_decref(doc);
+}
+
+
+/* A long series of random patches, both ways, from one base. */
+static void
+test_build_patch_series(void)
+{
+    int                    rc, ok;
+    char                   why[512], patch[2048], flag[512];
+    size_t                 i, k, n, npool;
+    json_t                *doc, *doc2;
+    pg_build_t             cur, next;
+    unsigned char        **pool;
+    pg_error_t             err;
+    unsigned int           seed;
+    const unsigned char  **pieces, **np;
+    static const char     *names[] = { "a", "b", "c", "d", "e" };
+
+    doc = t_json(t_build_base);
+
+    if (doc == NULL || pg_snap_build_json(doc, 1, &cur, &err) != PG_OK) {
+        t_ok(0, "series: the base builds");
+        json_decref(doc);
+        return;
+    }
+
+    pieces = t_build_pieces(&cur, NULL);
+    pool = calloc(2 * 300 * 3 + cur.count + 1, sizeof(unsigned char *));
+    npool = 0;
+
+    for (k = 0; pool != NULL && k < cur.count; k++) {
+        pool[npool++] = cur.pieces[k];
+        cur.pieces[k] = NULL;
+    }
+
+    seed = 12345;
+    ok = 1;
+
+    for (i = 0; i < 300 && ok; i++) {
+        n = 0;
+        n += (size_t) snprintf(patch + n, sizeof(patch) - n,
+                               "{\"base_revision\": %zu, \"revision\": %zu,"
+                               " \"environments\": {\"%s\": {",
+                               i == 0 ? (size_t) 7 : 7 + i, 8 + i,
+                               (seed = seed * 1103515245 + 12345) % 3
+                               ? "production" : "staging");
+
+        for (k = 0; k < 1 + (seed >> 16) % 3; k++) {
+            seed = seed * 1103515245 + 12345;
+
+            if ((seed >> 8) % 5 == 0) {
+                snprintf(flag, sizeof(flag), "null");
+            } else {
+                snprintf(flag, sizeof(flag), "{\"rollout\": %u,"
+                         " \"enabled\": %s, \"allow\": [\"%u\", \"%u\"]%s}",
+                         (seed >> 4) % 101, (seed >> 3) % 2 ? "true"
+                                                            : "false",
+                         (seed >> 5) % 50, (seed >> 7) % 50,
+                         (seed >> 9) % 4 == 0 ? ", \"requires\": \"a\"" : "");
+            }
+
+            n += (size_t) snprintf(patch + n, sizeof(patch) - n,
+                                   "%s\"%s\": %s", k ? ", " : "",
+                                   names[(i + k) % 5], flag);
+        }
+
+        snprintf(patch + n, sizeof(patch) - n, "}}}");
+
+        rc = t_patch_both(&cur, pieces, doc, patch, &next, &np, &doc2, why,
+                          sizeof(why));
+
+        if (rc == PG_OK) {
+            /* every piece lives in the pool until the end: kept ones are
+             * shared by the builds that follow */
+            for (k = 0; k < next.count; k++) {
+                if (next.pieces[k] != NULL) {
+                    pool[npool++] = next.pieces[k];
+                    next.pieces[k] = NULL;
+                }
+            }
+
+            free(pieces);
+            pieces = np;
+            pg_build_free(&cur);
+            cur = next;
+            json_decref(doc);
+            doc = doc2;
+
+        } else if (rc == T_BOTH_DIFFER) {
+            ok = 0;
+            t_diag("patch %zu: %s: %s", i, patch, why);
+
+        } else {
+            /* refused both ways alike: the next patch keeps this base */
+            i--;
+            seed += 7;
+        }
+    }
+
+    t_ok(ok, "series: 300 random patches give the document way's snapshot");
+
+    for (k = 0; k < npool; k++) {
+        free(pool[k]);
+    }
+
+    free(pool);
+    free(pieces);
+    pg_build_free(&cur);
+    json_decref(doc);
 }
 
 
@@ -1944,6 +2489,9 @@ main(void)
     test_patch_result_checked_by_compile();
     test_patch_refused();
     test_patch_empty_edge();
+    test_pieces_form();
+    test_build_patch();
+    test_build_patch_series();
 
     printf("1..%d\n", t_count);
 
