@@ -155,7 +155,10 @@ static const char  pg_store_write_lua[] =
     "  'ts', ARGV[6], 'actor', ARGV[7], 'env', ARGV[8], 'flag', ARGV[1],\n"
     "  'action', ARGV[9], 'before', cur, 'after', ARGV[3],\n"
     "  'reason', ARGV[10], 'revision', rev)\n"
-    "redis.call('PUBLISH', ARGV[4], rev)\n"
+    /* "REV ENV FLAG" (include/pg_store.h): this flag alone changed; %d,
+     * not the .. of a Lua number, which prints 1e+14 past 14 digits */
+    "redis.call('PUBLISH', ARGV[4],\n"
+    "  string.format('%d %s %s', rev, ARGV[8], ARGV[1]))\n"
     "return rev\n";
 
 /*
@@ -278,6 +281,8 @@ static int pg_store_parse_flags(pg_store_t *store, const char *env,
     json_t **flags);
 static const char *pg_store_field_name(const redisReply *name, char *buf,
     size_t size);
+static json_t *pg_store_parse_value(const char *name,
+    const redisReply *value, char *why, size_t size);
 
 
 int
@@ -765,10 +770,8 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
     char           odd[4 * PG_NAME_MAX + 8];
     size_t         i;
     json_t        *all, *flag;
-    pg_error_t     err;
     redisReply    *name, *value;
     const char    *fname;
-    json_error_t   jerr;
 
     all = json_object();
     if (all == NULL) {
@@ -789,16 +792,8 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
             snprintf(why, sizeof(why), "not a name a flag can have: it holds "
                      "a NUL byte");
 
-        } else if ((flag = json_loadb(value->str, value->len,
-                                      JSON_REJECT_DUPLICATES, &jerr))
-                   == NULL)
-        {
-            snprintf(why, sizeof(why), "not JSON: %s", jerr.text);
-
-        } else if (pg_flag_check_json(name->str, flag, &err) != PG_OK) {
-            snprintf(why, sizeof(why), "invalid: %s", err.text);
-            json_decref(flag);
-            flag = NULL;
+        } else {
+            flag = pg_store_parse_value(name->str, value, why, sizeof(why));
         }
 
         if (flag == NULL) {
@@ -823,6 +818,41 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
     *flags = all;
 
     return PG_OK;
+}
+
+
+/*
+ * Flag name's value in Redis (a string reply, borrowed) as a flag that is
+ * valid on its own: a new reference, or NULL with why it is not (size
+ * bytes of why).
+ */
+static json_t *
+pg_store_parse_value(const char *name, const redisReply *value, char *why,
+    size_t size)
+{
+    json_t        *flag;
+    pg_error_t     err;
+    json_error_t   jerr;
+
+    if (value->type != REDIS_REPLY_STRING) {
+        snprintf(why, size, "not a string");
+        return NULL;
+    }
+
+    flag = json_loadb(value->str, value->len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (flag == NULL) {
+        snprintf(why, size, "not JSON: %s", jerr.text);
+        return NULL;
+    }
+
+    if (pg_flag_check_json(name, flag, &err) != PG_OK) {
+        snprintf(why, size, "invalid: %s", err.text);
+        json_decref(flag);
+        return NULL;
+    }
+
+    return flag;
 }
 
 
@@ -1002,6 +1032,166 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
 
     freeReplyObject(exec);
     *snapshot = snap;
+
+    return PG_OK;
+}
+
+
+int
+pg_store_read_flags(pg_store_t *store, const char *const *envs,
+    const char *const *names, size_t n, pg_store_bad_pt bad, void *data,
+    int *initialised, json_t **read)
+{
+    int           rc;
+    char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
+    char          key[PG_STORE_KEY_MAX], why[PG_ERROR_LEN + 64], *end;
+    size_t        i;
+    json_t       *all, *flags, *flag;
+    int64_t       rev;
+    const char   *argv[3];
+    redisReply   *reply, *exec, *r;
+
+    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
+    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
+
+    /* one round trip: MULTI, EXISTS, GET, HGET per flag, EXEC */
+
+    argv[0] = "MULTI";
+    redisAppendCommandArgv(store->redis, 1, argv, NULL);
+
+    argv[0] = "EXISTS";
+    argv[1] = marker;
+    redisAppendCommandArgv(store->redis, 2, argv, NULL);
+
+    argv[0] = "GET";
+    argv[1] = revision;
+    redisAppendCommandArgv(store->redis, 2, argv, NULL);
+
+    for (i = 0; i < n; i++) {
+        pg_store_key(store, key, PG_STORE_KEY_FLAGS, envs[i]);
+        argv[0] = "HGET";
+        argv[1] = key;
+        argv[2] = names[i];
+        redisAppendCommandArgv(store->redis, 3, argv, NULL);
+    }
+
+    argv[0] = "EXEC";
+    redisAppendCommandArgv(store->redis, 1, argv, NULL);
+
+    exec = NULL;
+    rc = PG_OK;
+
+    for (i = 0; i < n + 4; i++) {
+        if (redisGetReply(store->redis, (void **) &reply) != REDIS_OK) {
+            freeReplyObject(exec);
+            return pg_store_lost(store);
+        }
+
+        if (reply->type == REDIS_REPLY_ERROR && rc == PG_OK) {
+            rc = pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the "
+                               "store failed: %s", store->where, reply->str);
+        }
+
+        if (i == n + 3) {
+            exec = reply;
+        } else {
+            freeReplyObject(reply);
+        }
+    }
+
+    if (rc != PG_OK) {
+        freeReplyObject(exec);
+        return PG_ERR;
+    }
+
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != n + 2) {
+        freeReplyObject(exec);
+        return pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the store "
+                             "failed: unexpected EXEC reply", store->where);
+    }
+
+    /* a key of another type (WRONGTYPE): the whole read's problem here */
+    for (i = 0; i < exec->elements; i++) {
+        if (exec->element[i]->type == REDIS_REPLY_ERROR) {
+            pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the store "
+                          "failed: %s", store->where, exec->element[i]->str);
+            freeReplyObject(exec);
+            return PG_ERR;
+        }
+    }
+
+    *initialised = (exec->element[0]->type == REDIS_REPLY_INTEGER
+                    && exec->element[0]->integer == 1);
+
+    rev = 0;
+    r = exec->element[1];
+
+    if (r->type == REDIS_REPLY_STRING) {
+        rev = strtoll(r->str, &end, 10);
+
+        if (*end != '\0' || end == r->str || rev < 0) {
+            pg_store_fail(store, PG_STORE_EFAILED,
+                          "%s: %s holds \"%.32s\", not a revision",
+                          store->where, revision, r->str);
+            freeReplyObject(exec);
+            return PG_ERR;
+        }
+    }
+
+    all = json_object();
+    *read = json_pack("{s:I,s:o}", "revision", (json_int_t) rev,
+                      "environments", all);
+
+    if (*read == NULL) {
+        freeReplyObject(exec);
+        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+    }
+
+    for (i = 0; i < n; i++) {
+        r = exec->element[i + 2];
+        flags = json_object_get(all, envs[i]);
+
+        if (flags == NULL) {
+            flags = json_object();
+
+            if (json_object_set_new(all, envs[i], flags) != 0) {
+                pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+                break;
+            }
+        }
+
+        if (r->type == REDIS_REPLY_NIL) {
+            flag = json_null();
+
+        } else {
+            flag = pg_store_parse_value(names[i], r, why, sizeof(why));
+
+            if (flag == NULL) {
+                if (bad) {
+                    bad(envs[i], names[i], why, data);
+                    continue;
+                }
+
+                pg_store_key(store, key, PG_STORE_KEY_FLAGS, envs[i]);
+                pg_store_fail(store, PG_STORE_EFAILED, "flag \"%.64s\" in "
+                              "%s is %s", names[i], key, why);
+                break;
+            }
+        }
+
+        if (json_object_set_new(flags, names[i], flag) != 0) {
+            pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            break;
+        }
+    }
+
+    freeReplyObject(exec);
+
+    if (i < n) {
+        json_decref(*read);
+        *read = NULL;
+        return PG_ERR;
+    }
 
     return PG_OK;
 }

@@ -143,6 +143,21 @@ int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     int *initialised, json_t **snapshot);
 
 /*
+ * Flags one by one, in one MULTI/EXEC with the marker and the revision, so
+ * that they belong together: flag names[i] of environment envs[i], for i
+ * below n (what a change message named; include/pg_store.h). *read is
+ * {"revision": R, "environments": {ENV: {FLAG: {...} or null}}}, null for
+ * a flag that is not in the store, and *initialised as pg_store_read()
+ * gives it. A flag that is not valid on its own fails the call with
+ * PG_STORE_EFAILED naming it, or, when bad is not NULL, is given to bad
+ * and left out. A key of another type fails the call (PG_STORE_EFAILED):
+ * the caller reads the whole store then, which knows what to do with it.
+ */
+int pg_store_read_flags(pg_store_t *store, const char *const *envs,
+    const char *const *names, size_t n, pg_store_bad_pt bad, void *data,
+    int *initialised, json_t **read);
+
+/*
  * Raise the store's revision to above + 1 unless it is that high already,
  * with an audit entry (action "revision", the reason given) and a change
  * message: what portal-gated does when an edge is ahead of a store restored

@@ -20,9 +20,29 @@
  *                       before, after (flag JSON, "" for none), reason,
  *                       revision.
  *   P "changes"         pub/sub channel: one message per write, per init
- *                       and per revision raise, the new revision as
- *                       decimal text. portal-gated SUBSCRIBEs before it
- *                       reads the store (pub/sub delivers at most once).
+ *                       and per revision raise, published by the script
+ *                       that writes, so in revision order. Its forms:
+ *                         "REV ENV FLAG"  the write that made revision
+ *                                         REV changed flag FLAG of ENV
+ *                                         (set or deleted) and nothing
+ *                                         else: whoever holds revision
+ *                                         REV - 1 may read that flag
+ *                                         alone (a flag write, a delete,
+ *                                         a kill);
+ *                         "REV"           revision REV, any change: init,
+ *                                         restore, a revision raise, env
+ *                                         add, and the writes of a
+ *                                         portal-gatectl from before the
+ *                                         first form; read everything;
+ *                       and the certificates' two words below. REV is
+ *                       decimal, ENV and FLAG are names ([a-z0-9_]), one
+ *                       space apart. A reader takes any other text as
+ *                       "read everything": an older portal-gated (which
+ *                       reads everything on any message) and a newer one
+ *                       mix with either writer. portal-gated SUBSCRIBEs
+ *                       before it reads the store (pub/sub delivers at
+ *                       most once), and reads everything when the
+ *                       revisions of the first form leave a gap.
  *   P "environments"    hash: field = environment name, value = JSON
  *                       {"created_at": ISO 8601 UTC, "created_by": actor}.
  *                       `init` fills it (the `environments` of -c's config,

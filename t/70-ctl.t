@@ -8,6 +8,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Select;
 use JSON::PP;
 use Test::More;
 use PortalGate::Redis qw(exits);
@@ -221,23 +222,28 @@ subtest 'audit shows who, when, what, before -> after and why' => sub {
     ok($init, 'init is in the log too');
 };
 
-subtest 'every write publishes the new revision on the change channel' => sub {
+subtest 'every write publishes the new revision and its flag on the change channel' => sub {
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                      PeerPort => $rs->port) or die $!;
     print {$sock} "SUBSCRIBE portal-gate:changes\r\n";
     my $buf = '';
     sysread($sock, $buf, 4096) until $buf =~ /subscribe.*:1\r\n/s;
     exits(ctl('allow', 'customer_portal', 'pub1'), 0, 'a write');
+    my $re = qr/message\r\n.*\r\n\$\d+\r\n([^\r]*)\r\n/s;
     my $msg = '';
+    my $sel = IO::Select->new($sock);
     my $deadline = time + 10;
-    while ($msg !~ /message\r\n.*\r\n\$\d+\r\n(\d+)\r\n/s && time < $deadline) {
+    while ($msg !~ $re && time < $deadline) {
+        next unless $sel->can_read(0.2);
         my $n = sysread($sock, my $chunk, 4096);
         last unless $n;
         $msg .= $chunk;
     }
-    my ($rev) = $msg =~ /message\r\n.*\r\n\$\d+\r\n(\d+)\r\n/s;
-    is($rev, $rs->cli('GET', 'portal-gate:revision'),
-       'the message carries the new revision');
+    my ($text) = $msg =~ $re;
+    my $rev = $rs->cli('GET', 'portal-gate:revision');
+    is($text, "$rev production customer_portal",
+       'the message carries the new revision, then the environment and '
+       . 'the flag that changed (include/pg_store.h)');
 };
 
 subtest 'two concurrent writers lose no update' => sub {
