@@ -261,6 +261,12 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
         || json_object_set_new(zone, "used", json_integer(used))
         || json_object_set_new(zone, "snapshot_bytes",
                                json_integer(sh->blob_size))
+        || json_object_set_new(zone, "index_bytes",
+                               json_integer(sh->index ? sh->index_size : 0))
+        || json_object_set_new(zone, "pieces",
+                               json_integer(sh->index ? sh->npieces : 0))
+        || json_object_set_new(zone, "piece_serial",
+                               json_integer(sh->piece_serial))
         || json_object_set_new(zone, "swap_interrupted",
                                json_boolean(sh->swapping))
         || json_object_set_new(state, "path",
@@ -304,6 +310,20 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
 
     if (json_object_set_new(json, "overrides",
                             ngx_http_portal_gate_overrides_json(r)))
+    {
+        goto failed;
+    }
+
+    /* what the answering worker's last refresh copied: a patch of one
+     * flag copies the index and that flag's pieces, not the others */
+
+    if (json_object_set_new(json, "worker",
+            json_pack("{s:i,s:I,s:I,s:i,s:i}",
+                      "pid", (int) ngx_pid,
+                      "generation", (json_int_t) pmcf->generation,
+                      "copied_bytes", (json_int_t) pmcf->copied_bytes,
+                      "copied_pieces", (int) pmcf->copied_pieces,
+                      "kept_pieces", (int) pmcf->kept_pieces)))
     {
         goto failed;
     }
@@ -373,6 +393,7 @@ ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
     u_char                            *blob;
     size_t                             size;
     json_t                            *json;
+    ngx_int_t                          rc;
     pg_snap_t                          snap;
     pg_error_t                         err;
     ngx_http_portal_gate_shctx_t      *sh;
@@ -383,24 +404,19 @@ ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
     ctx = pmcf->shm_zone->data;
     sh = ctx->sh;
 
-    blob = NULL;
-
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     *generation = sh->generation;
-    size = sh->blob ? sh->blob_size : 0;
 
-    if (size) {
-        blob = ngx_alloc(size, r->connection->log);
-        if (blob == NULL) {
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return NULL;
-        }
-
-        ngx_memcpy(blob, sh->blob, size);
-    }
+    rc = ngx_http_portal_gate_zone_packed_locked(sh, ctx->shpool,
+                                                 r->connection->log,
+                                                 &blob, &size);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (rc != NGX_OK) {
+        return NULL;
+    }
 
     json = NULL;
 
@@ -419,13 +435,15 @@ ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
 static void
 ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
 {
-    u_char          *body;
-    size_t           len, size;
+    u_char          *body, *p;
+    size_t           len;
+    json_t          *root;
     ngx_int_t        rc;
     ngx_str_t        arg;
     ngx_uint_t       force;
+    pg_build_t       b;
     pg_error_t       err;
-    unsigned char   *blob;
+    json_error_t     jerr;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
 
@@ -459,11 +477,25 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         return;
     }
 
-    /* parse and validate outside the lock */
+    /* parse and validate outside the lock; the pieces take ids the zone
+     * never gives again */
 
-    rc = pg_snap_compile((char *) body, len, &blob, &size, &err);
+    root = json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &jerr);
 
     ngx_free(body);
+
+    if (root == NULL) {
+        p = ngx_snprintf((u_char *) err.text, sizeof(err.text) - 1,
+                         "invalid JSON at line %d column %d: %s",
+                         jerr.line, jerr.column, jerr.text);
+        *p = '\0';
+        rc = PG_ERR;
+
+    } else {
+        rc = pg_snap_build_json(root, ngx_http_portal_gate_piece_ids(r), &b,
+                                &err);
+        json_decref(root);
+    }
 
     if (rc != PG_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -474,37 +506,54 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         return;
     }
 
-    (void) ngx_http_portal_gate_api_commit(r, blob, size, force, 0);
+    (void) ngx_http_portal_gate_api_commit(r, &b, force, 0);
+}
+
+
+/* The first of PG_BUILD_IDS piece ids, for one build: never given again
+ * in this zone (64 bits: 2^45 builds). */
+
+uint64_t
+ngx_http_portal_gate_piece_ids(ngx_http_request_t *r)
+{
+    ngx_http_portal_gate_zone_ctx_t   *ctx;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+    ctx = pmcf->shm_zone->data;
+
+    return (uint64_t) ngx_atomic_fetch_add(&ctx->sh->piece_serial,
+                                           PG_BUILD_IDS);
 }
 
 
 /*
- * Swap a compiled snapshot into the zone and answer the request: 200
+ * Swap a built snapshot into the zone and answer the request: 200
  * {"revision": M} once the state file is written, or 409, 503 or 507
- * (NGX_DONE). The blob is freed.
+ * (NGX_DONE). The build is freed.
  *
  * base is 0 for PUT snapshot. PATCH snapshot gives the zone's generation
- * its blob was made from: when the zone has moved since, nothing is
- * swapped nor answered (NGX_AGAIN), and the caller makes the blob again.
+ * its build was made from: when the zone has moved since, nothing is
+ * swapped nor answered (NGX_AGAIN), and the caller builds again.
  */
 
 ngx_int_t
-ngx_http_portal_gate_api_commit(ngx_http_request_t *r, unsigned char *blob,
-    size_t size, ngx_uint_t force, ngx_atomic_uint_t base)
+ngx_http_portal_gate_api_commit(ngx_http_request_t *r, pg_build_t *b,
+    ngx_uint_t force, ngx_atomic_uint_t base)
 {
+    size_t              size, fresh;
     int64_t             current, revision;
     ngx_int_t           rc;
-    pg_snap_t           snap;
-    pg_error_t          err;
     ngx_atomic_uint_t   generation;
 
-    (void) pg_snap_open(&snap, blob, size, &err);
-    revision = pg_snap_revision(&snap);
+    revision = b->revision;
+    size = b->bytes;
+    fresh = b->new_bytes;
 
-    rc = ngx_http_portal_gate_apply(r, blob, size, force, base, &current,
+    rc = ngx_http_portal_gate_apply(r, b, force, base, &current,
                                     &generation);
 
-    free(blob);
+    pg_build_free(b);
 
     switch (rc) {
 
@@ -548,7 +597,8 @@ ngx_http_portal_gate_api_commit(ngx_http_request_t *r, unsigned char *blob,
     if (base) {
         ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
                       "portal_gate: snapshot revision %L applied, patched "
-                      "from revision %L, %uz bytes", revision, current, size);
+                      "from revision %L, %uz bytes, %uz of them new",
+                      revision, current, size, fresh);
 
     } else if (force && revision <= current) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

@@ -3,12 +3,14 @@
  * ngx_http_portal_gate_module: gate and route requests by a per-company
  * feature flag, read from a shared-memory zone.
  *
- * The zone holds the compiled snapshot (include/portal_gate.h), a blob with
- * no pointers in it. Each worker keeps its own copy: per request it compares
- * the zone's generation with its copy's in one load, and copies the blob
- * again, under the slab pool's mutex, only when the generation has moved.
- * The API's PUT compiles and validates outside the lock, then swaps the blob
- * in under it, so readers see the old snapshot or the new one, never a mix.
+ * The zone holds the compiled snapshot (include/portal_gate.h): an index
+ * and one piece per allow/deny list, with no pointers in them. Each worker
+ * keeps its own copy: per request it compares the zone's generation with
+ * its copy's in one load, and copies the index and the pieces it does not
+ * hold yet, under the slab pool's mutex, only when the generation has
+ * moved. The API's PUT and PATCH compile and validate outside the lock,
+ * then swap the new index in under it, so readers see the old snapshot or
+ * the new one, never a mix.
  */
 
 
@@ -794,10 +796,7 @@ ngx_http_portal_gate_cleanup(void *data)
 {
     ngx_http_portal_gate_main_conf_t  *pmcf = data;
 
-    if (pmcf->blob) {
-        ngx_free(pmcf->blob);
-        pmcf->blob = NULL;
-    }
+    ngx_http_portal_gate_worker_snapshot_free(pmcf);
 }
 
 

@@ -13,8 +13,10 @@
  *   ngx_http_portal_gate_token.c      trusted company identity: the company
  *                                     from a signed token, each worker's
  *                                     cache of verified tokens
- *   ngx_http_portal_gate_zone.c       the shared zone: init, reload, resize,
- *                                     the swap, and each worker's copy
+ *   ngx_http_portal_gate_zone.c       the shared zone: init, reload, resize
+ *   ngx_http_portal_gate_pieces.c     the zone's snapshot, an index and its
+ *                                     pieces: the swap, each worker's copy
+ *                                     of what changed, whole copies
  *   ngx_http_portal_gate_state.c      the state file: read at start,
  *                                     written after each accepted snapshot
  */
@@ -34,7 +36,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
-#define NGX_HTTP_PORTAL_GATE_LAYOUT    4
+#define NGX_HTTP_PORTAL_GATE_LAYOUT    5
 
 #define NGX_HTTP_PORTAL_GATE_OFF_STATUS  0
 #define NGX_HTTP_PORTAL_GATE_OFF_NAMED   1
@@ -78,17 +80,33 @@ typedef struct {
 } ngx_http_portal_gate_challenges_t;
 
 
+/* One piece of a snapshot (include/pg_blob.h): in the zone, a slab
+ * allocation never written once in; in a worker, its own copy. */
+typedef struct {
+    uint64_t                     id;            /* never reused in a zone */
+    u_char                      *data;
+    size_t                       size;
+    ngx_uint_t                   kept;          /* a worker's, during a
+                                                   refresh: held already */
+} ngx_http_portal_gate_piece_t;
+
+
 /* The zone's contents: shpool->data points here. */
 typedef struct {
     ngx_uint_t                   magic;
     ngx_uint_t                   layout;
     ngx_atomic_t                 generation;    /* >= 1, bumped per swap */
-    u_char                      *blob;          /* NULL: empty snapshot */
-    size_t                       blob_size;
+    u_char                      *index;         /* NULL: empty snapshot */
+    size_t                       index_size;
+    ngx_http_portal_gate_piece_t  *pieces;      /* [npieces], in the
+                                                   index's order */
+    ngx_uint_t                   npieces;
+    size_t                       blob_size;     /* index and pieces */
+    ngx_atomic_t                 piece_serial;  /* the next piece id */
     int64_t                      revision;
     time_t                       applied_at;    /* 0: never */
     ngx_uint_t                   restored;      /* from the state file */
-    ngx_uint_t                   swapping;      /* old blob freed, new not
+    ngx_uint_t                   swapping;      /* old snapshot freed, new not
                                                    yet in: set only while
                                                    a writer holds the lock,
                                                    or if it died there */
@@ -142,10 +160,18 @@ typedef struct ngx_http_portal_gate_token_cache_s
 typedef struct {
     ngx_shm_zone_t               *shm_zone;
 
-    /* this worker's copy of the snapshot */
+    /* this worker's copy of the snapshot: the index and its pieces */
     ngx_atomic_uint_t             generation;
-    u_char                       *blob;
+    u_char                       *snap_index;
+    ngx_http_portal_gate_piece_t *pieces;
+    const unsigned char         **piece_ptrs;
+    ngx_uint_t                    npieces;
     pg_snap_t                     snap;
+
+    /* what its last refresh copied, for GET status */
+    size_t                        copied_bytes;
+    ngx_uint_t                    copied_pieces;
+    ngx_uint_t                    kept_pieces;
 
     ngx_int_t                     index[NGX_HTTP_PORTAL_GATE_NVARS];
 
@@ -230,8 +256,9 @@ ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
 json_t *ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
     ngx_atomic_uint_t *generation);
 ngx_int_t ngx_http_portal_gate_api_commit(ngx_http_request_t *r,
-    unsigned char *blob, size_t size, ngx_uint_t force,
-    ngx_atomic_uint_t base);
+    pg_build_t *b, ngx_uint_t force, ngx_atomic_uint_t base);
+
+uint64_t ngx_http_portal_gate_piece_ids(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_portal_gate_api_filter_init(ngx_conf_t *cf);
 
@@ -264,10 +291,25 @@ ngx_int_t ngx_http_portal_gate_token_error_variable(ngx_http_request_t *r,
 ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 ngx_int_t ngx_http_portal_gate_retire(ngx_cycle_t *cycle);
+
+/* ngx_http_portal_gate_pieces.c */
 pg_snap_t *ngx_http_portal_gate_snapshot(ngx_http_request_t *r);
-ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r,
-    unsigned char *blob, size_t size, ngx_uint_t force,
-    ngx_atomic_uint_t base, int64_t *current, ngx_atomic_uint_t *generation);
+void ngx_http_portal_gate_worker_snapshot_free(
+    ngx_http_portal_gate_main_conf_t *pmcf);
+ngx_int_t ngx_http_portal_gate_apply(ngx_http_request_t *r, pg_build_t *b,
+    ngx_uint_t force, ngx_atomic_uint_t base, int64_t *current,
+    ngx_atomic_uint_t *generation);
+ngx_int_t ngx_http_portal_gate_zone_index(ngx_http_request_t *r,
+    u_char **index, size_t *size, ngx_atomic_uint_t *generation,
+    int64_t *revision);
+ngx_int_t ngx_http_portal_gate_zone_packed_locked(
+    ngx_http_portal_gate_shctx_t *sh, ngx_slab_pool_t *pool, ngx_log_t *log,
+    u_char **blob, size_t *size);
+void ngx_http_portal_gate_zone_free_locked(ngx_http_portal_gate_shctx_t *sh,
+    ngx_slab_pool_t *pool);
+ngx_int_t ngx_http_portal_gate_zone_store_locked(
+    ngx_http_portal_gate_shctx_t *sh, ngx_slab_pool_t *pool,
+    const pg_snap_t *snap);
 
 /* ngx_http_portal_gate_state.c */
 void ngx_http_portal_gate_state_write(ngx_http_request_t *r,

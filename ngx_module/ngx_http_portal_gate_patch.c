@@ -8,14 +8,16 @@
  *    "environments": {"production": {"customer_portal": {...},
  *                                    "old_flag": null}}}
  *
- * The patch is merged into the zone's snapshot (pg_snap_patch_json()), and
- * the result is compiled and swapped in whole, exactly as a PUT snapshot:
- * the same checks, limits, answers and state file. A patch applies only
- * on the snapshot it was merged into: the swap checks, under the zone's
- * lock, that the zone's generation is still the one read, so two patches
- * on one base never both apply, whichever workers take them. When the
- * generation has moved but not the revision (an override was set), the
- * patch is merged again.
+ * The patch is applied to the zone's index (pg_snap_build_patch()): only
+ * the flags it names are compiled, each into new pieces; the new index
+ * names every other flag's pieces as they are, and is checked exactly as
+ * a whole snapshot is (the same checks, limits and messages). The swap
+ * allocates only the new index and pieces; the answers are PUT's. A
+ * patch applies only on the index it was built from: the swap checks,
+ * under the zone's lock, that the zone's generation is still the one
+ * read, so two patches on one base never both apply, whichever workers
+ * take them. When the generation has moved but not the revision (an
+ * override was set), the patch is built again.
  */
 
 
@@ -35,15 +37,15 @@ static void ngx_http_portal_gate_patch_conflict(ngx_http_request_t *r,
 void
 ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
 {
-    u_char             *p, *body;
+    u_char             *p, *body, *index;
     size_t              len, size;
-    json_t             *patch, *snapshot, *result;
+    json_t             *patch;
     int64_t             current;
     ngx_int_t           rc;
     ngx_uint_t          tries;
+    pg_build_t          b;
     pg_error_t          err;
     json_error_t        jerr;
-    unsigned char      *blob;
     ngx_atomic_uint_t   generation;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
@@ -76,31 +78,30 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
 
     for (tries = 0; tries < NGX_HTTP_PORTAL_GATE_PATCH_TRIES; tries++) {
 
-        /* merge and compile outside the lock, as a PUT's body */
+        /* built outside the lock, as a PUT's body, from a copy of the
+         * index: no list is copied or read */
 
-        snapshot = ngx_http_portal_gate_api_zone_json(r, &generation);
-
-        if (snapshot == NULL) {
+        if (ngx_http_portal_gate_zone_index(r, &index, &size, &generation,
+                                             &current)
+            != NGX_OK)
+        {
             json_decref(patch);
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
-        current = json_integer_value(json_object_get(snapshot, "revision"));
+        rc = pg_snap_build_patch(index, size, patch,
+                                 ngx_http_portal_gate_piece_ids(r), &b,
+                                 &err);
 
-        rc = pg_snap_patch_json(snapshot, patch, &result, &err);
-
-        json_decref(snapshot);
+        if (index) {
+            ngx_free(index);
+        }
 
         if (rc == PG_CONFLICT) {
             ngx_http_portal_gate_patch_conflict(r, patch, current);
             json_decref(patch);
             return;
-        }
-
-        if (rc == PG_OK) {
-            rc = pg_snap_compile_json(result, &blob, &size, &err);
-            json_decref(result);
         }
 
         if (rc != PG_OK) {
@@ -109,7 +110,7 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
             return;
         }
 
-        if (ngx_http_portal_gate_api_commit(r, blob, size, 0, generation)
+        if (ngx_http_portal_gate_api_commit(r, &b, 0, generation)
             != NGX_AGAIN)
         {
             json_decref(patch);

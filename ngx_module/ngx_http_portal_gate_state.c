@@ -155,6 +155,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
 {
     u_char                            *p;
     size_t                             len;
+    ngx_int_t                          rc;
     ngx_http_portal_gate_shctx_t      *sh;
     ngx_http_portal_gate_state_t      *st;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
@@ -220,22 +221,18 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     }
 
     st->revision = sh->revision;
-    st->size = sh->blob ? sh->blob_size : 0;
     st->noverrides = ngx_min(sh->noverrides, PG_OVERRIDES_MAX);
     ngx_memcpy(st->overrides, sh->overrides,
                st->noverrides * sizeof(pg_override_t));
 
-    if (st->size) {
-        st->blob = ngx_alloc(st->size, st->log);
-        if (st->blob == NULL) {
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(st->blob, sh->blob, st->size);
-    }
+    rc = ngx_http_portal_gate_zone_packed_locked(sh, ctx->shpool, st->log,
+                                                 &st->blob, &st->size);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     *stp = st;
 
@@ -704,6 +701,7 @@ ngx_int_t
 ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
 {
     size_t                            max;
+    ngx_int_t                         stored;
     pg_snap_t                         snap;
     pg_error_t                        err;
     pg_state_t                       *st;
@@ -783,17 +781,17 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
 
     (void) pg_snap_open(&snap, st->blob, st->size, &err);
 
-    sh->blob = ngx_slab_alloc(ctx->shpool, st->size);
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    stored = ngx_http_portal_gate_zone_store_locked(sh, ctx->shpool, &snap);
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    if (sh->blob == NULL) {
+    if (stored != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate zone \"%V\" is too small for the %uz-byte "
                       "snapshot in \"%V\", it starts empty",
                       &shm_zone->shm.name, st->size, &ctx->state);
 
     } else {
-        ngx_memcpy(sh->blob, st->blob, st->size);
-        sh->blob_size = st->size;
         sh->revision = pg_snap_revision(&snap);
         sh->applied_at = st->mtime;
         sh->restored = 1;

@@ -1,7 +1,8 @@
 
 /*
- * The shared zone: its init at start and reload (kept, resized or fresh),
- * the swap of a new snapshot into it, and each worker's copy of it.
+ * The shared zone: its init at start and reload (kept, resized or fresh).
+ * The snapshot in it, its swap and each worker's copy are in
+ * ngx_http_portal_gate_pieces.c.
  */
 
 
@@ -68,6 +69,7 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->magic = NGX_HTTP_PORTAL_GATE_MAGIC;
     sh->layout = NGX_HTTP_PORTAL_GATE_LAYOUT;
     sh->generation = 1;     /* a new worker's copy starts at 0 */
+    sh->piece_serial = 1;   /* a piece id is never 0 */
 
     ctx->sh = sh;
     ctx->shpool->data = sh;
@@ -327,54 +329,65 @@ ngx_http_portal_gate_carry(ngx_shm_zone_t *shm_zone,
     ngx_http_portal_gate_zone_ctx_t *octx)
 {
     u_char                           *blob;
+    size_t                            size;
+    ngx_int_t                         rc;
     pg_snap_t                         snap;
     pg_error_t                        err;
-    ngx_slab_pool_t                  *opool;
     ngx_http_portal_gate_shctx_t     *sh, *osh;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
     sh = ctx->sh;
     osh = octx->sh;
-    opool = octx->shpool;
 
-    if (osh->blob_size
-        && (osh->blob == NULL
-            || osh->blob < opool->start
-            || osh->blob_size > (size_t) (opool->end - osh->blob)
-            || pg_snap_open(&snap, osh->blob, osh->blob_size, &err)
-               != PG_OK))
-    {
+    rc = ngx_http_portal_gate_zone_packed_locked(osh, octx->shpool,
+                                                 shm_zone->shm.log,
+                                                 &blob, &size);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK || pg_snap_open(&snap, blob, size, &err) != PG_OK) {
         ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
                       "portal_gate zone \"%V\" resized, but the old zone's "
                       "snapshot is bad: restoring from the state file",
                       &shm_zone->shm.name);
+
+        if (blob) {
+            ngx_free(blob);
+        }
+
         return NGX_DECLINED;
     }
 
-    blob = NULL;
+    /* no worker of the new cycle runs yet: the lock only keeps the rules */
 
-    if (osh->blob && osh->blob_size) {
-        blob = ngx_slab_alloc(ctx->shpool, osh->blob_size);
+    ngx_shmtx_lock(&ctx->shpool->mutex);
 
-        if (blob == NULL) {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "portal_gate zone \"%V\" of %uz bytes cannot hold "
-                          "the current %uz-byte snapshot: keep the zone's "
-                          "size, or enlarge it", &shm_zone->shm.name,
-                          shm_zone->shm.size, osh->blob_size);
-            return NGX_ERROR;
-        }
+    ngx_http_portal_gate_zone_free_locked(sh, ctx->shpool);
 
-        ngx_memcpy(blob, osh->blob, osh->blob_size);
+    if (sh->piece_serial < osh->piece_serial) {
+        sh->piece_serial = osh->piece_serial;
     }
 
-    if (sh->blob) {
-        ngx_slab_free(ctx->shpool, sh->blob);
+    rc = ngx_http_portal_gate_zone_store_locked(sh, ctx->shpool, &snap);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (blob) {
+        ngx_free(blob);
     }
 
-    sh->blob = blob;
-    sh->blob_size = blob ? osh->blob_size : 0;
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "portal_gate zone \"%V\" of %uz bytes cannot hold "
+                      "the current %uz-byte snapshot: keep the zone's "
+                      "size, or enlarge it", &shm_zone->shm.name,
+                      shm_zone->shm.size, size);
+        return NGX_ERROR;
+    }
+
     sh->revision = osh->revision;
     sh->applied_at = osh->applied_at;
     sh->restored = osh->restored;
@@ -392,298 +405,4 @@ ngx_http_portal_gate_carry(ngx_shm_zone_t *shm_zone,
     sh->generation++;
 
     return NGX_OK;
-}
-
-
-/*
- * This worker's copy of the snapshot, refreshed when the zone's generation
- * has moved. The copy is taken under the slab pool's mutex, which the
- * writer holds while it frees the old blob. If the copy fails, the worker
- * keeps serving its previous snapshot.
- */
-
-pg_snap_t *
-ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
-{
-    u_char                            *blob;
-    size_t                             size;
-    ngx_uint_t                         i, n;
-    pg_snap_t                          snap;
-    pg_error_t                         err;
-    pg_override_t                     *o;
-    ngx_atomic_uint_t                  generation;
-    u_char                             kills[PG_OVERRIDES_MAX]
-                                            [2 * (PG_NAME_MAX + 1)];
-    ngx_http_portal_gate_shctx_t      *sh;
-    ngx_http_portal_gate_zone_ctx_t   *ctx;
-    ngx_http_portal_gate_main_conf_t  *pmcf;
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
-
-    if (pmcf->shm_zone == NULL) {
-        return &pmcf->snap;
-    }
-
-    ctx = pmcf->shm_zone->data;
-    sh = ctx->sh;
-
-    if (sh->generation == pmcf->generation) {
-        return &pmcf->snap;
-    }
-
-    blob = NULL;
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    generation = sh->generation;
-    size = sh->blob ? sh->blob_size : 0;
-
-    if (sh->swapping) {
-        /* the lock is free, so the worker that set it died mid-swap */
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "portal_gate zone \"%V\" lost its snapshot: a worker "
-                      "died while it swapped one in; the zone is empty until "
-                      "the next snapshot", &pmcf->shm_zone->shm.name);
-    }
-
-    if (size) {
-        blob = ngx_alloc(size, r->connection->log);
-        if (blob == NULL) {
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-            return &pmcf->snap;
-        }
-
-        ngx_memcpy(blob, sh->blob, size);
-    }
-
-    /* the kill overrides, as "env\0flag\0" */
-
-    n = ngx_min(sh->noverrides, PG_OVERRIDES_MAX);
-
-    for (i = 0; i < n; i++) {
-        o = &sh->overrides[i];
-        ngx_memcpy(kills[i], o->env, PG_NAME_MAX + 1);
-        ngx_memcpy(kills[i] + PG_NAME_MAX + 1, o->flag, PG_NAME_MAX + 1);
-    }
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    if (pg_snap_open(&snap, blob, size, &err) != PG_OK) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "portal_gate zone \"%V\" holds a bad snapshot: %s",
-                      &pmcf->shm_zone->shm.name, err.text);
-        ngx_free(blob);
-        pmcf->generation = generation;
-        return &pmcf->snap;
-    }
-
-    /* an override turns its flag off in this copy: nothing per request */
-
-    for (i = 0; i < n; i++) {
-        kills[i][PG_NAME_MAX] = '\0';
-        kills[i][2 * PG_NAME_MAX + 1] = '\0';
-
-        (void) pg_snap_kill(&snap, blob,
-                            (char *) kills[i], ngx_strlen(kills[i]),
-                            (char *) kills[i] + PG_NAME_MAX + 1,
-                            ngx_strlen(kills[i] + PG_NAME_MAX + 1));
-    }
-
-    if (pmcf->blob) {
-        ngx_free(pmcf->blob);
-    }
-
-    pmcf->blob = blob;
-    pmcf->snap = snap;
-    pmcf->generation = generation;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "portal gate: copied snapshot generation %uA, %uz bytes",
-                   generation, size);
-
-    return &pmcf->snap;
-}
-
-
-/*
- * Swap the blob into the zone, under the slab pool's mutex:
- *
- *   NGX_OK        applied; *generation is the zone's new generation;
- *   NGX_AGAIN     base is not 0 (a patch's blob, made from the zone's
- *                 snapshot at generation base) and the zone has moved
- *                 since: nothing is applied, two patches made on one
- *                 base never both apply;
- *   NGX_DECLINED  the revision is not newer than *current, the zone's
- *                 (force applies it all the same);
- *   NGX_BUSY      the zone cannot hold it; the old snapshot stays;
- *   NGX_ABORT     a reload has handed this zone's snapshot to a resized
- *                 zone: what is written here would be lost, try again
- *                 (the client reaches a new worker).
- *
- * A worker may die at any point while it holds the mutex (the master then
- * frees the mutex, not what the worker left half done), so every step
- * leaves the zone saying what it holds.
- */
-
-ngx_int_t
-ngx_http_portal_gate_apply(ngx_http_request_t *r, unsigned char *blob,
-    size_t size, ngx_uint_t force, ngx_atomic_uint_t base, int64_t *current,
-    ngx_atomic_uint_t *generation)
-{
-    u_char                            *p, *old;
-    size_t                             old_size;
-    int64_t                            revision, old_revision;
-    pg_snap_t                          snap;
-    pg_error_t                         err;
-    ngx_slab_pool_t                   *shpool;
-    ngx_http_portal_gate_shctx_t      *sh;
-    ngx_http_portal_gate_zone_ctx_t   *ctx;
-    ngx_http_portal_gate_main_conf_t  *pmcf;
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
-    ctx = pmcf->shm_zone->data;
-    sh = ctx->sh;
-    shpool = ctx->shpool;
-
-    if (pg_snap_open(&snap, blob, size, &err) != PG_OK) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "portal_gate: compiled snapshot is bad: %s", err.text);
-        return NGX_ERROR;
-    }
-
-    revision = pg_snap_revision(&snap);
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    *current = sh->revision;
-
-    if (sh->retired) {
-        ngx_shmtx_unlock(&shpool->mutex);
-        return NGX_ABORT;
-    }
-
-    if (base && sh->generation != base) {
-        ngx_shmtx_unlock(&shpool->mutex);
-        return NGX_AGAIN;
-    }
-
-    if (revision <= sh->revision && !force) {
-        ngx_shmtx_unlock(&shpool->mutex);
-        return NGX_DECLINED;
-    }
-
-    p = ngx_slab_alloc_locked(shpool, size);
-
-    if (p == NULL && sh->blob) {
-
-        /*
-         * No room for the old and the new snapshot side by side: free the
-         * old one first. Readers copy under this same lock, so none of them
-         * sees the gap; if the new one still does not fit, the old one goes
-         * back from the writer's copy.
-         *
-         * Should this worker die in the gap, the zone must not claim the
-         * old revision without its blob: it says revision 0 (a reconcile
-         * compares revisions, so the controller pushes again) and marks
-         * the swap, which readers and GET status report. The generation
-         * stays, so workers keep the copy they have.
-         */
-
-        old_size = sh->blob_size;
-        old_revision = sh->revision;
-        old = ngx_alloc(old_size, r->connection->log);
-
-        if (old == NULL) {
-            ngx_shmtx_unlock(&shpool->mutex);
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(old, sh->blob, old_size);
-
-        sh->swapping = 1;
-        sh->revision = 0;
-
-        /* the zone forgets the blob before its pages go */
-        p = sh->blob;
-        sh->blob = NULL;
-        sh->blob_size = 0;
-        ngx_slab_free_locked(shpool, p);
-
-        p = ngx_slab_alloc_locked(shpool, size);
-
-        if (p == NULL) {
-            sh->blob = ngx_slab_alloc_locked(shpool, old_size);
-
-            if (sh->blob == NULL) {
-                /* cannot happen: the pages were just freed */
-                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                              "portal_gate zone \"%V\" lost its snapshot",
-                              &pmcf->shm_zone->shm.name);
-                sh->blob_size = 0;
-                sh->generation++;
-
-            } else {
-                ngx_memcpy(sh->blob, old, old_size);
-                sh->blob_size = old_size;
-                sh->revision = old_revision;
-            }
-
-            sh->swapping = 0;
-
-            ngx_shmtx_unlock(&shpool->mutex);
-            ngx_free(old);
-
-            goto nomem;
-        }
-
-        ngx_free(old);
-    }
-
-    if (p == NULL) {
-        ngx_shmtx_unlock(&shpool->mutex);
-        goto nomem;
-    }
-
-    ngx_memcpy(p, blob, size);
-
-    old = sh->blob;
-
-    sh->blob = p;
-    sh->blob_size = size;
-    sh->revision = revision;
-    sh->applied_at = ngx_time();
-    sh->restored = 0;
-    sh->swapping = 0;
-    sh->nomem_revision = 0;
-    sh->generation++;
-
-    *generation = sh->generation;
-
-    if (old) {
-        ngx_slab_free_locked(shpool, old);
-    }
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return NGX_OK;
-
-nomem:
-
-    /* the controller retries every reconcile: say it once per revision */
-
-    ngx_shmtx_lock(&shpool->mutex);
-
-    old_revision = sh->nomem_revision;
-    sh->nomem_revision = revision;
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    if (old_revision != revision) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "portal_gate zone \"%V\" is too small for the %uz-byte "
-                      "snapshot of revision %L; enlarge portal_gate_zone",
-                      &pmcf->shm_zone->shm.name, size, revision);
-    }
-
-    return NGX_BUSY;
 }

@@ -270,7 +270,11 @@ subtest 'a worker killed mid-swap leaves a zone that says it lost the snapshot' 
     is($ng->put_snapshot(snapshot_rev(300, @a))->{status}, 200, 'revision 300');
     is(portal_status($ng, 'a7'), 200, 'company a7 gets the portal');
 
-    # stop the worker right after it freed the old blob, and kill it there
+    # stop the worker right after it freed the old snapshot (the first
+    # slab free of a swap used to be that; now a swap that does not fit
+    # beside the old snapshot first frees what it had allocated, then the
+    # old snapshot, in ngx_http_portal_gate_zone_free_locked()), and kill
+    # it there
     my %before = map { $_ => 1 } $ng->workers;
     my $victim = (sort keys %before)[0];
     my $gdb = fork // die;
@@ -278,7 +282,8 @@ subtest 'a worker killed mid-swap leaves a zone that says it lost the snapshot' 
         open STDOUT, '>', $ng->dir . '/gdb.log';
         open STDERR, '>&', \*STDOUT;
         { exec '/usr/bin/gdb', '-p', $victim, '-batch', '-nx',
-             '-ex', 'break ngx_slab_free_locked', '-ex', 'continue',
+             '-ex', 'break ngx_http_portal_gate_zone_free_locked',
+             '-ex', 'continue',
              '-ex', 'finish', '-ex', 'kill' }
         POSIX::_exit(127);
     }
