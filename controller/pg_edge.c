@@ -211,13 +211,13 @@ pg_edge_req_init(pg_edge_req_t *req, const pg_edge_t *edge,
         pg_curl.easy_setopt(req->curl, CURLOPT_UNIX_SOCKET_PATH, edge->socket);
     }
 
-    if (strcmp(method, "PUT") == 0) {
+    if (strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0) {
         /* no "Expect: 100-continue" round trip for a large snapshot */
         req->headers = pg_curl.slist_append(req->headers,
                                          "Content-Type: application/json");
         req->headers = pg_curl.slist_append(req->headers, "Expect:");
         pg_curl.easy_setopt(req->curl, CURLOPT_HTTPHEADER, req->headers);
-        pg_curl.easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, "PUT");
+        pg_curl.easy_setopt(req->curl, CURLOPT_CUSTOMREQUEST, method);
         pg_curl.easy_setopt(req->curl, CURLOPT_POSTFIELDS, body);
         pg_curl.easy_setopt(req->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                          (curl_off_t) len);

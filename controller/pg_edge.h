@@ -50,8 +50,9 @@ int pg_edge_parse(const char *spec, pg_edge_t *edge, pg_error_t *err);
 int pg_edge_check_url(const char *spec, pg_error_t *err);
 
 /*
- * One request to the API: method "GET", "PUT" or "DELETE", path "status",
- * "snapshot", "eval?..." or "overrides?..."; body and len for a PUT. *status is the HTTP
+ * One request to the API: method "GET", "PUT", "PATCH" or "DELETE", path
+ * "status", "snapshot", "eval?..." or "overrides?..."; body and len for a
+ * PUT or a PATCH. *status is the HTTP
  * status and *json the answer parsed (NULL if it is not JSON). PG_ERR only
  * when no answer came (refused, timed out), with err saying so.
  */

@@ -6,11 +6,15 @@
  *   portal-gated.c   start, logging, signals, config reload, the loop
  *   pgd_redis.c      the two Redis connections: connect, pub/sub, backoff
  *   pgd_store.c      reading the store, the reconcile tick, and saying once
- *                    what the edges get instead of what the store holds
+ *                    what the edges get instead of what the store holds;
+ *                    the change messages, and a change read flag by flag
+ *                    (a delta) when they say which flag changed
  *   pgd_compose.c    from whatever the store holds, a snapshot that
- *                    compiles (pure: JSON in, JSON out, no I/O)
+ *                    compiles; a patch from one snapshot to another (pure:
+ *                    JSON in, JSON out, no I/O)
  *   pgd_edges.c      every request to an edge, in the curl multi handle:
- *                    PUT snapshot, GET status, GET snapshot (the seed);
+ *                    PUT snapshot, PATCH snapshot (to an edge known to
+ *                    hold what it took), GET status, GET snapshot (seed);
  *                    409s (raise the store, or force a pinned edge); the
  *                    kill overrides an edge lists
  *   pgd_beat.c       liveness: the beat in Redis (P"controllers") at
@@ -27,9 +31,12 @@
  * holds, under its lock.
  *
  * Ownership: the daemon (pgd_t) owns its Redis contexts, the multi handle,
- * the edges and their requests, the last good snapshot, the seed and the
- * notes; a pushed body is shared by the requests that send it and freed by
- * the last of them (pgd_body_t).
+ * the edges and their requests, the last good snapshot, the store as last
+ * read, the seed and the notes; a pushed body is shared by the requests
+ * that send it and freed by the last of them (pgd_body_t). Snapshot and
+ * store documents are never changed once made: a delta makes new ones
+ * that share every flag it did not change (pg_snap_patch_json()), which
+ * is what makes a patch between two of them cheap to find.
  */
 
 #ifndef PGD_H
@@ -67,6 +74,12 @@
                                            for a better one (a higher
                                            revision) from the others */
 #define PGD_PUT_TIMEOUT_MS    10000     /* PUT snapshot: 100k ids ~50 ms */
+#define PGD_PATCH_AGAIN_MS    60000     /* an edge that refused PATCH (a
+                                           module from before it) gets
+                                           PUTs, and a PATCH again after */
+#define PGD_DELTA_READS       3         /* a delta read finding the store
+                                           past its messages, in a row,
+                                           before the whole store is read */
 #define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
 #define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
 #define PGD_STALE_EVERY_MS    60000     /* "still no Redis", at most so often */
@@ -87,6 +100,7 @@
 #define PGD_REQ_PUT           2
 #define PGD_REQ_SEED          3         /* GET snapshot, see pgd_t.seed */
 #define PGD_REQ_VERIFY        4         /* GET snapshot, see pgd_t.verify */
+#define PGD_REQ_PATCH         5         /* PATCH snapshot, see pgd_kick() */
 
 /* Redis, and the edges, as last said in the log. */
 #define PGD_UNKNOWN           0
@@ -145,13 +159,27 @@
     } while (0)
 
 
-/* A snapshot's text, shared by the PUTs that send it. */
+/*
+ * What a PUT or a PATCH sends, shared by the requests that send it. A
+ * whole snapshot's text is made when a PUT first needs it
+ * (pgd_body_text()): a change that every edge takes as a patch never
+ * prints the whole snapshot.
+ */
 typedef struct {
     int       refs;
     int64_t   revision;
     size_t    len;
-    char     *data;
-    json_t   *json;             /* the snapshot itself: one reference */
+    char     *data;             /* the text; NULL until made */
+    json_t   *json;             /* the snapshot itself (a patch's: what it
+                                   makes): one reference */
+    int       delta;            /* a whole snapshot made from change
+                                   messages: an edge that holds what it
+                                   took from this daemon may get a patch */
+    int64_t   base;             /* a patch: the revision it applies to;
+                                   -1 for a whole snapshot */
+    json_t   *from;             /* a patch: the snapshot it applies to,
+                                   one reference; NULL */
+    size_t    nflags;           /* a patch: the flags it names */
 } pgd_body_t;
 
 /* A certificate of the config, as the loop knows it. */
@@ -247,6 +275,12 @@ typedef struct {
                                        the next snapshot (pgd_load()) */
     int             check;          /* ask its revision when idle */
     int             force;          /* pinned: PUT with ?force=1 */
+    int             patch_ok;       /* it took accepted from this daemon
+                                       (200) and has answered every request
+                                       since: a PATCH from accepted may go
+                                       (pgd_patchable()) */
+    double          patch_again;    /* ms (pgd_now()): it refused PATCH
+                                       (405, 501, 400): PUTs until then */
     int             forcing;        /* the PUT in flight has ?force=1 */
     int             seed_asked;     /* GET snapshot sent, this seeding */
     int64_t         retried;        /* the revision whose PUT a 503 (an
@@ -293,7 +327,20 @@ typedef struct {
     double          redis_retry_at;
     double          stale_said;
     unsigned        redis_attempts;
-    int             load_wanted;    /* a change message came */
+    int             load_wanted;    /* a change message that says read
+                                       everything came, or a doubt */
+    json_t         *delta;          /* "env/flag" -> true: the flags the
+                                       change messages since store_revision
+                                       named, in an unbroken run of
+                                       revisions up to delta_top; NULL */
+    int64_t         delta_top;
+    int64_t         delta_wait;     /* a delta read found the store at this
+                                       revision, past delta_top: read again
+                                       once its messages are in; 0 */
+    unsigned        delta_reads;    /* such reads in a row */
+    unsigned        deltas;         /* snapshots made by deltas since the
+                                       last whole read: the next tick reads
+                                       the whole store (pgd_tick()) */
 
     char            envs[PG_ENVS_MAX][PG_NAME_MAX + 1]; /* pushed: the
                                        config's, then the store's own */
@@ -307,6 +354,14 @@ typedef struct {
 
     json_t         *good;           /* the last snapshot made, or NULL */
     pgd_body_t     *body;           /* its text: one reference */
+    pgd_body_t     *patch;          /* the last patch made to body, for the
+                                       next edge that holds the same: one
+                                       reference, or NULL */
+    json_t         *stored;         /* the store as last read (a delta
+                                       applied): {"revision", "environments"},
+                                       what pgd_compose() made good from;
+                                       NULL when it made none */
+    json_t         *stored_bad;     /* and its bad flags, as bad_now */
     json_t         *notes;          /* what was said of flags the edges
                                        do not get as the store has them:
                                        key -> [level, text]; see
@@ -328,9 +383,9 @@ typedef struct {
                                        controller), so what it holds is
                                        compared, once; -1 when done */
     int64_t         made_revision;  /* the last body made: its revision */
-    uint64_t        made_hash;      /* and its text's hash; kept across
+    json_t         *made;           /* and its snapshot; kept across
                                        pgd_store_forget(): the edges may
-                                       hold it. -1, 0 before any */
+                                       hold it. -1, NULL before any */
 
     char            host[256];      /* the beat: gethostname() */
     char            started_at[32]; /* ISO 8601 UTC */
@@ -376,9 +431,12 @@ void pgd_redis_close(pgd_t *d);
 void pgd_redis_down(pgd_t *d, const char *why);
 void pgd_redis_store_failed(pgd_t *d);
 void pgd_redis_read(pgd_t *d);
+int pgd_redis_pending(pgd_t *d);
 
 /* pgd_store.c */
 void pgd_load(pgd_t *d);
+void pgd_follow(pgd_t *d);
+void pgd_change(pgd_t *d, const char *msg);
 void pgd_tick(pgd_t *d);
 void pgd_store_forget(pgd_t *d);
 void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
@@ -421,6 +479,7 @@ void pgd_kick(pgd_t *d);
 void pgd_cancel(pgd_t *d, pgd_edge_t *e);
 void pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code);
 void pgd_body_release(pgd_body_t *body);
+const char *pgd_body_text(pgd_body_t *body);
 void pgd_edge_forget(pgd_edge_t *e);
 void pgd_seed_ask(pgd_t *d);
 
@@ -457,5 +516,31 @@ int pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
  */
 json_t *pgd_kills_only(const json_t *store, const json_t *bad,
     const json_t *good);
+
+/*
+ * A delta's shortcut to pgd_compose(): store is the store after a change,
+ * changed the flags the change set or deleted ({ENV: {FLAG: {...} or
+ * null}}, each value valid on its own), and the store before the change
+ * composed as it was (no note, no bad flag). Returns 1 when store compiles
+ * as it is, so that pgd_compose() would give store itself (without a
+ * note): every environment changed within PG_FLAGS_MAX, each requires of a
+ * changed flag resolved without coming back to it, no flag left requiring
+ * a deleted one. 0: call pgd_compose(). It costs the changed environments'
+ * flags, where pgd_compose() compiles the whole snapshot. Both borrowed.
+ */
+int pgd_compose_fast(const json_t *store, const json_t *changed);
+
+/*
+ * The "environments" of a patch (PATCH snapshot) that makes to out of
+ * from (two snapshots, borrowed): each flag of to that from has not, or
+ * has otherwise, and null for each flag of from that to has not; an
+ * environment of to that from has not is named whole (a patch creates it).
+ * A new object (empty: a revision bump), or NULL when no patch says it:
+ * from has an environment that to has not (a patch never removes one), or
+ * out of memory. *nflags is the number of flags named. Flags that are the
+ * same object in both (documents made from one another share them) cost a
+ * pointer compare.
+ */
+json_t *pgd_patch_of(const json_t *from, const json_t *to, size_t *nflags);
 
 #endif /* PGD_H */

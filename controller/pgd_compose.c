@@ -60,6 +60,12 @@
  * the good snapshot with the store's kills applied to it, so that a kill
  * goes out even then; if even that does not compile (a revision out of
  * range), nothing is pushed.
+ *
+ * Deltas (a change read flag by flag, issue 14): pgd_compose_fast() tells,
+ * from the changed flags alone, when a store that composed as it was still
+ * does after the change, so that the daemon skips compiling the whole;
+ * pgd_patch_of() finds the patch from what an edge holds to the new
+ * snapshot.
  */
 
 #include <stdarg.h>         /* va_list: the notes */
@@ -1207,4 +1213,168 @@ pgd_compose(const json_t *store, const json_t *bad, const json_t *good,
     *out = snap;
 
     return PG_OK;
+}
+
+
+/* --- deltas ------------------------------------------------------------- */
+
+int
+pgd_compose_fast(const json_t *store, const json_t *changed)
+{
+    size_t         n, steps;
+    json_t        *flags, *flag, *other, *value;
+    json_int_t     revision;
+    const char    *env, *name, *r, *key;
+    const json_t  *revision_json;
+
+    revision_json = json_object_get(store, "revision");
+    revision = json_integer_value(revision_json);
+
+    if (!json_is_integer(revision_json) || revision < 0
+        || revision > PG_REVISION_MAX)
+    {
+        return 0;
+    }
+
+    json_object_foreach((json_t *) changed, env, value) {
+        flags = json_object_get(json_object_get(store, "environments"),
+                                env);
+        n = json_object_size(flags);
+
+        if (!json_is_object(flags) || n > PG_FLAGS_MAX) {
+            return 0;
+        }
+
+        json_object_foreach(value, name, flag) {
+
+            if (json_is_null(flag)) {
+                /* deleted: no flag may still require it */
+                json_object_foreach(flags, key, other) {
+                    r = pgd_requires(other);
+
+                    if (r != NULL && strcmp(r, name) == 0) {
+                        return 0;
+                    }
+                }
+
+                continue;
+            }
+
+            /*
+             * Its chain of requires must end, in flags that exist, without
+             * coming back to it: the store before compiled, so a cycle now
+             * passes through a changed flag, and is found from there.
+             */
+            r = pgd_requires(flag);
+
+            for (steps = 0; r != NULL; steps++) {
+                if (strcmp(r, name) == 0 || steps > n) {
+                    return 0;
+                }
+
+                other = json_object_get(flags, r);
+
+                if (other == NULL) {
+                    return 0;
+                }
+
+                r = pgd_requires(other);
+            }
+        }
+    }
+
+    /*
+     * Every flag is valid on its own (the unchanged ones were, the changed
+     * ones were checked when read), so this compiles. The only limit not
+     * looked at is the blob's 4 GiB: a store past it holds no edge.
+     */
+    return 1;
+}
+
+
+json_t *
+pgd_patch_of(const json_t *from, const json_t *to, size_t *nflags)
+{
+    json_t       *out, *fenvs, *tenvs, *fe, *te, *f, *t, *diff;
+    const char   *env, *name;
+
+    *nflags = 0;
+    fenvs = json_object_get(from, "environments");
+    tenvs = json_object_get(to, "environments");
+
+    if (!json_is_object(fenvs) || !json_is_object(tenvs)) {
+        return NULL;
+    }
+
+    json_object_foreach(fenvs, env, fe) {
+        if (json_object_get(tenvs, env) == NULL) {
+            return NULL;
+        }
+    }
+
+    out = json_object();
+    if (out == NULL) {
+        return NULL;
+    }
+
+    json_object_foreach(tenvs, env, te) {
+        fe = json_object_get(fenvs, env);
+
+        if (fe == te) {
+            continue;
+        }
+
+        if (!json_is_object(te) || (fe != NULL && !json_is_object(fe))) {
+            json_decref(out);
+            return NULL;
+        }
+
+        if (fe == NULL) {
+            /* created by the patch, with all its flags (or none) */
+            if (json_object_set(out, env, te) != 0) {
+                json_decref(out);
+                return NULL;
+            }
+
+            *nflags += json_object_size(te);
+            continue;
+        }
+
+        diff = json_object();
+
+        if (diff == NULL || json_object_set_new(out, env, diff) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+
+        json_object_foreach(te, name, t) {
+            f = json_object_get(fe, name);
+
+            if (f == t || (f != NULL && json_equal(f, t))) {
+                continue;
+            }
+
+            if (json_object_set(diff, name, t) != 0) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+
+        json_object_foreach(fe, name, f) {
+            if (json_object_get(te, name) == NULL
+                && json_object_set_new(diff, name, json_null()) != 0)
+            {
+                json_decref(out);
+                return NULL;
+            }
+        }
+
+        *nflags += json_object_size(diff);
+
+        if (json_object_size(diff) == 0) {
+            json_object_del(out, env);
+        }
+    }
+
+    return out;
 }

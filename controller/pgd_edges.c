@@ -6,6 +6,11 @@
  * accepts connections and never answers holds back nothing but itself:
  *
  *   PUT snapshot    when the edge's revision is not the snapshot's;
+ *   PATCH snapshot  instead, with the flags that changed, when the
+ *                   snapshot was made from change messages (a delta) and
+ *                   the edge is known to hold exactly what it took from
+ *                   this daemon (pgd_patchable()); anything but a 200 and
+ *                   it gets the PUT at once;
  *   GET status      once per reconcile tick (and after a reload);
  *   GET snapshot    the seed: only while the daemon has no snapshot of its
  *                   own yet (it just started) and what the edges hold
@@ -68,6 +73,10 @@ static void pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs,
 static void pgd_overrides(pgd_t *d, pgd_edge_t *e, const json_t *status);
 static const char *pgd_in_store(pgd_t *d, const char *env,
     const char *flag);
+static int pgd_patchable(pgd_t *d, pgd_edge_t *e);
+static pgd_body_t *pgd_patch_for(pgd_t *d, pgd_edge_t *e);
+static void pgd_patched(pgd_t *d, pgd_edge_t *e, long status, json_t *json,
+    pgd_body_t *body);
 
 
 void
@@ -76,8 +85,23 @@ pgd_body_release(pgd_body_t *body)
     if (body != NULL && --body->refs == 0) {
         free(body->data);
         json_decref(body->json);
+        json_decref(body->from);
         free(body);
     }
+}
+
+
+/* A whole snapshot's text, made the first time a PUT needs it; NULL when
+ * out of memory. */
+const char *
+pgd_body_text(pgd_body_t *body)
+{
+    if (body->data == NULL) {
+        body->data = json_dumps(body->json, JSON_COMPACT | PG_JSON_REAL);
+        body->len = body->data ? strlen(body->data) : 0;
+    }
+
+    return body->data;
 }
 
 
@@ -185,6 +209,14 @@ pgd_kick(pgd_t *d)
         body = e->own ? e->own : d->body;
 
         if (body && e->revision != body->revision) {
+            if (body == d->body && pgd_patchable(d, e)
+                && (body = pgd_patch_for(d, e)) != NULL)
+            {
+                pgd_start(d, e, PGD_REQ_PATCH, body, 0);
+                continue;
+            }
+
+            body = e->own ? e->own : d->body;
             pgd_start(d, e, PGD_REQ_PUT, body, e->force);
 
         } else if (body && e->check && e->partial == d->body->revision) {
@@ -208,9 +240,19 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
     int         rc;
     pg_error_t  err;
 
-    if (kind == PGD_REQ_PUT) {
+    if (kind == PGD_REQ_PUT && pgd_body_text(body) == NULL) {
+        snprintf(err.text, sizeof(err.text), "out of memory for revision "
+                 "%lld", (long long) body->revision);
+        rc = PG_ERR;
+
+    } else if (kind == PGD_REQ_PUT) {
         rc = pg_edge_req_init(&e->req, &e->edge, "PUT",
                               force ? "snapshot?force=1" : "snapshot",
+                              body->data, body->len,
+                              PGD_PUT_TIMEOUT_MS, &err);
+
+    } else if (kind == PGD_REQ_PATCH) {
+        rc = pg_edge_req_init(&e->req, &e->edge, "PATCH", "snapshot",
                               body->data, body->len,
                               PGD_PUT_TIMEOUT_MS, &err);
 
@@ -242,7 +284,7 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
         e->check = 0;
     }
 
-    if (kind == PGD_REQ_PUT) {
+    if (kind == PGD_REQ_PUT || kind == PGD_REQ_PATCH) {
         e->body = body;
         e->body->refs++;
         e->forcing = force;
@@ -515,6 +557,11 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         return;
     }
 
+    if (kind == PGD_REQ_PATCH) {
+        pgd_patched(d, e, status, json, body);
+        return;
+    }
+
     rev = json_object_get(json, "revision");
     error = json_object_get(json, "error");
     theirs = json_is_integer(rev) ? json_integer_value(rev) : -1;
@@ -526,6 +573,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         e->force = 0;
         json_decref(e->accepted);
         e->accepted = json_incref(body->json);
+        e->patch_ok = body != e->own;
 
         if (body == e->own) {
             /* it took the kills: its refusal of the whole still stands */
@@ -549,6 +597,14 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
         /* 409: the edge has this revision or a newer one already */
         pgd_edge_up(d, e);
         e->revision = theirs;
+
+        /* a patch goes only to an edge still at what it took from us */
+        if (e->accepted == NULL
+            || theirs != json_integer_value(json_object_get(e->accepted,
+                                                            "revision")))
+        {
+            e->patch_ok = 0;
+        }
 
         if (d->body != NULL && theirs == d->body->revision) {
             e->error[0] = '\0';        /* in step: nothing stands */
@@ -582,6 +638,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
                 ? json_string_value(error) : "not the API's JSON");
         e->retried = pushed;
         e->revision = -1;
+        e->patch_ok = 0;
 
     } else if (kind == PGD_REQ_PUT && (status == 507 || status == 413)
                && body != e->own
@@ -600,6 +657,7 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
                                                   : "not the API's JSON");
         e->revision = -1;
         e->held = 1;
+        e->patch_ok = 0;
     }
 
     json_decref(json);
@@ -620,6 +678,7 @@ pgd_edge_down(pgd_t *d, pgd_edge_t *e, const char *why)
 
     e->revision = -1;
     e->held = 1;
+    e->patch_ok = 0;        /* it may have restarted: the whole, first */
 }
 
 
@@ -937,10 +996,12 @@ pgd_partial(pgd_t *d, pgd_edge_t *e, long status, const char *error)
     own->data = text;
     own->len = strlen(text);
     own->json = snap;
+    own->base = -1;
 
     pgd_body_release(e->own);
     e->own = own;
     e->revision = -1;
+    e->patch_ok = 0;
 
     pgd_refused(d, e, "edge %.100s: PUT snapshot answered %ld: %.96s; it "
                 "gets only the store's kills over what it holds, at the "
@@ -1051,4 +1112,180 @@ pgd_in_store(pgd_t *d, const char *env, const char *flag)
 
     return json_is_false(json_object_get(f, "enabled"))
            ? "off in the store too" : "on in the store";
+}
+
+
+/* --- patches ------------------------------------------------------------ */
+
+/*
+ * May e get a patch to d->body rather than the whole? Only when d->body
+ * was made from change messages (a delta: after a whole read, every edge
+ * gets the whole) and e is known to hold exactly e->accepted: it took it
+ * from this daemon (200), has answered every request since (a failure, a
+ * restart, a refusal, another revision in its status clear patch_ok), and
+ * is still at its revision; not an edge that holds the store's kills only
+ * (own, partial), nor one pinned (force), nor one that refused a PATCH
+ * lately. The edge checks the base itself (409), so an edge that moved
+ * since its last answer costs a round trip, never a wrong snapshot.
+ */
+static int
+pgd_patchable(pgd_t *d, pgd_edge_t *e)
+{
+    return d->body->delta && e->patch_ok && e->accepted != NULL
+           && e->own == NULL && e->partial == -1 && !e->force
+           && e->revision < d->body->revision
+           && e->revision == json_integer_value(json_object_get(e->accepted,
+                                                                "revision"))
+           && pgd_now() >= e->patch_again;
+}
+
+
+/*
+ * The patch from what e holds (e->accepted) to d->body: d->patch when it
+ * is that one (the edges that took the same snapshot share one), else a
+ * new one, kept in d->patch. Borrowed; NULL when no patch says it (an
+ * environment gone), or out of memory: the whole goes then. A patch is
+ * checked to make, applied as the edge applies it (pg_snap_patch_json()),
+ * exactly the daemon's snapshot, or it does not go.
+ */
+static pgd_body_t *
+pgd_patch_for(pgd_t *d, pgd_edge_t *e)
+{
+    char         *text;
+    size_t        nflags;
+    json_t       *envs, *doc, *result;
+    pg_error_t    err;
+    pgd_body_t   *patch;
+
+    patch = d->patch;
+
+    if (patch != NULL && patch->from == e->accepted
+        && patch->json == d->body->json)
+    {
+        return patch;
+    }
+
+    envs = pgd_patch_of(e->accepted, d->body->json, &nflags);
+
+    if (envs == NULL) {
+        pgd_log(d, PG_LOG_DEBUG, "edge %s: no patch from revision %lld to "
+                "%lld (an environment is gone): the whole goes",
+                e->edge.spec, (long long) e->revision,
+                (long long) d->body->revision);
+        return NULL;
+    }
+
+    doc = json_pack("{s:I,s:I,s:o}", "base_revision",
+                    (json_int_t) e->revision, "revision",
+                    (json_int_t) d->body->revision, "environments", envs);
+    result = NULL;
+
+    if (doc == NULL
+        || pg_snap_patch_json(e->accepted, doc, &result, &err) != PG_OK
+        || !json_equal(result, d->body->json))
+    {
+        pgd_log(d, PG_LOG_ERROR, "edge %s: the patch from revision %lld to "
+                "%lld does not make the daemon's snapshot (%s): the whole "
+                "goes", e->edge.spec, (long long) e->revision,
+                (long long) d->body->revision,
+                doc == NULL ? "out of memory"
+                : result == NULL ? err.text : "another document");
+        json_decref(doc);
+        json_decref(result);
+        return NULL;
+    }
+
+    json_decref(result);
+    text = json_dumps(doc, JSON_COMPACT | PG_JSON_REAL);
+    json_decref(doc);
+    patch = calloc(1, sizeof(pgd_body_t));
+
+    if (text == NULL || patch == NULL) {
+        free(text);
+        free(patch);
+        return NULL;
+    }
+
+    patch->refs = 1;
+    patch->revision = d->body->revision;
+    patch->data = text;
+    patch->len = strlen(text);
+    patch->json = json_incref(d->body->json);
+    patch->base = e->revision;
+    patch->from = json_incref(e->accepted);
+    patch->nflags = nflags;
+
+    pgd_body_release(d->patch);
+    d->patch = patch;
+
+    return patch;
+}
+
+
+/*
+ * e answered PATCH snapshot (status; json and body taken). 200: it holds
+ * the patch's snapshot, as after a PUT. Anything else changed nothing on
+ * the edge (a patch never half-applies): it gets the whole at once, by
+ * the PUT's rules (409s, 503, 507...). One that does not take PATCH at all
+ * (405, 501: a module from before it; 400) gets PUTs for
+ * PGD_PATCH_AGAIN_MS, then a patch is tried again (it may be upgraded).
+ */
+static void
+pgd_patched(pgd_t *d, pgd_edge_t *e, long status, json_t *json,
+    pgd_body_t *body)
+{
+    json_t       *rev, *error;
+    const char   *why;
+
+    pgd_edge_up(d, e);
+    rev = json_object_get(json, "revision");
+    error = json_object_get(json, "error");
+    why = json_is_string(error) ? json_string_value(error)
+                                : "not the API's JSON";
+
+    if (status == 200) {
+        e->revision = body->revision;
+        e->verified = body->revision;
+        e->force = 0;
+        e->partial = -1;
+        e->patch_ok = 1;
+        e->said[0] = '\0';
+        e->error[0] = '\0';
+        json_decref(e->accepted);
+        e->accepted = json_incref(body->json);
+
+        pgd_log(d, PG_LOG_INFO, "edge %s: revision %lld patched in %.1f ms "
+                "(%zu flag%s, from revision %lld)", e->edge.spec,
+                (long long) body->revision, pgd_now() - e->started,
+                body->nflags, body->nflags == 1 ? "" : "s",
+                (long long) body->base);
+
+    } else if (status == 409 && json_is_integer(rev)) {
+        e->patch_ok = 0;
+        e->revision = json_integer_value(rev);
+
+        pgd_log(d, PG_LOG_INFO, "edge %s: PATCH snapshot answered 409, it "
+                "is at revision %lld, not %lld: it gets the whole snapshot",
+                e->edge.spec, (long long) e->revision,
+                (long long) body->base);
+
+    } else if (status == 400 || status == 405 || status == 501) {
+        e->patch_ok = 0;
+        e->patch_again = pgd_now() + PGD_PATCH_AGAIN_MS;
+
+        pgd_log(d, PG_LOG_WARN, "edge %s: PATCH snapshot answered %ld "
+                "(%.96s): it gets whole snapshots, and is offered a patch "
+                "again in %d s", e->edge.spec, status, why,
+                PGD_PATCH_AGAIN_MS / 1000);
+
+    } else {
+        e->patch_ok = 0;
+
+        pgd_log(d, PG_LOG_INFO, "edge %s: PATCH snapshot answered %ld "
+                "(%.96s): it gets the whole snapshot", e->edge.spec, status,
+                why);
+    }
+
+    json_decref(json);
+    pgd_body_release(body);
 }

@@ -7,6 +7,7 @@
  * and coming back is said once each.
  */
 
+#include <poll.h>               /* poll: a message waiting */
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* rand */
 #include <string.h>             /* strcmp */
@@ -197,12 +198,28 @@ pgd_redis_read(pgd_t *d)
                 d->renew_wanted = 1;
 
             } else {
-                pgd_log(d, PG_LOG_DEBUG, "change message: revision %s",
-                        msg);
-                d->load_wanted = 1;
+                pgd_change(d, msg);
             }
         }
 
         freeReplyObject(reply);
     }
+}
+
+
+/* Is the pub/sub connection readable now (a change message waits)? */
+int
+pgd_redis_pending(pgd_t *d)
+{
+    struct pollfd  pfd;
+
+    if (d->sub == NULL) {
+        return 0;
+    }
+
+    pfd.fd = d->sub->fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
 }

@@ -13,12 +13,15 @@
  *
  *   - it SUBSCRIBEs to the change channel first, then reads the whole store
  *     in one MULTI/EXEC (pg_store_snapshot), so no change slips between the
- *     two; a change message makes it read again (pgd_redis.c, pgd_store.c).
- *     It reads the environments of its config and those the store records
+ *     two; a change message makes it read again (pgd_redis.c, pgd_store.c):
+ *     only the flag it names when the messages run unbroken from what it
+ *     read (a delta), the whole store on any doubt. It reads the
+ *     environments of its config and those the store records
  *     (`portal-gatectl env add`);
  *   - it PUTs the snapshot to every edge at once (one curl multi handle), so
  *     an edge that is slow, down or hung never holds back the others
- *     (pgd_edges.c);
+ *     (pgd_edges.c); after a delta, an edge known to hold what it took
+ *     from this daemon gets a PATCH of the flags that changed instead;
  *   - every reconcile_interval it asks Redis for its revision and each edge
  *     for its own, and pushes where they differ: a missed message or a
  *     restarted edge heals on its own; a SIGHUP never puts the tick off;
@@ -441,6 +444,7 @@ main(int argc, char **argv)
     }
 
     pgd_store_forget(d);
+    json_decref(d->made);
     pg_curl_unload();
 
     if (d->use_syslog) {
@@ -465,6 +469,8 @@ pgd_edge_carry(pgd_edge_t *e, pgd_edge_t *old)
     e->state = old->state;
     e->held = old->held;
     e->force = old->force;
+    e->patch_ok = old->patch_ok;
+    e->patch_again = old->patch_again;
     e->retried = old->retried;
     e->partial = old->partial;
     memcpy(e->said, old->said, sizeof(old->said));
@@ -634,9 +640,7 @@ pgd_run(pgd_t *d)
             pgd_beat(d);
         }
 
-        if (d->load_wanted) {
-            pgd_load(d);
-        }
+        pgd_follow(d);
 
         pgd_kick(d);
 

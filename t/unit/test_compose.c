@@ -16,7 +16,7 @@
 
 #include <stdarg.h>         /* va_list: t_note */
 #include <stdio.h>          /* printf, snprintf */
-#include <stdlib.h>         /* free */
+#include <stdlib.h>         /* free, rand_r */
 #include <string.h>         /* strcmp, strstr, strlen */
 #include <time.h>           /* clock_gettime: what the long chains cost */
 #include "pgd.h"            /* pgd_compose, PG_LOG_*, PG_FLAGS_MAX */
@@ -889,6 +889,195 @@ t_last_resort(void)
 }
 
 
+/* --- deltas: pgd_compose_fast() and pgd_patch_of() ----------------------- */
+
+/* A random flag valid on its own: on or killed, a rollout, an allow list,
+ * and now and then a requires of one of the first nnames flags (which
+ * may be missing, or close a cycle). New. */
+static json_t *
+t_random_flag(unsigned *seed, size_t nnames)
+{
+    char     name[24];
+    json_t  *flag;
+
+    flag = json_pack("{s:b,s:i,s:[s]}", "enabled", rand_r(seed) % 5 != 0,
+                     "rollout", rand_r(seed) % 101, "allow", "1");
+
+    if (rand_r(seed) % 3 == 0) {
+        json_object_set_new(flag, "requires",
+                            json_string(t_name(name, sizeof(name),
+                                               (size_t) rand_r(seed)
+                                               % nnames)));
+    }
+
+    return flag;
+}
+
+
+/*
+ * A long random series of one-flag changes (set or delete) to a store
+ * that composes as it is: pgd_compose_fast() must say 1 exactly when
+ * pgd_compose() gives the store itself with no note, and the patch that
+ * pgd_patch_of() finds from the edges' snapshot to the new one must make,
+ * applied as an edge applies it, exactly the new one.
+ */
+static void
+t_deltas(void)
+{
+    int           fast, same, bad_fast, bad_patch, nfast, nslow;
+    char          name[24];
+    size_t        i, nflags, changes;
+    json_t       *store, *next, *patch, *envs, *flags, *applied;
+    unsigned      seed;
+    t_run_t       run;
+    pg_error_t    err;
+
+    seed = 14;
+    store = t_snap(1, t_many(8, 0, NULL));
+    bad_fast = 0;
+    bad_patch = 0;
+    nfast = 0;
+    nslow = 0;
+
+    for (i = 0; i < 3000; i++) {
+        t_name(name, sizeof(name), (size_t) rand_r(&seed) % 12);
+        flags = json_object();
+
+        if (rand_r(&seed) % 4 == 0) {
+            json_object_set_new(flags, name, json_null());
+        } else {
+            json_object_set_new(flags, name, t_random_flag(&seed, 12));
+        }
+
+        envs = json_pack("{s:o}", T_ENV, flags);
+        patch = json_pack("{s:O,s:I,s:O}", "base_revision",
+                          json_object_get(store, "revision"), "revision",
+                          json_integer_value(json_object_get(store,
+                                                             "revision"))
+                          + 1, "environments", envs);
+
+        if (pg_snap_patch_json(store, patch, &next, &err) != PG_OK) {
+            t_diag("cannot apply change %zu: %s", i, err.text);
+            bad_fast++;
+            json_decref(patch);
+            json_decref(envs);
+            break;
+        }
+
+        fast = pgd_compose_fast(next, envs);
+        t_compose(&run, next, NULL, store);
+        same = run.rc == PG_OK && json_equal(run.out, next)
+               && json_object_size(run.notes) == 0;
+
+        if (fast != same) {
+            bad_fast++;
+            t_diag("change %zu: fast %d, compose as stored %d: %s", i, fast,
+                   same, json_dumps(envs, JSON_COMPACT));
+        }
+
+        nfast += fast;
+        nslow += !fast;
+
+        /* the edges held store; they get run.out by a patch */
+        json_decref(patch);
+        patch = NULL;
+
+        if (run.rc == PG_OK) {
+            json_t  *pe = pgd_patch_of(store, run.out, &nflags);
+
+            patch = pe ? json_pack("{s:O,s:O,s:o}", "base_revision",
+                                   json_object_get(store, "revision"),
+                                   "revision",
+                                   json_object_get(run.out, "revision"),
+                                   "environments", pe)
+                       : NULL;
+            applied = NULL;
+
+            if (patch == NULL
+                || pg_snap_patch_json(store, patch, &applied, &err) != PG_OK
+                || !json_equal(applied, run.out))
+            {
+                bad_patch++;
+                t_diag("change %zu: the patch does not make the snapshot",
+                       i);
+            }
+
+            json_decref(applied);
+        }
+
+        /* go on from what composed as it is, to keep fast's premise */
+        if (same) {
+            json_decref(store);
+            store = next;
+        } else {
+            json_decref(next);
+            json_object_set_new(store, "revision",
+                                json_integer(json_integer_value(
+                                    json_object_get(store, "revision"))
+                                    + 1));
+        }
+
+        json_decref(patch);
+        json_decref(envs);
+        t_done(&run);
+    }
+
+    changes = i;
+    t_ok(bad_fast == 0, "%zu random changes: pgd_compose_fast() says 1 "
+         "exactly when pgd_compose() gives the store as it is (%d fast, "
+         "%d not)", changes, nfast, nslow);
+    t_ok(nfast > 100 && nslow > 100, "both kinds were seen");
+    t_ok(bad_patch == 0, "each patch from the last snapshot, applied as an "
+         "edge applies it, makes the new one");
+
+    json_decref(store);
+}
+
+
+/* pgd_patch_of(): flags shared, changed, deleted, environments new and
+ * gone. */
+static void
+t_patch_of(void)
+{
+    size_t   n;
+    json_t  *from, *to, *envs;
+
+    from = t_json("{'revision': 4, 'environments': {'production': "
+                  "{'a': {'rollout': 1}, 'b': {'rollout': 2}}}}");
+    to = json_deep_copy(from);
+
+    json_object_set_new(to, "revision", json_integer(5));
+    envs = pgd_patch_of(from, to, &n);
+    t_ok(envs != NULL && json_object_size(envs) == 0 && n == 0,
+         "an equal snapshot: a revision bump, \"environments\": {}");
+    json_decref(envs);
+
+    json_object_del(json_object_get(json_object_get(to, "environments"),
+                                    "production"), "a");
+    json_object_set_new(json_object_get(json_object_get(to, "environments"),
+                                        "production"), "c",
+                        t_json("{'enabled': false}"));
+    json_object_set_new(json_object_get(to, "environments"), "staging",
+                        json_object());
+    envs = pgd_patch_of(from, to, &n);
+    t_ok(envs != NULL && n == 2
+         && json_is_null(json_object_get(json_object_get(envs, "production"),
+                                         "a"))
+         && json_object_get(json_object_get(envs, "production"), "c")
+         && !json_object_get(json_object_get(envs, "production"), "b")
+         && json_is_object(json_object_get(envs, "staging")),
+         "a flag deleted is null, one added is given, one the same is not "
+         "named, a new environment is named (empty: the patch creates it)");
+    json_decref(envs);
+
+    envs = pgd_patch_of(to, from, &n);
+    t_ok(envs == NULL, "an environment gone: no patch says it");
+
+    json_decref(from);
+    json_decref(to);
+}
+
+
 int
 main(void)
 {
@@ -902,6 +1091,8 @@ main(void)
     t_deleted_required();
     t_good_refused();
     t_last_resort();
+    t_deltas();
+    t_patch_of();
 
     printf("1..%d\n", t_count);
 
