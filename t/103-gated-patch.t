@@ -437,6 +437,33 @@ subtest 'a bulk write is read whole and goes as a PUT' => sub {
     checks_clean($mark);
 };
 
+subtest 'a kill override on an edge stays over a patched snapshot' => sub {
+    my $mark = $gd->mark;
+    exits(ctl('rollout', 'customer_portal', '100'), 0, 'rollout 100');
+    all_answer('customer_portal', 'x1', 'on/rollout', 'on for everyone');
+    is($A->api('PUT', 'overrides?env=production&flag=customer_portal',
+               '{"by": "tester", "reason": "t/103"}')->{status}, 200,
+       'a kill override on edge A, as kill --direct makes it');
+    ok($gd->wait_log(qr/edge \Q$url{$A}\E holds 1 kill override/, 5, $mark),
+       'the daemon has seen it');
+
+    my $n = pushes($A);
+    exits(ctl('allow', 'customer_portal', 'x2'), 0, 'a write to that flag');
+    all_at_store('after the write');
+    is_deeply([pushes_since($A, $n)], ['PATCH 200'], 'edge A took it as a PATCH');
+    is(answer($A, 'customer_portal', 'x2'), 'off/killed',
+       'edge A still serves the flag off: the override stands');
+    is(answer($B, 'customer_portal', 'x2'), 'on/allowed',
+       'edge B serves the write');
+
+    is($A->api('DELETE', 'overrides?env=production&flag=customer_portal')
+           ->{status}, 200, 'released');
+    is(answer($A, 'customer_portal', 'x2'), 'on/allowed',
+       'edge A serves the patched snapshot');
+    all_as_reference('after the release');
+    checks_clean($mark);
+};
+
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 
 done_testing;
