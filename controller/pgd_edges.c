@@ -1254,8 +1254,9 @@ pgd_patched(pgd_t *d, pgd_edge_t *e, long status, json_t *json,
         json_decref(e->accepted);
         e->accepted = json_incref(body->json);
 
-        pgd_log(d, PG_LOG_INFO, "edge %s: revision %lld patched in %.1f ms "
-                "(%zu flag%s, from revision %lld)", e->edge.spec,
+        /* "applied", as after a PUT: what the log's readers look for */
+        pgd_log(d, PG_LOG_INFO, "edge %s: revision %lld applied in %.1f ms "
+                "(patched: %zu flag%s from revision %lld)", e->edge.spec,
                 (long long) body->revision, pgd_now() - e->started,
                 body->nflags, body->nflags == 1 ? "" : "s",
                 (long long) body->base);

@@ -156,7 +156,7 @@ sub hand_write {
 
 sub patched_line {
     my ($ng, $rev) = @_;
-    return qr/edge \Q$url{$ng}\E: revision $rev patched in [\d.]+ ms/;
+    return qr/edge \Q$url{$ng}\E: revision $rev applied in [\d.]+ ms \(patched: /;
 }
 
 
@@ -246,7 +246,7 @@ subtest 'writes in a row end with every edge as a PUT of the whole store' => sub
     all_answer('calls', 'burst1', 'on/allowed', 'the burst reaches every edge');
     all_answer('chat', 'burst2', 'off/killed', 'chat stays off');
     all_as_reference('after the writes');
-    cmp_ok($gd->count_log(qr/edge \Q$url{$A}\E: revision \d+ patched/, $mark),
+    cmp_ok($gd->count_log(qr/edge \Q$url{$A}\E: revision \d+ applied in [\d.]+ ms \(patched/, $mark),
            '>=', 15, 'most of them went to edge A as patches');
     checks_clean($mark);
 };
@@ -326,7 +326,7 @@ subtest 'an edge that lags gets the whole snapshot, then patches again' => sub {
     kill 'CONT', $gd->pid;
     my $rev = all_at_store('A back');
     is_deeply([pushes_since($A, $n)], ['PUT 200'], 'edge A took a PUT');
-    ok(!grep({ /\Q$url{$A}\E: revision \d+ patched/ } split /\n/, $gd->log($mark)),
+    ok(!grep({ /\Q$url{$A}\E: revision \d+ applied in [\d.]+ ms \(patched/ } split /\n/, $gd->log($mark)),
        'and no patch while it lagged');
 
     $n = pushes($A);
