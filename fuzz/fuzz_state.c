@@ -9,13 +9,18 @@
  * back (pg_state_dump) reads again to the same blob and overrides. When
  * the snapshot is corrupt: no blob, a message, and the overrides that
  * could be read are well-formed.
+ *
+ * The bytes after a first "\0PGJ" are the journal beside the state file
+ * (state.json.journal), replayed when the state file names it: whatever
+ * it holds, the reader never fails for it, and what it loads opens.
  */
 
+#define _GNU_SOURCE        /* memmem */
 #include <fcntl.h>          /* open */
 #include <stdio.h>          /* snprintf */
 #include <stdlib.h>         /* atexit, free, getenv, mkdtemp */
-#include <string.h>         /* memcmp, strlen */
-#include <unistd.h>         /* pwrite, ftruncate, unlink, rmdir */
+#include <string.h>         /* memcmp, memmem, strlen */
+#include <unistd.h>         /* pwrite, write, ftruncate, unlink, rmdir */
 #include "fuzz.h"           /* FUZZ_CHECK, LLVMFuzzerTestOneInput */
 #include "pg_state.h"       /* the API under test */
 
@@ -27,13 +32,35 @@
 static int   state_fd = -1;
 static char  state_dir[256];
 static char  state_path[300];
+static char  journal_path[320];
 
 
 static void
 state_cleanup(void)
 {
+    (void) unlink(journal_path);
     (void) unlink(state_path);
     (void) rmdir(state_dir);
+}
+
+
+/* The journal holds len bytes of data, or is missing (data NULL). */
+static void
+journal_write(const void *data, size_t len)
+{
+    int  fd;
+
+    (void) unlink(journal_path);
+
+    if (data == NULL) {
+        return;
+    }
+
+    fd = open(journal_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FUZZ_CHECK(fd != -1
+               && (len == 0 || write(fd, data, len) == (ssize_t) len),
+               "cannot write %s", journal_path);
+    (void) close(fd);
 }
 
 
@@ -49,6 +76,8 @@ state_write(const void *data, size_t len)
                  tmp && tmp[0] ? tmp : "/tmp");
         FUZZ_CHECK(mkdtemp(state_dir) != NULL, "mkdtemp failed");
         snprintf(state_path, sizeof(state_path), "%s/state.json", state_dir);
+        snprintf(journal_path, sizeof(journal_path), "%s" PG_JOURNAL_SUFFIX,
+                 state_path);
 
         state_fd = open(state_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
                         0600);
@@ -89,12 +118,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int                 rc;
     char               *text;
+    const uint8_t      *sep;
     pg_snap_t           snap;
     pg_error_t          err;
     pg_state_t          state, again;
     pg_state_result_t   res;
 
-    state_write(data, size);
+    sep = memmem(data, size, "\0PGJ", 4);
+
+    state_write(data, sep ? (size_t) (sep - data) : size);
+
+    if (sep != NULL) {
+        journal_write(sep + 4, size - (size_t) (sep - data) - 4);
+        size = (size_t) (sep - data);
+
+    } else {
+        journal_write(NULL, 0);
+    }
 
     err.text[0] = '\0';
     res = pg_state_read(state_path, STATE_MAX, &state, &err);

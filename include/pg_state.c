@@ -6,9 +6,9 @@
 #include <errno.h>          /* errno, ENOENT, ELOOP */
 #include <fcntl.h>          /* open, O_* */
 #include <stdarg.h>         /* va_list */
-#include <stdio.h>          /* vsnprintf */
-#include <stdlib.h>         /* malloc, free */
-#include <string.h>         /* strerror */
+#include <stdio.h>          /* snprintf, vsnprintf */
+#include <stdlib.h>         /* malloc, free, strtoull */
+#include <string.h>         /* memcpy, strerror, strspn */
 #include <sys/stat.h>       /* fstat, S_ISREG */
 #include <unistd.h>         /* read, close */
 #include "pg_state.h"       /* the API this file implements */
@@ -20,8 +20,8 @@ static pg_state_result_t pg_state_fail(pg_error_t *err,
 static int pg_override_err(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int pg_override_text(const char *s, size_t len);
-static pg_state_result_t pg_state_parse(const char *text, size_t len,
-    pg_state_t *state, pg_error_t *err);
+static pg_state_result_t pg_state_parse(const char *path, size_t max,
+    const char *text, size_t len, pg_state_t *state, pg_error_t *err);
 static int pg_overrides_parse(const json_t *list, pg_state_t *state,
     pg_error_t *err);
 
@@ -137,7 +137,7 @@ pg_state_read(const char *path, size_t max, pg_state_t *state,
 
     (void) close(fd);
 
-    if (pg_state_parse(text, got, state, err) != PG_STATE_LOADED) {
+    if (pg_state_parse(path, max, text, got, state, err) != PG_STATE_LOADED) {
         /* the overrides, if they were read, outlive a bad snapshot */
         free(text);
         free(state->blob);
@@ -154,15 +154,22 @@ pg_state_read(const char *path, size_t max, pg_state_t *state,
 }
 
 
-/* The snapshot, as pg_snap_compile() takes it, plus "overrides". */
+/*
+ * The snapshot, as pg_snap_compile() takes it, plus "overrides" and
+ * "journal"; then the journal's records replayed onto it.
+ */
 
 static pg_state_result_t
-pg_state_parse(const char *text, size_t len, pg_state_t *state,
-    pg_error_t *err)
+pg_state_parse(const char *path, size_t max, const char *text, size_t len,
+    pg_state_t *state, pg_error_t *err)
 {
-    int            rc;
-    json_t        *root, *list;
-    json_error_t   jerr;
+    int                  rc;
+    char                *jpath;
+    size_t               n;
+    json_t              *root, *list, *journal, *replayed;
+    const char          *id;
+    json_error_t         jerr;
+    unsigned long long   v;
 
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 
@@ -185,7 +192,68 @@ pg_state_parse(const char *text, size_t len, pg_state_t *state,
         (void) json_object_del(root, "overrides");
     }
 
-    rc = pg_snap_compile_json(root, &state->blob, &state->size, err);
+    journal = json_is_object(root) ? json_object_get(root, "journal")
+                                   : NULL;
+
+    if (journal != NULL) {
+        id = json_string_value(journal);
+        v = 0;
+
+        if (id == NULL || json_string_length(journal) != 16
+            || strspn(id, "0123456789abcdef") != 16
+            || (v = strtoull(id, NULL, 16)) == 0)
+        {
+            json_decref(root);
+            return pg_state_fail(err, PG_STATE_CORRUPT,
+                                 "journal must be 16 hex digits");
+        }
+
+        state->journal_id = (uint64_t) v;
+        (void) json_object_del(root, "journal");
+    }
+
+    /* the journal's records on top; if the result does not compile (it
+     * cannot: each record was a patch the edge accepted), the snapshot
+     * alone */
+
+    replayed = NULL;
+
+    if (state->journal_id) {
+        n = strlen(path);
+        jpath = malloc(n + sizeof(PG_JOURNAL_SUFFIX));
+
+        if (jpath != NULL) {
+            memcpy(jpath, path, n);
+            memcpy(jpath + n, PG_JOURNAL_SUFFIX, sizeof(PG_JOURNAL_SUFFIX));
+
+            replayed = json_incref(root);
+            pg_journal_replay(jpath, max, state->journal_id, &replayed,
+                              state);
+            free(jpath);
+        }
+    }
+
+    if (replayed != NULL && state->journal_records != 0) {
+        rc = pg_snap_compile_json(replayed, &state->blob, &state->size,
+                                  err);
+
+        if (rc != PG_OK) {
+            snprintf(state->journal_note, sizeof(state->journal_note),
+                     "the journal's records make no valid snapshot (%.160s):"
+                     " the state file alone is restored", err->text);
+            state->journal_records = 0;
+            state->journal_clean = 0;
+        }
+
+    } else {
+        rc = PG_ERR;
+    }
+
+    json_decref(replayed);
+
+    if (rc != PG_OK) {
+        rc = pg_snap_compile_json(root, &state->blob, &state->size, err);
+    }
 
     json_decref(root);
 
@@ -260,13 +328,30 @@ char *
 pg_state_dump(const pg_snap_t *snap, const pg_override_t *overrides,
     size_t n)
 {
-    char    *text;
+    return pg_state_dump_journal(snap, overrides, n, 0);
+}
+
+
+char *
+pg_state_dump_journal(const pg_snap_t *snap, const pg_override_t *overrides,
+    size_t n, uint64_t journal_id)
+{
+    char    *text, id[17];
     size_t   i;
     json_t  *root, *list;
 
     root = pg_snap_to_json(snap);
     if (root == NULL) {
         return NULL;
+    }
+
+    if (journal_id != 0) {
+        snprintf(id, sizeof(id), "%016llx", (unsigned long long) journal_id);
+
+        if (json_object_set_new(root, "journal", json_string(id)) != 0) {
+            json_decref(root);
+            return NULL;
+        }
     }
 
     if (n) {

@@ -17,7 +17,7 @@
 #define PG_STATE_H
 
 #include <stddef.h>         /* size_t */
-#include <stdint.h>         /* int64_t */
+#include <stdint.h>         /* int64_t, uint64_t */
 #include <time.h>           /* time_t */
 #include <jansson.h>        /* json_t */
 #include "portal_gate.h"    /* pg_error_t */
@@ -44,6 +44,28 @@ typedef struct {
 } pg_override_t;
 
 
+/*
+ * The journal of patches beside the state file (PATH".journal"): a patch
+ * does not rewrite the state file, it appends its body, as accepted, to
+ * the journal that follows the state file; a restart reads the state file
+ * and replays the journal's records in order. The journal names the state
+ * file it follows by an id (the state file's "journal" key), so a journal
+ * left from an older state file is never replayed on a newer one. A state
+ * file written whole removes the journal; the next patch creates one.
+ *
+ *   "PGJ1 " 16 hex digits (the id) "\n"                  the header
+ *   "R " 10 digits (len) " " 8 hex (checksum) "\n" body "\n"  each record
+ *
+ * The checksum is pg_murmur3_32(body, len, PG_JOURNAL_SEED). A record cut
+ * short (a write torn by a crash) or that does not check ends the replay:
+ * it was never acknowledged, and nothing after it can apply.
+ */
+#define PG_JOURNAL_SUFFIX      ".journal"
+#define PG_JOURNAL_HEADER_LEN  22
+#define PG_JOURNAL_HEAD_LEN    22
+#define PG_JOURNAL_SEED        0x4a524e4cu
+
+
 /* What the state file holds. */
 typedef struct {
     unsigned char  *blob;       /* new, malloc()ed, the caller's; NULL
@@ -52,6 +74,17 @@ typedef struct {
     time_t          mtime;      /* the file's */
     pg_override_t   overrides[PG_OVERRIDES_MAX];
     size_t          noverrides;
+
+    /* its journal (PG_STATE_LOADED only) */
+    uint64_t        journal_id;         /* the state file's; 0: none */
+    size_t          journal_records;    /* replayed */
+    size_t          journal_bytes;      /* the journal's bytes replayed,
+                                           header included */
+    int             journal_clean;      /* 1: the journal was replayed
+                                           whole, or there is none yet:
+                                           records may be appended */
+    char            journal_note[PG_ERROR_LEN];  /* not empty: what was
+                                           ignored, and why (a warning) */
 } pg_state_t;
 
 
@@ -84,11 +117,32 @@ pg_state_result_t pg_state_read(const char *path, size_t max,
 
 /*
  * The state file's text: the snapshot's JSON plus "overrides" when there
- * are any. A new malloc()ed, NUL-terminated string, or NULL when out of
- * memory.
+ * are any, and "journal" (the id of the journal that follows it) when
+ * journal_id is not 0. A new malloc()ed, NUL-terminated string, or NULL
+ * when out of memory.
  */
 char *pg_state_dump(const pg_snap_t *snap, const pg_override_t *overrides,
     size_t n);
+char *pg_state_dump_journal(const pg_snap_t *snap,
+    const pg_override_t *overrides, size_t n, uint64_t journal_id);
+
+/* A journal's header, PG_JOURNAL_HEADER_LEN bytes and a NUL, in buf. */
+void pg_journal_header(char *buf, uint64_t id);
+
+/* A record's head for body, PG_JOURNAL_HEAD_LEN bytes and a NUL, in buf;
+ * the record is the head, the body, then "\n". */
+void pg_journal_record_head(char *buf, const char *body, size_t len);
+
+/*
+ * Replay the journal at path (at most max bytes, opened as the state
+ * file is) onto *doc, a snapshot document: each record must follow id's
+ * header and apply on the revision before it (pg_snap_patch_json()).
+ * *doc is replaced by the patched document (a new reference; the old one
+ * is released). Fills state's journal_* fields; never fails: what cannot
+ * be replayed is said in state->journal_note and ends the replay.
+ */
+void pg_journal_replay(const char *path, size_t max, uint64_t id,
+    json_t **doc, pg_state_t *state);
 
 /*
  * Fill one override, checking every field: env and flag are names

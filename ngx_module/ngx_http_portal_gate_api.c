@@ -279,7 +279,15 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
                sh->state_failed ? json_string((char *) sh->state_error)
                                 : json_null())
         || json_object_set_new(state, "written_at",
-                        ngx_http_portal_gate_json_time(sh->state_written_at)))
+                        ngx_http_portal_gate_json_time(sh->state_written_at))
+        || json_object_set_new(state, "journal_records",
+                               json_integer(sh->journal_records))
+        || json_object_set_new(state, "journal_bytes",
+                               json_integer(sh->journal_bytes))
+        || json_object_set_new(state, "journal_current",
+                               json_boolean(sh->journal_generation != 0
+                                            && sh->journal_generation
+                                               == sh->generation)))
     {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         goto failed;
@@ -506,7 +514,7 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         return;
     }
 
-    (void) ngx_http_portal_gate_api_commit(r, &b, force, 0);
+    (void) ngx_http_portal_gate_api_commit(r, &b, force, 0, NULL, 0);
 }
 
 
@@ -534,13 +542,17 @@ ngx_http_portal_gate_piece_ids(ngx_http_request_t *r)
  *
  * base is 0 for PUT snapshot. PATCH snapshot gives the zone's generation
  * its build was made from: when the zone has moved since, nothing is
- * swapped nor answered (NGX_AGAIN), and the caller builds again.
+ * swapped nor answered (NGX_AGAIN), and the caller builds again. A patch
+ * also gives its body (record), which the journal takes instead of a
+ * whole state file when it can.
  */
 
 ngx_int_t
 ngx_http_portal_gate_api_commit(ngx_http_request_t *r, pg_build_t *b,
-    ngx_uint_t force, ngx_atomic_uint_t base)
+    ngx_uint_t force, ngx_atomic_uint_t base, u_char *record,
+    size_t record_len)
 {
+    json_t             *answer;
     size_t              size, fresh;
     int64_t             current, revision;
     ngx_int_t           rc;
@@ -611,9 +623,17 @@ ngx_http_portal_gate_api_commit(ngx_http_request_t *r, pg_build_t *b,
                       revision, size);
     }
 
-    ngx_http_portal_gate_state_write(r, generation, NGX_HTTP_OK,
-                                     json_pack("{s:I}", "revision",
-                                               (json_int_t) revision), 0);
+    answer = json_pack("{s:I}", "revision", (json_int_t) revision);
+
+    if (record != NULL
+        && ngx_http_portal_gate_journal_append(r, base, generation, record,
+                                               record_len, answer)
+           == NGX_OK)
+    {
+        return NGX_DONE;
+    }
+
+    ngx_http_portal_gate_state_write(r, generation, NGX_HTTP_OK, answer, 0);
     return NGX_DONE;
 }
 

@@ -19,6 +19,7 @@
  *                                     of what changed, whole copies
  *   ngx_http_portal_gate_state.c      the state file: read at start,
  *                                     written after each accepted snapshot
+ *   ngx_http_portal_gate_journal.c    the journal of patches beside it
  */
 
 
@@ -67,6 +68,15 @@
  */
 #define NGX_HTTP_PORTAL_GATE_STATE_MAX(zone)                                  \
     ngx_max((size_t) (zone) * 8, (size_t) 1024 * 1024)
+
+
+/*
+ * The journal of patches (ngx_http_portal_gate_journal.c): past this many
+ * records, or more bytes than the last state file and at least _MIN, the
+ * next change writes the state file whole (the compaction).
+ */
+#define NGX_HTTP_PORTAL_GATE_JOURNAL_RECORDS  1000
+#define NGX_HTTP_PORTAL_GATE_JOURNAL_MIN      (64 * 1024)
 
 
 /*
@@ -121,6 +131,16 @@ typedef struct {
     ngx_uint_t                   state_failed;
     time_t                       state_written_at;
     u_char                       state_error[NGX_HTTP_PORTAL_GATE_ERR_LEN];
+    size_t                       state_bytes;   /* the last whole file's */
+    uint64_t                     journal_id;    /* the state file's */
+    ngx_atomic_uint_t            journal_generation; /* the generation the
+                                                   state file and its
+                                                   journal hold; 0: none,
+                                                   the next change writes
+                                                   the file whole */
+    ngx_uint_t                   journal_records;
+    size_t                       journal_bytes;
+    ngx_uint_t                   journal_serial;
     ngx_http_portal_gate_challenges_t  *challenges;  /* NULL: none */
     ngx_uint_t                   challenges_nomem; /* a 507 was logged */
 } ngx_http_portal_gate_shctx_t;
@@ -256,7 +276,8 @@ ngx_int_t ngx_http_portal_gate_api_read_body(ngx_http_request_t *r,
 json_t *ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
     ngx_atomic_uint_t *generation);
 ngx_int_t ngx_http_portal_gate_api_commit(ngx_http_request_t *r,
-    pg_build_t *b, ngx_uint_t force, ngx_atomic_uint_t base);
+    pg_build_t *b, ngx_uint_t force, ngx_atomic_uint_t base, u_char *record,
+    size_t record_len);
 
 uint64_t ngx_http_portal_gate_piece_ids(ngx_http_request_t *r);
 
@@ -316,6 +337,12 @@ void ngx_http_portal_gate_state_write(ngx_http_request_t *r,
     ngx_atomic_uint_t generation, ngx_uint_t status, json_t *answer,
     ngx_uint_t persisted);
 ngx_int_t ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone);
+
+/* ngx_http_portal_gate_journal.c */
+uint64_t ngx_http_portal_gate_journal_id(ngx_http_portal_gate_shctx_t *sh);
+ngx_int_t ngx_http_portal_gate_journal_append(ngx_http_request_t *r,
+    ngx_atomic_uint_t base, ngx_atomic_uint_t generation, u_char *body,
+    size_t len, json_t *answer);
 
 
 extern ngx_module_t  ngx_http_portal_gate_module;

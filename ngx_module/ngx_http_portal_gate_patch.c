@@ -64,9 +64,9 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
 
     patch = json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &jerr);
 
-    ngx_free(body);
-
     if (patch == NULL) {
+        ngx_free(body);
+
         p = ngx_snprintf((u_char *) err.text, sizeof(err.text) - 1,
                          "invalid JSON at line %d column %d: %s",
                          jerr.line, jerr.column, jerr.text);
@@ -85,9 +85,8 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
                                              &current)
             != NGX_OK)
         {
-            json_decref(patch);
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
+            goto done;
         }
 
         rc = pg_snap_build_patch(index, size, patch,
@@ -100,30 +99,36 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
 
         if (rc == PG_CONFLICT) {
             ngx_http_portal_gate_patch_conflict(r, patch, current);
-            json_decref(patch);
-            return;
+            goto done;
         }
 
         if (rc != PG_OK) {
-            json_decref(patch);
             ngx_http_portal_gate_patch_refused(r, err.text);
-            return;
+            goto done;
         }
 
-        if (ngx_http_portal_gate_api_commit(r, &b, 0, generation)
+        /* the body, as accepted, is the journal's record */
+
+        if (ngx_http_portal_gate_api_commit(r, &b, 0, generation, body, len)
             != NGX_AGAIN)
         {
-            json_decref(patch);
-            return;
+            goto done;
         }
     }
 
     json_decref(patch);
+    ngx_free(body);
 
     ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
                                 NGX_HTTP_SERVICE_UNAVAILABLE,
                                 "the zone kept changing while the patch "
                                 "was applied: send it again"));
+    return;
+
+done:
+
+    json_decref(patch);
+    ngx_free(body);
 }
 
 

@@ -25,9 +25,11 @@ typedef struct {
     pg_override_t                    *overrides;
     size_t                            noverrides;
     size_t                            max;      /* what a restart reads */
+    uint64_t                          journal_id; /* of the next journal */
     char                             *text;     /* malloc()ed JSON */
     size_t                            len;
     u_char                           *tmp;      /* the paths, NUL-ended */
+    u_char                           *journal;
     u_char                           *dir;
     u_char                           *base;     /* state file's name */
     u_char                           *corrupt;
@@ -184,10 +186,12 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
                                    + 2 * NGX_INT64_LEN + 1);
     st->dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
     st->corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
+    st->journal = ngx_pnalloc(r->pool, ctx->state.len
+                                       + sizeof(PG_JOURNAL_SUFFIX));
     st->overrides = ngx_palloc(r->pool, sizeof(sh->overrides));
 
     if (st->tmp == NULL || st->dir == NULL || st->corrupt == NULL
-        || st->overrides == NULL)
+        || st->journal == NULL || st->overrides == NULL)
     {
         return NGX_ERROR;
     }
@@ -210,6 +214,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     ngx_sprintf(st->tmp, "%V.tmp.%P.%uA%Z", &ctx->state, ngx_pid,
                 generation);
     ngx_sprintf(st->corrupt, "%V.corrupt%Z", &ctx->state);
+    ngx_sprintf(st->journal, "%V" PG_JOURNAL_SUFFIX "%Z", &ctx->state);
 
     /* what the zone holds now, if it is still this change's */
 
@@ -221,6 +226,7 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     }
 
     st->revision = sh->revision;
+    st->journal_id = ngx_http_portal_gate_journal_id(sh);
     st->noverrides = ngx_min(sh->noverrides, PG_OVERRIDES_MAX);
     ngx_memcpy(st->overrides, sh->overrides,
                st->noverrides * sizeof(pg_override_t));
@@ -344,7 +350,8 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     st->text = NULL;
 
     if (pg_snap_open(&snap, st->blob, st->size, &perr) == PG_OK) {
-        st->text = pg_state_dump(&snap, st->overrides, st->noverrides);
+        st->text = pg_state_dump_journal(&snap, st->overrides,
+                                         st->noverrides, st->journal_id);
     }
 
     if (st->blob) {
@@ -485,6 +492,23 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
         ctx->sh->state_failed = 0;
         ctx->sh->state_error[0] = '\0';
         ctx->sh->state_written_at = ngx_time();
+
+        /* the older journal goes: the next patch starts this file's (a
+         * crash before the unlink leaves a journal that names another
+         * state file, which is not replayed) */
+
+        if (ngx_delete_file(st->journal) == NGX_FILE_ERROR
+            && ngx_errno != NGX_ENOENT)
+        {
+            ctx->sh->journal_generation = 0;
+
+        } else {
+            ctx->sh->journal_id = st->journal_id;
+            ctx->sh->journal_generation = st->generation;
+            ctx->sh->journal_records = 0;
+            ctx->sh->journal_bytes = 0;
+            ctx->sh->state_bytes = len;
+        }
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -796,6 +820,14 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
         sh->applied_at = st->mtime;
         sh->restored = 1;
 
+        if (st->journal_records) {
+            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                          "portal_gate zone \"%V\" replayed %uz journal "
+                          "record%s from \"%V" PG_JOURNAL_SUFFIX "\"",
+                          &shm_zone->shm.name, st->journal_records,
+                          st->journal_records == 1 ? "" : "s", &ctx->state);
+        }
+
         ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                       "portal_gate zone \"%V\" restored revision %L from "
                       "\"%V\"", &shm_zone->shm.name, sh->revision,
@@ -810,7 +842,24 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       &ctx->state);
     }
 
+    if (st->journal_note[0]) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "portal_gate state file \"%V\": %s", &ctx->state,
+                      st->journal_note);
+    }
+
     sh->generation++;
+
+    /* records may follow this journal only if it was replayed whole and
+     * the zone holds what it restores */
+
+    if (stored == NGX_OK && st->journal_clean) {
+        sh->journal_id = st->journal_id;
+        sh->journal_generation = sh->generation;
+        sh->journal_records = st->journal_records;
+        sh->journal_bytes = st->journal_bytes;
+        sh->state_bytes = st->size;
+    }
 
     free(st->blob);
     ngx_free(st);

@@ -161,9 +161,12 @@ subtest 'the state file holds the applied snapshot' => sub {
     my $state = eval { decode_json($text) };
     ok($state, 'the state file is JSON') or diag($@);
     is($state->{revision}, 5, 'with revision 5');
+    like(delete $state->{journal} // '', qr/^[0-9a-f]{16}$/,
+         'naming the journal of patches that follows it');
     is_deeply(normal($state), normal($baseline), 'holding the snapshot');
     my @tmp = grep { !/state\.json$/ } glob($ng->dir . '/state/*');
-    is_deeply(\@tmp, [], 'no temp file left beside it');
+    is_deeply(\@tmp, [], 'no temp file left beside it (and no journal: no '
+                        . 'patch came yet)');
 };
 
 # ---- eval

@@ -100,6 +100,20 @@ sub state_file_json {
     return eval { decode_json(scalar <$fh>) };
 }
 
+# the records of the journal beside the state file (include/pg_state.h)
+sub journal_records {
+    my ($ng) = @_;
+    open my $fh, '<', $ng->state_file . '.journal' or return ();
+    local $/;
+    my $text = <$fh>;
+    my @records;
+    $text =~ s/^PGJ1 [0-9a-f]{16}\n// or return ();
+    while ($text =~ s/^R (\d{10}) [0-9a-f]{8}\n//) {
+        push @records, decode_json(substr($text, 0, $1 + 1, ''));
+    }
+    return @records;
+}
+
 my $baseline = {revision => 10, environments => {production => {
     customer_portal       => { rollout => 0, allow => ['12'], deny => ['99'] },
     customer_portal_calls => { requires => 'customer_portal', rollout => 0,
@@ -157,11 +171,18 @@ subtest 'patches applied in order change the decisions' => sub {
     is($ng->status->{revision}, 15, 'GET status: revision 15');
     is_deeply(normal($ng->snapshot), normal($model),
               'GET snapshot: the patched snapshot');
+    # step 2: a patch is a record of the journal beside the state file,
+    # which keeps the last whole snapshot (the PUT of revision 10)
     my $state = state_file_json($ng);
-    is($state->{revision}, 15, 'the state file holds revision 15');
-    is_deeply(normal({revision => $state->{revision},
-                      environments => $state->{environments}}),
-              normal($model), 'and the patched snapshot');
+    my @records = journal_records($ng);
+    is($state->{revision}, 10, 'the state file keeps the PUT of revision 10');
+    is(scalar @records, 3, 'and its journal the three patches, in order');
+    my $replayed = {revision => $state->{revision},
+                    environments => $state->{environments}};
+    $replayed = patched($replayed, $_->{revision}, $_->{environments})
+        for @records;
+    is_deeply(normal($replayed), normal($model),
+              'which replay to the patched snapshot');
     ok(scalar $ng->log_lines(
            qr/\[notice\].*snapshot revision 15 applied, patched from revision 12/),
        'the swap is logged at notice, with the base');

@@ -5,9 +5,9 @@
 
 #include <fcntl.h>          /* open */
 #include <signal.h>         /* alarm: a hang fails the test */
-#include <stdio.h>          /* snprintf */
+#include <stdio.h>          /* snprintf, sprintf */
 #include <stdlib.h>         /* mkdtemp, free */
-#include <string.h>         /* strstr, strlen */
+#include <string.h>         /* strstr, strlen, memcpy */
 #include <sys/stat.h>       /* mkfifo, mkdir */
 #include <unistd.h>         /* symlink, unlink, rmdir, ftruncate, alarm */
 #include "pg_state.h"       /* what is tested */
@@ -63,6 +63,123 @@ t_expect(const char *path, size_t max, pg_state_result_t want,
 }
 
 
+/* A journal record for body, appended to the text at *p. */
+static void
+t_record(char **p, const char *body)
+{
+    char  head[PG_JOURNAL_HEAD_LEN + 1];
+
+    pg_journal_record_head(head, body, strlen(body));
+    *p += sprintf(*p, "%s%s\n", head, body);
+}
+
+
+/* The revision a read of path restores, and its journal's fields. */
+static int64_t
+t_restored(const char *path, pg_state_t *st)
+{
+    int64_t     rev;
+    pg_snap_t   snap;
+    pg_error_t  err;
+
+    if (pg_state_read(path, 1 << 20, st, &err) != PG_STATE_LOADED) {
+        t_diag("not loaded: %s", err.text);
+        return -1;
+    }
+
+    rev = pg_snap_open(&snap, st->blob, st->size, &err) == PG_OK
+          ? pg_snap_revision(&snap) : -1;
+    free(st->blob);
+
+    return rev;
+}
+
+
+/* The journal of patches beside the state file, replayed at start. */
+static void
+test_journal(const char *path)
+{
+    char         jpath[160], text[4096], head[PG_JOURNAL_HEADER_LEN + 1];
+    char        *p;
+    size_t       good;
+    pg_state_t   st;
+
+    snprintf(jpath, sizeof(jpath), "%s" PG_JOURNAL_SUFFIX, path);
+
+    t_write(path, "{\"revision\":7,\"journal\":\"00000000000000ab\","
+                  "\"environments\":{\"production\":"
+                  "{\"f\":{\"rollout\":1}}}}");
+
+    /* no journal yet: no patch since the state file; the next creates it */
+    (void) unlink(jpath);
+    t_ok(t_restored(path, &st) == 7 && st.journal_clean
+         && st.journal_bytes == 0 && st.journal_note[0] == '\0'
+         && st.journal_id == 0xab,
+         "journal: a missing journal restores the state file, quietly");
+
+    pg_journal_header(head, 0xab);
+    p = text + sprintf(text, "%s", head);
+    t_write(jpath, text);
+    t_ok(t_restored(path, &st) == 7 && st.journal_clean
+         && st.journal_records == 0
+         && st.journal_bytes == PG_JOURNAL_HEADER_LEN,
+         "journal: an empty journal is clean");
+
+    t_record(&p, "{\"base_revision\":7,\"revision\":8,\"environments\":"
+                 "{\"production\":{\"f\":{\"rollout\":2}}}}");
+    t_record(&p, "{\"base_revision\":8,\"revision\":9,\"environments\":"
+                 "{\"production\":{\"g\":{\"rollout\":3}}}}");
+    good = (size_t) (p - text);
+    t_write(jpath, text);
+    t_ok(t_restored(path, &st) == 9 && st.journal_clean
+         && st.journal_records == 2 && st.journal_bytes == good,
+         "journal: two records replay in order, to revision 9");
+
+    /* a torn last record: never acknowledged, ignored with a note */
+    p += sprintf(p, "R 0000000099 0000abcd\n{\"base_revi");
+    t_write(jpath, text);
+    t_ok(t_restored(path, &st) == 9 && !st.journal_clean
+         && st.journal_records == 2 && st.journal_bytes == good
+         && strstr(st.journal_note, "record 3 at byte") != NULL
+         && strstr(st.journal_note, "torn") != NULL,
+         "journal: a torn last record is ignored, and said");
+
+    /* a record whose checksum does not match */
+    text[good] = '\0';
+    p = text + good;
+    t_record(&p, "{\"base_revision\":9,\"revision\":10,\"environments\":{}}");
+    p[-3] = ' ';
+    t_write(jpath, text);
+    t_ok(t_restored(path, &st) == 9 && !st.journal_clean
+         && strstr(st.journal_note, "corrupt") != NULL,
+         "journal: a record that does not check is ignored");
+
+    /* a record that does not apply on the one before */
+    text[good] = '\0';
+    p = text + good;
+    t_record(&p, "{\"base_revision\":3,\"revision\":10,\"environments\":{}}");
+    t_write(jpath, text);
+    t_ok(t_restored(path, &st) == 9 && !st.journal_clean
+         && strstr(st.journal_note, "does not apply") != NULL,
+         "journal: a record on another base ends the replay");
+
+    /* a journal of another state file (a crash between the renames) */
+    pg_journal_header(head, 0xac);
+    memcpy(text, head, PG_JOURNAL_HEADER_LEN);
+    text[good] = '\0';
+    t_write(jpath, text);
+    t_ok(t_restored(path, &st) == 7 && !st.journal_clean
+         && strstr(st.journal_note, "does not follow") != NULL,
+         "journal: another state file's journal is not replayed");
+
+    t_write(path, "{\"revision\":7,\"journal\":\"xyz\",\"environments\":{}}");
+    t_expect(path, 1 << 20, PG_STATE_CORRUPT, "16 hex digits",
+             "journal: a state file with a bad journal id is CORRUPT");
+
+    (void) unlink(jpath);
+}
+
+
 int
 main(void)
 {
@@ -87,6 +204,8 @@ main(void)
 
     t_expect(path, 1 << 20, PG_STATE_MISSING, "does not exist yet",
              "a missing file is MISSING: a first start");
+
+    test_journal(path);
 
     t_write(path, T_SNAPSHOT);
 
