@@ -519,19 +519,26 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
 
 
 /* The first of PG_BUILD_IDS piece ids, for one build: never given again
- * in this zone (64 bits: 2^45 builds). */
+ * in this zone (2^45 builds). */
 
 uint64_t
 ngx_http_portal_gate_piece_ids(ngx_http_request_t *r)
 {
+    uint64_t                           first;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
     ctx = pmcf->shm_zone->data;
 
-    return (uint64_t) ngx_atomic_fetch_add(&ctx->sh->piece_serial,
-                                           PG_BUILD_IDS);
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    first = ctx->sh->piece_serial;
+    ctx->sh->piece_serial += PG_BUILD_IDS;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return first;
 }
 
 

@@ -112,7 +112,9 @@ typedef struct {
                                                    index's order */
     ngx_uint_t                   npieces;
     size_t                       blob_size;     /* index and pieces */
-    ngx_atomic_t                 piece_serial;  /* the next piece id */
+    uint64_t                     piece_serial;  /* the next piece id, under
+                                                   the lock: 64 bits on
+                                                   every platform */
     int64_t                      revision;
     time_t                       applied_at;    /* 0: never */
     ngx_uint_t                   restored;      /* from the state file */

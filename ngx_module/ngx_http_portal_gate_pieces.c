@@ -196,8 +196,8 @@ ngx_http_portal_gate_zone_store_locked(ngx_http_portal_gate_shctx_t *sh,
                                              pg_snap_index_size(snap), n,
                                              ids, sizes, src, NULL);
 
-    if ((uint64_t) sh->piece_serial <= max) {
-        sh->piece_serial = (ngx_atomic_uint_t) max + 1;
+    if (sh->piece_serial <= max) {
+        sh->piece_serial = max + 1;
     }
 
 done:
