@@ -194,15 +194,21 @@ done
 
 if [ "$nb" -gt 1 ]; then
     echo
-    echo "Side by side, each build against ${blabel[0]} (t0 -> t1):"
+    first=${sizes%% *}
+    echo "Side by side, each build against ${blabel[0]} at the same size," \
+         "and against ${blabel[0]} at the first size ($(count "$first"):" \
+         "what \"a change costs what changed\" should come near), t0 -> t1:"
     echo
-    echo "| companies | build | p50 ratio | p99 ratio |"
-    echo "| --- | --- | ---: | ---: |"
+    echo "| companies | build | p50 ratio | p99 ratio | p50 / ${blabel[0]}'s at $(count "$first") | p99 / ${blabel[0]}'s at $(count "$first") |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: |"
+    div() { perl -e 'printf "%.3f", $ARGV[0] / $ARGV[1]' "$1" "$2"; }
     for n in $sizes; do
         for k in $(seq 1 $((nb - 1))); do
             echo "| $(count "$n") | ${blabel[$k]} / ${blabel[0]}" \
-                 "| $(perl -e 'printf "%.3f", $ARGV[0] / $ARGV[1]' "$(p "$n" "$k" p50 prop)" "$(p "$n" 0 p50 prop)")" \
-                 "| $(perl -e 'printf "%.3f", $ARGV[0] / $ARGV[1]' "$(p "$n" "$k" p99 prop)" "$(p "$n" 0 p99 prop)") |"
+                 "| $(div "$(p "$n" "$k" p50 prop)" "$(p "$n" 0 p50 prop)")" \
+                 "| $(div "$(p "$n" "$k" p99 prop)" "$(p "$n" 0 p99 prop)")" \
+                 "| $(div "$(p "$n" "$k" p50 prop)" "$(p "$first" 0 p50 prop)")" \
+                 "| $(div "$(p "$n" "$k" p99 prop)" "$(p "$first" 0 p99 prop)") |"
         done
     done
 fi
