@@ -178,7 +178,7 @@ echo "Store: customer_portal (killed) and $((nflags - 1)) small flags, plus" \
      "alternating between the builds; nearest-rank percentiles. t0: the" \
      "kill command returned; t1: every worker of the 3 edges answers off."
 echo
-echo "| companies in one other flag's allow list | build | t0 -> t1 p50 (ms) | p99 | max | rounds | start -> t1 p50 / p99 | slowest edge's PUT, daemon log, p50 / p99 | on after off (must be 0) |"
+echo "| companies in one other flag's allow list | build | t0 -> t1 p50 (ms) | p99 | max | rounds | start -> t1 p50 / p99 | slowest edge's PUT or PATCH (daemon log: applied in), p50 / p99 | on after off (must be 0) |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"
 for n in $sizes; do
     for k in $(seq 0 $((nb - 1))); do

@@ -506,7 +506,9 @@ daemon_view() {
         while (<$l>) {
             next unless m{^(\d+)/(\d+)/(\d+) (\d+):(\d+):(\d+)\.(\d+) };
             my $ms = timelocal($6, $5, $4, $3, $2 - 1, $1) * 1000 + $7;
-            push @read, [$ms, $1] if /revision (\d+) read:/;
+            # "read:" after a full read; "read from its change messages" after a
+            # delta (issue 14)
+            push @read, [$ms, $1] if /revision (\d+) read(:| from)/;
             push @applied, [$ms, $1, $2] if /revision (\d+) applied in ([\d.]+) ms/;
         }
         open my $r, "<", $rounds or die "$rounds: $!";
