@@ -77,6 +77,9 @@
 #define PGD_PATCH_AGAIN_MS    60000     /* an edge that refused PATCH (a
                                            module from before it) gets
                                            PUTs, and a PATCH again after */
+#define PGD_MESSAGE_WAIT_MS   100       /* the tick finds the store moved:
+                                           its change messages, at most so
+                                           long, before the whole read */
 #define PGD_DELTA_READS       3         /* a delta read finding the store
                                            past its messages, in a row,
                                            before the whole store is read */
@@ -431,7 +434,7 @@ void pgd_redis_close(pgd_t *d);
 void pgd_redis_down(pgd_t *d, const char *why);
 void pgd_redis_store_failed(pgd_t *d);
 void pgd_redis_read(pgd_t *d);
-int pgd_redis_pending(pgd_t *d);
+int pgd_redis_pending(pgd_t *d, double wait_ms);
 
 /* pgd_store.c */
 void pgd_load(pgd_t *d);

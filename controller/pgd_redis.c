@@ -207,9 +207,10 @@ pgd_redis_read(pgd_t *d)
 }
 
 
-/* Is the pub/sub connection readable now (a change message waits)? */
+/* Is the pub/sub connection readable (a change message waits), within
+ * wait_ms (0: now)? */
 int
-pgd_redis_pending(pgd_t *d)
+pgd_redis_pending(pgd_t *d, double wait_ms)
 {
     struct pollfd  pfd;
 
@@ -221,5 +222,6 @@ pgd_redis_pending(pgd_t *d)
     pfd.events = POLLIN;
     pfd.revents = 0;
 
-    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+    return poll(&pfd, 1, wait_ms > 0 ? (int) wait_ms : 0) == 1
+           && (pfd.revents & POLLIN);
 }

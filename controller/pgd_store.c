@@ -48,6 +48,7 @@ static json_t *pgd_bad_value(const char *text, size_t len);
 static int pgd_all_enabled_false(const char *text, size_t len);
 static size_t pgd_json_skip(const char *text, size_t len, size_t i);
 static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
+static void pgd_whole(pgd_t *d, int again);
 static int pgd_read(pgd_t *d, json_t **store, json_t **bad,
     int *initialised);
 static void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
@@ -585,9 +586,24 @@ pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised)
 void
 pgd_load(pgd_t *d)
 {
+    pgd_whole(d, 0);
+}
+
+
+/*
+ * pgd_load(); again: the read after deltas (pgd_tick()), for what was
+ * written without a revision: a store that moved on meanwhile is left to
+ * its change messages (a write that lands between the tick's look at the
+ * revision and this read must not turn its own delta into a whole PUT),
+ * and read again at the next tick.
+ */
+static void
+pgd_whole(pgd_t *d, int again)
+{
     int              initialised, rc, wanted;
     double           since;
     json_t          *store, *bad, *snap, *notes;
+    int64_t          revision;
     pg_error_t       err;
 
     if (d->cmd == NULL) {
@@ -595,16 +611,29 @@ pgd_load(pgd_t *d)
     }
 
     since = pgd_now();
-    d->load_wanted = 0;
-    d->deltas = 0;
-    pgd_delta_forget(d);
+
+    if (!again) {
+        d->load_wanted = 0;
+        pgd_delta_forget(d);
+    }
 
     if (pgd_read(d, &store, &bad, &initialised) != PG_OK) {
         return;
     }
 
-    d->store_revision = json_integer_value(json_object_get(store,
-                                                           "revision"));
+    revision = json_integer_value(json_object_get(store, "revision"));
+
+    if (again && (!initialised || revision != d->store_revision)) {
+        pgd_log(d, PG_LOG_DEBUG, "reconcile: the store moved on to revision "
+                "%lld meanwhile: its change messages say how",
+                (long long) revision);
+        json_decref(store);
+        json_decref(bad);
+        return;
+    }
+
+    d->deltas = 0;
+    d->store_revision = revision;
 
     if (!initialised) {
         json_decref(store);
@@ -912,7 +941,7 @@ pgd_tick(pgd_t *d)
     size_t    i;
     json_t   *snap;
     int64_t   revision;
-    double    now;
+    double    now, deadline;
 
     for (i = 0; i < d->nedges; i++) {
         d->edges[i].held = 0;
@@ -951,12 +980,18 @@ pgd_tick(pgd_t *d)
     json_decref(snap);
 
     /*
-     * The store moved: a change message may be in and not yet read (the
-     * tick comes first in the loop); when the messages say what moved it,
-     * a delta does, as it would have without the tick.
+     * The store moved: its change messages may be in and not yet read (the
+     * tick comes first in the loop), or on their way (Redis may answer the
+     * tick before it sends them); when they say what moved it, a delta
+     * does, as it would have without the tick. A message missed costs
+     * that wait, then the whole read.
      */
-    if (initialised && d->store_state == PGD_STORE_OK
-        && revision != d->store_revision && pgd_redis_pending(d))
+    deadline = pgd_now() + PGD_MESSAGE_WAIT_MS;
+
+    while (initialised && d->store_state == PGD_STORE_OK
+           && revision > d->store_revision && !d->load_wanted
+           && (d->delta == NULL || d->delta_top < revision)
+           && pgd_redis_pending(d, deadline - pgd_now()))
     {
         pgd_redis_read(d);
 
@@ -966,7 +1001,7 @@ pgd_tick(pgd_t *d)
     }
 
     if (initialised && d->store_state == PGD_STORE_OK && !d->load_wanted
-        && d->delta != NULL && revision == d->delta_top)
+        && d->delta != NULL && d->delta_top >= revision)
     {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld, "
                 "which its change messages say", (long long) revision);
@@ -991,7 +1026,7 @@ pgd_tick(pgd_t *d)
          */
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the whole store, after %u "
                 "changes read flag by flag", d->deltas);
-        pgd_load(d);
+        pgd_whole(d, 1);
     }
 }
 

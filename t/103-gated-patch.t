@@ -154,9 +154,21 @@ sub hand_write {
     return $rev;
 }
 
-sub patched_line {
+# how revision $rev went to an edge, as the daemon says once the edge
+# took it: 'PATCH' or 'PUT' (undef when it did not within the wait)
+sub went {
     my ($ng, $rev) = @_;
-    return qr/edge \Q$url{$ng}\E: revision $rev applied in [\d.]+ ms \(patched: /;
+    my $line = $gd->wait_log(qr/edge \Q$url{$ng}\E: revision $rev applied in [\d.]+ ms/, 5)
+        // return undef;
+    return $line =~ /\(patched: / ? 'PATCH' : 'PUT';
+}
+
+# the access log's pushes since $n, once there are as many as wanted: an
+# edge logs a request after its answer
+sub pushes_after {
+    my ($ng, $n, $want, $name) = @_;
+    wait_until(sub { pushes($ng) >= $n + @$want });
+    is_deeply([pushes_since($ng, $n)], $want, $name);
 }
 
 
@@ -168,10 +180,11 @@ subtest 'the first push is a PUT; a kill is a PATCH, and every edge serves it' =
           'create in staging');
     $gd->start;
     all_answer('customer_portal', '1001', 'on/allowed', 'the edges get the store');
-    all_at_store('at the start');
+    my $rev = all_at_store('at the start');
     for my $ng (@edges) {
-        is_deeply([pushes($ng)], ['PUT 200'],
-                  "edge $name{$ng}: the first push is a PUT");
+        is(went($ng, $rev), 'PUT', "edge $name{$ng}: the first push is a PUT");
+        pushes_after($ng, 0, ['PUT 200'], "edge $name{$ng}: its access log "
+                     . 'says so');
     }
 
     my %n = map { ($_ => scalar pushes($_)) } @edges;
@@ -180,17 +193,18 @@ subtest 'the first push is a PUT; a kill is a PATCH, and every edge serves it' =
     exits($r, 0, 'kill customer_portal');
     all_answer('customer_portal', '1001', 'off/killed',
                'the kill reaches every edge');
-    my $rev = all_at_store('after the kill');
+    $rev = all_at_store('after the kill');
 
     for my $ng ($A, $B) {
-        is_deeply([pushes_since($ng, $n{$ng})], ['PATCH 200'],
-                  "edge $name{$ng}: the kill came as a PATCH, and only so");
-        ok($gd->wait_log(patched_line($ng, $rev), 2, $mark),
-           "the daemon says edge $name{$ng} was patched to revision $rev");
+        is(went($ng, $rev), 'PATCH', "the daemon says edge $name{$ng} was "
+           . "patched to revision $rev");
+        pushes_after($ng, $n{$ng}, ['PATCH 200'],
+                     "edge $name{$ng}: the kill came as a PATCH, and only so");
     }
 
-    is_deeply([pushes_since($O, $n{$O})], ['PATCH 405', 'PUT 200'],
-              'the edge without PATCH answered 405, then got the PUT at once');
+    is(went($O, $rev), 'PUT', 'the edge without PATCH took a PUT');
+    pushes_after($O, $n{$O}, ['PATCH 405', 'PUT 200'],
+                 'it answered the PATCH with 405, then got the PUT at once');
     ok($gd->wait_log(qr/\[warn\] .*edge \Q$url{$O}\E: PATCH snapshot answered 405 .*whole snapshots/,
                      2, $mark), 'and that is said at warn');
     like($gd->log($mark), qr/revision $rev read from its change messages/,
@@ -199,14 +213,14 @@ subtest 'the first push is a PUT; a kill is a PATCH, and every edge serves it' =
                      2, $mark), 'the delta check agrees with the whole store');
 
     # the old edge gets PUTs for a while, said once
-    %n = map { ($_ => scalar pushes($_)) } @edges;
+    %n = map { ($_ => scalar pushes($_)) } @edges;  # all logged, above
     exits(ctl('on', 'customer_portal'), 0, 'on again');
     all_answer('customer_portal', '1001', 'on/allowed', 'on again everywhere');
-    all_at_store('after on');
-    is_deeply([pushes_since($O, $n{$O})], ['PUT 200'],
-              'the edge without PATCH is not asked again at once');
-    is_deeply([pushes_since($_, $n{$_})], ['PATCH 200'],
-              "edge $name{$_}: PATCH again") for $A, $B;
+    $rev = all_at_store('after on');
+    is(went($O, $rev), 'PUT', 'the edge without PATCH: a PUT');
+    pushes_after($O, $n{$O}, ['PUT 200'],
+                 'the edge without PATCH is not asked again at once');
+    is(went($_, $rev), 'PATCH', "edge $name{$_}: PATCH again") for $A, $B;
     is($gd->count_log(qr/PATCH snapshot answered 405/, $mark), 1,
        'said once');
     checks_clean($mark);
@@ -260,13 +274,11 @@ subtest 'a value the store cannot push as it is: deltas still give what the whol
     ok($gd->wait_log(qr/flag "orphan" in production requires unknown flag/,
                      5, $mark), 'a flag that requires a missing one: said');
 
-    my %n = map { ($_ => scalar pushes($_)) } $A, $B;
     exits(ctl('kill', 'customer_portal'), 0, 'a kill beside them');
     all_answer('customer_portal', '1001', 'off/killed',
                'the kill reaches every edge');
     my $rev = all_at_store('after the kill');
-    is_deeply([pushes_since($_, $n{$_})], ['PATCH 200'],
-              "edge $name{$_}: as a PATCH") for $A, $B;
+    is(went($_, $rev), 'PATCH', "edge $name{$_}: as a PATCH") for $A, $B;
     ok($gd->wait_log(qr/delta check: revision $rev is what the whole store gives/,
                      2, $mark), 'the delta check agrees');
 
@@ -294,17 +306,15 @@ subtest 'an edge restarted empty gets the whole snapshot' => sub {
     kill 'STOP', $gd->pid;
     $B->restart;
     is($B->status->{revision}, 0, 'edge B restarted empty (no state file)');
-    my %n = map { ($_ => scalar pushes($_)) } $A, $B;
     exits(ctl('rollout', 'customer_portal', '30'), 0, 'a write');
     kill 'CONT', $gd->pid;
 
     my $rev = all_at_store('after the write');
-    is_deeply([pushes_since($B, $n{$B})], ['PATCH 409', 'PUT 200'],
-              'edge B refused the patch (it is not at its base), then took '
-              . 'the PUT at once');
     ok($gd->wait_log(qr/edge \Q$url{$B}\E: PATCH snapshot answered 409, it is at revision 0/,
-                     2, $mark), 'the daemon says so');
-    is_deeply([pushes_since($A, $n{$A})], ['PATCH 200'], 'edge A a PATCH');
+                     2, $mark), 'edge B refused the patch: it is not at its '
+       . 'base');
+    is(went($B, $rev), 'PUT', 'then it took the PUT at once');
+    is(went($A, $rev), 'PATCH', 'edge A a PATCH');
     all_as_reference('after the restart');
     checks_clean($mark);
 };
@@ -318,22 +328,19 @@ subtest 'an edge that lags gets the whole snapshot, then patches again' => sub {
     exits(ctl('deny', 'customer_portal', 'lag2'), 0, 'and another');
     ok($gd->wait_log(qr/edge \Q$url{$A}\E: .*keeps what it has/, 5, $mark),
        'the daemon finds edge A down');
-    my $n = pushes($A);
     kill 'STOP', $gd->pid;      # it would be quicker than the next line
     $A->start;
     is($A->status->{revision}, $before, "edge A comes back at revision "
        . "$before, from its state file");
     kill 'CONT', $gd->pid;
     my $rev = all_at_store('A back');
-    is_deeply([pushes_since($A, $n)], ['PUT 200'], 'edge A took a PUT');
+    is(went($A, $rev), 'PUT', 'edge A took a PUT');
     ok(!grep({ /\Q$url{$A}\E: revision \d+ applied in [\d.]+ ms \(patched/ } split /\n/, $gd->log($mark)),
        'and no patch while it lagged');
 
-    $n = pushes($A);
     exits(ctl('rollout', 'customer_portal', '45'), 0, 'the next write');
-    all_at_store('after it');
-    is_deeply([pushes_since($A, $n)], ['PATCH 200'],
-              'edge A in step again: a PATCH');
+    $rev = all_at_store('after it');
+    is(went($A, $rev), 'PATCH', 'edge A in step again: a PATCH');
     all_as_reference('after the lag');
     checks_clean($mark);
 };
@@ -360,14 +367,12 @@ subtest 'missed messages, bare revisions, a cut pub/sub: the edges converge' => 
     my $mark = $gd->mark;
 
     # an old writer: a bare revision means "read everything"
-    my %n = map { ($_ => scalar pushes($_)) } $A, $B;
     my $rev = hand_write('customer_portal', '{"enabled": true, "rollout": 0, "allow": ["old1"]}');
     all_answer('customer_portal', 'old1', 'on/allowed',
                'a write with a bare revision reaches every edge');
     ok($gd->wait_log(qr/revision $rev read: .* bytes to push/, 2, $mark),
        'read whole');
-    is_deeply([pushes_since($_, $n{$_})], ['PUT 200'],
-              "edge $name{$_}: as a PUT") for $A, $B;
+    is(went($_, $rev), 'PUT', "edge $name{$_}: as a PUT") for $A, $B;
 
     # no message at all: the reconcile finds the revision moved
     $rev = hand_write('customer_portal', '{"enabled": true, "rollout": 0, "allow": ["old2"]}',
@@ -404,36 +409,33 @@ subtest 'missed messages, bare revisions, a cut pub/sub: the edges converge' => 
                'it reaches every edge');
     ok($gd->wait_log(qr/redis .* reachable again|connected to redis/, 5, $mark),
        'the daemon reconnected');
-    %n = map { ($_ => scalar pushes($_)) } $A, $B;
     exits(ctl('allow', 'customer_portal', 'cut2'), 0, 'the next write');
     all_answer('customer_portal', 'cut2', 'on/allowed', 'reaches every edge');
-    all_at_store('after the reconnect');
-    is_deeply([pushes_since($_, $n{$_})], ['PATCH 200'],
-              "edge $name{$_}: as a PATCH again") for $A, $B;
+    $rev = all_at_store('after the reconnect');
+    is(went($_, $rev), 'PATCH', "edge $name{$_}: as a PATCH again")
+        for $A, $B;
     all_as_reference('after the missed messages');
     checks_clean($mark);
 };
 
 subtest 'a bulk write is read whole and goes as a PUT' => sub {
     my $mark = $gd->mark;
-    my %n = map { ($_ => scalar pushes($_)) } $A, $B;
     exits(ctl('env', 'add', 'eu'), 0, 'env add eu');
     my $rev = all_at_store('after env add');
     ok(wait_until(sub {
         !grep { !exists $_->snapshot->{environments}{eu} } @edges
     }), 'every edge has eu');
-    is_deeply([pushes_since($_, $n{$_})], ['PUT 200'],
-              "edge $name{$_}: as a PUT") for $A, $B;
+    is(went($_, $rev), 'PUT', "edge $name{$_}: as a PUT") for $A, $B;
     like($gd->log($mark), qr/revision $rev read: .* bytes to push/, 'read whole');
 
-    %n = map { ($_ => scalar pushes($_)) } $A, $B;
     exits(ctl('-e', 'eu', 'create', 'customer_portal'), 0, 'a flag in eu');
+    is(went($_, $rev + 1), 'PATCH', "edge $name{$_}: a flag in eu as a PATCH")
+        for $A, $B;
     exits(ctl('-e', 'eu', 'rollout', 'customer_portal', '100'), 0,
           'rollout 100 in eu');
     all_answer('customer_portal', 'x', 'on/rollout', 'eu serves it', 'eu');
-    all_at_store('after the eu writes');
-    is_deeply([pushes_since($_, $n{$_})], ['PATCH 200', 'PATCH 200'],
-              "edge $name{$_}: the writes in eu as PATCHes") for $A, $B;
+    is(went($_, $rev + 2), 'PATCH', "edge $name{$_}: and its rollout")
+        for $A, $B;
     checks_clean($mark);
 };
 
@@ -447,10 +449,9 @@ subtest 'a kill override on an edge stays over a patched snapshot' => sub {
     ok($gd->wait_log(qr/edge \Q$url{$A}\E holds 1 kill override/, 5, $mark),
        'the daemon has seen it');
 
-    my $n = pushes($A);
     exits(ctl('allow', 'customer_portal', 'x2'), 0, 'a write to that flag');
-    all_at_store('after the write');
-    is_deeply([pushes_since($A, $n)], ['PATCH 200'], 'edge A took it as a PATCH');
+    my $rev = all_at_store('after the write');
+    is(went($A, $rev), 'PATCH', 'edge A took it as a PATCH');
     is(answer($A, 'customer_portal', 'x2'), 'off/killed',
        'edge A still serves the flag off: the override stands');
     is(answer($B, 'customer_portal', 'x2'), 'on/allowed',
