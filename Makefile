@@ -50,6 +50,7 @@ GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_edges.c controller/pgd_beat.c \
                controller/pgd_certs.c controller/pgd_certs_job.c \
                controller/pgd_challenges.c \
+               controller/pgd_http.c controller/pgd_http_render.c \
                controller/pg_cert.c controller/pg_cert_renew.c \
                controller/pg_cert_install.c controller/pg_cert_nginx.c \
                controller/pg_acme.c controller/pg_acme_msg.c \
@@ -61,12 +62,18 @@ CTL_CFLAGS  := -std=gnu99 -Wall -Wextra -Wno-unused-parameter -Werror -g \
 # (controller/pg_curl.h: linked, it cost every run ~20 ms to load); its
 # headers (libcurl4-openssl-dev) still give the types. dlopen is in libc.
 CTL_LIBS    := -lhiredis $(CORE_LIBS)
-# portal-gated also issues certificates: OpenSSL, and a worker thread
-GATED_LIBS  := $(CTL_LIBS) -lssl -lcrypto -lpthread
+# portal-gated also issues certificates: OpenSSL, and a worker thread;
+# and serves `listen` (/metrics, /healthz, the status page) with
+# libmicrohttpd, in its loop
+GATED_LIBS  := $(CTL_LIBS) -lssl -lcrypto -lpthread -lmicrohttpd
+# the status page is built into portal-gated as is (.incbin, pgd_http.c)
+GATED_PAGE  := controller/pgd_http_page.html
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
-               libcurl4-openssl-dev libssl-dev
-TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb openssl pebble
+               libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
+# prometheus: promtool checks the metrics; chromium: the status page
+TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb openssl pebble \
+               prometheus chromium
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua certbot
 
 .PHONY: all deps module ctl gated unit test demo bench bench-token clean
@@ -108,6 +115,8 @@ $(BUILD)/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	mv -f $@.tmp $@
 
 gated: deps $(BUILD)/portal-gated
+
+$(BUILD)/portal-gated $(BUILD)/asan/portal-gated: $(GATED_PAGE)
 
 $(BUILD)/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)

@@ -39,6 +39,7 @@
 #include <stdio.h>          /* fopen, fread, snprintf, vsnprintf */
 #include <stdlib.h>         /* malloc, realloc, calloc, free */
 #include <string.h>         /* memcmp, memcpy, strcmp, strerror... */
+#include <arpa/inet.h>      /* inet_pton: listen's address */
 #include "pg_conf_private.h"    /* the API this file implements, and
                                    what pg_conf_cert.c shares */
 
@@ -76,6 +77,7 @@ static int pg_conf_set_edge(pg_conf_parse_t *cp);
 static int pg_conf_set_reconcile_interval(pg_conf_parse_t *cp);
 static int pg_conf_set_log_level(pg_conf_parse_t *cp);
 static int pg_conf_set_require_reason(pg_conf_parse_t *cp);
+static int pg_conf_set_listen(pg_conf_parse_t *cp);
 
 
 static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
@@ -91,6 +93,7 @@ static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
       pg_conf_set_require_reason },
     { "state_dir",          1, 1,           0, pg_conf_set_state_dir },
     { "nginx",              1, 4,           1, pg_conf_set_nginx },
+    { "listen",             1, 1,           0, pg_conf_set_listen },
     /* a block: pg_conf_parse() opens it at "{" */
     { "certificate",        1, 1,           1, NULL },
 
@@ -1013,6 +1016,92 @@ pg_conf_set_require_reason(pg_conf_parse_t *cp)
 
     cp->conf.nrequire_reason = (size_t) (cp->nargs - 1);
     cp->conf.require_reason_line = cp->lines[0];
+
+    return PG_OK;
+}
+
+
+/*
+ * listen ADDR:PORT;  portal-gated's own HTTP endpoint (pgd_http.c): an
+ * IPv4 literal, an IPv6 literal in brackets, or "localhost" (127.0.0.1,
+ * never a lookup: /etc/hosts may say otherwise, and a loopback-only
+ * endpoint must not become a public one), then a port 1..65535. Names are
+ * refused: a bind address read from DNS is a surprise waiting to happen.
+ */
+static int
+pg_conf_set_listen(pg_conf_parse_t *cp)
+{
+    long             port;
+    char            *end, addr[PG_CONF_LISTEN_MAX];
+    size_t           len;
+    const char      *v, *colon;
+    unsigned char    bin[16];
+
+    v = cp->args[1];
+    len = strlen(v);
+
+    if (len >= PG_CONF_LISTEN_MAX) {
+        return pg_conf_invalid(cp, 1, "too long");
+    }
+
+    if (v[0] == '[') {
+        colon = strstr(v, "]:");
+
+        if (colon == NULL) {
+            return pg_conf_invalid(cp, 1, "expected [IPV6]:PORT");
+        }
+
+        memcpy(addr, v + 1, (size_t) (colon - v - 1));
+        addr[colon - v - 1] = '\0';
+        colon++;
+
+        if (inet_pton(AF_INET6, addr, bin) != 1) {
+            return pg_conf_invalid(cp, 1, "not an IPv6 address");
+        }
+
+        cp->conf.listen_v6 = 1;
+
+    } else {
+        colon = strrchr(v, ':');
+
+        if (colon == NULL) {
+            return pg_conf_invalid(cp, 1, "expected ADDR:PORT, as "
+                                   "127.0.0.1:9145");
+        }
+
+        memcpy(addr, v, (size_t) (colon - v));
+        addr[colon - v] = '\0';
+
+        if (strcmp(addr, "localhost") == 0) {
+            snprintf(addr, sizeof(addr), "127.0.0.1");
+
+        } else if (strchr(addr, ':') != NULL) {
+            return pg_conf_invalid(cp, 1, "an IPv6 address goes in "
+                                   "brackets: [::1]:9145");
+
+        } else if (inet_pton(AF_INET, addr, bin) != 1) {
+            return pg_conf_invalid(cp, 1, "the address is an IPv4 or IPv6 "
+                                   "literal, or localhost");
+        }
+
+        cp->conf.listen_v6 = 0;
+    }
+
+    if (colon[1] < '0' || colon[1] > '9') {
+        return pg_conf_invalid(cp, 1, "expected a port after \":\"");
+    }
+
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+
+    if (*end != '\0' || errno != 0 || port < 1 || port > 65535) {
+        return pg_conf_invalid(cp, 1, "the port is 1 to 65535");
+    }
+
+    memcpy(cp->conf.listen, v, len + 1);
+    memcpy(cp->conf.listen_addr, addr, strlen(addr) + 1);
+    cp->conf.listen_port = (int) port;
+    cp->conf.listen_line = cp->lines[0];
 
     return PG_OK;
 }

@@ -15,6 +15,8 @@
  *   state_dir          /var/lib/portal-gate;
  *   nginx              conf=/etc/nginx/nginx.conf pid=/run/nginx.pid;
  *   certificate        staging.example.com { ... }   # pg_conf_cert.c
+ *   listen             127.0.0.1:9145;    # portal-gated's own HTTP endpoint
+ *                                     # (pgd_http.c); default: none
  *
  * Errors: PG_OK or PG_ERR; the message names the file and the line, as
  * nginx does: "portal-gated.conf:4: unknown directive \"edges\"".
@@ -41,6 +43,7 @@
 #define PG_CONF_CERTS_MAX    16     /* certificate blocks */
 #define PG_CONF_CERT_NAMES   100    /* names of one certificate */
 #define PG_CONF_CONTACTS     4      /* contact URLs of one certificate */
+#define PG_CONF_LISTEN_MAX   64     /* bytes of a listen value: "[v6]:port" */
 
 #define PG_CONF_STATE_DIR    "/var/lib/portal-gate"
 #define PG_CONF_NGINX_BINARY "/usr/sbin/nginx"
@@ -100,6 +103,13 @@ typedef struct {
     size_t           nnginx;
     pg_conf_cert_t   certs[PG_CONF_CERTS_MAX];
     size_t           ncerts;
+    char             listen[PG_CONF_LISTEN_MAX];   /* ADDR:PORT as written;
+                                       "" when there is no listen line */
+    char             listen_addr[PG_CONF_LISTEN_MAX];  /* the address alone,
+                                       numeric: "127.0.0.1", "::1" */
+    int              listen_v6;     /* listen_addr is IPv6 */
+    int              listen_port;   /* 1..65535; 0 when no listen line */
+    int              listen_line;
 } pg_conf_t;
 
 /* Defaults: redis://127.0.0.1:6379/0, "portal-gate:", production, no

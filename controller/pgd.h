@@ -23,6 +23,8 @@
  *                    renews, the worker thread that issues and installs
  *                    (ACME or the local CA), their status in Redis
  *   pgd_challenges.c the ACME http-01 tokens: from Redis to every edge
+ *   pgd_http*.c      `listen`: /metrics, /healthz, the status page; MHD
+ *                    in this loop, no thread (pgd_http.h)
  *
  * Nothing here blocks on an edge: every edge request runs in the multi
  * handle, and the loop only waits in curl_multi_poll(). Nothing blocks on
@@ -420,6 +422,8 @@ typedef struct {
     CURLM          *multi;
     double          next_tick;
     int             sigpipe[2];
+
+    struct pgd_http_s  *http;       /* the listen endpoint: new, pgd_http.h */
 } pgd_t;
 
 

@@ -50,6 +50,7 @@
 #include <stdlib.h>             /* calloc, free */
 #include <string.h>             /* strcmp, memcpy */
 #include "pgd.h"                /* pgd_t, the API this file implements */
+#include "pgd_http.h"           /* pgd_http_done: pushes counted */
 
 
 static void pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body,
@@ -528,6 +529,8 @@ pgd_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
     int64_t      pushed, theirs;
     pg_error_t   err;
     pgd_body_t  *body;
+
+    pgd_http_done(d, e, code);          /* counted before it is read */
 
     kind = e->kind;
     body = e->body;

@@ -65,6 +65,7 @@
 #include <unistd.h>             /* fork, setsid, pipe, getpid, access */
 #include "pg_curl.h"            /* pg_curl: libcurl, loaded at start */
 #include "pgd.h"                /* pgd_t, and the daemon's other files */
+#include "pgd_http.h"           /* listen: /metrics, /healthz, the page */
 
 
 static volatile sig_atomic_t  pgd_signal_quit;
@@ -431,10 +432,14 @@ main(int argc, char **argv)
         pgd_log(d, PG_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 1;
 
+    } else if (pgd_http_start(d) != PG_OK) {
+        rc = 1;                             /* said */
+
     } else {
         rc = pgd_run(d);
     }
 
+    pgd_http_stop(d);
     pgd_redis_close(d);
     pgd_edges_free(d);
     pgd_certs_stop(d);
@@ -567,6 +572,8 @@ pgd_reconfigure(pgd_t *d)
         free(old);
     }
 
+    pgd_http_configure(d);
+
     pgd_log(d, PG_LOG_NOTICE, "configuration reloaded from %s: %zu edges, "
             "%zu certificates, reconcile every %ld ms, log level %s%s",
             d->conf_path, d->nedges, d->ncerts, d->conf.reconcile_ms,
@@ -603,7 +610,7 @@ pgd_reconfigure(pgd_t *d)
 static int
 pgd_run(pgd_t *d)
 {
-    int                   n, running, msgs, tick;
+    int                   n, running, msgs, tick, nhttp;
     char                  drain[64];
     long                  timeout;
     double                now, wake, cert_at;
@@ -611,7 +618,7 @@ pgd_run(pgd_t *d)
     CURLMsg              *msg;
     CURLMcode             mc;
     pg_edge_req_t        *req;
-    struct curl_waitfd    fds[3];
+    struct curl_waitfd    fds[4];
 
     pgd_log(d, PG_LOG_NOTICE, "portal-gated started: %s, %zu edges, "
             "%zu certificates, reconcile every %ld ms", d->conf_path,
@@ -709,8 +716,11 @@ pgd_run(pgd_t *d)
             n = 3;
         }
 
+        nhttp = pgd_http_wait(d, &fds[n], &timeout);
+
         sigprocmask(SIG_UNBLOCK, &pgd_signal_set, NULL);
-        mc = pg_curl.multi_poll(d->multi, fds, n, (int) timeout, NULL);
+        mc = pg_curl.multi_poll(d->multi, fds, n + nhttp, (int) timeout,
+                                NULL);
         sigprocmask(SIG_BLOCK, &pgd_signal_set, NULL);
 
         if (mc != CURLM_OK) {
@@ -749,6 +759,9 @@ pgd_run(pgd_t *d)
         if (n == 3 && d->sub && (fds[2].revents & CURL_WAIT_POLLIN)) {
             pgd_redis_read(d);
         }
+
+        /* last: a change message read above goes out before any answer */
+        pgd_http_run(d);
     }
 
     pgd_log(d, PG_LOG_NOTICE, "exiting on %s",

@@ -34,7 +34,7 @@ sub controller {
 my $gatectl = controller('portal-gatectl');
 my $gated = controller('portal-gated');
 
-# A base port with the next $n - 1 free too: the demo takes eight (three
+# A base port with the next $n - 1 free too: the demo takes nine (four
 # without pebble).
 sub free_ports {
     my ($n) = @_;
@@ -184,7 +184,7 @@ SKIP: {
 skip 'portal-gatectl and portal-gated not built: run make ctl gated', 1
     unless $gatectl && $gated;
 
-my $port = free_ports(8);
+my $port = free_ports(9);
 my ($redis_port, $port_b, $https_port) = ($port + 2, $port + 1, $port + 3);
 # the demo gets its staging certificate from pebble when it is installed
 my $pebble = -x '/usr/bin/pebble' && -x '/usr/bin/pebble-challtestsrv';
@@ -247,6 +247,18 @@ sub answer {
     my ($edge, $env, $path, $app, $c, $flag, $decision, $reason) = @_;
     return "$edge $env $path -> $app [company=$c $flag=$decision $reason]";
 }
+
+subtest 'make demo: portal-gated serves its status page, metrics, health' => sub {
+    my $http = $port + 8;
+    like($out, qr{^\s+status page\s+http://127\.0\.0\.1:$http/ }m,
+         'the demo prints the status page on DEMO_PORT+8');
+    like($out, qr{^\s+metrics\s+http://127\.0\.0\.1:$http/metrics$}m,
+         'and the metrics');
+    like(ran('audit and status', qr{^curl -sS http://127\.0\.0\.1:$http/healthz$}),
+         qr/"status":"(?:ok|degraded)"/, '/healthz answers after the kill');
+    like(ran('audit and status', qr{127\.0\.0\.1:$http/$}),
+         qr{^200 text/html}, 'the status page answers');
+};
 
 subtest 'make demo starts everything and stops' => sub {
     is($status, 0, 'the demo ran its checks and stopped') or diag($out);
@@ -469,7 +481,7 @@ subtest 'make demo leaves nothing behind' => sub {
 }
 
 subtest 'make demo on a port in use says so and exits 1' => sub {
-    my $base = free_ports(8);
+    my $base = free_ports(9);
     my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                      LocalPort => $base, Proto => 'tcp',
                                      Listen => 1)

@@ -23,7 +23,8 @@
 #   DEMO_PORT=8080   base port: edge-a's vhosts on it, edge-b's on +1,
 #                    Redis on +2, edge-a's staging HTTPS on +3, pebble on
 #                    +4 (its management API, with its root, on +5), its
-#                    DNS on +6 (TCP and UDP; management +7); the APIs are
+#                    DNS on +6 (TCP and UDP; management +7), portal-gated's
+#                    /metrics, /healthz and status page on +8; the APIs are
 #                    unix sockets: no port
 #   DEMO_ONCE=1      run the printed checks (every phase, the kill switch
 #                    with --wait, HTTPS verified against pebble's root and
@@ -122,8 +123,8 @@ gatectl=${PORTAL_GATECTL:-$top/build/portal-gatectl}
 gated=${PORTAL_GATED:-$top/build/portal-gated}
 
 port=${DEMO_PORT:-8080}
-if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65528 ]; then
-    echo "demo: DEMO_PORT=$port: expected a port from 1 to 65528" >&2
+if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65527 ]; then
+    echo "demo: DEMO_PORT=$port: expected a port from 1 to 65527" >&2
     exit 1
 fi
 declare -A edge_port=([edge-a]=$port [edge-b]=$((port + 1)))
@@ -131,6 +132,7 @@ declare -A edge_pid=()
 redis_port=$((port + 2))
 redis_url="redis://127.0.0.1:$redis_port/0"
 https_port=$((port + 3))        # edge-a's staging vhost on HTTPS
+http_url="http://127.0.0.1:$((port + 8))"   # portal-gated's listen
 
 domain=portal.example.test      # production; staging is staging.$domain
 cert_name=staging.$domain       # its certificate, from pebble
@@ -363,9 +365,11 @@ EOF
         write_vhost "$edge" staging "staging.$domain"
         cat <<EOF
 
-    # The API, for portal-gated (and portal-gatectl status, --wait).
+    # The API, for portal-gated (and portal-gatectl status, --wait); its
+    # reconcile asks every 2 s: not for the access log.
     server {
         listen unix:$dir/run/$edge.sock;
+        access_log off;
 
         location /portal-gate/ {
             portal_gate_api;
@@ -436,6 +440,7 @@ edge               unix:$dir/run/edge-a.sock:/portal-gate/;
 edge               unix:$dir/run/edge-b.sock:/portal-gate/;
 reconcile_interval 2s;
 log_level          info;
+listen             ${http_url#http://};
 EOF
     [ "$certs" = 1 ] || return 0
     cat >> "$gated_conf" <<EOF
@@ -608,6 +613,9 @@ done)
   redis-server  (pid $redis_pid) on 127.0.0.1:$redis_port: the store
   portal-gated  (pid $gated_pid): pushes each change to both edges,
                 reconciles every 2s; log $gated_log
+                status page  $http_url/   (open it, then kill a flag)
+                metrics      $http_url/metrics
+                health       $http_url/healthz
 $(if [ "$certs" = 1 ]; then
     printf '                and keeps the certificate of %s\n' "$cert_name"
     printf '  pebble        (pid %s) on 127.0.0.1:%s: the ACME server;' \
@@ -742,6 +750,9 @@ if [ "${DEMO_ONCE:-}" = 1 ]; then
     echo "== checks: audit and status"
     run ctl audit customer_portal --count 3
     run ctl status
+    run curl -sS "$http_url/healthz"
+    echo
+    run curl -sS -o /dev/null -w '%{http_code} %{content_type}\n' "$http_url/"
 
     echo "== checks: break-glass kill, portal-gated stopped"
     run ctl on customer_portal --wait

@@ -1,0 +1,936 @@
+/*
+ * pgd_http.c: portal-gated's own HTTP endpoint, in the daemon's loop (see
+ * pgd_http.h for the routes, the threading and who owns what).
+ *
+ * libmicrohttpd 0.9.75 (Debian bookworm): MHD_USE_EPOLL without
+ * MHD_USE_INTERNAL_POLLING_THREAD gives one epoll fd that the loop polls
+ * beside curl's, and MHD_run() never blocks. The listen socket is bound
+ * here, not by MHD, so that a bind error names the listen line and a
+ * SIGHUP can bind the new address before it lets the old one go.
+ */
+
+#include <errno.h>              /* errno */
+#include <stdarg.h>             /* va_list: MHD's logger */
+#include <stdio.h>              /* snprintf, vsnprintf */
+#include <stdlib.h>             /* calloc, free */
+#include <string.h>             /* strcmp, strstr, memcpy */
+#include <unistd.h>             /* close */
+#include <arpa/inet.h>          /* inet_pton, htons */
+#include <netinet/in.h>         /* sockaddr_in, sockaddr_in6 */
+#include <sys/socket.h>         /* socket, bind, listen */
+#include <microhttpd.h>         /* MHD_* */
+#include <openssl/evp.h>        /* the page's script hash for its CSP */
+#include "pg_redis.h"           /* pg_redis_timed_out, pg_redis_strerror */
+#include "pg_store.h"           /* PG_STORE_KEY_AUDIT */
+#include "pgd_http_private.h"   /* pgd_http_t, and the API it implements */
+
+
+#define PGD_HTTP_WATCHED_MS   10000     /* the page counts as open this
+                                           long after its last poll */
+#define PGD_HTTP_AUDIT_EVERY  30000     /* ms: the audit read again while
+                                           the revision stays (a release
+                                           or a note adds no revision) */
+#define PGD_HTTP_DIFF_MAX     65536     /* bytes of before/after JSON that
+                                           an audit line is summed up from */
+#define PGD_HTTP_HEADERS_MAX  32768     /* bytes of a request's head */
+
+
+/*
+ * The status page, built in as it is in the source tree: an edit of the
+ * HTML is an edit of one file, and the Makefile rebuilds on it. It ends
+ * with a NUL (pgd_http_page_end points at it).
+ */
+__asm__(
+    "    .section .rodata\n"
+    "    .global pgd_http_page\n"
+    "    .hidden pgd_http_page\n"
+    "pgd_http_page:\n"
+    "    .incbin \"controller/pgd_http_page.html\"\n"
+    "    .global pgd_http_page_end\n"
+    "    .hidden pgd_http_page_end\n"
+    "pgd_http_page_end:\n"
+    "    .byte 0\n"
+    "    .previous\n");
+
+extern const char  pgd_http_page[];
+extern const char  pgd_http_page_end[];
+
+
+const double  pgd_http_buckets[PGD_HTTP_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1, 2.5, 5, 10
+};
+
+const char *const  pgd_http_results[PGD_HTTP_RESULTS] = {
+    "ok", "conflict", "refused", "timeout", "failed"
+};
+
+
+static int pgd_http_csp(pgd_http_t *h);
+static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pg_conf_t *conf,
+    char *why, size_t size);
+static void pgd_http_mhd_log(void *cls, const char *fmt, va_list ap);
+static enum MHD_Result pgd_http_answer(void *cls, struct MHD_Connection *c,
+    const char *url, const char *method, const char *version,
+    const char *upload_data, size_t *upload_data_size, void **con_cls);
+static enum MHD_Result pgd_http_send(struct MHD_Connection *c,
+    unsigned code, const char *type, char *body, size_t len,
+    enum MHD_ResponseMemoryMode mode, const char *csp);
+static enum MHD_Result pgd_http_send_json(struct MHD_Connection *c,
+    unsigned code, json_t *doc);
+static void pgd_http_observe(pgd_t *d, double now);
+static void pgd_http_audit(pgd_t *d, double now);
+static void pgd_http_change(const char *action, const char *before,
+    const char *after, char *buf, size_t size);
+
+
+/* --- lifecycle ---------------------------------------------------------- */
+
+int
+pgd_http_start(pgd_t *d)
+{
+    char         why[512];
+    pgd_http_t  *h;
+
+    h = calloc(1, sizeof(pgd_http_t));
+    if (h == NULL) {
+        pgd_log(d, PG_LOG_ERROR, "cannot start: out of memory");
+        return PG_ERR;
+    }
+
+    d->http = h;
+    h->audit_rev = -1;
+
+    if (pgd_http_csp(h) != PG_OK) {
+        pgd_log(d, PG_LOG_ERROR, "cannot start: the status page has no "
+                "<script> to hash");
+        return PG_ERR;
+    }
+
+    if (d->conf.listen_port == 0) {
+        return PG_OK;
+    }
+
+    h->mhd = pgd_http_listen(d, &d->conf, why, sizeof(why));
+
+    if (h->mhd == NULL) {
+        pgd_log(d, PG_LOG_ERROR, "cannot start: %s", why);
+        return PG_ERR;
+    }
+
+    memcpy(h->bound, d->conf.listen, sizeof(h->bound));
+    pgd_log(d, PG_LOG_NOTICE, "serving /metrics, /healthz and the status "
+            "page on http://%s%s%s:%d/", d->conf.listen_v6 ? "[" : "",
+            d->conf.listen_addr, d->conf.listen_v6 ? "]" : "",
+            d->conf.listen_port);
+
+    return PG_OK;
+}
+
+
+void
+pgd_http_configure(pgd_t *d)
+{
+    char                why[512];
+    size_t              i, j, n;
+    pgd_http_t         *h;
+    struct MHD_Daemon  *mhd;
+
+    h = d->http;
+    if (h == NULL) {
+        return;
+    }
+
+    /* counters of edges gone go: a HUP a day must not grow them */
+    n = 0;
+
+    for (i = 0; i < h->nedges; i++) {
+        for (j = 0; j < d->nedges; j++) {
+            if (strcmp(h->edges[i].spec, d->edges[j].edge.spec) == 0) {
+                break;
+            }
+        }
+
+        if (j < d->nedges) {
+            if (n != i) {
+                h->edges[n] = h->edges[i];
+            }
+            n++;
+        }
+    }
+
+    h->nedges = n;
+
+    if (strcmp(h->bound, d->conf.listen) == 0) {
+        return;
+    }
+
+    if (d->conf.listen_port == 0) {
+        MHD_stop_daemon(h->mhd);
+        h->mhd = NULL;
+        pgd_log(d, PG_LOG_NOTICE, "listen %s closed: no listen line", h->bound);
+        h->bound[0] = '\0';
+        return;
+    }
+
+    /* the new one first: when it cannot be bound, the old one serves on */
+    mhd = pgd_http_listen(d, &d->conf, why, sizeof(why));
+
+    if (mhd == NULL) {
+        pgd_log(d, PG_LOG_ERROR, "%s; %s", why, h->mhd
+                ? "the old listen stays" : "no HTTP endpoint");
+        return;
+    }
+
+    if (h->mhd) {
+        MHD_stop_daemon(h->mhd);
+    }
+
+    h->mhd = mhd;
+    memcpy(h->bound, d->conf.listen, sizeof(h->bound));
+    pgd_log(d, PG_LOG_NOTICE, "serving /metrics, /healthz and the status "
+            "page on http://%s%s%s:%d/", d->conf.listen_v6 ? "[" : "",
+            d->conf.listen_addr, d->conf.listen_v6 ? "]" : "",
+            d->conf.listen_port);
+}
+
+
+void
+pgd_http_stop(pgd_t *d)
+{
+    pgd_http_t  *h;
+
+    h = d->http;
+    if (h == NULL) {
+        return;
+    }
+
+    if (h->mhd) {
+        MHD_stop_daemon(h->mhd);
+    }
+
+    json_decref(h->audit);
+    free(h);
+    d->http = NULL;
+}
+
+
+/*
+ * The page's Content-Security-Policy: its one inline script by hash, its
+ * inline style, fetch() to itself, nothing else. Text from the store is
+ * put in with textContent (the page's own rule); this is the second
+ * wall: an injected onerror= or <script> would not run.
+ */
+static int
+pgd_http_csp(pgd_http_t *h)
+{
+    unsigned int    mdlen;
+    unsigned char   md[EVP_MAX_MD_SIZE], b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3)
+                                             + 1];
+    const char     *start, *end;
+
+    start = strstr(pgd_http_page, "<script>");
+    end = start ? strstr(start, "</script>") : NULL;
+
+    if (end == NULL) {
+        return PG_ERR;
+    }
+
+    start += sizeof("<script>") - 1;
+
+    if (EVP_Digest(start, (size_t) (end - start), md, &mdlen, EVP_sha256(),
+                   NULL) != 1)
+    {
+        return PG_ERR;
+    }
+
+    EVP_EncodeBlock(b64, md, (int) mdlen);
+
+    snprintf(h->csp, sizeof(h->csp), "default-src 'none'; script-src "
+             "'sha256-%s'; style-src 'unsafe-inline'; connect-src 'self'; "
+             "img-src data:; base-uri 'none'; form-action 'none'; "
+             "frame-ancestors 'none'", b64);
+
+    return PG_OK;
+}
+
+
+/* A bound, listening socket for conf's listen line, and MHD on it; NULL
+ * with why ("listen 127.0.0.1:9145: bind: Address already in use"). */
+static struct MHD_Daemon *
+pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
+{
+    int                   fd, one;
+    socklen_t             len;
+    struct MHD_Daemon    *mhd;
+    struct sockaddr_in    a4;
+    struct sockaddr_in6   a6;
+    struct sockaddr      *sa;
+
+    memset(&a4, 0, sizeof(a4));
+    memset(&a6, 0, sizeof(a6));
+
+    if (conf->listen_v6) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t) conf->listen_port);
+        inet_pton(AF_INET6, conf->listen_addr, &a6.sin6_addr);
+        sa = (struct sockaddr *) &a6;
+        len = sizeof(a6);
+
+    } else {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t) conf->listen_port);
+        inet_pton(AF_INET, conf->listen_addr, &a4.sin_addr);
+        sa = (struct sockaddr *) &a4;
+        len = sizeof(a4);
+    }
+
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        snprintf(why, size, "listen %s: socket: %s", conf->listen,
+                 strerror(errno));
+        return NULL;
+    }
+
+    one = 1;
+    (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+
+    if (conf->listen_v6) {
+        /* [::]:PORT is IPv6 alone, as written; no mapped IPv4 */
+        (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+
+    if (bind(fd, sa, len) != 0 || listen(fd, 64) != 0) {
+        snprintf(why, size, "listen %s (%s:%d): %s", conf->listen,
+                 d->conf_path, conf->listen_line, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+
+    mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+              pgd_http_answer, d,
+              MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
+              MHD_OPTION_CONNECTION_LIMIT, (unsigned int) PGD_HTTP_CONNECTIONS,
+              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) PGD_HTTP_IDLE_S,
+              MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                  (size_t) PGD_HTTP_HEADERS_MAX,
+              MHD_OPTION_EXTERNAL_LOGGER, pgd_http_mhd_log, d,
+              MHD_OPTION_END);
+
+    if (mhd == NULL) {
+        snprintf(why, size, "listen %s: libmicrohttpd did not start",
+                 conf->listen);
+        close(fd);
+        return NULL;
+    }
+
+    return mhd;
+}
+
+
+/* MHD's own messages ("Maximum number of connections reached", a client's
+ * protocol error): info, they are no fault of the daemon's. */
+static void
+pgd_http_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char    msg[512];
+    pgd_t  *d;
+
+    d = cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    pgd_log(d, PG_LOG_INFO, "http: %s", msg);
+}
+
+
+/* --- in the loop -------------------------------------------------------- */
+
+int
+pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
+{
+    pgd_http_t                *h;
+    MHD_UNSIGNED_LONG_LONG     t;
+    const union MHD_DaemonInfo *info;
+
+    h = d->http;
+
+    if (h == NULL || h->mhd == NULL) {
+        return 0;
+    }
+
+    info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (info == NULL) {
+        return 0;
+    }
+
+    if (MHD_get_timeout(h->mhd, &t) == MHD_YES && (long long) t < *timeout_ms)
+    {
+        *timeout_ms = (long) t;
+    }
+
+    fd->fd = info->epoll_fd;
+    fd->events = CURL_WAIT_POLLIN;
+    fd->revents = 0;
+
+    return 1;
+}
+
+
+void
+pgd_http_run(pgd_t *d)
+{
+    double       now;
+    pgd_http_t  *h;
+
+    h = d->http;
+    if (h == NULL) {
+        return;
+    }
+
+    now = pgd_now();
+    pgd_http_observe(d, now);
+
+    /* a change message came in this turn: it goes out first */
+    if (d->load_wanted) {
+        return;
+    }
+
+    if (h->watched_at > 0 && now - h->watched_at < PGD_HTTP_WATCHED_MS
+        && d->cmd != NULL
+        && (h->audit == NULL || h->audit_rev != d->store_revision
+            || now - h->audit_at >= PGD_HTTP_AUDIT_EVERY))
+    {
+        pgd_http_audit(d, now);
+    }
+
+    if (h->mhd) {
+        MHD_run(h->mhd);
+    }
+}
+
+
+void
+pgd_http_done(pgd_t *d, pgd_edge_t *e, CURLcode code)
+{
+    int               result;
+    long              status;
+    double            s;
+    size_t            i;
+    pgd_http_edge_t  *st;
+
+    if (d->http == NULL
+        || (e->kind != PGD_REQ_PUT && e->kind != PGD_REQ_PATCH))
+    {
+        return;
+    }
+
+    st = pgd_http_edge(d->http, e->edge.spec);
+    if (st == NULL) {
+        return;
+    }
+
+    status = 0;
+
+    if (code == CURLE_OK) {
+        pg_curl.easy_getinfo(e->req.curl, CURLINFO_RESPONSE_CODE, &status);
+    }
+
+    result = code == CURLE_OPERATION_TIMEDOUT ? PGD_HTTP_TIMEOUT
+             : code != CURLE_OK ? PGD_HTTP_FAILED
+             : status == 200 ? PGD_HTTP_OK
+             : status == 409 ? PGD_HTTP_CONFLICT
+             : PGD_HTTP_REFUSED;
+
+    s = (pgd_now() - e->started) / 1000;
+    s = s < 0 ? 0 : s;
+
+    st->pushes[result]++;
+    st->count++;
+    st->sum += s;
+
+    for (i = 0; i < PGD_HTTP_BUCKETS; i++) {
+        if (s <= pgd_http_buckets[i]) {
+            st->le[i]++;
+            break;
+        }
+    }
+}
+
+
+/* The counters of the edge spec, made when new; NULL when full. */
+pgd_http_edge_t *
+pgd_http_edge(pgd_http_t *h, const char *spec)
+{
+    size_t            i;
+    pgd_http_edge_t  *st;
+
+    for (i = 0; i < h->nedges; i++) {
+        if (strcmp(h->edges[i].spec, spec) == 0) {
+            return &h->edges[i];
+        }
+    }
+
+    if (h->nedges == PGD_HTTP_EDGES_MAX) {
+        return NULL;
+    }
+
+    st = &h->edges[h->nedges++];
+    memset(st, 0, sizeof(*st));
+    snprintf(st->spec, sizeof(st->spec), "%s", spec);
+
+    return st;
+}
+
+
+/* e holds the snapshot the daemon pushes now, all of it (not only its
+ * kills over an older one). */
+int
+pgd_http_in_step(pgd_t *d, pgd_edge_t *e)
+{
+    return d->body != NULL && e->revision == d->body->revision
+           && e->partial != d->body->revision;
+}
+
+
+/* Seconds since e was last seen in step (since the start when never); 0
+ * in step. */
+double
+pgd_http_lag_s(pgd_t *d, pgd_edge_t *e)
+{
+    pgd_http_edge_t  *st;
+
+    st = pgd_http_edge(d->http, e->edge.spec);
+
+    if (st == NULL || st->out_since == 0) {
+        return 0;
+    }
+
+    return (pgd_now() - st->out_since) / 1000;
+}
+
+
+/* Revisions e is behind the snapshot pushed (negative: ahead of it);
+ * INT64_MIN when either is not known. */
+int64_t
+pgd_http_lag_revisions(pgd_t *d, pgd_edge_t *e)
+{
+    if (d->body == NULL || e->revision < 0) {
+        return INT64_MIN;
+    }
+
+    return d->body->revision - e->revision;
+}
+
+
+/* When each edge went out of step: seen at the end of each turn, which is
+ * where a change or an answer lands. */
+static void
+pgd_http_observe(pgd_t *d, double now)
+{
+    size_t            i;
+    pgd_http_edge_t  *st;
+
+    for (i = 0; i < d->nedges; i++) {
+        st = pgd_http_edge(d->http, d->edges[i].edge.spec);
+        if (st == NULL) {
+            continue;
+        }
+
+        if (pgd_http_in_step(d, &d->edges[i])) {
+            st->out_since = 0;
+            st->in_step_at = now;
+
+        } else if (st->out_since == 0) {
+            st->out_since = now;
+        }
+    }
+}
+
+
+/* --- the audit ---------------------------------------------------------- */
+
+/*
+ * The newest PGD_HTTP_AUDIT_COUNT entries of the audit stream, for the
+ * page, summed up: the flag's JSON before and after is not kept (a flag of
+ * 100k companies is MBs), only what changed. Read on the command
+ * connection, as the store is; a Redis that fails here is down as it
+ * would be for the store.
+ */
+static void
+pgd_http_audit(pgd_t *d, double now)
+{
+    char          key[PG_STORE_PREFIX_MAX + 16], why[600], text[160];
+    char          change[512], clean[1024];
+    size_t        i, j;
+    json_t       *all, *entry, *str;
+    pgd_http_t   *h;
+    redisReply   *reply, *item, *fields, *k, *v;
+    const char   *before, *after, *action;
+
+    h = d->http;
+    h->audit_at = now;
+    h->audit_rev = d->store_revision;
+
+    snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_AUDIT);
+
+    reply = redisCommand(d->cmd, "XREVRANGE %s + - COUNT %d", key,
+                         PGD_HTTP_AUDIT_COUNT);
+
+    if (reply == NULL) {
+        if (pg_redis_timed_out(d->cmd, NULL)) {
+            snprintf(why, sizeof(why), "%s: %s", d->where,
+                     pg_redis_strerror(d->cmd, text, sizeof(text)));
+        } else {
+            snprintf(why, sizeof(why), "%s: %s", d->where, d->cmd->errstr);
+        }
+
+        snprintf(h->audit_error, sizeof(h->audit_error), "%.200s", why);
+        pgd_redis_down(d, why);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        snprintf(h->audit_error, sizeof(h->audit_error), "XREVRANGE %s: %s",
+                 key, reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                       : "not an array");
+        freeReplyObject(reply);
+        return;
+    }
+
+    all = json_array();
+
+    for (i = 0; all != NULL && i < reply->elements; i++) {
+        item = reply->element[i];
+
+        if (item->type != REDIS_REPLY_ARRAY || item->elements != 2
+            || item->element[1]->type != REDIS_REPLY_ARRAY)
+        {
+            continue;
+        }
+
+        fields = item->element[1];
+        entry = json_object();
+        before = "";
+        after = "";
+        action = "";
+
+        for (j = 0; entry != NULL && j + 1 < fields->elements; j += 2) {
+            k = fields->element[j];
+            v = fields->element[j + 1];
+
+            if (k->type != REDIS_REPLY_STRING
+                || v->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+
+            if (strcmp(k->str, "before") == 0) {
+                before = v->str;
+            } else if (strcmp(k->str, "after") == 0) {
+                after = v->str;
+            } else if (strcmp(k->str, "ts") == 0
+                       || strcmp(k->str, "actor") == 0
+                       || strcmp(k->str, "env") == 0
+                       || strcmp(k->str, "flag") == 0
+                       || strcmp(k->str, "action") == 0
+                       || strcmp(k->str, "reason") == 0
+                       || strcmp(k->str, "revision") == 0)
+            {
+                /* another tool's bytes need not be UTF-8: json_string
+                 * refuses those, so they are shown cleaned */
+                str = json_stringn(v->str, v->len);
+
+                if (str == NULL) {
+                    pgd_http_clean(v->str, clean, sizeof(clean));
+                    str = json_string(clean);
+                }
+
+                json_object_set_new(entry, k->str, str);
+
+                if (strcmp(k->str, "action") == 0) {
+                    action = v->str;
+                }
+            }
+        }
+
+        if (entry == NULL) {
+            break;
+        }
+
+        pgd_http_change(action, before, after, change, sizeof(change));
+        json_object_set_new(entry, "change", json_string(change));
+        json_array_append_new(all, entry);
+    }
+
+    freeReplyObject(reply);
+
+    if (all != NULL) {
+        json_decref(h->audit);
+        h->audit = all;
+        h->audit_error[0] = '\0';
+    }
+}
+
+
+/* One part of a change, "rollout 10% -> 25%", after the others. */
+static void
+pgd_http_part(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+pgd_http_part(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t   len;
+    va_list  args;
+
+    len = strlen(buf);
+
+    if (len + 3 >= size) {
+        return;
+    }
+
+    if (len > 0) {
+        memcpy(buf + len, ", ", 3);
+        len += 2;
+    }
+
+    va_start(args, fmt);
+    vsnprintf(buf + len, size - len, fmt, args);
+    va_end(args);
+}
+
+
+/* The flag's field as text for a change: "true", "12.5%", "none". */
+static void
+pgd_http_value(const json_t *flag, const char *name, char *buf, size_t size)
+{
+    const json_t  *v;
+
+    v = json_object_get(flag, name);
+
+    if (strcmp(name, "enabled") == 0) {
+        snprintf(buf, size, "%s", json_is_false(v) ? "false" : "true");
+
+    } else if (strcmp(name, "rollout") == 0) {
+        snprintf(buf, size, "%g%%", json_is_number(v)
+                 ? json_number_value(v) : 0.0);
+
+    } else if (json_is_array(v)) {
+        snprintf(buf, size, "%zu", json_array_size(v));
+
+    } else if (json_is_string(v)) {
+        snprintf(buf, size, "%.60s", json_string_value(v));
+
+    } else {
+        snprintf(buf, size, "%s", strcmp(name, "allow") == 0
+                 || strcmp(name, "deny") == 0 ? "0" : "none");
+    }
+}
+
+
+/* Equal, both absent included (json_equal() says 0 for NULLs). */
+static int
+pgd_http_same(const json_t *a, const json_t *b)
+{
+    return (a == NULL && b == NULL) || json_equal((json_t *) a, (json_t *) b);
+}
+
+
+/* What an audit entry changed, in a few words. */
+static void
+pgd_http_change(const char *action, const char *before, const char *after,
+    char *buf, size_t size)
+{
+    char           a[96], b[96];
+    size_t         i;
+    json_t        *jb, *ja;
+    const char    *name;
+
+    static const char  *const fields[] = {
+        "enabled", "rollout", "allow", "deny", "requires", "salt",
+        "description", NULL
+    };
+
+    buf[0] = '\0';
+
+    if (strcmp(action, "revision") == 0) {
+        snprintf(buf, size, "revision %.30s -> %.30s", before, after);
+        return;
+    }
+
+    if (strcmp(action, "env") == 0 || strcmp(action, "release") == 0
+        || strcmp(action, "init") == 0)
+    {
+        snprintf(buf, size, "%s", strcmp(action, "env") == 0
+                 ? "environment added" : strcmp(action, "init") == 0
+                 ? "store initialised" : "kill overrides released");
+        return;
+    }
+
+    if (strlen(before) > PGD_HTTP_DIFF_MAX
+        || strlen(after) > PGD_HTTP_DIFF_MAX)
+    {
+        snprintf(buf, size, "(too large to sum up: portal-gatectl audit)");
+        return;
+    }
+
+    jb = before[0] ? json_loads(before, 0, NULL) : NULL;
+    ja = after[0] ? json_loads(after, 0, NULL) : NULL;
+
+    if (jb == NULL && json_is_object(ja)) {
+        snprintf(buf, size, "created");
+    } else if (ja == NULL && json_is_object(jb)) {
+        snprintf(buf, size, "deleted");
+    }
+
+    if (buf[0] == '\0' && json_is_object(jb) && json_is_object(ja)) {
+        /* every changed field, in this order */
+        for (i = 0; fields[i] != NULL; i++) {
+            name = fields[i];
+            pgd_http_value(jb, name, b, sizeof(b));
+            pgd_http_value(ja, name, a, sizeof(a));
+
+            if (strcmp(name, "description") == 0) {
+                if (!pgd_http_same(json_object_get(jb, name),
+                                   json_object_get(ja, name)))
+                {
+                    pgd_http_part(buf, size, "description changed");
+                }
+
+            } else if (strcmp(a, b) != 0
+                       || ((strcmp(name, "allow") == 0
+                            || strcmp(name, "deny") == 0)
+                           && !pgd_http_same(json_object_get(jb, name),
+                                             json_object_get(ja, name))))
+            {
+                pgd_http_part(buf, size, "%s %s -> %s", name, b, a);
+            }
+        }
+
+        if (buf[0] == '\0') {
+            snprintf(buf, size, "no change");
+        }
+    }
+
+    json_decref(jb);
+    json_decref(ja);
+}
+
+
+/* --- answers ------------------------------------------------------------ */
+
+static enum MHD_Result
+pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+    int          code;
+    char        *text;
+    size_t       len;
+    pgd_t       *d;
+    json_t      *doc;
+    pgd_http_t  *h;
+
+    d = cls;
+    h = d->http;
+    h->answered++;
+
+    /* answered at the head: a body, if any, is never read */
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0
+        && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    {
+        doc = json_pack("{s:s}", "error", "read-only: GET and HEAD only");
+        return pgd_http_send_json(c, MHD_HTTP_METHOD_NOT_ALLOWED, doc);
+    }
+
+    if (strcmp(url, "/metrics") == 0) {
+        text = pgd_http_metrics(d, &len);
+        return pgd_http_send(c, text ? MHD_HTTP_OK
+                                     : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                             "text/plain; version=0.0.4; charset=utf-8",
+                             text ? text : (char *) "out of memory\n",
+                             text ? len : 14, text ? MHD_RESPMEM_MUST_FREE
+                                                   : MHD_RESPMEM_PERSISTENT,
+                             NULL);
+    }
+
+    if (strcmp(url, "/healthz") == 0) {
+        doc = pgd_http_health(d, &code);
+        return pgd_http_send_json(c, (unsigned) code, doc);
+    }
+
+    if (strcmp(url, "/status.json") == 0) {
+        h->watched_at = pgd_now();
+        return pgd_http_send_json(c, MHD_HTTP_OK, pgd_http_status(d));
+    }
+
+    if (strcmp(url, "/") == 0) {
+        return pgd_http_send(c, MHD_HTTP_OK, "text/html; charset=utf-8",
+                             (char *) pgd_http_page,
+                             (size_t) (pgd_http_page_end - pgd_http_page),
+                             MHD_RESPMEM_PERSISTENT, h->csp);
+    }
+
+    doc = json_pack("{s:s}", "error", "not found: /, /status.json, "
+                    "/metrics, /healthz");
+    return pgd_http_send_json(c, MHD_HTTP_NOT_FOUND, doc);
+}
+
+
+/* doc (stolen) as the answer; a NULL doc (out of memory) is a 500. */
+static enum MHD_Result
+pgd_http_send_json(struct MHD_Connection *c, unsigned code, json_t *doc)
+{
+    char  *text;
+
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+
+    if (text == NULL) {
+        return pgd_http_send(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                             "application/json",
+                             (char *) "{\"error\":\"out of memory\"}", 25,
+                             MHD_RESPMEM_PERSISTENT, NULL);
+    }
+
+    return pgd_http_send(c, code, "application/json", text, strlen(text),
+                         MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+
+static enum MHD_Result
+pgd_http_send(struct MHD_Connection *c, unsigned code, const char *type,
+    char *body, size_t len, enum MHD_ResponseMemoryMode mode,
+    const char *csp)
+{
+    enum MHD_Result       rc;
+    struct MHD_Response  *r;
+
+    r = MHD_create_response_from_buffer(len, body, mode);
+
+    if (r == NULL) {
+        if (mode == MHD_RESPMEM_MUST_FREE) {
+            free(body);
+        }
+        return MHD_NO;
+    }
+
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+
+    if (code == MHD_HTTP_METHOD_NOT_ALLOWED) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    }
+
+    if (csp != NULL) {
+        MHD_add_response_header(r, "Content-Security-Policy", csp);
+        MHD_add_response_header(r, "X-Frame-Options", "DENY");
+        MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    }
+
+    rc = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+
+    return rc;
+}

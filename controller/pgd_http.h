@@ -1,0 +1,79 @@
+/*
+ * pgd_http.h: portal-gated's own HTTP endpoint, `listen ADDR:PORT;`
+ * (DESIGN.md, "Observability"; README, "Metrics and health"):
+ *
+ *   GET /metrics       Prometheus text format 0.0.4 (pgd_http_render.c)
+ *   GET /healthz       JSON {"status": ...}; 200, or 503 when changes
+ *                      cannot reach the edges (the rules: pgd_http_health)
+ *   GET /status.json   everything the status page shows
+ *   GET /              the status page for on-call (pgd_http_page.html,
+ *                      built into the binary), which polls /status.json
+ *
+ * Read-only: GET and HEAD only (405 otherwise), no request body is read,
+ * at most PGD_HTTP_CONNECTIONS connections, each closed after
+ * PGD_HTTP_IDLE_S s without traffic.
+ *
+ * Threading and ownership: there is no HTTP thread. libmicrohttpd runs
+ * inside the daemon's one loop (MHD_USE_EPOLL without an internal thread):
+ * pgd_http_wait() adds MHD's one epoll fd to the loop's curl_multi_poll()
+ * and shortens its timeout to MHD's; pgd_http_run(), at the end of each
+ * turn of the loop, lets MHD accept, read and answer. An answer is
+ * rendered there, on the loop's thread, straight from pgd_t: no lock, no
+ * copy of the daemon's state, nothing rendered when nobody asks (a change
+ * costs the endpoint nothing). A turn that read a change message skips
+ * MHD until the change is pushed (d->load_wanted): a kill never waits for
+ * an HTTP answer, and an answer waits at most one turn of the loop.
+ * Sockets are non-blocking: a slow or stuck client costs a connection
+ * slot, never the loop.
+ *
+ * What it keeps of its own (pgd_http_t, owned by d->http, freed by
+ * pgd_http_stop()): the MHD daemon and its listen socket, the pushes
+ * counted per edge (pgd_http_done(), from pgd_done()), when each edge was
+ * last seen in step, and the last audit entries, which the loop reads
+ * from Redis (XREVRANGE, a bounded count) while the page is open.
+ *
+ * Errors: pgd_http_start() says why in the log and returns PG_ERR (the
+ * daemon does not start: a listen line that cannot be bound is as fatal
+ * as nginx's); a SIGHUP that cannot bind a changed listen keeps the old
+ * one and says so.
+ */
+
+#ifndef PGD_HTTP_H
+#define PGD_HTTP_H
+
+#include <curl/curl.h>          /* struct curl_waitfd, CURLcode */
+#include "pgd.h"                /* pgd_t, pgd_edge_t */
+
+
+#define PGD_HTTP_CONNECTIONS  32        /* at once; more wait in the
+                                           listen backlog */
+#define PGD_HTTP_IDLE_S       10        /* a connection idle this long is
+                                           closed */
+#define PGD_HTTP_AUDIT_COUNT  20        /* audit entries the page shows */
+
+
+/* At start, before the loop: allocate d->http, and bind when the config
+ * has a listen line. PG_ERR said in the log. */
+int pgd_http_start(pgd_t *d);
+
+/* After SIGHUP's new d->conf: a listen line added, changed or removed is
+ * bound, rebound or closed (the old one stays when the new one cannot be
+ * bound); counters of edges no longer configured are dropped. */
+void pgd_http_configure(pgd_t *d);
+
+/* Before the loop waits: fills *fd with MHD's epoll fd and returns 1 (0
+ * when there is no endpoint), and lowers *timeout_ms to MHD's. */
+int pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms);
+
+/* At the end of each turn of the loop: what is seen of the edges, the
+ * audit when the page is open, then the HTTP requests. */
+void pgd_http_run(pgd_t *d);
+
+/* A request of e is done (pgd_done(), before it reads the answer): a push
+ * is counted, by result, with its duration. */
+void pgd_http_done(pgd_t *d, pgd_edge_t *e, CURLcode code);
+
+/* At exit: closes the endpoint and frees d->http. */
+void pgd_http_stop(pgd_t *d);
+
+#endif /* PGD_HTTP_H */

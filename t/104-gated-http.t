@@ -1,0 +1,360 @@
+# portal-gated's own HTTP endpoint (issue 11, `listen ADDR:PORT;`):
+# /metrics after known actions (edges in step, a kill pushed and counted,
+# an edge down, Redis down), each exposition clean for `promtool check
+# metrics`; /healthz ok, degraded with an edge down, 503 with every edge
+# down and with Redis down; read-only (405), HEAD, 404; label values
+# escaped; a certificate's expiry from the local CA; bad listen lines for
+# -t and for the daemon; SIGHUP rebinding a changed listen, keeping the old
+# one when the new cannot be bound, closing a removed one. Real
+# redis-server, two real nginx edges, the ASan controller.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use Time::Local qw(timegm);
+use Test::More;
+use PortalGate::Gated qw(clean_exit wait_until two_edges);
+use PortalGate::Redis qw(exits);
+use PortalGate::Scrape qw(free_port http_get json_get metrics promtool);
+use PortalGate::Test qw(require_module);
+
+require_module();
+
+my $rs = PortalGate::Redis->new;
+my $e = two_edges();
+my ($tcp, $unix) = @$e{qw(tcp_url unix_url)};
+my $port = free_port();
+my $base = "http://127.0.0.1:$port";
+
+my $gd = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp, $unix],
+                                reconcile => '300ms',
+                                extra => "listen 127.0.0.1:$port;\n");
+
+sub scrape {
+    my $r = http_get("$base/metrics");
+    return $r->{status} == 200 ? metrics($r->{content}) : {};
+}
+
+sub edge_key {
+    my ($name, $edge, $more) = @_;
+    return $name . '{edge="' . $edge . '"' . ($more // '') . '}';
+}
+
+sub checked {
+    my ($name) = @_;
+    my $r = http_get("$base/metrics");
+    is($r->{status}, 200, "$name: /metrics answers 200");
+    like($r->{headers}{'content-type'} // '', qr{^text/plain; version=0\.0\.4},
+         "$name: in the text format 0.0.4");
+    my ($ok, $said) = promtool($r->{content});
+    ok($ok, "$name: promtool check metrics finds nothing to say")
+        or diag($said . "\n" . $r->{content});
+    return metrics($r->{content});
+}
+
+subtest 'the metrics of a controller with both edges in step' => sub {
+    exits($rs->ctl('init'), 0, 'init');
+    exits($rs->ctl('create', 'customer_portal'), 0, 'create');
+    exits($rs->ctl('rollout', 'customer_portal', '12.5'), 0, 'rollout');
+    $gd->start;
+    ok($gd->wait_log(qr/serving \/metrics, \/healthz and the status page on (\S+)/),
+       'the daemon says where it serves');
+
+    ok(wait_until(sub {
+        my $m = scrape();
+        ($m->{edge_key('portal_gated_edge_in_step', $tcp)} // 0) == 1
+            && ($m->{edge_key('portal_gated_edge_in_step', $unix)} // 0) == 1
+    }), 'both edges are in step') or diag($gd->log);
+
+    my $m = checked('in step');
+    is($m->{portal_gated_redis_up}, 1, 'redis up');
+    is($m->{portal_gated_source_revision}, 2, 'source revision 2 (init 0, create, rollout)');
+    is($m->{portal_gated_snapshot_revision}, 2, 'snapshot revision 2');
+    is($m->{'portal_gated_store_state{state="ok"}'}, 1, 'the store is ok');
+    is($m->{'portal_gated_build_info{version="0.8.0"}'}, 1, 'build info');
+    ok($m->{portal_gated_start_time_seconds} > time - 600
+       && $m->{portal_gated_start_time_seconds} <= time,
+       'the start time is now-ish');
+    for my $edge ($tcp, $unix) {
+        is($m->{edge_key('portal_gated_edge_up', $edge)}, 1, "$edge up");
+        is($m->{edge_key('portal_gated_edge_revision', $edge)}, 2,
+           "$edge at revision 2");
+        is($m->{edge_key('portal_gated_edge_lag_revisions', $edge)}, 0,
+           "$edge 0 revisions behind");
+        is($m->{edge_key('portal_gated_edge_lag_seconds', $edge)}, '0.000',
+           "$edge 0 s behind");
+        is($m->{edge_key('portal_gated_pushes_total', $edge,
+                         ',result="ok"')}, 1, "$edge: one push, ok");
+        is($m->{edge_key('portal_gated_push_duration_seconds_count',
+                         $edge)}, 1, "$edge: one push timed");
+        is($m->{edge_key('portal_gated_push_duration_seconds_bucket', $edge,
+                         ',le="+Inf"')}, 1, "$edge: in the +Inf bucket");
+        is($m->{edge_key('portal_gated_push_duration_seconds_bucket', $edge,
+                         ',le="10"')}, 1, "$edge: within 10 s");
+    }
+    ok(!grep({ /company|1001/ } keys %$m), 'no company in any label');
+
+    my $h = json_get("$base/healthz");
+    is($h->[0], 200, '/healthz: 200');
+    is($h->[1]{status}, 'ok', '/healthz: ok');
+    is($h->[1]{edges_in_step}, 2, '/healthz: 2 edges in step');
+};
+
+subtest 'a kill is pushed and counted once per edge' => sub {
+    exits($rs->ctl('kill', 'customer_portal', '--reason', 'test'), 0, 'kill');
+    ok(wait_until(sub {
+        my $m = scrape();
+        ($m->{edge_key('portal_gated_edge_revision', $tcp)} // 0) == 3
+            && ($m->{edge_key('portal_gated_edge_revision', $unix)} // 0) == 3
+    }), 'both edges reach revision 3');
+    my $m = checked('after a kill');
+    is($m->{portal_gated_source_revision}, 3, 'source revision 3');
+    for my $edge ($tcp, $unix) {
+        is($m->{edge_key('portal_gated_pushes_total', $edge,
+                         ',result="ok"')}, 2, "$edge: two pushes, ok");
+        is($m->{edge_key('portal_gated_pushes_total', $edge,
+                         ',result="failed"')}, 0, "$edge: none failed");
+        is($m->{edge_key('portal_gated_push_duration_seconds_count',
+                         $edge)}, 2, "$edge: two pushes timed");
+    }
+};
+
+subtest 'an edge down: counted as failed, healthz degraded, then failing' => sub {
+    $e->{unix}->stop;
+    exits($rs->ctl('rollout', 'customer_portal', '20'), 0, 'rollout 20');
+    ok(wait_until(sub {
+        my $m = scrape();
+        ($m->{edge_key('portal_gated_edge_up', $unix)} // 1) == 0
+            && ($m->{edge_key('portal_gated_edge_revision', $tcp)} // 0) == 4
+    }), 'the unix edge is down, the tcp one at revision 4');
+    my $m = checked('an edge down');
+    is($m->{edge_key('portal_gated_edge_in_step', $unix)}, 0,
+       'the down edge is not in step');
+    ok(!exists $m->{edge_key('portal_gated_edge_revision', $unix)},
+       'the down edge has no revision sample');
+    ok(!exists $m->{edge_key('portal_gated_edge_lag_revisions', $unix)},
+       'nor a lag in revisions');
+    ok($m->{edge_key('portal_gated_edge_lag_seconds', $unix)} > 0,
+       'its lag in seconds grows');
+    ok($m->{edge_key('portal_gated_pushes_total', $unix,
+                     ',result="failed"')} >= 1,
+       'its push is counted as failed');
+    is($m->{edge_key('portal_gated_pushes_total', $tcp, ',result="ok"')}, 3,
+       'the tcp edge: three pushes ok');
+
+    my $h = json_get("$base/healthz");
+    is($h->[0], 200, '/healthz with one edge of two down: 200');
+    is($h->[1]{status}, 'degraded', '... degraded');
+    ok((grep { index($_, $unix) >= 0 && /down/ } @{ $h->[1]{problems} }),
+       '... naming the edge that is down') or diag explain $h->[1];
+
+    $e->{tcp}->stop;
+    ok(wait_until(sub { json_get("$base/healthz")->[0] == 503 }),
+       '/healthz with every edge down: 503');
+    $h = json_get("$base/healthz");
+    is($h->[1]{status}, 'failing', '... failing');
+    is($h->[1]{edges_in_step}, 0, '... no edge in step');
+
+    $e->{tcp}->start;
+    $e->{unix}->start;
+    ok(wait_until(sub { json_get("$base/healthz")->[1]{status} eq 'ok' }, 10),
+       'both edges back: ok again');
+};
+
+subtest 'read-only: GET and HEAD, 405 otherwise, 404 elsewhere' => sub {
+    for my $method (qw(POST PUT DELETE PATCH)) {
+        my $r = http_get("$base/metrics", $method, 'x=1');
+        is($r->{status}, 405, "$method /metrics: 405");
+        is($r->{headers}{allow}, 'GET, HEAD', "$method: Allow: GET, HEAD");
+    }
+    my $r = http_get("$base/metrics", 'HEAD');
+    is($r->{status}, 200, 'HEAD /metrics: 200');
+    is($r->{content} // '', '', 'HEAD: no body');
+    $r = http_get("$base/nope");
+    is($r->{status}, 404, 'GET /nope: 404');
+    $r = http_get("$base/");
+    is($r->{status}, 200, 'GET /: 200');
+    like($r->{headers}{'content-type'}, qr{^text/html}, 'the page is HTML');
+    like($r->{headers}{'content-security-policy'} // '',
+         qr/script-src 'sha256-[A-Za-z0-9+\/=]+'/,
+         'the page comes with a CSP that allows its own script alone');
+    $r = http_get("$base/status.json");
+    is($r->{status}, 200, 'GET /status.json: 200');
+    ok($gd->running, 'the daemon still runs');
+};
+
+subtest 'Redis down: redis_up 0, healthz 503, metrics still served' => sub {
+    my $mark = $gd->mark;
+    $rs->pause;                 # SIGSTOP: its commands time out, data stays
+    ok($gd->wait_log(qr/redis unreachable/, 10, $mark), 'the daemon sees it');
+    my $m = checked('redis down');
+    is($m->{portal_gated_redis_up}, 0, 'redis_up 0');
+    is($m->{portal_gated_source_revision}, 4, 'the last revision read stays');
+    my $h = json_get("$base/healthz");
+    is($h->[0], 503, '/healthz: 503');
+    is($h->[1]{status}, 'failing', '... failing');
+    ok((grep { /redis unreachable/ } @{ $h->[1]{problems} }),
+       '... saying redis is unreachable') or diag explain $h->[1];
+    $rs->resume;
+    ok(wait_until(sub { json_get("$base/healthz")->[0] == 200 }, 15),
+       'redis back: 200 again');
+};
+
+clean_exit($gd->stop, $gd, 'SIGTERM');
+
+subtest 'label values are escaped: an edge with a quote and a backslash' => sub {
+    my $dir = tempdir('pg-http-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my $p = free_port();
+    my $weird = "unix:$dir/a\"b\\c.sock:/pg/";
+    (my $quoted = $weird) =~ s/(["\\])/\\$1/g;
+    my $g = PortalGate::Gated->new(redis => $rs->url,
+                                   edges => ["\"$quoted\""],
+                                   extra => "listen localhost:$p;\n");
+    $g->start;
+    my $r;
+    ok(wait_until(sub { $r = http_get("http://127.0.0.1:$p/metrics");
+                        $r->{status} == 200 }), 'localhost means 127.0.0.1');
+    my ($ok, $said) = promtool($r->{content});
+    ok($ok, 'promtool finds nothing to say') or diag($said);
+    (my $label = $weird) =~ s/(["\\])/\\$1/g;
+    like($r->{content}, qr/^portal_gated_edge_up\{edge="\Q$label\E"\} 0$/m,
+         'the edge label has its quote and backslash escaped');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'a certificate from the local CA: its expiry as a metric' => sub {
+    my $dir = tempdir('pg-http-cert-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    system("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256"
+           . " -nodes -days 30 -subj '/CN=portal-gate test CA'"
+           . " -keyout $dir/ca.key -out $dir/ca.pem"
+           . " -addext basicConstraints=critical,CA:TRUE"
+           . " -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null") == 0
+        or BAIL_OUT('openssl cannot make a CA');
+    mkdir "$dir/state";
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, extra => <<"CONF");
+listen 127.0.0.1:$p;
+state_dir $dir/state;
+certificate staging.test {
+    issuer    local $dir/ca.pem $dir/ca.key;
+    fullchain $dir/certs/fullchain.pem;
+    privkey   $dir/certs/privkey.pem;
+}
+CONF
+    $g->start;
+    ok($g->wait_log(qr/certificate staging\.test: issued by/, 20),
+       'the certificate is issued') or diag($g->log);
+    my $end = `openssl x509 -noout -enddate -in $dir/certs/fullchain.pem`;
+    my %mon = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
+               Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
+    my ($mo, $d, $hr, $mi, $s, $y) =
+        $end =~ /notAfter=(\w+)\s+(\d+) (\d+):(\d+):(\d+) (\d+) GMT/
+        or BAIL_OUT("openssl said $end");
+    my $not_after = timegm($s, $mi, $hr, $d, $mon{$mo}, $y);
+
+    my $m;
+    ok(wait_until(sub {
+        $m = metrics(http_get("http://127.0.0.1:$p/metrics")->{content});
+        ($m->{'portal_gated_certificate_placeholder{certificate="staging.test"}'}
+         // 1) == 0
+    }), 'the placeholder is gone');
+    is($m->{'portal_gated_certificate_expiry_timestamp_seconds{certificate="staging.test"}'},
+       $not_after, 'expiry: the installed certificate\'s notAfter');
+    is($m->{'portal_gated_certificate_renewal_failures{certificate="staging.test"}'},
+       0, 'no failed renewal');
+    is($m->{'portal_gated_certificate_last_error_timestamp_seconds{certificate="staging.test"}'},
+       0, 'no error stands');
+    ok($m->{'portal_gated_certificate_next_renewal_timestamp_seconds{certificate="staging.test"}'}
+       > time, 'the next renewal is ahead');
+    my ($ok, $said) = promtool(http_get("http://127.0.0.1:$p/metrics")
+                               ->{content});
+    ok($ok, 'promtool finds nothing to say') or diag($said);
+    my $h = json_get("http://127.0.0.1:$p/healthz");
+    is($h->[1]{status}, 'ok', 'a controller of certificates alone is ok');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'a bad listen line stops -t and the daemon, naming the line' => sub {
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp]);
+    for my $case (['127.0.0.1', qr/expected ADDR:PORT/],
+                  ['127.0.0.1:0', qr/the port is 1 to 65535/],
+                  ['127.0.0.1:65536', qr/the port is 1 to 65535/],
+                  ['127.0.0.1:80x', qr/the port is 1 to 65535/],
+                  ['999.1.1.1:80', qr/IPv4 or IPv6 literal, or localhost/],
+                  ['example.com:80', qr/IPv4 or IPv6 literal, or localhost/],
+                  ['::1:80', qr/in brackets/],
+                  ['[::1:80', qr/expected \[IPV6\]:PORT/],
+                  ['[zz]:80', qr/not an IPv6 address/],
+                  ['127.0.0.1:', qr/expected a port/]) {
+        my ($value, $why) = @$case;
+        $g->rewrite(extra => "\nlisten $value;\n");
+        my $line = () = $g->_conf_text =~ /\n/g;
+        my $r = $g->run('-t', '-c', $g->conf_path);
+        is($r->{exit}, 1, "listen $value: -t exits 1");
+        like($r->{err}, qr/portal-gated\.conf:$line: invalid value "\Q$value\E" in "listen": .*$why/,
+             "listen $value: FILE:LINE and why");
+    }
+    $g->rewrite(extra => "listen 127.0.0.1:1;\nlisten 127.0.0.1:2;\n");
+    like($g->run('-t', '-c', $g->conf_path)->{err}, qr/"listen" directive is duplicate/,
+         'listen twice: duplicate');
+
+    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                     Listen => 1, ReuseAddr => 1) or die $!;
+    my $bp = $busy->sockport;
+    $g->rewrite(extra => "listen 127.0.0.1:$bp;\n");
+    $g->start;
+    ok(wait_until(sub { !$g->running }), 'a listen already in use: the daemon does not start');
+    is($g->{status}, 1, '... exit 1');
+    like($g->log, qr/cannot start: listen 127\.0\.0\.1:$bp \(\S+portal-gated\.conf:\d+\): Address already in use/,
+         '... saying which listen and why');
+};
+
+subtest 'SIGHUP: a changed listen is rebound, a busy one keeps the old' => sub {
+    my ($p1, $p2) = (free_port(), free_port());
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp],
+                                   extra => "listen 127.0.0.1:$p1;\n");
+    $g->start;
+    ok(wait_until(sub { http_get("http://127.0.0.1:$p1/healthz")->{status}
+                        != 599 }), "serving on $p1");
+
+    my $mark = $g->mark;
+    $g->rewrite(extra => "listen 127.0.0.1:$p2;\n");
+    $g->hup;
+    ok($g->wait_log(qr/serving .* on http:\/\/127\.0\.0\.1:$p2\//, 5, $mark),
+       'HUP: the new listen is bound');
+    isnt(http_get("http://127.0.0.1:$p2/healthz")->{status}, 599,
+         "it answers on $p2");
+    is(http_get("http://127.0.0.1:$p1/healthz")->{status}, 599,
+       "and no longer on $p1");
+
+    my $busy = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                     Listen => 1, ReuseAddr => 1) or die $!;
+    my $bp = $busy->sockport;
+    $mark = $g->mark;
+    $g->rewrite(extra => "listen 127.0.0.1:$bp;\n");
+    $g->hup;
+    ok($g->wait_log(qr/listen 127\.0\.0\.1:$bp .*Address already in use; the old listen stays/,
+                    5, $mark), 'HUP to a listen in use: said, the old one stays');
+    isnt(http_get("http://127.0.0.1:$p2/healthz")->{status}, 599,
+         "still answering on $p2");
+
+    $mark = $g->mark;
+    $g->rewrite(extra => '');
+    $g->hup;
+    ok($g->wait_log(qr/listen 127\.0\.0\.1:$p2 closed/, 5, $mark),
+       'HUP without a listen line: closed');
+    is(http_get("http://127.0.0.1:$p2/healthz")->{status}, 599,
+       "no longer answering on $p2");
+    ok($g->running, 'the daemon runs on');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+$_->no_bad_log_lines('edge ' . $_->port . ': no [crit], [alert] or [emerg]')
+    for @$e{qw(tcp unix)};
+
+done_testing;
