@@ -141,7 +141,7 @@ pg_snap_build_patch(const void *index, size_t index_size,
     }
 
     if (rc == PG_OK) {
-        rc = pg_csnap_build(&cs, first_id, out, err);
+        rc = pg_csnap_build(&cs, first_id, 0, out, err);
     }
 
     pg_csnap_free(&cs);

@@ -110,8 +110,10 @@ void pg_csnap_free(pg_csnap_t *cs);
 uint32_t pg_slot_count(uint32_t count);
 
 /* Write a parsed and resolved snapshot in the pieces form: new pieces
- * numbered from first_id, kept ones named. out is zeroed first. */
-int pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id,
+ * numbered from first_id, kept ones named. out is zeroed first. packed:
+ * in one buffer, the index then its pieces (out->packed; only when every
+ * piece is new). */
+int pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, int packed,
     pg_build_t *out, pg_error_t *err);
 
 /* pg_blob_check.c: an index's header and own bytes (not its pieces);

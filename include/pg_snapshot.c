@@ -27,6 +27,7 @@
 
 typedef struct {
     unsigned char  *buf;        /* NULL while sizing */
+    unsigned char  *pack;       /* the packed form's buffer, or NULL */
     uint64_t        refs;       /* offset of the references */
     uint64_t        bytes;      /* next offset in the byte area */
     size_t          pieces;     /* lists written so far */
@@ -49,8 +50,8 @@ static int pg_csnap_parse(const json_t *root, pg_csnap_t *cs,
 static void pg_write_text(pg_writer_t *w, const char *p, size_t len,
     pg_blob_str_t *str);
 static uint64_t pg_piece_size(const pg_clist_t *list);
-static unsigned char *pg_piece_write(const pg_clist_t *list, uint64_t id,
-    size_t size);
+static void pg_piece_write(const pg_clist_t *list, uint64_t id,
+    size_t size, unsigned char *piece);
 static int pg_write_list(pg_writer_t *w, const pg_clist_t *list,
     pg_blob_list_t *bl, pg_build_t *out, pg_error_t *err);
 static json_t *pg_list_to_json(const pg_snap_t *snap,
@@ -728,23 +729,18 @@ pg_piece_size(const pg_clist_t *list)
 }
 
 
-/* A list compiled into a new piece of its own; NULL when out of memory. */
-static unsigned char *
-pg_piece_write(const pg_clist_t *list, uint64_t id, size_t size)
+/* A list compiled into a new piece, at piece (size bytes, zeroed). */
+static void
+pg_piece_write(const pg_clist_t *list, uint64_t id, size_t size,
+    unsigned char *piece)
 {
     char              buf[PG_INT_LEN];
     size_t            len;
     uint32_t          i, j, mask, *slots;
     uint64_t          off;
     const char       *idp;
-    unsigned char    *piece, *e;
+    unsigned char    *e;
     pg_blob_piece_t  *hdr;
-
-    piece = calloc(1, size);
-
-    if (piece == NULL) {
-        return NULL;
-    }
 
     mask = pg_slot_count(list->count) - 1;
 
@@ -778,8 +774,6 @@ pg_piece_write(const pg_clist_t *list, uint64_t id, size_t size)
         slots[j] = (uint32_t) off + 1;
         off += PG_BLOB_ENTRY_HEAD + len;
     }
-
-    return piece;
 }
 
 
@@ -814,12 +808,17 @@ pg_write_list(pg_writer_t *w, const pg_clist_t *list, pg_blob_list_t *bl,
                            (unsigned long long) size);
         }
 
-        out->pieces[i] = pg_piece_write(list, id, (size_t) size);
+        /* in the packed form, where its reference says; otherwise a
+         * buffer of its own */
+        out->pieces[i] = w->pack ? w->pack + w->packed
+                                 : calloc(1, (size_t) size);
 
         if (out->pieces[i] == NULL) {
             return pg_fail(err, "out of memory for a list of %llu bytes",
                            (unsigned long long) size);
         }
+
+        pg_piece_write(list, id, (size_t) size, out->pieces[i]);
 
         out->kept[i] = 0;
         out->new_bytes += (size_t) size;
@@ -859,12 +858,12 @@ pg_write_list(pg_writer_t *w, const pg_clist_t *list, pg_blob_list_t *bl,
  * cannot disagree.
  */
 int
-pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, pg_build_t *out,
-    pg_error_t *err)
+pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, int packed,
+    pg_build_t *out, pg_error_t *err)
 {
     int                pass;
     size_t             i, j, flag_total, lists;
-    uint64_t           total;
+    uint64_t           total, pieces_total;
     pg_writer_t        w;
     pg_blob_hdr_t     *hdr;
     pg_blob_env_t     *be, env_scratch;
@@ -877,13 +876,18 @@ pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, pg_build_t *out,
 
     flag_total = 0;
     lists = 0;
+    pieces_total = 0;
 
     for (i = 0; i < cs->count; i++) {
         flag_total += cs->envs[i].count;
 
         for (j = 0; j < cs->envs[i].count; j++) {
-            lists += (cs->envs[i].flags[j].allow.count != 0)
-                     + (cs->envs[i].flags[j].deny.count != 0);
+            f = &cs->envs[i].flags[j];
+            lists += (f->allow.count != 0) + (f->deny.count != 0);
+
+            /* the packed form holds new pieces only (pg_snap_build_json) */
+            pieces_total += f->allow.count ? pg_piece_size(&f->allow) : 0;
+            pieces_total += f->deny.count ? pg_piece_size(&f->deny) : 0;
         }
     }
 
@@ -995,8 +999,16 @@ pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, pg_build_t *out,
                                (unsigned long long) total);
             }
 
+            if (packed && total + pieces_total > UINT32_MAX) {
+                return pg_fail(err, "the snapshot is too large: %llu bytes",
+                               (unsigned long long) (total + pieces_total));
+            }
+
             out->count = w.pieces;
-            w.buf = calloc(1, (size_t) total);
+            w.buf = calloc(1, (size_t) (packed ? total + pieces_total
+                                                : total));
+            w.pack = packed ? w.buf : NULL;
+            out->packed = w.pack;
             out->pieces = calloc(w.pieces ? w.pieces : 1,
                                  sizeof(unsigned char *));
             out->sizes = calloc(w.pieces ? w.pieces : 1, sizeof(size_t));
@@ -1031,13 +1043,13 @@ pg_build_free(pg_build_t *b)
 {
     size_t  i;
 
-    if (b->pieces != NULL) {
+    if (b->pieces != NULL && b->packed == NULL) {
         for (i = 0; i < b->count; i++) {
             free(b->pieces[i]);
         }
     }
 
-    free(b->index);
+    free(b->index);     /* the packed buffer, when there is one */
     free(b->pieces);
     free(b->sizes);
     free(b->ids);
@@ -1065,7 +1077,7 @@ pg_snap_build_json(const json_t *root, uint64_t first_id, pg_build_t *out,
     }
 
     if (rc == PG_OK) {
-        rc = pg_csnap_build(&cs, first_id, out, err);
+        rc = pg_csnap_build(&cs, first_id, 0, out, err);
     }
 
     pg_csnap_free(&cs);
@@ -1078,35 +1090,35 @@ int
 pg_snap_compile_json(const json_t *root, unsigned char **blob,
     size_t *size, pg_error_t *err)
 {
-    size_t          i, off;
-    pg_build_t      b;
-    unsigned char  *packed;
+    int         rc;
+    size_t      i;
+    pg_build_t  b;
+    pg_csnap_t  cs;
 
-    if (pg_snap_build_json(root, 1, &b, err) != PG_OK) {
-        return PG_ERR;
+    memset(&cs, 0, sizeof(cs));
+
+    rc = pg_csnap_parse(root, &cs, err);
+
+    for (i = 0; rc == PG_OK && i < cs.count; i++) {
+        rc = pg_env_resolve(&cs.envs[i], err);
     }
 
-    /* the packed form: the index, then its pieces in its order */
+    /* the packed form, written in place: the index, then its pieces */
 
-    packed = malloc(b.bytes);
-
-    if (packed == NULL) {
-        pg_build_free(&b);
-        return pg_fail(err, "out of memory for a snapshot of %zu bytes",
-                       b.bytes);
+    if (rc == PG_OK) {
+        rc = pg_csnap_build(&cs, 1, 1, &b, err);
     }
 
-    memcpy(packed, b.index, b.index_size);
-    off = b.index_size;
+    pg_csnap_free(&cs);
 
-    for (i = 0; i < b.count; i++) {
-        memcpy(packed + off, b.pieces[i], b.sizes[i]);
-        off += b.sizes[i];
+    if (rc != PG_OK) {
+        return rc;
     }
 
-    *blob = packed;
+    *blob = b.packed;
     *size = b.bytes;
 
+    b.index = NULL;     /* now the caller's */
     pg_build_free(&b);
 
     return PG_OK;

@@ -134,6 +134,9 @@ typedef struct {
     size_t          *sizes;         /* [count] */
     uint64_t        *ids;           /* [count] */
     size_t          *kept;          /* [count] */
+    unsigned char   *packed;        /* NULL; pg_snap_compile*()'s own
+                                       builds: index and pieces in one
+                                       buffer, index == packed */
     int64_t          revision;
     size_t           bytes;         /* index and every piece */
     size_t           new_bytes;     /* index and the new pieces */
