@@ -344,8 +344,10 @@ typedef struct {
                                        once its messages are in; 0 */
     unsigned        delta_reads;    /* such reads in a row */
     unsigned        deltas;         /* snapshots made by deltas since the
-                                       last whole read: the next tick reads
-                                       the whole store (pgd_tick()) */
+                                       last whole read: a tick reads the
+                                       whole store once they stop
+                                       (pgd_tick()) */
+    double          delta_at;       /* when the last was made, ms */
 
     char            envs[PG_ENVS_MAX][PG_NAME_MAX + 1]; /* pushed: the
                                        config's, then the store's own */

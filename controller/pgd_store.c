@@ -1017,12 +1017,18 @@ pgd_tick(pgd_t *d)
                 (long long) revision);
         pgd_load(d);
 
-    } else if (d->deltas > 0) {
+    } else if (d->deltas > 0
+               && pgd_now() - d->delta_at >= d->conf.reconcile_ms)
+    {
         /*
          * The flags the messages did not name were not read: a value
          * written into Redis by hand, without a revision, is seen here, as
-         * it was at the next change before deltas. Off the kill path: a
-         * tick after the changes, once.
+         * it was at the next change before deltas. Off the kill path: once
+         * the changes have stopped for a whole interval, because the read
+         * blocks the loop for as long as the store takes to read and
+         * compile (160 ms at 100,000 ids), and a kill in a burst of
+         * changes must not wait behind it (bench/RESULTS.md, incremental
+         * sync).
          */
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the whole store, after %u "
                 "changes read flag by flag", d->deltas);
@@ -1370,6 +1376,7 @@ pgd_delta(pgd_t *d)
     }
 
     d->deltas++;
+    d->delta_at = pgd_now();
     pgd_made(d, rc == PG_OK ? snap : NULL, notes, store, bad, &err, 1,
              since);
 }

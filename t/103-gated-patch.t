@@ -467,4 +467,36 @@ subtest 'a kill override on an edge stays over a patched snapshot' => sub {
 
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 
+# The whole read after deltas blocks the loop for as long as the store
+# takes to read and compile (160 ms at 100,000 ids): it waits until the
+# changes have stopped for a whole reconcile interval, so that a kill in a
+# burst never waits behind it.
+subtest 'no whole read of the store while changes keep coming' => sub {
+    my $gb = PortalGate::Gated->new(redis => $rs->url, edges => [$url{$A}],
+                                    environments => [qw(production staging)],
+                                    reconcile => '1s', log_level => 'debug');
+    $gb->start;
+    ok($gb->wait_log(qr/revision \d+ read: /, 5), 'the store read whole at start');
+    exits(ctl('rollout', 'customer_portal', '41'), 0, 'a first write');
+    ok($gb->wait_log(qr/read from its change messages/, 5),
+       'read as a delta');
+    ok($gb->wait_log(qr/reconcile: the whole store, after/, 5),
+       'and the whole store read once the changes stopped');
+
+    my $mark = $gb->mark;
+    my $until = time + 4;
+    my $n = 0;
+    while (time < $until) {
+        exits(ctl('rollout', 'customer_portal', 42 + $n++ % 2), 0,
+              "write $n of a 4 s burst") or last;
+    }
+    my $burst = substr($gb->log, $mark);
+    my @whole = $burst =~ /reconcile: the whole store, after/g;
+    is(scalar @whole, 0, "none during the burst ($n writes, 4 ticks)")
+        or diag($burst);
+    ok($gb->wait_log(qr/reconcile: the whole store, after \d+ changes/, 5,
+                     $mark), 'one after it');
+    clean_exit($gb->stop, $gb, 'SIGTERM');
+};
+
 done_testing;
