@@ -28,7 +28,11 @@ typedef struct {
     ngx_http_portal_gate_zone_ctx_t  *ctx;
     ngx_log_t                        *log;
     ngx_fd_t                          fd;
-    ngx_uint_t                        created;  /* fsync the folder too */
+    ngx_uint_t                        created;  /* a new journal */
+    ngx_uint_t                        sync_dir; /* fsync the folder too:
+                                                   the journal's name may
+                                                   not be durable yet */
+    uint64_t                          journal_id;
     ngx_err_t                         err;      /* fsync()'s, 0: none */
     ngx_atomic_uint_t                 generation;
     json_t                           *answer;
@@ -205,7 +209,13 @@ ngx_http_portal_gate_journal_append(ngx_http_request_t *r,
     }
 
     sh->journal_generation = generation;
+    sh->state_generation = generation;
     sh->journal_records++;
+
+    /* a record is durable with the journal's name: until its creator has
+     * synced the folder, each record's writer does too */
+    jr->sync_dir = created || !sh->journal_named;
+    jr->journal_id = sh->journal_id;
     sh->journal_bytes += want;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -248,7 +258,7 @@ ngx_http_portal_gate_journal_sync(ngx_http_portal_gate_journal_t *jr)
     (void) ngx_close_file(jr->fd);
     jr->fd = NGX_INVALID_FILE;
 
-    if (!jr->created || jr->err) {
+    if (!jr->sync_dir || jr->err) {
         return;
     }
 
@@ -321,6 +331,16 @@ ngx_http_portal_gate_journal_answer(ngx_http_portal_gate_journal_t *jr)
 
     } else {
         ngx_shmtx_lock(&jr->ctx->shpool->mutex);
+
+        /* the record and every one before it are on disk (one file) */
+
+        if (jr->ctx->sh->durable_generation < jr->generation) {
+            jr->ctx->sh->durable_generation = jr->generation;
+        }
+
+        if (jr->sync_dir && jr->ctx->sh->journal_id == jr->journal_id) {
+            jr->ctx->sh->journal_named = 1;
+        }
 
         if (jr->ctx->sh->generation == jr->generation) {
             jr->ctx->sh->state_failed = 0;

@@ -37,7 +37,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_MAGIC     0x50475a4e   /* "PGZN" */
-#define NGX_HTTP_PORTAL_GATE_LAYOUT    5
+#define NGX_HTTP_PORTAL_GATE_LAYOUT    6
 
 #define NGX_HTTP_PORTAL_GATE_OFF_STATUS  0
 #define NGX_HTTP_PORTAL_GATE_OFF_NAMED   1
@@ -140,6 +140,17 @@ typedef struct {
                                                    journal hold; 0: none,
                                                    the next change writes
                                                    the file whole */
+    ngx_atomic_uint_t            state_generation; /* the newest
+                                                   generation the state
+                                                   file or its journal
+                                                   holds, written if not
+                                                   yet synced: an older
+                                                   file never replaces it */
+    ngx_atomic_uint_t            durable_generation; /* the newest known
+                                                   synced, file and
+                                                   folder */
+    ngx_uint_t                   journal_named; /* the journal's name is
+                                                   synced (its folder) */
     ngx_uint_t                   journal_records;
     size_t                       journal_bytes;
     ngx_uint_t                   journal_serial;

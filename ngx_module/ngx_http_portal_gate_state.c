@@ -15,8 +15,9 @@ typedef struct {
     ngx_http_portal_gate_zone_ctx_t  *ctx;
     ngx_log_t                        *log;
     int64_t                           revision;
-    ngx_atomic_uint_t                 generation; /* the zone's, once
-                                                     applied */
+    ngx_atomic_uint_t                 change;   /* the change's generation */
+    ngx_atomic_uint_t                 generation; /* the zone's, copied:
+                                                     the change's or newer */
     ngx_uint_t                        status;   /* the change's answer, */
     json_t                           *answer;   /* sent once written */
     ngx_uint_t                        persisted; /* tell the answer */
@@ -39,6 +40,10 @@ typedef struct {
     u_char                           *path;
     ngx_err_t                         err;
     ngx_uint_t                        kept;     /* the corrupt file */
+    ngx_uint_t                        synced;   /* this or a newer state
+                                                   is durable on disk */
+    ngx_uint_t                        retired;  /* a resize retired the
+                                                   zone before the rename */
     ngx_uint_t                        cleaned;  /* stale temp files */
     size_t                            too_large; /* the text, if it was */
     ngx_err_t                         dir_err;  /* fsync of the folder */
@@ -55,6 +60,7 @@ static ngx_int_t ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     ngx_atomic_uint_t generation, ngx_http_portal_gate_state_t **stp);
 static void ngx_http_portal_gate_state_answer(
     ngx_http_portal_gate_state_t *st);
+static void ngx_http_portal_gate_state_retired(ngx_http_request_t *r);
 static void ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_report(
     ngx_http_portal_gate_state_t *st);
@@ -67,6 +73,8 @@ static void ngx_http_portal_gate_state_done(ngx_event_t *ev);
 #endif
 static void ngx_http_portal_gate_state_fail(ngx_http_portal_gate_state_t *st,
     ngx_err_t err, const char *what, u_char *path);
+static void ngx_http_portal_gate_state_sync_dir(
+    ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_clean(
     ngx_http_portal_gate_state_t *st);
 static void ngx_http_portal_gate_state_failed(
@@ -74,12 +82,21 @@ static void ngx_http_portal_gate_state_failed(
     u_char *path);
 
 
+/* this worker's writes, for their temp files' names */
+static ngx_uint_t  ngx_http_portal_gate_state_serial;
+
+
 /*
  * The state file: written to a temp file named per pid in the same folder,
- * fsync()ed, then renamed under the zone's lock only if the zone still
- * holds what was written (its generation), so an older state never wins
- * the race; then the folder is fsync()ed. A failure is logged and reported
- * by GET status; the change stays applied.
+ * fsync()ed, then renamed under the zone's lock unless the file or its
+ * journal already holds a newer generation (sh->state_generation), so an
+ * older state never wins the race; then the folder is fsync()ed. A writer
+ * that finds a newer state on disk syncs that one (the journal, the
+ * folder) instead: the change it answers is in it. So no change is
+ * answered 200 before what it changed is durable. A failure is logged and
+ * reported by GET status; the change stays applied. In a zone a resize
+ * retired, nothing is renamed: the answer is 503 unless the change was
+ * durable already.
  *
  * _write() takes the change's answer and sends it once the file is
  * durable: _prepare() copies the zone's snapshot and overrides and makes
@@ -116,11 +133,19 @@ ngx_http_portal_gate_state_write(ngx_http_request_t *r,
         return;
     }
 
-    /* NGX_DECLINED: a newer change's writer writes this one too */
+    if (rc == NGX_ABORT) {
+        if (answer) {
+            json_decref(answer);
+        }
+
+        ngx_http_portal_gate_state_retired(r);
+        return;
+    }
+
+    /* NGX_DONE: no state=; NGX_ERROR: out of memory, nothing written */
 
     if (persisted && answer) {
-        (void) json_object_set_new(answer, "persisted",
-                                   json_boolean(rc == NGX_DECLINED));
+        (void) json_object_set_new(answer, "persisted", json_false());
     }
 
     ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r, status,
@@ -131,9 +156,35 @@ ngx_http_portal_gate_state_write(ngx_http_request_t *r,
 static void
 ngx_http_portal_gate_state_answer(ngx_http_portal_gate_state_t *st)
 {
+    ngx_uint_t                     durable;
+    ngx_http_portal_gate_shctx_t  *sh;
+
+    sh = st->ctx->sh;
+
+    ngx_shmtx_lock(&st->ctx->shpool->mutex);
+
+    if (st->synced && sh->durable_generation < st->generation) {
+        sh->durable_generation = st->generation;
+    }
+
+    durable = (sh->durable_generation >= st->change);
+
+    ngx_shmtx_unlock(&st->ctx->shpool->mutex);
+
+    if (st->retired && !durable) {
+        /* carried into the new zone, maybe, but not on disk: not a 200 */
+        if (st->answer) {
+            json_decref(st->answer);
+        }
+
+        ngx_http_portal_gate_state_retired(st->request);
+        return;
+    }
+
     if (st->persisted && st->answer) {
         (void) json_object_set_new(st->answer, "persisted",
-                                   json_boolean(st->failed == NULL));
+                                   json_boolean(st->failed == NULL
+                                                && durable));
     }
 
     ngx_http_finalize_request(st->request,
@@ -144,10 +195,43 @@ ngx_http_portal_gate_state_answer(ngx_http_portal_gate_state_t *st)
 
 
 /*
- * Copy the zone's snapshot and overrides for the state file: NGX_OK with
- * *stp set; NGX_DONE without state=; NGX_DECLINED when a newer change
- * has taken the zone (its writer saves that too); NGX_ERROR when out of
- * memory. The text is made in _save(), off the event loop: a snapshot
+ * 503: a resize retired the zone before the change was on disk. The new
+ * zone may hold it (the resize copied it) but its state file does not:
+ * the change is sent again, as PUT's 503 says.
+ */
+
+static void
+ngx_http_portal_gate_state_retired(ngx_http_request_t *r)
+{
+    int64_t                            revision;
+    ngx_http_portal_gate_zone_ctx_t   *ctx;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+    ctx = pmcf->shm_zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    revision = ctx->sh->revision;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "portal_gate: a resize retired the zone before the change "
+                  "was written to the state file: answered 503");
+
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
+                      NGX_HTTP_SERVICE_UNAVAILABLE,
+                      json_pack("{s:s,s:I}",
+                                "error", "nginx is reloading with a resized "
+                                         "zone: send the request again",
+                                "revision", (json_int_t) revision)));
+}
+
+
+/*
+ * Copy the zone's snapshot and overrides for the state file, as they are
+ * now (the change of generation, or newer): NGX_OK with *stp set; NGX_DONE
+ * without state=; NGX_ABORT when a resize has retired the zone; NGX_ERROR
+ * when out of memory. The text is made in _save(), off the event loop: a snapshot
  * of 200,000 ids takes about 100 ms to serialise.
  */
 
@@ -179,11 +263,11 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     st->request = r;
     st->ctx = ctx;
     st->log = r->connection->log;
-    st->generation = generation;
+    st->change = generation;
     st->max = NGX_HTTP_PORTAL_GATE_STATE_MAX(pmcf->shm_zone->shm.size);
 
-    st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp..") - 1
-                                   + 2 * NGX_INT64_LEN + 1);
+    st->tmp = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".tmp...") - 1
+                                   + 3 * NGX_INT64_LEN + 1);
     st->dir = ngx_pnalloc(r->pool, ctx->state.len + 2);
     st->corrupt = ngx_pnalloc(r->pool, ctx->state.len + sizeof(".corrupt"));
     st->journal = ngx_pnalloc(r->pool, ctx->state.len
@@ -210,20 +294,24 @@ ngx_http_portal_gate_state_prepare(ngx_http_request_t *r,
     st->dir[len] = '\0';
     st->base = p;
 
-    /* per pid and generation: two writes may run at once in threads */
-    ngx_sprintf(st->tmp, "%V.tmp.%P.%uA%Z", &ctx->state, ngx_pid,
-                generation);
     ngx_sprintf(st->corrupt, "%V.corrupt%Z", &ctx->state);
     ngx_sprintf(st->journal, "%V" PG_JOURNAL_SUFFIX "%Z", &ctx->state);
 
-    /* what the zone holds now, if it is still this change's */
+    /* what the zone holds now: this change, and any newer one */
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    if (sh->generation != generation) {
+    if (sh->retired) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NGX_DECLINED;
+        return NGX_ABORT;
     }
+
+    st->generation = sh->generation;
+
+    /* per pid, generation and write: two writes of one generation may
+     * run at once in threads (a kill sent again) */
+    ngx_sprintf(st->tmp, "%V.tmp.%P.%uA.%ui%Z", &ctx->state, ngx_pid,
+                st->generation, ++ngx_http_portal_gate_state_serial);
 
     st->revision = sh->revision;
     st->journal_id = ngx_http_portal_gate_journal_id(sh);
@@ -451,9 +539,12 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    /* only the zone's current snapshot is written: an older one never wins */
+    /* an older state never replaces a newer one: the generation the file
+     * or its journal holds says which is newer; a retired zone's writer
+     * never renames (a resize moved the snapshot into a new zone, whose
+     * own writers write this path) */
 
-    if (ctx->sh->generation == st->generation) {
+    if (!ctx->sh->retired && st->generation >= ctx->sh->state_generation) {
 
         /* nothing lost on bad input: the unreadable file is kept aside */
 
@@ -489,6 +580,8 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
         }
 
         renamed = 1;
+        ctx->sh->state_generation = st->generation;
+        ctx->sh->journal_named = 0;
         ctx->sh->state_failed = 0;
         ctx->sh->state_error[0] = '\0';
         ctx->sh->state_written_at = ngx_time();
@@ -511,6 +604,8 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
         }
     }
 
+    st->retired = ctx->sh->retired;
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     if (renamed) {
@@ -520,12 +615,48 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
     st->kept = kept;
 
     if (!renamed) {
-        /* a newer snapshot arrived meanwhile; its writer saves it */
         (void) ngx_delete_file(tmp);
-        return;
+
+        if (st->retired) {
+            return;
+        }
+
+        /*
+         * A newer state is on disk already, written by another change's
+         * writer (its file synced before its rename) or appended to the
+         * journal, maybe not synced yet: sync them, so that this change is
+         * durable when it is answered, whoever finishes first.
+         */
+
+        fd = ngx_open_file(st->journal, NGX_FILE_RDONLY|O_NOFOLLOW
+                                        |O_CLOEXEC, NGX_FILE_OPEN, 0);
+
+        if (fd != NGX_INVALID_FILE) {
+            if (fdatasync(fd) == -1) {
+                st->dir_err = ngx_errno;
+                st->dir_what = "fdatasync() of the journal beside";
+            }
+
+            (void) ngx_close_file(fd);
+        }
     }
 
-    /* fsync the folder, so that the rename itself is durable */
+    ngx_http_portal_gate_state_sync_dir(st);
+
+    st->synced = (st->dir_what == NULL);
+}
+
+
+/* fsync the folder, so that a rename or a new journal is durable */
+
+static void
+ngx_http_portal_gate_state_sync_dir(ngx_http_portal_gate_state_t *st)
+{
+    ngx_fd_t  fd;
+
+    if (st->dir_what) {
+        return;
+    }
 
     fd = ngx_open_file(st->dir, NGX_FILE_RDONLY|O_DIRECTORY|O_CLOEXEC,
                        NGX_FILE_OPEN, 0);
@@ -546,10 +677,10 @@ ngx_http_portal_gate_state_save(ngx_http_portal_gate_state_t *st)
 
 
 /*
- * Remove the stale "<state>.tmp.PID.GEN" files in the state file's folder:
- * those of a process that no longer runs (a killed worker), and this
- * worker's own of an older generation, whose writers find their generation
- * gone and never rename. Another live process's temp file is never
+ * Remove the stale "<state>.tmp.PID.GEN.N" files in the state file's
+ * folder: those of a process that no longer runs (a killed worker), and
+ * this worker's own of an older generation, whose writers find a newer
+ * state on disk and never rename. Another live process's temp file is never
  * touched: it may be an old worker's, after a reload, still being written.
  */
 
@@ -591,10 +722,13 @@ ngx_http_portal_gate_state_clean(ngx_http_portal_gate_state_t *st)
         }
 
         if (pid == ngx_pid) {
+            /* "GEN.SERIAL": an older generation's writer never renames */
             p = last + 1;
+            last = (u_char *) ngx_strchr(p, '.');
 
-            if ((ngx_atomic_uint_t) ngx_atoi(p, ngx_strlen(p))
-                >= st->generation)
+            if (last == NULL
+                || (ngx_atomic_uint_t) ngx_atoi(p, last - p)
+                   >= st->generation)
             {
                 continue;
             }
@@ -856,6 +990,8 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
     if (stored == NGX_OK && st->journal_clean) {
         sh->journal_id = st->journal_id;
         sh->journal_generation = sh->generation;
+        sh->state_generation = sh->generation;
+        sh->durable_generation = sh->generation;
         sh->journal_records = st->journal_records;
         sh->journal_bytes = st->journal_bytes;
         sh->state_bytes = st->size;

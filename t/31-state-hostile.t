@@ -121,9 +121,10 @@ subtest 'a link planted at the temp name does not redirect the write' => sub {
     $ng->start;
     my ($worker) = $ng->workers;
     my $gen = $ng->status->{generation};
-    # the next write's temp name, and its neighbours, should the name's
-    # generation ever count differently
-    my @tmp = map { $ng->state_file . ".tmp.$worker." . ($gen + $_) } 0 .. 3;
+    # the next write's temp name ("tmp.PID.GENERATION.WRITE", the worker's
+    # first write), and its neighbours, should the name's generation ever
+    # count differently
+    my @tmp = map { $ng->state_file . ".tmp.$worker." . ($gen + $_) . '.1' } 0 .. 3;
 
     # a file the worker user could write, as a target of the link
     my $target = $ng->dir . '/state/precious';
