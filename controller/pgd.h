@@ -439,7 +439,7 @@ void pgd_redis_connect(pgd_t *d);
 void pgd_redis_close(pgd_t *d);
 void pgd_redis_down(pgd_t *d, const char *why);
 void pgd_redis_store_failed(pgd_t *d);
-void pgd_redis_read(pgd_t *d);
+int pgd_redis_read(pgd_t *d);
 int pgd_redis_pending(pgd_t *d, double wait_ms);
 
 /* pgd_store.c */

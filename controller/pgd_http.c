@@ -25,13 +25,15 @@
 #include "pgd_http_private.h"   /* pgd_http_t, and the API it implements */
 
 
-#define PGD_HTTP_WATCHED_MS   10000     /* the page counts as open this
-                                           long after its last poll */
 #define PGD_HTTP_AUDIT_EVERY  30000     /* ms: the audit read again while
                                            the revision stays (a release
                                            or a note adds no revision) */
 #define PGD_HTTP_DIFF_MAX     65536     /* bytes of before/after JSON that
-                                           an audit line is summed up from */
+                                           an audit line is summed up from;
+                                           larger stay in Redis */
+#define PGD_HTTP_STATUS_MS    250       /* ms: one /status.json rendering
+                                           serves every asker this long, at
+                                           the same revisions */
 #define PGD_HTTP_HEADERS_MAX  32768     /* bytes of a request's head */
 
 
@@ -78,6 +80,9 @@ static enum MHD_Result pgd_http_send(struct MHD_Connection *c,
     enum MHD_ResponseMemoryMode mode, const char *csp);
 static enum MHD_Result pgd_http_send_json(struct MHD_Connection *c,
     unsigned code, json_t *doc);
+static void pgd_http_headers(struct MHD_Response *r, unsigned code,
+    const char *type, const char *csp);
+static struct MHD_Response *pgd_http_status_response(pgd_t *d);
 static void pgd_http_observe(pgd_t *d, double now);
 static void pgd_http_audit(pgd_t *d, double now);
 static void pgd_http_change(const char *action, const char *before,
@@ -100,6 +105,7 @@ pgd_http_start(pgd_t *d)
 
     d->http = h;
     h->audit_rev = -1;
+    h->status_snap = -1;
 
     if (pgd_http_csp(h) != PG_OK) {
         pgd_log(d, PG_LOG_ERROR, "cannot start: the status page has no "
@@ -207,6 +213,10 @@ pgd_http_stop(pgd_t *d)
 
     if (h->mhd) {
         MHD_stop_daemon(h->mhd);
+    }
+
+    if (h->status) {
+        MHD_destroy_response(h->status);
     }
 
     json_decref(h->audit);
@@ -377,9 +387,8 @@ pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
 
 
 void
-pgd_http_run(pgd_t *d)
+pgd_http_run(pgd_t *d, int changes)
 {
-    double       now;
     pgd_http_t  *h;
 
     h = d->http;
@@ -387,20 +396,18 @@ pgd_http_run(pgd_t *d)
         return;
     }
 
-    now = pgd_now();
-    pgd_http_observe(d, now);
+    pgd_http_observe(d, pgd_now());
 
-    /* a change message came in this turn: it goes out first */
-    if (d->load_wanted) {
-        return;
-    }
-
-    if (h->watched_at > 0 && now - h->watched_at < PGD_HTTP_WATCHED_MS
-        && d->cmd != NULL
-        && (h->audit == NULL || h->audit_rev != d->store_revision
-            || now - h->audit_at >= PGD_HTTP_AUDIT_EVERY))
+    /*
+     * A change to push goes out first: one read this turn (pushed at the
+     * start of the next), a whole read owed while Redis is up, or a
+     * message that waits unread. Only then: a load owed while Redis is
+     * down waits for Redis, and must not silence the endpoint meanwhile.
+     */
+    if (changes > 0 || (d->load_wanted && d->cmd != NULL)
+        || pgd_redis_pending(d, 0))
     {
-        pgd_http_audit(d, now);
+        return;
     }
 
     if (h->mhd) {
@@ -538,7 +545,6 @@ pgd_http_observe(pgd_t *d, double now)
 
         if (pgd_http_in_step(d, &d->edges[i])) {
             st->out_since = 0;
-            st->in_step_at = now;
 
         } else if (st->out_since == 0) {
             st->out_since = now;
@@ -550,31 +556,157 @@ pgd_http_observe(pgd_t *d, double now)
 /* --- the audit ---------------------------------------------------------- */
 
 /*
+ * KEYS: the audit stream. ARGV: the newest id held ("" none), how many,
+ * the most bytes of a before/after sent.
+ *
+ * The entries newer than the one held (all PGD_HTTP_AUDIT_COUNT newest
+ * when it is gone, too old or none), newest first, each {id, k, v, ...}
+ * with the fields the page shows; a before or after longer than ARGV[3]
+ * (a flag of 100k companies is 2 MB, twice per entry) stays in Redis and
+ * comes as "before_size"/"after_size". Then 1 when the list replaces the
+ * one held, 0 when it goes in front of it.
+ */
+static const char  pgd_http_audit_lua[] =
+    "local t = redis.call('TYPE', KEYS[1]).ok\n"
+    "if t == 'none' then return {1} end\n"
+    "if t ~= 'stream' then\n"
+    "  return redis.error_reply('WRONGTYPE the audit key is a ' .. t)\n"
+    "end\n"
+    "local n, max, got, reset = tonumber(ARGV[2]), tonumber(ARGV[3]), nil, 1\n"
+    "if ARGV[1] ~= '' then\n"
+    "  got = redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', n + 1)\n"
+    "  if #got > 0 and got[#got][1] == ARGV[1] then\n"
+    "    table.remove(got)\n"
+    "    reset = 0\n"
+    "  end\n"
+    "end\n"
+    "if reset == 1 then\n"
+    "  got = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)\n"
+    "end\n"
+    "local keep = {ts = 1, actor = 1, env = 1, flag = 1, action = 1,\n"
+    "              reason = 1, revision = 1}\n"
+    "local out = {reset}\n"
+    "for _, item in ipairs(got) do\n"
+    "  local r, f = {item[1]}, item[2]\n"
+    "  for j = 1, #f - 1, 2 do\n"
+    "    local k, v = f[j], f[j + 1]\n"
+    "    if k == 'before' or k == 'after' then\n"
+    "      if #v > max then\n"
+    "        r[#r + 1] = k .. '_size'\n"
+    "        r[#r + 1] = tostring(#v)\n"
+    "      else\n"
+    "        r[#r + 1] = k\n"
+    "        r[#r + 1] = v\n"
+    "      end\n"
+    "    elseif keep[k] then\n"
+    "      r[#r + 1] = k\n"
+    "      r[#r + 1] = v\n"
+    "    end\n"
+    "  end\n"
+    "  out[#out + 1] = r\n"
+    "end\n"
+    "return out\n";
+
+
+/* One audit entry from the script, summed up: new, NULL when malformed. */
+static json_t *
+pgd_http_audit_entry(const redisReply *item)
+{
+    char          change[512], clean[1024];
+    size_t        j, big;
+    json_t       *entry, *str;
+    redisReply   *k, *v;
+    const char   *before, *after, *action;
+
+    entry = json_object();
+    before = "";
+    after = "";
+    action = "";
+    big = 0;
+
+    for (j = 1; entry != NULL && j + 1 < item->elements; j += 2) {
+        k = item->element[j];
+        v = item->element[j + 1];
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (strcmp(k->str, "before") == 0) {
+            before = v->str;
+
+        } else if (strcmp(k->str, "after") == 0) {
+            after = v->str;
+
+        } else if (strcmp(k->str, "before_size") == 0
+                   || strcmp(k->str, "after_size") == 0)
+        {
+            big += strtoul(v->str, NULL, 10);
+
+        } else {
+            /* another tool's bytes need not be UTF-8: json_string
+             * refuses those, so they are shown cleaned */
+            str = json_stringn(v->str, v->len);
+
+            if (str == NULL) {
+                pgd_http_clean(v->str, clean, sizeof(clean));
+                str = json_string(clean);
+            }
+
+            json_object_set_new(entry, k->str, str);
+
+            if (strcmp(k->str, "action") == 0) {
+                action = v->str;
+            }
+        }
+    }
+
+    if (entry == NULL) {
+        return NULL;
+    }
+
+    if (big > 0) {
+        snprintf(change, sizeof(change), "(%.1f MB of flag JSON, too large "
+                 "to sum up: portal-gatectl audit)", (double) big / 1e6);
+    } else {
+        pgd_http_change(action, before, after, change, sizeof(change));
+    }
+
+    json_object_set_new(entry, "change", json_string(change));
+
+    return entry;
+}
+
+
+/*
  * The newest PGD_HTTP_AUDIT_COUNT entries of the audit stream, for the
- * page, summed up: the flag's JSON before and after is not kept (a flag of
- * 100k companies is MBs), only what changed. Read on the command
- * connection, as the store is; a Redis that fails here is down as it
- * would be for the store.
+ * page, summed up. Asked by /status.json alone, at most once a revision
+ * (and every PGD_HTTP_AUDIT_EVERY), never in a turn with a change to push
+ * (pgd_http_run()). Each entry is read and summed up once: the script
+ * sends the entries after the newest one held, without the flag JSON of
+ * a large flag. Read on the command connection, as the store is; a Redis
+ * that fails here is down as it would be for the store.
  */
 static void
 pgd_http_audit(pgd_t *d, double now)
 {
     char          key[PG_STORE_PREFIX_MAX + 16], why[600], text[160];
-    char          change[512], clean[1024];
-    size_t        i, j;
-    json_t       *all, *entry, *str;
+    char          count[16], max[16];
+    size_t        i, n;
+    json_t       *all, *entry;
     pgd_http_t   *h;
-    redisReply   *reply, *item, *fields, *k, *v;
-    const char   *before, *after, *action;
+    redisReply   *reply, *item;
 
     h = d->http;
     h->audit_at = now;
     h->audit_rev = d->store_revision;
 
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_AUDIT);
+    snprintf(count, sizeof(count), "%d", PGD_HTTP_AUDIT_COUNT);
+    snprintf(max, sizeof(max), "%d", PGD_HTTP_DIFF_MAX);
 
-    reply = redisCommand(d->cmd, "XREVRANGE %s + - COUNT %d", key,
-                         PGD_HTTP_AUDIT_COUNT);
+    reply = redisCommand(d->cmd, "EVAL %s 1 %s %s %s %s", pgd_http_audit_lua,
+                         key, h->audit ? h->audit_id : "", count, max);
 
     if (reply == NULL) {
         if (pg_redis_timed_out(d->cmd, NULL)) {
@@ -589,8 +721,10 @@ pgd_http_audit(pgd_t *d, double now)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        snprintf(h->audit_error, sizeof(h->audit_error), "XREVRANGE %s: %s",
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        snprintf(h->audit_error, sizeof(h->audit_error), "reading %s: %s",
                  key, reply->type == REDIS_REPLY_ERROR ? reply->str
                                                        : "not an array");
         freeReplyObject(reply);
@@ -599,76 +733,58 @@ pgd_http_audit(pgd_t *d, double now)
 
     all = json_array();
 
-    for (i = 0; all != NULL && i < reply->elements; i++) {
+    for (i = 1; all != NULL && i < reply->elements; i++) {
         item = reply->element[i];
 
-        if (item->type != REDIS_REPLY_ARRAY || item->elements != 2
-            || item->element[1]->type != REDIS_REPLY_ARRAY)
+        if (item->type != REDIS_REPLY_ARRAY || item->elements == 0
+            || item->element[0]->type != REDIS_REPLY_STRING)
         {
             continue;
         }
 
-        fields = item->element[1];
-        entry = json_object();
-        before = "";
-        after = "";
-        action = "";
+        entry = pgd_http_audit_entry(item);
 
-        for (j = 0; entry != NULL && j + 1 < fields->elements; j += 2) {
-            k = fields->element[j];
-            v = fields->element[j + 1];
-
-            if (k->type != REDIS_REPLY_STRING
-                || v->type != REDIS_REPLY_STRING)
-            {
-                continue;
-            }
-
-            if (strcmp(k->str, "before") == 0) {
-                before = v->str;
-            } else if (strcmp(k->str, "after") == 0) {
-                after = v->str;
-            } else if (strcmp(k->str, "ts") == 0
-                       || strcmp(k->str, "actor") == 0
-                       || strcmp(k->str, "env") == 0
-                       || strcmp(k->str, "flag") == 0
-                       || strcmp(k->str, "action") == 0
-                       || strcmp(k->str, "reason") == 0
-                       || strcmp(k->str, "revision") == 0)
-            {
-                /* another tool's bytes need not be UTF-8: json_string
-                 * refuses those, so they are shown cleaned */
-                str = json_stringn(v->str, v->len);
-
-                if (str == NULL) {
-                    pgd_http_clean(v->str, clean, sizeof(clean));
-                    str = json_string(clean);
-                }
-
-                json_object_set_new(entry, k->str, str);
-
-                if (strcmp(k->str, "action") == 0) {
-                    action = v->str;
-                }
-            }
-        }
-
-        if (entry == NULL) {
+        if (entry == NULL || json_array_append_new(all, entry) != 0) {
+            json_decref(all);
+            all = NULL;
             break;
         }
 
-        pgd_http_change(action, before, after, change, sizeof(change));
-        json_object_set_new(entry, "change", json_string(change));
-        json_array_append_new(all, entry);
+        if (json_array_size(all) == 1) {
+            snprintf(h->audit_id, sizeof(h->audit_id), "%s",
+                     item->element[0]->str);
+        }
     }
 
+    if (all == NULL) {
+        freeReplyObject(reply);
+        snprintf(h->audit_error, sizeof(h->audit_error), "out of memory");
+        return;
+    }
+
+    /* the ones held follow the new ones, up to the count */
+    if (reply->element[0]->integer == 0 && h->audit != NULL) {
+        n = json_array_size(h->audit);
+
+        for (i = 0; i < n && json_array_size(all) < PGD_HTTP_AUDIT_COUNT;
+             i++)
+        {
+            json_array_append(all, json_array_get(h->audit, i));
+        }
+    }
+
+    if (reply->element[0]->integer == 1 && json_array_size(all) == 0) {
+        h->audit_id[0] = '\0';
+    }
+
+    pgd_log(d, PG_LOG_DEBUG, "audit: %zu new entries read (%s)",
+            reply->elements - 1, reply->element[0]->integer ? "all"
+                                                            : "after the last");
     freeReplyObject(reply);
 
-    if (all != NULL) {
-        json_decref(h->audit);
-        h->audit = all;
-        h->audit_error[0] = '\0';
-    }
+    json_decref(h->audit);
+    h->audit = all;
+    h->audit_error[0] = '\0';
 }
 
 
@@ -824,16 +940,16 @@ pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
 {
-    int          code;
-    char        *text;
-    size_t       len;
-    pgd_t       *d;
-    json_t      *doc;
-    pgd_http_t  *h;
+    int                    code;
+    char                  *text;
+    size_t                 len;
+    pgd_t                 *d;
+    json_t                *doc;
+    pgd_http_t            *h;
+    struct MHD_Response   *r;
 
     d = cls;
     h = d->http;
-    h->answered++;
 
     /* answered at the head: a body, if any, is never read */
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0
@@ -860,8 +976,14 @@ pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
     }
 
     if (strcmp(url, "/status.json") == 0) {
-        h->watched_at = pgd_now();
-        return pgd_http_send_json(c, MHD_HTTP_OK, pgd_http_status(d));
+        r = pgd_http_status_response(d);
+
+        if (r == NULL) {
+            return pgd_http_send_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                      NULL);
+        }
+
+        return MHD_queue_response(c, MHD_HTTP_OK, r);
     }
 
     if (strcmp(url, "/") == 0) {
@@ -874,6 +996,74 @@ pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
     doc = json_pack("{s:s}", "error", "not found: /, /status.json, "
                     "/metrics, /healthz");
     return pgd_http_send_json(c, MHD_HTTP_NOT_FOUND, doc);
+}
+
+
+/*
+ * /status.json as a response shared by every asker (borrowed: h->status
+ * holds the reference, MHD_queue_response() takes its own): rendered again
+ * when the store or the snapshot moved on, or when older than
+ * PGD_HTTP_STATUS_MS. The audit is read here, when asked, at most once a
+ * revision. NULL out of memory.
+ */
+static struct MHD_Response *
+pgd_http_status_response(pgd_t *d)
+{
+    char                 *text;
+    double                now;
+    json_t               *doc;
+    int64_t               snap;
+    pgd_http_t           *h;
+    struct MHD_Response  *r;
+
+    h = d->http;
+    now = pgd_now();
+    snap = d->body ? d->body->revision : -1;
+
+    if (h->status != NULL && h->status_rev == d->store_revision
+        && h->status_snap == snap && now - h->status_at < PGD_HTTP_STATUS_MS)
+    {
+        return h->status;
+    }
+
+    if (d->cmd != NULL
+        && (h->audit == NULL || h->audit_rev != d->store_revision
+            || now - h->audit_at >= PGD_HTTP_AUDIT_EVERY))
+    {
+        pgd_http_audit(d, now);
+    }
+
+    doc = pgd_http_status(d);
+    text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+
+    if (text == NULL) {
+        return NULL;
+    }
+
+    r = MHD_create_response_from_buffer(strlen(text), text,
+                                        MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(text);
+        return NULL;
+    }
+
+    pgd_http_headers(r, MHD_HTTP_OK, "application/json", NULL);
+
+    if (h->status) {
+        MHD_destroy_response(h->status);
+    }
+
+    h->status = r;
+    h->status_at = now;
+    h->status_rev = d->store_revision;
+    h->status_snap = snap;
+    h->renders++;
+
+    pgd_log(d, PG_LOG_DEBUG, "http: /status.json rendered (%zu bytes, "
+            "rendering %llu)", strlen(text), (unsigned long long) h->renders);
+
+    return r;
 }
 
 
@@ -898,6 +1088,10 @@ pgd_http_send_json(struct MHD_Connection *c, unsigned code, json_t *doc)
 }
 
 
+/*
+ * body as the answer. With MHD_RESPMEM_MUST_FREE, body is stolen: freed by
+ * MHD after the answer, or here when the response cannot be made.
+ */
 static enum MHD_Result
 pgd_http_send(struct MHD_Connection *c, unsigned code, const char *type,
     char *body, size_t len, enum MHD_ResponseMemoryMode mode,
@@ -915,6 +1109,19 @@ pgd_http_send(struct MHD_Connection *c, unsigned code, const char *type,
         return MHD_NO;
     }
 
+    pgd_http_headers(r, code, type, csp);
+    rc = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+
+    return rc;
+}
+
+
+/* The headers every answer carries, and the page's own (csp: NULL else). */
+static void
+pgd_http_headers(struct MHD_Response *r, unsigned code, const char *type,
+    const char *csp)
+{
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
@@ -928,9 +1135,4 @@ pgd_http_send(struct MHD_Connection *c, unsigned code, const char *type,
         MHD_add_response_header(r, "X-Frame-Options", "DENY");
         MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
     }
-
-    rc = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-
-    return rc;
 }

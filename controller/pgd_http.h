@@ -20,17 +20,21 @@
  * turn of the loop, lets MHD accept, read and answer. An answer is
  * rendered there, on the loop's thread, straight from pgd_t: no lock, no
  * copy of the daemon's state, nothing rendered when nobody asks (a change
- * costs the endpoint nothing). A turn that read a change message skips
- * MHD until the change is pushed (d->load_wanted): a kill never waits for
- * an HTTP answer, and an answer waits at most one turn of the loop.
- * Sockets are non-blocking: a slow or stuck client costs a connection
- * slot, never the loop.
+ * costs the endpoint nothing). A turn that read a change message, owes a
+ * whole read, or finds a message waiting skips MHD: the change is pushed
+ * first, so a kill never waits for an HTTP answer, and an answer waits at
+ * most one turn of the loop. /status.json, the one costly answer (about
+ * 130 bytes a flag), is rendered at most once per PGD_HTTP_STATUS_MS and
+ * revision, and that one response serves every asker. Sockets are
+ * non-blocking: a slow or stuck client costs a connection slot, never
+ * the loop.
  *
  * What it keeps of its own (pgd_http_t, owned by d->http, freed by
  * pgd_http_stop()): the MHD daemon and its listen socket, the pushes
- * counted per edge (pgd_http_done(), from pgd_done()), when each edge was
- * last seen in step, and the last audit entries, which the loop reads
- * from Redis (XREVRANGE, a bounded count) while the page is open.
+ * counted per edge (pgd_http_done(), from pgd_done()), when each edge went
+ * out of step, the last /status.json, and the last audit entries summed
+ * up, read from Redis when /status.json is asked (a script that sends the
+ * entries not held yet, without a large flag's JSON).
  *
  * Errors: pgd_http_start() says why in the log and returns PG_ERR (the
  * daemon does not start: a listen line that cannot be bound is as fatal
@@ -65,9 +69,10 @@ void pgd_http_configure(pgd_t *d);
  * when there is no endpoint), and lowers *timeout_ms to MHD's. */
 int pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms);
 
-/* At the end of each turn of the loop: what is seen of the edges, the
- * audit when the page is open, then the HTTP requests. */
-void pgd_http_run(pgd_t *d);
+/* At the end of each turn of the loop: what is seen of the edges, then
+ * the HTTP requests, unless a change is to be pushed first: changes is
+ * what pgd_redis_read() returned this turn (0 when it did not run). */
+void pgd_http_run(pgd_t *d, int changes);
 
 /* A request of e is done (pgd_done(), before it reads the answer): a push
  * is counted, by result, with its duration. */

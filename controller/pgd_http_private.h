@@ -30,9 +30,12 @@
 /* push_duration_seconds: 0.5 ms .. 10 s, then +Inf */
 #define PGD_HTTP_BUCKETS      14
 
-#define PGD_HTTP_EDGES_MAX    (2 * PG_EDGE_MAX)     /* counted edges, those
-                                                   just dropped by a HUP
-                                                   included */
+#define PGD_HTTP_EDGES_MAX    (2 * PG_EDGE_MAX)     /* edges counted: the
+                                                   configured ones, and
+                                                   room for a HUP that
+                                                   adds edges before
+                                                   pgd_http_configure()
+                                                   drops the gone ones */
 
 typedef struct {
     char       spec[512];           /* pg_edge_t.spec */
@@ -43,7 +46,6 @@ typedef struct {
     double     sum;                 /* s, every push's duration */
     double     out_since;           /* ms (pgd_now()): first seen out of
                                        step; 0 while in step */
-    double     in_step_at;          /* ms: last seen in step; 0 never */
 } pgd_http_edge_t;
 
 typedef struct pgd_http_s {
@@ -54,14 +56,26 @@ typedef struct pgd_http_s {
     pgd_http_edge_t     edges[PGD_HTTP_EDGES_MAX];
     size_t              nedges;
 
-    double              watched_at; /* ms: /status.json last asked */
-    json_t             *audit;      /* the newest entries first: new; NULL
-                                       before the first read */
+    json_t             *audit;      /* the newest entries first, summed
+                                       up: new; NULL before the first
+                                       read */
+    char                audit_id[64];   /* the stream id of audit[0]; "" */
     char                audit_error[256];   /* the last read's; "" */
     double              audit_at;   /* ms: read last */
     int64_t             audit_rev;  /* the store revision then */
 
-    uint64_t            answered;   /* requests answered since the start */
+    /*
+     * /status.json, rendered once and shared by every connection that asks
+     * within PGD_HTTP_STATUS_MS at the same revisions (MHD counts the
+     * references; this one is ours): 32 clients cost one rendering, not
+     * 32 in one turn of the loop.
+     */
+    struct MHD_Response *status;
+    double              status_at;  /* ms: rendered */
+    int64_t             status_rev; /* store revision then */
+    int64_t             status_snap;    /* snapshot revision then; -1 */
+    uint64_t            renders;    /* /status.json renderings, for the
+                                       debug log */
 } pgd_http_t;
 
 

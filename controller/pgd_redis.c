@@ -155,19 +155,24 @@ pgd_redis_connect(pgd_t *d)
 }
 
 
-/* The pub/sub connection is readable: change messages, or its end. */
-void
+/* The pub/sub connection is readable: change messages, or its end. Returns
+ * how many flag change messages were read (pgd_http_run() answers no HTTP
+ * request in a turn that read one: the change goes out first). */
+int
 pgd_redis_read(pgd_t *d)
 {
+    int          changes;
     char         why[600], text[160];
     const char  *msg;
     redisReply  *reply;
+
+    changes = 0;
 
     if (redisBufferRead(d->sub) != REDIS_OK) {
         snprintf(why, sizeof(why), "%s: %s", d->where,
                  pg_redis_strerror(d->sub, text, sizeof(text)));
         pgd_redis_down(d, why);
-        return;
+        return changes;
     }
 
     for ( ;; ) {
@@ -177,11 +182,11 @@ pgd_redis_read(pgd_t *d)
             snprintf(why, sizeof(why), "%s: %s", d->where,
                      pg_redis_strerror(d->sub, text, sizeof(text)));
             pgd_redis_down(d, why);
-            return;
+            return changes;
         }
 
         if (reply == NULL) {
-            return;
+            return changes;
         }
 
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3
@@ -199,6 +204,7 @@ pgd_redis_read(pgd_t *d)
 
             } else {
                 pgd_change(d, msg);
+                changes++;
             }
         }
 

@@ -610,7 +610,7 @@ pgd_reconfigure(pgd_t *d)
 static int
 pgd_run(pgd_t *d)
 {
-    int                   n, running, msgs, tick, nhttp;
+    int                   n, running, msgs, tick, nhttp, changes;
     char                  drain[64];
     long                  timeout;
     double                now, wake, cert_at;
@@ -756,12 +756,14 @@ pgd_run(pgd_t *d)
             }
         }
 
+        changes = 0;
+
         if (n == 3 && d->sub && (fds[2].revents & CURL_WAIT_POLLIN)) {
-            pgd_redis_read(d);
+            changes = pgd_redis_read(d);
         }
 
         /* last: a change message read above goes out before any answer */
-        pgd_http_run(d);
+        pgd_http_run(d, changes);
     }
 
     pgd_log(d, PG_LOG_NOTICE, "exiting on %s",

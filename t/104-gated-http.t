@@ -16,6 +16,7 @@ use lib "$FindBin::Bin/lib";
 
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
+use JSON::PP qw(decode_json);
 use Time::Local qw(timegm);
 use Test::More;
 use PortalGate::Gated qw(clean_exit wait_until two_edges);
@@ -206,6 +207,120 @@ subtest 'Redis down: redis_up 0, healthz 503, metrics still served' => sub {
 };
 
 clean_exit($gd->stop, $gd, 'SIGTERM');
+
+# Redis's own count of the bytes it has sent its clients
+sub redis_sent {
+    my ($info) = $rs->cli('INFO', 'stats') =~ /^total_net_output_bytes:(\d+)/m;
+    return $info;
+}
+
+# Each of $n connections asks $path at once (all sent, then all read);
+# the answers' bodies.
+sub at_once {
+    my ($port, $path, $n) = @_;
+    my @socks = map {
+        IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+            or die "connect: $!"
+    } 1 .. $n;
+    syswrite $_, "GET $path HTTP/1.1\r\nHost: 127.0.0.1:$port\r\n"
+                 . "Connection: close\r\n\r\n" for @socks;
+    my @bodies;
+    for my $s (@socks) {
+        local $/;
+        my $r = <$s> // '';
+        push @bodies, $r =~ /^HTTP\/1\.1 200 .*?\r\n\r\n(.*)\z/s ? $1 : undef;
+    }
+    return @bodies;
+}
+
+subtest 'the audit on the status page: read when asked, a large flag left in Redis' => sub {
+    exits($rs->ctl('create', 'big_list'), 0, 'create big_list');
+    for my $k (0 .. 9) {
+        exits($rs->ctl('allow', 'big_list',
+                       map { sprintf 'c%06d', $k * 10000 + $_ } 0 .. 9999),
+              0, "allow 10,000 more companies ($k)");
+    }
+    exits($rs->ctl('rollout', 'big_list', '5'), 0, 'rollout big_list 5');
+
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp],
+                                   extra => "listen 127.0.0.1:$p;\n");
+    $g->start;
+    ok(wait_until(sub { my $h = json_get("http://127.0.0.1:$p/healthz")->[1];
+                        ($h->{redis} // '') eq 'up'
+                            && ($h->{store} // '') eq 'ok' }, 15),
+       'the daemon reads the store')
+        or diag($g->log);
+
+    my $s = json_get("http://127.0.0.1:$p/status.json")->[1];
+    is(ref $s->{audit}, 'ARRAY', 'the first /status.json asked has the audit')
+        or diag explain $s->{audit_error};
+    my $held = $rs->cli('XLEN', 'portal-gate:audit');
+    $held = $held > 20 ? 20 : $held;
+    is(scalar @{ $s->{audit} // [] }, $held, "... its newest $held entries");
+    my $top = $s->{audit}[0] // {};
+    is("$top->{flag}/$top->{action}", 'big_list/rollout',
+       '... the newest first');
+    like($top->{change} // '', qr/^\(2\.\d MB of flag JSON, too large to sum up/,
+         '... a change of a 100k-company flag is not summed up, its size said');
+
+    my $sent = redis_sent();
+    exits($rs->ctl('create', 'small_one'), 0, 'create small_one');
+    ok(wait_until(sub {
+        my $a = json_get("http://127.0.0.1:$p/status.json")->[1]{audit};
+        ref $a eq 'ARRAY' && ($a->[0]{flag} // '') eq 'small_one'
+    }), 'the page shows the new entry first');
+    my $more = redis_sent() - $sent;
+    # the daemon's own reads of the store take 1 MB each (big_list); the
+    # audit's 17 entries of big_list would be 20 MB
+    cmp_ok($more, '<', 3_000_000, 'reading it again did not ship the large '
+           . 'flag\'s JSON (2 MB an entry) out of Redis')
+        or diag("Redis sent $more bytes");
+    $s = json_get("http://127.0.0.1:$p/status.json")->[1];
+    $held = $held < 20 ? $held + 1 : 20;
+    is(scalar @{ $s->{audit} }, $held, "$held entries now");
+    is($s->{audit}[1]{flag}, 'big_list', 'the ones held follow the new one');
+
+    my @bodies = at_once($p, '/status.json', 16);
+    is(scalar(grep { defined } @bodies), 16, '16 clients asking at once: '
+       . 'each gets /status.json');
+    my %now = map { (eval { decode_json($_)->{now} } // 'none') => 1 }
+              grep { defined } @bodies;
+    cmp_ok(scalar(keys %now), '<=', 2, '... from one rendering (or two, '
+           . 'across two turns of the loop), not one each')
+        or diag(join ' ', sort keys %now);
+
+    exits($rs->ctl('delete', 'big_list'), 0, 'delete big_list');
+    exits($rs->ctl('delete', 'small_one'), 0, 'delete small_one');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'Redis down while a whole read is owed: the endpoint still answers' => sub {
+    my $P = 'portal-gate:';
+    $rs->cli('HSET', "${P}flags:production", 'broken_one', '{"rolout":1}');
+    my ($hung) = PortalGate::Gated::hung_edges(1);
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$hung],
+                                   extra => "listen 127.0.0.1:$p;\n");
+    $g->start;
+    ok($g->wait_log(qr/asking the edges what they hold/, 10),
+       'a flag the store cannot give: the daemon asks the (hung) edge')
+        or diag($g->log);
+    $rs->pause;
+    ok($g->wait_log(qr/redis unreachable/, 10), 'then Redis goes');
+    my $mark = $g->mark;
+    ok($g->wait_log(qr/no edge gave its snapshot/, 10, $mark),
+       'then the edge\'s answer is given up: a whole read is owed')
+        or diag($g->log);
+    my $h = json_get("http://127.0.0.1:$p/healthz");
+    is($h->[0], 503, '/healthz answers, 503');
+    is($h->[1]{status}, 'failing', '... failing');
+    is(http_get("http://127.0.0.1:$p/metrics")->{status}, 200,
+       '/metrics answers');
+    $rs->resume;
+    $rs->cli('HDEL', "${P}flags:production", 'broken_one');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
 
 subtest 'label values are escaped: an edge with a quote and a backslash' => sub {
     my $dir = tempdir('pg-http-XXXXXX', TMPDIR => 1, CLEANUP => 1);
