@@ -555,67 +555,16 @@ pgd_http_observe(pgd_t *d, double now)
 
 /* --- the audit ---------------------------------------------------------- */
 
-/*
- * KEYS: the audit stream. ARGV: the newest id held ("" none), how many,
- * the most bytes of a before/after sent.
- *
- * The entries newer than the one held (all PGD_HTTP_AUDIT_COUNT newest
- * when it is gone, too old or none), newest first, each {id, k, v, ...}
- * with the fields the page shows; a before or after longer than ARGV[3]
- * (a flag of 100k companies is 2 MB, twice per entry) stays in Redis and
- * comes as "before_size"/"after_size". Then 1 when the list replaces the
- * one held, 0 when it goes in front of it.
- */
-static const char  pgd_http_audit_lua[] =
-    "local t = redis.call('TYPE', KEYS[1]).ok\n"
-    "if t == 'none' then return {1} end\n"
-    "if t ~= 'stream' then\n"
-    "  return redis.error_reply('WRONGTYPE the audit key is a ' .. t)\n"
-    "end\n"
-    "local n, max, got, reset = tonumber(ARGV[2]), tonumber(ARGV[3]), nil, 1\n"
-    "if ARGV[1] ~= '' then\n"
-    "  got = redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', n + 1)\n"
-    "  if #got > 0 and got[#got][1] == ARGV[1] then\n"
-    "    table.remove(got)\n"
-    "    reset = 0\n"
-    "  end\n"
-    "end\n"
-    "if reset == 1 then\n"
-    "  got = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)\n"
-    "end\n"
-    "local keep = {ts = 1, actor = 1, env = 1, flag = 1, action = 1,\n"
-    "              reason = 1, revision = 1}\n"
-    "local out = {reset}\n"
-    "for _, item in ipairs(got) do\n"
-    "  local r, f = {item[1]}, item[2]\n"
-    "  for j = 1, #f - 1, 2 do\n"
-    "    local k, v = f[j], f[j + 1]\n"
-    "    if k == 'before' or k == 'after' then\n"
-    "      if #v > max then\n"
-    "        r[#r + 1] = k .. '_size'\n"
-    "        r[#r + 1] = tostring(#v)\n"
-    "      else\n"
-    "        r[#r + 1] = k\n"
-    "        r[#r + 1] = v\n"
-    "      end\n"
-    "    elseif keep[k] then\n"
-    "      r[#r + 1] = k\n"
-    "      r[#r + 1] = v\n"
-    "    end\n"
-    "  end\n"
-    "  out[#out + 1] = r\n"
-    "end\n"
-    "return out\n";
-
-
-/* One audit entry from the script, summed up: new, NULL when malformed. */
+/* One audit entry of XREVRANGE ({id, {k, v, ...}}), summed up: new, NULL
+ * out of memory. A before or after over PGD_HTTP_DIFF_MAX is not parsed:
+ * its size is said. */
 static json_t *
 pgd_http_audit_entry(const redisReply *item)
 {
     char          change[512], clean[1024];
     size_t        j, big;
     json_t       *entry, *str;
-    redisReply   *k, *v;
+    redisReply   *fields, *k, *v;
     const char   *before, *after, *action;
 
     entry = json_object();
@@ -623,27 +572,33 @@ pgd_http_audit_entry(const redisReply *item)
     after = "";
     action = "";
     big = 0;
+    fields = item->element[1];
 
-    for (j = 1; entry != NULL && j + 1 < item->elements; j += 2) {
-        k = item->element[j];
-        v = item->element[j + 1];
+    for (j = 0; entry != NULL && j + 1 < fields->elements; j += 2) {
+        k = fields->element[j];
+        v = fields->element[j + 1];
 
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
             continue;
         }
 
-        if (strcmp(k->str, "before") == 0) {
-            before = v->str;
+        if (strcmp(k->str, "before") == 0 || strcmp(k->str, "after") == 0) {
+            if (v->len > PGD_HTTP_DIFF_MAX) {
+                big += v->len;
+            } else if (k->str[0] == 'b') {
+                before = v->str;
+            } else {
+                after = v->str;
+            }
 
-        } else if (strcmp(k->str, "after") == 0) {
-            after = v->str;
-
-        } else if (strcmp(k->str, "before_size") == 0
-                   || strcmp(k->str, "after_size") == 0)
+        } else if (strcmp(k->str, "ts") == 0
+                   || strcmp(k->str, "actor") == 0
+                   || strcmp(k->str, "env") == 0
+                   || strcmp(k->str, "flag") == 0
+                   || strcmp(k->str, "action") == 0
+                   || strcmp(k->str, "reason") == 0
+                   || strcmp(k->str, "revision") == 0)
         {
-            big += strtoul(v->str, NULL, 10);
-
-        } else {
             /* another tool's bytes need not be UTF-8: json_string
              * refuses those, so they are shown cleaned */
             str = json_stringn(v->str, v->len);
@@ -682,31 +637,41 @@ pgd_http_audit_entry(const redisReply *item)
  * The newest PGD_HTTP_AUDIT_COUNT entries of the audit stream, for the
  * page, summed up. Asked by /status.json alone, at most once a revision
  * (and every PGD_HTTP_AUDIT_EVERY), never in a turn with a change to push
- * (pgd_http_run()). Each entry is read and summed up once: the script
- * sends the entries after the newest one held, without the flag JSON of
- * a large flag. Read on the command connection, as the store is; a Redis
- * that fails here is down as it would be for the store.
+ * (pgd_http_run()). Each entry is read and summed up once: after the first
+ * read only the entries past the newest one held are asked for (XREVRANGE
+ * from an exclusive id, Redis 6.2), so a 100k-company flag's 2 MB of JSON
+ * crosses once per change, not 20 times per revision. Read on the command
+ * connection, as the store is; a Redis that fails here is down as it would
+ * be for the store. (Not a Lua script that drops the large fields: Redis
+ * takes about 90 ms to hand a Lua script one such entry, blocking every
+ * writer meanwhile.)
  */
 static void
 pgd_http_audit(pgd_t *d, double now)
 {
+    int           more;
     char          key[PG_STORE_PREFIX_MAX + 16], why[600], text[160];
-    char          count[16], max[16];
+    char          from[80];
     size_t        i, n;
     json_t       *all, *entry;
     pgd_http_t   *h;
     redisReply   *reply, *item;
 
     h = d->http;
+
+    /* a store that went back (restored, initialised again) has another
+     * audit: read it all */
+    more = h->audit != NULL && h->audit_id[0] != '\0'
+           && d->store_revision >= h->audit_rev;
+
     h->audit_at = now;
     h->audit_rev = d->store_revision;
 
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_AUDIT);
-    snprintf(count, sizeof(count), "%d", PGD_HTTP_AUDIT_COUNT);
-    snprintf(max, sizeof(max), "%d", PGD_HTTP_DIFF_MAX);
+    snprintf(from, sizeof(from), "(%s", h->audit_id);
 
-    reply = redisCommand(d->cmd, "EVAL %s 1 %s %s %s %s", pgd_http_audit_lua,
-                         key, h->audit ? h->audit_id : "", count, max);
+    reply = redisCommand(d->cmd, "XREVRANGE %s + %s COUNT %d", key,
+                         more ? from : "-", PGD_HTTP_AUDIT_COUNT);
 
     if (reply == NULL) {
         if (pg_redis_timed_out(d->cmd, NULL)) {
@@ -721,10 +686,8 @@ pgd_http_audit(pgd_t *d, double now)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
-        || reply->element[0]->type != REDIS_REPLY_INTEGER)
-    {
-        snprintf(h->audit_error, sizeof(h->audit_error), "reading %s: %s",
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        snprintf(h->audit_error, sizeof(h->audit_error), "XREVRANGE %s: %s",
                  key, reply->type == REDIS_REPLY_ERROR ? reply->str
                                                        : "not an array");
         freeReplyObject(reply);
@@ -733,11 +696,12 @@ pgd_http_audit(pgd_t *d, double now)
 
     all = json_array();
 
-    for (i = 1; all != NULL && i < reply->elements; i++) {
+    for (i = 0; all != NULL && i < reply->elements; i++) {
         item = reply->element[i];
 
-        if (item->type != REDIS_REPLY_ARRAY || item->elements == 0
-            || item->element[0]->type != REDIS_REPLY_STRING)
+        if (item->type != REDIS_REPLY_ARRAY || item->elements != 2
+            || item->element[0]->type != REDIS_REPLY_STRING
+            || item->element[1]->type != REDIS_REPLY_ARRAY)
         {
             continue;
         }
@@ -756,14 +720,21 @@ pgd_http_audit(pgd_t *d, double now)
         }
     }
 
+    pgd_log(d, PG_LOG_DEBUG, "audit: %zu entries read (%s)",
+            reply->elements, more ? "after the newest held" : "the newest");
+    freeReplyObject(reply);
+
     if (all == NULL) {
-        freeReplyObject(reply);
         snprintf(h->audit_error, sizeof(h->audit_error), "out of memory");
         return;
     }
 
+    if (!more && json_array_size(all) == 0) {
+        h->audit_id[0] = '\0';
+    }
+
     /* the ones held follow the new ones, up to the count */
-    if (reply->element[0]->integer == 0 && h->audit != NULL) {
+    if (more) {
         n = json_array_size(h->audit);
 
         for (i = 0; i < n && json_array_size(all) < PGD_HTTP_AUDIT_COUNT;
@@ -772,15 +743,6 @@ pgd_http_audit(pgd_t *d, double now)
             json_array_append(all, json_array_get(h->audit, i));
         }
     }
-
-    if (reply->element[0]->integer == 1 && json_array_size(all) == 0) {
-        h->audit_id[0] = '\0';
-    }
-
-    pgd_log(d, PG_LOG_DEBUG, "audit: %zu new entries read (%s)",
-            reply->elements - 1, reply->element[0]->integer ? "all"
-                                                            : "after the last");
-    freeReplyObject(reply);
 
     json_decref(h->audit);
     h->audit = all;

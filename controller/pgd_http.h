@@ -33,8 +33,8 @@
  * pgd_http_stop()): the MHD daemon and its listen socket, the pushes
  * counted per edge (pgd_http_done(), from pgd_done()), when each edge went
  * out of step, the last /status.json, and the last audit entries summed
- * up, read from Redis when /status.json is asked (a script that sends the
- * entries not held yet, without a large flag's JSON).
+ * up, read from Redis when /status.json is asked (after the first read,
+ * only the entries not held yet).
  *
  * Errors: pgd_http_start() says why in the log and returns PG_ERR (the
  * daemon does not start: a listen line that cannot be bound is as fatal
