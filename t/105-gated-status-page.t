@@ -139,15 +139,35 @@ subtest 'a kill shows on the open page by itself' => sub {
     my $r = row('production', 'customer_portal');
     is($r->{state}, 'KILLED', 'its state reads KILLED');
     is($r->{rollout}, '12.5%', 'its rollout is still shown');
+    # the reason itself: the entry before has a reason too ("-")
     ok($br->wait_for($tab, q{(function () {
-        var a = document.querySelector('tr.audit');
-        return a && a.querySelector('td.reason').textContent; })()}),
+        var a = document.querySelector('tr.audit td.reason');
+        return a && a.textContent.indexOf('incident 42') >= 0; })()}),
        'the kill is at the top of the audit');
     is($br->eval($tab, q{document.querySelector('tr.audit td.reason').textContent}),
        $REASON, 'its reason shows as text');
     is($br->eval($tab, 'document.title'), 'portal-gated', 'the reason ran nothing');
     like($br->eval($tab, q{document.querySelector('#envs h3').textContent}),
          qr/1 killed/, 'the environment says 1 killed');
+};
+
+subtest 'a controller that hangs: the open page says so, then recovers' => sub {
+    ok($br->wait_for($tab, q{document.getElementById('banner').className === ''}),
+       'no banner while it answers');
+    kill 'STOP', $gd->pid;
+    my $said = $br->wait_for($tab, q{document.getElementById('banner')
+        .className === 'on' && document.body.classList.contains('stale')}, 15);
+    my $text = $br->eval($tab, q{document.getElementById('banner').textContent});
+    my $bg = $br->eval($tab, q{getComputedStyle(document.getElementById('health'))
+                               .backgroundColor});
+    kill 'CONT', $gd->pid;
+    ok($said, 'stopped (SIGSTOP): a banner shows and the page greys');
+    like($text, qr/^portal-gated does not answer.*: what is shown is from .*s ago$/,
+         'the banner says since when what is shown is old') or diag($text);
+    is($bg, 'rgb(238, 240, 243)', 'the health badge is grey, no live OK');
+    ok($br->wait_for($tab, q{document.getElementById('banner').className === ''
+        && !document.body.classList.contains('stale')}, 15),
+       'answering again: the banner goes');
 };
 
 subtest 'a screenshot is kept' => sub {
