@@ -412,7 +412,17 @@ main(int argc, char **argv)
         return 1;
     }
 
+    /* before -d too: a listen address in use is said on the terminal
+     * (MHD runs no thread, so it forks with the daemon) */
+    if (pgd_http_start(d) != PG_OK) {
+        pgd_http_stop(d);
+        free(d->conf_path);
+        free(d);
+        return 1;                           /* said */
+    }
+
     if (daemon && pgd_daemonize(d) != PG_OK) {
+        pgd_http_stop(d);
         free(d->conf_path);
         free(d);
         return 1;
@@ -431,9 +441,6 @@ main(int argc, char **argv)
     {
         pgd_log(d, PG_LOG_ERROR, "cannot start: %s", strerror(errno));
         rc = 1;
-
-    } else if (pgd_http_start(d) != PG_OK) {
-        rc = 1;                             /* said */
 
     } else {
         rc = pgd_run(d);

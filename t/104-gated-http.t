@@ -427,6 +427,10 @@ subtest 'a bad listen line stops -t and the daemon, naming the line' => sub {
     is($g->{status}, 1, '... exit 1');
     like($g->log, qr/cannot start: listen 127\.0\.0\.1:$bp \(\S+portal-gated\.conf:\d+\): Address already in use/,
          '... saying which listen and why');
+    my $r = $g->run('-d', '-c', $g->conf_path);
+    is($r->{exit}, 1, 'with -d: exit 1 too, before the fork');
+    like($r->{err}, qr/cannot start: listen 127\.0\.0\.1:$bp .*Address already in use/,
+         '... said on the terminal');
 };
 
 subtest 'SIGHUP: a changed listen is rebound, a busy one keeps the old' => sub {
