@@ -67,7 +67,13 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
     root = json_copy((json_t *) snapshot);
     envs = json_copy(senvs);
 
-    if (root == NULL
+    if (root == NULL) {
+        json_decref(envs);
+        goto nomem;
+    }
+
+    /* set_new() takes envs, or frees it when it fails */
+    if (envs == NULL
         || json_object_set_new(root, "environments", envs) != 0
         || json_object_set_new(root, "revision", json_integer(revision)) != 0)
     {
@@ -258,14 +264,20 @@ pg_patch_revision(const json_t *v, const char *name, int64_t *revision,
 }
 
 
-/* One environment of the patch: flag names, each an object or null. */
+/* One environment of the patch: flag names, each null or a flag object
+ * checked as in a whole snapshot (its fields, its lists; its `requires`
+ * only once the result is built), so that a bad flag is a 400 whatever
+ * the edge's revision. */
 static int
 pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
     pg_error_t *err)
 {
+    int          rc;
     char         q[PG_PATCH_QUOTE_LEN];
+    char         path[PG_PATH_LEN];
     size_t       key_len;
     json_t      *v;
+    pg_cflag_t   f;
     const char  *key;
 
     if (json_is_null(flags)) {
@@ -287,10 +299,24 @@ pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
                                  pg_patch_quote(q, key, key_len));
         }
 
-        if (!json_is_object(v) && !json_is_null(v)) {
+        if (json_is_null(v)) {
+            continue;
+        }
+
+        if (!json_is_object(v)) {
             return pg_patch_fail(err, "environments.%.*s.%.*s: a flag must "
                                  "be an object, or null to delete it",
                                  (int) env_len, env, (int) key_len, key);
+        }
+
+        snprintf(path, sizeof(path), "environments.%.*s.%.*s",
+                 (int) env_len, env, (int) key_len, key);
+
+        rc = pg_flag_parse(path, key, key_len, v, &f, err);
+        pg_flag_free(&f);
+
+        if (rc != PG_OK) {
+            return PG_ERR;
         }
     }
 

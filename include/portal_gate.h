@@ -20,7 +20,7 @@
  * so `portal-gatectl explain` gives exactly the edge's answer.
  *
  * Errors: functions return PG_OK or PG_ERR (PG_CONFLICT too, for a
- * patch); otherwise they fill a pg_error_t whose text names what was
+ * patch); on PG_ERR or PG_CONFLICT they fill a pg_error_t whose text names what was
  * wrong (which flag, which field, which company id), ready to be shown to
  * an operator.
  *

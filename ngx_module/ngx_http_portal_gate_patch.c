@@ -40,6 +40,7 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
     u_char             *p, *body, *index;
     size_t              len, size;
     json_t             *patch;
+    ngx_str_t           arg;
     int64_t             current;
     ngx_int_t           rc;
     ngx_uint_t          tries;
@@ -52,6 +53,20 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    /* a patch applies on its base only: nothing to force */
+
+    if (ngx_http_arg(r, (u_char *) "force", 5, &arg) == NGX_OK) {
+        if (body) {
+            ngx_free(body);
+        }
+
+        ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                         NGX_HTTP_BAD_REQUEST,
+                                         "force is for PUT snapshot: a patch "
+                                         "applies only on its base_revision"));
         return;
     }
 
@@ -119,10 +134,13 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
     json_decref(patch);
     ngx_free(body);
 
-    ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
-                                NGX_HTTP_SERVICE_UNAVAILABLE,
-                                "the zone kept changing while the patch "
-                                "was applied: send it again"));
+    /* the revision, as PUT's 503 gives it */
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
+                      NGX_HTTP_SERVICE_UNAVAILABLE,
+                      json_pack("{s:s,s:I}",
+                                "error", "the zone kept changing while the "
+                                         "patch was applied: send it again",
+                                "revision", (json_int_t) current)));
     return;
 
 done:

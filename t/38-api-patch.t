@@ -261,9 +261,16 @@ subtest 'a missing or garbage base, or any bad form, is 400 and changes nothing'
          qr/^environments\.production\.customer_portal: unknown key "rolout"$/],
         ['a flag with a bad company id', patch_body(21, 22, {production => {customer_portal => {allow => ['a b']}}}),
          qr/^environments\.production\.customer_portal\.allow\[0\]: invalid company id "a b"$/],
+        ['a flag with a typo, off the base', patch_body(3, 22, {production => {customer_portal => {rolout => 5}}}),
+         qr/^environments\.production\.customer_portal: unknown key "rolout"$/],
+        ['a flag with a bad company id, off the base', patch_body(30, 31, {production => {customer_portal => {allow => ['a b']}}}),
+         qr/^environments\.production\.customer_portal\.allow\[0\]: invalid company id "a b"$/],
+        ['force=1, which only PUT takes', patch_body(21, 22, $flag),
+         qr/^force is for PUT snapshot: a patch applies only on its base_revision$/, 'force=1'],
+        ['force=0 too', patch_body(21, 22, $flag), qr/^force is for PUT snapshot/, 'force=0'],
     ) {
-        my ($name, $body, $re) = @$case;
-        my $res = $ng->api('PATCH', 'snapshot', $body);
+        my ($name, $body, $re, $query) = @$case;
+        my $res = $ng->api('PATCH', 'snapshot' . ($query ? "?$query" : ''), $body);
         is($res->{status}, 400, "$name: 400");
         like($res->{headers}{'content-type'} // '', qr{^application/json},
              "$name: in JSON");

@@ -1831,11 +1831,10 @@ test_patch_result_checked_by_compile(void)
     r = NULL;
     rc = pg_snap_patch_json(snap, p, &r, &err);
     blob = NULL;
-    rc = rc == PG_OK ? pg_snap_compile_json(r, &blob, &size, &err) : PG_OK;
-    t_ok(rc == PG_ERR
+    t_ok(rc == PG_ERR && r == NULL
          && strstr(err.text, "environments.production.a: unknown key "
                    "\"rolout\"") != NULL,
-         "patch: a flag's fields are checked by compiling the result");
+         "patch: a flag's fields are checked with the patch's form");
 
     free(blob);
     json_decref(r);
@@ -1933,6 +1932,21 @@ test_patch_refused(void)
                     " \"environments\": {}, \"x\": 1}", PG_ERR,
                     "unknown top-level key \"x\"",
                     "a bad form is an error whatever the base");
+    t_patch_refused("{\"base_revision\": 4, \"revision\": 6,"
+                    " \"environments\": {\"production\":"
+                    " {\"a\": {\"rolout\": 5}}}}", PG_ERR,
+                    "environments.production.a: unknown key \"rolout\"",
+                    "a malformed flag is an error off the base too");
+    t_patch_refused("{\"base_revision\": 5, \"revision\": 6,"
+                    " \"environments\": {\"production\":"
+                    " {\"a\": {\"rolout\": 5}}}}", PG_ERR,
+                    "environments.production.a: unknown key \"rolout\"",
+                    "a malformed flag is an error on the base");
+    t_patch_refused("{\"base_revision\": 4, \"revision\": 6,"
+                    " \"environments\": {\"production\":"
+                    " {\"a\": {\"rollout\": \"x\"}}}}", PG_ERR,
+                    "environments.production.a",
+                    "a flag's bad rollout is an error off the base");
 }
 
 
@@ -2336,6 +2350,22 @@ test_build_patch(void)
     t_ok(pg_snap_build_patch(next.index, next.index_size,
                              doc2, 1, &next2, &err) == PG_ERR,
          "build patch: a corrupt index is refused");
+
+    /* a malformed flag off the base: an error, not a conflict */
+
+    doc3 = t_json("{\"base_revision\": 3, \"revision\": 4, \"environments\":"
+                  " {\"production\": {\"a\": {\"rolout\": 5}}}}");
+    memset(&err, 0, sizeof(err));
+    rc = pg_snap_build_patch(NULL, 0, doc3, 5, &next2, &err);
+    t_ok(rc == PG_ERR && strstr(err.text, "environments.production.a: "
+                                "unknown key \"rolout\"") != NULL,
+         "build patch: a malformed flag is an error whatever the base");
+
+    if (rc == PG_OK) {
+        pg_build_free(&next2);
+    }
+
+    json_decref(doc3);
 
     /* the empty snapshot: base 0 */
 
