@@ -82,6 +82,8 @@
 #define PGD_MESSAGE_WAIT_MS   100       /* the tick finds the store moved:
                                            its change messages, at most so
                                            long, before the whole read */
+#define PGD_WHOLE_EVERY       10        /* intervals: the whole read after
+                                           deltas, even while they go on */
 #define PGD_DELTA_READS       3         /* a delta read finding the store
                                            past its messages, in a row,
                                            before the whole store is read */
@@ -348,6 +350,7 @@ typedef struct {
                                        whole store once they stop
                                        (pgd_tick()) */
     double          delta_at;       /* when the last was made, ms */
+    double          whole_at;       /* the last whole read, ms */
 
     char            envs[PG_ENVS_MAX][PG_NAME_MAX + 1]; /* pushed: the
                                        config's, then the store's own */

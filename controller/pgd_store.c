@@ -633,6 +633,7 @@ pgd_whole(pgd_t *d, int again)
     }
 
     d->deltas = 0;
+    d->whole_at = pgd_now();
     d->store_revision = revision;
 
     if (!initialised) {
@@ -1018,7 +1019,9 @@ pgd_tick(pgd_t *d)
         pgd_load(d);
 
     } else if (d->deltas > 0
-               && pgd_now() - d->delta_at >= d->conf.reconcile_ms)
+               && (pgd_now() - d->delta_at >= d->conf.reconcile_ms
+                   || pgd_now() - d->whole_at
+                      >= PGD_WHOLE_EVERY * d->conf.reconcile_ms))
     {
         /*
          * The flags the messages did not name were not read: a value
@@ -1028,7 +1031,11 @@ pgd_tick(pgd_t *d)
          * blocks the loop for as long as the store takes to read and
          * compile (160 ms at 100,000 ids), and a kill in a burst of
          * changes must not wait behind it (bench/RESULTS.md, incremental
-         * sync).
+         * sync). Under changes that never stop, every PGD_WHOLE_EVERY
+         * intervals all the same: a delta trusts its change messages, and
+         * a message that is not this store's (another deployment with the
+         * same prefix in another db: channels ignore the db) can make it
+         * skip a write; this read is what heals that.
          */
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the whole store, after %u "
                 "changes read flag by flag", d->deltas);
