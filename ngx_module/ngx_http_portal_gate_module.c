@@ -105,6 +105,20 @@ static ngx_command_t  ngx_http_portal_gate_commands[] = {
       offsetof(ngx_http_portal_gate_srv_conf_t, acme_challenge),
       &ngx_http_portal_gate_acme_challenge_post },
 
+    { ngx_string("portal_gate_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_portal_gate_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("portal_gate_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_portal_gate_health,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -194,6 +208,7 @@ ngx_http_portal_gate_handler(ngx_http_request_t *r)
 
     ngx_http_portal_gate_decide(r, &gate->flag, &d);
     ngx_http_portal_gate_set_variables(r, &gate->flag, &d);
+    ngx_http_portal_gate_metrics_count(r, &gate->flag, &d, 1);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "portal gate \"%V\" company \"%V\": %s (%s)",
@@ -305,6 +320,8 @@ ngx_http_portal_gate_decide(ngx_http_request_t *r, ngx_str_t *flag,
     pg_eval(snap, (char *) env.data, env.len, (char *) flag->data, flag->len,
             (char *) company.data, company.len, &d->result);
 
+    d->env = env;
+
     if (pg_valid_company((char *) company.data, company.len)) {
         d->company = company;
 
@@ -355,7 +372,7 @@ ngx_http_portal_gate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_portal_gate_metrics_init_conf(cf, pmcf);
 }
 
 
@@ -847,6 +864,10 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
     *h = ngx_http_portal_gate_handler;
 
     if (ngx_http_portal_gate_acme_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_portal_gate_metrics_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
