@@ -84,7 +84,6 @@ typedef struct {
     ngx_uint_t                   npairs;        /* under the mutex */
     time_t                       started_at;    /* the zone's creation */
     time_t                       confirmed_at;  /* 0: never */
-    ngx_uint_t                   push_failed;   /* the last push failed */
     ngx_atomic_t                *counters;      /* [nslots] slots */
     ngx_http_portal_gate_metrics_pair_t
                       pairs[NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1];
@@ -98,12 +97,17 @@ typedef struct {
 } ngx_http_portal_gate_metrics_ctx_t;
 
 
-/* what the gate decided, for the log phase: a pool cleanup's data, since
- * an internal redirect (off=@named) clears the module's context */
+/*
+ * What a gate decided for a client request, for the log phase and so that
+ * the same decision is counted once: a pool cleanup's data, since an
+ * internal redirect (off=@named, index, try_files) clears the module's
+ * context, and a subrequest shares the main request's pool.
+ */
 typedef struct {
-    ngx_http_request_t          *request;
+    ngx_http_request_t          *main;          /* r->main */
     ngx_uint_t                   pair;
     ngx_uint_t                   on;
+    ngx_uint_t                   sub;           /* only a subrequest's */
 } ngx_http_portal_gate_metrics_gated_t;
 
 
@@ -118,8 +122,6 @@ static ngx_int_t ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_health_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_metrics_log_handler(
     ngx_http_request_t *r);
-static void ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r,
-    ngx_http_portal_gate_metrics_sh_t *sh);
 static ngx_int_t ngx_http_portal_gate_metrics_send(ngx_http_request_t *r,
     ngx_uint_t status, char *type, ngx_buf_t *b);
 static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
@@ -150,6 +152,7 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     ngx_uint_t                             pair, on, slot;
     ngx_atomic_t                          *c;
     ngx_pool_cleanup_t                    *cln;
+    ngx_http_request_t                    *main;
     ngx_http_portal_gate_main_conf_t      *pmcf;
     ngx_http_portal_gate_metrics_ctx_t    *ctx;
     ngx_http_portal_gate_metrics_gated_t  *g;
@@ -165,6 +168,31 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
                                              d->result.reason);
     on = d->result.on ? 1 : 0;
+    main = r->main;
+
+    /*
+     * A gate counts once per client request, flag and answer: an internal
+     * redirect back into a gated location (index, try_files) and a
+     * subrequest (auth_request, an SSI include) decide again, the same.
+     */
+
+    if (gate) {
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler != ngx_http_portal_gate_metrics_gated_cleanup) {
+                continue;
+            }
+
+            g = cln->data;
+
+            if (g->main == main && g->pair == pair && g->on == on) {
+                if (r == main) {
+                    g->sub = 0;
+                }
+
+                return;
+            }
+        }
+    }
 
     /* ngx_worker may be past the slots when worker_processes follows the
      * http block: such workers share a slot, atomically */
@@ -189,9 +217,10 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     }
 
     g = cln->data;
-    g->request = r;
+    g->main = main;
     g->pair = pair;
     g->on = on;
+    g->sub = (r != main);
 
     cln->handler = ngx_http_portal_gate_metrics_gated_cleanup;
 }
@@ -200,7 +229,8 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
 static void
 ngx_http_portal_gate_metrics_gated_cleanup(void *data)
 {
-    /* nothing to free: the cleanup only carries the gate's decision */
+    /* nothing to free: the cleanup only carries the gate's decision, as
+     * the realip module's carries its context */
 }
 
 
@@ -339,8 +369,8 @@ ngx_http_portal_gate_metrics_find(ngx_http_portal_gate_metrics_ctx_t *ctx,
 
 
 /*
- * The log phase: the answer's class for a request a portal_gate decided,
- * and the controller's confirmations, seen at the API location.
+ * The log phase: the answer's class for a client request a portal_gate
+ * decided; a subrequest's answer is part of its main request's.
  */
 
 static ngx_int_t
@@ -349,37 +379,35 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
     ngx_uint_t                             status, class;
     ngx_atomic_t                          *c;
     ngx_pool_cleanup_t                    *cln;
-    ngx_http_portal_gate_loc_conf_t       *plcf;
     ngx_http_portal_gate_main_conf_t      *pmcf;
     ngx_http_portal_gate_metrics_ctx_t    *ctx;
     ngx_http_portal_gate_metrics_gated_t  *g;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
+
+    if (pmcf->metrics == 0 || r != r->main) {
+        return NGX_OK;
+    }
 
     ctx = pmcf->metrics_zone->data;
 
-    if (plcf->api) {
-        ngx_http_portal_gate_metrics_confirm(r, ctx->sh);
-        return NGX_OK;
-    }
-
-    if (pmcf->metrics == 0) {
-        return NGX_OK;
-    }
-
-    /* the latest gate of this request, as realip finds its context */
+    /* the latest gate of this request itself, as realip finds its context */
 
     g = NULL;
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_portal_gate_metrics_gated_cleanup) {
             g = cln->data;
-            break;
+
+            if (g->main == r && !g->sub) {
+                break;
+            }
+
+            g = NULL;
         }
     }
 
-    if (g == NULL || g->request != r) {
+    if (g == NULL) {
         return NGX_OK;
     }
 
@@ -405,59 +433,26 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
 
 
 /*
- * The controller confirms the edge in step when its push is applied (PUT
- * or PATCH snapshot, 200), when a PUT is refused as not newer (409: the
- * edge is there already), and when its reconcile reads GET status while no
- * push has failed since the last one that was applied. A PATCH's 409 says
- * the edge is elsewhere, so it confirms nothing; any other answer to a
- * push means the edge is not in step, and GET status confirms nothing
- * until a push is applied again.
+ * The controller has confirmed the edge in step: called by the API's
+ * handlers with the outcome (a push applied, a PUT of the very revision
+ * the edge holds, GET status?in_step= of the edge's revision), never from
+ * a URI seen in the log phase.
  */
 
-static void
-ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r,
-    ngx_http_portal_gate_metrics_sh_t *sh)
+void
+ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r)
 {
-    u_char      *p, *last;
-    ngx_str_t    path;
-    ngx_uint_t   status;
+    ngx_http_portal_gate_main_conf_t    *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
 
-    status = r->err_status ? r->err_status : r->headers_out.status;
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
 
-    /* the URI's last segment names what the API answered */
-
-    last = r->uri.data + r->uri.len;
-    p = last;
-
-    while (p > r->uri.data && p[-1] != '/') {
-        p--;
-    }
-
-    path.data = p;
-    path.len = last - p;
-
-    if (path.len == 8 && ngx_strncmp(path.data, "snapshot", 8) == 0
-        && (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH)))
-    {
-        if (status == NGX_HTTP_OK
-            || (status == NGX_HTTP_CONFLICT && r->method == NGX_HTTP_PUT))
-        {
-            sh->push_failed = 0;
-            sh->confirmed_at = ngx_time();
-
-        } else if (status != NGX_HTTP_CONFLICT) {
-            sh->push_failed = 1;
-        }
-
+    if (pmcf->metrics_zone == NULL) {
         return;
     }
 
-    if (path.len == 6 && ngx_strncmp(path.data, "status", 6) == 0
-        && r->method == NGX_HTTP_GET && status == NGX_HTTP_OK
-        && !sh->push_failed)
-    {
-        sh->confirmed_at = ngx_time();
-    }
+    ctx = pmcf->metrics_zone->data;
+    ctx->sh->confirmed_at = ngx_time();
 }
 
 
@@ -788,6 +783,7 @@ ngx_http_portal_gate_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = ngx_http_portal_gate_metrics_handler;
+    plcf->observe = 1;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
     pmcf->metrics++;
@@ -843,6 +839,7 @@ ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = ngx_http_portal_gate_health_handler;
+    plcf->observe = 1;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
     pmcf->health++;
@@ -931,8 +928,7 @@ ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
 }
 
 
-/* postconfiguration: the answers' classes and the controller's
- * confirmations are seen in the log phase */
+/* postconfiguration: the answers' classes are seen in the log phase */
 
 ngx_int_t
 ngx_http_portal_gate_metrics_init(ngx_conf_t *cf)

@@ -200,9 +200,10 @@ ngx_http_portal_gate_handler(ngx_http_request_t *r)
         }
     }
 
-    /* the controller must always reach the API: it is never gated */
+    /* the controller must always reach the API, and a scrape or a check
+     * its answer: a gate inherited there is not run */
 
-    if (gate == NULL || plcf->api) {
+    if (gate == NULL || plcf->api || plcf->observe) {
         return NGX_DECLINED;
     }
 
@@ -773,6 +774,11 @@ ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (plcf->gate != NGX_CONF_UNSET_PTR && plcf->gate != NULL) {
         return "cannot be used in a location with portal_gate";
+    }
+
+    if (plcf->observe) {
+        return "cannot be used in a portal_gate_metrics or "
+               "portal_gate_health location";
     }
 
     plcf->api = 1;

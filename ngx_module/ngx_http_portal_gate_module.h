@@ -239,6 +239,9 @@ typedef struct {
     size_t                        api_max_body_size;
     time_t                        health_stale; /* portal_gate_health
                                                    stale=; 0: none */
+    ngx_uint_t                    observe;      /* portal_gate_metrics or
+                                                   _health here: a gate
+                                                   inherited is not run */
 } ngx_http_portal_gate_loc_conf_t;
 
 
@@ -366,6 +369,7 @@ char *ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
 ngx_int_t ngx_http_portal_gate_metrics_init(ngx_conf_t *cf);
 void ngx_http_portal_gate_metrics_count(ngx_http_request_t *r,
     ngx_str_t *flag, ngx_http_portal_gate_decision_t *d, ngx_uint_t gate);
+void ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r);
 
 
 extern ngx_module_t  ngx_http_portal_gate_module;

@@ -14,6 +14,7 @@ use PortalGate::Scrape qw(metrics promtool);
 require_module();
 
 my $ng = PortalGate::Test->new(workers => 2, reuseport => 1,
+                               files => { 'www/ix/index.html' => "ix\n" },
                                http => <<'HTTP', server => <<'CONF');
     map $portal_flag_customer_portal_calls $calls_route {
         1        v2;
@@ -36,6 +37,14 @@ HTTP
         location /byenv/  { portal_gate_env $http_x_env;
                             add_header X-Flag $portal_flag_customer_portal always;
                             return 200; }
+        location /ssi/    { portal_gate customer_portal; ssi on;
+                            default_type text/html;
+                            return 200 'A<!--# include virtual="/inc/" -->B'; }
+        location /inc/    { portal_gate customer_portal; return 200 "inc"; }
+        location /auth/   { portal_gate customer_portal;
+                            auth_request /authz/; empty_gif; }
+        location /authz/  { portal_gate customer_portal; return 204; }
+        location /ix/     { portal_gate customer_portal; root %%DIR%%/www; }
         location = /metrics { portal_gate_metrics; }
 CONF
 $ng->start;
@@ -175,6 +184,36 @@ is($m->{dec('(other)', '(unknown)', 'off', 'unknown')}, 2 * 2 + 20,
    'twenty unknown environments count under one series');
 is(scalar(keys %{ portal_samples($m) }), scalar(keys %{ expected(2) }),
    'and add none');
+
+# a subrequest and an internal redirect back into a gated location decide
+# again: the client's request is counted once, and so is its answer
+
+sub delta {
+    my ($before, $after) = @_;
+    my %d;
+    for (keys %$after) {
+        my $x = $after->{$_} - ($before->{$_} // 0);
+        $d{$_} = $x if $x;
+    }
+    return \%d;
+}
+
+for my $c (['/ssi/', 'an SSI include of a gated location', 'AincB'],
+           ['/auth/', 'auth_request into a gated location', undef],
+           ['/ix/', 'index: an internal redirect into the same gate', "ix\n"])
+{
+    my ($path, $what, $body) = @$c;
+    my $m0 = portal_samples((scrape())[1]);
+    my $r = $ng->get($path, company => '12');
+    is($r->{status}, 200, "$what answers 200");
+    is($r->{content}, $body, 'with its body') if defined $body;
+    my $m1 = portal_samples((scrape())[1]);
+    is_deeply(delta($m0, $m1),
+              { dec('production', 'customer_portal', 'on', 'allowed') => 1,
+                resp('production', 'customer_portal', 'on', '2xx') => 1 },
+              "$what: one decision and one answer")
+        or diag(explain delta($m0, $m1));
+}
 
 my $post = $ng->request('POST', '/metrics', body => 'x');
 is($post->{status}, 405, 'the exposition is read-only');

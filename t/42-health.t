@@ -15,7 +15,17 @@ use PortalGate::Test qw(nginx_t require_module);
 
 require_module();
 
-my $ng = PortalGate::Test->new(workers => 2, reuseport => 1, server => <<'CONF');
+# a server-level gate is not run in the health and metrics locations
+my $ng = PortalGate::Test->new(workers => 2, reuseport => 1, ports => 1,
+                               http => <<'HTTP', server => <<'CONF');
+    server {
+        listen 127.0.0.1:%%PORT1%%;
+        portal_gate customer_portal;
+        location = /health  { portal_gate_health; }
+        location = /metrics { portal_gate_metrics; }
+        location /          { return 200 "gated\n"; }
+    }
+HTTP
         location = /health       { portal_gate_health; }
         location = /health-stale { portal_gate_health stale=1s; }
         location = /metrics      { portal_gate_metrics; }
@@ -68,26 +78,57 @@ subtest 'no confirmation for longer than stale=: stale, 503' => sub {
     is($doc->{status}, 'ok', 'status ok');
 };
 
-subtest "the controller's reconcile (GET status) confirms the edge" => sub {
+subtest "an operator's GET status confirms nothing" => sub {
     $ng->status;
+    my ($code, $doc) = health('/health-stale');
+    is($code, 503, 'still 503');
+    is($doc->{status}, 'stale', 'status stale');
+
+    is($ng->api('GET', 'status?in_step=2')->{status}, 200,
+       'GET status?in_step= of another revision answers');
+    ($code, $doc) = health('/health-stale');
+    is($code, 503, 'and confirms nothing: the edge is not at 2');
+};
+
+subtest "the reconcile's GET status?in_step= of the edge's revision confirms"
+    => sub {
+    is($ng->api('GET', 'status?in_step=3')->{status}, 200, 'answers 200');
     my ($code, $doc) = health('/health-stale');
     is($code, 200, 'answers 200 again');
     is($doc->{status}, 'ok', 'status ok');
 };
 
-subtest 'a failed push: GET status confirms nothing until one is applied' => sub {
+subtest 'a failed push from anyone does not hold the edge stale' => sub {
     my $bad = $ng->put_snapshot('{"revision": 4, "environments": 1}');
     is($bad->{status}, 400, 'a bad PUT is refused');
+    is($ng->api('PUT', 'x/snapshot', '{}')->{status}, 404,
+       'a PUT the API does not have is refused');
     sleep 2.2;
-    $ng->status;
     my ($code, $doc) = health('/health-stale');
-    is($code, 503, 'stale after GET status: the last push failed');
+    is($code, 503, 'stale once stale= has passed');
+    $ng->api('GET', 'status?in_step=3');
+    ($code, $doc) = health('/health-stale');
+    is($code, 200, 'the reconcile confirms it again');
 
+    sleep 2.2;
     my $same = $ng->put_snapshot($snap);
     is($same->{status}, 409, 'PUT of the same revision: 409, not newer');
     ($code, $doc) = health('/health-stale');
     is($code, 200, 'the 409 says the edge is there already: ok');
     is($doc->{status}, 'ok', 'status ok');
+};
+
+subtest 'a server-level portal_gate leaves health and metrics alone' => sub {
+    my $port = $ng->extra_port(1);
+    my $r = $ng->get('/', port => $port);
+    isnt($r->{status}, 200, 'a request without a company is gated off');
+    $r = $ng->get('/health', port => $port);
+    is($r->{status}, 200, 'the health check answers 200');
+    like($r->{content}, qr/"status": "ok"/, 'with its JSON');
+    $r = $ng->get('/metrics', port => $port);
+    is($r->{status}, 200, 'the scrape answers 200');
+    like($r->{content}, qr/^portal_gate_snapshot_revision 3$/m,
+         'with the exposition');
 };
 
 subtest 'the confirmation is the metrics gauge too' => sub {
@@ -116,6 +157,10 @@ subtest 'nginx -t refuses bad parameters' => sub {
         ['portal_gate_metrics; portal_gate_health;', qr/"portal_gate_health" directive is duplicate/],
         ['portal_gate_api; portal_gate_metrics;',
          qr/"portal_gate_metrics" directive cannot be used in a portal_gate_api location/],
+        ['portal_gate_metrics; portal_gate_api;',
+         qr/"portal_gate_api" directive cannot be used in a portal_gate_metrics or portal_gate_health location/],
+        ['portal_gate_health; portal_gate_api;',
+         qr/"portal_gate_api" directive cannot be used in a portal_gate_metrics or portal_gate_health location/],
     );
     for my $c (@cases) {
         my ($rc, $out) = nginx_t("$zone\nserver { listen 127.0.0.1:1; location / { $c->[0] } }");
