@@ -881,9 +881,11 @@ ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
     ccf = (ngx_core_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
                                            ngx_core_module);
 
-    /* not set yet when worker_processes follows the http block */
+    /* not set yet when worker_processes follows the http block: one slot
+     * per CPU, as "auto" would give (init_module warns when short) */
     nslots = (ccf->worker_processes > 0) ? (ngx_uint_t) ccf->worker_processes
-                                          : 1;
+                                          : (ngx_uint_t) ngx_ncpu;
+    nslots = ngx_max(nslots, 1);
 
     size = ngx_align(sizeof(ngx_http_portal_gate_metrics_sh_t), ngx_pagesize)
            + nslots * ngx_align(NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE,
@@ -925,6 +927,43 @@ ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
     pmcf->metrics_zone = shm_zone;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * From init_module, once worker_processes is known: more workers than
+ * counter slots share slots, counting exactly but on the same cache lines.
+ */
+
+void
+ngx_http_portal_gate_metrics_check_slots(ngx_cycle_t *cycle)
+{
+    ngx_core_conf_t                     *ccf;
+    ngx_http_conf_ctx_t                 *hctx;
+    ngx_http_portal_gate_main_conf_t    *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
+
+    hctx = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+
+    if (hctx == NULL) {
+        return;
+    }
+
+    pmcf = hctx->main_conf[ngx_http_portal_gate_module.ctx_index];
+
+    if (pmcf == NULL || pmcf->metrics_zone == NULL) {
+        return;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    ctx = pmcf->metrics_zone->data;
+
+    if ((ngx_uint_t) ccf->worker_processes > ctx->nslots) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "%ui workers share %ui portal_gate metrics slots: "
+                      "put \"worker_processes\" before the http block",
+                      (ngx_uint_t) ccf->worker_processes, ctx->nslots);
+    }
 }
 
 

@@ -888,5 +888,7 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_portal_gate_init_module(ngx_cycle_t *cycle)
 {
+    ngx_http_portal_gate_metrics_check_slots(cycle);
+
     return ngx_http_portal_gate_retire(cycle);
 }

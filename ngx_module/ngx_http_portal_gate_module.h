@@ -370,6 +370,7 @@ ngx_int_t ngx_http_portal_gate_metrics_init(ngx_conf_t *cf);
 void ngx_http_portal_gate_metrics_count(ngx_http_request_t *r,
     ngx_str_t *flag, ngx_http_portal_gate_decision_t *d, ngx_uint_t gate);
 void ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r);
+void ngx_http_portal_gate_metrics_check_slots(ngx_cycle_t *cycle);
 
 
 extern ngx_module_t  ngx_http_portal_gate_module;

@@ -175,6 +175,18 @@ subtest 'nginx -t refuses bad parameters' => sub {
 
     ($rc, $out) = nginx_t("$zone\nserver { listen 127.0.0.1:1; location / { portal_gate_health stale=30s; } location /m { portal_gate_metrics; } }");
     is($rc, 0, 'a good configuration passes') or diag($out);
+
+    my $http = "http { $zone server { listen 127.0.0.1:1; "
+             . "location /m { portal_gate_metrics; } } }\n";
+    ($rc, $out) = nginx_t("events {}\n${http}worker_processes 64;\n",
+                          main => 1);
+    is($rc, 0, 'worker_processes after the http block passes');
+    like($out, qr/64 workers share \d+ portal_gate metrics slots: put "worker_processes" before the http block/,
+         'with a warning: the workers share counter slots') or diag($out);
+    ($rc, $out) = nginx_t("worker_processes 64;\nevents {}\n$http",
+                          main => 1);
+    is($rc, 0, 'before the http block passes');
+    unlike($out, qr/share/, 'without a warning') or diag($out);
 };
 
 done_testing();
