@@ -82,6 +82,7 @@ typedef struct {
     ngx_uint_t                   layout;
     ngx_uint_t                   nslots;
     ngx_uint_t                   npairs;        /* under the mutex */
+    ngx_uint_t                   full;          /* a pair was refused */
     time_t                       started_at;    /* the zone's creation */
     time_t                       confirmed_at;  /* 0: never */
     ngx_atomic_t                *counters;      /* [nslots] slots */
@@ -286,6 +287,10 @@ ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
 
     sh = ctx->sh;
 
+    if (sh->full) {
+        return NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;   /* no lock taken */
+    }
+
     h = ngx_hash_key(e.data, e.len) * 31 + ngx_hash_key(f.data, f.len);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
@@ -317,6 +322,15 @@ ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
             p->used = 1;
             sh->npairs++;
             pos = i;
+
+        } else if (!sh->full) {
+            sh->full = 1;
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "portal_gate metrics: more than %d (environment, "
+                          "flag) pairs, \"%V\" \"%V\" and any later one "
+                          "are counted as \"(other)\"",
+                          NGX_HTTP_PORTAL_GATE_METRICS_PAIRS, &e, &f);
         }
     }
 
@@ -635,8 +649,13 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
         "# HELP portal_gate_state_file_ok 1 unless the last write of the "
         "state file failed.\n"
         "# TYPE portal_gate_state_file_ok gauge\n"
-        "portal_gate_state_file_ok %ui\n",
-        revision, applied_at, sh->confirmed_at, used, total, state_ok);
+        "portal_gate_state_file_ok %ui\n"
+        "# HELP portal_gate_metrics_pairs_full 1 once an (environment, "
+        "flag) pair found no room: it counts under (other).\n"
+        "# TYPE portal_gate_metrics_pairs_full gauge\n"
+        "portal_gate_metrics_pairs_full %ui\n",
+        revision, applied_at, sh->confirmed_at, used, total, state_ok,
+        sh->full);
 
     return ngx_http_portal_gate_metrics_send(r, NGX_HTTP_OK,
                                  "text/plain; version=0.0.4; charset=utf-8", b);
