@@ -39,15 +39,17 @@
 #define NGX_HTTP_PORTAL_GATE_METRICS_PAIRS    1024
 
 /* the hash table: twice the pairs, so probes stay short */
-#define NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS  (2 * NGX_HTTP_PORTAL_GATE_METRICS_PAIRS)
+#define NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS                                  \
+    (2 * NGX_HTTP_PORTAL_GATE_METRICS_PAIRS)
 
 /* the pair that takes what no pair is left for: after the buckets */
-#define NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS
+#define NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW                                 \
+    NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS
 
 /* no such pair yet */
 #define NGX_HTTP_PORTAL_GATE_METRICS_NONE     ((ngx_uint_t) -1)
 
-#define NGX_HTTP_PORTAL_GATE_METRICS_REASONS  7     /* pg_reason_t */
+#define NGX_HTTP_PORTAL_GATE_METRICS_REASONS  PG_REASON_COUNT
 #define NGX_HTTP_PORTAL_GATE_METRICS_CLASSES  5     /* 1xx .. 5xx */
 
 /* a pair's counters: decisions [on][reason], then responses [on][class] */
@@ -367,6 +369,9 @@ ngx_http_portal_gate_metrics_find(ngx_http_portal_gate_metrics_ctx_t *ctx,
             return NGX_HTTP_PORTAL_GATE_METRICS_NONE;
         }
 
+        /* used seen set: the names are read after it (weak-memory CPUs) */
+        ngx_memory_barrier();
+
         if (p->hash == h
             && p->env_len == env->len && p->flag_len == flag->len
             && ngx_memcmp(p->env, env->data, env->len) == 0
@@ -478,7 +483,8 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
     size_t                                size, used, total;
     time_t                                applied_at;
     int64_t                               revision;
-    uint64_t                              sum[NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
+    uint64_t                              sum[
+                                     NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
     ngx_int_t                             rc;
     ngx_buf_t                            *b;
     ngx_uint_t                            i, j, k, s, n, npairs, state_ok;
@@ -607,7 +613,8 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
                         (size_t) p->env_len, p->env,
                         (size_t) p->flag_len, p->flag,
                         j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS ? "on" : "off",
-                        pg_reason_name(j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS),
+                        pg_reason_name((pg_reason_t)
+                            (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS)),
                         sum[j]);
                     continue;
                 }
@@ -1058,8 +1065,8 @@ ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     /* page-aligned: every slot starts on a cache line of its own */
 
-    sh->counters = ngx_slab_calloc(ctx->shpool,
-                           ctx->nslots * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
+    sh->counters = ngx_slab_calloc(ctx->shpool, ctx->nslots
+                                   * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
     if (sh->counters == NULL) {
         return NGX_ERROR;
     }
