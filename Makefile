@@ -76,7 +76,8 @@ TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb openssl pebble 
                prometheus chromium
 BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua certbot
 
-.PHONY: all deps module ctl gated unit test demo bench bench-token clean
+.PHONY: all deps module ctl gated unit test demo bench bench-token \
+        bench-metrics clean
 
 all: module ctl gated
 
@@ -260,6 +261,13 @@ bench-token:
 	@tools/deps.sh $(BENCH_PKGS)
 	$(MAKE) module $(BUILD)/bench-token
 	bench/token.sh
+
+# what portal_gate_metrics costs the gate (metrics on, off, plain nginx,
+# side by side), and a scrape of 20 flags x 2 environments under load
+bench-metrics:
+	@tools/deps.sh $(BENCH_PKGS)
+	$(MAKE) module
+	bench/metrics.sh
 
 # --- fuzzing (fuzz/README.md) ---------------------------------------------
 #

@@ -239,6 +239,7 @@ static void
 pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
 {
     int         rc;
+    char        status[64];
     pg_error_t  err;
 
     if (kind == PGD_REQ_PUT && pgd_body_text(body) == NULL) {
@@ -262,7 +263,14 @@ pgd_start(pgd_t *d, pgd_edge_t *e, int kind, pgd_body_t *body, int force)
                               PGD_SEED_TIMEOUT_MS, &err);
 
     } else {
-        rc = pg_edge_req_init(&e->req, &e->edge, "GET", "status", NULL, 0,
+        /* the reconcile says at which revision the store is, while it is
+         * read: an edge holding it counts itself confirmed in step (an old
+         * edge ignores the argument) */
+        snprintf(status, sizeof(status), "status?in_step=%lld",
+                 (d->body && d->redis_state == PGD_UP)
+                 ? (long long) d->body->revision : 0LL);
+
+        rc = pg_edge_req_init(&e->req, &e->edge, "GET", status, NULL, 0,
                               PGD_STATUS_TIMEOUT_MS, &err);
     }
 

@@ -64,6 +64,10 @@ pg_reason_name(pg_reason_t reason)
         "rollout"           /* PG_REASON_ROLLOUT */
     };
 
+    /* a reason added to pg_reason_t without a name fails to compile */
+    _Static_assert(sizeof(names) / sizeof(names[0]) == PG_REASON_COUNT,
+                   "every pg_reason_t has a name");
+
     if ((unsigned) reason >= sizeof(names) / sizeof(names[0])) {
         return "unknown";
     }

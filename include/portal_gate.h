@@ -97,6 +97,9 @@ typedef enum {
     PG_REASON_ROLLOUT           /* "rollout": decided by bucket < bp */
 } pg_reason_t;
 
+/* how many reasons: tables indexed by pg_reason_t (the edge's counters) */
+#define PG_REASON_COUNT  (PG_REASON_ROLLOUT + 1)
+
 
 typedef struct {
     int          on;            /* 1 on, 0 off */

@@ -209,6 +209,8 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
     size_t                             i, n, total, used;
     json_t                            *json, *flags, *zone, *state;
     pg_snap_t                         *snap;
+    off_t                              in_step;
+    ngx_str_t                          arg;
     const char                        *name;
     ngx_http_portal_gate_shctx_t      *sh;
     ngx_http_portal_gate_zone_ctx_t   *ctx;
@@ -217,6 +219,20 @@ ngx_http_portal_gate_api_status(ngx_http_request_t *r)
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
     ctx = pmcf->shm_zone->data;
     sh = ctx->sh;
+
+    /*
+     * ?in_step=REV: portal-gated's reconcile, whose store holds REV, says
+     * so; it confirms the edge when the edge holds REV too. A plain GET
+     * status (an operator, portal-gatectl status) confirms nothing.
+     */
+
+    if (ngx_http_arg(r, (u_char *) "in_step", 7, &arg) == NGX_OK) {
+        in_step = ngx_atoof(arg.data, arg.len);
+
+        if (in_step > 0 && (int64_t) in_step == sh->revision) {
+            ngx_http_portal_gate_metrics_confirm(r);
+        }
+    }
 
     snap = ngx_http_portal_gate_snapshot(r);
 
@@ -577,6 +593,8 @@ ngx_http_portal_gate_api_commit(ngx_http_request_t *r, pg_build_t *b,
     switch (rc) {
 
     case NGX_OK:
+        /* a push applied: the controller's snapshot is the edge's */
+        ngx_http_portal_gate_metrics_confirm(r);
         break;
 
     case NGX_AGAIN:
@@ -593,6 +611,14 @@ ngx_http_portal_gate_api_commit(ngx_http_request_t *r, pg_build_t *b,
         return NGX_DONE;
 
     case NGX_DECLINED:
+
+        /* a PUT of the very revision the edge holds: it is there already
+         * (a PATCH's 409 says it is elsewhere) */
+
+        if (base == 0 && revision == current) {
+            ngx_http_portal_gate_metrics_confirm(r);
+        }
+
         ngx_http_finalize_request(r, ngx_http_portal_gate_api_send(r,
                           NGX_HTTP_CONFLICT,
                           json_pack("{s:s,s:I}",

@@ -105,6 +105,20 @@ static ngx_command_t  ngx_http_portal_gate_commands[] = {
       offsetof(ngx_http_portal_gate_srv_conf_t, acme_challenge),
       &ngx_http_portal_gate_acme_challenge_post },
 
+    { ngx_string("portal_gate_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_portal_gate_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("portal_gate_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_portal_gate_health,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -186,14 +200,16 @@ ngx_http_portal_gate_handler(ngx_http_request_t *r)
         }
     }
 
-    /* the controller must always reach the API: it is never gated */
+    /* the controller must always reach the API, and a scrape or a check
+     * its answer: a gate inherited there is not run */
 
-    if (gate == NULL || plcf->api) {
+    if (gate == NULL || plcf->api || plcf->observe) {
         return NGX_DECLINED;
     }
 
     ngx_http_portal_gate_decide(r, &gate->flag, &d);
     ngx_http_portal_gate_set_variables(r, &gate->flag, &d);
+    ngx_http_portal_gate_metrics_count(r, &gate->flag, &d, 1);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "portal gate \"%V\" company \"%V\": %s (%s)",
@@ -305,6 +321,8 @@ ngx_http_portal_gate_decide(ngx_http_request_t *r, ngx_str_t *flag,
     pg_eval(snap, (char *) env.data, env.len, (char *) flag->data, flag->len,
             (char *) company.data, company.len, &d->result);
 
+    d->env = env;
+
     if (pg_valid_company((char *) company.data, company.len)) {
         d->company = company;
 
@@ -355,7 +373,7 @@ ngx_http_portal_gate_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_portal_gate_metrics_init_conf(cf, pmcf);
 }
 
 
@@ -758,6 +776,11 @@ ngx_http_portal_gate_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "cannot be used in a location with portal_gate";
     }
 
+    if (plcf->observe) {
+        return "cannot be used in a portal_gate_metrics or "
+               "portal_gate_health location";
+    }
+
     plcf->api = 1;
 
     /* the merge sets the handler, here and in a limit_except block */
@@ -850,6 +873,10 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_portal_gate_metrics_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /* every answer of the API is JSON, nginx's own error pages too */
 
     return ngx_http_portal_gate_api_filter_init(cf);
@@ -861,5 +888,7 @@ ngx_http_portal_gate_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_portal_gate_init_module(ngx_cycle_t *cycle)
 {
+    ngx_http_portal_gate_metrics_check_slots(cycle);
+
     return ngx_http_portal_gate_retire(cycle);
 }

@@ -20,6 +20,9 @@
  *   ngx_http_portal_gate_state.c      the state file: read at start,
  *                                     written after each accepted snapshot
  *   ngx_http_portal_gate_journal.c    the journal of patches beside it
+ *   ngx_http_portal_gate_metrics.c    portal_gate_metrics (Prometheus) and
+ *                                     portal_gate_health: per-worker
+ *                                     counters in a zone of their own
  */
 
 
@@ -215,6 +218,10 @@ typedef struct {
     /* this worker's verified company tokens (made at first use) */
     ngx_http_portal_gate_token_cache_t  *token_cache;
     ngx_uint_t                    tokens;       /* ..._company_token */
+
+    ngx_uint_t                    metrics;      /* portal_gate_metrics */
+    ngx_uint_t                    health;       /* portal_gate_health */
+    ngx_shm_zone_t               *metrics_zone; /* NULL: neither is used */
 } ngx_http_portal_gate_main_conf_t;
 
 
@@ -241,12 +248,18 @@ typedef struct {
                                                    company */
     ngx_flag_t                    api;
     size_t                        api_max_body_size;
+    time_t                        health_stale; /* portal_gate_health
+                                                   stale=; 0: none */
+    ngx_uint_t                    observe;      /* portal_gate_metrics or
+                                                   _health here: a gate
+                                                   inherited is not run */
 } ngx_http_portal_gate_loc_conf_t;
 
 
 typedef struct {
     pg_result_t                   result;
     ngx_str_t                     company;      /* "" when no company */
+    ngx_str_t                     env;          /* as evaluated */
 } ngx_http_portal_gate_decision_t;
 
 
@@ -356,6 +369,19 @@ uint64_t ngx_http_portal_gate_journal_id(ngx_http_portal_gate_shctx_t *sh);
 ngx_int_t ngx_http_portal_gate_journal_append(ngx_http_request_t *r,
     ngx_atomic_uint_t base, ngx_atomic_uint_t generation, u_char *body,
     size_t len, json_t *answer);
+
+/* ngx_http_portal_gate_metrics.c */
+char *ngx_http_portal_gate_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
+    ngx_http_portal_gate_main_conf_t *pmcf);
+ngx_int_t ngx_http_portal_gate_metrics_init(ngx_conf_t *cf);
+void ngx_http_portal_gate_metrics_count(ngx_http_request_t *r,
+    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d, ngx_uint_t gate);
+void ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r);
+void ngx_http_portal_gate_metrics_check_slots(ngx_cycle_t *cycle);
 
 
 extern ngx_module_t  ngx_http_portal_gate_module;

@@ -176,6 +176,9 @@ ngx_http_portal_gate_flag_variable(ngx_http_request_t *r,
 
     ngx_http_portal_gate_decide(r, &flag, &d);
 
+    /* not cacheable: each read is an evaluation, and is counted */
+    ngx_http_portal_gate_metrics_count(r, &flag, &d, 0);
+
     v->data = (u_char *) (d.result.on ? "1" : "0");
     v->len = 1;
     v->valid = 1;

@@ -343,7 +343,7 @@ CONF
 sub status_gets {
     my ($ng) = @_;
     open my $fh, '<', $ng->dir . '/access.log' or return 0;
-    my $n = grep { m{"GET /pg-api/status HTTP} } <$fh>;
+    my $n = grep { m{"GET /pg-api/status(?:\?in_step=\d+)? HTTP} } <$fh>;
     return $n;
 }
 

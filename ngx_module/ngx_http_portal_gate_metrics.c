@@ -1,0 +1,1104 @@
+
+/*
+ * Observability at the edge: portal_gate_metrics (a Prometheus text
+ * exposition of the whole nginx instance) and portal_gate_health (JSON for
+ * the load balancer).
+ *
+ * The counters live in a shared zone of their own, "<zone>_metrics", made
+ * when either directive is used: its size does not follow the snapshot
+ * zone's (a resize for a 507 keeps the counters), and counting never takes
+ * the snapshot zone's mutex. The zone holds
+ *
+ *   - a table of (environment, flag) pairs, open-addressed by a hash of
+ *     the names, the names stored: a pair keeps its position for the
+ *     zone's life, so counters never move between flags when the snapshot
+ *     adds or removes one. Only names the snapshot has get a pair of their
+ *     own: a flag the environment does not have is counted as
+ *     flag="(unknown)", an environment the snapshot does not have as
+ *     env="(other)" (it may come from a variable), and past
+ *     NGX_HTTP_PORTAL_GATE_METRICS_PAIRS pairs everything new is counted
+ *     under env="(other)", flag="(other)". No company id is ever a label;
+ *   - one table of counters per worker slot, each starting on its own
+ *     cache lines: a worker increments only its own slot's. After a reload
+ *     old and new workers share a slot (ngx_worker starts at 0 again) for
+ *     a while, so every increment is atomic; a scrape sums the slots.
+ *
+ * The zone's name, tag and size are the same across a reload (the size
+ * depends only on worker_processes), so nginx hands the same memory over
+ * and the counters keep counting.
+ */
+
+
+#include "ngx_http_portal_gate_module.h"
+
+
+#define NGX_HTTP_PORTAL_GATE_METRICS_MAGIC    0x50474d54   /* "PGMT" */
+#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   1
+
+/* the most (environment, flag) pairs with series of their own */
+#define NGX_HTTP_PORTAL_GATE_METRICS_PAIRS    1024
+
+/* the hash table: twice the pairs, so probes stay short */
+#define NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS                                  \
+    (2 * NGX_HTTP_PORTAL_GATE_METRICS_PAIRS)
+
+/* the pair that takes what no pair is left for: after the buckets */
+#define NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW                                 \
+    NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS
+
+/* no such pair yet */
+#define NGX_HTTP_PORTAL_GATE_METRICS_NONE     ((ngx_uint_t) -1)
+
+#define NGX_HTTP_PORTAL_GATE_METRICS_REASONS  PG_REASON_COUNT
+#define NGX_HTTP_PORTAL_GATE_METRICS_CLASSES  5     /* 1xx .. 5xx */
+
+/* a pair's counters: decisions [on][reason], then responses [on][class] */
+#define NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES                                \
+    (2 * NGX_HTTP_PORTAL_GATE_METRICS_REASONS)
+#define NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS                                 \
+    (NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES                                   \
+     + 2 * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES)
+
+/* one worker slot's counters, rounded up so that slots share no line */
+#define NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE                                \
+    ngx_align((NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1)                      \
+              * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS * sizeof(ngx_atomic_t), \
+              2 * NGX_CPU_CACHE_LINE)
+
+/* a sample line's longest text, names aside */
+#define NGX_HTTP_PORTAL_GATE_METRICS_LINE     (96 + NGX_INT64_LEN)
+
+
+typedef struct {
+    ngx_atomic_t                 used;          /* set last: names written */
+    ngx_uint_t                   hash;
+    u_char                       env_len;
+    u_char                       flag_len;
+    u_char                       env[PG_NAME_MAX];
+    u_char                       flag[PG_NAME_MAX];
+} ngx_http_portal_gate_metrics_pair_t;
+
+
+typedef struct {
+    ngx_uint_t                   magic;
+    ngx_uint_t                   layout;
+    ngx_uint_t                   nslots;
+    ngx_uint_t                   npairs;        /* under the mutex */
+    ngx_uint_t                   full;          /* a pair was refused */
+    time_t                       started_at;    /* the zone's creation */
+    time_t                       confirmed_at;  /* 0: never */
+    ngx_atomic_t                *counters;      /* [nslots] slots */
+    ngx_http_portal_gate_metrics_pair_t
+                      pairs[NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1];
+} ngx_http_portal_gate_metrics_sh_t;
+
+
+typedef struct {
+    ngx_http_portal_gate_metrics_sh_t  *sh;
+    ngx_slab_pool_t                    *shpool;
+    ngx_uint_t                          nslots;
+} ngx_http_portal_gate_metrics_ctx_t;
+
+
+/*
+ * What a gate decided for a client request, for the log phase and so that
+ * the same decision is counted once: a pool cleanup's data, since an
+ * internal redirect (off=@named, index, try_files) clears the module's
+ * context, and a subrequest shares the main request's pool.
+ */
+typedef struct {
+    ngx_http_request_t          *main;          /* r->main */
+    ngx_uint_t                   pair;
+    ngx_uint_t                   on;
+    ngx_uint_t                   sub;           /* only a subrequest's */
+} ngx_http_portal_gate_metrics_gated_t;
+
+
+static ngx_uint_t ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
+    ngx_str_t *flag, pg_reason_t reason);
+static ngx_uint_t ngx_http_portal_gate_metrics_find(
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
+    ngx_str_t *flag);
+static void ngx_http_portal_gate_metrics_gated_cleanup(void *data);
+static ngx_int_t ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_portal_gate_health_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_portal_gate_metrics_log_handler(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_portal_gate_metrics_send(ngx_http_request_t *r,
+    ngx_uint_t status, char *type, ngx_buf_t *b);
+static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
+    ngx_shm_zone_t *shm_zone, void *data);
+static int ngx_libc_cdecl ngx_http_portal_gate_metrics_cmp(const void *one,
+    const void *two);
+
+
+static ngx_str_t  ngx_http_portal_gate_metrics_unknown =
+    ngx_string("(unknown)");
+static ngx_str_t  ngx_http_portal_gate_metrics_other =
+    ngx_string("(other)");
+
+static ngx_http_portal_gate_metrics_sh_t  *ngx_http_portal_gate_metrics_sorted;
+
+/* the metrics zone's tag: not the module's, which marks the snapshot
+ * zones (ngx_http_portal_gate_retire() walks those) */
+static ngx_uint_t  ngx_http_portal_gate_metrics_tag;
+
+
+
+/* the counters of a decision; called by the gate and by $portal_flag_* */
+
+void
+ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
+    ngx_http_portal_gate_decision_t *d, ngx_uint_t gate)
+{
+    ngx_uint_t                             pair, on, slot;
+    ngx_atomic_t                          *c;
+    ngx_pool_cleanup_t                    *cln;
+    ngx_http_request_t                    *main;
+    ngx_http_portal_gate_main_conf_t      *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t    *ctx;
+    ngx_http_portal_gate_metrics_gated_t  *g;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+    if (pmcf->metrics == 0) {
+        return;
+    }
+
+    ctx = pmcf->metrics_zone->data;
+
+    pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
+                                             d->result.reason);
+    on = d->result.on ? 1 : 0;
+    main = r->main;
+
+    /*
+     * A gate counts once per client request, flag and answer: an internal
+     * redirect back into a gated location (index, try_files) and a
+     * subrequest (auth_request, an SSI include) decide again, the same.
+     */
+
+    if (gate) {
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler != ngx_http_portal_gate_metrics_gated_cleanup) {
+                continue;
+            }
+
+            g = cln->data;
+
+            if (g->main == main && g->pair == pair && g->on == on) {
+                if (r == main) {
+                    g->sub = 0;
+                }
+
+                return;
+            }
+        }
+    }
+
+    /* ngx_worker may be past the slots when worker_processes follows the
+     * http block: such workers share a slot, atomically */
+    slot = ngx_worker % ctx->nslots;
+
+    c = (ngx_atomic_t *) ((u_char *) ctx->sh->counters
+                          + slot * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
+
+    c += pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+         + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
+
+    (void) ngx_atomic_fetch_add(c, 1);
+
+    if (!gate) {
+        return;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool,
+                               sizeof(ngx_http_portal_gate_metrics_gated_t));
+    if (cln == NULL) {
+        return;
+    }
+
+    g = cln->data;
+    g->main = main;
+    g->pair = pair;
+    g->on = on;
+    g->sub = (r != main);
+
+    cln->handler = ngx_http_portal_gate_metrics_gated_cleanup;
+}
+
+
+static void
+ngx_http_portal_gate_metrics_gated_cleanup(void *data)
+{
+    /* nothing to free: the cleanup only carries the gate's decision, as
+     * the realip module's carries its context */
+}
+
+
+/*
+ * The position of the pair that counts a decision: names the snapshot does
+ * not have are folded into "(unknown)" and "(other)", so that neither a
+ * $portal_flag_<anything> nor an environment from a variable can make
+ * series without bound.
+ */
+
+static ngx_uint_t
+ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
+    ngx_str_t *flag, pg_reason_t reason)
+{
+    size_t                                n, len;
+    ngx_str_t                             e, f;
+    pg_snap_t                            *snap;
+    ngx_uint_t                            i, h, pos;
+    const char                           *name;
+    ngx_http_portal_gate_metrics_sh_t    *sh;
+    ngx_http_portal_gate_metrics_pair_t  *p;
+
+    e = *env;
+    f = *flag;
+
+    if (reason == PG_REASON_UNKNOWN) {
+        f = ngx_http_portal_gate_metrics_unknown;
+        e = ngx_http_portal_gate_metrics_other;
+
+        snap = ngx_http_portal_gate_snapshot(r);
+        n = pg_snap_env_count(snap);
+
+        for (i = 0; i < n; i++) {
+            name = pg_snap_env_name(snap, i, &len);
+
+            if (len == env->len
+                && ngx_strncmp(name, env->data, len) == 0)
+            {
+                e = *env;
+                break;
+            }
+        }
+    }
+
+    pos = ngx_http_portal_gate_metrics_find(ctx, &e, &f);
+
+    if (pos != NGX_HTTP_PORTAL_GATE_METRICS_NONE) {
+        return pos;
+    }
+
+    /* a new pair: the names are written, then published */
+
+    sh = ctx->sh;
+
+    if (sh->full) {
+        return NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;   /* no lock taken */
+    }
+
+    h = ngx_hash_key(e.data, e.len) * 31 + ngx_hash_key(f.data, f.len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    pos = ngx_http_portal_gate_metrics_find(ctx, &e, &f);
+
+    if (pos == NGX_HTTP_PORTAL_GATE_METRICS_NONE) {
+        pos = NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;
+
+        if (sh->npairs < NGX_HTTP_PORTAL_GATE_METRICS_PAIRS) {
+
+            for (i = h % NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS;
+                 sh->pairs[i].used;
+                 i = (i + 1) % NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS)
+            {
+                /* void */
+            }
+
+            p = &sh->pairs[i];
+
+            p->hash = h;
+            p->env_len = (u_char) e.len;
+            p->flag_len = (u_char) f.len;
+            ngx_memcpy(p->env, e.data, e.len);
+            ngx_memcpy(p->flag, f.data, f.len);
+
+            ngx_memory_barrier();
+
+            p->used = 1;
+            sh->npairs++;
+            pos = i;
+
+        } else if (!sh->full) {
+            sh->full = 1;
+
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "portal_gate metrics: more than %d (environment, "
+                          "flag) pairs, \"%V\" \"%V\" and any later one "
+                          "are counted as \"(other)\"",
+                          NGX_HTTP_PORTAL_GATE_METRICS_PAIRS, &e, &f);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return pos;
+}
+
+
+/* without the lock: a pair's names are written before it is published */
+
+static ngx_uint_t
+ngx_http_portal_gate_metrics_find(ngx_http_portal_gate_metrics_ctx_t *ctx,
+    ngx_str_t *env, ngx_str_t *flag)
+{
+    ngx_uint_t                            i, h, n;
+    ngx_http_portal_gate_metrics_pair_t  *p;
+
+    if (env->len == 0 || env->len > PG_NAME_MAX
+        || flag->len == 0 || flag->len > PG_NAME_MAX)
+    {
+        return NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;
+    }
+
+    h = ngx_hash_key(env->data, env->len) * 31
+        + ngx_hash_key(flag->data, flag->len);
+
+    i = h % NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS;
+
+    for (n = 0; n < NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS; n++) {
+        p = &ctx->sh->pairs[i];
+
+        if (!p->used) {
+            return NGX_HTTP_PORTAL_GATE_METRICS_NONE;
+        }
+
+        /* used seen set: the names are read after it (weak-memory CPUs) */
+        ngx_memory_barrier();
+
+        if (p->hash == h
+            && p->env_len == env->len && p->flag_len == flag->len
+            && ngx_memcmp(p->env, env->data, env->len) == 0
+            && ngx_memcmp(p->flag, flag->data, flag->len) == 0)
+        {
+            return i;
+        }
+
+        i = (i + 1) % NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS;
+    }
+
+    return NGX_HTTP_PORTAL_GATE_METRICS_NONE;
+}
+
+
+/*
+ * The log phase: the answer's class for a client request a portal_gate
+ * decided; a subrequest's answer is part of its main request's.
+ */
+
+static ngx_int_t
+ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                             status, class;
+    ngx_atomic_t                          *c;
+    ngx_pool_cleanup_t                    *cln;
+    ngx_http_portal_gate_main_conf_t      *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t    *ctx;
+    ngx_http_portal_gate_metrics_gated_t  *g;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+    if (pmcf->metrics == 0 || r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = pmcf->metrics_zone->data;
+
+    /* the latest gate of this request itself, as realip finds its context */
+
+    g = NULL;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_portal_gate_metrics_gated_cleanup) {
+            g = cln->data;
+
+            if (g->main == r && !g->sub) {
+                break;
+            }
+
+            g = NULL;
+        }
+    }
+
+    if (g == NULL) {
+        return NGX_OK;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+    class = status / 100;
+
+    if (class < 1 || class > NGX_HTTP_PORTAL_GATE_METRICS_CLASSES) {
+        return NGX_OK;
+    }
+
+    c = (ngx_atomic_t *) ((u_char *) ctx->sh->counters
+                          + (ngx_worker % ctx->nslots)
+                            * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
+
+    c += g->pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+         + NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES
+         + g->on * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES + class - 1;
+
+    (void) ngx_atomic_fetch_add(c, 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The controller has confirmed the edge in step: called by the API's
+ * handlers with the outcome (a push applied, a PUT of the very revision
+ * the edge holds, GET status?in_step= of the edge's revision), never from
+ * a URI seen in the log phase.
+ */
+
+void
+ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r)
+{
+    ngx_http_portal_gate_main_conf_t    *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+    if (pmcf->metrics_zone == NULL) {
+        return;
+    }
+
+    ctx = pmcf->metrics_zone->data;
+    ctx->sh->confirmed_at = ngx_time();
+}
+
+
+/* portal_gate_metrics: the Prometheus text format, version 0.0.4 */
+
+static ngx_int_t
+ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
+{
+    size_t                                size, used, total;
+    time_t                                applied_at;
+    int64_t                               revision;
+    uint64_t                              sum[
+                                     NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
+    ngx_int_t                             rc;
+    ngx_buf_t                            *b;
+    ngx_uint_t                            i, j, k, s, n, npairs, state_ok;
+    ngx_uint_t                           *order;
+    ngx_atomic_t                         *c;
+    ngx_http_portal_gate_shctx_t         *zsh;
+    ngx_http_portal_gate_zone_ctx_t      *zctx;
+    ngx_http_portal_gate_main_conf_t     *pmcf;
+    ngx_http_portal_gate_metrics_sh_t    *sh;
+    ngx_http_portal_gate_metrics_ctx_t   *ctx;
+    ngx_http_portal_gate_metrics_pair_t  *p;
+
+    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+    ctx = pmcf->metrics_zone->data;
+    sh = ctx->sh;
+
+    zctx = pmcf->shm_zone->data;
+    zsh = zctx->sh;
+
+    /* the snapshot zone's gauges, read together */
+
+    ngx_shmtx_lock(&zctx->shpool->mutex);
+
+    revision = zsh->revision;
+    applied_at = zsh->applied_at;
+    state_ok = !zsh->state_failed;
+    total = pmcf->shm_zone->shm.size;
+    used = total - zctx->shpool->pfree * ngx_pagesize;
+
+    ngx_shmtx_unlock(&zctx->shpool->mutex);
+
+    /* the pairs in order of names; the overflow pair last */
+
+    order = ngx_palloc(r->pool, (NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1)
+                                * sizeof(ngx_uint_t));
+    if (order == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    npairs = 0;
+
+    for (i = 0; i < NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS; i++) {
+        if (sh->pairs[i].used) {
+            order[npairs++] = i;
+        }
+    }
+
+    ngx_http_portal_gate_metrics_sorted = sh;
+    ngx_qsort(order, npairs, sizeof(ngx_uint_t),
+              ngx_http_portal_gate_metrics_cmp);
+
+    order[npairs++] = NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;
+
+    size = 2048 + npairs * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                  * (NGX_HTTP_PORTAL_GATE_METRICS_LINE + 2 * PG_NAME_MAX);
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last,
+        "# HELP portal_gate_decisions_total Decisions of portal_gate and "
+        "$portal_flag_*, by environment, flag, decision and reason.\n"
+        "# TYPE portal_gate_decisions_total counter\n",
+        sizeof("# HELP portal_gate_decisions_total Decisions of portal_gate "
+               "and $portal_flag_*, by environment, flag, decision and "
+               "reason.\n"
+               "# TYPE portal_gate_decisions_total counter\n") - 1);
+
+    /* the responses' lines are written after, in a second pass: the
+     * decisions' family must come whole */
+
+    for (s = 0; s < 2; s++) {
+
+        if (s == 1) {
+            b->last = ngx_cpymem(b->last,
+                "# HELP portal_gate_responses_total Answers to requests a "
+                "portal_gate decided, by status class.\n"
+                "# TYPE portal_gate_responses_total counter\n",
+                sizeof("# HELP portal_gate_responses_total Answers to "
+                       "requests a portal_gate decided, by status class.\n"
+                       "# TYPE portal_gate_responses_total counter\n") - 1);
+        }
+
+        for (n = 0; n < npairs; n++) {
+            i = order[n];
+            p = &sh->pairs[i];
+
+            ngx_memzero(sum, sizeof(sum));
+
+            for (j = 0; j < ctx->nslots; j++) {
+                c = (ngx_atomic_t *) ((u_char *) sh->counters
+                                  + j * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE)
+                    + i * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS;
+
+                for (k = 0; k < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; k++) {
+                    sum[k] += c[k];
+                }
+            }
+
+            for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
+
+                if (sum[j] == 0
+                    || (s == 0) != (j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES))
+                {
+                    continue;
+                }
+
+                if (s == 0) {
+                    b->last = ngx_sprintf(b->last,
+                        "portal_gate_decisions_total{env=\"%*s\","
+                        "flag=\"%*s\",decision=\"%s\",reason=\"%s\"} %uL\n",
+                        (size_t) p->env_len, p->env,
+                        (size_t) p->flag_len, p->flag,
+                        j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS ? "on" : "off",
+                        pg_reason_name((pg_reason_t)
+                            (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS)),
+                        sum[j]);
+                    continue;
+                }
+
+                k = j - NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES;
+
+                b->last = ngx_sprintf(b->last,
+                    "portal_gate_responses_total{env=\"%*s\",flag=\"%*s\","
+                    "decision=\"%s\",class=\"%s\"} %uL\n",
+                    (size_t) p->env_len, p->env,
+                    (size_t) p->flag_len, p->flag,
+                    k / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES ? "on" : "off",
+                    classes[k % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES],
+                    sum[j]);
+            }
+        }
+    }
+
+    b->last = ngx_sprintf(b->last,
+        "# HELP portal_gate_snapshot_revision The revision of the snapshot "
+        "in force; 0: none.\n"
+        "# TYPE portal_gate_snapshot_revision gauge\n"
+        "portal_gate_snapshot_revision %L\n"
+        "# HELP portal_gate_snapshot_applied_timestamp_seconds When that "
+        "snapshot was applied; 0: never.\n"
+        "# TYPE portal_gate_snapshot_applied_timestamp_seconds gauge\n"
+        "portal_gate_snapshot_applied_timestamp_seconds %T\n"
+        "# HELP portal_gate_last_sync_timestamp_seconds When the controller "
+        "last confirmed this edge in step; 0: not since start.\n"
+        "# TYPE portal_gate_last_sync_timestamp_seconds gauge\n"
+        "portal_gate_last_sync_timestamp_seconds %T\n"
+        "# HELP portal_gate_zone_used_bytes Bytes used in the snapshot "
+        "zone.\n"
+        "# TYPE portal_gate_zone_used_bytes gauge\n"
+        "portal_gate_zone_used_bytes %uz\n"
+        "# HELP portal_gate_zone_size_bytes The snapshot zone's size.\n"
+        "# TYPE portal_gate_zone_size_bytes gauge\n"
+        "portal_gate_zone_size_bytes %uz\n"
+        "# HELP portal_gate_state_file_ok 1 unless the last write of the "
+        "state file failed.\n"
+        "# TYPE portal_gate_state_file_ok gauge\n"
+        "portal_gate_state_file_ok %ui\n"
+        "# HELP portal_gate_metrics_pairs_full 1 once an (environment, "
+        "flag) pair found no room: it counts under (other).\n"
+        "# TYPE portal_gate_metrics_pairs_full gauge\n"
+        "portal_gate_metrics_pairs_full %ui\n",
+        revision, applied_at, sh->confirmed_at, used, total, state_ok,
+        sh->full);
+
+    return ngx_http_portal_gate_metrics_send(r, NGX_HTTP_OK,
+                                 "text/plain; version=0.0.4; charset=utf-8", b);
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_portal_gate_metrics_cmp(const void *one, const void *two)
+{
+    ngx_int_t                             rc;
+    ngx_http_portal_gate_metrics_pair_t  *a, *b;
+
+    a = &ngx_http_portal_gate_metrics_sorted->pairs[*(ngx_uint_t *) one];
+    b = &ngx_http_portal_gate_metrics_sorted->pairs[*(ngx_uint_t *) two];
+
+    rc = ngx_memn2cmp(a->env, b->env, a->env_len, b->env_len);
+
+    if (rc == 0) {
+        rc = ngx_memn2cmp(a->flag, b->flag, a->flag_len, b->flag_len);
+    }
+
+    return (int) rc;
+}
+
+
+/* portal_gate_health: JSON for a load balancer's check */
+
+static ngx_int_t
+ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
+{
+    char                                *status;
+    time_t                               since, ago;
+    int64_t                              revision;
+    ngx_int_t                            rc;
+    ngx_buf_t                           *b;
+    ngx_uint_t                           code;
+    ngx_http_portal_gate_zone_ctx_t     *zctx;
+    ngx_http_portal_gate_loc_conf_t     *plcf;
+    ngx_http_portal_gate_main_conf_t    *pmcf;
+    ngx_http_portal_gate_metrics_sh_t   *sh;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_portal_gate_module);
+
+    ctx = pmcf->metrics_zone->data;
+    sh = ctx->sh;
+    zctx = pmcf->shm_zone->data;
+
+    revision = zctx->sh->revision;
+
+    /* never confirmed since the zone was made: counted from then, so that
+     * a restart has stale= to hear from the controller */
+
+    since = sh->confirmed_at ? sh->confirmed_at : sh->started_at;
+    ago = ngx_max(ngx_time() - since, 0);
+
+    if (revision == 0) {
+        status = "empty";
+        code = NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    } else if (plcf->health_stale && ago >= plcf->health_stale) {
+        status = "stale";
+        code = NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    } else {
+        status = "ok";
+        code = NGX_HTTP_OK;
+    }
+
+    b = ngx_create_temp_buf(r->pool, 128 + 2 * NGX_INT64_LEN);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "{\"status\": \"%s\", \"revision\": %L, "
+                          "\"synced_seconds_ago\": %T}\n",
+                          status, revision, ago);
+
+    return ngx_http_portal_gate_metrics_send(r, code, "application/json", b);
+}
+
+
+static ngx_int_t
+ngx_http_portal_gate_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_type.data = (u_char *) type;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    /* a scrape or a check is always fresh */
+    r->allow_ranges = 0;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* portal_gate_metrics; (location) */
+
+char *
+ngx_http_portal_gate_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_portal_gate_loc_conf_t *plcf = conf;
+
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate";
+    }
+
+    if (plcf->api == 1) {
+        return "cannot be used in a portal_gate_api location";
+    }
+
+    clcf->handler = ngx_http_portal_gate_metrics_handler;
+    plcf->observe = 1;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
+    pmcf->metrics++;
+
+    return NGX_CONF_OK;
+}
+
+
+/* portal_gate_health [stale=TIME]; (location) */
+
+char *
+ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_portal_gate_loc_conf_t *plcf = conf;
+
+    time_t                             stale;
+    ngx_str_t                         *value, s;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate";
+    }
+
+    if (plcf->api == 1) {
+        return "cannot be used in a portal_gate_api location";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+
+        if (ngx_strncmp(value[1].data, "stale=", 6) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = value[1].data + 6;
+        s.len = value[1].len - 6;
+
+        stale = ngx_parse_time(&s, 1);
+
+        if (stale == (time_t) NGX_ERROR || stale == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid stale value \"%V\"", &s);
+            return NGX_CONF_ERROR;
+        }
+
+        plcf->health_stale = stale;
+    }
+
+    clcf->handler = ngx_http_portal_gate_health_handler;
+    plcf->observe = 1;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
+    pmcf->health++;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * From the http block's init_main_conf: the metrics zone, when either
+ * directive is used. Its size follows worker_processes only (one counter
+ * slot per worker), so a reload that keeps it reuses the zone.
+ */
+
+char *
+ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
+    ngx_http_portal_gate_main_conf_t *pmcf)
+{
+    size_t                               size;
+    ngx_str_t                            name;
+    ngx_uint_t                           nslots;
+    ngx_core_conf_t                     *ccf;
+    ngx_shm_zone_t                      *shm_zone;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
+
+    if (pmcf->metrics == 0 && pmcf->health == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (pmcf->shm_zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" is used, but no \"portal_gate_zone\" is "
+                           "defined in the http block",
+                           pmcf->metrics ? "portal_gate_metrics"
+                                         : "portal_gate_health");
+        return NGX_CONF_ERROR;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                           ngx_core_module);
+
+    /* not set yet when worker_processes follows the http block: one slot
+     * per CPU, as "auto" would give (init_module warns when short) */
+    nslots = (ccf->worker_processes > 0) ? (ngx_uint_t) ccf->worker_processes
+                                          : (ngx_uint_t) ngx_ncpu;
+    nslots = ngx_max(nslots, 1);
+
+    size = ngx_align(sizeof(ngx_http_portal_gate_metrics_sh_t), ngx_pagesize)
+           + nslots * ngx_align(NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE,
+                                ngx_pagesize);
+
+    /* the slab allocator's own pages and headers */
+    size += size / 32 + 16 * ngx_pagesize;
+
+    name.len = pmcf->shm_zone->shm.name.len + sizeof("_metrics") - 1;
+    name.data = ngx_pnalloc(cf->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(name.data, "%V_metrics", &pmcf->shm_zone->shm.name);
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_portal_gate_metrics_ctx_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx->nslots = nslots;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_portal_gate_metrics_tag);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_portal_gate_metrics_init_zone;
+    shm_zone->data = ctx;
+
+    pmcf->metrics_zone = shm_zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * From init_module, once worker_processes is known: more workers than
+ * counter slots share slots, counting exactly but on the same cache lines.
+ */
+
+void
+ngx_http_portal_gate_metrics_check_slots(ngx_cycle_t *cycle)
+{
+    ngx_core_conf_t                     *ccf;
+    ngx_http_conf_ctx_t                 *hctx;
+    ngx_http_portal_gate_main_conf_t    *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
+
+    hctx = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+
+    if (hctx == NULL) {
+        return;
+    }
+
+    pmcf = hctx->main_conf[ngx_http_portal_gate_module.ctx_index];
+
+    if (pmcf == NULL || pmcf->metrics_zone == NULL) {
+        return;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    ctx = pmcf->metrics_zone->data;
+
+    if ((ngx_uint_t) ccf->worker_processes > ctx->nslots) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "%ui workers share %ui portal_gate metrics slots: "
+                      "put \"worker_processes\" before the http block",
+                      (ngx_uint_t) ccf->worker_processes, ctx->nslots);
+    }
+}
+
+
+/* postconfiguration: the answers' classes are seen in the log phase */
+
+ngx_int_t
+ngx_http_portal_gate_metrics_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt               *h;
+    ngx_http_core_main_conf_t         *cmcf;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
+
+    if (pmcf->metrics_zone == NULL) {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_portal_gate_metrics_log_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_portal_gate_metrics_ctx_t  *octx = data;
+
+    size_t                               len;
+    ngx_http_portal_gate_metrics_sh_t   *sh;
+    ngx_http_portal_gate_metrics_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+
+        /* the same name and size: the same slots, the counters go on */
+
+        if (octx->nslots != ctx->nslots) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "zone \"%V\" has %ui worker slots, the new "
+                          "configuration %ui",
+                          &shm_zone->shm.name, octx->nslots, ctx->nslots);
+            return NGX_ERROR;
+        }
+
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(ctx->shpool,
+                         sizeof(ngx_http_portal_gate_metrics_sh_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* page-aligned: every slot starts on a cache line of its own */
+
+    sh->counters = ngx_slab_calloc(ctx->shpool, ctx->nslots
+                                   * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
+    if (sh->counters == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->magic = NGX_HTTP_PORTAL_GATE_METRICS_MAGIC;
+    sh->layout = NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT;
+    sh->nslots = ctx->nslots;
+    sh->started_at = ngx_time();
+
+    ngx_memcpy(sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].env,
+               ngx_http_portal_gate_metrics_other.data,
+               ngx_http_portal_gate_metrics_other.len);
+    ngx_memcpy(sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].flag,
+               ngx_http_portal_gate_metrics_other.data,
+               ngx_http_portal_gate_metrics_other.len);
+    sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].env_len =
+                               (u_char) ngx_http_portal_gate_metrics_other.len;
+    sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].flag_len =
+                               (u_char) ngx_http_portal_gate_metrics_other.len;
+
+    ctx->sh = sh;
+    ctx->shpool->data = sh;
+
+    len = sizeof(" in portal_gate metrics zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in portal_gate metrics zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    return NGX_OK;
+}
