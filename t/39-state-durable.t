@@ -108,11 +108,18 @@ sub api_bg {
 
 sub crash {
     my ($ng, $gdb, @children) = @_;
-    kill 'KILL', $ng->workers, $ng->pid;
+    my @workers = $ng->workers;
+    # the master first: it would start a worker in place of a killed one
+    kill 'KILL', $ng->pid;
+    waitpid($ng->pid, 0);
+    kill 'KILL', @workers;
     kill 'KILL', values %$gdb;
     waitpid($_, 0) for values %$gdb, @children;
-    waitpid($ng->pid, 0);
     delete $ng->{pid};
+    # the workers are not our children: wait until they are gone, and
+    # their listening sockets with them
+    my $deadline = time + 10 * $SLOW;
+    while (grep({ kill 0, $_ } @workers) && time < $deadline) { sleep 0.05 }
 }
 
 # A kill override's write is held; a patch on the other worker moves the
