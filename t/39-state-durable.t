@@ -62,7 +62,10 @@ sub hold_workers {
                         . 'SIGALRM SIGUSR1 SIGWINCH nostop noprint pass',
                  '-ex', "break $func", '-ex', "shell touch $d/armed.$w",
                  '-ex', 'continue', '-ex', "shell touch $d/held.$w",
-                 '-ex', "shell while [ ! -e $d/go.$w ]; do sleep 0.05; done",
+                 # the loop ends with the scratch folder too: crash()
+                 # kills gdb with SIGKILL, and its shell would spin on
+                 '-ex', "shell while [ ! -e $d/go.$w ] && [ -d $d ]; "
+                        . "do sleep 0.05; done",
                  '-ex', 'detach' }
             POSIX::_exit(127);
         }
