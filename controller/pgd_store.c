@@ -627,6 +627,7 @@ pgd_whole(pgd_t *d, int again)
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the store moved on to revision "
                 "%lld meanwhile: its change messages say how",
                 (long long) revision);
+        d->whole_at = pgd_now();    /* tried: not again at every tick */
         json_decref(store);
         json_decref(bad);
         return;
