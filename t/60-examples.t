@@ -258,6 +258,13 @@ subtest 'make demo: portal-gated serves its status page, metrics, health' => sub
          qr/"status":"(?:ok|degraded)"/, '/healthz answers after the kill');
     like(ran('audit and status', qr{127\.0\.0\.1:$http/$}),
          qr{^200 text/html}, 'the status page answers');
+    like($out, qr{metrics, health: curl --unix-socket \S+/edge-a\.sock http://edge-a/metrics}m,
+         "the demo prints edge-a's metrics and health");
+    like(ran('audit and status', qr{edge-a\.sock http://edge-a/health$}),
+         qr/"status":\s*"ok"/, "edge-a's health is ok after the kill");
+    like(ran('audit and status', qr{edge-a\.sock http://edge-a/metrics$}),
+         qr/^portal_gate_decisions_total\{env="production",flag="customer_portal",decision="off",reason="killed"\} [1-9]/m,
+         "edge-a's metrics count the kill's decisions");
 };
 
 subtest 'make demo starts everything and stops' => sub {

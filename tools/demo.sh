@@ -365,8 +365,9 @@ EOF
         write_vhost "$edge" staging "staging.$domain"
         cat <<EOF
 
-    # The API, for portal-gated (and portal-gatectl status, --wait); its
-    # reconcile asks every 2 s: not for the access log.
+    # The API, for portal-gated (and portal-gatectl status, --wait), and
+    # the edge's metrics and health; portal-gated's reconcile asks every
+    # 2 s: not for the access log.
     server {
         listen unix:$dir/run/$edge.sock;
         access_log off;
@@ -374,6 +375,8 @@ EOF
         location /portal-gate/ {
             portal_gate_api;
         }
+        location = /metrics { portal_gate_metrics; }
+        location = /health  { portal_gate_health stale=30s; }
     }
 }
 EOF
@@ -605,6 +608,8 @@ $(for e in edge-a edge-b; do
            "$e" "${edge_pid[$e]}" "${edge_port[$e]}" "$domain"
     printf '  %-13s staging.%s (staging); API unix:%s\n' \
            "" "$domain" "$dir/run/$e.sock"
+    printf '  %-13s metrics, health: curl --unix-socket %s http://%s/metrics (or /health)\n' \
+           "" "$dir/run/$e.sock" "$e"
     if [ "$e" = edge-a ] && [ "$certs" = 1 ]; then
         printf '  %-13s staging.%s on HTTPS too: 127.0.0.1:%s\n' \
                "" "$domain" "$https_port"
@@ -753,6 +758,9 @@ if [ "${DEMO_ONCE:-}" = 1 ]; then
     run curl -sS "$http_url/healthz"
     echo
     run curl -sS -o /dev/null -w '%{http_code} %{content_type}\n' "$http_url/"
+    run curl -sS --unix-socket "$dir/run/edge-a.sock" http://edge-a/health
+    echo
+    run curl -sS --unix-socket "$dir/run/edge-a.sock" http://edge-a/metrics
 
     echo "== checks: break-glass kill, portal-gated stopped"
     run ctl on customer_portal --wait
