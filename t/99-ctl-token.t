@@ -82,7 +82,12 @@ subtest 'issue and verify: a token for a company, and what the edge makes of it'
 
     $r = ctl('token', 'verify', '--keys', 'nginx.json', $token);
     is($r->{exit}, 0, 'verify against the public keys exits 0');
-    like($r->{out}, qr/^company acme-12, valid 6\d\d s more$/m, 'and names the company');
+    # what is left of its 600 s: a second or more may have passed since
+    # the issue on a loaded machine
+    my ($left) = $r->{out} =~ /^company acme-12, valid (\d+) s more$/m;
+    ok(defined $left && $left <= 600 && $left >= 570,
+       'and names the company, and what is left of its 10 minutes')
+        or diag($r->{out});
 
     (my $tampered = $token) =~ s/\.([A-Za-z0-9_-])/'.' . ($1 eq 'A' ? 'B' : 'A')/e;
     $r = ctl('token', 'verify', '--keys', 'nginx.json', $tampered);
