@@ -231,8 +231,8 @@ ngx_http_portal_gate_state_retired(ngx_http_request_t *r)
  * Copy the zone's snapshot and overrides for the state file, as they are
  * now (the change of generation, or newer): NGX_OK with *stp set; NGX_DONE
  * without state=; NGX_ABORT when a resize has retired the zone; NGX_ERROR
- * when out of memory. The text is made in _save(), off the event loop: a snapshot
- * of 200,000 ids takes about 100 ms to serialise.
+ * when out of memory. The text is made in _save(), off the event loop: a
+ * snapshot of 200,000 ids takes about 100 ms to serialise.
  */
 
 static ngx_int_t
