@@ -92,6 +92,7 @@ typedef struct {
 int pg_fail(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const char *pg_quote(char *buf, const char *s, size_t len);
+int pg_key_is(const char *key, size_t key_len, const char *name);
 
 /* Check one flag object; f is zeroed first and freed by the caller
  * (pg_flag_free()). path is "environments.ENV.FLAG", for messages. */

@@ -8,22 +8,12 @@
  * patch of one flag costs the snapshot's environments, not their lists.
  */
 
-#include <stdarg.h>         /* va_list */
-#include <stdio.h>          /* snprintf, vsnprintf */
-#include <string.h>         /* memcpy, memcmp, strlen */
+#include <stdio.h>          /* snprintf */
 #include "portal_gate.h"    /* the API this file implements */
-#include "pg_compile.h"     /* pg_patch_form(), shared with pg_build.c */
+#include "pg_compile.h"     /* pg_patch_form(), shared with pg_build.c;
+                               pg_fail, pg_quote, pg_key_is */
 
 
-/* Room for a quoted name in a message: 48 bytes escaped, "...", NUL. */
-#define PG_PATCH_QUOTE_LEN  (48 * 4 + 4)
-
-
-static int pg_patch_fail(pg_error_t *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static const char *pg_patch_quote(char *buf, const char *s, size_t len);
-static int pg_patch_key_is(const char *key, size_t key_len,
-    const char *name);
 static int pg_patch_revision(const json_t *v, const char *name,
     int64_t *revision, pg_error_t *err);
 static int pg_patch_check_env(const char *env, size_t env_len,
@@ -50,14 +40,14 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
     senvs = json_object_get(snapshot, "environments");
 
     if (!json_is_integer(v) || !json_is_object(senvs)) {
-        return pg_patch_fail(err, "the snapshot to patch has no revision "
+        return pg_fail(err, "the snapshot to patch has no revision "
                              "or no environments");
     }
 
     current = json_integer_value(v);
 
     if (current != base) {
-        pg_patch_fail(err, "base_revision %lld is not the snapshot's "
+        pg_fail(err, "base_revision %lld is not the snapshot's "
                       "revision %lld", (long long) base, (long long) current);
         return PG_CONFLICT;
     }
@@ -85,7 +75,7 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
         if (senv != NULL && !json_is_object(senv)) {
             json_decref(root);
-            return pg_patch_fail(err, "the snapshot's environment \"%.*s\" "
+            return pg_fail(err, "the snapshot's environment \"%.*s\" "
                                  "is not an object", (int) key_len, key);
         }
 
@@ -107,65 +97,9 @@ nomem:
 
     json_decref(root);
 
-    return pg_patch_fail(err, "out of memory");
+    return pg_fail(err, "out of memory");
 }
 
-
-static int
-pg_patch_fail(pg_error_t *err, const char *fmt, ...)
-{
-    va_list  args;
-
-    if (err != NULL) {
-        va_start(args, fmt);
-        vsnprintf(err->text, sizeof(err->text), fmt, args);
-        va_end(args);
-    }
-
-    return PG_ERR;
-}
-
-
-/* A name from the input, shortened and escaped to sit in a message. */
-static const char *
-pg_patch_quote(char *buf, const char *s, size_t len)
-{
-    size_t         i, n;
-    unsigned char  c;
-
-    n = 0;
-
-    for (i = 0; i < len && i < 48; i++) {
-        c = (unsigned char) s[i];
-
-        if (c == '"' || c == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char) c;
-
-        } else if (c >= 0x20 && c < 0x7f) {
-            buf[n++] = (char) c;
-
-        } else {
-            n += (size_t) snprintf(buf + n, 5, "\\x%02x", c);
-        }
-    }
-
-    if (i < len) {
-        memcpy(buf + n, "...", 3);
-        n += 3;
-    }
-
-    buf[n] = '\0';
-
-    return buf;
-}
-
-
-static int
-pg_patch_key_is(const char *key, size_t key_len, const char *name)
-{
-    return key_len == strlen(name) && memcmp(key, name, key_len) == 0;
-}
 
 
 /* The patch's form, all of it; *envs is borrowed from the patch. Shared
@@ -174,13 +108,13 @@ int
 pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
     json_t **envs, pg_error_t *err)
 {
-    char         q[PG_PATCH_QUOTE_LEN];
+    char         q[PG_QUOTE_LEN];
     size_t       key_len;
     json_t      *v, *b, *r, *e;
     const char  *key;
 
     if (!json_is_object(patch)) {
-        return pg_patch_fail(err, "a patch must be a JSON object");
+        return pg_fail(err, "a patch must be a JSON object");
     }
 
     b = NULL;
@@ -189,18 +123,18 @@ pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
 
     json_object_keylen_foreach((json_t *) patch, key, key_len, v) {
 
-        if (pg_patch_key_is(key, key_len, "base_revision")) {
+        if (pg_key_is(key, key_len, "base_revision")) {
             b = v;
 
-        } else if (pg_patch_key_is(key, key_len, "revision")) {
+        } else if (pg_key_is(key, key_len, "revision")) {
             r = v;
 
-        } else if (pg_patch_key_is(key, key_len, "environments")) {
+        } else if (pg_key_is(key, key_len, "environments")) {
             e = v;
 
         } else {
-            return pg_patch_fail(err, "unknown top-level key \"%s\"",
-                                 pg_patch_quote(q, key, key_len));
+            return pg_fail(err, "unknown top-level key \"%s\"",
+                                 pg_quote(q, key, key_len));
         }
     }
 
@@ -211,25 +145,25 @@ pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
     }
 
     if (*revision <= *base) {
-        return pg_patch_fail(err, "revision %lld must be above base_revision "
+        return pg_fail(err, "revision %lld must be above base_revision "
                              "%lld", (long long) *revision,
                              (long long) *base);
     }
 
     if (e == NULL) {
-        return pg_patch_fail(err, "environments is required");
+        return pg_fail(err, "environments is required");
     }
 
     if (!json_is_object(e)) {
-        return pg_patch_fail(err, "environments must be an object");
+        return pg_fail(err, "environments must be an object");
     }
 
     json_object_keylen_foreach(e, key, key_len, v) {
 
         if (!pg_valid_name(key, key_len)) {
-            return pg_patch_fail(err, "environments: invalid environment "
+            return pg_fail(err, "environments: invalid environment "
                                  "name \"%s\"",
-                                 pg_patch_quote(q, key, key_len));
+                                 pg_quote(q, key, key_len));
         }
 
         if (pg_patch_check_env(key, key_len, v, err) != PG_OK) {
@@ -248,13 +182,13 @@ pg_patch_revision(const json_t *v, const char *name, int64_t *revision,
     pg_error_t *err)
 {
     if (v == NULL) {
-        return pg_patch_fail(err, "%s is required", name);
+        return pg_fail(err, "%s is required", name);
     }
 
     if (!json_is_integer(v) || json_integer_value(v) < 0
         || json_integer_value(v) > PG_REVISION_MAX)
     {
-        return pg_patch_fail(err, "%s must be an integer from 0 to %lld",
+        return pg_fail(err, "%s must be an integer from 0 to %lld",
                              name, (long long) PG_REVISION_MAX);
     }
 
@@ -273,7 +207,7 @@ pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
     pg_error_t *err)
 {
     int          rc;
-    char         q[PG_PATCH_QUOTE_LEN];
+    char         q[PG_QUOTE_LEN];
     char         path[PG_PATH_LEN];
     size_t       key_len;
     json_t      *v;
@@ -281,22 +215,22 @@ pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
     const char  *key;
 
     if (json_is_null(flags)) {
-        return pg_patch_fail(err, "environments.%.*s: a patch cannot delete "
+        return pg_fail(err, "environments.%.*s: a patch cannot delete "
                              "an environment; PUT the whole snapshot",
                              (int) env_len, env);
     }
 
     if (!json_is_object(flags)) {
-        return pg_patch_fail(err, "environments.%.*s: an environment must be "
+        return pg_fail(err, "environments.%.*s: an environment must be "
                              "an object of flags", (int) env_len, env);
     }
 
     json_object_keylen_foreach((json_t *) flags, key, key_len, v) {
 
         if (!pg_valid_name(key, key_len)) {
-            return pg_patch_fail(err, "environments.%.*s: invalid flag name "
+            return pg_fail(err, "environments.%.*s: invalid flag name "
                                  "\"%s\"", (int) env_len, env,
-                                 pg_patch_quote(q, key, key_len));
+                                 pg_quote(q, key, key_len));
         }
 
         if (json_is_null(v)) {
@@ -304,7 +238,7 @@ pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
         }
 
         if (!json_is_object(v)) {
-            return pg_patch_fail(err, "environments.%.*s.%.*s: a flag must "
+            return pg_fail(err, "environments.%.*s.%.*s: a flag must "
                                  "be an object, or null to delete it",
                                  (int) env_len, env, (int) key_len, key);
         }

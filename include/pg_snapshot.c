@@ -36,7 +36,6 @@ typedef struct {
 } pg_writer_t;
 
 
-static int pg_key_is(const char *key, size_t key_len, const char *name);
 static int pg_id_get(const json_t *v, char *buf, const char **p,
     size_t *len);
 static int pg_list_parse(const char *path, const char *field,
@@ -112,7 +111,8 @@ pg_quote(char *buf, const char *s, size_t len)
 }
 
 
-static int
+/* Is the object key (key, key_len) exactly name? */
+int
 pg_key_is(const char *key, size_t key_len, const char *name)
 {
     return key_len == strlen(name) && memcmp(key, name, key_len) == 0;
