@@ -231,7 +231,7 @@ test:
 	@tools/deps.sh $(TEST_PKGS)
 	$(MAKE) all unit
 	$(MAKE) fuzz-smoke
-	prove -r t
+	prove --timer -r t
 	tools/valgrind-prove.sh
 
 demo:
