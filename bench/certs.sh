@@ -710,7 +710,7 @@ perl -MTime::Local=timelocal -e '
     while (<$l>) {
         next unless m{^(\d+)/(\d+)/(\d+) (\d+):(\d+):(\d+)\.(\d+) };
         my $ms = timelocal($6, $5, $4, $3, $2 - 1, $1) * 1000 + $7;
-        push @read, [$ms, $1] if /revision (\d+) read:/;
+        push @read, [$ms, $1] if /revision (\d+) read(?: from its change messages)?:/;
         push @applied, [$ms, $1, $2] if /revision (\d+) applied in ([\d.]+) ms/;
         next unless /certificate \Q$name\E: (.*)$/;
         my $what = $1;
