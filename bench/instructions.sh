@@ -1,0 +1,216 @@
+#!/bin/bash
+# bench/instructions.sh: what the gate and its metrics cost a request, in
+# instructions (valgrind's callgrind), not in requests per second: a count
+# that does not move with what else runs on the machine, so two configs or
+# two builds compare to a fraction of a percent on a loaded shared host,
+# where wrk's figures swing by 5x between rounds (bench/RESULTS.md).
+#
+# For each module build given, two nginx, each one process under callgrind
+# (`master_process off`), with the snapshot of bench/metrics.sh (10,000
+# allowed companies in customer_portal, 20 more flags, two environments):
+#
+#   A   location / { return 200 "ok\n"; }                (plain nginx)
+#   B   A behind `portal_gate customer_portal;`, company 42 allowed
+#   Bm  B in the nginx that also has `portal_gate_metrics;` (every decision
+#       and answer counted)
+#
+# Each config: BENCH_WARM requests, then the counters are zeroed
+# (callgrind_control -z), BENCH_REQUESTS keep-alive requests from one
+# client, and a dump (callgrind_control -d): the instructions nginx ran
+# per request in user space. The kernel's share (sockets, epoll) is not
+# counted, so a ratio of these is a lower bound of the throughput ratio
+# when the difference is user-space code, as the gate's is:
+# (U + K) / (U + d + K) >= U / (U + d).
+#
+#   BENCH_MODULES="now:build/ngx_http_portal_gate_module.so [NAME:PATH...]"
+#   BENCH_REQUESTS=20000 BENCH_WARM=2000 BENCH_KEEP=1
+#
+# Needs valgrind, nginx, curl, perl (make bench installs them).
+
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+modules=${BENCH_MODULES:-now:$top/build/ngx_http_portal_gate_module.so}
+requests=${BENCH_REQUESTS:-20000}
+warm=${BENCH_WARM:-2000}
+
+for tool in /usr/sbin/nginx valgrind callgrind_control curl perl; do
+    command -v "$tool" > /dev/null \
+        || { echo "bench: $tool is missing: run make bench" >&2; exit 1; }
+done
+
+dir=$(mktemp -d /tmp/portal-gate-bench-instr.XXXXXX)
+chmod 755 "$dir"
+
+pids=()
+stop() {
+    for p in "${pids[@]}"; do
+        kill -QUIT "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+    done
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        echo "bench: kept $dir (BENCH_KEEP)" >&2
+    else
+        rm -rf "$dir"
+    fi
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+port() { perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1,
+    LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'; }
+
+# N keep-alive GETs of / on PORT as company 42, each answer read whole
+client() {
+    perl -MIO::Socket::INET -e '
+        my ($port, $n) = @ARGV;
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1",
+                                      PeerPort => $port) or die "connect: $!\n";
+        my $req = "GET / HTTP/1.1\r\nHost: x\r\nX-Company-Id: 42\r\n\r\n";
+        my $buf = "";
+        for (1 .. $n) {
+            print {$s} $req;
+            while (1) {
+                if ($buf =~ /^HTTP\/1\.1 (\d+)[^\r]*\r\n(.*?)\r\n\r\n/s) {
+                    my ($code, $head, $hlen) = ($1, $2, $+[0]);
+                    my ($len) = $head =~ /Content-Length: (\d+)/i;
+                    my $need = $hlen + ($len // 0);
+                    if (length $buf >= $need) {
+                        die "answered $code\n" unless $code == 200;
+                        substr($buf, 0, $need, "");
+                        last;
+                    }
+                }
+                sysread($s, $buf, 65536, length $buf) or die "closed\n";
+            }
+        }' "$1" "$2"
+}
+
+# the snapshot of bench/metrics.sh
+perl -MJSON::PP -e '
+    my @allow = map { "c$_" } 1 .. 9999; push @allow, "42";
+    my %env = (customer_portal => { rollout => 25, allow => \@allow });
+    $env{"flag_$_"} = { rollout => 50 } for 0 .. 19;
+    print encode_json({ revision => 1,
+                        environments => { production => \%env, staging => \%env } });
+' > "$dir/snapshot.json"
+
+flag_locations=""
+for i in $(seq 0 19); do
+    flag_locations+="        location /f$i/ { portal_gate flag_$i; return 200 \"ok\\n\"; }"$'\n'
+done
+
+# NAME MODULE METRICS(0|1): an nginx under callgrind in $dir/NAME; writes
+# "PID PLAIN_PORT GATE_PORT" to $dir/NAME.info
+start_nginx() {
+    local name=$1 module=$2 metrics=$3 d="$dir/$1" p_plain p_gate p_api extra=""
+    mkdir -p "$d/tmp" "$d/state"
+    [ "$(id -u)" = 0 ] && chown nobody:nogroup "$d/tmp" "$d/state"
+    p_plain=$(port); p_gate=$(port); p_api=$(port)
+    [ "$metrics" = 1 ] && extra="location = /metrics { portal_gate_metrics; }"
+    cat > "$d/nginx.conf" <<CONF
+load_module $module;
+daemon off;
+master_process off;
+pid $d/nginx.pid;
+error_log $d/error.log notice;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp;
+    proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
+    uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+    keepalive_requests 1000000;
+    portal_gate_zone zone=portal_gate:4m state=$d/state/state.json;
+    portal_gate_company \$http_x_company_id;
+    server { listen 127.0.0.1:$p_plain; location / { return 200 "ok\n"; } }
+    server {
+        listen 127.0.0.1:$p_gate;
+        portal_gate_env \$http_x_env;
+        location / { portal_gate customer_portal; portal_gate_env production;
+                     return 200 "ok\n"; }
+$flag_locations
+        $extra
+    }
+    server { listen 127.0.0.1:$p_api; location /portal-gate/ { portal_gate_api; } }
+}
+CONF
+    valgrind -q --tool=callgrind --callgrind-out-file="$d/cg.%p" \
+        /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" > "$d/stdout" 2> "$d/valgrind.log" &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 300); do
+        curl -s -o /dev/null "http://127.0.0.1:$p_api/portal-gate/status" && break
+        sleep 0.1
+    done
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT \
+           --data-binary @"$dir/snapshot.json" \
+           "http://127.0.0.1:$p_api/portal-gate/snapshot")
+    [ "$code" = 200 ] || { echo "bench: $name: PUT answered $code" >&2;
+                           cat "$d/error.log" >&2; exit 1; }
+    echo "$pid $p_plain $p_gate" > "$d.info"
+}
+
+# PID PORT: instructions per request
+measure() {
+    local pid=$1 port=$2 total
+    client "$port" "$warm"
+    callgrind_control -z "$pid" > /dev/null 2>&1
+    client "$port" "$requests"
+    callgrind_control -d "$pid" > /dev/null 2>&1
+    # the newest dump of this pid
+    total=$(perl -e '
+        my ($pid) = @ARGV[0]; shift;
+        my ($f) = sort { -M $a <=> -M $b } grep { /cg\.\Q$pid\E\.\d+$/ } @ARGV;
+        open my $fh, "<", $f or die "no dump of $pid\n";
+        while (<$fh>) { if (/^(?:summary|totals): (\d+)/) { print $1; exit } }
+        die "no totals in $f\n";' "$pid" "$dir"/*/cg.*)
+    perl -e 'printf "%.0f", $ARGV[0] / $ARGV[1]' "$total" "$requests"
+}
+
+declare -A ir
+names=()
+for spec in $modules; do
+    name=${spec%%:*}; module=${spec#*:}
+    [ "$module" = "${module#/}" ] && module="$top/$module"
+    [ -f "$module" ] || { echo "bench: $module is missing" >&2; exit 1; }
+    names+=("$name")
+    start_nginx "$name" "$module" 0
+    read -r pid a b < "$dir/$name.info"
+    ir[$name.A]=$(measure "$pid" "$a")
+    ir[$name.B]=$(measure "$pid" "$b")
+    start_nginx "$name-m" "$module" 1
+    read -r pid _ bm < "$dir/$name-m.info"
+    ir[$name.Bm]=$(measure "$pid" "$bm")
+    echo "$name: A ${ir[$name.A]} B ${ir[$name.B]} Bm ${ir[$name.Bm]} instructions per request" >&2
+done
+
+if grep -E '\[(alert|emerg|crit)\]' "$dir"/*/error.log; then
+    echo "bench: bad lines in an error log" >&2; exit 1
+fi
+
+ratio() { perl -e 'printf "%.4f", $ARGV[0] / $ARGV[1]' "$1" "$2"; }
+
+echo
+echo "## Instructions per request (bench/instructions.sh, $(date -u '+%Y-%m-%d %H:%M UTC'))"
+echo
+echo "callgrind, nginx in one process, $requests keep-alive requests per config after $warm;" \
+     "git $(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)."
+echo
+echo "| build | A plain | B gate | Bm gate + metrics | A/B | B/Bm | A/Bm |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+for n in "${names[@]}"; do
+    echo "| $n | ${ir[$n.A]} | ${ir[$n.B]} | ${ir[$n.Bm]} |" \
+         "$(ratio "${ir[$n.A]}" "${ir[$n.B]}") | $(ratio "${ir[$n.B]}" "${ir[$n.Bm]}") |" \
+         "$(ratio "${ir[$n.A]}" "${ir[$n.Bm]}") |"
+done
+if [ "${#names[@]}" -gt 1 ]; then
+    echo
+    echo "| gate (B) against ${names[0]}'s | instructions ratio |"
+    echo "| --- | ---: |"
+    for n in "${names[@]:1}"; do
+        echo "| $n | $(ratio "${ir[${names[0]}.B]}" "${ir[$n.B]}") |"
+    done
+fi
+echo
+echo "A ratio X/Y is Y's requests per X's in user-space instructions: a lower"
+echo "bound of Y's throughput over X's (the kernel's share is not counted)."
