@@ -125,8 +125,6 @@ static ngx_int_t ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_health_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_metrics_log_handler(
     ngx_http_request_t *r);
-static ngx_int_t ngx_http_portal_gate_metrics_send(ngx_http_request_t *r,
-    ngx_uint_t status, char *type, ngx_buf_t *b);
 static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static int ngx_libc_cdecl ngx_http_portal_gate_metrics_cmp(const void *one,
@@ -664,8 +662,8 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
         revision, applied_at, sh->confirmed_at, used, total, state_ok,
         sh->full);
 
-    return ngx_http_portal_gate_metrics_send(r, NGX_HTTP_OK,
-                                 "text/plain; version=0.0.4; charset=utf-8", b);
+    return ngx_http_portal_gate_send(r, NGX_HTTP_OK,
+                                "text/plain; version=0.0.4; charset=utf-8", b);
 }
 
 
@@ -752,39 +750,7 @@ ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
                           "\"synced_seconds_ago\": %T}\n",
                           status, revision, ago);
 
-    return ngx_http_portal_gate_metrics_send(r, code, "application/json", b);
-}
-
-
-static ngx_int_t
-ngx_http_portal_gate_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
-    char *type, ngx_buf_t *b)
-{
-    ngx_int_t    rc;
-    ngx_chain_t  out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    r->headers_out.content_type.data = (u_char *) type;
-    r->headers_out.content_type.len = ngx_strlen(type);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    /* a scrape or a check is always fresh */
-    r->allow_ranges = 0;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_portal_gate_send(r, code, "application/json", b);
 }
 
 

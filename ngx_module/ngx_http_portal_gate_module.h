@@ -291,6 +291,8 @@ void ngx_http_portal_gate_set_variables(ngx_http_request_t *r,
 ngx_int_t ngx_http_portal_gate_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_portal_gate_api_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *json);
+ngx_int_t ngx_http_portal_gate_send(ngx_http_request_t *r,
+    ngx_uint_t status, char *type, ngx_buf_t *b);
 ngx_int_t ngx_http_portal_gate_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
 ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,
