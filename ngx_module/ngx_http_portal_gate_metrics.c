@@ -123,6 +123,8 @@ static ngx_uint_t ngx_http_portal_gate_metrics_find(
 static void ngx_http_portal_gate_metrics_gated_cleanup(void *data);
 static ngx_int_t ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_health_handler(ngx_http_request_t *r);
+static char *ngx_http_portal_gate_observe(ngx_conf_t *cf,
+    ngx_http_portal_gate_loc_conf_t *plcf, ngx_http_handler_pt handler);
 static ngx_int_t ngx_http_portal_gate_metrics_log_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
@@ -759,28 +761,14 @@ ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
 char *
 ngx_http_portal_gate_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_portal_gate_loc_conf_t *plcf = conf;
-
-    ngx_http_core_loc_conf_t          *clcf;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler) {
-        return "is duplicate";
-    }
-
-    if (plcf->api == 1) {
-        return "cannot be used in a portal_gate_api location";
-    }
-
-    clcf->handler = ngx_http_portal_gate_metrics_handler;
-    plcf->observe = 1;
-
+    /* with a scrape to read them, every decision is counted */
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
     pmcf->metrics++;
 
-    return NGX_CONF_OK;
+    return ngx_http_portal_gate_observe(cf, conf,
+                                        ngx_http_portal_gate_metrics_handler);
 }
 
 
@@ -791,10 +779,60 @@ ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_portal_gate_loc_conf_t *plcf = conf;
 
+    char                              *rv;
     time_t                             stale;
     ngx_str_t                         *value, s;
-    ngx_http_core_loc_conf_t          *clcf;
     ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    rv = ngx_http_portal_gate_observe(cf, plcf,
+                                      ngx_http_portal_gate_health_handler);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
+    pmcf->health++;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 1) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[1].data, "stale=", 6) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[1].data + 6;
+    s.len = value[1].len - 6;
+
+    stale = ngx_parse_time(&s, 1);
+
+    if (stale == (time_t) NGX_ERROR || stale == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid stale value \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->health_stale = stale;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * What portal_gate_metrics and portal_gate_health share: the location's
+ * content handler, alone there (no other handler, no portal_gate_api), and
+ * never gated (a portal_gate inherited is not run in it).
+ */
+
+static char *
+ngx_http_portal_gate_observe(ngx_conf_t *cf,
+    ngx_http_portal_gate_loc_conf_t *plcf, ngx_http_handler_pt handler)
+{
+    ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
@@ -806,35 +844,8 @@ ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "cannot be used in a portal_gate_api location";
     }
 
-    value = cf->args->elts;
-
-    if (cf->args->nelts == 2) {
-
-        if (ngx_strncmp(value[1].data, "stale=", 6) != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        s.data = value[1].data + 6;
-        s.len = value[1].len - 6;
-
-        stale = ngx_parse_time(&s, 1);
-
-        if (stale == (time_t) NGX_ERROR || stale == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid stale value \"%V\"", &s);
-            return NGX_CONF_ERROR;
-        }
-
-        plcf->health_stale = stale;
-    }
-
-    clcf->handler = ngx_http_portal_gate_health_handler;
+    clcf->handler = handler;
     plcf->observe = 1;
-
-    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
-    pmcf->health++;
 
     return NGX_CONF_OK;
 }
