@@ -33,7 +33,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_METRICS_MAGIC    0x50474d54   /* "PGMT" */
-#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   1
+#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   2
 
 /* the most (environment, flag) pairs with series of their own */
 #define NGX_HTTP_PORTAL_GATE_METRICS_PAIRS    1024
@@ -80,9 +80,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_uint_t                   magic;
-    ngx_uint_t                   layout;
-    ngx_uint_t                   nslots;
+    ngx_http_portal_gate_zone_header_t  header;
     ngx_uint_t                   npairs;        /* under the mutex */
     ngx_uint_t                   full;          /* a pair was refused */
     time_t                       started_at;    /* the zone's creation */
@@ -998,46 +996,37 @@ ngx_http_portal_gate_metrics_init(ngx_conf_t *cf)
 }
 
 
+/*
+ * nginx hands a zone over at a reload only with the same size, and only
+ * the number of slots makes the size: the same slots, and the counters go
+ * on.
+ */
+
 static ngx_int_t
 ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_portal_gate_metrics_ctx_t  *octx = data;
 
-    size_t                               len;
+    ngx_uint_t                           fresh;
     ngx_http_portal_gate_metrics_sh_t   *sh;
     ngx_http_portal_gate_metrics_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-
-    if (octx) {
-
-        /* the same name and size: the same slots, the counters go on */
-
-        if (octx->nslots != ctx->nslots) {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "zone \"%V\" has %ui worker slots, the new "
-                          "configuration %ui",
-                          &shm_zone->shm.name, octx->nslots, ctx->nslots);
-            return NGX_ERROR;
-        }
-
-        ctx->sh = octx->sh;
-        ctx->shpool = octx->shpool;
-
-        return NGX_OK;
-    }
-
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (shm_zone->shm.exists) {
-        ctx->sh = ctx->shpool->data;
-        return NGX_OK;
-    }
-
-    sh = ngx_slab_calloc(ctx->shpool,
-                         sizeof(ngx_http_portal_gate_metrics_sh_t));
+    sh = ngx_http_portal_gate_zone_shared(shm_zone, octx ? octx->sh : NULL,
+                                    NGX_HTTP_PORTAL_GATE_METRICS_MAGIC,
+                                    NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT,
+                                    sizeof(ngx_http_portal_gate_metrics_sh_t),
+                                    "portal_gate metrics zone", &fresh);
     if (sh == NULL) {
         return NGX_ERROR;
+    }
+
+    ctx->sh = sh;
+
+    if (!fresh) {
+        return NGX_OK;
     }
 
     /* page-aligned: every slot starts on a cache line of its own */
@@ -1048,9 +1037,6 @@ ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    sh->magic = NGX_HTTP_PORTAL_GATE_METRICS_MAGIC;
-    sh->layout = NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT;
-    sh->nslots = ctx->nslots;
     sh->started_at = ngx_time();
 
     ngx_memcpy(sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].env,
@@ -1063,19 +1049,6 @@ ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                                (u_char) ngx_http_portal_gate_metrics_other.len;
     sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].flag_len =
                                (u_char) ngx_http_portal_gate_metrics_other.len;
-
-    ctx->sh = sh;
-    ctx->shpool->data = sh;
-
-    len = sizeof(" in portal_gate metrics zone \"\"") + shm_zone->shm.name.len;
-
-    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
-    if (ctx->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(ctx->shpool->log_ctx, " in portal_gate metrics zone \"%V\"%Z",
-                &shm_zone->shm.name);
 
     return NGX_OK;
 }
