@@ -68,6 +68,9 @@
 /* a sample line's longest text, names aside */
 #define NGX_HTTP_PORTAL_GATE_METRICS_LINE     (96 + NGX_INT64_LEN)
 
+/* the gauges' numbers, each at most NGX_INT64_LEN long */
+#define NGX_HTTP_PORTAL_GATE_METRICS_GAUGES   7
+
 
 typedef struct {
     ngx_atomic_t                 used;          /* set last: names written */
@@ -115,6 +118,8 @@ typedef struct {
 static ngx_uint_t ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
     ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
     ngx_str_t *flag, pg_reason_t reason);
+static ngx_atomic_t *ngx_http_portal_gate_metrics_counters(
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_uint_t slot, ngx_uint_t pair);
 static ngx_uint_t ngx_http_portal_gate_metrics_find(
     ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
     ngx_str_t *flag);
@@ -136,7 +141,43 @@ static ngx_str_t  ngx_http_portal_gate_metrics_unknown =
 static ngx_str_t  ngx_http_portal_gate_metrics_other =
     ngx_string("(other)");
 
-static ngx_http_portal_gate_metrics_sh_t  *ngx_http_portal_gate_metrics_sorted;
+static u_char  ngx_http_portal_gate_metrics_decisions_help[] =
+    "# HELP portal_gate_decisions_total Decisions of portal_gate and "
+    "$portal_flag_*, by environment, flag, decision and reason.\n"
+    "# TYPE portal_gate_decisions_total counter\n";
+
+static u_char  ngx_http_portal_gate_metrics_responses_help[] =
+    "# HELP portal_gate_responses_total Answers to requests a portal_gate "
+    "decided, by status class.\n"
+    "# TYPE portal_gate_responses_total counter\n";
+
+static char  ngx_http_portal_gate_metrics_gauges[] =
+    "# HELP portal_gate_snapshot_revision The revision of the snapshot "
+    "in force; 0: none.\n"
+    "# TYPE portal_gate_snapshot_revision gauge\n"
+    "portal_gate_snapshot_revision %L\n"
+    "# HELP portal_gate_snapshot_applied_timestamp_seconds When that "
+    "snapshot was applied; 0: never.\n"
+    "# TYPE portal_gate_snapshot_applied_timestamp_seconds gauge\n"
+    "portal_gate_snapshot_applied_timestamp_seconds %T\n"
+    "# HELP portal_gate_last_sync_timestamp_seconds When the controller "
+    "last confirmed this edge in step; 0: not since start.\n"
+    "# TYPE portal_gate_last_sync_timestamp_seconds gauge\n"
+    "portal_gate_last_sync_timestamp_seconds %T\n"
+    "# HELP portal_gate_zone_used_bytes Bytes used in the snapshot zone.\n"
+    "# TYPE portal_gate_zone_used_bytes gauge\n"
+    "portal_gate_zone_used_bytes %uz\n"
+    "# HELP portal_gate_zone_size_bytes The snapshot zone's size.\n"
+    "# TYPE portal_gate_zone_size_bytes gauge\n"
+    "portal_gate_zone_size_bytes %uz\n"
+    "# HELP portal_gate_state_file_ok 1 unless the last write of the "
+    "state file failed.\n"
+    "# TYPE portal_gate_state_file_ok gauge\n"
+    "portal_gate_state_file_ok %ui\n"
+    "# HELP portal_gate_metrics_pairs_full 1 once an (environment, "
+    "flag) pair found no room: it counts under (other).\n"
+    "# TYPE portal_gate_metrics_pairs_full gauge\n"
+    "portal_gate_metrics_pairs_full %ui\n";
 
 /* the metrics zone's tag: not the module's, which marks the snapshot
  * zones (ngx_http_portal_gate_retire() walks those) */
@@ -150,7 +191,7 @@ void
 ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     ngx_http_portal_gate_decision_t *d, ngx_uint_t gate)
 {
-    ngx_uint_t                             pair, on, slot;
+    ngx_uint_t                             pair, on;
     ngx_atomic_t                          *c;
     ngx_pool_cleanup_t                    *cln;
     ngx_http_request_t                    *main;
@@ -195,15 +236,8 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
         }
     }
 
-    /* ngx_worker may be past the slots when worker_processes follows the
-     * http block: such workers share a slot, atomically */
-    slot = ngx_worker % ctx->nslots;
-
-    c = (ngx_atomic_t *) ((u_char *) ctx->sh->counters
-                          + slot * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
-
-    c += pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
-         + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
+    c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, pair)
+        + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
 
     (void) ngx_atomic_fetch_add(c, 1);
 
@@ -232,6 +266,23 @@ ngx_http_portal_gate_metrics_gated_cleanup(void *data)
 {
     /* nothing to free: the cleanup only carries the gate's decision, as
      * the realip module's carries its context */
+}
+
+
+/*
+ * A pair's counters in a worker slot. ngx_worker may be past the slots when
+ * worker_processes follows the http block: such workers share a slot,
+ * which is why every increment is atomic.
+ */
+
+static ngx_atomic_t *
+ngx_http_portal_gate_metrics_counters(ngx_http_portal_gate_metrics_ctx_t *ctx,
+    ngx_uint_t slot, ngx_uint_t pair)
+{
+    return (ngx_atomic_t *) ((u_char *) ctx->sh->counters
+                             + (slot % ctx->nslots)
+                               * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE)
+           + pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS;
 }
 
 
@@ -406,8 +457,6 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ctx = pmcf->metrics_zone->data;
-
     /* the latest gate of this request itself, as realip finds its context */
 
     g = NULL;
@@ -435,13 +484,11 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    c = (ngx_atomic_t *) ((u_char *) ctx->sh->counters
-                          + (ngx_worker % ctx->nslots)
-                            * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
+    ctx = pmcf->metrics_zone->data;
 
-    c += g->pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
-         + NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES
-         + g->on * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES + class - 1;
+    c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, g->pair)
+        + NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES
+        + g->on * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES + class - 1;
 
     (void) ngx_atomic_fetch_add(c, 1);
 
@@ -473,27 +520,29 @@ ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r)
 }
 
 
-/* portal_gate_metrics: the Prometheus text format, version 0.0.4 */
+/*
+ * portal_gate_metrics: the Prometheus text format, version 0.0.4, in one
+ * buffer sized from what the zone holds: the pairs in use, and of those
+ * the series that have counted something.
+ */
 
 static ngx_int_t
 ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
 {
-    size_t                                size, used, total;
-    time_t                                applied_at;
-    int64_t                               revision;
-    uint64_t                              sum[
-                                     NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
-    ngx_int_t                             rc;
-    ngx_buf_t                            *b;
-    ngx_uint_t                            i, j, k, s, n, npairs, state_ok;
-    ngx_uint_t                           *order;
-    ngx_atomic_t                         *c;
-    ngx_http_portal_gate_shctx_t         *zsh;
-    ngx_http_portal_gate_zone_ctx_t      *zctx;
-    ngx_http_portal_gate_main_conf_t     *pmcf;
-    ngx_http_portal_gate_metrics_sh_t    *sh;
-    ngx_http_portal_gate_metrics_ctx_t   *ctx;
-    ngx_http_portal_gate_metrics_pair_t  *p;
+    size_t                                 size, used, total;
+    time_t                                 applied_at;
+    int64_t                                revision;
+    uint64_t                              *sums, *s;
+    ngx_int_t                              rc;
+    ngx_buf_t                             *b;
+    ngx_uint_t                             i, j, k, n, state_ok;
+    ngx_atomic_t                          *c;
+    ngx_http_portal_gate_shctx_t          *zsh;
+    ngx_http_portal_gate_zone_ctx_t       *zctx;
+    ngx_http_portal_gate_main_conf_t      *pmcf;
+    ngx_http_portal_gate_metrics_sh_t     *sh;
+    ngx_http_portal_gate_metrics_ctx_t    *ctx;
+    ngx_http_portal_gate_metrics_pair_t   *p, **order;
 
     static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
 
@@ -526,146 +575,135 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
 
     ngx_shmtx_unlock(&zctx->shpool->mutex);
 
-    /* the pairs in order of names; the overflow pair last */
+    /* the pairs in use in order of names, the overflow pair last: a pair
+     * is never freed, and no more than _PAIRS are ever published */
 
-    order = ngx_palloc(r->pool, (NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1)
-                                * sizeof(ngx_uint_t));
+    order = ngx_palloc(r->pool,
+                       (NGX_HTTP_PORTAL_GATE_METRICS_PAIRS + 1)
+                       * sizeof(ngx_http_portal_gate_metrics_pair_t *));
     if (order == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    npairs = 0;
+    n = 0;
 
-    for (i = 0; i < NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS; i++) {
+    for (i = 0;
+         i < NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS
+         && n < NGX_HTTP_PORTAL_GATE_METRICS_PAIRS;
+         i++)
+    {
         if (sh->pairs[i].used) {
-            order[npairs++] = i;
+            order[n++] = &sh->pairs[i];
         }
     }
 
-    ngx_http_portal_gate_metrics_sorted = sh;
-    ngx_qsort(order, npairs, sizeof(ngx_uint_t),
+    /* the names were written before used was set (weak-memory CPUs) */
+    ngx_memory_barrier();
+
+    ngx_qsort(order, n, sizeof(ngx_http_portal_gate_metrics_pair_t *),
               ngx_http_portal_gate_metrics_cmp);
 
-    order[npairs++] = NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;
+    order[n++] = &sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW];
 
-    size = 2048 + npairs * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
-                  * (NGX_HTTP_PORTAL_GATE_METRICS_LINE + 2 * PG_NAME_MAX);
+    /* every slot summed once, so that both families are of one moment,
+     * and the size of each line that will be written */
+
+    sums = ngx_palloc(r->pool, n * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                               * sizeof(uint64_t));
+    if (sums == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = sizeof(ngx_http_portal_gate_metrics_decisions_help) - 1
+           + sizeof(ngx_http_portal_gate_metrics_responses_help) - 1
+           + sizeof(ngx_http_portal_gate_metrics_gauges) - 1
+           + NGX_HTTP_PORTAL_GATE_METRICS_GAUGES * NGX_INT64_LEN;
+
+    for (k = 0; k < n; k++) {
+        p = order[k];
+        s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
+
+        ngx_memzero(s, NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                       * sizeof(uint64_t));
+
+        for (i = 0; i < ctx->nslots; i++) {
+            c = ngx_http_portal_gate_metrics_counters(ctx, i, p - sh->pairs);
+
+            for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
+                s[j] += c[j];
+            }
+        }
+
+        for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
+            if (s[j]) {
+                size += NGX_HTTP_PORTAL_GATE_METRICS_LINE
+                        + p->env_len + p->flag_len;
+            }
+        }
+    }
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->last,
-        "# HELP portal_gate_decisions_total Decisions of portal_gate and "
-        "$portal_flag_*, by environment, flag, decision and reason.\n"
-        "# TYPE portal_gate_decisions_total counter\n",
-        sizeof("# HELP portal_gate_decisions_total Decisions of portal_gate "
-               "and $portal_flag_*, by environment, flag, decision and "
-               "reason.\n"
-               "# TYPE portal_gate_decisions_total counter\n") - 1);
+    /* each family whole: the decisions, then the responses */
 
-    /* the responses' lines are written after, in a second pass: the
-     * decisions' family must come whole */
+    b->last = ngx_cpymem(b->last, ngx_http_portal_gate_metrics_decisions_help,
+                   sizeof(ngx_http_portal_gate_metrics_decisions_help) - 1);
 
-    for (s = 0; s < 2; s++) {
+    for (k = 0; k < n; k++) {
+        p = order[k];
+        s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
 
-        if (s == 1) {
-            b->last = ngx_cpymem(b->last,
-                "# HELP portal_gate_responses_total Answers to requests a "
-                "portal_gate decided, by status class.\n"
-                "# TYPE portal_gate_responses_total counter\n",
-                sizeof("# HELP portal_gate_responses_total Answers to "
-                       "requests a portal_gate decided, by status class.\n"
-                       "# TYPE portal_gate_responses_total counter\n") - 1);
-        }
-
-        for (n = 0; n < npairs; n++) {
-            i = order[n];
-            p = &sh->pairs[i];
-
-            ngx_memzero(sum, sizeof(sum));
-
-            for (j = 0; j < ctx->nslots; j++) {
-                c = (ngx_atomic_t *) ((u_char *) sh->counters
-                                  + j * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE)
-                    + i * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS;
-
-                for (k = 0; k < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; k++) {
-                    sum[k] += c[k];
-                }
+        for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES; j++) {
+            if (s[j] == 0) {
+                continue;
             }
 
-            for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
-
-                if (sum[j] == 0
-                    || (s == 0) != (j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES))
-                {
-                    continue;
-                }
-
-                if (s == 0) {
-                    b->last = ngx_sprintf(b->last,
-                        "portal_gate_decisions_total{env=\"%*s\","
-                        "flag=\"%*s\",decision=\"%s\",reason=\"%s\"} %uL\n",
-                        (size_t) p->env_len, p->env,
-                        (size_t) p->flag_len, p->flag,
-                        j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS ? "on" : "off",
-                        pg_reason_name((pg_reason_t)
-                            (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS)),
-                        sum[j]);
-                    continue;
-                }
-
-                k = j - NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES;
-
-                b->last = ngx_sprintf(b->last,
-                    "portal_gate_responses_total{env=\"%*s\",flag=\"%*s\","
-                    "decision=\"%s\",class=\"%s\"} %uL\n",
-                    (size_t) p->env_len, p->env,
-                    (size_t) p->flag_len, p->flag,
-                    k / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES ? "on" : "off",
-                    classes[k % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES],
-                    sum[j]);
-            }
+            b->last = ngx_sprintf(b->last,
+                "portal_gate_decisions_total{env=\"%*s\",flag=\"%*s\","
+                "decision=\"%s\",reason=\"%s\"} %uL\n",
+                (size_t) p->env_len, p->env, (size_t) p->flag_len, p->flag,
+                j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS ? "on" : "off",
+                pg_reason_name((pg_reason_t)
+                               (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS)),
+                s[j]);
         }
     }
 
-    b->last = ngx_sprintf(b->last,
-        "# HELP portal_gate_snapshot_revision The revision of the snapshot "
-        "in force; 0: none.\n"
-        "# TYPE portal_gate_snapshot_revision gauge\n"
-        "portal_gate_snapshot_revision %L\n"
-        "# HELP portal_gate_snapshot_applied_timestamp_seconds When that "
-        "snapshot was applied; 0: never.\n"
-        "# TYPE portal_gate_snapshot_applied_timestamp_seconds gauge\n"
-        "portal_gate_snapshot_applied_timestamp_seconds %T\n"
-        "# HELP portal_gate_last_sync_timestamp_seconds When the controller "
-        "last confirmed this edge in step; 0: not since start.\n"
-        "# TYPE portal_gate_last_sync_timestamp_seconds gauge\n"
-        "portal_gate_last_sync_timestamp_seconds %T\n"
-        "# HELP portal_gate_zone_used_bytes Bytes used in the snapshot "
-        "zone.\n"
-        "# TYPE portal_gate_zone_used_bytes gauge\n"
-        "portal_gate_zone_used_bytes %uz\n"
-        "# HELP portal_gate_zone_size_bytes The snapshot zone's size.\n"
-        "# TYPE portal_gate_zone_size_bytes gauge\n"
-        "portal_gate_zone_size_bytes %uz\n"
-        "# HELP portal_gate_state_file_ok 1 unless the last write of the "
-        "state file failed.\n"
-        "# TYPE portal_gate_state_file_ok gauge\n"
-        "portal_gate_state_file_ok %ui\n"
-        "# HELP portal_gate_metrics_pairs_full 1 once an (environment, "
-        "flag) pair found no room: it counts under (other).\n"
-        "# TYPE portal_gate_metrics_pairs_full gauge\n"
-        "portal_gate_metrics_pairs_full %ui\n",
-        revision, applied_at, sh->confirmed_at, used, total, state_ok,
-        sh->full);
+    b->last = ngx_cpymem(b->last, ngx_http_portal_gate_metrics_responses_help,
+                   sizeof(ngx_http_portal_gate_metrics_responses_help) - 1);
+
+    for (k = 0; k < n; k++) {
+        p = order[k];
+        s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
+
+        for (j = 0; j < 2 * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES; j++) {
+            if (s[NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES + j] == 0) {
+                continue;
+            }
+
+            b->last = ngx_sprintf(b->last,
+                "portal_gate_responses_total{env=\"%*s\",flag=\"%*s\","
+                "decision=\"%s\",class=\"%s\"} %uL\n",
+                (size_t) p->env_len, p->env, (size_t) p->flag_len, p->flag,
+                j / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES ? "on" : "off",
+                classes[j % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES],
+                s[NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES + j]);
+        }
+    }
+
+    b->last = ngx_sprintf(b->last, ngx_http_portal_gate_metrics_gauges,
+                          revision, applied_at, sh->confirmed_at, used, total,
+                          state_ok, sh->full);
 
     return ngx_http_portal_gate_send(r, NGX_HTTP_OK,
                                 "text/plain; version=0.0.4; charset=utf-8", b);
 }
 
+
+/* the pairs by environment, then flag */
 
 static int ngx_libc_cdecl
 ngx_http_portal_gate_metrics_cmp(const void *one, const void *two)
@@ -673,8 +711,8 @@ ngx_http_portal_gate_metrics_cmp(const void *one, const void *two)
     ngx_int_t                             rc;
     ngx_http_portal_gate_metrics_pair_t  *a, *b;
 
-    a = &ngx_http_portal_gate_metrics_sorted->pairs[*(ngx_uint_t *) one];
-    b = &ngx_http_portal_gate_metrics_sorted->pairs[*(ngx_uint_t *) two];
+    a = *(ngx_http_portal_gate_metrics_pair_t **) one;
+    b = *(ngx_http_portal_gate_metrics_pair_t **) two;
 
     rc = ngx_memn2cmp(a->env, b->env, a->env_len, b->env_len);
 
