@@ -26,6 +26,11 @@
  * The zone's name, tag and size are the same across a reload (the size
  * depends only on worker_processes), so nginx hands the same memory over
  * and the counters keep counting.
+ *
+ * A client request counts a decision once, whether portal_gate or
+ * $portal_flag_NAME made it, however often nginx reads the variable
+ * (ngx_http_portal_gate_metrics_count()); only its own gate's decision
+ * counts its answer, in the log phase.
  */
 
 
@@ -102,17 +107,23 @@ typedef struct {
 
 
 /*
- * What a gate decided for a client request, for the log phase and so that
- * the same decision is counted once: a pool cleanup's data, since an
- * internal redirect (off=@named, index, try_files) clears the module's
- * context, and a subrequest shares the main request's pool.
+ * A decision a client request has counted: a pool cleanup's data, since an
+ * internal redirect (off=@named, index, try_files, rewrite ... last) clears
+ * the module's context, and a subrequest shares the main request's pool.
+ * The names point into the configuration or the request's pool, which
+ * outlive the record.
  */
 typedef struct {
     ngx_http_request_t          *main;          /* r->main */
-    ngx_uint_t                   pair;
+    ngx_str_t                    env;           /* as evaluated */
+    ngx_str_t                    flag;
     ngx_uint_t                   on;
-    ngx_uint_t                   sub;           /* only a subrequest's */
-} ngx_http_portal_gate_metrics_gated_t;
+    pg_reason_t                  reason;
+    ngx_uint_t                   pair;          /* its counters */
+    ngx_uint_t                   answer;        /* a gate of the client
+                                                   request itself decided
+                                                   it: count the answer */
+} ngx_http_portal_gate_metrics_counted_t;
 
 
 static ngx_uint_t ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
@@ -123,7 +134,10 @@ static ngx_atomic_t *ngx_http_portal_gate_metrics_counters(
 static ngx_uint_t ngx_http_portal_gate_metrics_find(
     ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
     ngx_str_t *flag);
-static void ngx_http_portal_gate_metrics_gated_cleanup(void *data);
+static ngx_http_portal_gate_metrics_counted_t *
+    ngx_http_portal_gate_metrics_counted(ngx_http_request_t *r,
+    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d, ngx_uint_t *newest);
+static void ngx_http_portal_gate_metrics_counted_cleanup(void *data);
 static ngx_int_t ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_health_handler(ngx_http_request_t *r);
 static char *ngx_http_portal_gate_observe(ngx_conf_t *cf,
@@ -185,19 +199,30 @@ static ngx_uint_t  ngx_http_portal_gate_metrics_tag;
 
 
 
-/* the counters of a decision; called by the gate and by $portal_flag_* */
+/*
+ * The counters of a decision; called by the gate and by $portal_flag_*.
+ *
+ * A client request counts a decision (an environment, a flag, an answer
+ * and its reason) once, whoever made it and however often: nginx's script
+ * engine reads a variable that is not cacheable once to size a value and
+ * again to copy it (set, if), a map and add_header read it each on their
+ * own, an internal redirect back into a gated location (index, try_files)
+ * runs the gate again, and a subrequest (auth_request, an SSI include)
+ * decides again. The variable itself stays uncached: `set $company` or a
+ * redirect into another environment between two reads changes the answer,
+ * and that is another decision, counted as such.
+ */
 
 void
 ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     ngx_http_portal_gate_decision_t *d, ngx_uint_t gate)
 {
-    ngx_uint_t                             pair, on;
-    ngx_atomic_t                          *c;
-    ngx_pool_cleanup_t                    *cln;
-    ngx_http_request_t                    *main;
-    ngx_http_portal_gate_main_conf_t      *pmcf;
-    ngx_http_portal_gate_metrics_ctx_t    *ctx;
-    ngx_http_portal_gate_metrics_gated_t  *g;
+    ngx_uint_t                               pair, on, newest;
+    ngx_atomic_t                            *c;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_portal_gate_main_conf_t        *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t      *ctx;
+    ngx_http_portal_gate_metrics_counted_t  *g;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
 
@@ -205,66 +230,101 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
         return;
     }
 
-    ctx = pmcf->metrics_zone->data;
+    /* a gate of the client request itself answers for it (the log phase
+     * takes the newest such record): the newest record is marked, an older
+     * one gets a newer record, counting nothing */
 
-    pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
-                                             d->result.reason);
-    on = d->result.on ? 1 : 0;
-    main = r->main;
+    gate = (gate && r == r->main);
 
-    /*
-     * A gate counts once per client request, flag and answer: an internal
-     * redirect back into a gated location (index, try_files) and a
-     * subrequest (auth_request, an SSI include) decide again, the same.
-     */
+    g = ngx_http_portal_gate_metrics_counted(r, flag, d, &newest);
 
-    if (gate) {
-        for (cln = r->pool->cleanup; cln; cln = cln->next) {
-            if (cln->handler != ngx_http_portal_gate_metrics_gated_cleanup) {
-                continue;
-            }
-
-            g = cln->data;
-
-            if (g->main == main && g->pair == pair && g->on == on) {
-                if (r == main) {
-                    g->sub = 0;
-                }
-
-                return;
-            }
-        }
-    }
-
-    c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, pair)
-        + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
-
-    (void) ngx_atomic_fetch_add(c, 1);
-
-    if (!gate) {
+    if (g && (!gate || newest)) {
+        g->answer |= gate;
         return;
     }
 
+    on = d->result.on ? 1 : 0;
+
+    if (g) {
+        pair = g->pair;
+
+    } else {
+        ctx = pmcf->metrics_zone->data;
+
+        pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
+                                                 d->result.reason);
+
+        c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, pair)
+            + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
+
+        (void) ngx_atomic_fetch_add(c, 1);
+    }
+
     cln = ngx_pool_cleanup_add(r->pool,
-                               sizeof(ngx_http_portal_gate_metrics_gated_t));
+                               sizeof(ngx_http_portal_gate_metrics_counted_t));
     if (cln == NULL) {
         return;
     }
 
     g = cln->data;
-    g->main = main;
-    g->pair = pair;
+    g->main = r->main;
+    g->env = d->env;
+    g->flag = *flag;
     g->on = on;
-    g->sub = (r != main);
+    g->reason = d->result.reason;
+    g->pair = pair;
+    g->answer = gate;
 
-    cln->handler = ngx_http_portal_gate_metrics_gated_cleanup;
+    cln->handler = ngx_http_portal_gate_metrics_counted_cleanup;
+}
+
+
+/* the client request's record of this decision, or NULL; *newest: it is
+ * the request's newest record */
+
+static ngx_http_portal_gate_metrics_counted_t *
+ngx_http_portal_gate_metrics_counted(ngx_http_request_t *r, ngx_str_t *flag,
+    ngx_http_portal_gate_decision_t *d, ngx_uint_t *newest)
+{
+    ngx_uint_t                               on;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_portal_gate_metrics_counted_t  *g;
+
+    on = d->result.on ? 1 : 0;
+    *newest = 1;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler != ngx_http_portal_gate_metrics_counted_cleanup) {
+            continue;
+        }
+
+        g = cln->data;
+
+        /* an environment that failed to evaluate is empty, data NULL */
+
+        if (g->main == r->main
+            && g->on == on
+            && g->reason == d->result.reason
+            && g->flag.len == flag->len
+            && g->env.len == d->env.len
+            && ngx_memcmp(g->flag.data, flag->data, flag->len) == 0
+            && (d->env.len == 0
+                || ngx_memcmp(g->env.data, d->env.data, d->env.len) == 0))
+        {
+            return g;
+        }
+
+        *newest = 0;
+    }
+
+    return NULL;
 }
 
 
 static void
-ngx_http_portal_gate_metrics_gated_cleanup(void *data)
+ngx_http_portal_gate_metrics_counted_cleanup(void *data)
 {
-    /* nothing to free: the cleanup only carries the gate's decision, as
+    /* nothing to free: the cleanup only carries the decision counted, as
      * the realip module's carries its context */
 }
 
@@ -444,12 +504,12 @@ ngx_http_portal_gate_metrics_find(ngx_http_portal_gate_metrics_ctx_t *ctx,
 static ngx_int_t
 ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                             status, class;
-    ngx_atomic_t                          *c;
-    ngx_pool_cleanup_t                    *cln;
-    ngx_http_portal_gate_main_conf_t      *pmcf;
-    ngx_http_portal_gate_metrics_ctx_t    *ctx;
-    ngx_http_portal_gate_metrics_gated_t  *g;
+    ngx_uint_t                               status, class;
+    ngx_atomic_t                            *c;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_portal_gate_main_conf_t        *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t      *ctx;
+    ngx_http_portal_gate_metrics_counted_t  *g;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
 
@@ -462,10 +522,10 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
     g = NULL;
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_portal_gate_metrics_gated_cleanup) {
+        if (cln->handler == ngx_http_portal_gate_metrics_counted_cleanup) {
             g = cln->data;
 
-            if (g->main == r && !g->sub) {
+            if (g->main == r && g->answer) {
                 break;
             }
 

@@ -98,8 +98,8 @@ sub mix {
     hit('/portal/', 2);                       # off, no_company: 404
     hit('/broken/', 3, company => '12');      # on, allowed: 503
     hit('/broken/', 2, company => '7');       # off, rollout: 410
-    hit('/route/', 2, company => '12');       # calls on: map + add_header
-    hit('/route/', 1, company => '7');        # calls off, requires: twice
+    hit('/route/', 2, company => '12');       # calls on: map + add_header,
+    hit('/route/', 1, company => '7');        # once a request (off: requires)
     hit('/nosuch/', 2, company => '12');      # a flag the snapshot lacks
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'staging' });
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'Bogus 1' });
@@ -113,8 +113,8 @@ sub expected {
         dec('production', 'customer_portal', 'off', 'denied')     => 3 * $k,
         dec('production', 'customer_portal', 'off', 'rollout')    => 6 * $k,
         dec('production', 'customer_portal', 'off', 'no_company') => 2 * $k,
-        dec('production', 'customer_portal_calls', 'on',  'rollout')  => 4 * $k,
-        dec('production', 'customer_portal_calls', 'off', 'requires') => 2 * $k,
+        dec('production', 'customer_portal_calls', 'on',  'rollout')  => 2 * $k,
+        dec('production', 'customer_portal_calls', 'off', 'requires') => 1 * $k,
         dec('production', '(unknown)', 'off', 'unknown')          => 2 * $k,
         dec('staging', 'customer_portal', 'off', 'killed')        => 1 * $k,
         dec('(other)', '(unknown)', 'off', 'unknown')             => 2 * $k,
@@ -134,7 +134,7 @@ mix();
 
 my ($text, $m) = scrape();
 is_deeply(portal_samples($m), expected(1),
-          'every decision is counted once per evaluation, every gated answer '
+          'every decision is counted once per request, every gated answer '
           . 'by class, summed over the workers')
     or diag($text);
 is(scalar keys %workers, 2, 'the requests were spread over both workers')
