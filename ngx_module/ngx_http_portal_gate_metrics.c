@@ -146,6 +146,8 @@ static ngx_int_t ngx_http_portal_gate_metrics_log_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
+static u_char *ngx_http_portal_gate_metrics_sample(u_char *p,
+    ngx_http_portal_gate_metrics_pair_t *pair, ngx_uint_t j, uint64_t count);
 static int ngx_libc_cdecl ngx_http_portal_gate_metrics_cmp(const void *one,
     const void *two);
 
@@ -155,15 +157,16 @@ static ngx_str_t  ngx_http_portal_gate_metrics_unknown =
 static ngx_str_t  ngx_http_portal_gate_metrics_other =
     ngx_string("(other)");
 
-static u_char  ngx_http_portal_gate_metrics_decisions_help[] =
-    "# HELP portal_gate_decisions_total Decisions of portal_gate and "
-    "$portal_flag_*, by environment, flag, decision and reason.\n"
-    "# TYPE portal_gate_decisions_total counter\n";
-
-static u_char  ngx_http_portal_gate_metrics_responses_help[] =
-    "# HELP portal_gate_responses_total Answers to requests a portal_gate "
-    "decided, by status class.\n"
-    "# TYPE portal_gate_responses_total counter\n";
+/* the counters' families: a pair's decisions, then its responses */
+static ngx_str_t  ngx_http_portal_gate_metrics_help[] = {
+    ngx_string("# HELP portal_gate_decisions_total Decisions of portal_gate "
+               "and $portal_flag_*, by environment, flag, decision and "
+               "reason.\n"
+               "# TYPE portal_gate_decisions_total counter\n"),
+    ngx_string("# HELP portal_gate_responses_total Answers to requests a "
+               "portal_gate decided, by status class.\n"
+               "# TYPE portal_gate_responses_total counter\n")
+};
 
 static char  ngx_http_portal_gate_metrics_gauges[] =
     "# HELP portal_gate_snapshot_revision The revision of the snapshot "
@@ -595,7 +598,7 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
     uint64_t                              *sums, *s;
     ngx_int_t                              rc;
     ngx_buf_t                             *b;
-    ngx_uint_t                             i, j, k, n, state_ok;
+    ngx_uint_t                             i, j, k, f, n, state_ok;
     ngx_atomic_t                          *c;
     ngx_http_portal_gate_shctx_t          *zsh;
     ngx_http_portal_gate_zone_ctx_t       *zctx;
@@ -603,8 +606,6 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
     ngx_http_portal_gate_metrics_sh_t     *sh;
     ngx_http_portal_gate_metrics_ctx_t    *ctx;
     ngx_http_portal_gate_metrics_pair_t   *p, **order;
-
-    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -674,8 +675,8 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    size = sizeof(ngx_http_portal_gate_metrics_decisions_help) - 1
-           + sizeof(ngx_http_portal_gate_metrics_responses_help) - 1
+    size = ngx_http_portal_gate_metrics_help[0].len
+           + ngx_http_portal_gate_metrics_help[1].len
            + sizeof(ngx_http_portal_gate_metrics_gauges) - 1
            + NGX_HTTP_PORTAL_GATE_METRICS_GAUGES * NGX_INT64_LEN;
 
@@ -709,48 +710,23 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
 
     /* each family whole: the decisions, then the responses */
 
-    b->last = ngx_cpymem(b->last, ngx_http_portal_gate_metrics_decisions_help,
-                   sizeof(ngx_http_portal_gate_metrics_decisions_help) - 1);
+    for (f = 0; f < 2; f++) {
+        b->last = ngx_cpymem(b->last, ngx_http_portal_gate_metrics_help[f].data,
+                             ngx_http_portal_gate_metrics_help[f].len);
 
-    for (k = 0; k < n; k++) {
-        p = order[k];
-        s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
+        for (k = 0; k < n; k++) {
+            s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
 
-        for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES; j++) {
-            if (s[j] == 0) {
-                continue;
+            for (j = f ? NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES : 0;
+                 j < (f ? NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                        : NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES);
+                 j++)
+            {
+                if (s[j]) {
+                    b->last = ngx_http_portal_gate_metrics_sample(b->last,
+                                                         order[k], j, s[j]);
+                }
             }
-
-            b->last = ngx_sprintf(b->last,
-                "portal_gate_decisions_total{env=\"%*s\",flag=\"%*s\","
-                "decision=\"%s\",reason=\"%s\"} %uL\n",
-                (size_t) p->env_len, p->env, (size_t) p->flag_len, p->flag,
-                j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS ? "on" : "off",
-                pg_reason_name((pg_reason_t)
-                               (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS)),
-                s[j]);
-        }
-    }
-
-    b->last = ngx_cpymem(b->last, ngx_http_portal_gate_metrics_responses_help,
-                   sizeof(ngx_http_portal_gate_metrics_responses_help) - 1);
-
-    for (k = 0; k < n; k++) {
-        p = order[k];
-        s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
-
-        for (j = 0; j < 2 * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES; j++) {
-            if (s[NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES + j] == 0) {
-                continue;
-            }
-
-            b->last = ngx_sprintf(b->last,
-                "portal_gate_responses_total{env=\"%*s\",flag=\"%*s\","
-                "decision=\"%s\",class=\"%s\"} %uL\n",
-                (size_t) p->env_len, p->env, (size_t) p->flag_len, p->flag,
-                j / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES ? "on" : "off",
-                classes[j % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES],
-                s[NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES + j]);
         }
     }
 
@@ -760,6 +736,45 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
 
     return ngx_http_portal_gate_send(r, NGX_HTTP_OK,
                                 "text/plain; version=0.0.4; charset=utf-8", b);
+}
+
+
+/*
+ * One sample of a pair's counter j: a decision (on or off, a reason) or
+ * a response (on or off, a class). At most NGX_HTTP_PORTAL_GATE_METRICS_LINE
+ * bytes besides the names.
+ */
+
+static u_char *
+ngx_http_portal_gate_metrics_sample(u_char *p,
+    ngx_http_portal_gate_metrics_pair_t *pair, ngx_uint_t j, uint64_t count)
+{
+    ngx_uint_t   on;
+    const char  *family, *label, *value;
+
+    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    if (j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES) {
+        family = "decisions";
+        label = "reason";
+        on = j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS;
+        value = pg_reason_name((pg_reason_t)
+                               (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS));
+
+    } else {
+        j -= NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES;
+
+        family = "responses";
+        label = "class";
+        on = j / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES;
+        value = classes[j % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES];
+    }
+
+    return ngx_sprintf(p, "portal_gate_%s_total{env=\"%*s\",flag=\"%*s\","
+                          "decision=\"%s\",%s=\"%s\"} %uL\n",
+                       family, (size_t) pair->env_len, pair->env,
+                       (size_t) pair->flag_len, pair->flag,
+                       on ? "on" : "off", label, value, count);
 }
 
 
