@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PortalGate::Test qw(require_module);
 use PortalGate::Scrape qw(metrics);
+use PortalGate::EdgeMetrics qw(dec resp counter_samples delta);
 
 require_module();
 
@@ -68,22 +69,8 @@ my $put = $ng->put_snapshot({revision => 1, environments => {
 }});
 is($put->{status}, 200, 'the snapshot is applied') or diag($put->{content});
 
-sub dec {
-    my ($env, $flag, $decision, $reason) = @_;
-    return qq(portal_gate_decisions_total{env="$env",flag="$flag",)
-         . qq(decision="$decision",reason="$reason"});
-}
-
-sub resp {
-    my ($env, $flag, $decision, $class) = @_;
-    return qq(portal_gate_responses_total{env="$env",flag="$flag",)
-         . qq(decision="$decision",class="$class"});
-}
-
 sub samples {
-    my $m = metrics($ng->get('/metrics')->{content});
-    return { map { $_ => $m->{$_} }
-             grep { /^portal_gate_(?:decisions|responses)_total\{/ } keys %$m };
+    return counter_samples(metrics($ng->get('/metrics')->{content}));
 }
 
 # what one request (or $n of them) added to the counters
@@ -92,13 +79,7 @@ sub counted {
     my $before = samples();
     my $r;
     $r = $ng->get($path, company => '12', %o) for 1 .. $n;
-    my $after = samples();
-    my %d;
-    for (keys %$after) {
-        my $x = $after->{$_} - ($before->{$_} // 0);
-        $d{$_} = $x if $x;
-    }
-    return ($r, \%d);
+    return ($r, delta($before, samples()));
 }
 
 my $on = dec('production', 'f', 'on', 'allowed');
@@ -122,69 +103,41 @@ for my $c (['/set/',    'set $x $portal_flag_f; return 200 $x',  200, '1'],
         or diag(explain $d);
 }
 
+# [path, company, the answer, what it shows, what it counts, and why]
+for my $c (
+    ['/return/', '99', '0', 'another company gets its own answer',
+     { dec('production', 'f', 'off', 'denied') => 1 },
+     'counted under its own decision'],
+    ['/gated/', '12', '1', 'a gate, the variable and a map in one location',
+     { $on => 1, resp('production', 'f', 'on', '2xx') => 1 },
+     'the gate and the variable deciding the same: one decision, one '
+     . 'answer'],
+    ['/switch/', '12', '101',
+     'set $c between reads: each read answers for the company it sees',
+     { $on => 1, dec('production', 'f', 'off', 'denied') => 1 },
+     'one decision for each company, the first one not twice'],
+    ['/from/', '12', '11', 'read before and after an internal redirect',
+     { $on => 1 }, 'the same decision: counted once'],
+    ['/elsewhere/', '12', '10',
+     'a redirect into another environment: the variable answers for it',
+     { $on => 1, dec('staging', 'f', 'off', 'killed') => 1 },
+     'one decision in each environment'],
+    ['/ssi/', '12', 'A1B', 'read in a request and its SSI subrequest',
+     { $on => 1 }, 'the client request counts it once'],
+    ['/flags/', '12', '1100', 'four flags in one value',
+     { $on => 1, dec('production', 'g', 'on', 'rollout') => 1,
+       dec('production', '(unknown)', 'off', 'unknown') => 2 },
+     'each flag once; two unknown flags are two decisions in one series'],
+    ['/first/', '12', 'third 1', 'g read, then gates f and g',
+     { $on => 1, dec('production', 'g', 'on', 'rollout') => 1,
+       resp('production', 'g', 'on', '2xx') => 1 },
+     'g decided twice the same: once; the answer counts for the last '
+     . 'gate, g'])
 {
-    my ($r, $d) = counted('/header/', 1, company => '99');
-    is($r->{headers}{'x-f'}, '0', 'another company gets its own answer');
-    is_deeply($d, { dec('production', 'f', 'off', 'denied') => 1 },
-              'counted under its own decision') or diag(explain $d);
-}
-
-{
-    my ($r, $d) = counted('/gated/', 1);
-    is($r->{content}, '1', 'a gate and the variable in one location');
-    is($r->{headers}{'x-route'}, 'v2', 'and a map over it');
-    is_deeply($d, { $on => 1, resp('production', 'f', 'on', '2xx') => 1 },
-              'the gate and the variable deciding the same: one decision, '
-              . 'one answer') or diag(explain $d);
-}
-
-{
-    my ($r, $d) = counted('/switch/', 1);
-    is($r->{content}, '101',
-       'set $c between reads: each read answers for the company it sees');
-    is_deeply($d, { $on => 1, dec('production', 'f', 'off', 'denied') => 1 },
-              'one decision for each company, the first one not twice')
-        or diag(explain $d);
-}
-
-{
-    my ($r, $d) = counted('/from/', 1);
-    is($r->{content}, '11', 'read before and after an internal redirect');
-    is_deeply($d, { $on => 1 }, 'the same decision: counted once')
-        or diag(explain $d);
-
-    ($r, $d) = counted('/elsewhere/', 1);
-    is($r->{content}, '10',
-       'a redirect into another environment: the variable answers for it');
-    is_deeply($d, { $on => 1, dec('staging', 'f', 'off', 'killed') => 1 },
-              'one decision in each environment') or diag(explain $d);
-}
-
-{
-    my ($r, $d) = counted('/ssi/', 1);
-    is($r->{content}, 'A1B', 'read in a request and its SSI subrequest');
-    is_deeply($d, { $on => 1 }, 'the client request counts it once')
-        or diag(explain $d);
-}
-
-{
-    my ($r, $d) = counted('/flags/', 1);
-    is($r->{content}, '1100', 'four flags in one value');
-    is_deeply($d, { $on => 1,
-                    dec('production', 'g', 'on', 'rollout') => 1,
-                    dec('production', '(unknown)', 'off', 'unknown') => 2 },
-              'each flag once; two unknown flags are two decisions in one '
-              . 'series') or diag(explain $d);
-}
-
-{
-    my ($r, $d) = counted('/first/', 1);
-    is($r->{content}, 'third 1', 'g read, then gates f and g');
-    is_deeply($d, { $on => 1,
-                    dec('production', 'g', 'on', 'rollout') => 1,
-                    resp('production', 'g', 'on', '2xx') => 1 },
-              'g decided twice the same: once; the answer counts for the '
-              . 'last gate, g') or diag(explain $d);
+    my ($path, $company, $body, $what, $want, $why) = @$c;
+    my ($r, $d) = counted($path, 1, company => $company);
+    is($r->{content}, $body, $what);
+    is_deeply($d, $want, $why) or diag(explain $d);
 }
 
 $ng->no_bad_log_lines;
