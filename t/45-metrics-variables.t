@@ -18,7 +18,8 @@ use PortalGate::EdgeMetrics qw(dec resp counter_samples delta);
 
 require_module();
 
-my $ng = PortalGate::Test->new(workers => 1, http => <<'HTTP', server => <<'CONF');
+my $ng = PortalGate::Test->new(workers => 1,
+                               http => <<'HTTP', server => <<'CONF');
     map $portal_flag_f $f_route {
         1        v2;
         default  legacy;
@@ -54,7 +55,8 @@ HTTP
                             add_header X-F $portal_flag_f always;
                             return 200 'A<!--# include virtual="/inc/" -->B'; }
         location /inc/    { return 200 "$portal_flag_f"; }
-        location /flags/  { return 200 "$portal_flag_f$portal_flag_g$portal_flag_nope1$portal_flag_nope2"; }
+        location /flags/  { set $xy "$portal_flag_x$portal_flag_y";
+                            return 200 "$portal_flag_f$portal_flag_g$xy"; }
         location /first/  { set $x $portal_flag_g; rewrite ^ /second/ last; }
         location /second/ { portal_gate f; rewrite ^ /third/ last; }
         location /third/  { portal_gate g; return 200 "third $x"; }
