@@ -206,12 +206,12 @@ static ngx_uint_t  ngx_http_portal_gate_metrics_tag;
  * The counters of a decision; called by the gate and by $portal_flag_*.
  *
  * A client request counts a decision (an environment, a flag, an answer
- * and its reason) once, whoever made it and however often: nginx's script
- * engine reads a variable that is not cacheable once to size a value and
- * again to copy it (set, if), a map and add_header read it each on their
- * own, an internal redirect back into a gated location (index, try_files)
- * runs the gate again, and a subrequest (auth_request, an SSI include)
- * decides again. The variable itself stays uncached: `set $company` or a
+ * and its reason) once, whoever made it and however often: the rewrite
+ * module's set reads a variable that is not cacheable once to size the
+ * value and again to copy it, if, return, a map and add_header read it
+ * each on their own, an internal redirect back into a gated location
+ * (index, try_files) runs the gate again, and a subrequest (auth_request,
+ * an SSI include) decides again. The variable itself stays uncached: `set $company` or a
  * redirect into another environment between two reads changes the answer,
  * and that is another decision, counted as such.
  */
