@@ -105,9 +105,9 @@ typedef struct {
 
 
 /*
- * How every zone of the module's contents begin (the snapshot zone's, the
- * metrics zone's): what wrote them, checked when a reload hands a zone
- * over (ngx_http_portal_gate_zone_shared()).
+ * The start of the contents of each of the module's zones (the snapshot
+ * zone, the metrics zone): what wrote them, checked when a reload hands
+ * a zone over (ngx_http_portal_gate_zone_shared()).
  */
 typedef struct {
     ngx_uint_t                   magic;
