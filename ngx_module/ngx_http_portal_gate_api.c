@@ -830,9 +830,7 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
 {
     char                        *text;
     size_t                       len;
-    ngx_int_t                    rc;
     ngx_buf_t                   *b;
-    ngx_chain_t                  out;
     ngx_http_portal_gate_ctx_t  *ctx;
 
     if (json == NULL) {
@@ -877,9 +875,26 @@ ngx_http_portal_gate_api_send(ngx_http_request_t *r, ngx_uint_t status,
     /* the header filter leaves this answer alone */
     ctx->answered = 1;
 
+    return ngx_http_portal_gate_send(r, status, "application/json", b);
+}
+
+
+/*
+ * Send a whole answer held in one buffer: the API's, portal_gate_metrics'
+ * and portal_gate_health's. type is a literal.
+ */
+
+ngx_int_t
+ngx_http_portal_gate_send(ngx_http_request_t *r, ngx_uint_t status,
+    char *type, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
     r->headers_out.status = status;
-    r->headers_out.content_length_n = len + 1;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_type.len = ngx_strlen(type);
+    r->headers_out.content_type.data = (u_char *) type;
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 

@@ -26,6 +26,11 @@
  * The zone's name, tag and size are the same across a reload (the size
  * depends only on worker_processes), so nginx hands the same memory over
  * and the counters keep counting.
+ *
+ * A client request counts a decision once, whether portal_gate or
+ * $portal_flag_NAME made it, however often nginx reads the variable
+ * (ngx_http_portal_gate_metrics_count()); only its own gate's decision
+ * counts its answer, in the log phase.
  */
 
 
@@ -33,7 +38,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_METRICS_MAGIC    0x50474d54   /* "PGMT" */
-#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   1
+#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   2
 
 /* the most (environment, flag) pairs with series of their own */
 #define NGX_HTTP_PORTAL_GATE_METRICS_PAIRS    1024
@@ -68,6 +73,9 @@
 /* a sample line's longest text, names aside */
 #define NGX_HTTP_PORTAL_GATE_METRICS_LINE     (96 + NGX_INT64_LEN)
 
+/* the gauges' numbers, each at most NGX_INT64_LEN long */
+#define NGX_HTTP_PORTAL_GATE_METRICS_GAUGES   7
+
 
 typedef struct {
     ngx_atomic_t                 used;          /* set last: names written */
@@ -80,9 +88,7 @@ typedef struct {
 
 
 typedef struct {
-    ngx_uint_t                   magic;
-    ngx_uint_t                   layout;
-    ngx_uint_t                   nslots;
+    ngx_http_portal_gate_zone_header_t  header;
     ngx_uint_t                   npairs;        /* under the mutex */
     ngx_uint_t                   full;          /* a pair was refused */
     time_t                       started_at;    /* the zone's creation */
@@ -101,34 +107,47 @@ typedef struct {
 
 
 /*
- * What a gate decided for a client request, for the log phase and so that
- * the same decision is counted once: a pool cleanup's data, since an
- * internal redirect (off=@named, index, try_files) clears the module's
- * context, and a subrequest shares the main request's pool.
+ * A decision a client request has counted: a pool cleanup's data, since an
+ * internal redirect (off=@named, index, try_files, rewrite ... last) clears
+ * the module's context, and a subrequest shares the main request's pool.
+ * The names point into the configuration or the request's pool, which
+ * outlive the record.
  */
 typedef struct {
     ngx_http_request_t          *main;          /* r->main */
-    ngx_uint_t                   pair;
+    ngx_str_t                    env;           /* as evaluated */
+    ngx_str_t                    flag;
     ngx_uint_t                   on;
-    ngx_uint_t                   sub;           /* only a subrequest's */
-} ngx_http_portal_gate_metrics_gated_t;
+    pg_reason_t                  reason;
+    ngx_uint_t                   pair;          /* its counters */
+    ngx_uint_t                   answer;        /* a gate of the client
+                                                   request itself decided
+                                                   it: count the answer */
+} ngx_http_portal_gate_metrics_counted_t;
 
 
 static ngx_uint_t ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
     ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
     ngx_str_t *flag, pg_reason_t reason);
+static ngx_atomic_t *ngx_http_portal_gate_metrics_counters(
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_uint_t slot, ngx_uint_t pair);
 static ngx_uint_t ngx_http_portal_gate_metrics_find(
     ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
     ngx_str_t *flag);
-static void ngx_http_portal_gate_metrics_gated_cleanup(void *data);
+static ngx_http_portal_gate_metrics_counted_t *
+    ngx_http_portal_gate_metrics_counted(ngx_http_request_t *r,
+    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d, ngx_uint_t *newest);
+static void ngx_http_portal_gate_metrics_counted_cleanup(void *data);
 static ngx_int_t ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_portal_gate_health_handler(ngx_http_request_t *r);
+static char *ngx_http_portal_gate_observe(ngx_conf_t *cf,
+    ngx_http_portal_gate_loc_conf_t *plcf, ngx_http_handler_pt handler);
 static ngx_int_t ngx_http_portal_gate_metrics_log_handler(
     ngx_http_request_t *r);
-static ngx_int_t ngx_http_portal_gate_metrics_send(ngx_http_request_t *r,
-    ngx_uint_t status, char *type, ngx_buf_t *b);
 static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
+static u_char *ngx_http_portal_gate_metrics_sample(u_char *p,
+    ngx_http_portal_gate_metrics_pair_t *pair, ngx_uint_t j, uint64_t count);
 static int ngx_libc_cdecl ngx_http_portal_gate_metrics_cmp(const void *one,
     const void *two);
 
@@ -138,7 +157,44 @@ static ngx_str_t  ngx_http_portal_gate_metrics_unknown =
 static ngx_str_t  ngx_http_portal_gate_metrics_other =
     ngx_string("(other)");
 
-static ngx_http_portal_gate_metrics_sh_t  *ngx_http_portal_gate_metrics_sorted;
+/* the counters' families: a pair's decisions, then its responses */
+static ngx_str_t  ngx_http_portal_gate_metrics_help[] = {
+    ngx_string("# HELP portal_gate_decisions_total Decisions of portal_gate "
+               "and $portal_flag_*, by environment, flag, decision and "
+               "reason.\n"
+               "# TYPE portal_gate_decisions_total counter\n"),
+    ngx_string("# HELP portal_gate_responses_total Answers to requests a "
+               "portal_gate decided, by status class.\n"
+               "# TYPE portal_gate_responses_total counter\n")
+};
+
+static char  ngx_http_portal_gate_metrics_gauges[] =
+    "# HELP portal_gate_snapshot_revision The revision of the snapshot "
+    "in force; 0: none.\n"
+    "# TYPE portal_gate_snapshot_revision gauge\n"
+    "portal_gate_snapshot_revision %L\n"
+    "# HELP portal_gate_snapshot_applied_timestamp_seconds When that "
+    "snapshot was applied; 0: never.\n"
+    "# TYPE portal_gate_snapshot_applied_timestamp_seconds gauge\n"
+    "portal_gate_snapshot_applied_timestamp_seconds %T\n"
+    "# HELP portal_gate_last_sync_timestamp_seconds When the controller "
+    "last confirmed this edge in step; 0: not since start.\n"
+    "# TYPE portal_gate_last_sync_timestamp_seconds gauge\n"
+    "portal_gate_last_sync_timestamp_seconds %T\n"
+    "# HELP portal_gate_zone_used_bytes Bytes used in the snapshot zone.\n"
+    "# TYPE portal_gate_zone_used_bytes gauge\n"
+    "portal_gate_zone_used_bytes %uz\n"
+    "# HELP portal_gate_zone_size_bytes The snapshot zone's size.\n"
+    "# TYPE portal_gate_zone_size_bytes gauge\n"
+    "portal_gate_zone_size_bytes %uz\n"
+    "# HELP portal_gate_state_file_ok 1 unless the last write of the "
+    "state file failed.\n"
+    "# TYPE portal_gate_state_file_ok gauge\n"
+    "portal_gate_state_file_ok %ui\n"
+    "# HELP portal_gate_metrics_pairs_full 1 once an (environment, "
+    "flag) pair found no room: it counts under (other).\n"
+    "# TYPE portal_gate_metrics_pairs_full gauge\n"
+    "portal_gate_metrics_pairs_full %ui\n";
 
 /* the metrics zone's tag: not the module's, which marks the snapshot
  * zones (ngx_http_portal_gate_retire() walks those) */
@@ -146,19 +202,30 @@ static ngx_uint_t  ngx_http_portal_gate_metrics_tag;
 
 
 
-/* the counters of a decision; called by the gate and by $portal_flag_* */
+/*
+ * The counters of a decision; called by the gate and by $portal_flag_*.
+ *
+ * A client request counts a decision (an environment, a flag, an answer
+ * and its reason) once, whoever made it and however often: the rewrite
+ * module's set reads a variable that is not cacheable once to size the
+ * value and again to copy it, if, return, a map and add_header read it
+ * each on their own, an internal redirect back into a gated location
+ * (index, try_files) runs the gate again, and a subrequest (auth_request,
+ * an SSI include) decides again. The variable itself stays uncached: `set $company` or a
+ * redirect into another environment between two reads changes the answer,
+ * and that is another decision, counted as such.
+ */
 
 void
 ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     ngx_http_portal_gate_decision_t *d, ngx_uint_t gate)
 {
-    ngx_uint_t                             pair, on, slot;
-    ngx_atomic_t                          *c;
-    ngx_pool_cleanup_t                    *cln;
-    ngx_http_request_t                    *main;
-    ngx_http_portal_gate_main_conf_t      *pmcf;
-    ngx_http_portal_gate_metrics_ctx_t    *ctx;
-    ngx_http_portal_gate_metrics_gated_t  *g;
+    ngx_uint_t                               pair, on, newest;
+    ngx_atomic_t                            *c;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_portal_gate_main_conf_t        *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t      *ctx;
+    ngx_http_portal_gate_metrics_counted_t  *g;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
 
@@ -166,74 +233,119 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
         return;
     }
 
-    ctx = pmcf->metrics_zone->data;
+    /* a gate of the client request itself answers for it (the log phase
+     * takes the newest such record): the newest record is marked, an older
+     * one gets a newer record, counting nothing */
 
-    pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
-                                             d->result.reason);
-    on = d->result.on ? 1 : 0;
-    main = r->main;
+    gate = (gate && r == r->main);
 
-    /*
-     * A gate counts once per client request, flag and answer: an internal
-     * redirect back into a gated location (index, try_files) and a
-     * subrequest (auth_request, an SSI include) decide again, the same.
-     */
+    g = ngx_http_portal_gate_metrics_counted(r, flag, d, &newest);
 
-    if (gate) {
-        for (cln = r->pool->cleanup; cln; cln = cln->next) {
-            if (cln->handler != ngx_http_portal_gate_metrics_gated_cleanup) {
-                continue;
-            }
-
-            g = cln->data;
-
-            if (g->main == main && g->pair == pair && g->on == on) {
-                if (r == main) {
-                    g->sub = 0;
-                }
-
-                return;
-            }
-        }
-    }
-
-    /* ngx_worker may be past the slots when worker_processes follows the
-     * http block: such workers share a slot, atomically */
-    slot = ngx_worker % ctx->nslots;
-
-    c = (ngx_atomic_t *) ((u_char *) ctx->sh->counters
-                          + slot * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
-
-    c += pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
-         + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
-
-    (void) ngx_atomic_fetch_add(c, 1);
-
-    if (!gate) {
+    if (g && (!gate || newest)) {
+        g->answer |= gate;
         return;
     }
 
+    on = d->result.on ? 1 : 0;
+
+    if (g) {
+        pair = g->pair;
+
+    } else {
+        ctx = pmcf->metrics_zone->data;
+
+        pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
+                                                 d->result.reason);
+
+        c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, pair)
+            + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
+
+        (void) ngx_atomic_fetch_add(c, 1);
+    }
+
     cln = ngx_pool_cleanup_add(r->pool,
-                               sizeof(ngx_http_portal_gate_metrics_gated_t));
+                               sizeof(ngx_http_portal_gate_metrics_counted_t));
     if (cln == NULL) {
         return;
     }
 
     g = cln->data;
-    g->main = main;
-    g->pair = pair;
+    g->main = r->main;
+    g->env = d->env;
+    g->flag = *flag;
     g->on = on;
-    g->sub = (r != main);
+    g->reason = d->result.reason;
+    g->pair = pair;
+    g->answer = gate;
 
-    cln->handler = ngx_http_portal_gate_metrics_gated_cleanup;
+    cln->handler = ngx_http_portal_gate_metrics_counted_cleanup;
+}
+
+
+/* the client request's record of this decision, or NULL; *newest: it is
+ * the request's newest record */
+
+static ngx_http_portal_gate_metrics_counted_t *
+ngx_http_portal_gate_metrics_counted(ngx_http_request_t *r, ngx_str_t *flag,
+    ngx_http_portal_gate_decision_t *d, ngx_uint_t *newest)
+{
+    ngx_uint_t                               on;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_portal_gate_metrics_counted_t  *g;
+
+    on = d->result.on ? 1 : 0;
+    *newest = 1;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler != ngx_http_portal_gate_metrics_counted_cleanup) {
+            continue;
+        }
+
+        g = cln->data;
+
+        /* an environment that failed to evaluate is empty, data NULL */
+
+        if (g->main == r->main
+            && g->on == on
+            && g->reason == d->result.reason
+            && g->flag.len == flag->len
+            && g->env.len == d->env.len
+            && ngx_memcmp(g->flag.data, flag->data, flag->len) == 0
+            && (d->env.len == 0
+                || ngx_memcmp(g->env.data, d->env.data, d->env.len) == 0))
+        {
+            return g;
+        }
+
+        *newest = 0;
+    }
+
+    return NULL;
 }
 
 
 static void
-ngx_http_portal_gate_metrics_gated_cleanup(void *data)
+ngx_http_portal_gate_metrics_counted_cleanup(void *data)
 {
-    /* nothing to free: the cleanup only carries the gate's decision, as
+    /* nothing to free: the cleanup only carries the decision counted, as
      * the realip module's carries its context */
+}
+
+
+/*
+ * A pair's counters in a worker slot. ngx_worker may be past the slots when
+ * worker_processes follows the http block: such workers share a slot,
+ * which is why every increment is atomic.
+ */
+
+static ngx_atomic_t *
+ngx_http_portal_gate_metrics_counters(ngx_http_portal_gate_metrics_ctx_t *ctx,
+    ngx_uint_t slot, ngx_uint_t pair)
+{
+    return (ngx_atomic_t *) ((u_char *) ctx->sh->counters
+                             + (slot % ctx->nslots)
+                               * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE)
+           + pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS;
 }
 
 
@@ -395,12 +507,12 @@ ngx_http_portal_gate_metrics_find(ngx_http_portal_gate_metrics_ctx_t *ctx,
 static ngx_int_t
 ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                             status, class;
-    ngx_atomic_t                          *c;
-    ngx_pool_cleanup_t                    *cln;
-    ngx_http_portal_gate_main_conf_t      *pmcf;
-    ngx_http_portal_gate_metrics_ctx_t    *ctx;
-    ngx_http_portal_gate_metrics_gated_t  *g;
+    ngx_uint_t                               status, class;
+    ngx_atomic_t                            *c;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_portal_gate_main_conf_t        *pmcf;
+    ngx_http_portal_gate_metrics_ctx_t      *ctx;
+    ngx_http_portal_gate_metrics_counted_t  *g;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
 
@@ -408,17 +520,15 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ctx = pmcf->metrics_zone->data;
-
     /* the latest gate of this request itself, as realip finds its context */
 
     g = NULL;
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_portal_gate_metrics_gated_cleanup) {
+        if (cln->handler == ngx_http_portal_gate_metrics_counted_cleanup) {
             g = cln->data;
 
-            if (g->main == r && !g->sub) {
+            if (g->main == r && g->answer) {
                 break;
             }
 
@@ -437,13 +547,11 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    c = (ngx_atomic_t *) ((u_char *) ctx->sh->counters
-                          + (ngx_worker % ctx->nslots)
-                            * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE);
+    ctx = pmcf->metrics_zone->data;
 
-    c += g->pair * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
-         + NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES
-         + g->on * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES + class - 1;
+    c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, g->pair)
+        + NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES
+        + g->on * NGX_HTTP_PORTAL_GATE_METRICS_CLASSES + class - 1;
 
     (void) ngx_atomic_fetch_add(c, 1);
 
@@ -475,29 +583,29 @@ ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r)
 }
 
 
-/* portal_gate_metrics: the Prometheus text format, version 0.0.4 */
+/*
+ * portal_gate_metrics: the Prometheus text format, version 0.0.4, in one
+ * buffer sized from what the zone holds: the pairs in use, and of those
+ * the series that have counted something.
+ */
 
 static ngx_int_t
 ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
 {
-    size_t                                size, used, total;
-    time_t                                applied_at;
-    int64_t                               revision;
-    uint64_t                              sum[
-                                     NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
-    ngx_int_t                             rc;
-    ngx_buf_t                            *b;
-    ngx_uint_t                            i, j, k, s, n, npairs, state_ok;
-    ngx_uint_t                           *order;
-    ngx_atomic_t                         *c;
-    ngx_http_portal_gate_shctx_t         *zsh;
-    ngx_http_portal_gate_zone_ctx_t      *zctx;
-    ngx_http_portal_gate_main_conf_t     *pmcf;
-    ngx_http_portal_gate_metrics_sh_t    *sh;
-    ngx_http_portal_gate_metrics_ctx_t   *ctx;
-    ngx_http_portal_gate_metrics_pair_t  *p;
-
-    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+    size_t                                 size, used, total;
+    time_t                                 applied_at;
+    int64_t                                revision;
+    uint64_t                              *sums, *s;
+    ngx_int_t                              rc;
+    ngx_buf_t                             *b;
+    ngx_uint_t                             i, j, k, f, n, state_ok;
+    ngx_atomic_t                          *c;
+    ngx_http_portal_gate_shctx_t          *zsh;
+    ngx_http_portal_gate_zone_ctx_t       *zctx;
+    ngx_http_portal_gate_main_conf_t      *pmcf;
+    ngx_http_portal_gate_metrics_sh_t     *sh;
+    ngx_http_portal_gate_metrics_ctx_t    *ctx;
+    ngx_http_portal_gate_metrics_pair_t   *p, **order;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -528,146 +636,149 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
 
     ngx_shmtx_unlock(&zctx->shpool->mutex);
 
-    /* the pairs in order of names; the overflow pair last */
+    /* the pairs in use in order of names, the overflow pair last: a pair
+     * is never freed, and no more than _PAIRS are ever published */
 
-    order = ngx_palloc(r->pool, (NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1)
-                                * sizeof(ngx_uint_t));
+    order = ngx_palloc(r->pool,
+                       (NGX_HTTP_PORTAL_GATE_METRICS_PAIRS + 1)
+                       * sizeof(ngx_http_portal_gate_metrics_pair_t *));
     if (order == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    npairs = 0;
+    n = 0;
 
-    for (i = 0; i < NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS; i++) {
+    for (i = 0;
+         i < NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS
+         && n < NGX_HTTP_PORTAL_GATE_METRICS_PAIRS;
+         i++)
+    {
         if (sh->pairs[i].used) {
-            order[npairs++] = i;
+            order[n++] = &sh->pairs[i];
         }
     }
 
-    ngx_http_portal_gate_metrics_sorted = sh;
-    ngx_qsort(order, npairs, sizeof(ngx_uint_t),
+    /* the names were written before used was set (weak-memory CPUs) */
+    ngx_memory_barrier();
+
+    ngx_qsort(order, n, sizeof(ngx_http_portal_gate_metrics_pair_t *),
               ngx_http_portal_gate_metrics_cmp);
 
-    order[npairs++] = NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW;
+    order[n++] = &sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW];
 
-    size = 2048 + npairs * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
-                  * (NGX_HTTP_PORTAL_GATE_METRICS_LINE + 2 * PG_NAME_MAX);
+    /* every slot summed once, so that both families are of one moment,
+     * and the size of each line that will be written */
+
+    sums = ngx_palloc(r->pool, n * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                               * sizeof(uint64_t));
+    if (sums == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = ngx_http_portal_gate_metrics_help[0].len
+           + ngx_http_portal_gate_metrics_help[1].len
+           + sizeof(ngx_http_portal_gate_metrics_gauges) - 1
+           + NGX_HTTP_PORTAL_GATE_METRICS_GAUGES * NGX_INT64_LEN;
+
+    for (k = 0; k < n; k++) {
+        p = order[k];
+        s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
+
+        ngx_memzero(s, NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                       * sizeof(uint64_t));
+
+        for (i = 0; i < ctx->nslots; i++) {
+            c = ngx_http_portal_gate_metrics_counters(ctx, i, p - sh->pairs);
+
+            for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
+                s[j] += c[j];
+            }
+        }
+
+        for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
+            if (s[j]) {
+                size += NGX_HTTP_PORTAL_GATE_METRICS_LINE
+                        + p->env_len + p->flag_len;
+            }
+        }
+    }
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->last,
-        "# HELP portal_gate_decisions_total Decisions of portal_gate and "
-        "$portal_flag_*, by environment, flag, decision and reason.\n"
-        "# TYPE portal_gate_decisions_total counter\n",
-        sizeof("# HELP portal_gate_decisions_total Decisions of portal_gate "
-               "and $portal_flag_*, by environment, flag, decision and "
-               "reason.\n"
-               "# TYPE portal_gate_decisions_total counter\n") - 1);
+    /* each family whole: the decisions, then the responses */
 
-    /* the responses' lines are written after, in a second pass: the
-     * decisions' family must come whole */
+    for (f = 0; f < 2; f++) {
+        b->last = ngx_cpymem(b->last, ngx_http_portal_gate_metrics_help[f].data,
+                             ngx_http_portal_gate_metrics_help[f].len);
 
-    for (s = 0; s < 2; s++) {
+        for (k = 0; k < n; k++) {
+            s = &sums[k * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS];
 
-        if (s == 1) {
-            b->last = ngx_cpymem(b->last,
-                "# HELP portal_gate_responses_total Answers to requests a "
-                "portal_gate decided, by status class.\n"
-                "# TYPE portal_gate_responses_total counter\n",
-                sizeof("# HELP portal_gate_responses_total Answers to "
-                       "requests a portal_gate decided, by status class.\n"
-                       "# TYPE portal_gate_responses_total counter\n") - 1);
-        }
-
-        for (n = 0; n < npairs; n++) {
-            i = order[n];
-            p = &sh->pairs[i];
-
-            ngx_memzero(sum, sizeof(sum));
-
-            for (j = 0; j < ctx->nslots; j++) {
-                c = (ngx_atomic_t *) ((u_char *) sh->counters
-                                  + j * NGX_HTTP_PORTAL_GATE_METRICS_SLOT_SIZE)
-                    + i * NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS;
-
-                for (k = 0; k < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; k++) {
-                    sum[k] += c[k];
+            for (j = f ? NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES : 0;
+                 j < (f ? NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS
+                        : NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES);
+                 j++)
+            {
+                if (s[j]) {
+                    b->last = ngx_http_portal_gate_metrics_sample(b->last,
+                                                         order[k], j, s[j]);
                 }
-            }
-
-            for (j = 0; j < NGX_HTTP_PORTAL_GATE_METRICS_COUNTERS; j++) {
-
-                if (sum[j] == 0
-                    || (s == 0) != (j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES))
-                {
-                    continue;
-                }
-
-                if (s == 0) {
-                    b->last = ngx_sprintf(b->last,
-                        "portal_gate_decisions_total{env=\"%*s\","
-                        "flag=\"%*s\",decision=\"%s\",reason=\"%s\"} %uL\n",
-                        (size_t) p->env_len, p->env,
-                        (size_t) p->flag_len, p->flag,
-                        j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS ? "on" : "off",
-                        pg_reason_name((pg_reason_t)
-                            (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS)),
-                        sum[j]);
-                    continue;
-                }
-
-                k = j - NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES;
-
-                b->last = ngx_sprintf(b->last,
-                    "portal_gate_responses_total{env=\"%*s\",flag=\"%*s\","
-                    "decision=\"%s\",class=\"%s\"} %uL\n",
-                    (size_t) p->env_len, p->env,
-                    (size_t) p->flag_len, p->flag,
-                    k / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES ? "on" : "off",
-                    classes[k % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES],
-                    sum[j]);
             }
         }
     }
 
-    b->last = ngx_sprintf(b->last,
-        "# HELP portal_gate_snapshot_revision The revision of the snapshot "
-        "in force; 0: none.\n"
-        "# TYPE portal_gate_snapshot_revision gauge\n"
-        "portal_gate_snapshot_revision %L\n"
-        "# HELP portal_gate_snapshot_applied_timestamp_seconds When that "
-        "snapshot was applied; 0: never.\n"
-        "# TYPE portal_gate_snapshot_applied_timestamp_seconds gauge\n"
-        "portal_gate_snapshot_applied_timestamp_seconds %T\n"
-        "# HELP portal_gate_last_sync_timestamp_seconds When the controller "
-        "last confirmed this edge in step; 0: not since start.\n"
-        "# TYPE portal_gate_last_sync_timestamp_seconds gauge\n"
-        "portal_gate_last_sync_timestamp_seconds %T\n"
-        "# HELP portal_gate_zone_used_bytes Bytes used in the snapshot "
-        "zone.\n"
-        "# TYPE portal_gate_zone_used_bytes gauge\n"
-        "portal_gate_zone_used_bytes %uz\n"
-        "# HELP portal_gate_zone_size_bytes The snapshot zone's size.\n"
-        "# TYPE portal_gate_zone_size_bytes gauge\n"
-        "portal_gate_zone_size_bytes %uz\n"
-        "# HELP portal_gate_state_file_ok 1 unless the last write of the "
-        "state file failed.\n"
-        "# TYPE portal_gate_state_file_ok gauge\n"
-        "portal_gate_state_file_ok %ui\n"
-        "# HELP portal_gate_metrics_pairs_full 1 once an (environment, "
-        "flag) pair found no room: it counts under (other).\n"
-        "# TYPE portal_gate_metrics_pairs_full gauge\n"
-        "portal_gate_metrics_pairs_full %ui\n",
-        revision, applied_at, sh->confirmed_at, used, total, state_ok,
-        sh->full);
+    b->last = ngx_sprintf(b->last, ngx_http_portal_gate_metrics_gauges,
+                          revision, applied_at, sh->confirmed_at, used, total,
+                          state_ok, sh->full);
 
-    return ngx_http_portal_gate_metrics_send(r, NGX_HTTP_OK,
-                                 "text/plain; version=0.0.4; charset=utf-8", b);
+    return ngx_http_portal_gate_send(r, NGX_HTTP_OK,
+                                "text/plain; version=0.0.4; charset=utf-8", b);
 }
 
+
+/*
+ * One sample of a pair's counter j: a decision (on or off, a reason) or
+ * a response (on or off, a class). At most NGX_HTTP_PORTAL_GATE_METRICS_LINE
+ * bytes besides the names.
+ */
+
+static u_char *
+ngx_http_portal_gate_metrics_sample(u_char *p,
+    ngx_http_portal_gate_metrics_pair_t *pair, ngx_uint_t j, uint64_t count)
+{
+    ngx_uint_t   on;
+    const char  *family, *label, *value;
+
+    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    if (j < NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES) {
+        family = "decisions";
+        label = "reason";
+        on = j / NGX_HTTP_PORTAL_GATE_METRICS_REASONS;
+        value = pg_reason_name((pg_reason_t)
+                               (j % NGX_HTTP_PORTAL_GATE_METRICS_REASONS));
+
+    } else {
+        j -= NGX_HTTP_PORTAL_GATE_METRICS_RESPONSES;
+
+        family = "responses";
+        label = "class";
+        on = j / NGX_HTTP_PORTAL_GATE_METRICS_CLASSES;
+        value = classes[j % NGX_HTTP_PORTAL_GATE_METRICS_CLASSES];
+    }
+
+    return ngx_sprintf(p, "portal_gate_%s_total{env=\"%*s\",flag=\"%*s\","
+                          "decision=\"%s\",%s=\"%s\"} %uL\n",
+                       family, (size_t) pair->env_len, pair->env,
+                       (size_t) pair->flag_len, pair->flag,
+                       on ? "on" : "off", label, value, count);
+}
+
+
+/* the pairs by environment, then flag */
 
 static int ngx_libc_cdecl
 ngx_http_portal_gate_metrics_cmp(const void *one, const void *two)
@@ -675,8 +786,8 @@ ngx_http_portal_gate_metrics_cmp(const void *one, const void *two)
     ngx_int_t                             rc;
     ngx_http_portal_gate_metrics_pair_t  *a, *b;
 
-    a = &ngx_http_portal_gate_metrics_sorted->pairs[*(ngx_uint_t *) one];
-    b = &ngx_http_portal_gate_metrics_sorted->pairs[*(ngx_uint_t *) two];
+    a = *(ngx_http_portal_gate_metrics_pair_t **) one;
+    b = *(ngx_http_portal_gate_metrics_pair_t **) two;
 
     rc = ngx_memn2cmp(a->env, b->env, a->env_len, b->env_len);
 
@@ -752,39 +863,7 @@ ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
                           "\"synced_seconds_ago\": %T}\n",
                           status, revision, ago);
 
-    return ngx_http_portal_gate_metrics_send(r, code, "application/json", b);
-}
-
-
-static ngx_int_t
-ngx_http_portal_gate_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
-    char *type, ngx_buf_t *b)
-{
-    ngx_int_t    rc;
-    ngx_chain_t  out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    r->headers_out.content_type.data = (u_char *) type;
-    r->headers_out.content_type.len = ngx_strlen(type);
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    /* a scrape or a check is always fresh */
-    r->allow_ranges = 0;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_portal_gate_send(r, code, "application/json", b);
 }
 
 
@@ -793,28 +872,14 @@ ngx_http_portal_gate_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
 char *
 ngx_http_portal_gate_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_portal_gate_loc_conf_t *plcf = conf;
-
-    ngx_http_core_loc_conf_t          *clcf;
     ngx_http_portal_gate_main_conf_t  *pmcf;
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler) {
-        return "is duplicate";
-    }
-
-    if (plcf->api == 1) {
-        return "cannot be used in a portal_gate_api location";
-    }
-
-    clcf->handler = ngx_http_portal_gate_metrics_handler;
-    plcf->observe = 1;
-
+    /* with a scrape to read them, every decision is counted */
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
     pmcf->metrics++;
 
-    return NGX_CONF_OK;
+    return ngx_http_portal_gate_observe(cf, conf,
+                                        ngx_http_portal_gate_metrics_handler);
 }
 
 
@@ -825,10 +890,60 @@ ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_portal_gate_loc_conf_t *plcf = conf;
 
+    char                              *rv;
     time_t                             stale;
     ngx_str_t                         *value, s;
-    ngx_http_core_loc_conf_t          *clcf;
     ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    rv = ngx_http_portal_gate_observe(cf, plcf,
+                                      ngx_http_portal_gate_health_handler);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
+    pmcf->health++;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 1) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[1].data, "stale=", 6) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[1].data + 6;
+    s.len = value[1].len - 6;
+
+    stale = ngx_parse_time(&s, 1);
+
+    if (stale == (time_t) NGX_ERROR || stale == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid stale value \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->health_stale = stale;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * What portal_gate_metrics and portal_gate_health share: the location's
+ * content handler, alone there (no other handler, no portal_gate_api), and
+ * never gated (a portal_gate inherited is not run in it).
+ */
+
+static char *
+ngx_http_portal_gate_observe(ngx_conf_t *cf,
+    ngx_http_portal_gate_loc_conf_t *plcf, ngx_http_handler_pt handler)
+{
+    ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
@@ -840,35 +955,8 @@ ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "cannot be used in a portal_gate_api location";
     }
 
-    value = cf->args->elts;
-
-    if (cf->args->nelts == 2) {
-
-        if (ngx_strncmp(value[1].data, "stale=", 6) != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-
-        s.data = value[1].data + 6;
-        s.len = value[1].len - 6;
-
-        stale = ngx_parse_time(&s, 1);
-
-        if (stale == (time_t) NGX_ERROR || stale == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid stale value \"%V\"", &s);
-            return NGX_CONF_ERROR;
-        }
-
-        plcf->health_stale = stale;
-    }
-
-    clcf->handler = ngx_http_portal_gate_health_handler;
+    clcf->handler = handler;
     plcf->observe = 1;
-
-    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_portal_gate_module);
-    pmcf->health++;
 
     return NGX_CONF_OK;
 }
@@ -1021,46 +1109,37 @@ ngx_http_portal_gate_metrics_init(ngx_conf_t *cf)
 }
 
 
+/*
+ * nginx hands a zone over at a reload only with the same size, and only
+ * the number of slots makes the size: the same slots, and the counters go
+ * on.
+ */
+
 static ngx_int_t
 ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_portal_gate_metrics_ctx_t  *octx = data;
 
-    size_t                               len;
+    ngx_uint_t                           fresh;
     ngx_http_portal_gate_metrics_sh_t   *sh;
     ngx_http_portal_gate_metrics_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-
-    if (octx) {
-
-        /* the same name and size: the same slots, the counters go on */
-
-        if (octx->nslots != ctx->nslots) {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "zone \"%V\" has %ui worker slots, the new "
-                          "configuration %ui",
-                          &shm_zone->shm.name, octx->nslots, ctx->nslots);
-            return NGX_ERROR;
-        }
-
-        ctx->sh = octx->sh;
-        ctx->shpool = octx->shpool;
-
-        return NGX_OK;
-    }
-
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (shm_zone->shm.exists) {
-        ctx->sh = ctx->shpool->data;
-        return NGX_OK;
-    }
-
-    sh = ngx_slab_calloc(ctx->shpool,
-                         sizeof(ngx_http_portal_gate_metrics_sh_t));
+    sh = ngx_http_portal_gate_zone_shared(shm_zone, octx ? octx->sh : NULL,
+                                    NGX_HTTP_PORTAL_GATE_METRICS_MAGIC,
+                                    NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT,
+                                    sizeof(ngx_http_portal_gate_metrics_sh_t),
+                                    "portal_gate metrics zone", &fresh);
     if (sh == NULL) {
         return NGX_ERROR;
+    }
+
+    ctx->sh = sh;
+
+    if (!fresh) {
+        return NGX_OK;
     }
 
     /* page-aligned: every slot starts on a cache line of its own */
@@ -1071,9 +1150,6 @@ ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    sh->magic = NGX_HTTP_PORTAL_GATE_METRICS_MAGIC;
-    sh->layout = NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT;
-    sh->nslots = ctx->nslots;
     sh->started_at = ngx_time();
 
     ngx_memcpy(sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].env,
@@ -1086,19 +1162,6 @@ ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                                (u_char) ngx_http_portal_gate_metrics_other.len;
     sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].flag_len =
                                (u_char) ngx_http_portal_gate_metrics_other.len;
-
-    ctx->sh = sh;
-    ctx->shpool->data = sh;
-
-    len = sizeof(" in portal_gate metrics zone \"\"") + shm_zone->shm.name.len;
-
-    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
-    if (ctx->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(ctx->shpool->log_ctx, " in portal_gate metrics zone \"%V\"%Z",
-                &shm_zone->shm.name);
 
     return NGX_OK;
 }

@@ -104,10 +104,20 @@ typedef struct {
 } ngx_http_portal_gate_piece_t;
 
 
-/* The zone's contents: shpool->data points here. */
+/*
+ * The start of the contents of each of the module's zones (the snapshot
+ * zone, the metrics zone): what wrote them, checked when a reload hands
+ * a zone over (ngx_http_portal_gate_zone_shared()).
+ */
 typedef struct {
     ngx_uint_t                   magic;
     ngx_uint_t                   layout;
+} ngx_http_portal_gate_zone_header_t;
+
+
+/* The zone's contents: shpool->data points here. */
+typedef struct {
+    ngx_http_portal_gate_zone_header_t  header;
     ngx_atomic_t                 generation;    /* >= 1, bumped per swap */
     u_char                      *index;         /* NULL: empty snapshot */
     size_t                       index_size;
@@ -291,6 +301,8 @@ void ngx_http_portal_gate_set_variables(ngx_http_request_t *r,
 ngx_int_t ngx_http_portal_gate_api_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_portal_gate_api_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *json);
+ngx_int_t ngx_http_portal_gate_send(ngx_http_request_t *r,
+    ngx_uint_t status, char *type, ngx_buf_t *b);
 ngx_int_t ngx_http_portal_gate_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
 ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,
@@ -337,6 +349,9 @@ ngx_int_t ngx_http_portal_gate_token_error_variable(ngx_http_request_t *r,
 /* ngx_http_portal_gate_zone.c */
 ngx_int_t ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+void *ngx_http_portal_gate_zone_shared(ngx_shm_zone_t *shm_zone, void *osh,
+    ngx_uint_t magic, ngx_uint_t layout, size_t size, char *what,
+    ngx_uint_t *fresh);
 ngx_int_t ngx_http_portal_gate_retire(ngx_cycle_t *cycle);
 
 /* ngx_http_portal_gate_pieces.c */

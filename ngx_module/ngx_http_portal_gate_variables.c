@@ -176,7 +176,8 @@ ngx_http_portal_gate_flag_variable(ngx_http_request_t *r,
 
     ngx_http_portal_gate_decide(r, &flag, &d);
 
-    /* not cacheable: each read is an evaluation, and is counted */
+    /* not cacheable: each read answers for the environment and company it
+     * sees now; the metrics count a decision once per client request */
     ngx_http_portal_gate_metrics_count(r, &flag, &d, 0);
 
     v->data = (u_char *) (d.result.on ? "1" : "0");

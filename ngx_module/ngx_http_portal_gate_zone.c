@@ -24,65 +24,36 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_portal_gate_zone_ctx_t  *octx = data;
 
-    size_t                            len;
     ngx_int_t                         rc;
-    ngx_http_portal_gate_shctx_t     *sh;
+    ngx_uint_t                        fresh;
     ngx_http_portal_gate_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-
-    if (octx) {
-        /* a reload with the same name and size: keep the contents */
-
-        if (octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
-            || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
-        {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "portal_gate zone \"%V\" has layout %ui, this "
-                          "module needs %d: restart nginx",
-                          &shm_zone->shm.name, octx->sh->layout,
-                          NGX_HTTP_PORTAL_GATE_LAYOUT);
-            return NGX_ERROR;
-        }
-
-        ctx->sh = octx->sh;
-        ctx->shpool = octx->shpool;
-
-        /* the live zone: a resize that failed to commit retires nothing */
-        ctx->sh->retired = 0;
-
-        return NGX_OK;
-    }
-
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (shm_zone->shm.exists) {
-        ctx->sh = ctx->shpool->data;
+    ctx->sh = ngx_http_portal_gate_zone_shared(shm_zone,
+                  octx ? octx->sh : NULL, NGX_HTTP_PORTAL_GATE_MAGIC,
+                  NGX_HTTP_PORTAL_GATE_LAYOUT,
+                  sizeof(ngx_http_portal_gate_shctx_t), "portal_gate zone",
+                  &fresh);
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!fresh) {
+        /* a reload with the same name and size keeps the contents, and
+         * this is the live zone: a resize that failed to commit retires
+         * nothing */
+
+        if (octx) {
+            ctx->sh->retired = 0;
+        }
+
         return NGX_OK;
     }
 
-    sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_portal_gate_shctx_t));
-    if (sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    sh->magic = NGX_HTTP_PORTAL_GATE_MAGIC;
-    sh->layout = NGX_HTTP_PORTAL_GATE_LAYOUT;
-    sh->generation = 1;     /* a new worker's copy starts at 0 */
-    sh->piece_serial = 1;   /* a piece id is never 0 */
-
-    ctx->sh = sh;
-    ctx->shpool->data = sh;
-
-    len = sizeof(" in portal_gate zone \"\"") + shm_zone->shm.name.len;
-
-    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
-    if (ctx->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(ctx->shpool->log_ctx, " in portal_gate zone \"%V\"%Z",
-                &shm_zone->shm.name);
+    ctx->sh->generation = 1;     /* a new worker's copy starts at 0 */
+    ctx->sh->piece_serial = 1;   /* a piece id is never 0 */
 
     /* a full zone is answered with 507, not logged by the allocator */
     ctx->shpool->log_nomem = 0;
@@ -103,6 +74,74 @@ ngx_http_portal_gate_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a first start, or the old zone could not be read */
 
     return ngx_http_portal_gate_state_restore(shm_zone);
+}
+
+
+/*
+ * The start of every zone's init: the structure shpool->data points to,
+ * which begins with ngx_http_portal_gate_zone_header_t. osh is the old
+ * cycle's when a reload hands the same zone over (the same name, tag and
+ * size), else NULL.
+ *
+ * Returns the structure, or NULL: a zone another layout wrote (refused
+ * with a message), or no memory. *fresh: a new zone, the structure size
+ * bytes zeroed but for the header, and the slab pool's failures name the
+ * zone.
+ */
+
+void *
+ngx_http_portal_gate_zone_shared(ngx_shm_zone_t *shm_zone, void *osh,
+    ngx_uint_t magic, ngx_uint_t layout, size_t size, char *what,
+    ngx_uint_t *fresh)
+{
+    size_t                               len;
+    ngx_slab_pool_t                     *shpool;
+    ngx_http_portal_gate_zone_header_t  *h;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    /* Windows: a worker maps the zone its master made */
+    if (osh == NULL && shm_zone->shm.exists) {
+        osh = shpool->data;
+    }
+
+    if (osh) {
+        h = osh;
+        *fresh = 0;
+
+        if (h->magic != magic || h->layout != layout) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "%s \"%V\" has layout %ui, this module needs %ui: "
+                          "restart nginx", what, &shm_zone->shm.name,
+                          h->layout, layout);
+            return NULL;
+        }
+
+        return h;
+    }
+
+    h = ngx_slab_calloc(shpool, size);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->magic = magic;
+    h->layout = layout;
+
+    shpool->data = h;
+
+    len = sizeof(" in  \"\"") + ngx_strlen(what) + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NULL;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in %s \"%V\"%Z", what, &shm_zone->shm.name);
+
+    *fresh = 1;
+
+    return h;
 }
 
 
@@ -281,8 +320,8 @@ ngx_http_portal_gate_old_zone(ngx_cycle_t *old, ngx_shm_zone_t *shm_zone)
             octx = zone[i].data;
 
             if (octx->sh == NULL
-                || octx->sh->magic != NGX_HTTP_PORTAL_GATE_MAGIC
-                || octx->sh->layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
+                || octx->sh->header.magic != NGX_HTTP_PORTAL_GATE_MAGIC
+                || octx->sh->header.layout != NGX_HTTP_PORTAL_GATE_LAYOUT)
             {
                 return NULL;
             }

@@ -10,6 +10,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PortalGate::Test qw(require_module);
 use PortalGate::Scrape qw(metrics promtool);
+use PortalGate::EdgeMetrics qw(dec resp counter_samples delta);
 
 require_module();
 
@@ -78,18 +79,6 @@ sub scrape {
     return ($r->{content}, metrics($r->{content}));
 }
 
-sub dec {
-    my ($env, $flag, $decision, $reason) = @_;
-    return qq(portal_gate_decisions_total{env="$env",flag="$flag",)
-         . qq(decision="$decision",reason="$reason"});
-}
-
-sub resp {
-    my ($env, $flag, $decision, $class) = @_;
-    return qq(portal_gate_responses_total{env="$env",flag="$flag",)
-         . qq(decision="$decision",class="$class"});
-}
-
 # the known mix; run twice, before and after a reload
 sub mix {
     hit('/portal/', 5, company => '12');      # on, allowed: 200
@@ -98,8 +87,8 @@ sub mix {
     hit('/portal/', 2);                       # off, no_company: 404
     hit('/broken/', 3, company => '12');      # on, allowed: 503
     hit('/broken/', 2, company => '7');       # off, rollout: 410
-    hit('/route/', 2, company => '12');       # calls on: map + add_header
-    hit('/route/', 1, company => '7');        # calls off, requires: twice
+    hit('/route/', 2, company => '12');       # calls on: map + add_header,
+    hit('/route/', 1, company => '7');        # once a request (off: requires)
     hit('/nosuch/', 2, company => '12');      # a flag the snapshot lacks
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'staging' });
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'Bogus 1' });
@@ -113,8 +102,8 @@ sub expected {
         dec('production', 'customer_portal', 'off', 'denied')     => 3 * $k,
         dec('production', 'customer_portal', 'off', 'rollout')    => 6 * $k,
         dec('production', 'customer_portal', 'off', 'no_company') => 2 * $k,
-        dec('production', 'customer_portal_calls', 'on',  'rollout')  => 4 * $k,
-        dec('production', 'customer_portal_calls', 'off', 'requires') => 2 * $k,
+        dec('production', 'customer_portal_calls', 'on',  'rollout')  => 2 * $k,
+        dec('production', 'customer_portal_calls', 'off', 'requires') => 1 * $k,
         dec('production', '(unknown)', 'off', 'unknown')          => 2 * $k,
         dec('staging', 'customer_portal', 'off', 'killed')        => 1 * $k,
         dec('(other)', '(unknown)', 'off', 'unknown')             => 2 * $k,
@@ -124,17 +113,11 @@ sub expected {
     };
 }
 
-sub portal_samples {
-    my ($m) = @_;
-    return { map { $_ => $m->{$_} }
-             grep { /^portal_gate_(?:decisions|responses)_total\{/ } keys %$m };
-}
-
 mix();
 
 my ($text, $m) = scrape();
-is_deeply(portal_samples($m), expected(1),
-          'every decision is counted once per evaluation, every gated answer '
+is_deeply(counter_samples($m), expected(1),
+          'every decision is counted once per request, every gated answer '
           . 'by class, summed over the workers')
     or diag($text);
 is(scalar keys %workers, 2, 'the requests were spread over both workers')
@@ -164,13 +147,13 @@ for my $family (qw(decisions_total responses_total snapshot_revision)) {
 
 $ng->reload;
 ($text, $m) = scrape();
-is_deeply(portal_samples($m), expected(1), 'a reload keeps every counter')
+is_deeply(counter_samples($m), expected(1), 'a reload keeps every counter')
     or diag($text);
 
 %workers = ();
 mix();
 ($text, $m) = scrape();
-is_deeply(portal_samples($m), expected(2),
+is_deeply(counter_samples($m), expected(2),
           'the new workers count on from there, exactly')
     or diag($text);
 is(scalar keys %workers, 2, 'over both new workers')
@@ -182,32 +165,22 @@ hit('/byenv/', 1, company => '12', headers => { 'X-Env' => "e$_" }) for 1 .. 20;
 ($text, $m) = scrape();
 is($m->{dec('(other)', '(unknown)', 'off', 'unknown')}, 2 * 2 + 20,
    'twenty unknown environments count under one series');
-is(scalar(keys %{ portal_samples($m) }), scalar(keys %{ expected(2) }),
+is(scalar(keys %{ counter_samples($m) }), scalar(keys %{ expected(2) }),
    'and add none');
 
 # a subrequest and an internal redirect back into a gated location decide
 # again: the client's request is counted once, and so is its answer
-
-sub delta {
-    my ($before, $after) = @_;
-    my %d;
-    for (keys %$after) {
-        my $x = $after->{$_} - ($before->{$_} // 0);
-        $d{$_} = $x if $x;
-    }
-    return \%d;
-}
 
 for my $c (['/ssi/', 'an SSI include of a gated location', 'AincB'],
            ['/auth/', 'auth_request into a gated location', undef],
            ['/ix/', 'index: an internal redirect into the same gate', "ix\n"])
 {
     my ($path, $what, $body) = @$c;
-    my $m0 = portal_samples((scrape())[1]);
+    my $m0 = counter_samples((scrape())[1]);
     my $r = $ng->get($path, company => '12');
     is($r->{status}, 200, "$what answers 200");
     is($r->{content}, $body, 'with its body') if defined $body;
-    my $m1 = portal_samples((scrape())[1]);
+    my $m1 = counter_samples((scrape())[1]);
     is_deeply(delta($m0, $m1),
               { dec('production', 'customer_portal', 'on', 'allowed') => 1,
                 resp('production', 'customer_portal', 'on', '2xx') => 1 },
