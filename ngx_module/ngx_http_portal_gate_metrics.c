@@ -126,6 +126,9 @@ typedef struct {
 } ngx_http_portal_gate_metrics_counted_t;
 
 
+static ngx_uint_t ngx_http_portal_gate_metrics_cached(ngx_http_request_t *r,
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_http_portal_gate_gate_t *gate,
+    ngx_str_t *env, ngx_str_t *flag, pg_reason_t reason);
 static ngx_uint_t ngx_http_portal_gate_metrics_pair(ngx_http_request_t *r,
     ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_str_t *env,
     ngx_str_t *flag, pg_reason_t reason);
@@ -214,13 +217,15 @@ static ngx_uint_t  ngx_http_portal_gate_metrics_tag;
  * an SSI include) decides again. The variable itself stays uncached: `set $company` or a
  * redirect into another environment between two reads changes the answer,
  * and that is another decision, counted as such.
+ *
+ * gate: the portal_gate that decided, NULL for the variable.
  */
 
 void
 ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
-    ngx_http_portal_gate_decision_t *d, ngx_uint_t gate)
+    ngx_http_portal_gate_decision_t *d, ngx_http_portal_gate_gate_t *gate)
 {
-    ngx_uint_t                               pair, on, newest;
+    ngx_uint_t                               pair, on, newest, answer;
     ngx_atomic_t                            *c;
     ngx_pool_cleanup_t                      *cln;
     ngx_http_portal_gate_main_conf_t        *pmcf;
@@ -237,12 +242,12 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
      * takes the newest such record): the newest record is marked, an older
      * one gets a newer record, counting nothing */
 
-    gate = (gate && r == r->main);
+    answer = (gate && r == r->main);
 
     g = ngx_http_portal_gate_metrics_counted(r, flag, d, &newest);
 
-    if (g && (!gate || newest)) {
-        g->answer |= gate;
+    if (g && (!answer || newest)) {
+        g->answer |= answer;
         return;
     }
 
@@ -254,8 +259,8 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     } else {
         ctx = pmcf->metrics_zone->data;
 
-        pair = ngx_http_portal_gate_metrics_pair(r, ctx, &d->env, flag,
-                                                 d->result.reason);
+        pair = ngx_http_portal_gate_metrics_cached(r, ctx, gate, &d->env,
+                                                   flag, d->result.reason);
 
         c = ngx_http_portal_gate_metrics_counters(ctx, ngx_worker, pair)
             + on * NGX_HTTP_PORTAL_GATE_METRICS_REASONS + d->result.reason;
@@ -276,9 +281,48 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     g->on = on;
     g->reason = d->result.reason;
     g->pair = pair;
-    g->answer = gate;
+    g->answer = answer;
 
     cln->handler = ngx_http_portal_gate_metrics_counted_cleanup;
+}
+
+
+/*
+ * The pair of a decision, from the gate's cache when it has this
+ * environment's. A flag the snapshot does not have is folded by what the
+ * snapshot holds now: looked up each time.
+ */
+
+static ngx_uint_t
+ngx_http_portal_gate_metrics_cached(ngx_http_request_t *r,
+    ngx_http_portal_gate_metrics_ctx_t *ctx, ngx_http_portal_gate_gate_t *gate,
+    ngx_str_t *env, ngx_str_t *flag, pg_reason_t reason)
+{
+    ngx_uint_t                             pair;
+    ngx_http_portal_gate_metrics_cache_t  *cache;
+
+    if (gate == NULL || reason == PG_REASON_UNKNOWN
+        || env->len > PG_NAME_MAX)
+    {
+        return ngx_http_portal_gate_metrics_pair(r, ctx, env, flag, reason);
+    }
+
+    cache = &gate->metrics;
+
+    if (cache->set && cache->env_len == env->len
+        && ngx_memcmp(cache->env, env->data, env->len) == 0)
+    {
+        return cache->pair;
+    }
+
+    pair = ngx_http_portal_gate_metrics_pair(r, ctx, env, flag, reason);
+
+    cache->set = 1;
+    cache->pair = pair;
+    cache->env_len = env->len;
+    ngx_memcpy(cache->env, env->data, env->len);
+
+    return pair;
 }
 
 

@@ -209,7 +209,7 @@ ngx_http_portal_gate_handler(ngx_http_request_t *r)
 
     ngx_http_portal_gate_decide(r, &gate->flag, &d);
     ngx_http_portal_gate_set_variables(r, &gate->flag, &d);
-    ngx_http_portal_gate_metrics_count(r, &gate->flag, &d, 1);
+    ngx_http_portal_gate_metrics_count(r, &gate->flag, &d, gate);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "portal gate \"%V\" company \"%V\": %s (%s)",

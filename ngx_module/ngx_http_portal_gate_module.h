@@ -240,12 +240,27 @@ typedef struct {
 } ngx_http_portal_gate_srv_conf_t;
 
 
+/*
+ * The metrics' pair a gate last counted under, in this worker (the conf's
+ * pages are the worker's own after fork): a pair keeps its position for
+ * the metrics zone's life, so the environment, which may come from a
+ * variable, is the only key. Spares each request the pair table's hash.
+ */
+typedef struct {
+    ngx_uint_t                    set;
+    ngx_uint_t                    pair;
+    size_t                        env_len;
+    u_char                        env[PG_NAME_MAX];
+} ngx_http_portal_gate_metrics_cache_t;
+
+
 typedef struct {
     ngx_str_t                     flag;
     ngx_uint_t                    off;          /* NGX_HTTP_PORTAL_GATE_OFF_* */
     ngx_uint_t                    status;
     ngx_str_t                     named;
     ngx_http_complex_value_t      url;
+    ngx_http_portal_gate_metrics_cache_t  metrics;
 } ngx_http_portal_gate_gate_t;
 
 
@@ -394,7 +409,8 @@ char *ngx_http_portal_gate_metrics_init_conf(ngx_conf_t *cf,
     ngx_http_portal_gate_main_conf_t *pmcf);
 ngx_int_t ngx_http_portal_gate_metrics_init(ngx_conf_t *cf);
 void ngx_http_portal_gate_metrics_count(ngx_http_request_t *r,
-    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d, ngx_uint_t gate);
+    ngx_str_t *flag, ngx_http_portal_gate_decision_t *d,
+    ngx_http_portal_gate_gate_t *gate);
 void ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r);
 void ngx_http_portal_gate_metrics_check_slots(ngx_cycle_t *cycle);
 

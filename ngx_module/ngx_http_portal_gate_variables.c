@@ -178,7 +178,7 @@ ngx_http_portal_gate_flag_variable(ngx_http_request_t *r,
 
     /* not cacheable: each read answers for the environment and company it
      * sees now; the metrics count a decision once per client request */
-    ngx_http_portal_gate_metrics_count(r, &flag, &d, 0);
+    ngx_http_portal_gate_metrics_count(r, &flag, &d, NULL);
 
     v->data = (u_char *) (d.result.on ? "1" : "0");
     v->len = 1;

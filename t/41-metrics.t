@@ -35,6 +35,8 @@ HTTP
                             return 200 "route\n"; }
         location /nosuch/ { add_header X-Nope $portal_flag_no_such_flag always;
                             return 200; }
+        location /gbyenv/ { portal_gate_env $http_x_env;
+                            portal_gate customer_portal; return 200; }
         location /byenv/  { portal_gate_env $http_x_env;
                             add_header X-Flag $portal_flag_customer_portal always;
                             return 200; }
@@ -93,23 +95,29 @@ sub mix {
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'staging' });
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'Bogus 1' });
     hit('/byenv/', 1, company => '12', headers => { 'X-Env' => 'qa' });
+    # one gate, its environment from a variable: each under its own
+    # (a worker keeps the gate's last pair, by environment)
+    for my $env (qw(production staging production staging production)) {
+        hit('/gbyenv/', 1, company => '12', headers => { 'X-Env' => $env });
+    }
 }
 
 sub expected {
     my ($k) = @_;                             # how many mixes so far
     return {
-        dec('production', 'customer_portal', 'on',  'allowed')    => 8 * $k,
+        dec('production', 'customer_portal', 'on',  'allowed')    => 11 * $k,
         dec('production', 'customer_portal', 'off', 'denied')     => 3 * $k,
         dec('production', 'customer_portal', 'off', 'rollout')    => 6 * $k,
         dec('production', 'customer_portal', 'off', 'no_company') => 2 * $k,
         dec('production', 'customer_portal_calls', 'on',  'rollout')  => 2 * $k,
         dec('production', 'customer_portal_calls', 'off', 'requires') => 1 * $k,
         dec('production', '(unknown)', 'off', 'unknown')          => 2 * $k,
-        dec('staging', 'customer_portal', 'off', 'killed')        => 1 * $k,
+        dec('staging', 'customer_portal', 'off', 'killed')        => 3 * $k,
         dec('(other)', '(unknown)', 'off', 'unknown')             => 2 * $k,
-        resp('production', 'customer_portal', 'on',  '2xx')       => 5 * $k,
+        resp('production', 'customer_portal', 'on',  '2xx')       => 8 * $k,
         resp('production', 'customer_portal', 'on',  '5xx')       => 3 * $k,
         resp('production', 'customer_portal', 'off', '4xx')       => 11 * $k,
+        resp('staging', 'customer_portal', 'off', '4xx')          => 2 * $k,
     };
 }
 
