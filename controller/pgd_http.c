@@ -40,14 +40,20 @@
 /*
  * The status page, built in as it is in the source tree: an edit of the
  * HTML is an edit of one file, and the Makefile rebuilds on it. It ends
- * with a NUL (pgd_http_page_end points at it).
+ * with a NUL (pgd_http_page_end points at it). PGD_HTTP_PAGE is its
+ * absolute path, from the Makefile: .incbin reads a relative path from
+ * the compiler's working directory, not from this file's.
  */
+#ifndef PGD_HTTP_PAGE
+#error "PGD_HTTP_PAGE: the absolute path of pgd_http_page.html (Makefile)"
+#endif
+
 __asm__(
     "    .section .rodata\n"
     "    .global pgd_http_page\n"
     "    .hidden pgd_http_page\n"
     "pgd_http_page:\n"
-    "    .incbin \"controller/pgd_http_page.html\"\n"
+    "    .incbin \"" PGD_HTTP_PAGE "\"\n"
     "    .global pgd_http_page_end\n"
     "    .hidden pgd_http_page_end\n"
     "pgd_http_page_end:\n"
