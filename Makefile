@@ -50,7 +50,8 @@ GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_edges.c controller/pgd_beat.c \
                controller/pgd_certs.c controller/pgd_certs_job.c \
                controller/pgd_challenges.c \
-               controller/pgd_http.c controller/pgd_http_render.c \
+               controller/pgd_http.c controller/pgd_http_conn.c \
+               controller/pgd_http_render.c \
                controller/pg_cert.c controller/pg_cert_renew.c \
                controller/pg_cert_install.c controller/pg_cert_nginx.c \
                controller/pg_acme.c controller/pg_acme_msg.c \

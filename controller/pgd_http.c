@@ -10,7 +10,7 @@
  */
 
 #include <errno.h>              /* errno */
-#include <stdarg.h>             /* va_list: MHD's logger */
+#include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* snprintf, vsnprintf */
 #include <stdlib.h>             /* calloc, free */
 #include <string.h>             /* strcmp, strstr, memcpy */
@@ -18,6 +18,7 @@
 #include <arpa/inet.h>          /* inet_pton, htons */
 #include <netinet/in.h>         /* sockaddr_in, sockaddr_in6 */
 #include <sys/socket.h>         /* socket, bind, listen */
+#include <sys/stat.h>           /* fstat: is the fd still our socket */
 #include <microhttpd.h>         /* MHD_* */
 #include <openssl/evp.h>        /* the page's script hash for its CSP */
 #include "pg_redis.h"           /* pg_redis_timed_out, pg_redis_strerror */
@@ -77,10 +78,12 @@ const char *const  pgd_http_results[PGD_HTTP_RESULTS] = {
 static int pgd_http_csp(pgd_http_t *h);
 static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pg_conf_t *conf,
     char *why, size_t size);
-static void pgd_http_mhd_log(void *cls, const char *fmt, va_list ap);
+static void pgd_http_close_ours(int fd, ino_t ino);
 static enum MHD_Result pgd_http_answer(void *cls, struct MHD_Connection *c,
     const char *url, const char *method, const char *version,
     const char *upload_data, size_t *upload_data_size, void **con_cls);
+static enum MHD_Result pgd_http_route(pgd_t *d, struct MHD_Connection *c,
+    const char *url, const char *method);
 static enum MHD_Result pgd_http_send(struct MHD_Connection *c,
     unsigned code, const char *type, char *body, size_t len,
     enum MHD_ResponseMemoryMode mode, const char *csp);
@@ -225,6 +228,10 @@ pgd_http_stop(pgd_t *d)
         MHD_destroy_response(h->status);
     }
 
+    /* the lines the limit held back are said before the end: as if the
+     * window were over */
+    pgd_http_log_window(d, h->log_window + PGD_HTTP_LOG_WINDOW_MS);
+
     json_decref(h->audit);
     free(h);
     d->http = NULL;
@@ -277,7 +284,9 @@ static struct MHD_Daemon *
 pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
 {
     int                   fd, one;
+    ino_t                 ino;
     socklen_t             len;
+    struct stat           st;
     struct MHD_Daemon    *mhd;
     struct sockaddr_in    a4;
     struct sockaddr_in6   a6;
@@ -324,20 +333,29 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
         return NULL;
     }
 
+    ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+
+    /*
+     * The logger first: MHD says what is wrong with a later option through
+     * the logger it has by then. The notifications keep the connections'
+     * times (pgd_http_conn.c); MHD's own timeout stays as a second wall.
+     */
     mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
               pgd_http_answer, d,
+              MHD_OPTION_EXTERNAL_LOGGER, pgd_http_mhd_log, d,
               MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
               MHD_OPTION_CONNECTION_LIMIT, (unsigned int) PGD_HTTP_CONNECTIONS,
-              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) PGD_HTTP_IDLE_S,
+              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) PGD_HTTP_REQUEST_S,
               MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                   (size_t) PGD_HTTP_HEADERS_MAX,
-              MHD_OPTION_EXTERNAL_LOGGER, pgd_http_mhd_log, d,
+              MHD_OPTION_NOTIFY_CONNECTION, pgd_http_conn_notify, d,
+              MHD_OPTION_NOTIFY_COMPLETED, pgd_http_conn_done, d,
               MHD_OPTION_END);
 
     if (mhd == NULL) {
         snprintf(why, size, "listen %s: libmicrohttpd did not start",
                  conf->listen);
-        close(fd);
+        pgd_http_close_ours(fd, ino);
         return NULL;
     }
 
@@ -345,17 +363,23 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
 }
 
 
-/* MHD's own messages ("Maximum number of connections reached", a client's
- * protocol error): info, they are no fault of the daemon's. */
+/*
+ * A socket that MHD_start_daemon() was given and failed on: closed unless
+ * MHD closed it already. It does on some of its failure paths and not on
+ * others, and a second close() could close a descriptor that another
+ * thread (the certificates' worker) has opened meanwhile under that
+ * number: the inode says whether the number still holds our socket.
+ */
 static void
-pgd_http_mhd_log(void *cls, const char *fmt, va_list ap)
+pgd_http_close_ours(int fd, ino_t ino)
 {
-    char    msg[512];
-    pgd_t  *d;
+    struct stat  st;
 
-    d = cls;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    pgd_log(d, PG_LOG_INFO, "http: %s", msg);
+    if (ino != 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)
+        && st.st_ino == ino)
+    {
+        close(fd);
+    }
 }
 
 
@@ -364,6 +388,7 @@ pgd_http_mhd_log(void *cls, const char *fmt, va_list ap)
 int
 pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
 {
+    long                       conn_ms;
     pgd_http_t                *h;
     MHD_UNSIGNED_LONG_LONG     t;
     const union MHD_DaemonInfo *info;
@@ -384,6 +409,12 @@ pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
         *timeout_ms = (long) t;
     }
 
+    conn_ms = pgd_http_conn_wait_ms(d, pgd_now());
+
+    if (conn_ms >= 0 && conn_ms < *timeout_ms) {
+        *timeout_ms = conn_ms;
+    }
+
     fd->fd = info->epoll_fd;
     fd->events = CURL_WAIT_POLLIN;
     fd->revents = 0;
@@ -395,6 +426,7 @@ pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
 void
 pgd_http_run(pgd_t *d, int changes)
 {
+    double       now;
     pgd_http_t  *h;
 
     h = d->http;
@@ -402,7 +434,12 @@ pgd_http_run(pgd_t *d, int changes)
         return;
     }
 
-    pgd_http_observe(d, pgd_now());
+    now = pgd_now();
+    pgd_http_observe(d, now);
+    pgd_http_log_window(d, now);
+
+    /* even in a turn that skips MHD: the slots are kept free either way */
+    pgd_http_conn_sweep(d, now);
 
     /*
      * A change to push goes out first: one read this turn (pushed at the
@@ -903,23 +940,62 @@ pgd_http_change(const char *action, const char *before, const char *after,
 
 /* --- answers ------------------------------------------------------------ */
 
+/*
+ * MHD calls this at a request's head (*con_cls NULL), then once per piece
+ * of its body, then with none left. A GET or HEAD without a body is
+ * answered at that last call: libmicrohttpd 0.9.75 closes the connection
+ * after an answer queued at the head ("refuse to read body or further
+ * requests"), which would make every keep-alive client (Prometheus, the
+ * page) connect again for each request. Anything else is answered at the
+ * head, and then closed: its body is never read.
+ */
 static enum MHD_Result
 pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
 {
+    const char  *length;
+
+    static int   head_seen;             /* its address marks a request
+                                           whose head was seen */
+
+    if (*con_cls == NULL) {
+        pgd_http_conn_busy(c);
+
+        length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+        if ((strcmp(method, MHD_HTTP_METHOD_GET) != 0
+             && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+            || (length != NULL && strcmp(length, "0") != 0)
+            || MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        {
+            return pgd_http_route(cls, c, url, method);
+        }
+
+        *con_cls = &head_seen;
+        return MHD_YES;
+    }
+
+    return pgd_http_route(cls, c, url, method);
+}
+
+
+/* The answer to a request, by its method and path. */
+static enum MHD_Result
+pgd_http_route(pgd_t *d, struct MHD_Connection *c, const char *url,
+    const char *method)
+{
     int                    code;
     char                  *text;
     size_t                 len;
-    pgd_t                 *d;
     json_t                *doc;
     pgd_http_t            *h;
     struct MHD_Response   *r;
 
-    d = cls;
     h = d->http;
 
-    /* answered at the head: a body, if any, is never read */
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0
         && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
     {
