@@ -6,7 +6,9 @@
  * MHD_USE_INTERNAL_POLLING_THREAD gives one epoll fd that the loop polls
  * beside curl's, and MHD_run() never blocks. The listen socket is bound
  * here, not by MHD, so that a bind error names the listen line and a
- * SIGHUP can bind the new address before it lets the old one go.
+ * SIGHUP can bind the new address before it lets the old one go (or, on
+ * the same port, let the old one go, and take it back when the new one
+ * cannot be bound: pgd_http_rebind()).
  */
 
 #include <errno.h>              /* errno */
@@ -76,8 +78,11 @@ const char *const  pgd_http_results[PGD_HTTP_RESULTS] = {
 
 
 static int pgd_http_csp(pgd_http_t *h);
-static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pg_conf_t *conf,
-    char *why, size_t size);
+static void pgd_http_addr(const pg_conf_t *conf, pgd_http_addr_t *a);
+static void pgd_http_rebind(pgd_t *d, const pgd_http_addr_t *want);
+static void pgd_http_serving(pgd_t *d, const pgd_http_addr_t *a);
+static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pgd_http_addr_t *a,
+    int *eno, char *why, size_t size);
 static void pgd_http_close_ours(int fd, ino_t ino);
 static enum MHD_Result pgd_http_answer(void *cls, struct MHD_Connection *c,
     const char *url, const char *method, const char *version,
@@ -103,6 +108,7 @@ static void pgd_http_change(const char *action, const char *before,
 int
 pgd_http_start(pgd_t *d)
 {
+    int          eno;
     char         why[512];
     pgd_http_t  *h;
 
@@ -126,18 +132,15 @@ pgd_http_start(pgd_t *d)
         return PG_OK;
     }
 
-    h->mhd = pgd_http_listen(d, &d->conf, why, sizeof(why));
+    pgd_http_addr(&d->conf, &h->bound);
+    h->mhd = pgd_http_listen(d, &h->bound, &eno, why, sizeof(why));
 
     if (h->mhd == NULL) {
         pgd_log(d, PG_LOG_ERROR, "cannot start: %s", why);
         return PG_ERR;
     }
 
-    memcpy(h->bound, d->conf.listen, sizeof(h->bound));
-    pgd_log(d, PG_LOG_NOTICE, "serving /metrics, /healthz and the status "
-            "page on http://%s%s%s:%d/", d->conf.listen_v6 ? "[" : "",
-            d->conf.listen_addr, d->conf.listen_v6 ? "]" : "",
-            d->conf.listen_port);
+    pgd_http_serving(d, &h->bound);
 
     return PG_OK;
 }
@@ -146,10 +149,9 @@ pgd_http_start(pgd_t *d)
 void
 pgd_http_configure(pgd_t *d)
 {
-    char                why[512];
-    size_t              i, j, n;
-    pgd_http_t         *h;
-    struct MHD_Daemon  *mhd;
+    size_t            i, j, n;
+    pgd_http_t       *h;
+    pgd_http_addr_t   want;
 
     h = d->http;
     if (h == NULL) {
@@ -176,22 +178,76 @@ pgd_http_configure(pgd_t *d)
 
     h->nedges = n;
 
-    if (strcmp(h->bound, d->conf.listen) == 0) {
+    if (strcmp(h->bound.text, d->conf.listen) == 0) {
         return;
     }
 
     if (d->conf.listen_port == 0) {
-        MHD_stop_daemon(h->mhd);
-        h->mhd = NULL;
-        pgd_log(d, PG_LOG_NOTICE, "listen %s closed: no listen line", h->bound);
-        h->bound[0] = '\0';
+        if (h->mhd) {
+            MHD_stop_daemon(h->mhd);
+            h->mhd = NULL;
+        }
+
+        pgd_log(d, PG_LOG_NOTICE, "listen %s closed: no listen line",
+                h->bound.text);
+        memset(&h->bound, 0, sizeof(h->bound));
         return;
     }
 
-    /* the new one first: when it cannot be bound, the old one serves on */
-    mhd = pgd_http_listen(d, &d->conf, why, sizeof(why));
+    pgd_http_addr(&d->conf, &want);
+    pgd_http_rebind(d, &want);
+}
 
-    if (mhd == NULL) {
+
+/*
+ * A changed listen line: the new address is bound first, and the old one
+ * closed once it serves, so that a new address that cannot be bound leaves
+ * the old one serving. But the old listen may itself hold the port that
+ * the new one wants (127.0.0.1:9100 -> 0.0.0.0:9100, or back): then the
+ * old one is closed first, the new one bound, and when that fails too
+ * (someone else holds the port), the old one is bound again.
+ */
+static void
+pgd_http_rebind(pgd_t *d, const pgd_http_addr_t *want)
+{
+    int                 eno;
+    char                why[512];
+    pgd_http_t         *h;
+    pgd_http_addr_t     old;
+    struct MHD_Daemon  *mhd;
+
+    h = d->http;
+    old = h->bound;
+
+    mhd = pgd_http_listen(d, want, &eno, why, sizeof(why));
+
+    if (mhd == NULL && eno == EADDRINUSE && h->mhd != NULL
+        && old.port == want->port)
+    {
+        pgd_log(d, PG_LOG_NOTICE, "%s; the old listen %s may be what holds "
+                "the port: closing it to bind %s", why, old.text, want->text);
+        MHD_stop_daemon(h->mhd);
+        h->mhd = NULL;
+
+        mhd = pgd_http_listen(d, want, &eno, why, sizeof(why));
+
+        if (mhd == NULL) {
+            pgd_log(d, PG_LOG_ERROR, "%s; binding the old listen %s again",
+                    why, old.text);
+
+            h->mhd = pgd_http_listen(d, &old, &eno, why, sizeof(why));
+
+            if (h->mhd == NULL) {
+                pgd_log(d, PG_LOG_ERROR, "%s: no HTTP endpoint", why);
+                memset(&h->bound, 0, sizeof(h->bound));
+                return;
+            }
+
+            pgd_http_serving(d, &old);
+            return;
+        }
+
+    } else if (mhd == NULL) {
         pgd_log(d, PG_LOG_ERROR, "%s; %s", why, h->mhd
                 ? "the old listen stays" : "no HTTP endpoint");
         return;
@@ -202,11 +258,29 @@ pgd_http_configure(pgd_t *d)
     }
 
     h->mhd = mhd;
-    memcpy(h->bound, d->conf.listen, sizeof(h->bound));
+    h->bound = *want;
+    pgd_http_serving(d, want);
+}
+
+
+/* The listen line of conf, as pgd_http_listen() binds it. */
+static void
+pgd_http_addr(const pg_conf_t *conf, pgd_http_addr_t *a)
+{
+    memcpy(a->text, conf->listen, sizeof(a->text));
+    memcpy(a->addr, conf->listen_addr, sizeof(a->addr));
+    a->v6 = conf->listen_v6;
+    a->port = conf->listen_port;
+    a->line = conf->listen_line;
+}
+
+
+static void
+pgd_http_serving(pgd_t *d, const pgd_http_addr_t *a)
+{
     pgd_log(d, PG_LOG_NOTICE, "serving /metrics, /healthz and the status "
-            "page on http://%s%s%s:%d/", d->conf.listen_v6 ? "[" : "",
-            d->conf.listen_addr, d->conf.listen_v6 ? "]" : "",
-            d->conf.listen_port);
+            "page on http://%s%s%s:%d/", a->v6 ? "[" : "", a->addr,
+            a->v6 ? "]" : "", a->port);
 }
 
 
@@ -278,10 +352,12 @@ pgd_http_csp(pgd_http_t *h)
 }
 
 
-/* A bound, listening socket for conf's listen line, and MHD on it; NULL
- * with why ("listen 127.0.0.1:9145: bind: Address already in use"). */
+/* A bound, listening socket for a, and MHD on it; NULL with why ("listen
+ * 127.0.0.1:9145 (FILE:LINE): Address already in use") and *eno (the
+ * errno of what failed; 0 when MHD did). */
 static struct MHD_Daemon *
-pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
+pgd_http_listen(pgd_t *d, const pgd_http_addr_t *a, int *eno, char *why,
+    size_t size)
 {
     int                   fd, one;
     ino_t                 ino;
@@ -292,20 +368,22 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
     struct sockaddr_in6   a6;
     struct sockaddr      *sa;
 
+    *eno = 0;
+
     memset(&a4, 0, sizeof(a4));
     memset(&a6, 0, sizeof(a6));
 
-    if (conf->listen_v6) {
+    if (a->v6) {
         a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons((uint16_t) conf->listen_port);
-        inet_pton(AF_INET6, conf->listen_addr, &a6.sin6_addr);
+        a6.sin6_port = htons((uint16_t) a->port);
+        inet_pton(AF_INET6, a->addr, &a6.sin6_addr);
         sa = (struct sockaddr *) &a6;
         len = sizeof(a6);
 
     } else {
         a4.sin_family = AF_INET;
-        a4.sin_port = htons((uint16_t) conf->listen_port);
-        inet_pton(AF_INET, conf->listen_addr, &a4.sin_addr);
+        a4.sin_port = htons((uint16_t) a->port);
+        inet_pton(AF_INET, a->addr, &a4.sin_addr);
         sa = (struct sockaddr *) &a4;
         len = sizeof(a4);
     }
@@ -313,7 +391,8 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
     fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
-        snprintf(why, size, "listen %s: socket: %s", conf->listen,
+        *eno = errno;
+        snprintf(why, size, "listen %s: socket: %s", a->text,
                  strerror(errno));
         return NULL;
     }
@@ -321,14 +400,15 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
     one = 1;
     (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 
-    if (conf->listen_v6) {
+    if (a->v6) {
         /* [::]:PORT is IPv6 alone, as written; no mapped IPv4 */
         (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
 
     if (bind(fd, sa, len) != 0 || listen(fd, 64) != 0) {
-        snprintf(why, size, "listen %s (%s:%d): %s", conf->listen,
-                 d->conf_path, conf->listen_line, strerror(errno));
+        *eno = errno;
+        snprintf(why, size, "listen %s (%s:%d): %s", a->text,
+                 d->conf_path, a->line, strerror(errno));
         close(fd);
         return NULL;
     }
@@ -354,7 +434,7 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
 
     if (mhd == NULL) {
         snprintf(why, size, "listen %s: libmicrohttpd did not start",
-                 conf->listen);
+                 a->text);
         pgd_http_close_ours(fd, ino);
         return NULL;
     }

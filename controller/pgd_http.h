@@ -50,7 +50,8 @@
  * Errors: pgd_http_start() says why in the log and returns PG_ERR (the
  * daemon does not start: a listen line that cannot be bound is as fatal
  * as nginx's); a SIGHUP that cannot bind a changed listen keeps the old
- * one and says so.
+ * one and says so (on the old one's port, the old one is closed to try the
+ * new one, and bound again when that fails too).
  */
 
 #ifndef PGD_HTTP_H
@@ -75,8 +76,9 @@
 int pgd_http_start(pgd_t *d);
 
 /* After SIGHUP's new d->conf: a listen line added, changed or removed is
- * bound, rebound or closed (the old one stays when the new one cannot be
- * bound); counters of edges no longer configured are dropped. */
+ * bound, rebound or closed (the old one stays, or is bound again, when the
+ * new one cannot be bound); counters of edges no longer configured are
+ * dropped. */
 void pgd_http_configure(pgd_t *d);
 
 /* Before the loop waits: fills *fd with MHD's epoll fd and returns 1 (0

@@ -55,6 +55,16 @@ typedef struct {
                                        step; 0 while in step */
 } pgd_http_edge_t;
 
+/* A listen address: the config's, or the one bound (to bind it again). */
+typedef struct {
+    char                text[PG_CONF_LISTEN_MAX];   /* ADDR:PORT as written;
+                                                       "": none */
+    char                addr[PG_CONF_LISTEN_MAX];   /* numeric */
+    int                 v6;
+    int                 port;       /* 0: none */
+    int                 line;       /* of the listen line */
+} pgd_http_addr_t;
+
 /* A connection of the endpoint (pgd_http_conn.c). */
 typedef struct pgd_http_conn_s  pgd_http_conn_t;
 
@@ -72,7 +82,7 @@ struct pgd_http_conn_s {
 
 typedef struct pgd_http_s {
     struct MHD_Daemon  *mhd;        /* NULL: no listen line */
-    char                bound[PG_CONF_LISTEN_MAX];  /* the listen it has */
+    pgd_http_addr_t     bound;      /* the listen it has */
     char                csp[256];   /* the page's Content-Security-Policy */
 
     pgd_http_edge_t     edges[PGD_HTTP_EDGES_MAX];

@@ -5,8 +5,10 @@
 # down and with Redis down; read-only (405), HEAD, 404; label values
 # escaped; a certificate's expiry from the local CA; bad listen lines for
 # -t and for the daemon; SIGHUP rebinding a changed listen, keeping the old
-# one when the new cannot be bound, closing a removed one. Real
-# redis-server, two real nginx edges, the ASan controller.
+# one when the new cannot be bound, closing a removed one, and an address
+# change on the same port (the old listen closed first, bound again when
+# the new one cannot be). Real redis-server, two real nginx edges, the
+# ASan controller.
 
 use strict;
 use warnings;
@@ -469,6 +471,54 @@ subtest 'SIGHUP: a changed listen is rebound, a busy one keeps the old' => sub {
        'HUP without a listen line: closed');
     is(http_get("http://127.0.0.1:$p2/healthz")->{status}, 599,
        "no longer answering on $p2");
+    ok($g->running, 'the daemon runs on');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'SIGHUP: an address change on the same port closes the old listen first' => sub {
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp],
+                                   extra => "listen 127.0.0.1:$p;\n");
+    $g->start;
+    ok(wait_until(sub { http_get("http://127.0.0.1:$p/healthz")->{status}
+                        != 599 }), "serving on 127.0.0.1:$p");
+    is(http_get("http://127.0.0.2:$p/healthz")->{status}, 599,
+       "not on 127.0.0.2:$p");
+
+    my $mark = $g->mark;
+    $g->rewrite(extra => "listen 0.0.0.0:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/serving .* on http:\/\/0\.0\.0\.0:$p\//, 5, $mark),
+       "HUP to listen 0.0.0.0:$p: bound") or diag($g->log($mark));
+    like($g->log($mark), qr/0\.0\.0\.0:$p .*Address already in use; the old listen 127\.0\.0\.1:$p may be what holds the port: closing it/,
+         '... once the old listen, which held the port, was closed (said)');
+    isnt(http_get("http://127.0.0.2:$p/healthz")->{status}, 599,
+         "it answers on 127.0.0.2:$p now");
+
+    $mark = $g->mark;
+    $g->rewrite(extra => "listen 127.0.0.1:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/serving .* on http:\/\/127\.0\.0\.1:$p\//, 5, $mark),
+       'and back to 127.0.0.1: bound') or diag($g->log($mark));
+    is(http_get("http://127.0.0.2:$p/healthz")->{status}, 599,
+       "no longer on 127.0.0.2:$p");
+
+    # someone else holds the port on another address: the new listen
+    # cannot be bound even once the old one is closed
+    my $other = IO::Socket::INET->new(LocalAddr => '127.0.0.2',
+                                      LocalPort => $p, Listen => 1,
+                                      ReuseAddr => 1) or die $!;
+    $mark = $g->mark;
+    $g->rewrite(extra => "listen 0.0.0.0:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/0\.0\.0\.0:$p .*Address already in use; binding the old listen 127\.0\.0\.1:$p again/,
+                    5, $mark), 'a port held by another: said, the old '
+       . 'listen bound again') or diag($g->log($mark));
+    ok($g->wait_log(qr/serving .* on http:\/\/127\.0\.0\.1:$p\//, 5, $mark),
+       '... and serving');
+    isnt(http_get("http://127.0.0.1:$p/healthz")->{status}, 599,
+         "it answers on 127.0.0.1:$p");
+    close $other;
     ok($g->running, 'the daemon runs on');
     clean_exit($g->stop, $g, 'SIGTERM');
 };
