@@ -89,6 +89,8 @@ static enum MHD_Result pgd_http_answer(void *cls, struct MHD_Connection *c,
     const char *upload_data, size_t *upload_data_size, void **con_cls);
 static enum MHD_Result pgd_http_route(pgd_t *d, struct MHD_Connection *c,
     const char *url, const char *method);
+static int pgd_http_host_ok(pgd_t *d, struct MHD_Connection *c, char *host,
+    size_t size);
 static enum MHD_Result pgd_http_send(struct MHD_Connection *c,
     unsigned code, const char *type, char *body, size_t len,
     enum MHD_ResponseMemoryMode mode, const char *csp);
@@ -1068,7 +1070,7 @@ pgd_http_route(pgd_t *d, struct MHD_Connection *c, const char *url,
     const char *method)
 {
     int                    code;
-    char                  *text;
+    char                  *text, host[128], why[300];
     size_t                 len;
     json_t                *doc;
     pgd_http_t            *h;
@@ -1081,6 +1083,20 @@ pgd_http_route(pgd_t *d, struct MHD_Connection *c, const char *url,
     {
         doc = json_pack("{s:s}", "error", "read-only: GET and HEAD only");
         return pgd_http_send_json(c, MHD_HTTP_METHOD_NOT_ALLOWED, doc);
+    }
+
+    /* everything but /metrics and /healthz shows the store: read by a
+     * name of the operator's alone */
+    if (strcmp(url, "/metrics") != 0 && strcmp(url, "/healthz") != 0
+        && !pgd_http_host_ok(d, c, host, sizeof(host)))
+    {
+        pgd_http_log(d, PG_LOG_NOTICE, "http: %s refused: Host \"%s\" is not "
+                     "localhost, an IP literal or a server_name", url, host);
+        snprintf(why, sizeof(why), "Host \"%s\" is not a name of this "
+                 "endpoint: localhost, an IP literal, or a server_name of "
+                 "portal-gated.conf (a DNS-rebinding guard)", host);
+        doc = json_pack("{s:s}", "error", why);
+        return pgd_http_send_json(c, MHD_HTTP_MISDIRECTED_REQUEST, doc);
     }
 
     if (strcmp(url, "/metrics") == 0) {
@@ -1120,6 +1136,91 @@ pgd_http_route(pgd_t *d, struct MHD_Connection *c, const char *url,
     doc = json_pack("{s:s}", "error", "not found: /, /status.json, "
                     "/metrics, /healthz");
     return pgd_http_send_json(c, MHD_HTTP_NOT_FOUND, doc);
+}
+
+
+/*
+ * The Host of a request for the page or /status.json: localhost, an IP
+ * literal, or a server_name line's name. They show the store (flags,
+ * companies' counts, the audit's actors and reasons), and a DNS-rebinding
+ * page in an operator's browser (evil.example resolving to 127.0.0.1 after
+ * its page loaded) would read them as same-origin: its requests carry its
+ * own name. A literal cannot be rebound, localhost is not looked up in DNS
+ * by browsers, and the operator's names are the operator's. The port is
+ * not checked: a tunnel (ssh -L 8080:127.0.0.1:9145) or a proxy changes
+ * it. No Host at all (HTTP/1.0) is no browser's request: answered. host:
+ * the Host, cleaned, for the refusal.
+ */
+static int
+pgd_http_host_ok(pgd_t *d, struct MHD_Connection *c, char *host, size_t size)
+{
+    char           name[PG_CONF_HOST_MAX + 2];
+    size_t         len, i, n;
+    const char    *v, *end, *suffix;
+    unsigned char  bin[16];
+
+    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+
+    if (v == NULL) {
+        return 1;
+    }
+
+    pgd_http_clean(v, host, size);
+
+    if (v[0] == '[') {
+        end = strchr(v, ']');
+        len = end ? (size_t) (end - v - 1) : 0;
+
+        if (len == 0 || len >= sizeof(name)) {
+            return 0;
+        }
+
+        memcpy(name, v + 1, len);
+        name[len] = '\0';
+
+        return inet_pton(AF_INET6, name, bin) == 1;
+    }
+
+    end = strchr(v, ':');
+    len = end ? (size_t) (end - v) : strlen(v);
+
+    if (len > 0 && v[len - 1] == '.') {
+        len--;                          /* example.com. is example.com */
+    }
+
+    if (len == 0 || len >= sizeof(name)) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        name[i] = (char) (v[i] >= 'A' && v[i] <= 'Z' ? v[i] - 'A' + 'a'
+                                                     : v[i]);
+    }
+
+    name[len] = '\0';
+
+    if (strcmp(name, "localhost") == 0 || inet_pton(AF_INET, name, bin) == 1)
+    {
+        return 1;
+    }
+
+    for (i = 0; i < d->conf.nserver_names; i++) {
+        if (strcmp(name, d->conf.server_names[i]) == 0) {
+            return 1;
+        }
+
+        /* *.example.com: a name under example.com, not example.com */
+        if (strncmp(d->conf.server_names[i], "*.", 2) == 0) {
+            suffix = d->conf.server_names[i] + 1;
+            n = strlen(suffix);
+
+            if (len > n && strcmp(name + len - n, suffix) == 0) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 
