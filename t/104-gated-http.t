@@ -7,8 +7,9 @@
 # -t and for the daemon; SIGHUP rebinding a changed listen, keeping the old
 # one when the new cannot be bound, closing a removed one, and an address
 # change on the same port (the old listen closed first, bound again when
-# the new one cannot be). Real redis-server, two real nginx edges, the
-# ASan controller.
+# the new one cannot be); companies in allow and deny lists appear in no
+# answer, and /metrics has no label but edge, le, result, state, version.
+# Real redis-server, two real nginx edges, the ASan controller.
 
 use strict;
 use warnings;
@@ -472,6 +473,38 @@ subtest 'SIGHUP: a changed listen is rebound, a busy one keeps the old' => sub {
     is(http_get("http://127.0.0.1:$p2/healthz")->{status}, 599,
        "no longer answering on $p2");
     ok($g->running, 'the daemon runs on');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'no company id in /metrics, /healthz or /status.json' => sub {
+    my @ids = ('Acme-Corp_4711', 'zz.company-99', 'denied.co_31337');
+    exits($rs->ctl('allow', 'customer_portal', @ids[0, 1]), 0, 'allow two');
+    exits($rs->ctl('deny', 'customer_portal', $ids[2]), 0, 'deny one');
+    exits($rs->ctl('create', 'per_company'), 0, 'create another flag');
+    exits($rs->ctl('allow', 'per_company', @ids), 0, 'allow all three there');
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp],
+                                   extra => "listen 127.0.0.1:$p;\n");
+    $g->start;
+    my $text;
+    ok(wait_until(sub {
+        $text = http_get("http://127.0.0.1:$p/metrics")->{content} // '';
+        my $m = metrics($text);
+        ($m->{edge_key('portal_gated_edge_in_step', $tcp)} // 0) == 1
+    }, 15), 'the edge holds the lists') or diag($g->log);
+    my ($ok, $said) = promtool($text);
+    ok($ok, 'promtool finds nothing to say') or diag($said);
+    my $all = $text . http_get("http://127.0.0.1:$p/healthz")->{content}
+            . http_get("http://127.0.0.1:$p/status.json")->{content};
+    like($all, qr/"allow":3/, '/status.json has the lists\' counts');
+    for my $id (@ids) {
+        unlike($all, qr/\Q$id\E/, "company $id appears nowhere");
+    }
+    my @labels = map { /\{(.*)\}/ ? split(/,/, $1) : () }
+                 grep { !/^#/ } split /\n/, $text;
+    my %names = map { /^(\w+)=/ ? ($1 => 1) : () } @labels;
+    is(join(' ', sort keys %names), 'edge le result state version',
+       'the labels are edge, le, result, state and version alone');
     clean_exit($g->stop, $g, 'SIGTERM');
 };
 
