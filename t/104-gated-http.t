@@ -106,7 +106,7 @@ subtest 'the metrics of a controller with both edges in step' => sub {
     my $h = json_get("$base/healthz");
     is($h->[0], 200, '/healthz: 200');
     is($h->[1]{status}, 'ok', '/healthz: ok');
-    is($h->[1]{edges_in_step}, 2, '/healthz: 2 edges in step');
+    is($h->[1]{edges_ok}, 2, '/healthz: 2 edges ok');
 };
 
 subtest 'a kill is pushed and counted once per edge' => sub {
@@ -162,7 +162,7 @@ subtest 'an edge down: counted as failed, healthz degraded, then failing' => sub
        '/healthz with every edge down: 503');
     $h = json_get("$base/healthz");
     is($h->[1]{status}, 'failing', '... failing');
-    is($h->[1]{edges_in_step}, 0, '... no edge in step');
+    is($h->[1]{edges_ok}, 0, '... no edge ok');
 
     $e->{tcp}->start;
     $e->{unix}->start;
