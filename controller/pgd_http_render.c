@@ -478,10 +478,10 @@ pgd_http_metrics(pgd_t *d, size_t *len)
  * least 3 s). 200 "degraded" when some edge is not ok (each named in
  * "problems"), or a certificate's renewal is failing; 200 "ok" otherwise.
  * "edges_ok" counts the edges up and in step, or out of step for less than
- * that (a push under way): not "in step", which an edge mid-push is not. The edges keep
- * serving what they hold in every case: this says whether the controller
- * delivers, for alerting and readiness, never for a liveness probe
- * (README, "Metrics and health").
+ * that (a push under way): not "in step", which an edge mid-push is not.
+ * The edges keep serving what they hold in every case: this says whether
+ * the controller delivers, for alerting and readiness, never for a
+ * liveness probe (README, "Metrics and health").
  */
 json_t *
 pgd_http_health(pgd_t *d, int *code)

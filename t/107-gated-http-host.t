@@ -88,7 +88,8 @@ subtest '/metrics and /healthz answer any Host' => sub {
         my $r = ask('/metrics', $host);
         is($r->{status}, 200, "/metrics with Host $host: 200");
         like($r->{content}, qr/^portal_gated_redis_up 1$/m, '... the metrics');
-        is(ask('/healthz', $host)->{status}, 200, "/healthz with Host $host: 200");
+        is(ask('/healthz', $host)->{status}, 200,
+           "/healthz with Host $host: 200");
     }
 };
 
