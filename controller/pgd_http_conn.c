@@ -28,7 +28,7 @@
  * The log: a line per client event (MHD's messages, the connections closed
  * here) is at a rate that clients choose, so at most PGD_HTTP_LOG_BURST
  * such lines per PGD_HTTP_LOG_WINDOW_MS; the rest are counted, and said in
- * one line when the next window opens.
+ * one line once the window is over (and at exit).
  *
  * Ownership: a pgd_http_conn_t is made by MHD's "started" notification and
  * freed by its "closed" one; h->conns lists them. All on the loop's thread.
@@ -37,13 +37,12 @@
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* vsnprintf */
 #include <stdlib.h>             /* calloc, free */
-#include <string.h>             /* memset */
+#include <string.h>             /* strlen */
 #include <arpa/inet.h>          /* inet_ntop */
 #include <netinet/in.h>         /* sockaddr_in, sockaddr_in6 */
 #include <sys/socket.h>         /* shutdown */
 #include <microhttpd.h>         /* MHD_* */
 #include "pgd_http_private.h"   /* pgd_http_t, the API it implements */
-
 
 
 static void pgd_http_conn_close(pgd_t *d, pgd_http_conn_t *conn,
