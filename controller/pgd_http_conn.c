@@ -213,27 +213,32 @@ pgd_http_conn_sweep(pgd_t *d, double now)
 }
 
 
-/* ms until the first connection's time is up (0: a sweep is owed now);
- * -1 when none has a time. */
+/* ms until the first connection's time is up (0: a sweep is owed now:
+ * the slots run short and one can be closed); -1 when none has a time.
+ * Slots short with every connection being answered owe nothing: the loop
+ * must not spin on them. */
 long
 pgd_http_conn_wait_ms(pgd_t *d, double now)
 {
+    int               waiting;
     double            first, left;
     pgd_http_t       *h;
     pgd_http_conn_t  *conn;
 
     h = d->http;
-
-    if (h->nconns > PGD_HTTP_CONNECTIONS - PGD_HTTP_SPARE) {
-        return 0;
-    }
-
     first = -1;
+    waiting = 0;
 
     for (conn = h->conns; conn != NULL; conn = conn->next) {
         if (!conn->closing && (first < 0 || conn->since < first)) {
             first = conn->since;
         }
+
+        waiting |= !conn->closing && !conn->busy;
+    }
+
+    if (waiting && h->nconns > PGD_HTTP_CONNECTIONS - PGD_HTTP_SPARE) {
+        return 0;
     }
 
     if (first < 0) {
