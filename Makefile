@@ -50,7 +50,8 @@ GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
                controller/pgd_edges.c controller/pgd_beat.c \
                controller/pgd_certs.c controller/pgd_certs_job.c \
                controller/pgd_challenges.c \
-               controller/pgd_http.c controller/pgd_http_render.c \
+               controller/pgd_http.c controller/pgd_http_conn.c \
+               controller/pgd_http_render.c \
                controller/pg_cert.c controller/pg_cert_renew.c \
                controller/pg_cert_install.c controller/pg_cert_nginx.c \
                controller/pg_acme.c controller/pg_acme_msg.c \
@@ -66,8 +67,11 @@ CTL_LIBS    := -lhiredis $(CORE_LIBS)
 # and serves `listen` (/metrics, /healthz, the status page) with
 # libmicrohttpd, in its loop
 GATED_LIBS  := $(CTL_LIBS) -lssl -lcrypto -lpthread -lmicrohttpd
-# the status page is built into portal-gated as is (.incbin, pgd_http.c)
+# the status page is built into portal-gated as is (.incbin, pgd_http.c),
+# named by its absolute path: the assembler would read a relative one from
+# the compiler's working directory (another file there, or none)
 GATED_PAGE  := controller/pgd_http_page.html
+GATED_PAGE_DEF := -DPGD_HTTP_PAGE='"$(abspath $(GATED_PAGE))"'
 
 BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
@@ -117,18 +121,19 @@ $(BUILD)/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 
 gated: deps $(BUILD)/portal-gated
 
-$(BUILD)/portal-gated $(BUILD)/asan/portal-gated: $(GATED_PAGE)
-
-$(BUILD)/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
+# an edit of the page rebuilds the daemon: it is in the binary
+$(BUILD)/portal-gated: $(GATED_SRCS) $(GATED_PAGE) $(CTL_HDRS) $(CORE_SRCS) \
+                       $(CORE_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(GATED_SRCS) $(GATED_LIBS) -o $@.tmp
+	$(CC) $(CTL_CFLAGS) $(GATED_PAGE_DEF) -O2 $(CORE_SRCS) $(GATED_SRCS) \
+	    $(GATED_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
-$(BUILD)/asan/portal-gated: $(GATED_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
-                            $(CORE_HDRS)
+$(BUILD)/asan/portal-gated: $(GATED_SRCS) $(GATED_PAGE) $(CTL_HDRS) \
+                            $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
-	    $(CORE_SRCS) $(GATED_SRCS) $(GATED_LIBS) -o $@.tmp
+	    $(GATED_PAGE_DEF) $(CORE_SRCS) $(GATED_SRCS) $(GATED_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
 $(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \

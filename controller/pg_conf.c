@@ -78,6 +78,7 @@ static int pg_conf_set_reconcile_interval(pg_conf_parse_t *cp);
 static int pg_conf_set_log_level(pg_conf_parse_t *cp);
 static int pg_conf_set_require_reason(pg_conf_parse_t *cp);
 static int pg_conf_set_listen(pg_conf_parse_t *cp);
+static int pg_conf_set_server_name(pg_conf_parse_t *cp);
 
 
 static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
@@ -94,6 +95,8 @@ static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
     { "state_dir",          1, 1,           0, pg_conf_set_state_dir },
     { "nginx",              1, 4,           1, pg_conf_set_nginx },
     { "listen",             1, 1,           0, pg_conf_set_listen },
+    { "server_name",        1, PG_CONF_SERVER_NAMES, 0,
+      pg_conf_set_server_name },
     /* a block: pg_conf_parse() opens it at "{" */
     { "certificate",        1, 1,           1, NULL },
 
@@ -1102,6 +1105,66 @@ pg_conf_set_listen(pg_conf_parse_t *cp)
     memcpy(cp->conf.listen_addr, addr, strlen(addr) + 1);
     cp->conf.listen_port = (int) port;
     cp->conf.listen_line = cp->lines[0];
+
+    return PG_OK;
+}
+
+
+/*
+ * server_name NAME...;  the names, beside localhost and IP literals, that
+ * listen's page and /status.json answer in a request's Host (pgd_http.c:
+ * a DNS-rebinding guard), as nginx's server_name: a name, or *.NAME for any
+ * name under NAME. Kept lowercase, without a final dot.
+ */
+static int
+pg_conf_set_server_name(pg_conf_parse_t *cp)
+{
+    int          i;
+    char        *name;
+    size_t       len, k;
+    const char  *p;
+
+    for (i = 1; i < cp->nargs; i++) {
+        p = cp->args[i];
+        len = strlen(p);
+
+        if (len > 0 && p[len - 1] == '.') {
+            len--;
+        }
+
+        if (len == 0 || len > PG_CONF_HOST_MAX) {
+            return pg_conf_invalid(cp, i, "a name of 1 to 253 bytes");
+        }
+
+        k = strncmp(p, "*.", 2) == 0 ? 2 : 0;
+
+        if (k >= len || p[k] == '.' || p[len - 1] == '.') {
+            return pg_conf_invalid(cp, i, "expected a name, as "
+                                   "status.example.com, or *.example.com");
+        }
+
+        for ( /* void */ ; k < len; k++) {
+            if (!((p[k] >= 'a' && p[k] <= 'z') || (p[k] >= 'A' && p[k] <= 'Z')
+                  || (p[k] >= '0' && p[k] <= '9') || p[k] == '-'
+                  || (p[k] == '.' && p[k - 1] != '.')))
+            {
+                return pg_conf_invalid(cp, i, "expected a name, as "
+                                       "status.example.com, or "
+                                       "*.example.com");
+            }
+        }
+
+        name = cp->conf.server_names[i - 1];
+
+        for (k = 0; k < len; k++) {
+            name[k] = (char) (p[k] >= 'A' && p[k] <= 'Z' ? p[k] - 'A' + 'a'
+                                                         : p[k]);
+        }
+
+        name[len] = '\0';
+    }
+
+    cp->conf.nserver_names = (size_t) (cp->nargs - 1);
 
     return PG_OK;
 }

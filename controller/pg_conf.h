@@ -17,6 +17,9 @@
  *   certificate        staging.example.com { ... }   # pg_conf_cert.c
  *   listen             127.0.0.1:9145;    # portal-gated's own HTTP endpoint
  *                                     # (pgd_http.c); default: none
+ *   server_name        status.example.com *.ops.example.com;
+ *                                     # Host names its page answers to,
+ *                                     # beside localhost and IP literals
  *
  * Errors: PG_OK or PG_ERR; the message names the file and the line, as
  * nginx does: "portal-gated.conf:4: unknown directive \"edges\"".
@@ -44,6 +47,8 @@
 #define PG_CONF_CERT_NAMES   100    /* names of one certificate */
 #define PG_CONF_CONTACTS     4      /* contact URLs of one certificate */
 #define PG_CONF_LISTEN_MAX   64     /* bytes of a listen value: "[v6]:port" */
+#define PG_CONF_SERVER_NAMES 16     /* names of server_name */
+#define PG_CONF_HOST_MAX     253    /* bytes of a DNS name */
 
 #define PG_CONF_STATE_DIR    "/var/lib/portal-gate"
 #define PG_CONF_NGINX_BINARY "/usr/sbin/nginx"
@@ -110,6 +115,13 @@ typedef struct {
     int              listen_v6;     /* listen_addr is IPv6 */
     int              listen_port;   /* 1..65535; 0 when no listen line */
     int              listen_line;
+    char             server_names[PG_CONF_SERVER_NAMES][PG_CONF_HOST_MAX + 1];
+                                    /* the Host names that listen's page
+                                       and /status.json answer, beside
+                                       localhost and IP literals:
+                                       lowercase, no final dot;
+                                       "*.example.com" any name under it */
+    size_t           nserver_names;
 } pg_conf_t;
 
 /* Defaults: redis://127.0.0.1:6379/0, "portal-gate:", production, no

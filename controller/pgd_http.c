@@ -6,11 +6,13 @@
  * MHD_USE_INTERNAL_POLLING_THREAD gives one epoll fd that the loop polls
  * beside curl's, and MHD_run() never blocks. The listen socket is bound
  * here, not by MHD, so that a bind error names the listen line and a
- * SIGHUP can bind the new address before it lets the old one go.
+ * SIGHUP can bind the new address before it lets the old one go (or, on
+ * the same port, let the old one go, and take it back when the new one
+ * cannot be bound: pgd_http_rebind()).
  */
 
 #include <errno.h>              /* errno */
-#include <stdarg.h>             /* va_list: MHD's logger */
+#include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* snprintf, vsnprintf */
 #include <stdlib.h>             /* calloc, free */
 #include <string.h>             /* strcmp, strstr, memcpy */
@@ -18,6 +20,7 @@
 #include <arpa/inet.h>          /* inet_pton, htons */
 #include <netinet/in.h>         /* sockaddr_in, sockaddr_in6 */
 #include <sys/socket.h>         /* socket, bind, listen */
+#include <sys/stat.h>           /* fstat: is the fd still our socket */
 #include <microhttpd.h>         /* MHD_* */
 #include <openssl/evp.h>        /* the page's script hash for its CSP */
 #include "pg_redis.h"           /* pg_redis_timed_out, pg_redis_strerror */
@@ -40,14 +43,20 @@
 /*
  * The status page, built in as it is in the source tree: an edit of the
  * HTML is an edit of one file, and the Makefile rebuilds on it. It ends
- * with a NUL (pgd_http_page_end points at it).
+ * with a NUL (pgd_http_page_end points at it). PGD_HTTP_PAGE is its
+ * absolute path, from the Makefile: .incbin reads a relative path from
+ * the compiler's working directory, not from this file's.
  */
+#ifndef PGD_HTTP_PAGE
+#error "PGD_HTTP_PAGE: the absolute path of pgd_http_page.html (Makefile)"
+#endif
+
 __asm__(
     "    .section .rodata\n"
     "    .global pgd_http_page\n"
     "    .hidden pgd_http_page\n"
     "pgd_http_page:\n"
-    "    .incbin \"controller/pgd_http_page.html\"\n"
+    "    .incbin \"" PGD_HTTP_PAGE "\"\n"
     "    .global pgd_http_page_end\n"
     "    .hidden pgd_http_page_end\n"
     "pgd_http_page_end:\n"
@@ -69,12 +78,19 @@ const char *const  pgd_http_results[PGD_HTTP_RESULTS] = {
 
 
 static int pgd_http_csp(pgd_http_t *h);
-static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pg_conf_t *conf,
-    char *why, size_t size);
-static void pgd_http_mhd_log(void *cls, const char *fmt, va_list ap);
+static void pgd_http_addr(const pg_conf_t *conf, pgd_http_addr_t *a);
+static void pgd_http_rebind(pgd_t *d, const pgd_http_addr_t *want);
+static void pgd_http_serving(pgd_t *d, const pgd_http_addr_t *a);
+static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pgd_http_addr_t *a,
+    int *eno, char *why, size_t size);
+static void pgd_http_close_ours(int fd, ino_t ino);
 static enum MHD_Result pgd_http_answer(void *cls, struct MHD_Connection *c,
     const char *url, const char *method, const char *version,
     const char *upload_data, size_t *upload_data_size, void **con_cls);
+static enum MHD_Result pgd_http_route(pgd_t *d, struct MHD_Connection *c,
+    const char *url, const char *method);
+static int pgd_http_host_ok(pgd_t *d, struct MHD_Connection *c, char *host,
+    size_t size);
 static enum MHD_Result pgd_http_send(struct MHD_Connection *c,
     unsigned code, const char *type, char *body, size_t len,
     enum MHD_ResponseMemoryMode mode, const char *csp);
@@ -94,6 +110,7 @@ static void pgd_http_change(const char *action, const char *before,
 int
 pgd_http_start(pgd_t *d)
 {
+    int          eno;
     char         why[512];
     pgd_http_t  *h;
 
@@ -117,18 +134,15 @@ pgd_http_start(pgd_t *d)
         return PG_OK;
     }
 
-    h->mhd = pgd_http_listen(d, &d->conf, why, sizeof(why));
+    pgd_http_addr(&d->conf, &h->bound);
+    h->mhd = pgd_http_listen(d, &h->bound, &eno, why, sizeof(why));
 
     if (h->mhd == NULL) {
         pgd_log(d, PG_LOG_ERROR, "cannot start: %s", why);
         return PG_ERR;
     }
 
-    memcpy(h->bound, d->conf.listen, sizeof(h->bound));
-    pgd_log(d, PG_LOG_NOTICE, "serving /metrics, /healthz and the status "
-            "page on http://%s%s%s:%d/", d->conf.listen_v6 ? "[" : "",
-            d->conf.listen_addr, d->conf.listen_v6 ? "]" : "",
-            d->conf.listen_port);
+    pgd_http_serving(d, &h->bound);
 
     return PG_OK;
 }
@@ -137,10 +151,9 @@ pgd_http_start(pgd_t *d)
 void
 pgd_http_configure(pgd_t *d)
 {
-    char                why[512];
-    size_t              i, j, n;
-    pgd_http_t         *h;
-    struct MHD_Daemon  *mhd;
+    size_t            i, j, n;
+    pgd_http_t       *h;
+    pgd_http_addr_t   want;
 
     h = d->http;
     if (h == NULL) {
@@ -167,22 +180,76 @@ pgd_http_configure(pgd_t *d)
 
     h->nedges = n;
 
-    if (strcmp(h->bound, d->conf.listen) == 0) {
+    if (strcmp(h->bound.text, d->conf.listen) == 0) {
         return;
     }
 
     if (d->conf.listen_port == 0) {
-        MHD_stop_daemon(h->mhd);
-        h->mhd = NULL;
-        pgd_log(d, PG_LOG_NOTICE, "listen %s closed: no listen line", h->bound);
-        h->bound[0] = '\0';
+        if (h->mhd) {
+            MHD_stop_daemon(h->mhd);
+            h->mhd = NULL;
+        }
+
+        pgd_log(d, PG_LOG_NOTICE, "listen %s closed: no listen line",
+                h->bound.text);
+        memset(&h->bound, 0, sizeof(h->bound));
         return;
     }
 
-    /* the new one first: when it cannot be bound, the old one serves on */
-    mhd = pgd_http_listen(d, &d->conf, why, sizeof(why));
+    pgd_http_addr(&d->conf, &want);
+    pgd_http_rebind(d, &want);
+}
 
-    if (mhd == NULL) {
+
+/*
+ * A changed listen line: the new address is bound first, and the old one
+ * closed once it serves, so that a new address that cannot be bound leaves
+ * the old one serving. But the old listen may itself hold the port that
+ * the new one wants (127.0.0.1:9100 -> 0.0.0.0:9100, or back): then the
+ * old one is closed first, the new one bound, and when that fails too
+ * (someone else holds the port), the old one is bound again.
+ */
+static void
+pgd_http_rebind(pgd_t *d, const pgd_http_addr_t *want)
+{
+    int                 eno;
+    char                why[512];
+    pgd_http_t         *h;
+    pgd_http_addr_t     old;
+    struct MHD_Daemon  *mhd;
+
+    h = d->http;
+    old = h->bound;
+
+    mhd = pgd_http_listen(d, want, &eno, why, sizeof(why));
+
+    if (mhd == NULL && eno == EADDRINUSE && h->mhd != NULL
+        && old.port == want->port)
+    {
+        pgd_log(d, PG_LOG_NOTICE, "%s; the old listen %s may be what holds "
+                "the port: closing it to bind %s", why, old.text, want->text);
+        MHD_stop_daemon(h->mhd);
+        h->mhd = NULL;
+
+        mhd = pgd_http_listen(d, want, &eno, why, sizeof(why));
+
+        if (mhd == NULL) {
+            pgd_log(d, PG_LOG_ERROR, "%s; binding the old listen %s again",
+                    why, old.text);
+
+            h->mhd = pgd_http_listen(d, &old, &eno, why, sizeof(why));
+
+            if (h->mhd == NULL) {
+                pgd_log(d, PG_LOG_ERROR, "%s: no HTTP endpoint", why);
+                memset(&h->bound, 0, sizeof(h->bound));
+                return;
+            }
+
+            pgd_http_serving(d, &old);
+            return;
+        }
+
+    } else if (mhd == NULL) {
         pgd_log(d, PG_LOG_ERROR, "%s; %s", why, h->mhd
                 ? "the old listen stays" : "no HTTP endpoint");
         return;
@@ -193,11 +260,29 @@ pgd_http_configure(pgd_t *d)
     }
 
     h->mhd = mhd;
-    memcpy(h->bound, d->conf.listen, sizeof(h->bound));
+    h->bound = *want;
+    pgd_http_serving(d, want);
+}
+
+
+/* The listen line of conf, as pgd_http_listen() binds it. */
+static void
+pgd_http_addr(const pg_conf_t *conf, pgd_http_addr_t *a)
+{
+    memcpy(a->text, conf->listen, sizeof(a->text));
+    memcpy(a->addr, conf->listen_addr, sizeof(a->addr));
+    a->v6 = conf->listen_v6;
+    a->port = conf->listen_port;
+    a->line = conf->listen_line;
+}
+
+
+static void
+pgd_http_serving(pgd_t *d, const pgd_http_addr_t *a)
+{
     pgd_log(d, PG_LOG_NOTICE, "serving /metrics, /healthz and the status "
-            "page on http://%s%s%s:%d/", d->conf.listen_v6 ? "[" : "",
-            d->conf.listen_addr, d->conf.listen_v6 ? "]" : "",
-            d->conf.listen_port);
+            "page on http://%s%s%s:%d/", a->v6 ? "[" : "", a->addr,
+            a->v6 ? "]" : "", a->port);
 }
 
 
@@ -218,6 +303,10 @@ pgd_http_stop(pgd_t *d)
     if (h->status) {
         MHD_destroy_response(h->status);
     }
+
+    /* the lines the limit held back are said before the end: as if the
+     * window were over */
+    pgd_http_log_window(d, h->log_window + PGD_HTTP_LOG_WINDOW_MS);
 
     json_decref(h->audit);
     free(h);
@@ -265,32 +354,38 @@ pgd_http_csp(pgd_http_t *h)
 }
 
 
-/* A bound, listening socket for conf's listen line, and MHD on it; NULL
- * with why ("listen 127.0.0.1:9145: bind: Address already in use"). */
+/* A bound, listening socket for a, and MHD on it; NULL with why ("listen
+ * 127.0.0.1:9145 (FILE:LINE): Address already in use") and *eno (the
+ * errno of what failed; 0 when MHD did). */
 static struct MHD_Daemon *
-pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
+pgd_http_listen(pgd_t *d, const pgd_http_addr_t *a, int *eno, char *why,
+    size_t size)
 {
     int                   fd, one;
+    ino_t                 ino;
     socklen_t             len;
+    struct stat           st;
     struct MHD_Daemon    *mhd;
     struct sockaddr_in    a4;
     struct sockaddr_in6   a6;
     struct sockaddr      *sa;
 
+    *eno = 0;
+
     memset(&a4, 0, sizeof(a4));
     memset(&a6, 0, sizeof(a6));
 
-    if (conf->listen_v6) {
+    if (a->v6) {
         a6.sin6_family = AF_INET6;
-        a6.sin6_port = htons((uint16_t) conf->listen_port);
-        inet_pton(AF_INET6, conf->listen_addr, &a6.sin6_addr);
+        a6.sin6_port = htons((uint16_t) a->port);
+        inet_pton(AF_INET6, a->addr, &a6.sin6_addr);
         sa = (struct sockaddr *) &a6;
         len = sizeof(a6);
 
     } else {
         a4.sin_family = AF_INET;
-        a4.sin_port = htons((uint16_t) conf->listen_port);
-        inet_pton(AF_INET, conf->listen_addr, &a4.sin_addr);
+        a4.sin_port = htons((uint16_t) a->port);
+        inet_pton(AF_INET, a->addr, &a4.sin_addr);
         sa = (struct sockaddr *) &a4;
         len = sizeof(a4);
     }
@@ -298,7 +393,8 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
     fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0) {
-        snprintf(why, size, "listen %s: socket: %s", conf->listen,
+        *eno = errno;
+        snprintf(why, size, "listen %s: socket: %s", a->text,
                  strerror(errno));
         return NULL;
     }
@@ -306,32 +402,42 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
     one = 1;
     (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 
-    if (conf->listen_v6) {
+    if (a->v6) {
         /* [::]:PORT is IPv6 alone, as written; no mapped IPv4 */
         (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
 
     if (bind(fd, sa, len) != 0 || listen(fd, 64) != 0) {
-        snprintf(why, size, "listen %s (%s:%d): %s", conf->listen,
-                 d->conf_path, conf->listen_line, strerror(errno));
+        *eno = errno;
+        snprintf(why, size, "listen %s (%s:%d): %s", a->text,
+                 d->conf_path, a->line, strerror(errno));
         close(fd);
         return NULL;
     }
 
+    ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+
+    /*
+     * The logger first: MHD says what is wrong with a later option through
+     * the logger it has by then. The notifications keep the connections'
+     * times (pgd_http_conn.c); MHD's own timeout stays as a second wall.
+     */
     mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
               pgd_http_answer, d,
+              MHD_OPTION_EXTERNAL_LOGGER, pgd_http_mhd_log, d,
               MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
               MHD_OPTION_CONNECTION_LIMIT, (unsigned int) PGD_HTTP_CONNECTIONS,
-              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) PGD_HTTP_IDLE_S,
+              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) PGD_HTTP_REQUEST_S,
               MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                   (size_t) PGD_HTTP_HEADERS_MAX,
-              MHD_OPTION_EXTERNAL_LOGGER, pgd_http_mhd_log, d,
+              MHD_OPTION_NOTIFY_CONNECTION, pgd_http_conn_notify, d,
+              MHD_OPTION_NOTIFY_COMPLETED, pgd_http_conn_done, d,
               MHD_OPTION_END);
 
     if (mhd == NULL) {
         snprintf(why, size, "listen %s: libmicrohttpd did not start",
-                 conf->listen);
-        close(fd);
+                 a->text);
+        pgd_http_close_ours(fd, ino);
         return NULL;
     }
 
@@ -339,17 +445,23 @@ pgd_http_listen(pgd_t *d, const pg_conf_t *conf, char *why, size_t size)
 }
 
 
-/* MHD's own messages ("Maximum number of connections reached", a client's
- * protocol error): info, they are no fault of the daemon's. */
+/*
+ * A socket that MHD_start_daemon() was given and failed on: closed unless
+ * MHD closed it already. It does on some of its failure paths and not on
+ * others, and a second close() could close a descriptor that another
+ * thread (the certificates' worker) has opened meanwhile under that
+ * number: the inode says whether the number still holds our socket.
+ */
 static void
-pgd_http_mhd_log(void *cls, const char *fmt, va_list ap)
+pgd_http_close_ours(int fd, ino_t ino)
 {
-    char    msg[512];
-    pgd_t  *d;
+    struct stat  st;
 
-    d = cls;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    pgd_log(d, PG_LOG_INFO, "http: %s", msg);
+    if (ino != 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)
+        && st.st_ino == ino)
+    {
+        close(fd);
+    }
 }
 
 
@@ -358,6 +470,7 @@ pgd_http_mhd_log(void *cls, const char *fmt, va_list ap)
 int
 pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
 {
+    long                       conn_ms;
     pgd_http_t                *h;
     MHD_UNSIGNED_LONG_LONG     t;
     const union MHD_DaemonInfo *info;
@@ -378,6 +491,12 @@ pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
         *timeout_ms = (long) t;
     }
 
+    conn_ms = pgd_http_conn_wait_ms(d, pgd_now());
+
+    if (conn_ms >= 0 && conn_ms < *timeout_ms) {
+        *timeout_ms = conn_ms;
+    }
+
     fd->fd = info->epoll_fd;
     fd->events = CURL_WAIT_POLLIN;
     fd->revents = 0;
@@ -389,6 +508,7 @@ pgd_http_wait(pgd_t *d, struct curl_waitfd *fd, long *timeout_ms)
 void
 pgd_http_run(pgd_t *d, int changes)
 {
+    double       now;
     pgd_http_t  *h;
 
     h = d->http;
@@ -396,7 +516,12 @@ pgd_http_run(pgd_t *d, int changes)
         return;
     }
 
-    pgd_http_observe(d, pgd_now());
+    now = pgd_now();
+    pgd_http_observe(d, now);
+    pgd_http_log_window(d, now);
+
+    /* even in a turn that skips MHD: the slots are kept free either way */
+    pgd_http_conn_sweep(d, now);
 
     /*
      * A change to push goes out first: one read this turn (pushed at the
@@ -897,28 +1022,81 @@ pgd_http_change(const char *action, const char *before, const char *after,
 
 /* --- answers ------------------------------------------------------------ */
 
+/*
+ * MHD calls this at a request's head (*con_cls NULL), then once per piece
+ * of its body, then with none left. A GET or HEAD without a body is
+ * answered at that last call: libmicrohttpd 0.9.75 closes the connection
+ * after an answer queued at the head ("refuse to read body or further
+ * requests"), which would make every keep-alive client (Prometheus, the
+ * page) connect again for each request. Anything else is answered at the
+ * head, and then closed: its body is never read.
+ */
 static enum MHD_Result
 pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload_data,
     size_t *upload_data_size, void **con_cls)
 {
+    const char  *length;
+
+    static int   head_seen;             /* its address marks a request
+                                           whose head was seen */
+
+    if (*con_cls == NULL) {
+        pgd_http_conn_busy(c);
+
+        length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+        if ((strcmp(method, MHD_HTTP_METHOD_GET) != 0
+             && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+            || (length != NULL && strcmp(length, "0") != 0)
+            || MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        {
+            return pgd_http_route(cls, c, url, method);
+        }
+
+        *con_cls = &head_seen;
+        return MHD_YES;
+    }
+
+    return pgd_http_route(cls, c, url, method);
+}
+
+
+/* The answer to a request, by its method and path. */
+static enum MHD_Result
+pgd_http_route(pgd_t *d, struct MHD_Connection *c, const char *url,
+    const char *method)
+{
     int                    code;
-    char                  *text;
+    char                  *text, host[128], why[300];
     size_t                 len;
-    pgd_t                 *d;
     json_t                *doc;
     pgd_http_t            *h;
     struct MHD_Response   *r;
 
-    d = cls;
     h = d->http;
 
-    /* answered at the head: a body, if any, is never read */
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0
         && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
     {
         doc = json_pack("{s:s}", "error", "read-only: GET and HEAD only");
         return pgd_http_send_json(c, MHD_HTTP_METHOD_NOT_ALLOWED, doc);
+    }
+
+    /* everything but /metrics and /healthz shows the store: read by a
+     * name of the operator's alone */
+    if (strcmp(url, "/metrics") != 0 && strcmp(url, "/healthz") != 0
+        && !pgd_http_host_ok(d, c, host, sizeof(host)))
+    {
+        pgd_http_log(d, PG_LOG_NOTICE, "http: %s refused: Host \"%s\" is not "
+                     "localhost, an IP literal or a server_name", url, host);
+        snprintf(why, sizeof(why), "Host \"%s\" is not a name of this "
+                 "endpoint: localhost, an IP literal, or a server_name of "
+                 "portal-gated.conf (a DNS-rebinding guard)", host);
+        doc = json_pack("{s:s}", "error", why);
+        return pgd_http_send_json(c, MHD_HTTP_MISDIRECTED_REQUEST, doc);
     }
 
     if (strcmp(url, "/metrics") == 0) {
@@ -958,6 +1136,91 @@ pgd_http_answer(void *cls, struct MHD_Connection *c, const char *url,
     doc = json_pack("{s:s}", "error", "not found: /, /status.json, "
                     "/metrics, /healthz");
     return pgd_http_send_json(c, MHD_HTTP_NOT_FOUND, doc);
+}
+
+
+/*
+ * The Host of a request for the page or /status.json: localhost, an IP
+ * literal, or a server_name line's name. They show the store (flags,
+ * companies' counts, the audit's actors and reasons), and a DNS-rebinding
+ * page in an operator's browser (evil.example resolving to 127.0.0.1 after
+ * its page loaded) would read them as same-origin: its requests carry its
+ * own name. A literal cannot be rebound, localhost is not looked up in DNS
+ * by browsers, and the operator's names are the operator's. The port is
+ * not checked: a tunnel (ssh -L 8080:127.0.0.1:9145) or a proxy changes
+ * it. No Host at all (HTTP/1.0) is no browser's request: answered. host:
+ * the Host, cleaned, for the refusal.
+ */
+static int
+pgd_http_host_ok(pgd_t *d, struct MHD_Connection *c, char *host, size_t size)
+{
+    char           name[PG_CONF_HOST_MAX + 2];
+    size_t         len, i, n;
+    const char    *v, *end, *suffix;
+    unsigned char  bin[16];
+
+    v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+
+    if (v == NULL) {
+        return 1;
+    }
+
+    pgd_http_clean(v, host, size);
+
+    if (v[0] == '[') {
+        end = strchr(v, ']');
+        len = end ? (size_t) (end - v - 1) : 0;
+
+        if (len == 0 || len >= sizeof(name)) {
+            return 0;
+        }
+
+        memcpy(name, v + 1, len);
+        name[len] = '\0';
+
+        return inet_pton(AF_INET6, name, bin) == 1;
+    }
+
+    end = strchr(v, ':');
+    len = end ? (size_t) (end - v) : strlen(v);
+
+    if (len > 0 && v[len - 1] == '.') {
+        len--;                          /* example.com. is example.com */
+    }
+
+    if (len == 0 || len >= sizeof(name)) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        name[i] = (char) (v[i] >= 'A' && v[i] <= 'Z' ? v[i] - 'A' + 'a'
+                                                     : v[i]);
+    }
+
+    name[len] = '\0';
+
+    if (strcmp(name, "localhost") == 0 || inet_pton(AF_INET, name, bin) == 1)
+    {
+        return 1;
+    }
+
+    for (i = 0; i < d->conf.nserver_names; i++) {
+        if (strcmp(name, d->conf.server_names[i]) == 0) {
+            return 1;
+        }
+
+        /* *.example.com: a name under example.com, not example.com */
+        if (strncmp(d->conf.server_names[i], "*.", 2) == 0) {
+            suffix = d->conf.server_names[i] + 1;
+            n = strlen(suffix);
+
+            if (len > n && strcmp(name + len - n, suffix) == 0) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
 }
 
 

@@ -9,9 +9,20 @@
  *   GET /              the status page for on-call (pgd_http_page.html,
  *                      built into the binary), which polls /status.json
  *
- * Read-only: GET and HEAD only (405 otherwise), no request body is read,
- * at most PGD_HTTP_CONNECTIONS connections, each closed after
- * PGD_HTTP_IDLE_S s without traffic.
+ * Read-only: GET and HEAD only (405 otherwise), no request body is read.
+ * Connections (pgd_http_conn.c): keep-alive as the client asks (HTTP/1.1
+ * by default, `Connection: close` and HTTP/1.0 close after the answer); at
+ * most PGD_HTTP_CONNECTIONS at once; each has PGD_HTTP_REQUEST_S from its
+ * connect or its last answer to send a whole request and read the answer;
+ * when fewer than PGD_HTTP_SPARE slots are free, those that have waited
+ * longest for their request are closed, so that idle or trickling clients
+ * never lock on-call out.
+ *
+ * Host check: / and /status.json answer only a Host that is localhost, an
+ * IP literal, or a server_name of the config (421 otherwise), so that a
+ * DNS-rebinding page in an operator's browser cannot read them through a
+ * name of its own that resolves to the listen address. /metrics and
+ * /healthz answer any Host: Prometheus and probes ask by whatever name.
  *
  * Threading and ownership: there is no HTTP thread. libmicrohttpd runs
  * inside the daemon's one loop (MHD_USE_EPOLL without an internal thread):
@@ -39,7 +50,8 @@
  * Errors: pgd_http_start() says why in the log and returns PG_ERR (the
  * daemon does not start: a listen line that cannot be bound is as fatal
  * as nginx's); a SIGHUP that cannot bind a changed listen keeps the old
- * one and says so.
+ * one and says so (on the old one's port, the old one is closed to try the
+ * new one, and bound again when that fails too).
  */
 
 #ifndef PGD_HTTP_H
@@ -49,10 +61,13 @@
 #include "pgd.h"                /* pgd_t, pgd_edge_t */
 
 
-#define PGD_HTTP_CONNECTIONS  32        /* at once; more wait in the
+#define PGD_HTTP_CONNECTIONS  64        /* at once; more wait in the
                                            listen backlog */
-#define PGD_HTTP_IDLE_S       10        /* a connection idle this long is
-                                           closed */
+#define PGD_HTTP_SPARE        8         /* slots kept free: beyond
+                                           CONNECTIONS - SPARE, those that
+                                           waited longest are closed */
+#define PGD_HTTP_REQUEST_S    10        /* s from a connect or an answer to
+                                           a whole request and its answer */
 #define PGD_HTTP_AUDIT_COUNT  20        /* audit entries the page shows */
 
 
@@ -61,8 +76,9 @@
 int pgd_http_start(pgd_t *d);
 
 /* After SIGHUP's new d->conf: a listen line added, changed or removed is
- * bound, rebound or closed (the old one stays when the new one cannot be
- * bound); counters of edges no longer configured are dropped. */
+ * bound, rebound or closed (the old one stays, or is bound again, when the
+ * new one cannot be bound); counters of edges no longer configured are
+ * dropped. */
 void pgd_http_configure(pgd_t *d);
 
 /* Before the loop waits: fills *fd with MHD's epoll fd and returns 1 (0

@@ -203,15 +203,130 @@ pgd_http_store_state(int state)
 
 /* --- /metrics ----------------------------------------------------------- */
 
+/*
+ * The gauges with one sample per edge, and per certificate: the families,
+ * in the order written; pgd_http_edge_samples() and _cert_samples() give
+ * the samples, indexed as the tables are.
+ */
+typedef struct {
+    const char  *name;
+    const char  *help;
+    int          decimals;                  /* of the value written */
+} pgd_http_gauge_t;
+
+enum {
+    PGD_HTTP_EDGE_UP, PGD_HTTP_EDGE_REVISION, PGD_HTTP_EDGE_IN_STEP,
+    PGD_HTTP_EDGE_LAG_REVISIONS, PGD_HTTP_EDGE_LAG_SECONDS,
+    PGD_HTTP_EDGE_OVERRIDES, PGD_HTTP_EDGE_GAUGES
+};
+
+enum {
+    PGD_HTTP_CERT_EXPIRY, PGD_HTTP_CERT_NEXT, PGD_HTTP_CERT_FAILURES,
+    PGD_HTTP_CERT_ERROR_AT, PGD_HTTP_CERT_PLACEHOLDER, PGD_HTTP_CERT_GAUGES
+};
+
+#define PGD_HTTP_GAUGES_MAX   PGD_HTTP_EDGE_GAUGES  /* the larger */
+
+static const pgd_http_gauge_t  pgd_http_edge_gauges[PGD_HTTP_EDGE_GAUGES] = {
+    { "portal_gated_edge_up",
+      "1 when the edge answered its last request, else 0.", 0 },
+    { "portal_gated_edge_revision",
+      "The edge's snapshot revision as it last said; absent while unknown "
+      "(down).", 0 },
+    { "portal_gated_edge_in_step",
+      "1 when the edge holds all of the snapshot pushed now.", 0 },
+    { "portal_gated_edge_lag_revisions",
+      "Revisions the edge is behind the snapshot pushed (negative: ahead); "
+      "absent while unknown.", 0 },
+    { "portal_gated_edge_lag_seconds",
+      "Seconds since the edge was last seen in step; 0 in step.", 3 },
+    { "portal_gated_edge_kill_overrides",
+      "Kill overrides (portal-gatectl kill --direct) the edge listed at its "
+      "last status.", 0 }
+};
+
+static const pgd_http_gauge_t  pgd_http_cert_gauges[PGD_HTTP_CERT_GAUGES] = {
+    { "portal_gated_certificate_expiry_timestamp_seconds",
+      "notAfter of the certificate in place, in seconds since the epoch; "
+      "absent while unknown.", 0 },
+    { "portal_gated_certificate_next_renewal_timestamp_seconds",
+      "When the next issuance or renewal of the certificate is due, in "
+      "seconds since the epoch.", 0 },
+    { "portal_gated_certificate_renewal_failures",
+      "Issuances or renewals of the certificate that failed in a row; 0 "
+      "after a success.", 0 },
+    { "portal_gated_certificate_last_error_timestamp_seconds",
+      "When the certificate's standing error (its last issuance failed) "
+      "happened; 0 when none stands.", 0 },
+    { "portal_gated_certificate_placeholder",
+      "1 while the first-start self-signed placeholder is in place of the "
+      "certificate.", 0 }
+};
+
+
+/* e's samples by PGD_HTTP_EDGE_*; have[g] 0: none (unknown now). */
+static void
+pgd_http_edge_samples(pgd_t *d, pgd_edge_t *e, double *v, int *have)
+{
+    int64_t  lag;
+
+    lag = pgd_http_lag_revisions(d, e);
+
+    v[PGD_HTTP_EDGE_UP] = e->state == PGD_UP;
+    v[PGD_HTTP_EDGE_REVISION] = (double) e->revision;
+    v[PGD_HTTP_EDGE_IN_STEP] = pgd_http_in_step(d, e);
+    v[PGD_HTTP_EDGE_LAG_REVISIONS] = (double) lag;
+    v[PGD_HTTP_EDGE_LAG_SECONDS] = pgd_http_lag_s(d, e);
+    v[PGD_HTTP_EDGE_OVERRIDES] = (double) json_array_size(e->overrides);
+
+    have[PGD_HTTP_EDGE_UP] = 1;
+    have[PGD_HTTP_EDGE_REVISION] = e->revision >= 0;
+    have[PGD_HTTP_EDGE_IN_STEP] = 1;
+    have[PGD_HTTP_EDGE_LAG_REVISIONS] = lag != INT64_MIN;
+    have[PGD_HTTP_EDGE_LAG_SECONDS] = 1;
+    have[PGD_HTTP_EDGE_OVERRIDES] = 1;
+}
+
+
+/* c's samples by PGD_HTTP_CERT_*; have[g] 0: none (unknown now). */
+static void
+pgd_http_cert_samples(pgd_cert_t *c, double *v, int *have)
+{
+    v[PGD_HTTP_CERT_EXPIRY] = (double) c->info.not_after;
+    v[PGD_HTTP_CERT_NEXT] = (double) c->next_at;
+    v[PGD_HTTP_CERT_FAILURES] = c->failures;
+    v[PGD_HTTP_CERT_ERROR_AT] = c->last_error[0] ? (double) c->last_error_at
+                                                 : 0;
+    v[PGD_HTTP_CERT_PLACEHOLDER] = c->placeholder != 0;
+
+    have[PGD_HTTP_CERT_EXPIRY] = c->have_info;
+    have[PGD_HTTP_CERT_NEXT] = 1;
+    have[PGD_HTTP_CERT_FAILURES] = 1;
+    have[PGD_HTTP_CERT_ERROR_AT] = 1;
+    have[PGD_HTTP_CERT_PLACEHOLDER] = 1;
+}
+
+
+/* name{label="value"} v: v an integer (below 2^53: exact in a double) or
+ * seconds with g->decimals decimals */
+static void
+pgd_text_sample(pgd_text_t *t, const pgd_http_gauge_t *g, const char *label,
+    const char *value, double v)
+{
+    pgd_text_add(t, "%s{%s=\"", g->name, label);
+    pgd_text_label(t, value);
+    pgd_text_add(t, "\"} %.*f\n", g->decimals, v + 0.0);   /* no "-0" */
+}
+
+
 char *
 pgd_http_metrics(pgd_t *d, size_t *len)
 {
-    int               i;
-    size_t            j, k;
-    int64_t           lag;
+    int               i, have[PGD_HTTP_GAUGES_MAX];
+    size_t            j, k, g;
+    double            v[PGD_HTTP_GAUGES_MAX];
     uint64_t          cum;
     pgd_edge_t       *e;
-    pgd_cert_t       *c;
     pgd_text_t        t;
     pgd_http_edge_t  *st;
 
@@ -260,72 +375,21 @@ pgd_http_metrics(pgd_t *d, size_t *len)
                      (long long) d->body->revision);
     }
 
-    /* per edge: one family after the other, as the format wants */
+    /* per edge, then per certificate: each family whole, one after the
+     * other, as the format wants */
 
-    pgd_text_help(&t, "portal_gated_edge_up", "gauge",
-                  "1 when the edge answered its last request, else 0.");
+    for (g = 0; g < PGD_HTTP_EDGE_GAUGES; g++) {
+        pgd_text_help(&t, pgd_http_edge_gauges[g].name, "gauge",
+                      pgd_http_edge_gauges[g].help);
 
-    for (j = 0; j < d->nedges; j++) {
-        pgd_text_add(&t, "portal_gated_edge_up{edge=\"");
-        pgd_text_label(&t, d->edges[j].edge.spec);
-        pgd_text_add(&t, "\"} %d\n", d->edges[j].state == PGD_UP);
-    }
+        for (j = 0; j < d->nedges; j++) {
+            pgd_http_edge_samples(d, &d->edges[j], v, have);
 
-    pgd_text_help(&t, "portal_gated_edge_revision", "gauge",
-                  "The edge's snapshot revision as it last said; absent "
-                  "while unknown (down).");
-
-    for (j = 0; j < d->nedges; j++) {
-        if (d->edges[j].revision >= 0) {
-            pgd_text_add(&t, "portal_gated_edge_revision{edge=\"");
-            pgd_text_label(&t, d->edges[j].edge.spec);
-            pgd_text_add(&t, "\"} %lld\n",
-                         (long long) d->edges[j].revision);
+            if (have[g]) {
+                pgd_text_sample(&t, &pgd_http_edge_gauges[g], "edge",
+                                d->edges[j].edge.spec, v[g]);
+            }
         }
-    }
-
-    pgd_text_help(&t, "portal_gated_edge_in_step", "gauge",
-                  "1 when the edge holds all of the snapshot pushed now.");
-
-    for (j = 0; j < d->nedges; j++) {
-        pgd_text_add(&t, "portal_gated_edge_in_step{edge=\"");
-        pgd_text_label(&t, d->edges[j].edge.spec);
-        pgd_text_add(&t, "\"} %d\n", pgd_http_in_step(d, &d->edges[j]));
-    }
-
-    pgd_text_help(&t, "portal_gated_edge_lag_revisions", "gauge",
-                  "Revisions the edge is behind the snapshot pushed "
-                  "(negative: ahead); absent while unknown.");
-
-    for (j = 0; j < d->nedges; j++) {
-        lag = pgd_http_lag_revisions(d, &d->edges[j]);
-
-        if (lag != INT64_MIN) {
-            pgd_text_add(&t, "portal_gated_edge_lag_revisions{edge=\"");
-            pgd_text_label(&t, d->edges[j].edge.spec);
-            pgd_text_add(&t, "\"} %lld\n", (long long) lag);
-        }
-    }
-
-    pgd_text_help(&t, "portal_gated_edge_lag_seconds", "gauge",
-                  "Seconds since the edge was last seen in step; 0 in "
-                  "step.");
-
-    for (j = 0; j < d->nedges; j++) {
-        pgd_text_add(&t, "portal_gated_edge_lag_seconds{edge=\"");
-        pgd_text_label(&t, d->edges[j].edge.spec);
-        pgd_text_add(&t, "\"} %.3f\n", pgd_http_lag_s(d, &d->edges[j]));
-    }
-
-    pgd_text_help(&t, "portal_gated_edge_kill_overrides", "gauge",
-                  "Kill overrides (portal-gatectl kill --direct) the edge "
-                  "listed at its last status.");
-
-    for (j = 0; j < d->nedges; j++) {
-        pgd_text_add(&t, "portal_gated_edge_kill_overrides{edge=\"");
-        pgd_text_label(&t, d->edges[j].edge.spec);
-        pgd_text_add(&t, "\"} %zu\n",
-                     json_array_size(d->edges[j].overrides));
     }
 
     pgd_text_help(&t, "portal_gated_pushes_total", "counter",
@@ -381,71 +445,17 @@ pgd_http_metrics(pgd_t *d, size_t *len)
         pgd_text_add(&t, "\"} %llu\n", (unsigned long long) st->count);
     }
 
-    if (d->ncerts > 0) {
-        pgd_text_help(&t, "portal_gated_certificate_expiry_timestamp_seconds",
-                      "gauge", "notAfter of the certificate in place, in "
-                      "seconds since the epoch; absent while unknown.");
+    for (g = 0; d->ncerts > 0 && g < PGD_HTTP_CERT_GAUGES; g++) {
+        pgd_text_help(&t, pgd_http_cert_gauges[g].name, "gauge",
+                      pgd_http_cert_gauges[g].help);
 
         for (j = 0; j < d->ncerts; j++) {
-            c = &d->certs[j];
+            pgd_http_cert_samples(&d->certs[j], v, have);
 
-            if (c->have_info) {
-                pgd_text_add(&t, "portal_gated_certificate_expiry_timestamp"
-                             "_seconds{certificate=\"");
-                pgd_text_label(&t, c->conf.name);
-                pgd_text_add(&t, "\"} %lld\n", (long long) c->info.not_after);
+            if (have[g]) {
+                pgd_text_sample(&t, &pgd_http_cert_gauges[g], "certificate",
+                                d->certs[j].conf.name, v[g]);
             }
-        }
-
-        pgd_text_help(&t, "portal_gated_certificate_next_renewal_timestamp"
-                      "_seconds", "gauge", "When the next issuance or "
-                      "renewal of the certificate is due, in seconds since "
-                      "the epoch.");
-
-        for (j = 0; j < d->ncerts; j++) {
-            c = &d->certs[j];
-            pgd_text_add(&t, "portal_gated_certificate_next_renewal_timestamp"
-                         "_seconds{certificate=\"");
-            pgd_text_label(&t, c->conf.name);
-            pgd_text_add(&t, "\"} %lld\n", (long long) c->next_at);
-        }
-
-        pgd_text_help(&t, "portal_gated_certificate_renewal_failures",
-                      "gauge", "Issuances or renewals of the certificate "
-                      "that failed in a row; 0 after a success.");
-
-        for (j = 0; j < d->ncerts; j++) {
-            c = &d->certs[j];
-            pgd_text_add(&t, "portal_gated_certificate_renewal_failures"
-                         "{certificate=\"");
-            pgd_text_label(&t, c->conf.name);
-            pgd_text_add(&t, "\"} %u\n", c->failures);
-        }
-
-        pgd_text_help(&t, "portal_gated_certificate_last_error_timestamp"
-                      "_seconds", "gauge", "When the certificate's standing "
-                      "error (its last issuance failed) happened; 0 when "
-                      "none stands.");
-
-        for (j = 0; j < d->ncerts; j++) {
-            c = &d->certs[j];
-            pgd_text_add(&t, "portal_gated_certificate_last_error_timestamp"
-                         "_seconds{certificate=\"");
-            pgd_text_label(&t, c->conf.name);
-            pgd_text_add(&t, "\"} %lld\n", c->last_error[0]
-                         ? (long long) c->last_error_at : 0LL);
-        }
-
-        pgd_text_help(&t, "portal_gated_certificate_placeholder", "gauge",
-                      "1 while the first-start self-signed placeholder is "
-                      "in place of the certificate.");
-
-        for (j = 0; j < d->ncerts; j++) {
-            c = &d->certs[j];
-            pgd_text_add(&t, "portal_gated_certificate_placeholder"
-                         "{certificate=\"");
-            pgd_text_label(&t, c->conf.name);
-            pgd_text_add(&t, "\"} %d\n", c->placeholder != 0);
         }
     }
 
@@ -464,19 +474,21 @@ pgd_http_metrics(pgd_t *d, size_t *len)
 /*
  * 503 "failing" when changes cannot reach the edges: Redis unreachable,
  * the store uninitialised or unreadable, or edges configured and none of
- * them in step (each down, or out of step longer than 3 reconcile
- * intervals, at least 3 s). 200 "degraded" when some edge is, or a
- * certificate's renewal is failing; 200 "ok" otherwise. The edges keep
- * serving what they hold in every case: this says whether the controller
- * delivers, for alerting and readiness, never for a liveness probe
- * (README, "Metrics and health").
+ * them ok (each down, or out of step longer than 3 reconcile intervals, at
+ * least 3 s). 200 "degraded" when some edge is not ok (each named in
+ * "problems"), or a certificate's renewal is failing; 200 "ok" otherwise.
+ * "edges_ok" counts the edges up and in step, or out of step for less than
+ * that (a push under way): not "in step", which an edge mid-push is not.
+ * The edges keep serving what they hold in every case: this says whether
+ * the controller delivers, for alerting and readiness, never for a
+ * liveness probe (README, "Metrics and health").
  */
 json_t *
 pgd_http_health(pgd_t *d, int *code)
 {
     int          failing, degraded;
     char         text[1200], spec[600];
-    size_t       i, good;
+    size_t       i, edges_ok;
     double       lag, limit;
     json_t      *doc, *problems;
     pgd_edge_t  *e;
@@ -505,7 +517,7 @@ pgd_http_health(pgd_t *d, int *code)
 
     limit = (double) d->conf.reconcile_ms * PGD_HTTP_LAG_INTERVALS;
     limit = (limit < PGD_HTTP_LAG_MIN_MS ? PGD_HTTP_LAG_MIN_MS : limit) / 1000;
-    good = 0;
+    edges_ok = 0;   /* up, and in step or not yet for long */
 
     for (i = 0; i < d->nedges; i++) {
         e = &d->edges[i];
@@ -520,7 +532,7 @@ pgd_http_health(pgd_t *d, int *code)
                      "%.400s%s", spec, lag, e->error[0] ? " (" : "",
                      e->error, e->error[0] ? ")" : "");
         } else {
-            good++;
+            edges_ok++;
             continue;
         }
 
@@ -528,9 +540,9 @@ pgd_http_health(pgd_t *d, int *code)
         json_array_append_new(problems, json_string(spec));
     }
 
-    if (d->nedges > 0 && good == 0) {
+    if (d->nedges > 0 && edges_ok == 0) {
         failing = 1;
-    } else if (good < d->nedges) {
+    } else if (edges_ok < d->nedges) {
         degraded = 1;
     }
 
@@ -554,7 +566,7 @@ pgd_http_health(pgd_t *d, int *code)
                     "store", pgd_http_store_state(d->store_state),
                     "revision", (json_int_t) d->store_revision,
                     "edges", (json_int_t) d->nedges,
-                    "edges_in_step", (json_int_t) good,
+                    "edges_ok", (json_int_t) edges_ok,
                     "problems", problems);
 
     return doc;

@@ -5,8 +5,11 @@
 # down and with Redis down; read-only (405), HEAD, 404; label values
 # escaped; a certificate's expiry from the local CA; bad listen lines for
 # -t and for the daemon; SIGHUP rebinding a changed listen, keeping the old
-# one when the new cannot be bound, closing a removed one. Real
-# redis-server, two real nginx edges, the ASan controller.
+# one when the new cannot be bound, closing a removed one, and an address
+# change on the same port (the old listen closed first, bound again when
+# the new one cannot be); companies in allow and deny lists appear in no
+# answer, and /metrics has no label but edge, le, result, state, version.
+# Real redis-server, two real nginx edges, the ASan controller.
 
 use strict;
 use warnings;
@@ -103,7 +106,7 @@ subtest 'the metrics of a controller with both edges in step' => sub {
     my $h = json_get("$base/healthz");
     is($h->[0], 200, '/healthz: 200');
     is($h->[1]{status}, 'ok', '/healthz: ok');
-    is($h->[1]{edges_in_step}, 2, '/healthz: 2 edges in step');
+    is($h->[1]{edges_ok}, 2, '/healthz: 2 edges ok');
 };
 
 subtest 'a kill is pushed and counted once per edge' => sub {
@@ -159,7 +162,7 @@ subtest 'an edge down: counted as failed, healthz degraded, then failing' => sub
        '/healthz with every edge down: 503');
     $h = json_get("$base/healthz");
     is($h->[1]{status}, 'failing', '... failing');
-    is($h->[1]{edges_in_step}, 0, '... no edge in step');
+    is($h->[1]{edges_ok}, 0, '... no edge ok');
 
     $e->{tcp}->start;
     $e->{unix}->start;
@@ -469,6 +472,86 @@ subtest 'SIGHUP: a changed listen is rebound, a busy one keeps the old' => sub {
        'HUP without a listen line: closed');
     is(http_get("http://127.0.0.1:$p2/healthz")->{status}, 599,
        "no longer answering on $p2");
+    ok($g->running, 'the daemon runs on');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'no company id in /metrics, /healthz or /status.json' => sub {
+    my @ids = ('Acme-Corp_4711', 'zz.company-99', 'denied.co_31337');
+    exits($rs->ctl('allow', 'customer_portal', @ids[0, 1]), 0, 'allow two');
+    exits($rs->ctl('deny', 'customer_portal', $ids[2]), 0, 'deny one');
+    exits($rs->ctl('create', 'per_company'), 0, 'create another flag');
+    exits($rs->ctl('allow', 'per_company', @ids), 0, 'allow all three there');
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp],
+                                   extra => "listen 127.0.0.1:$p;\n");
+    $g->start;
+    my $text;
+    ok(wait_until(sub {
+        $text = http_get("http://127.0.0.1:$p/metrics")->{content} // '';
+        my $m = metrics($text);
+        ($m->{edge_key('portal_gated_edge_in_step', $tcp)} // 0) == 1
+    }, 15), 'the edge holds the lists') or diag($g->log);
+    my ($ok, $said) = promtool($text);
+    ok($ok, 'promtool finds nothing to say') or diag($said);
+    my $all = $text . http_get("http://127.0.0.1:$p/healthz")->{content}
+            . http_get("http://127.0.0.1:$p/status.json")->{content};
+    like($all, qr/"allow":3/, '/status.json has the lists\' counts');
+    for my $id (@ids) {
+        unlike($all, qr/\Q$id\E/, "company $id appears nowhere");
+    }
+    my @labels = map { /\{(.*)\}/ ? split(/,/, $1) : () }
+                 grep { !/^#/ } split /\n/, $text;
+    my %names = map { /^(\w+)=/ ? ($1 => 1) : () } @labels;
+    is(join(' ', sort keys %names), 'edge le result state version',
+       'the labels are edge, le, result, state and version alone');
+    clean_exit($g->stop, $g, 'SIGTERM');
+};
+
+subtest 'SIGHUP: an address change on the same port closes the old listen first' => sub {
+    my $p = free_port();
+    my $g = PortalGate::Gated->new(redis => $rs->url, edges => [$tcp],
+                                   extra => "listen 127.0.0.1:$p;\n");
+    $g->start;
+    ok(wait_until(sub { http_get("http://127.0.0.1:$p/healthz")->{status}
+                        != 599 }), "serving on 127.0.0.1:$p");
+    is(http_get("http://127.0.0.2:$p/healthz")->{status}, 599,
+       "not on 127.0.0.2:$p");
+
+    my $mark = $g->mark;
+    $g->rewrite(extra => "listen 0.0.0.0:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/serving .* on http:\/\/0\.0\.0\.0:$p\//, 5, $mark),
+       "HUP to listen 0.0.0.0:$p: bound") or diag($g->log($mark));
+    like($g->log($mark), qr/0\.0\.0\.0:$p .*Address already in use; the old listen 127\.0\.0\.1:$p may be what holds the port: closing it/,
+         '... once the old listen, which held the port, was closed (said)');
+    isnt(http_get("http://127.0.0.2:$p/healthz")->{status}, 599,
+         "it answers on 127.0.0.2:$p now");
+
+    $mark = $g->mark;
+    $g->rewrite(extra => "listen 127.0.0.1:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/serving .* on http:\/\/127\.0\.0\.1:$p\//, 5, $mark),
+       'and back to 127.0.0.1: bound') or diag($g->log($mark));
+    is(http_get("http://127.0.0.2:$p/healthz")->{status}, 599,
+       "no longer on 127.0.0.2:$p");
+
+    # someone else holds the port on another address: the new listen
+    # cannot be bound even once the old one is closed
+    my $other = IO::Socket::INET->new(LocalAddr => '127.0.0.2',
+                                      LocalPort => $p, Listen => 1,
+                                      ReuseAddr => 1) or die $!;
+    $mark = $g->mark;
+    $g->rewrite(extra => "listen 0.0.0.0:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/0\.0\.0\.0:$p .*Address already in use; binding the old listen 127\.0\.0\.1:$p again/,
+                    5, $mark), 'a port held by another: said, the old '
+       . 'listen bound again') or diag($g->log($mark));
+    ok($g->wait_log(qr/serving .* on http:\/\/127\.0\.0\.1:$p\//, 5, $mark),
+       '... and serving');
+    isnt(http_get("http://127.0.0.1:$p/healthz")->{status}, 599,
+         "it answers on 127.0.0.1:$p");
+    close $other;
     ok($g->running, 'the daemon runs on');
     clean_exit($g->stop, $g, 'SIGTERM');
 };

@@ -25,7 +25,8 @@ package PortalGate::Test;
 # the new workers), workers (their pids), request / get (one connection
 # each), api, put_snapshot, status, snapshot, evaluate (GET eval),
 # error_log, log_lines(qr//), no_bad_log_lines, dir, port, extra_port(n),
-# state_file. Functions: murmur3_32, bucket, find_companies, nginx_t.
+# state_file. Functions: murmur3_32, bucket, find_companies, nginx_t,
+# free_port.
 #
 # Every nginx started here is stopped at the end, even when a test dies.
 # PG_TEST_KEEP=1 keeps the scratch folders for a post-mortem.
@@ -46,7 +47,7 @@ use Time::HiRes qw(sleep time);
 
 use Exporter qw(import);
 our @EXPORT_OK = qw(murmur3_32 bucket find_companies nginx_t
-                    require_module module_path);
+                    require_module module_path free_port);
 
 our $NGINX = $ENV{PORTAL_GATE_NGINX} || '/usr/sbin/nginx';
 
@@ -153,7 +154,8 @@ sub _scratch {
     return $dir;
 }
 
-sub _free_port {
+# A free TCP port on 127.0.0.1 (PortalGate::Scrape exports this one too).
+sub free_port {
     my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
                                   Proto => 'tcp', Listen => 1)
         or die "cannot find a free port: $!";
@@ -205,10 +207,10 @@ sub new {
         api_extra => $o{api_extra} // '',
         files     => $o{files} // {},
         dir       => _scratch(),
-        port      => _free_port(),
+        port      => free_port(),
     }, $class;
 
-    $self->{ports} = [map { _free_port() } 1 .. ($o{ports} // 0)];
+    $self->{ports} = [map { free_port() } 1 .. ($o{ports} // 0)];
 
     my $d = $self->{dir};
     _worker_owned("$d/state", map { "$d/tmp/$_" }
