@@ -77,8 +77,8 @@ BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
 # prometheus: promtool checks the metrics; chromium: the status page
 TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb openssl pebble \
-               prometheus chromium
-BENCH_PKGS  := $(TEST_PKGS) wrk libnginx-mod-http-lua certbot
+               prometheus chromium libnginx-mod-http-lua
+BENCH_PKGS  := $(TEST_PKGS) wrk certbot
 
 .PHONY: all deps module ctl gated unit test demo bench bench-token \
         bench-metrics clean

@@ -111,7 +111,8 @@ typedef struct {
  * internal redirect (off=@named, index, try_files, rewrite ... last) clears
  * the module's context, and a subrequest shares the main request's pool.
  * The names point into the configuration or the request's pool, which
- * outlive the record.
+ * outlive the record: a flag named by a variable read by name is copied
+ * there.
  */
 typedef struct {
     ngx_http_request_t          *main;          /* r->main */
@@ -214,9 +215,9 @@ static ngx_uint_t  ngx_http_portal_gate_metrics_tag;
  * value and again to copy it, if, return, a map and add_header read it
  * each on their own, an internal redirect back into a gated location
  * (index, try_files) runs the gate again, and a subrequest (auth_request,
- * an SSI include) decides again. The variable itself stays uncached: `set $company` or a
- * redirect into another environment between two reads changes the answer,
- * and that is another decision, counted as such.
+ * an SSI include) decides again. The variable itself stays uncached:
+ * `set $company` or a redirect into another environment between two reads
+ * changes the answer, and that is another decision, counted as such.
  *
  * gate: the portal_gate that decided, NULL for the variable.
  */
@@ -278,6 +279,19 @@ ngx_http_portal_gate_metrics_count(ngx_http_request_t *r, ngx_str_t *flag,
     g->main = r->main;
     g->env = d->env;
     g->flag = *flag;
+
+    if (gate == NULL) {
+        /* a variable read by name (Lua's ngx.var, njs) names it in the
+         * caller's buffer, which the next read overwrites */
+
+        g->flag.data = ngx_pnalloc(r->pool, flag->len);
+        if (g->flag.data == NULL) {
+            return;     /* no handler: an inert cleanup */
+        }
+
+        ngx_memcpy(g->flag.data, flag->data, flag->len);
+    }
+
     g->on = on;
     g->reason = d->result.reason;
     g->pair = pair;

@@ -19,7 +19,8 @@ package PortalGate::Test;
 #
 # Options of new(): workers, zone (size), zone_name, state (0: no state=),
 # reuseport, server, http, api_extra (inside the API location), ports (how
-# many extra ports), files ({relative path => content} in the folder).
+# many extra ports), files ({relative path => content} in the folder),
+# modules ([paths] of other dynamic modules, loaded before ours).
 #
 # Methods: start, stop, restart(%options), reload(%options) (HUP, waits for
 # the new workers), workers (their pids), request / get (one connection
@@ -206,6 +207,7 @@ sub new {
         http      => $o{http} // '',
         api_extra => $o{api_extra} // '',
         files     => $o{files} // {},
+        modules   => $o{modules} // [],
         dir       => _scratch(),
         port      => free_port(),
     }, $class;
@@ -243,9 +245,10 @@ sub _conf {
     my $module = module_path();
     my $state = $self->{state} ? ' state=' . $self->state_file : '';
     my $reuseport = $self->{reuseport} ? ' reuseport' : '';
+    my $others = join '', map { "load_module $_;\n" } @{ $self->{modules} };
 
     return $self->_expand(<<"CONF");
-load_module $module;
+${others}load_module $module;
 
 daemon off;
 master_process on;
