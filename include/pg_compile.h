@@ -94,6 +94,14 @@ int pg_fail(pg_error_t *err, const char *fmt, ...)
 const char *pg_quote(char *buf, const char *s, size_t len);
 int pg_key_is(const char *key, size_t key_len, const char *name);
 
+/* The top level of a snapshot, {"revision", "environments"}, or, with
+ * base not NULL, of a patch, which adds "base_revision" (what: "a
+ * snapshot" or "a patch", for the messages): no other key, each revision
+ * an integer from 0 to PG_REVISION_MAX, a patch's revision above its
+ * base, environments an object (*envs borrowed from root). */
+int pg_top_parse(const json_t *root, const char *what, int64_t *base,
+    int64_t *revision, json_t **envs, pg_error_t *err);
+
 /* Check one flag object; f is zeroed first and freed by the caller
  * (pg_flag_free()). path is "environments.ENV.FLAG", for messages. */
 int pg_flag_parse(const char *path, const char *name, size_t name_len,

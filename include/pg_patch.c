@@ -11,11 +11,9 @@
 #include <stdio.h>          /* snprintf */
 #include "portal_gate.h"    /* the API this file implements */
 #include "pg_compile.h"     /* pg_patch_form(), shared with pg_build.c;
-                               pg_fail, pg_quote, pg_key_is */
+                               pg_top_parse, pg_fail, pg_quote */
 
 
-static int pg_patch_revision(const json_t *v, const char *name,
-    int64_t *revision, pg_error_t *err);
 static int pg_patch_check_env(const char *env, size_t env_len,
     const json_t *flags, pg_error_t *err);
 static int pg_patch_env(json_t *env, json_t *flags);
@@ -110,52 +108,11 @@ pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
 {
     char         q[PG_QUOTE_LEN];
     size_t       key_len;
-    json_t      *v, *b, *r, *e;
+    json_t      *v, *e;
     const char  *key;
 
-    if (!json_is_object(patch)) {
-        return pg_fail(err, "a patch must be a JSON object");
-    }
-
-    b = NULL;
-    r = NULL;
-    e = NULL;
-
-    json_object_keylen_foreach((json_t *) patch, key, key_len, v) {
-
-        if (pg_key_is(key, key_len, "base_revision")) {
-            b = v;
-
-        } else if (pg_key_is(key, key_len, "revision")) {
-            r = v;
-
-        } else if (pg_key_is(key, key_len, "environments")) {
-            e = v;
-
-        } else {
-            return pg_fail(err, "unknown top-level key \"%s\"",
-                                 pg_quote(q, key, key_len));
-        }
-    }
-
-    if (pg_patch_revision(b, "base_revision", base, err) != PG_OK
-        || pg_patch_revision(r, "revision", revision, err) != PG_OK)
-    {
+    if (pg_top_parse(patch, "a patch", base, revision, &e, err) != PG_OK) {
         return PG_ERR;
-    }
-
-    if (*revision <= *base) {
-        return pg_fail(err, "revision %lld must be above base_revision "
-                             "%lld", (long long) *revision,
-                             (long long) *base);
-    }
-
-    if (e == NULL) {
-        return pg_fail(err, "environments is required");
-    }
-
-    if (!json_is_object(e)) {
-        return pg_fail(err, "environments must be an object");
     }
 
     json_object_keylen_foreach(e, key, key_len, v) {
@@ -172,27 +129,6 @@ pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
     }
 
     *envs = e;
-
-    return PG_OK;
-}
-
-
-static int
-pg_patch_revision(const json_t *v, const char *name, int64_t *revision,
-    pg_error_t *err)
-{
-    if (v == NULL) {
-        return pg_fail(err, "%s is required", name);
-    }
-
-    if (!json_is_integer(v) || json_integer_value(v) < 0
-        || json_integer_value(v) > PG_REVISION_MAX)
-    {
-        return pg_fail(err, "%s must be an integer from 0 to %lld",
-                             name, (long long) PG_REVISION_MAX);
-    }
-
-    *revision = json_integer_value(v);
 
     return PG_OK;
 }

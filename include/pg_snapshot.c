@@ -484,28 +484,56 @@ pg_env_parse(const char *name, size_t name_len, const json_t *obj,
 }
 
 
+/* A revision of the document's top level: required, 0..PG_REVISION_MAX. */
 static int
-pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
+pg_revision_get(const json_t *v, const char *name, int64_t *revision,
+    pg_error_t *err)
 {
-    char           q[PG_QUOTE_LEN];
-    size_t         n, key_len;
-    json_t        *v, *revision, *envs;
-    const char    *key;
-
-    if (!json_is_object(root)) {
-        return pg_fail(err, "a snapshot must be a JSON object");
+    if (v == NULL) {
+        return pg_fail(err, "%s is required", name);
     }
 
-    revision = NULL;
-    envs = NULL;
+    if (!json_is_integer(v) || json_integer_value(v) < 0
+        || json_integer_value(v) > PG_REVISION_MAX)
+    {
+        return pg_fail(err, "%s must be an integer from 0 to %lld",
+                       name, (long long) PG_REVISION_MAX);
+    }
+
+    *revision = json_integer_value(v);
+
+    return PG_OK;
+}
+
+
+/* The top level of a snapshot or, with base, of a patch (pg_compile.h). */
+int
+pg_top_parse(const json_t *root, const char *what, int64_t *base,
+    int64_t *revision, json_t **envs, pg_error_t *err)
+{
+    char         q[PG_QUOTE_LEN];
+    size_t       key_len;
+    json_t      *v, *b, *r, *e;
+    const char  *key;
+
+    if (!json_is_object(root)) {
+        return pg_fail(err, "%s must be a JSON object", what);
+    }
+
+    b = NULL;
+    r = NULL;
+    e = NULL;
 
     json_object_keylen_foreach((json_t *) root, key, key_len, v) {
 
-        if (pg_key_is(key, key_len, "revision")) {
-            revision = v;
+        if (base != NULL && pg_key_is(key, key_len, "base_revision")) {
+            b = v;
+
+        } else if (pg_key_is(key, key_len, "revision")) {
+            r = v;
 
         } else if (pg_key_is(key, key_len, "environments")) {
-            envs = v;
+            e = v;
 
         } else {
             return pg_fail(err, "unknown top-level key \"%s\"",
@@ -513,25 +541,44 @@ pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
         }
     }
 
-    if (revision == NULL) {
-        return pg_fail(err, "revision is required");
-    }
-
-    if (!json_is_integer(revision) || json_integer_value(revision) < 0
-        || json_integer_value(revision) > PG_REVISION_MAX)
+    if ((base != NULL
+         && pg_revision_get(b, "base_revision", base, err) != PG_OK)
+        || pg_revision_get(r, "revision", revision, err) != PG_OK)
     {
-        return pg_fail(err, "revision must be an integer from 0 to %lld",
-                       (long long) PG_REVISION_MAX);
+        return PG_ERR;
     }
 
-    cs->revision = json_integer_value(revision);
+    if (base != NULL && *revision <= *base) {
+        return pg_fail(err, "revision %lld must be above base_revision "
+                       "%lld", (long long) *revision, (long long) *base);
+    }
 
-    if (envs == NULL) {
+    if (e == NULL) {
         return pg_fail(err, "environments is required");
     }
 
-    if (!json_is_object(envs)) {
+    if (!json_is_object(e)) {
         return pg_fail(err, "environments must be an object");
+    }
+
+    *envs = e;
+
+    return PG_OK;
+}
+
+
+static int
+pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
+{
+    char           q[PG_QUOTE_LEN];
+    size_t         n, key_len;
+    json_t        *v, *envs;
+    const char    *key;
+
+    if (pg_top_parse(root, "a snapshot", NULL, &cs->revision, &envs, err)
+        != PG_OK)
+    {
+        return PG_ERR;
     }
 
     n = json_object_size(envs);
