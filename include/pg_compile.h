@@ -88,8 +88,11 @@ typedef struct {
 } pg_csnap_t;
 
 
-/* pg_snapshot.c */
+/* pg_snapshot.c: err's text, and PG_ERR (the input is wrong) or
+ * PG_FAULT (it is not: out of memory, a corrupt index) */
 int pg_fail(pg_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int pg_fault(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const char *pg_quote(char *buf, const char *s, size_t len);
 int pg_key_is(const char *key, size_t key_len, const char *name);

@@ -23,6 +23,7 @@ int
 pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
     json_t **result, pg_error_t *err)
 {
+    int          rc;
     size_t       key_len;
     int64_t      base, revision, current;
     json_t      *root, *envs, *env, *penvs, *senvs, *senv, *flags, *v;
@@ -30,16 +31,18 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
     *result = NULL;
 
-    if (pg_patch_form(patch, &base, &revision, &penvs, err) != PG_OK) {
-        return PG_ERR;
+    rc = pg_patch_form(patch, &base, &revision, &penvs, err);
+
+    if (rc != PG_OK) {
+        return rc;
     }
 
     v = json_object_get(snapshot, "revision");
     senvs = json_object_get(snapshot, "environments");
 
     if (!json_is_integer(v) || !json_is_object(senvs)) {
-        return pg_fail(err, "the snapshot to patch has no revision "
-                             "or no environments");
+        return pg_fault(err, "the snapshot to patch has no revision "
+                              "or no environments");
     }
 
     current = json_integer_value(v);
@@ -73,8 +76,8 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
         if (senv != NULL && !json_is_object(senv)) {
             json_decref(root);
-            return pg_fail(err, "the snapshot's environment \"%.*s\" "
-                                 "is not an object", (int) key_len, key);
+            return pg_fault(err, "the snapshot's environment \"%.*s\" "
+                                  "is not an object", (int) key_len, key);
         }
 
         env = senv ? json_copy(senv) : json_object();
@@ -95,7 +98,7 @@ nomem:
 
     json_decref(root);
 
-    return pg_fail(err, "out of memory");
+    return pg_fault(err, "out of memory");
 }
 
 
@@ -106,6 +109,7 @@ int
 pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
     json_t **envs, pg_error_t *err)
 {
+    int          rc;
     char         q[PG_QUOTE_LEN];
     size_t       key_len;
     json_t      *v, *e;
@@ -123,8 +127,10 @@ pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
                                  pg_quote(q, key, key_len));
         }
 
-        if (pg_patch_check_env(key, key_len, v, err) != PG_OK) {
-            return PG_ERR;
+        rc = pg_patch_check_env(key, key_len, v, err);
+
+        if (rc != PG_OK) {
+            return rc;
         }
     }
 
@@ -186,7 +192,7 @@ pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
         pg_flag_free(&f);
 
         if (rc != PG_OK) {
-            return PG_ERR;
+            return rc;
         }
     }
 
