@@ -577,9 +577,11 @@ done:
 
 /*
  * A copy of the zone's index (small: no list is in it), with the
- * generation and revision it was read at, for a patch to be built on. *index is
- * ngx_alloc()ed (NULL and *size 0 for the empty snapshot). NGX_OK or
- * NGX_ERROR.
+ * generation and revision it was read at, for a patch to be built on.
+ * *index is ngx_alloc()ed (NULL and *size 0 for the empty snapshot).
+ * NGX_OK; NGX_ERROR when out of memory; NGX_DECLINED when the zone's
+ * words do not hold together (nothing is copied). The copy is not
+ * checked: pg_snap_build_patch() does that.
  */
 
 ngx_int_t
@@ -605,10 +607,8 @@ ngx_http_portal_gate_zone_index(ngx_http_request_t *r, u_char **index,
     *revision = sh->revision;
 
     if (sh->index && sh->index_size) {
-        if (!ngx_http_portal_gate_in_pool(ctx->shpool, sh->index,
-                                          sh->index_size))
-        {
-            rc = NGX_ERROR;
+        if (!ngx_http_portal_gate_zone_sane_locked(sh, ctx->shpool)) {
+            rc = NGX_DECLINED;
 
         } else {
             *index = ngx_alloc(sh->index_size, r->connection->log);
