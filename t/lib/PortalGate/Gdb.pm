@@ -10,6 +10,7 @@ package PortalGate::Gdb;
 #   my $g = PortalGate::Gdb::hold($ng, 'ngx_http_portal_gate_apply', @workers);
 #   my ($w) = PortalGate::Gdb::wait_held($g, 1);   # the workers held, sorted
 #   PortalGate::Gdb::release($g, $w);              # it goes on; gdb detaches
+#   PortalGate::Gdb::finish_all($g);               # wait for each gdb to end
 #   PortalGate::Gdb::kill_all($g);                 # gdb and its wait, now
 #
 #   # any commands, in the background; then wait for gdb to end
@@ -141,6 +142,13 @@ sub log_of {
     open my $fh, '<', "$g->{dir}/gdb.$w.log" or return '';
     local $/;
     return scalar <$fh>;
+}
+
+# Wait for every gdb of $g to end (each ends once its worker is released
+# and has stopped), killing what is left after the limit.
+sub finish_all {
+    my ($g) = @_;
+    finish($_) for values %{ $g->{gdb} };
 }
 
 # Kill every gdb of $g and its wait (a worker it held runs on).
