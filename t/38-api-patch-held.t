@@ -11,7 +11,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
-use POSIX ();
 use Test::More;
 use Time::HiRes qw(sleep time);
 use PortalGate::Test qw(require_module);
@@ -43,20 +42,6 @@ sub slurp {
     return scalar <$fh>;
 }
 
-# A PATCH in a child: its answer, "STATUS BODY", lands in the file $name.
-sub patch_bg {
-    my ($ng, $name, $body) = @_;
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        my $res = $ng->api('PATCH', 'snapshot', $body, timeout => 60);
-        open my $o, '>', $ng->dir . "/$name" or POSIX::_exit(1);
-        print $o "$res->{status} $res->{content}";
-        close $o;
-        POSIX::_exit(0);
-    }
-    return $pid;
-}
-
 # The zone's shared context, as gdb reads it in a worker (the module's
 # debug information names the types).
 my $SH = '((ngx_http_portal_gate_zone_ctx_t *) ((ngx_http_portal_gate_main_conf_t *) '
@@ -75,8 +60,9 @@ subtest 'two patches on one base: the one held before its swap gets 409, whateve
     # A is built on 200 and held on the way into the swap
     my $g = PortalGate::Gdb::hold($ng, 'ngx_http_portal_gate_apply',
                                   $ng->workers);
-    my $a = patch_bg($ng, 'A', patch_body(200, 202, {production => {
-        customer_portal => { rollout => 100 }}}));
+    my $a = PortalGate::Gdb::api_bg($ng, 'A', 'PATCH', 'snapshot',
+        patch_body(200, 202, {production => {
+            customer_portal => { rollout => 100 }}}));
     my ($wa) = PortalGate::Gdb::wait_held($g, 1);
     ok($wa, 'patch A (200 -> 202) is held in its worker, built, before '
             . 'its swap')
@@ -85,16 +71,18 @@ subtest 'two patches on one base: the one held before its swap gets 409, whateve
     # B, on the same base, goes through the other worker
     my ($wb) = grep { $_ != $wa } $ng->workers;
     PortalGate::Gdb::release($g, $wb);
-    my $b = patch_bg($ng, 'B', patch_body(200, 201, {production => {
-        other => { rollout => 100 }}}));
+    my $b = PortalGate::Gdb::api_bg($ng, 'B', 'PATCH', 'snapshot',
+        patch_body(200, 201, {production => {
+            other => { rollout => 100 }}}));
     waitpid($b, 0);
-    like(slurp($ng->dir . '/B'), qr/^200 \{"revision":201\}/,
+    like(PortalGate::Gdb::answer($ng, 'B'), qr/^200 \{"revision":201\}/,
          'patch B (200 -> 201) applies meanwhile');
-    ok(!-e $ng->dir . '/A', 'while A, held, is not answered yet');
+    is(PortalGate::Gdb::answer($ng, 'A'), '',
+       'while A, held, is not answered yet');
 
     PortalGate::Gdb::release($g, $wa);
     waitpid($a, 0);
-    my $answer = slurp($ng->dir . '/A');
+    my $answer = PortalGate::Gdb::answer($ng, 'A');
     like($answer, qr/^409 /, 'then A, built on 200, is refused with 409')
         or diag($answer);
     like($answer, qr/"revision":201/, "with the edge's revision, 201");

@@ -48,20 +48,6 @@ sub snapshot_rev {
         other => { rollout => 0 } }}};
 }
 
-# an API call in a child: its answer lands in the file $name
-sub api_bg {
-    my ($ng, $name, @call) = @_;
-    my $pid = fork // die;
-    if ($pid == 0) {
-        my $res = $ng->api(@call, timeout => 60);
-        open my $o, '>', $ng->dir . "/$name" or POSIX::_exit(1);
-        print $o "$res->{status} $res->{content}";
-        close $o;
-        POSIX::_exit(0);
-    }
-    return $pid;
-}
-
 sub crash {
     my ($ng, $g, @children) = @_;
     my @workers = $ng->workers;
@@ -90,14 +76,15 @@ for my $point (qw(ngx_http_portal_gate_state_save
         is($ng->put_snapshot(snapshot_rev(10, '12'))->{status}, 200, 'revision 10');
 
         my $g = PortalGate::Gdb::hold($ng, $point, $ng->workers);
-        my $ovr = api_bg($ng, 'override.answer', 'PUT',
+        my $ovr = PortalGate::Gdb::api_bg($ng, 'override.answer', 'PUT',
                          'overrides?env=production&flag=customer_portal',
                          '{"by": "oncall", "reason": "INC-9"}');
         my ($wa) = PortalGate::Gdb::wait_held($g, 1);
         ok($wa, 'the worker taking the kill is held at its write')
             or return crash($ng, $g, $ovr);
 
-        my $patch = api_bg($ng, 'patch.answer', 'PATCH', 'snapshot',
+        my $patch = PortalGate::Gdb::api_bg($ng, 'patch.answer',
+            'PATCH', 'snapshot',
             $JSON->encode({base_revision => 10, revision => 11,
                            environments => {production => {
                                other => {rollout => 100}}}}));
@@ -107,7 +94,7 @@ for my $point (qw(ngx_http_portal_gate_state_save
 
         PortalGate::Gdb::release($g, $wa);
         waitpid($ovr, 0);
-        my $answer = slurp($ng->dir . '/override.answer');
+        my $answer = PortalGate::Gdb::answer($ng, 'override.answer');
         like($answer, qr/^200 /, 'the kill is answered 200');
         like($answer, qr/"persisted"\s*:\s*true/, 'saying it is persisted');
 
@@ -132,7 +119,7 @@ subtest 'a kill whose write a resizing reload overtakes is 503, not 200' => sub 
     my ($old) = $ng->workers;
     my $g = PortalGate::Gdb::hold($ng, 'ngx_http_portal_gate_state_save',
                                   $old);
-    my $ovr = api_bg($ng, 'override.answer', 'PUT',
+    my $ovr = PortalGate::Gdb::api_bg($ng, 'override.answer', 'PUT',
                      'overrides?env=production&flag=customer_portal',
                      '{"by": "oncall", "reason": "INC-9"}');
     ok(PortalGate::Gdb::wait_held($g, 1),
@@ -143,7 +130,7 @@ subtest 'a kill whose write a resizing reload overtakes is 503, not 200' => sub 
     PortalGate::Gdb::release($g, $old);
     waitpid($ovr, 0);
     PortalGate::Gdb::finish_all($g);
-    my $answer = slurp($ng->dir . '/override.answer');
+    my $answer = PortalGate::Gdb::answer($ng, 'override.answer');
     like($answer, qr/^503 /, 'the old worker answers 503')
         or diag($answer);
     like($answer, qr/send the request again/, 'saying to send it again');

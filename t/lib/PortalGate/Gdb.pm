@@ -13,6 +13,10 @@ package PortalGate::Gdb;
 #   PortalGate::Gdb::finish_all($g);               # wait for each gdb to end
 #   PortalGate::Gdb::kill_all($g);                 # gdb and its wait, now
 #
+#   # a request that a held worker answers later
+#   my $pid = PortalGate::Gdb::api_bg($ng, 'A', 'PATCH', 'snapshot', $body);
+#   waitpid($pid, 0); my $text = PortalGate::Gdb::answer($ng, 'A');
+#
 #   # any commands, in the background; then wait for gdb to end
 #   my $pid = PortalGate::Gdb::run($worker, "$dir/gdb.log", 'print 1+1');
 #   PortalGate::Gdb::finish($pid);
@@ -134,6 +138,30 @@ sub release {
     my ($g, $w) = @_;
     open my $go, '>', "$g->{dir}/go.$w" or die "go.$w: $!";
     close $go;
+}
+
+# $ng->api(@call) in a child, for a request that a held worker answers
+# later: its answer, "STATUS BODY", lands in the file $name of the scratch
+# folder (answer() reads it). Returns the child's pid.
+sub api_bg {
+    my ($ng, $name, @call) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        my $res = $ng->api(@call, timeout => 60);
+        open my $o, '>', $ng->dir . "/$name" or POSIX::_exit(1);
+        print $o "$res->{status} $res->{content}";
+        close $o;
+        POSIX::_exit(0);
+    }
+    return $pid;
+}
+
+# The answer api_bg() saved as $name, '' while there is none.
+sub answer {
+    my ($ng, $name) = @_;
+    open my $fh, '<', $ng->dir . "/$name" or return '';
+    local $/;
+    return scalar <$fh>;
 }
 
 # The worker's gdb log, for a diagnostic.
