@@ -244,10 +244,10 @@ void pg_build_free(pg_build_t *b);
  * 0 <= N < M <= PG_REVISION_MAX, each flag an object or null): PG_ERR.
  * Then its base: PG_CONFLICT when the snapshot's revision is not N. A
  * snapshot that is no snapshot (no revision, an environment not an
- * object) and out of memory are PG_FAULT. err says what was wrong in each
- * case. Whether the result is a valid
- * snapshot (each flag's fields, `requires`, cycles, limits) is not
- * checked here: pg_snap_compile_json() of the result does that.
+ * object) and out of memory are PG_FAULT. err says what was wrong in
+ * each case. Whether the result is a valid snapshot (each flag's fields,
+ * `requires`, cycles, limits) is not checked here: pg_snap_compile_json()
+ * of the result does that.
  *
  * Both documents are borrowed and left as they are. On PG_OK *result is a
  * new reference to the patched document, revision M (otherwise NULL). Its
