@@ -51,23 +51,27 @@ pg_snap_build_patch(const void *index, size_t index_size,
 
     /* the patch's form first: its 400s never depend on the edge */
 
-    if (pg_patch_form(patch, &base, &revision, &penvs, err) != PG_OK) {
-        return PG_ERR;
+    rc = pg_patch_form(patch, &base, &revision, &penvs, err);
+
+    if (rc != PG_OK) {
+        return rc;
     }
 
     old.base = NULL;
     old.size = 0;
     old.pieces = NULL;      /* never read: no list is */
 
+    /* the index is the caller's (the edge's zone): not the patch's fault */
+
     if (index_size != 0) {
         if (pg_blob_check_index(index, index_size, err) != PG_OK) {
-            return PG_ERR;
+            return PG_FAULT;
         }
 
         if (((const pg_blob_hdr_t *) index)->size != index_size) {
-            return pg_fail(err, "snapshot index says %u bytes, but has %zu",
-                           (unsigned) ((const pg_blob_hdr_t *) index)->size,
-                           index_size);
+            return pg_fault(err, "snapshot index says %u bytes, but has %zu",
+                            (unsigned) ((const pg_blob_hdr_t *) index)->size,
+                            index_size);
         }
 
         old.base = index;
@@ -101,7 +105,7 @@ pg_snap_build_patch(const void *index, size_t index_size,
     cs.envs = calloc(n ? n : 1, sizeof(pg_cenv_t));
 
     if (cs.envs == NULL) {
-        return pg_fail(err, "environments: out of memory");
+        return pg_fault(err, "environments: out of memory");
     }
 
     rc = PG_OK;
@@ -179,6 +183,7 @@ pg_build_env(const pg_snap_t *old, const pg_blob_env_t *be,
     const char *name, size_t name_len, const json_t *penv, pg_cenv_t *env,
     pg_error_t *err)
 {
+    int                    rc;
     char                   path[PG_PATH_LEN];
     size_t                 j, n, key_len;
     json_t                *v;
@@ -218,8 +223,8 @@ pg_build_env(const pg_snap_t *old, const pg_blob_env_t *be,
     env->flags = calloc(n ? n : 1, sizeof(pg_cflag_t));
 
     if (env->flags == NULL) {
-        return pg_fail(err, "environments.%.*s: out of memory",
-                       (int) name_len, name);
+        return pg_fault(err, "environments.%.*s: out of memory",
+                        (int) name_len, name);
     }
 
     for (j = 0; be != NULL && j < be->flag_count; j++) {
@@ -246,11 +251,11 @@ pg_build_env(const pg_snap_t *old, const pg_blob_env_t *be,
             /* counted first, so that a failed flag's lists are freed too */
             env->count++;
 
-            if (pg_flag_parse(path, key, key_len, v,
-                              &env->flags[env->count - 1], err)
-                != PG_OK)
-            {
-                return PG_ERR;
+            rc = pg_flag_parse(path, key, key_len, v,
+                               &env->flags[env->count - 1], err);
+
+            if (rc != PG_OK) {
+                return rc;
             }
         }
     }

@@ -88,11 +88,22 @@ typedef struct {
 } pg_csnap_t;
 
 
-/* pg_snapshot.c */
+/* pg_snapshot.c: err's text, and PG_ERR (the input is wrong) or
+ * PG_FAULT (it is not: out of memory, a corrupt index) */
 int pg_fail(pg_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int pg_fault(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const char *pg_quote(char *buf, const char *s, size_t len);
 int pg_key_is(const char *key, size_t key_len, const char *name);
+
+/* The top level of a snapshot, {"revision", "environments"}, or, with
+ * base not NULL, of a patch, which adds "base_revision" (what: "a
+ * snapshot" or "a patch", for the messages): no other key, each revision
+ * an integer from 0 to PG_REVISION_MAX, a patch's revision above its
+ * base, environments an object (*envs borrowed from root). */
+int pg_top_parse(const json_t *root, const char *what, int64_t *base,
+    int64_t *revision, json_t **envs, pg_error_t *err);
 
 /* Check one flag object; f is zeroed first and freed by the caller
  * (pg_flag_free()). path is "environments.ENV.FLAG", for messages. */

@@ -11,11 +11,9 @@
 #include <stdio.h>          /* snprintf */
 #include "portal_gate.h"    /* the API this file implements */
 #include "pg_compile.h"     /* pg_patch_form(), shared with pg_build.c;
-                               pg_fail, pg_quote, pg_key_is */
+                               pg_top_parse, pg_fail, pg_quote */
 
 
-static int pg_patch_revision(const json_t *v, const char *name,
-    int64_t *revision, pg_error_t *err);
 static int pg_patch_check_env(const char *env, size_t env_len,
     const json_t *flags, pg_error_t *err);
 static int pg_patch_env(json_t *env, json_t *flags);
@@ -25,6 +23,7 @@ int
 pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
     json_t **result, pg_error_t *err)
 {
+    int          rc;
     size_t       key_len;
     int64_t      base, revision, current;
     json_t      *root, *envs, *env, *penvs, *senvs, *senv, *flags, *v;
@@ -32,16 +31,18 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
     *result = NULL;
 
-    if (pg_patch_form(patch, &base, &revision, &penvs, err) != PG_OK) {
-        return PG_ERR;
+    rc = pg_patch_form(patch, &base, &revision, &penvs, err);
+
+    if (rc != PG_OK) {
+        return rc;
     }
 
     v = json_object_get(snapshot, "revision");
     senvs = json_object_get(snapshot, "environments");
 
     if (!json_is_integer(v) || !json_is_object(senvs)) {
-        return pg_fail(err, "the snapshot to patch has no revision "
-                             "or no environments");
+        return pg_fault(err, "the snapshot to patch has no revision "
+                              "or no environments");
     }
 
     current = json_integer_value(v);
@@ -75,8 +76,8 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
         if (senv != NULL && !json_is_object(senv)) {
             json_decref(root);
-            return pg_fail(err, "the snapshot's environment \"%.*s\" "
-                                 "is not an object", (int) key_len, key);
+            return pg_fault(err, "the snapshot's environment \"%.*s\" "
+                                  "is not an object", (int) key_len, key);
         }
 
         env = senv ? json_copy(senv) : json_object();
@@ -97,7 +98,7 @@ nomem:
 
     json_decref(root);
 
-    return pg_fail(err, "out of memory");
+    return pg_fault(err, "out of memory");
 }
 
 
@@ -108,54 +109,14 @@ int
 pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
     json_t **envs, pg_error_t *err)
 {
+    int          rc;
     char         q[PG_QUOTE_LEN];
     size_t       key_len;
-    json_t      *v, *b, *r, *e;
+    json_t      *v, *e;
     const char  *key;
 
-    if (!json_is_object(patch)) {
-        return pg_fail(err, "a patch must be a JSON object");
-    }
-
-    b = NULL;
-    r = NULL;
-    e = NULL;
-
-    json_object_keylen_foreach((json_t *) patch, key, key_len, v) {
-
-        if (pg_key_is(key, key_len, "base_revision")) {
-            b = v;
-
-        } else if (pg_key_is(key, key_len, "revision")) {
-            r = v;
-
-        } else if (pg_key_is(key, key_len, "environments")) {
-            e = v;
-
-        } else {
-            return pg_fail(err, "unknown top-level key \"%s\"",
-                                 pg_quote(q, key, key_len));
-        }
-    }
-
-    if (pg_patch_revision(b, "base_revision", base, err) != PG_OK
-        || pg_patch_revision(r, "revision", revision, err) != PG_OK)
-    {
+    if (pg_top_parse(patch, "a patch", base, revision, &e, err) != PG_OK) {
         return PG_ERR;
-    }
-
-    if (*revision <= *base) {
-        return pg_fail(err, "revision %lld must be above base_revision "
-                             "%lld", (long long) *revision,
-                             (long long) *base);
-    }
-
-    if (e == NULL) {
-        return pg_fail(err, "environments is required");
-    }
-
-    if (!json_is_object(e)) {
-        return pg_fail(err, "environments must be an object");
     }
 
     json_object_keylen_foreach(e, key, key_len, v) {
@@ -166,33 +127,14 @@ pg_patch_form(const json_t *patch, int64_t *base, int64_t *revision,
                                  pg_quote(q, key, key_len));
         }
 
-        if (pg_patch_check_env(key, key_len, v, err) != PG_OK) {
-            return PG_ERR;
+        rc = pg_patch_check_env(key, key_len, v, err);
+
+        if (rc != PG_OK) {
+            return rc;
         }
     }
 
     *envs = e;
-
-    return PG_OK;
-}
-
-
-static int
-pg_patch_revision(const json_t *v, const char *name, int64_t *revision,
-    pg_error_t *err)
-{
-    if (v == NULL) {
-        return pg_fail(err, "%s is required", name);
-    }
-
-    if (!json_is_integer(v) || json_integer_value(v) < 0
-        || json_integer_value(v) > PG_REVISION_MAX)
-    {
-        return pg_fail(err, "%s must be an integer from 0 to %lld",
-                             name, (long long) PG_REVISION_MAX);
-    }
-
-    *revision = json_integer_value(v);
 
     return PG_OK;
 }
@@ -250,7 +192,7 @@ pg_patch_check_env(const char *env, size_t env_len, const json_t *flags,
         pg_flag_free(&f);
 
         if (rc != PG_OK) {
-            return PG_ERR;
+            return rc;
         }
     }
 

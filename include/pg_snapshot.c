@@ -36,6 +36,8 @@ typedef struct {
 } pg_writer_t;
 
 
+static void pg_error_vset(pg_error_t *err, const char *fmt,
+    va_list args);
 static int pg_id_get(const json_t *v, char *buf, const char **p,
     size_t *len);
 static int pg_list_parse(const char *path, const char *field,
@@ -66,13 +68,33 @@ pg_fail(pg_error_t *err, const char *fmt, ...)
 {
     va_list  args;
 
-    if (err != NULL) {
-        va_start(args, fmt);
-        vsnprintf(err->text, sizeof(err->text), fmt, args);
-        va_end(args);
-    }
+    va_start(args, fmt);
+    pg_error_vset(err, fmt, args);
+    va_end(args);
 
     return PG_ERR;
+}
+
+
+int
+pg_fault(pg_error_t *err, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    pg_error_vset(err, fmt, args);
+    va_end(args);
+
+    return PG_FAULT;
+}
+
+
+static void
+pg_error_vset(pg_error_t *err, const char *fmt, va_list args)
+{
+    if (err != NULL) {
+        vsnprintf(err->text, sizeof(err->text), fmt, args);
+    }
 }
 
 
@@ -182,7 +204,7 @@ pg_list_parse(const char *path, const char *field, const json_t *array,
 
     if (list->items == NULL || table == NULL) {
         free(table);
-        return pg_fail(err, "%s: out of memory for %s", path, field);
+        return pg_fault(err, "%s: out of memory for %s", path, field);
     }
 
     rc = PG_OK;
@@ -257,6 +279,7 @@ int
 pg_flag_parse(const char *path, const char *name, size_t name_len,
     const json_t *obj, pg_cflag_t *f, pg_error_t *err)
 {
+    int          rc;
     char         q[PG_QUOTE_LEN];
     double       d, x;
     size_t       i, len, key_len;
@@ -305,13 +328,17 @@ pg_flag_parse(const char *path, const char *name, size_t name_len,
             }
 
         } else if (pg_key_is(key, key_len, "allow")) {
-            if (pg_list_parse(path, "allow", v, &f->allow, err) != PG_OK) {
-                return PG_ERR;
+            rc = pg_list_parse(path, "allow", v, &f->allow, err);
+
+            if (rc != PG_OK) {
+                return rc;
             }
 
         } else if (pg_key_is(key, key_len, "deny")) {
-            if (pg_list_parse(path, "deny", v, &f->deny, err) != PG_OK) {
-                return PG_ERR;
+            rc = pg_list_parse(path, "deny", v, &f->deny, err);
+
+            if (rc != PG_OK) {
+                return rc;
             }
 
         } else if (pg_key_is(key, key_len, "salt")) {
@@ -429,6 +456,7 @@ static int
 pg_env_parse(const char *name, size_t name_len, const json_t *obj,
     pg_cenv_t *env, pg_error_t *err)
 {
+    int          rc;
     char         path[PG_PATH_LEN], q[PG_QUOTE_LEN];
     size_t       n, key_len;
     json_t      *v;
@@ -452,8 +480,8 @@ pg_env_parse(const char *name, size_t name_len, const json_t *obj,
     env->flags = calloc(n ? n : 1, sizeof(pg_cflag_t));
 
     if (env->flags == NULL) {
-        return pg_fail(err, "environments.%.*s: out of memory",
-                       (int) name_len, name);
+        return pg_fault(err, "environments.%.*s: out of memory",
+                        (int) name_len, name);
     }
 
     json_object_keylen_foreach((json_t *) obj, key, key_len, v) {
@@ -470,11 +498,11 @@ pg_env_parse(const char *name, size_t name_len, const json_t *obj,
         /* counted first, so that a failed flag's lists are freed too */
         env->count++;
 
-        if (pg_flag_parse(path, key, key_len, v, &env->flags[env->count - 1],
-                          err)
-            != PG_OK)
-        {
-            return PG_ERR;
+        rc = pg_flag_parse(path, key, key_len, v,
+                           &env->flags[env->count - 1], err);
+
+        if (rc != PG_OK) {
+            return rc;
         }
     }
 
@@ -484,28 +512,56 @@ pg_env_parse(const char *name, size_t name_len, const json_t *obj,
 }
 
 
+/* A revision of the document's top level: required, 0..PG_REVISION_MAX. */
 static int
-pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
+pg_revision_get(const json_t *v, const char *name, int64_t *revision,
+    pg_error_t *err)
 {
-    char           q[PG_QUOTE_LEN];
-    size_t         n, key_len;
-    json_t        *v, *revision, *envs;
-    const char    *key;
-
-    if (!json_is_object(root)) {
-        return pg_fail(err, "a snapshot must be a JSON object");
+    if (v == NULL) {
+        return pg_fail(err, "%s is required", name);
     }
 
-    revision = NULL;
-    envs = NULL;
+    if (!json_is_integer(v) || json_integer_value(v) < 0
+        || json_integer_value(v) > PG_REVISION_MAX)
+    {
+        return pg_fail(err, "%s must be an integer from 0 to %lld",
+                       name, (long long) PG_REVISION_MAX);
+    }
+
+    *revision = json_integer_value(v);
+
+    return PG_OK;
+}
+
+
+/* The top level of a snapshot or, with base, of a patch (pg_compile.h). */
+int
+pg_top_parse(const json_t *root, const char *what, int64_t *base,
+    int64_t *revision, json_t **envs, pg_error_t *err)
+{
+    char         q[PG_QUOTE_LEN];
+    size_t       key_len;
+    json_t      *v, *b, *r, *e;
+    const char  *key;
+
+    if (!json_is_object(root)) {
+        return pg_fail(err, "%s must be a JSON object", what);
+    }
+
+    b = NULL;
+    r = NULL;
+    e = NULL;
 
     json_object_keylen_foreach((json_t *) root, key, key_len, v) {
 
-        if (pg_key_is(key, key_len, "revision")) {
-            revision = v;
+        if (base != NULL && pg_key_is(key, key_len, "base_revision")) {
+            b = v;
+
+        } else if (pg_key_is(key, key_len, "revision")) {
+            r = v;
 
         } else if (pg_key_is(key, key_len, "environments")) {
-            envs = v;
+            e = v;
 
         } else {
             return pg_fail(err, "unknown top-level key \"%s\"",
@@ -513,25 +569,45 @@ pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
         }
     }
 
-    if (revision == NULL) {
-        return pg_fail(err, "revision is required");
-    }
-
-    if (!json_is_integer(revision) || json_integer_value(revision) < 0
-        || json_integer_value(revision) > PG_REVISION_MAX)
+    if ((base != NULL
+         && pg_revision_get(b, "base_revision", base, err) != PG_OK)
+        || pg_revision_get(r, "revision", revision, err) != PG_OK)
     {
-        return pg_fail(err, "revision must be an integer from 0 to %lld",
-                       (long long) PG_REVISION_MAX);
+        return PG_ERR;
     }
 
-    cs->revision = json_integer_value(revision);
+    if (base != NULL && *revision <= *base) {
+        return pg_fail(err, "revision %lld must be above base_revision "
+                       "%lld", (long long) *revision, (long long) *base);
+    }
 
-    if (envs == NULL) {
+    if (e == NULL) {
         return pg_fail(err, "environments is required");
     }
 
-    if (!json_is_object(envs)) {
+    if (!json_is_object(e)) {
         return pg_fail(err, "environments must be an object");
+    }
+
+    *envs = e;
+
+    return PG_OK;
+}
+
+
+static int
+pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
+{
+    int            rc;
+    char           q[PG_QUOTE_LEN];
+    size_t         n, key_len;
+    json_t        *v, *envs;
+    const char    *key;
+
+    if (pg_top_parse(root, "a snapshot", NULL, &cs->revision, &envs, err)
+        != PG_OK)
+    {
+        return PG_ERR;
     }
 
     n = json_object_size(envs);
@@ -544,7 +620,7 @@ pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
     cs->envs = calloc(n ? n : 1, sizeof(pg_cenv_t));
 
     if (cs->envs == NULL) {
-        return pg_fail(err, "environments: out of memory");
+        return pg_fault(err, "environments: out of memory");
     }
 
     json_object_keylen_foreach(envs, key, key_len, v) {
@@ -556,10 +632,10 @@ pg_csnap_parse(const json_t *root, pg_csnap_t *cs, pg_error_t *err)
 
         cs->count++;
 
-        if (pg_env_parse(key, key_len, v, &cs->envs[cs->count - 1], err)
-            != PG_OK)
-        {
-            return PG_ERR;
+        rc = pg_env_parse(key, key_len, v, &cs->envs[cs->count - 1], err);
+
+        if (rc != PG_OK) {
+            return rc;
         }
     }
 
@@ -619,8 +695,8 @@ pg_env_resolve(pg_cenv_t *env, pg_error_t *err)
     state = calloc(env->count ? env->count : 1, 1);
 
     if (state == NULL) {
-        return pg_fail(err, "environments.%.*s: out of memory",
-                       (int) env->name_len, env->name);
+        return pg_fault(err, "environments.%.*s: out of memory",
+                        (int) env->name_len, env->name);
     }
 
     for (i = 0; i < env->count; i++) {
@@ -814,8 +890,8 @@ pg_write_list(pg_writer_t *w, const pg_clist_t *list, pg_blob_list_t *bl,
                                  : calloc(1, (size_t) size);
 
         if (out->pieces[i] == NULL) {
-            return pg_fail(err, "out of memory for a list of %llu bytes",
-                           (unsigned long long) size);
+            return pg_fault(err, "out of memory for a list of %llu bytes",
+                            (unsigned long long) size);
         }
 
         pg_piece_write(list, id, (size_t) size, out->pieces[i]);
@@ -861,7 +937,7 @@ int
 pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, int packed,
     pg_build_t *out, pg_error_t *err)
 {
-    int                pass;
+    int                rc, pass;
     size_t             i, j, flag_total, lists;
     uint64_t           total, pieces_total;
     pg_writer_t        w;
@@ -981,11 +1057,13 @@ pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, int packed,
                                   &o->updated_by);
                 }
 
-                if (pg_write_list(&w, &f->allow, &o->allow, out, err)
-                    != PG_OK
-                    || pg_write_list(&w, &f->deny, &o->deny, out, err)
-                       != PG_OK)
-                {
+                rc = pg_write_list(&w, &f->allow, &o->allow, out, err);
+
+                if (rc == PG_OK) {
+                    rc = pg_write_list(&w, &f->deny, &o->deny, out, err);
+                }
+
+                if (rc != PG_OK) {
                     goto failed;
                 }
             }
@@ -1023,8 +1101,8 @@ pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, int packed,
                 || out->ids == NULL || out->kept == NULL)
             {
                 pg_build_free(out);
-                return pg_fail(err, "out of memory for a snapshot of %llu "
-                               "bytes", (unsigned long long) total);
+                return pg_fault(err, "out of memory for a snapshot of %llu "
+                                "bytes", (unsigned long long) total);
             }
         }
     }
@@ -1034,7 +1112,7 @@ pg_csnap_build(const pg_csnap_t *cs, uint64_t first_id, int packed,
 failed:
 
     pg_build_free(out);
-    return PG_ERR;
+    return rc;
 }
 
 

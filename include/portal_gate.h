@@ -20,9 +20,11 @@
  * so `portal-gatectl explain` gives exactly the edge's answer.
  *
  * Errors: functions return PG_OK or PG_ERR (PG_CONFLICT too, for a
- * patch); on PG_ERR or PG_CONFLICT they fill a pg_error_t whose text names what was
- * wrong (which flag, which field, which company id), ready to be shown to
- * an operator.
+ * patch); the snapshot's functions return PG_FAULT where the input is not
+ * at fault: out of memory, or (pg_snap_build_patch()) an index given that
+ * does not check. On any of them they fill a pg_error_t whose text names
+ * what was wrong (which flag, which field, which company id), ready to be
+ * shown to an operator.
  *
  * Ownership: a blob returned by pg_snap_compile*() is malloc()ed and owned
  * by the caller, who releases it with free(); a pg_build_t's buffers are
@@ -48,6 +50,8 @@
 #define PG_OK              0
 #define PG_ERR            -1
 #define PG_CONFLICT       -2        /* a patch's base is not the snapshot */
+#define PG_FAULT          -3        /* not the input's fault: a server's
+                                       error (an edge answers 500) */
 
 #define PG_NAME_MAX        64       /* flag and environment names */
 #define PG_ID_MAX          64       /* company ids */
@@ -211,7 +215,9 @@ int pg_snap_build_json(const json_t *root, uint64_t first_id,
  * may be NULL with size 0: the empty snapshot; it is checked first.
  *
  * PG_OK; PG_CONFLICT when the index's revision is not the patch's
- * base_revision; PG_ERR otherwise; err says what was wrong.
+ * base_revision; PG_FAULT when the index does not check (it is the
+ * caller's memory, not the patch) or out of memory; PG_ERR otherwise (the
+ * patch, or its result, is not valid); err says what was wrong.
  */
 int pg_snap_build_patch(const void *index, size_t index_size,
     const json_t *patch, uint64_t first_id, pg_build_t *out,
@@ -236,10 +242,12 @@ void pg_build_free(pg_build_t *b);
  *
  * The patch's form is checked first (keys, names, N and M integers with
  * 0 <= N < M <= PG_REVISION_MAX, each flag an object or null): PG_ERR.
- * Then its base: PG_CONFLICT when the snapshot's revision is not N. err
- * says what was wrong in both cases. Whether the result is a valid
- * snapshot (each flag's fields, `requires`, cycles, limits) is not
- * checked here: pg_snap_compile_json() of the result does that.
+ * Then its base: PG_CONFLICT when the snapshot's revision is not N. A
+ * snapshot that is no snapshot (no revision, an environment not an
+ * object) and out of memory are PG_FAULT. err says what was wrong in
+ * each case. Whether the result is a valid snapshot (each flag's fields,
+ * `requires`, cycles, limits) is not checked here: pg_snap_compile_json()
+ * of the result does that.
  *
  * Both documents are borrowed and left as they are. On PG_OK *result is a
  * new reference to the patched document, revision M (otherwise NULL). Its

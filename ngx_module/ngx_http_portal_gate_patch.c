@@ -18,6 +18,10 @@
  * read, so two patches on one base never both apply, whichever workers
  * take them. When the generation has moved but not the revision (an
  * override was set), the patch is built again.
+ *
+ * A 400 is the patch's fault; a 500 the edge's (out of memory, a zone
+ * whose index does not check), said at alert: the patch may be good, and
+ * a PUT of the whole snapshot replaces a damaged index.
  */
 
 
@@ -29,6 +33,8 @@
 
 
 static void ngx_http_portal_gate_patch_refused(ngx_http_request_t *r,
+    const char *text);
+static void ngx_http_portal_gate_patch_failed(ngx_http_request_t *r,
     const char *text);
 static void ngx_http_portal_gate_patch_conflict(ngx_http_request_t *r,
     json_t *patch, int64_t current);
@@ -82,6 +88,11 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
     if (patch == NULL) {
         ngx_free(body);
 
+        if (json_error_code(&jerr) == json_error_out_of_memory) {
+            ngx_http_portal_gate_patch_failed(r, "out of memory");
+            return;
+        }
+
         p = ngx_snprintf((u_char *) err.text, sizeof(err.text) - 1,
                          "invalid JSON at line %d column %d: %s",
                          jerr.line, jerr.column, jerr.text);
@@ -96,11 +107,13 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
         /* built outside the lock, as a PUT's body, from a copy of the
          * index: no list is copied or read */
 
-        if (ngx_http_portal_gate_zone_index(r, &index, &size, &generation,
-                                             &current)
-            != NGX_OK)
-        {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        rc = ngx_http_portal_gate_zone_index(r, &index, &size, &generation,
+                                             &current);
+
+        if (rc != NGX_OK) {
+            ngx_http_portal_gate_patch_failed(r, rc == NGX_DECLINED
+                                 ? "the zone's index lies outside the zone"
+                                 : "out of memory");
             goto done;
         }
 
@@ -114,6 +127,11 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
 
         if (rc == PG_CONFLICT) {
             ngx_http_portal_gate_patch_conflict(r, patch, current);
+            goto done;
+        }
+
+        if (rc == PG_FAULT) {
+            ngx_http_portal_gate_patch_failed(r, err.text);
             goto done;
         }
 
@@ -160,6 +178,26 @@ ngx_http_portal_gate_patch_refused(ngx_http_request_t *r, const char *text)
 
     ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
                                          NGX_HTTP_BAD_REQUEST, "%s", text));
+}
+
+
+/* 500: the edge's fault, not the patch's; the zone is as it was */
+
+static void
+ngx_http_portal_gate_patch_failed(ngx_http_request_t *r, const char *text)
+{
+    ngx_http_portal_gate_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "portal_gate zone \"%V\": a patch could not be applied: "
+                  "%s", &pmcf->shm_zone->shm.name, text);
+
+    ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                  NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                  "the edge failed, not the patch: %s; "
+                                  "the snapshot is unchanged", text));
 }
 
 

@@ -28,6 +28,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_portal_gate_in_pool(ngx_slab_pool_t *pool,
     u_char *p, size_t size);
+static ngx_int_t ngx_http_portal_gate_zone_sane_locked(
+    ngx_http_portal_gate_shctx_t *sh, ngx_slab_pool_t *pool);
 static int ngx_http_portal_gate_held_cmp(const void *a, const void *b);
 static ngx_http_portal_gate_held_t *ngx_http_portal_gate_held_find(
     ngx_http_portal_gate_held_t *held, ngx_uint_t n, uint64_t id);
@@ -36,8 +38,9 @@ static ngx_int_t ngx_http_portal_gate_install_locked(
     const u_char *index, size_t index_size, ngx_uint_t n,
     const uint64_t *ids, const size_t *sizes, const u_char **src,
     u_char **reuse);
-static void ngx_http_portal_gate_worker_free(
-    ngx_http_portal_gate_main_conf_t *pmcf);
+static void ngx_http_portal_gate_set_free(u_char *index,
+    ngx_http_portal_gate_piece_t *pieces, const unsigned char **ptrs,
+    ngx_uint_t n);
 
 
 /* The zone does not trust what workers wrote: a pointer must lie inside. */
@@ -47,6 +50,22 @@ ngx_http_portal_gate_in_pool(ngx_slab_pool_t *pool, u_char *p, size_t size)
 {
     return p != NULL && p >= pool->start && p <= pool->end
            && size <= (size_t) (pool->end - p);
+}
+
+
+/* Do the zone's words hold together: its index (not NULL) and its array
+ * of pieces inside the zone? The pieces themselves are checked where
+ * they are read. Under the lock. */
+
+static ngx_int_t
+ngx_http_portal_gate_zone_sane_locked(ngx_http_portal_gate_shctx_t *sh,
+    ngx_slab_pool_t *pool)
+{
+    return ngx_http_portal_gate_in_pool(pool, sh->index, sh->index_size)
+           && sh->npieces <= PG_BUILD_IDS
+           && (sh->npieces == 0
+               || ngx_http_portal_gate_in_pool(pool, (u_char *) sh->pieces,
+                      sh->npieces * sizeof(ngx_http_portal_gate_piece_t)));
 }
 
 
@@ -75,12 +94,7 @@ ngx_http_portal_gate_zone_packed_locked(ngx_http_portal_gate_shctx_t *sh,
         return NGX_OK;
     }
 
-    if (!ngx_http_portal_gate_in_pool(pool, sh->index, sh->index_size)
-        || sh->npieces > PG_BUILD_IDS
-        || (sh->npieces
-            && !ngx_http_portal_gate_in_pool(pool, (u_char *) sh->pieces,
-                     sh->npieces * sizeof(ngx_http_portal_gate_piece_t))))
-    {
+    if (!ngx_http_portal_gate_zone_sane_locked(sh, pool)) {
         return NGX_DECLINED;
     }
 
@@ -563,9 +577,11 @@ done:
 
 /*
  * A copy of the zone's index (small: no list is in it), with the
- * generation and revision it was read at, for a patch to be built on. *index is
- * ngx_alloc()ed (NULL and *size 0 for the empty snapshot). NGX_OK or
- * NGX_ERROR.
+ * generation and revision it was read at, for a patch to be built on.
+ * *index is ngx_alloc()ed (NULL and *size 0 for the empty snapshot).
+ * NGX_OK; NGX_ERROR when out of memory; NGX_DECLINED when the zone's
+ * words do not hold together (nothing is copied). The copy is not
+ * checked: pg_snap_build_patch() does that.
  */
 
 ngx_int_t
@@ -591,10 +607,8 @@ ngx_http_portal_gate_zone_index(ngx_http_request_t *r, u_char **index,
     *revision = sh->revision;
 
     if (sh->index && sh->index_size) {
-        if (!ngx_http_portal_gate_in_pool(ctx->shpool, sh->index,
-                                          sh->index_size))
-        {
-            rc = NGX_ERROR;
+        if (!ngx_http_portal_gate_zone_sane_locked(sh, ctx->shpool)) {
+            rc = NGX_DECLINED;
 
         } else {
             *index = ngx_alloc(sh->index_size, r->connection->log);
@@ -736,12 +750,7 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
     if (size) {
         n = sh->npieces;
 
-        if (!ngx_http_portal_gate_in_pool(ctx->shpool, sh->index, size)
-            || n > PG_BUILD_IDS
-            || (n && !ngx_http_portal_gate_in_pool(ctx->shpool,
-                         (u_char *) sh->pieces,
-                         n * sizeof(ngx_http_portal_gate_piece_t))))
-        {
+        if (!ngx_http_portal_gate_zone_sane_locked(sh, ctx->shpool)) {
             ngx_shmtx_unlock(&ctx->shpool->mutex);
             ngx_cpystrn((u_char *) err.text,
                         (u_char *) "a pointer outside the zone",
@@ -845,22 +854,11 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
     /* the swap: what the new index does not name goes */
 
     for (i = 0; i < held_n; i++) {
-        if (!used[i]) {
-            ngx_free(pmcf->pieces[i].data);
-        }
+        pmcf->pieces[i].kept = used[i];
     }
 
-    if (pmcf->pieces) {
-        ngx_free(pmcf->pieces);
-    }
-
-    if (pmcf->piece_ptrs) {
-        ngx_free((void *) pmcf->piece_ptrs);
-    }
-
-    if (pmcf->snap_index) {
-        ngx_free(pmcf->snap_index);
-    }
+    ngx_http_portal_gate_set_free(pmcf->snap_index, pmcf->pieces,
+                                  pmcf->piece_ptrs, held_n);
 
     pmcf->snap_index = index;
     pmcf->pieces = pieces;
@@ -897,23 +895,8 @@ bad:
 
 failed:
 
-    for (i = 0; pieces != NULL && i < n; i++) {
-        if (!pieces[i].kept && pieces[i].data != NULL) {
-            ngx_free(pieces[i].data);
-        }
-    }
-
-    if (pieces) {
-        ngx_free(pieces);
-    }
-
-    if (ptrs) {
-        ngx_free((void *) ptrs);
-    }
-
-    if (index) {
-        ngx_free(index);
-    }
+    /* what it shares with the worker's set stays */
+    ngx_http_portal_gate_set_free(index, pieces, ptrs, n);
 
 nomem:
 
@@ -935,30 +918,8 @@ void
 ngx_http_portal_gate_worker_snapshot_free(
     ngx_http_portal_gate_main_conf_t *pmcf)
 {
-    ngx_http_portal_gate_worker_free(pmcf);
-}
-
-
-static void
-ngx_http_portal_gate_worker_free(ngx_http_portal_gate_main_conf_t *pmcf)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < pmcf->npieces; i++) {
-        ngx_free(pmcf->pieces[i].data);
-    }
-
-    if (pmcf->pieces) {
-        ngx_free(pmcf->pieces);
-    }
-
-    if (pmcf->piece_ptrs) {
-        ngx_free((void *) pmcf->piece_ptrs);
-    }
-
-    if (pmcf->snap_index) {
-        ngx_free(pmcf->snap_index);
-    }
+    ngx_http_portal_gate_set_free(pmcf->snap_index, pmcf->pieces,
+                                  pmcf->piece_ptrs, pmcf->npieces);
 
     pmcf->snap_index = NULL;
     pmcf->pieces = NULL;
@@ -967,4 +928,37 @@ ngx_http_portal_gate_worker_free(ngx_http_portal_gate_main_conf_t *pmcf)
     pmcf->snap.base = NULL;
     pmcf->snap.size = 0;
     pmcf->snap.pieces = NULL;
+}
+
+
+/*
+ * Free a worker's set of pieces: each piece not marked kept (a kept one
+ * is shared with the set that replaces it), the array of pieces, that of
+ * their pointers and the index. Any of them may be NULL.
+ */
+
+static void
+ngx_http_portal_gate_set_free(u_char *index,
+    ngx_http_portal_gate_piece_t *pieces, const unsigned char **ptrs,
+    ngx_uint_t n)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; pieces != NULL && i < n; i++) {
+        if (!pieces[i].kept && pieces[i].data != NULL) {
+            ngx_free(pieces[i].data);
+        }
+    }
+
+    if (pieces) {
+        ngx_free(pieces);
+    }
+
+    if (ptrs) {
+        ngx_free((void *) ptrs);
+    }
+
+    if (index) {
+        ngx_free(index);
+    }
 }

@@ -4,7 +4,8 @@
 # a 503, not a 200 whose state file never comes. Each test holds a worker
 # with gdb at a chosen point of its write, lets another change race it,
 # then crashes the whole edge and restarts it: what was acknowledged must
-# be there.
+# be there. gdb runs through PortalGate::Gdb, whose guard leaves no gdb
+# nor wait loop behind a run cut short (the last test).
 
 use strict;
 use warnings;
@@ -12,17 +13,18 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use File::Path ();
 use JSON::PP;
 use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 use PortalGate::Test qw(require_module);
+use PortalGate::Gdb;
 
 require_module();
 
-plan skip_all => 'needs gdb and root' unless -x '/usr/bin/gdb' && $> == 0;
-# gdb cannot stop a guest function of valgrind's (the valgrind pass)
-plan skip_all => 'nginx runs under a wrapper' if $ENV{PORTAL_GATE_NGINX};
+plan skip_all => PortalGate::Gdb::unavailable()
+    if PortalGate::Gdb::unavailable();
 
 my $SLOW = $ENV{PG_TEST_SLOW} // 1;
 my $JSON = JSON::PP->new->canonical->utf8;
@@ -46,78 +48,15 @@ sub snapshot_rev {
         other => { rollout => 0 } }}};
 }
 
-# gdb on each worker: stop at the first call of $func, wait for the file
-# go.PID, then let the worker go on. Returns {pid => gdb pid}.
-sub hold_workers {
-    my ($ng, $func, @workers) = @_;
-    my $d = $ng->dir;
-    my %gdb;
-    for my $w (@workers) {
-        my $pid = fork // die;
-        if ($pid == 0) {
-            open STDOUT, '>', "$d/gdb.$w.log";
-            open STDERR, '>&', \*STDOUT;
-            { exec '/usr/bin/gdb', '-p', $w, '-batch', '-nx',
-                 '-ex', 'handle SIGQUIT SIGHUP SIGTERM SIGCHLD SIGPIPE SIGIO '
-                        . 'SIGALRM SIGUSR1 SIGWINCH nostop noprint pass',
-                 '-ex', "break $func", '-ex', "shell touch $d/armed.$w",
-                 '-ex', 'continue', '-ex', "shell touch $d/held.$w",
-                 # the loop ends with the scratch folder too: crash()
-                 # kills gdb with SIGKILL, and its shell would spin on
-                 '-ex', "shell while [ ! -e $d/go.$w ] && [ -d $d ]; "
-                        . "do sleep 0.05; done",
-                 '-ex', 'detach' }
-            POSIX::_exit(127);
-        }
-        $gdb{$w} = $pid;
-    }
-    my $deadline = time + 30 * $SLOW;
-    until ((grep { -e "$d/armed.$_" } @workers) == @workers
-           || time > $deadline) { sleep 0.05 }
-    return \%gdb;
-}
-
-sub held {
-    my ($ng, $gdb) = @_;
-    return grep { -e $ng->dir . "/held.$_" } sort keys %$gdb;
-}
-
-sub wait_held {
-    my ($ng, $gdb, $n) = @_;
-    my $deadline = time + 20 * $SLOW;
-    until (held($ng, $gdb) >= $n || time > $deadline) { sleep 0.05 }
-    return held($ng, $gdb);
-}
-
-sub release {
-    my ($ng, $w) = @_;
-    open my $go, '>', $ng->dir . "/go.$w" or die;
-    close $go;
-}
-
-# an API call in a child: its answer lands in the file $name
-sub api_bg {
-    my ($ng, $name, @call) = @_;
-    my $pid = fork // die;
-    if ($pid == 0) {
-        my $res = $ng->api(@call, timeout => 60);
-        open my $o, '>', $ng->dir . "/$name" or POSIX::_exit(1);
-        print $o "$res->{status} $res->{content}";
-        close $o;
-        POSIX::_exit(0);
-    }
-    return $pid;
-}
-
 sub crash {
-    my ($ng, $gdb, @children) = @_;
+    my ($ng, $g, @children) = @_;
     my @workers = $ng->workers;
     # the master first: it would start a worker in place of a killed one
     kill 'KILL', $ng->pid;
     waitpid($ng->pid, 0);
     kill 'KILL', @workers;
-    kill 'KILL', values %$gdb;
-    waitpid($_, 0) for values %$gdb, @children;
+    PortalGate::Gdb::kill_all($g) if $g;
+    waitpid($_, 0) for @children;
     delete $ng->{pid};
     # the workers are not our children: wait until they are gone, and
     # their listening sockets with them
@@ -136,29 +75,30 @@ for my $point (qw(ngx_http_portal_gate_state_save
         $ng->start;
         is($ng->put_snapshot(snapshot_rev(10, '12'))->{status}, 200, 'revision 10');
 
-        my $gdb = hold_workers($ng, $point, $ng->workers);
-        my $ovr = api_bg($ng, 'override.answer', 'PUT',
+        my $g = PortalGate::Gdb::hold($ng, $point, $ng->workers);
+        my $ovr = PortalGate::Gdb::api_bg($ng, 'override.answer', 'PUT',
                          'overrides?env=production&flag=customer_portal',
                          '{"by": "oncall", "reason": "INC-9"}');
-        my ($wa) = wait_held($ng, $gdb, 1);
+        my ($wa) = PortalGate::Gdb::wait_held($g, 1);
         ok($wa, 'the worker taking the kill is held at its write')
-            or return crash($ng, $gdb, $ovr);
+            or return crash($ng, $g, $ovr);
 
-        my $patch = api_bg($ng, 'patch.answer', 'PATCH', 'snapshot',
+        my $patch = PortalGate::Gdb::api_bg($ng, 'patch.answer',
+            'PATCH', 'snapshot',
             $JSON->encode({base_revision => 10, revision => 11,
                            environments => {production => {
                                other => {rollout => 100}}}}));
-        my @held = wait_held($ng, $gdb, 2);
+        my @held = PortalGate::Gdb::wait_held($g, 2);
         is(scalar @held, 2, 'the patch is applied and its write held on the other worker')
-            or return crash($ng, $gdb, $ovr, $patch);
+            or return crash($ng, $g, $ovr, $patch);
 
-        release($ng, $wa);
+        PortalGate::Gdb::release($g, $wa);
         waitpid($ovr, 0);
-        my $answer = slurp($ng->dir . '/override.answer');
+        my $answer = PortalGate::Gdb::answer($ng, 'override.answer');
         like($answer, qr/^200 /, 'the kill is answered 200');
         like($answer, qr/"persisted"\s*:\s*true/, 'saying it is persisted');
 
-        crash($ng, $gdb, $patch);
+        crash($ng, $g, $patch);
         $ng->start;
         is(scalar @{ $ng->status->{overrides} }, 1,
            'after the crash the acknowledged kill is still in force');
@@ -177,18 +117,20 @@ subtest 'a kill whose write a resizing reload overtakes is 503, not 200' => sub 
     is($ng->put_snapshot(snapshot_rev(10, '12'))->{status}, 200, 'revision 10');
 
     my ($old) = $ng->workers;
-    my $gdb = hold_workers($ng, 'ngx_http_portal_gate_state_save', $old);
-    my $ovr = api_bg($ng, 'override.answer', 'PUT',
+    my $g = PortalGate::Gdb::hold($ng, 'ngx_http_portal_gate_state_save',
+                                  $old);
+    my $ovr = PortalGate::Gdb::api_bg($ng, 'override.answer', 'PUT',
                      'overrides?env=production&flag=customer_portal',
                      '{"by": "oncall", "reason": "INC-9"}');
-    ok(wait_held($ng, $gdb, 1), 'the worker is held at the write of the kill')
-        or return crash($ng, $gdb, $ovr);
+    ok(PortalGate::Gdb::wait_held($g, 1),
+       'the worker is held at the write of the kill')
+        or return crash($ng, $g, $ovr);
 
     $ng->reload(zone => '8m', old_busy => 1);
-    release($ng, $old);
+    PortalGate::Gdb::release($g, $old);
     waitpid($ovr, 0);
-    waitpid($_, 0) for values %$gdb;
-    my $answer = slurp($ng->dir . '/override.answer');
+    PortalGate::Gdb::finish_all($g);
+    my $answer = PortalGate::Gdb::answer($ng, 'override.answer');
     like($answer, qr/^503 /, 'the old worker answers 503')
         or diag($answer);
     like($answer, qr/send the request again/, 'saying to send it again');
@@ -200,11 +142,79 @@ subtest 'a kill whose write a resizing reload overtakes is 503, not 200' => sub 
                        '{"by": "oncall", "reason": "INC-9"}');
     is($res->{status}, 200, 'sent again, the kill is answered 200');
 
-    crash($ng, {});
+    crash($ng);
     $ng->start;
     is(scalar @{ $ng->status->{overrides} }, 1,
        'and a crash and a restart keep it');
     $ng->stop;
 };
+
+# The harness's guard (PortalGate::Gdb): a test run cut short by a signal
+# runs no END block and leaves its scratch folder, and the shell loop
+# with which gdb waits for a release used to spin on for ever. A child
+# test holds a worker, as above, and is interrupted.
+subtest 'a run cut short leaves no gdb and no wait loop behind' => sub {
+    my $child = <<'CHILD';
+use strict;
+use warnings;
+use PortalGate::Test;
+use PortalGate::Gdb;
+$| = 1;
+my $ng = PortalGate::Test->new(workers => 1);
+$ng->start;
+my ($w) = $ng->workers;
+print "$w ", $ng->pid, ' ', $ng->dir, "\n";
+my $g = PortalGate::Gdb::hold($ng, 'ngx_http_portal_gate_state_save', $w);
+# a PUT whose state file write the worker is held at
+if (fork == 0) {
+    $ng->put_snapshot({revision => 1, environments => {}}, timeout => 60);
+    POSIX::_exit(0);
+}
+print PortalGate::Gdb::wait_held($g, 1) ? "held\n" : "not held\n";
+sleep 600;
+CHILD
+    my $pid = open(my $out, '-|', $^X, "-I$FindBin::Bin/lib", '-e', $child)
+        // die "cannot start the child test: $!";
+    my ($worker, $master, $dir) = split ' ', scalar(<$out>) // '';
+    my $held = <$out> // '';
+    is($held, "held\n", 'the child test holds its worker with gdb');
+    ok(waiting($dir), 'its gdb waits for a release in a shell loop');
+    ok(tracer($worker), 'attached to the worker');
+
+    kill 'INT', $pid;           # ^C: no END block runs
+    close $out;
+
+    my $deadline = time + 10 * $SLOW;
+    sleep 0.05 while (waiting($dir) || tracer($worker)) && time < $deadline;
+    is_deeply([waiting($dir)], [], 'once it is gone, no wait loop runs on');
+    is(tracer($worker), 0, 'and no gdb holds its worker')
+        or diag(PortalGate::Gdb::log_of({dir => $dir}, $worker));
+    ok(-d $dir, 'though its scratch folder is still there');
+
+    # what the child's harness would have stopped
+    kill 'KILL', $master, $worker;
+    $deadline = time + 10 * $SLOW;
+    sleep 0.05 while kill(0, $master, $worker) && time < $deadline;
+    File::Path::remove_tree($dir) if $dir =~ m{/portal-gate-\w+$};
+};
+
+# pids of the shells that wait for $dir/go.PID (gdb's wait loops)
+sub waiting {
+    my ($dir) = @_;
+    return () unless $dir;
+    my @pids;
+    for my $cmd (glob '/proc/[0-9]*/cmdline') {
+        my $line = slurp($cmd);
+        push @pids, $cmd =~ m{/proc/(\d+)/}
+            if $line =~ /^\S*sh\0-c\0while / && index($line, "$dir/go.") >= 0;
+    }
+    return @pids;
+}
+
+# the pid of the process tracing $pid, 0 for none
+sub tracer {
+    my ($pid) = @_;
+    return slurp("/proc/$pid/status") =~ /^TracerPid:\s*(\d+)/m ? $1 : 0;
+}
 
 done_testing;

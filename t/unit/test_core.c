@@ -1950,6 +1950,42 @@ test_patch_refused(void)
 }
 
 
+/* The snapshot document a patch is applied to is the caller's: one that
+ * is no snapshot is PG_FAULT, not the patch's PG_ERR. */
+static void
+test_patch_bad_snapshot(void)
+{
+    size_t       i;
+    json_t      *snap, *p, *r;
+    pg_error_t   err;
+
+    static const char  *bad[] = {
+        "[]",
+        "{\"environments\": {}}",
+        "{\"revision\": 5}",
+        "{\"revision\": 5, \"environments\": {\"production\": 1}}",
+    };
+
+    p = t_json("{\"base_revision\": 5, \"revision\": 6, \"environments\":"
+               " {\"production\": {\"a\": {\"rollout\": 100}}}}");
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snap = t_json(bad[i]);
+        r = NULL;
+        memset(&err, 0, sizeof(err));
+
+        t_ok(pg_snap_patch_json(snap, p, &r, &err) == PG_FAULT
+             && r == NULL && err.text[0] != '\0',
+             "patch: a snapshot that is none is the caller's fault: %s",
+             bad[i]);
+
+        json_decref(snap);
+    }
+
+    json_decref(p);
+}
+
+
 static void
 test_patch_empty_edge(void)
 {
@@ -2344,12 +2380,48 @@ test_build_patch(void)
         }
     }
 
-    /* a corrupt old index is refused, never read past */
+    /* a corrupt old index is refused, never read past; it is the
+     * caller's memory, not the patch: PG_FAULT (an edge's 500), not
+     * PG_ERR (its 400). The patch is one that applies to the index
+     * intact. */
+
+    doc3 = t_json("{\"base_revision\": 8, \"revision\": 9, \"environments\":"
+                  " {\"production\": {\"small\": {\"rollout\": 1}}}}");
+    rc = pg_snap_build_patch(next.index, next.index_size, doc3, 1, &next2,
+                             &err);
+    t_ok(rc == PG_OK, "build patch: a patch on revision 8 applies to it");
+
+    if (rc == PG_OK) {
+        pg_build_free(&next2);
+    }
+
+    memset(&err, 0, sizeof(err));
+    t_ok(pg_snap_build_patch(next.index, next.index_size - 4,
+                             doc3, 1, &next2, &err) == PG_FAULT
+         && err.text[0] != '\0',
+         "build patch: but to that index cut short, it is the caller's "
+         "fault");
+
+    next.index[0] ^= 0x40;
+    memset(&err, 0, sizeof(err));
+    rc = pg_snap_build_patch(next.index, next.index_size, doc3, 1, &next2,
+                             &err);
+    t_ok(rc == PG_FAULT && strstr(err.text, "bad magic") != NULL,
+         "build patch: to that index with a bad magic, the caller's fault, "
+         "saying why");
+    next.index[0] ^= 0x40;
 
     next.index[sizeof(pg_blob_hdr_t)] ^= 0x40;
     t_ok(pg_snap_build_patch(next.index, next.index_size,
+                             doc3, 1, &next2, &err) == PG_FAULT,
+         "build patch: to that index corrupt, the caller's fault");
+
+    /* a bad patch is still the patch's error, whatever the index */
+    t_ok(pg_snap_build_patch(next.index, next.index_size,
                              doc2, 1, &next2, &err) == PG_ERR,
-         "build patch: a corrupt index is refused");
+         "build patch: a snapshot given as a patch is refused first");
+
+    json_decref(doc3);
 
     /* a malformed flag off the base: an error, not a conflict */
 
@@ -2518,6 +2590,7 @@ main(void)
     test_patch_applied();
     test_patch_result_checked_by_compile();
     test_patch_refused();
+    test_patch_bad_snapshot();
     test_patch_empty_edge();
     test_pieces_form();
     test_build_patch();
