@@ -521,6 +521,21 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
         json_decref(root);
     }
 
+    if (rc == PG_FAULT) {
+        /* out of memory: the edge's failure, not the snapshot's */
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "portal_gate api: a snapshot could not be applied: %s",
+                      err.text);
+
+        ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
+                                      NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                      "the edge failed, not the snapshot: "
+                                      "%s; the snapshot is unchanged",
+                                      err.text));
+        return;
+    }
+
     if (rc != PG_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "portal_gate api: snapshot refused: %s", err.text);

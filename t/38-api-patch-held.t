@@ -145,6 +145,46 @@ subtest 'out of memory while a patch is built: 500 said at alert, nothing change
     $ng->stop;
 };
 
+subtest 'out of memory while a PUT is built: 500 said at alert, nothing changes' => sub {
+    my $ng = PortalGate::Test->new(server => $portal);
+    $ng->start;
+    is($ng->put_snapshot({revision => 5, environments => {production => {
+        customer_portal => { rollout => 0, allow => ['12'] }}}})->{status},
+       200, 'revision 5');
+    my $before = $ng->api('GET', 'snapshot')->{content};
+
+    # the first allocation inside pg_snap_build_json() fails
+    my ($w) = $ng->workers;
+    my $log = $ng->dir . '/gdb.log';
+    my $gdb = PortalGate::Gdb::run($w, $log,
+        'break pg_snap_build_json', 'shell touch ' . $ng->dir . '/armed',
+        'continue', 'tbreak calloc', 'continue', 'finish',
+        'set var $rax = 0', 'detach');
+    my $deadline = time + 30 * $SLOW;
+    sleep 0.05 until -e $ng->dir . '/armed' || time > $deadline;
+
+    my $snap = {revision => 6, environments => {production => {
+        customer_portal => { rollout => 0, allow => ['12', '57'] }}}};
+    my $res = $ng->put_snapshot($snap, timeout => 60);
+    PortalGate::Gdb::finish($gdb);
+    like(slurp($log), qr/Value returned is/, 'gdb made an allocation fail')
+        or diag(slurp($log));
+    is($res->{status}, 500, 'the PUT is answered 500: the edge failed')
+        or diag($res->{content});
+    like($res->{json}{error} // '',
+         qr/^the edge failed, not the snapshot: .*out of memory.*; the snapshot is unchanged$/,
+         'in JSON, saying so');
+    is(scalar $ng->log_lines(
+           qr/\[alert\].*a snapshot could not be applied: .*out of memory/),
+       1, 'said once in the error log, at alert');
+    is(scalar $ng->log_lines(qr/snapshot refused/), 0,
+       'and not as a refused snapshot');
+    is($ng->api('GET', 'snapshot')->{content}, $before,
+       'GET snapshot is unchanged');
+    is($ng->put_snapshot($snap)->{status}, 200, 'the same PUT sent again applies');
+    $ng->stop;
+};
+
 subtest "a zone whose index does not check: a patch is 500 said at alert, a PUT heals" => sub {
     # one worker: it copied the snapshot before the damage, and serves on
     my $ng = PortalGate::Test->new(server => $portal);
