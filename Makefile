@@ -38,6 +38,7 @@ CORE_LIBS   := -ljansson -lm -lcrypto
 # make test runs builds under ASan and UBSan (build/asan/); make builds
 # optimised ones.
 LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
+               controller/pg_ctl_store_log.c \
                controller/pg_redis.c controller/pg_edge.c \
                controller/pg_curl.c controller/pg_conf.c \
                controller/pg_conf_cert.c

@@ -8,7 +8,8 @@
  *   pgd_store.c      reading the store, the reconcile tick, and saying once
  *                    what the edges get instead of what the store holds;
  *                    the change messages, and a change read flag by flag
- *                    (a delta) when they say which flag changed
+ *                    (a delta) when the store's change log says which
+ *                    flags changed
  *   pgd_compose.c    from whatever the store holds, a snapshot that
  *                    compiles; a patch from one snapshot to another (pure:
  *                    JSON in, JSON out, no I/O)
@@ -79,14 +80,8 @@
 #define PGD_PATCH_AGAIN_MS    60000     /* an edge that refused PATCH (a
                                            module from before it) gets
                                            PUTs, and a PATCH again after */
-#define PGD_MESSAGE_WAIT_MS   100       /* the tick finds the store moved:
-                                           its change messages, at most so
-                                           long, before the whole read */
 #define PGD_WHOLE_EVERY       10        /* intervals: the whole read after
                                            deltas, even while they go on */
-#define PGD_DELTA_READS       3         /* a delta read finding the store
-                                           past its messages, in a row,
-                                           before the whole store is read */
 #define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
 #define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
 #define PGD_STALE_EVERY_MS    60000     /* "still no Redis", at most so often */
@@ -336,15 +331,9 @@ typedef struct {
     unsigned        redis_attempts;
     int             load_wanted;    /* a change message that says read
                                        everything came, or a doubt */
-    json_t         *delta;          /* "env/flag" -> true: the flags the
-                                       change messages since store_revision
-                                       named, in an unbroken run of
-                                       revisions up to delta_top; NULL */
-    int64_t         delta_top;
-    int64_t         delta_wait;     /* a delta read found the store at this
-                                       revision, past delta_top: read again
-                                       once its messages are in; 0 */
-    unsigned        delta_reads;    /* such reads in a row */
+    int             delta_wanted;   /* a change message came: ask the
+                                       store's change log what changed
+                                       (pgd_delta()) */
     unsigned        deltas;         /* snapshots made by deltas since the
                                        last whole read: a tick reads the
                                        whole store once they stop

@@ -6,7 +6,8 @@
  * edges get instead of what the store holds, and makes the result the
  * snapshot that pgd_edges.c pushes. pgd_tick() is the reconcile: Redis's
  * revision (one round trip) and each edge's (GET status, in the multi
- * handle); a store that moved without a change message is read again.
+ * handle); a store that moved without a change message is read again
+ * (a delta when its change log says how).
  *
  * The environments read are those of the config, then those the store
  * records (pgd_envs), so that `portal-gatectl env add` reaches the edges
@@ -18,14 +19,15 @@
  * push killed a value that says "enabled": false beside a typo, a key
  * written twice or text after the object (pgd_bad_value).
  *
- * A change message that names its flag ("REV ENV FLAG", include/
- * pg_store.h) is followed by a delta (pgd_change(), pgd_delta()): only
- * the flags the messages named are read, applied to the store as last
- * read (kept for that: d->stored, d->stored_bad) and composed into
- * exactly the snapshot a whole read would give; its edges may then get a
- * patch (pgd_edges.c). Any doubt reads the whole store, as before; so
- * does the reconcile, when the store moved without the messages saying
- * how.
+ * A change message is followed by a delta (pgd_change(), pgd_delta()):
+ * the store's change log (P changelog, include/pg_store.h), not the
+ * message's text, says which flags the writes since the revision read
+ * changed; only those are read, in the same script, applied to the store
+ * as last read (kept for that: d->stored, d->stored_bad) and composed
+ * into exactly the snapshot a whole read would give; its edges may then
+ * get a patch (pgd_edges.c). So does the reconcile, when the store moved
+ * without a message. When the log cannot say, the whole store is read,
+ * as before.
  */
 
 #include <errno.h>              /* errno: a change message's revision */
@@ -54,7 +56,6 @@ static int pgd_read(pgd_t *d, json_t **store, json_t **bad,
 static void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
     json_t *bad, const pg_error_t *err, int delta, double since);
 static int pgd_same_revision(pgd_t *d, json_t *snap);
-static void pgd_delta_forget(pgd_t *d);
 static void pgd_delta(pgd_t *d);
 static json_t *pgd_delta_bad(const json_t *bad, const json_t *read,
     const json_t *read_bad);
@@ -219,7 +220,7 @@ pgd_envs(pgd_t *d)
  * object goes in as its "value", for pgd_compose(). One round trip, an
  * HMGET per environment, pipelined. They are read after the store's
  * MULTI/EXEC, not in it (pg_store_snapshot() gives names, not values): a
- * write in between comes with its own change message, and the read that
+ * write in between comes with its own change log entry, and the read that
  * follows puts right what this one paired. PG_ERR: Redis failed (said).
  */
 static int
@@ -511,7 +512,7 @@ pgd_store_forget(pgd_t *d)
     d->store_state = PGD_STORE_UNKNOWN;
     d->store_said[0] = '\0';
     d->envs_said[0] = '\0';
-    pgd_delta_forget(d);
+    d->delta_wanted = 0;
 }
 
 
@@ -593,9 +594,9 @@ pgd_load(pgd_t *d)
 /*
  * pgd_load(); again: the read after deltas (pgd_tick()), for what was
  * written without a revision: a store that moved on meanwhile is left to
- * its change messages (a write that lands between the tick's look at the
- * revision and this read must not turn its own delta into a whole PUT),
- * and read again at the next tick.
+ * a delta (a write that lands between the tick's look at the revision and
+ * this read must not turn its own delta into a whole PUT), and read again
+ * at the next tick.
  */
 static void
 pgd_whole(pgd_t *d, int again)
@@ -614,7 +615,7 @@ pgd_whole(pgd_t *d, int again)
 
     if (!again) {
         d->load_wanted = 0;
-        pgd_delta_forget(d);
+        d->delta_wanted = 0;
     }
 
     if (pgd_read(d, &store, &bad, &initialised) != PG_OK) {
@@ -625,9 +626,10 @@ pgd_whole(pgd_t *d, int again)
 
     if (again && (!initialised || revision != d->store_revision)) {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the store moved on to revision "
-                "%lld meanwhile: its change messages say how",
+                "%lld meanwhile: its change log says how",
                 (long long) revision);
         d->whole_at = pgd_now();    /* tried: not again at every tick */
+        d->delta_wanted = 1;
         json_decref(store);
         json_decref(bad);
         return;
@@ -681,7 +683,7 @@ pgd_whole(pgd_t *d, int again)
  * NULL with err when nothing can be pushed (pgd_compose()'s PG_ERR); its
  * notes; and the store and bad flags it was made from, kept for the next
  * delta. All four are taken. snap becomes the snapshot the edges get, a
- * body of its own; delta: it was made from change messages, so an edge
+ * body of its own; delta: it was made from the change log, so an edge
  * that holds what it took may get a patch to it. since: when the read
  * started (pgd_now()), for the log.
  */
@@ -792,8 +794,8 @@ pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store, json_t *bad,
     }
 
     if (delta) {
-        pgd_log(d, PG_LOG_INFO, "revision %lld read from its change "
-                "messages: %zu flags in %zu environments (%.1f ms)",
+        pgd_log(d, PG_LOG_INFO, "revision %lld read from the change log: "
+                "%zu flags in %zu environments (%.1f ms)",
                 (long long) body->revision, nflags, json_object_size(envs),
                 pgd_now() - since);
     } else {
@@ -943,7 +945,7 @@ pgd_tick(pgd_t *d)
     size_t    i;
     json_t   *snap;
     int64_t   revision;
-    double    now, deadline;
+    double    now;
 
     for (i = 0; i < d->nedges; i++) {
         d->edges[i].held = 0;
@@ -982,31 +984,17 @@ pgd_tick(pgd_t *d)
     json_decref(snap);
 
     /*
-     * The store moved: its change messages may be in and not yet read (the
-     * tick comes first in the loop), or on their way (Redis may answer the
-     * tick before it sends them); when they say what moved it, a delta
-     * does, as it would have without the tick. A message missed costs
-     * that wait, then the whole read.
+     * The store moved and the daemon has not read it: its change message
+     * is in and not yet read (the tick comes first in the loop), on its
+     * way, or missed, or there is none. The change log says what moved it,
+     * so a delta reads it as it would have for the message; when the log
+     * cannot say, the whole store is read.
      */
-    deadline = pgd_now() + PGD_MESSAGE_WAIT_MS;
-
-    while (initialised && d->store_state == PGD_STORE_OK
-           && revision > d->store_revision && !d->load_wanted
-           && (d->delta == NULL || d->delta_top < revision)
-           && pgd_redis_pending(d, deadline - pgd_now()))
-    {
-        pgd_redis_read(d);
-
-        if (d->cmd == NULL) {
-            return;
-        }
-    }
-
     if (initialised && d->store_state == PGD_STORE_OK && !d->load_wanted
-        && d->delta != NULL && d->delta_top >= revision)
+        && revision > d->store_revision)
     {
-        pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld, "
-                "which its change messages say", (long long) revision);
+        pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld: "
+                "asking its change log", (long long) revision);
         pgd_delta(d);
         return;
     }
@@ -1025,7 +1013,7 @@ pgd_tick(pgd_t *d)
                       >= PGD_WHOLE_EVERY * d->conf.reconcile_ms))
     {
         /*
-         * The flags the messages did not name were not read: a value
+         * The flags the change log did not name were not read: a value
          * written into Redis by hand, without a revision, is seen here, as
          * it was at the next change before deltas. Off the kill path: once
          * the changes have stopped for a whole interval, because the read
@@ -1033,10 +1021,8 @@ pgd_tick(pgd_t *d)
          * compile (160 ms at 100,000 ids), and a kill in a burst of
          * changes must not wait behind it (bench/RESULTS.md, incremental
          * sync). Under changes that never stop, every PGD_WHOLE_EVERY
-         * intervals all the same: a delta trusts its change messages, and
-         * a message that is not this store's (another deployment with the
-         * same prefix in another db: channels ignore the db) can make it
-         * skip a write; this read is what heals that.
+         * intervals all the same, so that such a hand edit waits no longer
+         * than that.
          */
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the whole store, after %u "
                 "changes read flag by flag", d->deltas);
@@ -1049,73 +1035,35 @@ pgd_tick(pgd_t *d)
 
 /*
  * A change message came (pgd_redis.c): the certificates' are not for this
- * file. "REV ENV FLAG" (include/pg_store.h) names the one flag that
- * revision REV changed: while such messages run unbroken from the store's
- * revision the daemon has read, it reads only the flags they name (a
- * delta, pgd_delta()). Anything else, a revision that leaves a gap (a
- * message missed, or written by a portal-gatectl from before the form),
- * or a message while a whole read is owed already, makes it read the
- * whole store (pgd_load()).
+ * file. Its text is only a trigger: anyone can publish on the channel (a
+ * stray PUBLISH, another deployment with the same prefix in another db),
+ * so what changed is asked of the store's change log (pgd_delta()), never
+ * taken from the message. The one thing taken from the text costs nothing
+ * if it lies: a message "REV ENV FLAG" whose REV the daemon has read
+ * already asks for nothing, since the store was read past REV, whoever
+ * sent it. Several messages before the loop comes round make one read.
  */
 void
 pgd_change(pgd_t *d, const char *msg)
 {
-    char         key[2 * PG_NAME_MAX + 8], *end;
-    size_t       env_len, flag_len;
-    int64_t      rev, top;
-    const char  *env, *flag;
+    char     *end;
+    int64_t   rev;
 
     errno = 0;
     rev = strtoll(msg, &end, 10);
-    env = end + 1;
-    flag = *end == ' ' ? strchr(env, ' ') : NULL;
-    env_len = flag ? (size_t) (flag - env) : 0;
-    flag_len = flag ? strlen(++flag) : 0;
 
-    if (end == msg || msg[0] < '0' || msg[0] > '9' || errno != 0
-        || rev <= 0 || rev > PG_REVISION_MAX || flag == NULL
-        || !pg_valid_name(env, env_len) || !pg_valid_name(flag, flag_len))
+    if (end != msg && msg[0] >= '0' && msg[0] <= '9' && errno == 0
+        && *end == ' ' && rev <= d->store_revision
+        && d->store_state == PGD_STORE_OK)
     {
-        pgd_log(d, PG_LOG_DEBUG, "change message: revision %.64s", msg);
-        d->load_wanted = 1;
+        pgd_log(d, PG_LOG_DEBUG, "change message \"%.140s\": revision "
+                "%lld is read already", msg, (long long) d->store_revision);
         return;
     }
 
-    if (d->load_wanted || rev <= d->store_revision) {
-        /* the whole read owed, or the last one, covers it */
-        pgd_log(d, PG_LOG_DEBUG, "change message: revision %lld changed "
-                "%.*s/%s (read already, or to be read whole)",
-                (long long) rev, (int) env_len, env, flag);
-        return;
-    }
-
-    top = d->delta ? d->delta_top : d->store_revision;
-
-    if (rev != top + 1) {
-        pgd_log(d, PG_LOG_INFO, "change message of revision %lld after "
-                "revision %lld: a message was missed, reading the whole "
-                "store", (long long) rev, (long long) top);
-        d->load_wanted = 1;
-        return;
-    }
-
-    if (d->delta == NULL) {
-        d->delta = json_object();
-    }
-
-    snprintf(key, sizeof(key), "%.*s/%s", (int) env_len, env, flag);
-
-    if (d->delta == NULL
-        || json_object_set_new(d->delta, key, json_true()) != 0)
-    {
-        d->load_wanted = 1;
-        return;
-    }
-
-    d->delta_top = rev;
-
-    pgd_log(d, PG_LOG_DEBUG, "change message: revision %lld changed %s",
-            (long long) rev, key);
+    pgd_log(d, PG_LOG_DEBUG, "change message \"%.140s\": asking the change "
+            "log", msg);
+    d->delta_wanted = 1;
 }
 
 
@@ -1126,39 +1074,28 @@ pgd_follow(pgd_t *d)
     if (d->load_wanted) {
         pgd_load(d);
 
-    } else if (d->delta != NULL && d->delta_top >= d->delta_wait) {
+    } else if (d->delta_wanted) {
         pgd_delta(d);
     }
 }
 
 
-static void
-pgd_delta_forget(pgd_t *d)
-{
-    json_decref(d->delta);
-    d->delta = NULL;
-    d->delta_top = 0;
-    d->delta_wait = 0;
-    d->delta_reads = 0;
-}
-
-
 /*
- * Read the flags the change messages named, with the store's marker and
- * revision, in one round trip, and make the snapshot of the store's new
- * revision from them and the store as last read (d->stored), exactly as a
- * read of the whole store would make it; on any doubt read the whole
- * store instead (pgd_load()):
+ * Read what changed since the store's revision the daemon holds, as the
+ * store's change log says (pg_store_read_changes(): one script, one round
+ * trip, with the marker and the revision), and make the snapshot of the
+ * store's new revision from the flags it names and the store as last
+ * read (d->stored), exactly as a read of the whole store would make it.
+ * Read the whole store instead (pgd_load()) when:
  *
  *   - the daemon has no snapshot of its own made from the store as it was
  *     (it just started, the store was not initialised or not valid);
- *   - the flags cannot be read one by one (a key of another type), or the
- *     marker is gone;
- *   - the store is below the messages (it went back: a restore).
+ *   - the log cannot say (it does not reach back, a revision changed more
+ *     than one flag or was written without the log, the store went back:
+ *     a restore), or cannot be read, or the marker is gone.
  *
- * The store past the messages (writes whose messages are still on their
- * way) is read again once they are in; PGD_DELTA_READS such reads in a
- * row (writes faster than reads), and the whole store is read.
+ * Nothing new (a message that was not this store's, or whose change a read
+ * covered already) costs this one round trip.
  *
  * The new snapshot: when the store composed as it was and the changed
  * flags are valid and keep it so (pgd_compose_fast()), the store itself;
@@ -1170,19 +1107,20 @@ static void
 pgd_delta(pgd_t *d)
 {
     int           initialised, rc, wanted;
-    char          env[PG_NAME_MAX + 1];
-    size_t        i, j, n, len;
+    char          env[PG_NAME_MAX + 1], why[300];
+    size_t        i;
     json_t       *read, *patch, *envs, *flags, *v, *store, *bad, *snap;
     json_t       *notes, *good;
     int64_t       rev;
     pg_error_t    err;
     double        since, checked;
-    const char   *key, *slash, **names, **env_of;
+    const char   *key, *slash, *names[PG_ENVS_MAX];
 
     if (d->cmd == NULL) {
         return;
     }
 
+    d->delta_wanted = 0;
     since = pgd_now();
 
     if (d->good == NULL || d->stored == NULL
@@ -1194,52 +1132,22 @@ pgd_delta(pgd_t *d)
         return;
     }
 
-    n = json_object_size(d->delta);
-    names = calloc(n + 1, sizeof(char *));
-    env_of = calloc(n + 1, sizeof(char *));
-
-    if (names == NULL || env_of == NULL) {
-        free(names);
-        free(env_of);
-        pgd_load(d);
-        return;
-    }
-
-    /* the flags of the environments pushed; the others change nothing */
-    i = 0;
-
-    json_object_foreach(d->delta, key, v) {
-        slash = strchr(key, '/');
-        len = (size_t) (slash - key);
-
-        for (j = 0; j < d->nenvs; j++) {
-            if (strlen(d->envs[j]) == len
-                && strncmp(d->envs[j], key, len) == 0)
-            {
-                env_of[i] = d->envs[j];
-                names[i] = slash + 1;
-                i++;
-                break;
-            }
-        }
-    }
-
-    n = i;
-
     json_decref(d->bad_now);
     d->bad_now = json_object();
 
     if (d->bad_now == NULL) {
-        free(names);
-        free(env_of);
         pgd_load(d);
         return;
     }
 
-    rc = pg_store_read_flags(&d->store, env_of, names, n, pgd_bad_flag, d,
-                             &initialised, &read);
-    free(names);
-    free(env_of);
+    /* the environments pushed; the others' flags change nothing */
+    for (i = 0; i < d->nenvs; i++) {
+        names[i] = d->envs[i];
+    }
+
+    rc = pg_store_read_changes(&d->store, d->store_revision, names, d->nenvs,
+                               pgd_bad_flag, d, &initialised, &read, why,
+                               sizeof(why));
 
     if (rc != PG_OK) {
         json_decref(d->bad_now);
@@ -1250,42 +1158,30 @@ pgd_delta(pgd_t *d)
             return;
         }
 
-        pgd_log(d, PG_LOG_INFO, "the changed flags cannot be read one by "
-                "one (%s): reading the whole store", d->store.err.text);
+        pgd_log(d, PG_LOG_INFO, "the change log cannot be read (%s): "
+                "reading the whole store", d->store.err.text);
+        pgd_load(d);
+        return;
+    }
+
+    if (read == NULL) {
+        json_decref(d->bad_now);
+        d->bad_now = NULL;
+        pgd_log(d, initialised ? PG_LOG_INFO : PG_LOG_DEBUG, "reading the "
+                "whole store after revision %lld: %s",
+                (long long) d->store_revision, why);
         pgd_load(d);
         return;
     }
 
     rev = json_integer_value(json_object_get(read, "revision"));
 
-    if (!initialised || rev < d->delta_top) {
-        pgd_log(d, PG_LOG_INFO, "the store is %s its change messages' "
-                "revision %lld: reading the whole store",
-                initialised ? "below" : "not initialised, unlike",
-                (long long) d->delta_top);
-        json_decref(read);
-        pgd_load(d);
-        return;
-    }
-
-    if (rev > d->delta_top) {
+    if (rev == d->store_revision) {
+        pgd_log(d, PG_LOG_DEBUG, "the change log: nothing new since "
+                "revision %lld", (long long) rev);
         json_decref(read);
         json_decref(d->bad_now);
         d->bad_now = NULL;
-
-        if (++d->delta_reads >= PGD_DELTA_READS) {
-            pgd_log(d, PG_LOG_DEBUG, "the store is at revision %lld, its "
-                    "change messages at %lld, %u reads in a row: reading "
-                    "the whole store", (long long) rev,
-                    (long long) d->delta_top, d->delta_reads);
-            pgd_load(d);
-            return;
-        }
-
-        pgd_log(d, PG_LOG_DEBUG, "the store is at revision %lld, its change "
-                "messages at %lld: read again once they are in",
-                (long long) rev, (long long) d->delta_top);
-        d->delta_wait = rev;
         return;
     }
 
@@ -1337,7 +1233,6 @@ pgd_delta(pgd_t *d)
 
     json_decref(read);
     d->store_revision = rev;
-    pgd_delta_forget(d);
     notes = json_object();
     good = json_incref(d->good);
     snap = NULL;
@@ -1464,7 +1359,7 @@ pgd_delta_check(pgd_t *d, const json_t *good, const json_t *snap)
                                                                "revision")));
     } else {
         pgd_log(d, PG_LOG_ERROR, "delta check FAILED: the snapshot made from "
-                "the change messages for revision %lld is not what the whole "
+                "the change log for revision %lld is not what the whole "
                 "store gives; reading the whole store",
                 (long long) json_integer_value(json_object_get(snap,
                                                                "revision")));
