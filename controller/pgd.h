@@ -278,7 +278,9 @@ typedef struct {
     int             check;          /* ask its revision when idle */
     int             force;          /* pinned: PUT with ?force=1 */
     int             patch_ok;       /* it took accepted from this daemon
-                                       (200) and has answered every request
+                                       (200), or was found holding it after
+                                       the daemon's start (GET snapshot),
+                                       and has answered every request
                                        since: a PATCH from accepted may go
                                        (pgd_patchable()) */
     double          patch_again;    /* ms (pgd_now()): it refused PATCH
@@ -289,6 +291,7 @@ typedef struct {
                                        old worker after a resizing reload)
                                        had tried again at once; -1 */
     json_t         *accepted;       /* the snapshot it last took (200),
+                                       or was found holding (pgd_verified()),
                                        new; NULL before */
     pgd_body_t     *own;            /* what it gets instead of d->body
                                        when it cannot hold that (507,

@@ -250,6 +250,27 @@ LUA
        . 'last of the logged writes is served') for @edges;
 };
 
+subtest 'after a restart of the daemon, the first change goes as a patch' => sub {
+    clean_exit($gd->stop, $gd, 'SIGTERM');
+    my $mark = $gd->mark;
+    my $r = store_revision();
+    $gd->start;
+    for my $ng (@edges) {
+        my $url = $ng == $A ? $e->{tcp_url} : $e->{unix_url};
+        ok($gd->wait_log(qr/edge \Q$url\E holds this daemon's snapshot of revision $r:/,
+                         10, $mark), "edge $name{$ng}: found holding the "
+           . "snapshot the new daemon made (GET snapshot)");
+    }
+    exits(ctl('on', 'calls'), 0, 'on calls');
+    all_answer('calls', 'on/rollout', 'the change reaches every edge');
+    for my $ng (@edges) {
+        my $url = $ng == $A ? $e->{tcp_url} : $e->{unix_url};
+        like($gd->wait_log(qr/edge \Q$url\E: revision ${\($r + 1)} applied in/,
+                           5, $mark) // '', qr/\(patched: 1 flag from revision $r\)/,
+             "edge $name{$ng}: as a patch, not a whole PUT");
+    }
+};
+
 $_->no_bad_log_lines("edge $name{$_}: no [crit], [alert] or [emerg]") for @edges;
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 
