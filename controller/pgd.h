@@ -6,8 +6,8 @@
  *   portal-gated.c   start, logging, signals, config reload, the loop
  *   pgd_redis.c      the two Redis connections: connect, pub/sub, backoff
  *   pgd_store.c      reading the store, the reconcile tick, and saying once
- *                    what the edges get instead of what the store holds;
- *                    the change messages, and a change read flag by flag
+ *                    what the edges get instead of what the store holds
+ *   pgd_delta.c      the change messages, and a change read flag by flag
  *                    (a delta) when the store's change log says which
  *                    flags changed
  *   pgd_compose.c    from whatever the store holds, a snapshot that
@@ -439,12 +439,23 @@ int pgd_redis_pending(pgd_t *d, double wait_ms);
 
 /* pgd_store.c */
 void pgd_load(pgd_t *d);
-void pgd_follow(pgd_t *d);
-void pgd_change(pgd_t *d, const char *msg);
 void pgd_tick(pgd_t *d);
 void pgd_store_forget(pgd_t *d);
 void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* and for pgd_delta.c: a read's pieces, described where they are */
+void pgd_bad_flag(const char *env, const char *flag, const char *why,
+    void *data);
+int pgd_bad_values(pgd_t *d);
+int pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised);
+void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
+    json_t *bad, const pg_error_t *err, int delta, double since);
+
+/* pgd_delta.c: a change message came (msg: its text, borrowed); the loop
+ * reads what they asked for; a delta read now (the reconcile) */
+void pgd_change(pgd_t *d, const char *msg);
+void pgd_follow(pgd_t *d);
+void pgd_delta(pgd_t *d);
 
 /* pgd_beat.c */
 void pgd_beat_start(pgd_t *d);
