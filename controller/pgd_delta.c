@@ -16,9 +16,7 @@
  * whole read (pgd_delta_check()).
  */
 
-#include <errno.h>              /* errno: a change message's revision */
 #include <stdio.h>              /* snprintf */
-#include <stdlib.h>             /* strtoll */
 #include <string.h>             /* strchr */
 #include "pgd.h"                /* pgd_t, the API this file implements */
 
@@ -33,29 +31,16 @@ static void pgd_delta_check(pgd_t *d, const json_t *good, const json_t *snap);
  * file. Its text is only a trigger: anyone can publish on the channel (a
  * stray PUBLISH, another deployment with the same prefix in another db),
  * so what changed is asked of the store's change log (pgd_delta()), never
- * taken from the message. The one thing taken from the text costs nothing
- * if it lies: a message "REV ENV FLAG" whose REV the daemon has read
- * already asks for nothing, since the store was read past REV, whoever
- * sent it. Several messages before the loop comes round make one read.
+ * taken from the message; not even its revision, to skip one the daemon
+ * has read: after a restore from an older backup (no message says it) the
+ * store's next writes come again with revisions the daemon has read, and
+ * a kill among them must not wait for the reconcile. A message whose
+ * change a read covered already costs a round trip that finds nothing
+ * new; several messages before the loop comes round make one read.
  */
 void
 pgd_change(pgd_t *d, const char *msg)
 {
-    char     *end;
-    int64_t   rev;
-
-    errno = 0;
-    rev = strtoll(msg, &end, 10);
-
-    if (end != msg && msg[0] >= '0' && msg[0] <= '9' && errno == 0
-        && *end == ' ' && rev <= d->store_revision
-        && d->store_state == PGD_STORE_OK)
-    {
-        pgd_log(d, PG_LOG_DEBUG, "change message \"%.140s\": revision "
-                "%lld is read already", msg, (long long) d->store_revision);
-        return;
-    }
-
     pgd_log(d, PG_LOG_DEBUG, "change message \"%.140s\": asking the change "
             "log", msg);
     d->delta_wanted = 1;

@@ -53,17 +53,15 @@
  *                       another deployment with the same prefix in
  *                       another db: channels ignore the db), so
  *                       portal-gated asks the log what changed and takes
- *                       nothing from the text but this: a message "REV
- *                       ENV FLAG" whose REV it has read already asks for
- *                       nothing (whoever sent it, the store was read
- *                       past REV). An older portal-gated reads the flag a
- *                       message names, or everything on a bare REV or
- *                       any other text; a newer one mixes with writers
- *                       from before the log (it reads everything when the
- *                       store is above the log). portal-gated SUBSCRIBEs
- *                       before it reads the store (pub/sub delivers at
- *                       most once), and its reconcile asks the log too
- *                       when the store moved without a message.
+ *                       nothing from the text. An older portal-gated
+ *                       reads the flag a message names, or everything on
+ *                       a bare REV or any other text; a newer one mixes
+ *                       with writers from before the log (it reads
+ *                       everything when the store is above the log).
+ *                       portal-gated SUBSCRIBEs before it reads the store
+ *                       (pub/sub delivers at most once), and its
+ *                       reconcile asks the log too when the store moved
+ *                       without a message.
  *   P "environments"    hash: field = environment name, value = JSON
  *                       {"created_at": ISO 8601 UTC, "created_by": actor}.
  *                       `init` fills it (the `environments` of -c's config,

@@ -215,6 +215,26 @@ subtest 'a write without the log (a portal-gatectl from before it) is read whole
                      2, $mark), 'a delta again');
 };
 
+subtest 'a store restored from an older backup: the next kill is not skipped' => sub {
+    my $mark = $gd->mark;
+    my $r = store_revision();
+
+    # what Redis holds after a restore of a backup taken 3 writes ago, as
+    # far as the revision and the log go: no message says it
+    $rs->cli('SET', "${P}revision", $r - 3);
+    $rs->cli('LTRIM', "${P}changelog", 3, -1);
+    exits(ctl('kill', 'customer_portal'), 0, 'a kill: revision ' . ($r - 2)
+          . ', which the daemon has read before');
+    all_answer('customer_portal', 'off/killed', 'every edge serves the kill');
+    ok($gd->wait_log(qr/reading the whole store after revision $r: the store is at revision ${\($r - 2)}, below $r/,
+                     2, $mark), 'the daemon read the whole store: it went back');
+    ok($gd->wait_log(qr/raised the store's revision to/, 5, $mark),
+       'and raised it above the edges');
+    all_at_store('after the raise');
+    exits(ctl('on', 'customer_portal'), 0, 'on again');
+    all_answer('customer_portal', 'on/rollout', 'on again everywhere');
+};
+
 subtest 'more writes than the log holds between two reads: read whole' => sub {
     my $mark = $gd->mark;
     my $r = store_revision();
