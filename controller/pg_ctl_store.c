@@ -3,8 +3,9 @@
  * restore, the revision), reading flags and snapshots, writing, deleting
  * and noting a flag, and the audit log. See pg_ctl_store.h for the API
  * and include/pg_store.h for the key layout; pg_ctl_store_envs.c has the
- * environments and the controllers' beats, and pg_ctl_store_private.h
- * what the two share.
+ * environments and the controllers' beats, pg_ctl_store_log.c the reader
+ * of the change log that every script here writes, and
+ * pg_ctl_store_private.h what they share.
  */
 
 #include <stdarg.h>             /* va_list */
@@ -24,12 +25,14 @@
 
 
 /*
- * KEYS: marker, flags hash, revision, audit stream, environments.
+ * KEYS: marker, flags hash, revision, audit stream, environments, change
+ *       log.
  * ARGV: flag, expected JSON ("" for none), new JSON ("" deletes the flag),
  *       channel, audit cap, ts, actor, env, action, reason, PG_FLAGS_MAX,
  *       PG_REVISION_MAX, the flag the new JSON requires when that changes
  *       ("" otherwise), PG_ENVS_MAX, the flags: hashes of a store made
- *       before P environments ("": not counted; the script asks, ENVCOUNT).
+ *       before P environments ("": not counted; the script asks, ENVCOUNT),
+ *       PG_STORE_CHANGELOG_MAX.
  *
  * What a concurrent writer could break between the writer's read and
  * this script is checked here, where none can slip past: the
@@ -51,6 +54,7 @@
  */
 static const char  pg_store_write_lua[] =
     PG_STORE_LUA_ENVS
+    PG_STORE_LUA_LOG
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -155,10 +159,12 @@ static const char  pg_store_write_lua[] =
     "  'ts', ARGV[6], 'actor', ARGV[7], 'env', ARGV[8], 'flag', ARGV[1],\n"
     "  'action', ARGV[9], 'before', cur, 'after', ARGV[3],\n"
     "  'reason', ARGV[10], 'revision', rev)\n"
-    /* "REV ENV FLAG" (include/pg_store.h): this flag alone changed; %d,
-     * not the .. of a Lua number, which prints 1e+14 past 14 digits */
-    "redis.call('PUBLISH', ARGV[4],\n"
-    "  string.format('%d %s %s', rev, ARGV[8], ARGV[1]))\n"
+    /* "REV ENV FLAG" (include/pg_store.h): this flag alone changed, in
+     * the log and on the channel; %d, not the .. of a Lua number, which
+     * prints 1e+14 past 14 digits */
+    "local entry = string.format('%d %s %s', rev, ARGV[8], ARGV[1])\n"
+    "pg_log(KEYS[6], entry, ARGV[16])\n"
+    "redis.call('PUBLISH', ARGV[4], entry)\n"
     "return rev\n";
 
 /*
@@ -192,9 +198,10 @@ static const char  pg_store_note_lua[] =
     "return tonumber(rev) or 0\n";
 
 /*
- * KEYS: marker, revision, audit stream, environments.
+ * KEYS: marker, revision, audit stream, environments, change log.
  * ARGV: format, ts, actor, audit cap, reason, channel, an environment's
  *       value ({"created_at", "created_by"}), then the environments.
+ * A new store: its change log starts with its revision.
  */
 static const char  pg_store_init_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
@@ -210,18 +217,21 @@ static const char  pg_store_init_lua[] =
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
     "  'action', 'init', 'before', '', 'after', '', 'reason', ARGV[5],\n"
     "  'revision', rev)\n"
+    "redis.call('DEL', KEYS[5])\n"
+    "redis.call('LPUSH', KEYS[5], rev)\n"
     "redis.call('PUBLISH', ARGV[6], rev)\n"
     "return 1\n";
 
 
 /*
- * KEYS: marker, revision, audit stream, environments, then the flags hash
- *       of each environment of the snapshot.
+ * KEYS: marker, revision, audit stream, environments, change log, then
+ *       the flags hash of each environment of the snapshot.
  * ARGV: format, ts, actor, audit cap, reason, revision, (unused), channel,
  *       an environment's value, the number N of environments, the N
  *       environments, then (k, flag, JSON) triples, k the index in KEYS of
  *       the flag's flags hash: every key the script writes is in KEYS. A
- *       store at revision 0 was never written to: it is rebuilt too.
+ *       store at revision 0 was never written to: it is rebuilt too. The
+ *       rebuilt store's change log starts with its revision.
  */
 static const char  pg_store_restore_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1\n"
@@ -246,17 +256,21 @@ static const char  pg_store_restore_lua[] =
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
     "  'action', 'init', 'before', '', 'after', '', 'reason', ARGV[5],\n"
     "  'revision', ARGV[6])\n"
+    "redis.call('DEL', KEYS[5])\n"
+    "redis.call('LPUSH', KEYS[5], ARGV[6])\n"
     "redis.call('PUBLISH', ARGV[8], ARGV[6])\n"
     "return 1\n";
 
 
 
 /*
- * KEYS: marker, revision, audit stream.
- * ARGV: the revision wanted, ts, actor, audit cap, reason, channel.
+ * KEYS: marker, revision, audit stream, change log.
+ * ARGV: the revision wanted, ts, actor, audit cap, reason, channel,
+ *       PG_STORE_CHANGELOG_MAX.
  * Raises the revision to the one wanted unless it is there already.
  */
 static const char  pg_store_raise_lua[] =
+    PG_STORE_LUA_LOG
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -269,6 +283,7 @@ static const char  pg_store_raise_lua[] =
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
     "  'action', 'revision', 'before', cur, 'after', ARGV[1],\n"
     "  'reason', ARGV[5], 'revision', ARGV[1])\n"
+    "pg_log(KEYS[4], ARGV[1], ARGV[7])\n"
     "redis.call('PUBLISH', ARGV[6], ARGV[1])\n"
     "return tonumber(ARGV[1])\n";
 
@@ -281,8 +296,6 @@ static int pg_store_parse_flags(pg_store_t *store, const char *env,
     json_t **flags);
 static const char *pg_store_field_name(const redisReply *name, char *buf,
     size_t size);
-static json_t *pg_store_parse_value(const char *name,
-    const redisReply *value, char *why, size_t size);
 
 
 int
@@ -431,7 +444,7 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
     int           rc;
     char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
     char          audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
-    char          envs_key[PG_STORE_KEY_MAX];
+    char          envs_key[PG_STORE_KEY_MAX], log[PG_STORE_KEY_MAX];
     char          format[16], cap[16], ts[32], *value;
     size_t        i;
     const char  **argv;
@@ -442,12 +455,13 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
     pg_store_key(store, envs_key, PG_STORE_KEY_ENVS, NULL);
+    pg_store_key(store, log, PG_STORE_KEY_CHANGELOG, NULL);
     snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
     pg_store_now(ts, sizeof(ts));
 
     value = pg_store_env_value(ts, actor);
-    argv = calloc(14 + nenvs, sizeof(char *));
+    argv = calloc(15 + nenvs, sizeof(char *));
 
     if (value == NULL || argv == NULL) {
         free(value);
@@ -457,25 +471,26 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
 
     argv[0] = "EVAL";
     argv[1] = pg_store_init_lua;
-    argv[2] = "4";
+    argv[2] = "5";
     argv[3] = marker;
     argv[4] = revision;
     argv[5] = audit;
     argv[6] = envs_key;
-    argv[7] = format;
-    argv[8] = ts;
-    argv[9] = actor;
-    argv[10] = cap;
-    argv[11] = "initialised an empty store";
-    argv[12] = channel;
-    argv[13] = value;
+    argv[7] = log;
+    argv[8] = format;
+    argv[9] = ts;
+    argv[10] = actor;
+    argv[11] = cap;
+    argv[12] = "initialised an empty store";
+    argv[13] = channel;
+    argv[14] = value;
 
     for (i = 0; i < nenvs; i++) {
-        argv[14 + i] = envs[i];
+        argv[15 + i] = envs[i];
     }
 
     rc = PG_OK;
-    reply = pg_store_command(store, (int) (14 + nenvs), argv);
+    reply = pg_store_command(store, (int) (15 + nenvs), argv);
 
     if (reply == NULL) {
         rc = PG_ERR;
@@ -502,6 +517,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     char           marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
     char           audit[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
     char           channel[PG_STORE_KEY_MAX], envs_key[PG_STORE_KEY_MAX];
+    char           log[PG_STORE_KEY_MAX];
     char           format[16], cap[16], ts[32], count[16];
     char           rev[32], reason[600], numkeys[16], *value, *keys, *idx;
     size_t         argc, n, i, j, k, nenvs, nkeys, first;
@@ -528,7 +544,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     }
 
     nenvs = json_object_size(names);
-    nkeys = 4 + json_object_size(envs);
+    nkeys = 5 + json_object_size(envs);
     /* EVAL, script, numkeys, the keys, 10 args, the names, the triples */
     argc = 3 + nkeys + 10 + nenvs + 3 * n;
 
@@ -536,8 +552,8 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     value = pg_store_env_value(ts, actor);
     argv = calloc(argc, sizeof(char *));
     /* the flags keys, then the triples' indexes into KEYS, 12 bytes each */
-    keys = calloc(nkeys - 4 + 1, PG_STORE_KEY_MAX);
-    idx = calloc(nkeys - 4 + 1, PG_STORE_IDX_LEN);
+    keys = calloc(nkeys - 5 + 1, PG_STORE_KEY_MAX);
+    idx = calloc(nkeys - 5 + 1, PG_STORE_IDX_LEN);
 
     if (argv == NULL || value == NULL || keys == NULL || idx == NULL) {
         free(argv);
@@ -552,6 +568,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, envs_key, PG_STORE_KEY_ENVS, NULL);
+    pg_store_key(store, log, PG_STORE_KEY_CHANGELOG, NULL);
     pg_store_key(store, flags, PG_STORE_KEY_FLAGS, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
     snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
@@ -571,13 +588,14 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     argv[4] = revision;
     argv[5] = audit;
     argv[6] = envs_key;
+    argv[7] = log;
 
-    i = 7;
+    i = 8;
     k = 0;
     json_object_foreach(envs, env, env_flags) {
         pg_store_key(store, keys + k * PG_STORE_KEY_MAX, PG_STORE_KEY_FLAGS,
                      env);
-        snprintf(idx + k * PG_STORE_IDX_LEN, PG_STORE_IDX_LEN, "%zu", 5 + k);
+        snprintf(idx + k * PG_STORE_IDX_LEN, PG_STORE_IDX_LEN, "%zu", 6 + k);
         argv[i++] = keys + k * PG_STORE_KEY_MAX;
         k++;
     }
@@ -821,12 +839,7 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
 }
 
 
-/*
- * Flag name's value in Redis (a string reply, borrowed) as a flag that is
- * valid on its own: a new reference, or NULL with why it is not (size
- * bytes of why).
- */
-static json_t *
+json_t *
 pg_store_parse_value(const char *name, const redisReply *value, char *why,
     size_t size)
 {
@@ -888,6 +901,31 @@ pg_store_field_name(const redisReply *name, char *buf, size_t size)
 
 
 int
+pg_store_parse_revision(pg_store_t *store, const redisReply *value,
+    int64_t *revision)
+{
+    char  key[PG_STORE_KEY_MAX], *end;
+
+    *revision = 0;
+
+    if (value->type != REDIS_REPLY_STRING) {
+        return PG_OK;
+    }
+
+    *revision = strtoll(value->str, &end, 10);
+
+    if (*end != '\0' || end == value->str || *revision < 0) {
+        pg_store_key(store, key, PG_STORE_KEY_REVISION, NULL);
+        return pg_store_fail(store, PG_STORE_EFAILED, "%s: %s holds "
+                             "\"%.32s\", not a revision", store->where, key,
+                             value->str);
+    }
+
+    return PG_OK;
+}
+
+
+int
 pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, void *data, int *initialised, json_t **snapshot)
 {
@@ -903,12 +941,12 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
 {
     int           rc;
     char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
-    char          key[PG_STORE_KEY_MAX], *end;
+    char          key[PG_STORE_KEY_MAX];
     size_t        i;
     json_t       *snap, *all, *flags;
     int64_t       rev;
     const char   *argv[2];
-    redisReply   *reply, *exec, *r;
+    redisReply   *reply, *exec;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
@@ -984,19 +1022,9 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     *initialised = (exec->element[0]->type == REDIS_REPLY_INTEGER
                     && exec->element[0]->integer == 1);
 
-    rev = 0;
-    r = exec->element[1];
-
-    if (r->type == REDIS_REPLY_STRING) {
-        rev = strtoll(r->str, &end, 10);
-
-        if (*end != '\0' || end == r->str || rev < 0) {
-            pg_store_fail(store, PG_STORE_EFAILED,
-                          "%s: %s holds \"%.32s\", not a revision",
-                          store->where, revision, r->str);
-            freeReplyObject(exec);
-            return PG_ERR;
-        }
+    if (pg_store_parse_revision(store, exec->element[1], &rev) != PG_OK) {
+        freeReplyObject(exec);
+        return PG_ERR;
     }
 
     all = json_object();
@@ -1038,173 +1066,14 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
 
 
 int
-pg_store_read_flags(pg_store_t *store, const char *const *envs,
-    const char *const *names, size_t n, pg_store_bad_pt bad, void *data,
-    int *initialised, json_t **read)
-{
-    int           rc;
-    char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
-    char          key[PG_STORE_KEY_MAX], why[PG_ERROR_LEN + 64], *end;
-    size_t        i;
-    json_t       *all, *flags, *flag;
-    int64_t       rev;
-    const char   *argv[3];
-    redisReply   *reply, *exec, *r;
-
-    pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
-    pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
-
-    /* one round trip: MULTI, EXISTS, GET, HGET per flag, EXEC */
-
-    argv[0] = "MULTI";
-    redisAppendCommandArgv(store->redis, 1, argv, NULL);
-
-    argv[0] = "EXISTS";
-    argv[1] = marker;
-    redisAppendCommandArgv(store->redis, 2, argv, NULL);
-
-    argv[0] = "GET";
-    argv[1] = revision;
-    redisAppendCommandArgv(store->redis, 2, argv, NULL);
-
-    for (i = 0; i < n; i++) {
-        pg_store_key(store, key, PG_STORE_KEY_FLAGS, envs[i]);
-        argv[0] = "HGET";
-        argv[1] = key;
-        argv[2] = names[i];
-        redisAppendCommandArgv(store->redis, 3, argv, NULL);
-    }
-
-    argv[0] = "EXEC";
-    redisAppendCommandArgv(store->redis, 1, argv, NULL);
-
-    exec = NULL;
-    rc = PG_OK;
-
-    for (i = 0; i < n + 4; i++) {
-        if (redisGetReply(store->redis, (void **) &reply) != REDIS_OK) {
-            freeReplyObject(exec);
-            return pg_store_lost(store);
-        }
-
-        if (reply->type == REDIS_REPLY_ERROR && rc == PG_OK) {
-            rc = pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the "
-                               "store failed: %s", store->where, reply->str);
-        }
-
-        if (i == n + 3) {
-            exec = reply;
-        } else {
-            freeReplyObject(reply);
-        }
-    }
-
-    if (rc != PG_OK) {
-        freeReplyObject(exec);
-        return PG_ERR;
-    }
-
-    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != n + 2) {
-        freeReplyObject(exec);
-        return pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the store "
-                             "failed: unexpected EXEC reply", store->where);
-    }
-
-    /* a key of another type (WRONGTYPE): the whole read's problem here */
-    for (i = 0; i < exec->elements; i++) {
-        if (exec->element[i]->type == REDIS_REPLY_ERROR) {
-            pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the store "
-                          "failed: %s", store->where, exec->element[i]->str);
-            freeReplyObject(exec);
-            return PG_ERR;
-        }
-    }
-
-    *initialised = (exec->element[0]->type == REDIS_REPLY_INTEGER
-                    && exec->element[0]->integer == 1);
-
-    rev = 0;
-    r = exec->element[1];
-
-    if (r->type == REDIS_REPLY_STRING) {
-        rev = strtoll(r->str, &end, 10);
-
-        if (*end != '\0' || end == r->str || rev < 0) {
-            pg_store_fail(store, PG_STORE_EFAILED,
-                          "%s: %s holds \"%.32s\", not a revision",
-                          store->where, revision, r->str);
-            freeReplyObject(exec);
-            return PG_ERR;
-        }
-    }
-
-    all = json_object();
-    *read = json_pack("{s:I,s:o}", "revision", (json_int_t) rev,
-                      "environments", all);
-
-    if (*read == NULL) {
-        freeReplyObject(exec);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
-    }
-
-    for (i = 0; i < n; i++) {
-        r = exec->element[i + 2];
-        flags = json_object_get(all, envs[i]);
-
-        if (flags == NULL) {
-            flags = json_object();
-
-            if (json_object_set_new(all, envs[i], flags) != 0) {
-                pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
-                break;
-            }
-        }
-
-        if (r->type == REDIS_REPLY_NIL) {
-            flag = json_null();
-
-        } else {
-            flag = pg_store_parse_value(names[i], r, why, sizeof(why));
-
-            if (flag == NULL) {
-                if (bad) {
-                    bad(envs[i], names[i], why, data);
-                    continue;
-                }
-
-                pg_store_key(store, key, PG_STORE_KEY_FLAGS, envs[i]);
-                pg_store_fail(store, PG_STORE_EFAILED, "flag \"%.64s\" in "
-                              "%s is %s", names[i], key, why);
-                break;
-            }
-        }
-
-        if (json_object_set_new(flags, names[i], flag) != 0) {
-            pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
-            break;
-        }
-    }
-
-    freeReplyObject(exec);
-
-    if (i < n) {
-        json_decref(*read);
-        *read = NULL;
-        return PG_ERR;
-    }
-
-    return PG_OK;
-}
-
-
-int
 pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
     const char *reason, int64_t *revision)
 {
     char         marker[PG_STORE_KEY_MAX], key[PG_STORE_KEY_MAX];
     char         audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
+    char         log[PG_STORE_KEY_MAX], log_max[16];
     char         want[32], cap[16], ts[32];
-    const char  *argv[12];
+    const char  *argv[14];
     redisReply  *reply;
 
     /* a store above PG_REVISION_MAX would be one that no edge takes */
@@ -1218,24 +1087,28 @@ pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
     pg_store_key(store, key, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    pg_store_key(store, log, PG_STORE_KEY_CHANGELOG, NULL);
     snprintf(want, sizeof(want), "%lld", (long long) above + 1);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(log_max, sizeof(log_max), "%d", PG_STORE_CHANGELOG_MAX);
     pg_store_now(ts, sizeof(ts));
 
     argv[0] = "EVAL";
     argv[1] = pg_store_raise_lua;
-    argv[2] = "3";
+    argv[2] = "4";
     argv[3] = marker;
     argv[4] = key;
     argv[5] = audit;
-    argv[6] = want;
-    argv[7] = ts;
-    argv[8] = actor;
-    argv[9] = cap;
-    argv[10] = reason;
-    argv[11] = channel;
+    argv[6] = log;
+    argv[7] = want;
+    argv[8] = ts;
+    argv[9] = actor;
+    argv[10] = cap;
+    argv[11] = reason;
+    argv[12] = channel;
+    argv[13] = log_max;
 
-    reply = redisCommandArgv(store->redis, 12, argv, NULL);
+    reply = redisCommandArgv(store->redis, 14, argv, NULL);
 
     if (reply == NULL) {
         return pg_store_lost(store);
@@ -1369,11 +1242,12 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     char          marker[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
     char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
     char          channel[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
+    char          log[PG_STORE_KEY_MAX], log_max[16];
     char          cap[16], ts[32], flags_max[16], rev_max[32];
     char          envs_max[16], legacy[32];
     int           i;
-    size_t        argvlen[23], count;
-    const char   *argv[23], *verb, *by;
+    size_t        argvlen[25], count;
+    const char   *argv[25], *verb, *by;
     redisReply   *eval;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -1381,8 +1255,10 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     pg_store_key(store, rev_key, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, envs, PG_STORE_KEY_ENVS, NULL);
+    pg_store_key(store, log, PG_STORE_KEY_CHANGELOG, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(log_max, sizeof(log_max), "%d", PG_STORE_CHANGELOG_MAX);
     snprintf(flags_max, sizeof(flags_max), "%d", PG_FLAGS_MAX);
     snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
     snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
@@ -1390,38 +1266,40 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
 
     argv[0] = "EVAL";
     argv[1] = pg_store_write_lua;
-    argv[2] = "5";
+    argv[2] = "6";
     argv[3] = marker;
     argv[4] = flags;
     argv[5] = rev_key;
     argv[6] = audit;
     argv[7] = envs;
-    argv[8] = flag;
-    argv[9] = cur;
-    argv[10] = text;
-    argv[11] = channel;
-    argv[12] = cap;
-    argv[13] = ts;
-    argv[14] = actor;
-    argv[15] = env;
-    argv[16] = action;
-    argv[17] = reason ? reason : "";
-    argv[18] = flags_max;
-    argv[19] = rev_max;
-    argv[20] = requires ? requires : "";
-    argv[21] = envs_max;
-    argv[22] = "";
+    argv[8] = log;
+    argv[9] = flag;
+    argv[10] = cur;
+    argv[11] = text;
+    argv[12] = channel;
+    argv[13] = cap;
+    argv[14] = ts;
+    argv[15] = actor;
+    argv[16] = env;
+    argv[17] = action;
+    argv[18] = reason ? reason : "";
+    argv[19] = flags_max;
+    argv[20] = rev_max;
+    argv[21] = requires ? requires : "";
+    argv[22] = envs_max;
+    argv[23] = "";
+    argv[24] = log_max;
 
     for ( ;; ) {
-        for (i = 0; i < 23; i++) {
+        for (i = 0; i < 25; i++) {
             argvlen[i] = strlen(argv[i]);
         }
 
-        argvlen[9] = cur_len;
+        argvlen[10] = cur_len;
 
-        eval = redisCommandArgv(store->redis, 23, argv, argvlen);
+        eval = redisCommandArgv(store->redis, 25, argv, argvlen);
 
-        if (eval == NULL || argv[22][0] != '\0'
+        if (eval == NULL || argv[23][0] != '\0'
             || !pg_store_script_error(eval, "ENVCOUNT"))
         {
             break;
@@ -1435,7 +1313,7 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
         }
 
         snprintf(legacy, sizeof(legacy), "%zu", count);
-        argv[22] = legacy;
+        argv[23] = legacy;
     }
 
     if (eval == NULL) {

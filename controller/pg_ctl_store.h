@@ -143,19 +143,27 @@ int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     int *initialised, json_t **snapshot);
 
 /*
- * Flags one by one, in one MULTI/EXEC with the marker and the revision, so
- * that they belong together: flag names[i] of environment envs[i], for i
- * below n (what a change message named; include/pg_store.h). *read is
- * {"revision": R, "environments": {ENV: {FLAG: {...} or null}}}, null for
- * a flag that is not in the store, and *initialised as pg_store_read()
- * gives it. A flag that is not valid on its own fails the call with
- * PG_STORE_EFAILED naming it, or, when bad is not NULL, is given to bad
- * and left out. A key of another type fails the call (PG_STORE_EFAILED):
- * the caller reads the whole store then, which knows what to do with it.
+ * What changed since revision base, as the store's change log says (P
+ * changelog, include/pg_store.h; controller/pg_ctl_store_log.c), decided
+ * in Redis by one script, so that the log, the marker, the revision and
+ * the flags belong together: what portal-gated reads on a change message,
+ * whose text it does not trust. *initialised as pg_store_read() gives it.
+ * When the log says which flags the writes base+1 .. R changed, *read is
+ * {"revision": R, "environments": {ENV: {FLAG: {...} or null}}}: each of
+ * them in the nenvs envs as it is at R, null when deleted (no flag when
+ * R is base: nothing new). Otherwise *read is NULL and why (size bytes)
+ * says why the whole store must be read: it is not initialised, or below
+ * base (a restore); the log does not reach back to base; a revision
+ * changed more than one flag, or was written without the log (by a
+ * portal-gatectl from before it). A flag that is not valid on its own
+ * fails the call with PG_STORE_EFAILED naming it, or, when bad is not
+ * NULL, is given to bad and left out. PG_ERR: Redis failed
+ * (PG_STORE_EREDIS), or refused the script or answered what it cannot
+ * have (PG_STORE_EFAILED: the whole read says what is wrong).
  */
-int pg_store_read_flags(pg_store_t *store, const char *const *envs,
-    const char *const *names, size_t n, pg_store_bad_pt bad, void *data,
-    int *initialised, json_t **read);
+int pg_store_read_changes(pg_store_t *store, int64_t base,
+    const char *const *envs, size_t nenvs, pg_store_bad_pt bad, void *data,
+    int *initialised, json_t **read, char *why, size_t size);
 
 /*
  * Raise the store's revision to above + 1 unless it is that high already,

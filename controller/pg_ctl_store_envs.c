@@ -14,10 +14,11 @@
 
 
 /*
- * KEYS: marker, environments, revision, audit stream.
+ * KEYS: marker, environments, revision, audit stream, change log.
  * ARGV: env, its value, ts, actor, audit cap, reason, channel,
- *       PG_ENVS_MAX, PG_REVISION_MAX, then, for a store made before P
- *       environments, "had" and the environments of its flags: hashes.
+ *       PG_ENVS_MAX, PG_REVISION_MAX, PG_STORE_CHANGELOG_MAX, then, for a
+ *       store made before P environments, "had" and the environments of
+ *       its flags: hashes.
  *
  * A store made before P environments existed has its environments
  * recorded first, as old as the store (its marker's created_at and
@@ -28,6 +29,7 @@
  */
 static const char  pg_store_env_add_lua[] =
     PG_STORE_LUA_ENVS
+    PG_STORE_LUA_LOG
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -41,9 +43,9 @@ static const char  pg_store_env_add_lua[] =
      * and staging; nothing is written before every check has passed */
     "local had, n = {}, 0\n"
     "if et == 'none' then\n"
-    "  if ARGV[10] ~= 'had' then return redis.error_reply('LEGACY') end\n"
+    "  if ARGV[11] ~= 'had' then return redis.error_reply('LEGACY') end\n"
     "  local l = {'production', 'staging'}\n"
-    "  for i = 11, #ARGV do table.insert(l, ARGV[i]) end\n"
+    "  for i = 12, #ARGV do table.insert(l, ARGV[i]) end\n"
     "  for _, e in ipairs(l) do\n"
     "    if not had[e] then had[e] = true; n = n + 1 end\n"
     "  end\n"
@@ -76,6 +78,8 @@ static const char  pg_store_env_add_lua[] =
     "  'ts', ARGV[3], 'actor', ARGV[4], 'env', ARGV[1], 'flag', '',\n"
     "  'action', 'env', 'before', '', 'after', ARGV[2],\n"
     "  'reason', ARGV[6], 'revision', rev)\n"
+    /* "REV": the edges get an environment more, not one flag */
+    "pg_log(KEYS[5], rev, ARGV[10])\n"
     "redis.call('PUBLISH', ARGV[7], rev)\n"
     "return rev\n";
 
@@ -296,11 +300,12 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     int           rc;
     char          marker[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
     char          rev_key[PG_STORE_KEY_MAX], audit[PG_STORE_KEY_MAX];
-    char          channel[PG_STORE_KEY_MAX];
+    char          channel[PG_STORE_KEY_MAX], log[PG_STORE_KEY_MAX];
     char          cap[16], ts[32], envs_max[16], rev_max[32], *value;
+    char          log_max[16];
     size_t        argc, i;
     json_t       *had, *v;
-    const char   *argv[17 + PG_ENVS_MAX + 1], *name;
+    const char   *argv[19 + PG_ENVS_MAX + 1], *name;
     redisReply   *reply;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -308,7 +313,9 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
     pg_store_key(store, rev_key, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    pg_store_key(store, log, PG_STORE_KEY_CHANGELOG, NULL);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
+    snprintf(log_max, sizeof(log_max), "%d", PG_STORE_CHANGELOG_MAX);
     snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
     snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
     pg_store_now(ts, sizeof(ts));
@@ -320,21 +327,23 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
 
     argv[0] = "EVAL";
     argv[1] = pg_store_env_add_lua;
-    argv[2] = "4";
+    argv[2] = "5";
     argv[3] = marker;
     argv[4] = envs;
     argv[5] = rev_key;
     argv[6] = audit;
-    argv[7] = env;
-    argv[8] = value;
-    argv[9] = ts;
-    argv[10] = actor;
-    argv[11] = cap;
-    argv[12] = reason ? reason : "";
-    argv[13] = channel;
-    argv[14] = envs_max;
-    argv[15] = rev_max;
-    argc = 16;
+    argv[7] = log;
+    argv[8] = env;
+    argv[9] = value;
+    argv[10] = ts;
+    argv[11] = actor;
+    argv[12] = cap;
+    argv[13] = reason ? reason : "";
+    argv[14] = channel;
+    argv[15] = envs_max;
+    argv[16] = rev_max;
+    argv[17] = log_max;
+    argc = 18;
 
     had = NULL;
     reply = redisCommandArgv(store->redis, (int) argc, argv, NULL);

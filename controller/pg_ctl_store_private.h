@@ -1,14 +1,16 @@
 /*
- * pg_ctl_store_private.h: what the flag store's two files share
+ * pg_ctl_store_private.h: what the flag store's files share
  * (pg_ctl_store.c: the store, its flags and the audit log;
- * pg_ctl_store_envs.c: the environments and the controllers' beats). Only
- * they include it; everyone else uses pg_ctl_store.h.
+ * pg_ctl_store_envs.c: the environments and the controllers' beats;
+ * pg_ctl_store_log.c: reading the change log). Only they include it;
+ * everyone else uses pg_ctl_store.h.
  */
 
 #ifndef PG_CTL_STORE_PRIVATE_H
 #define PG_CTL_STORE_PRIVATE_H
 
 #include <stddef.h>             /* size_t */
+#include <stdint.h>             /* int64_t */
 #include <hiredis/hiredis.h>    /* redisReply */
 #include "pg_ctl_store.h"       /* pg_store_t, PG_STORE_E* */
 
@@ -16,7 +18,7 @@
 
 
 /*
- * Lua that the scripts of both files share (write, note; env add).
+ * Lua that the scripts of the files share (write, note; env add).
  *
  * pg_envs_known(envs, flags, env): is env one of the store's environments?
  * They are the fields of P environments; a store made before that key
@@ -55,6 +57,24 @@
     "end\n"
 
 
+/*
+ * pg_log(key, entry, cap): push entry at the head of the change log (P
+ * changelog, include/pg_store.h) and trim it to cap entries: every
+ * script that moves the revision calls it, after its last check (Redis
+ * does not roll a script back). A key of another type is replaced rather
+ * than refused: the log only lets a reader skip the whole read, and a
+ * kill must never fail on it.
+ */
+#define PG_STORE_LUA_LOG                                                     \
+    "local function pg_log(key, entry, cap)\n"                               \
+    "  if redis.call('TYPE', key).ok ~= 'list' then\n"                       \
+    "    redis.call('DEL', key)\n"                                           \
+    "  end\n"                                                                \
+    "  redis.call('LPUSH', key, entry)\n"                                    \
+    "  redis.call('LTRIM', key, 0, tonumber(cap) - 1)\n"                     \
+    "end\n"
+
+
 /* Fail with code and a message in store->err; returns PG_ERR. */
 int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -76,6 +96,19 @@ void pg_store_now(char *buf, size_t size);
 
 /* Is reply a script's error_reply(word)? 1 or 0. */
 int pg_store_script_error(const redisReply *reply, const char *word);
+
+/* The store's revision from the reply to GET P revision (borrowed): 0
+ * when it has none; PG_ERR (PG_STORE_EFAILED) when it holds no revision. */
+int pg_store_parse_revision(pg_store_t *store, const redisReply *value,
+    int64_t *revision);
+
+/*
+ * Flag name's value in Redis (a string reply, borrowed) as a flag that is
+ * valid on its own: a new reference, or NULL with why it is not (size
+ * bytes of why).
+ */
+json_t *pg_store_parse_value(const char *name, const redisReply *value,
+    char *why, size_t size);
 
 /* An environment's value in P environments, a new string to free(); NULL
  * when out of memory. (pg_ctl_store_envs.c; init writes it too) */

@@ -6,9 +6,10 @@
  *   portal-gated.c   start, logging, signals, config reload, the loop
  *   pgd_redis.c      the two Redis connections: connect, pub/sub, backoff
  *   pgd_store.c      reading the store, the reconcile tick, and saying once
- *                    what the edges get instead of what the store holds;
- *                    the change messages, and a change read flag by flag
- *                    (a delta) when they say which flag changed
+ *                    what the edges get instead of what the store holds
+ *   pgd_delta.c      the change messages, and a change read flag by flag
+ *                    (a delta) when the store's change log says which
+ *                    flags changed
  *   pgd_compose.c    from whatever the store holds, a snapshot that
  *                    compiles; a patch from one snapshot to another (pure:
  *                    JSON in, JSON out, no I/O)
@@ -79,14 +80,8 @@
 #define PGD_PATCH_AGAIN_MS    60000     /* an edge that refused PATCH (a
                                            module from before it) gets
                                            PUTs, and a PATCH again after */
-#define PGD_MESSAGE_WAIT_MS   100       /* the tick finds the store moved:
-                                           its change messages, at most so
-                                           long, before the whole read */
 #define PGD_WHOLE_EVERY       10        /* intervals: the whole read after
                                            deltas, even while they go on */
-#define PGD_DELTA_READS       3         /* a delta read finding the store
-                                           past its messages, in a row,
-                                           before the whole store is read */
 #define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
 #define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
 #define PGD_STALE_EVERY_MS    60000     /* "still no Redis", at most so often */
@@ -283,7 +278,9 @@ typedef struct {
     int             check;          /* ask its revision when idle */
     int             force;          /* pinned: PUT with ?force=1 */
     int             patch_ok;       /* it took accepted from this daemon
-                                       (200) and has answered every request
+                                       (200), or was found holding it after
+                                       the daemon's start (GET snapshot),
+                                       and has answered every request
                                        since: a PATCH from accepted may go
                                        (pgd_patchable()) */
     double          patch_again;    /* ms (pgd_now()): it refused PATCH
@@ -294,6 +291,7 @@ typedef struct {
                                        old worker after a resizing reload)
                                        had tried again at once; -1 */
     json_t         *accepted;       /* the snapshot it last took (200),
+                                       or was found holding (pgd_verified()),
                                        new; NULL before */
     pgd_body_t     *own;            /* what it gets instead of d->body
                                        when it cannot hold that (507,
@@ -336,15 +334,9 @@ typedef struct {
     unsigned        redis_attempts;
     int             load_wanted;    /* a change message that says read
                                        everything came, or a doubt */
-    json_t         *delta;          /* "env/flag" -> true: the flags the
-                                       change messages since store_revision
-                                       named, in an unbroken run of
-                                       revisions up to delta_top; NULL */
-    int64_t         delta_top;
-    int64_t         delta_wait;     /* a delta read found the store at this
-                                       revision, past delta_top: read again
-                                       once its messages are in; 0 */
-    unsigned        delta_reads;    /* such reads in a row */
+    int             delta_wanted;   /* a change message came: ask the
+                                       store's change log what changed
+                                       (pgd_delta()) */
     unsigned        deltas;         /* snapshots made by deltas since the
                                        last whole read: a tick reads the
                                        whole store once they stop
@@ -447,12 +439,23 @@ int pgd_redis_pending(pgd_t *d, double wait_ms);
 
 /* pgd_store.c */
 void pgd_load(pgd_t *d);
-void pgd_follow(pgd_t *d);
-void pgd_change(pgd_t *d, const char *msg);
 void pgd_tick(pgd_t *d);
 void pgd_store_forget(pgd_t *d);
 void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* and for pgd_delta.c: a read's pieces, described where they are */
+void pgd_bad_flag(const char *env, const char *flag, const char *why,
+    void *data);
+int pgd_bad_values(pgd_t *d);
+int pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised);
+void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
+    json_t *bad, const pg_error_t *err, int delta, double since);
+
+/* pgd_delta.c: a change message came (msg: its text, borrowed); the loop
+ * reads what they asked for; a delta read now (the reconcile) */
+void pgd_change(pgd_t *d, const char *msg);
+void pgd_follow(pgd_t *d);
+void pgd_delta(pgd_t *d);
 
 /* pgd_beat.c */
 void pgd_beat_start(pgd_t *d);

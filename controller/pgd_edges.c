@@ -7,7 +7,7 @@
  *
  *   PUT snapshot    when the edge's revision is not the snapshot's;
  *   PATCH snapshot  instead, with the flags that changed, when the
- *                   snapshot was made from change messages (a delta) and
+ *                   snapshot was made from the change log (a delta) and
  *                   the edge is known to hold exactly what it took from
  *                   this daemon (pgd_patchable()); anything but a 200 and
  *                   it gets the PUT at once;
@@ -32,7 +32,9 @@
  * without having taken it from this daemon, is asked for its snapshot
  * (GET snapshot), once: if it holds another one for that revision (this
  * daemon's before a restart with other environments, or another
- * controller's), the store's revision is raised so that it takes this one.
+ * controller's), the store's revision is raised so that it takes this one;
+ * if it holds the same, it may get the next change as a patch, as if it
+ * had taken it from this daemon.
  *
  * A 409 from an edge ahead of the store is answered by raising the
  * store's revision above the edge's; an edge pinned so high that the
@@ -856,7 +858,21 @@ pgd_verified(pgd_t *d, pgd_edge_t *e, long status, json_t *json)
     json_decref(json);
 
     if (same) {
+        /*
+         * It holds what a PUT of this snapshot would have left: the same
+         * blob, metadata included. A patch from this snapshot applies to
+         * it as to one it took, so the first change after a restart of
+         * the daemon need not be a whole PUT; everything that clears
+         * patch_ok after a PUT (a failure, another revision) clears it
+         * from here on too.
+         */
         e->verified = rev;
+        json_decref(e->accepted);
+        e->accepted = json_incref(d->body->json);
+        e->patch_ok = 1;
+        pgd_log(d, PG_LOG_INFO, "edge %s holds this daemon's snapshot of "
+                "revision %lld: the next change may go as a patch",
+                e->edge.spec, (long long) rev);
         return;
     }
 
@@ -1130,7 +1146,7 @@ pgd_in_store(pgd_t *d, const char *env, const char *flag)
 
 /*
  * May e get a patch to d->body rather than the whole? Only when d->body
- * was made from change messages (a delta: after a whole read, every edge
+ * was made from the change log (a delta: after a whole read, every edge
  * gets the whole) and e is known to hold exactly e->accepted: it took it
  * from this daemon (200), has answered every request since (a failure, a
  * restart, a refusal, another revision in its status clear patch_ok), and

@@ -6,7 +6,8 @@
  * edges get instead of what the store holds, and makes the result the
  * snapshot that pgd_edges.c pushes. pgd_tick() is the reconcile: Redis's
  * revision (one round trip) and each edge's (GET status, in the multi
- * handle); a store that moved without a change message is read again.
+ * handle); a store that moved without a change message is read again
+ * (a delta when its change log says how).
  *
  * The environments read are those of the config, then those the store
  * records (pgd_envs), so that `portal-gatectl env add` reaches the edges
@@ -18,51 +19,35 @@
  * push killed a value that says "enabled": false beside a typo, a key
  * written twice or text after the object (pgd_bad_value).
  *
- * A change message that names its flag ("REV ENV FLAG", include/
- * pg_store.h) is followed by a delta (pgd_change(), pgd_delta()): only
- * the flags the messages named are read, applied to the store as last
- * read (kept for that: d->stored, d->stored_bad) and composed into
- * exactly the snapshot a whole read would give; its edges may then get a
- * patch (pgd_edges.c). Any doubt reads the whole store, as before; so
- * does the reconcile, when the store moved without the messages saying
- * how.
+ * A change message, or a reconcile that finds the store moved, is
+ * followed by a delta (pgd_delta.c): only the flags the store's change
+ * log names are read, and the result goes through pgd_made() as a whole
+ * read's does. The store as last read is kept for that (d->stored,
+ * d->stored_bad).
  */
 
-#include <errno.h>              /* errno: a change message's revision */
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* snprintf, vsnprintf */
 #include <stdlib.h>             /* calloc, free */
-#include <string.h>             /* strcmp, strchr, strlen, memcpy */
+#include <string.h>             /* strcmp, strncmp, strchr, strlen, memcpy */
 #include "pgd.h"                /* pgd_t, the API this file implements */
 #include "pg_redis.h"           /* pg_redis_strerror */
 
 
-static void pgd_bad_flag(const char *env, const char *flag, const char *why,
-    void *data);
 static void pgd_bad_env(const char *env, const char *why, void *data);
 static int pgd_envs(pgd_t *d);
 static int pgd_env_cmp(const void *a, const void *b);
 static void pgd_envs_text(pgd_t *d, char *buf, size_t size);
-static int pgd_bad_values(pgd_t *d);
 static json_t *pgd_bad_value(const char *text, size_t len);
 static int pgd_all_enabled_false(const char *text, size_t len);
 static size_t pgd_json_skip(const char *text, size_t len, size_t i);
 static void pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store);
 static void pgd_whole(pgd_t *d, int again);
-static int pgd_read(pgd_t *d, json_t **store, json_t **bad,
-    int *initialised);
-static void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
-    json_t *bad, const pg_error_t *err, int delta, double since);
 static int pgd_same_revision(pgd_t *d, json_t *snap);
-static void pgd_delta_forget(pgd_t *d);
-static void pgd_delta(pgd_t *d);
-static json_t *pgd_delta_bad(const json_t *bad, const json_t *read,
-    const json_t *read_bad);
-static void pgd_delta_check(pgd_t *d, const json_t *good, const json_t *snap);
 
 
 /* pg_store_snapshot() found a flag that is not valid on its own. */
-static void
+void
 pgd_bad_flag(const char *env, const char *flag, const char *why, void *data)
 {
     char    key[2 * PG_NAME_MAX + 8];
@@ -219,10 +204,10 @@ pgd_envs(pgd_t *d)
  * object goes in as its "value", for pgd_compose(). One round trip, an
  * HMGET per environment, pipelined. They are read after the store's
  * MULTI/EXEC, not in it (pg_store_snapshot() gives names, not values): a
- * write in between comes with its own change message, and the read that
+ * write in between comes with its own change log entry, and the read that
  * follows puts right what this one paired. PG_ERR: Redis failed (said).
  */
-static int
+int
 pgd_bad_values(pgd_t *d)
 {
     int            rc;
@@ -511,7 +496,7 @@ pgd_store_forget(pgd_t *d)
     d->store_state = PGD_STORE_UNKNOWN;
     d->store_said[0] = '\0';
     d->envs_said[0] = '\0';
-    pgd_delta_forget(d);
+    d->delta_wanted = 0;
 }
 
 
@@ -522,7 +507,7 @@ pgd_store_forget(pgd_t *d)
  * *initialised says whether it has its marker (when it has not, *bad is
  * empty). PG_ERR: Redis failed or the store cannot be read, said.
  */
-static int
+int
 pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised)
 {
     int           rc;
@@ -593,9 +578,9 @@ pgd_load(pgd_t *d)
 /*
  * pgd_load(); again: the read after deltas (pgd_tick()), for what was
  * written without a revision: a store that moved on meanwhile is left to
- * its change messages (a write that lands between the tick's look at the
- * revision and this read must not turn its own delta into a whole PUT),
- * and read again at the next tick.
+ * a delta (a write that lands between the tick's look at the revision and
+ * this read must not turn its own delta into a whole PUT), and read again
+ * at the next tick.
  */
 static void
 pgd_whole(pgd_t *d, int again)
@@ -614,7 +599,7 @@ pgd_whole(pgd_t *d, int again)
 
     if (!again) {
         d->load_wanted = 0;
-        pgd_delta_forget(d);
+        d->delta_wanted = 0;
     }
 
     if (pgd_read(d, &store, &bad, &initialised) != PG_OK) {
@@ -625,9 +610,10 @@ pgd_whole(pgd_t *d, int again)
 
     if (again && (!initialised || revision != d->store_revision)) {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the store moved on to revision "
-                "%lld meanwhile: its change messages say how",
+                "%lld meanwhile: its change log says how",
                 (long long) revision);
         d->whole_at = pgd_now();    /* tried: not again at every tick */
+        d->delta_wanted = 1;
         json_decref(store);
         json_decref(bad);
         return;
@@ -681,11 +667,11 @@ pgd_whole(pgd_t *d, int again)
  * NULL with err when nothing can be pushed (pgd_compose()'s PG_ERR); its
  * notes; and the store and bad flags it was made from, kept for the next
  * delta. All four are taken. snap becomes the snapshot the edges get, a
- * body of its own; delta: it was made from change messages, so an edge
+ * body of its own; delta: it was made from the change log, so an edge
  * that holds what it took may get a patch to it. since: when the read
  * started (pgd_now()), for the log.
  */
-static void
+void
 pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store, json_t *bad,
     const pg_error_t *err, int delta, double since)
 {
@@ -792,8 +778,8 @@ pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store, json_t *bad,
     }
 
     if (delta) {
-        pgd_log(d, PG_LOG_INFO, "revision %lld read from its change "
-                "messages: %zu flags in %zu environments (%.1f ms)",
+        pgd_log(d, PG_LOG_INFO, "revision %lld read from the change log: "
+                "%zu flags in %zu environments (%.1f ms)",
                 (long long) body->revision, nflags, json_object_size(envs),
                 pgd_now() - since);
     } else {
@@ -943,7 +929,7 @@ pgd_tick(pgd_t *d)
     size_t    i;
     json_t   *snap;
     int64_t   revision;
-    double    now, deadline;
+    double    now;
 
     for (i = 0; i < d->nedges; i++) {
         d->edges[i].held = 0;
@@ -982,31 +968,17 @@ pgd_tick(pgd_t *d)
     json_decref(snap);
 
     /*
-     * The store moved: its change messages may be in and not yet read (the
-     * tick comes first in the loop), or on their way (Redis may answer the
-     * tick before it sends them); when they say what moved it, a delta
-     * does, as it would have without the tick. A message missed costs
-     * that wait, then the whole read.
+     * The store moved and the daemon has not read it: its change message
+     * is in and not yet read (the tick comes first in the loop), on its
+     * way, or missed, or there is none. The change log says what moved it,
+     * so a delta reads it as it would have for the message; when the log
+     * cannot say, the whole store is read.
      */
-    deadline = pgd_now() + PGD_MESSAGE_WAIT_MS;
-
-    while (initialised && d->store_state == PGD_STORE_OK
-           && revision > d->store_revision && !d->load_wanted
-           && (d->delta == NULL || d->delta_top < revision)
-           && pgd_redis_pending(d, deadline - pgd_now()))
-    {
-        pgd_redis_read(d);
-
-        if (d->cmd == NULL) {
-            return;
-        }
-    }
-
     if (initialised && d->store_state == PGD_STORE_OK && !d->load_wanted
-        && d->delta != NULL && d->delta_top >= revision)
+        && revision > d->store_revision)
     {
-        pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld, "
-                "which its change messages say", (long long) revision);
+        pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld: "
+                "asking its change log", (long long) revision);
         pgd_delta(d);
         return;
     }
@@ -1025,7 +997,7 @@ pgd_tick(pgd_t *d)
                       >= PGD_WHOLE_EVERY * d->conf.reconcile_ms))
     {
         /*
-         * The flags the messages did not name were not read: a value
+         * The flags the change log did not name were not read: a value
          * written into Redis by hand, without a revision, is seen here, as
          * it was at the next change before deltas. Off the kill path: once
          * the changes have stopped for a whole interval, because the read
@@ -1033,446 +1005,11 @@ pgd_tick(pgd_t *d)
          * compile (160 ms at 100,000 ids), and a kill in a burst of
          * changes must not wait behind it (bench/RESULTS.md, incremental
          * sync). Under changes that never stop, every PGD_WHOLE_EVERY
-         * intervals all the same: a delta trusts its change messages, and
-         * a message that is not this store's (another deployment with the
-         * same prefix in another db: channels ignore the db) can make it
-         * skip a write; this read is what heals that.
+         * intervals all the same, so that such a hand edit waits no longer
+         * than that.
          */
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the whole store, after %u "
                 "changes read flag by flag", d->deltas);
         pgd_whole(d, 1);
     }
-}
-
-
-/* --- deltas: a change read flag by flag --------------------------------- */
-
-/*
- * A change message came (pgd_redis.c): the certificates' are not for this
- * file. "REV ENV FLAG" (include/pg_store.h) names the one flag that
- * revision REV changed: while such messages run unbroken from the store's
- * revision the daemon has read, it reads only the flags they name (a
- * delta, pgd_delta()). Anything else, a revision that leaves a gap (a
- * message missed, or written by a portal-gatectl from before the form),
- * or a message while a whole read is owed already, makes it read the
- * whole store (pgd_load()).
- */
-void
-pgd_change(pgd_t *d, const char *msg)
-{
-    char         key[2 * PG_NAME_MAX + 8], *end;
-    size_t       env_len, flag_len;
-    int64_t      rev, top;
-    const char  *env, *flag;
-
-    errno = 0;
-    rev = strtoll(msg, &end, 10);
-    env = end + 1;
-    flag = *end == ' ' ? strchr(env, ' ') : NULL;
-    env_len = flag ? (size_t) (flag - env) : 0;
-    flag_len = flag ? strlen(++flag) : 0;
-
-    if (end == msg || msg[0] < '0' || msg[0] > '9' || errno != 0
-        || rev <= 0 || rev > PG_REVISION_MAX || flag == NULL
-        || !pg_valid_name(env, env_len) || !pg_valid_name(flag, flag_len))
-    {
-        pgd_log(d, PG_LOG_DEBUG, "change message: revision %.64s", msg);
-        d->load_wanted = 1;
-        return;
-    }
-
-    if (d->load_wanted || rev <= d->store_revision) {
-        /* the whole read owed, or the last one, covers it */
-        pgd_log(d, PG_LOG_DEBUG, "change message: revision %lld changed "
-                "%.*s/%s (read already, or to be read whole)",
-                (long long) rev, (int) env_len, env, flag);
-        return;
-    }
-
-    top = d->delta ? d->delta_top : d->store_revision;
-
-    if (rev != top + 1) {
-        pgd_log(d, PG_LOG_INFO, "change message of revision %lld after "
-                "revision %lld: a message was missed, reading the whole "
-                "store", (long long) rev, (long long) top);
-        d->load_wanted = 1;
-        return;
-    }
-
-    if (d->delta == NULL) {
-        d->delta = json_object();
-    }
-
-    snprintf(key, sizeof(key), "%.*s/%s", (int) env_len, env, flag);
-
-    if (d->delta == NULL
-        || json_object_set_new(d->delta, key, json_true()) != 0)
-    {
-        d->load_wanted = 1;
-        return;
-    }
-
-    d->delta_top = rev;
-
-    pgd_log(d, PG_LOG_DEBUG, "change message: revision %lld changed %s",
-            (long long) rev, key);
-}
-
-
-/* The loop: what the change messages ask for, if anything. */
-void
-pgd_follow(pgd_t *d)
-{
-    if (d->load_wanted) {
-        pgd_load(d);
-
-    } else if (d->delta != NULL && d->delta_top >= d->delta_wait) {
-        pgd_delta(d);
-    }
-}
-
-
-static void
-pgd_delta_forget(pgd_t *d)
-{
-    json_decref(d->delta);
-    d->delta = NULL;
-    d->delta_top = 0;
-    d->delta_wait = 0;
-    d->delta_reads = 0;
-}
-
-
-/*
- * Read the flags the change messages named, with the store's marker and
- * revision, in one round trip, and make the snapshot of the store's new
- * revision from them and the store as last read (d->stored), exactly as a
- * read of the whole store would make it; on any doubt read the whole
- * store instead (pgd_load()):
- *
- *   - the daemon has no snapshot of its own made from the store as it was
- *     (it just started, the store was not initialised or not valid);
- *   - the flags cannot be read one by one (a key of another type), or the
- *     marker is gone;
- *   - the store is below the messages (it went back: a restore).
- *
- * The store past the messages (writes whose messages are still on their
- * way) is read again once they are in; PGD_DELTA_READS such reads in a
- * row (writes faster than reads), and the whole store is read.
- *
- * The new snapshot: when the store composed as it was and the changed
- * flags are valid and keep it so (pgd_compose_fast()), the store itself;
- * otherwise pgd_compose() of the whole, in memory, against the same last
- * good snapshot as a whole read. At log level debug, the whole store is
- * read after each delta and compared (pgd_delta_check()).
- */
-static void
-pgd_delta(pgd_t *d)
-{
-    int           initialised, rc, wanted;
-    char          env[PG_NAME_MAX + 1];
-    size_t        i, j, n, len;
-    json_t       *read, *patch, *envs, *flags, *v, *store, *bad, *snap;
-    json_t       *notes, *good;
-    int64_t       rev;
-    pg_error_t    err;
-    double        since, checked;
-    const char   *key, *slash, **names, **env_of;
-
-    if (d->cmd == NULL) {
-        return;
-    }
-
-    since = pgd_now();
-
-    if (d->good == NULL || d->stored == NULL
-        || d->store_state != PGD_STORE_OK
-        || json_integer_value(json_object_get(d->stored, "revision"))
-           != d->store_revision)
-    {
-        pgd_load(d);
-        return;
-    }
-
-    n = json_object_size(d->delta);
-    names = calloc(n + 1, sizeof(char *));
-    env_of = calloc(n + 1, sizeof(char *));
-
-    if (names == NULL || env_of == NULL) {
-        free(names);
-        free(env_of);
-        pgd_load(d);
-        return;
-    }
-
-    /* the flags of the environments pushed; the others change nothing */
-    i = 0;
-
-    json_object_foreach(d->delta, key, v) {
-        slash = strchr(key, '/');
-        len = (size_t) (slash - key);
-
-        for (j = 0; j < d->nenvs; j++) {
-            if (strlen(d->envs[j]) == len
-                && strncmp(d->envs[j], key, len) == 0)
-            {
-                env_of[i] = d->envs[j];
-                names[i] = slash + 1;
-                i++;
-                break;
-            }
-        }
-    }
-
-    n = i;
-
-    json_decref(d->bad_now);
-    d->bad_now = json_object();
-
-    if (d->bad_now == NULL) {
-        free(names);
-        free(env_of);
-        pgd_load(d);
-        return;
-    }
-
-    rc = pg_store_read_flags(&d->store, env_of, names, n, pgd_bad_flag, d,
-                             &initialised, &read);
-    free(names);
-    free(env_of);
-
-    if (rc != PG_OK) {
-        json_decref(d->bad_now);
-        d->bad_now = NULL;
-
-        if (d->store.code == PG_STORE_EREDIS) {
-            pgd_redis_store_failed(d);
-            return;
-        }
-
-        pgd_log(d, PG_LOG_INFO, "the changed flags cannot be read one by "
-                "one (%s): reading the whole store", d->store.err.text);
-        pgd_load(d);
-        return;
-    }
-
-    rev = json_integer_value(json_object_get(read, "revision"));
-
-    if (!initialised || rev < d->delta_top) {
-        pgd_log(d, PG_LOG_INFO, "the store is %s its change messages' "
-                "revision %lld: reading the whole store",
-                initialised ? "below" : "not initialised, unlike",
-                (long long) d->delta_top);
-        json_decref(read);
-        pgd_load(d);
-        return;
-    }
-
-    if (rev > d->delta_top) {
-        json_decref(read);
-        json_decref(d->bad_now);
-        d->bad_now = NULL;
-
-        if (++d->delta_reads >= PGD_DELTA_READS) {
-            pgd_log(d, PG_LOG_DEBUG, "the store is at revision %lld, its "
-                    "change messages at %lld, %u reads in a row: reading "
-                    "the whole store", (long long) rev,
-                    (long long) d->delta_top, d->delta_reads);
-            pgd_load(d);
-            return;
-        }
-
-        pgd_log(d, PG_LOG_DEBUG, "the store is at revision %lld, its change "
-                "messages at %lld: read again once they are in",
-                (long long) rev, (long long) d->delta_top);
-        d->delta_wait = rev;
-        return;
-    }
-
-    /* what a whole read would have: the values of the flags not valid */
-    if (json_object_size(d->bad_now) > 0 && pgd_bad_values(d) != PG_OK) {
-        json_decref(read);
-        json_decref(d->bad_now);
-        d->bad_now = NULL;
-        return;                 /* Redis failed: said */
-    }
-
-    /* the read as a patch of the store as it was: a flag not valid on its
-     * own is out of the store, and in bad */
-    envs = json_object_get(read, "environments");
-
-    json_object_foreach(d->bad_now, key, v) {
-        slash = strchr(key, '/');
-        snprintf(env, sizeof(env), "%.*s", (int) (slash - key), key);
-        flags = json_object_get(envs, env);
-
-        if (flags == NULL) {
-            flags = json_object();
-            json_object_set_new(envs, env, flags);
-        }
-
-        json_object_set_new(flags, slash + 1, json_null());
-    }
-
-    patch = json_pack("{s:I,s:I,s:O}", "base_revision",
-                      (json_int_t) d->store_revision, "revision",
-                      (json_int_t) rev, "environments", envs);
-    store = NULL;
-    bad = pgd_delta_bad(d->stored_bad, envs, d->bad_now);
-    json_decref(d->bad_now);
-    d->bad_now = NULL;
-
-    if (patch == NULL || bad == NULL
-        || pg_snap_patch_json(d->stored, patch, &store, &err) != PG_OK)
-    {
-        pgd_log(d, PG_LOG_ERROR, "the changed flags cannot be applied to "
-                "the store as last read (%s): reading the whole store",
-                patch && bad ? err.text : "out of memory");
-        json_decref(patch);
-        json_decref(bad);
-        json_decref(read);
-        pgd_load(d);
-        return;
-    }
-
-    json_decref(read);
-    d->store_revision = rev;
-    pgd_delta_forget(d);
-    notes = json_object();
-    good = json_incref(d->good);
-    snap = NULL;
-
-    if (notes == NULL) {
-        rc = PG_ERR;
-        snprintf(err.text, sizeof(err.text), "out of memory");
-
-    } else if (json_object_size(d->notes) == 0
-               && json_object_size(d->stored_bad) == 0
-               && json_object_size(bad) == 0
-               && pgd_compose_fast(store,
-                                   json_object_get(patch, "environments")))
-    {
-        /* what pgd_compose() gives a store that compiles as it is */
-        snap = json_pack("{s:I,s:O}", "revision", (json_int_t) rev,
-                         "environments",
-                         json_object_get(store, "environments"));
-        rc = snap ? PG_OK : PG_ERR;
-        snprintf(err.text, sizeof(err.text), "out of memory");
-
-    } else {
-        rc = pgd_compose(store, bad, d->good, &snap, notes, &wanted, &err);
-    }
-
-    json_decref(patch);
-
-    /* the check's time is not the delta's */
-    if (d->conf.log_level <= PG_LOG_DEBUG && rc == PG_OK) {
-        checked = pgd_now();
-        pgd_delta_check(d, good, snap);
-        since += pgd_now() - checked;
-    }
-
-    json_decref(good);
-
-    if (notes == NULL) {
-        json_decref(store);
-        json_decref(bad);
-        pgd_log(d, PG_LOG_ERROR, "out of memory for revision %lld",
-                (long long) rev);
-        d->load_wanted = 1;
-        return;
-    }
-
-    d->deltas++;
-    d->delta_at = pgd_now();
-    pgd_made(d, rc == PG_OK ? snap : NULL, notes, store, bad, &err, 1,
-             since);
-}
-
-
-/*
- * The bad flags after a delta: bad (the store's as last read, borrowed)
- * less each flag the read named (read: {ENV: {FLAG: ...}}, a flag not
- * valid there as null), plus the read's own (read_bad, "env/flag" ->
- * {"why", "value"}). New, or NULL.
- */
-static json_t *
-pgd_delta_bad(const json_t *bad, const json_t *read, const json_t *read_bad)
-{
-    char          key[2 * PG_NAME_MAX + 8];
-    json_t       *out, *flags, *v;
-    const char   *env, *flag;
-
-    out = bad ? json_copy((json_t *) bad) : json_object();
-
-    if (out == NULL) {
-        return NULL;
-    }
-
-    json_object_foreach((json_t *) read, env, flags) {
-        json_object_foreach(flags, flag, v) {
-            snprintf(key, sizeof(key), "%s/%s", env, flag);
-            json_object_del(out, key);
-        }
-    }
-
-    if (json_object_update(out, (json_t *) read_bad) != 0) {
-        json_decref(out);
-        return NULL;
-    }
-
-    return out;
-}
-
-
-/*
- * Log level debug: the delta that made snap against good must give what a
- * read of the whole store gives. Read it, compose it against the same
- * good, compare; a difference is said at error, and the whole store is
- * read at once (it is what the edges must get). A store that moved on
- * meanwhile compares nothing.
- */
-static void
-pgd_delta_check(pgd_t *d, const json_t *good, const json_t *snap)
-{
-    int          initialised, rc, wanted;
-    json_t      *store, *bad, *whole, *notes;
-    pg_error_t   err;
-
-    if (pgd_read(d, &store, &bad, &initialised) != PG_OK) {
-        return;
-    }
-
-    if (!initialised
-        || !json_equal(json_object_get(store, "revision"),
-                       json_object_get(snap, "revision")))
-    {
-        pgd_log(d, PG_LOG_DEBUG, "delta check: the store moved on, nothing "
-                "to compare");
-        json_decref(store);
-        json_decref(bad);
-        return;
-    }
-
-    notes = json_object();
-    rc = pgd_compose(store, bad, good, &whole, notes, &wanted, &err);
-
-    if (rc == PG_OK && json_equal(whole, snap)) {
-        pgd_log(d, PG_LOG_DEBUG, "delta check: revision %lld is what the "
-                "whole store gives",
-                (long long) json_integer_value(json_object_get(snap,
-                                                               "revision")));
-    } else {
-        pgd_log(d, PG_LOG_ERROR, "delta check FAILED: the snapshot made from "
-                "the change messages for revision %lld is not what the whole "
-                "store gives; reading the whole store",
-                (long long) json_integer_value(json_object_get(snap,
-                                                               "revision")));
-        d->load_wanted = 1;
-    }
-
-    json_decref(whole);
-    json_decref(notes);
-    json_decref(store);
-    json_decref(bad);
 }

@@ -14,10 +14,10 @@
  *   - it SUBSCRIBEs to the change channel first, then reads the whole store
  *     in one MULTI/EXEC (pg_store_snapshot), so no change slips between the
  *     two; a change message makes it read again (pgd_redis.c, pgd_store.c):
- *     only the flag it names when the messages run unbroken from what it
- *     read (a delta), the whole store on any doubt. It reads the
- *     environments of its config and those the store records
- *     (`portal-gatectl env add`);
+ *     only the flags that the store's change log says changed since what
+ *     it read (a delta; the message's text is not trusted), the whole
+ *     store when the log cannot say. It reads the environments of its
+ *     config and those the store records (`portal-gatectl env add`);
  *   - it PUTs the snapshot to every edge at once (one curl multi handle), so
  *     an edge that is slow, down or hung never holds back the others
  *     (pgd_edges.c); after a delta, an edge known to hold what it took

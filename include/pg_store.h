@@ -19,30 +19,49 @@
  *                       entry per write: ts, actor, env, flag, action,
  *                       before, after (flag JSON, "" for none), reason,
  *                       revision.
- *   P "changes"         pub/sub channel: one message per write, per init
- *                       and per revision raise, published by the script
- *                       that writes, so in revision order. Its forms:
+ *   P "changelog"       list, newest first (LPUSH, LTRIM to
+ *                       PG_STORE_CHANGELOG_MAX entries): one entry per
+ *                       revision, pushed by the script that makes it,
+ *                       atomically with it:
  *                         "REV ENV FLAG"  the write that made revision
  *                                         REV changed flag FLAG of ENV
  *                                         (set or deleted) and nothing
- *                                         else: whoever holds revision
- *                                         REV - 1 may read that flag
- *                                         alone (a flag write, a delete,
+ *                                         else (a flag write, a delete,
  *                                         a kill);
- *                         "REV"           revision REV, any change: init,
- *                                         restore, a revision raise, env
- *                                         add, and the writes of a
- *                                         portal-gatectl from before the
- *                                         first form; read everything;
- *                       and the certificates' two words below. REV is
- *                       decimal, ENV and FLAG are names ([a-z0-9_]), one
- *                       space apart. A reader takes any other text as
- *                       "read everything": an older portal-gated (which
- *                       reads everything on any message) and a newer one
- *                       mix with either writer. portal-gated SUBSCRIBEs
- *                       before it reads the store (pub/sub delivers at
- *                       most once), and reads everything when the
- *                       revisions of the first form leave a gap.
+ *                         "REV"           revision REV changed anything
+ *                                         else: init, restore, a
+ *                                         revision raise, env add.
+ *                       init and restore empty it first (a new store).
+ *                       REV is decimal, ENV and FLAG names ([a-z0-9_]),
+ *                       one space apart. It is what portal-gated's delta
+ *                       reads (controller/pg_ctl_store_log.c): from the
+ *                       revision B it holds to the store's R, the entries
+ *                       R, R-1 .. B+1 at the head, each of the first
+ *                       form, say which flags to read; anything else
+ *                       (the log does not reach back to B, an entry of
+ *                       the second form, a gap: a write by a
+ *                       portal-gatectl from before the log, whose
+ *                       revision is above the log's newest entry) means
+ *                       "read the whole store". A log key of another
+ *                       type is replaced by the next write.
+ *   P "changes"         pub/sub channel: one message per write, per init
+ *                       and per revision raise, published by the script
+ *                       that writes, so in revision order. Its text is
+ *                       the log entry's (above), and the certificates'
+ *                       two words below. It is only a trigger: anyone
+ *                       can publish on a channel (a stray PUBLISH,
+ *                       another deployment with the same prefix in
+ *                       another db: channels ignore the db), so
+ *                       portal-gated asks the log what changed and takes
+ *                       nothing from the text. An older portal-gated
+ *                       reads the flag a message names, or everything on
+ *                       a bare REV or any other text; a newer one mixes
+ *                       with writers from before the log (it reads
+ *                       everything when the store is above the log).
+ *                       portal-gated SUBSCRIBEs before it reads the store
+ *                       (pub/sub delivers at most once), and its
+ *                       reconcile asks the log too when the store moved
+ *                       without a message.
  *   P "environments"    hash: field = environment name, value = JSON
  *                       {"created_at": ISO 8601 UTC, "created_by": actor}.
  *                       `init` fills it (the `environments` of -c's config,
@@ -103,7 +122,8 @@
  * A write is one Lua script (EVAL): it checks the marker, checks that the
  * flag's JSON is still what the writer read (else "CONFLICT": the writer
  * reads again and retries, so a concurrent update is never lost), then
- * HSET, INCR revision, XADD audit and PUBLISH, atomically.
+ * HSET, INCR revision, XADD audit, LPUSH changelog and PUBLISH,
+ * atomically. Every script that moves the revision pushes its log entry.
  */
 
 #ifndef PG_STORE_H
@@ -116,6 +136,7 @@
 #define PG_STORE_KEY_FLAGS     "flags:"
 #define PG_STORE_KEY_AUDIT     "audit"
 #define PG_STORE_CHANNEL       "changes"
+#define PG_STORE_KEY_CHANGELOG "changelog"
 #define PG_STORE_KEY_ENVS      "environments"
 #define PG_STORE_KEY_CONTROLLERS "controllers"
 #define PG_STORE_KEY_CHALLENGES  "acme:challenges"
@@ -134,5 +155,8 @@
 #define PG_STORE_PREFIX_DEFAULT  "portal-gate:"
 #define PG_STORE_PREFIX_MAX      128
 #define PG_STORE_AUDIT_MAX       100000
+/* entries in P changelog: a daemon that missed more writes than this
+ * between two reads reads the whole store (a few ms at most stores) */
+#define PG_STORE_CHANGELOG_MAX   1000
 
 #endif /* PG_STORE_H */

@@ -1,7 +1,8 @@
-# portal-gated's deltas (issue 14, item 2): a write publishes "REV ENV
-# FLAG", the daemon reads that flag alone and sends PATCH snapshot to each
-# edge known to hold what it pushed last; on any doubt it reads the whole
-# store and PUTs, as before. Whatever the path, every edge ends as a PUT
+# portal-gated's deltas (issue 14, item 2): a write logs "REV ENV FLAG"
+# in the store's change log and publishes it; on the message the daemon
+# asks the log, reads that flag alone and sends PATCH snapshot to each
+# edge known to hold what it pushed last; when the log cannot say it
+# reads the whole store and PUTs, as before (t/106: the log itself). Whatever the path, every edge ends as a PUT
 # of the whole store by a fresh daemon would leave it. The daemon runs at
 # log level debug, where it reads the whole store after each delta and
 # says whether the two agree ("delta check"). Real redis-server, three
@@ -207,8 +208,8 @@ subtest 'the first push is a PUT; a kill is a PATCH, and every edge serves it' =
                  'it answered the PATCH with 405, then got the PUT at once');
     ok($gd->wait_log(qr/\[warn\] .*edge \Q$url{$O}\E: PATCH snapshot answered 405 .*whole snapshots/,
                      2, $mark), 'and that is said at warn');
-    like($gd->log($mark), qr/revision $rev read from its change messages/,
-         'the daemon read the kill from its change message');
+    like($gd->log($mark), qr/revision $rev read from the change log/,
+         'the daemon read the kill from the change log');
     ok($gd->wait_log(qr/delta check: revision $rev is what the whole store gives/,
                      2, $mark), 'the delta check agrees with the whole store');
 
@@ -359,6 +360,8 @@ subtest 'an edge ahead of the base answers 409, gets the PUT, the store is raise
     ok($gd->wait_log(qr/raised the store's revision to \d+/, 5, $mark),
        'the store is raised above it');
     ok(store_revision() > $ahead, 'the store is past the edge');
+    is($rs->cli('LINDEX', "${P}changelog", 0), store_revision(),
+       'the raise is in the change log, as a bare revision');
     all_as_reference('after the raise');
     checks_clean($mark);
 };
@@ -382,15 +385,16 @@ subtest 'missed messages, bare revisions, a cut pub/sub: the edges converge' => 
     ok($gd->wait_log(qr/reconcile: the store is at revision $rev/, 2, $mark),
        'the reconcile saw it');
 
-    # a message missed, then one that says a flag: the gap reads the whole
-    # (held still, so that no reconcile tick reads the first before)
+    # a write without the log or a message, then one with: the gap in the
+    # log reads the whole (held still, so that no reconcile tick reads the
+    # first before)
     kill 'STOP', $gd->pid;
     $rev = hand_write('customer_portal', '{"enabled": true, "rollout": 0, "allow": ["old3"]}',
                       silent => 1);
     exits(ctl('-e', 'staging', 'rollout', 'customer_portal', '60'), 0,
           'a write after a silent one');
     kill 'CONT', $gd->pid;
-    ok($gd->wait_log(qr/change message of revision ${\($rev + 1)} after revision \d+: a message was missed, reading the whole store/,
+    ok($gd->wait_log(qr/reading the whole store after revision \d+: revision $rev was written without the change log/,
                      2, $mark), 'the gap is seen');
     all_answer('customer_portal', 'old3', 'on/allowed',
                'both writes reach every edge');
@@ -478,7 +482,7 @@ subtest 'no whole read of the store while changes keep coming' => sub {
     $gb->start;
     ok($gb->wait_log(qr/revision \d+ read: /, 5), 'the store read whole at start');
     exits(ctl('rollout', 'customer_portal', '41'), 0, 'a first write');
-    ok($gb->wait_log(qr/read from its change messages/, 5),
+    ok($gb->wait_log(qr/read from the change log/, 5),
        'read as a delta');
     ok($gb->wait_log(qr/reconcile: the whole store, after/, 5),
        'and the whole store read once the changes stopped');
