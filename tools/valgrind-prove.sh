@@ -34,7 +34,7 @@ if [ $# -eq 0 ]; then
     set -- t/[1-6][0-9]-*.t t/78-*.t t/80-*.t
 fi
 
-PORTAL_GATE_NGINX="$dir/nginx" PG_TEST_SLOW=6 prove --timer "$@"
+PORTAL_GATE_NGINX="$dir/nginx" PG_TEST_SLOW=6 prove --timer -j2 "$@"
 
 # One report per record: records are separated by an empty "==PID== " line.
 perl -e '
