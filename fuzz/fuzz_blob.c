@@ -59,7 +59,7 @@ fuzz_blob_pieces(const pg_snap_t *snap, const json_t *root)
     }
 
     rc = pg_snap_open_pieces(&view, index, pg_snap_index_size(snap),
-                             (const unsigned char *const *) pieces, &err);
+                             (const unsigned char *const *) pieces, n, &err);
     FUZZ_CHECK(rc == PG_OK, "an accepted blob's pieces do not open: %s",
                err.text);
 

@@ -820,7 +820,7 @@ pg_snap_open(pg_snap_t *snap, const void *blob, size_t size,
 
 int
 pg_snap_open_pieces(pg_snap_t *snap, const void *index, size_t size,
-    const unsigned char *const *pieces, pg_error_t *err)
+    const unsigned char *const *pieces, size_t npieces, pg_error_t *err)
 {
     pg_snap_t             view;
     const pg_blob_hdr_t  *hdr;
@@ -844,9 +844,11 @@ pg_snap_open_pieces(pg_snap_t *snap, const void *index, size_t size,
                        (unsigned) hdr->size, size);
     }
 
-    if (hdr->list_count != 0 && pieces == NULL) {
-        return pg_fail(err, "snapshot index names %u pieces, none given",
-                       (unsigned) hdr->list_count);
+    if (hdr->list_count != npieces || (npieces != 0 && pieces == NULL)) {
+        /* the view reads pieces[i] for every piece the index names */
+        return pg_fail(err, "snapshot index names %u pieces, %zu given",
+                       (unsigned) hdr->list_count,
+                       pieces ? npieces : (size_t) 0);
     }
 
     view.base = index;

@@ -285,12 +285,13 @@ uint64_t pg_piece_id(const void *piece);
 /*
  * Check an index and make a view of it in the pieces form: pieces[i] is
  * the piece the index names i-th, which the caller has checked with
- * pg_piece_check(); each must be the one the index names (its id, size
+ * pg_piece_check(); npieces is how many it gives, which must be what the
+ * index names, and each must be the one the index names (its id, size
  * and count are compared), or the view is refused. index may be NULL
  * with size 0: the empty snapshot (pieces is then ignored).
  */
 int pg_snap_open_pieces(pg_snap_t *snap, const void *index, size_t size,
-    const unsigned char *const *pieces, pg_error_t *err);
+    const unsigned char *const *pieces, size_t npieces, pg_error_t *err);
 
 /* The index of an opened snapshot: its first bytes, and how many (0 for
  * the empty snapshot). */

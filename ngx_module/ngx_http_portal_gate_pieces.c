@@ -835,7 +835,7 @@ ngx_http_portal_gate_snapshot(ngx_http_request_t *r)
         ptrs[i] = pieces[i].data;
     }
 
-    if (pg_snap_open_pieces(&snap, index, size, ptrs, &err) != PG_OK) {
+    if (pg_snap_open_pieces(&snap, index, size, ptrs, n, &err) != PG_OK) {
         goto bad;
     }
 

@@ -2094,7 +2094,7 @@ test_pieces_form(void)
 
     t_ok(pg_snap_open_pieces(&view, build.index, build.index_size,
                              (const unsigned char *const *) build.pieces,
-                             &err) == PG_OK,
+                             build.count, &err) == PG_OK,
          "pieces: the index opens with its pieces");
 
     same = 1;
@@ -2126,13 +2126,19 @@ test_pieces_form(void)
     swapped[1] = build.pieces[0];
 
     t_ok(pg_snap_open_pieces(&view, build.index, build.index_size,
-                             swapped, &err) == PG_ERR
+                             swapped, 2, &err) == PG_ERR
          && strstr(err.text, "not the one the index names") != NULL,
          "pieces: a piece in another's place is refused");
 
     t_ok(pg_snap_open_pieces(&view, build.index, build.index_size, NULL,
-                             &err) == PG_ERR,
+                             0, &err) == PG_ERR,
          "pieces: an index without its pieces is refused");
+
+    t_ok(pg_snap_open_pieces(&view, build.index, build.index_size,
+                             (const unsigned char *const *) build.pieces,
+                             build.count - 1, &err) == PG_ERR
+         && strstr(err.text, "pieces, 1 given") != NULL,
+         "pieces: fewer pieces than the index names are refused, none read");
 
     build.pieces[0][sizeof(pg_blob_piece_t) - 4] = 1;
     t_ok(pg_piece_check(build.pieces[0], build.sizes[0], &err) == PG_ERR,
@@ -2222,7 +2228,7 @@ t_patch_both(const pg_build_t *old, const unsigned char *const *old_pieces,
     *next_pieces = t_build_pieces(next, old_pieces);
 
     if (pg_snap_open_pieces(&view, next->index, next->index_size,
-                            *next_pieces, &e1) != PG_OK)
+                            *next_pieces, next->count, &e1) != PG_OK)
     {
         snprintf(why, why_len, "the patched index does not open: %s",
                  e1.text);
@@ -2312,7 +2318,7 @@ test_build_patch(void)
          "build patch: new bytes are the index and that piece");
 
     (void) pg_snap_open_pieces(&view, next.index, next.index_size, np,
-                               &err);
+                               next.count, &err);
     pg_eval(&view, "production", 10, "small", 5, "s1", 2, &res);
     t_ok(!res.on && res.reason == PG_REASON_KILLED,
          "build patch: the kill is in the new index");
