@@ -583,6 +583,10 @@ subtest 'a worker killed while patches apply: the edge serves what it acknowledg
     is_deeply(\@refused, [],
               'a patch not acknowledged got no answer at all (its worker '
               . 'was killed): no live worker refused one');
+    # a live worker that closed a patch's connection unanswered would look
+    # like a killed one: at most one lost answer per kill
+    cmp_ok(scalar keys %lost, '<=', $replaced,
+           'each lost answer had its worker killed');
 
     # after a lost answer the client goes on from the edge's revision: an
     # edge that fell back (lost a swap it acknowledged, or said revision 0

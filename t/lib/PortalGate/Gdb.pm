@@ -91,9 +91,17 @@ sub _reaped {
     return 1;
 }
 
+# gdb first gets SIGTERM, on which it detaches: a breakpoint armed but
+# never hit would otherwise stay in the worker's code, and the next call of
+# that function would kill the worker with SIGTRAP. Then its group goes.
 sub _kill {
     my ($gdb) = @_;
     return unless delete $LIVE{$gdb};
+    kill 'TERM', $gdb;
+    for (1 .. 40) {
+        last if waitpid($gdb, WNOHANG) != 0;
+        select(undef, undef, undef, 0.05);
+    }
     kill 'KILL', -$gdb;
     waitpid($gdb, 0);
 }
