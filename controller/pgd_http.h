@@ -68,6 +68,12 @@
                                            waited longest are closed */
 #define PGD_HTTP_REQUEST_S    10        /* s from a connect or an answer to
                                            a whole request and its answer */
+#define PGD_HTTP_ANSWERS      100       /* answers on one connection, then
+                                           it is closed (nginx's
+                                           keepalive_requests) */
+#define PGD_HTTP_GRACE_MS     1000      /* a new connection is not closed
+                                           to make room before it had
+                                           this long to be read */
 #define PGD_HTTP_AUDIT_COUNT  20        /* audit entries the page shows */
 
 

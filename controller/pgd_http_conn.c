@@ -47,6 +47,7 @@
 
 static void pgd_http_conn_close(pgd_t *d, pgd_http_conn_t *conn,
     const char *why);
+static pgd_http_conn_t *pgd_http_conn_victim(pgd_http_t *h, double now);
 
 
 /*
@@ -75,6 +76,7 @@ pgd_http_conn_notify(void *cls, struct MHD_Connection *c, void **ctx,
         }
 
         conn->since = pgd_now();
+        conn->born = conn->since;
         conn->fd = -1;
 
         info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -164,15 +166,57 @@ pgd_http_conn_done(void *cls, struct MHD_Connection *c, void **req,
     if (conn != NULL) {
         conn->busy = 0;
         conn->since = pgd_now();
+
+        /* a client that pipelines without end would otherwise restart
+         * its time at every answer and keep its slot for ever */
+        if (++conn->answered >= PGD_HTTP_ANSWERS && !conn->closing) {
+            pgd_http_conn_close(cls, conn, "had its answers");
+        }
     }
 }
 
 
 /*
+ * The connection to close when the slots run short: the one that has
+ * waited longest for its request, else the one that has held its slot
+ * longest, answered or not (a client keeping every old slot busy must not
+ * lock on-call out). Never a newcomer in its first PGD_HTTP_GRACE_MS
+ * without an answer: MHD reads a connection it accepted only at its next
+ * run, after the sweep. NULL: only newcomers.
+ */
+static pgd_http_conn_t *
+pgd_http_conn_victim(pgd_http_t *h, double now)
+{
+    pgd_http_conn_t  *conn, *waited, *held;
+
+    waited = NULL;
+    held = NULL;
+
+    for (conn = h->conns; conn != NULL; conn = conn->next) {
+        if (conn->closing
+            || (conn->answered == 0 && now - conn->born < PGD_HTTP_GRACE_MS))
+        {
+            continue;
+        }
+
+        if (!conn->busy && (waited == NULL || conn->since < waited->since)) {
+            waited = conn;
+        }
+
+        if (held == NULL || conn->born < held->born) {
+            held = conn;
+        }
+    }
+
+    return waited ? waited : held;
+}
+
+
+/*
  * Before MHD runs: a connection past its time is closed; then, while fewer
- * than PGD_HTTP_SPARE slots are free, the one that has waited longest for
- * its request. Runs at every turn of the loop (the loop wakes for the
- * first deadline: pgd_http_conn_wait_ms()).
+ * than PGD_HTTP_SPARE slots are free, pgd_http_conn_victim()'s. Runs at
+ * every turn of the loop (the loop wakes for the first deadline:
+ * pgd_http_conn_wait_ms()).
  */
 void
 pgd_http_conn_sweep(pgd_t *d, double now)
@@ -193,59 +237,63 @@ pgd_http_conn_sweep(pgd_t *d, double now)
     }
 
     while (h->nconns > PGD_HTTP_CONNECTIONS - PGD_HTTP_SPARE) {
-        oldest = NULL;
-
-        for (conn = h->conns; conn != NULL; conn = conn->next) {
-            if (!conn->closing && !conn->busy
-                && (oldest == NULL || conn->since < oldest->since))
-            {
-                oldest = conn;
-            }
-        }
+        oldest = pgd_http_conn_victim(h, now);
 
         if (oldest == NULL) {
-            break;                      /* every one is being answered */
+            break;                      /* only newcomers: their turn */
         }
 
-        pgd_http_conn_close(d, oldest, "waited longest for its request, "
-                            "and the slots run short");
+        pgd_http_conn_close(d, oldest, oldest->busy
+                            ? "held its slot longest, and the slots run short"
+                            : "waited longest for its request, and the "
+                              "slots run short");
     }
 }
 
 
-/* ms until the first connection's time is up (0: a sweep is owed now:
- * the slots run short and one can be closed); -1 when none has a time.
- * Slots short with every connection being answered owe nothing: the loop
- * must not spin on them. */
+/* ms until the first deadline: a connection's time up, or, with the
+ * slots short, a newcomer's grace over (0: a sweep is owed now: the slots
+ * run short and one can be closed); -1 when there is none. Slots short
+ * with only newcomers owe nothing before their grace ends: the loop must
+ * not spin on them. */
 long
 pgd_http_conn_wait_ms(pgd_t *d, double now)
 {
-    int               waiting;
-    double            first, left;
+    int               short_;
+    double            first, at, left;
     pgd_http_t       *h;
     pgd_http_conn_t  *conn;
 
     h = d->http;
     first = -1;
-    waiting = 0;
+    short_ = h->nconns > PGD_HTTP_CONNECTIONS - PGD_HTTP_SPARE;
 
-    for (conn = h->conns; conn != NULL; conn = conn->next) {
-        if (!conn->closing && (first < 0 || conn->since < first)) {
-            first = conn->since;
-        }
-
-        waiting |= !conn->closing && !conn->busy;
+    if (short_ && pgd_http_conn_victim(h, now) != NULL) {
+        return 0;
     }
 
-    if (waiting && h->nconns > PGD_HTTP_CONNECTIONS - PGD_HTTP_SPARE) {
-        return 0;
+    for (conn = h->conns; conn != NULL; conn = conn->next) {
+        if (conn->closing) {
+            continue;
+        }
+
+        at = conn->since + PGD_HTTP_REQUEST_S * 1000.0;
+
+        if (short_ && conn->answered == 0) {
+            at = conn->born + PGD_HTTP_GRACE_MS < at
+                 ? conn->born + PGD_HTTP_GRACE_MS : at;
+        }
+
+        if (first < 0 || at < first) {
+            first = at;
+        }
     }
 
     if (first < 0) {
         return -1;
     }
 
-    left = first + PGD_HTTP_REQUEST_S * 1000.0 - now;
+    left = first - now;
 
     return left <= 0 ? 0 : (long) left + 1;
 }

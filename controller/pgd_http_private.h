@@ -74,6 +74,8 @@ struct pgd_http_conn_s {
     int                 fd;         /* MHD's; -1 when unknown */
     double              since;      /* ms (pgd_now()): connected, or its
                                        last answer was done */
+    double              born;       /* ms: connected */
+    unsigned            answered;   /* answers done on it */
     unsigned            busy:1;     /* a request of it is being answered */
     unsigned            closing:1;  /* shut down here; MHD has yet to see
                                        it (not in nconns) */

@@ -202,6 +202,41 @@ subtest 'clients that connect and send nothing cannot lock out /healthz' => sub 
     ok($gd->running, 'the daemon runs on');
 };
 
+subtest 'clients whose answers are under way cannot lock a newcomer out' => sub {
+    # 56 connections (fewer than the 64 slots), each asking for more
+    # answers than the socket buffers hold and reading none: each is being
+    # answered. A new connection must not be the one closed to make room
+    # before its request is read (review of 9caaf2b)
+    my @busy = map {
+        my $s = connect_raw();
+        syswrite $s, request('/') x 3000;
+        $s } 1 .. 56;
+    ok(!grep({ !IO::Select->new($_)->can_read(5 * $SLOW) } @busy),
+       '56 clients are being answered');
+    for my $i (1 .. 3) {
+        is(http_get("http://127.0.0.1:$port/healthz")->{status}, 200,
+           "a new client gets /healthz ($i)");
+    }
+    my $gone = grep { closed_by_peer($_, 0.01) } @busy;
+    cmp_ok($gone, '>=', 1, 'the connections that held their slots longest '
+           . 'were closed for it') or diag("$gone closed");
+    close $_ for @busy;
+};
+
+subtest 'a connection is closed after its 100th answer' => sub {
+    # a client pipelining without end would otherwise restart its time at
+    # every answer and keep its slot for ever
+    my $s = connect_raw();
+    syswrite $s, request('/healthz') x 150;
+    my $n = 0;
+    while (my $r = read_answer($s)) {
+        last unless $r->{status} == 200;
+        $n++;
+    }
+    is($n, 100, '100 answers, then the connection is closed');
+    ok(closed_by_peer($s, 5), 'closed by the daemon');
+};
+
 subtest 'an idle keep-alive connection is closed in the end' => sub {
     my $s = connect_raw();
     syswrite $s, request('/healthz');
