@@ -504,11 +504,18 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     /* parse and validate outside the lock; the pieces take ids the zone
      * never gives again */
 
+    ngx_memzero(&jerr, sizeof(json_error_t));
+
     root = json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &jerr);
 
     ngx_free(body);
 
-    if (root == NULL) {
+    if (root == NULL && ngx_http_portal_gate_json_failed(&jerr)) {
+        ngx_cpystrn((u_char *) err.text, (u_char *) "out of memory",
+                    sizeof(err.text));
+        rc = PG_FAULT;
+
+    } else if (root == NULL) {
         p = ngx_snprintf((u_char *) err.text, sizeof(err.text) - 1,
                          "invalid JSON at line %d column %d: %s",
                          jerr.line, jerr.column, jerr.text);
@@ -546,6 +553,20 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     }
 
     (void) ngx_http_portal_gate_api_commit(r, &b, force, 0, NULL, 0);
+}
+
+
+/*
+ * json_loadb() failed for want of memory, not for the body: jansson 2.14's
+ * parser leaves the error text empty when an allocation fails (and sets
+ * json_error_out_of_memory only in some paths); jerr zeroed before.
+ */
+
+ngx_uint_t
+ngx_http_portal_gate_json_failed(json_error_t *jerr)
+{
+    return json_error_code(jerr) == json_error_out_of_memory
+           || jerr->text[0] == '\0';
 }
 
 

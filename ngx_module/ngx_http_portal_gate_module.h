@@ -318,6 +318,7 @@ ngx_int_t ngx_http_portal_gate_api_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *json);
 ngx_int_t ngx_http_portal_gate_send(ngx_http_request_t *r,
     ngx_uint_t status, char *type, ngx_buf_t *b);
+ngx_uint_t ngx_http_portal_gate_json_failed(json_error_t *jerr);
 ngx_int_t ngx_http_portal_gate_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
 ngx_int_t ngx_http_portal_gate_api_not_allowed(ngx_http_request_t *r,

@@ -83,12 +83,14 @@ ngx_http_portal_gate_api_patch_snapshot(ngx_http_request_t *r)
         return;
     }
 
+    ngx_memzero(&jerr, sizeof(json_error_t));
+
     patch = json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &jerr);
 
     if (patch == NULL) {
         ngx_free(body);
 
-        if (json_error_code(&jerr) == json_error_out_of_memory) {
+        if (ngx_http_portal_gate_json_failed(&jerr)) {
             ngx_http_portal_gate_patch_failed(r, "out of memory");
             return;
         }

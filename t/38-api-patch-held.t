@@ -185,6 +185,42 @@ subtest 'out of memory while a PUT is built: 500 said at alert, nothing changes'
     $ng->stop;
 };
 
+subtest 'out of memory while the JSON is parsed: 500, for a PUT and a PATCH' => sub {
+    my $ng = PortalGate::Test->new(server => $portal);
+    $ng->start;
+    is($ng->put_snapshot({revision => 5, environments => {production => {
+        customer_portal => { rollout => 0, allow => ['12'] }}}})->{status},
+       200, 'revision 5');
+
+    # the first allocation inside json_loadb() fails (jansson then says
+    # nothing in its error text)
+    my ($w) = $ng->workers;
+    for my $method ('PUT', 'PATCH') {
+        my $log = $ng->dir . "/gdb.$method.log";
+        unlink $ng->dir . '/armed';
+        my $gdb = PortalGate::Gdb::run($w, $log,
+            'break json_loadb', 'shell touch ' . $ng->dir . '/armed',
+            'continue', 'tbreak malloc', 'continue', 'finish',
+            'set var $rax = 0', 'detach');
+        my $deadline = time + 30 * $SLOW;
+        sleep 0.05 until -e $ng->dir . '/armed' || time > $deadline;
+        my $res = $method eq 'PUT'
+            ? $ng->put_snapshot({revision => 6, environments => {}},
+                                timeout => 60)
+            : $ng->api('PATCH', 'snapshot', patch_body(5, 6, {production => {
+                  customer_portal => { rollout => 0 }}}), timeout => 60);
+        PortalGate::Gdb::finish($gdb);
+        like(slurp($log), qr/Value returned is/,
+             "$method: gdb made an allocation fail") or diag(slurp($log));
+        is($res->{status}, 500, "$method: answered 500, not 400")
+            or diag($res->{content});
+        like($res->{json}{error} // '', qr/^the edge failed, not the \S+: out of memory/,
+             "$method: saying so");
+    }
+    is($ng->status->{revision}, 5, 'the edge is still at revision 5');
+    $ng->stop;
+};
+
 subtest "a zone whose index does not check: a patch is 500 said at alert, a PUT heals" => sub {
     # one worker: it copied the snapshot before the damage, and serves on
     my $ng = PortalGate::Test->new(server => $portal);
