@@ -1183,3 +1183,11 @@ pg_redis_strerror(const redisContext *c, char *buf, size_t size)
 
     return c->errstr[0] != '\0' ? c->errstr : "no reply";
 }
+
+
+int
+pg_redis_readonly(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ERROR && r->str != NULL
+           && strncmp(r->str, "READONLY", 8) == 0;
+}

@@ -91,4 +91,12 @@ int pg_redis_timed_out(const redisContext *c, long *timeout_ms);
 const char *pg_redis_strerror(const redisContext *c, char *buf,
     size_t size);
 
+/*
+ * Is r Redis's READONLY error: a write answered by a replica? Under
+ * Sentinel it means the master moved (a failover demoted the server this
+ * connection holds): the caller treats it as a lost connection, whose
+ * reconnect asks the sentinels again. 1 or 0; r may be NULL.
+ */
+int pg_redis_readonly(const redisReply *r);
+
 #endif /* PG_REDIS_H */
