@@ -11,6 +11,7 @@ package PortalGate::Sentinel;
 #   $hs->ctl('create', 'f');  # {exit, out, err}, as PortalGate::Redis's
 #   $hs->cli($port, 'GET', 'k');      # redis-cli against any of them
 #   $hs->master_port;         # where the sentinels say the master is
+#   $hs->master_port_cached;  # the last master_port (sentinels down)
 #   $hs->replica_port;        # the other one
 #   $hs->kill_master;         # SIGKILL; returns the old master's port
 #   $hs->wait_failover($old, $limit);  # until the sentinels name another
@@ -155,10 +156,13 @@ sub master_port {
     for my $port (@{ $self->{sports} }) {
         my $a = $self->cli($port, 'SENTINEL', 'get-master-addr-by-name',
                            $self->{name});
-        return $1 if $a =~ /^\S+\n(\d+)$/;
+        return $self->{last_master} = $1 if $a =~ /^\S+\n(\d+)$/;
     }
     return undef;
 }
+
+# the master's port as the sentinels last said it (with them down)
+sub master_port_cached { $_[0]{last_master} }
 
 # the other server of the two, the master's replica
 sub replica_port {
