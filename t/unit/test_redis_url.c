@@ -2,7 +2,9 @@
  * test_redis_url.c: unit tests of controller/pg_redis.c: the Redis URL
  * forms, their refusals and masking, and pg_redis_connect() against two
  * real redis-servers this test starts (one plain, one with requirepass),
- * and a command that times out (the plain one stopped) told as such.
+ * and a command that times out (the plain one stopped) told as such; the
+ * redis-sentinel:// form, and its one-line error when no sentinel answers
+ * or a server is no sentinel (t/109-sentinel.t runs real sentinels).
  * Prints TAP; exits 1 if any test failed.
  *
  *   cc -std=gnu99 -Wall -Wextra -Werror -fsanitize=address,undefined \
