@@ -79,7 +79,7 @@ BUILD_PKGS  := gcc make nginx nginx-dev libjansson-dev libhiredis-dev \
                libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
 # prometheus: promtool checks the metrics; chromium: the status page
 TEST_PKGS   := $(BUILD_PKGS) perl curl valgrind redis-server gdb openssl pebble \
-               prometheus chromium libnginx-mod-http-lua
+               redis-sentinel prometheus chromium libnginx-mod-http-lua
 BENCH_PKGS  := $(TEST_PKGS) wrk certbot
 
 .PHONY: all deps module ctl gated unit test demo bench bench-token \

@@ -17,6 +17,11 @@
  *   unix:///absolute/path/redis.sock
  *     - no db, no password, no "?options".
  *
+ *   redis-sentinel://[user:pass@]host[:port][,host[:port]...][/[db]]#master
+ *     - the userinfo and db are the master's, as in redis://; each host is
+ *       a sentinel, port 26379 when left out, PG_REDIS_SENTINELS_MAX at
+ *       most; the master's name ([A-Za-z0-9._-]) is required.
+ *
  * No space or control character anywhere: percent-encode it. A refusal
  * names the URL with its password masked, cut to PG_REDIS_SHOWN chars.
  */
@@ -26,6 +31,7 @@
 #include <limits.h>         /* INT_MAX: the highest db */
 #include <stdarg.h>         /* va_list: the refusal messages */
 #include <stdio.h>          /* snprintf, vsnprintf */
+#include <stdlib.h>         /* strtol: the port a sentinel answers */
 #include <string.h>         /* memchr, strcspn, strrchr, strstr... */
 #include <strings.h>        /* strncasecmp: the scheme */
 #include <sys/socket.h>     /* getsockopt: a command timeout */
@@ -34,6 +40,7 @@
 
 
 #define PG_REDIS_PORT       6379    /* when the URL leaves the port out */
+#define PG_REDIS_SENTINEL_PORT  26379   /* a sentinel's, likewise */
 #define PG_REDIS_SHOWN      96      /* URL chars a message shows, then ... */
 #define PG_REDIS_EXPECTED   "expected redis://host:port/db or " \
                             "unix:///path/redis.sock"
@@ -55,7 +62,20 @@ static int pg_redis_parse_tcp(const char *url, const char *rest,
     pg_redis_url_t *u, pg_error_t *err);
 static int pg_redis_parse_unix(const char *url, const char *rest,
     pg_redis_url_t *u, pg_error_t *err);
+static int pg_redis_parse_port(const char *url, const char *s,
+    const char *end, int dflt, int *port, pg_error_t *err);
+static int pg_redis_parse_db(const char *url, const char *s,
+    const char *end, int *db, pg_error_t *err);
+static int pg_redis_parse_sentinel(const char *url, const char *rest,
+    pg_redis_url_t *u, pg_error_t *err);
 static void pg_redis_encode(const char *s, char *buf, size_t size);
+static void pg_redis_format_sentinels(const pg_redis_url_t *u,
+    const char *user, const char *sep, char *buf, size_t size);
+static redisContext *pg_redis_connect_one(const pg_redis_url_t *u,
+    int timeout_ms, pg_error_t *err);
+static redisContext *pg_redis_connect_master(const pg_redis_url_t *u,
+    int timeout_ms, int i, char *why, size_t size);
+static int pg_redis_is_master(redisContext *c, char *why, size_t size);
 static int pg_redis_command(redisContext *c, const char *shown,
     const char *what, int argc, const char **argv, pg_error_t *err);
 
@@ -347,14 +367,92 @@ pg_redis_parse_host(const char *url, const char *s, const char *end,
 }
 
 
+/*
+ * What follows a host: s == end (no port: dflt), or ":digits" up to end,
+ * 1..65535, into *port.
+ */
+static int
+pg_redis_parse_port(const char *url, const char *s, const char *end,
+    int dflt, int *port, pg_error_t *err)
+{
+    long         n;
+    size_t       len;
+    const char  *p, *digits;
+
+    if (s >= end) {
+        *port = dflt;
+        return PG_OK;
+    }
+
+    /* s is at ':' */
+    digits = s + 1;
+    len = (size_t) (end - digits);
+    n = 0;
+
+    for (p = digits; p < end && *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+
+        if (n > 65535) {
+            break;
+        }
+    }
+
+    if (len == 0 || p < end || n < 1 || n > 65535) {
+        return pg_redis_refuse(err, url, "bad port \"%.*s\": expected "
+                               "1..65535", (int) (len > 16 ? 16 : len),
+                               digits);
+    }
+
+    *port = (int) n;
+
+    return PG_OK;
+}
+
+
+/* The db's digits in s..end (not empty), 0..INT_MAX, into *db. */
+static int
+pg_redis_parse_db(const char *url, const char *s, const char *end, int *db,
+    pg_error_t *err)
+{
+    int          n;
+    const char  *p;
+
+    n = 0;
+
+    for (p = s; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (n > (INT_MAX - (*p - '0')) / 10) {
+            return pg_redis_refuse(err, url, "bad db \"%.*s\": expected "
+                                   "0..%d", (int) (end - s > 16 ? 16 : end - s),
+                                   s, INT_MAX);
+        }
+
+        n = n * 10 + (*p - '0');
+    }
+
+    if (p == s) {
+        return pg_redis_refuse(err, url, "bad db \"%.*s\": expected 0..%d",
+                               (int) (end - s > 16 ? 16 : end - s), s,
+                               INT_MAX);
+    }
+
+    if (p < end) {
+        return pg_redis_refuse(err, url, "unexpected \"%.*s\" after the "
+                               "db: nothing may follow it",
+                               (int) (end - p > 32 ? 32 : end - p), p);
+    }
+
+    *db = n;
+
+    return PG_OK;
+}
+
+
 /* rest: what follows "redis://". */
 static int
 pg_redis_parse_tcp(const char *url, const char *rest, pg_redis_url_t *u,
     pg_error_t *err)
 {
-    long         port;
-    size_t       len;
-    const char  *at, *host, *end, *p, *digits;
+    const char  *at, *host, *end, *p;
 
     p = NULL;       /* pg_redis_parse_host() sets it; gcc -O2 cannot tell */
 
@@ -375,54 +473,20 @@ pg_redis_parse_tcp(const char *url, const char *rest, pg_redis_url_t *u,
         return PG_ERR;
     }
 
-    u->port = PG_REDIS_PORT;
-
-    if (p < end) {
-        /* p is at ':' */
-        digits = p + 1;
-        len = (size_t) (end - digits);
-        port = 0;
-
-        for (p = digits; p < end && *p >= '0' && *p <= '9'; p++) {
-            port = port * 10 + (*p - '0');
-
-            if (port > 65535) {
-                break;
-            }
-        }
-
-        if (len == 0 || p < end || port < 1 || port > 65535) {
-            return pg_redis_refuse(err, url, "bad port \"%.*s\": expected "
-                                   "1..65535", (int) (len > 16 ? 16 : len),
-                                   digits);
-        }
-
-        u->port = (int) port;
+    if (pg_redis_parse_port(url, p, end, PG_REDIS_PORT, &u->port, err)
+        != PG_OK)
+    {
+        return PG_ERR;
     }
 
     p = end;
     u->db = 0;
 
     if (*p == '/' && p[1] != '\0') {
-        digits = ++p;
-
-        for (/* void */; *p >= '0' && *p <= '9'; p++) {
-            if (u->db > (INT_MAX - (*p - '0')) / 10) {
-                return pg_redis_refuse(err, url, "bad db \"%.16s\": expected "
-                                       "0..%d", digits, INT_MAX);
-            }
-
-            u->db = u->db * 10 + (*p - '0');
-        }
-
-        if (p == digits) {
-            return pg_redis_refuse(err, url, "bad db \"%.16s\": expected "
-                                   "0..%d", digits, INT_MAX);
-        }
-
-        if (*p != '\0') {
-            return pg_redis_refuse(err, url, "unexpected \"%.32s\" after the "
-                                   "db: nothing may follow it", p);
+        if (pg_redis_parse_db(url, p + 1, p + strlen(p), &u->db, err)
+            != PG_OK)
+        {
+            return PG_ERR;
         }
 
     } else if (*p == '/') {
@@ -470,6 +534,114 @@ pg_redis_parse_unix(const char *url, const char *rest, pg_redis_url_t *u,
     memcpy(u->path, rest, len + 1);
     u->unix_socket = 1;
     u->db = 0;
+
+    return PG_OK;
+}
+
+
+/*
+ * rest: what follows "redis-sentinel://". The userinfo is the master's, as
+ * in redis://; each host[:port] (26379 when left out) is a sentinel; the
+ * master's name, after '#', is required: sentinels know masters by name.
+ */
+static int
+pg_redis_parse_sentinel(const char *url, const char *rest,
+    pg_redis_url_t *u, pg_error_t *err)
+{
+    size_t            len;
+    const char       *at, *host, *end, *hash, *item, *comma, *p;
+    unsigned char     c;
+    pg_redis_addr_t  *s;
+
+    p = NULL;       /* pg_redis_parse_host() sets it; gcc -O2 cannot tell */
+
+    at = strrchr(rest, '@');
+    host = rest;
+
+    if (at != NULL) {
+        if (pg_redis_parse_userinfo(url, rest, at, u, err) != PG_OK) {
+            return PG_ERR;
+        }
+
+        host = at + 1;
+    }
+
+    hash = strchr(host, '#');
+
+    if (hash == NULL || hash[1] == '\0') {
+        return pg_redis_refuse(err, url, "no master name: end the url with "
+                               "#MASTER, the name the sentinels monitor it "
+                               "by");
+    }
+
+    len = strlen(hash + 1);
+
+    if (len >= sizeof(u->master)) {
+        return pg_redis_refuse(err, url, "master name is longer than %zu "
+                               "characters", sizeof(u->master) - 1);
+    }
+
+    for (p = hash + 1; *p != '\0'; p++) {
+        c = (unsigned char) *p;
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
+        {
+            return pg_redis_refuse(err, url, "a master name may hold only "
+                                   "letters, digits, '.', '-' and '_'");
+        }
+    }
+
+    memcpy(u->master, hash + 1, len + 1);
+
+    end = host + strcspn(host, "/?#");
+
+    for (item = host; /* void */; item = comma + 1) {
+        comma = memchr(item, ',', (size_t) (end - item));
+
+        if (comma == NULL) {
+            comma = end;
+        }
+
+        if (u->nsentinels == PG_REDIS_SENTINELS_MAX) {
+            return pg_redis_refuse(err, url, "too many sentinels: %d at most",
+                                   PG_REDIS_SENTINELS_MAX);
+        }
+
+        s = &u->sentinels[u->nsentinels];
+
+        /* parses into u->host, which a sentinel URL leaves empty after */
+        if (pg_redis_parse_host(url, item, comma, u, &p, err) != PG_OK
+            || pg_redis_parse_port(url, p, comma, PG_REDIS_SENTINEL_PORT,
+                                   &s->port, err) != PG_OK)
+        {
+            return PG_ERR;
+        }
+
+        memcpy(s->host, u->host, sizeof(s->host));
+        u->nsentinels++;
+
+        if (comma == end) {
+            break;
+        }
+    }
+
+    u->host[0] = '\0';
+    u->port = 0;
+    u->db = 0;
+
+    if (*end == '/' && end + 1 < hash) {
+        if (pg_redis_parse_db(url, end + 1, hash, &u->db, err) != PG_OK) {
+            return PG_ERR;
+        }
+
+    } else if (*end == '?') {
+        return pg_redis_refuse(err, url, "unexpected \"%.*s\" after the "
+                               "sentinels: options are not supported",
+                               (int) (hash - end > 32 ? 32 : hash - end), end);
+    }
+
+    u->sentinel = 1;
 
     return PG_OK;
 }
@@ -526,13 +698,16 @@ pg_redis_url_parse(const char *url, pg_redis_url_t *u, pg_error_t *err)
     } else if (len == 4 && strncasecmp(url, "unix", 4) == 0) {
         rc = pg_redis_parse_unix(url, sep + 3, &tmp, err);
 
+    } else if (len == 14 && strncasecmp(url, "redis-sentinel", 14) == 0) {
+        rc = pg_redis_parse_sentinel(url, sep + 3, &tmp, err);
+
     } else if (len == 6 && strncasecmp(url, "rediss", 6) == 0) {
         rc = pg_redis_refuse(err, url, "TLS (rediss://) is not supported "
                              "by hiredis 0.14.1");
 
     } else {
         rc = pg_redis_refuse(err, url, "unknown scheme \"%.*s\": expected "
-                             "redis:// or unix://",
+                             "redis://, redis-sentinel:// or unix://",
                              (int) (len > 16 ? 16 : len), url);
     }
 
@@ -614,10 +789,46 @@ pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size)
         sep = "";
     }
 
+    if (u->sentinel) {
+        pg_redis_format_sentinels(u, user, sep, buf, size);
+        return;
+    }
+
     v6 = (strchr(u->host, ':') != NULL);
 
     snprintf(buf, size, "redis://%s%s%s%s%s:%d/%d", user, sep,
              v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, u->db);
+}
+
+
+/* "redis-sentinel://USERSEP" h1:p1,h2:p2 "/db#master", cut to fit buf. */
+static void
+pg_redis_format_sentinels(const pg_redis_url_t *u, const char *user,
+    const char *sep, char *buf, size_t size)
+{
+    int     i, v6, n;
+    size_t  len;
+
+    n = snprintf(buf, size, "redis-sentinel://%s%s", user, sep);
+
+    for (i = 0; i < u->nsentinels; i++) {
+        len = strlen(buf);
+
+        if (n < 0 || len + 1 >= size) {
+            return;
+        }
+
+        v6 = (strchr(u->sentinels[i].host, ':') != NULL);
+        n = snprintf(buf + len, size - len, "%s%s%s%s:%d", i ? "," : "",
+                     v6 ? "[" : "", u->sentinels[i].host, v6 ? "]" : "",
+                     u->sentinels[i].port);
+    }
+
+    len = strlen(buf);
+
+    if (len + 1 < size) {
+        snprintf(buf + len, size - len, "/%d#%s", u->db, u->master);
+    }
 }
 
 
@@ -667,6 +878,172 @@ pg_redis_command(redisContext *c, const char *shown, const char *what,
 
 redisContext *
 pg_redis_connect(const pg_redis_url_t *u, int timeout_ms, pg_error_t *err)
+{
+    int            i;
+    char           why[160];
+    size_t         n;
+    redisContext  *c;
+
+    if (!u->sentinel) {
+        return pg_redis_connect_one(u, timeout_ms, err);
+    }
+
+    snprintf(err->text, sizeof(err->text), "redis-sentinel master \"%s\" "
+             "not found:", u->master);
+
+    for (i = 0; i < u->nsentinels; i++) {
+        c = pg_redis_connect_master(u, timeout_ms, i, why, sizeof(why));
+
+        if (c != NULL) {
+            return c;
+        }
+
+        /* every sentinel's reason, in one line */
+        n = strlen(err->text);
+        snprintf(err->text + n, sizeof(err->text) - n, "%s %s:%d: %s",
+                 i ? ";" : "", u->sentinels[i].host, u->sentinels[i].port,
+                 why);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Ask sentinel i where u->master is, connect to it as to a redis:// URL
+ * with u's user, password and db, and check that it is a master. NULL and
+ * why (the reason alone: the caller names the sentinel) on any failure.
+ */
+static redisContext *
+pg_redis_connect_master(const pg_redis_url_t *u, int timeout_ms, int i,
+    char *why, size_t size)
+{
+    long                    port;
+    char                    text[128], *end;
+    pg_error_t              err;
+    redisReply             *r;
+    redisContext           *s, *c;
+    pg_redis_url_t          m;
+    struct timeval          tv;
+    const pg_redis_addr_t  *a;
+
+    a = &u->sentinels[i];
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = (timeout_ms % 1000) * 1000;
+
+    s = (timeout_ms > 0) ? redisConnectWithTimeout(a->host, a->port, tv)
+                         : redisConnect(a->host, a->port);
+
+    if (s == NULL) {
+        snprintf(why, size, "cannot allocate a redis context");
+        return NULL;
+    }
+
+    if (s->err || (timeout_ms > 0 && redisSetTimeout(s, tv) != REDIS_OK)) {
+        snprintf(why, size, "%s", s->errstr);
+        redisFree(s);
+        return NULL;
+    }
+
+    r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", u->master);
+    c = NULL;
+    m = *u;
+    m.sentinel = 0;
+    m.nsentinels = 0;
+
+    if (r == NULL) {
+        snprintf(why, size, "%s", pg_redis_strerror(s, text, sizeof(text)));
+
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, size, "%.*s", (int) r->len, r->str);
+
+    } else if (r->type == REDIS_REPLY_NIL) {
+        snprintf(why, size, "no master named \"%s\"", u->master);
+
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+               || r->element[0]->type != REDIS_REPLY_STRING
+               || r->element[1]->type != REDIS_REPLY_STRING
+               || r->element[0]->len == 0
+               || r->element[0]->len >= sizeof(m.host))
+    {
+        snprintf(why, size, "unexpected reply to SENTINEL "
+                 "get-master-addr-by-name");
+
+    } else {
+        memcpy(m.host, r->element[0]->str, r->element[0]->len + 1);
+        port = strtol(r->element[1]->str, &end, 10);
+
+        if (*end != '\0' || port < 1 || port > 65535) {
+            snprintf(why, size, "bad master port \"%.16s\"",
+                     r->element[1]->str);
+
+        } else {
+            m.port = (int) port;
+            c = pg_redis_connect_one(&m, timeout_ms, &err);
+
+            if (c == NULL) {
+                /* names the master: redis://:***@host:port/db: reason */
+                snprintf(why, size, "%.*s", (int) size - 1, err.text);
+
+            } else if (!pg_redis_is_master(c, why, size)) {
+                redisFree(c);
+                c = NULL;
+            }
+        }
+    }
+
+    freeReplyObject(r);
+    redisFree(s);
+
+    /* the password does not linger on the stack */
+    memset(&m, 0, sizeof(m));
+
+    return c;
+}
+
+
+/* Does ROLE say c is a master? 0 and why if not. */
+static int
+pg_redis_is_master(redisContext *c, char *why, size_t size)
+{
+    int          ok;
+    char         text[128];
+    redisReply  *r;
+
+    r = redisCommand(c, "ROLE");
+    ok = 0;
+
+    if (r == NULL) {
+        snprintf(why, size, "ROLE failed: %s",
+                 pg_redis_strerror(c, text, sizeof(text)));
+
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, size, "ROLE failed: %.*s", (int) r->len, r->str);
+
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0
+               || r->element[0]->type != REDIS_REPLY_STRING)
+    {
+        snprintf(why, size, "ROLE failed: unexpected reply");
+
+    } else if (strcmp(r->element[0]->str, "master") != 0) {
+        /* the sentinel has not seen a failover, or one is under way */
+        snprintf(why, size, "%s:%d is a %.16s, not the master", c->tcp.host,
+                 c->tcp.port, r->element[0]->str);
+
+    } else {
+        ok = 1;
+    }
+
+    freeReplyObject(r);
+
+    return ok;
+}
+
+
+/* A redis:// or unix:// URL: connect, AUTH, SELECT. */
+static redisContext *
+pg_redis_connect_one(const pg_redis_url_t *u, int timeout_ms,
+    pg_error_t *err)
 {
     int              argc;
     char             shown[1024];
@@ -805,4 +1182,12 @@ pg_redis_strerror(const redisContext *c, char *buf, size_t size)
     }
 
     return c->errstr[0] != '\0' ? c->errstr : "no reply";
+}
+
+
+int
+pg_redis_readonly(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ERROR && r->str != NULL
+           && strncmp(r->str, "READONLY", 8) == 0;
 }

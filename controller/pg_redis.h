@@ -1,11 +1,14 @@
 /*
  * pg_redis.h: where Redis is and how to reach it, for portal-gatectl and
  * portal-gated. hiredis 0.14.1 has no URL parser, no TLS and no RESP3:
- * this parses the two URL forms of DESIGN.md and opens a connection that
+ * this parses the three URL forms of DESIGN.md and opens a connection that
  * has authenticated and selected its db.
  *
  *   redis://[user:pass@]host:port[/db]    (user may be empty: ":pass@")
  *   unix:///path/redis.sock               (db and password: not in this form)
+ *   redis-sentinel://[user:pass@]host[:port][,host[:port]...][/db]#master
+ *                                         (port 26379; the master is asked
+ *                                          of the sentinels at each connect)
  *
  * Errors: PG_OK or PG_ERR, with a message in the caller's pg_error_t.
  * Ownership: pg_redis_connect() returns a new redisContext that the caller
@@ -19,15 +22,26 @@
 #include "portal_gate.h"        /* PG_OK, PG_ERR, pg_error_t */
 
 #define PG_REDIS_URL_DEFAULT   "redis://127.0.0.1:6379/0"
+#define PG_REDIS_SENTINELS_MAX 8     /* sentinels one URL may name */
+
+typedef struct {
+    char   host[256];
+    int    port;                 /* 1..65535 */
+} pg_redis_addr_t;
 
 typedef struct {
     int    unix_socket;          /* 1: path is set, host/port are not */
+    int    sentinel;             /* 1: sentinels and master are set,
+                                    host/port are not */
     char   host[256];
     int    port;                 /* 1..65535 */
     char   path[108];            /* sun_path */
     char   user[128];            /* "" for none */
     char   pass[256];            /* "" for none */
     int    db;                   /* 0.. */
+    int              nsentinels; /* 1..PG_REDIS_SENTINELS_MAX */
+    pg_redis_addr_t  sentinels[PG_REDIS_SENTINELS_MAX];
+    char             master[128];  /* the name sentinels monitor it by */
 } pg_redis_url_t;
 
 /*
@@ -38,7 +52,8 @@ typedef struct {
 int pg_redis_url_parse(const char *url, pg_redis_url_t *u, pg_error_t *err);
 
 /* The URL again, with the password masked, for messages and logs:
- * "redis://user:***@host:port/db", "redis://[::1]:6379/0", "unix:///p". */
+ * "redis://user:***@host:port/db", "redis://[::1]:6379/0", "unix:///p",
+ * "redis-sentinel://:***@h1:26379,h2:26379/0#mymaster". */
 void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
 
 /*
@@ -47,7 +62,14 @@ void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
  * unless it is 0. NULL on failure, with err saying where and why
  * ("redis://127.0.0.1:6379/0: Connection refused", "redis://:***@h:6379/0:
  * AUTH failed: WRONGPASS ..."). A reconnect must go through this again:
- * SELECT is per connection.
+ * SELECT is per connection, and a sentinel URL's master may have moved.
+ *
+ * A sentinel URL: each sentinel in turn is asked (no AUTH: the password is
+ * the master's) SENTINEL get-master-addr-by-name, the answer is connected
+ * to as above, and ROLE must say "master" (a sentinel may not have seen a
+ * failover yet); any failure tries the next sentinel. When all fail, err
+ * says each one's reason: `redis-sentinel master "m" not found: h1:26379:
+ * Connection refused; h2:26379: no master named "m"`.
  */
 redisContext *pg_redis_connect(const pg_redis_url_t *u, int timeout_ms,
     pg_error_t *err);
@@ -68,5 +90,13 @@ int pg_redis_timed_out(const redisContext *c, long *timeout_ms);
  */
 const char *pg_redis_strerror(const redisContext *c, char *buf,
     size_t size);
+
+/*
+ * Is r Redis's READONLY error: a write answered by a replica? Under
+ * Sentinel it means the master moved (a failover demoted the server this
+ * connection holds): the caller treats it as a lost connection, whose
+ * reconnect asks the sentinels again. 1 or 0; r may be NULL.
+ */
+int pg_redis_readonly(const redisReply *r);
 
 #endif /* PG_REDIS_H */

@@ -41,7 +41,7 @@
 #include <time.h>               /* time, gmtime_r, strftime */
 #include <unistd.h>             /* gethostname, getpid */
 #include "pgd.h"                /* pgd_t, the API this file implements */
-#include "pg_redis.h"           /* pg_redis_strerror */
+#include "pg_redis.h"           /* pg_redis_strerror, pg_redis_readonly */
 
 
 /*
@@ -292,6 +292,14 @@ pgd_beat(pgd_t *d)
     if (reply == NULL) {
         snprintf(why, sizeof(why), "%s: %s", d->where,
                  pg_redis_strerror(d->cmd, text, sizeof(text)));
+        pgd_redis_down(d, why);
+        return;
+    }
+
+    /* a replica answered: the master moved, the reconnect finds it */
+    if (pg_redis_readonly(reply)) {
+        snprintf(why, sizeof(why), "%s: %.200s", d->where, reply->str);
+        freeReplyObject(reply);
         pgd_redis_down(d, why);
         return;
     }

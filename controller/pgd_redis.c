@@ -5,6 +5,13 @@
  * backoff of 250 ms doubling to 5 s, each wait shortened at random by up
  * to a quarter so that many daemons do not reconnect in step. Redis going
  * and coming back is said once each.
+ *
+ * Under Sentinel (a redis-sentinel:// URL) every connect asks the
+ * sentinels where the master is, so a reconnect follows a failover. A
+ * failover drops the old master's connections (the sentinels' CLIENT
+ * KILL, or its death); a READONLY answer, should one come, is a lost
+ * connection too: a store call's error is PG_STORE_EREDIS, and the beat,
+ * the write of every tick, checks for it (pg_redis_readonly()).
  */
 
 #include <poll.h>               /* poll: a message waiting */

@@ -203,8 +203,10 @@ pg_ctl_usage(FILE *out)
     fprintf(out,
         "\n"
         "options:\n"
-        "  -r, --redis URL      redis://[user:pass@]host:port[/db] or\n"
-        "                       unix:///path (default $PORTAL_GATE_REDIS,\n"
+        "  -r, --redis URL      redis://[user:pass@]host:port[/db],\n"
+        "                       unix:///path or redis-sentinel://[user:pass@]\n"
+        "                       host[:port][,host[:port]...][/db]#MASTER\n"
+        "                       (default $PORTAL_GATE_REDIS,\n"
         "                       else -c's, else %s)\n"
         "  -p, --prefix P       the key prefix (default $PORTAL_GATE_PREFIX,\n"
         "                       else -c's, else %s)\n"

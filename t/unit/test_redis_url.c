@@ -2,7 +2,9 @@
  * test_redis_url.c: unit tests of controller/pg_redis.c: the Redis URL
  * forms, their refusals and masking, and pg_redis_connect() against two
  * real redis-servers this test starts (one plain, one with requirepass),
- * and a command that times out (the plain one stopped) told as such.
+ * and a command that times out (the plain one stopped) told as such; the
+ * redis-sentinel:// form, and its one-line error when no sentinel answers
+ * or a server is no sentinel (t/109-sentinel.t runs real sentinels).
  * Prints TAP; exits 1 if any test failed.
  *
  *   cc -std=gnu99 -Wall -Wextra -Werror -fsanitize=address,undefined \
@@ -515,6 +517,114 @@ test_format(void)
 }
 
 
+/* --- tests: sentinel URLs ---------------------------------------------- */
+
+/* url parses as a sentinel URL of n sentinels: first (host, port), last
+ * port, master, pass and db as given. */
+static void
+t_sentinel(const char *url, int n, const char *host, int port, int last,
+    const char *master, const char *pass, int db, const char *desc)
+{
+    int             ok;
+    pg_error_t      err;
+    pg_redis_url_t  u;
+
+    memset(&err, 0, sizeof(err));
+
+    if (pg_redis_url_parse(url, &u, &err) != PG_OK) {
+        t_ok(0, "%s", desc);
+        t_diag("%s refused: %s", url, err.text);
+        return;
+    }
+
+    ok = u.sentinel == 1 && u.unix_socket == 0 && u.nsentinels == n
+         && strcmp(u.sentinels[0].host, host) == 0
+         && u.sentinels[0].port == port && u.sentinels[n - 1].port == last
+         && strcmp(u.master, master) == 0
+         && strcmp(u.pass, pass ? pass : "") == 0 && u.db == db
+         && u.host[0] == '\0';
+
+    if (!t_ok(ok, "%s", desc)) {
+        t_diag("got: sentinel %d n %d first %s:%d last port %d master \"%s\" "
+               "pass \"%s\" db %d", u.sentinel, u.nsentinels,
+               u.sentinels[0].host, u.sentinels[0].port,
+               u.sentinels[u.nsentinels > 0 ? u.nsentinels - 1 : 0].port,
+               u.master, u.pass, u.db);
+    }
+}
+
+
+static void
+test_sentinel_url(void)
+{
+    int   i;
+    char  url[1024];
+
+    t_sentinel("redis-sentinel://s1#mymaster", 1, "s1", 26379, 26379,
+               "mymaster", NULL, 0, "one sentinel, port 26379 by default");
+    t_sentinel("redis-sentinel://:s3cret@10.0.0.1:5000,s2,[::1]:5002/3#m-1.a_b",
+               3, "10.0.0.1", 5000, 5002, "m-1.a_b", "s3cret", 3,
+               "three sentinels (IPv6 too), the master's password and db");
+    t_sentinel("REDIS-SENTINEL://h/#m", 1, "h", 26379, 26379, "m", NULL, 0,
+               "the scheme is case-insensitive; '/' alone is db 0");
+
+    strcpy(url, "redis-sentinel://");
+
+    for (i = 0; i < 8; i++) {
+        sprintf(url + strlen(url), "%sh%d:%d", i ? "," : "", i, 7000 + i);
+    }
+
+    strcat(url, "#m");
+    t_sentinel(url, 8, "h0", 7000, 7007, "m", NULL, 0, "eight sentinels");
+
+    strcpy(url + strlen(url) - 2, ",h8#m");
+    t_refuses(url, "too many sentinels: 8 at most",
+              "a ninth sentinel is refused");
+
+    t_refuses("redis-sentinel://:hunter2@h1,h2", "no master name: end the "
+              "url with #MASTER", "no master name is refused");
+    t_refuses("redis-sentinel://:hunter2@h1/0#", "no master name",
+              "an empty master name is refused");
+    t_refuses("redis-sentinel://h1#m/x", "a master name may hold only",
+              "a bad character in the master name is refused");
+    snprintf(url, sizeof(url), "redis-sentinel://h#%s", t_rep('m', 128));
+    t_refuses(url, "master name is longer than 127 characters",
+              "a master name of 128 characters is refused");
+    t_refuses("redis-sentinel://:hunter2@h1:0#m", "bad port \"0\"",
+              "a sentinel's port 0 is refused");
+    t_refuses("redis-sentinel://h1,h2:x#m", "bad port \"x\"",
+              "a second sentinel's bad port is refused");
+    t_refuses("redis-sentinel://:hunter2@#m", "empty host",
+              "no sentinel is refused: empty host");
+    t_refuses("redis-sentinel://h1,,h2#m", "empty host",
+              "an empty sentinel between commas is refused");
+    t_refuses("redis-sentinel://h1,#m", "empty host",
+              "a trailing comma is refused");
+    t_refuses("redis-sentinel://:hunter2@h1/x#m", "bad db \"x\"",
+              "a bad db is refused");
+    t_refuses("redis-sentinel://h1/2147483648#m", "bad db",
+              "db 2^31 is refused");
+    t_refuses("redis-sentinel://h1/1x#m", "unexpected \"x\" after the db",
+              "a letter after the db is refused");
+    t_refuses("redis-sentinel://h1?x=1#m", "options are not supported",
+              "options are refused");
+    t_refuses("redis-sentinel://hunter2@h1#m", "user without password",
+              "user@ without a password is refused (and masked)");
+    t_refuses("redis-sentinel://:hunter2@h1:0#m",
+              "\"redis-sentinel://:***@h1:0#m\"",
+              "a refusal shows the URL with its password masked");
+
+    t_formats("redis-sentinel://app:hunter2@s1,[::1]:5000/2#mymaster",
+              "redis-sentinel://app:***@s1:26379,[::1]:5000/2#mymaster",
+              "a sentinel URL is formatted with every sentinel's port and the "
+              "password masked");
+    t_formats("redis-sentinel://s1#m", "redis-sentinel://s1:26379/0#m",
+              "a sentinel URL without password or db is formatted with db 0");
+
+    t_ok(t_leaked == 0, "no sentinel URL refusal shows the password");
+}
+
+
 /* --- helpers: servers -------------------------------------------------- */
 
 typedef struct {
@@ -810,6 +920,45 @@ t_connect_fails(const char *url, const char **expect, const char *hide,
 
 /* --- tests: connecting ------------------------------------------------- */
 
+/*
+ * A sentinel URL whose sentinels are not there, or not sentinels: the one
+ * line names each one's reason, and never the password.
+ */
+static void
+test_sentinel_connect(const t_server_t *plain)
+{
+    int          p1, p2;
+    char         url[512], s1[64], s2[64];
+    const char  *expect[5];
+
+    if (!t_free_port(&p1) || !t_free_port(&p2)) {
+        t_ok(0, "two free loopback ports");
+        return;
+    }
+
+    snprintf(url, sizeof(url), "redis-sentinel://:hunter2@127.0.0.1:%d,"
+             "127.0.0.1:%d#mymaster", p1, p2);
+    snprintf(s1, sizeof(s1), "127.0.0.1:%d: Connection refused; ", p1);
+    snprintf(s2, sizeof(s2), "127.0.0.1:%d: Connection refused", p2);
+    expect[0] = "redis-sentinel master \"mymaster\" not found: ";
+    expect[1] = s1;
+    expect[2] = s2;
+    expect[3] = NULL;
+    t_connect_fails(url, expect, "hunter2", "no sentinel listening: each "
+                    "one's reason in one line, the password not shown");
+
+    /* a redis-server that is no sentinel refuses the command */
+    snprintf(url, sizeof(url), "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d"
+             "#mymaster", p1, plain->port);
+    snprintf(s2, sizeof(s2), "127.0.0.1:%d: ERR ", plain->port);
+    expect[1] = s1;
+    expect[2] = s2;
+    expect[3] = NULL;
+    t_connect_fails(url, expect, NULL, "a redis-server that is no sentinel: "
+                    "its error is the reason");
+}
+
+
 static void
 test_connect_db(const t_server_t *plain)
 {
@@ -1091,6 +1240,7 @@ main(void)
     test_refused();
     test_masked();
     test_format();
+    test_sentinel_url();
 
     tmp = getenv("TMPDIR");
 
@@ -1116,6 +1266,7 @@ main(void)
 
         if (ok) {
             test_connect(&plain, &secret);
+            test_sentinel_connect(&plain);
         }
 
         t_server_stop(&plain);

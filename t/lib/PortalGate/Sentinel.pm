@@ -1,0 +1,253 @@
+package PortalGate::Sentinel;
+
+# A Redis master, its replica and three sentinels (Debian's redis-server
+# and redis-sentinel), each on a free loopback port, in one scratch folder,
+# all stopped at the end even when a test dies; portal-gatectl runs
+# against the sentinel URL.
+#
+#   my $hs = PortalGate::Sentinel->new;       # started, sentinels agreed
+#   $hs->url;                 # redis-sentinel://127.0.0.1:P1,...#mymaster
+#   $hs->url('other');        # the same with another master name
+#   $hs->ctl('create', 'f');  # {exit, out, err}, as PortalGate::Redis's
+#   $hs->cli($port, 'GET', 'k');      # redis-cli against any of them
+#   $hs->master_port;         # where the sentinels say the master is
+#   $hs->master_port_cached;  # the last master_port (sentinels down)
+#   $hs->replica_port;        # the other one
+#   $hs->kill_master;         # SIGKILL; returns the old master's port
+#   $hs->wait_failover($old, $limit);  # until the sentinels name another
+#   $hs->stop_sentinels;
+#
+# Sentinels must rewrite their config file: each has its own, in the
+# scratch folder. Waits are limits (PG_TEST_SLOW scales them), never exact.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IPC::Open3 qw(open3);
+use IO::Socket::INET;
+use Symbol qw(gensym);
+use Time::HiRes qw(sleep time);
+use PortalGate::Redis;
+
+my %LIVE;
+my $OWNER = $$;
+# as PortalGate::Test's: PG_TEST_SLOW multiplies every limit
+my $SLOW = ($ENV{PG_TEST_SLOW} // '') =~ /^\d+(?:\.\d+)?$/
+           && $ENV{PG_TEST_SLOW} > 0 ? $ENV{PG_TEST_SLOW} : 1;
+
+sub _free_port { PortalGate::Redis::_free_port() }
+
+# redis-sentinel is redis-server in sentinel mode; Debian ships the name
+# in its own package, which `make deps` installs
+sub _sentinel_cmd {
+    for my $d (split /:/, $ENV{PATH} // '') {
+        return ('redis-sentinel') if -x "$d/redis-sentinel";
+    }
+    return ('redis-server');
+}
+
+sub new {
+    my ($class, %o) = @_;
+    my $self = bless { dir => tempdir('portal-gate-sentinel-XXXXXX',
+                                      TMPDIR => 1, CLEANUP => 1),
+                       name => $o{name} // 'mymaster', pids => {} }, $class;
+    $self->{mport} = _free_port();
+    $self->{rport} = _free_port();
+    $self->{sports} = [map { _free_port() } 1 .. 3];
+
+    $self->_spawn('master', 'redis-server', '--bind', '127.0.0.1',
+                  '--port', $self->{mport}, '--dir', $self->_sub('master'),
+                  '--save', '', '--appendonly', 'no');
+    $self->_up($self->{mport});
+    $self->_spawn('replica', 'redis-server', '--bind', '127.0.0.1',
+                  '--port', $self->{rport}, '--dir', $self->_sub('replica'),
+                  '--save', '', '--appendonly', 'no',
+                  '--replicaof', '127.0.0.1', $self->{mport});
+    $self->_up($self->{rport});
+    $self->_until(sub { $self->cli($self->{rport}, 'INFO', 'replication')
+                            =~ /master_link_status:up/ },
+                  10, 'the replica syncs');
+
+    for my $i (0 .. 2) {
+        my $port = $self->{sports}[$i];
+        my $dir = $self->_sub("sentinel$i");
+        my $conf = "$dir/sentinel.conf";
+        open my $f, '>', $conf or die "$conf: $!";
+        print $f "port $port\nbind 127.0.0.1\ndir $dir\n",
+                 "sentinel monitor $self->{name} 127.0.0.1 $self->{mport} 2\n",
+                 "sentinel down-after-milliseconds $self->{name} 1000\n",
+                 "sentinel failover-timeout $self->{name} 3000\n";
+        close $f;
+        my @cmd = _sentinel_cmd();
+        $self->_spawn("sentinel$i", @cmd, $conf,
+                      $cmd[0] eq 'redis-server' ? ('--sentinel') : ());
+        $self->_up($port);
+    }
+
+    # each sentinel knows the replica and the two others: a failover can
+    # be agreed on (quorum 2) from now
+    for my $port (@{ $self->{sports} }) {
+        $self->_until(sub {
+            my $m = $self->cli($port, 'SENTINEL', 'master', $self->{name});
+            $m =~ /num-other-sentinels\n2\n/ && $m =~ /num-slaves\n1\n/
+        }, 20, "sentinel $port sees the replica and the other sentinels");
+    }
+
+    return $self;
+}
+
+sub _sub {
+    my ($self, $name) = @_;
+    my $d = "$self->{dir}/$name";
+    mkdir $d;
+    return $d;
+}
+
+sub _spawn {
+    my ($self, $name, @cmd) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', "$self->{dir}/$name.log";
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or exit 127;
+    }
+    $self->{pids}{$name} = $pid;
+    $LIVE{$pid} = 1;
+}
+
+sub _up {
+    my ($self, $port) = @_;
+    $self->_until(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                              PeerPort => $port) },
+                  10, "a server on port $port");
+}
+
+sub _until {
+    my ($self, $cond, $limit, $what) = @_;
+    my $deadline = time + $limit * $SLOW;
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    die "not within ${limit}s: $what (logs: $self->{dir})\n";
+}
+
+sub _kill {
+    my ($self, $name, $sig) = @_;
+    my $pid = delete $self->{pids}{$name} or return;
+    kill $sig, $pid;
+    waitpid $pid, 0;
+    delete $LIVE{$pid};
+}
+
+sub url {
+    my ($self, $name) = @_;
+    return 'redis-sentinel://'
+           . join(',', map { "127.0.0.1:$_" } @{ $self->{sports} })
+           . '#' . ($name // $self->{name});
+}
+
+sub sentinel_ports { @{ $_[0]{sports} } }
+
+# where the first sentinel that answers says the master is
+sub master_port {
+    my ($self) = @_;
+    for my $port (@{ $self->{sports} }) {
+        my $a = $self->cli($port, 'SENTINEL', 'get-master-addr-by-name',
+                           $self->{name});
+        return $self->{last_master} = $1 if $a =~ /^\S+\n(\d+)$/;
+    }
+    return undef;
+}
+
+# the master's port as the sentinels last said it (with them down)
+sub master_port_cached { $_[0]{last_master} }
+
+# the other server of the two, the master's replica
+sub replica_port {
+    my ($self) = @_;
+    my $m = $self->master_port // 0;
+    return $m == $self->{mport} ? $self->{rport} : $self->{mport};
+}
+
+# until $cond is true, within $limit s (times PG_TEST_SLOW), else dies
+sub wait_until { my $self = shift; $self->_until(@_) }
+
+# SIGKILL the master (whichever server it is now); returns its port
+sub kill_master {
+    my ($self) = @_;
+    my $port = $self->master_port;
+    my $name = $port == $self->{mport} ? 'master' : 'replica';
+    $self->_kill($name, 'KILL');
+    return $port;
+}
+
+# until a sentinel names a master other than $old, and it says ROLE master
+sub wait_failover {
+    my ($self, $old, $limit) = @_;
+    $self->_until(sub {
+        my $p = $self->master_port;
+        defined $p && $p != $old
+            && $self->cli($p, 'ROLE') =~ /^master/
+    }, $limit // 30, "the sentinels fail over from port $old");
+    return $self->master_port;
+}
+
+sub stop_sentinels {
+    my ($self) = @_;
+    $self->_kill("sentinel$_", 'TERM') for 0 .. 2;
+}
+
+sub stop {
+    my ($self) = @_;
+    $self->_kill($_, 'TERM') for keys %{ $self->{pids} };
+}
+
+# portal-gatectl with PORTAL_GATE_REDIS = the sentinel URL (or $o{url})
+sub ctl {
+    my ($self, @args) = @_;
+    return $self->ctl_url($self->url, @args);
+}
+
+sub ctl_url {
+    my ($self, $url, @args) = @_;
+    local $ENV{PORTAL_GATE_REDIS} = $url;
+    local $ENV{USER} = 'tester';
+    local $ENV{SUDO_USER} = '';
+    local $ENV{PORTAL_GATE_CONF} = '';
+    delete local $ENV{PORTAL_GATE_PREFIX};
+    delete local $ENV{PORTAL_GATE_ENV};
+    my $err = gensym;
+    my $pid = open3(my $in, my $out, $err, $PortalGate::Redis::CTL, @args);
+    close $in;
+    my $o = do { local $/; <$out> } // '';
+    my $e = do { local $/; <$err> } // '';
+    waitpid $pid, 0;
+    return { exit => $? >> 8, out => $o, err => $e };
+}
+
+# redis-cli against the server or sentinel on $port; its output
+sub cli {
+    my ($self, $port, @args) = @_;
+    my $pid = open3(my $in, my $out, undef, 'redis-cli', '-p', $port,
+                    @args);
+    close $in;
+    my $o = do { local $/; <$out> } // '';
+    waitpid $pid, 0;
+    chomp $o;
+    return $o;
+}
+
+sub DESTROY { $_[0]->stop if $$ == $OWNER }
+
+END {
+    if ($$ == $OWNER) {
+        for my $pid (keys %LIVE) {
+            kill 'TERM', $pid;
+            waitpid $pid, 0;
+        }
+    }
+}
+
+1;
