@@ -35,6 +35,22 @@ sub patch_body {
                           environments => $envs});
 }
 
+# gdb on the (one) worker: at the next call of $func, the first $alloc
+# (calloc, malloc) in it returns NULL; returns once the breakpoint is set
+sub fail_allocation {
+    my ($ng, $func, $alloc, $log) = @_;
+    my ($w) = $ng->workers;
+    my $armed = $ng->dir . '/armed';
+    unlink $armed;
+    my $gdb = PortalGate::Gdb::run($w, $log,
+        "break $func", "shell touch $armed",
+        'continue', "tbreak $alloc", 'continue', 'finish',
+        'set var $rax = 0', 'detach');
+    my $deadline = time + 30 * $SLOW;
+    sleep 0.05 until -e $armed || time > $deadline;
+    return $gdb;
+}
+
 sub slurp {
     my ($path) = @_;
     open my $fh, '<', $path or return '';
@@ -110,14 +126,8 @@ subtest 'out of memory while a patch is built: 500 said at alert, nothing change
     my $before = $ng->api('GET', 'snapshot')->{content};
 
     # the first allocation inside pg_snap_build_patch() fails
-    my ($w) = $ng->workers;
     my $log = $ng->dir . '/gdb.log';
-    my $gdb = PortalGate::Gdb::run($w, $log,
-        'break pg_snap_build_patch', 'shell touch ' . $ng->dir . '/armed',
-        'continue', 'tbreak calloc', 'continue', 'finish',
-        'set var $rax = 0', 'detach');
-    my $deadline = time + 30 * $SLOW;
-    sleep 0.05 until -e $ng->dir . '/armed' || time > $deadline;
+    my $gdb = fail_allocation($ng, 'pg_snap_build_patch', 'calloc', $log);
 
     my $body = patch_body(5, 6, {production => {
         customer_portal => { rollout => 0, allow => ['12', '57'] }}});
@@ -154,14 +164,8 @@ subtest 'out of memory while a PUT is built: 500 said at alert, nothing changes'
     my $before = $ng->api('GET', 'snapshot')->{content};
 
     # the first allocation inside pg_snap_build_json() fails
-    my ($w) = $ng->workers;
     my $log = $ng->dir . '/gdb.log';
-    my $gdb = PortalGate::Gdb::run($w, $log,
-        'break pg_snap_build_json', 'shell touch ' . $ng->dir . '/armed',
-        'continue', 'tbreak calloc', 'continue', 'finish',
-        'set var $rax = 0', 'detach');
-    my $deadline = time + 30 * $SLOW;
-    sleep 0.05 until -e $ng->dir . '/armed' || time > $deadline;
+    my $gdb = fail_allocation($ng, 'pg_snap_build_json', 'calloc', $log);
 
     my $snap = {revision => 6, environments => {production => {
         customer_portal => { rollout => 0, allow => ['12', '57'] }}}};
@@ -194,16 +198,9 @@ subtest 'out of memory while the JSON is parsed: 500, for a PUT and a PATCH' => 
 
     # the first allocation inside json_loadb() fails (jansson then says
     # nothing in its error text)
-    my ($w) = $ng->workers;
     for my $method ('PUT', 'PATCH') {
         my $log = $ng->dir . "/gdb.$method.log";
-        unlink $ng->dir . '/armed';
-        my $gdb = PortalGate::Gdb::run($w, $log,
-            'break json_loadb', 'shell touch ' . $ng->dir . '/armed',
-            'continue', 'tbreak malloc', 'continue', 'finish',
-            'set var $rax = 0', 'detach');
-        my $deadline = time + 30 * $SLOW;
-        sleep 0.05 until -e $ng->dir . '/armed' || time > $deadline;
+        my $gdb = fail_allocation($ng, 'json_loadb', 'malloc', $log);
         my $res = $method eq 'PUT'
             ? $ng->put_snapshot({revision => 6, environments => {}},
                                 timeout => 60)
