@@ -304,6 +304,14 @@ deb:
 	    $(BUILD)/deb/
 	@ls -l $(BUILD)/deb/*.deb
 
+# man-db: the man pages are checked; systemd: systemd-analyze verify and
+# systemd-socket-activate (systemd need not run)
+TEST_DEB_PKGS := $(DEB_PKGS) redis-server curl openssl man-db systemd
+
+test-deb: deb
+	@tools/deps.sh $(TEST_DEB_PKGS)
+	tools/test-deb.sh
+
 # --- fuzzing (fuzz/README.md) ---------------------------------------------
 #
 #   make fuzz                     build every libFuzzer target
