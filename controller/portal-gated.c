@@ -45,16 +45,27 @@
  *     warn, once: it serves those flags off whatever the store says.
  *
  * Signals only set a flag and write a byte to the self-pipe: SIGTERM and
- * SIGINT end the loop, SIGHUP re-reads the config file.
+ * SIGINT end the loop, SIGHUP re-reads the config file, SIGUSR1 reopens
+ * the error_log file.
  *
- * Logs: one line per event, on stderr (or syslog with -d and no stderr):
- * "2026/11/25 14:03:07.123 [notice] 4711: ...".
+ * Logs: one line per event, on stderr, or in the config's error_log file
+ * once started (syslog with -d, a terminal and no error_log):
+ * "2026/11/25 14:03:07.123 [notice] 4711: ...". SIGUSR1 reopens the file
+ * after logrotate moved it, as nginx does.
+ *
+ * The pid file (the config's pid line): written once started, with or
+ * without -d, removed at a clean exit when it still names this process.
+ * With -d the parent waits until the daemon has started or failed, and
+ * exits 0 or 1 saying why, so that a failed start is seen where it was
+ * asked for.
  *
  * Ownership: see pgd.h.
  */
 
+#define _GNU_SOURCE             /* pipe2 */
 #include <errno.h>              /* errno, EINTR */
-#include <fcntl.h>              /* open, fcntl, O_NONBLOCK */
+#include <fcntl.h>              /* open, fcntl, O_NONBLOCK, O_APPEND */
+#include <libgen.h>             /* dirname: -t checks the log's folder */
 #include <signal.h>             /* sigaction */
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* fprintf, snprintf */
@@ -70,10 +81,26 @@
 
 static volatile sig_atomic_t  pgd_signal_quit;
 static volatile sig_atomic_t  pgd_signal_hup;
+static volatile sig_atomic_t  pgd_signal_usr1;
 static int                    pgd_signal_fd = -1;
-static sigset_t               pgd_signal_set;   /* TERM, INT, HUP: let
-                                                   through only while the
-                                                   loop waits */
+static sigset_t               pgd_signal_set;   /* TERM, INT, HUP, USR1:
+                                                   let through only while
+                                                   the loop waits */
+
+/* The log file and the pid file (the config's error_log and pid lines).
+ * Process-wide, as stderr is. */
+static int                    pgd_log_fd = -1;  /* error_log opened at start,
+                                                   on fd 2 once started */
+static int                    pgd_stderr_fd = -1;  /* the first stderr, while
+                                                   fd 2 is the log file: a
+                                                   HUP may take the file
+                                                   away again */
+static int                    pgd_ready_fd = -1;   /* -d: to the parent,
+                                                   until started */
+static int                    pgd_daemonized;   /* -d, in the daemon */
+static char                   pgd_pid_path[PG_CONF_PATH_MAX];  /* the pid
+                                                   file this process wrote;
+                                                   "": none */
 
 
 static void pgd_on_signal(int signo);
@@ -83,7 +110,16 @@ static void pgd_usage(FILE *out);
 static int pgd_usage_error(const char *what, const char *arg);
 static int pgd_check_conf(const char *path, pg_conf_t *conf,
     pg_error_t *err);
+static int pgd_check_files(const pg_conf_t *conf, pg_error_t *err);
+static int pgd_log_open(const char *path, int *fd, pg_error_t *err);
+static void pgd_log_to(int fd);
+static void pgd_log_reopen(pgd_t *d);
+static int pgd_pid_write(const char *path, pg_error_t *err);
+static void pgd_pid_remove(const char *path);
+static int pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf,
+    pg_error_t *err);
 static int pgd_daemonize(pgd_t *d);
+static void pgd_started(const char *failure);
 static void pgd_reconfigure(pgd_t *d);
 static int pgd_run(pgd_t *d);
 
@@ -152,6 +188,8 @@ pgd_on_signal(int signo)
 
     if (signo == SIGHUP) {
         pgd_signal_hup = 1;
+    } else if (signo == SIGUSR1) {
+        pgd_signal_usr1 = 1;
     } else {
         pgd_signal_quit = signo;
     }
@@ -188,7 +226,8 @@ pgd_signals(pgd_t *d)
 
     if (sigaction(SIGTERM, &sa, NULL) != 0
         || sigaction(SIGINT, &sa, NULL) != 0
-        || sigaction(SIGHUP, &sa, NULL) != 0)
+        || sigaction(SIGHUP, &sa, NULL) != 0
+        || sigaction(SIGUSR1, &sa, NULL) != 0)
     {
         return PG_ERR;
     }
@@ -205,6 +244,7 @@ pgd_signals(pgd_t *d)
     sigaddset(&pgd_signal_set, SIGTERM);
     sigaddset(&pgd_signal_set, SIGINT);
     sigaddset(&pgd_signal_set, SIGHUP);
+    sigaddset(&pgd_signal_set, SIGUSR1);
 
     if (sigprocmask(SIG_BLOCK, &pgd_signal_set, NULL) != 0) {
         return PG_ERR;
@@ -233,12 +273,13 @@ pgd_usage(FILE *out)
         "  -c FILE    the configuration file (default: $PORTAL_GATE_CONF,\n"
         "             else " PGD_CONF_DEFAULT ")\n"
         "  -t         check the configuration file and exit\n"
-        "  -d         run in the background; logs go to stderr if it is not\n"
-        "             a terminal, otherwise to syslog\n"
+        "  -d         run in the background; logs go to the error_log file,\n"
+        "             else to stderr if it is not a terminal, else to syslog\n"
         "  -h         this help\n"
         "  --version  print the version and exit\n"
         "\n"
-        "Signals: TERM and INT stop it, HUP re-reads the configuration.\n"
+        "Signals: TERM and INT stop it, HUP re-reads the configuration,\n"
+        "USR1 reopens the error_log file.\n"
         "Exit status: 0 stopped cleanly or the configuration is good,\n"
         "1 the configuration is bad or it could not start, 2 usage error.\n");
 }
@@ -276,22 +317,314 @@ pgd_check_conf(const char *path, pg_conf_t *conf, pg_error_t *err)
 }
 
 
+/*
+ * -t: can the error_log file and the pid file be written? As far as
+ * access() tells (the start opens them for real), as nginx -t opens its
+ * logs: a file or folder missing or not writable is said now, not at the
+ * start of a daemon that is already in the background.
+ */
+static int
+pgd_check_files(const pg_conf_t *conf, pg_error_t *err)
+{
+    int          i;
+    char         dir[PG_CONF_PATH_MAX];
+    const char  *path[2], *what[2];
+
+    path[0] = conf->error_log;
+    what[0] = "error_log";
+    path[1] = conf->pid;
+    what[1] = "pid file";
+
+    for (i = 0; i < 2; i++) {
+        if (path[i][0] == '\0') {
+            continue;
+        }
+
+        /* an error_log is appended to; a pid file is renamed into place,
+         * so only its folder counts */
+        if (i == 0 && access(path[i], F_OK) == 0) {
+            if (access(path[i], W_OK) != 0) {
+                snprintf(err->text, sizeof(err->text), "%s %s cannot be "
+                         "written: %s", what[i], path[i], strerror(errno));
+                return PG_ERR;
+            }
+
+            continue;
+        }
+
+        snprintf(dir, sizeof(dir), "%s", path[i]);
+
+        if (access(dirname(dir), W_OK | X_OK) != 0) {
+            snprintf(err->text, sizeof(err->text), "%s %s cannot be "
+                     "written: its folder: %s", what[i], path[i],
+                     strerror(errno));
+            return PG_ERR;
+        }
+    }
+
+    return PG_OK;
+}
+
+
+/* The error_log file, opened to append (made 0640 when missing): a new
+ * *fd, close-on-exec. */
+static int
+pgd_log_open(const char *path, int *fd, pg_error_t *err)
+{
+    *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+    if (*fd == -1) {
+        snprintf(err->text, sizeof(err->text), "cannot open error_log %s: "
+                 "%s", path, strerror(errno));
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
+/*
+ * The log goes to fd from now on: fd 2 becomes that file, so that what a
+ * library or a sanitizer writes to stderr lands there too, as in nginx;
+ * fd is closed. In the foreground the first stderr is kept, for a failure
+ * to start and for a HUP that removes the error_log line; a daemon keeps
+ * nothing of who started it (a pipe held open would never end its reader).
+ */
+static void
+pgd_log_to(int fd)
+{
+    fflush(stderr);
+
+    if (pgd_stderr_fd == -1 && !pgd_daemonized) {
+        pgd_stderr_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    }
+
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+}
+
+
+/* SIGUSR1: open the error_log file again (logrotate moved the old one
+ * away); if it cannot be, the log stays in the file open before. */
+static void
+pgd_log_reopen(pgd_t *d)
+{
+    int         fd;
+    pg_error_t  err;
+
+    if (d->conf.error_log[0] == '\0') {
+        pgd_log(d, PG_LOG_NOTICE, "SIGUSR1: there is no error_log file to "
+                "reopen (the log goes to %s)",
+                d->use_syslog ? "syslog" : "stderr");
+        return;
+    }
+
+    if (pgd_log_open(d->conf.error_log, &fd, &err) != PG_OK) {
+        pgd_log(d, PG_LOG_ERROR, "SIGUSR1: %s; the log stays in the file "
+                "open before", err.text);
+        return;
+    }
+
+    pgd_log_to(fd);
+    pgd_log(d, PG_LOG_NOTICE, "error_log %s reopened (SIGUSR1)",
+            d->conf.error_log);
+}
+
+
+/*
+ * The pid file: this process's pid, written to PATH.new and renamed, so
+ * that a reader never sees it half-written; never through a link planted
+ * at PATH.new. pgd_pid_path says which file to remove at exit.
+ */
+static int
+pgd_pid_write(const char *path, pg_error_t *err)
+{
+    int   fd, n, saved;
+    char  tmp[PG_CONF_PATH_MAX + 8], buf[32];
+
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
+
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+              0644);
+
+    if (fd == -1) {
+        saved = errno;
+
+    } else if (write(fd, buf, n) != n) {
+        saved = errno;
+        close(fd);
+        unlink(tmp);
+
+    } else if (close(fd) != 0 || rename(tmp, path) != 0) {
+        saved = errno;
+        unlink(tmp);
+
+    } else {
+        snprintf(pgd_pid_path, sizeof(pgd_pid_path), "%s", path);
+        return PG_OK;
+    }
+
+    snprintf(err->text, sizeof(err->text), "cannot write pid file %s: %s",
+             path, strerror(saved));
+
+    return PG_ERR;
+}
+
+
+/* Remove the pid file at path if it still names this process: another
+ * portal-gated may have written its own there since. */
+static void
+pgd_pid_remove(const char *path)
+{
+    int      fd;
+    char     buf[32];
+    ssize_t  n;
+
+    if (path[0] == '\0') {
+        return;
+    }
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd == -1) {
+        return;
+    }
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+
+    if (strtol(buf, NULL, 10) == (long) getpid()) {
+        unlink(path);
+    }
+}
+
+
+/*
+ * SIGHUP with another error_log or pid line. What can fail comes first
+ * (the new file opened, the new pid file written), so that on PG_ERR
+ * nothing has changed and the reload is refused, as nginx refuses one
+ * whose log it cannot open; then the log moves and the old pid file goes.
+ */
+static int
+pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf, pg_error_t *err)
+{
+    int   fd, log_changed;
+    char  old_pid[PG_CONF_PATH_MAX];
+
+    log_changed = strcmp(conf->error_log, d->conf.error_log) != 0;
+    fd = -1;
+
+    if (log_changed && conf->error_log[0] != '\0'
+        && pgd_log_open(conf->error_log, &fd, err) != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    if (strcmp(conf->pid, d->conf.pid) != 0) {
+        memcpy(old_pid, pgd_pid_path, sizeof(old_pid));
+
+        if (conf->pid[0] != '\0') {
+            if (pgd_pid_write(conf->pid, err) != PG_OK) {
+                if (fd != -1) {
+                    close(fd);
+                }
+
+                return PG_ERR;
+            }
+
+        } else {
+            pgd_pid_path[0] = '\0';
+        }
+
+        pgd_pid_remove(old_pid);
+    }
+
+    if (!log_changed) {
+        return PG_OK;
+    }
+
+    pgd_log(d, PG_LOG_NOTICE, "the log goes to %s from now on",
+            conf->error_log[0] != '\0' ? conf->error_log : "stderr");
+
+    if (fd != -1) {
+        pgd_log_to(fd);
+        d->use_syslog = 0;
+
+    } else if (pgd_stderr_fd != -1) {
+        /* no error_log any more: back to the first stderr */
+        fflush(stderr);
+        dup2(pgd_stderr_fd, STDERR_FILENO);
+
+    } else {
+        /* a daemon that has none: syslog */
+        openlog(PGD_ACTOR, LOG_PID, LOG_DAEMON);
+        d->use_syslog = 1;
+    }
+
+    return PG_OK;
+}
+
+
+/*
+ * -d. The parent waits on a pipe until the daemon says it has started
+ * ("ok") or why it could not (pgd_started()), and exits 0 or 1 with that:
+ * a pid file that cannot be written is said on the terminal that asked
+ * for the daemon, not only in a log nobody reads yet.
+ */
 static int
 pgd_daemonize(pgd_t *d)
 {
-    int    fd;
-    pid_t  pid;
+    int      fd, ready[2];
+    char     msg[1024];
+    pid_t    pid;
+    size_t   got;
+    ssize_t  n;
+
+    if (pipe2(ready, O_CLOEXEC) != 0) {
+        fprintf(stderr, "portal-gated: pipe failed: %s\n", strerror(errno));
+        return PG_ERR;
+    }
 
     pid = fork();
 
     if (pid < 0) {
         fprintf(stderr, "portal-gated: fork failed: %s\n", strerror(errno));
+        close(ready[0]);
+        close(ready[1]);
         return PG_ERR;
     }
 
     if (pid > 0) {
-        _exit(0);
+        close(ready[1]);
+        got = 0;
+
+        while (got < sizeof(msg) - 1) {
+            n = read(ready[0], msg + got, sizeof(msg) - 1 - got);
+
+            if (n > 0) {
+                got += n;
+
+            } else if (n == 0 || errno != EINTR) {
+                break;
+            }
+        }
+
+        msg[got] = '\0';
+
+        if (strcmp(msg, "ok") == 0) {
+            _exit(0);
+        }
+
+        fprintf(stderr, "portal-gated: %s\n",
+                got > 0 ? msg : "the daemon ended as it started");
+        _exit(1);
     }
+
+    close(ready[0]);
+    pgd_ready_fd = ready[1];
+    pgd_daemonized = 1;
 
     setsid();
 
@@ -305,10 +638,11 @@ pgd_daemonize(pgd_t *d)
         dup2(fd, STDIN_FILENO);
         dup2(fd, STDOUT_FILENO);
 
-        /* a terminal goes away with its session: log to syslog then */
+        /* a terminal goes away with its session: log to syslog then,
+         * unless an error_log file takes the log */
         if (isatty(STDERR_FILENO)) {
-            d->use_syslog = 1;
             openlog(PGD_ACTOR, LOG_PID, LOG_DAEMON);
+            d->use_syslog = (pgd_log_fd == -1);
             dup2(fd, STDERR_FILENO);
         }
 
@@ -321,10 +655,39 @@ pgd_daemonize(pgd_t *d)
 }
 
 
+/*
+ * Started (failure NULL), or not and why. -d: the parent hears it and
+ * exits 0 or 1. In the foreground, a failure is also said on the first
+ * stderr when the log went to an error_log file.
+ */
+static void
+pgd_started(const char *failure)
+{
+    const char  *msg;
+
+    if (pgd_ready_fd != -1) {
+        msg = failure ? failure : "ok";
+
+        if (write(pgd_ready_fd, msg, strlen(msg)) < 0) {
+            /* the parent is gone: nobody to tell */
+        }
+
+        close(pgd_ready_fd);
+        pgd_ready_fd = -1;
+        return;
+    }
+
+    if (failure != NULL && pgd_stderr_fd != -1) {
+        dprintf(pgd_stderr_fd, "portal-gated: %s\n", failure);
+    }
+}
+
+
 int
 main(int argc, char **argv)
 {
     int          i, test, daemon, given, rc;
+    char         why[PG_ERROR_LEN + 32];
     pgd_t       *d;
     pg_error_t   err;
     const char  *path;
@@ -390,6 +753,13 @@ main(int argc, char **argv)
     }
 
     if (test) {
+        if (pgd_check_files(&d->conf, &err) != PG_OK) {
+            fprintf(stderr, "portal-gated: %s\nportal-gated: configuration "
+                    "file %s test failed\n", err.text, path);
+            free(d);
+            return 1;
+        }
+
         fprintf(stderr, "portal-gated: the configuration file %s syntax is "
                 "ok\nportal-gated: configuration file %s test is "
                 "successful\n", path, path);
@@ -412,9 +782,17 @@ main(int argc, char **argv)
         return 1;
     }
 
-    /* before -d too: a listen address in use is said on the terminal
-     * (MHD runs no thread, so it forks with the daemon) */
-    if (pgd_http_start(d) != PG_OK) {
+    /* before -d too: a log file that cannot be opened, a listen address
+     * in use are said on the terminal (MHD runs no thread, so it forks
+     * with the daemon) */
+    if ((d->conf.error_log[0] != '\0'
+         && pgd_log_open(d->conf.error_log, &pgd_log_fd, &err) != PG_OK)
+        || pgd_http_start(d) != PG_OK)
+    {
+        if (pgd_log_fd == -1 && d->conf.error_log[0] != '\0') {
+            fprintf(stderr, "portal-gated: cannot start: %s\n", err.text);
+        }
+
         pgd_http_stop(d);
         free(d->conf_path);
         free(d);
@@ -428,24 +806,42 @@ main(int argc, char **argv)
         return 1;
     }
 
+    /* the log goes to the error_log file from here on */
+    if (pgd_log_fd != -1) {
+        pgd_log_to(pgd_log_fd);
+        pgd_log_fd = -1;
+    }
+
     setvbuf(stderr, NULL, _IOLBF, 0);
     srand((unsigned) getpid() ^ (unsigned) pgd_now());
     pgd_beat_start(d);
+    why[0] = '\0';
 
-    if ((d->multi = pg_curl.multi_init()) == NULL) {
-        pgd_log(d, PG_LOG_ERROR, "cannot start: libcurl failed to start");
-        rc = 1;
+    if (d->conf.pid[0] != '\0'
+        && pgd_pid_write(d->conf.pid, &err) != PG_OK)
+    {
+        snprintf(why, sizeof(why), "cannot start: %s", err.text);
+
+    } else if ((d->multi = pg_curl.multi_init()) == NULL) {
+        snprintf(why, sizeof(why), "cannot start: libcurl failed to start");
 
     } else if (pgd_signals(d) != PG_OK || pgd_edges_set(d) != PG_OK
                || pgd_certs_start(d) != PG_OK)
     {
-        pgd_log(d, PG_LOG_ERROR, "cannot start: %s", strerror(errno));
+        snprintf(why, sizeof(why), "cannot start: %s", strerror(errno));
+    }
+
+    if (why[0] != '\0') {
+        pgd_log(d, PG_LOG_ERROR, "%s", why);
+        pgd_started(why);
         rc = 1;
 
     } else {
+        pgd_started(NULL);
         rc = pgd_run(d);
     }
 
+    pgd_pid_remove(pgd_pid_path);
     pgd_http_stop(d);
     pgd_redis_close(d);
     pgd_edges_free(d);
@@ -513,7 +909,9 @@ pgd_reconfigure(pgd_t *d)
         return;
     }
 
-    if (pgd_check_conf(d->conf_path, conf, &err) != PG_OK) {
+    if (pgd_check_conf(d->conf_path, conf, &err) != PG_OK
+        || pgd_files_reconfigure(d, conf, &err) != PG_OK)
+    {
         pgd_log(d, PG_LOG_ERROR, "configuration not reloaded, the old one "
                 "stays: %s", err.text);
         free(conf);
@@ -638,6 +1036,11 @@ pgd_run(pgd_t *d)
         if (pgd_signal_hup) {
             pgd_signal_hup = 0;
             pgd_reconfigure(d);
+        }
+
+        if (pgd_signal_usr1) {
+            pgd_signal_usr1 = 0;
+            pgd_log_reopen(d);
         }
 
         now = pgd_now();
