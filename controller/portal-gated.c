@@ -51,7 +51,9 @@
  * Logs: one line per event, on stderr, or in the config's error_log file
  * once started (syslog with -d, a terminal and no error_log):
  * "2026/11/25 14:03:07.123 [notice] 4711: ...". SIGUSR1 reopens the file
- * after logrotate moved it, as nginx does.
+ * after logrotate moved it, as nginx does. When stderr is systemd's
+ * journal ($JOURNAL_STREAM), a line is "<5>[notice] ...": the journal
+ * takes the priority from it and stamps the time and the pid itself.
  *
  * The pid file (the config's pid line): written once started, with or
  * without -d, removed at a clean exit when it still names this process.
@@ -68,10 +70,12 @@
 #include <libgen.h>             /* dirname: -t checks the log's folder */
 #include <signal.h>             /* sigaction */
 #include <stdarg.h>             /* va_list */
-#include <stdio.h>              /* fprintf, snprintf */
-#include <stdlib.h>             /* calloc, free, srand, realpath */
+#include <stdio.h>              /* fprintf, snprintf, sscanf */
+#include <stdlib.h>             /* calloc, free, srand, realpath,
+                                   getenv */
 #include <string.h>             /* strcmp, strerror */
 #include <syslog.h>             /* syslog: -d without a stderr */
+#include <sys/stat.h>           /* fstat: is stderr the journal? */
 #include <time.h>               /* clock_gettime, localtime_r */
 #include <unistd.h>             /* fork, setsid, pipe, getpid, access */
 #include "pg_curl.h"            /* pg_curl: libcurl, loaded at start */
@@ -98,11 +102,14 @@ static int                    pgd_stderr_fd = -1;  /* the first stderr, while
 static int                    pgd_ready_fd = -1;   /* -d: to the parent,
                                                    until started */
 static int                    pgd_daemonized;   /* -d, in the daemon */
+static int                    pgd_journal;      /* fd 2 is systemd's
+                                                   journal: "<N>" lines */
 static char                   pgd_pid_path[PG_CONF_PATH_MAX];  /* the pid
                                                    file this process wrote;
                                                    "": none */
 
 
+static void pgd_journal_check(void);
 static void pgd_on_signal(int signo);
 static void pgd_edge_carry(pgd_edge_t *e, pgd_edge_t *old);
 static int pgd_signals(pgd_t *d);
@@ -159,6 +166,12 @@ pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
         return;
     }
 
+    if (pgd_journal) {
+        fprintf(stderr, "<%d>[%s] %s\n", pgd_syslog_levels[level],
+                pgd_level_names[level], msg);
+        return;
+    }
+
     clock_gettime(CLOCK_REALTIME, &now);
     localtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y/%m/%d %H:%M:%S", &tm);
@@ -166,6 +179,34 @@ pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
     /* one write per line, so that lines never interleave */
     fprintf(stderr, "%s.%03ld [%s] %d: %s\n", ts, now.tv_nsec / 1000000,
             pgd_level_names[level], (int) getpid(), msg);
+}
+
+
+/*
+ * Is fd 2 the stream systemd connected to the journal? $JOURNAL_STREAM
+ * names it as "DEVICE:INODE" (systemd.exec(5)); a file or a pipe that
+ * stderr became since (error_log, a shell's redirection) is not it. Then
+ * each line starts with its syslog priority, "<5>", which the journal
+ * reads (journalctl -p warning), and no time or pid: the journal keeps
+ * both.
+ */
+static void
+pgd_journal_check(void)
+{
+    const char          *env;
+    struct stat          st;
+    unsigned long long   dev, ino;
+
+    pgd_journal = 0;
+    env = getenv("JOURNAL_STREAM");
+
+    if (env != NULL && sscanf(env, "%llu:%llu", &dev, &ino) == 2
+        && fstat(STDERR_FILENO, &st) == 0
+        && (unsigned long long) st.st_dev == dev
+        && (unsigned long long) st.st_ino == ino)
+    {
+        pgd_journal = 1;
+    }
 }
 
 
@@ -401,6 +442,7 @@ pgd_log_to(int fd)
 
     dup2(fd, STDERR_FILENO);
     close(fd);
+    pgd_journal_check();
 }
 
 
@@ -556,6 +598,7 @@ pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf, pg_error_t *err)
         /* no error_log any more: back to the first stderr */
         fflush(stderr);
         dup2(pgd_stderr_fd, STDERR_FILENO);
+        pgd_journal_check();
 
     } else {
         /* a daemon that has none: syslog */
@@ -736,6 +779,8 @@ main(int argc, char **argv)
         fprintf(stderr, "portal-gated: out of memory\n");
         return 1;
     }
+
+    pgd_journal_check();
 
     d->made_revision = -1;
     d->verify = -1;
