@@ -862,18 +862,20 @@ main(int argc, char **argv)
     pgd_beat_start(d);
     why[0] = '\0';
 
-    if (d->conf.pid[0] != '\0'
-        && pgd_pid_write(d->conf.pid, &err) != PG_OK)
-    {
-        snprintf(why, sizeof(why), "cannot start: %s", err.text);
-
-    } else if ((d->multi = pg_curl.multi_init()) == NULL) {
+    /* the pid file last: whoever reads it may signal at once (logrotate's
+     * USR1), and the handlers are in place by then */
+    if ((d->multi = pg_curl.multi_init()) == NULL) {
         snprintf(why, sizeof(why), "cannot start: libcurl failed to start");
 
     } else if (pgd_signals(d) != PG_OK || pgd_edges_set(d) != PG_OK
                || pgd_certs_start(d) != PG_OK)
     {
         snprintf(why, sizeof(why), "cannot start: %s", strerror(errno));
+
+    } else if (d->conf.pid[0] != '\0'
+               && pgd_pid_write(d->conf.pid, &err) != PG_OK)
+    {
+        snprintf(why, sizeof(why), "cannot start: %s", err.text);
     }
 
     if (why[0] != '\0') {
