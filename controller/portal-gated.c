@@ -50,36 +50,27 @@
  *
  * Logs: one line per event, on stderr, or in the config's error_log file
  * once started (syslog with -d, a terminal and no error_log):
- * "2026/11/25 14:03:07.123 [notice] 4711: ...". SIGUSR1 reopens the file
- * after logrotate moved it, as nginx does. When stderr is systemd's
- * journal ($JOURNAL_STREAM), a line is "<5>[notice] ...": the journal
- * takes the priority from it and stamps the time and the pid itself.
- *
- * The pid file (the config's pid line): written once started, with or
- * without -d, removed at a clean exit when it still names this process.
- * With -d the parent waits until the daemon has started or failed, and
- * exits 0 or 1 saying why, so that a failed start is seen where it was
- * asked for.
+ * "2026/11/25 14:03:07.123 [notice] 4711: ...", or "<5>[notice] ..." when
+ * stderr is systemd's journal. The log file, the pid file, -d and the
+ * journal: pgd_files.c.
  *
  * Ownership: see pgd.h.
  */
 
-#define _GNU_SOURCE             /* pipe2 */
 #include <errno.h>              /* errno, EINTR */
-#include <fcntl.h>              /* open, fcntl, O_NONBLOCK, O_APPEND */
-#include <libgen.h>             /* dirname: -t checks the log's folder */
+#include <fcntl.h>              /* fcntl, O_NONBLOCK */
 #include <signal.h>             /* sigaction */
 #include <stdarg.h>             /* va_list */
-#include <stdio.h>              /* fprintf, snprintf, sscanf */
+#include <stdio.h>              /* fprintf, snprintf */
 #include <stdlib.h>             /* calloc, free, srand, realpath,
                                    getenv */
 #include <string.h>             /* strcmp, strerror */
 #include <syslog.h>             /* syslog: -d without a stderr */
-#include <sys/stat.h>           /* fstat: is stderr the journal? */
 #include <time.h>               /* clock_gettime, localtime_r */
 #include <unistd.h>             /* fork, setsid, pipe, getpid, access */
 #include "pg_curl.h"            /* pg_curl: libcurl, loaded at start */
 #include "pgd.h"                /* pgd_t, and the daemon's other files */
+#include "pgd_files.h"          /* error_log, pid, -d, the journal */
 #include "pgd_http.h"           /* listen: /metrics, /healthz, the page */
 
 
@@ -91,25 +82,7 @@ static sigset_t               pgd_signal_set;   /* TERM, INT, HUP, USR1:
                                                    let through only while
                                                    the loop waits */
 
-/* The log file and the pid file (the config's error_log and pid lines).
- * Process-wide, as stderr is. */
-static int                    pgd_log_fd = -1;  /* error_log opened at start,
-                                                   on fd 2 once started */
-static int                    pgd_stderr_fd = -1;  /* the first stderr, while
-                                                   fd 2 is the log file: a
-                                                   HUP may take the file
-                                                   away again */
-static int                    pgd_ready_fd = -1;   /* -d: to the parent,
-                                                   until started */
-static int                    pgd_daemonized;   /* -d, in the daemon */
-static int                    pgd_journal;      /* fd 2 is systemd's
-                                                   journal: "<N>" lines */
-static char                   pgd_pid_path[PG_CONF_PATH_MAX];  /* the pid
-                                                   file this process wrote;
-                                                   "": none */
 
-
-static void pgd_journal_check(void);
 static void pgd_on_signal(int signo);
 static void pgd_edge_carry(pgd_edge_t *e, pgd_edge_t *old);
 static int pgd_signals(pgd_t *d);
@@ -117,16 +90,6 @@ static void pgd_usage(FILE *out);
 static int pgd_usage_error(const char *what, const char *arg);
 static int pgd_check_conf(const char *path, pg_conf_t *conf,
     pg_error_t *err);
-static int pgd_check_files(const pg_conf_t *conf, pg_error_t *err);
-static int pgd_log_open(const char *path, int *fd, pg_error_t *err);
-static void pgd_log_to(int fd);
-static void pgd_log_reopen(pgd_t *d);
-static int pgd_pid_write(const char *path, pg_error_t *err);
-static void pgd_pid_remove(const char *path);
-static int pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf,
-    pg_error_t *err);
-static int pgd_daemonize(pgd_t *d);
-static void pgd_started(const char *failure);
 static void pgd_reconfigure(pgd_t *d);
 static int pgd_run(pgd_t *d);
 
@@ -166,7 +129,7 @@ pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
         return;
     }
 
-    if (pgd_journal) {
+    if (pgd_files_journal()) {
         fprintf(stderr, "<%d>[%s] %s\n", pgd_syslog_levels[level],
                 pgd_level_names[level], msg);
         return;
@@ -179,34 +142,6 @@ pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
     /* one write per line, so that lines never interleave */
     fprintf(stderr, "%s.%03ld [%s] %d: %s\n", ts, now.tv_nsec / 1000000,
             pgd_level_names[level], (int) getpid(), msg);
-}
-
-
-/*
- * Is fd 2 the stream systemd connected to the journal? $JOURNAL_STREAM
- * names it as "DEVICE:INODE" (systemd.exec(5)); a file or a pipe that
- * stderr became since (error_log, a shell's redirection) is not it. Then
- * each line starts with its syslog priority, "<5>", which the journal
- * reads (journalctl -p warning), and no time or pid: the journal keeps
- * both.
- */
-static void
-pgd_journal_check(void)
-{
-    const char          *env;
-    struct stat          st;
-    unsigned long long   dev, ino;
-
-    pgd_journal = 0;
-    env = getenv("JOURNAL_STREAM");
-
-    if (env != NULL && sscanf(env, "%llu:%llu", &dev, &ino) == 2
-        && fstat(STDERR_FILENO, &st) == 0
-        && (unsigned long long) st.st_dev == dev
-        && (unsigned long long) st.st_ino == ino)
-    {
-        pgd_journal = 1;
-    }
 }
 
 
@@ -358,374 +293,6 @@ pgd_check_conf(const char *path, pg_conf_t *conf, pg_error_t *err)
 }
 
 
-/*
- * -t: can the error_log file and the pid file be written? As far as
- * access() tells (the start opens them for real), as nginx -t opens its
- * logs: a file or folder missing or not writable is said now, not at the
- * start of a daemon that is already in the background.
- */
-static int
-pgd_check_files(const pg_conf_t *conf, pg_error_t *err)
-{
-    int          i;
-    char         dir[PG_CONF_PATH_MAX];
-    const char  *path[2], *what[2];
-
-    path[0] = conf->error_log;
-    what[0] = "error_log";
-    path[1] = conf->pid;
-    what[1] = "pid file";
-
-    for (i = 0; i < 2; i++) {
-        if (path[i][0] == '\0') {
-            continue;
-        }
-
-        /* an error_log is appended to; a pid file is renamed into place,
-         * so only its folder counts */
-        if (i == 0 && access(path[i], F_OK) == 0) {
-            if (access(path[i], W_OK) != 0) {
-                snprintf(err->text, sizeof(err->text), "%s %s cannot be "
-                         "written: %s", what[i], path[i], strerror(errno));
-                return PG_ERR;
-            }
-
-            continue;
-        }
-
-        snprintf(dir, sizeof(dir), "%s", path[i]);
-
-        if (access(dirname(dir), W_OK | X_OK) != 0) {
-            snprintf(err->text, sizeof(err->text), "%s %s cannot be "
-                     "written: its folder: %s", what[i], path[i],
-                     strerror(errno));
-            return PG_ERR;
-        }
-    }
-
-    return PG_OK;
-}
-
-
-/* The error_log file, opened to append (made 0640 when missing): a new
- * *fd, close-on-exec. */
-static int
-pgd_log_open(const char *path, int *fd, pg_error_t *err)
-{
-    *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-
-    if (*fd == -1) {
-        snprintf(err->text, sizeof(err->text), "cannot open error_log %s: "
-                 "%s", path, strerror(errno));
-        return PG_ERR;
-    }
-
-    return PG_OK;
-}
-
-
-/*
- * The log goes to fd from now on: fd 2 becomes that file, so that what a
- * library or a sanitizer writes to stderr lands there too, as in nginx;
- * fd is closed. In the foreground the first stderr is kept, for a failure
- * to start and for a HUP that removes the error_log line; a daemon keeps
- * nothing of who started it (a pipe held open would never end its reader).
- */
-static void
-pgd_log_to(int fd)
-{
-    fflush(stderr);
-
-    if (pgd_stderr_fd == -1 && !pgd_daemonized) {
-        pgd_stderr_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
-    }
-
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-    pgd_journal_check();
-}
-
-
-/* SIGUSR1: open the error_log file again (logrotate moved the old one
- * away); if it cannot be, the log stays in the file open before. */
-static void
-pgd_log_reopen(pgd_t *d)
-{
-    int         fd;
-    pg_error_t  err;
-
-    if (d->conf.error_log[0] == '\0') {
-        pgd_log(d, PG_LOG_NOTICE, "SIGUSR1: there is no error_log file to "
-                "reopen (the log goes to %s)",
-                d->use_syslog ? "syslog" : "stderr");
-        return;
-    }
-
-    if (pgd_log_open(d->conf.error_log, &fd, &err) != PG_OK) {
-        pgd_log(d, PG_LOG_ERROR, "SIGUSR1: %s; the log stays in the file "
-                "open before", err.text);
-        return;
-    }
-
-    pgd_log_to(fd);
-    pgd_log(d, PG_LOG_NOTICE, "error_log %s reopened (SIGUSR1)",
-            d->conf.error_log);
-}
-
-
-/*
- * The pid file: this process's pid, written to PATH.new and renamed, so
- * that a reader never sees it half-written; never through a link planted
- * at PATH.new. pgd_pid_path says which file to remove at exit.
- */
-static int
-pgd_pid_write(const char *path, pg_error_t *err)
-{
-    int   fd, n, saved;
-    char  tmp[PG_CONF_PATH_MAX + 8], buf[32];
-
-    snprintf(tmp, sizeof(tmp), "%s.new", path);
-    n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
-
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-              0644);
-
-    if (fd == -1) {
-        saved = errno;
-
-    } else if (write(fd, buf, n) != n) {
-        saved = errno;
-        close(fd);
-        unlink(tmp);
-
-    } else if (close(fd) != 0 || rename(tmp, path) != 0) {
-        saved = errno;
-        unlink(tmp);
-
-    } else {
-        snprintf(pgd_pid_path, sizeof(pgd_pid_path), "%s", path);
-        return PG_OK;
-    }
-
-    snprintf(err->text, sizeof(err->text), "cannot write pid file %s: %s",
-             path, strerror(saved));
-
-    return PG_ERR;
-}
-
-
-/* Remove the pid file at path if it still names this process: another
- * portal-gated may have written its own there since. */
-static void
-pgd_pid_remove(const char *path)
-{
-    int      fd;
-    char     buf[32];
-    ssize_t  n;
-
-    if (path[0] == '\0') {
-        return;
-    }
-
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-
-    if (fd == -1) {
-        return;
-    }
-
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    buf[n > 0 ? n : 0] = '\0';
-
-    if (strtol(buf, NULL, 10) == (long) getpid()) {
-        unlink(path);
-    }
-}
-
-
-/*
- * SIGHUP with another error_log or pid line. What can fail comes first
- * (the new file opened, the new pid file written), so that on PG_ERR
- * nothing has changed and the reload is refused, as nginx refuses one
- * whose log it cannot open; then the log moves and the old pid file goes.
- */
-static int
-pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf, pg_error_t *err)
-{
-    int   fd, log_changed;
-    char  old_pid[PG_CONF_PATH_MAX];
-
-    log_changed = strcmp(conf->error_log, d->conf.error_log) != 0;
-    fd = -1;
-
-    if (log_changed && conf->error_log[0] != '\0'
-        && pgd_log_open(conf->error_log, &fd, err) != PG_OK)
-    {
-        return PG_ERR;
-    }
-
-    if (strcmp(conf->pid, d->conf.pid) != 0) {
-        memcpy(old_pid, pgd_pid_path, sizeof(old_pid));
-
-        if (conf->pid[0] != '\0') {
-            if (pgd_pid_write(conf->pid, err) != PG_OK) {
-                if (fd != -1) {
-                    close(fd);
-                }
-
-                return PG_ERR;
-            }
-
-        } else {
-            pgd_pid_path[0] = '\0';
-        }
-
-        pgd_pid_remove(old_pid);
-    }
-
-    if (!log_changed) {
-        return PG_OK;
-    }
-
-    pgd_log(d, PG_LOG_NOTICE, "the log goes to %s from now on",
-            conf->error_log[0] != '\0' ? conf->error_log : "stderr");
-
-    if (fd != -1) {
-        pgd_log_to(fd);
-        d->use_syslog = 0;
-
-    } else if (pgd_stderr_fd != -1) {
-        /* no error_log any more: back to the first stderr */
-        fflush(stderr);
-        dup2(pgd_stderr_fd, STDERR_FILENO);
-        pgd_journal_check();
-
-    } else {
-        /* a daemon that has none: syslog */
-        openlog(PGD_ACTOR, LOG_PID, LOG_DAEMON);
-        d->use_syslog = 1;
-    }
-
-    return PG_OK;
-}
-
-
-/*
- * -d. The parent waits on a pipe until the daemon says it has started
- * ("ok") or why it could not (pgd_started()), and exits 0 or 1 with that:
- * a pid file that cannot be written is said on the terminal that asked
- * for the daemon, not only in a log nobody reads yet.
- */
-static int
-pgd_daemonize(pgd_t *d)
-{
-    int      fd, ready[2];
-    char     msg[1024];
-    pid_t    pid;
-    size_t   got;
-    ssize_t  n;
-
-    if (pipe2(ready, O_CLOEXEC) != 0) {
-        fprintf(stderr, "portal-gated: pipe failed: %s\n", strerror(errno));
-        return PG_ERR;
-    }
-
-    pid = fork();
-
-    if (pid < 0) {
-        fprintf(stderr, "portal-gated: fork failed: %s\n", strerror(errno));
-        close(ready[0]);
-        close(ready[1]);
-        return PG_ERR;
-    }
-
-    if (pid > 0) {
-        close(ready[1]);
-        got = 0;
-
-        while (got < sizeof(msg) - 1) {
-            n = read(ready[0], msg + got, sizeof(msg) - 1 - got);
-
-            if (n > 0) {
-                got += n;
-
-            } else if (n == 0 || errno != EINTR) {
-                break;
-            }
-        }
-
-        msg[got] = '\0';
-
-        if (strcmp(msg, "ok") == 0) {
-            _exit(0);
-        }
-
-        fprintf(stderr, "portal-gated: %s\n",
-                got > 0 ? msg : "the daemon ended as it started");
-        _exit(1);
-    }
-
-    close(ready[0]);
-    pgd_ready_fd = ready[1];
-    pgd_daemonized = 1;
-
-    setsid();
-
-    if (chdir("/") != 0) {
-        /* the config path was read already; nothing else is relative */
-    }
-
-    fd = open("/dev/null", O_RDWR);
-
-    if (fd >= 0) {
-        dup2(fd, STDIN_FILENO);
-        dup2(fd, STDOUT_FILENO);
-
-        /* a terminal goes away with its session: log to syslog then,
-         * unless an error_log file takes the log */
-        if (isatty(STDERR_FILENO)) {
-            openlog(PGD_ACTOR, LOG_PID, LOG_DAEMON);
-            d->use_syslog = (pgd_log_fd == -1);
-            dup2(fd, STDERR_FILENO);
-        }
-
-        if (fd > STDERR_FILENO) {
-            close(fd);
-        }
-    }
-
-    return PG_OK;
-}
-
-
-/*
- * Started (failure NULL), or not and why. -d: the parent hears it and
- * exits 0 or 1. In the foreground, a failure is also said on the first
- * stderr when the log went to an error_log file.
- */
-static void
-pgd_started(const char *failure)
-{
-    const char  *msg;
-
-    if (pgd_ready_fd != -1) {
-        msg = failure ? failure : "ok";
-
-        if (write(pgd_ready_fd, msg, strlen(msg)) < 0) {
-            /* the parent is gone: nobody to tell */
-        }
-
-        close(pgd_ready_fd);
-        pgd_ready_fd = -1;
-        return;
-    }
-
-    if (failure != NULL && pgd_stderr_fd != -1) {
-        dprintf(pgd_stderr_fd, "portal-gated: %s\n", failure);
-    }
-}
-
-
 int
 main(int argc, char **argv)
 {
@@ -780,7 +347,7 @@ main(int argc, char **argv)
         return 1;
     }
 
-    pgd_journal_check();
+    pgd_files_journal_check();
 
     d->made_revision = -1;
     d->verify = -1;
@@ -798,7 +365,7 @@ main(int argc, char **argv)
     }
 
     if (test) {
-        if (pgd_check_files(&d->conf, &err) != PG_OK) {
+        if (pgd_files_check(&d->conf, &err) != PG_OK) {
             fprintf(stderr, "portal-gated: %s\nportal-gated: configuration "
                     "file %s test failed\n", err.text, path);
             free(d);
@@ -830,21 +397,21 @@ main(int argc, char **argv)
     /* before -d too: a log file that cannot be opened, a listen address
      * in use are said on the terminal (MHD runs no thread, so it forks
      * with the daemon) */
-    if ((d->conf.error_log[0] != '\0'
-         && pgd_log_open(d->conf.error_log, &pgd_log_fd, &err) != PG_OK)
-        || pgd_http_start(d) != PG_OK)
-    {
-        if (pgd_log_fd == -1 && d->conf.error_log[0] != '\0') {
-            fprintf(stderr, "portal-gated: cannot start: %s\n", err.text);
-        }
+    if (pgd_files_open(&d->conf, &err) != PG_OK) {
+        fprintf(stderr, "portal-gated: cannot start: %s\n", err.text);
+        free(d->conf_path);
+        free(d);
+        return 1;
+    }
 
+    if (pgd_http_start(d) != PG_OK) {
         pgd_http_stop(d);
         free(d->conf_path);
         free(d);
         return 1;                           /* said */
     }
 
-    if (daemon && pgd_daemonize(d) != PG_OK) {
+    if (daemon && pgd_files_daemonize(d) != PG_OK) {
         pgd_http_stop(d);
         free(d->conf_path);
         free(d);
@@ -852,10 +419,7 @@ main(int argc, char **argv)
     }
 
     /* the log goes to the error_log file from here on */
-    if (pgd_log_fd != -1) {
-        pgd_log_to(pgd_log_fd);
-        pgd_log_fd = -1;
-    }
+    pgd_files_log_start();
 
     setvbuf(stderr, NULL, _IOLBF, 0);
     srand((unsigned) getpid() ^ (unsigned) pgd_now());
@@ -872,23 +436,21 @@ main(int argc, char **argv)
     {
         snprintf(why, sizeof(why), "cannot start: %s", strerror(errno));
 
-    } else if (d->conf.pid[0] != '\0'
-               && pgd_pid_write(d->conf.pid, &err) != PG_OK)
-    {
+    } else if (pgd_files_pid(&d->conf, &err) != PG_OK) {
         snprintf(why, sizeof(why), "cannot start: %s", err.text);
     }
 
     if (why[0] != '\0') {
         pgd_log(d, PG_LOG_ERROR, "%s", why);
-        pgd_started(why);
+        pgd_files_started(why);
         rc = 1;
 
     } else {
-        pgd_started(NULL);
+        pgd_files_started(NULL);
         rc = pgd_run(d);
     }
 
-    pgd_pid_remove(pgd_pid_path);
+    pgd_files_end();
     pgd_http_stop(d);
     pgd_redis_close(d);
     pgd_edges_free(d);
@@ -1087,7 +649,7 @@ pgd_run(pgd_t *d)
 
         if (pgd_signal_usr1) {
             pgd_signal_usr1 = 0;
-            pgd_log_reopen(d);
+            pgd_files_reopen(d);
         }
 
         now = pgd_now();
