@@ -139,9 +139,9 @@ pgd_files_open(const pg_conf_t *conf, pg_error_t *err)
 
 /*
  * -d. The parent waits on a pipe until the daemon says it has started
- * ("ok") or why it could not (pgd_files_started()), and exits 0 or 1 with that:
- * a pid file that cannot be written is said on the terminal that asked
- * for the daemon, not only in a log nobody reads yet.
+ * ("ok") or why it could not (pgd_files_started()), and exits 0 or 1 with
+ * that: a pid file that cannot be written is said on the terminal that
+ * asked for the daemon, not only in a log nobody reads yet.
  */
 int
 pgd_files_daemonize(pgd_t *d)

@@ -67,7 +67,7 @@
 #include <string.h>             /* strcmp, strerror */
 #include <syslog.h>             /* syslog: -d without a stderr */
 #include <time.h>               /* clock_gettime, localtime_r */
-#include <unistd.h>             /* fork, setsid, pipe, getpid, access */
+#include <unistd.h>             /* getpid, access, read, usleep */
 #include "pg_curl.h"            /* pg_curl: libcurl, loaded at start */
 #include "pgd.h"                /* pgd_t, and the daemon's other files */
 #include "pgd_files.h"          /* error_log, pid, -d, the journal */
