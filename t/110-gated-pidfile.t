@@ -51,6 +51,16 @@ sub gated {
                                   extra => $extra);
 }
 
+# The running processes whose command line names $conf: the daemons of
+# that config, whatever their pid file says.
+sub daemons_of {
+    my ($conf) = @_;
+    return grep { !gone($_) }
+           map { m{^/proc/(\d+)$} ? $1 : () }
+           grep { (slurp("$_/cmdline") // '') =~ /\Q$conf\E/ }
+           glob '/proc/[0-9]*';
+}
+
 # The pid in the file, when it is one of a running portal-gated.
 sub daemon_in {
     my ($path) = @_;
@@ -66,11 +76,13 @@ subtest 'with -d: the pid file names the daemon, the parent exits 0 once it star
     $gd->rewrite(extra => "pid $pid_file;\nerror_log $log;\n");
 
     my $r = $gd->run('-d', '-c', $gd->conf_path);
+    # stopped at the end whatever happens below
+    push @DAEMONS, daemons_of($gd->conf_path);
     is($r->{exit}, 0, 'portal-gated -d exits 0') or diag($r->{err});
     is($r->{err}, '', 'and says nothing');
     my $pid = daemon_in($pid_file);
     ok($pid, "the pid file holds the daemon's pid") or return;
-    push @DAEMONS, $pid;
+    is_deeply([daemons_of($gd->conf_path)], [$pid], 'the one daemon of that config');
     ok(!-e "$pid_file.new", 'no temp file is left beside it');
     is(sprintf('%o', (stat $pid_file)[2] & 07777), '644', 'the pid file is 0644');
     like(slurp($log), qr/\[notice\] $pid: portal-gated started/,
@@ -101,11 +113,9 @@ subtest 'with -d: a pid file that cannot be written stops it, said on the termin
          'and says why on its stderr');
     like(slurp($log) // '', qr/\[error\] \d+: cannot start: cannot write pid file/,
          'the log says it too');
-    my $conf = $gd->conf_path;
-    ok(wait_until(sub {
-        !grep { (slurp("$_/cmdline") // '') =~ /\Q$conf\E/ && !gone((m{(\d+)$})[0]) }
-            glob '/proc/[0-9]*' }, 10),
+    ok(wait_until(sub { !daemons_of($gd->conf_path) }, 10),
        'no daemon is left running');
+    push @DAEMONS, daemons_of($gd->conf_path);
 };
 
 subtest 'in the foreground too: written at start, removed at a clean exit' => sub {
