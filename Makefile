@@ -7,6 +7,8 @@
 #   make demo     Redis, two nginx edges and portal-gated on loopback,
 #                 seeded with the rollout scenario
 #   make bench    benchmarks; figures go to bench/RESULTS.md by hand
+#   make deb      Debian packages into build/deb/ (debian/)
+#   make test-deb install them here, check them, purge them (as root)
 #
 # Each target first installs the Debian packages it needs (tools/deps.sh).
 
@@ -46,7 +48,8 @@ CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c \
                controller/pg_ctl_direct.c controller/pg_ctl_cert.c \
                controller/pg_ctl_token.c controller/pg_cert.c $(LIB_SRCS)
-GATED_SRCS  := controller/portal-gated.c controller/pgd_redis.c \
+GATED_SRCS  := controller/portal-gated.c controller/pgd_files.c \
+               controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_delta.c \
                controller/pgd_compose.c \
                controller/pgd_edges.c controller/pgd_beat.c \
@@ -113,12 +116,15 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(CORE_SRCS) $(CORE_HDRS) \
 
 ctl: deps $(BUILD)/portal-gatectl
 
+# CPPFLAGS, CFLAGS and LDFLAGS (none by default) reach these two
+# release builds only: debian/rules passes dpkg-buildflags' hardening.
 # Each controller binary is linked to a new file, then renamed over the old
 # one: a test that runs the old one meanwhile (the working tree is shared)
 # never finds it half-written ("Permission denied", a truncated file).
 $(BUILD)/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CTL_CFLAGS) -O2 $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@.tmp
+	$(CC) $(CTL_CFLAGS) -O2 $(CPPFLAGS) $(CFLAGS) $(CORE_SRCS) $(CTL_SRCS) \
+	    $(LDFLAGS) $(CTL_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
 gated: deps $(BUILD)/portal-gated
@@ -127,8 +133,8 @@ gated: deps $(BUILD)/portal-gated
 $(BUILD)/portal-gated: $(GATED_SRCS) $(GATED_PAGE) $(CTL_HDRS) $(CORE_SRCS) \
                        $(CORE_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CTL_CFLAGS) $(GATED_PAGE_DEF) -O2 $(CORE_SRCS) $(GATED_SRCS) \
-	    $(GATED_LIBS) -o $@.tmp
+	$(CC) $(CTL_CFLAGS) $(GATED_PAGE_DEF) -O2 $(CPPFLAGS) $(CFLAGS) \
+	    $(CORE_SRCS) $(GATED_SRCS) $(LDFLAGS) $(GATED_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
 $(BUILD)/asan/portal-gated: $(GATED_SRCS) $(GATED_PAGE) $(CTL_HDRS) \
@@ -277,6 +283,43 @@ bench-metrics:
 	@tools/deps.sh $(BENCH_PKGS)
 	$(MAKE) module
 	bench/metrics.sh
+
+# --- Debian packages (debian/, README "Install on Debian") ----------------
+#
+#   make deb       build/deb/*.deb (debug symbols in build/deb/dbgsym/),
+#                  from a copy of the tree (build/deb-src/) with
+#                  dpkg-buildpackage, then lintian (fails on an error)
+#   make test-deb  make deb, then install the packages on this machine,
+#                  check them and purge them (tools/test-deb.sh; as root)
+
+DEB_PKGS    := $(BUILD_PKGS) debhelper dpkg-dev lintian
+DEB_SRC     := $(BUILD)/deb-src
+
+.PHONY: deb test-deb
+
+deb:
+	@tools/deps.sh $(DEB_PKGS)
+	rm -rf $(DEB_SRC) $(BUILD)/deb
+	mkdir -p $(DEB_SRC)/portal-gate $(BUILD)/deb
+	tar -c --exclude=./build --exclude=./.git --exclude='./obj-*' . \
+	    | tar -x -C $(DEB_SRC)/portal-gate
+	cd $(DEB_SRC)/portal-gate && dpkg-buildpackage -b -us -uc
+	@# a tag kept is explained in its debian/*.lintian-overrides
+	lintian --fail-on error --info $(DEB_SRC)/*.changes
+	@# the debug symbols aside, so that build/deb/*.deb is what to install
+	mkdir -p $(BUILD)/deb/dbgsym
+	mv $(DEB_SRC)/*-dbgsym_*.deb $(BUILD)/deb/dbgsym/
+	mv $(DEB_SRC)/*.deb $(DEB_SRC)/*.buildinfo $(DEB_SRC)/*.changes \
+	    $(BUILD)/deb/
+	@ls -l $(BUILD)/deb/*.deb
+
+# man-db: the man pages are checked; systemd: systemd-analyze verify and
+# systemd-socket-activate (systemd need not run)
+TEST_DEB_PKGS := $(DEB_PKGS) redis-server curl openssl man-db systemd
+
+test-deb: deb
+	@tools/deps.sh $(TEST_DEB_PKGS)
+	tools/test-deb.sh
 
 # --- fuzzing (fuzz/README.md) ---------------------------------------------
 #

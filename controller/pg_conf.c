@@ -76,6 +76,8 @@ static int pg_conf_set_environments(pg_conf_parse_t *cp);
 static int pg_conf_set_edge(pg_conf_parse_t *cp);
 static int pg_conf_set_reconcile_interval(pg_conf_parse_t *cp);
 static int pg_conf_set_log_level(pg_conf_parse_t *cp);
+static int pg_conf_set_error_log(pg_conf_parse_t *cp);
+static int pg_conf_set_pid(pg_conf_parse_t *cp);
 static int pg_conf_set_require_reason(pg_conf_parse_t *cp);
 static int pg_conf_set_listen(pg_conf_parse_t *cp);
 static int pg_conf_set_server_name(pg_conf_parse_t *cp);
@@ -90,6 +92,8 @@ static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
     { "reconcile_interval", 1, 1,           0,
       pg_conf_set_reconcile_interval },
     { "log_level",          1, 1,           0, pg_conf_set_log_level },
+    { "error_log",          1, 1,           0, pg_conf_set_error_log },
+    { "pid",                1, 1,           0, pg_conf_set_pid },
     { "require_reason",     1, PG_CONF_REASON_MAX, 0,
       pg_conf_set_require_reason },
     { "state_dir",          1, 1,           0, pg_conf_set_state_dir },
@@ -975,6 +979,34 @@ pg_conf_set_log_level(pg_conf_parse_t *cp)
 
     return pg_conf_invalid(cp, 1, "expected debug, info, notice, warn or "
                            "error");
+}
+
+
+/*
+ * error_log FILE | stderr;  the log goes to FILE (appended) instead of
+ * stderr once the daemon has started; SIGUSR1 reopens it (portal-gated.c).
+ * An absolute path: -d leaves the working folder.
+ */
+static int
+pg_conf_set_error_log(pg_conf_parse_t *cp)
+{
+    if (strcmp(cp->args[1], "stderr") == 0) {
+        cp->conf.error_log[0] = '\0';
+        return PG_OK;
+    }
+
+    return pg_conf_path(cp, 1, cp->args[1], cp->conf.error_log,
+                        sizeof(cp->conf.error_log), 0);
+}
+
+
+/* pid FILE;  the daemon writes its pid there at start, removes it at exit
+ * (portal-gated.c). An absolute path, as error_log's. */
+static int
+pg_conf_set_pid(pg_conf_parse_t *cp)
+{
+    return pg_conf_path(cp, 1, cp->args[1], cp->conf.pid,
+                        sizeof(cp->conf.pid), 0);
 }
 
 

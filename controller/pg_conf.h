@@ -10,6 +10,9 @@
  *   edge               unix:/run/portal-gate/api.sock:/portal-gate/;
  *   reconcile_interval 2s;
  *   log_level          info;          # debug|info|notice|warn|error
+ *   error_log          /var/log/portal-gate/portal-gated.log;  # default:
+ *                                     # stderr; SIGUSR1 reopens it
+ *   pid                /run/portal-gate/portal-gated.pid;  # default: none
  *   require_reason     kill off;      # portal-gatectl: these commands
  *                                     # refuse to run without --reason
  *   state_dir          /var/lib/portal-gate;
@@ -100,6 +103,8 @@ typedef struct {
     size_t           nedges;
     long             reconcile_ms;
     int              log_level;
+    char             error_log[PG_CONF_PATH_MAX];  /* absolute; "": stderr */
+    char             pid[PG_CONF_PATH_MAX];     /* absolute; "": no file */
     char             require_reason[PG_CONF_REASON_MAX][16];
     size_t           nrequire_reason;
     int              require_reason_line;   /* where it is, for messages */
@@ -125,7 +130,8 @@ typedef struct {
 } pg_conf_t;
 
 /* Defaults: redis://127.0.0.1:6379/0, "portal-gate:", production, no
- * edges, 2 s, info, PG_CONF_STATE_DIR, no nginx, no certificates. */
+ * edges, 2 s, info, the log on stderr, no pid file, PG_CONF_STATE_DIR, no
+ * nginx, no certificates. */
 void pg_conf_defaults(pg_conf_t *conf);
 
 /*

@@ -34,8 +34,6 @@
 #define PG_CONF_LABEL_MAX     63        /* bytes of one of its labels */
 
 
-static int pg_conf_path(pg_conf_parse_t *cp, int i, const char *value,
-    char *out, size_t size, int folder);
 static int pg_conf_dns_name(pg_conf_parse_t *cp, int i, char *name);
 static int pg_conf_cert_names(pg_conf_parse_t *cp);
 static int pg_conf_cert_issuer(pg_conf_parse_t *cp);
@@ -522,9 +520,8 @@ pg_conf_cert_clash(const char *a, const char *b)
 }
 
 
-/* value (of cp->args[i]) as an absolute path; a file's (folder 0) does
- * not end with '/'. */
-static int
+/* value (of cp->args[i]) as an absolute path: pg_conf_private.h */
+int
 pg_conf_path(pg_conf_parse_t *cp, int i, const char *value, char *out,
     size_t size, int folder)
 {

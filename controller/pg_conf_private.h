@@ -19,7 +19,7 @@
                                            the name, then its values; the
                                            longest is a certificate's names */
 #define PG_CONF_SHOWN         64        /* token chars a message shows */
-#define PG_CONF_COMMANDS      12        /* directives in pg_conf_commands */
+#define PG_CONF_COMMANDS      14        /* directives in pg_conf_commands */
 #define PG_CONF_CERT_COMMANDS 8         /* in a certificate block */
 
 
@@ -82,6 +82,11 @@ void pg_conf_shown(const char *s, char *buf, size_t size);
  * then its handler. */
 int pg_conf_command(pg_conf_parse_t *cp, const pg_conf_command_t *table,
     int *seen);
+
+/* value (of cp->args[i]) as an absolute path into out (size bytes); a
+ * file's (folder 0) does not end with '/'. pg_conf_cert.c. */
+int pg_conf_path(pg_conf_parse_t *cp, int i, const char *value, char *out,
+    size_t size, int folder);
 
 /* pg_conf_cert.c: the top-level directives */
 int pg_conf_set_state_dir(pg_conf_parse_t *cp);

@@ -45,35 +45,42 @@
  *     warn, once: it serves those flags off whatever the store says.
  *
  * Signals only set a flag and write a byte to the self-pipe: SIGTERM and
- * SIGINT end the loop, SIGHUP re-reads the config file.
+ * SIGINT end the loop, SIGHUP re-reads the config file, SIGUSR1 reopens
+ * the error_log file.
  *
- * Logs: one line per event, on stderr (or syslog with -d and no stderr):
- * "2026/11/25 14:03:07.123 [notice] 4711: ...".
+ * Logs: one line per event, on stderr, or in the config's error_log file
+ * once started (syslog with -d, a terminal and no error_log):
+ * "2026/11/25 14:03:07.123 [notice] 4711: ...", or "<5>[notice] ..." when
+ * stderr is systemd's journal. The log file, the pid file, -d and the
+ * journal: pgd_files.c.
  *
  * Ownership: see pgd.h.
  */
 
 #include <errno.h>              /* errno, EINTR */
-#include <fcntl.h>              /* open, fcntl, O_NONBLOCK */
+#include <fcntl.h>              /* fcntl, O_NONBLOCK */
 #include <signal.h>             /* sigaction */
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* fprintf, snprintf */
-#include <stdlib.h>             /* calloc, free, srand, realpath */
+#include <stdlib.h>             /* calloc, free, srand, realpath,
+                                   getenv */
 #include <string.h>             /* strcmp, strerror */
 #include <syslog.h>             /* syslog: -d without a stderr */
 #include <time.h>               /* clock_gettime, localtime_r */
-#include <unistd.h>             /* fork, setsid, pipe, getpid, access */
+#include <unistd.h>             /* getpid, access, read, usleep */
 #include "pg_curl.h"            /* pg_curl: libcurl, loaded at start */
 #include "pgd.h"                /* pgd_t, and the daemon's other files */
+#include "pgd_files.h"          /* error_log, pid, -d, the journal */
 #include "pgd_http.h"           /* listen: /metrics, /healthz, the page */
 
 
 static volatile sig_atomic_t  pgd_signal_quit;
 static volatile sig_atomic_t  pgd_signal_hup;
+static volatile sig_atomic_t  pgd_signal_usr1;
 static int                    pgd_signal_fd = -1;
-static sigset_t               pgd_signal_set;   /* TERM, INT, HUP: let
-                                                   through only while the
-                                                   loop waits */
+static sigset_t               pgd_signal_set;   /* TERM, INT, HUP, USR1:
+                                                   let through only while
+                                                   the loop waits */
 
 
 static void pgd_on_signal(int signo);
@@ -83,7 +90,6 @@ static void pgd_usage(FILE *out);
 static int pgd_usage_error(const char *what, const char *arg);
 static int pgd_check_conf(const char *path, pg_conf_t *conf,
     pg_error_t *err);
-static int pgd_daemonize(pgd_t *d);
 static void pgd_reconfigure(pgd_t *d);
 static int pgd_run(pgd_t *d);
 
@@ -123,6 +129,12 @@ pgd_log_write(pgd_t *d, int level, const char *fmt, ...)
         return;
     }
 
+    if (pgd_files_journal()) {
+        fprintf(stderr, "<%d>[%s] %s\n", pgd_syslog_levels[level],
+                pgd_level_names[level], msg);
+        return;
+    }
+
     clock_gettime(CLOCK_REALTIME, &now);
     localtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y/%m/%d %H:%M:%S", &tm);
@@ -152,6 +164,8 @@ pgd_on_signal(int signo)
 
     if (signo == SIGHUP) {
         pgd_signal_hup = 1;
+    } else if (signo == SIGUSR1) {
+        pgd_signal_usr1 = 1;
     } else {
         pgd_signal_quit = signo;
     }
@@ -188,7 +202,8 @@ pgd_signals(pgd_t *d)
 
     if (sigaction(SIGTERM, &sa, NULL) != 0
         || sigaction(SIGINT, &sa, NULL) != 0
-        || sigaction(SIGHUP, &sa, NULL) != 0)
+        || sigaction(SIGHUP, &sa, NULL) != 0
+        || sigaction(SIGUSR1, &sa, NULL) != 0)
     {
         return PG_ERR;
     }
@@ -205,6 +220,7 @@ pgd_signals(pgd_t *d)
     sigaddset(&pgd_signal_set, SIGTERM);
     sigaddset(&pgd_signal_set, SIGINT);
     sigaddset(&pgd_signal_set, SIGHUP);
+    sigaddset(&pgd_signal_set, SIGUSR1);
 
     if (sigprocmask(SIG_BLOCK, &pgd_signal_set, NULL) != 0) {
         return PG_ERR;
@@ -233,12 +249,13 @@ pgd_usage(FILE *out)
         "  -c FILE    the configuration file (default: $PORTAL_GATE_CONF,\n"
         "             else " PGD_CONF_DEFAULT ")\n"
         "  -t         check the configuration file and exit\n"
-        "  -d         run in the background; logs go to stderr if it is not\n"
-        "             a terminal, otherwise to syslog\n"
+        "  -d         run in the background; logs go to the error_log file,\n"
+        "             else to stderr if it is not a terminal, else to syslog\n"
         "  -h         this help\n"
         "  --version  print the version and exit\n"
         "\n"
-        "Signals: TERM and INT stop it, HUP re-reads the configuration.\n"
+        "Signals: TERM and INT stop it, HUP re-reads the configuration,\n"
+        "USR1 reopens the error_log file.\n"
         "Exit status: 0 stopped cleanly or the configuration is good,\n"
         "1 the configuration is bad or it could not start, 2 usage error.\n");
 }
@@ -276,55 +293,11 @@ pgd_check_conf(const char *path, pg_conf_t *conf, pg_error_t *err)
 }
 
 
-static int
-pgd_daemonize(pgd_t *d)
-{
-    int    fd;
-    pid_t  pid;
-
-    pid = fork();
-
-    if (pid < 0) {
-        fprintf(stderr, "portal-gated: fork failed: %s\n", strerror(errno));
-        return PG_ERR;
-    }
-
-    if (pid > 0) {
-        _exit(0);
-    }
-
-    setsid();
-
-    if (chdir("/") != 0) {
-        /* the config path was read already; nothing else is relative */
-    }
-
-    fd = open("/dev/null", O_RDWR);
-
-    if (fd >= 0) {
-        dup2(fd, STDIN_FILENO);
-        dup2(fd, STDOUT_FILENO);
-
-        /* a terminal goes away with its session: log to syslog then */
-        if (isatty(STDERR_FILENO)) {
-            d->use_syslog = 1;
-            openlog(PGD_ACTOR, LOG_PID, LOG_DAEMON);
-            dup2(fd, STDERR_FILENO);
-        }
-
-        if (fd > STDERR_FILENO) {
-            close(fd);
-        }
-    }
-
-    return PG_OK;
-}
-
-
 int
 main(int argc, char **argv)
 {
     int          i, test, daemon, given, rc;
+    char         why[PG_ERROR_LEN + 32];
     pgd_t       *d;
     pg_error_t   err;
     const char  *path;
@@ -374,6 +347,8 @@ main(int argc, char **argv)
         return 1;
     }
 
+    pgd_files_journal_check();
+
     d->made_revision = -1;
     d->verify = -1;
 
@@ -390,6 +365,13 @@ main(int argc, char **argv)
     }
 
     if (test) {
+        if (pgd_files_check(&d->conf, &err) != PG_OK) {
+            fprintf(stderr, "portal-gated: %s\nportal-gated: configuration "
+                    "file %s test failed\n", err.text, path);
+            free(d);
+            return 1;
+        }
+
         fprintf(stderr, "portal-gated: the configuration file %s syntax is "
                 "ok\nportal-gated: configuration file %s test is "
                 "successful\n", path, path);
@@ -412,8 +394,16 @@ main(int argc, char **argv)
         return 1;
     }
 
-    /* before -d too: a listen address in use is said on the terminal
-     * (MHD runs no thread, so it forks with the daemon) */
+    /* before -d too: a log file that cannot be opened, a listen address
+     * in use are said on the terminal (MHD runs no thread, so it forks
+     * with the daemon) */
+    if (pgd_files_open(&d->conf, &err) != PG_OK) {
+        fprintf(stderr, "portal-gated: cannot start: %s\n", err.text);
+        free(d->conf_path);
+        free(d);
+        return 1;
+    }
+
     if (pgd_http_start(d) != PG_OK) {
         pgd_http_stop(d);
         free(d->conf_path);
@@ -421,31 +411,46 @@ main(int argc, char **argv)
         return 1;                           /* said */
     }
 
-    if (daemon && pgd_daemonize(d) != PG_OK) {
+    if (daemon && pgd_files_daemonize(d) != PG_OK) {
         pgd_http_stop(d);
         free(d->conf_path);
         free(d);
         return 1;
     }
 
+    /* the log goes to the error_log file from here on */
+    pgd_files_log_start();
+
     setvbuf(stderr, NULL, _IOLBF, 0);
     srand((unsigned) getpid() ^ (unsigned) pgd_now());
     pgd_beat_start(d);
+    why[0] = '\0';
 
+    /* the pid file last: whoever reads it may signal at once (logrotate's
+     * USR1), and the handlers are in place by then */
     if ((d->multi = pg_curl.multi_init()) == NULL) {
-        pgd_log(d, PG_LOG_ERROR, "cannot start: libcurl failed to start");
-        rc = 1;
+        snprintf(why, sizeof(why), "cannot start: libcurl failed to start");
 
     } else if (pgd_signals(d) != PG_OK || pgd_edges_set(d) != PG_OK
                || pgd_certs_start(d) != PG_OK)
     {
-        pgd_log(d, PG_LOG_ERROR, "cannot start: %s", strerror(errno));
+        snprintf(why, sizeof(why), "cannot start: %s", strerror(errno));
+
+    } else if (pgd_files_pid(&d->conf, &err) != PG_OK) {
+        snprintf(why, sizeof(why), "cannot start: %s", err.text);
+    }
+
+    if (why[0] != '\0') {
+        pgd_log(d, PG_LOG_ERROR, "%s", why);
+        pgd_files_started(why);
         rc = 1;
 
     } else {
+        pgd_files_started(NULL);
         rc = pgd_run(d);
     }
 
+    pgd_files_end();
     pgd_http_stop(d);
     pgd_redis_close(d);
     pgd_edges_free(d);
@@ -513,7 +518,9 @@ pgd_reconfigure(pgd_t *d)
         return;
     }
 
-    if (pgd_check_conf(d->conf_path, conf, &err) != PG_OK) {
+    if (pgd_check_conf(d->conf_path, conf, &err) != PG_OK
+        || pgd_files_reconfigure(d, conf, &err) != PG_OK)
+    {
         pgd_log(d, PG_LOG_ERROR, "configuration not reloaded, the old one "
                 "stays: %s", err.text);
         free(conf);
@@ -638,6 +645,11 @@ pgd_run(pgd_t *d)
         if (pgd_signal_hup) {
             pgd_signal_hup = 0;
             pgd_reconfigure(d);
+        }
+
+        if (pgd_signal_usr1) {
+            pgd_signal_usr1 = 0;
+            pgd_files_reopen(d);
         }
 
         now = pgd_now();

@@ -1,0 +1,181 @@
+# portal-gated's pid file (issue 12, item 4), for init scripts and
+# logrotate: `pid FILE;` in portal-gated.conf. With -d the daemon writes
+# its own pid there once started, and the parent exits 0 only then; a pid
+# file that cannot be written is said on the terminal with exit status 1
+# and leaves no daemon behind. A clean exit removes the file when it still
+# names this process; a HUP moves it, or is refused and changes nothing.
+# Real portal-gated (ASan build); no Redis and no edge are needed for any
+# of this (both unreachable: the daemon runs on and says so).
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(sleep);
+use PortalGate::Gated qw(clean_exit wait_until);
+
+my @DAEMONS;        # daemons of -d: not our children, stopped at the end
+
+END {
+    my $status = $?;
+    for my $pid (@DAEMONS) {
+        kill 'TERM', $pid;
+        wait_until(sub { gone($pid) }, 10) or kill 'KILL', $pid;
+    }
+    $? = $status;
+}
+
+# Has pid ended? (A daemon is not our child: init reaps it, or it stays a
+# zombie for a while.)
+sub gone {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 1;
+    my $stat = <$fh> // '';
+    return $stat =~ /^\d+ \(.*\) Z /s ? 1 : 0;
+}
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return undef;
+    local $/;
+    return <$fh>;
+}
+
+sub gated {
+    my ($extra) = @_;
+    return PortalGate::Gated->new(redis => 'redis://127.0.0.1:1/0',
+                                  edges => ['http://127.0.0.1:1/portal-gate/'],
+                                  extra => $extra);
+}
+
+# The running processes whose command line names $conf: the daemons of
+# that config, whatever their pid file says.
+sub daemons_of {
+    my ($conf) = @_;
+    return grep { !gone($_) }
+           map { m{^/proc/(\d+)$} ? $1 : () }
+           grep { (slurp("$_/cmdline") // '') =~ /\Q$conf\E/ }
+           glob '/proc/[0-9]*';
+}
+
+# The pid in the file, when it is one of a running portal-gated.
+sub daemon_in {
+    my ($path) = @_;
+    my ($pid) = (slurp($path) // '') =~ /^(\d+)\n\z/ or return undef;
+    my $cmd = slurp("/proc/$pid/cmdline") // '';
+    return $cmd =~ /portal-gated/ ? $pid : undef;
+}
+
+subtest 'with -d: the pid file names the daemon, the parent exits 0 once it started, TERM removes the file' => sub {
+    my $gd = gated('');
+    my ($pid_file, $log) = ($gd->dir . '/run/pg.pid', $gd->dir . '/pg.log');
+    mkdir $gd->dir . '/run';
+    $gd->rewrite(extra => "pid $pid_file;\nerror_log $log;\n");
+
+    my $r = $gd->run('-d', '-c', $gd->conf_path);
+    # stopped at the end whatever happens below
+    push @DAEMONS, daemons_of($gd->conf_path);
+    is($r->{exit}, 0, 'portal-gated -d exits 0') or diag($r->{err});
+    is($r->{err}, '', 'and says nothing');
+    my $pid = daemon_in($pid_file);
+    ok($pid, "the pid file holds the daemon's pid") or return;
+    is_deeply([daemons_of($gd->conf_path)], [$pid], 'the one daemon of that config');
+    ok(!-e "$pid_file.new", 'no temp file is left beside it');
+    is(sprintf('%o', (stat $pid_file)[2] & 07777), '644', 'the pid file is 0644');
+    like(slurp($log), qr/\[notice\] $pid: portal-gated started/,
+         'the daemon logs to its error_log');
+
+    kill 'TERM', $pid;
+    ok(wait_until(sub { gone($pid) }, 10), 'TERM stops it');
+    ok(!-e $pid_file, 'and the pid file is gone');
+    my $l = slurp($log);
+    like($l, qr/exiting on SIGTERM/, 'the log says why');
+    unlike($l, qr/AddressSanitizer|LeakSanitizer|runtime error/, 'no sanitizer report');
+};
+
+subtest 'with -d: a pid file that cannot be written stops it, said on the terminal, exit 1' => sub {
+    my $gd = gated('');
+    my $pid_file = $gd->dir . '/missing/pg.pid';
+    my $log = $gd->dir . '/pg.log';
+    $gd->rewrite(extra => "pid $pid_file;\nerror_log $log;\n");
+
+    my $t = $gd->run('-t', '-c', $gd->conf_path);
+    is($t->{exit}, 1, '-t fails');
+    like($t->{err}, qr{pid file \Q$pid_file\E cannot be written: its folder: No such file or directory},
+         '-t names the pid file and why');
+
+    my $r = $gd->run('-d', '-c', $gd->conf_path);
+    is($r->{exit}, 1, 'portal-gated -d exits 1');
+    like($r->{err}, qr{^portal-gated: cannot start: cannot write pid file \Q$pid_file\E: No such file or directory$}m,
+         'and says why on its stderr');
+    like(slurp($log) // '', qr/\[error\] \d+: cannot start: cannot write pid file/,
+         'the log says it too');
+    ok(wait_until(sub { !daemons_of($gd->conf_path) }, 10),
+       'no daemon is left running');
+    push @DAEMONS, daemons_of($gd->conf_path);
+};
+
+subtest 'in the foreground too: written at start, removed at a clean exit' => sub {
+    my $gd = gated('');
+    my $pid_file = $gd->dir . '/pg.pid';
+    $gd->rewrite(extra => "pid $pid_file;\n");
+    $gd->start;
+    ok(wait_until(sub { daemon_in($pid_file) }), 'the pid file appears');
+    is(daemon_in($pid_file), $gd->pid, 'with its pid');
+    clean_exit($gd->stop, $gd, 'SIGTERM');
+    ok(!-e $pid_file, 'the pid file is gone');
+};
+
+subtest "a pid file another process has taken over since is not removed" => sub {
+    my $gd = gated('');
+    my $pid_file = $gd->dir . '/pg.pid';
+    $gd->rewrite(extra => "pid $pid_file;\n");
+    $gd->start;
+    ok(wait_until(sub { daemon_in($pid_file) }), 'the pid file appears');
+    open my $fh, '>', $pid_file or die $!;
+    print $fh "1\n";
+    close $fh;
+    clean_exit($gd->stop, $gd, 'SIGTERM');
+    is(slurp($pid_file), "1\n", 'the other pid file stays as it is');
+};
+
+subtest 'HUP moves the pid file; one it cannot write refuses the reload' => sub {
+    my $gd = gated('');
+    my ($a, $b) = ($gd->dir . '/a.pid', $gd->dir . '/b.pid');
+    $gd->rewrite(extra => "pid $a;\n");
+    $gd->start;
+    ok(wait_until(sub { daemon_in($a) }), 'a.pid appears');
+
+    $gd->rewrite(extra => "pid $b;\n");
+    my $mark = $gd->mark;
+    $gd->hup;
+    ok($gd->wait_log(qr/configuration reloaded/, 10, $mark), 'the reload is done');
+    is(daemon_in($b), $gd->pid, 'b.pid names it');
+    ok(!-e $a, 'a.pid is gone');
+
+    my $bad = $gd->dir . '/missing/c.pid';
+    $gd->rewrite(reconcile => '1s', extra => "pid $bad;\n");
+    $mark = $gd->mark;
+    $gd->hup;
+    like($gd->wait_log(qr/configuration not reloaded/, 10, $mark) // '',
+         qr{the old one stays: cannot write pid file \Q$bad\E: No such file or directory},
+         'the reload is refused, saying why');
+    is(daemon_in($b), $gd->pid, 'b.pid stays');
+    is($gd->count_log(qr/configuration reloaded|reconcile every 1000 ms/, $mark), 0,
+       'and nothing else of the file applied');
+    clean_exit($gd->stop, $gd, 'SIGTERM');
+    ok(!-e $b, 'the exit removes b.pid');
+};
+
+subtest 'a relative pid path is refused with the file and the line' => sub {
+    my $gd = gated("pid run/pg.pid;\n");
+    my $r = $gd->run('-t', '-c', $gd->conf_path);
+    is($r->{exit}, 1, '-t exits 1');
+    like($r->{err}, qr{portal-gated\.conf:\d+: invalid value "run/pg\.pid" in "pid": an absolute path},
+         'naming the value');
+};
+
+done_testing;
