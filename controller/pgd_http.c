@@ -80,6 +80,8 @@ const char *const  pgd_http_results[PGD_HTTP_RESULTS] = {
 static int pgd_http_csp(pgd_http_t *h);
 static void pgd_http_addr(const pg_conf_t *conf, pgd_http_addr_t *a);
 static void pgd_http_rebind(pgd_t *d, const pgd_http_addr_t *want);
+static int pgd_http_clash(const pgd_http_addr_t *a,
+    const pgd_http_addr_t *b);
 static void pgd_http_serving(pgd_t *d, const pgd_http_addr_t *a);
 static struct MHD_Daemon *pgd_http_listen(pgd_t *d, const pgd_http_addr_t *a,
     int *eno, char *why, size_t size);
@@ -202,6 +204,36 @@ pgd_http_configure(pgd_t *d)
 
 
 /*
+ * Whether the old listen can be what keeps the new one from binding: the
+ * same port and family (an IPv6 listen is IPV6_V6ONLY), and one of them a
+ * wildcard or both the same address. 127.0.0.1:P and 127.0.0.2:P, or
+ * [::1]:P and 127.0.0.1:P, never clash: someone else holds the port.
+ */
+static int
+pgd_http_clash(const pgd_http_addr_t *a, const pgd_http_addr_t *b)
+{
+    int            af;
+    size_t         n;
+    unsigned char  x[16], y[16], none[16];
+
+    if (a->port != b->port || a->v6 != b->v6) {
+        return 0;
+    }
+
+    af = a->v6 ? AF_INET6 : AF_INET;
+    n = a->v6 ? 16 : 4;
+    memset(none, 0, sizeof(none));
+
+    if (inet_pton(af, a->addr, x) != 1 || inet_pton(af, b->addr, y) != 1) {
+        return 1;                       /* cannot tell: try as before */
+    }
+
+    return memcmp(x, none, n) == 0 || memcmp(y, none, n) == 0
+           || memcmp(x, y, n) == 0;
+}
+
+
+/*
  * A changed listen line: the new address is bound first, and the old one
  * closed once it serves, so that a new address that cannot be bound leaves
  * the old one serving. But the old listen may itself hold the port that
@@ -224,7 +256,7 @@ pgd_http_rebind(pgd_t *d, const pgd_http_addr_t *want)
     mhd = pgd_http_listen(d, want, &eno, why, sizeof(why));
 
     if (mhd == NULL && eno == EADDRINUSE && h->mhd != NULL
-        && old.port == want->port)
+        && pgd_http_clash(&old, want))
     {
         pgd_log(d, PG_LOG_NOTICE, "%s; the old listen %s may be what holds "
                 "the port: closing it to bind %s", why, old.text, want->text);

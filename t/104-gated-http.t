@@ -18,6 +18,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use File::Temp qw(tempdir);
+use IO::Select;
 use IO::Socket::INET;
 use JSON::PP qw(decode_json);
 use Time::Local qw(timegm);
@@ -551,6 +552,25 @@ subtest 'SIGHUP: an address change on the same port closes the old listen first'
        '... and serving');
     isnt(http_get("http://127.0.0.1:$p/healthz")->{status}, 599,
          "it answers on 127.0.0.1:$p");
+
+    # the other holds 127.0.0.2:P, which 127.0.0.1:P cannot clash with:
+    # the old listen is not closed for it, and its connections live on
+    my $kept = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $p)
+        or die $!;
+    syswrite $kept, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    ok(IO::Select->new($kept)->can_read(5) && sysread($kept, my $first, 4096),
+       'a keep-alive connection to the old listen has an answer');
+    $mark = $g->mark;
+    $g->rewrite(extra => "listen 127.0.0.2:$p;\n");
+    $g->hup;
+    ok($g->wait_log(qr/127\.0\.0\.2:$p .*Address already in use; the old listen stays/,
+                    5, $mark), 'a port held by another on the new address: '
+       . 'said, the old listen stays') or diag($g->log($mark));
+    unlike($g->log($mark), qr/closing it/, 'not closed to try');
+    syswrite $kept, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    ok(IO::Select->new($kept)->can_read(5) && sysread($kept, my $second, 4096),
+       '... and the connection made before answers again');
+    close $kept;
     close $other;
     ok($g->running, 'the daemon runs on');
     clean_exit($g->stop, $g, 'SIGTERM');
