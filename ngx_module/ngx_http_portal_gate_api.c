@@ -459,15 +459,16 @@ ngx_http_portal_gate_api_zone_json(ngx_http_request_t *r,
 static void
 ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
 {
-    u_char          *body, *p;
-    size_t           len;
-    json_t          *root;
-    ngx_int_t        rc;
-    ngx_str_t        arg;
-    ngx_uint_t       force;
-    pg_build_t       b;
-    pg_error_t       err;
-    json_error_t     jerr;
+    u_char                            *body, *p;
+    size_t                             len;
+    json_t                            *root;
+    ngx_int_t                          rc;
+    ngx_str_t                          arg;
+    ngx_uint_t                         force;
+    pg_build_t                         b;
+    pg_error_t                         err;
+    json_error_t                       jerr;
+    ngx_http_portal_gate_main_conf_t  *pmcf;
 
     rc = ngx_http_portal_gate_api_read_body(r, &body, &len);
 
@@ -531,9 +532,11 @@ ngx_http_portal_gate_api_put_snapshot(ngx_http_request_t *r)
     if (rc == PG_FAULT) {
         /* out of memory: the edge's failure, not the snapshot's */
 
+        pmcf = ngx_http_get_module_main_conf(r, ngx_http_portal_gate_module);
+
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "portal_gate api: a snapshot could not be applied: %s",
-                      err.text);
+                      "portal_gate zone \"%V\": a snapshot could not be "
+                      "applied: %s", &pmcf->shm_zone->shm.name, err.text);
 
         ngx_http_finalize_request(r, ngx_http_portal_gate_api_error(r,
                                       NGX_HTTP_INTERNAL_SERVER_ERROR,

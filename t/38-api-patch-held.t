@@ -179,7 +179,7 @@ subtest 'out of memory while a PUT is built: 500 said at alert, nothing changes'
          qr/^the edge failed, not the snapshot: .*out of memory.*; the snapshot is unchanged$/,
          'in JSON, saying so');
     is(scalar $ng->log_lines(
-           qr/\[alert\].*a snapshot could not be applied: .*out of memory/),
+           qr/\[alert\].*zone "portal_gate": a snapshot could not be applied: .*out of memory/),
        1, 'said once in the error log, at alert');
     is(scalar $ng->log_lines(qr/snapshot refused/), 0,
        'and not as a refused snapshot');
