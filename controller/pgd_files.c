@@ -353,8 +353,10 @@ pgd_files_reopen(pgd_t *d)
 
 /*
  * The pid file: this process's pid, written to PATH.new and renamed, so
- * that a reader never sees it half-written; never through a link planted
- * at PATH.new. pgd_pid_path says which file to remove at exit.
+ * that a reader never sees it half-written; never through a link or a
+ * file planted at PATH.new (one someone else owns would become the pid
+ * file: it is removed, and a new one made with O_EXCL). pgd_pid_path
+ * says which file to remove at exit.
  */
 static int
 pgd_pid_write(const char *path, pg_error_t *err)
@@ -365,7 +367,9 @@ pgd_pid_write(const char *path, pg_error_t *err)
     snprintf(tmp, sizeof(tmp), "%s.new", path);
     n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+    (void) unlink(tmp);
+
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
               0644);
 
     if (fd == -1) {
