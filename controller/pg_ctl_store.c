@@ -12,7 +12,9 @@
 #include <stdio.h>              /* snprintf, sprintf */
 #include <stdlib.h>             /* free, strtoll */
 #include <string.h>             /* strcmp, strlen */
-#include <time.h>               /* time, gmtime_r, strftime */
+#include <time.h>               /* time, gmtime_r, strftime,
+                                   clock_gettime */
+#include <unistd.h>             /* getpid */
 #include "pg_ctl_store.h"       /* the API this file implements */
 #include "pg_ctl_store_private.h"   /* the helpers, the environments' Lua */
 #include "pg_redis.h"           /* pg_redis_strerror: a timeout said so */
@@ -200,16 +202,19 @@ static const char  pg_store_note_lua[] =
 /*
  * KEYS: marker, revision, audit stream, environments, change log.
  * ARGV: format, ts, actor, audit cap, reason, channel, an environment's
- *       value ({"created_at", "created_by"}), then the environments.
- * A new store: its change log starts with its revision.
+ *       value ({"created_at", "created_by"}), the epoch, then the
+ *       environments.
+ * A new store: its change log starts with its revision, and its epoch is
+ * new, so that no reader takes the log for the one of a store it read
+ * before (pg_ctl_store_log.c).
  */
 static const char  pg_store_init_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
     "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
-    "  'created_by', ARGV[3])\n"
+    "  'created_by', ARGV[3], 'epoch', ARGV[8])\n"
     "redis.call('SETNX', KEYS[2], '0')\n"
     "redis.call('DEL', KEYS[4])\n"
-    "for i = 8, #ARGV do\n"
+    "for i = 9, #ARGV do\n"
     "  redis.call('HSET', KEYS[4], ARGV[i], ARGV[7])\n"
     "end\n"
     "local rev = redis.call('GET', KEYS[2])\n"
@@ -226,12 +231,13 @@ static const char  pg_store_init_lua[] =
 /*
  * KEYS: marker, revision, audit stream, environments, change log, then
  *       the flags hash of each environment of the snapshot.
- * ARGV: format, ts, actor, audit cap, reason, revision, (unused), channel,
+ * ARGV: format, ts, actor, audit cap, reason, revision, epoch, channel,
  *       an environment's value, the number N of environments, the N
  *       environments, then (k, flag, JSON) triples, k the index in KEYS of
  *       the flag's flags hash: every key the script writes is in KEYS. A
  *       store at revision 0 was never written to: it is rebuilt too. The
- *       rebuilt store's change log starts with its revision.
+ *       rebuilt store's change log starts with its revision, and its
+ *       epoch is new (as init's).
  */
 static const char  pg_store_restore_lua[] =
     "if redis.call('EXISTS', KEYS[1]) == 1\n"
@@ -250,7 +256,7 @@ static const char  pg_store_restore_lua[] =
     "  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 2])\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
-    "  'created_by', ARGV[3])\n"
+    "  'created_by', ARGV[3], 'epoch', ARGV[7])\n"
     "redis.call('SET', KEYS[2], ARGV[6])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
@@ -288,6 +294,7 @@ static const char  pg_store_raise_lua[] =
     "return tonumber(ARGV[1])\n";
 
 
+static void pg_store_new_epoch(char *buf);
 static int pg_store_check_env(pg_store_t *store, const char *env,
     const char *flag, json_t *after);
 static json_t *pg_store_text(const char *s, size_t len);
@@ -376,6 +383,46 @@ pg_store_now(char *buf, size_t size)
 
 
 /*
+ * A new store's epoch (P store's field, include/pg_store.h), into buf of
+ * PG_STORE_EPOCH_LEN + 1 bytes: 16 bytes of /dev/urandom in hex. Without
+ * /dev/urandom (a chroot), the clock in ns, the pid and a count: two inits
+ * in one second still differ, and two hosts nearly always do. It only has
+ * to differ from the epoch of every store a reader may hold.
+ */
+static void
+pg_store_new_epoch(char *buf)
+{
+    FILE             *f;
+    size_t            i, n;
+    unsigned char     bytes[PG_STORE_EPOCH_LEN / 2];
+    struct timespec   ts;
+    static unsigned   count;
+
+    n = 0;
+    f = fopen("/dev/urandom", "rb");
+
+    if (f != NULL) {
+        n = fread(bytes, 1, sizeof(bytes), f);
+        fclose(f);
+    }
+
+    if (n == sizeof(bytes)) {
+        for (i = 0; i < n; i++) {
+            sprintf(buf + 2 * i, "%02x", bytes[i]);
+        }
+        return;
+    }
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, PG_STORE_EPOCH_LEN + 1, "%012llx%012llx%08x",
+             (unsigned long long) ts.tv_sec & 0xffffffffffffULL,
+             (unsigned long long) ts.tv_nsec
+             ^ ((unsigned long long) getpid() << 30),
+             ++count);
+}
+
+
+/*
  * Is reply the script's error_reply(word)? Redis may answer it as "word"
  * or, when it does not take the word for an error code, "ERR word".
  */
@@ -446,10 +493,12 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
     char          audit[PG_STORE_KEY_MAX], channel[PG_STORE_KEY_MAX];
     char          envs_key[PG_STORE_KEY_MAX], log[PG_STORE_KEY_MAX];
     char          format[16], cap[16], ts[32], *value;
+    char          epoch[PG_STORE_EPOCH_LEN + 1];
     size_t        i;
     const char  **argv;
     redisReply   *reply;
 
+    pg_store_new_epoch(epoch);
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
@@ -461,7 +510,7 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
     pg_store_now(ts, sizeof(ts));
 
     value = pg_store_env_value(ts, actor);
-    argv = calloc(15 + nenvs, sizeof(char *));
+    argv = calloc(16 + nenvs, sizeof(char *));
 
     if (value == NULL || argv == NULL) {
         free(value);
@@ -484,13 +533,14 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
     argv[12] = "initialised an empty store";
     argv[13] = channel;
     argv[14] = value;
+    argv[15] = epoch;
 
     for (i = 0; i < nenvs; i++) {
-        argv[15 + i] = envs[i];
+        argv[16 + i] = envs[i];
     }
 
     rc = PG_OK;
-    reply = pg_store_command(store, (int) (15 + nenvs), argv);
+    reply = pg_store_command(store, (int) (16 + nenvs), argv);
 
     if (reply == NULL) {
         rc = PG_ERR;
@@ -515,9 +565,9 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
 {
     int            rc;
     char           marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
-    char           audit[PG_STORE_KEY_MAX], flags[PG_STORE_KEY_MAX];
+    char           audit[PG_STORE_KEY_MAX];
     char           channel[PG_STORE_KEY_MAX], envs_key[PG_STORE_KEY_MAX];
-    char           log[PG_STORE_KEY_MAX];
+    char           log[PG_STORE_KEY_MAX], epoch[PG_STORE_EPOCH_LEN + 1];
     char           format[16], cap[16], ts[32], count[16];
     char           rev[32], reason[600], numkeys[16], *value, *keys, *idx;
     size_t         argc, n, i, j, k, nenvs, nkeys, first;
@@ -569,8 +619,8 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     pg_store_key(store, audit, PG_STORE_KEY_AUDIT, NULL);
     pg_store_key(store, envs_key, PG_STORE_KEY_ENVS, NULL);
     pg_store_key(store, log, PG_STORE_KEY_CHANGELOG, NULL);
-    pg_store_key(store, flags, PG_STORE_KEY_FLAGS, NULL);
     pg_store_key(store, channel, PG_STORE_CHANNEL, NULL);
+    pg_store_new_epoch(epoch);
     snprintf(format, sizeof(format), "%d", PG_STORE_FORMAT);
     snprintf(cap, sizeof(cap), "%d", PG_STORE_AUDIT_MAX);
     snprintf(count, sizeof(count), "%zu", nenvs);
@@ -606,7 +656,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     argv[i++] = cap;
     argv[i++] = reason;
     argv[i++] = rev;
-    argv[i++] = flags;
+    argv[i++] = epoch;
     argv[i++] = channel;
     argv[i++] = value;
     argv[i++] = count;
@@ -930,14 +980,14 @@ pg_store_snapshot(pg_store_t *store, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, void *data, int *initialised, json_t **snapshot)
 {
     return pg_store_read(store, envs, nenvs, bad, NULL, data, initialised,
-                         snapshot);
+                         snapshot, NULL);
 }
 
 
 int
 pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, pg_store_bad_env_pt bad_env, void *data,
-    int *initialised, json_t **snapshot)
+    int *initialised, json_t **snapshot, char *epoch)
 {
     int           rc;
     char          marker[PG_STORE_KEY_MAX], revision[PG_STORE_KEY_MAX];
@@ -945,13 +995,14 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     size_t        i;
     json_t       *snap, *all, *flags;
     int64_t       rev;
-    const char   *argv[2];
-    redisReply   *reply, *exec;
+    const char   *argv[3];
+    redisReply   *reply, *exec, *e;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
     pg_store_key(store, revision, PG_STORE_KEY_REVISION, NULL);
 
-    /* one round trip: MULTI, EXISTS, GET, HGETALL per env, EXEC */
+    /* one round trip: MULTI, EXISTS, GET, HGET epoch, HGETALL per env,
+     * EXEC */
 
     argv[0] = "MULTI";
     redisAppendCommandArgv(store->redis, 1, argv, NULL);
@@ -963,6 +1014,11 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     argv[0] = "GET";
     argv[1] = revision;
     redisAppendCommandArgv(store->redis, 2, argv, NULL);
+
+    argv[0] = "HGET";
+    argv[1] = marker;
+    argv[2] = "epoch";
+    redisAppendCommandArgv(store->redis, 3, argv, NULL);
 
     for (i = 0; i < nenvs; i++) {
         pg_store_key(store, key, PG_STORE_KEY_FLAGS, envs[i]);
@@ -979,7 +1035,7 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     exec = NULL;
     rc = PG_OK;
 
-    for (i = 0; i < nenvs + 4; i++) {
+    for (i = 0; i < nenvs + 5; i++) {
         if (redisGetReply(store->redis, (void **) &reply) != REDIS_OK) {
             freeReplyObject(exec);
             return pg_store_lost(store);
@@ -990,7 +1046,7 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
                                "store failed: %s", store->where, reply->str);
         }
 
-        if (i == nenvs + 3) {
+        if (i == nenvs + 4) {
             exec = reply;
         } else {
             freeReplyObject(reply);
@@ -1002,14 +1058,16 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
         return PG_ERR;
     }
 
-    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != nenvs + 2) {
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != nenvs + 3) {
         freeReplyObject(exec);
         return pg_store_fail(store, PG_STORE_EREDIS, "%s: reading the store "
                              "failed: unexpected EXEC reply", store->where);
     }
 
+    /* a marker that is not a hash (WRONGTYPE at 2) has no epoch: as a
+     * store from before epochs, it is the same store at every read */
     for (i = 0; i < exec->elements; i++) {
-        if (exec->element[i]->type == REDIS_REPLY_ERROR
+        if (exec->element[i]->type == REDIS_REPLY_ERROR && i != 2
             && (bad_env == NULL || i < 2))
         {
             pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the store "
@@ -1027,6 +1085,13 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
         return PG_ERR;
     }
 
+    if (epoch != NULL) {
+        e = exec->element[2];
+        snprintf(epoch, PG_STORE_EPOCH_MAX + 1, "%.*s",
+                 e->type == REDIS_REPLY_STRING ? (int) e->len : 0,
+                 e->type == REDIS_REPLY_STRING ? e->str : "");
+    }
+
     all = json_object();
     snap = json_pack("{s:I,s:o}", "revision", (json_int_t) rev,
                      "environments", all);
@@ -1037,12 +1102,12 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     }
 
     for (i = 0; i < nenvs; i++) {
-        if (exec->element[i + 2]->type == REDIS_REPLY_ERROR) {
-            bad_env(envs[i], exec->element[i + 2]->str, data);
+        if (exec->element[i + 3]->type == REDIS_REPLY_ERROR) {
+            bad_env(envs[i], exec->element[i + 3]->str, data);
             continue;
         }
 
-        if (pg_store_parse_flags(store, envs[i], exec->element[i + 2], bad,
+        if (pg_store_parse_flags(store, envs[i], exec->element[i + 3], bad,
                                  data, &flags)
             != PG_OK)
         {

@@ -34,6 +34,11 @@
  * value in Redis is not a JSON object: no flag check passes it. */
 #define PG_STORE_UNREADABLE "(unreadable)"
 
+/* The longest epoch (P store's field, include/pg_store.h) a read keeps;
+ * a longer one is cut there, and then never matches the change log's
+ * (pg_store_read_changes(): the whole store is read every time). */
+#define PG_STORE_EPOCH_MAX  64
+
 typedef struct {
     redisContext  *redis;                       /* borrowed */
     char           prefix[PG_STORE_PREFIX_MAX + 1];
@@ -136,14 +141,19 @@ typedef void (*pg_store_bad_env_pt)(const char *env, const char *why,
  * as a hash is that environment's problem, not the read's: with bad_env
  * not NULL, it is given to bad_env and left out, and the others are read
  * (portal-gated: a broken staging key must not hold back a kill in
- * production). With bad_env NULL it is pg_store_snapshot().
+ * production). With bad_env NULL it is pg_store_snapshot(). When epoch is
+ * not NULL (PG_STORE_EPOCH_MAX + 1 bytes), it gets the marker's epoch,
+ * read in the same MULTI: which store this is (a new one after every init
+ * and restore), "" for a store from before epochs or without a marker;
+ * what pg_store_read_changes() is given with the revision.
  */
 int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, pg_store_bad_env_pt bad_env, void *data,
-    int *initialised, json_t **snapshot);
+    int *initialised, json_t **snapshot, char *epoch);
 
 /*
- * What changed since revision base, as the store's change log says (P
+ * What changed since revision base of the store whose epoch is epoch (as
+ * pg_store_read() gave it with base), as the store's change log says (P
  * changelog, include/pg_store.h; controller/pg_ctl_store_log.c), decided
  * in Redis by one script, so that the log, the marker, the revision and
  * the flags belong together: what portal-gated reads on a change message,
@@ -152,8 +162,10 @@ int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
  * {"revision": R, "environments": {ENV: {FLAG: {...} or null}}}: each of
  * them in the nenvs envs as it is at R, null when deleted (no flag when
  * R is base: nothing new). Otherwise *read is NULL and why (size bytes)
- * says why the whole store must be read: it is not initialised, or below
- * base (a restore); the log does not reach back to base; a revision
+ * says why the whole store must be read: it is not initialised, or
+ * another store (another epoch: it was rebuilt, by init or a restore,
+ * since base was read), or below base (a restore); the log does not
+ * reach back to base; a revision
  * changed more than one flag, or was written without the log (by a
  * portal-gatectl from before it). A flag that is not valid on its own
  * fails the call with PG_STORE_EFAILED naming it, or, when bad is not
@@ -162,8 +174,9 @@ int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
  * have (PG_STORE_EFAILED: the whole read says what is wrong).
  */
 int pg_store_read_changes(pg_store_t *store, int64_t base,
-    const char *const *envs, size_t nenvs, pg_store_bad_pt bad, void *data,
-    int *initialised, json_t **read, char *why, size_t size);
+    const char *epoch, const char *const *envs, size_t nenvs,
+    pg_store_bad_pt bad, void *data, int *initialised, json_t **read,
+    char *why, size_t size);
 
 /*
  * Raise the store's revision to above + 1 unless it is that high already,

@@ -18,13 +18,18 @@
  * KEYS: marker, revision, change log, then the flags hash of each
  *       environment asked for.
  * ARGV: the revision the reader holds (base), PG_STORE_CHANGELOG_MAX,
- *       then those environments, in KEYS' order.
+ *       the epoch of the store it read base from, then those
+ *       environments, in KEYS' order.
  *
  * Returns {marker exists (0 or 1), the revision as stored (or nil),
  * "delta", then ENV, FLAG, value (nil: deleted) for each flag the writes
  * base+1 .. revision changed in an environment asked for, once each}, or
  * {.., .., "whole", why} when the log cannot say: the reader reads the
- * whole store. The log is read from its head down: entry i (from 1) must
+ * whole store. A marker whose epoch is not the reader's (a missing
+ * field is "", as the reader's of a store from before epochs) is another
+ * store, rebuilt since base (FLUSHDB and init, a restore): its log is of
+ * another history, however its revision compares with base. The log is
+ * read from its head down: entry i (from 1) must
  * be revision - i + 1 in the form "REV ENV FLAG". An entry below the one
  * wanted is a revision written without the log (by a portal-gatectl from
  * before it: INCR without LPUSH); a bare "REV" changed more than a flag.
@@ -41,6 +46,14 @@ static const char  pg_store_changes_lua[] =
     "  return out\n"
     "end\n"
     "if out[1] == 0 then return whole('the store is not initialised') end\n"
+    "local epoch = ''\n"
+    "if redis.call('TYPE', KEYS[1]).ok == 'hash' then\n"
+    "  epoch = redis.call('HGET', KEYS[1], 'epoch') or ''\n"
+    "end\n"
+    "if epoch ~= ARGV[3] then\n"
+    "  return whole('the store was rebuilt (init or a restore: another '\n"
+    "    .. 'epoch) since revision ' .. ARGV[1])\n"
+    "end\n"
     "local raw = out[2] or '0'\n"
     "if not string.match(raw, '^%d+$') or #raw > 15 then\n"
     "  return whole('its revision is not one the change log follows')\n"
@@ -60,7 +73,7 @@ static const char  pg_store_changes_lua[] =
     "end\n"
     "local log = redis.call('LRANGE', KEYS[3], 0, rev - base - 1)\n"
     "local hash, names, seen = {}, {}, {}\n"
-    "for i = 3, #ARGV do hash[ARGV[i]] = KEYS[i + 1] end\n"
+    "for i = 4, #ARGV do hash[ARGV[i]] = KEYS[i] end\n"
     "for i = 1, rev - base do\n"
     "  local e, want = log[i], string.format('%d', rev - i + 1)\n"
     "  if e == nil then return whole(lost) end\n"
@@ -106,7 +119,7 @@ static int pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
 
 
 int
-pg_store_read_changes(pg_store_t *store, int64_t base,
+pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     const char *const *envs, size_t nenvs, pg_store_bad_pt bad, void *data,
     int *initialised, json_t **read, char *why, size_t size)
 {
@@ -119,8 +132,8 @@ pg_store_read_changes(pg_store_t *store, int64_t base,
     *read = NULL;
     why[0] = '\0';
 
-    /* EVAL, script, numkeys, 3 keys and one per env, 2 args and the envs */
-    argc = 3 + 3 + nenvs + 2 + nenvs;
+    /* EVAL, script, numkeys, 3 keys and one per env, 3 args and the envs */
+    argc = 3 + 3 + nenvs + 3 + nenvs;
     argv = calloc(argc, sizeof(char *));
     keys = calloc(3 + nenvs, PG_STORE_KEY_MAX);
 
@@ -150,11 +163,12 @@ pg_store_read_changes(pg_store_t *store, int64_t base,
         pg_store_key(store, keys + (3 + i) * PG_STORE_KEY_MAX,
                      PG_STORE_KEY_FLAGS, envs[i]);
         argv[6 + i] = keys + (3 + i) * PG_STORE_KEY_MAX;
-        argv[6 + nenvs + 2 + i] = envs[i];
+        argv[6 + nenvs + 3 + i] = envs[i];
     }
 
     argv[6 + nenvs] = base_text;
     argv[6 + nenvs + 1] = log_max;
+    argv[6 + nenvs + 2] = epoch;
 
     reply = redisCommandArgv(store->redis, (int) argc, argv, NULL);
     free(argv);

@@ -15,6 +15,7 @@
 #include "pg_ctl_store.h"       /* pg_store_t, PG_STORE_E* */
 
 #define PG_STORE_KEY_MAX   (PG_STORE_PREFIX_MAX + 80)
+#define PG_STORE_EPOCH_LEN 32   /* a new epoch: 16 random bytes in hex */
 
 
 /*

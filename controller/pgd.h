@@ -353,6 +353,13 @@ typedef struct {
     int             store_state;    /* PGD_STORE_* as last logged */
     char            store_said[1024];
     int64_t         store_revision; /* Redis's, at the last read */
+    char            stored_epoch[PG_STORE_EPOCH_MAX + 1];  /* the
+                                       marker's epoch at the last whole
+                                       read ("": none): which store
+                                       stored and store_revision are of;
+                                       a delta asks the log only of it,
+                                       and a tick that finds another
+                                       reads the whole store */
 
     json_t         *good;           /* the last snapshot made, or NULL */
     pgd_body_t     *body;           /* its text: one reference */
@@ -447,7 +454,8 @@ void pgd_store_trouble(pgd_t *d, int state, const char *fmt, ...)
 void pgd_bad_flag(const char *env, const char *flag, const char *why,
     void *data);
 int pgd_bad_values(pgd_t *d);
-int pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised);
+int pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised,
+    char *epoch);
 void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
     json_t *bad, const pg_error_t *err, int delta, double since);
 

@@ -72,7 +72,9 @@ pgd_follow(pgd_t *d)
  *     (it just started, the store was not initialised or not valid);
  *   - the log cannot say (it does not reach back, a revision changed more
  *     than one flag or was written without the log, the store went back:
- *     a restore), or cannot be read, or the marker is gone.
+ *     a restore, or is another: its epoch is not d->stored_epoch, it was
+ *     rebuilt since the daemon read it, and its log is of another
+ *     history), or cannot be read, or the marker is gone.
  *
  * Nothing new (a message that was not this store's, or whose change a read
  * covered already) costs this one round trip.
@@ -125,7 +127,8 @@ pgd_delta(pgd_t *d)
         names[i] = d->envs[i];
     }
 
-    rc = pg_store_read_changes(&d->store, d->store_revision, names, d->nenvs,
+    rc = pg_store_read_changes(&d->store, d->store_revision,
+                               d->stored_epoch, names, d->nenvs,
                                pgd_bad_flag, d, &initialised, &read, why,
                                sizeof(why));
 
@@ -314,7 +317,7 @@ pgd_delta_check(pgd_t *d, const json_t *good, const json_t *snap)
     json_t      *store, *bad, *whole, *notes;
     pg_error_t   err;
 
-    if (pgd_read(d, &store, &bad, &initialised) != PG_OK) {
+    if (pgd_read(d, &store, &bad, &initialised, NULL) != PG_OK) {
         return;
     }
 

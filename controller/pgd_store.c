@@ -492,6 +492,7 @@ pgd_store_forget(pgd_t *d)
     d->seed = NULL;
     d->stored = NULL;
     d->stored_bad = NULL;
+    d->stored_epoch[0] = '\0';
     d->seed_state = PGD_SEED_NONE;
     d->store_state = PGD_STORE_UNKNOWN;
     d->store_said[0] = '\0';
@@ -505,10 +506,12 @@ pgd_store_forget(pgd_t *d)
  * MULTI/EXEC, then the values of those that are not valid on their own.
  * On PG_OK *store is the read and *bad its bad flags (both new), and
  * *initialised says whether it has its marker (when it has not, *bad is
- * empty). PG_ERR: Redis failed or the store cannot be read, said.
+ * empty). PG_ERR: Redis failed or the store cannot be read, said. epoch
+ * (NULL, or PG_STORE_EPOCH_MAX + 1 bytes) gets the marker's, read with it.
  */
 int
-pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised)
+pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised,
+    char *epoch)
 {
     int           rc;
     size_t        i;
@@ -531,7 +534,7 @@ pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised)
     }
 
     rc = pg_store_read(&d->store, names, d->nenvs, pgd_bad_flag, pgd_bad_env,
-                       d, initialised, store);
+                       d, initialised, store, epoch);
 
     if (rc != PG_OK) {
         json_decref(d->bad_now);
@@ -586,6 +589,7 @@ static void
 pgd_whole(pgd_t *d, int again)
 {
     int              initialised, rc, wanted;
+    char             epoch[PG_STORE_EPOCH_MAX + 1];
     double           since;
     json_t          *store, *bad, *snap, *notes;
     int64_t          revision;
@@ -602,13 +606,16 @@ pgd_whole(pgd_t *d, int again)
         d->delta_wanted = 0;
     }
 
-    if (pgd_read(d, &store, &bad, &initialised) != PG_OK) {
+    if (pgd_read(d, &store, &bad, &initialised, epoch) != PG_OK) {
         return;
     }
 
     revision = json_integer_value(json_object_get(store, "revision"));
 
-    if (again && (!initialised || revision != d->store_revision)) {
+    /* another epoch is another store: no change log says how it moved */
+    if (again && (!initialised || revision != d->store_revision)
+        && strcmp(epoch, d->stored_epoch) == 0)
+    {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the store moved on to revision "
                 "%lld meanwhile: its change log says how",
                 (long long) revision);
@@ -622,6 +629,7 @@ pgd_whole(pgd_t *d, int again)
     d->deltas = 0;
     d->whole_at = pgd_now();
     d->store_revision = revision;
+    memcpy(d->stored_epoch, epoch, sizeof(d->stored_epoch));
 
     if (!initialised) {
         json_decref(store);
@@ -925,7 +933,8 @@ pgd_say_notes(pgd_t *d, json_t *notes, const json_t *store)
 void
 pgd_tick(pgd_t *d)
 {
-    int       initialised;
+    int       initialised, rebuilt;
+    char      epoch[PG_STORE_EPOCH_MAX + 1];
     size_t    i;
     json_t   *snap;
     int64_t   revision;
@@ -951,9 +960,10 @@ pgd_tick(pgd_t *d)
         return;
     }
 
-    /* no environments: the marker and the revision, in one round trip */
-    if (pg_store_snapshot(&d->store, NULL, 0, NULL, NULL, &initialised,
-                          &snap)
+    /* no environments: the marker, its epoch and the revision, in one
+     * round trip */
+    if (pg_store_read(&d->store, NULL, 0, NULL, NULL, NULL, &initialised,
+                      &snap, epoch)
         != PG_OK)
     {
         if (d->store.code == PG_STORE_EREDIS) {
@@ -968,6 +978,16 @@ pgd_tick(pgd_t *d)
     json_decref(snap);
 
     /*
+     * Another epoch: the store was rebuilt (FLUSHDB and init, a restore)
+     * since the daemon read it, and may stand at the very revision it
+     * holds, with other flags: only a whole read tells. A rebuilt store
+     * that passed that revision is read whole by the delta too (the log
+     * script compares the epochs), but not a store at the same revision.
+     */
+    rebuilt = initialised && d->store_state == PGD_STORE_OK
+              && strcmp(epoch, d->stored_epoch) != 0;
+
+    /*
      * The store moved and the daemon has not read it: its change message
      * is in and not yet read (the tick comes first in the loop), on its
      * way, or missed, or there is none. The change log says what moved it,
@@ -975,7 +995,7 @@ pgd_tick(pgd_t *d)
      * cannot say, the whole store is read.
      */
     if (initialised && d->store_state == PGD_STORE_OK && !d->load_wanted
-        && revision > d->store_revision)
+        && !rebuilt && revision > d->store_revision)
     {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the store is at revision %lld: "
                 "asking its change log", (long long) revision);
@@ -983,7 +1003,13 @@ pgd_tick(pgd_t *d)
         return;
     }
 
-    if ((initialised && d->store_state != PGD_STORE_OK)
+    if (rebuilt) {
+        pgd_log(d, PG_LOG_INFO, "reconcile: the store was rebuilt (init or "
+                "a restore: another epoch) since revision %lld was read: "
+                "reading the whole store", (long long) d->store_revision);
+        pgd_load(d);
+
+    } else if ((initialised && d->store_state != PGD_STORE_OK)
         || (!initialised && d->store_state != PGD_STORE_UNINIT)
         || revision != d->store_revision)
     {

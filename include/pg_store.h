@@ -6,7 +6,15 @@
  * channel carries the prefix too.
  *
  *   P "store"           hash, the marker of an initialised store:
- *                       format (1), created_at (ISO 8601 UTC), created_by.
+ *                       format (1), created_at (ISO 8601 UTC), created_by,
+ *                       epoch: which store this is, a token (32 hex
+ *                       digits, random) that init and restore write new,
+ *                       so that a store rebuilt (FLUSHDB and init, a
+ *                       restore) is never taken for the one a reader
+ *                       read before: its change log (below) counts
+ *                       revisions afresh. portal-gated reads it with the
+ *                       store and gives it to the log's reader; a store
+ *                       from before epochs has none, which matches none.
  *                       No marker: a flushed or brand-new Redis, which the
  *                       controller never pushes and portal-gatectl never
  *                       writes to (it names `init`).
@@ -31,7 +39,9 @@
  *                         "REV"           revision REV changed anything
  *                                         else: init, restore, a
  *                                         revision raise, env add.
- *                       init and restore empty it first (a new store).
+ *                       init and restore empty it first (a new store,
+ *                       with a new epoch: a reader of another epoch reads
+ *                       the whole store, whatever the revisions say).
  *                       REV is decimal, ENV and FLAG names ([a-z0-9_]),
  *                       one space apart. It is what portal-gated's delta
  *                       reads (controller/pg_ctl_store_log.c): from the

@@ -291,7 +291,138 @@ subtest 'after a restart of the daemon, the first change goes as a patch' => sub
     }
 };
 
+# The store rebuilt while the daemon is held still (SIGSTOP): FLUSHDB and
+# init, writes logged as portal-gatectl logs them up to $to - 3 (one
+# script: thousands of portal-gatectl runs would take minutes under
+# ASan), then customer_portal to rollout 0, calls created and killed: the
+# new history reaches $to with the kill at $to, below or at the revision
+# the daemon holds. Its log alone cannot tell it from the old history.
+sub rebuild_to {
+    my ($to, $db) = @_;
+    my @n = ('-n', $db // 0);
+    my $ctl = $db ? \&ctl1 : \&ctl;
+    $rs->cli(@n, 'FLUSHDB');
+    exits($ctl->('init'), 0, 'init again: a flushed store');
+    $rs->cli(@n, 'EVAL', <<'LUA', 3, "${P}flags:production", "${P}revision",
+for i = 1, tonumber(ARGV[1]) do
+  redis.call('HSET', KEYS[1], 'customer_portal', '{"enabled": true, "rollout": 100}')
+  local rev = redis.call('INCR', KEYS[2])
+  redis.call('LPUSH', KEYS[3], string.format('%d production customer_portal', rev))
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+end
+return 1
+LUA
+             "${P}changelog", $to - 3, $CAP);
+    exits($ctl->('rollout', 'customer_portal', 0), 0, 'rollout customer_portal 0');
+    exits($ctl->('create', 'calls'), 0, 'create calls');
+    exits($ctl->('kill', 'calls'), 0, 'kill calls');
+    is($rs->cli(@n, 'GET', "${P}revision"), $to, "the new store at revision $to");
+}
+
+# what every edge must serve of the rebuilt store, and hold of it
+sub serve_rebuilt {
+    my ($limit) = @_;
+    my $ok = wait_until(sub { !grep { answer($_, 'calls') ne 'off/killed'
+                                      || answer($_, 'customer_portal')
+                                         ne 'off/rollout' } @edges },
+                        $limit);
+    ok($ok, 'every edge serves the rebuilt store: calls killed, '
+       . 'customer_portal at rollout 0')
+        or diag(join ', ', map { "$name{$_}: " . answer($_, 'calls') . ' '
+                                 . answer($_, 'customer_portal') } @edges);
+    all_at_store('after the rebuild');
+    for my $ng (@edges) {
+        is_deeply([sort keys %{ $ng->snapshot->{environments}{production} }],
+                  [sort split /\n/, $rs->cli('HKEYS', "${P}flags:production")],
+                  "edge $name{$ng}: holds the store's flags, no others");
+    }
+}
+
+subtest 'a store rebuilt past the daemon\'s revision is read whole, not as a delta' => sub {
+    all_answer('calls', 'on/rollout', 'calls on at the start');
+    my $mark = $gd->mark;
+    my $r = store_revision();
+    my $epoch = $rs->cli('HGET', "${P}store", 'epoch');
+    like($epoch, qr/^[0-9a-f]{32}$/, 'the marker has an epoch');
+
+    kill 'STOP', $gd->pid;
+    rebuild_to($r);
+    isnt($rs->cli('HGET', "${P}store", 'epoch'), $epoch,
+         'init gave the new store another epoch');
+    exits(ctl('create', 'x'), 0, 'create x: revision ' . ($r + 1)
+          . ', one past the daemon\'s');
+    kill 'CONT', $gd->pid;
+
+    # reconcile 60s: only the change messages bring it
+    serve_rebuilt(10);
+    ok($gd->wait_log(qr/reading the whole store after revision $r: the store was rebuilt/,
+                     2, $mark), 'the daemon says why it read the whole store');
+};
+
 $_->no_bad_log_lines("edge $name{$_}: no [crit], [alert] or [emerg]") for @edges;
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
+
+subtest 'a store rebuilt to the very revision the daemon holds: the tick heals it' => sub {
+    # init --from-edge gives a new epoch too
+    $rs->cli('-n', 1, 'FLUSHDB');
+    exits(ctl1('init', '--from-edge', $e->{tcp_url}), 0, 'init --from-edge');
+    like($rs->cli('-n', 1, 'HGET', "${P}store", 'epoch'), qr/^[0-9a-f]{32}$/,
+         'a rebuild from an edge has an epoch');
+    isnt($rs->cli('-n', 1, 'HGET', "${P}store", 'epoch'),
+         $rs->cli('HGET', "${P}store", 'epoch'), 'another than db 0\'s');
+    $rs->cli('-n', 1, 'FLUSHDB');
+
+    # the store as it was before: calls and customer_portal on
+    exits(ctl('on', 'calls'), 0, 'calls on');
+    exits(ctl('rollout', 'calls', 100), 0, 'calls 100');
+    exits(ctl('rollout', 'customer_portal', 100), 0, 'customer_portal 100');
+    my $gd2 = PortalGate::Gated->new(redis => $rs->url,
+                                     edges => [$e->{tcp_url}, $e->{unix_url}],
+                                     environments => ['production'],
+                                     reconcile => '2s', log_level => 'info');
+    $gd2->start;
+    all_answer('calls', 'on/rollout', 'calls on');
+    all_answer('customer_portal', 'on/rollout', 'customer_portal on');
+    my $r = all_at_store('a daemon with a reconcile of 2 s');
+    my $mark = $gd2->mark;
+
+    kill 'STOP', $gd2->pid;
+    rebuild_to($r);
+    kill 'CONT', $gd2->pid;
+
+    # the revision is the same: only the epoch tells, to the change
+    # messages' delta or to the tick, within a few reconcile intervals
+    serve_rebuilt(10);
+    ok($gd2->wait_log(qr/the store was rebuilt .*revision $r/, 2, $mark),
+       'the daemon says why it read the whole store');
+
+    # the same without a message (a store swapped in: SWAPDB, a failover):
+    # the rebuilt store built in db 1 at the revision db 0 reaches with all
+    # flags on again (db 1's messages reach the daemon, whose delta finds
+    # nothing new in db 0), then swapped with db 0. The last write in db 0
+    # is one without the log, so that the daemon's last read is whole: the
+    # whole read that follows deltas (after a quiet interval) would hide
+    # the missing epoch check.
+    $mark = $gd2->mark;
+    $r = store_revision() + 3;
+    rebuild_to($r, 1);
+    exits(ctl('on', 'calls'), 0, 'calls on in db 0');
+    exits(ctl('rollout', 'calls', 100), 0, 'calls 100 in db 0');
+    old_write('customer_portal', '{"enabled": true, "rollout": 100}');
+    all_answer('calls', 'on/rollout', 'calls on');
+    all_answer('customer_portal', 'on/rollout', 'customer_portal on');
+    is(all_at_store('db 0'), $r, 'db 0 at the revision of db 1');
+    ok($gd2->wait_log(qr/reading the whole store after revision ${\($r - 1)}: revision $r was written without/,
+                      2, $mark), 'read whole');
+    $mark = $gd2->mark;
+    $rs->cli('SWAPDB', 0, 1);
+    serve_rebuilt(10);
+    ok($gd2->wait_log(qr/reconcile: the store was rebuilt .* since revision $r was read/,
+                      2, $mark), 'the tick says why it read the whole store');
+    $rs->cli('-n', 1, 'FLUSHDB');
+    $_->no_bad_log_lines("edge $name{$_}: no [crit], [alert] or [emerg]")
+        for @edges;
+    clean_exit($gd2->stop, $gd2, 'SIGTERM');
+};
 
 done_testing;
