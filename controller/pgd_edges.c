@@ -826,7 +826,7 @@ pgd_force(pgd_t *d, pgd_edge_t *e, int64_t theirs, int64_t pushed,
 }
 
 
-/* --- is what an edge holds at the revision this daemon's? ------------------ */
+/* --- is what an edge holds at the revision this daemon's? ----------------- */
 
 /*
  * e answered GET snapshot (status; json taken) while it was at d->verify,
