@@ -44,11 +44,31 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                && memchr(u.user, '\0', sizeof(u.user)) != NULL
                && memchr(u.pass, '\0', sizeof(u.pass)) != NULL,
                "a field without its NUL");
-    FUZZ_CHECK(u.unix_socket
-               ? u.path[0] != '\0'
-               : u.host[0] != '\0' && u.port >= 1 && u.port <= 65535
-                 && u.db >= 0,
-               "a parsed URL out of its bounds");
+    if (u.sentinel) {
+        /* redis-sentinel://: the sentinels and the master, no host */
+        FUZZ_CHECK(!u.unix_socket && u.db >= 0
+                   && u.nsentinels >= 1
+                   && u.nsentinels <= PG_REDIS_SENTINELS_MAX
+                   && memchr(u.master, '\0', sizeof(u.master)) != NULL
+                   && u.master[0] != '\0',
+                   "a parsed sentinel URL out of its bounds");
+
+        for (n = 0; n < (size_t) u.nsentinels; n++) {
+            FUZZ_CHECK(memchr(u.sentinels[n].host, '\0',
+                              sizeof(u.sentinels[n].host)) != NULL
+                       && u.sentinels[n].host[0] != '\0'
+                       && u.sentinels[n].port >= 1
+                       && u.sentinels[n].port <= 65535,
+                       "sentinel %zu out of its bounds", n);
+        }
+
+    } else {
+        FUZZ_CHECK(u.unix_socket
+                   ? u.path[0] != '\0'
+                   : u.host[0] != '\0' && u.port >= 1 && u.port <= 65535
+                     && u.db >= 0,
+                   "a parsed URL out of its bounds");
+    }
 
     /* every buffer size, the smallest ones included */
     for (n = 0; n < 16; n++) {
