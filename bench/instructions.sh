@@ -29,6 +29,9 @@
 
 set -euo pipefail
 
+# shellcheck source=bench/metrics-rig.sh
+. "$(dirname "$0")/metrics-rig.sh"
+
 top=$(cd "$(dirname "$0")/.." && pwd)
 modules=${BENCH_MODULES:-now:$top/build/ngx_http_portal_gate_module.so}
 requests=${BENCH_REQUESTS:-20000}
@@ -85,19 +88,7 @@ client() {
         }' "$1" "$2"
 }
 
-# the snapshot of bench/metrics.sh
-perl -MJSON::PP -e '
-    my @allow = map { "c$_" } 1 .. 9999; push @allow, "42";
-    my %env = (customer_portal => { rollout => 25, allow => \@allow });
-    $env{"flag_$_"} = { rollout => 50 } for 0 .. 19;
-    print encode_json({ revision => 1,
-                        environments => { production => \%env, staging => \%env } });
-' > "$dir/snapshot.json"
-
-flag_locations=""
-for i in $(seq 0 19); do
-    flag_locations+="        location /f$i/ { portal_gate flag_$i; return 200 \"ok\\n\"; }"$'\n'
-done
+metrics_snapshot "$dir/snapshot.json"
 
 # NAME MODULE METRICS(0|1): an nginx under callgrind in $dir/NAME; writes
 # "PID PLAIN_PORT GATE_PORT" to $dir/NAME.info
@@ -114,26 +105,8 @@ master_process off;
 pid $d/nginx.pid;
 error_log $d/error.log notice;
 events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $d/tmp;
-    proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
-    uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
-    keepalive_requests 1000000;
-    portal_gate_zone zone=portal_gate:4m state=$d/state/state.json;
-    portal_gate_company \$http_x_company_id;
-    server { listen 127.0.0.1:$p_plain; location / { return 200 "ok\n"; } }
-    server {
-        listen 127.0.0.1:$p_gate;
-        portal_gate_env \$http_x_env;
-        location / { portal_gate customer_portal; portal_gate_env production;
-                     return 200 "ok\n"; }
-$flag_locations
-        $extra
-    }
-    server { listen 127.0.0.1:$p_api; location /portal-gate/ { portal_gate_api; } }
-}
 CONF
+    metrics_http "$d" "$p_plain" "$p_gate" "$p_api" "$extra" >> "$d/nginx.conf"
     valgrind -q --tool=callgrind --callgrind-out-file="$d/cg.%p" \
         /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" > "$d/stdout" 2> "$d/valgrind.log" &
     local pid=$!

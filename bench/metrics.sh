@@ -21,6 +21,9 @@
 
 set -euo pipefail
 
+# shellcheck source=bench/metrics-rig.sh
+. "$(dirname "$0")/metrics-rig.sh"
+
 top=$(cd "$(dirname "$0")/.." && pwd)
 module=${BENCH_MODULE:-$top/build/ngx_http_portal_gate_module.so}
 rounds=${BENCH_ROUNDS:-10}
@@ -65,11 +68,6 @@ median() { perl -e '@v = sort { $a <=> $b } @ARGV; $n = @v;
     printf "%.2f", $n % 2 ? $v[$n/2] : ($v[$n/2-1] + $v[$n/2]) / 2' "$@"; }
 ratio() { perl -e 'printf "%.3f", $ARGV[0] / $ARGV[1]' "$1" "$2"; }
 
-# the 20 flags' locations, gated by flag, in the environment of X-Env
-flag_locations=""
-for i in $(seq 0 19); do
-    flag_locations+="        location /f$i/ { portal_gate flag_$i; return 200 \"ok\\n\"; }"$'\n'
-done
 
 # NAME METRICS(0|1): an nginx in $dir/NAME; its ports in $dir/NAME.ports
 start_nginx() {
@@ -89,26 +87,8 @@ worker_processes 1;
 pid $d/nginx.pid;
 error_log $d/error.log notice;
 events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $d/tmp;
-    proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
-    uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
-    keepalive_requests 1000000;
-    portal_gate_zone zone=portal_gate:4m state=$d/state/state.json;
-    portal_gate_company \$http_x_company_id;
-    server { listen 127.0.0.1:$p_plain; location / { return 200 "ok\n"; } }
-    server {
-        listen 127.0.0.1:$p_gate;
-        portal_gate_env \$http_x_env;
-        location / { portal_gate customer_portal; portal_gate_env production;
-                     return 200 "ok\n"; }
-$flag_locations
-        $extra
-    }
-    server { listen 127.0.0.1:$p_api; location /portal-gate/ { portal_gate_api; } }
-}
 CONF
+    metrics_http "$d" "$p_plain" "$p_gate" "$p_api" "$extra" >> "$d/nginx.conf"
     "${pin_nginx[@]}" /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" &
     pids+=($!)
     echo "$p_plain $p_gate $p_api" > "$d.ports"
@@ -124,15 +104,7 @@ start_nginx metrics 1
 read -r a_port b_port api0 < "$dir/plain.ports"
 read -r _ bm_port api1 < "$dir/metrics.ports"
 
-# customer_portal allows company 42 among 10,000; flag_0..19 roll out 50 %,
-# in production and staging
-perl -MJSON::PP -e '
-    my @allow = map { "c$_" } 1 .. 9999; push @allow, "42";
-    my %env = (customer_portal => { rollout => 25, allow => \@allow });
-    $env{"flag_$_"} = { rollout => 50 } for 0 .. 19;
-    print encode_json({ revision => 1,
-                        environments => { production => \%env, staging => \%env } });
-' > "$dir/snapshot.json"
+metrics_snapshot "$dir/snapshot.json"
 
 for api in "$api0" "$api1"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary @"$dir/snapshot.json" \
