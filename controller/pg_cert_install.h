@@ -48,9 +48,16 @@
 /* One `nginx` line of portal-gated.conf. */
 typedef struct {
     const char  *conf;      /* nginx -c CONF */
-    const char  *pid;       /* the master's pid file; NULL: no SIGHUP
-                               (an nginx that reads the pair at each
-                               handshake: `nginx -t` only) */
+    const char  *pid;       /* the master's pid file: this process
+                               sends the SIGHUP; NULL: no SIGHUP from
+                               here (see by_binary) */
+    int          by_binary; /* with pid NULL, nonzero: the reload is
+                               `BINARY -s reload -c CONF [-p PREFIX]`,
+                               nginx's own (it reads the pid file its
+                               config names), or the package's root
+                               helper's; 0: no reload at all (an nginx
+                               that reads the pair at each handshake:
+                               `nginx -t` only) */
     const char  *binary;    /* NULL: PG_CERT_NGINX_BINARY */
     const char  *prefix;    /* nginx -p PREFIX, or NULL */
     int          timeout;   /* seconds for `nginx -t`; 0:

@@ -2,12 +2,15 @@
  * pg_cert_nginx.c: the nginx side of an install (pg_cert_install.h):
  * `nginx -t` for one nginx, run as a child of this process and waited for
  * by its pid only; the SIGHUP to the master named by a pid file, once that
- * process is known to be that nginx's master; and pg_cert_reload_all().
+ * process is known to be that nginx's master, or without a pid file
+ * `nginx -s reload` run as nginx -t is (the package's root helper as
+ * binary: portal-gated needs no CAP_KILL); and pg_cert_reload_all().
  * pg_cert_install.c puts the files in place and calls pg_cert_nginx_test()
  * and pg_cert_reload() (pg_cert_private.h).
  *
  * The file's sections:
- *   nginx -t          posix_spawn (no shell), stderr kept, timeout, cancel
+ *   nginx -t          posix_spawn (no shell), stderr kept, timeout, cancel;
+ *                     nginx -s reload the same way
  *   the masters       /proc says it is nginx's master; SIGHUP via a pidfd
  */
 
@@ -44,6 +47,8 @@
 
 
 static long long pg_cert_ms(void);
+static int pg_cert_nginx_run(const pg_cert_nginx_t *ngx, int reload,
+    pg_error_t *err);
 static int pg_cert_spawn(pid_t *pid, const char *binary, char *const argv[],
     int null, int err_fd);
 static void pg_cert_shown(const char *s, char *buf, size_t size);
@@ -126,6 +131,18 @@ pg_cert_spawn(pid_t *pid, const char *binary, char *const argv[], int null,
 int
 pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 {
+    return pg_cert_nginx_run(ngx, 0, err);
+}
+
+
+/*
+ * `BINARY -t -q -c CONF [-p PREFIX]` (reload 0) or `BINARY -s reload -c
+ * CONF [-p PREFIX]` (reload 1), waited for with the timeout: PG_OK when it
+ * exits 0, else err quotes the first line it wrote on stderr.
+ */
+static int
+pg_cert_nginx_run(const pg_cert_nginx_t *ngx, int reload, pg_error_t *err)
+{
     int               fds[2], null, status, eof, timed_out, cancelled,
                       argc, rc;
     char             *argv[8], *nl, *p;
@@ -149,8 +166,16 @@ pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err)
 
     argc = 0;
     argv[argc++] = (char *) binary;
-    argv[argc++] = "-t";
-    argv[argc++] = "-q";
+
+    if (reload) {
+        argv[argc++] = "-s";
+        argv[argc++] = "reload";
+
+    } else {
+        argv[argc++] = "-t";
+        argv[argc++] = "-q";
+    }
+
     argv[argc++] = "-c";
     argv[argc++] = (char *) ngx->conf;
 
@@ -468,7 +493,13 @@ pg_cert_hup(long pid, const char *binary, pg_error_t *err)
         rc = kill((pid_t) pid, SIGHUP);
     }
 
-    if (rc == -1) {
+    if (rc == -1 && errno == EPERM) {
+        /* the packaged unit gives no CAP_KILL: the reload is the root
+         * helper's, through binary= without pid= */
+        pg_cert_msg(err, "which cannot be signalled: %s (without pid=, "
+                    "the reload is `binary -s reload`)", strerror(errno));
+
+    } else if (rc == -1) {
         pg_cert_msg(err, "which cannot be signalled: %s",
                     errno == ESRCH ? "it is gone" : strerror(errno));
     }
@@ -489,6 +520,20 @@ pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err)
     char        *text, *end;
     size_t       len;
     pg_error_t   why;
+
+    /* nginx's own reload, through binary: the package's root helper,
+     * so that portal-gated needs no right to signal nginx (CAP_KILL
+     * would let it signal any process) */
+    if (ngx->pid == NULL && ngx->by_binary) {
+        if (pg_cert_nginx_run(ngx, 1, &why) != PG_OK) {
+            pg_cert_msg(err, "%.*s -s reload failed: %s", PG_CERT_SHOWN,
+                        ngx->binary ? ngx->binary : PG_CERT_NGINX_BINARY,
+                        why.text);
+            return PG_ERR;
+        }
+
+        return PG_OK;
+    }
 
     /* no reload wanted: nginx reads the pair at each handshake */
     if (ngx->pid == NULL) {

@@ -44,8 +44,9 @@ long long pg_cert_days(long long y, int m, int d);
  */
 int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
 
-/* SIGHUP to the master in ngx->pid: nginx re-reads its config and the
- * certificates, and its old workers finish their connections. */
+/* SIGHUP to the master in ngx->pid, or with ngx->by_binary `BINARY -s
+ * reload -c CONF`: nginx re-reads its config and the certificates, and its
+ * old workers finish their connections. */
 int pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err);
 
 #endif /* PG_CERT_PRIVATE_H */

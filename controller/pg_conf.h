@@ -59,9 +59,10 @@
 #define PG_CONF_ISSUER_ACME  1
 #define PG_CONF_ISSUER_LOCAL 2
 
-/* nginx conf=PATH pid=PATH [binary=PATH] [prefix=DIR] [reload=on|off];
+/* nginx conf=PATH [pid=PATH] [binary=PATH] [prefix=DIR] [reload=on|off];
  * an nginx whose certificates portal-gated installs: `binary -t -c conf
- * [-p prefix]`, then SIGHUP to the pid in pid unless reload=off. */
+ * [-p prefix]`, then, unless reload=off, SIGHUP to the pid in pid, or
+ * without pid `binary -s reload -c conf [-p prefix]`. */
 typedef struct {
     char   conf[PG_CONF_PATH_MAX];
     char   pid[PG_CONF_PATH_MAX];
@@ -69,7 +70,8 @@ typedef struct {
     char   prefix[PG_CONF_PATH_MAX];    /* "" when not given */
     int    reload;                      /* 0: reload=off, no SIGHUP (nginx
                                            reads the pair at each
-                                           handshake); pid may be "" */
+                                           handshake); pid "": by
+                                           binary -s reload */
     int    line;
 } pg_conf_nginx_t;
 

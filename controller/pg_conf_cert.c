@@ -3,9 +3,11 @@
  * (DESIGN.md, "Staging certificates"):
  *
  *   state_dir    /var/lib/portal-gate;
- *   nginx        conf=/etc/nginx/nginx.conf pid=/run/nginx.pid
+ *   nginx        conf=/etc/nginx/nginx.conf [pid=/run/nginx.pid]
  *                [binary=/usr/sbin/nginx] [prefix=DIR]
  *                [reload=on|off];                           # repeatable
+ *                # pid=: SIGHUP from portal-gated; without: binary -s
+ *                # reload (the package's root helper sends it)
  *   certificate  staging.example.com {
  *       names      staging.example.com www.staging.example.com;
  *       issuer     acme https://acme-v02.api.letsencrypt.org/directory;
@@ -75,8 +77,9 @@ pg_conf_set_state_dir(pg_conf_parse_t *cp)
 
 
 /*
- * nginx conf=PATH pid=PATH [binary=PATH] [prefix=DIR];  repeatable, each
- * key once, conf and pid required, no two lines with the same conf.
+ * nginx conf=PATH [pid=PATH] [binary=PATH] [prefix=DIR] [reload=on|off];
+ * repeatable, each key once, conf required, no two lines with the same
+ * conf. Without pid= (and reload on), the reload is `BINARY -s reload`.
  */
 int
 pg_conf_set_nginx(pg_conf_parse_t *cp)
@@ -146,9 +149,11 @@ pg_conf_set_nginx(pg_conf_parse_t *cp)
         ngx.reload = 1;
     }
 
-    if (ngx.conf[0] == '\0' || (ngx.pid[0] == '\0' && ngx.reload)) {
-        return pg_conf_error(cp, cp->lines[0], "\"nginx\" needs conf=PATH "
-                             "and pid=PATH (or reload=off)");
+    /* no pid= with the reload on: `BINARY -s reload` does it (the
+     * package's root helper), so portal-gated needs no right to signal */
+    if (ngx.conf[0] == '\0') {
+        return pg_conf_error(cp, cp->lines[0], "\"nginx\" needs "
+                             "conf=PATH");
     }
 
     if (ngx.binary[0] == '\0') {

@@ -915,7 +915,11 @@ pgd_cert_reload(pgd_t *d, pgd_cert_t *c)
     for (i = 0; i < d->conf.nnginx; i++) {
         memset(&nginx[i], 0, sizeof(pg_cert_nginx_t));
         nginx[i].conf = d->conf.nginx[i].conf;
-        nginx[i].pid = d->conf.nginx[i].reload ? d->conf.nginx[i].pid : NULL;
+        /* as pgd_certs_job.c: SIGHUP from here, or BINARY -s reload */
+        nginx[i].pid = (d->conf.nginx[i].reload && d->conf.nginx[i].pid[0])
+                       ? d->conf.nginx[i].pid : NULL;
+        nginx[i].by_binary = d->conf.nginx[i].reload
+                             && d->conf.nginx[i].pid[0] == '\0';
         nginx[i].binary = d->conf.nginx[i].binary;
         nginx[i].prefix = d->conf.nginx[i].prefix[0]
                           ? d->conf.nginx[i].prefix : NULL;

@@ -306,7 +306,12 @@ pgd_job_issue(pgd_t *d, pgd_job_t *job)
     if (rc == PG_OK) {
         for (i = 0; i < job->nnginx; i++) {
             nginx[i].conf = job->nginx[i].conf;
-            nginx[i].pid = job->nginx[i].reload ? job->nginx[i].pid : NULL;
+            /* with pid=, this process signals; without, BINARY -s
+             * reload does (the package's root helper) */
+            nginx[i].pid = (job->nginx[i].reload && job->nginx[i].pid[0])
+                           ? job->nginx[i].pid : NULL;
+            nginx[i].by_binary = job->nginx[i].reload
+                                 && job->nginx[i].pid[0] == '\0';
             nginx[i].binary = job->nginx[i].binary;
             nginx[i].prefix = job->nginx[i].prefix[0] ? job->nginx[i].prefix
                                                       : NULL;

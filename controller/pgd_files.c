@@ -11,7 +11,9 @@
 #include <stdlib.h>             /* getenv, strtol */
 #include <string.h>             /* strcmp, strerror, strlen, memcpy */
 #include <syslog.h>             /* openlog: -d from a terminal */
-#include <sys/stat.h>           /* fstat: is stderr the journal? */
+#include <sys/file.h>           /* flock: the pid file's lock */
+#include <sys/stat.h>           /* fstat: is stderr the journal? the pid
+                                   file still ours? */
 #include <unistd.h>             /* fork, setsid, dup2, access, rename */
 #include "pgd_files.h"          /* the API this file implements */
 
@@ -29,10 +31,14 @@ static int   pgd_daemonized;        /* -d, in the daemon */
 static int   pgd_journal;           /* fd 2 is systemd's journal */
 static char  pgd_pid_path[PG_CONF_PATH_MAX];    /* the pid file this
                                        process wrote; "": none */
+static int   pgd_pid_fd = -1;       /* that file, open and flock()ed for
+                                       the daemon's life: a second
+                                       portal-gated finds it locked */
 
 
 static int pgd_log_open(const char *path, int *fd, pg_error_t *err);
 static void pgd_log_to(int fd);
+static int pgd_pid_running(const char *path, pg_error_t *err);
 static int pgd_pid_write(const char *path, pg_error_t *err);
 static void pgd_pid_remove(const char *path);
 
@@ -129,6 +135,12 @@ pgd_files_check(const pg_conf_t *conf, pg_error_t *err)
 int
 pgd_files_open(const pg_conf_t *conf, pg_error_t *err)
 {
+    /* said before anything is opened or bound, and before -d: a second
+     * start of the same config fails here, the first one untouched */
+    if (conf->pid[0] != '\0' && pgd_pid_running(conf->pid, err) != PG_OK) {
+        return PG_ERR;
+    }
+
     if (conf->error_log[0] == '\0') {
         return PG_OK;
     }
@@ -278,6 +290,11 @@ void
 pgd_files_end(void)
 {
     pgd_pid_remove(pgd_pid_path);
+
+    if (pgd_pid_fd != -1) {
+        close(pgd_pid_fd);
+        pgd_pid_fd = -1;
+    }
 }
 
 
@@ -352,17 +369,67 @@ pgd_files_reopen(pgd_t *d)
 /* --- the pid file ------------------------------------------------------- */
 
 /*
+ * Is a portal-gated running with the pid file at path? The one that wrote
+ * it holds a flock() on it for its life (pgd_pid_write()); a lock is
+ * released by the kernel when that process ends, however it ends, so a
+ * stale file (a crash, a kill -9) never blocks a start. PG_OK: none is;
+ * PG_ERR and "already running (pid N): ..." when one is. The file is only
+ * read: a second start leaves it as it is.
+ */
+static int
+pgd_pid_running(const char *path, pg_error_t *err)
+{
+    int      fd, locked;
+    char     buf[32];
+    ssize_t  n;
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd == -1) {
+        return PG_OK;
+    }
+
+    locked = (flock(fd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK);
+
+    if (!locked) {
+        close(fd);                      /* and with it the shared lock */
+        return PG_OK;
+    }
+
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+
+    snprintf(err->text, sizeof(err->text), "already running (pid %ld): "
+             "pid file %.*s is locked by it", strtol(buf, NULL, 10),
+             PGD_FILES_SHOWN, path);
+
+    return PG_ERR;
+}
+
+
+/*
  * The pid file: this process's pid, written to PATH.new and renamed, so
  * that a reader never sees it half-written; never through a link or a
  * file planted at PATH.new (one someone else owns would become the pid
- * file: it is removed, and a new one made with O_EXCL). pgd_pid_path
- * says which file to remove at exit.
+ * file: it is removed, and a new one made with O_EXCL). The new file is
+ * flock()ed before the rename and stays open and locked (pgd_pid_fd) until
+ * the exit or a HUP that moves it: a second portal-gated with this pid
+ * file finds it locked, says "already running" and touches nothing. Two
+ * starting at once: the one whose file is not at path after its rename
+ * says the same. pgd_pid_path says which file to remove at exit.
  */
 static int
 pgd_pid_write(const char *path, pg_error_t *err)
 {
-    int   fd, n, saved;
-    char  tmp[PG_CONF_PATH_MAX + 8], buf[32];
+    int          fd, n, saved;
+    char         tmp[PG_CONF_PATH_MAX + 8], buf[32];
+    struct stat  mine, there;
+
+    /* a running one: its file is neither replaced nor removed */
+    if (pgd_pid_running(path, err) != PG_OK) {
+        return PG_ERR;
+    }
 
     snprintf(tmp, sizeof(tmp), "%s.new", path);
     n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
@@ -375,16 +442,40 @@ pgd_pid_write(const char *path, pg_error_t *err)
     if (fd == -1) {
         saved = errno;
 
-    } else if (write(fd, buf, n) != n) {
+    } else if (flock(fd, LOCK_EX | LOCK_NB) == -1
+               || write(fd, buf, n) != n)
+    {
         saved = errno;
         close(fd);
         unlink(tmp);
 
-    } else if (close(fd) != 0 || rename(tmp, path) != 0) {
+    } else if (rename(tmp, path) != 0) {
         saved = errno;
+        close(fd);
         unlink(tmp);
 
+    } else if (fstat(fd, &mine) != 0 || stat(path, &there) != 0
+               || mine.st_dev != there.st_dev || mine.st_ino != there.st_ino)
+    {
+        /* another start renamed its own over ours meanwhile: it runs */
+        close(fd);
+
+        if (pgd_pid_running(path, err) == PG_OK) {
+            snprintf(err->text, sizeof(err->text), "cannot write pid file "
+                     "%.*s: another process replaced it", PGD_FILES_SHOWN,
+                     path);
+        }
+
+        return PG_ERR;
+
     } else {
+        /* a HUP's move to another path: the old file's lock goes, and
+         * the caller removes that file next */
+        if (pgd_pid_fd != -1) {
+            close(pgd_pid_fd);
+        }
+
+        pgd_pid_fd = fd;
         snprintf(pgd_pid_path, sizeof(pgd_pid_path), "%s", path);
         return PG_OK;
     }
@@ -462,6 +553,11 @@ pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf, pg_error_t *err)
 
         } else {
             pgd_pid_path[0] = '\0';
+
+            if (pgd_pid_fd != -1) {
+                close(pgd_pid_fd);
+                pgd_pid_fd = -1;
+            }
         }
 
         pgd_pid_remove(old_pid);

@@ -13,8 +13,11 @@
  *     the time and the pid itself (pgd_files_journal(), for
  *     pgd_log_write());
  *   - the pid file is written (PATH.new, renamed) once started, with or
- *     without -d, and removed at a clean exit when it still names this
- *     process;
+ *     without -d, held open with a flock() for the daemon's life, and
+ *     removed at a clean exit when it still names this process; a second
+ *     start with the same pid file finds it locked and exits 1, "already
+ *     running (pid N)", before it opens or binds anything, the file
+ *     untouched;
  *   - with -d the parent waits until the daemon has started or failed
  *     (pgd_files_started()) and exits 0, or 1 saying why;
  *   - a HUP that changes error_log or pid moves them; one whose new file

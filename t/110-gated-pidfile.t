@@ -170,6 +170,47 @@ subtest 'HUP moves the pid file; one it cannot write refuses the reload' => sub 
     ok(!-e $b, 'the exit removes b.pid');
 };
 
+# review of the packaging: a second `portal-gated -d` of the same config
+# replaced the running one's pid file with its own (the first one then
+# could not be found, and its exit left the second's file behind). The
+# pid file is now locked for the daemon's life.
+subtest 'a second start finds the pid file locked: "already running (pid N)", exit 1, the file untouched' => sub {
+    my $gd = gated('');
+    my ($pid_file, $log) = ($gd->dir . '/pg.pid', $gd->dir . '/pg.log');
+    $gd->rewrite(extra => "pid $pid_file;\nerror_log $log;\n");
+
+    my $r = $gd->run('-d', '-c', $gd->conf_path);
+    push @DAEMONS, daemons_of($gd->conf_path);
+    is($r->{exit}, 0, 'the first portal-gated -d starts') or diag($r->{err});
+    my $pid = daemon_in($pid_file);
+    ok($pid, 'its pid file names it') or return;
+    my @before = (stat $pid_file)[1, 9];
+
+    # (-d only: a foreground start that wrongly ran would never return)
+    my $s = $gd->run('-d', '-c', $gd->conf_path);
+    push @DAEMONS, grep { $_ != $pid } daemons_of($gd->conf_path);
+    is($s->{exit}, 1, 'a second portal-gated -d exits 1');
+    like($s->{err}, qr/^portal-gated: cannot start: already running \(pid $pid\)/m,
+         '... saying which one runs') or diag($s->{err});
+    is_deeply([(stat $pid_file)[1, 9]], \@before, '... the pid file untouched');
+    is(daemon_in($pid_file), $pid, '... and it still names the first');
+    ok(wait_until(sub { daemons_of($gd->conf_path) == 1 }, 10),
+       '... which is the one daemon left');
+
+    # a stale file (its daemon killed, no lock left) does not stop a start
+    kill 'KILL', $pid;
+    ok(wait_until(sub { gone($pid) }, 10), 'the first one killed (-9): its file stays, unlocked');
+    $r = $gd->run('-d', '-c', $gd->conf_path);
+    push @DAEMONS, daemons_of($gd->conf_path);
+    is($r->{exit}, 0, 'a start after it works') or diag($r->{err});
+    my $new = daemon_in($pid_file);
+    ok($new && $new != $pid, 'and the pid file names the new daemon');
+    if ($new) {
+        kill 'TERM', $new;
+        ok(wait_until(sub { gone($new) }, 10), 'TERM stops it');
+    }
+};
+
 subtest 'a relative pid path is refused with the file and the line' => sub {
     my $gd = gated("pid run/pg.pid;\n");
     my $r = $gd->run('-t', '-c', $gd->conf_path);

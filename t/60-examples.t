@@ -133,7 +133,12 @@ subtest 'conf-examples/nginx.conf passes nginx -t' => sub {
     my $module = module_path();
     $conf =~ s{/usr/lib/nginx/modules/ngx_http_portal_gate_module\.so}
               {$module}g;
-    $conf =~ s{/var/lib/portal-gate/}{$dir/}g;
+    # the state file where the Debian package makes its folder (www-data
+    # writes it; /var/lib/portal-gate is portal-gated's, review of the
+    # packaging)
+    like($conf, qr{^\s*state=/var/lib/nginx/portal-gate/state\.json;}m,
+         "the state file in /var/lib/nginx/portal-gate, the package's folder");
+    $conf =~ s{/var/lib/nginx/portal-gate/}{$dir/}g;
     $conf =~ s{/run/portal-gate/}{$dir/}g;
     $conf =~ s{/run/nginx\.pid}{$dir/nginx.pid}g;
     $conf =~ s{/var/log/nginx/}{$dir/}g;

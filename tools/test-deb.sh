@@ -5,7 +5,9 @@
 # it was. `make test-deb` builds the packages first. Root only.
 #
 #   1. apt-get install ./build/deb/*.deb: the files, the portal-gate user,
-#      the folders and their owners, the module enabled in modules-enabled
+#      the folders and their owners, the module enabled in modules-enabled,
+#      the licence; a reinstall (dpkg -i, the upgrade path) keeps an
+#      admin's modes
 #   2. nginx -t with Debian's own /etc/nginx/nginx.conf and the module
 #   3. systemd-analyze verify on the units (it checks the files; systemd
 #      need not be PID 1)
@@ -14,15 +16,18 @@
 #      chain on loopback: a test redis-server, an nginx edge that includes
 #      the packaged conf.d pieces (state file in /var/lib/nginx/portal-gate,
 #      API socket in /run/portal-gate), portal-gated as the portal-gate
-#      user with CAP_KILL only, as the unit runs it, with a certificate from
-#      a local CA: its placeholder, nginx -t through the root helper
-#      (portal-gate-nginx-test.socket, here under systemd-socket-activate),
-#      the SIGHUP; a flag turned on reaches the edge
+#      user with no capability, as the unit runs it, with a certificate
+#      from a local CA: its placeholder, nginx -t and the reload (nginx -s
+#      reload) through the root helper (portal-gate-nginx-test.socket, here
+#      under systemd-socket-activate), which refuses a symlink or a FIFO
+#      among the certificates; a flag turned on reaches the edge
 #   6. nginx -t with Debian's nginx.conf, the pieces and the sites
 #   7. the pieces taken out, both packages purged: nothing of them is left
 #      (the portal-gate user stays, as Debian's packages leave theirs; this
 #      script removes it afterwards if it made it), and Debian's nginx
 #      still passes nginx -t
+#   8. a half-made portal-gate user (made without its group): an install
+#      completes it; purged again
 #
 # Output: one "ok N - ..." or "not ok N - ..." line per check, then a
 # summary; exit status 1 if a check failed. Whatever happens, the trap
@@ -248,6 +253,29 @@ check "the man pages open" \
     bash -c 'man -w portal-gated.8 && man -w portal-gatectl.1'
 check "portal-gated.service is not enabled at install" \
     test ! -e /etc/systemd/system/multi-user.target.wants/portal-gated.service
+check "the copyright file: BSD-2-Clause, the portal-gate authors" \
+    bash -c "for p in $MOD_PKG $CTL_PKG; do
+                 f=/usr/share/doc/\$p/copyright
+                 grep -qx 'License: BSD-2-Clause' \$f && grep -q 'the portal-gate authors' \$f || exit 1
+             done"
+check "lintian says nothing about the copyright or the licence" \
+    bash -c "out=\$(lintian ${debs[*]} 2>&1 | grep -i -E 'copyright|licen'); [ -z \"\$out\" ] || { echo \"\$out\"; exit 1; }"
+
+# an admin's modes, then the same package again: the upgrade path (dpkg
+# runs postinst configure with the version before)
+chmod 0700 /var/lib/portal-gate
+chmod 0710 /etc/portal-gate/certs
+chmod 0600 /etc/portal-gate/portal-gated.conf
+modes() { stat -c '%a' /var/lib/portal-gate /etc/portal-gate/certs /etc/portal-gate/portal-gated.conf | tr '\n' ' '; }
+if dpkg -i "${debs[1]}" > "$scratch/dpkg-reinstall.log" 2>&1; then
+    check "a reinstall (dpkg -i, the upgrade path) keeps the admin's modes" \
+        test "$(modes)" = "700 710 600 "
+else
+    fail "a reinstall (dpkg -i, the upgrade path) keeps the admin's modes"
+    sed 's/^/#   /' "$scratch/dpkg-reinstall.log" | tail -20
+fi
+chmod 0750 /var/lib/portal-gate /etc/portal-gate/certs
+chmod 0640 /etc/portal-gate/portal-gated.conf
 
 
 # --- 2. Debian's nginx.conf with the module ------------------------------
@@ -257,6 +285,10 @@ check "nginx -t: Debian's nginx.conf loads the module" /usr/sbin/nginx -t -q
 
 # --- 3. the units ----------------------------------------------------------
 
+check "portal-gated.service gives no capability (no CAP_KILL: the helper reloads nginx)" \
+    bash -c 'u=/lib/systemd/system/portal-gated.service
+             grep -qx "CapabilityBoundingSet=" $u && ! grep -q "^AmbientCapabilities" $u &&
+             ! grep -q "^[A-Za-z]*=.*CAP_" $u'
 check "systemd-analyze verify: portal-gated.service, portal-gate-nginx-test.socket and @.service" \
     bash -c 'out=$(systemd-analyze verify /lib/systemd/system/portal-gated.service \
                    /lib/systemd/system/portal-gate-nginx-test.socket \
@@ -283,6 +315,10 @@ for s in portal-production portal-staging; do
 done
 check "the examples are in $DOC" \
     test "${#dropped[@]}" = 7
+check "the one-file example (nginx.conf) and the conf.d zone piece keep the state file where the package made its folder" \
+    bash -c "for f in $DOC/nginx.conf* $DOC/conf.d/portal-gate-zone.conf; do
+                 zgrep -q 'state=/var/lib/nginx/portal-gate/state.json;' \$f || { echo \"\$f: \$(zgrep 'state=' \$f)\"; exit 1; }
+             done"
 
 # a test redis-server
 redis_port=$(free_port)
@@ -344,8 +380,7 @@ EOF
 sed "s|^redis .*|redis redis://127.0.0.1:$redis_port/0;|" \
     /etc/portal-gate/portal-gated.conf > "$scratch/portal-gated.conf"
 cat >> "$scratch/portal-gated.conf" <<EOF
-nginx conf=$scratch/nginx.conf pid=$scratch/nginx.pid
-      binary=/usr/libexec/portal-gate/nginx-test;
+nginx conf=$scratch/nginx.conf binary=/usr/libexec/portal-gate/nginx-test;
 certificate $CERT_NAME {
     issuer    local $scratch/ca.pem $scratch/ca.key;
     fullchain $CERTS/fullchain.pem;
@@ -356,9 +391,9 @@ chmod 0644 "$scratch/portal-gated.conf"
 ctl=(/usr/bin/portal-gatectl -c "$scratch/portal-gated.conf")
 "${ctl[@]}" init > "$scratch/ctl.log" 2>&1 || bail "portal-gatectl init"
 
-# as the unit runs it: the portal-gate user and group, CAP_KILL alone
+# as the unit runs it: the portal-gate user and group, no capability
 setpriv --reuid=portal-gate --regid=portal-gate --init-groups \
-    --inh-caps=-all,+kill --ambient-caps=-all,+kill --bounding-set=-all,+kill \
+    --inh-caps=-all --ambient-caps=-all --bounding-set=-all \
     --no-new-privs \
     /usr/sbin/portal-gated -c "$scratch/portal-gated.conf" \
     > "$scratch/portal-gated.log" 2>&1 &
@@ -381,23 +416,47 @@ check "nginx's master made the API socket in /run/portal-gate" test -S /run/port
 
 # The first issuance comes at once, maybe before this nginx wrote its pid
 # (then its reload waits for a retry): a renewal asked now, with nginx
-# running, is the one whose nginx -t and SIGHUP are checked.
+# running, is the one whose nginx -t and reload are checked.
 check "the certificate is issued from the local CA" \
     wait_for "$WAIT" grep -q "certificate $CERT_NAME: issued by " "$scratch/portal-gated.log"
 mark=$(wc -l < "$scratch/portal-gated.log")
+hups() { grep -c 'signal 1 (SIGHUP) received' "$scratch/nginx-error.log"; }
+hup0=$(hups)
 if "${ctl[@]}" cert renew "$CERT_NAME" --wait="$WAIT" >> "$scratch/ctl.log" 2>&1 \
    && tail -n +"$((mark + 1))" "$scratch/portal-gated.log" \
-      | grep -q "certificate $CERT_NAME: issued by .*installed and nginx reloaded"
+      | grep -q "certificate $CERT_NAME: issued by .*installed and nginx reloaded" \
+   && wait_for "$WAIT" bash -c "[ \$(grep -c 'signal 1 (SIGHUP) received' $scratch/nginx-error.log) -gt $hup0 ]"
 then
-    ok "a renewal: nginx -t passes through the root helper, the SIGHUP (CAP_KILL) reloads nginx"
+    ok "a renewal: nginx -t and the reload (nginx -s reload, no capability) pass through the root helper"
 else
-    fail "a renewal: nginx -t passes through the root helper, the SIGHUP (CAP_KILL) reloads nginx"
+    fail "a renewal: nginx -t and the reload (nginx -s reload, no capability) pass through the root helper"
     tail -n +"$((mark + 1))" "$scratch/portal-gated.log" | grep -i 'certificate\|nginx' \
         | tail -10 | sed 's/^/#   /'
     tail -5 "$scratch/ctl.log" | sed 's/^/#   /'
 fi
 check "the key is portal-gate's, 0600" \
     test "$(meta "$CERTS/privkey.pem")" = "portal-gate:portal-gate 600"
+
+# What the portal-gate user may plant where root's nginx reads: a symlink
+# to a file of root's, a FIFO (nginx's master would hang on it). The helper
+# refuses both, naming them, and nginx is neither tested nor reloaded.
+helper=(runuser -u portal-gate -- /usr/libexec/portal-gate/nginx-test)
+hup0=$(hups)
+runuser -u portal-gate -- ln -s /etc/shadow "$CERTS/other.pem"
+check "the helper refuses a reload while a symlink is among the certificates, naming it" \
+    bash -c "out=\$(${helper[*]} -s reload -c $scratch/nginx.conf 2>&1); rc=\$?
+             echo \"\$out\"; [ \$rc = 1 ] && echo \"\$out\" | grep -q '$CERTS/other.pem is a symlink'"
+rm -f "$CERTS/other.pem"
+runuser -u portal-gate -- mkfifo "$CERTS/other.pem"
+check "... and nginx -t while a FIFO is there" \
+    bash -c "out=\$(${helper[*]} -t -q -c $scratch/nginx.conf 2>&1); rc=\$?
+             echo \"\$out\"; [ \$rc = 1 ] && echo \"\$out\" | grep -q '$CERTS/other.pem is a FIFO'"
+mark=$(wc -l < "$scratch/portal-gated.log")
+"${ctl[@]}" cert renew "$CERT_NAME" --wait="$WAIT" >> "$scratch/ctl.log" 2>&1
+check "... a renewal then: portal-gated says why, nginx was not reloaded" \
+    bash -c "tail -n +$((mark + 1)) $scratch/portal-gated.log | grep 'certificate $CERT_NAME' \
+                 | grep -q 'nginx -t failed.*$CERTS/other.pem is a FIFO' && [ \$(grep -c 'signal 1 (SIGHUP) received' $scratch/nginx-error.log) = $hup0 ]"
+rm -f "$CERTS/other.pem"
 
 "${ctl[@]}" create customer_portal >> "$scratch/ctl.log" 2>&1
 check "portal-gatectl allow --wait: portal-gated pushes it through /run/portal-gate/api.sock" \
@@ -459,3 +518,28 @@ check "nothing of the packages is left (no path named portal)" \
 check "the portal-gate user stays after the purge (Debian's practice)" \
     getent passwd portal-gate
 check "nginx -t: Debian's nginx.conf without the module" /usr/sbin/nginx -t -q
+
+
+# --- 8. a half-made user -----------------------------------------------------
+
+# The user without its group (as `adduser --system` alone makes it): the
+# postinst used to skip adduser once the user existed, then failed to
+# chown to the missing group. Only when this test made the user: an
+# admin's portal-gate user is not touched.
+if [ "$made_user" = 1 ]; then
+    deluser --quiet --system portal-gate >/dev/null 2>&1
+    delgroup --quiet --system portal-gate >/dev/null 2>&1
+    adduser --quiet --system --no-create-home --home /var/lib/portal-gate \
+        portal-gate >/dev/null 2>&1
+    if "${APT[@]}" install "./${debs[1]}" > "$scratch/apt-half.log" 2>&1; then
+        ok "a user made without its group: the install completes it"
+    else
+        fail "a user made without its group: the install completes it"
+        sed 's/^/#   /' "$scratch/apt-half.log" | tail -20
+    fi
+    check "... the group portal-gate exists and the user is in it; its folders are portal-gate's" \
+        bash -c 'getent group portal-gate >/dev/null && id -Gn portal-gate | grep -qw portal-gate &&
+                 [ "$(stat -c %U:%G /var/lib/portal-gate)" = portal-gate:portal-gate ]'
+    check "apt-get purge $CTL_PKG (the half-made user's install)" \
+        "${APT[@]}" purge "$CTL_PKG"
+fi

@@ -3254,6 +3254,76 @@ test_reload_who(void)
 
 
 /*
+ * review of the packaging (issue 12): the daemon signalled nginx's master
+ * itself, which under the package's unit needed CAP_KILL (any process).
+ * Without pid=, the reload is `BINARY -s reload -c CONF [-p PREFIX]`: nginx's
+ * own, or the package's root helper's; its failure is said with nginx's
+ * words.
+ */
+static void
+test_reload_by_binary(void)
+{
+    int               rc;
+    char             *args, want[1200];
+    pg_error_t        err;
+    pg_cert_nginx_t   ngx;
+    char              conf[512], binary[512], prefix[512];
+
+    t_fake_nginx();
+    snprintf(conf, sizeof(conf), "%s", t_path("nginx.conf"));
+    snprintf(binary, sizeof(binary), "%s", t_path("nginx"));
+    snprintf(prefix, sizeof(prefix), "%s", t_path("prefix"));
+    memset(&ngx, 0, sizeof(ngx));
+    ngx.conf = conf;
+    ngx.binary = binary;
+    ngx.prefix = prefix;
+    ngx.by_binary = 1;
+    unlink(t_path("nginx.args"));
+    unlink(t_path("nginx.fail"));
+
+    memset(&err, 0, sizeof(err));
+    rc = pg_cert_reload_all(&ngx, 1, &err);
+    args = t_slurp(t_path("nginx.args"), NULL);
+    snprintf(want, sizeof(want), "-s reload -c %s -p %s\n", conf, prefix);
+
+    if (!t_ok(rc == PG_OK && args != NULL && strcmp(args, want) == 0,
+              "no pid=: the reload is BINARY -s reload -c CONF -p PREFIX"))
+    {
+        t_diag("rc %d (%s), args: %s", rc, err.text, args ? args : "none");
+    }
+
+    free(args);
+    unlink(t_path("nginx.args"));
+    t_write_str(t_path("nginx.fail"), "");
+    memset(&err, 0, sizeof(err));
+    rc = pg_cert_reload_all(&ngx, 1, &err);
+    snprintf(want, sizeof(want), "nginx %s was not reloaded: %s -s reload "
+             "failed: nginx: [emerg] cannot load certificate key", conf,
+             binary);
+
+    if (!t_ok(rc == PG_ERR && strncmp(err.text, want, strlen(want)) == 0,
+              "... its failure is said with nginx's first line"))
+    {
+        t_diag("got:    %s", err.text);
+        t_diag("wanted: %s...", want);
+    }
+
+    ngx.by_binary = 0;
+    unlink(t_path("nginx.args"));
+    rc = pg_cert_reload_all(&ngx, 1, &err);
+    t_ok(rc == PG_OK && !t_exists(t_path("nginx.args")),
+         "no pid=, no by_binary (reload=off): nothing run");
+
+    unlink(t_path("nginx.fail"));
+    unlink(t_path("nginx.args"));
+    unlink(t_path("nginx.running"));
+    unlink(t_path("nginx.signals"));
+    unlink(t_path("nginx.fds"));
+    unlink(t_path("nginx"));
+}
+
+
+/*
  * review 19/9: `nginx -t` ran with what the daemon had set for itself: a
  * signal the daemon ignores (SIGPIPE) stays ignored through execv, and a
  * signal that came between the unmask and the execv ran the daemon's
@@ -3463,6 +3533,7 @@ main(void)
     test_install_paths();
     test_install_crash();
     test_reload_who();
+    test_reload_by_binary();
     test_nginx_signals();
     test_write_owned_unprivileged();
 

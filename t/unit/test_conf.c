@@ -1133,9 +1133,15 @@ test_certificates(void)
               "invalid number of arguments in \"certificate\"",
               "certificate: without a name");
 
-    t_refused("nginx conf=/a.conf;\n", 1,
-              "\"nginx\" needs conf=PATH and pid=PATH (or reload=off)",
-              "nginx: without pid=");
+    if (t_loads("nginx conf=/a.conf binary=/h;\n", &conf,
+                "nginx: without pid= (the reload by binary -s reload)"))
+    {
+        t_ok(conf.nnginx == 1 && conf.nginx[0].reload == 1
+             && conf.nginx[0].pid[0] == '\0',
+             "nginx: no pid=, reload on");
+    }
+    t_refused("nginx pid=/p;\n", 1, "\"nginx\" needs conf=PATH",
+              "nginx: without conf=");
     if (t_loads("nginx conf=/a.conf reload=off;\n", &conf,
                 "nginx: reload=off needs no pid="))
     {
