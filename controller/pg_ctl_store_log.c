@@ -114,10 +114,6 @@ static const char  pg_store_changes_lua[] =
     "return out\n";
 
 
-static int pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
-    pg_store_bad_pt bad, void *data, json_t **read);
-
-
 int
 pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     const char *const *envs, size_t nenvs, pg_store_bad_pt bad, void *data,
@@ -214,8 +210,9 @@ pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
 }
 
 
-/* The script's "delta" (reply, borrowed) as *read (new). */
-static int
+/* The script's "delta" (reply, borrowed) as *read (new); the digest's
+ * read of named flags (pg_ctl_store_digest.c) answers the same. */
+int
 pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
     pg_store_bad_pt bad, void *data, json_t **read)
 {

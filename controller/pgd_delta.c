@@ -88,15 +88,13 @@ pgd_follow(pgd_t *d)
 void
 pgd_delta(pgd_t *d)
 {
-    int           initialised, rc, wanted;
-    char          env[PG_NAME_MAX + 1], why[300];
+    int           initialised, rc;
+    char          why[300];
     size_t        i;
-    json_t       *read, *patch, *envs, *flags, *v, *store, *bad, *snap;
-    json_t       *notes, *good;
+    json_t       *read;
     int64_t       rev;
-    pg_error_t    err;
-    double        since, checked;
-    const char   *key, *slash, *names[PG_ENVS_MAX];
+    double        since;
+    const char   *names[PG_ENVS_MAX];
 
     if (d->cmd == NULL) {
         return;
@@ -175,6 +173,32 @@ pgd_delta(pgd_t *d)
         d->bad_now = NULL;
         return;                 /* Redis failed: said */
     }
+
+    pgd_delta_apply(d, read, since);
+}
+
+
+/*
+ * The flags read (read: {"revision": R, "environments": {ENV: {FLAG:
+ * value or null}}}, taken; those not valid on their own in d->bad_now,
+ * with their values, taken too) applied to the store as last read, and
+ * composed into exactly the snapshot a whole read of revision R would
+ * give (see pgd_delta()), which goes through pgd_made(). since: when the
+ * read started (pgd_now()).
+ */
+void
+pgd_delta_apply(pgd_t *d, json_t *read, double since)
+{
+    int           rc, wanted;
+    char          env[PG_NAME_MAX + 1];
+    json_t       *patch, *envs, *flags, *v, *store, *bad, *snap;
+    json_t       *notes, *good;
+    int64_t       rev;
+    pg_error_t    err;
+    double        checked;
+    const char   *key, *slash;
+
+    rev = json_integer_value(json_object_get(read, "revision"));
 
     /* the read as a patch of the store as it was: a flag not valid on its
      * own is out of the store, and in bad */
