@@ -171,12 +171,14 @@ int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
  * fails the call with PG_STORE_EFAILED naming it, or, when bad is not
  * NULL, is given to bad and left out. PG_ERR: Redis failed
  * (PG_STORE_EREDIS), or refused the script or answered what it cannot
- * have (PG_STORE_EFAILED: the whole read says what is wrong).
+ * have (PG_STORE_EFAILED: the whole read says what is wrong). sha (NULL:
+ * none) gets "ENV/FLAG" -> the SHA-1 hex of each value read, its bytes
+ * as stored: what the store's digest has (pg_store_digest()).
  */
 int pg_store_read_changes(pg_store_t *store, int64_t base,
     const char *epoch, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, void *data, int *initialised, json_t **read,
-    char *why, size_t size);
+    char *why, size_t size, json_t *sha);
 
 /*
  * The store's digest (controller/pg_ctl_store_digest.c), one script:

@@ -13,7 +13,6 @@
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* calloc, free */
 #include <string.h>             /* strcmp, strlen */
-#include <openssl/sha.h>        /* SHA1 */
 #include "pg_ctl_store.h"       /* the API this file implements */
 #include "pg_ctl_store_private.h"   /* keys, the revision parser */
 
@@ -269,11 +268,9 @@ pg_store_read_named(pg_store_t *store, int64_t base, const char *epoch,
     int           rc;
     char         *keys, *idx, numkeys[16], base_text[32];
     size_t        i, n, argc, k, e;
-    json_t       *flags, *flag;
+    json_t       *flags;
     const char   *env, **argv;
-    redisReply   *reply, *v;
-    unsigned char md[SHA_DIGEST_LENGTH];
-    char          hex[2 * SHA_DIGEST_LENGTH + 1], key[2 * PG_NAME_MAX + 8];
+    redisReply   *reply;
 
     *read = NULL;
     n = 0;
@@ -356,34 +353,7 @@ pg_store_read_named(pg_store_t *store, int64_t base, const char *epoch,
         return PG_OK;
     }
 
-    /* the hash of each value as read, before parsing takes it */
-    for (i = 3; i + 2 < reply->elements; i += 3) {
-        v = reply->element[i + 2];
-
-        if (v->type != REDIS_REPLY_STRING
-            || reply->element[i]->type != REDIS_REPLY_STRING
-            || reply->element[i + 1]->type != REDIS_REPLY_STRING)
-        {
-            continue;
-        }
-
-        SHA1((const unsigned char *) v->str, v->len, md);
-
-        for (e = 0; e < SHA_DIGEST_LENGTH; e++) {
-            snprintf(hex + 2 * e, 3, "%02x", md[e]);
-        }
-
-        snprintf(key, sizeof(key), "%s/%s", reply->element[i]->str,
-                 reply->element[i + 1]->str);
-        flag = json_string(hex);
-
-        if (flag == NULL || json_object_set_new(sha, key, flag) != 0) {
-            freeReplyObject(reply);
-            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
-        }
-    }
-
-    rc = pg_store_changes_parse(store, reply, bad, data, read);
+    rc = pg_store_changes_parse(store, reply, bad, data, read, sha);
     freeReplyObject(reply);
 
     return rc;

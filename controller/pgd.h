@@ -479,6 +479,8 @@ void pgd_delta_apply(pgd_t *d, json_t *read, double since);
 /* pgd_digest.c: the reconcile's check after deltas; PG_ERR: read
  * the whole store */
 int pgd_digest_check(pgd_t *d);
+/* and a delta's flags, read with their hashes (pg_store_read_changes()) */
+void pgd_digest_read(pgd_t *d, const json_t *sha);
 
 /* pgd_beat.c */
 void pgd_beat_start(pgd_t *d);

@@ -91,7 +91,7 @@ pgd_delta(pgd_t *d)
     int           initialised, rc;
     char          why[300];
     size_t        i;
-    json_t       *read;
+    json_t       *read, *sha;
     int64_t       rev;
     double        since;
     const char   *names[PG_ENVS_MAX];
@@ -125,14 +125,16 @@ pgd_delta(pgd_t *d)
         names[i] = d->envs[i];
     }
 
+    sha = json_object();
     rc = pg_store_read_changes(&d->store, d->store_revision,
                                d->stored_epoch, names, d->nenvs,
                                pgd_bad_flag, d, &initialised, &read, why,
-                               sizeof(why));
+                               sizeof(why), sha);
 
     if (rc != PG_OK) {
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
 
         if (d->store.code == PG_STORE_EREDIS) {
             pgd_redis_store_failed(d);
@@ -148,6 +150,7 @@ pgd_delta(pgd_t *d)
     if (read == NULL) {
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
         pgd_log(d, initialised ? PG_LOG_INFO : PG_LOG_DEBUG, "reading the "
                 "whole store after revision %lld: %s",
                 (long long) d->store_revision, why);
@@ -163,6 +166,7 @@ pgd_delta(pgd_t *d)
         json_decref(read);
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
         return;
     }
 
@@ -171,10 +175,15 @@ pgd_delta(pgd_t *d)
         json_decref(read);
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
         return;                 /* Redis failed: said */
     }
 
     pgd_delta_apply(d, read, since);
+
+    /* the hashes of the flags read, for the reconcile's digest */
+    pgd_digest_read(d, sha);
+    json_decref(sha);
 }
 
 

@@ -20,8 +20,9 @@
  * refused), the whole store is read, as before.
  *
  * What the daemon holds, hashed: the SHA-1 of a flag's bytes as read
- * when this file read it; otherwise (a flag from a whole read or a
- * delta, whose bytes the reads do not keep) the SHA-1 of the flag as
+ * by a delta (pg_store_read_changes() hashes them: pgd_digest_read()) or
+ * by this file; otherwise (a flag from a whole read, whose bytes
+ * pg_store_read() does not keep) the SHA-1 of the flag as
  * portal-gatectl writes it (json_dumps(), JSON_COMPACT | PG_JSON_REAL),
  * which is its bytes in Redis for every value a portal-gatectl wrote. A
  * value written by hand in another layout differs once: it is read, found
@@ -328,6 +329,22 @@ pgd_digest_check(pgd_t *d)
     json_decref(sha);
 
     return PG_OK;
+}
+
+
+/* A delta read flags (sha: "env/flag" -> SHA1HEX of their bytes, as
+ * pg_store_read_changes() gives it, borrowed): their hashes are kept
+ * with the flags now held, so that the check hashes nothing itself. */
+void
+pgd_digest_read(pgd_t *d, const json_t *sha)
+{
+    if (d->digests == NULL) {
+        d->digests = json_object();
+    }
+
+    if (d->digests != NULL && sha != NULL) {
+        pgd_digest_keep(d, d->digests, sha, NULL);
+    }
 }
 
 
