@@ -466,6 +466,7 @@ void pgd_bad_flag(const char *env, const char *flag, const char *why,
 int pgd_bad_values(pgd_t *d);
 int pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised,
     char *epoch);
+int pgd_envs(pgd_t *d);
 void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
     json_t *bad, const pg_error_t *err, int delta, double since);
 

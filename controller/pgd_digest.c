@@ -15,9 +15,9 @@
  * (pg_store_note_unlogged(): a change log entry each, as their writes
  * should have made), said at warn, and applied as a delta
  * (pgd_delta_apply()): every edge gets them, as a patch where it can.
- * When the check cannot say (a field whose name no flag can have, an
- * environment's key of another type that was not so, the script
- * refused), the whole store is read, as before.
+ * When the check cannot say (the environments changed, a field whose
+ * name no flag can have, an environment's key of another type that was
+ * not so, the script refused), the whole store is read, as before.
  *
  * What the daemon holds, hashed: the SHA-1 of a flag's bytes as read
  * by a delta (pg_store_read_changes() hashes them: pgd_digest_read()) or
@@ -35,7 +35,7 @@
 
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* free */
-#include <string.h>             /* strcmp, strchr, strlen */
+#include <string.h>             /* strcmp, strchr, strlen, memcpy */
 #include <openssl/sha.h>        /* SHA1 */
 #include "pgd.h"                /* pgd_t, the API this file implements */
 
@@ -63,8 +63,9 @@ static void pgd_digest_keep(pgd_t *d, json_t *digests, const json_t *sha,
 int
 pgd_digest_check(pgd_t *d)
 {
-    int           initialised, rc;
+    int           initialised, rc, other;
     char          epoch[PG_STORE_EPOCH_MAX + 1], key[2 * PG_NAME_MAX + 8];
+    char          before[PG_ENVS_MAX][PG_NAME_MAX + 1];
     size_t        i, nflags, nnames;
     json_t       *digest, *envs, *fields, *held, *heldflags, *v, *names;
     json_t       *digests, *read, *sha, *changed, *same, *renv;
@@ -79,8 +80,29 @@ pgd_digest_check(pgd_t *d)
 
     since = pgd_now();
 
+    /* the environments, as the whole read takes them (one HKEYS): one
+     * added or removed by hand is the whole read's to push */
+    nnames = d->nenvs;
+
+    for (i = 0; i < nnames; i++) {
+        memcpy(before[i], d->envs[i], sizeof(before[i]));
+    }
+
+    if (pgd_envs(d) != PG_OK) {
+        return PG_OK;                   /* Redis failed: said */
+    }
+
+    other = d->nenvs != nnames;
+
     for (i = 0; i < d->nenvs; i++) {
         list[i] = d->envs[i];
+        other |= i < nnames && strcmp(before[i], d->envs[i]) != 0;
+    }
+
+    if (other) {
+        pgd_log(d, PG_LOG_INFO, "reconcile: the store's environments "
+                "changed without a revision: reading the whole store");
+        return PG_ERR;
     }
 
     if (pg_store_digest(&d->store, list, d->nenvs, &initialised, &digest,

@@ -23,7 +23,9 @@
  * followed by a delta (pgd_delta.c): only the flags the store's change
  * log names are read, and the result goes through pgd_made() as a whole
  * read's does. The store as last read is kept for that (d->stored,
- * d->stored_bad).
+ * d->stored_bad). Once deltas stop, the reconcile compares the store's
+ * digest with what was read (pgd_digest.c), for values written without
+ * a revision; the whole store is read only when that cannot say.
  */
 
 #include <stdarg.h>             /* va_list */
@@ -35,7 +37,6 @@
 
 
 static void pgd_bad_env(const char *env, const char *why, void *data);
-static int pgd_envs(pgd_t *d);
 static int pgd_env_cmp(const void *a, const void *b);
 static void pgd_envs_text(pgd_t *d, char *buf, size_t size);
 static json_t *pgd_bad_value(const char *text, size_t len);
@@ -100,7 +101,7 @@ pgd_envs_text(pgd_t *d, char *buf, size_t size)
  * by hand) and any past PG_ENVS_MAX are left out, and said once. One
  * round trip. PG_ERR: Redis failed (said).
  */
-static int
+int
 pgd_envs(pgd_t *d)
 {
     int           skip;

@@ -155,6 +155,19 @@ subtest 'a hand edit of a flag that is not valid is pushed as the whole read wou
     is(whole_reads($gd, $mark), 0, 'no whole read of the store');
 };
 
+subtest 'an environment added by hand is the whole read\'s, as before' => sub {
+    my $mark = $gd->mark;
+    $rs->cli('HSET', "${P}environments", 'eu',
+             '{"created_at": "2026-01-01T00:00:00Z", "created_by": "hand"}');
+    exits(ctl('rollout', 'chat', '60'), 0, 'a write after it');
+    ok($gd->wait_log(qr/store's environments changed without a revision: reading the whole store/,
+                     5, $mark), 'the check says it cannot follow it');
+    ok($gd->wait_log(qr/pushing the environments production staging eu/,
+                     5, $mark), 'the whole read pushes it');
+    ok(wait_until(sub { !grep { !$_->snapshot->{environments}{eu} } @edges },
+                  10), 'every edge has the environment');
+};
+
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 
 subtest 'at log level debug, the check says it found the store as read' => sub {
