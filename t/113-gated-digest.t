@@ -155,6 +155,23 @@ subtest 'a hand edit of a flag that is not valid is pushed as the whole read wou
     is(whole_reads($gd, $mark), 0, 'no whole read of the store');
 };
 
+subtest 'a field no flag can be named, written by hand, is the whole read\'s' => sub {
+    my $mark = $gd->mark;
+    $rs->cli('HSET', "${P}flags:production", 'Not-A-Name', '{}');
+    exits(ctl('rollout', 'chat', '55'), 0, 'a write after it');
+    ok($gd->wait_log(qr/the store's digest cannot say what changed .*: reading the whole store/,
+                     5, $mark), 'the check says it cannot say');
+    ok($gd->wait_log(qr/Not-A-Name/, 5, $mark), 'the whole read names it');
+    all_at_store('after it');
+    my $again = $gd->mark;
+    exits(ctl('rollout', 'chat', '56'), 0, 'another write');
+    all_at_store('after that');
+    ok(wait_ticks($e->{unix}, 4), 'the reconcile came round after it');
+    is($gd->count_log(qr/reading the whole store/, $again), 0,
+       'the field, held as not valid, is not read whole again');
+    $rs->cli('HDEL', "${P}flags:production", 'Not-A-Name');
+};
+
 subtest 'an environment added by hand is the whole read\'s, as before' => sub {
     my $mark = $gd->mark;
     $rs->cli('HSET', "${P}environments", 'eu',
