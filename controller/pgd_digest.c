@@ -256,7 +256,8 @@ pgd_digest_check(pgd_t *d)
         json_decref(sha);
         json_decref(d->bad_now);
         d->bad_now = NULL;
-        return rc == PG_OK ? PG_OK : PG_ERR;
+        return rc == PG_OK || d->store.code == PG_STORE_EREDIS
+               ? PG_OK : PG_ERR;      /* moved, or said: the next tick */
     }
 
     /* the same JSON in another layout: its own hash is kept, nothing else */
@@ -334,10 +335,11 @@ pgd_digest_check(pgd_t *d)
     json_object_foreach(changed, k, v) {
         for (i = 0; i < json_array_size(v); i++) {
             pgd_log(d, PG_LOG_WARN, "flag %s/%s changed in Redis without a "
-                    "revision: found by the reconcile's digest, made "
-                    "revision %lld of the store (it was %lld), and pushed",
+                    "revision: found by the reconcile's digest and made a "
+                    "revision of its own (the store went from %lld to "
+                    "%lld), for the edges to get it",
                     k, json_string_value(json_array_get(v, i)),
-                    (long long) rev, (long long) base);
+                    (long long) base, (long long) rev);
         }
     }
 
@@ -346,8 +348,12 @@ pgd_digest_check(pgd_t *d)
     d->deltas = 0;
     pgd_delta_apply(d, read, since);
 
-    /* the hashes read are of the flags now held */
-    pgd_digest_keep(d, d->digests, sha, NULL);
+    /* the hashes read are of the flags now held (unless the delta fell
+     * back to a whole read, of bytes that may be others by now) */
+    if (d->store_revision == rev) {
+        pgd_digest_keep(d, d->digests, sha, NULL);
+    }
+
     json_decref(sha);
 
     return PG_OK;
