@@ -40,7 +40,7 @@ CORE_LIBS   := -ljansson -lm -lcrypto
 # make test runs builds under ASan and UBSan (build/asan/); make builds
 # optimised ones.
 LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
-               controller/pg_ctl_store_log.c \
+               controller/pg_ctl_store_log.c controller/pg_ctl_store_digest.c \
                controller/pg_redis.c controller/pg_edge.c \
                controller/pg_curl.c controller/pg_conf.c \
                controller/pg_conf_cert.c
@@ -51,6 +51,7 @@ CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
 GATED_SRCS  := controller/portal-gated.c controller/pgd_files.c \
                controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_delta.c \
+               controller/pgd_digest.c \
                controller/pgd_compose.c \
                controller/pgd_edges.c controller/pgd_beat.c \
                controller/pgd_certs.c controller/pgd_certs_job.c \

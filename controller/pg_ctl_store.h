@@ -171,12 +171,58 @@ int pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
  * fails the call with PG_STORE_EFAILED naming it, or, when bad is not
  * NULL, is given to bad and left out. PG_ERR: Redis failed
  * (PG_STORE_EREDIS), or refused the script or answered what it cannot
- * have (PG_STORE_EFAILED: the whole read says what is wrong).
+ * have (PG_STORE_EFAILED: the whole read says what is wrong). sha (NULL:
+ * none) gets "ENV/FLAG" -> the SHA-1 hex of each value read, its bytes
+ * as stored: what the store's digest has (pg_store_digest()).
  */
 int pg_store_read_changes(pg_store_t *store, int64_t base,
     const char *epoch, const char *const *envs, size_t nenvs,
     pg_store_bad_pt bad, void *data, int *initialised, json_t **read,
-    char *why, size_t size);
+    char *why, size_t size, json_t *sha);
+
+/*
+ * The store's digest (controller/pg_ctl_store_digest.c), one script:
+ * *digest is {"revision": R, "environments": {ENV: {FIELD: SHA1HEX} or
+ * null}} for each of the nenvs envs: each field of its flags hash with
+ * the SHA-1 of its value as stored (the bytes, not the JSON), {} for an
+ * environment without a hash, null for a key of another type; a field
+ * holding a NUL byte is named PG_STORE_ODD_FIELD. *initialised and epoch
+ * (PG_STORE_EPOCH_MAX + 1 bytes) as pg_store_read() gives them. Redis
+ * hashes every value (a few ms for megabytes); the reader gets 40 bytes
+ * a flag. PG_ERR: Redis failed (PG_STORE_EREDIS), or refused the script
+ * (PG_STORE_EFAILED).
+ */
+#define PG_STORE_ODD_FIELD  "(a field name with a NUL byte)"
+
+int pg_store_digest(pg_store_t *store, const char *const *envs,
+    size_t nenvs, int *initialised, json_t **digest, char *epoch);
+
+/*
+ * The flags names ({ENV: [FLAG, ...]}, valid names of the nenvs envs) as
+ * they are while the store is at revision base of epoch, in one script:
+ * *read as pg_store_read_changes() gives it for a delta (R is base; a
+ * flag not there is null; one not valid on its own goes to bad), and
+ * sha gets "ENV/FLAG" -> the SHA-1 hex of each value read (as the
+ * digest's). *read is NULL when the store is not at base of that epoch
+ * any more, or a key is of another type. PG_ERR as
+ * pg_store_read_changes().
+ */
+int pg_store_read_named(pg_store_t *store, int64_t base, const char *epoch,
+    const char *const *envs, size_t nenvs, const json_t *names,
+    pg_store_bad_pt bad, void *data, json_t **read, json_t *sha);
+
+/*
+ * Flags changed in Redis without a revision (names: {ENV: [FLAG, ...]})
+ * made revisions: while the store is at base of epoch, one revision per
+ * flag, each with an audit entry (action "revision", env and flag, the
+ * reason), its change log entry "REV ENV FLAG" and its message, so that
+ * every reader follows them as the writes they should have been; one
+ * script. *revision is the store's after, or -1 when it was not at base
+ * (nothing written).
+ */
+int pg_store_note_unlogged(pg_store_t *store, int64_t base,
+    const char *epoch, const json_t *names, const char *actor,
+    const char *reason, int64_t *revision);
 
 /*
  * Raise the store's revision to above + 1 unless it is that high already,

@@ -10,6 +10,7 @@
 #include <stdio.h>              /* snprintf */
 #include <stdlib.h>             /* calloc, free */
 #include <string.h>             /* strcmp, strlen */
+#include <openssl/sha.h>        /* SHA1 */
 #include "pg_ctl_store.h"       /* the API this file implements */
 #include "pg_ctl_store_private.h"   /* keys, the revision and value parsers */
 
@@ -114,14 +115,10 @@ static const char  pg_store_changes_lua[] =
     "return out\n";
 
 
-static int pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
-    pg_store_bad_pt bad, void *data, json_t **read);
-
-
 int
 pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     const char *const *envs, size_t nenvs, pg_store_bad_pt bad, void *data,
-    int *initialised, json_t **read, char *why, size_t size)
+    int *initialised, json_t **read, char *why, size_t size, json_t *sha)
 {
     int           rc;
     char         *keys, numkeys[16], base_text[32], log_max[16];
@@ -207,20 +204,23 @@ pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
         return PG_OK;
     }
 
-    rc = pg_store_changes_parse(store, reply, bad, data, read);
+    rc = pg_store_changes_parse(store, reply, bad, data, read, sha);
     freeReplyObject(reply);
 
     return rc;
 }
 
 
-/* The script's "delta" (reply, borrowed) as *read (new). */
-static int
+/* The script's "delta" (reply, borrowed) as *read (new); the digest's
+ * read of named flags (pg_ctl_store_digest.c) answers the same. */
+int
 pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
-    pg_store_bad_pt bad, void *data, json_t **read)
+    pg_store_bad_pt bad, void *data, json_t **read, json_t *sha)
 {
-    char         key[PG_STORE_KEY_MAX], msg[PG_ERROR_LEN + 64];
-    size_t       i;
+    char           key[PG_STORE_KEY_MAX], msg[PG_ERROR_LEN + 64];
+    char           hex[2 * SHA_DIGEST_LENGTH + 1];
+    size_t         i, j;
+    unsigned char  md[SHA_DIGEST_LENGTH];
     json_t      *all, *flags, *flag;
     int64_t      rev;
     const char  *env, *name;
@@ -261,6 +261,21 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
         env = e->str;
         name = f->str;
         flags = json_object_get(all, env);
+
+        /* the bytes' hash, as the store's digest has it (SHA-1 of a
+         * megabyte: about a millisecond) */
+        if (sha != NULL && reply->element[i + 2]->type == REDIS_REPLY_STRING)
+        {
+            SHA1((const unsigned char *) reply->element[i + 2]->str,
+                 reply->element[i + 2]->len, md);
+
+            for (j = 0; j < SHA_DIGEST_LENGTH; j++) {
+                snprintf(hex + 2 * j, 3, "%02x", md[j]);
+            }
+
+            snprintf(key, sizeof(key), "%s/%s", env, name);
+            json_object_set_new(sha, key, json_string(hex));
+        }
 
         if (flags == NULL) {
             flags = json_object();

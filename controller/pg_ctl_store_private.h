@@ -111,6 +111,13 @@ int pg_store_parse_revision(pg_store_t *store, const redisReply *value,
 json_t *pg_store_parse_value(const char *name, const redisReply *value,
     char *why, size_t size);
 
+/* A change log script's "delta" reply ({marker exists, revision, "delta",
+ * ENV, FLAG, value or nil, ...}, borrowed) as pg_store_read_changes()'s
+ * *read (new), and sha (NULL: none) as it gives it. (pg_ctl_store_log.c;
+ * the digest's named read answers the same) */
+int pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
+    pg_store_bad_pt bad, void *data, json_t **read, json_t *sha);
+
 /* An environment's value in P environments, a new string to free(); NULL
  * when out of memory. (pg_ctl_store_envs.c; init writes it too) */
 char *pg_store_env_value(const char *ts, const char *actor);

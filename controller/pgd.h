@@ -10,6 +10,9 @@
  *   pgd_delta.c      the change messages, and a change read flag by flag
  *                    (a delta) when the store's change log says which
  *                    flags changed
+ *   pgd_digest.c     the reconcile's check after deltas: the store's
+ *                    digest (a SHA-1 per flag) against what was read,
+ *                    for values written into Redis without a revision
  *   pgd_compose.c    from whatever the store holds, a snapshot that
  *                    compiles; a patch from one snapshot to another (pure:
  *                    JSON in, JSON out, no I/O)
@@ -80,8 +83,10 @@
 #define PGD_PATCH_AGAIN_MS    60000     /* an edge that refused PATCH (a
                                            module from before it) gets
                                            PUTs, and a PATCH again after */
-#define PGD_WHOLE_EVERY       10        /* intervals: the whole read after
-                                           deltas, even while they go on */
+#define PGD_WHOLE_EVERY       10        /* intervals: the store's digest
+                                           compared after deltas (a whole
+                                           read only when it cannot say),
+                                           even while they go on */
 #define PGD_BACKOFF_MIN_MS    250       /* Redis reconnects: 250 ms .. */
 #define PGD_BACKOFF_MAX_MS    5000      /* .. 5 s, jitter within */
 #define PGD_STALE_EVERY_MS    60000     /* "still no Redis", at most so often */
@@ -338,11 +343,12 @@ typedef struct {
                                        store's change log what changed
                                        (pgd_delta()) */
     unsigned        deltas;         /* snapshots made by deltas since the
-                                       last whole read: a tick reads the
-                                       whole store once they stop
-                                       (pgd_tick()) */
+                                       last whole read or digest check: a
+                                       tick compares the store's digest
+                                       once they stop (pgd_tick()) */
     double          delta_at;       /* when the last was made, ms */
-    double          whole_at;       /* the last whole read, ms */
+    double          whole_at;       /* the last whole read or digest
+                                       check, ms */
 
     char            envs[PG_ENVS_MAX][PG_NAME_MAX + 1]; /* pushed: the
                                        config's, then the store's own */
@@ -371,6 +377,10 @@ typedef struct {
                                        what pgd_compose() made good from;
                                        NULL when it made none */
     json_t         *stored_bad;     /* and its bad flags, as bad_now */
+    json_t         *digests;        /* "env/flag" -> [SHA1HEX, the flag
+                                       held]: the hash of each flag as
+                                       stored, for the reconcile's check
+                                       after deltas (pgd_digest.c) */
     json_t         *notes;          /* what was said of flags the edges
                                        do not get as the store has them:
                                        key -> [level, text]; see
@@ -456,6 +466,7 @@ void pgd_bad_flag(const char *env, const char *flag, const char *why,
 int pgd_bad_values(pgd_t *d);
 int pgd_read(pgd_t *d, json_t **store, json_t **bad, int *initialised,
     char *epoch);
+int pgd_envs(pgd_t *d);
 void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
     json_t *bad, const pg_error_t *err, int delta, double since);
 
@@ -464,6 +475,13 @@ void pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store,
 void pgd_change(pgd_t *d, const char *msg);
 void pgd_follow(pgd_t *d);
 void pgd_delta(pgd_t *d);
+void pgd_delta_apply(pgd_t *d, json_t *read, double since);
+
+/* pgd_digest.c: the reconcile's check after deltas; PG_ERR: read
+ * the whole store */
+int pgd_digest_check(pgd_t *d);
+/* and a delta's flags, read with their hashes (pg_store_read_changes()) */
+void pgd_digest_read(pgd_t *d, const json_t *sha);
 
 /* pgd_beat.c */
 void pgd_beat_start(pgd_t *d);

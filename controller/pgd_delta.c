@@ -88,15 +88,13 @@ pgd_follow(pgd_t *d)
 void
 pgd_delta(pgd_t *d)
 {
-    int           initialised, rc, wanted;
-    char          env[PG_NAME_MAX + 1], why[300];
+    int           initialised, rc;
+    char          why[300];
     size_t        i;
-    json_t       *read, *patch, *envs, *flags, *v, *store, *bad, *snap;
-    json_t       *notes, *good;
+    json_t       *read, *sha;
     int64_t       rev;
-    pg_error_t    err;
-    double        since, checked;
-    const char   *key, *slash, *names[PG_ENVS_MAX];
+    double        since;
+    const char   *names[PG_ENVS_MAX];
 
     if (d->cmd == NULL) {
         return;
@@ -127,14 +125,16 @@ pgd_delta(pgd_t *d)
         names[i] = d->envs[i];
     }
 
+    sha = json_object();
     rc = pg_store_read_changes(&d->store, d->store_revision,
                                d->stored_epoch, names, d->nenvs,
                                pgd_bad_flag, d, &initialised, &read, why,
-                               sizeof(why));
+                               sizeof(why), sha);
 
     if (rc != PG_OK) {
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
 
         if (d->store.code == PG_STORE_EREDIS) {
             pgd_redis_store_failed(d);
@@ -150,6 +150,7 @@ pgd_delta(pgd_t *d)
     if (read == NULL) {
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
         pgd_log(d, initialised ? PG_LOG_INFO : PG_LOG_DEBUG, "reading the "
                 "whole store after revision %lld: %s",
                 (long long) d->store_revision, why);
@@ -165,6 +166,7 @@ pgd_delta(pgd_t *d)
         json_decref(read);
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
         return;
     }
 
@@ -173,8 +175,39 @@ pgd_delta(pgd_t *d)
         json_decref(read);
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        json_decref(sha);
         return;                 /* Redis failed: said */
     }
+
+    pgd_delta_apply(d, read, since);
+
+    /* the hashes of the flags read, for the reconcile's digest */
+    pgd_digest_read(d, sha);
+    json_decref(sha);
+}
+
+
+/*
+ * The flags read (read: {"revision": R, "environments": {ENV: {FLAG:
+ * value or null}}}, taken; those not valid on their own in d->bad_now,
+ * with their values, taken too) applied to the store as last read, and
+ * composed into exactly the snapshot a whole read of revision R would
+ * give (see pgd_delta()), which goes through pgd_made(). since: when the
+ * read started (pgd_now()).
+ */
+void
+pgd_delta_apply(pgd_t *d, json_t *read, double since)
+{
+    int           rc, wanted;
+    char          env[PG_NAME_MAX + 1];
+    json_t       *patch, *envs, *flags, *v, *store, *bad, *snap;
+    json_t       *notes, *good;
+    int64_t       rev;
+    pg_error_t    err;
+    double        checked;
+    const char   *key, *slash;
+
+    rev = json_integer_value(json_object_get(read, "revision"));
 
     /* the read as a patch of the store as it was: a flag not valid on its
      * own is out of the store, and in bad */

@@ -23,7 +23,9 @@
  * followed by a delta (pgd_delta.c): only the flags the store's change
  * log names are read, and the result goes through pgd_made() as a whole
  * read's does. The store as last read is kept for that (d->stored,
- * d->stored_bad).
+ * d->stored_bad). Once deltas stop, the reconcile compares the store's
+ * digest with what was read (pgd_digest.c), for values written without
+ * a revision; the whole store is read only when that cannot say.
  */
 
 #include <stdarg.h>             /* va_list */
@@ -35,7 +37,6 @@
 
 
 static void pgd_bad_env(const char *env, const char *why, void *data);
-static int pgd_envs(pgd_t *d);
 static int pgd_env_cmp(const void *a, const void *b);
 static void pgd_envs_text(pgd_t *d, char *buf, size_t size);
 static json_t *pgd_bad_value(const char *text, size_t len);
@@ -100,7 +101,7 @@ pgd_envs_text(pgd_t *d, char *buf, size_t size)
  * by hand) and any past PG_ENVS_MAX are left out, and said once. One
  * round trip. PG_ERR: Redis failed (said).
  */
-static int
+int
 pgd_envs(pgd_t *d)
 {
     int           skip;
@@ -485,6 +486,8 @@ pgd_store_forget(pgd_t *d)
     json_decref(d->seed);
     json_decref(d->stored);
     json_decref(d->stored_bad);
+    json_decref(d->digests);
+    d->digests = NULL;
     d->body = NULL;
     d->patch = NULL;
     d->good = NULL;
@@ -1024,18 +1027,24 @@ pgd_tick(pgd_t *d)
     {
         /*
          * The flags the change log did not name were not read: a value
-         * written into Redis by hand, without a revision, is seen here, as
-         * it was at the next change before deltas. Off the kill path: once
-         * the changes have stopped for a whole interval, because the read
-         * blocks the loop for as long as the store takes to read and
-         * compile (160 ms at 100,000 ids), and a kill in a burst of
-         * changes must not wait behind it (bench/RESULTS.md, incremental
-         * sync). Under changes that never stop, every PGD_WHOLE_EVERY
-         * intervals all the same, so that such a hand edit waits no longer
-         * than that.
+         * written into Redis by hand, without a revision, is found here
+         * by the store's digest (pgd_digest.c: one script, a SHA-1 per
+         * flag, against what the daemon read), which reads only the
+         * flags that differ, as a delta; the whole store only when the
+         * digest cannot say. The script hashes every value with Redis
+         * blocked (a few ms at 100,000 ids), so it waits until the
+         * changes have stopped for a whole interval, as the whole read
+         * it replaces did (that one blocked this loop, 160 ms at 100,000
+         * ids: bench/RESULTS.md, incremental sync). Under changes that
+         * never stop, every PGD_WHOLE_EVERY intervals all the same, so
+         * that such a hand edit waits no longer than that.
          */
         pgd_log(d, PG_LOG_DEBUG, "reconcile: the whole store, after %u "
-                "changes read flag by flag", d->deltas);
-        pgd_whole(d, 1);
+                "changes read flag by flag: comparing its digest",
+                d->deltas);
+
+        if (pgd_digest_check(d) != PG_OK) {
+            pgd_whole(d, 1);
+        }
     }
 }

@@ -124,7 +124,9 @@
  *
  * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
  * revision (portal-gated raised the revision above an edge's after a
- * restore from an older backup; before and after are the revisions);
+ * restore from an older backup; before and after are the revisions; or,
+ * with env and flag, made a flag it found changed in Redis without a
+ * revision a revision of its own: controller/pg_ctl_store_digest.c);
  * with the on-call commands also unallow, undeny, set, delete, env (an
  * environment added), and release (kill overrides released on the edges;
  * `kill --direct` records a kill whose reason names the overrides).
