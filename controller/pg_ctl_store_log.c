@@ -140,7 +140,7 @@ pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     if (argv == NULL || keys == NULL) {
         free(argv);
         free(keys);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     pg_store_key(store, keys, PG_STORE_KEY_MARKER, NULL);
@@ -219,6 +219,7 @@ static int
 pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
     pg_store_bad_pt bad, void *data, json_t **read)
 {
+    int          rc;
     char         key[PG_STORE_KEY_MAX], msg[PG_ERROR_LEN + 64];
     size_t       i;
     json_t      *all, *flags, *flag;
@@ -241,7 +242,7 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
                       "environments", all);
 
     if (*read == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     for (i = 3; i < reply->elements; i += 3) {
@@ -266,7 +267,7 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
             flags = json_object();
 
             if (json_object_set_new(all, env, flags) != 0) {
-                pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+                pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
                 break;
             }
         }
@@ -275,10 +276,17 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
             flag = json_null();
 
         } else {
-            flag = pg_store_parse_value(name, reply->element[i + 2], msg,
-                                        sizeof(msg));
+            rc = pg_store_parse_value(name, reply->element[i + 2], &flag,
+                                      msg, sizeof(msg));
 
-            if (flag == NULL) {
+            if (rc == PG_FAULT) {
+                pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+                pg_store_fail(store, PG_STORE_EFAULT, "reading flag "
+                              "\"%.64s\" in %s: %s", name, key, msg);
+                break;
+            }
+
+            if (rc != PG_OK) {
                 if (bad) {
                     bad(env, name, msg, data);
                     continue;
@@ -292,7 +300,7 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
         }
 
         if (json_object_set_new(flags, name, flag) != 0) {
-            pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
             break;
         }
     }

@@ -105,11 +105,13 @@ int pg_store_parse_revision(pg_store_t *store, const redisReply *value,
 
 /*
  * Flag name's value in Redis (a string reply, borrowed) as a flag that is
- * valid on its own: a new reference, or NULL with why it is not (size
- * bytes of why).
+ * valid on its own: PG_OK and *flag a new reference; PG_ERR when the
+ * value is bad (not JSON, not a valid flag), PG_FAULT when out of memory
+ * (not the value's fault: never report it as a bad value), each with why
+ * in size bytes of why and *flag NULL.
  */
-json_t *pg_store_parse_value(const char *name, const redisReply *value,
-    char *why, size_t size);
+int pg_store_parse_value(const char *name, const redisReply *value,
+    json_t **flag, char *why, size_t size);
 
 /* An environment's value in P environments, a new string to free(); NULL
  * when out of memory. (pg_ctl_store_envs.c; init writes it too) */

@@ -1,0 +1,161 @@
+# The store's reads and writes when something other than a flag is wrong
+# (issue 14's review): out of memory while reading a flag is the
+# controller's failure, never a bad value in Redis (portal-gatectl exits
+# 1 saying so and writes nothing; portal-gated neither leaves the flag out
+# nor holds back what was written); a revision of 16 digits still goes as
+# a delta. gdb makes one allocation fail (it stops the program at a
+# chosen function, then has the next malloc of jansson's parse return
+# NULL). Real
+# redis-server, two nginx edges, portal-gated with a reconcile interval
+# of a minute, so that no tick comes within a subtest.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use File::Temp qw(tempdir);
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use PortalGate::Gated qw(clean_exit wait_until two_edges);
+use PortalGate::Gdb;
+use PortalGate::Redis qw(exits);
+use PortalGate::Test qw(require_module);
+
+require_module();
+plan skip_all => PortalGate::Gdb::unavailable()
+    if PortalGate::Gdb::unavailable();
+
+my $SLOW = $PortalGate::Test::SLOW;
+my $TMP = tempdir(CLEANUP => !$ENV{PG_TEST_KEEP});
+my $P = 'portal-gate:';
+my $rs = PortalGate::Redis->new;
+my $e = two_edges();
+my @edges = ($e->{tcp}, $e->{unix});
+
+sub ctl { $rs->ctl(@_) }
+sub store_revision { $rs->cli('GET', "${P}revision") + 0 }
+sub value { $rs->cli('HGET', "${P}flags:production", $_[0]) }
+
+sub answer {
+    my ($ng, $flag) = @_;
+    my $a = $ng->evaluate(flag => $flag, company => 'c1',
+                          env => 'production');
+    return ($a->{decision} // '?') . '/' . ($a->{reason} // '?');
+}
+
+sub all_answer {
+    my ($flag, $want, $name) = @_;
+    my $ok = wait_until(sub { !grep { answer($_, $flag) ne $want } @edges },
+                        10);
+    ok($ok, $name) or diag(join ', ', map { answer($_, $flag) } @edges);
+}
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+# gdb stopped in malloc, which it then leaves at once with `return`
+# NULL: not `finish` and a NULL in its place, which would leak what
+# malloc gave (the sanitizers' leak check would report it).
+my $FAILED = qr/Temporary breakpoint [\d.]+, (?:0x\w+ in )?\w*malloc \(/;
+
+# portal-gatectl @args under gdb: stopped at the first call of $func, the
+# first malloc of the json_loadb() after it returns NULL. Returns {exit,
+# out} (out: what gdb and the program wrote, both).
+sub ctl_oom {
+    my ($func, @args) = @_;
+    my $log = "$TMP/gdb-ctl.log";
+    my %env = (PORTAL_GATE_REDIS => $rs->url, USER => 'tester',
+               SUDO_USER => '', PORTAL_GATE_CONF => '',
+               # LeakSanitizer cannot run under ptrace
+               ASAN_OPTIONS => 'detect_leaks=0');
+    local @ENV{keys %env} = values %env;
+    delete local $ENV{PORTAL_GATE_PREFIX};
+    delete local $ENV{PORTAL_GATE_ENV};
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $log or POSIX::_exit(127);
+        open STDERR, '>&', \*STDOUT;
+        { exec '/usr/bin/gdb', '-batch', '-nx',
+             '-ex', 'set startup-with-shell off',
+             '-ex', "break $func", '-ex', 'run',
+             '-ex', 'tbreak json_loadb', '-ex', 'continue',
+             '-ex', 'tbreak malloc', '-ex', 'continue',
+             '-ex', 'return (void *) 0', '-ex', 'delete', '-ex', 'continue',
+             '-ex', 'print $_exitcode',
+             '--args', $PortalGate::Redis::CTL, @args }
+        POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    my $out = slurp($log);
+    my ($exit) = $out =~ /^\$\d+ = (\d+)$/m;
+    return {exit => $exit // -1, out => $out};
+}
+
+exits(ctl('init'), 0, 'init');
+for my $f (qw(customer_portal calls)) {
+    exits(ctl('create', $f), 0, "create $f");
+    exits(ctl('rollout', $f, 100), 0, "rollout $f 100");
+}
+
+subtest 'portal-gatectl: out of memory reading the flag is no bad value' => sub {
+    my $before = value('calls');
+    my $r = store_revision();
+    my $res = ctl_oom('pg_store_write', 'kill', 'calls');
+    like($res->{out}, $FAILED, 'gdb made an allocation fail')
+        or diag($res->{out});
+    is($res->{exit}, 1, 'kill exits 1: the operation failed')
+        or diag($res->{out});
+    my @said = grep { /^portal-gatectl: / } split /\n/, $res->{out};
+    is(scalar @said, 1, 'one line') or diag($res->{out});
+    like($said[0] // '', qr/^portal-gatectl: .*out of memory/,
+         'saying out of memory');
+    unlike($res->{out}, qr/invalid value|turned off/,
+           'not as a bad value in Redis, salvaged');
+    is(value('calls'), $before, 'the flag is as it was');
+    is(store_revision(), $r, 'nothing written: the revision is as it was');
+};
+
+my $gd = PortalGate::Gated->new(redis => $rs->url,
+                                edges => [$e->{tcp_url}, $e->{unix_url}],
+                                environments => ['production'],
+                                reconcile => '60s', log_level => 'info');
+$gd->start;
+all_answer('calls', 'on/rollout', 'the edges get the store');
+
+subtest 'portal-gated: out of memory reading a changed flag holds nothing back' => sub {
+    my $mark = $gd->mark;
+    my $log = $gd->dir . '/gdb.log';
+    my $armed = $gd->dir . '/armed';
+    unlink $armed;
+    my $gdb = PortalGate::Gdb::run($gd->pid, $log,
+        'break pg_store_parse_value', "shell touch $armed", 'continue',
+        'tbreak json_loadb', 'continue', 'tbreak malloc', 'continue',
+        'return (void *) 0', 'detach');
+    my $deadline = time + 30 * $SLOW;
+    sleep 0.05 until -e $armed || time > $deadline;
+
+    exits(ctl('kill', 'calls'), 0, 'kill calls');
+    PortalGate::Gdb::finish($gdb);
+    like(slurp($log), $FAILED, 'gdb made an allocation fail')
+        or diag(slurp($log));
+
+    all_answer('calls', 'off/killed', 'every edge serves the kill');
+    ok($gd->wait_log(qr/out of memory/, 2, $mark),
+       'the daemon says out of memory') or diag($gd->log($mark));
+    is($gd->count_log(qr/not JSON|invalid|bad value|left out/, $mark), 0,
+       'and never that the flag is bad') or diag($gd->log($mark));
+    exits(ctl('on', 'calls'), 0, 'on calls');
+    all_answer('calls', 'on/rollout', 'the next write reaches every edge');
+};
+
+clean_exit($gd->stop, $gd, 'portal-gated');
+
+done_testing();
