@@ -18,9 +18,24 @@
 static void pg_journal_note(pg_state_t *state, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static char *pg_journal_load(const char *path, size_t max, size_t *len,
-    int *missing, pg_state_t *state);
+    int *missing, int *fault, pg_state_t *state);
 static int pg_journal_digits(const char *p, size_t n, int hex,
     unsigned long long *v);
+static int pg_journal_apply(const char *path, size_t max, uint64_t id,
+    json_t **doc, pg_state_t *state);
+static void *pg_journal_malloc(size_t size);
+
+
+/*
+ * jansson's allocations that fail during a replay, counted: jansson says
+ * an allocation that failed mid-parse as a syntax error ("string or '}'
+ * expected"), and a record must not be taken for a bad one (and dropped)
+ * because memory ran out. pg_journal_replay() puts the counter in front of
+ * jansson's allocator for the replay only, and puts it back after (the
+ * module's is then no part of jansson's state once nginx runs).
+ */
+static json_malloc_t  pg_journal_malloc_next;
+static size_t         pg_journal_malloc_failed;
 
 
 void
@@ -80,10 +95,11 @@ pg_journal_digits(const char *p, size_t n, int hex, unsigned long long *v)
 
 /* The journal's bytes, read as the state file is read; NULL when there
  * is none to read (a note says why, unless the file is simply missing:
- * *missing is then 1). */
+ * *missing is then 1) or out of memory (*fault is then 1: the journal is
+ * there, and must not be taken for absent). */
 static char *
 pg_journal_load(const char *path, size_t max, size_t *len, int *missing,
-    pg_state_t *state)
+    int *fault, pg_state_t *state)
 {
     int           fd, e;
     char         *text;
@@ -121,7 +137,9 @@ pg_journal_load(const char *path, size_t max, size_t *len, int *missing,
 
     if (text == NULL) {
         (void) close(fd);
-        pg_journal_note(state, "journal \"%s\": out of memory", path);
+        pg_journal_note(state, "journal \"%s\": out of memory for its "
+                        "%lld bytes", path, (long long) st.st_size);
+        *fault = 1;
         return NULL;
     }
 
@@ -149,13 +167,51 @@ pg_journal_load(const char *path, size_t max, size_t *len, int *missing,
 }
 
 
-void
+static void *
+pg_journal_malloc(size_t size)
+{
+    void  *p;
+
+    p = pg_journal_malloc_next(size);
+
+    if (p == NULL) {
+        pg_journal_malloc_failed++;
+    }
+
+    return p;
+}
+
+
+int
 pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
     pg_state_t *state)
 {
-    int                  rc, missing;
+    int            rc;
+    json_free_t    free_fn;
+    json_malloc_t  malloc_fn;
+
+    json_get_alloc_funcs(&malloc_fn, &free_fn);
+
+    pg_journal_malloc_next = malloc_fn;
+    pg_journal_malloc_failed = 0;
+    json_set_alloc_funcs(pg_journal_malloc, free_fn);
+
+    rc = pg_journal_apply(path, max, id, doc, state);
+
+    json_set_alloc_funcs(malloc_fn, free_fn);
+
+    return rc;
+}
+
+
+/* pg_journal_replay(), jansson's failures counted. */
+static int
+pg_journal_apply(const char *path, size_t max, uint64_t id, json_t **doc,
+    pg_state_t *state)
+{
+    int                  rc, missing, fault;
     char                 head[PG_JOURNAL_HEADER_LEN + 1], *text;
-    size_t               len, off, n, valid;
+    size_t               len, off, n, valid, failed;
     json_t              *patch, *result;
     pg_error_t           err;
     json_error_t         jerr;
@@ -166,13 +222,18 @@ pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
     state->journal_clean = 0;
 
     missing = 0;
-    text = pg_journal_load(path, max, &len, &missing, state);
+    fault = 0;
+    text = pg_journal_load(path, max, &len, &missing, &fault, state);
+
+    if (fault) {
+        return PG_FAULT;
+    }
 
     if (text == NULL) {
         /* no patch since the state file was written: the first one
          * creates the journal */
         state->journal_clean = missing;
-        return;
+        return PG_OK;
     }
 
     pg_journal_header(head, id);
@@ -185,7 +246,7 @@ pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
         pg_journal_note(state, "journal \"%s\" does not follow the state "
                         "file (another header): ignored", path);
         free(text);
-        return;
+        return PG_OK;
     }
 
     off = PG_JOURNAL_HEADER_LEN;
@@ -221,13 +282,37 @@ pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
             goto done;
         }
 
+        /*
+         * Out of memory (here or in the patch) says nothing of the
+         * record, which may be a good one: dropping it would restore a
+         * state never acknowledged, so the restore fails whole (the zone
+         * starts empty) and the caller says why.
+         */
+        failed = pg_journal_malloc_failed;
         patch = json_loadb(text + off, (size_t) body_len,
                            JSON_REJECT_DUPLICATES, &jerr);
+
+        if (patch == NULL && pg_journal_malloc_failed != failed) {
+            pg_journal_note(state, "journal \"%s\": out of memory reading "
+                            "record %zu", path, n);
+            free(text);
+            return PG_FAULT;
+        }
+
         result = NULL;
 
         rc = patch ? pg_snap_patch_json(*doc, patch, &result, &err) : PG_ERR;
 
         json_decref(patch);
+
+        /* PG_FAULT is out of memory, or a state file that is no snapshot
+         * (its compile says CORRUPT then) */
+        if (rc == PG_FAULT && pg_journal_malloc_failed != failed) {
+            pg_journal_note(state, "journal \"%s\": record %zu: %s", path,
+                            n, err.text);
+            free(text);
+            return PG_FAULT;
+        }
 
         if (rc != PG_OK) {
             pg_journal_note(state, "journal \"%s\": record %zu does not "
@@ -250,4 +335,6 @@ done:
 
     state->journal_bytes = valid;
     free(text);
+
+    return PG_OK;
 }
