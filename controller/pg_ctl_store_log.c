@@ -33,12 +33,17 @@
  * be revision - i + 1 in the form "REV ENV FLAG". An entry below the one
  * wanted is a revision written without the log (by a portal-gatectl from
  * before it: INCR without LPUSH); a bare "REV" changed more than a flag.
- * Revisions of more than 15 digits (past what a Lua number holds exactly,
- * and near PG_REVISION_MAX) are left to the whole read. It only reads,
+ * A revision is followed up to PG_REVISION_MAX, 2^53 - 1: a Lua number
+ * (a double) holds every integer up to it exactly; one past it, or of
+ * more than 16 digits, is left to the whole read. It only reads,
  * and its keys of another type are a "whole", not an error, so that the
  * whole read says what is wrong.
  */
 static const char  pg_store_changes_lua[] =
+    /* digits whose number a double holds exactly: <= PG_REVISION_MAX */
+    "local function exact(s)\n"
+    "  return #s < 16 or (#s == 16 and s <= '9007199254740991')\n"
+    "end\n"
     "local out = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2])}\n"
     "local function whole(why)\n"
     "  out[3] = 'whole'\n"
@@ -55,7 +60,7 @@ static const char  pg_store_changes_lua[] =
     "    .. 'epoch) since revision ' .. ARGV[1])\n"
     "end\n"
     "local raw = out[2] or '0'\n"
-    "if not string.match(raw, '^%d+$') or #raw > 15 then\n"
+    "if not string.match(raw, '^%d+$') or not exact(raw) then\n"
     "  return whole('its revision is not one the change log follows')\n"
     "end\n"
     "local rev, base = tonumber(raw), tonumber(ARGV[1])\n"
@@ -79,7 +84,7 @@ static const char  pg_store_changes_lua[] =
     "  if e == nil then return whole(lost) end\n"
     "  local r = string.match(e, '^%d+')\n"
     "  if r ~= want then\n"
-    "    if r ~= nil and #r <= 15 and tonumber(r) < rev - i + 1 then\n"
+    "    if r ~= nil and exact(r) and tonumber(r) < rev - i + 1 then\n"
     "      return whole('revision ' .. want .. ' was written without the '\n"
     "        .. 'change log (by a portal-gatectl from before it)')\n"
     "    end\n"
@@ -112,6 +117,11 @@ static const char  pg_store_changes_lua[] =
     "  table.insert(out, redis.call('HGET', hash[names[i]], names[i + 1]))\n"
     "end\n"
     "return out\n";
+
+
+/* the script's exact() spells PG_REVISION_MAX out */
+_Static_assert(PG_REVISION_MAX == 9007199254740991LL,
+               "pg_store_changes_lua's exact() follows PG_REVISION_MAX");
 
 
 static int pg_store_changes_parse(pg_store_t *store, const redisReply *reply,

@@ -3,7 +3,7 @@
 # controller's failure, never a bad value in Redis (portal-gatectl exits
 # 1 saying so and writes nothing; portal-gated neither leaves the flag out
 # nor holds back what was written); a revision of 16 digits still goes as
-# a delta. gdb makes one allocation fail (it stops the program at a
+# a delta (the daemon's "revision N read from the change log"). gdb makes one allocation fail (it stops the program at a
 # chosen function, then has the next malloc of jansson's parse return
 # NULL). Real
 # redis-server, two nginx edges, portal-gated with a reconcile interval
@@ -154,6 +154,29 @@ subtest 'portal-gated: out of memory reading a changed flag holds nothing back' 
        'and never that the flag is bad') or diag($gd->log($mark));
     exits(ctl('on', 'calls'), 0, 'on calls');
     all_answer('calls', 'on/rollout', 'the next write reaches every edge');
+};
+
+subtest 'a store at a revision of 16 digits: a kill still goes as a delta' => sub {
+    # 10^15: past 15 digits, far below PG_REVISION_MAX (2^53 - 1), which
+    # a Lua number (a double) holds exactly
+    my $big = 1000000000000000;
+    $rs->cli('SET', "${P}revision", $big);
+    exits(ctl('rollout', 'customer_portal', 50), 0,
+          'a write: revision ' . ($big + 1));
+    my $ok = wait_until(sub { !grep { $_->status->{revision} != $big + 1 }
+                                    @edges }, 10);
+    ok($ok, 'every edge at it (a whole read: the log does not reach back '
+       . 'over the jump)')
+        or diag(join ', ', map { $_->status->{revision} } @edges);
+
+    my $mark = $gd->mark;
+    exits(ctl('kill', 'calls'), 0, 'kill calls: revision ' . ($big + 2));
+    all_answer('calls', 'off/killed', 'every edge serves the kill');
+    ok($gd->wait_log(qr/revision ${\($big + 2)} read from the change log/,
+                     2, $mark), 'the kill went as a delta')
+        or diag($gd->log($mark));
+    is($gd->count_log(qr/reading the whole store/, $mark), 0,
+       'not as a whole read') or diag($gd->log($mark));
 };
 
 clean_exit($gd->stop, $gd, 'portal-gated');
