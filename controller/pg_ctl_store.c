@@ -209,7 +209,11 @@ static const char  pg_store_note_lua[] =
  * before (pg_ctl_store_log.c).
  */
 static const char  pg_store_init_lua[] =
+    PG_STORE_LUA_WRONGTYPE
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "  or pg_wrongtype(KEYS[2], 'string')\n"
+    "if bad then return bad end\n"
     "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
     "  'created_by', ARGV[3], 'epoch', ARGV[8])\n"
     "redis.call('SETNX', KEYS[2], '0')\n"
@@ -240,10 +244,14 @@ static const char  pg_store_init_lua[] =
  *       epoch is new (as init's).
  */
 static const char  pg_store_restore_lua[] =
+    PG_STORE_LUA_WRONGTYPE
     "if redis.call('EXISTS', KEYS[1]) == 1\n"
     "   and (redis.call('GET', KEYS[2]) or '0') ~= '0' then\n"
     "  return 0\n"
     "end\n"
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "  or pg_wrongtype(KEYS[1], 'hash')\n"
+    "if bad then return bad end\n"
     "local n = tonumber(ARGV[10])\n"
     "redis.call('DEL', KEYS[4])\n"
     "for i = 11, 10 + n do\n"
@@ -277,6 +285,7 @@ static const char  pg_store_restore_lua[] =
  */
 static const char  pg_store_raise_lua[] =
     PG_STORE_LUA_LOG
+    PG_STORE_LUA_WRONGTYPE
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -284,6 +293,8 @@ static const char  pg_store_raise_lua[] =
     "if tonumber(cur) ~= nil and tonumber(cur) >= tonumber(ARGV[1]) then\n"
     "  return tonumber(cur)\n"
     "end\n"
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "if bad then return bad end\n"
     "redis.call('SET', KEYS[2], ARGV[1])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
@@ -1272,6 +1283,14 @@ pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
         return pg_store_fail(store, PG_STORE_EUNINIT,
                              "the store at %s (prefix \"%s\") is not "
                              "initialised", store->where, store->prefix);
+    }
+
+    /* the store's fault, not Redis's: the daemon says it, not reconnects */
+    if (pg_store_script_error(reply, "WRONGTYPE")) {
+        pg_store_fail(store, PG_STORE_EFAILED, "%s: %s", store->where,
+                      reply->str);
+        freeReplyObject(reply);
+        return PG_ERR;
     }
 
     pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",

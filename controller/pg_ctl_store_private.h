@@ -76,6 +76,22 @@
     "end\n"
 
 
+/*
+ * pg_wrongtype(key, want): nil when key is of type want or does not
+ * exist; else the error a script returns before its first write (Redis
+ * does not roll a script back: a WRONGTYPE in the middle leaves half a
+ * change), "WRONGTYPE KEY is a T, not a WANT: nothing was written".
+ * (init, restore, raise; the writes check their keys the same way.)
+ */
+#define PG_STORE_LUA_WRONGTYPE                                               \
+    "local function pg_wrongtype(key, want)\n"                               \
+    "  local t = redis.call('TYPE', key).ok\n"                               \
+    "  if t == want or t == 'none' then return nil end\n"                    \
+    "  return redis.error_reply('WRONGTYPE ' .. key .. ' is a ' .. t ..\n"   \
+    "    ', not a ' .. want .. ': nothing was written')\n"                   \
+    "end\n"
+
+
 /* Fail with code and a message in store->err; returns PG_ERR. */
 int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

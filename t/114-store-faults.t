@@ -3,7 +3,8 @@
 # controller's failure, never a bad value in Redis (portal-gatectl exits
 # 1 saying so and writes nothing; portal-gated neither leaves the flag out
 # nor holds back what was written); a revision of 16 digits still goes as
-# a delta (the daemon's "revision N read from the change log"). gdb makes one allocation fail (it stops the program at a
+# a delta (the daemon's "revision N read from the change log"); an audit
+# key of another type is refused before a script writes anything. gdb makes one allocation fail (it stops the program at a
 # chosen function, then has the next malloc of jansson's parse return
 # NULL). Real
 # redis-server, two nginx edges, portal-gated with a reconcile interval
@@ -177,6 +178,37 @@ subtest 'a store at a revision of 16 digits: a kill still goes as a delta' => su
         or diag($gd->log($mark));
     is($gd->count_log(qr/reading the whole store/, $mark), 0,
        'not as a whole read') or diag($gd->log($mark));
+};
+
+subtest 'an audit key of another type: init, restore and a raise refuse before any write' => sub {
+    # Redis does not roll a script back: a WRONGTYPE at the XADD, after
+    # the writes, left half a change
+    my $db1 = 'redis://127.0.0.1:' . $rs->port . '/1';
+    my $keys1 = sub { join ',', sort split /\n/, $rs->cli('-n', 1, 'KEYS', '*') };
+    my $said = qr/^portal-gatectl: .*WRONGTYPE ${P}audit is a string, not a stream: nothing was written\n\z/;
+    $rs->cli('-n', 1, 'FLUSHDB');
+    $rs->cli('-n', 1, 'SET', "${P}audit", 'x');
+    for my $args (['init'], ['init', '--from-edge', $e->{tcp_url}]) {
+        my $r = $rs->ctl_env({PORTAL_GATE_REDIS => $db1}, @$args);
+        is($r->{exit}, 1, "@$args: exit 1") or diag($r->{err});
+        like($r->{err}, $said, "@$args: one line naming the key and its type");
+        is($keys1->(), "${P}audit", "@$args: nothing written, the audit key alone");
+    }
+    $rs->cli('-n', 1, 'FLUSHDB');
+
+    # the daemon raises the store's revision above an edge's: a store
+    # "restored" one revision back
+    my $mark = $gd->mark;
+    my $r = store_revision();
+    $rs->cli('SET', "${P}audit", 'x');
+    $rs->cli('SET', "${P}revision", $r - 1);
+    $rs->cli('PUBLISH', "${P}changes", $r - 1);
+    ok($gd->wait_log(qr/cannot raise the store's revision.*WRONGTYPE ${P}audit is a string, not a stream: nothing was written/,
+                     10, $mark), 'the daemon says it cannot raise the revision, and why')
+        or diag($gd->log($mark));
+    is(store_revision(), $r - 1, 'nothing written: the revision is as it was');
+    is($rs->cli('TYPE', "${P}audit"), 'string', 'the audit key as it was');
+    $rs->cli('DEL', "${P}audit");
 };
 
 clean_exit($gd->stop, $gd, 'portal-gated');
