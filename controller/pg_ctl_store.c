@@ -833,14 +833,17 @@ pg_store_flag(pg_store_t *store, const char *env, const char *name,
         *flag = json_loadb(reply->str, reply->len, JSON_REJECT_DUPLICATES,
                            &jerr);
 
+        /* a parse that succeeds may have run out of memory too */
+        if (pg_store_json_failures() != failed) {
+            freeReplyObject(reply);
+            json_decref(*flag);
+            *flag = NULL;
+            return pg_store_fail(store, PG_STORE_EFAULT, "reading flag "
+                                 "\"%s\" in %s: out of memory", name, key);
+        }
+
         if (*flag == NULL || !json_is_object(*flag)) {
             freeReplyObject(reply);
-
-            if (*flag == NULL && pg_store_json_failures() != failed) {
-                return pg_store_fail(store, PG_STORE_EFAULT, "reading flag "
-                                     "\"%s\" in %s: out of memory", name,
-                                     key);
-            }
 
             if (*flag == NULL) {
                 return pg_store_fail(store, PG_STORE_EFAILED, "flag \"%s\" "
@@ -983,12 +986,16 @@ pg_store_parse_value(const char *name, const redisReply *value, json_t **flag,
 
     *flag = json_loadb(value->str, value->len, JSON_REJECT_DUPLICATES, &jerr);
 
-    if (*flag == NULL) {
-        if (pg_store_json_failures() != failed) {
-            snprintf(why, size, "out of memory");
-            return PG_FAULT;
-        }
+    /* even a parse that succeeds may have run out of memory: jansson's
+     * lexer cuts a string short when it cannot grow it */
+    if (pg_store_json_failures() != failed) {
+        json_decref(*flag);
+        *flag = NULL;
+        snprintf(why, size, "out of memory");
+        return PG_FAULT;
+    }
 
+    if (*flag == NULL) {
         snprintf(why, size, "not JSON: %s", jerr.text);
         return PG_ERR;
     }
@@ -1604,8 +1611,10 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             before = json_loadb(reply->str, reply->len,
                                 JSON_REJECT_DUPLICATES, &jerr);
 
-            /* not the value's fault: an edit (a kill) must not salvage it */
-            if (before == NULL && pg_store_json_failures() != failed) {
+            /* not the value's fault: an edit (a kill) must not salvage it,
+             * nor write what a parse short of memory cut short */
+            if (pg_store_json_failures() != failed) {
+                json_decref(before);
                 freeReplyObject(reply);
                 return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
             }

@@ -27,14 +27,16 @@ static void *pg_journal_malloc(size_t size);
 
 
 /*
- * jansson's allocations that fail during a replay, counted: jansson says
- * an allocation that failed mid-parse as a syntax error ("string or '}'
- * expected"), and a record must not be taken for a bad one (and dropped)
- * because memory ran out. pg_journal_replay() puts the counter in front of
- * jansson's allocator for the replay only, and puts it back after (the
- * module's is then no part of jansson's state once nginx runs).
+ * jansson's allocations that fail during a read, counted: jansson says an
+ * allocation that failed mid-parse as a syntax error ("string or '}'
+ * expected"), and neither the state file nor a record must be taken for
+ * a bad one because memory ran out. pg_state_json_count_on() puts the
+ * counter in front of jansson's allocator for a read only, and _off()
+ * puts it back (the module's is then no part of jansson's state once
+ * nginx runs). Not for threads: the reads run in nginx's master.
  */
 static json_malloc_t  pg_journal_malloc_next;
+static json_free_t    pg_journal_free;
 static size_t         pg_journal_malloc_failed;
 
 
@@ -183,22 +185,50 @@ pg_journal_malloc(size_t size)
 
 
 int
-pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
-    pg_state_t *state)
+pg_state_json_count_on(void)
 {
-    int            rc;
     json_free_t    free_fn;
     json_malloc_t  malloc_fn;
 
     json_get_alloc_funcs(&malloc_fn, &free_fn);
 
+    if (malloc_fn == pg_journal_malloc) {
+        return 0;                   /* counted already: a read's replay */
+    }
+
     pg_journal_malloc_next = malloc_fn;
-    pg_journal_malloc_failed = 0;
+    pg_journal_free = free_fn;
     json_set_alloc_funcs(pg_journal_malloc, free_fn);
 
-    rc = pg_journal_apply(path, max, id, doc, state);
+    return 1;
+}
 
-    json_set_alloc_funcs(malloc_fn, free_fn);
+
+void
+pg_state_json_count_off(int on)
+{
+    if (on) {
+        json_set_alloc_funcs(pg_journal_malloc_next, pg_journal_free);
+    }
+}
+
+
+size_t
+pg_state_json_failures(void)
+{
+    return pg_journal_malloc_failed;
+}
+
+
+int
+pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
+    pg_state_t *state)
+{
+    int  rc, on;
+
+    on = pg_state_json_count_on();
+    rc = pg_journal_apply(path, max, id, doc, state);
+    pg_state_json_count_off(on);
 
     return rc;
 }
@@ -292,24 +322,20 @@ pg_journal_apply(const char *path, size_t max, uint64_t id, json_t **doc,
         patch = json_loadb(text + off, (size_t) body_len,
                            JSON_REJECT_DUPLICATES, &jerr);
 
-        if (patch == NULL && pg_journal_malloc_failed != failed) {
-            pg_journal_note(state, "journal \"%s\": out of memory reading "
-                            "record %zu", path, n);
-            free(text);
-            return PG_FAULT;
-        }
-
         result = NULL;
 
         rc = patch ? pg_snap_patch_json(*doc, patch, &result, &err) : PG_ERR;
 
         json_decref(patch);
 
-        /* PG_FAULT is out of memory, or a state file that is no snapshot
-         * (its compile says CORRUPT then) */
-        if (rc == PG_FAULT && pg_journal_malloc_failed != failed) {
-            pg_journal_note(state, "journal \"%s\": record %zu: %s", path,
-                            n, err.text);
+        /* even a parse that succeeds may have run out of memory: jansson's
+         * lexer cuts a string short when it cannot grow it. A PG_FAULT
+         * without a failed allocation is a state file that is no
+         * snapshot (its compile says CORRUPT then) */
+        if (pg_journal_malloc_failed != failed) {
+            json_decref(result);
+            pg_journal_note(state, "journal \"%s\": out of memory reading "
+                            "record %zu", path, n);
             free(text);
             return PG_FAULT;
         }

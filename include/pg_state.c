@@ -20,6 +20,8 @@ static pg_state_result_t pg_state_fail(pg_error_t *err,
 static int pg_override_err(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int pg_override_text(const char *s, size_t len);
+static pg_state_result_t pg_state_load(const char *path, size_t max,
+    pg_state_t *state, pg_error_t *err);
 static pg_state_result_t pg_state_parse(const char *path, size_t max,
     const char *text, size_t len, pg_state_t *state, pg_error_t *err);
 static int pg_overrides_parse(const json_t *list, pg_state_t *state,
@@ -42,6 +44,22 @@ pg_state_fail(pg_error_t *err, pg_state_result_t result, const char *fmt,
 
 pg_state_result_t
 pg_state_read(const char *path, size_t max, pg_state_t *state,
+    pg_error_t *err)
+{
+    int                 on;
+    pg_state_result_t   rc;
+
+    on = pg_state_json_count_on();
+    rc = pg_state_load(path, max, state, err);
+    pg_state_json_count_off(on);
+
+    return rc;
+}
+
+
+/* pg_state_read(), jansson's failures counted. */
+static pg_state_result_t
+pg_state_load(const char *path, size_t max, pg_state_t *state,
     pg_error_t *err)
 {
     int                 fd, e;
@@ -168,13 +186,22 @@ pg_state_parse(const char *path, size_t max, const char *text, size_t len,
 {
     int                  rc;
     char                *jpath;
-    size_t               n;
+    size_t               n, failed;
     json_t              *root, *list, *journal, *replayed;
     const char          *id;
     json_error_t         jerr;
     unsigned long long   v;
 
+    failed = pg_state_json_failures();
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    /* a parse that ran out of memory may even succeed, with a string cut
+     * short (jansson's lexer does not check every append) */
+    if (pg_state_json_failures() != failed) {
+        json_decref(root);
+        return pg_state_fail(err, PG_STATE_UNUSABLE, "out of memory "
+                             "parsing its %zu bytes", len);
+    }
 
     if (root == NULL) {
         return pg_state_fail(err, PG_STATE_CORRUPT,

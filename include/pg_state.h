@@ -151,6 +151,17 @@ int pg_journal_replay(const char *path, size_t max, uint64_t id,
     json_t **doc, pg_state_t *state);
 
 /*
+ * jansson's failed allocations, counted (pg_journal.c): _on() puts the
+ * counter in front of jansson's allocator unless it is there already, and
+ * returns what to give _off(), which puts the allocator back. A caller
+ * compares pg_state_json_failures() before and after a parse to tell out
+ * of memory from bad input (jansson says both as a syntax error).
+ */
+int pg_state_json_count_on(void);
+void pg_state_json_count_off(int on);
+size_t pg_state_json_failures(void);
+
+/*
  * Fill one override, checking every field: env and flag are names
  * ([a-z0-9_]{1,64}); by and reason are UTF-8 without control characters,
  * at most PG_OVERRIDE_BY_MAX and PG_OVERRIDE_REASON_MAX bytes. by and
