@@ -463,12 +463,32 @@ pg_store_script_error(const redisReply *reply, const char *word)
  * jansson's allocations, counted when they fail: jansson reports an
  * allocation that failed in the middle of a parse as a syntax error
  * ("string or '}' expected near ..."), so a read could not otherwise tell
- * out of memory from a bad value in Redis. pg_store_setup() puts this in
- * front of whatever allocator jansson had (once: it is never undone), and
- * pg_store_parse_value() compares the count before and after a parse.
+ * out of memory from a bad value in Redis. pg_store_json_count() puts
+ * this in front of whatever allocator jansson had, when the program
+ * starts: before main(), so before any thread (portal-gated's
+ * certificate worker) uses jansson; it is never undone. The reads compare
+ * the count before and after a parse (a failure in another thread meanwhile
+ * makes it out of memory too: out of memory all the same).
  */
 static json_malloc_t  pg_store_json_next;
 static unsigned long  pg_store_json_failed;
+
+static void *pg_store_json_malloc(size_t size);
+
+
+__attribute__((constructor)) static void
+pg_store_json_count(void)
+{
+    json_free_t    free_fn;
+    json_malloc_t  malloc_fn;
+
+    json_get_alloc_funcs(&malloc_fn, &free_fn);
+
+    if (malloc_fn != pg_store_json_malloc) {
+        pg_store_json_next = malloc_fn;
+        json_set_alloc_funcs(pg_store_json_malloc, free_fn);
+    }
+}
 
 
 static void *
@@ -497,16 +517,6 @@ void
 pg_store_setup(pg_store_t *store, redisContext *redis, const char *prefix,
     const char *where)
 {
-    json_free_t    free_fn;
-    json_malloc_t  malloc_fn;
-
-    json_get_alloc_funcs(&malloc_fn, &free_fn);
-
-    if (malloc_fn != pg_store_json_malloc) {
-        pg_store_json_next = malloc_fn;
-        json_set_alloc_funcs(pg_store_json_malloc, free_fn);
-    }
-
     memset(store, 0, sizeof(pg_store_t));
 
     store->redis = redis;
