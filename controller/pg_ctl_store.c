@@ -209,7 +209,11 @@ static const char  pg_store_note_lua[] =
  * before (pg_ctl_store_log.c).
  */
 static const char  pg_store_init_lua[] =
+    PG_STORE_LUA_WRONGTYPE
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "  or pg_wrongtype(KEYS[2], 'string')\n"
+    "if bad then return bad end\n"
     "redis.call('HSET', KEYS[1], 'format', ARGV[1], 'created_at', ARGV[2],\n"
     "  'created_by', ARGV[3], 'epoch', ARGV[8])\n"
     "redis.call('SETNX', KEYS[2], '0')\n"
@@ -240,10 +244,14 @@ static const char  pg_store_init_lua[] =
  *       epoch is new (as init's).
  */
 static const char  pg_store_restore_lua[] =
+    PG_STORE_LUA_WRONGTYPE
     "if redis.call('EXISTS', KEYS[1]) == 1\n"
     "   and (redis.call('GET', KEYS[2]) or '0') ~= '0' then\n"
     "  return 0\n"
     "end\n"
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "  or pg_wrongtype(KEYS[1], 'hash')\n"
+    "if bad then return bad end\n"
     "local n = tonumber(ARGV[10])\n"
     "redis.call('DEL', KEYS[4])\n"
     "for i = 11, 10 + n do\n"
@@ -277,6 +285,7 @@ static const char  pg_store_restore_lua[] =
  */
 static const char  pg_store_raise_lua[] =
     PG_STORE_LUA_LOG
+    PG_STORE_LUA_WRONGTYPE
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -284,6 +293,8 @@ static const char  pg_store_raise_lua[] =
     "if tonumber(cur) ~= nil and tonumber(cur) >= tonumber(ARGV[1]) then\n"
     "  return tonumber(cur)\n"
     "end\n"
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "if bad then return bad end\n"
     "redis.call('SET', KEYS[2], ARGV[1])\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',\n"
     "  'ts', ARGV[2], 'actor', ARGV[3], 'env', '', 'flag', '',\n"
@@ -448,6 +459,60 @@ pg_store_script_error(const redisReply *reply, const char *word)
 }
 
 
+/*
+ * jansson's allocations, counted when they fail: jansson reports an
+ * allocation that failed in the middle of a parse as a syntax error
+ * ("string or '}' expected near ..."), so a read could not otherwise tell
+ * out of memory from a bad value in Redis. pg_store_json_count() puts
+ * this in front of whatever allocator jansson had, when the program
+ * starts: before main(), so before any thread (portal-gated's
+ * certificate worker) uses jansson; it is never undone. The reads compare
+ * the count before and after a parse (a failure in another thread meanwhile
+ * makes it out of memory too: out of memory all the same).
+ */
+static json_malloc_t  pg_store_json_next;
+static unsigned long  pg_store_json_failed;
+
+static void *pg_store_json_malloc(size_t size);
+
+
+__attribute__((constructor)) static void
+pg_store_json_count(void)
+{
+    json_free_t    free_fn;
+    json_malloc_t  malloc_fn;
+
+    json_get_alloc_funcs(&malloc_fn, &free_fn);
+
+    if (malloc_fn != pg_store_json_malloc) {
+        pg_store_json_next = malloc_fn;
+        json_set_alloc_funcs(pg_store_json_malloc, free_fn);
+    }
+}
+
+
+static void *
+pg_store_json_malloc(size_t size)
+{
+    void  *p;
+
+    p = pg_store_json_next(size);
+
+    if (p == NULL) {
+        __atomic_add_fetch(&pg_store_json_failed, 1, __ATOMIC_RELAXED);
+    }
+
+    return p;
+}
+
+
+static unsigned long
+pg_store_json_failures(void)
+{
+    return __atomic_load_n(&pg_store_json_failed, __ATOMIC_RELAXED);
+}
+
+
 void
 pg_store_setup(pg_store_t *store, redisContext *redis, const char *prefix,
     const char *where)
@@ -515,7 +580,7 @@ pg_store_init(pg_store_t *store, const char *actor, const char *const *envs,
     if (value == NULL || argv == NULL) {
         free(value);
         free(argv);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     argv[0] = "EVAL";
@@ -580,7 +645,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
     /* the store's environments: the snapshot's, then the others given */
     names = json_object();
     if (names == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     n = 0;
@@ -611,7 +676,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
         free(keys);
         free(idx);
         json_decref(names);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -677,7 +742,7 @@ pg_store_restore(pg_store_t *store, const json_t *snapshot,
             argv[i + 2] = json_dumps(flag, JSON_COMPACT | PG_JSON_REAL);
 
             if (argv[i + 2] == NULL) {
-                rc = pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+                rc = pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
             }
 
             i += 3;
@@ -758,6 +823,7 @@ pg_store_flag(pg_store_t *store, const char *env, const char *name,
     const char   *argv[3];
     redisReply   *reply;
     json_error_t  jerr;
+    unsigned long failed;
 
     pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
 
@@ -773,8 +839,18 @@ pg_store_flag(pg_store_t *store, const char *env, const char *name,
     *flag = NULL;
 
     if (reply->type == REDIS_REPLY_STRING) {
+        failed = pg_store_json_failures();
         *flag = json_loadb(reply->str, reply->len, JSON_REJECT_DUPLICATES,
                            &jerr);
+
+        /* a parse that succeeds may have run out of memory too */
+        if (pg_store_json_failures() != failed) {
+            freeReplyObject(reply);
+            json_decref(*flag);
+            *flag = NULL;
+            return pg_store_fail(store, PG_STORE_EFAULT, "reading flag "
+                                 "\"%s\" in %s: out of memory", name, key);
+        }
 
         if (*flag == NULL || !json_is_object(*flag)) {
             freeReplyObject(reply);
@@ -834,6 +910,7 @@ static int
 pg_store_parse_flags(pg_store_t *store, const char *env,
     const redisReply *reply, pg_store_bad_pt bad, void *data, json_t **flags)
 {
+    int            rc;
     char           why[PG_ERROR_LEN + 64], key[PG_STORE_KEY_MAX];
     char           odd[4 * PG_NAME_MAX + 8];
     size_t         i;
@@ -843,7 +920,7 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
 
     all = json_object();
     if (all == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     for (i = 0; reply->type == REDIS_REPLY_ARRAY && i + 1 < reply->elements;
@@ -857,14 +934,24 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
          * make it so, and let it stand in for the real one */
         if (fname != name->str) {
             flag = NULL;
+            rc = PG_ERR;
             snprintf(why, sizeof(why), "not a name a flag can have: it holds "
                      "a NUL byte");
 
         } else {
-            flag = pg_store_parse_value(name->str, value, why, sizeof(why));
+            rc = pg_store_parse_value(name->str, value, &flag, why,
+                                      sizeof(why));
         }
 
-        if (flag == NULL) {
+        /* out of memory is no bad value: never left out, always a failure */
+        if (rc == PG_FAULT) {
+            json_decref(all);
+            pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+            return pg_store_fail(store, PG_STORE_EFAULT, "reading flag "
+                                 "\"%.64s\" in %s: %s", fname, key, why);
+        }
+
+        if (rc != PG_OK) {
             if (bad) {
                 bad(env, fname, why, data);
                 continue;
@@ -879,7 +966,7 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
 
         if (json_object_set_new(all, name->str, flag) != 0) {
             json_decref(all);
-            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
         }
     }
 
@@ -889,33 +976,56 @@ pg_store_parse_flags(pg_store_t *store, const char *env,
 }
 
 
-json_t *
-pg_store_parse_value(const char *name, const redisReply *value, char *why,
-    size_t size)
+int
+pg_store_parse_value(const char *name, const redisReply *value, json_t **flag,
+    char *why, size_t size)
 {
-    json_t        *flag;
+    int            rc;
     pg_error_t     err;
     json_error_t   jerr;
+    unsigned long  failed;
+
+    *flag = NULL;
 
     if (value->type != REDIS_REPLY_STRING) {
         snprintf(why, size, "not a string");
-        return NULL;
+        return PG_ERR;
     }
 
-    flag = json_loadb(value->str, value->len, JSON_REJECT_DUPLICATES, &jerr);
+    failed = pg_store_json_failures();
 
-    if (flag == NULL) {
+    *flag = json_loadb(value->str, value->len, JSON_REJECT_DUPLICATES, &jerr);
+
+    /* even a parse that succeeds may have run out of memory: jansson's
+     * lexer cuts a string short when it cannot grow it */
+    if (pg_store_json_failures() != failed) {
+        json_decref(*flag);
+        *flag = NULL;
+        snprintf(why, size, "out of memory");
+        return PG_FAULT;
+    }
+
+    if (*flag == NULL) {
         snprintf(why, size, "not JSON: %s", jerr.text);
-        return NULL;
+        return PG_ERR;
     }
 
-    if (pg_flag_check_json(name, flag, &err) != PG_OK) {
+    rc = pg_flag_check_json(name, *flag, &err);
+
+    if (rc != PG_OK) {
+        json_decref(*flag);
+        *flag = NULL;
+
+        if (rc == PG_FAULT) {
+            snprintf(why, size, "%s", err.text);
+            return PG_FAULT;
+        }
+
         snprintf(why, size, "invalid: %s", err.text);
-        json_decref(flag);
-        return NULL;
+        return PG_ERR;
     }
 
-    return flag;
+    return PG_OK;
 }
 
 
@@ -1098,7 +1208,7 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
 
     if (snap == NULL) {
         freeReplyObject(exec);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     for (i = 0; i < nenvs; i++) {
@@ -1119,7 +1229,7 @@ pg_store_read(pg_store_t *store, const char *const *envs, size_t nenvs,
         if (json_object_set_new(all, envs[i], flags) != 0) {
             freeReplyObject(exec);
             json_decref(snap);
-            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
         }
     }
 
@@ -1190,6 +1300,14 @@ pg_store_raise_revision(pg_store_t *store, int64_t above, const char *actor,
         return pg_store_fail(store, PG_STORE_EUNINIT,
                              "the store at %s (prefix \"%s\") is not "
                              "initialised", store->where, store->prefix);
+    }
+
+    /* the store's fault, not Redis's: the daemon says it, not reconnects */
+    if (pg_store_script_error(reply, "WRONGTYPE")) {
+        pg_store_fail(store, PG_STORE_EFAILED, "%s: %s", store->where,
+                      reply->str);
+        freeReplyObject(reply);
+        return PG_ERR;
     }
 
     pg_store_fail(store, PG_STORE_EREDIS, "%s: EVAL failed: %s",
@@ -1264,20 +1382,22 @@ pg_store_check_env(pg_store_t *store, const char *env, const char *flag,
 
     if (json_object_set(flags, flag, after) != 0) {
         json_decref(flags);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     snap = json_pack("{s:i,s:{s:o}}", "revision", 1, "environments", env,
                      flags);
     if (snap == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     rc = pg_snap_compile_json(snap, &blob, &size, &err);
     json_decref(snap);
 
     if (rc != PG_OK) {
-        return pg_store_fail(store, PG_STORE_EINVALID, "%s", err.text);
+        return pg_store_fail(store, rc == PG_FAULT ? PG_STORE_EFAULT
+                                                   : PG_STORE_EINVALID,
+                             "%s", err.text);
     }
 
     free(blob);
@@ -1477,6 +1597,7 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
     pg_error_t     err;
     redisReply    *reply;
     json_error_t   jerr;
+    unsigned long  failed;
 
     memset(change, 0, sizeof(pg_store_change_t));
 
@@ -1496,8 +1617,17 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
         before = NULL;
 
         if (reply->type == REDIS_REPLY_STRING) {
+            failed = pg_store_json_failures();
             before = json_loadb(reply->str, reply->len,
                                 JSON_REJECT_DUPLICATES, &jerr);
+
+            /* not the value's fault: an edit (a kill) must not salvage it,
+             * nor write what a parse short of memory cut short */
+            if (pg_store_json_failures() != failed) {
+                json_decref(before);
+                freeReplyObject(reply);
+                return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
+            }
 
             if (before == NULL || !json_is_object(before)) {
                 /*
@@ -1512,7 +1642,7 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
                 before = json_pack("{s:s}", PG_STORE_UNREADABLE, why);
                 if (before == NULL) {
                     freeReplyObject(reply);
-                    return pg_store_fail(store, PG_STORE_EFAILED,
+                    return pg_store_fail(store, PG_STORE_EFAULT,
                                          "out of memory");
                 }
             }
@@ -1550,6 +1680,7 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
         }
 
         pg_store_now(ts, sizeof(ts));
+        failed = pg_store_json_failures();
 
         if (json_object_set_new(after, "version", json_integer(version + 1))
             || json_object_set_new(after, "updated_at", json_string(ts))
@@ -1558,15 +1689,24 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             json_decref(before);
             json_decref(after);
             freeReplyObject(reply);
+
+            if (pg_store_json_failures() != failed) {
+                return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
+            }
+
             return pg_store_fail(store, PG_STORE_EINVALID,
                                  "actor \"%.64s\" is not valid UTF-8", actor);
         }
 
-        if (pg_flag_check_json(flag, after, &err) != PG_OK) {
+        rc = pg_flag_check_json(flag, after, &err);
+
+        if (rc != PG_OK) {
             json_decref(before);
             json_decref(after);
             freeReplyObject(reply);
-            return pg_store_fail(store, PG_STORE_EINVALID, "%s", err.text);
+            return pg_store_fail(store, rc == PG_FAULT ? PG_STORE_EFAULT
+                                                       : PG_STORE_EINVALID,
+                                 "%s", err.text);
         }
 
         if (check_env && pg_store_check_env(store, env, flag, after) != PG_OK)
@@ -1582,7 +1722,7 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
             json_decref(before);
             json_decref(after);
             freeReplyObject(reply);
-            return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
         }
 
         cur = reply->type == REDIS_REPLY_STRING ? reply->str : "";
@@ -1816,7 +1956,7 @@ pg_store_audit(pg_store_t *store, const char *flag, size_t count,
 
     all = json_array();
     if (all == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     snprintf(end, sizeof(end), "+");
@@ -1857,7 +1997,7 @@ pg_store_audit(pg_store_t *store, const char *flag, size_t count,
             if (entry == NULL) {
                 freeReplyObject(reply);
                 json_decref(all);
-                return pg_store_fail(store, PG_STORE_EFAILED,
+                return pg_store_fail(store, PG_STORE_EFAULT,
                                      "out of memory");
             }
 

@@ -8,8 +8,10 @@
  * marker: a flushed or brand-new store), PG_STORE_EFAILED (the operation
  * cannot be done: a flag exists or is missing, a value in Redis is bad, a
  * limit of the store would be passed), PG_STORE_EINVALID (the change would
- * make the flags invalid) and PG_STORE_ENOENV (the environment is not one
- * of the store's; store->env names it).
+ * make the flags invalid), PG_STORE_ENOENV (the environment is not one
+ * of the store's; store->env names it) and PG_STORE_EFAULT (out of
+ * memory: the controller's failure, never the store's nor the input's; a
+ * read fails whole with it, never leaving a flag out as a bad value).
  *
  * Ownership: json_t results are new references for the caller to
  * json_decref(). The store borrows its redisContext.
@@ -29,6 +31,7 @@
 #define PG_STORE_EFAILED    3
 #define PG_STORE_EINVALID   4
 #define PG_STORE_ENOENV     5
+#define PG_STORE_EFAULT     6
 
 /* The one key of the flag that pg_store_write() gives an edit when the
  * value in Redis is not a JSON object: no flag check passes it. */
@@ -123,8 +126,9 @@ typedef void (*pg_store_bad_pt)(const char *env, const char *flag,
  * valid on its own fails the call with PG_STORE_EFAILED naming it, or,
  * when bad is not NULL, is given to bad and left out; so is a hash field
  * whose name holds a NUL byte, under a printable name (with "\\0") that no
- * real flag can have, so that it never stands in for one. `requires` is
- * not checked here: compile the snapshot.
+ * real flag can have, so that it never stands in for one. Out of memory
+ * reading a flag is no bad value: it fails the call (PG_STORE_EFAULT),
+ * bad or not. `requires` is not checked here: compile the snapshot.
  */
 int pg_store_snapshot(pg_store_t *store, const char *const *envs,
     size_t nenvs, pg_store_bad_pt bad, void *data, int *initialised,

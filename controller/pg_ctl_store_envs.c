@@ -194,7 +194,7 @@ pg_store_count_flag_envs(pg_store_t *store, size_t *count)
 
     envs = json_object();
     if (envs == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     if (pg_store_flag_envs(store, envs) != PG_OK) {
@@ -221,7 +221,7 @@ pg_store_envs(pg_store_t *store, json_t **envs, int *recorded)
 
     all = json_object();
     if (all == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     pg_store_key(store, key, PG_STORE_KEY_ENVS, NULL);
@@ -322,7 +322,7 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
 
     value = pg_store_env_value(ts, actor);
     if (value == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     argv[0] = "EVAL";
@@ -359,7 +359,7 @@ pg_store_env_add(pg_store_t *store, const char *env, const char *actor,
             free(value);
             json_decref(had);
             return had ? PG_ERR
-                       : pg_store_fail(store, PG_STORE_EFAILED,
+                       : pg_store_fail(store, PG_STORE_EFAULT,
                                        "out of memory");
         }
 
@@ -458,7 +458,7 @@ pg_store_controllers(pg_store_t *store, json_t **beats, int64_t *now_ms)
     all = rc == PG_OK ? json_object() : NULL;
 
     if (rc == PG_OK && all == NULL) {
-        rc = pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        rc = pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     if (rc == PG_OK) {

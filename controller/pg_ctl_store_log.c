@@ -34,12 +34,17 @@
  * be revision - i + 1 in the form "REV ENV FLAG". An entry below the one
  * wanted is a revision written without the log (by a portal-gatectl from
  * before it: INCR without LPUSH); a bare "REV" changed more than a flag.
- * Revisions of more than 15 digits (past what a Lua number holds exactly,
- * and near PG_REVISION_MAX) are left to the whole read. It only reads,
+ * A revision is followed up to PG_REVISION_MAX, 2^53 - 1: a Lua number
+ * (a double) holds every integer up to it exactly; one past it, or of
+ * more than 16 digits, is left to the whole read. It only reads,
  * and its keys of another type are a "whole", not an error, so that the
  * whole read says what is wrong.
  */
 static const char  pg_store_changes_lua[] =
+    /* digits whose number a double holds exactly: <= PG_REVISION_MAX */
+    "local function exact(s)\n"
+    "  return #s < 16 or (#s == 16 and s <= '9007199254740991')\n"
+    "end\n"
     "local out = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2])}\n"
     "local function whole(why)\n"
     "  out[3] = 'whole'\n"
@@ -56,7 +61,7 @@ static const char  pg_store_changes_lua[] =
     "    .. 'epoch) since revision ' .. ARGV[1])\n"
     "end\n"
     "local raw = out[2] or '0'\n"
-    "if not string.match(raw, '^%d+$') or #raw > 15 then\n"
+    "if not string.match(raw, '^%d+$') or not exact(raw) then\n"
     "  return whole('its revision is not one the change log follows')\n"
     "end\n"
     "local rev, base = tonumber(raw), tonumber(ARGV[1])\n"
@@ -80,7 +85,7 @@ static const char  pg_store_changes_lua[] =
     "  if e == nil then return whole(lost) end\n"
     "  local r = string.match(e, '^%d+')\n"
     "  if r ~= want then\n"
-    "    if r ~= nil and #r <= 15 and tonumber(r) < rev - i + 1 then\n"
+    "    if r ~= nil and exact(r) and tonumber(r) < rev - i + 1 then\n"
     "      return whole('revision ' .. want .. ' was written without the '\n"
     "        .. 'change log (by a portal-gatectl from before it)')\n"
     "    end\n"
@@ -115,6 +120,11 @@ static const char  pg_store_changes_lua[] =
     "return out\n";
 
 
+/* the script's exact() spells PG_REVISION_MAX out */
+_Static_assert(PG_REVISION_MAX == 9007199254740991LL,
+               "pg_store_changes_lua's exact() follows PG_REVISION_MAX");
+
+
 int
 pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     const char *const *envs, size_t nenvs, pg_store_bad_pt bad, void *data,
@@ -137,7 +147,7 @@ pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     if (argv == NULL || keys == NULL) {
         free(argv);
         free(keys);
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     pg_store_key(store, keys, PG_STORE_KEY_MARKER, NULL);
@@ -217,6 +227,7 @@ int
 pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
     pg_store_bad_pt bad, void *data, json_t **read, json_t *sha)
 {
+    int            rc;
     char           key[PG_STORE_KEY_MAX], msg[PG_ERROR_LEN + 64];
     char           hex[2 * SHA_DIGEST_LENGTH + 1];
     size_t         i, j;
@@ -241,7 +252,7 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
                       "environments", all);
 
     if (*read == NULL) {
-        return pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+        return pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
     }
 
     for (i = 3; i < reply->elements; i += 3) {
@@ -281,7 +292,7 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
             flags = json_object();
 
             if (json_object_set_new(all, env, flags) != 0) {
-                pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+                pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
                 break;
             }
         }
@@ -290,10 +301,17 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
             flag = json_null();
 
         } else {
-            flag = pg_store_parse_value(name, reply->element[i + 2], msg,
-                                        sizeof(msg));
+            rc = pg_store_parse_value(name, reply->element[i + 2], &flag,
+                                      msg, sizeof(msg));
 
-            if (flag == NULL) {
+            if (rc == PG_FAULT) {
+                pg_store_key(store, key, PG_STORE_KEY_FLAGS, env);
+                pg_store_fail(store, PG_STORE_EFAULT, "reading flag "
+                              "\"%.64s\" in %s: %s", name, key, msg);
+                break;
+            }
+
+            if (rc != PG_OK) {
                 if (bad) {
                     bad(env, name, msg, data);
                     continue;
@@ -307,7 +325,7 @@ pg_store_changes_parse(pg_store_t *store, const redisReply *reply,
         }
 
         if (json_object_set_new(flags, name, flag) != 0) {
-            pg_store_fail(store, PG_STORE_EFAILED, "out of memory");
+            pg_store_fail(store, PG_STORE_EFAULT, "out of memory");
             break;
         }
     }

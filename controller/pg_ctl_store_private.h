@@ -76,6 +76,22 @@
     "end\n"
 
 
+/*
+ * pg_wrongtype(key, want): nil when key is of type want or does not
+ * exist; else the error a script returns before its first write (Redis
+ * does not roll a script back: a WRONGTYPE in the middle leaves half a
+ * change), "WRONGTYPE KEY is a T, not a WANT: nothing was written".
+ * (init, restore, raise; the writes check their keys the same way.)
+ */
+#define PG_STORE_LUA_WRONGTYPE                                               \
+    "local function pg_wrongtype(key, want)\n"                               \
+    "  local t = redis.call('TYPE', key).ok\n"                               \
+    "  if t == want or t == 'none' then return nil end\n"                    \
+    "  return redis.error_reply('WRONGTYPE ' .. key .. ' is a ' .. t ..\n"   \
+    "    ', not a ' .. want .. ': nothing was written')\n"                   \
+    "end\n"
+
+
 /* Fail with code and a message in store->err; returns PG_ERR. */
 int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -105,11 +121,13 @@ int pg_store_parse_revision(pg_store_t *store, const redisReply *value,
 
 /*
  * Flag name's value in Redis (a string reply, borrowed) as a flag that is
- * valid on its own: a new reference, or NULL with why it is not (size
- * bytes of why).
+ * valid on its own: PG_OK and *flag a new reference; PG_ERR when the
+ * value is bad (not JSON, not a valid flag), PG_FAULT when out of memory
+ * (not the value's fault: never report it as a bad value), each with why
+ * in size bytes of why and *flag NULL.
  */
-json_t *pg_store_parse_value(const char *name, const redisReply *value,
-    char *why, size_t size);
+int pg_store_parse_value(const char *name, const redisReply *value,
+    json_t **flag, char *why, size_t size);
 
 /* A change log script's "delta" reply ({marker exists, revision, "delta",
  * ENV, FLAG, value or nil, ...}, borrowed) as pg_store_read_changes()'s

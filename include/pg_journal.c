@@ -18,9 +18,26 @@
 static void pg_journal_note(pg_state_t *state, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static char *pg_journal_load(const char *path, size_t max, size_t *len,
-    int *missing, pg_state_t *state);
+    int *missing, int *fault, pg_state_t *state);
 static int pg_journal_digits(const char *p, size_t n, int hex,
     unsigned long long *v);
+static int pg_journal_apply(const char *path, size_t max, uint64_t id,
+    json_t **doc, pg_state_t *state);
+static void *pg_journal_malloc(size_t size);
+
+
+/*
+ * jansson's allocations that fail during a read, counted: jansson says an
+ * allocation that failed mid-parse as a syntax error ("string or '}'
+ * expected"), and neither the state file nor a record must be taken for
+ * a bad one because memory ran out. pg_state_json_count_on() puts the
+ * counter in front of jansson's allocator for a read only, and _off()
+ * puts it back (the module's is then no part of jansson's state once
+ * nginx runs). Not for threads: the reads run in nginx's master.
+ */
+static json_malloc_t  pg_journal_malloc_next;
+static json_free_t    pg_journal_free;
+static size_t         pg_journal_malloc_failed;
 
 
 void
@@ -80,10 +97,11 @@ pg_journal_digits(const char *p, size_t n, int hex, unsigned long long *v)
 
 /* The journal's bytes, read as the state file is read; NULL when there
  * is none to read (a note says why, unless the file is simply missing:
- * *missing is then 1). */
+ * *missing is then 1) or out of memory (*fault is then 1: the journal is
+ * there, and must not be taken for absent). */
 static char *
 pg_journal_load(const char *path, size_t max, size_t *len, int *missing,
-    pg_state_t *state)
+    int *fault, pg_state_t *state)
 {
     int           fd, e;
     char         *text;
@@ -121,7 +139,9 @@ pg_journal_load(const char *path, size_t max, size_t *len, int *missing,
 
     if (text == NULL) {
         (void) close(fd);
-        pg_journal_note(state, "journal \"%s\": out of memory", path);
+        pg_journal_note(state, "journal \"%s\": out of memory for its "
+                        "%lld bytes", path, (long long) st.st_size);
+        *fault = 1;
         return NULL;
     }
 
@@ -149,13 +169,79 @@ pg_journal_load(const char *path, size_t max, size_t *len, int *missing,
 }
 
 
+static void *
+pg_journal_malloc(size_t size)
+{
+    void  *p;
+
+    p = pg_journal_malloc_next(size);
+
+    if (p == NULL) {
+        pg_journal_malloc_failed++;
+    }
+
+    return p;
+}
+
+
+int
+pg_state_json_count_on(void)
+{
+    json_free_t    free_fn;
+    json_malloc_t  malloc_fn;
+
+    json_get_alloc_funcs(&malloc_fn, &free_fn);
+
+    if (malloc_fn == pg_journal_malloc) {
+        return 0;                   /* counted already: a read's replay */
+    }
+
+    pg_journal_malloc_next = malloc_fn;
+    pg_journal_free = free_fn;
+    json_set_alloc_funcs(pg_journal_malloc, free_fn);
+
+    return 1;
+}
+
+
 void
+pg_state_json_count_off(int on)
+{
+    if (on) {
+        json_set_alloc_funcs(pg_journal_malloc_next, pg_journal_free);
+    }
+}
+
+
+size_t
+pg_state_json_failures(void)
+{
+    return pg_journal_malloc_failed;
+}
+
+
+int
 pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
     pg_state_t *state)
 {
-    int                  rc, missing;
+    int  rc, on;
+
+    on = pg_state_json_count_on();
+    rc = pg_journal_apply(path, max, id, doc, state);
+    pg_state_json_count_off(on);
+
+    return rc;
+}
+
+
+/* pg_journal_replay(), jansson's failures counted. */
+static int
+pg_journal_apply(const char *path, size_t max, uint64_t id, json_t **doc,
+    pg_state_t *state)
+{
+    int                  rc, missing, fault;
     char                 head[PG_JOURNAL_HEADER_LEN + 1], *text;
-    size_t               len, off, n, valid;
+    size_t               len, off, n, valid, failed;
     json_t              *patch, *result;
     pg_error_t           err;
     json_error_t         jerr;
@@ -166,13 +252,18 @@ pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
     state->journal_clean = 0;
 
     missing = 0;
-    text = pg_journal_load(path, max, &len, &missing, state);
+    fault = 0;
+    text = pg_journal_load(path, max, &len, &missing, &fault, state);
+
+    if (fault) {
+        return PG_FAULT;
+    }
 
     if (text == NULL) {
         /* no patch since the state file was written: the first one
          * creates the journal */
         state->journal_clean = missing;
-        return;
+        return PG_OK;
     }
 
     pg_journal_header(head, id);
@@ -185,7 +276,7 @@ pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
         pg_journal_note(state, "journal \"%s\" does not follow the state "
                         "file (another header): ignored", path);
         free(text);
-        return;
+        return PG_OK;
     }
 
     off = PG_JOURNAL_HEADER_LEN;
@@ -221,13 +312,33 @@ pg_journal_replay(const char *path, size_t max, uint64_t id, json_t **doc,
             goto done;
         }
 
+        /*
+         * Out of memory (here or in the patch) says nothing of the
+         * record, which may be a good one: dropping it would restore a
+         * state never acknowledged, so the restore fails whole (the zone
+         * starts empty) and the caller says why.
+         */
+        failed = pg_journal_malloc_failed;
         patch = json_loadb(text + off, (size_t) body_len,
                            JSON_REJECT_DUPLICATES, &jerr);
+
         result = NULL;
 
         rc = patch ? pg_snap_patch_json(*doc, patch, &result, &err) : PG_ERR;
 
         json_decref(patch);
+
+        /* even a parse that succeeds may have run out of memory: jansson's
+         * lexer cuts a string short when it cannot grow it. A PG_FAULT
+         * without a failed allocation is a state file that is no
+         * snapshot (its compile says CORRUPT then) */
+        if (pg_journal_malloc_failed != failed) {
+            json_decref(result);
+            pg_journal_note(state, "journal \"%s\": out of memory reading "
+                            "record %zu", path, n);
+            free(text);
+            return PG_FAULT;
+        }
 
         if (rc != PG_OK) {
             pg_journal_note(state, "journal \"%s\": record %zu does not "
@@ -250,4 +361,6 @@ done:
 
     state->journal_bytes = valid;
     free(text);
+
+    return PG_OK;
 }

@@ -17,6 +17,28 @@
 static int pg_patch_check_env(const char *env, size_t env_len,
     const json_t *flags, pg_error_t *err);
 static int pg_patch_env(json_t *env, json_t *flags);
+static json_t *pg_patch_copy(const json_t *obj);
+
+
+/*
+ * json_copy() of an object, checked: jansson's shallow copy leaves out,
+ * and says nothing of, a member whose insertion ran out of memory (a
+ * flag, an environment gone from the result). NULL when out of memory.
+ */
+static json_t *
+pg_patch_copy(const json_t *obj)
+{
+    json_t  *copy;
+
+    copy = json_copy((json_t *) obj);
+
+    if (copy != NULL && json_object_size(copy) != json_object_size(obj)) {
+        json_decref(copy);
+        return NULL;
+    }
+
+    return copy;
+}
 
 
 int
@@ -55,8 +77,8 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
 
     /* new objects down to each environment named; flags are referenced */
 
-    root = json_copy((json_t *) snapshot);
-    envs = json_copy(senvs);
+    root = pg_patch_copy(snapshot);
+    envs = pg_patch_copy(senvs);
 
     if (root == NULL) {
         json_decref(envs);
@@ -80,7 +102,7 @@ pg_snap_patch_json(const json_t *snapshot, const json_t *patch,
                                   "is not an object", (int) key_len, key);
         }
 
-        env = senv ? json_copy(senv) : json_object();
+        env = senv ? pg_patch_copy(senv) : json_object();
 
         /* setn_new() takes env, or frees it when it fails */
         if (json_object_setn_new(envs, key, key_len, env) != 0

@@ -20,6 +20,8 @@ static pg_state_result_t pg_state_fail(pg_error_t *err,
 static int pg_override_err(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int pg_override_text(const char *s, size_t len);
+static pg_state_result_t pg_state_load(const char *path, size_t max,
+    pg_state_t *state, pg_error_t *err);
 static pg_state_result_t pg_state_parse(const char *path, size_t max,
     const char *text, size_t len, pg_state_t *state, pg_error_t *err);
 static int pg_overrides_parse(const json_t *list, pg_state_t *state,
@@ -44,11 +46,28 @@ pg_state_result_t
 pg_state_read(const char *path, size_t max, pg_state_t *state,
     pg_error_t *err)
 {
-    int           fd, e;
-    char         *text;
-    size_t        len, got;
-    ssize_t       n;
-    struct stat   st;
+    int                 on;
+    pg_state_result_t   rc;
+
+    on = pg_state_json_count_on();
+    rc = pg_state_load(path, max, state, err);
+    pg_state_json_count_off(on);
+
+    return rc;
+}
+
+
+/* pg_state_read(), jansson's failures counted. */
+static pg_state_result_t
+pg_state_load(const char *path, size_t max, pg_state_t *state,
+    pg_error_t *err)
+{
+    int                 fd, e;
+    char               *text;
+    size_t              len, got;
+    ssize_t             n;
+    struct stat         st;
+    pg_state_result_t   rc;
 
     memset(state, 0, sizeof(pg_state_t));
 
@@ -137,13 +156,15 @@ pg_state_read(const char *path, size_t max, pg_state_t *state,
 
     (void) close(fd);
 
-    if (pg_state_parse(path, max, text, got, state, err) != PG_STATE_LOADED) {
+    rc = pg_state_parse(path, max, text, got, state, err);
+
+    if (rc != PG_STATE_LOADED) {
         /* the overrides, if they were read, outlive a bad snapshot */
         free(text);
         free(state->blob);
         state->blob = NULL;
         state->size = 0;
-        return PG_STATE_CORRUPT;
+        return rc;
     }
 
     free(text);
@@ -165,13 +186,22 @@ pg_state_parse(const char *path, size_t max, const char *text, size_t len,
 {
     int                  rc;
     char                *jpath;
-    size_t               n;
+    size_t               n, failed;
     json_t              *root, *list, *journal, *replayed;
     const char          *id;
     json_error_t         jerr;
     unsigned long long   v;
 
+    failed = pg_state_json_failures();
     root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    /* a parse that ran out of memory may even succeed, with a string cut
+     * short (jansson's lexer does not check every append) */
+    if (pg_state_json_failures() != failed) {
+        json_decref(root);
+        return pg_state_fail(err, PG_STATE_UNUSABLE, "out of memory "
+                             "parsing its %zu bytes", len);
+    }
 
     if (root == NULL) {
         return pg_state_fail(err, PG_STATE_CORRUPT,
@@ -212,9 +242,13 @@ pg_state_parse(const char *path, size_t max, const char *text, size_t len,
         (void) json_object_del(root, "journal");
     }
 
-    /* the journal's records on top; if the result does not compile (it
+    /*
+     * the journal's records on top; if the result does not compile (it
      * cannot: each record was a patch the edge accepted), the snapshot
-     * alone */
+     * alone. Out of memory anywhere in that is no such case: the state
+     * restored would not be the one the edge acknowledged (a good record
+     * dropped), so the whole read fails, as for the file's own bytes.
+     */
 
     replayed = NULL;
 
@@ -222,20 +256,41 @@ pg_state_parse(const char *path, size_t max, const char *text, size_t len,
         n = strlen(path);
         jpath = malloc(n + sizeof(PG_JOURNAL_SUFFIX));
 
-        if (jpath != NULL) {
-            memcpy(jpath, path, n);
-            memcpy(jpath + n, PG_JOURNAL_SUFFIX, sizeof(PG_JOURNAL_SUFFIX));
+        if (jpath == NULL) {
+            json_decref(root);
+            return pg_state_fail(err, PG_STATE_UNUSABLE, "out of memory "
+                                 "for its journal's path");
+        }
 
-            replayed = json_incref(root);
-            pg_journal_replay(jpath, max, state->journal_id, &replayed,
-                              state);
-            free(jpath);
+        memcpy(jpath, path, n);
+        memcpy(jpath + n, PG_JOURNAL_SUFFIX, sizeof(PG_JOURNAL_SUFFIX));
+
+        replayed = json_incref(root);
+        rc = pg_journal_replay(jpath, max, state->journal_id, &replayed,
+                               state);
+        free(jpath);
+
+        if (rc != PG_OK) {
+            json_decref(replayed);
+            json_decref(root);
+            state->journal_records = 0;
+            state->journal_clean = 0;
+            return pg_state_fail(err, PG_STATE_UNUSABLE, "%s",
+                                 state->journal_note);
         }
     }
 
     if (replayed != NULL && state->journal_records != 0) {
         rc = pg_snap_compile_json(replayed, &state->blob, &state->size,
                                   err);
+
+        if (rc == PG_FAULT) {
+            json_decref(replayed);
+            json_decref(root);
+            state->journal_records = 0;
+            state->journal_clean = 0;
+            return PG_STATE_UNUSABLE;       /* err says out of memory */
+        }
 
         if (rc != PG_OK) {
             snprintf(state->journal_note, sizeof(state->journal_note),
@@ -257,7 +312,9 @@ pg_state_parse(const char *path, size_t max, const char *text, size_t len,
 
     json_decref(root);
 
-    return rc == PG_OK ? PG_STATE_LOADED : PG_STATE_CORRUPT;
+    /* out of memory says nothing of the file: not kept aside as corrupt */
+    return rc == PG_OK ? PG_STATE_LOADED
+           : rc == PG_FAULT ? PG_STATE_UNUSABLE : PG_STATE_CORRUPT;
 }
 
 

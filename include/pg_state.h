@@ -92,7 +92,9 @@ typedef enum {
     PG_STATE_LOADED = 0,    /* *blob is the snapshot the file holds */
     PG_STATE_MISSING,       /* no file at the path: a first start */
     PG_STATE_UNUSABLE,      /* not a regular file, a symbolic link, larger
-                               than max, or unreadable: err says which */
+                               than max, or unreadable; or out of memory
+                               reading it or replaying its journal (never
+                               a part of it restored): err says which */
     PG_STATE_CORRUPT        /* read whole, but not a valid snapshot: err
                                says why; the writer keeps it aside */
 } pg_state_result_t;
@@ -138,11 +140,26 @@ void pg_journal_record_head(char *buf, const char *body, size_t len);
  * file is) onto *doc, a snapshot document: each record must follow id's
  * header and apply on the revision before it (pg_snap_patch_json()).
  * *doc is replaced by the patched document (a new reference; the old one
- * is released). Fills state's journal_* fields; never fails: what cannot
- * be replayed is said in state->journal_note and ends the replay.
+ * is released). Fills state's journal_* fields. PG_OK: what cannot be
+ * replayed (a torn or corrupt record, one that does not apply) is said in
+ * state->journal_note and ends the replay, with the records before it.
+ * PG_FAULT: out of memory (the note says where); a good record would be
+ * lost, so nothing of the journal may be restored: the caller fails the
+ * whole read.
  */
-void pg_journal_replay(const char *path, size_t max, uint64_t id,
+int pg_journal_replay(const char *path, size_t max, uint64_t id,
     json_t **doc, pg_state_t *state);
+
+/*
+ * jansson's failed allocations, counted (pg_journal.c): _on() puts the
+ * counter in front of jansson's allocator unless it is there already, and
+ * returns what to give _off(), which puts the allocator back. A caller
+ * compares pg_state_json_failures() before and after a parse to tell out
+ * of memory from bad input (jansson says both as a syntax error).
+ */
+int pg_state_json_count_on(void);
+void pg_state_json_count_off(int on);
+size_t pg_state_json_failures(void);
 
 /*
  * Fill one override, checking every field: env and flag are names

@@ -191,7 +191,8 @@ int pg_snap_compile_json(const json_t *root, unsigned char **blob,
 /*
  * Validate one flag object on its own, as Redis holds it (a field of an
  * environment's hash). `requires` is not resolved here: it needs the other
- * flags. Returns PG_OK or PG_ERR with err naming the field.
+ * flags. Returns PG_OK or PG_ERR with err naming the field; PG_FAULT
+ * when out of memory (not the flag's fault: never report it as invalid).
  */
 int pg_flag_check_json(const char *name, const json_t *flag, pg_error_t *err);
 

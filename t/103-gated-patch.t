@@ -2,7 +2,7 @@
 # in the store's change log and publishes it; on the message the daemon
 # asks the log, reads that flag alone and sends PATCH snapshot to each
 # edge known to hold what it pushed last; when the log cannot say it
-# reads the whole store and PUTs, as before (t/106: the log itself). Whatever the path, every edge ends as a PUT
+# reads the whole store and PUTs, as before (t/108: the log itself). Whatever the path, every edge ends as a PUT
 # of the whole store by a fresh daemon would leave it. The daemon runs at
 # log level debug, where it reads the whole store after each delta and
 # says whether the two agree ("delta check"). Real redis-server, three

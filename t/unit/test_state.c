@@ -180,6 +180,132 @@ test_journal(const char *path)
 }
 
 
+/* jansson's allocations in this process, the t_fail_at-th from 0 failing
+ * (-1: none fails): how a test runs out of memory at a chosen point. */
+static long  t_allocs, t_fail_at = -1;
+
+
+static void *
+t_malloc(size_t size)
+{
+    if (t_allocs++ == t_fail_at) {
+        return NULL;
+    }
+
+    return malloc(size);
+}
+
+
+/*
+ * Out of memory while the state file is read and its journal replayed, at
+ * each of jansson's allocations in turn: the read fails whole (UNUSABLE,
+ * saying out of memory: not CORRUPT, which keeps the file aside), or,
+ * past the last allocation, restores both records. Never the state file
+ * alone or one record: a good record dropped is a state the edge never
+ * acknowledged.
+ */
+static void
+test_journal_oom(const char *path)
+{
+    int                 bad, failed, same;
+    char                jpath[160], text[4096], *p;
+    size_t              ref_size;
+    unsigned char      *ref;
+    long                k;
+    int64_t             rev;
+    pg_snap_t           snap;
+    pg_error_t          err;
+    pg_state_t          st;
+    pg_state_result_t   rc;
+
+    snprintf(jpath, sizeof(jpath), "%s" PG_JOURNAL_SUFFIX, path);
+
+    t_write(path, "{\"revision\":7,\"journal\":\"00000000000000ab\","
+                  "\"environments\":{\"production\":"
+                  "{\"f\":{\"rollout\":1}}}}");
+
+    json_set_alloc_funcs(t_malloc, free);
+
+    pg_journal_header(text, 0xab);
+    p = text + PG_JOURNAL_HEADER_LEN;
+    t_record(&p, "{\"base_revision\":7,\"revision\":8,\"environments\":"
+                 "{\"production\":{\"f\":{\"rollout\":2}}}}");
+    t_record(&p, "{\"base_revision\":8,\"revision\":9,\"environments\":"
+                 "{\"production\":{\"g\":{\"rollout\":3}}}}");
+    t_write(jpath, text);
+
+    /* what a read restores with memory enough */
+    t_fail_at = -1;
+    ref = NULL;
+    ref_size = 0;
+
+    if (pg_state_read(path, 1 << 20, &st, &err) == PG_STATE_LOADED) {
+        ref = st.blob;
+        ref_size = st.size;
+    }
+
+    bad = 0;
+    failed = 0;
+
+    for (k = 0; k < 10000; k++) {
+        t_allocs = 0;
+        t_fail_at = k;
+        err.text[0] = '\0';
+
+        rc = pg_state_read(path, 1 << 20, &st, &err);
+
+        rev = -1;
+        same = 0;
+
+        if (rc == PG_STATE_LOADED) {
+            rev = pg_snap_open(&snap, st.blob, st.size, &err) == PG_OK
+                  ? pg_snap_revision(&snap) : -1;
+            same = ref != NULL && st.size == ref_size
+                   && memcmp(st.blob, ref, ref_size) == 0;
+        }
+
+        free(st.blob);
+
+        if (t_allocs <= k) {
+            /* nothing failed: the whole journal */
+            if (!t_ok(rev == 9 && same && st.journal_records == 2
+                      && st.journal_clean,
+                      "journal: with memory enough, both records replay"))
+            {
+                t_diag("result %d, revision %lld: %s", (int) rc,
+                       (long long) rev, err.text);
+            }
+
+            break;
+        }
+
+        failed++;
+
+        /* a failure jansson gets over (a table not grown) may leave the
+         * read whole: then it must restore exactly what it does without */
+        if (!(rc == PG_STATE_UNUSABLE
+              && strstr(err.text, "out of memory") != NULL)
+            && !(same && st.journal_records == 2)
+            && bad++ == 0)
+        {
+            t_diag("allocation %ld failing: result %d, revision %lld, "
+                   "records %zu: %s %s", k, (int) rc,
+                   (long long) rev, st.journal_records, err.text,
+                   st.journal_note);
+        }
+    }
+
+    t_fail_at = -1;
+    json_set_alloc_funcs(malloc, free);
+    (void) unlink(jpath);
+    free(ref);
+
+    t_ok(failed > 0 && bad == 0, "journal: out of memory at any of the "
+         "read's %d allocations fails it whole (UNUSABLE, out of memory), "
+         "never restores a record less", failed);
+}
+
+
 int
 main(void)
 {
@@ -206,6 +332,7 @@ main(void)
              "a missing file is MISSING: a first start");
 
     test_journal(path);
+    test_journal_oom(path);
 
     t_write(path, T_SNAPSHOT);
 
