@@ -1,0 +1,124 @@
+# No acknowledged write lost (issue 13, items 3 and 4): a master, its
+# replica and three sentinels (real redis-server and redis-sentinel on
+# loopback ports). portal-gatectl WAITs until the replica has a write
+# before it says it is done; says so, exit 1, when no replica confirmed in
+# time (the change stays on the master); a kill acknowledged right before
+# the master's SIGKILL is on the promoted replica; and a write in flight
+# when the master dies is resent to the new master, says so, and is
+# applied once.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(sleep);
+use PortalGate::Redis qw(exits);
+use PortalGate::Sentinel;
+
+my $FLAGS = 'portal-gate:flags:production';
+
+# the flag as the server on $port has it: 'on', 'off' or 'none' (a kill
+# is enabled false)
+sub state_on {
+    my ($hs, $port, $flag) = @_;
+    my $v = $hs->cli($port, 'HGET', $FLAGS, $flag);
+    return 'none' if $v eq '';
+    return $v =~ /"enabled":true/ ? 'on' : 'off';
+}
+
+my $hs = PortalGate::Sentinel->new;
+
+subtest 'a write returns once the replica has it' => sub {
+    exits($hs->ctl('init'), 0, 'init');
+    exits($hs->ctl('create', 'customer_portal'), 0, 'create');
+    exits($hs->ctl('on', 'customer_portal'), 0, 'on');
+    my ($m, $r) = ($hs->master_port, $hs->replica_port);
+
+    # the replica held (SIGSTOP): the kill is made on the master, and the
+    # CLI waits for the replica's acknowledgement
+    $hs->signal_server($r, 'STOP');
+    my $h = $hs->ctl_start('--replicas', '1,60s', 'kill', 'customer_portal');
+    $hs->wait_until(sub { state_on($hs, $m, 'customer_portal') eq 'off' },
+                    10, 'the kill is on the master');
+    sleep 0.5;
+    ok($hs->ctl_running($h),
+       'portal-gatectl has not returned while the replica is held');
+    $hs->signal_server($r, 'CONT');
+    my $res = $hs->ctl_finish($h, 60);
+    exits($res, 0, 'kill, once the replica confirmed');
+    is(state_on($hs, $r, 'customer_portal'), 'off',
+       'read from the replica right after: the kill is there');
+    unlike($res->{err}, qr/replica/, 'and nothing said about replicas');
+};
+
+subtest 'no replica confirmed: said, exit 1, the change is on the master'
+    => sub {
+    my ($m, $r) = ($hs->master_port, $hs->replica_port);
+    exits($hs->ctl('on', 'customer_portal'), 0, 'on');
+    my $before = $hs->cli($m, 'HGET', $FLAGS, 'customer_portal');
+    $hs->signal_server($r, 'STOP');
+    my $res = $hs->ctl('rollout', 'customer_portal', '50');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 1, 'rollout exits 1');
+    is($res->{err}, "portal-gatectl: the change is applied on the master, "
+       . "but no replica confirmed it within 1s: a failover now could lose "
+       . "it\n", 'stderr says what happened, in one line');
+    like($res->{out}, qr/50/, 'stdout still shows the change');
+    my $after = $hs->cli($m, 'HGET', $FLAGS, 'customer_portal');
+    isnt($after, $before, 'the change is on the master');
+
+    $hs->signal_server($r, 'STOP');
+    $res = $hs->ctl('--replicas', '0', 'rollout', 'customer_portal', '60');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 0, '--replicas 0: no wait');
+    is($res->{err}, '', 'and nothing said');
+};
+
+subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
+    exits($hs->ctl('create', 'checkout'), 0, 'create checkout');
+    exits($hs->ctl('on', 'checkout'), 0, 'on');
+    my $r = $hs->ctl('kill', 'checkout');
+    exits($r, 0, 'kill acknowledged');
+    my $old = $hs->kill_master;
+    my $new = $hs->wait_failover($old);
+    is(state_on($hs, $new, 'checkout'), 'off',
+       'the kill is on the promoted replica');
+};
+
+$hs->stop;
+
+subtest 'a write in flight when the master dies is resent, once' => sub {
+    my $hs = PortalGate::Sentinel->new;
+    exits($hs->ctl('init'), 0, 'init');
+    exits($hs->ctl('create', 'customer_portal'), 0, 'create');
+    exits($hs->ctl('on', 'customer_portal'), 0, 'on');
+    my $m = $hs->master_port;
+
+    # writes held on the master: the kill's script waits there
+    is($hs->cli($m, 'CLIENT', 'PAUSE', '60000', 'WRITE'), 'OK',
+       'the master holds writes');
+    my $h = $hs->ctl_start('--reason', 'INC-7', 'kill', 'customer_portal');
+    $hs->wait_until(sub { $hs->cli($m, 'CLIENT', 'LIST') =~ /cmd=eval/ },
+                    10, 'the kill waits on the master');
+    my $old = $hs->kill_master;
+    my $res = $hs->ctl_finish($h, 60);
+    exits($res, 0, 'kill succeeds after the failover');
+    my $new = $hs->wait_failover($old);
+    like($res->{err}, qr/^portal-gatectl: the master went away \(.+\): retried on 127\.0\.0\.1:\Q$new\E after \d+\.\d s$/m,
+         'stderr says it retried, where, and after how long')
+        or diag($res->{err});
+    is(state_on($hs, $new, 'customer_portal'), 'off',
+       'the kill is on the new master');
+    my $a = $hs->ctl('audit', 'customer_portal');
+    my @kills = $a->{out} =~ /(INC-7)/g;
+    is(scalar @kills, 1, 'the audit log has the kill once') or diag($a->{out});
+    like($hs->cli($new, 'KEYS', 'portal-gate:write:*'),
+         qr/^portal-gate:write:[0-9a-f]{32}$/m,
+         'writes leave their ids (P write:ID) for a resend to find');
+    $hs->stop;
+};
+
+done_testing;
