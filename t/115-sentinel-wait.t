@@ -14,6 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
+use File::Temp qw(tempdir);
 use Time::HiRes qw(sleep);
 use PortalGate::Redis qw(exits);
 use PortalGate::Sentinel;
@@ -75,6 +76,22 @@ subtest 'no replica confirmed: said, exit 1, the change is on the master'
     $hs->signal_server($r, 'CONT');
     exits($res, 0, '--replicas 0: no wait');
     is($res->{err}, '', 'and nothing said');
+
+    # -c's redis_replicas, and --replicas over it
+    my $dir = tempdir(CLEANUP => 1);
+    my $conf = "$dir/portal-gated.conf";
+    open my $f, '>', $conf or die "$conf: $!";
+    print $f "redis_replicas 1 300ms;\n";
+    close $f;
+    $hs->signal_server($r, 'STOP');
+    $res = $hs->ctl('-c', $conf, 'rollout', 'customer_portal', '70');
+    my $given = $hs->ctl('-c', $conf, '--replicas', '0', 'rollout',
+                         'customer_portal', '80');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 1, "-c's redis_replicas 1 300ms");
+    like($res->{err}, qr/no replica confirmed it within 300ms:/,
+         'its timeout is the one said');
+    exits($given, 0, '--replicas 0 over -c\'s line');
 };
 
 subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
