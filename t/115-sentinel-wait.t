@@ -15,6 +15,7 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use File::Temp qw(tempdir);
+use IO::Socket::INET;
 use Time::HiRes qw(sleep);
 use PortalGate::Redis qw(exits);
 use PortalGate::Sentinel;
@@ -92,6 +93,69 @@ subtest 'no replica confirmed: said, exit 1, the change is on the master'
     like($res->{err}, qr/no replica confirmed it within 300ms:/,
          'its timeout is the one said');
     exits($given, 0, '--replicas 0 over -c\'s line');
+};
+
+# Redis's MONITOR line as its arguments (sdscatrepr's escapes undone)
+sub monitor_args {
+    my ($line) = @_;
+    my %esc = (n => "\n", r => "\r", t => "\t", a => "\a", b => "\b");
+    my @args;
+    while ($line =~ /"((?:[^"\\]|\\.)*)"/g) {
+        my $a = $1;
+        $a =~ s/\\(x([0-9a-fA-F]{2})|.)/
+                defined $2 ? chr(hex $2) : ($esc{$1} \/\/ $1)/ge;
+        push @args, $a;
+    }
+    return @args;
+}
+
+# one command in RESP to the server on $port; the reply's text as read
+sub resp {
+    my ($port, @args) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port)
+        or die "connect $port: $!";
+    print $s '*' . scalar(@args) . "\r\n",
+             map { '$' . length($_) . "\r\n$_\r\n" } @args;
+    $s->shutdown(1);
+    my $reply = do { local $/; <$s> } // '';
+    return $reply;
+}
+
+subtest 'a write sent again after it was applied is not applied twice'
+    => sub {
+    my $m = $hs->master_port;
+    my $log = "$hs->{dir}/monitor.log";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', $log;
+        exec 'redis-cli', '-p', $m, 'MONITOR' or exit 127;
+    }
+    $hs->wait_until(sub { -s $log || $hs->cli($m, 'CLIENT', 'LIST')
+                              =~ /cmd=monitor/ }, 10, 'MONITOR runs');
+    exits($hs->ctl('--reason', 'twice?', 'rollout', 'customer_portal', '30'),
+          0, 'rollout 30');
+    my $line;
+    $hs->wait_until(sub {
+        open my $f, '<', $log or return 0;
+        ($line) = grep { /"EVAL"/i && /portal-gate:write:/ } <$f>;
+        defined $line
+    }, 10, 'MONITOR shows the write script');
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+
+    my $rev = $hs->cli($m, 'GET', 'portal-gate:revision');
+    my $audit = $hs->cli($m, 'XLEN', 'portal-gate:audit');
+    my $flag = $hs->cli($m, 'HGET', $FLAGS, 'customer_portal');
+    my $reply = resp($m, monitor_args($line));
+    like($reply, qr/^\*2\r\n\$7\r\nAPPLIED\r\n\$\d+\r\n\Q$rev\E\r\n\z/,
+         'the same script again answers APPLIED with the revision it got')
+        or diag($reply);
+    is($hs->cli($m, 'GET', 'portal-gate:revision'), $rev,
+       'the revision did not move');
+    is($hs->cli($m, 'XLEN', 'portal-gate:audit'), $audit,
+       'no second audit entry');
+    is($hs->cli($m, 'HGET', $FLAGS, 'customer_portal'), $flag,
+       'the flag is as the write left it');
 };
 
 subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
