@@ -140,6 +140,7 @@ int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision);
 /* pg_ctl_ha.c */
 int pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o);
 void pg_ctl_ha_setup(pg_store_t *store, pg_ctl_opts_t *o);
+int pg_ctl_ha_connect(pg_store_t *store, pg_ctl_opts_t *o, pg_error_t *err);
 void pg_ctl_ha_applied(const pg_store_t *store);
 int pg_ctl_ha_option(pg_ctl_opts_t *o, const char *arg);
 

@@ -42,6 +42,20 @@
 static void pg_ctl_ha_time(long ms, char *buf, size_t size);
 static int pg_ctl_ha_fail(pg_store_t *store, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+static void pg_ctl_ha_text(pg_error_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+
+/* err's text, cut to its size */
+static void
+pg_ctl_ha_text(pg_error_t *err, const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(err->text, sizeof(err->text), fmt, args);
+    va_end(args);
+}
 
 
 /* The write failed for good: store->err (cut to its size); PG_ERR. */
@@ -231,6 +245,64 @@ pg_ctl_ha_reconnect(pg_store_t *store, const char *why, void *data)
     fprintf(stderr, "portal-gatectl: the master went away (%s): retried on "
             "%s after %.1f s\n", why, where,
             (pg_ctl_now_ms() - o->ha_start_ms) / 1000);
+
+    return PG_OK;
+}
+
+
+/*
+ * A write's first connect, through the sentinels: while they name a master
+ * that does not answer (it died, and they have not failed over yet) or is
+ * no master any more, ask again within the limit, and say so when that
+ * found it. Another URL, or a read, is connected once (pg_ctl_connect).
+ */
+int
+pg_ctl_ha_connect(pg_store_t *store, pg_ctl_opts_t *o, pg_error_t *err)
+{
+    char            where[300];
+    double          start, limit_s;
+    pg_error_t      first;
+    struct timeval  tv;
+
+    if (pg_ctl_connect(store, o, PG_CTL_TIMEOUT_MS, err) == PG_OK
+        || !o->url.sentinel)
+    {
+        return store->redis ? PG_OK : PG_ERR;
+    }
+
+    memcpy(&first, err, sizeof(pg_error_t));
+    limit_s = o->wait >= 0 ? o->wait : PG_CTL_HA_RETRY_S;
+    start = pg_ctl_now_ms();
+
+    for ( ;; ) {
+        if (pg_ctl_now_ms() - start >= limit_s * 1000) {
+            memcpy(&first, err, sizeof(pg_error_t));
+            pg_ctl_ha_text(err, "no master within %.1f s: %s", limit_s,
+                           first.text);
+            return PG_ERR;
+        }
+
+        usleep(PG_CTL_HA_PAUSE_US);
+
+        if (pg_ctl_connect(store, o, PG_CTL_HA_CONNECT_MS, err) == PG_OK) {
+            break;
+        }
+    }
+
+    tv.tv_sec = PG_CTL_TIMEOUT_MS / 1000;
+    tv.tv_usec = (PG_CTL_TIMEOUT_MS % 1000) * 1000;
+    redisSetTimeout(store->redis, tv);
+
+    if (store->redis->connection_type == REDIS_CONN_UNIX) {
+        snprintf(where, sizeof(where), "%s", store->redis->unix_sock.path);
+    } else {
+        snprintf(where, sizeof(where), "%s:%d", store->redis->tcp.host,
+                 store->redis->tcp.port);
+    }
+
+    fprintf(stderr, "portal-gatectl: no master answered at first (%s): "
+            "found %s after %.1f s\n", first.text, where,
+            (pg_ctl_now_ms() - start) / 1000);
 
     return PG_OK;
 }

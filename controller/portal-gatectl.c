@@ -1252,7 +1252,11 @@ pg_ctl_main(int argc, char **argv)
         goto done;
     }
 
-    if (pg_ctl_connect(&store, &o, PG_CTL_TIMEOUT_MS, &err) != PG_OK) {
+    /* a write follows a failover that is under way (pg_ctl_ha.c) */
+    if ((writes ? pg_ctl_ha_connect(&store, &o, &err)
+                : pg_ctl_connect(&store, &o, PG_CTL_TIMEOUT_MS, &err))
+        != PG_OK)
+    {
         rc = pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
         pg_ctl_hint_direct(&store, &o, cmd->name,
                            nargs > 0 ? argv[optind + 1] : "");

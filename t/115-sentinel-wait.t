@@ -164,9 +164,16 @@ subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
     my $r = $hs->ctl('kill', 'checkout');
     exits($r, 0, 'kill acknowledged');
     my $old = $hs->kill_master;
+    # at once: the sentinels still name the dead master for a while
+    my $c = $hs->ctl('create', 'after_failover');
     my $new = $hs->wait_failover($old);
     is(state_on($hs, $new, 'checkout'), 'off',
        'the kill is on the promoted replica');
+    exits($c, 0, 'a create while the sentinels fail over');
+    like($c->{err}, qr/^portal-gatectl: no master answered at first \(.+\): found 127\.0\.0\.1:\Q$new\E after \d+\.\d s$/,
+         'it says it looked again, and where it found the master');
+    isnt(state_on($hs, $new, 'after_failover'), 'none',
+         'the flag is on the new master');
 };
 
 $hs->stop;
