@@ -158,6 +158,35 @@ subtest 'a write sent again after it was applied is not applied twice'
        'the flag is as the write left it');
 };
 
+subtest 'redis:// URL: a dropped connection is retried once, same server'
+    => sub {
+    my $m = $hs->master_port;
+    my $url = "redis://127.0.0.1:$m/0";
+    is($hs->cli($m, 'CLIENT', 'PAUSE', '60000', 'WRITE'), 'OK',
+       'the master holds writes');
+    my $h = $hs->ctl_start_url($url, '--reason', 'plain-1', 'rollout',
+                               'customer_portal', '40');
+    my $id;
+    $hs->wait_until(sub {
+        ($id) = $hs->cli($m, 'CLIENT', 'LIST') =~ /^id=(\d+) .*cmd=eval/m;
+        defined $id
+    }, 10, 'the rollout waits on the master');
+    is($hs->cli($m, 'CLIENT', 'KILL', 'ID', $id), '1',
+       'its connection is closed under it');
+    $hs->wait_until(sub {
+        my ($again) = $hs->cli($m, 'CLIENT', 'LIST')
+                      =~ /^id=(\d+) .*cmd=eval/m;
+        defined $again && $again != $id
+    }, 10, 'the rollout is sent again, on a new connection');
+    is($hs->cli($m, 'CLIENT', 'UNPAUSE'), 'OK', 'writes go on');
+    my $res = $hs->ctl_finish($h, 30);
+    exits($res, 0, 'rollout');
+    like($res->{err}, qr/^portal-gatectl: the master went away \(.+\): retried on 127\.0\.0\.1:\Q$m\E after \d+\.\d s$/m,
+         'it says it retried, on the same server') or diag($res->{err});
+    my @once = $hs->ctl('audit', 'customer_portal')->{out} =~ /(plain-1)/g;
+    is(scalar @once, 1, 'applied once');
+};
+
 subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
     exits($hs->ctl('create', 'checkout'), 0, 'create checkout');
     exits($hs->ctl('on', 'checkout'), 0, 'on');

@@ -254,6 +254,7 @@ END {
 #
 #   $hs->signal_server($port, 'STOP');    # the server on $port (or CONT)
 #   my $h = $hs->ctl_start(@args);        # portal-gatectl in the background
+#   $hs->ctl_start_url($url, @args);      # ... with another URL
 #   $hs->ctl_running($h);                 # 1 while it runs
 #   my $r = $hs->ctl_finish($h, $limit);  # {exit, out, err}; dies past it
 
@@ -274,11 +275,17 @@ sub signal_server {
 
 sub ctl_start {
     my ($self, @args) = @_;
+    return $self->ctl_start_url($self->url, @args);
+}
+
+# the same with PORTAL_GATE_REDIS = $url
+sub ctl_start_url {
+    my ($self, $url, @args) = @_;
     my $n = ++$self->{bg};
     my $h = { out => "$self->{dir}/ctl$n.out", err => "$self->{dir}/ctl$n.err" };
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
-        $ENV{PORTAL_GATE_REDIS} = $self->url;
+        $ENV{PORTAL_GATE_REDIS} = $url;
         $ENV{USER} = 'tester';
         $ENV{SUDO_USER} = '';
         $ENV{PORTAL_GATE_CONF} = '';
