@@ -139,6 +139,9 @@ int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision);
 
 /* pg_ctl_ha.c */
 int pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o);
+/* "replicas: 1 connected; writes wait for 1 within 1s", for status */
+void pg_ctl_ha_describe(pg_store_t *store, const pg_ctl_opts_t *o,
+    char *buf, size_t size);
 void pg_ctl_ha_setup(pg_store_t *store, pg_ctl_opts_t *o);
 int pg_ctl_ha_connect(pg_store_t *store, pg_ctl_opts_t *o, pg_error_t *err);
 void pg_ctl_ha_applied(const pg_store_t *store);

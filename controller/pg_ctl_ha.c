@@ -170,6 +170,47 @@ pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o)
 }
 
 
+void
+pg_ctl_ha_describe(pg_store_t *store, const pg_ctl_opts_t *o, char *buf,
+    size_t size)
+{
+    char         limit[32];
+    size_t       n;
+    redisReply  *role;
+
+    role = store->redis ? redisCommand(store->redis, "ROLE") : NULL;
+
+    if (role == NULL || role->type != REDIS_REPLY_ARRAY
+        || role->elements < 3
+        || role->element[2]->type != REDIS_REPLY_ARRAY)
+    {
+        snprintf(buf, size, "replicas: unknown (ROLE: %s)", role == NULL
+                 ? "no answer" : role->type == REDIS_REPLY_ERROR
+                 ? role->str : "not a master's answer");
+        if (role) {
+            freeReplyObject(role);
+        }
+        return;
+    }
+
+    n = role->element[2]->elements;
+    freeReplyObject(role);
+
+    pg_ctl_ha_time(o->replicas_ms, limit, sizeof(limit));
+
+    if (o->replicas == 0) {
+        snprintf(buf, size, "replicas: %zu connected; writes do not wait "
+                 "for them (redis_replicas 0)", n);
+    } else if (n == 0) {
+        snprintf(buf, size, "replicas: none connected; writes do not wait "
+                 "(they would wait for %d within %s)", o->replicas, limit);
+    } else {
+        snprintf(buf, size, "replicas: %zu connected; writes wait for %d "
+                 "within %s", n, o->replicas, limit);
+    }
+}
+
+
 /*
  * The store's reconnect hook (pg_store_reconnect_pt): find the master
  * again within the limit and put its connection in store->redis. why is

@@ -54,6 +54,9 @@ subtest 'a write returns once the replica has it' => sub {
     is(state_on($hs, $r, 'customer_portal'), 'off',
        'read from the replica right after: the kill is there');
     unlike($res->{err}, qr/replica/, 'and nothing said about replicas');
+    like($hs->ctl('status')->{out},
+         qr/^  replicas: 1 connected; writes wait for 1 within 1s$/m,
+         'status says how many replicas a write waits for');
 };
 
 subtest 'no replica confirmed: said, exit 1, the change is on the master'
@@ -203,6 +206,9 @@ subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
          'it says it looked again, and where it found the master');
     isnt(state_on($hs, $new, 'after_failover'), 'none',
          'the flag is on the new master');
+    like($hs->ctl('status')->{out},
+         qr/^  replicas: none connected; writes do not wait \(they would wait for 1 within 1s\)$/m,
+         'status: the new master has no replica, and writes do not wait');
 };
 
 $hs->stop;
