@@ -40,7 +40,8 @@
     "end\n"
 #define PG_STORE_LUA_WRITE_ID_SET                                            \
     "if ARGV[17] ~= '' then\n"                                               \
-    "  redis.call('SET', KEYS[7], string.format('%d', rev), 'PX', ARGV[18])\n"\
+    "  redis.call('SET', KEYS[7], string.format('%d', rev),\n"               \
+    "    'PX', ARGV[18])\n"                                                  \
     "end\n"
 
 /*
