@@ -19,14 +19,17 @@
  *     twice. A plain redis:// or unix:// URL is retried once, on the same
  *     server, after a dropped connection (a restart); a READONLY there is
  *     a replica named by mistake, not a failover: no retry.
+ *   - pg_ctl_ha_connect(): a write's first connect, through sentinels that
+ *     still name a dead master, asks them again within the same limit.
+ *   - pg_ctl_ha_describe(): status's line on the replicas;
+ *     pg_ctl_ha_option(): --replicas NUM[,TIME].
  *
  * Messages go to stderr, one line each, prefixed "portal-gatectl: ".
  */
 
 #include <stdarg.h>             /* va_list */
 #include <stdio.h>              /* fprintf, snprintf, vsnprintf */
-#include <stdlib.h>             /* strtol */
-#include <string.h>             /* strcmp, strncmp */
+#include <string.h>             /* strcmp, strncmp, strchr, memcpy */
 #include <sys/time.h>           /* struct timeval */
 #include <unistd.h>             /* usleep */
 #include <hiredis/hiredis.h>    /* redisCommand, redisReply */
