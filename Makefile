@@ -47,7 +47,8 @@ LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_read.c controller/pg_ctl_edges.c \
                controller/pg_ctl_direct.c controller/pg_ctl_cert.c \
-               controller/pg_ctl_token.c controller/pg_cert.c $(LIB_SRCS)
+               controller/pg_ctl_token.c controller/pg_ctl_ha.c \
+               controller/pg_cert.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_files.c \
                controller/pgd_redis.c \
                controller/pgd_store.c controller/pgd_delta.c \

@@ -37,7 +37,7 @@
 #include <errno.h>          /* errno: why a file cannot be opened or read */
 #include <stdarg.h>         /* va_list: the error messages */
 #include <stdio.h>          /* fopen, fread, snprintf, vsnprintf */
-#include <stdlib.h>         /* malloc, realloc, calloc, free */
+#include <stdlib.h>         /* malloc, realloc, calloc, free, strtol */
 #include <string.h>         /* memcmp, memcpy, strcmp, strerror... */
 #include <arpa/inet.h>      /* inet_pton: listen's address */
 #include "pg_conf_private.h"    /* the API this file implements, and
@@ -81,6 +81,7 @@ static int pg_conf_set_pid(pg_conf_parse_t *cp);
 static int pg_conf_set_require_reason(pg_conf_parse_t *cp);
 static int pg_conf_set_listen(pg_conf_parse_t *cp);
 static int pg_conf_set_server_name(pg_conf_parse_t *cp);
+static int pg_conf_set_redis_replicas(pg_conf_parse_t *cp);
 
 
 static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
@@ -101,6 +102,7 @@ static const pg_conf_command_t  pg_conf_commands[PG_CONF_COMMANDS + 1] = {
     { "listen",             1, 1,           0, pg_conf_set_listen },
     { "server_name",        1, PG_CONF_SERVER_NAMES, 0,
       pg_conf_set_server_name },
+    { "redis_replicas",     1, 2,           0, pg_conf_set_redis_replicas },
     /* a block: pg_conf_parse() opens it at "{" */
     { "certificate",        1, 1,           1, NULL },
 
@@ -140,6 +142,8 @@ pg_conf_defaults(pg_conf_t *conf)
     conf->nedges = 0;
     conf->reconcile_ms = 2000;
     conf->log_level = PG_LOG_INFO;
+    conf->redis_replicas = 1;
+    conf->redis_replicas_ms = PG_CONF_REPLICAS_MS;
 
     snprintf(conf->state_dir, sizeof(conf->state_dir), "%s",
              PG_CONF_STATE_DIR);
@@ -195,6 +199,56 @@ pg_conf_load(const char *path, pg_conf_t *conf, pg_error_t *err)
     free(data);
 
     return rc;
+}
+
+
+int
+pg_conf_parse_replicas(const char *num, const char *timeout, int *n,
+    long *ms, const char **why, int *bad)
+{
+    long  v, t;
+
+    *bad = 1;
+    *why = "expected a number of replicas from 0 to 100";
+
+    if (num[0] == '\0' || strlen(num) > 3
+        || num[strspn(num, "0123456789")] != '\0')
+    {
+        return PG_ERR;
+    }
+
+    v = strtol(num, NULL, 10);
+
+    if (v > PG_CONF_REPLICAS_MAX) {
+        return PG_ERR;
+    }
+
+    t = PG_CONF_REPLICAS_MS;
+
+    if (timeout != NULL) {
+        *bad = 2;
+
+        if (v == 0) {
+            *why = "0 replicas wait for nothing: give no timeout";
+            return PG_ERR;
+        }
+
+        /* WAIT's 0 is "forever": a write must never hang on a replica */
+        if (pg_conf_parse_time(timeout, &t) != PG_OK) {
+            *why = "expected a time such as 500ms or 2s";
+            return PG_ERR;
+        }
+
+        if (t < 1 || t > 3600000L) {
+            *why = "from 1ms to 1h";
+            return PG_ERR;
+        }
+    }
+
+    *n = (int) v;
+    *ms = t;
+
+    return PG_OK;
 }
 
 
@@ -1197,6 +1251,32 @@ pg_conf_set_server_name(pg_conf_parse_t *cp)
     }
 
     cp->conf.nserver_names = (size_t) (cp->nargs - 1);
+
+    return PG_OK;
+}
+
+
+/*
+ * redis_replicas NUM [TIMEOUT];  portal-gatectl's writes wait (WAIT) until
+ * NUM replicas have them, at most TIMEOUT (default 1s), when the master has
+ * a replica at all; 0 turns it off. portal-gated's own writes never wait.
+ */
+static int
+pg_conf_set_redis_replicas(pg_conf_parse_t *cp)
+{
+    int          n, bad;
+    long         ms;
+    const char  *why;
+
+    if (pg_conf_parse_replicas(cp->args[1], cp->nargs > 2 ? cp->args[2]
+                               : NULL, &n, &ms, &why, &bad)
+        != PG_OK)
+    {
+        return pg_conf_invalid(cp, bad, why);
+    }
+
+    cp->conf.redis_replicas = n;
+    cp->conf.redis_replicas_ms = ms;
 
     return PG_OK;
 }

@@ -23,6 +23,9 @@
  *   server_name        status.example.com *.ops.example.com;
  *                                     # Host names its page answers to,
  *                                     # beside localhost and IP literals
+ *   redis_replicas     1 1s;          # portal-gatectl: a write waits (WAIT)
+ *                                     # until this many replicas have it,
+ *                                     # at most this long; 0: no wait
  *
  * Errors: PG_OK or PG_ERR; the message names the file and the line, as
  * nginx does: "portal-gated.conf:4: unknown directive \"edges\"".
@@ -52,6 +55,8 @@
 #define PG_CONF_LISTEN_MAX   64     /* bytes of a listen value: "[v6]:port" */
 #define PG_CONF_SERVER_NAMES 16     /* names of server_name */
 #define PG_CONF_HOST_MAX     253    /* bytes of a DNS name */
+#define PG_CONF_REPLICAS_MAX 100    /* redis_replicas' number */
+#define PG_CONF_REPLICAS_MS  1000   /* redis_replicas' default timeout */
 
 #define PG_CONF_STATE_DIR    "/var/lib/portal-gate"
 #define PG_CONF_NGINX_BINARY "/usr/sbin/nginx"
@@ -129,11 +134,15 @@ typedef struct {
                                        lowercase, no final dot;
                                        "*.example.com" any name under it */
     size_t           nserver_names;
+    int              redis_replicas;    /* portal-gatectl's writes WAIT
+                                       for this many replicas (when the
+                                       master has one); 0: no WAIT */
+    long             redis_replicas_ms; /* ... at most this long */
 } pg_conf_t;
 
 /* Defaults: redis://127.0.0.1:6379/0, "portal-gate:", production, no
  * edges, 2 s, info, the log on stderr, no pid file, PG_CONF_STATE_DIR, no
- * nginx, no certificates. */
+ * nginx, no certificates, redis_replicas 1 1s. */
 void pg_conf_defaults(pg_conf_t *conf);
 
 /*
@@ -144,6 +153,15 @@ void pg_conf_defaults(pg_conf_t *conf);
  * full: pg_conf.c.
  */
 int pg_conf_load(const char *path, pg_conf_t *conf, pg_error_t *err);
+
+/*
+ * redis_replicas' values, for the file and for portal-gatectl's
+ * --replicas: num "0".."100", timeout nginx's time (NULL: the default),
+ * 1ms..1h, and none with 0. PG_ERR with why (a static text) when one is
+ * bad; *bad says which: 1 num, 2 timeout.
+ */
+int pg_conf_parse_replicas(const char *num, const char *timeout, int *n,
+    long *ms, const char **why, int *bad);
 
 /* "debug" ... "error" and back. */
 const char *pg_conf_log_level_name(int level);

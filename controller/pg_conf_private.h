@@ -19,7 +19,7 @@
                                            the name, then its values; the
                                            longest is a certificate's names */
 #define PG_CONF_SHOWN         64        /* token chars a message shows */
-#define PG_CONF_COMMANDS      14        /* directives in pg_conf_commands */
+#define PG_CONF_COMMANDS      15        /* directives in pg_conf_commands */
 #define PG_CONF_CERT_COMMANDS 8         /* in a certificate block */
 
 

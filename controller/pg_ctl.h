@@ -12,6 +12,8 @@
  *                      --wait
  *   pg_ctl_direct.c    the break-glass kill --direct and release, which
  *                      reach the edges without Redis
+ *   pg_ctl_ha.c        a write's WAIT for replicas (redis_replicas,
+ *                      --replicas) and its retry after a failover
  *
  * Every command is a pg_ctl_run_pt: it prints what it did, and returns an
  * exit status (PG_CTL_OK, PG_CTL_FAILED or PG_CTL_USAGE), with its error
@@ -69,6 +71,13 @@ typedef struct {
     int              edges_given;   /* 1: by --edge, 0: -c's (or none) */
     pg_redis_url_t   url;           /* the store's Redis */
     char             where[300];    /* the same, for messages */
+    int              replicas;      /* a write WAITs for these (when the
+                                       master has a replica); 0: none */
+    long             replicas_ms;   /* ... at most this long */
+    int              replicas_given;    /* by --replicas, not -c's */
+    int              ha_tries;      /* the master was found again so often
+                                       (pg_ctl_ha.c) */
+    double           ha_start_ms;   /* since the first time it went away */
 } pg_ctl_opts_t;
 
 
@@ -127,6 +136,16 @@ int pg_ctl_init(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
 int pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
     int argc, char **argv);
 int pg_ctl_wait(pg_store_t *store, pg_ctl_opts_t *o, int64_t revision);
+
+/* pg_ctl_ha.c */
+int pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o);
+/* "replicas: 1 connected; writes wait for 1 within 1s", for status */
+void pg_ctl_ha_describe(pg_store_t *store, const pg_ctl_opts_t *o,
+    char *buf, size_t size);
+void pg_ctl_ha_setup(pg_store_t *store, pg_ctl_opts_t *o);
+int pg_ctl_ha_connect(pg_store_t *store, pg_ctl_opts_t *o, pg_error_t *err);
+void pg_ctl_ha_applied(const pg_store_t *store);
+int pg_ctl_ha_option(pg_ctl_opts_t *o, const char *arg);
 
 /* pg_ctl_direct.c */
 int pg_ctl_direct_kill(pg_store_t *store, pg_ctl_opts_t *o,

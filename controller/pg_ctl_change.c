@@ -760,7 +760,7 @@ int
 pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int                 i, rc, check_env;
+    int                 i, rc, ha, check_env;
     pg_ctl_edit_t       edit;
     pg_store_change_t   change;
 
@@ -828,15 +828,19 @@ pg_ctl_change(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     pg_ctl_print_change(o, cmd, argv[0], &change);
+    pg_ctl_ha_applied(store);
     pg_store_change_free(&change);
+    fflush(stdout);
+
+    /* on a replica too, or said that it is not; the edges all the same */
+    ha = change.unchanged ? PG_CTL_OK : pg_ctl_ha_replicas(store, o);
 
     if (o->wait >= 0) {
-        fflush(stdout);
         rc = pg_ctl_wait(store, o, change.revision);
-        return rc;
+        return rc != PG_CTL_OK ? rc : ha;
     }
 
-    return PG_CTL_OK;
+    return ha;
 }
 
 
@@ -844,6 +848,7 @@ int
 pg_ctl_delete(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
+    int                rc, ha;
     pg_store_change_t  change;
 
     if (pg_ctl_check_flag(argv[0]) != PG_CTL_OK) {
@@ -857,14 +862,18 @@ pg_ctl_delete(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     }
 
     pg_ctl_print_change(o, cmd, argv[0], &change);
+    pg_ctl_ha_applied(store);
     pg_store_change_free(&change);
+    fflush(stdout);
+
+    ha = pg_ctl_ha_replicas(store, o);
 
     if (o->wait >= 0) {
-        fflush(stdout);
-        return pg_ctl_wait(store, o, change.revision);
+        rc = pg_ctl_wait(store, o, change.revision);
+        return rc != PG_CTL_OK ? rc : ha;
     }
 
-    return PG_CTL_OK;
+    return ha;
 }
 
 
@@ -884,7 +893,7 @@ int
 pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
     char **argv)
 {
-    int          recorded;
+    int          recorded, rc, ha;
     size_t       k, n;
     json_t      *envs, *e;
     int64_t      revision;
@@ -914,13 +923,16 @@ pg_ctl_env(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd, int argc,
 
         printf("added environment %s (revision %lld)\n", argv[1],
                (long long) revision);
+        fflush(stdout);
+
+        ha = pg_ctl_ha_replicas(store, o);
 
         if (o->wait >= 0) {
-            fflush(stdout);
-            return pg_ctl_wait(store, o, revision);
+            rc = pg_ctl_wait(store, o, revision);
+            return rc != PG_CTL_OK ? rc : ha;
         }
 
-        return PG_CTL_OK;
+        return ha;
     }
 
     if (strcmp(argv[0], "list") != 0 || argc != 1) {

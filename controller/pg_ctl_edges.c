@@ -881,6 +881,8 @@ pg_ctl_status(pg_store_t *store, pg_ctl_opts_t *o, const char *cmd,
                store->prefix,
                init ? "initialised" : "NOT INITIALISED (run init)",
                (long long) revision);
+        pg_ctl_ha_describe(store, o, why, sizeof(why));
+        printf("  %s\n", why);
     }
 
     /* the controllers, by their beats */

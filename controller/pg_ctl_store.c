@@ -27,14 +27,33 @@
 
 
 /*
+ * The write script's first and last steps when it carries a write id
+ * (ARGV[17], KEYS[7] its P write:ID key, ARGV[18] the key's life in ms):
+ * a resend of a write that was applied before its reply was lost finds
+ * the key and answers {"APPLIED", revision} (pg_ctl_ha.c resends after a
+ * failover); the write sets it, atomically with itself.
+ */
+#define PG_STORE_LUA_WRITE_ID_SEEN                                           \
+    "if ARGV[17] ~= '' then\n"                                               \
+    "  local done = redis.call('GET', KEYS[7])\n"                            \
+    "  if done then return {'APPLIED', done} end\n"                          \
+    "end\n"
+#define PG_STORE_LUA_WRITE_ID_SET                                            \
+    "if ARGV[17] ~= '' then\n"                                               \
+    "  redis.call('SET', KEYS[7], string.format('%d', rev),\n"               \
+    "    'PX', ARGV[18])\n"                                                  \
+    "end\n"
+
+/*
  * KEYS: marker, flags hash, revision, audit stream, environments, change
- *       log.
+ *       log, the write id's key (P write:ID).
  * ARGV: flag, expected JSON ("" for none), new JSON ("" deletes the flag),
  *       channel, audit cap, ts, actor, env, action, reason, PG_FLAGS_MAX,
  *       PG_REVISION_MAX, the flag the new JSON requires when that changes
  *       ("" otherwise), PG_ENVS_MAX, the flags: hashes of a store made
  *       before P environments ("": not counted; the script asks, ENVCOUNT),
- *       PG_STORE_CHANGELOG_MAX.
+ *       PG_STORE_CHANGELOG_MAX, the write id ("": none), its key's life
+ *       in ms.
  *
  * What a concurrent writer could break between the writer's read and
  * this script is checked here, where none can slip past: the
@@ -57,6 +76,7 @@
 static const char  pg_store_write_lua[] =
     PG_STORE_LUA_ENVS
     PG_STORE_LUA_LOG
+    PG_STORE_LUA_WRITE_ID_SEEN
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('UNINITIALISED')\n"
     "end\n"
@@ -167,6 +187,7 @@ static const char  pg_store_write_lua[] =
     "local entry = string.format('%d %s %s', rev, ARGV[8], ARGV[1])\n"
     "pg_log(KEYS[6], entry, ARGV[16])\n"
     "redis.call('PUBLISH', ARGV[4], entry)\n"
+    PG_STORE_LUA_WRITE_ID_SET
     "return rev\n";
 
 /*
@@ -1429,10 +1450,12 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     char          channel[PG_STORE_KEY_MAX], envs[PG_STORE_KEY_MAX];
     char          log[PG_STORE_KEY_MAX], log_max[16];
     char          cap[16], ts[32], flags_max[16], rev_max[32];
-    char          envs_max[16], legacy[32];
+    char          envs_max[16], legacy[32], wkey[PG_STORE_KEY_MAX];
+    char          id[PG_STORE_EPOCH_LEN + 1], ttl[32], why[300];
+    char          io_why[300];
     int           i;
-    size_t        argvlen[25], count;
-    const char   *argv[25], *verb, *by;
+    size_t        argvlen[28], count;
+    const char   *argv[28], *verb, *by;
     redisReply   *eval;
 
     pg_store_key(store, marker, PG_STORE_KEY_MARKER, NULL);
@@ -1447,44 +1470,81 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
     snprintf(flags_max, sizeof(flags_max), "%d", PG_FLAGS_MAX);
     snprintf(envs_max, sizeof(envs_max), "%d", PG_ENVS_MAX);
     snprintf(rev_max, sizeof(rev_max), "%lld", (long long) PG_REVISION_MAX);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long) PG_STORE_WRITE_TTL_MS);
     pg_store_now(ts, sizeof(ts));
+
+    /* a write that may be resent (store->reconnect) has an id of its own,
+     * the same in each resend: the script applies it once */
+    id[0] = '\0';
+
+    if (store->reconnect) {
+        pg_store_new_epoch(id);
+    }
+
+    pg_store_key(store, wkey, PG_STORE_KEY_WRITE, NULL);
+    snprintf(wkey + strlen(wkey), sizeof(wkey) - strlen(wkey), "%s", id);
 
     argv[0] = "EVAL";
     argv[1] = pg_store_write_lua;
-    argv[2] = "6";
+    argv[2] = "7";
     argv[3] = marker;
     argv[4] = flags;
     argv[5] = rev_key;
     argv[6] = audit;
     argv[7] = envs;
     argv[8] = log;
-    argv[9] = flag;
-    argv[10] = cur;
-    argv[11] = text;
-    argv[12] = channel;
-    argv[13] = cap;
-    argv[14] = ts;
-    argv[15] = actor;
-    argv[16] = env;
-    argv[17] = action;
-    argv[18] = reason ? reason : "";
-    argv[19] = flags_max;
-    argv[20] = rev_max;
-    argv[21] = requires ? requires : "";
-    argv[22] = envs_max;
-    argv[23] = "";
-    argv[24] = log_max;
+    argv[9] = wkey;
+    argv[10] = flag;
+    argv[11] = cur;
+    argv[12] = text;
+    argv[13] = channel;
+    argv[14] = cap;
+    argv[15] = ts;
+    argv[16] = actor;
+    argv[17] = env;
+    argv[18] = action;
+    argv[19] = reason ? reason : "";
+    argv[20] = flags_max;
+    argv[21] = rev_max;
+    argv[22] = requires ? requires : "";
+    argv[23] = envs_max;
+    argv[24] = "";
+    argv[25] = log_max;
+    argv[26] = id;
+    argv[27] = ttl;
+
+    store->applied = 0;
 
     for ( ;; ) {
-        for (i = 0; i < 25; i++) {
+        for (i = 0; i < 28; i++) {
             argvlen[i] = strlen(argv[i]);
         }
 
-        argvlen[10] = cur_len;
+        argvlen[11] = cur_len;
 
-        eval = redisCommandArgv(store->redis, 25, argv, argvlen);
+        eval = redisCommandArgv(store->redis, 28, argv, argvlen);
 
-        if (eval == NULL || argv[23][0] != '\0'
+        /* the master went away mid-write: resend where it is now */
+        if (store->reconnect && (eval == NULL || pg_redis_readonly(eval))) {
+            if (eval == NULL) {
+                snprintf(why, sizeof(why), "%s",
+                         pg_redis_strerror(store->redis, io_why,
+                                           sizeof(io_why)));
+            } else {
+                snprintf(why, sizeof(why), "%.200s", eval->str);
+                freeReplyObject(eval);
+            }
+
+            if (store->reconnect(store, why, store->reconnect_data)
+                != PG_OK)
+            {
+                return PG_ERR;
+            }
+
+            continue;
+        }
+
+        if (eval == NULL || argv[24][0] != '\0'
             || !pg_store_script_error(eval, "ENVCOUNT"))
         {
             break;
@@ -1498,11 +1558,23 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
         }
 
         snprintf(legacy, sizeof(legacy), "%zu", count);
-        argv[23] = legacy;
+        argv[24] = legacy;
     }
 
     if (eval == NULL) {
         return pg_store_lost(store);
+    }
+
+    /* a resend of a write that was applied before its reply was lost */
+    if (eval->type == REDIS_REPLY_ARRAY && eval->elements == 2
+        && eval->element[0]->type == REDIS_REPLY_STRING
+        && strcmp(eval->element[0]->str, "APPLIED") == 0
+        && eval->element[1]->type == REDIS_REPLY_STRING)
+    {
+        *revision = strtoll(eval->element[1]->str, NULL, 10);
+        store->applied = 1;
+        freeReplyObject(eval);
+        return PG_OK;
     }
 
     if (eval->type == REDIS_REPLY_INTEGER) {
@@ -1564,6 +1636,28 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
 }
 
 
+/*
+ * A write's read failed: when the connection dropped and the store may
+ * reconnect (store->reconnect), do, and return PG_OK to read again;
+ * otherwise PG_ERR with the read's error.
+ */
+static int
+pg_store_resume(pg_store_t *store)
+{
+    pg_error_t  why;
+
+    if (store->reconnect == NULL || store->redis == NULL
+        || store->redis->err == 0)
+    {
+        return PG_ERR;
+    }
+
+    memcpy(&why, &store->err, sizeof(pg_error_t));
+
+    return store->reconnect(store, why.text, store->reconnect_data);
+}
+
+
 /* The flag that after newly requires (not before): what the script
  * checks exists and makes no cycle. NULL when there is none. */
 static const char *
@@ -1611,7 +1705,13 @@ pg_store_write(pg_store_t *store, const char *env, const char *flag,
 
         reply = pg_store_command(store, 3, argv);
         if (reply == NULL) {
-            return PG_ERR;
+            if (pg_store_resume(store) != PG_OK) {
+                return PG_ERR;
+            }
+
+            tries--;            /* the read is asked again, where the
+                                   master is now: no try of the write */
+            continue;
         }
 
         before = NULL;
@@ -1780,7 +1880,13 @@ pg_store_delete(pg_store_t *store, const char *env, const char *flag,
 
         reply = pg_store_command(store, 3, argv);
         if (reply == NULL) {
-            return PG_ERR;
+            if (pg_store_resume(store) != PG_OK) {
+                return PG_ERR;
+            }
+
+            tries--;            /* the read is asked again, where the
+                                   master is now: no try of the write */
+            continue;
         }
 
         if (reply->type != REDIS_REPLY_STRING) {

@@ -42,14 +42,30 @@
  * (pg_store_read_changes(): the whole store is read every time). */
 #define PG_STORE_EPOCH_MAX  64
 
-typedef struct {
+typedef struct pg_store_s  pg_store_t;
+
+/*
+ * Called when a write script got no reply (the connection dropped) or a
+ * READONLY one (the master went away: the server is a replica now), with
+ * why: reconnect (store->redis replaced) and return PG_OK to send the same
+ * script again, with the same write id (P write:ID: it is applied once),
+ * or PG_ERR with store->err set to give up.
+ */
+typedef int (*pg_store_reconnect_pt)(pg_store_t *store, const char *why,
+    void *data);
+
+struct pg_store_s {
     redisContext  *redis;                       /* borrowed */
     char           prefix[PG_STORE_PREFIX_MAX + 1];
     char           where[300];                  /* for messages: the URL */
     int            code;                        /* PG_STORE_E* after ERR */
     pg_error_t     err;
     char           env[PG_NAME_MAX + 1];        /* PG_STORE_ENOENV: which */
-} pg_store_t;
+    pg_store_reconnect_pt  reconnect;           /* NULL: no retry */
+    void                  *reconnect_data;
+    int            applied;     /* the last write was found applied by
+                                   its resend (P write:ID), not made by it */
+};
 
 /*
  * An edit of one flag: given the flag as it is (NULL when it does not

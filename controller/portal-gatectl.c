@@ -123,6 +123,7 @@ static const struct option  pg_ctl_longopts[] = {
     { "json",        no_argument,       NULL, 'j' },
     { "edge",        required_argument, NULL, 'E' },
     { "wait",        optional_argument, NULL, 'W' },
+    { "replicas",    required_argument, NULL, 'Y' },
     { "from-edge",   required_argument, NULL, 'F' },
     { "direct",      no_argument,       NULL, 'X' },
     { "version",     no_argument,       NULL, 'V' },
@@ -224,6 +225,10 @@ pg_ctl_usage(FILE *out)
         "                       %s when it exists)\n"
         "      --wait[=SECONDS] after a change, wait until every edge has\n"
         "                       it (default %d s); exit 1 if one does not\n"
+        "      --replicas NUM[,TIME]  a write waits until NUM replicas of\n"
+        "                       the master have it, at most TIME (default\n"
+        "                       -c's redis_replicas, else 1,1s; 0: no wait);\n"
+        "                       exit 1 if fewer did (the change is made)\n"
         "      --direct         kill and release: the edges' APIs straight\n"
         "      --json           print JSON instead of text\n"
         "  -V, --version        the version\n"
@@ -911,6 +916,8 @@ pg_ctl_main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     memset(&store, 0, sizeof(store));
     o.wait = -1;
+    o.replicas = 1;
+    o.replicas_ms = PG_CONF_REPLICAS_MS;
 
     o.redis_url = getenv("PORTAL_GATE_REDIS");
     o.prefix = getenv("PORTAL_GATE_PREFIX");
@@ -981,6 +988,12 @@ pg_ctl_main(int argc, char **argv)
                                         "\"%s\": expected seconds, above 0 "
                                         "and at most 3600", optarg);
                 }
+            }
+            break;
+
+        case 'Y':
+            if (pg_ctl_ha_option(&o, optarg) != PG_CTL_OK) {
+                return PG_CTL_USAGE;
             }
             break;
 
@@ -1090,6 +1103,11 @@ pg_ctl_main(int argc, char **argv)
 
         if (o.prefix == NULL) {
             o.prefix = conf.prefix;
+        }
+
+        if (!o.replicas_given) {
+            o.replicas = conf.redis_replicas;
+            o.replicas_ms = conf.redis_replicas_ms;
         }
     }
 
@@ -1234,11 +1252,20 @@ pg_ctl_main(int argc, char **argv)
         goto done;
     }
 
-    if (pg_ctl_connect(&store, &o, PG_CTL_TIMEOUT_MS, &err) != PG_OK) {
+    /* a write follows a failover that is under way (pg_ctl_ha.c) */
+    if ((writes ? pg_ctl_ha_connect(&store, &o, &err)
+                : pg_ctl_connect(&store, &o, PG_CTL_TIMEOUT_MS, &err))
+        != PG_OK)
+    {
         rc = pg_ctl_error(PG_CTL_FAILED, "%s", err.text);
         pg_ctl_hint_direct(&store, &o, cmd->name,
                            nargs > 0 ? argv[optind + 1] : "");
         goto done;
+    }
+
+    /* a write whose master goes away is resent where it is now */
+    if (writes) {
+        pg_ctl_ha_setup(&store, &o);
     }
 
     /* a write to an uninitialised store is refused before anything */

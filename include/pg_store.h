@@ -121,6 +121,16 @@
  *                       name renews it when the value changes. Neither
  *                       message is a revision: flags are not read again
  *                       for them.
+ *   P "write:" ID       string, the revision a portal-gatectl write got,
+ *                       set by the write script with it, expiring after
+ *                       PG_STORE_WRITE_TTL_MS; ID is the write's own (32
+ *                       hex digits, random). A write resent after its
+ *                       connection dropped or its master went away (the
+ *                       reply lost: applied or not) carries the same ID:
+ *                       the script finds the key and answers "APPLIED"
+ *                       with that revision instead of writing twice
+ *                       (controller/pg_ctl_ha.c). The key is replicated
+ *                       with the write, so the promoted replica has it.
  *
  * Audit actions: init, create, on, off, kill, rollout, allow, deny, and
  * revision (portal-gated raised the revision above an edge's after a
@@ -154,6 +164,10 @@
 #define PG_STORE_KEY_CHALLENGES  "acme:challenges"
 #define PG_STORE_KEY_CERTS       "certs"
 #define PG_STORE_KEY_CERT_RENEW  "cert:renew"
+#define PG_STORE_KEY_WRITE       "write:"
+/* longer than portal-gatectl retries a write (its --wait limit, at most
+ * an hour) */
+#define PG_STORE_WRITE_TTL_MS    (2 * 3600 * 1000)
 /* messages on the change channel that are not a revision */
 #define PG_STORE_MSG_CHALLENGES  "acme-challenges"
 #define PG_STORE_MSG_CERT_RENEW  "cert-renew"

@@ -47,7 +47,7 @@ subtest 'a bad option or usage is one line and a pointer to -h, exit 2' => sub {
     for my $case (
         [['--frobnicate', 'list'], qq{unknown option "--frobnicate"}],
         [['-q', 'list'], 'unknown option -q'],
-        [['--re', 'x', 'list'], 'ambiguous option "--re": --redis, --reason, --requires'],
+        [['--re', 'x', 'list'], 'ambiguous option "--re": --redis, --reason, --requires, --replicas'],
         [['list', '--reason'], 'option --reason needs a value'],
         [['list', '-e'], 'option -e needs a value'],
         [['--json=yes', 'list'], 'option --json takes no value'],

@@ -1174,6 +1174,75 @@ test_certificates(void)
 }
 
 
+/* redis_replicas NUM [TIMEOUT]: portal-gatectl's WAIT after a write. */
+static void
+test_redis_replicas(void)
+{
+    pg_conf_t  conf;
+
+    pg_conf_defaults(&conf);
+    t_ok(conf.redis_replicas == 1 && conf.redis_replicas_ms == 1000,
+         "redis_replicas: 1 replica within 1s by default");
+
+    if (t_loads("redis_replicas 2 500ms;\n", &conf,
+                "redis_replicas 2 500ms loads"))
+    {
+        t_ok(conf.redis_replicas == 2 && conf.redis_replicas_ms == 500,
+             "redis_replicas 2 500ms: 2 replicas, 500 ms");
+    }
+
+    if (t_loads("redis_replicas 1 1m30s;\n", &conf,
+                "redis_replicas takes nginx's times"))
+    {
+        t_ok(conf.redis_replicas_ms == 90000, "redis_replicas 1 1m30s: 90 s");
+    }
+
+    if (t_loads("redis_replicas 3;\n", &conf,
+                "redis_replicas NUM alone loads"))
+    {
+        t_ok(conf.redis_replicas == 3 && conf.redis_replicas_ms == 1000,
+             "redis_replicas 3: the timeout stays 1s");
+    }
+
+    if (t_loads("redis_replicas 0;\n", &conf, "redis_replicas 0 loads")) {
+        t_ok(conf.redis_replicas == 0, "redis_replicas 0: no WAIT");
+    }
+
+    t_refused("\nredis_replicas two 1s;\n", 2,
+              "invalid value \"two\" in \"redis_replicas\": expected a "
+              "number of replicas from 0 to 100",
+              "redis_replicas: a word for the number");
+    t_refused("redis_replicas -1 1s;\n", 1,
+              "invalid value \"-1\" in \"redis_replicas\": expected a "
+              "number of replicas from 0 to 100",
+              "redis_replicas: a negative number");
+    t_refused("redis_replicas 101;\n", 1,
+              "invalid value \"101\" in \"redis_replicas\": expected a "
+              "number of replicas from 0 to 100",
+              "redis_replicas: more than 100");
+    t_refused("redis_replicas 1 1x;\n", 1,
+              "invalid value \"1x\" in \"redis_replicas\": expected a "
+              "time such as 500ms or 2s",
+              "redis_replicas: a bad time");
+    t_refused("redis_replicas 1 0s;\n", 1,
+              "invalid value \"0s\" in \"redis_replicas\": from 1ms to 1h",
+              "redis_replicas: 0s would wait forever (WAIT's 0)");
+    t_refused("redis_replicas 1 2h;\n", 1,
+              "invalid value \"2h\" in \"redis_replicas\": from 1ms to 1h",
+              "redis_replicas: more than an hour");
+    t_refused("redis_replicas 0 1s;\n", 1,
+              "invalid value \"1s\" in \"redis_replicas\": 0 replicas wait "
+              "for nothing: give no timeout",
+              "redis_replicas: a timeout with 0");
+    t_refused("redis_replicas 1 1s 1s;\n", 1,
+              "too many values in \"redis_replicas\": at most 2",
+              "redis_replicas: three values");
+    t_refused("redis_replicas 1;\nredis_replicas 2;\n", 2,
+              "\"redis_replicas\" directive is duplicate",
+              "redis_replicas: twice");
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -1196,6 +1265,7 @@ main(int argc, char **argv)
     test_limits();
     test_require_reason();
     test_certificates();
+    test_redis_replicas();
 
     rmdir(t_dir);
 

@@ -250,4 +250,76 @@ END {
     }
 }
 
+# --- for t/115 (WAIT, and a write across a failover) ---------------------
+#
+#   $hs->signal_server($port, 'STOP');    # the server on $port (or CONT)
+#   my $h = $hs->ctl_start(@args);        # portal-gatectl in the background
+#   $hs->ctl_start_url($url, @args);      # ... with another URL
+#   $hs->ctl_running($h);                 # 1 while it runs
+#   my $r = $hs->ctl_finish($h, $limit);  # {exit, out, err}; dies past it
+
+# a server left stopped (a test died while it was held) would never take
+# the TERM of the END above, which waits for it: let it go on first (END
+# blocks run last-defined first)
+my %STOPPED;
+END { kill 'CONT', keys %STOPPED if $$ == $OWNER && %STOPPED }
+
+sub signal_server {
+    my ($self, $port, $sig) = @_;
+    my $name = $port == $self->{mport} ? 'master' : 'replica';
+    my $pid = $self->{pids}{$name} or die "no server on port $port\n";
+    $STOPPED{$pid} = 1 if $sig eq 'STOP';
+    kill $sig, $pid;
+}
+
+
+sub ctl_start {
+    my ($self, @args) = @_;
+    return $self->ctl_start_url($self->url, @args);
+}
+
+# the same with PORTAL_GATE_REDIS = $url
+sub ctl_start_url {
+    my ($self, $url, @args) = @_;
+    my $n = ++$self->{bg};
+    my $h = { out => "$self->{dir}/ctl$n.out", err => "$self->{dir}/ctl$n.err" };
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $ENV{PORTAL_GATE_REDIS} = $url;
+        $ENV{USER} = 'tester';
+        $ENV{SUDO_USER} = '';
+        $ENV{PORTAL_GATE_CONF} = '';
+        delete $ENV{PORTAL_GATE_PREFIX};
+        delete $ENV{PORTAL_GATE_ENV};
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $h->{out};
+        open STDERR, '>', $h->{err};
+        exec $PortalGate::Redis::CTL, @args or exit 127;
+    }
+    $h->{pid} = $pid;
+    $LIVE{$pid} = 1;
+    return $h;
+}
+
+sub ctl_running {
+    my ($self, $h) = @_;
+    return 0 if exists $h->{status};
+    require POSIX;
+    my $w = waitpid $h->{pid}, POSIX::WNOHANG();
+    return 1 if $w == 0;
+    $h->{status} = $?;
+    delete $LIVE{$h->{pid}};
+    return 0;
+}
+
+sub ctl_finish {
+    my ($self, $h, $limit) = @_;
+    $self->_until(sub { !$self->ctl_running($h) }, $limit // 30,
+                  'portal-gatectl ends');
+    my $slurp = sub { open my $f, '<', $_[0] or return '';
+                      local $/; my $t = <$f>; $t // '' };
+    return { exit => $h->{status} >> 8, out => $slurp->($h->{out}),
+             err => $slurp->($h->{err}) };
+}
+
 1;
