@@ -12,7 +12,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::INET;
 use Test::More;
+use Time::HiRes qw(time);
 use PortalGate::Gated qw(clean_exit wait_until two_edges);
 use PortalGate::Redis qw(exits);
 use PortalGate::Sentinel;
@@ -77,6 +79,47 @@ subtest 'a master name the sentinels do not know' => sub {
                           @sp;
     like($r->{err}, qr/redis-sentinel master "nosuch" not found: \Q$want\E/,
          'one line names each sentinel and its answer');
+};
+
+# a "sentinel" that accepts (the kernel does, into the backlog) and never
+# answers: what a hung sentinel looks like to a client
+sub hung_sentinel {
+    return IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1',
+                                 LocalPort => 0, Proto => 'tcp')
+        // die "listen: $!";
+}
+
+subtest 'hung sentinels before a good one: one budget for the discovery'
+    => sub {
+    my @hung = map { hung_sentinel() } 1 .. 3;
+    my $url = 'redis-sentinel://'
+              . join(',', (map { '127.0.0.1:' . $_->sockport } @hung),
+                          "127.0.0.1:$sp[0]")
+              . '#mymaster';
+    my $t0 = time;
+    my $r = $hs->ctl_url($url, 'list');
+    my $took = time - $t0;
+    exits($r, 0, 'list finds the master through the fourth sentinel');
+    like($r->{out}, qr/customer_portal/, 'and reads the store');
+    # a loose bound: each hung sentinel cost the CLI its whole timeout
+    # (5 s) before, 15 s for three
+    cmp_ok($took, '<', 10 * $PortalGate::Gated::SLOW,
+           'three hung sentinels do not cost their timeout each');
+};
+
+subtest 'a hung sentinel and none good: the error names it' => sub {
+    my $hung = hung_sentinel();
+    my $h = $hung->sockport;
+    my $dead = PortalGate::Redis::_free_port();
+    my $r = $hs->ctl_url("redis-sentinel://127.0.0.1:$h,127.0.0.1:$dead"
+                         . '#mymaster', 'list');
+    exits($r, 1, 'list');
+    my $want = qr/redis-sentinel master "mymaster" not found: /
+               . qr/127\.0\.0\.1:$h: timed out: no answer within \d+ ms; /
+               . qr/127\.0\.0\.1:$dead: Connection refused/;
+    like($r->{err}, qr/$want/,
+         'the hung one timed out, the other refused, in one line')
+        or diag($r->{err});
 };
 
 subtest 'a sentinel URL without a master name is refused' => sub {
