@@ -1028,8 +1028,13 @@ pg_redis_strerror(const redisContext *c, char *buf, size_t size)
 
 
 int
-pg_redis_readonly(const redisReply *r)
+pg_redis_master_moved(const redisReply *r)
 {
-    return r != NULL && r->type == REDIS_REPLY_ERROR && r->str != NULL
-           && strncmp(r->str, "READONLY", 8) == 0;
+    if (r == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL) {
+        return 0;
+    }
+
+    /* a script's error quotes the command's with its '-' (Redis 6) */
+    return strncmp(r->str, "READONLY ", 9) == 0
+           || strstr(r->str, "-READONLY ") != NULL;
 }

@@ -92,11 +92,13 @@ const char *pg_redis_strerror(const redisContext *c, char *buf,
     size_t size);
 
 /*
- * Is r Redis's READONLY error: a write answered by a replica? Under
- * Sentinel it means the master moved (a failover demoted the server this
- * connection holds): the caller treats it as a lost connection, whose
- * reconnect asks the sentinels again. 1 or 0; r may be NULL.
+ * Does reply r say the master moved: a write answered by a replica?
+ * Under Sentinel a failover demoted the server this connection holds: the
+ * caller treats it as a lost connection, whose reconnect asks the
+ * sentinels again. Redis answers READONLY; Redis 6 wraps it in a script's
+ * error ("ERR Error running script ...: -READONLY You can't write ...")
+ * when EVAL's script wrote. 1 or 0; r may be NULL.
  */
-int pg_redis_readonly(const redisReply *r);
+int pg_redis_master_moved(const redisReply *r);
 
 #endif /* PG_REDIS_H */

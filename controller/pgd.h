@@ -441,6 +441,7 @@ void pgd_redis_connect(pgd_t *d);
 void pgd_redis_close(pgd_t *d);
 void pgd_redis_down(pgd_t *d, const char *why);
 void pgd_redis_store_failed(pgd_t *d);
+int pgd_redis_moved(pgd_t *d, const redisReply *r);
 int pgd_redis_read(pgd_t *d);
 int pgd_redis_pending(pgd_t *d, double wait_ms);
 

@@ -1229,6 +1229,46 @@ test_timed_out(const t_server_t *plain)
 }
 
 
+/* Which replies say the master moved: READONLY, and Redis 6's wrapped in
+ * a script's error; no other error, and no status or string that reads so */
+static void
+test_master_moved(void)
+{
+    size_t       i;
+    redisReply   r;
+
+    static const struct {
+        int          type;
+        const char  *str;
+        int          moved;
+    } cases[] = {
+        { REDIS_REPLY_ERROR, "READONLY You can't write against a read only "
+          "replica.", 1 },
+        { REDIS_REPLY_ERROR, "ERR Error running script (call to f_0123): "
+          "@user_script:3: @user_script: 3: -READONLY You can't write "
+          "against a read only replica.", 1 },
+        { REDIS_REPLY_ERROR, "ERR unknown command 'READONLYX'", 0 },
+        { REDIS_REPLY_ERROR, "NOPERM this user has no permissions", 0 },
+        { REDIS_REPLY_STATUS, "READONLY You can't write", 0 },
+        { REDIS_REPLY_STRING, "-READONLY You can't write", 0 },
+    };
+
+    t_ok(!pg_redis_master_moved(NULL), "no reply: the master did not move");
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        r.type = cases[i].type;
+        r.str = (char *) cases[i].str;
+        r.len = strlen(cases[i].str);
+
+        t_ok(pg_redis_master_moved(&r) == cases[i].moved,
+             "the master %s: type %d \"%.40s...\"",
+             cases[i].moved ? "moved" : "did not move", cases[i].type,
+             cases[i].str);
+    }
+}
+
+
 int
 main(void)
 {
@@ -1241,6 +1281,7 @@ main(void)
     test_masked();
     test_format();
     test_sentinel_url();
+    test_master_moved();
 
     tmp = getenv("TMPDIR");
 
