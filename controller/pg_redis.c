@@ -874,8 +874,21 @@ pg_redis_command(redisContext *c, const char *shown, const char *what,
 redisContext *
 pg_redis_connect(const pg_redis_url_t *u, int timeout_ms, pg_error_t *err)
 {
+    return pg_redis_connect_found(u, timeout_ms, NULL, 0, err);
+}
+
+
+redisContext *
+pg_redis_connect_found(const pg_redis_url_t *u, int timeout_ms,
+    char *found, size_t found_size, pg_error_t *err)
+{
+    if (found != NULL && found_size > 0) {
+        found[0] = '\0';
+    }
+
     if (u->sentinel) {
-        return pg_redis_sentinel_connect(u, timeout_ms, err);
+        return pg_redis_sentinel_connect(u, timeout_ms, found, found_size,
+                                         err);
     }
 
     return pg_redis_connect_direct(u, timeout_ms, err);

@@ -66,13 +66,23 @@ void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
  *
  * A sentinel URL: each sentinel in turn is asked (no AUTH: the password is
  * the master's) SENTINEL get-master-addr-by-name, the answer is connected
- * to as above, and ROLE must say "master" (a sentinel may not have seen a
- * failover yet); any failure tries the next sentinel. When all fail, err
+ * to as above, and ROLE (HELLO 2 when an ACL refuses ROLE) must say
+ * "master" (a sentinel may not have seen a failover yet); any failure
+ * tries the next sentinel. When all fail, err
  * says each one's reason: `redis-sentinel master "m" not found: h1:26379:
- * Connection refused; h2:26379: no master named "m"`.
+ * Connection refused; h2:26379: no master named "m"`. timeout_ms bounds
+ * the whole discovery, all sentinels together.
  */
 redisContext *pg_redis_connect(const pg_redis_url_t *u, int timeout_ms,
     pg_error_t *err);
+
+/*
+ * pg_redis_connect(), and for a sentinel URL where the master was found,
+ * for a log line: found gets "HOST:PORT (sentinel HOST:PORT)" ("" for
+ * another URL). found may be NULL.
+ */
+redisContext *pg_redis_connect_found(const pg_redis_url_t *u,
+    int timeout_ms, char *found, size_t found_size, pg_error_t *err);
 
 /*
  * Did the last command on c fail because Redis did not answer within the

@@ -17,8 +17,9 @@
 redisContext *pg_redis_connect_direct(const pg_redis_url_t *u,
     int timeout_ms, pg_error_t *err);
 
-/* pg_redis_connect() for a redis-sentinel:// URL: pg_redis_sentinel.c. */
+/* pg_redis_connect_found() for a redis-sentinel:// URL:
+ * pg_redis_sentinel.c. */
 redisContext *pg_redis_sentinel_connect(const pg_redis_url_t *u,
-    int timeout_ms, pg_error_t *err);
+    int timeout_ms, char *found, size_t found_size, pg_error_t *err);
 
 #endif /* PG_REDIS_PRIVATE_H */

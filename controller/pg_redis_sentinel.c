@@ -2,8 +2,8 @@
  * pg_redis_sentinel.c: pg_redis_connect() for a redis-sentinel:// URL.
  * The sentinels are asked in turn (no AUTH: the URL's password is the
  * master's) SENTINEL get-master-addr-by-name; the answer is connected to
- * as a redis:// URL with the URL's user, password and db, and ROLE must
- * say "master" (a sentinel may not have seen a failover yet). Any failure
+ * as a redis:// URL with the URL's user, password and db, and must say it
+ * is a master (a sentinel may not have seen a failover yet). Any failure
  * tries the next sentinel; when all fail, the error says each one's reason.
  * The whole discovery has one deadline: pg_redis_sentinel_connect().
  */
@@ -17,11 +17,23 @@
 #include "pg_redis_private.h"   /* the API this file implements */
 
 
+/* One discovery: its deadline, and the masters that failed in it. */
+typedef struct {
+    long             deadline;   /* monotonic ms; 0: no limit */
+    int              nfailed;
+    pg_redis_addr_t  failed[PG_REDIS_SENTINELS_MAX];
+} pg_redis_round_t;
+
+
 static long pg_redis_now_ms(void);
 static int pg_redis_left_ms(long deadline);
+static void pg_redis_hostport(const char *host, int port, char *buf,
+    size_t size);
 static redisContext *pg_redis_connect_master(const pg_redis_url_t *u,
-    long deadline, int i, char *why, size_t size);
-static int pg_redis_is_master(redisContext *c, char *why, size_t size);
+    pg_redis_round_t *round, long deadline, int i, char *why, size_t size);
+static int pg_redis_is_master(redisContext *c, const char *at, char *why,
+    size_t size);
+static const char *pg_redis_role(redisReply *r, int hello);
 
 
 /*
@@ -29,27 +41,31 @@ static int pg_redis_is_master(redisContext *c, char *why, size_t size);
  * together, so that hung ones (a sentinel that accepts and never answers)
  * cost the caller timeout_ms in all, not timeout_ms each: the daemon's
  * loop and its /healthz wait on this. Each sentinel's try (its question,
- * then its master's connect and ROLE) gets an equal share of what is
+ * then its master's connect and role) gets an equal share of what is
  * left, so a hung first sentinel leaves time for the next; a try that
  * ends early leaves its rest to the others.
  */
 redisContext *
 pg_redis_sentinel_connect(const pg_redis_url_t *u, int timeout_ms,
-    pg_error_t *err)
+    char *found, size_t found_size, pg_error_t *err)
 {
-    int            i, left;
-    long           deadline, share;
-    char           why[160];
-    size_t         n;
-    redisContext  *c;
+    int                i, left, room;
+    long               share;
+    char               why[PG_ERROR_LEN], at[128];
+    size_t             n;
+    redisContext      *c;
+    pg_redis_round_t   round;
 
     snprintf(err->text, sizeof(err->text), "redis-sentinel master \"%s\" "
              "not found:", u->master);
 
-    deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
+    memset(&round, 0, sizeof(round));
+    round.deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
 
     for (i = 0; i < u->nsentinels; i++) {
-        left = pg_redis_left_ms(deadline);
+        left = pg_redis_left_ms(round.deadline);
+        pg_redis_hostport(u->sentinels[i].host, u->sentinels[i].port, at,
+                          sizeof(at));
         c = NULL;
 
         if (left < 0) {
@@ -58,21 +74,32 @@ pg_redis_sentinel_connect(const pg_redis_url_t *u, int timeout_ms,
 
         } else {
             share = left / (u->nsentinels - i);
-            c = pg_redis_connect_master(u, deadline == 0 ? 0
+            c = pg_redis_connect_master(u, &round, round.deadline == 0 ? 0
                                         : pg_redis_now_ms()
                                           + (share > 0 ? share : 1),
                                         i, why, sizeof(why));
         }
 
         if (c != NULL) {
+            if (found != NULL && found_size > 0) {
+                /* "HOST:PORT (sentinel HOST:PORT)" */
+                snprintf(found, found_size, "%s (sentinel %s)", why, at);
+            }
+
             return c;
         }
 
-        /* every sentinel's reason, in one line */
+        /*
+         * every sentinel's reason, in one line: each gets an equal share
+         * of the room left, so the last ones are not cut off by the first
+         */
         n = strlen(err->text);
-        snprintf(err->text + n, sizeof(err->text) - n, "%s %s:%d: %s",
-                 i ? ";" : "", u->sentinels[i].host, u->sentinels[i].port,
-                 why);
+        room = (int) (sizeof(err->text) - n - 1) / (u->nsentinels - i)
+               - (int) strlen(at) - 4;
+
+        snprintf(err->text + n, sizeof(err->text) - n, "%s %s: %.*s%s",
+                 i ? ";" : "", at, room > 3 ? room - 3 : 0, why,
+                 (int) strlen(why) > room && room > 3 ? "..." : "");
     }
 
     return NULL;
@@ -107,19 +134,34 @@ pg_redis_left_ms(long deadline)
 }
 
 
+/* "host:port", or "[v6]:port": an IPv6 address's colons are its own. */
+static void
+pg_redis_hostport(const char *host, int port, char *buf, size_t size)
+{
+    int  v6;
+
+    v6 = (strchr(host, ':') != NULL);
+
+    snprintf(buf, size, "%s%.100s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+             port);
+}
+
+
 /*
  * Ask sentinel i where u->master is, connect to it as to a redis:// URL
  * with u's user, password and db, and check that it is a master, all
- * before deadline (0: no limit). NULL and why (the reason alone: the
- * caller names the sentinel) on any failure.
+ * before deadline (0: no limit). A master that failed already in this
+ * round (another sentinel named it) is not tried again. NULL and why (the
+ * reason alone: the caller names the sentinel) on any failure; the
+ * context and the master's "host:port" in why on success.
  */
 static redisContext *
-pg_redis_connect_master(const pg_redis_url_t *u, long deadline, int i,
-    char *why, size_t size)
+pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
+    long deadline, int i, char *why, size_t size)
 {
-    int                     timeout_ms;
+    int                     timeout_ms, k;
     long                    port;
-    char                    text[128], *end;
+    char                    text[128], at[128], *end;
     pg_error_t              err;
     redisReply             *r;
     redisContext           *s, *c;
@@ -183,28 +225,53 @@ pg_redis_connect_master(const pg_redis_url_t *u, long deadline, int i,
         if (*end != '\0' || port < 1 || port > 65535) {
             snprintf(why, size, "bad master port \"%.16s\"",
                      r->element[1]->str);
+            goto done;
+        }
 
-        } else {
-            m.port = (int) port;
-            timeout_ms = pg_redis_left_ms(deadline);
-            c = NULL;
+        m.port = (int) port;
+        pg_redis_hostport(m.host, m.port, at, sizeof(at));
 
-            if (timeout_ms < 0) {
-                snprintf(why, size, "no time left to connect to the master "
-                         "at %.64s:%d", m.host, m.port);
-
-            } else if ((c = pg_redis_connect_direct(&m, timeout_ms, &err))
-                       == NULL)
+        for (k = 0; k < round->nfailed; k++) {
+            if (round->failed[k].port == m.port
+                && strcmp(round->failed[k].host, m.host) == 0)
             {
-                /* names the master: redis://:***@host:port/db: reason */
-                snprintf(why, size, "%.*s", (int) size - 1, err.text);
-
-            } else if (!pg_redis_is_master(c, why, size)) {
-                redisFree(c);
-                c = NULL;
+                snprintf(why, size, "master %s: failed already, above",
+                         at);
+                goto done;
             }
         }
+
+        timeout_ms = pg_redis_left_ms(deadline);
+
+        if (timeout_ms < 0) {
+            snprintf(why, size, "no time left to connect to the master "
+                     "at %s", at);
+            goto done;
+        }
+
+        c = pg_redis_connect_direct(&m, timeout_ms, &err);
+
+        if (c == NULL) {
+            /* names the master: redis://:***@host:port/db: reason */
+            snprintf(why, size, "%s", err.text);
+
+        } else if (!pg_redis_is_master(c, at, why, size)) {
+            redisFree(c);
+            c = NULL;
+
+        } else {
+            snprintf(why, size, "%s", at);
+        }
+
+        if (c == NULL && round->nfailed < PG_REDIS_SENTINELS_MAX) {
+            round->failed[round->nfailed].port = m.port;
+            memcpy(round->failed[round->nfailed].host, m.host,
+                   sizeof(m.host));
+            round->nfailed++;
+        }
     }
+
+done:
 
     freeReplyObject(r);
     redisFree(s);
@@ -216,33 +283,50 @@ pg_redis_connect_master(const pg_redis_url_t *u, long deadline, int i,
 }
 
 
-/* Does ROLE say c is a master? 0 and why if not. */
+/*
+ * Does c (the server at "host:port" at) say it is a master? ROLE asks; an
+ * ACL user without @dangerous (ROLE's category, and INFO's) is refused it
+ * (NOPERM), and HELLO 2 (@fast @connection, Redis 6+; the protocol stays
+ * RESP2) says the role too. 0 and why if not a master, or if neither
+ * could tell.
+ */
 static int
-pg_redis_is_master(redisContext *c, char *why, size_t size)
+pg_redis_is_master(redisContext *c, const char *at, char *why, size_t size)
 {
-    int          ok;
+    int          ok, hello;
     char         text[128];
+    const char  *role, *cmd;
     redisReply  *r;
 
+    cmd = "ROLE";
+    hello = 0;
     r = redisCommand(c, "ROLE");
+
+    if (r != NULL && r->type == REDIS_REPLY_ERROR
+        && strncmp(r->str, "NOPERM", 6) == 0)
+    {
+        freeReplyObject(r);
+        cmd = "HELLO 2 (ROLE refused: NOPERM)";
+        hello = 1;
+        r = redisCommand(c, "HELLO 2");
+    }
+
     ok = 0;
+    role = pg_redis_role(r, hello);
 
     if (r == NULL) {
-        snprintf(why, size, "ROLE failed: %s",
+        snprintf(why, size, "%s failed: %s", cmd,
                  pg_redis_strerror(c, text, sizeof(text)));
 
     } else if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, size, "ROLE failed: %.*s", (int) r->len, r->str);
+        snprintf(why, size, "%s failed: %.*s", cmd, (int) r->len, r->str);
 
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0
-               || r->element[0]->type != REDIS_REPLY_STRING)
-    {
-        snprintf(why, size, "ROLE failed: unexpected reply");
+    } else if (role == NULL) {
+        snprintf(why, size, "%s failed: unexpected reply", cmd);
 
-    } else if (strcmp(r->element[0]->str, "master") != 0) {
+    } else if (strcmp(role, "master") != 0) {
         /* the sentinel has not seen a failover, or one is under way */
-        snprintf(why, size, "%s:%d is a %.16s, not the master", c->tcp.host,
-                 c->tcp.port, r->element[0]->str);
+        snprintf(why, size, "%s is a %.16s, not the master", at, role);
 
     } else {
         ok = 1;
@@ -251,4 +335,33 @@ pg_redis_is_master(redisContext *c, char *why, size_t size)
     freeReplyObject(r);
 
     return ok;
+}
+
+
+/* The role in ROLE's reply (its first element), or in HELLO 2's (the
+ * value after "role" in its flat map); NULL if none. Borrowed from r. */
+static const char *
+pg_redis_role(redisReply *r, int hello)
+{
+    size_t  i;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        return NULL;
+    }
+
+    if (!hello) {
+        return r->element[0]->type == REDIS_REPLY_STRING
+               ? r->element[0]->str : NULL;
+    }
+
+    for (i = 0; i + 1 < r->elements; i += 2) {
+        if (r->element[i]->type == REDIS_REPLY_STRING
+            && strcmp(r->element[i]->str, "role") == 0)
+        {
+            return r->element[i + 1]->type == REDIS_REPLY_STRING
+                   ? r->element[i + 1]->str : NULL;
+        }
+    }
+
+    return NULL;
 }

@@ -118,7 +118,7 @@ pgd_redis_moved(pgd_t *d, const redisReply *r)
 void
 pgd_redis_connect(pgd_t *d)
 {
-    char         text[160];
+    char         text[160], found[PG_ERROR_LEN];
     pg_error_t   err;
     redisReply  *reply;
 
@@ -126,10 +126,16 @@ pgd_redis_connect(pgd_t *d)
     snprintf(d->channel, sizeof(d->channel), "%s%s", d->conf.prefix,
              PG_STORE_CHANNEL);
 
-    d->sub = pg_redis_connect(&d->conf.redis, PGD_REDIS_TIMEOUT_MS, &err);
+    d->sub = pg_redis_connect_found(&d->conf.redis, PGD_REDIS_TIMEOUT_MS,
+                                    found, sizeof(found), &err);
     if (d->sub == NULL) {
         pgd_redis_down(d, err.text);
         return;
+    }
+
+    if (found[0] != '\0') {
+        pgd_log(d, PG_LOG_INFO, "redis: master %s is at %s",
+                d->conf.redis.master, found);
     }
 
     reply = redisCommand(d->sub, "SUBSCRIBE %s", d->channel);

@@ -62,11 +62,47 @@ subtest 'portal-gatectl writes through the sentinel URL' => sub {
     like($l->{out}, qr/customer_portal/, 'and read back through the URL');
 };
 
+subtest 'an ACL user refused ROLE (no @dangerous) still finds the master'
+    => sub {
+    my $m = $hs->master_port;
+    is($hs->cli($m, 'ACL', 'SETUSER', 'gate', 'on', '>gatepw', '+@all',
+                '-@dangerous', '~*', '&*'), 'OK', 'a user without @dangerous');
+    like($hs->cli($m, '--user', 'gate', '--pass', 'gatepw', 'ROLE'),
+         qr/NOPERM/, 'which ROLE refuses');
+    (my $url = $hs->url) =~ s{://}{://gate:gatepw\@};
+    my $r = $hs->ctl_url($url, 'list');
+    exits($r, 0, 'list as that user');
+    like($r->{out}, qr/customer_portal/, 'reads the store') or diag($r->{err});
+};
+
+subtest 'a master that fails is tried once, all sentinels named' => sub {
+    my $m = $hs->master_port;
+    # no password is set on the master: AUTH with one fails there
+    (my $url = $hs->url) =~ s{://}{://:wrongpw\@};
+    my $r = $hs->ctl_url($url, 'list');
+    exits($r, 1, 'list');
+    my $first = qr/127\.0\.0\.1:$sp[0]: redis:\/\/:\*\*\*\@127\.0\.0\.1:$m\/0: /
+                . qr/AUTH failed/;
+    like($r->{err}, qr/$first/, 'the first sentinel: the master refused')
+        or diag($r->{err});
+    for my $p (@sp[1, 2]) {
+        my $again = qr/127\.0\.0\.1:$p: master 127\.0\.0\.1:$m: failed /
+                    . qr/already, above/;
+        like($r->{err}, qr/$again/, "sentinel $p: not tried again")
+            or diag($r->{err});
+    }
+    unlike($r->{err}, qr/wrongpw/, 'the password is masked');
+};
+
 subtest 'portal-gated pushes through the sentinel URL' => sub {
     $gd->start;
     ok($gd->wait_log(qr/connected to redis redis-sentinel:\/\/.*#mymaster/, 10),
        'the daemon says it connected, through the sentinels')
         or diag($gd->log);
+    my $m = $hs->master_port;
+    ok($gd->wait_log(qr/redis: master mymaster is at 127\.0\.0\.1:$m /
+                     . qr/\(sentinel 127\.0\.0\.1:\d+\)/, 10),
+       'and where it found the master') or diag($gd->log);
     exits($hs->ctl('on', 'customer_portal'), 0, 'on');
     exits($hs->ctl('rollout', 'customer_portal', '100'), 0, 'rollout 100');
     both_answer('on', 'both edges gate customer_portal on for 1001', 10);
