@@ -51,7 +51,7 @@ CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_direct.c controller/pg_ctl_cert.c \
                controller/pg_ctl_token.c controller/pg_cert.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_files.c \
-               controller/pgd_redis.c \
+               controller/pgd_redis.c controller/pgd_sentinel.c \
                controller/pgd_store.c controller/pgd_delta.c \
                controller/pgd_compose.c \
                controller/pgd_edges.c controller/pgd_beat.c \

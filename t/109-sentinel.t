@@ -103,6 +103,9 @@ subtest 'portal-gated pushes through the sentinel URL' => sub {
     ok($gd->wait_log(qr/redis: master mymaster is at 127\.0\.0\.1:$m /
                      . qr/\(sentinel 127\.0\.0\.1:\d+\)/, 10),
        'and where it found the master') or diag($gd->log);
+    ok($gd->wait_log(qr/redis: following \+switch-master of master mymaster /
+                     . qr/on sentinel 127\.0\.0\.1:$sp[0]/, 10),
+       'it follows +switch-master on the first sentinel') or diag($gd->log);
     exits($hs->ctl('on', 'customer_portal'), 0, 'on');
     exits($hs->ctl('rollout', 'customer_portal', '100'), 0, 'rollout 100');
     both_answer('on', 'both edges gate customer_portal on for 1001', 10);
@@ -173,6 +176,7 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
     my $replica = $hs->replica_port;
     $hs->wait_until(sub { flag_in($replica, 'customer_portal') eq '1' }, 10,
                     'the replica has the flag');
+    my $mark = $gd->mark;
     my $old = $hs->kill_master;
     my $new = $hs->wait_failover($old);
     isnt($new, $old, "the sentinels promoted port $new");
@@ -189,6 +193,12 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
                 30);
     ok($gd->wait_log(qr/redis redis-sentinel:\S+ reachable again/, 10),
        'the daemon said it reached Redis again') or diag($gd->log);
+    ok($gd->wait_log(qr/redis: followed \+switch-master from sentinel /
+                     . qr/127\.0\.0\.1:$sp[0]: master mymaster moved from /
+                     . qr/127\.0\.0\.1:$old to 127\.0\.0\.1:$new, reconnecting/,
+                     10, $mark),
+       'it reconnected on the sentinel\'s +switch-master')
+        or diag($gd->log($mark));
 };
 
 subtest 'no sentinel answers: a clear error' => sub {
