@@ -201,6 +201,18 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
         or diag($gd->log($mark));
 };
 
+subtest 'the sentinel followed is lost: the daemon follows on the next'
+    => sub {
+    my $mark = $gd->mark;
+    $hs->stop_sentinel(0);
+    ok($gd->wait_log(qr/redis: sentinel 127\.0\.0\.1:$sp[0]: .*; /
+                     . qr/\+switch-master from the next one/, 10, $mark),
+       'it says it lost the first sentinel') or diag($gd->log($mark));
+    ok($gd->wait_log(qr/redis: following \+switch-master of master mymaster /
+                     . qr/on sentinel 127\.0\.0\.1:$sp[1]/, 10, $mark),
+       'and follows +switch-master on the second') or diag($gd->log($mark));
+};
+
 subtest 'no sentinel answers: a clear error' => sub {
     $hs->stop_sentinels;
     my $r = $hs->ctl('list');

@@ -16,6 +16,7 @@ package PortalGate::Sentinel;
 #   $hs->kill_master;         # SIGKILL; returns the old master's port
 #   $hs->wait_failover($old, $limit);  # until the sentinels name another
 #   $hs->revive($old);        # the killed one again, a replica now
+#   $hs->stop_sentinel($i);   # the URL's sentinel $i (0..2) alone
 #   $hs->stop_sentinels;
 #
 # Sentinels must rewrite their config file: each has its own, in the
@@ -216,6 +217,11 @@ sub revive {
             $r =~ /\n$port\n/ && $r !~ /s_down|o_down|disconnected/
         }, 30, "sentinel $sport sees port $port up, a replica");
     }
+}
+
+sub stop_sentinel {
+    my ($self, $i) = @_;
+    $self->_kill("sentinel$i", 'TERM');
 }
 
 sub stop_sentinels {
