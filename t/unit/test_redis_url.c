@@ -959,6 +959,56 @@ test_sentinel_connect(const t_server_t *plain)
 }
 
 
+/* Long reasons from many sentinels: each is cut to its share of the
+ * message, so every sentinel is still named in it */
+static void
+test_sentinel_reasons_fit(const t_server_t *plain)
+{
+    int              i, named;
+    char             url[512], at[64];
+    size_t           n;
+    const char      *p;
+    pg_error_t       err;
+    redisContext    *c;
+    pg_redis_url_t   u;
+
+    n = (size_t) snprintf(url, sizeof(url), "redis-sentinel://");
+
+    for (i = 0; i < 4; i++) {
+        n += (size_t) snprintf(url + n, sizeof(url) - n, "%s127.0.0.1:%d",
+                               i ? "," : "", plain->port);
+    }
+
+    snprintf(url + n, sizeof(url) - n, "#mymaster");
+
+    if (!t_ok(pg_redis_url_parse(url, &u, &err) == PG_OK,
+              "four sentinels, all a redis-server")) {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    c = pg_redis_connect(&u, 1000, &err);
+    t_ok(c == NULL, "no sentinel among them");
+
+    if (c != NULL) {
+        redisFree(c);
+        return;
+    }
+
+    snprintf(at, sizeof(at), "127.0.0.1:%d: ERR ", plain->port);
+
+    for (named = 0, p = err.text; (p = strstr(p, at)) != NULL; p++) {
+        named++;
+    }
+
+    if (!t_ok(named == 4, "each of the four named with its reason, though "
+              "the reasons do not fit whole (%d named)", named))
+    {
+        t_diag("%s", err.text);
+    }
+}
+
+
 static void
 test_connect_db(const t_server_t *plain)
 {
@@ -1308,6 +1358,7 @@ main(void)
         if (ok) {
             test_connect(&plain, &secret);
             test_sentinel_connect(&plain);
+            test_sentinel_reasons_fit(&plain);
         }
 
         t_server_stop(&plain);
