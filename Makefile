@@ -39,9 +39,11 @@ CORE_LIBS   := -ljansson -lm -lcrypto
 # portal-gatectl and portal-gated: the core plus the controller's sources.
 # make test runs builds under ASan and UBSan (build/asan/); make builds
 # optimised ones.
+# a Redis URL and a connection to it; a sentinel URL's discovery apart
+REDIS_SRCS  := controller/pg_redis.c controller/pg_redis_sentinel.c
 LIB_SRCS    := controller/pg_ctl_store.c controller/pg_ctl_store_envs.c \
                controller/pg_ctl_store_log.c controller/pg_ctl_store_digest.c \
-               controller/pg_redis.c controller/pg_edge.c \
+               $(REDIS_SRCS) controller/pg_edge.c \
                controller/pg_curl.c controller/pg_conf.c \
                controller/pg_conf_cert.c
 CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
@@ -50,7 +52,7 @@ CTL_SRCS    := controller/portal-gatectl.c controller/pg_ctl_change.c \
                controller/pg_ctl_token.c controller/pg_ctl_ha.c \
                controller/pg_cert.c $(LIB_SRCS)
 GATED_SRCS  := controller/portal-gated.c controller/pgd_files.c \
-               controller/pgd_redis.c \
+               controller/pgd_redis.c controller/pgd_sentinel.c \
                controller/pgd_store.c controller/pgd_delta.c \
                controller/pgd_digest.c \
                controller/pgd_compose.c \
@@ -153,21 +155,22 @@ $(BUILD)/asan/portal-gatectl: $(CTL_SRCS) $(CTL_HDRS) $(CORE_SRCS) \
 	    $(CORE_SRCS) $(CTL_SRCS) $(CTL_LIBS) -o $@.tmp
 	mv -f $@.tmp $@
 
-$(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) controller/pg_redis.c \
-                         controller/pg_redis.h t/unit/test_redis_url.c \
+$(BUILD)/test-redis-url: $(CORE_SRCS) $(CORE_HDRS) $(REDIS_SRCS) \
+                         controller/pg_redis.h controller/pg_redis_private.h \
+                         t/unit/test_redis_url.c \
                          t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Iinclude -Icontroller $(CORE_SRCS) \
-	    controller/pg_redis.c t/unit/test_redis_url.c $(CTL_LIBS) -o $@
+	    $(REDIS_SRCS) t/unit/test_redis_url.c $(CTL_LIBS) -o $@
 
 $(BUILD)/test-conf: $(CORE_SRCS) $(CORE_HDRS) $(CTL_HDRS) \
                     controller/pg_conf.c controller/pg_conf_cert.c \
                     controller/pg_edge.c \
-                    controller/pg_curl.c controller/pg_redis.c \
+                    controller/pg_curl.c $(REDIS_SRCS) \
                     t/unit/test_conf.c t/unit/tap.h
 	@mkdir -p $(BUILD)
 	$(CC) $(SAN_CFLAGS) -Wno-unused-parameter -Iinclude -Icontroller \
-	    $(CORE_SRCS) controller/pg_redis.c controller/pg_edge.c \
+	    $(CORE_SRCS) $(REDIS_SRCS) controller/pg_edge.c \
 	    controller/pg_curl.c controller/pg_conf.c controller/pg_conf_cert.c \
 	    t/unit/test_conf.c \
 	    $(CTL_LIBS) -o $@
@@ -346,7 +349,7 @@ FUZZ_DEPS    := $(CORE_SRCS) $(CORE_HDRS) fuzz/fuzz.h
 FUZZ_WALK    := fuzz/snap_walk.c
 FUZZ_CONF    := controller/pg_conf.c controller/pg_conf_cert.c \
                 controller/pg_edge.c \
-                controller/pg_curl.c controller/pg_redis.c
+                controller/pg_curl.c $(REDIS_SRCS)
 
 .PHONY: fuzz fuzz-build fuzz-smoke
 
@@ -378,10 +381,10 @@ $(FUZZ_BUILD)/fuzz_conf: fuzz/fuzz_conf.c $(FUZZ_CONF) $(CTL_HDRS) \
 	@mkdir -p $(FUZZ_BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $(FUZZ_CONF) $< $(CTL_LIBS) -o $@
 
-$(FUZZ_BUILD)/fuzz_redis_url: fuzz/fuzz_redis_url.c controller/pg_redis.c \
+$(FUZZ_BUILD)/fuzz_redis_url: fuzz/fuzz_redis_url.c $(REDIS_SRCS) \
                               controller/pg_redis.h $(FUZZ_DEPS)
 	@mkdir -p $(FUZZ_BUILD)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) controller/pg_redis.c $< \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CORE_SRCS) $(REDIS_SRCS) $< \
 	    $(CTL_LIBS) -o $@
 
 $(FUZZ_BUILD)/fuzz_state: fuzz/fuzz_state.c $(FUZZ_DEPS)

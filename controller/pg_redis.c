@@ -1,5 +1,5 @@
 /*
- * pg_redis.c: the two Redis URL forms of DESIGN.md, and a connection that
+ * pg_redis.c: the Redis URL forms of DESIGN.md, and a connection that
  * has authenticated and selected its db. hiredis 0.14.1 has no URL parser.
  *
  * Grammar (what is accepted, and why where it is not obvious):
@@ -31,12 +31,12 @@
 #include <limits.h>         /* INT_MAX: the highest db */
 #include <stdarg.h>         /* va_list: the refusal messages */
 #include <stdio.h>          /* snprintf, vsnprintf */
-#include <stdlib.h>         /* strtol: the port a sentinel answers */
 #include <string.h>         /* memchr, strcspn, strrchr, strstr... */
 #include <strings.h>        /* strncasecmp: the scheme */
 #include <sys/socket.h>     /* getsockopt: a command timeout */
 #include <sys/time.h>       /* struct timeval: hiredis timeouts */
 #include "pg_redis.h"       /* the API this file implements */
+#include "pg_redis_private.h" /* pg_redis_sentinel_connect */
 
 
 #define PG_REDIS_PORT       6379    /* when the URL leaves the port out */
@@ -71,11 +71,6 @@ static int pg_redis_parse_sentinel(const char *url, const char *rest,
 static void pg_redis_encode(const char *s, char *buf, size_t size);
 static void pg_redis_format_sentinels(const pg_redis_url_t *u,
     const char *user, const char *sep, char *buf, size_t size);
-static redisContext *pg_redis_connect_one(const pg_redis_url_t *u,
-    int timeout_ms, pg_error_t *err);
-static redisContext *pg_redis_connect_master(const pg_redis_url_t *u,
-    int timeout_ms, int i, char *why, size_t size);
-static int pg_redis_is_master(redisContext *c, char *why, size_t size);
 static int pg_redis_command(redisContext *c, const char *shown,
     const char *what, int argc, const char **argv, pg_error_t *err);
 
@@ -879,170 +874,30 @@ pg_redis_command(redisContext *c, const char *shown, const char *what,
 redisContext *
 pg_redis_connect(const pg_redis_url_t *u, int timeout_ms, pg_error_t *err)
 {
-    int            i;
-    char           why[160];
-    size_t         n;
-    redisContext  *c;
-
-    if (!u->sentinel) {
-        return pg_redis_connect_one(u, timeout_ms, err);
-    }
-
-    snprintf(err->text, sizeof(err->text), "redis-sentinel master \"%s\" "
-             "not found:", u->master);
-
-    for (i = 0; i < u->nsentinels; i++) {
-        c = pg_redis_connect_master(u, timeout_ms, i, why, sizeof(why));
-
-        if (c != NULL) {
-            return c;
-        }
-
-        /* every sentinel's reason, in one line */
-        n = strlen(err->text);
-        snprintf(err->text + n, sizeof(err->text) - n, "%s %s:%d: %s",
-                 i ? ";" : "", u->sentinels[i].host, u->sentinels[i].port,
-                 why);
-    }
-
-    return NULL;
+    return pg_redis_connect_found(u, timeout_ms, NULL, 0, err);
 }
 
 
-/*
- * Ask sentinel i where u->master is, connect to it as to a redis:// URL
- * with u's user, password and db, and check that it is a master. NULL and
- * why (the reason alone: the caller names the sentinel) on any failure.
- */
-static redisContext *
-pg_redis_connect_master(const pg_redis_url_t *u, int timeout_ms, int i,
-    char *why, size_t size)
+redisContext *
+pg_redis_connect_found(const pg_redis_url_t *u, int timeout_ms,
+    char *found, size_t found_size, pg_error_t *err)
 {
-    long                    port;
-    char                    text[128], *end;
-    pg_error_t              err;
-    redisReply             *r;
-    redisContext           *s, *c;
-    pg_redis_url_t          m;
-    struct timeval          tv;
-    const pg_redis_addr_t  *a;
-
-    a = &u->sentinels[i];
-    tv.tv_sec = timeout_ms / 1000;
-    tv.tv_usec = (timeout_ms % 1000) * 1000;
-
-    s = (timeout_ms > 0) ? redisConnectWithTimeout(a->host, a->port, tv)
-                         : redisConnect(a->host, a->port);
-
-    if (s == NULL) {
-        snprintf(why, size, "cannot allocate a redis context");
-        return NULL;
+    if (found != NULL && found_size > 0) {
+        found[0] = '\0';
     }
 
-    if (s->err || (timeout_ms > 0 && redisSetTimeout(s, tv) != REDIS_OK)) {
-        snprintf(why, size, "%s", s->errstr);
-        redisFree(s);
-        return NULL;
+    if (u->sentinel) {
+        return pg_redis_sentinel_connect(u, timeout_ms, found, found_size,
+                                         err);
     }
 
-    r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", u->master);
-    c = NULL;
-    m = *u;
-    m.sentinel = 0;
-    m.nsentinels = 0;
-
-    if (r == NULL) {
-        snprintf(why, size, "%s", pg_redis_strerror(s, text, sizeof(text)));
-
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, size, "%.*s", (int) r->len, r->str);
-
-    } else if (r->type == REDIS_REPLY_NIL) {
-        snprintf(why, size, "no master named \"%s\"", u->master);
-
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
-               || r->element[0]->type != REDIS_REPLY_STRING
-               || r->element[1]->type != REDIS_REPLY_STRING
-               || r->element[0]->len == 0
-               || r->element[0]->len >= sizeof(m.host))
-    {
-        snprintf(why, size, "unexpected reply to SENTINEL "
-                 "get-master-addr-by-name");
-
-    } else {
-        memcpy(m.host, r->element[0]->str, r->element[0]->len + 1);
-        port = strtol(r->element[1]->str, &end, 10);
-
-        if (*end != '\0' || port < 1 || port > 65535) {
-            snprintf(why, size, "bad master port \"%.16s\"",
-                     r->element[1]->str);
-
-        } else {
-            m.port = (int) port;
-            c = pg_redis_connect_one(&m, timeout_ms, &err);
-
-            if (c == NULL) {
-                /* names the master: redis://:***@host:port/db: reason */
-                snprintf(why, size, "%.*s", (int) size - 1, err.text);
-
-            } else if (!pg_redis_is_master(c, why, size)) {
-                redisFree(c);
-                c = NULL;
-            }
-        }
-    }
-
-    freeReplyObject(r);
-    redisFree(s);
-
-    /* the password does not linger on the stack */
-    memset(&m, 0, sizeof(m));
-
-    return c;
-}
-
-
-/* Does ROLE say c is a master? 0 and why if not. */
-static int
-pg_redis_is_master(redisContext *c, char *why, size_t size)
-{
-    int          ok;
-    char         text[128];
-    redisReply  *r;
-
-    r = redisCommand(c, "ROLE");
-    ok = 0;
-
-    if (r == NULL) {
-        snprintf(why, size, "ROLE failed: %s",
-                 pg_redis_strerror(c, text, sizeof(text)));
-
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, size, "ROLE failed: %.*s", (int) r->len, r->str);
-
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements == 0
-               || r->element[0]->type != REDIS_REPLY_STRING)
-    {
-        snprintf(why, size, "ROLE failed: unexpected reply");
-
-    } else if (strcmp(r->element[0]->str, "master") != 0) {
-        /* the sentinel has not seen a failover, or one is under way */
-        snprintf(why, size, "%s:%d is a %.16s, not the master", c->tcp.host,
-                 c->tcp.port, r->element[0]->str);
-
-    } else {
-        ok = 1;
-    }
-
-    freeReplyObject(r);
-
-    return ok;
+    return pg_redis_connect_direct(u, timeout_ms, err);
 }
 
 
 /* A redis:// or unix:// URL: connect, AUTH, SELECT. */
-static redisContext *
-pg_redis_connect_one(const pg_redis_url_t *u, int timeout_ms,
+redisContext *
+pg_redis_connect_direct(const pg_redis_url_t *u, int timeout_ms,
     pg_error_t *err)
 {
     int              argc;
@@ -1186,8 +1041,13 @@ pg_redis_strerror(const redisContext *c, char *buf, size_t size)
 
 
 int
-pg_redis_readonly(const redisReply *r)
+pg_redis_master_moved(const redisReply *r)
 {
-    return r != NULL && r->type == REDIS_REPLY_ERROR && r->str != NULL
-           && strncmp(r->str, "READONLY", 8) == 0;
+    if (r == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL) {
+        return 0;
+    }
+
+    /* a script's error quotes the command's with its '-' (Redis 6) */
+    return strncmp(r->str, "READONLY ", 9) == 0
+           || strstr(r->str, "-READONLY ") != NULL;
 }

@@ -66,13 +66,23 @@ void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
  *
  * A sentinel URL: each sentinel in turn is asked (no AUTH: the password is
  * the master's) SENTINEL get-master-addr-by-name, the answer is connected
- * to as above, and ROLE must say "master" (a sentinel may not have seen a
- * failover yet); any failure tries the next sentinel. When all fail, err
+ * to as above, and ROLE (HELLO 2 when an ACL refuses ROLE) must say
+ * "master" (a sentinel may not have seen a failover yet); any failure
+ * tries the next sentinel. When all fail, err
  * says each one's reason: `redis-sentinel master "m" not found: h1:26379:
- * Connection refused; h2:26379: no master named "m"`.
+ * Connection refused; h2:26379: no master named "m"`. timeout_ms bounds
+ * the whole discovery, all sentinels together.
  */
 redisContext *pg_redis_connect(const pg_redis_url_t *u, int timeout_ms,
     pg_error_t *err);
+
+/*
+ * pg_redis_connect(), and for a sentinel URL where the master was found,
+ * for a log line: found gets "HOST:PORT (sentinel HOST:PORT)" ("" for
+ * another URL). found may be NULL.
+ */
+redisContext *pg_redis_connect_found(const pg_redis_url_t *u,
+    int timeout_ms, char *found, size_t found_size, pg_error_t *err);
 
 /*
  * Did the last command on c fail because Redis did not answer within the
@@ -92,11 +102,13 @@ const char *pg_redis_strerror(const redisContext *c, char *buf,
     size_t size);
 
 /*
- * Is r Redis's READONLY error: a write answered by a replica? Under
- * Sentinel it means the master moved (a failover demoted the server this
- * connection holds): the caller treats it as a lost connection, whose
- * reconnect asks the sentinels again. 1 or 0; r may be NULL.
+ * Does reply r say the master moved: a write answered by a replica?
+ * Under Sentinel a failover demoted the server this connection holds: the
+ * caller treats it as a lost connection, whose reconnect asks the
+ * sentinels again. Redis answers READONLY; Redis 6 wraps it in a script's
+ * error ("ERR Error running script ...: -READONLY You can't write ...")
+ * when EVAL's script wrote. 1 or 0; r may be NULL.
  */
-int pg_redis_readonly(const redisReply *r);
+int pg_redis_master_moved(const redisReply *r);
 
 #endif /* PG_REDIS_H */

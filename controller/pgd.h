@@ -5,6 +5,7 @@
  *
  *   portal-gated.c   start, logging, signals, config reload, the loop
  *   pgd_redis.c      the two Redis connections: connect, pub/sub, backoff
+ *   pgd_sentinel.c   a sentinel's +switch-master: reconnect at a failover
  *   pgd_store.c      reading the store, the reconcile tick, and saying once
  *                    what the edges get instead of what the store holds
  *   pgd_delta.c      the change messages, and a change read flag by flag
@@ -74,6 +75,9 @@
 #define PGD_ACTOR             "portal-gated"
 
 #define PGD_REDIS_TIMEOUT_MS  1000      /* connect, and each command */
+#define PGD_SENTINEL_TIMEOUT_MS 500     /* connect and SUBSCRIBE, each, to
+                                           the sentinel watched */
+#define PGD_SENTINEL_RETRY_MS 1000      /* after a failed one, the next */
 #define PGD_STATUS_TIMEOUT_MS 1000      /* GET status of an edge */
 #define PGD_SEED_TIMEOUT_MS   5000      /* GET snapshot: 100k ids ~ 2 MB */
 #define PGD_SEED_WAIT_MS      1000      /* after the first usable answer,
@@ -329,6 +333,14 @@ typedef struct {
 
     redisContext   *cmd;            /* commands */
     redisContext   *sub;            /* SUBSCRIBE only */
+    redisContext   *sentinel;       /* SUBSCRIBE +switch-master: NULL
+                                       without a sentinel URL */
+    char            sentinel_url[1024]; /* the URL it watches for */
+    char            sentinel_at[128];   /* "host:port" of the sentinel */
+    int             sentinel_next;  /* the URL's sentinel to try next */
+    int             sentinel_failing; /* a try failed since the last
+                                       SUBSCRIBE: said at info already */
+    double          sentinel_retry_at;
     pg_store_t      store;
     char            where[300];     /* the Redis URL, password masked */
     char            channel[PG_STORE_PREFIX_MAX + 16];
@@ -451,6 +463,12 @@ void pgd_redis_connect(pgd_t *d);
 void pgd_redis_close(pgd_t *d);
 void pgd_redis_down(pgd_t *d, const char *why);
 void pgd_redis_store_failed(pgd_t *d);
+int pgd_redis_moved(pgd_t *d, const redisReply *r);
+
+/* pgd_sentinel.c */
+void pgd_sentinel_watch(pgd_t *d);
+void pgd_sentinel_read(pgd_t *d);
+void pgd_sentinel_close(pgd_t *d);
 int pgd_redis_read(pgd_t *d);
 int pgd_redis_pending(pgd_t *d, double wait_ms);
 

@@ -41,7 +41,7 @@
 #include <time.h>               /* time, gmtime_r, strftime */
 #include <unistd.h>             /* gethostname, getpid */
 #include "pgd.h"                /* pgd_t, the API this file implements */
-#include "pg_redis.h"           /* pg_redis_strerror, pg_redis_readonly */
+#include "pg_redis.h"           /* pg_redis_strerror */
 
 
 /*
@@ -296,11 +296,8 @@ pgd_beat(pgd_t *d)
         return;
     }
 
-    /* a replica answered: the master moved, the reconnect finds it */
-    if (pg_redis_readonly(reply)) {
-        snprintf(why, sizeof(why), "%s: %.200s", d->where, reply->str);
+    if (pgd_redis_moved(d, reply)) {
         freeReplyObject(reply);
-        pgd_redis_down(d, why);
         return;
     }
 

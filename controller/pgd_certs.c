@@ -1073,6 +1073,12 @@ pgd_cert_status(pgd_t *d, pgd_cert_t *c)
         return;
     }
 
+    if (pgd_redis_moved(d, r)) {
+        /* tried again at a tick, on the new master */
+        freeReplyObject(r);
+        return;
+    }
+
     /* written: the next in a minute; a failed write is tried at a tick */
     if (r->type != REDIS_REPLY_ERROR) {
         c->status_at = time(NULL);
@@ -1093,7 +1099,7 @@ pgd_certs_sweep(pgd_t *d)
     size_t       i, j, len, hlen;
     char         key[PG_STORE_PREFIX_MAX + 32];
     const char  *f;
-    redisReply  *r;
+    redisReply  *r, *del;
 
     snprintf(key, sizeof(key), "%s%s", d->conf.prefix, PG_STORE_KEY_CERTS);
     r = redisCommand(d->cmd, "HKEYS %s", key);
@@ -1106,7 +1112,9 @@ pgd_certs_sweep(pgd_t *d)
     d->certs_swept = 1;
     hlen = strlen(d->host);
 
-    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    for (i = 0; d->cmd != NULL && r->type == REDIS_REPLY_ARRAY
+                && i < r->elements; i++)
+    {
         f = r->element[i]->str;
         len = f ? strlen(f) : 0;
 
@@ -1129,7 +1137,17 @@ pgd_certs_sweep(pgd_t *d)
         if (j == d->ncerts) {
             pgd_log(d, PG_LOG_NOTICE, "certificates: status %s of a block "
                     "no longer configured here: removed", f);
-            freeReplyObject(redisCommand(d->cmd, "HDEL %s %s", key, f));
+            del = redisCommand(d->cmd, "HDEL %s %s", key, f);
+
+            if (del == NULL) {
+                pgd_redis_down(d, "removing a certificate's status");
+
+            } else if (pgd_redis_moved(d, del)) {
+                /* swept again after the reconnect */
+                d->certs_swept = 0;
+            }
+
+            freeReplyObject(del);
         }
     }
 
@@ -1157,6 +1175,7 @@ pgd_cert_status_drop(pgd_t *d, const char *name)
         return;
     }
 
+    pgd_redis_moved(d, r);
     freeReplyObject(r);
 }
 

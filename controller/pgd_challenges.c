@@ -348,7 +348,9 @@ pgd_challenges_read(pgd_t *d, char **body, int *count)
     n = 0;
     tokens = calloc(r->elements / 2 + 1, sizeof(pgd_token_t));
 
-    for (i = 0; tokens != NULL && i + 1 < r->elements; i += 2) {
+    for (i = 0; tokens != NULL && d->cmd != NULL && i + 1 < r->elements;
+         i += 2)
+    {
         if (r->element[i]->type != REDIS_REPLY_STRING
             || r->element[i + 1]->type != REDIS_REPLY_STRING)
         {
@@ -364,9 +366,17 @@ pgd_challenges_read(pgd_t *d, char **body, int *count)
         if (expires < now) {
             del = redisCommand(d->cmd, "HDEL %s %s", key,
                                r->element[i]->str);
+
+            if (del == NULL) {
+                pgd_redis_down(d, "removing a challenge token");
+
+            } else if (!pgd_redis_moved(d, del)) {
+                /* (a replica's answer: removed from the new master later) */
+                pgd_log(d, PG_LOG_NOTICE, "acme: a challenge token no "
+                        "order withdrew is past its time: removed");
+            }
+
             freeReplyObject(del);
-            pgd_log(d, PG_LOG_NOTICE, "acme: a challenge token no order "
-                    "withdrew is past its time: removed");
             continue;
         }
 

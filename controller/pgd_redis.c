@@ -10,8 +10,9 @@
  * sentinels where the master is, so a reconnect follows a failover. A
  * failover drops the old master's connections (the sentinels' CLIENT
  * KILL, or its death); a READONLY answer, should one come, is a lost
- * connection too: a store call's error is PG_STORE_EREDIS, and the beat,
- * the write of every tick, checks for it (pg_redis_readonly()).
+ * connection too: a store call's error is PG_STORE_EREDIS, and every
+ * write of the daemon's own (the beat, each tick; a certificate's status;
+ * a challenge token's removal) asks pgd_redis_moved().
  */
 
 #include <poll.h>               /* poll: a message waiting */
@@ -91,11 +92,33 @@ pgd_redis_store_failed(pgd_t *d)
 }
 
 
+/*
+ * A reply on d->cmd that says the master moved (pg_redis_master_moved():
+ * READONLY, wrapped or not) is a lost connection: d->cmd is closed and
+ * the reconnect asks the sentinels again. 1 then (d->cmd is NULL: the
+ * caller stops using it), else 0. r stays the caller's.
+ */
+int
+pgd_redis_moved(pgd_t *d, const redisReply *r)
+{
+    char  why[600];
+
+    if (!pg_redis_master_moved(r)) {
+        return 0;
+    }
+
+    snprintf(why, sizeof(why), "%s: %.200s", d->where, r->str);
+    pgd_redis_down(d, why);
+
+    return 1;
+}
+
+
 /* Subscribe first, then read the store: no change slips between them. */
 void
 pgd_redis_connect(pgd_t *d)
 {
-    char         text[160];
+    char         text[160], found[PG_ERROR_LEN];
     pg_error_t   err;
     redisReply  *reply;
 
@@ -103,10 +126,16 @@ pgd_redis_connect(pgd_t *d)
     snprintf(d->channel, sizeof(d->channel), "%s%s", d->conf.prefix,
              PG_STORE_CHANNEL);
 
-    d->sub = pg_redis_connect(&d->conf.redis, PGD_REDIS_TIMEOUT_MS, &err);
+    d->sub = pg_redis_connect_found(&d->conf.redis, PGD_REDIS_TIMEOUT_MS,
+                                    found, sizeof(found), &err);
     if (d->sub == NULL) {
         pgd_redis_down(d, err.text);
         return;
+    }
+
+    if (found[0] != '\0') {
+        pgd_log(d, PG_LOG_INFO, "redis: master %s is at %s",
+                d->conf.redis.master, found);
     }
 
     reply = redisCommand(d->sub, "SUBSCRIBE %s", d->channel);

@@ -453,6 +453,7 @@ main(int argc, char **argv)
     pgd_files_end();
     pgd_http_stop(d);
     pgd_redis_close(d);
+    pgd_sentinel_close(d);
     pgd_edges_free(d);
     pgd_certs_stop(d);
 
@@ -624,7 +625,7 @@ pgd_reconfigure(pgd_t *d)
 static int
 pgd_run(pgd_t *d)
 {
-    int                   n, running, msgs, tick, nhttp, changes;
+    int                   n, sfd, running, msgs, tick, nhttp, changes;
     char                  drain[64];
     long                  timeout;
     double                now, wake, cert_at;
@@ -632,7 +633,7 @@ pgd_run(pgd_t *d)
     CURLMsg              *msg;
     CURLMcode             mc;
     pg_edge_req_t        *req;
-    struct curl_waitfd    fds[4];
+    struct curl_waitfd    fds[5];
 
     pgd_log(d, PG_LOG_NOTICE, "portal-gated started: %s, %zu edges, "
             "%zu certificates, reconcile every %ld ms", d->conf_path,
@@ -653,6 +654,8 @@ pgd_run(pgd_t *d)
         }
 
         now = pgd_now();
+
+        pgd_sentinel_watch(d);
 
         if (d->cmd == NULL && now >= d->redis_retry_at) {
             pgd_redis_connect(d);
@@ -691,6 +694,12 @@ pgd_run(pgd_t *d)
 
         if (d->cmd == NULL && d->redis_retry_at < wake) {
             wake = d->redis_retry_at;
+        }
+
+        if (d->conf.redis.sentinel && d->sentinel == NULL
+            && d->sentinel_retry_at < wake)
+        {
+            wake = d->sentinel_retry_at;
         }
 
         if (d->seed_state == PGD_SEED_ASKING && d->seed_until > 0
@@ -735,6 +744,17 @@ pgd_run(pgd_t *d)
             n = 3;
         }
 
+        /* the sentinel watched for +switch-master, when there is one */
+        sfd = -1;
+
+        if (d->sentinel) {
+            sfd = n;
+            fds[n].fd = d->sentinel->fd;
+            fds[n].events = CURL_WAIT_POLLIN;
+            fds[n].revents = 0;
+            n++;
+        }
+
         nhttp = pgd_http_wait(d, &fds[n], &timeout);
 
         sigprocmask(SIG_UNBLOCK, &pgd_signal_set, NULL);
@@ -777,7 +797,14 @@ pgd_run(pgd_t *d)
 
         changes = 0;
 
-        if (n == 3 && d->sub && (fds[2].revents & CURL_WAIT_POLLIN)) {
+        if (d->sentinel && sfd >= 0 && (fds[sfd].revents & CURL_WAIT_POLLIN))
+        {
+            pgd_sentinel_read(d);
+        }
+
+        if (n >= 3 && sfd != 2 && d->sub
+            && (fds[2].revents & CURL_WAIT_POLLIN))
+        {
             changes = pgd_redis_read(d);
         }
 

@@ -12,7 +12,9 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::INET;
 use Test::More;
+use Time::HiRes qw(time);
 use PortalGate::Gated qw(clean_exit wait_until two_edges);
 use PortalGate::Redis qw(exits);
 use PortalGate::Sentinel;
@@ -60,11 +62,50 @@ subtest 'portal-gatectl writes through the sentinel URL' => sub {
     like($l->{out}, qr/customer_portal/, 'and read back through the URL');
 };
 
+subtest 'an ACL user refused ROLE (no @dangerous) still finds the master'
+    => sub {
+    my $m = $hs->master_port;
+    is($hs->cli($m, 'ACL', 'SETUSER', 'gate', 'on', '>gatepw', '+@all',
+                '-@dangerous', '~*', '&*'), 'OK', 'a user without @dangerous');
+    like($hs->cli($m, '--user', 'gate', '--pass', 'gatepw', 'ROLE'),
+         qr/NOPERM/, 'which ROLE refuses');
+    (my $url = $hs->url) =~ s{://}{://gate:gatepw\@};
+    my $r = $hs->ctl_url($url, 'list');
+    exits($r, 0, 'list as that user');
+    like($r->{out}, qr/customer_portal/, 'reads the store') or diag($r->{err});
+};
+
+subtest 'a master that fails is tried once, all sentinels named' => sub {
+    my $m = $hs->master_port;
+    # no password is set on the master: AUTH with one fails there
+    (my $url = $hs->url) =~ s{://}{://:wrongpw\@};
+    my $r = $hs->ctl_url($url, 'list');
+    exits($r, 1, 'list');
+    my $first = qr/127\.0\.0\.1:$sp[0]: redis:\/\/:\*\*\*\@127\.0\.0\.1:$m\/0: /
+                . qr/AUTH failed/;
+    like($r->{err}, qr/$first/, 'the first sentinel: the master refused')
+        or diag($r->{err});
+    for my $p (@sp[1, 2]) {
+        my $again = qr/127\.0\.0\.1:$p: master 127\.0\.0\.1:$m: failed /
+                    . qr/already, above/;
+        like($r->{err}, qr/$again/, "sentinel $p: not tried again")
+            or diag($r->{err});
+    }
+    unlike($r->{err}, qr/wrongpw/, 'the password is masked');
+};
+
 subtest 'portal-gated pushes through the sentinel URL' => sub {
     $gd->start;
     ok($gd->wait_log(qr/connected to redis redis-sentinel:\/\/.*#mymaster/, 10),
        'the daemon says it connected, through the sentinels')
         or diag($gd->log);
+    my $m = $hs->master_port;
+    ok($gd->wait_log(qr/redis: master mymaster is at 127\.0\.0\.1:$m /
+                     . qr/\(sentinel 127\.0\.0\.1:\d+\)/, 10),
+       'and where it found the master') or diag($gd->log);
+    ok($gd->wait_log(qr/redis: following \+switch-master of master mymaster /
+                     . qr/on sentinel 127\.0\.0\.1:$sp[0]/, 10),
+       'it follows +switch-master on the first sentinel') or diag($gd->log);
     exits($hs->ctl('on', 'customer_portal'), 0, 'on');
     exits($hs->ctl('rollout', 'customer_portal', '100'), 0, 'rollout 100');
     both_answer('on', 'both edges gate customer_portal on for 1001', 10);
@@ -77,6 +118,47 @@ subtest 'a master name the sentinels do not know' => sub {
                           @sp;
     like($r->{err}, qr/redis-sentinel master "nosuch" not found: \Q$want\E/,
          'one line names each sentinel and its answer');
+};
+
+# a "sentinel" that accepts (the kernel does, into the backlog) and never
+# answers: what a hung sentinel looks like to a client
+sub hung_sentinel {
+    return IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1',
+                                 LocalPort => 0, Proto => 'tcp')
+        // die "listen: $!";
+}
+
+subtest 'hung sentinels before a good one: one budget for the discovery'
+    => sub {
+    my @hung = map { hung_sentinel() } 1 .. 3;
+    my $url = 'redis-sentinel://'
+              . join(',', (map { '127.0.0.1:' . $_->sockport } @hung),
+                          "127.0.0.1:$sp[0]")
+              . '#mymaster';
+    my $t0 = time;
+    my $r = $hs->ctl_url($url, 'list');
+    my $took = time - $t0;
+    exits($r, 0, 'list finds the master through the fourth sentinel');
+    like($r->{out}, qr/customer_portal/, 'and reads the store');
+    # a loose bound: each hung sentinel cost the CLI its whole timeout
+    # (5 s) before, 15 s for three
+    cmp_ok($took, '<', 10 * $PortalGate::Gated::SLOW,
+           'three hung sentinels do not cost their timeout each');
+};
+
+subtest 'a hung sentinel and none good: the error names it' => sub {
+    my $hung = hung_sentinel();
+    my $h = $hung->sockport;
+    my $dead = PortalGate::Redis::_free_port();
+    my $r = $hs->ctl_url("redis-sentinel://127.0.0.1:$h,127.0.0.1:$dead"
+                         . '#mymaster', 'list');
+    exits($r, 1, 'list');
+    my $want = qr/redis-sentinel master "mymaster" not found: /
+               . qr/127\.0\.0\.1:$h: timed out: no answer within \d+ ms; /
+               . qr/127\.0\.0\.1:$dead: Connection refused/;
+    like($r->{err}, qr/$want/,
+         'the hung one timed out, the other refused, in one line')
+        or diag($r->{err});
 };
 
 subtest 'a sentinel URL without a master name is refused' => sub {
@@ -94,6 +176,7 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
     my $replica = $hs->replica_port;
     $hs->wait_until(sub { flag_in($replica, 'customer_portal') eq '1' }, 10,
                     'the replica has the flag');
+    my $mark = $gd->mark;
     my $old = $hs->kill_master;
     my $new = $hs->wait_failover($old);
     isnt($new, $old, "the sentinels promoted port $new");
@@ -110,6 +193,24 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
                 30);
     ok($gd->wait_log(qr/redis redis-sentinel:\S+ reachable again/, 10),
        'the daemon said it reached Redis again') or diag($gd->log);
+    ok($gd->wait_log(qr/redis: followed \+switch-master from sentinel /
+                     . qr/127\.0\.0\.1:$sp[0]: master mymaster moved from /
+                     . qr/127\.0\.0\.1:$old to 127\.0\.0\.1:$new, reconnecting/,
+                     10, $mark),
+       'it reconnected on the sentinel\'s +switch-master')
+        or diag($gd->log($mark));
+};
+
+subtest 'the sentinel followed is lost: the daemon follows on the next'
+    => sub {
+    my $mark = $gd->mark;
+    $hs->stop_sentinel(0);
+    ok($gd->wait_log(qr/redis: sentinel 127\.0\.0\.1:$sp[0]: .*; /
+                     . qr/\+switch-master from the next one/, 10, $mark),
+       'it says it lost the first sentinel') or diag($gd->log($mark));
+    ok($gd->wait_log(qr/redis: following \+switch-master of master mymaster /
+                     . qr/on sentinel 127\.0\.0\.1:$sp[1]/, 10, $mark),
+       'and follows +switch-master on the second') or diag($gd->log($mark));
 };
 
 subtest 'no sentinel answers: a clear error' => sub {

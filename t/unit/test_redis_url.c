@@ -959,6 +959,56 @@ test_sentinel_connect(const t_server_t *plain)
 }
 
 
+/* Long reasons from many sentinels: each is cut to its share of the
+ * message, so every sentinel is still named in it */
+static void
+test_sentinel_reasons_fit(const t_server_t *plain)
+{
+    int              i, named;
+    char             url[512], at[64];
+    size_t           n;
+    const char      *p;
+    pg_error_t       err;
+    redisContext    *c;
+    pg_redis_url_t   u;
+
+    n = (size_t) snprintf(url, sizeof(url), "redis-sentinel://");
+
+    for (i = 0; i < 4; i++) {
+        n += (size_t) snprintf(url + n, sizeof(url) - n, "%s127.0.0.1:%d",
+                               i ? "," : "", plain->port);
+    }
+
+    snprintf(url + n, sizeof(url) - n, "#mymaster");
+
+    if (!t_ok(pg_redis_url_parse(url, &u, &err) == PG_OK,
+              "four sentinels, all a redis-server")) {
+        t_diag("%s", err.text);
+        return;
+    }
+
+    c = pg_redis_connect(&u, 1000, &err);
+    t_ok(c == NULL, "no sentinel among them");
+
+    if (c != NULL) {
+        redisFree(c);
+        return;
+    }
+
+    snprintf(at, sizeof(at), "127.0.0.1:%d: ERR ", plain->port);
+
+    for (named = 0, p = err.text; (p = strstr(p, at)) != NULL; p++) {
+        named++;
+    }
+
+    if (!t_ok(named == 4, "each of the four named with its reason, though "
+              "the reasons do not fit whole (%d named)", named))
+    {
+        t_diag("%s", err.text);
+    }
+}
+
+
 static void
 test_connect_db(const t_server_t *plain)
 {
@@ -1229,6 +1279,46 @@ test_timed_out(const t_server_t *plain)
 }
 
 
+/* Which replies say the master moved: READONLY, and Redis 6's wrapped in
+ * a script's error; no other error, and no status or string that reads so */
+static void
+test_master_moved(void)
+{
+    size_t       i;
+    redisReply   r;
+
+    static const struct {
+        int          type;
+        const char  *str;
+        int          moved;
+    } cases[] = {
+        { REDIS_REPLY_ERROR, "READONLY You can't write against a read only "
+          "replica.", 1 },
+        { REDIS_REPLY_ERROR, "ERR Error running script (call to f_0123): "
+          "@user_script:3: @user_script: 3: -READONLY You can't write "
+          "against a read only replica.", 1 },
+        { REDIS_REPLY_ERROR, "ERR unknown command 'READONLYX'", 0 },
+        { REDIS_REPLY_ERROR, "NOPERM this user has no permissions", 0 },
+        { REDIS_REPLY_STATUS, "READONLY You can't write", 0 },
+        { REDIS_REPLY_STRING, "-READONLY You can't write", 0 },
+    };
+
+    t_ok(!pg_redis_master_moved(NULL), "no reply: the master did not move");
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        r.type = cases[i].type;
+        r.str = (char *) cases[i].str;
+        r.len = strlen(cases[i].str);
+
+        t_ok(pg_redis_master_moved(&r) == cases[i].moved,
+             "the master %s: type %d \"%.40s...\"",
+             cases[i].moved ? "moved" : "did not move", cases[i].type,
+             cases[i].str);
+    }
+}
+
+
 int
 main(void)
 {
@@ -1241,6 +1331,7 @@ main(void)
     test_masked();
     test_format();
     test_sentinel_url();
+    test_master_moved();
 
     tmp = getenv("TMPDIR");
 
@@ -1267,6 +1358,7 @@ main(void)
         if (ok) {
             test_connect(&plain, &secret);
             test_sentinel_connect(&plain);
+            test_sentinel_reasons_fit(&plain);
         }
 
         t_server_stop(&plain);

@@ -15,6 +15,8 @@ package PortalGate::Sentinel;
 #   $hs->replica_port;        # the other one
 #   $hs->kill_master;         # SIGKILL; returns the old master's port
 #   $hs->wait_failover($old, $limit);  # until the sentinels name another
+#   $hs->revive($old);        # the killed one again, a replica now
+#   $hs->stop_sentinel($i);   # the URL's sentinel $i (0..2) alone
 #   $hs->stop_sentinels;
 #
 # Sentinels must rewrite their config file: each has its own, in the
@@ -192,6 +194,34 @@ sub wait_failover {
             && $self->cli($p, 'ROLE') =~ /^master/
     }, $limit // 30, "the sentinels fail over from port $old");
     return $self->master_port;
+}
+
+# start the server killed on $port again, as the master's replica, until
+# it has synced and every sentinel counts it a replica that is up: the set
+# can fail over again (bench/failover.sh's next round)
+sub revive {
+    my ($self, $port) = @_;
+    my $name = $port == $self->{mport} ? 'master' : 'replica';
+    my $master = $self->master_port;
+    $self->_spawn($name, 'redis-server', '--bind', '127.0.0.1',
+                  '--port', $port, '--dir', $self->_sub($name),
+                  '--save', '', '--appendonly', 'no',
+                  '--replicaof', '127.0.0.1', $master);
+    $self->_up($port);
+    $self->_until(sub { $self->cli($port, 'INFO', 'replication')
+                            =~ /master_link_status:up/ },
+                  20, "port $port syncs from $master");
+    for my $sport (@{ $self->{sports} }) {
+        $self->_until(sub {
+            my $r = $self->cli($sport, 'SENTINEL', 'replicas', $self->{name});
+            $r =~ /\n$port\n/ && $r !~ /s_down|o_down|disconnected/
+        }, 30, "sentinel $sport sees port $port up, a replica");
+    }
+}
+
+sub stop_sentinel {
+    my ($self, $i) = @_;
+    $self->_kill("sentinel$i", 'TERM');
 }
 
 sub stop_sentinels {

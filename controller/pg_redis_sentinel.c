@@ -1,0 +1,367 @@
+/*
+ * pg_redis_sentinel.c: pg_redis_connect() for a redis-sentinel:// URL.
+ * The sentinels are asked in turn (no AUTH: the URL's password is the
+ * master's) SENTINEL get-master-addr-by-name; the answer is connected to
+ * as a redis:// URL with the URL's user, password and db, and must say it
+ * is a master (a sentinel may not have seen a failover yet). Any failure
+ * tries the next sentinel; when all fail, the error says each one's reason.
+ * The whole discovery has one deadline: pg_redis_sentinel_connect().
+ */
+
+#include <stdio.h>              /* snprintf */
+#include <stdlib.h>             /* strtol: the port a sentinel answers */
+#include <string.h>             /* memcpy, memset, strcmp, strlen */
+#include <sys/time.h>           /* struct timeval: hiredis timeouts */
+#include <time.h>               /* clock_gettime: the deadline */
+#include "pg_redis.h"           /* pg_redis_url_t, pg_redis_strerror */
+#include "pg_redis_private.h"   /* the API this file implements */
+
+
+/* One discovery: its deadline, and the masters that failed in it. */
+typedef struct {
+    long             deadline;   /* monotonic ms; 0: no limit */
+    int              nfailed;
+    pg_redis_addr_t  failed[PG_REDIS_SENTINELS_MAX];
+} pg_redis_round_t;
+
+
+static long pg_redis_now_ms(void);
+static int pg_redis_left_ms(long deadline);
+static void pg_redis_hostport(const char *host, int port, char *buf,
+    size_t size);
+static redisContext *pg_redis_connect_master(const pg_redis_url_t *u,
+    pg_redis_round_t *round, long deadline, int i, char *why, size_t size);
+static int pg_redis_is_master(redisContext *c, const char *at, char *why,
+    size_t size);
+static const char *pg_redis_role(redisReply *r, int hello);
+
+
+/*
+ * One budget for the whole discovery: timeout_ms for all the sentinels
+ * together, so that hung ones (a sentinel that accepts and never answers)
+ * cost the caller timeout_ms in all, not timeout_ms each: the daemon's
+ * loop and its /healthz wait on this. Each sentinel's try (its question,
+ * then its master's connect and role) gets an equal share of what is
+ * left, so a hung first sentinel leaves time for the next; a try that
+ * ends early leaves its rest to the others.
+ */
+redisContext *
+pg_redis_sentinel_connect(const pg_redis_url_t *u, int timeout_ms,
+    char *found, size_t found_size, pg_error_t *err)
+{
+    int                i, left, room;
+    long               share;
+    char               why[PG_ERROR_LEN], at[128];
+    size_t             n;
+    redisContext      *c;
+    pg_redis_round_t   round;
+
+    snprintf(err->text, sizeof(err->text), "redis-sentinel master \"%s\" "
+             "not found:", u->master);
+
+    memset(&round, 0, sizeof(round));
+    round.deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
+
+    for (i = 0; i < u->nsentinels; i++) {
+        left = pg_redis_left_ms(round.deadline);
+        pg_redis_hostport(u->sentinels[i].host, u->sentinels[i].port, at,
+                          sizeof(at));
+        c = NULL;
+
+        if (left < 0) {
+            snprintf(why, sizeof(why), "not asked: the %d ms for finding "
+                     "the master were spent", timeout_ms);
+
+        } else {
+            share = left / (u->nsentinels - i);
+            c = pg_redis_connect_master(u, &round, round.deadline == 0 ? 0
+                                        : pg_redis_now_ms()
+                                          + (share > 0 ? share : 1),
+                                        i, why, sizeof(why));
+        }
+
+        if (c != NULL) {
+            if (found != NULL && found_size > 0) {
+                /* "HOST:PORT (sentinel HOST:PORT)" */
+                snprintf(found, found_size, "%s (sentinel %s)", why, at);
+            }
+
+            return c;
+        }
+
+        /*
+         * every sentinel's reason, in one line: each gets an equal share
+         * of the room left, so the last ones are not cut off by the first
+         */
+        n = strlen(err->text);
+        room = (int) (sizeof(err->text) - n - 1) / (u->nsentinels - i)
+               - (int) strlen(at) - 4;
+
+        snprintf(err->text + n, sizeof(err->text) - n, "%s %s: %.*s%s",
+                 i ? ";" : "", at, room > 3 ? room - 3 : 0, why,
+                 (int) strlen(why) > room && room > 3 ? "..." : "");
+    }
+
+    return NULL;
+}
+
+
+/* The monotonic clock in ms: a deadline does not move with the date. */
+static long
+pg_redis_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+
+/* The ms left until deadline: 0 when there is none, -1 once spent. */
+static int
+pg_redis_left_ms(long deadline)
+{
+    long  left;
+
+    if (deadline == 0) {
+        return 0;
+    }
+
+    left = deadline - pg_redis_now_ms();
+
+    return left < 1 ? -1 : (left > 86400000L ? 86400000 : (int) left);
+}
+
+
+/* "host:port", or "[v6]:port": an IPv6 address's colons are its own. */
+static void
+pg_redis_hostport(const char *host, int port, char *buf, size_t size)
+{
+    int  v6;
+
+    v6 = (strchr(host, ':') != NULL);
+
+    snprintf(buf, size, "%s%.100s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+             port);
+}
+
+
+/*
+ * Ask sentinel i where u->master is, connect to it as to a redis:// URL
+ * with u's user, password and db, and check that it is a master, all
+ * before deadline (0: no limit). A master that failed already in this
+ * round (another sentinel named it) is not tried again. NULL and why (the
+ * reason alone: the caller names the sentinel) on any failure; the
+ * context and the master's "host:port" in why on success.
+ */
+static redisContext *
+pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
+    long deadline, int i, char *why, size_t size)
+{
+    int                     timeout_ms, k;
+    long                    port;
+    char                    text[128], at[128], *end;
+    pg_error_t              err;
+    redisReply             *r;
+    redisContext           *s, *c;
+    pg_redis_url_t          m;
+    struct timeval          tv;
+    const pg_redis_addr_t  *a;
+
+    a = &u->sentinels[i];
+    timeout_ms = pg_redis_left_ms(deadline);
+
+    if (timeout_ms < 0) {
+        snprintf(why, size, "not asked: no time left");
+        return NULL;
+    }
+
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = (timeout_ms % 1000) * 1000;
+
+    s = (timeout_ms > 0) ? redisConnectWithTimeout(a->host, a->port, tv)
+                         : redisConnect(a->host, a->port);
+
+    if (s == NULL) {
+        snprintf(why, size, "cannot allocate a redis context");
+        return NULL;
+    }
+
+    if (s->err || (timeout_ms > 0 && redisSetTimeout(s, tv) != REDIS_OK)) {
+        snprintf(why, size, "%s", s->errstr);
+        redisFree(s);
+        return NULL;
+    }
+
+    r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", u->master);
+    c = NULL;
+    m = *u;
+    m.sentinel = 0;
+    m.nsentinels = 0;
+
+    if (r == NULL) {
+        snprintf(why, size, "%s", pg_redis_strerror(s, text, sizeof(text)));
+
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, size, "%.*s", (int) r->len, r->str);
+
+    } else if (r->type == REDIS_REPLY_NIL) {
+        snprintf(why, size, "no master named \"%s\"", u->master);
+
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+               || r->element[0]->type != REDIS_REPLY_STRING
+               || r->element[1]->type != REDIS_REPLY_STRING
+               || r->element[0]->len == 0
+               || r->element[0]->len >= sizeof(m.host))
+    {
+        snprintf(why, size, "unexpected reply to SENTINEL "
+                 "get-master-addr-by-name");
+
+    } else {
+        memcpy(m.host, r->element[0]->str, r->element[0]->len + 1);
+        port = strtol(r->element[1]->str, &end, 10);
+
+        if (*end != '\0' || port < 1 || port > 65535) {
+            snprintf(why, size, "bad master port \"%.16s\"",
+                     r->element[1]->str);
+            goto done;
+        }
+
+        m.port = (int) port;
+        pg_redis_hostport(m.host, m.port, at, sizeof(at));
+
+        for (k = 0; k < round->nfailed; k++) {
+            if (round->failed[k].port == m.port
+                && strcmp(round->failed[k].host, m.host) == 0)
+            {
+                snprintf(why, size, "master %s: failed already, above",
+                         at);
+                goto done;
+            }
+        }
+
+        timeout_ms = pg_redis_left_ms(deadline);
+
+        if (timeout_ms < 0) {
+            snprintf(why, size, "no time left to connect to the master "
+                     "at %s", at);
+            goto done;
+        }
+
+        c = pg_redis_connect_direct(&m, timeout_ms, &err);
+
+        if (c == NULL) {
+            /* names the master: redis://:***@host:port/db: reason */
+            snprintf(why, size, "%s", err.text);
+
+        } else if (!pg_redis_is_master(c, at, why, size)) {
+            redisFree(c);
+            c = NULL;
+
+        } else {
+            snprintf(why, size, "%s", at);
+        }
+
+        if (c == NULL && round->nfailed < PG_REDIS_SENTINELS_MAX) {
+            round->failed[round->nfailed].port = m.port;
+            memcpy(round->failed[round->nfailed].host, m.host,
+                   sizeof(m.host));
+            round->nfailed++;
+        }
+    }
+
+done:
+
+    freeReplyObject(r);
+    redisFree(s);
+
+    /* the password does not linger on the stack */
+    memset(&m, 0, sizeof(m));
+
+    return c;
+}
+
+
+/*
+ * Does c (the server at "host:port" at) say it is a master? ROLE asks; an
+ * ACL user without @dangerous (ROLE's category, and INFO's) is refused it
+ * (NOPERM), and HELLO 2 (@fast @connection, Redis 6+; the protocol stays
+ * RESP2) says the role too. 0 and why if not a master, or if neither
+ * could tell.
+ */
+static int
+pg_redis_is_master(redisContext *c, const char *at, char *why, size_t size)
+{
+    int          ok, hello;
+    char         text[128];
+    const char  *role, *cmd;
+    redisReply  *r;
+
+    cmd = "ROLE";
+    hello = 0;
+    r = redisCommand(c, "ROLE");
+
+    if (r != NULL && r->type == REDIS_REPLY_ERROR
+        && strncmp(r->str, "NOPERM", 6) == 0)
+    {
+        freeReplyObject(r);
+        cmd = "HELLO 2 (ROLE refused: NOPERM)";
+        hello = 1;
+        r = redisCommand(c, "HELLO 2");
+    }
+
+    ok = 0;
+    role = pg_redis_role(r, hello);
+
+    if (r == NULL) {
+        snprintf(why, size, "%s failed: %s", cmd,
+                 pg_redis_strerror(c, text, sizeof(text)));
+
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, size, "%s failed: %.*s", cmd, (int) r->len, r->str);
+
+    } else if (role == NULL) {
+        snprintf(why, size, "%s failed: unexpected reply", cmd);
+
+    } else if (strcmp(role, "master") != 0) {
+        /* the sentinel has not seen a failover, or one is under way */
+        snprintf(why, size, "%s is a %.16s, not the master", at, role);
+
+    } else {
+        ok = 1;
+    }
+
+    freeReplyObject(r);
+
+    return ok;
+}
+
+
+/* The role in ROLE's reply (its first element), or in HELLO 2's (the
+ * value after "role" in its flat map); NULL if none. Borrowed from r. */
+static const char *
+pg_redis_role(redisReply *r, int hello)
+{
+    size_t  i;
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        return NULL;
+    }
+
+    if (!hello) {
+        return r->element[0]->type == REDIS_REPLY_STRING
+               ? r->element[0]->str : NULL;
+    }
+
+    for (i = 0; i + 1 < r->elements; i += 2) {
+        if (r->element[i]->type == REDIS_REPLY_STRING
+            && strcmp(r->element[i]->str, "role") == 0)
+        {
+            return r->element[i + 1]->type == REDIS_REPLY_STRING
+                   ? r->element[i + 1]->str : NULL;
+        }
+    }
+
+    return NULL;
+}
