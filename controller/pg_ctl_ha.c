@@ -231,7 +231,10 @@ pg_ctl_ha_reconnect(pg_store_t *store, const char *why, void *data)
     pg_ctl_opts_t  *o;
 
     o = data;
-    readonly = strncmp(why, "READONLY", 8) == 0;
+    /* as pg_redis_master_moved() tells it, Redis 6's script-wrapped form
+     * included */
+    readonly = strncmp(why, "READONLY ", 9) == 0
+               || strstr(why, "-READONLY ") != NULL;
     limit_s = o->wait >= 0 ? o->wait : PG_CTL_HA_RETRY_S;
     now = pg_ctl_now_ms();
 

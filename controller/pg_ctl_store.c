@@ -1525,7 +1525,7 @@ pg_store_eval_write(pg_store_t *store, const char *env, const char *flag,
         eval = redisCommandArgv(store->redis, 28, argv, argvlen);
 
         /* the master went away mid-write: resend where it is now */
-        if (store->reconnect && (eval == NULL || pg_redis_readonly(eval))) {
+        if (store->reconnect && (eval == NULL || pg_redis_master_moved(eval))) {
             if (eval == NULL) {
                 snprintf(why, sizeof(why), "%s",
                          pg_redis_strerror(store->redis, io_why,
