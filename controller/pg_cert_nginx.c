@@ -56,6 +56,9 @@ static int pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err);
 static int pg_cert_hup(long pid, const char *binary, pg_error_t *err);
 
 
+const char  *pg_cert_proc_root = "/proc";   /* pg_cert_private.h */
+
+
 /* --- nginx -t ----------------------------------------------------------- */
 
 static long long
@@ -363,7 +366,8 @@ pg_cert_shown(const char *s, char *buf, size_t size)
 
 /*
  * Is pid the master of the nginx that runs binary? PG_OK, or PG_ERR with
- * why alone in err ("which is not nginx (tail)", "which is gone"). From
+ * why alone in err ("which is not nginx (tail)", "which is gone", "which
+ * cannot be inspected from here": it exists, /proc hides it). From
  * Linux's /proc: comm is the name of the program file the process runs
  * (its first 15 bytes), cmdline its arguments, NUL-separated. Accepted:
  *   - comm "nginx", and a command line that starts "nginx: master
@@ -378,15 +382,32 @@ pg_cert_shown(const char *s, char *buf, size_t size)
 static int
 pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err)
 {
-    int          fd;
-    char         path[64], comm[32], cmd[4096], shown[64];
+    int          fd, saved;
+    char         path[256], comm[32], cmd[4096], shown[64];
     char        *arg, *end, *base;
     ssize_t      n;
 
-    snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+    snprintf(path, sizeof(path), "%.200s/%ld/comm", pg_cert_proc_root, pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
 
     if (fd == -1) {
+        saved = errno;
+
+        /*
+         * There, but hidden: the packaged unit's ProtectProc=invisible
+         * shows no process of another user (ENOENT), hidepid=2 likewise,
+         * or refuses (EACCES). kill(0) still tells (EPERM: it exists).
+         */
+        if ((saved == ENOENT || saved == EACCES)
+            && (kill((pid_t) pid, 0) == 0 || errno == EPERM))
+        {
+            pg_cert_msg(err, "which cannot be inspected from here (its "
+                        "/proc entry: %s; ProtectProc=): drop pid=, the "
+                        "reload is then `binary -s reload`",
+                        strerror(saved));
+            return PG_ERR;
+        }
+
         pg_cert_msg(err, "which is gone");
         return PG_ERR;
     }
@@ -396,7 +417,8 @@ pg_cert_is_nginx(long pid, const char *binary, pg_error_t *err)
     comm[n > 0 ? n : 0] = '\0';
     comm[strcspn(comm, "\n")] = '\0';
 
-    snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+    snprintf(path, sizeof(path), "%.200s/%ld/cmdline", pg_cert_proc_root,
+             pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     n = (fd == -1) ? -1 : read(fd, cmd, sizeof(cmd) - 1);
 

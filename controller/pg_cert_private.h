@@ -49,4 +49,9 @@ int pg_cert_nginx_test(const pg_cert_nginx_t *ngx, pg_error_t *err);
  * old workers finish their connections. */
 int pg_cert_reload(const pg_cert_nginx_t *ngx, pg_error_t *err);
 
+/* Where a master is looked at before its SIGHUP: "/proc", or a test's
+ * folder in its place (t/unit/test_cert.c: a process that exists and
+ * cannot be inspected, as under the packaged unit's ProtectProc=). */
+extern const char  *pg_cert_proc_root;
+
 #endif /* PG_CERT_PRIVATE_H */

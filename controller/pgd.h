@@ -137,6 +137,10 @@
 
 #define PGD_JOB_ISSUE         1         /* obtain and install */
 #define PGD_JOB_ARI           2         /* ask the CA's renewalInfo */
+#define PGD_JOB_RELOAD        3         /* a reload owed since an install:
+                                           `BINARY -s reload` may wait as
+                                           long as nginx -t, never in the
+                                           loop */
 
 #define PGD_ARI_EVERY         (6 * 3600)    /* s: renewalInfo asked again */
 #define PGD_STATUS_EVERY      60        /* s: a status written again; the
@@ -235,7 +239,7 @@ typedef struct {
 /* One job of the worker: the loop fills the copies, the worker the
  * results; neither touches it while the other has it (state). */
 typedef struct {
-    int              kind;          /* PGD_JOB_ISSUE, _ARI */
+    int              kind;          /* PGD_JOB_ISSUE, _ARI, _RELOAD */
     char             name[256];     /* the certificate's */
     pg_conf_cert_t   conf;
     char             state_dir[PG_CONF_PATH_MAX];

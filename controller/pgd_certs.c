@@ -44,7 +44,8 @@ static int pgd_cert_check_files(pgd_t *d, pgd_cert_t *c, char **names,
 static void pgd_cert_plan(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_now(pgd_cert_t *c, const char *why);
 static int pgd_cert_can_start(pgd_t *d, pgd_cert_t *c);
-static void pgd_cert_reload(pgd_t *d, pgd_cert_t *c);
+static void pgd_certs_collect_reload(pgd_t *d, pgd_cert_t *c,
+    pgd_job_t *job);
 static void pgd_cert_status(pgd_t *d, pgd_cert_t *c);
 static void pgd_cert_status_drop(pgd_t *d, const char *name);
 static void pgd_certs_sweep(pgd_t *d);
@@ -562,18 +563,23 @@ pgd_certs_tick(pgd_t *d)
         }
     }
 
-    for (i = 0; i < d->ncerts; i++) {
-        if (d->certs[i].reload_tries > 0 && now >= d->certs[i].reload_at) {
-            pgd_cert_reload(d, &d->certs[i]);
-        }
-    }
-
     pthread_mutex_lock(&d->worker.lock);
     state = d->worker.state;
     pthread_mutex_unlock(&d->worker.lock);
 
     if (state != PGD_JOB_IDLE) {
         return;
+    }
+
+    /* a reload owed, by the worker: `BINARY -s reload` may hang, and the
+     * loop must go on serving /healthz and taking SIGTERM meanwhile */
+    for (i = 0; i < d->ncerts; i++) {
+        if (d->certs[i].reload_tries > 0 && now >= d->certs[i].reload_at) {
+            d->certs[i].reload_tries--;
+            d->certs[i].reload_at = now + PGD_RELOAD_EVERY;
+            pgd_certs_give(d, &d->certs[i], PGD_JOB_RELOAD);
+            return;
+        }
     }
 
     for (i = 0; i < d->ncerts; i++) {
@@ -743,6 +749,10 @@ pgd_certs_collect(pgd_t *d)
         pgd_log(d, PG_LOG_NOTICE, "certificate %s: removed from the "
                 "configuration; its job's result is dropped", job->name);
 
+    } else if (job->kind == PGD_JOB_RELOAD) {
+        /* nginx's reload, whatever became of the block meanwhile */
+        pgd_certs_collect_reload(d, c, job);
+
     } else if (!pgd_cert_conf_same(&c->conf, &job->conf)) {
         /* the block changed under the job: what the files are now, and an
          * issuance for the block as it is */
@@ -904,31 +914,16 @@ pgd_certs_collect_issue(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
 }
 
 
-/* A SIGHUP owed since an install (its master could not be signalled). */
+/* A reload owed since an install (its master could not be signalled, or
+ * BINARY -s reload failed), as the worker tried it. */
 static void
-pgd_cert_reload(pgd_t *d, pgd_cert_t *c)
+pgd_certs_collect_reload(pgd_t *d, pgd_cert_t *c, pgd_job_t *job)
 {
-    size_t           i;
-    pg_error_t       err;
-    pg_cert_nginx_t  nginx[PG_CONF_NGINX_MAX];
-
-    for (i = 0; i < d->conf.nnginx; i++) {
-        memset(&nginx[i], 0, sizeof(pg_cert_nginx_t));
-        nginx[i].conf = d->conf.nginx[i].conf;
-        /* as pgd_certs_job.c: SIGHUP from here, or BINARY -s reload */
-        nginx[i].pid = (d->conf.nginx[i].reload && d->conf.nginx[i].pid[0])
-                       ? d->conf.nginx[i].pid : NULL;
-        nginx[i].by_binary = d->conf.nginx[i].reload
-                             && d->conf.nginx[i].pid[0] == '\0';
-        nginx[i].binary = d->conf.nginx[i].binary;
-        nginx[i].prefix = d->conf.nginx[i].prefix[0]
-                          ? d->conf.nginx[i].prefix : NULL;
-    }
-
-    c->reload_tries--;
+    /* the next try counts from this one's end: one that hung its 30 s
+     * is not followed at once by the next */
     c->reload_at = time(NULL) + PGD_RELOAD_EVERY;
 
-    if (pg_cert_reload_all(nginx, d->conf.nnginx, &err) == PG_OK) {
+    if (job->rc == PG_OK) {
         pgd_log(d, PG_LOG_NOTICE, "certificate %s: nginx reloaded, it "
                 "serves the pair installed before", c->conf.name);
         c->reload_tries = 0;
@@ -937,12 +932,17 @@ pgd_cert_reload(pgd_t *d, pgd_cert_t *c)
         return;
     }
 
-    snprintf(c->reload_error, sizeof(c->reload_error), "%s", err.text);
+    /* a reconfigure or an install since may have ended what was owed */
+    if (c->reload_tries == 0 && c->reload_error[0] == '\0') {
+        return;
+    }
+
+    snprintf(c->reload_error, sizeof(c->reload_error), "%s", job->err.text);
 
     /* past the quick tries, one an hour: a by-hand reload ends it too */
     if (c->reload_tries == 0) {
         pgd_log(d, PG_LOG_ERROR, "certificate %s: %s; tried again hourly, "
-                "or reload nginx by hand", c->conf.name, err.text);
+                "or reload nginx by hand", c->conf.name, job->err.text);
         c->reload_tries = 1;
         c->reload_at = time(NULL) + 3600;
     }

@@ -1,7 +1,8 @@
 /*
  * pgd_certs_job.c: the certificates' worker thread (pgd_certs.c is the
  * loop's side). It does what may block: the ACME order (seconds, or as
- * long as a CA hangs), the local CA, the install and its nginx -t. One
+ * long as a CA hangs), the local CA, the install and its nginx -t, and a
+ * reload owed since an install (`BINARY -s reload` may hang too). One
  * job at a time: the loop hands it over in d->worker (under its lock) and
  * the worker hands the result back the same way, then writes a byte to the
  * wake pipe.
@@ -53,6 +54,7 @@ typedef struct {
 static void *pgd_worker_main(void *arg);
 static void pgd_job_run(pgd_t *d, pgd_job_t *job);
 static int pgd_job_issue(pgd_t *d, pgd_job_t *job);
+static void pgd_job_nginx(pgd_t *d, pgd_job_t *job, pg_cert_nginx_t *nginx);
 static int pgd_job_mkdirs(pgd_job_t *job, char *path);
 static int pgd_job_account_key(pgd_job_t *job, char *path, size_t size);
 static void pgd_job_record_issuer(pgd_job_t *job);
@@ -197,16 +199,23 @@ pgd_worker_main(void *arg)
 static void
 pgd_job_run(pgd_t *d, pgd_job_t *job)
 {
-    char            path[PGD_ACCOUNT_PATH_MAX];
-    double          start;
-    pgd_job_ctx_t   ctx;
-    pg_acme_conf_t  acme;
+    char             path[PGD_ACCOUNT_PATH_MAX];
+    double           start;
+    pgd_job_ctx_t    ctx;
+    pg_acme_conf_t   acme;
+    pg_cert_nginx_t  nginx[PG_CONF_NGINX_MAX];
 
     start = pgd_now();
     job->rc = PG_ERR;
 
     if (job->kind == PGD_JOB_ISSUE) {
         job->rc = pgd_job_issue(d, job);
+
+    } else if (job->kind == PGD_JOB_RELOAD) {
+        /* here, not in the loop: `BINARY -s reload` may hang as long as
+         * PG_CERT_NGINX_TIMEOUT, and a stop cuts it short (cancel) */
+        pgd_job_nginx(d, job, nginx);
+        job->rc = pg_cert_reload_all(nginx, job->nnginx, &job->err);
 
     } else if (pgd_job_account_key(job, path, sizeof(path)) == PG_OK) {
         memset(&ctx, 0, sizeof(ctx));
@@ -304,20 +313,7 @@ pgd_job_issue(pgd_t *d, pgd_job_t *job)
     }
 
     if (rc == PG_OK) {
-        for (i = 0; i < job->nnginx; i++) {
-            nginx[i].conf = job->nginx[i].conf;
-            /* with pid=, this process signals; without, BINARY -s
-             * reload does (the package's root helper) */
-            nginx[i].pid = (job->nginx[i].reload && job->nginx[i].pid[0])
-                           ? job->nginx[i].pid : NULL;
-            nginx[i].by_binary = job->nginx[i].reload
-                                 && job->nginx[i].pid[0] == '\0';
-            nginx[i].binary = job->nginx[i].binary;
-            nginx[i].prefix = job->nginx[i].prefix[0] ? job->nginx[i].prefix
-                                                      : NULL;
-            nginx[i].timeout = 0;
-            nginx[i].cancel = &d->worker.cancel;
-        }
+        pgd_job_nginx(d, job, nginx);
 
         rc = pg_cert_install(job->conf.fullchain, job->conf.privkey, chain,
                              chain_len, key_pem, key_len, names, n, nginx,
@@ -344,6 +340,31 @@ pgd_job_issue(pgd_t *d, pgd_job_t *job)
     EVP_PKEY_free(key);
 
     return rc;
+}
+
+
+/* The job's nginx lines as pg_cert_install wants them, cut short by a
+ * stop (the worker's cancel). */
+static void
+pgd_job_nginx(pgd_t *d, pgd_job_t *job, pg_cert_nginx_t *nginx)
+{
+    size_t  i;
+
+    for (i = 0; i < job->nnginx; i++) {
+        memset(&nginx[i], 0, sizeof(pg_cert_nginx_t));
+        nginx[i].conf = job->nginx[i].conf;
+        /* with pid=, this process signals; without, BINARY -s reload
+         * does (the package's root helper) */
+        nginx[i].pid = (job->nginx[i].reload && job->nginx[i].pid[0])
+                       ? job->nginx[i].pid : NULL;
+        nginx[i].by_binary = job->nginx[i].reload
+                             && job->nginx[i].pid[0] == '\0';
+        nginx[i].binary = job->nginx[i].binary;
+        nginx[i].prefix = job->nginx[i].prefix[0] ? job->nginx[i].prefix
+                                                  : NULL;
+        nginx[i].timeout = 0;
+        nginx[i].cancel = &d->worker.cancel;
+    }
 }
 
 

@@ -40,6 +40,7 @@ static int pgd_log_open(const char *path, int *fd, pg_error_t *err);
 static void pgd_log_to(int fd);
 static int pgd_pid_running(const char *path, pg_error_t *err);
 static int pgd_pid_write(const char *path, pg_error_t *err);
+static int pgd_pid_same(const char *path);
 static void pgd_pid_remove(const char *path);
 
 
@@ -105,9 +106,9 @@ pgd_files_check(const pg_conf_t *conf, pg_error_t *err)
             continue;
         }
 
-        /* an error_log is appended to; a pid file is renamed into place,
-         * so only its folder counts */
-        if (i == 0 && access(path[i], F_OK) == 0) {
+        /* both are written in place: an existing one must be writable,
+         * a new one needs its folder */
+        if (access(path[i], F_OK) == 0) {
             if (access(path[i], W_OK) != 0) {
                 snprintf(err->text, sizeof(err->text), "%s %.*s cannot be "
                          "written: %s", what[i], PGD_FILES_SHOWN, path[i],
@@ -409,81 +410,113 @@ pgd_pid_running(const char *path, pg_error_t *err)
 
 
 /*
- * The pid file: this process's pid, written to PATH.new and renamed, so
- * that a reader never sees it half-written; never through a link or a
- * file planted at PATH.new (one someone else owns would become the pid
- * file: it is removed, and a new one made with O_EXCL). The new file is
- * flock()ed before the rename and stays open and locked (pgd_pid_fd) until
- * the exit or a HUP that moves it: a second portal-gated with this pid
- * file finds it locked, says "already running" and touches nothing. Two
- * starting at once: the one whose file is not at path after its rename
- * says the same. pgd_pid_path says which file to remove at exit.
+ * The pid file: PATH itself, opened (never through a link, nor a file of
+ * another owner or with other names) and flock()ed before anything is
+ * written, then truncated and given this process's pid. The lock is the
+ * arbiter: of two starting at once, the one that does not get it says
+ * "already running (pid N)" with N read from the file, and touches
+ * nothing; no temporary name one could remove under the other. The file
+ * stays open and locked (pgd_pid_fd) until the exit or a HUP that moves
+ * it. pgd_pid_path says which file to remove at exit.
  */
 static int
 pgd_pid_write(const char *path, pg_error_t *err)
 {
     int          fd, n, saved;
-    char         tmp[PG_CONF_PATH_MAX + 8], buf[32];
-    struct stat  mine, there;
+    char         buf[32];
+    ssize_t      got;
+    struct stat  st;
 
-    /* a running one: its file is neither replaced nor removed */
-    if (pgd_pid_running(path, err) != PG_OK) {
-        return PG_ERR;
-    }
-
-    snprintf(tmp, sizeof(tmp), "%s.new", path);
-    n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
-
-    (void) unlink(tmp);
-
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+    fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
               0644);
 
     if (fd == -1) {
         saved = errno;
+        goto failed;
+    }
 
-    } else if (flock(fd, LOCK_EX | LOCK_NB) == -1
-               || write(fd, buf, n) != n)
-    {
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
         saved = errno;
-        close(fd);
-        unlink(tmp);
 
-    } else if (rename(tmp, path) != 0) {
-        saved = errno;
-        close(fd);
-        unlink(tmp);
+        if (saved != EWOULDBLOCK) {
+            close(fd);
+            goto failed;
+        }
 
-    } else if (fstat(fd, &mine) != 0 || stat(path, &there) != 0
-               || mine.st_dev != there.st_dev || mine.st_ino != there.st_ino)
-    {
-        /* another start renamed its own over ours meanwhile: it runs */
+        /* another holds it: a running one (or one starting, which runs) */
+        got = pread(fd, buf, sizeof(buf) - 1, 0);
         close(fd);
+        buf[got > 0 ? got : 0] = '\0';
 
-        if (pgd_pid_running(path, err) == PG_OK) {
-            snprintf(err->text, sizeof(err->text), "cannot write pid file "
-                     "%.*s: another process replaced it", PGD_FILES_SHOWN,
-                     path);
+        if (strtol(buf, NULL, 10) > 0) {
+            snprintf(err->text, sizeof(err->text), "already running (pid "
+                     "%ld): pid file %.*s is locked by it",
+                     strtol(buf, NULL, 10), PGD_FILES_SHOWN, path);
+
+        } else {
+            snprintf(err->text, sizeof(err->text), "already running: pid "
+                     "file %.*s is locked by another process",
+                     PGD_FILES_SHOWN, path);
         }
 
         return PG_ERR;
-
-    } else {
-        /* a HUP's move to another path: the old file's lock goes, and
-         * the caller removes that file next */
-        if (pgd_pid_fd != -1) {
-            close(pgd_pid_fd);
-        }
-
-        pgd_pid_fd = fd;
-        snprintf(pgd_pid_path, sizeof(pgd_pid_path), "%s", path);
-        return PG_OK;
     }
+
+    /* the lock is ours: a file someone else planted is not written to */
+    if (fstat(fd, &st) != 0) {
+        saved = errno;
+        close(fd);
+        goto failed;
+    }
+
+    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || st.st_nlink != 1) {
+        close(fd);
+        snprintf(err->text, sizeof(err->text), "cannot write pid file "
+                 "%.*s: it is not a file of this user's with one name",
+                 PGD_FILES_SHOWN, path);
+        return PG_ERR;
+    }
+
+    n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
+
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, n, 0) != n) {
+        saved = errno;
+        unlink(path);                   /* ours, locked: half-written */
+        close(fd);
+        goto failed;
+    }
+
+    /* a HUP's move to another path: the old file's lock goes, and the
+     * caller removes that file next */
+    if (pgd_pid_fd != -1) {
+        close(pgd_pid_fd);
+    }
+
+    pgd_pid_fd = fd;
+    snprintf(pgd_pid_path, sizeof(pgd_pid_path), "%s", path);
+
+    return PG_OK;
+
+failed:
 
     snprintf(err->text, sizeof(err->text), "cannot write pid file %.*s: %s",
              PGD_FILES_SHOWN, path, strerror(saved));
 
     return PG_ERR;
+}
+
+
+/* Is path the pid file this process holds, by another name (/var/run/x
+ * for /run/x)? Its own lock would refuse it, and removing the "old" name
+ * would remove it. */
+static int
+pgd_pid_same(const char *path)
+{
+    struct stat  mine, there;
+
+    return pgd_pid_fd != -1 && fstat(pgd_pid_fd, &mine) == 0
+           && stat(path, &there) == 0 && mine.st_dev == there.st_dev
+           && mine.st_ino == there.st_ino;
 }
 
 
@@ -542,7 +575,12 @@ pgd_files_reconfigure(pgd_t *d, const pg_conf_t *conf, pg_error_t *err)
     if (strcmp(conf->pid, d->conf.pid) != 0) {
         memcpy(old_pid, pgd_pid_path, sizeof(old_pid));
 
-        if (conf->pid[0] != '\0') {
+        if (pgd_pid_same(conf->pid)) {
+            /* the same file: only its name changes, and nothing goes */
+            snprintf(pgd_pid_path, sizeof(pgd_pid_path), "%s", conf->pid);
+            old_pid[0] = '\0';
+
+        } else if (conf->pid[0] != '\0') {
             if (pgd_pid_write(conf->pid, err) != PG_OK) {
                 if (fd != -1) {
                     close(fd);

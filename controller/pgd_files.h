@@ -12,16 +12,18 @@
  *     "<5>[notice] ...": the journal takes the priority from it and keeps
  *     the time and the pid itself (pgd_files_journal(), for
  *     pgd_log_write());
- *   - the pid file is written (PATH.new, renamed) once started, with or
- *     without -d, held open with a flock() for the daemon's life, and
- *     removed at a clean exit when it still names this process; a second
- *     start with the same pid file finds it locked and exits 1, "already
- *     running (pid N)", before it opens or binds anything, the file
- *     untouched;
+ *   - the pid file is written in place once started, with or without
+ *     -d: opened, flock()ed, then truncated and written, held open and
+ *     locked for the daemon's life, and removed at a clean exit when it
+ *     still names this process; a second start with the same pid file
+ *     finds it locked and exits 1, "already running (pid N)", before it
+ *     opens or binds anything (or, started at the same moment, when it
+ *     does not get the lock), the file untouched;
  *   - with -d the parent waits until the daemon has started or failed
  *     (pgd_files_started()) and exits 0, or 1 saying why;
  *   - a HUP that changes error_log or pid moves them; one whose new file
- *     cannot be opened or written is refused whole.
+ *     cannot be opened or written is refused whole; a pid line that names
+ *     the same file by another path (/var/run -> /run) only renames it.
  *
  * State: this file's statics, process-wide as stderr is (the log's fd
  * before it becomes fd 2, the first stderr, the pipe to the parent, the pid

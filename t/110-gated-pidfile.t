@@ -13,6 +13,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use Fcntl qw(:flock);
 use Test::More;
 use Time::HiRes qw(sleep);
 use PortalGate::Gated qw(clean_exit wait_until);
@@ -209,6 +210,59 @@ subtest 'a second start finds the pid file locked: "already running (pid N)", ex
         kill 'TERM', $new;
         ok(wait_until(sub { gone($new) }, 10), 'TERM stops it');
     }
+};
+
+# review of the packaging: two starts at once both failed. Each checked
+# the file unlocked, then one removed the other's FILE.new and renamed its
+# own over the file the other had locked. The lock now comes first, on the
+# file itself: a start that does not get it (here a lock some process
+# holds, as the other start's check does for a moment) says so and leaves
+# the file as it is.
+subtest 'a pid file locked by another process is neither replaced nor written' => sub {
+    my $gd = gated('');
+    my ($pid_file, $log) = ($gd->dir . '/pg.pid', $gd->dir . '/pg.log');
+    $gd->rewrite(extra => "pid $pid_file;\nerror_log $log;\n");
+    open my $fh, '>', $pid_file or die $!;
+    print $fh "4242\n";
+    close $fh;
+    open my $lock, '<', $pid_file or die $!;
+    flock($lock, LOCK_SH) or die "flock: $!";
+    my @before = (stat $pid_file)[1, 9];
+
+    my $r = $gd->run('-d', '-c', $gd->conf_path);
+    push @DAEMONS, daemons_of($gd->conf_path);
+    is($r->{exit}, 1, 'portal-gated -d exits 1') or diag($r->{err});
+    like($r->{err}, qr/^portal-gated: cannot start: already running \(pid 4242\): pid file \Q$pid_file\E is locked by it/m,
+         '... "already running", with the pid the file holds') or diag($r->{err});
+    is_deeply([(stat $pid_file)[1, 9]], \@before, '... the file not replaced');
+    is(slurp($pid_file), "4242\n", '... nor written');
+    ok(wait_until(sub { daemons_of($gd->conf_path) == 0 }, 10),
+       '... and no daemon runs (the one started ended)');
+    close $lock;
+};
+
+# review of the packaging: `pid /var/run/x.pid` -> `pid /run/x.pid` (the
+# same file: /var/run is a link to /run) was refused by the daemon's own
+# lock, and a move would have removed the file it had just kept
+subtest 'HUP to the same pid file by another path: reloaded, the file kept' => sub {
+    my $gd = gated('');
+    my $run = $gd->dir . '/run';
+    mkdir $run or die $!;
+    symlink($run, $gd->dir . '/var-run') or die $!;
+    my ($old, $new) = ($gd->dir . '/var-run/pg.pid', "$run/pg.pid");
+    $gd->rewrite(extra => "pid $old;\n");
+    $gd->start;
+    ok(wait_until(sub { daemon_in($new) }), 'the pid file appears');
+
+    $gd->rewrite(extra => "pid $new;\n");
+    my $mark = $gd->mark;
+    $gd->hup;
+    ok($gd->wait_log(qr/configuration (not )?reloaded/, 10, $mark), 'the reload is done');
+    is($gd->count_log(qr/configuration not reloaded/, $mark), 0, 'not refused')
+        or diag($gd->log($mark));
+    is(daemon_in($new), $gd->pid, 'the pid file is there and names it');
+    clean_exit($gd->stop, $gd, 'SIGTERM');
+    ok(!-e $new, 'the exit removes it');
 };
 
 subtest 'a relative pid path is refused with the file and the line' => sub {

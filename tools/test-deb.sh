@@ -28,6 +28,8 @@
 #      still passes nginx -t
 #   8. a half-made portal-gate user (made without its group): an install
 #      completes it; purged again
+#   9. a portal-gate user and group an admin made beforehand, not system
+#      ones (useradd -U): the install keeps and uses them; purged again
 #
 # Output: one "ok N - ..." or "not ok N - ..." line per check, then a
 # summary; exit status 1 if a check failed. Whatever happens, the trap
@@ -154,9 +156,10 @@ cleanup()
     fi
 
     if [ "$made_user" = 1 ] && getent passwd portal-gate >/dev/null; then
-        # the package leaves its user (policy); this test made it
-        deluser --quiet --system portal-gate >/dev/null 2>&1
-        delgroup --quiet --system portal-gate >/dev/null 2>&1
+        # the package leaves its user (policy); this test made it (stage
+        # 9 a non-system one, which deluser --system would not remove)
+        userdel portal-gate >/dev/null 2>&1
+        groupdel portal-gate >/dev/null 2>&1
     fi
 
     if [ -n "$scratch" ] && [ "${PG_TEST_KEEP:-}" != 1 ]; then
@@ -541,5 +544,29 @@ if [ "$made_user" = 1 ]; then
         bash -c 'getent group portal-gate >/dev/null && id -Gn portal-gate | grep -qw portal-gate &&
                  [ "$(stat -c %U:%G /var/lib/portal-gate)" = portal-gate:portal-gate ]'
     check "apt-get purge $CTL_PKG (the half-made user's install)" \
+        "${APT[@]}" purge "$CTL_PKG"
+fi
+
+
+# --- 9. an admin's own, non-system user --------------------------------------
+
+# `addgroup --system` exits 1 on an existing non-system group, and the
+# postinst runs under set -e: an install on a machine where the admin made
+# portal-gate with useradd failed. Only when this test made the user.
+if [ "$made_user" = 1 ]; then
+    userdel portal-gate >/dev/null 2>&1
+    groupdel portal-gate >/dev/null 2>&1
+    useradd -U -M -d /var/lib/portal-gate -s /usr/sbin/nologin portal-gate
+    uid=$(id -u portal-gate)
+    if "${APT[@]}" install "./${debs[1]}" > "$scratch/apt-own.log" 2>&1; then
+        ok "a non-system portal-gate user and group made beforehand: the install succeeds"
+    else
+        fail "a non-system portal-gate user and group made beforehand: the install succeeds"
+        sed 's/^/#   /' "$scratch/apt-own.log" | tail -20
+    fi
+    check "... the user is kept as it was (uid $uid), in its group; its folders are portal-gate's" \
+        bash -c "[ \"\$(id -u portal-gate)\" = $uid ] && id -Gn portal-gate | grep -qw portal-gate &&
+                 [ \"\$(stat -c %U:%G /var/lib/portal-gate)\" = portal-gate:portal-gate ]"
+    check "apt-get purge $CTL_PKG (the admin's user's install)" \
         "${APT[@]}" purge "$CTL_PKG"
 fi

@@ -38,6 +38,7 @@
 #include <openssl/x509v3.h> /* AUTHORITY_KEYID, X509_get_ext_d2i */
 #include "pg_cert.h"        /* the toolbox under test */
 #include "pg_cert_install.h"  /* the install under test */
+#include "pg_cert_private.h"  /* pg_cert_proc_root */
 #include "tap.h"            /* t_ok, t_diag, t_count, t_failed */
 
 
@@ -3248,6 +3249,37 @@ test_reload_who(void)
                "which is valgrind, but not running the configured nginx",
                "valgrind whose argument only starts with the binary: not "
                "signalled");
+
+    /*
+     * review of the packaging: under the unit's ProtectProc=invisible,
+     * /proc shows no process of another user, and a live master was said
+     * to be "gone". A process that exists (this one) and a /proc without
+     * it (an empty folder in its place):
+     */
+    {
+        int          rc;
+        char         pid[32];
+        pg_error_t   err;
+
+        snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
+        t_write_str(t_path("proc.pid"), pid);
+        mkdir(t_path("noproc"), 0700);
+        pg_cert_proc_root = t_path("noproc");
+        memset(&err, 0, sizeof(err));
+        rc = t_reload(&err);
+        pg_cert_proc_root = "/proc";
+        rmdir(t_path("noproc"));
+
+        if (!t_ok(rc == PG_ERR
+                  && strstr(err.text, "cannot be inspected from here") != NULL
+                  && strstr(err.text, "drop pid=") != NULL
+                  && strstr(err.text, "is gone") == NULL,
+                  "a master /proc hides: \"cannot be inspected from here\", "
+                  "drop pid=, not \"gone\""))
+        {
+            t_diag("got: %s", err.text);
+        }
+    }
 
     unlink(t_path("proc.pid"));
 }
