@@ -185,6 +185,64 @@ subtest 'an environment added by hand is the whole read\'s, as before' => sub {
                   10), 'every edge has the environment');
 };
 
+subtest 'an audit key of another type: the digest\'s revisions write nothing, and say why' => sub {
+    # Redis does not roll a script back: the revision SET before the
+    # XADD's WRONGTYPE moved the store without its audit entry or log
+    my $mark = $gd->mark;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '3003';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    $rs->cli('SET', "${P}audit", 'x');
+    # a write of chat as portal-gatectl makes it, but for its audit entry,
+    # which cannot be: a delta for the daemon, then the check after it
+    my $rev = $rs->cli('INCR', "${P}revision") + 0;
+    $rs->cli('LPUSH', "${P}changelog", "$rev production chat");
+    $rs->cli('PUBLISH', "${P}changes", "$rev production chat");
+    ok($gd->wait_log(qr/\[error\].*flags changed in Redis without a revision cannot be made revisions \(.*WRONGTYPE ${P}audit is a string, not a stream: nothing was written\)/,
+                     10, $mark), 'the daemon says it cannot, and why')
+        or diag($gd->log($mark));
+    is(store_revision(), $rev, 'nothing written: the revision is as it was');
+    is($rs->cli('LINDEX', "${P}changelog", 0), "$rev production chat",
+       'nor the change log');
+    is($rs->cli('TYPE', "${P}audit"), 'string', 'the audit key as it was');
+    $rs->cli('DEL', "${P}audit");
+    exits(ctl('rollout', 'chat', '65'), 0, 'a write once it is a stream');
+    all_at_store('after it');
+    ok(!grep({ !grep { $_ eq '3003' } @{$_->{allow} // []} }
+             on_edges('customer_portal')), 'every edge allows 3003')
+        or diag($json->encode([on_edges('customer_portal')]));
+};
+
+subtest 'a store at a revision of 16 digits: a hand edit reaches the edges by the digest' => sub {
+    # 10^15: past 15 digits, far below PG_REVISION_MAX (2^53 - 1), which
+    # a Lua number (a double) holds exactly
+    my $big = 1000000000000000;
+    $rs->cli('SET', "${P}revision", $big);
+    exits(ctl('rollout', 'chat', '70'), 0, 'a write: revision ' . ($big + 1));
+    all_at_store('after it (a whole read: the log does not reach back)');
+    exits(ctl('rollout', 'chat', '71'), 0, 'a write: revision ' . ($big + 2));
+    all_at_store('after it (a delta)');
+    my $mark = $gd->mark;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '4004';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    exits(ctl('rollout', 'chat', '72'), 0, 'a write after the hand edit');
+    ok($gd->wait_log(qr/flag production\/customer_portal changed in Redis without a revision/,
+                     10, $mark), 'the log names the flag')
+        or diag($gd->log($mark));
+    my $rev = all_at_store('after the check');
+    is($rev, $big + 4, 'a revision of its own, of 16 digits');
+    ok(!grep({ !grep { $_ eq '4004' } @{$_->{allow} // []} }
+             on_edges('customer_portal')), 'every edge allows 4004')
+        or diag($json->encode([on_edges('customer_portal')]));
+    is($rs->cli('LINDEX', "${P}changelog", 0),
+       "$rev production customer_portal",
+       'the change log has it as a revision of its own');
+    is(whole_reads($gd, $mark), 0, 'no whole read of the store');
+};
+
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 
 subtest 'at log level debug, the check says it found the store as read' => sub {
