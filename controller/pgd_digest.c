@@ -263,20 +263,42 @@ pgd_digest_check(pgd_t *d)
     /* the same JSON in another layout: its own hash is kept, nothing else */
     changed = json_object();
     same = json_object();
+    rc = changed && same ? PG_OK : PG_ERR;
 
     json_object_foreach(names, k, v) {
-        for (i = 0; changed && same && i < json_array_size(v); i++) {
+        for (i = 0; rc == PG_OK && i < json_array_size(v); i++) {
             flag = json_string_value(json_array_get(v, i));
-            pgd_digest_name(pgd_digest_same(d, k, flag, read, d->bad_now)
-                            ? same : changed, k, flag);
+            rc = pgd_digest_name(pgd_digest_same(d, k, flag, read,
+                                                 d->bad_now)
+                                 ? same : changed, k, flag);
         }
+    }
+
+    /*
+     * Out of memory: no hash is kept of what was read (a NULL same would
+     * be "all" to pgd_digest_keep(): the new bytes' hash kept against the
+     * flag held would hide the hand edit for good). d->deltas stays: the
+     * next tick's check reads these flags again.
+     */
+    if (rc != PG_OK) {
+        pgd_log(d, PG_LOG_ERROR, "out of memory comparing %zu flags the "
+                "store's digest names: the next check reads them again",
+                nnames);
+        json_decref(changed);
+        json_decref(same);
+        json_decref(names);
+        json_decref(read);
+        json_decref(sha);
+        json_decref(d->bad_now);
+        d->bad_now = NULL;
+        return PG_OK;
     }
 
     pgd_digest_keep(d, d->digests, sha, same);
     json_decref(same);
     json_decref(names);
 
-    if (changed == NULL || json_object_size(changed) == 0) {
+    if (json_object_size(changed) == 0) {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: %zu flags of revision %lld are "
                 "stored in another layout than the one read, with the same "
                 "JSON: nothing changed", nnames, (long long) rev);
@@ -308,8 +330,10 @@ pgd_digest_check(pgd_t *d)
         json_decref(sha);
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        /* moved (-1): the next tick; refused (PG_ERR: a key of another
+         * type, a revision past PG_REVISION_MAX): the whole read */
         return rc == PG_OK || d->store.code == PG_STORE_EREDIS
-               ? PG_OK : PG_ERR;      /* moved: the next tick */
+               ? PG_OK : PG_ERR;
     }
 
     /* the read holds what changed, and nothing else */
