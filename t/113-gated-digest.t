@@ -196,9 +196,13 @@ subtest 'an audit key of another type: the digest\'s revisions write nothing, an
     $rs->cli('SET', "${P}audit", 'x');
     # a write of chat as portal-gatectl makes it, but for its audit entry,
     # which cannot be: a delta for the daemon, then the check after it
-    my $rev = $rs->cli('INCR', "${P}revision") + 0;
-    $rs->cli('LPUSH', "${P}changelog", "$rev production chat");
-    $rs->cli('PUBLISH', "${P}changes", "$rev production chat");
+    # (one script: a tick between the INCR and the LPUSH reads it whole)
+    my $rev = $rs->cli('EVAL',
+        "local r = redis.call('INCR', KEYS[1]) .. ' production chat'\n"
+        . "redis.call('LPUSH', KEYS[2], r)\n"
+        . "redis.call('PUBLISH', KEYS[3], r)\n"
+        . "return redis.call('GET', KEYS[1])", 3,
+        "${P}revision", "${P}changelog", "${P}changes") + 0;
     ok($gd->wait_log(qr/\[error\].*flags changed in Redis without a revision cannot be made revisions \(.*WRONGTYPE ${P}audit is a string, not a stream: nothing was written\)/,
                      10, $mark), 'the daemon says it cannot, and why')
         or diag($gd->log($mark));
@@ -223,6 +227,7 @@ subtest 'a store at a revision of 16 digits: a hand edit reaches the edges by th
     all_at_store('after it (a whole read: the log does not reach back)');
     exits(ctl('rollout', 'chat', '71'), 0, 'a write: revision ' . ($big + 2));
     all_at_store('after it (a delta)');
+    ok(wait_ticks($e->{unix}, 4), 'the reconcile came round after it');
     my $mark = $gd->mark;
     my $flag = decode_json(hget('customer_portal'));
     push @{$flag->{allow}}, '4004';
