@@ -401,6 +401,41 @@ pgd_digest_read(pgd_t *d, const json_t *sha)
 
 
 /*
+ * d->stored or d->stored_bad was replaced (pgd_made(): a whole read, a
+ * store rebuilt, an environment removed): each hash kept with a flag no
+ * longer held goes, and its reference to that flag with it, which would
+ * keep the store as read before in memory until the next check.
+ */
+void
+pgd_digest_prune(pgd_t *d)
+{
+    char         env[PG_NAME_MAX + 1];
+    void        *tmp;
+    json_t      *v, *of;
+    const char  *key, *slash;
+
+    json_object_foreach_safe(d->digests, tmp, key, v) {
+        slash = strchr(key, '/');
+        of = NULL;
+
+        if (slash != NULL && (size_t) (slash - key) <= PG_NAME_MAX) {
+            snprintf(env, sizeof(env), "%.*s", (int) (slash - key), key);
+            of = json_object_get(json_object_get(json_object_get(d->stored,
+                                     "environments"), env), slash + 1);
+
+            if (of == NULL) {
+                of = json_object_get(d->stored_bad, key);
+            }
+        }
+
+        if (of == NULL || json_array_get(v, 1) != of) {
+            json_object_del(d->digests, key);
+        }
+    }
+}
+
+
+/*
  * The SHA-1 hex of what the daemon holds as env/flag (of: the flag in
  * d->stored, or NULL), kept in digests (new, for d->digests) from
  * d->digests when that is still of the same object, else made: of as
