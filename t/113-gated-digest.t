@@ -19,6 +19,7 @@ use lib "$FindBin::Bin/lib";
 use JSON::PP;
 use Test::More;
 use PortalGate::Gated qw(clean_exit wait_until two_edges wait_ticks);
+use PortalGate::Gdb;
 use PortalGate::Redis qw(exits);
 use PortalGate::Test qw(require_module);
 
@@ -246,6 +247,44 @@ subtest 'a store at a revision of 16 digits: a hand edit reaches the edges by th
        "$rev production customer_portal",
        'the change log has it as a revision of its own');
     is(whole_reads($gd, $mark), 0, 'no whole read of the store');
+};
+
+subtest 'out of memory sorting what the digest read: the next check finds the hand edit all the same' => sub {
+    plan skip_all => PortalGate::Gdb::unavailable()
+        if PortalGate::Gdb::unavailable();
+    # the check's second json_object() after the read of the flags named
+    # (`same`) fails: a NULL there was "all" to the hashes kept, the new
+    # bytes' hash kept against the flag held, the edit hidden for good
+    my $mark = $gd->mark;
+    my $log = $gd->dir . '/gdb-digest.log';
+    my $armed = $gd->dir . '/armed-digest';
+    unlink $armed;
+    my $gdb = PortalGate::Gdb::run($gd->pid, $log,
+        'break pg_store_read_named', "shell touch $armed", 'continue',
+        'delete', 'finish', 'tbreak json_object', 'continue',
+        'tbreak json_object', 'continue', 'tbreak malloc', 'continue',
+        'return (void *) 0', 'detach');
+    my $deadline = time + 30 * $PortalGate::Gated::SLOW;
+    select(undef, undef, undef, 0.05) until -e $armed || time > $deadline;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '5005';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    exits(ctl('rollout', 'chat', '80'), 0, 'a write after the hand edit');
+    PortalGate::Gdb::finish($gdb);
+    my $text = do { local (@ARGV, $/) = ($log); <> // '' };
+    like($text, qr/Temporary breakpoint [\d.]+, (?:0x\w+ in )?\w*malloc \(/,
+         'gdb made an allocation fail') or diag($text);
+    ok($gd->wait_log(qr/\[error\].*out of memory comparing 1 flags the store's digest names/,
+                     10, $mark), 'the daemon says out of memory')
+        or diag($gd->log($mark));
+    ok($gd->wait_log(qr/flag production\/customer_portal changed in Redis without a revision/,
+                     10, $mark), 'the next check finds the flag')
+        or diag($gd->log($mark));
+    all_at_store('after it');
+    ok(!grep({ !grep { $_ eq '5005' } @{$_->{allow} // []} }
+             on_edges('customer_portal')), 'every edge allows 5005')
+        or diag($json->encode([on_edges('customer_portal')]));
 };
 
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
