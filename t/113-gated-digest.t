@@ -313,4 +313,31 @@ subtest 'at log level debug, the check says it found the store as read' => sub {
     clean_exit($gb->stop, $gb, 'SIGTERM');
 };
 
+subtest 'past PG_REVISION_MAX: the digest cannot make revisions, and the whole read does, once' => sub {
+    # 2^53 - 1, the highest revision an edge takes and a Lua number holds
+    my $max = 9007199254740991;
+    my $gc = PortalGate::Gated->new(redis => $rs->url,
+                                    edges => [@$e{qw(tcp_url unix_url)}],
+                                    environments => [qw(production staging)],
+                                    log_level => 'info');
+    $gc->start;
+    ok($gc->wait_log(qr/revision \d+ read: /, 5), 'read whole at the start');
+    $rs->cli('SET', "${P}revision", $max - 2);
+    exits(ctl('rollout', 'chat', '90'), 0, 'a write: revision ' . ($max - 1));
+    all_at_store('after it (a whole read)');
+    my $mark = $gc->mark;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '6006';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    exits(ctl('rollout', 'chat', '91'), 0, "a write: revision $max");
+    my $said = qr/cannot be made revisions \(.*revision $max and 1 more would pass $max.*\): reading the whole store/;
+    ok($gc->wait_log($said, 10, $mark), 'the daemon says it cannot, and why')
+        or diag($gc->log($mark));
+    ok(wait_ticks($e->{unix}, 4), 'the reconcile came round after it');
+    is($gc->count_log($said, $mark), 1, 'once: the whole read ended the check');
+    is(store_revision(), $max, "the store at $max still");
+    clean_exit($gc->stop, $gc, 'SIGTERM');
+};
+
 done_testing;
