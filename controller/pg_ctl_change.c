@@ -36,11 +36,14 @@ typedef struct {
  * off or kill of a flag whose value in Redis is not valid: the flag,
  * disabled, with each of its fields that is valid on its own; the rest is
  * dropped and named on stderr (the audit entry keeps the value as it was).
+ * Out of memory checking a field is no invalid field (it would drop an
+ * allow list that is good): NULL, *code PG_STORE_EFAULT, nothing written.
  */
 static json_t *
 pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before, pg_error_t *why,
-    pg_error_t *err)
+    int *code, pg_error_t *err)
 {
+    int          rc;
     char         dropped[512];
     size_t       n;
     json_t      *after, *value;
@@ -49,6 +52,7 @@ pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before, pg_error_t *why,
 
     after = json_pack("{s:b}", "enabled", 0);
     if (after == NULL) {
+        *code = PG_STORE_EFAULT;
         snprintf(err->text, sizeof(err->text), "out of memory");
         return NULL;
     }
@@ -63,15 +67,29 @@ pg_ctl_salvage(pg_ctl_edit_t *e, const json_t *before, pg_error_t *why,
             continue;
         }
 
-        json_object_set(after, key, value);
+        if (json_object_set(after, key, value) != 0) {
+            json_decref(after);
+            *code = PG_STORE_EFAULT;
+            snprintf(err->text, sizeof(err->text), "out of memory");
+            return NULL;
+        }
 
         /*
          * requires is dropped too: it may name a flag that is gone, and
          * then the daemon would keep the last good, enabled, version
          */
-        if (strcmp(key, "requires") == 0
-            || pg_flag_check_json(e->args[0], after, &check) != PG_OK)
-        {
+        rc = strcmp(key, "requires") == 0
+             ? PG_ERR : pg_flag_check_json(e->args[0], after, &check);
+
+        if (rc == PG_FAULT) {
+            json_decref(after);
+            *code = PG_STORE_EFAULT;
+            snprintf(err->text, sizeof(err->text), "out of memory checking "
+                     "flag \"%s\": %.120s", e->args[0], check.text);
+            return NULL;
+        }
+
+        if (rc != PG_OK) {
             json_object_del(after, key);
 
             if (n < sizeof(dropped)) {
@@ -336,10 +354,20 @@ pg_ctl_edit(const json_t *before, void *data, int *code, pg_error_t *err)
         snprintf(why.text, sizeof(why.text), "%s", unreadable);
     }
 
-    if (unreadable || pg_flag_check_json(e->args[0], before, &why) != PG_OK) {
+    rc = unreadable ? PG_ERR : pg_flag_check_json(e->args[0], before, &why);
+
+    /* out of memory says nothing of the value: no salvage of a good flag */
+    if (rc == PG_FAULT) {
+        *code = PG_STORE_EFAULT;
+        snprintf(err->text, sizeof(err->text), "out of memory checking flag "
+                 "\"%s\": %.120s", e->args[0], why.text);
+        return NULL;
+    }
+
+    if (rc != PG_OK) {
         /* on-call can always turn a flag off, whatever Redis holds */
         if (strcmp(e->cmd, "off") == 0 || strcmp(e->cmd, "kill") == 0) {
-            return pg_ctl_salvage(e, before, &why, err);
+            return pg_ctl_salvage(e, before, &why, code, err);
         }
 
         *code = PG_STORE_EFAILED;

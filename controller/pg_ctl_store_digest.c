@@ -96,17 +96,31 @@ static const char  pg_store_named_lua[] =
  * each with its audit entry (action "revision", env and flag, before and
  * after the revisions), its change log entry "REV ENV FLAG" and its
  * message, as a write of that flag would have; returns the new revision.
- * Otherwise -1 (nothing written). Revisions of more than 15 digits (past
- * what a Lua number holds exactly) are -1 too: the whole read does.
+ * Otherwise -1 (nothing written: moved, the next tick). -2 (nothing
+ * written) when the revisions cannot be counted: base is not one a Lua
+ * number holds exactly, or base plus the flags passes PG_REVISION_MAX;
+ * the whole read does then, as it must, or the check would find the same
+ * flags at every tick. The audit stream and the revision key are checked
+ * before the first write (Redis does not roll a script back: the XADD's
+ * WRONGTYPE after the SET left the revision moved without its entry).
  */
 static const char  pg_store_unlogged_lua[] =
     PG_STORE_LUA_LOG
+    PG_STORE_LUA_WRONGTYPE
+    PG_STORE_LUA_EXACT
+    "local bad = pg_wrongtype(KEYS[3], 'stream')\n"
+    "  or pg_wrongtype(KEYS[2], 'string')\n"
+    "if bad then return bad end\n"
     "if redis.call('EXISTS', KEYS[1]) == 0\n"
     "   or redis.call('TYPE', KEYS[1]).ok ~= 'hash'\n"
     "   or (redis.call('HGET', KEYS[1], 'epoch') or '') ~= ARGV[2]\n"
-    "   or (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1]\n"
-    "   or #ARGV[1] > 15 then\n"
+    "   or (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then\n"
     "  return -1\n"
+    "end\n"
+    "if not string.match(ARGV[1], '^%d+$') or not pg_exact(ARGV[1])\n"
+    "   or tonumber(ARGV[1]) + (#ARGV - 8) / 2 > " PG_STORE_LUA_REVISION_MAX
+    "\n then\n"
+    "  return -2\n"
     "end\n"
     "local rev = tonumber(ARGV[1])\n"
     "for i = 9, #ARGV, 2 do\n"
@@ -427,15 +441,25 @@ pg_store_note_unlogged(pg_store_t *store, int64_t base, const char *epoch,
         return pg_store_lost(store);
     }
 
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -2) {
+        freeReplyObject(reply);
+        return pg_store_fail(store, PG_STORE_EFAILED, "%s: revision %lld "
+                             "and %zu more would pass %lld, the highest "
+                             "revision followed", store->where,
+                             (long long) base, n,
+                             (long long) PG_REVISION_MAX);
+    }
+
     if (reply->type == REDIS_REPLY_INTEGER) {
         *revision = reply->integer;
         freeReplyObject(reply);
         return PG_OK;
     }
 
-    pg_store_fail(store, PG_STORE_EFAILED, "%s: EVAL failed: %s",
-                  store->where, reply->type == REDIS_REPLY_ERROR
-                                ? reply->str : "unexpected reply");
+    /* a WRONGTYPE says the key, its type and that nothing was written */
+    pg_store_fail(store, PG_STORE_EFAILED, "%s: %s", store->where,
+                  reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                   : "unexpected reply");
     freeReplyObject(reply);
 
     return PG_ERR;

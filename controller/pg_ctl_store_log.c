@@ -41,10 +41,7 @@
  * whole read says what is wrong.
  */
 static const char  pg_store_changes_lua[] =
-    /* digits whose number a double holds exactly: <= PG_REVISION_MAX */
-    "local function exact(s)\n"
-    "  return #s < 16 or (#s == 16 and s <= '9007199254740991')\n"
-    "end\n"
+    PG_STORE_LUA_EXACT
     "local out = {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2])}\n"
     "local function whole(why)\n"
     "  out[3] = 'whole'\n"
@@ -61,7 +58,7 @@ static const char  pg_store_changes_lua[] =
     "    .. 'epoch) since revision ' .. ARGV[1])\n"
     "end\n"
     "local raw = out[2] or '0'\n"
-    "if not string.match(raw, '^%d+$') or not exact(raw) then\n"
+    "if not string.match(raw, '^%d+$') or not pg_exact(raw) then\n"
     "  return whole('its revision is not one the change log follows')\n"
     "end\n"
     "local rev, base = tonumber(raw), tonumber(ARGV[1])\n"
@@ -85,7 +82,7 @@ static const char  pg_store_changes_lua[] =
     "  if e == nil then return whole(lost) end\n"
     "  local r = string.match(e, '^%d+')\n"
     "  if r ~= want then\n"
-    "    if r ~= nil and exact(r) and tonumber(r) < rev - i + 1 then\n"
+    "    if r ~= nil and pg_exact(r) and tonumber(r) < rev - i + 1 then\n"
     "      return whole('revision ' .. want .. ' was written without the '\n"
     "        .. 'change log (by a portal-gatectl from before it)')\n"
     "    end\n"
@@ -118,11 +115,6 @@ static const char  pg_store_changes_lua[] =
     "  table.insert(out, redis.call('HGET', hash[names[i]], names[i + 1]))\n"
     "end\n"
     "return out\n";
-
-
-/* the script's exact() spells PG_REVISION_MAX out */
-_Static_assert(PG_REVISION_MAX == 9007199254740991LL,
-               "pg_store_changes_lua's exact() follows PG_REVISION_MAX");
 
 
 int

@@ -92,6 +92,24 @@
     "end\n"
 
 
+/*
+ * pg_exact(s): whether the digits s (a revision as stored) are a number
+ * a Lua number (a double) holds exactly, up to PG_REVISION_MAX, 2^53 - 1,
+ * spelt out in PG_STORE_LUA_REVISION_MAX: past it, a script's + 1 is not
+ * the next revision. (The change log's reader, the digest's revisions.)
+ */
+#define PG_STORE_LUA_REVISION_MAX  "9007199254740991"
+
+#define PG_STORE_LUA_EXACT                                                   \
+    "local function pg_exact(s)\n"                                           \
+    "  return #s < 16 or (#s == 16 and s <= '"                               \
+    PG_STORE_LUA_REVISION_MAX "')\n"                                         \
+    "end\n"
+
+_Static_assert(PG_REVISION_MAX == 9007199254740991LL,
+               "PG_STORE_LUA_REVISION_MAX spells PG_REVISION_MAX out");
+
+
 /* Fail with code and a message in store->err; returns PG_ERR. */
 int pg_store_fail(pg_store_t *store, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

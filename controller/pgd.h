@@ -504,6 +504,8 @@ void pgd_delta_apply(pgd_t *d, json_t *read, double since);
 int pgd_digest_check(pgd_t *d);
 /* and a delta's flags, read with their hashes (pg_store_read_changes()) */
 void pgd_digest_read(pgd_t *d, const json_t *sha);
+/* and the flags held replaced (a whole read): the hashes of others let go */
+void pgd_digest_prune(pgd_t *d);
 
 /* pgd_beat.c */
 void pgd_beat_start(pgd_t *d);

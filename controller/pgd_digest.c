@@ -263,20 +263,42 @@ pgd_digest_check(pgd_t *d)
     /* the same JSON in another layout: its own hash is kept, nothing else */
     changed = json_object();
     same = json_object();
+    rc = changed && same ? PG_OK : PG_ERR;
 
     json_object_foreach(names, k, v) {
-        for (i = 0; changed && same && i < json_array_size(v); i++) {
+        for (i = 0; rc == PG_OK && i < json_array_size(v); i++) {
             flag = json_string_value(json_array_get(v, i));
-            pgd_digest_name(pgd_digest_same(d, k, flag, read, d->bad_now)
-                            ? same : changed, k, flag);
+            rc = pgd_digest_name(pgd_digest_same(d, k, flag, read,
+                                                 d->bad_now)
+                                 ? same : changed, k, flag);
         }
+    }
+
+    /*
+     * Out of memory: no hash is kept of what was read (a NULL same would
+     * be "all" to pgd_digest_keep(): the new bytes' hash kept against the
+     * flag held would hide the hand edit for good). d->deltas stays: the
+     * next tick's check reads these flags again.
+     */
+    if (rc != PG_OK) {
+        pgd_log(d, PG_LOG_ERROR, "out of memory comparing %zu flags the "
+                "store's digest names: the next check reads them again",
+                nnames);
+        json_decref(changed);
+        json_decref(same);
+        json_decref(names);
+        json_decref(read);
+        json_decref(sha);
+        json_decref(d->bad_now);
+        d->bad_now = NULL;
+        return PG_OK;
     }
 
     pgd_digest_keep(d, d->digests, sha, same);
     json_decref(same);
     json_decref(names);
 
-    if (changed == NULL || json_object_size(changed) == 0) {
+    if (json_object_size(changed) == 0) {
         pgd_log(d, PG_LOG_DEBUG, "reconcile: %zu flags of revision %lld are "
                 "stored in another layout than the one read, with the same "
                 "JSON: nothing changed", nnames, (long long) rev);
@@ -308,8 +330,10 @@ pgd_digest_check(pgd_t *d)
         json_decref(sha);
         json_decref(d->bad_now);
         d->bad_now = NULL;
+        /* moved (-1): the next tick; refused (PG_ERR: a key of another
+         * type, a revision past PG_REVISION_MAX): the whole read */
         return rc == PG_OK || d->store.code == PG_STORE_EREDIS
-               ? PG_OK : PG_ERR;      /* moved: the next tick */
+               ? PG_OK : PG_ERR;
     }
 
     /* the read holds what changed, and nothing else */
@@ -372,6 +396,41 @@ pgd_digest_read(pgd_t *d, const json_t *sha)
 
     if (d->digests != NULL && sha != NULL) {
         pgd_digest_keep(d, d->digests, sha, NULL);
+    }
+}
+
+
+/*
+ * d->stored or d->stored_bad was replaced (pgd_made(): a whole read, a
+ * store rebuilt, an environment removed): each hash kept with a flag no
+ * longer held goes, and its reference to that flag with it, which would
+ * keep the store as read before in memory until the next check.
+ */
+void
+pgd_digest_prune(pgd_t *d)
+{
+    char         env[PG_NAME_MAX + 1];
+    void        *tmp;
+    json_t      *v, *of;
+    const char  *key, *slash;
+
+    json_object_foreach_safe(d->digests, tmp, key, v) {
+        slash = strchr(key, '/');
+        of = NULL;
+
+        if (slash != NULL && (size_t) (slash - key) <= PG_NAME_MAX) {
+            snprintf(env, sizeof(env), "%.*s", (int) (slash - key), key);
+            of = json_object_get(json_object_get(json_object_get(d->stored,
+                                     "environments"), env), slash + 1);
+
+            if (of == NULL) {
+                of = json_object_get(d->stored_bad, key);
+            }
+        }
+
+        if (of == NULL || json_array_get(v, 1) != of) {
+            json_object_del(d->digests, key);
+        }
     }
 }
 

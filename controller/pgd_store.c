@@ -703,6 +703,7 @@ pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store, json_t *bad,
         json_decref(before);
         json_decref(store);
         json_decref(bad);
+        pgd_digest_prune(d);        /* nothing held: none kept */
         pgd_store_trouble(d, PGD_STORE_BROKEN, "revision %lld of the store "
                           "is not valid: %s",
                           (long long) d->store_revision, err->text);
@@ -722,6 +723,12 @@ pgd_made(pgd_t *d, json_t *snap, json_t *notes, json_t *store, json_t *bad,
     json_decref(before);
     d->stored = store;
     d->stored_bad = bad;
+
+    /* a delta shares the flags it did not change, and keeps its own
+     * hashes (pgd_digest_read()); a whole read replaced them */
+    if (!delta) {
+        pgd_digest_prune(d);
+    }
 
     if (d->store_state != PGD_STORE_OK && d->store_state != PGD_STORE_UNKNOWN)
     {

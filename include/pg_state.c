@@ -212,9 +212,20 @@ pg_state_parse(const char *path, size_t max, const char *text, size_t len,
     list = json_is_object(root) ? json_object_get(root, "overrides") : NULL;
 
     if (list != NULL) {
+        failed = pg_state_json_failures();
+
         if (pg_overrides_parse(list, state, err) != PG_OK) {
             state->noverrides = 0;
             json_decref(root);
+
+            /* the texts' UTF-8 probe (json_stringn()) out of memory says
+             * nothing of the file: not CORRUPT, which keeps it aside and
+             * whose next write drops the overrides */
+            if (pg_state_json_failures() != failed) {
+                return pg_state_fail(err, PG_STATE_UNUSABLE, "out of "
+                                     "memory reading its overrides");
+            }
+
             return PG_STATE_CORRUPT;
         }
 

@@ -109,10 +109,12 @@ typedef enum {
  *
  * On PG_STATE_LOADED, state is filled (state->blob is the caller's to
  * free()). On any other answer state->blob is NULL and err names the
- * path's problem (MISSING too); on PG_STATE_CORRUPT the overrides are
- * there all the same when they could be read: a break-glass kill must not
- * vanish because the snapshot beside it is refused (a stricter check in a
- * newer version, say).
+ * path's problem (MISSING too); on PG_STATE_CORRUPT, and on
+ * PG_STATE_UNUSABLE for out of memory after they were parsed (replaying
+ * the journal), the overrides are there all the same when they could be
+ * read: a break-glass kill must not vanish because the snapshot beside it
+ * is refused (a stricter check in a newer version, say) or could not be
+ * made.
  */
 pg_state_result_t pg_state_read(const char *path, size_t max,
     pg_state_t *state, pg_error_t *err);

@@ -80,6 +80,8 @@ static void ngx_http_portal_gate_state_clean(
 static void ngx_http_portal_gate_state_failed(
     ngx_http_portal_gate_state_t *st, ngx_err_t err, const char *what,
     u_char *path);
+static void ngx_http_portal_gate_state_overrides(ngx_shm_zone_t *shm_zone,
+    const pg_state_t *st);
 
 
 /* this worker's writes, for their temp files' names */
@@ -848,6 +850,38 @@ ngx_http_portal_gate_state_failed(ngx_http_portal_gate_state_t *st,
 
 
 /*
+ * The kill overrides st holds (pg_state_read() leaves them there when the
+ * snapshot beside them cannot be restored) into the fresh zone, all the
+ * same: a break-glass kill outlives a snapshot that is refused.
+ */
+static void
+ngx_http_portal_gate_state_overrides(ngx_shm_zone_t *shm_zone,
+    const pg_state_t *st)
+{
+    ngx_http_portal_gate_shctx_t     *sh;
+    ngx_http_portal_gate_zone_ctx_t  *ctx;
+
+    if (st->noverrides == 0) {
+        return;
+    }
+
+    ctx = shm_zone->data;
+    sh = ctx->sh;
+
+    ngx_memcpy(sh->overrides, st->overrides,
+               st->noverrides * sizeof(pg_override_t));
+    sh->noverrides = st->noverrides;
+    sh->generation++;
+
+    ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                  "portal_gate zone \"%V\" restored %ui kill override%s "
+                  "from \"%V\" all the same",
+                  &shm_zone->shm.name, sh->noverrides,
+                  sh->noverrides == 1 ? "" : "s", &ctx->state);
+}
+
+
+/*
  * Fill a fresh zone from the state file. Runs in the master at start and
  * when a reload changes the zone's size; it only reads. Whatever the path
  * holds, nginx starts: a missing file is normal on a first start
@@ -905,20 +939,7 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       &ctx->state, &shm_zone->shm.name, &ctx->state,
                       err.text);
         sh->state_corrupt = 1;
-
-        if (st->noverrides) {
-            ngx_memcpy(sh->overrides, st->overrides,
-                       st->noverrides * sizeof(pg_override_t));
-            sh->noverrides = st->noverrides;
-            sh->generation++;
-
-            ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
-                          "portal_gate zone \"%V\" restored %ui kill "
-                          "override%s from \"%V\" all the same",
-                          &shm_zone->shm.name, sh->noverrides,
-                          sh->noverrides == 1 ? "" : "s", &ctx->state);
-        }
-
+        ngx_http_portal_gate_state_overrides(shm_zone, st);
         ngx_free(st);
         return NGX_OK;
 
@@ -927,6 +948,13 @@ ngx_http_portal_gate_state_restore(ngx_shm_zone_t *shm_zone)
                       "portal_gate state file \"%V\" cannot be used, zone "
                       "\"%V\" starts empty: %s",
                       &ctx->state, &shm_zone->shm.name, err.text);
+
+        /*
+         * out of memory replaying the journal comes after the overrides
+         * were read: without them here the next push would write the
+         * state file without them, an on-call `kill --direct` gone
+         */
+        ngx_http_portal_gate_state_overrides(shm_zone, st);
         ngx_free(st);
         return NGX_OK;
     }

@@ -19,6 +19,7 @@ use lib "$FindBin::Bin/lib";
 use JSON::PP;
 use Test::More;
 use PortalGate::Gated qw(clean_exit wait_until two_edges wait_ticks);
+use PortalGate::Gdb;
 use PortalGate::Redis qw(exits);
 use PortalGate::Test qw(require_module);
 
@@ -185,6 +186,107 @@ subtest 'an environment added by hand is the whole read\'s, as before' => sub {
                   10), 'every edge has the environment');
 };
 
+subtest 'an audit key of another type: the digest\'s revisions write nothing, and say why' => sub {
+    # Redis does not roll a script back: the revision SET before the
+    # XADD's WRONGTYPE moved the store without its audit entry or log
+    my $mark = $gd->mark;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '3003';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    $rs->cli('SET', "${P}audit", 'x');
+    # a write of chat as portal-gatectl makes it, but for its audit entry,
+    # which cannot be: a delta for the daemon, then the check after it
+    # (one script: a tick between the INCR and the LPUSH reads it whole)
+    my $rev = $rs->cli('EVAL',
+        "local r = redis.call('INCR', KEYS[1]) .. ' production chat'\n"
+        . "redis.call('LPUSH', KEYS[2], r)\n"
+        . "redis.call('PUBLISH', KEYS[3], r)\n"
+        . "return redis.call('GET', KEYS[1])", 3,
+        "${P}revision", "${P}changelog", "${P}changes") + 0;
+    ok($gd->wait_log(qr/\[error\].*flags changed in Redis without a revision cannot be made revisions \(.*WRONGTYPE ${P}audit is a string, not a stream: nothing was written\)/,
+                     10, $mark), 'the daemon says it cannot, and why')
+        or diag($gd->log($mark));
+    is(store_revision(), $rev, 'nothing written: the revision is as it was');
+    is($rs->cli('LINDEX', "${P}changelog", 0), "$rev production chat",
+       'nor the change log');
+    is($rs->cli('TYPE', "${P}audit"), 'string', 'the audit key as it was');
+    $rs->cli('DEL', "${P}audit");
+    exits(ctl('rollout', 'chat', '65'), 0, 'a write once it is a stream');
+    all_at_store('after it');
+    ok(!grep({ !grep { $_ eq '3003' } @{$_->{allow} // []} }
+             on_edges('customer_portal')), 'every edge allows 3003')
+        or diag($json->encode([on_edges('customer_portal')]));
+};
+
+subtest 'a store at a revision of 16 digits: a hand edit reaches the edges by the digest' => sub {
+    # 10^15: past 15 digits, far below PG_REVISION_MAX (2^53 - 1), which
+    # a Lua number (a double) holds exactly
+    my $big = 1000000000000000;
+    $rs->cli('SET', "${P}revision", $big);
+    exits(ctl('rollout', 'chat', '70'), 0, 'a write: revision ' . ($big + 1));
+    all_at_store('after it (a whole read: the log does not reach back)');
+    exits(ctl('rollout', 'chat', '71'), 0, 'a write: revision ' . ($big + 2));
+    all_at_store('after it (a delta)');
+    ok(wait_ticks($e->{unix}, 4), 'the reconcile came round after it');
+    my $mark = $gd->mark;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '4004';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    exits(ctl('rollout', 'chat', '72'), 0, 'a write after the hand edit');
+    ok($gd->wait_log(qr/flag production\/customer_portal changed in Redis without a revision/,
+                     10, $mark), 'the log names the flag')
+        or diag($gd->log($mark));
+    my $rev = all_at_store('after the check');
+    is($rev, $big + 4, 'a revision of its own, of 16 digits');
+    ok(!grep({ !grep { $_ eq '4004' } @{$_->{allow} // []} }
+             on_edges('customer_portal')), 'every edge allows 4004')
+        or diag($json->encode([on_edges('customer_portal')]));
+    is($rs->cli('LINDEX', "${P}changelog", 0),
+       "$rev production customer_portal",
+       'the change log has it as a revision of its own');
+    is(whole_reads($gd, $mark), 0, 'no whole read of the store');
+};
+
+subtest 'out of memory sorting what the digest read: the next check finds the hand edit all the same' => sub {
+    plan skip_all => PortalGate::Gdb::unavailable()
+        if PortalGate::Gdb::unavailable();
+    # the check's second json_object() after the read of the flags named
+    # (`same`) fails: a NULL there was "all" to the hashes kept, the new
+    # bytes' hash kept against the flag held, the edit hidden for good
+    my $mark = $gd->mark;
+    my $log = $gd->dir . '/gdb-digest.log';
+    my $armed = $gd->dir . '/armed-digest';
+    unlink $armed;
+    my $gdb = PortalGate::Gdb::run($gd->pid, $log,
+        'break pg_store_read_named', "shell touch $armed", 'continue',
+        'delete', 'finish', 'tbreak json_object', 'continue',
+        'tbreak json_object', 'continue', 'tbreak malloc', 'continue',
+        'return (void *) 0', 'detach');
+    my $deadline = time + 30 * $PortalGate::Gated::SLOW;
+    select(undef, undef, undef, 0.05) until -e $armed || time > $deadline;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '5005';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    exits(ctl('rollout', 'chat', '80'), 0, 'a write after the hand edit');
+    PortalGate::Gdb::finish($gdb);
+    my $text = do { local (@ARGV, $/) = ($log); <> // '' };
+    like($text, qr/Temporary breakpoint [\d.]+, (?:0x\w+ in )?\w*malloc \(/,
+         'gdb made an allocation fail') or diag($text);
+    ok($gd->wait_log(qr/\[error\].*out of memory comparing 1 flags the store's digest names/,
+                     10, $mark), 'the daemon says out of memory')
+        or diag($gd->log($mark));
+    ok($gd->wait_log(qr/flag production\/customer_portal changed in Redis without a revision/,
+                     10, $mark), 'the next check finds the flag')
+        or diag($gd->log($mark));
+    all_at_store('after it');
+    ok(!grep({ !grep { $_ eq '5005' } @{$_->{allow} // []} }
+             on_edges('customer_portal')), 'every edge allows 5005')
+        or diag($json->encode([on_edges('customer_portal')]));
+};
+
 clean_exit($gd->stop, $gd, 'SIGTERM at the end');
 
 subtest 'at log level debug, the check says it found the store as read' => sub {
@@ -209,6 +311,33 @@ subtest 'at log level debug, the check says it found the store as read' => sub {
     is($gb->count_log(qr/another layout/, $mark), 0,
        'every flag as portal-gatectl writes it: nothing read again');
     clean_exit($gb->stop, $gb, 'SIGTERM');
+};
+
+subtest 'past PG_REVISION_MAX: the digest cannot make revisions, and the whole read does, once' => sub {
+    # 2^53 - 1, the highest revision an edge takes and a Lua number holds
+    my $max = 9007199254740991;
+    my $gc = PortalGate::Gated->new(redis => $rs->url,
+                                    edges => [@$e{qw(tcp_url unix_url)}],
+                                    environments => [qw(production staging)],
+                                    log_level => 'info');
+    $gc->start;
+    ok($gc->wait_log(qr/revision \d+ read: /, 5), 'read whole at the start');
+    $rs->cli('SET', "${P}revision", $max - 2);
+    exits(ctl('rollout', 'chat', '90'), 0, 'a write: revision ' . ($max - 1));
+    all_at_store('after it (a whole read)');
+    my $mark = $gc->mark;
+    my $flag = decode_json(hget('customer_portal'));
+    push @{$flag->{allow}}, '6006';
+    $rs->cli('HSET', "${P}flags:production", 'customer_portal',
+             encode_json($flag));
+    exits(ctl('rollout', 'chat', '91'), 0, "a write: revision $max");
+    my $said = qr/cannot be made revisions \(.*revision $max and 1 more would pass $max.*\): reading the whole store/;
+    ok($gc->wait_log($said, 10, $mark), 'the daemon says it cannot, and why')
+        or diag($gc->log($mark));
+    ok(wait_ticks($e->{unix}, 4), 'the reconcile came round after it');
+    is($gc->count_log($said, $mark), 1, 'once: the whole read ended the check');
+    is(store_revision(), $max, "the store at $max still");
+    clean_exit($gc->stop, $gc, 'SIGTERM');
 };
 
 done_testing;

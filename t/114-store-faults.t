@@ -2,7 +2,9 @@
 # (issue 14's review): out of memory while reading a flag is the
 # controller's failure, never a bad value in Redis (portal-gatectl exits
 # 1 saying so and writes nothing; portal-gated neither leaves the flag out
-# nor holds back what was written); a revision of 16 digits still goes as
+# nor holds back what was written), and out of memory checking a flag is
+# no invalid value (kill salvages nothing and drops no key: it fails,
+# writing nothing); a revision of 16 digits still goes as
 # a delta (the daemon's "revision N read from the change log"); an audit
 # key of another type is refused before a script writes anything. gdb makes one allocation fail (it stops the program at a
 # chosen function, then has the next malloc of jansson's parse return
@@ -71,6 +73,15 @@ my $FAILED = qr/Temporary breakpoint [\d.]+, (?:0x\w+ in )?\w*malloc \(/;
 # out} (out: what gdb and the program wrote, both).
 sub ctl_oom {
     my ($func, @args) = @_;
+    return ctl_oom_at([$func, 'json_loadb'], @args);
+}
+
+# portal-gatectl @args under gdb: stopped at the first call of $at->[0],
+# then at the next call of each of the others in turn, then the first
+# malloc after the last returns NULL.
+sub ctl_oom_at {
+    my ($at, @args) = @_;
+    my ($func, @then) = @$at;
     my $log = "$TMP/gdb-ctl.log";
     my %env = (PORTAL_GATE_REDIS => $rs->url, USER => 'tester',
                SUDO_USER => '', PORTAL_GATE_CONF => '',
@@ -87,7 +98,7 @@ sub ctl_oom {
         { exec '/usr/bin/gdb', '-batch', '-nx',
              '-ex', 'set startup-with-shell off',
              '-ex', "break $func", '-ex', 'run',
-             '-ex', 'tbreak json_loadb', '-ex', 'continue',
+             (map { ('-ex', "tbreak $_", '-ex', 'continue') } @then),
              '-ex', 'tbreak malloc', '-ex', 'continue',
              '-ex', 'return (void *) 0', '-ex', 'delete', '-ex', 'continue',
              '-ex', 'print $_exitcode',
@@ -122,6 +133,50 @@ subtest 'portal-gatectl: out of memory reading the flag is no bad value' => sub 
            'not as a bad value in Redis, salvaged');
     is(value('calls'), $before, 'the flag is as it was');
     is(store_revision(), $r, 'nothing written: the revision is as it was');
+};
+
+subtest 'portal-gatectl: out of memory checking a good flag is no invalid value' => sub {
+    exits(ctl('allow', 'calls', '1001'), 0, 'calls allows 1001');
+    my $before = value('calls');
+    my $r = store_revision();
+    # pg_flag_check_json(): its allow list's first malloc
+    my $res = ctl_oom_at(['pg_ctl_edit', 'pg_flag_check_json'],
+                         'kill', 'calls');
+    like($res->{out}, $FAILED, 'gdb made an allocation fail')
+        or diag($res->{out});
+    is($res->{exit}, 1, 'kill exits 1: the operation failed')
+        or diag($res->{out});
+    my @said = grep { /^portal-gatectl: / } split /\n/, $res->{out};
+    is(scalar @said, 1, 'one line') or diag($res->{out});
+    like($said[0] // '', qr/^portal-gatectl: .*out of memory/,
+         'saying out of memory');
+    unlike($res->{out}, qr/invalid value|turned off/,
+           'not as a bad value in Redis, salvaged');
+    is(value('calls'), $before, 'the flag is as it was');
+    is(store_revision(), $r, 'nothing written: the revision is as it was');
+};
+
+subtest 'portal-gatectl: out of memory salvaging a bad flag drops none of its good keys' => sub {
+    my $bad = '{"allow":["1001"],"rollout":"x"}';
+    $rs->cli('HSET', "${P}flags:production", 'broken', $bad);
+    my $r = store_revision();
+    # the check of the value (it fails), then the salvage's of its allow
+    # list alone, whose first malloc fails
+    my $res = ctl_oom_at(['pg_ctl_edit', 'pg_flag_check_json',
+                          'pg_flag_check_json'], 'kill', 'broken');
+    like($res->{out}, $FAILED, 'gdb made an allocation fail')
+        or diag($res->{out});
+    is($res->{exit}, 1, 'kill exits 1: the operation failed')
+        or diag($res->{out});
+    like($res->{out}, qr/^portal-gatectl: .*out of memory/m,
+         'saying out of memory');
+    unlike($res->{out}, qr/dropping/, 'no key dropped')
+        or diag($res->{out});
+    is(value('broken'), $bad, 'the flag is as it was');
+    is(store_revision(), $r, 'nothing written: the revision is as it was');
+    exits(ctl('kill', 'broken'), 0, 'with memory enough, kill salvages it');
+    like(value('broken'), qr/"allow":\["1001"\]/, 'keeping its allow list');
+    $rs->cli('HDEL', "${P}flags:production", 'broken');
 };
 
 my $gd = PortalGate::Gated->new(redis => $rs->url,

@@ -207,7 +207,7 @@ t_malloc(size_t size)
 static void
 test_journal_oom(const char *path)
 {
-    int                 bad, failed, same;
+    int                 bad, failed, same, lost;
     char                jpath[160], text[4096], *p;
     size_t              ref_size;
     unsigned char      *ref;
@@ -222,7 +222,10 @@ test_journal_oom(const char *path)
 
     t_write(path, "{\"revision\":7,\"journal\":\"00000000000000ab\","
                   "\"environments\":{\"production\":"
-                  "{\"f\":{\"rollout\":1}}}}");
+                  "{\"f\":{\"rollout\":1}}},\"overrides\":["
+                  "{\"env\":\"production\",\"flag\":\"f\","
+                  "\"since\":1700000000,\"by\":\"alice\","
+                  "\"reason\":\"INC-42\"}]}");
 
     json_set_alloc_funcs(t_malloc, free);
 
@@ -246,6 +249,7 @@ test_journal_oom(const char *path)
 
     bad = 0;
     failed = 0;
+    lost = 0;
 
     for (k = 0; k < 10000; k++) {
         t_allocs = 0;
@@ -265,6 +269,19 @@ test_journal_oom(const char *path)
         }
 
         free(st.blob);
+
+        /* once read, the overrides outlive a replay out of memory: the
+         * module restores them, an on-call kill kept */
+        if (rc == PG_STATE_UNUSABLE
+            && strstr(err.text, "parsing its") == NULL
+            && strstr(err.text, "reading its overrides") == NULL
+            && !(st.noverrides == 1 && strcmp(st.overrides[0].by, "alice")
+                                       == 0)
+            && lost++ == 0)
+        {
+            t_diag("allocation %ld failing: UNUSABLE with %zu overrides: "
+                   "%s", k, st.noverrides, err.text);
+        }
 
         if (t_allocs <= k) {
             /* nothing failed: the whole journal */
@@ -303,6 +320,9 @@ test_journal_oom(const char *path)
     t_ok(failed > 0 && bad == 0, "journal: out of memory at any of the "
          "read's %d allocations fails it whole (UNUSABLE, out of memory), "
          "never restores a record less", failed);
+    t_ok(failed > 0 && lost == 0, "journal: out of memory after the state "
+         "file was parsed is UNUSABLE with its kill overrides, for the "
+         "module to restore");
 }
 
 
