@@ -247,6 +247,19 @@ pg_ctl_ha_reconnect(pg_store_t *store, const char *why, void *data)
 
     if (o->ha_tries == 0) {
         o->ha_start_ms = now;
+
+    } else if (now - o->ha_start_ms >= limit_s * 1000) {
+        /* resent already, and it failed again (the master found holds
+         * writes, or drops them): once past the limit, no more resends,
+         * however fast each connect is */
+        return pg_ctl_ha_fail(store, "the master went away (%s) and the "
+                              "write was resent %d time%s within %.1f s, "
+                              "past the limit of %.0f s: the change may or "
+                              "may not be applied: check with "
+                              "`portal-gatectl show%s%s` or `audit`", why,
+                              o->ha_tries, o->ha_tries == 1 ? "" : "s",
+                              (now - o->ha_start_ms) / 1000, limit_s,
+                              o->flag ? " " : "", o->flag ? o->flag : "");
     }
 
     o->ha_tries++;

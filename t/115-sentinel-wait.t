@@ -190,6 +190,38 @@ subtest 'redis:// URL: a dropped connection is retried once, same server'
     is(scalar @once, 1, 'applied once');
 };
 
+# every sentinel's down-after-milliseconds for our master
+sub down_after {
+    my ($hs, $ms) = @_;
+    for my $p ($hs->sentinel_ports) {
+        is($hs->cli($p, 'SENTINEL', 'SET', 'mymaster',
+                    'down-after-milliseconds', $ms), 'OK',
+           "sentinel $p: down-after $ms ms");
+    }
+}
+
+subtest 'a resend that fails again past the limit is not sent again'
+    => sub {
+    my $m = $hs->master_port;
+    # the master holds writes, and the sentinels do not fail it over for it
+    # (their PUBLISH on it is held too): every resend finds it, and waits
+    down_after($hs, 120000);
+    is($hs->cli($m, 'CLIENT', 'PAUSE', '60000', 'WRITE'), 'OK',
+       'the master holds writes for 60 s');
+    # the limit is 10 s (no --wait: that needs edges); each try waits
+    # the command's 5 s for the held write
+    my $h = $hs->ctl_start('--reason', 'held-1', 'rollout',
+                           'customer_portal', '45');
+    # no timing claim: only that it ends before the pause does
+    my $res = $hs->ctl_finish($h, 50);
+    is($hs->cli($m, 'CLIENT', 'UNPAUSE'), 'OK', 'writes go on');
+    down_after($hs, 1000);
+    exits($res, 1, 'the write fails');
+    like($res->{err}, qr/^portal-gatectl: the master went away \(.+\) and the write was resent \d+ times? within \d+\.\d s, past the limit of 10 s: the change may or may not be applied: check with `portal-gatectl show customer_portal` or `audit`$/m,
+         'it says it gave up, that the change may be applied, and how to check')
+        or diag($res->{err});
+};
+
 subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
     exits($hs->ctl('create', 'checkout'), 0, 'create checkout');
     exits($hs->ctl('on', 'checkout'), 0, 'on');
