@@ -92,10 +92,12 @@ pg_ctl_ha_time(long ms, char *buf, size_t size)
 int
 pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o)
 {
-    char         limit[32], why[300], io[300];
+    int              want;
+    char             limit[32], why[300], io[300], refused[200];
     long long        acked;
     redisReply      *role, *wait;
     struct timeval   tv;
+    static int       said_fewer;
 
     if (o->replicas == 0 || store->redis == NULL) {
         return PG_CTL_OK;
@@ -103,23 +105,45 @@ pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o)
 
     /* ROLE: "master", its offset, and one entry per connected replica */
     role = redisCommand(store->redis, "ROLE");
+    refused[0] = '\0';
+    want = o->replicas;
 
-    if (role == NULL || role->type != REDIS_REPLY_ARRAY
-        || role->elements < 3
-        || role->element[0]->type != REDIS_REPLY_STRING
-        || strcmp(role->element[0]->str, "master") != 0
-        || role->element[2]->type != REDIS_REPLY_ARRAY
-        || role->element[2]->elements == 0)
+    if (role != NULL && role->type == REDIS_REPLY_ERROR) {
+        /* an ACL user without @dangerous is refused ROLE, not WAIT: wait
+         * all the same, and say what a 0 then means */
+        snprintf(refused, sizeof(refused), "%.150s", role->str);
+
+    } else if (role == NULL || role->type != REDIS_REPLY_ARRAY
+               || role->elements < 3
+               || role->element[0]->type != REDIS_REPLY_STRING
+               || strcmp(role->element[0]->str, "master") != 0
+               || role->element[2]->type != REDIS_REPLY_ARRAY
+               || role->element[2]->elements == 0)
     {
-        /* no replica (a single Redis is a normal set-up), or a Redis
-         * that will not say (ROLE refused by an ACL): nothing to wait for */
+        /* no replica (a single Redis is a normal set-up): nothing to wait
+         * for */
         if (role) {
             freeReplyObject(role);
         }
         return PG_CTL_OK;
+
+    } else if (role->element[2]->elements < (size_t) o->replicas) {
+        /* fewer connected than asked for: those there are can confirm it
+         * (a down replica is status's to show, not every write's to fail) */
+        want = (int) role->element[2]->elements;
+
+        if (!said_fewer) {
+            said_fewer = 1;
+            fprintf(stderr, "portal-gatectl: %d of the %d replicas "
+                    "redis_replicas asks for %s connected: waited for %s\n",
+                    want, o->replicas, want == 1 ? "is" : "are",
+                    want == 1 ? "it" : "them");
+        }
     }
 
-    freeReplyObject(role);
+    if (role) {
+        freeReplyObject(role);
+    }
 
     pg_ctl_ha_time(o->replicas_ms, limit, sizeof(limit));
 
@@ -128,8 +152,7 @@ pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o)
     tv.tv_usec = ((o->replicas_ms + PG_CTL_TIMEOUT_MS) % 1000) * 1000;
     redisSetTimeout(store->redis, tv);
 
-    wait = redisCommand(store->redis, "WAIT %d %ld", o->replicas,
-                        o->replicas_ms);
+    wait = redisCommand(store->redis, "WAIT %d %ld", want, o->replicas_ms);
 
     tv.tv_sec = PG_CTL_TIMEOUT_MS / 1000;
     tv.tv_usec = (PG_CTL_TIMEOUT_MS % 1000) * 1000;
@@ -154,19 +177,29 @@ pg_ctl_ha_replicas(pg_store_t *store, pg_ctl_opts_t *o)
     acked = wait->integer;
     freeReplyObject(wait);
 
-    if (acked >= o->replicas) {
+    if (acked >= want) {
         return PG_CTL_OK;
     }
 
-    if (acked == 0) {
+    if (refused[0] != '\0' && acked == 0) {
+        /* a single Redis answers 0 too: it cannot be told from a master
+         * whose replicas lag, so it is no success (the README's table) */
+        fprintf(stderr, "portal-gatectl: the change is applied on the "
+                "master, but no replica confirmed it within %s, and "
+                "whether the master has replicas could not be told (ROLE "
+                "refused: %s): if it has, a failover now could lose it; "
+                "grant the user +role, or set redis_replicas 0 for a Redis "
+                "without replicas\n", limit, refused);
+
+    } else if (acked == 0) {
         fprintf(stderr, "portal-gatectl: the change is applied on the "
                 "master, but no replica confirmed it within %s: a failover "
                 "now could lose it\n", limit);
     } else {
         fprintf(stderr, "portal-gatectl: the change is applied on the "
-                "master, but only %lld of %d replicas confirmed it within "
-                "%s: a failover now could lose it\n", acked, o->replicas,
-                limit);
+                "master and on %lld replica%s, but not on %d within %s as "
+                "asked: a failover to a replica without it could lose it\n",
+                acked, acked == 1 ? "" : "s", want, limit);
     }
 
     return PG_CTL_FAILED;

@@ -98,6 +98,42 @@ subtest 'no replica confirmed: said, exit 1, the change is on the master'
     exits($given, 0, '--replicas 0 over -c\'s line');
 };
 
+subtest 'an ACL user refused ROLE still waits, and is told what 0 means'
+    => sub {
+    my ($m, $r) = ($hs->master_port, $hs->replica_port);
+    is($hs->cli($m, 'ACL', 'SETUSER', 'pg', 'on', '>pw', '~*', '&*', '+@all',
+                '-@dangerous'), 'OK', 'a user without @dangerous (ROLE)');
+    (my $url = $hs->url) =~ s{^redis-sentinel://}{redis-sentinel://pg:pw@};
+    my $res = $hs->ctl_url($url, 'rollout', 'customer_portal', '52');
+    exits($res, 0, 'the replica confirmed: done');
+    is($res->{err}, '', 'nothing said');
+
+    $hs->signal_server($r, 'STOP');
+    $res = $hs->ctl_url($url, 'rollout', 'customer_portal', '53');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 1, 'no replica confirmed, and none could be counted: exit 1');
+    like($res->{err}, qr/^portal-gatectl: the change is applied on the master, but no replica confirmed it within 1s, and whether the master has replicas could not be told \(ROLE refused: NOPERM[^)]*\): if it has, a failover now could lose it; grant the user \+role, or set redis_replicas 0 for a Redis without replicas\n\z/,
+         'it says WAIT got 0, that ROLE was refused, and what to do')
+        or diag($res->{err});
+    is($hs->cli($m, 'ACL', 'DELUSER', 'pg'), '1', 'the user removed');
+};
+
+subtest 'redis_replicas above the replicas connected: waits for those' => sub {
+    my $r = $hs->replica_port;
+    my $res = $hs->ctl('--replicas', '2,1s', 'rollout', 'customer_portal',
+                       '54');
+    exits($res, 0, 'the one replica confirmed: done');
+    is($res->{err}, "portal-gatectl: 1 of the 2 replicas redis_replicas "
+       . "asks for is connected: waited for it\n", 'and it says so, once');
+
+    $hs->signal_server($r, 'STOP');
+    $res = $hs->ctl('--replicas', '2,1s', 'rollout', 'customer_portal', '56');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 1, 'the one connected did not confirm: exit 1');
+    like($res->{err}, qr/no replica confirmed it within 1s: a failover now could lose it$/m,
+         'said');
+};
+
 # Redis's MONITOR line as its arguments (sdscatrepr's escapes undone)
 sub monitor_args {
     my ($line) = @_;
