@@ -8,19 +8,24 @@
  *     has a replica at all: a write acknowledged without one could be lost
  *     in a failover. When fewer confirm in time, the change is still made
  *     (on the master): say so, exit 1, as --wait does for a lagging edge.
- *     A master without replicas is a normal set-up: no wait, no word.
+ *     A master without replicas is a normal set-up: no wait, no word;
+ *     with fewer connected than asked for, wait for those (said once).
+ *     ROLE refused (an ACL user without @dangerous): WAIT all the same,
+ *     and a 0 is exit 1, saying ROLE was refused.
  *   - pg_ctl_ha_setup(): the store's reconnect hook (pg_store_t), which
  *     pg_store_write() and pg_store_delete() call when the connection
  *     drops mid-write or the server answers READONLY (the master went
  *     away): find the master again (a sentinel URL asks the sentinels)
- *     within the time limit (--wait's, else PG_CTL_HA_RETRY_S) and resend;
+ *     within the time limit (--wait's, else PG_CTL_HA_RETRY_S) and resend
+ *     (a resend that fails again past the limit is not sent again);
  *     the write carries its own id (P write:ID, include/pg_store.h), so a
  *     write whose reply was lost after it was applied is not applied
  *     twice. A plain redis:// or unix:// URL is retried once, on the same
  *     server, after a dropped connection (a restart); a READONLY there is
  *     a replica named by mistake, not a failover: no retry.
  *   - pg_ctl_ha_connect(): a write's first connect, through sentinels that
- *     still name a dead master, asks them again within the same limit.
+ *     still name a dead master, asks them again within the same limit;
+ *     what asking again cannot change fails at once.
  *   - pg_ctl_ha_describe(): status's line on the replicas;
  *     pg_ctl_ha_option(): --replicas NUM[,TIME].
  *
@@ -347,27 +352,46 @@ pg_ctl_ha_reconnect(pg_store_t *store, const char *why, void *data)
  * A write's first connect, through the sentinels: while they name a master
  * that does not answer (it died, and they have not failed over yet) or is
  * no master any more, ask again within the limit, and say so when that
- * found it. Another URL, or a read, is connected once (pg_ctl_connect).
+ * found it. What asking again will not change (no sentinel answers, none
+ * knows the master name, the master refuses our password: see
+ * pg_redis_connect_retry()) fails at once, with what is wrong. Another
+ * URL, or a read, is connected once (pg_ctl_connect).
  */
 int
 pg_ctl_ha_connect(pg_store_t *store, pg_ctl_opts_t *o, pg_error_t *err)
 {
+    int             retry, tries;
     char            where[300];
     double          start, limit_s;
     pg_error_t      first;
     struct timeval  tv;
+    redisContext   *redis;
 
-    if (pg_ctl_connect(store, o, PG_CTL_TIMEOUT_MS, err) == PG_OK
-        || !o->url.sentinel)
-    {
-        return store->redis ? PG_OK : PG_ERR;
+    if (!o->url.sentinel) {
+        return pg_ctl_connect(store, o, PG_CTL_TIMEOUT_MS, err);
     }
 
-    memcpy(&first, err, sizeof(pg_error_t));
     limit_s = o->wait >= 0 ? o->wait : PG_CTL_HA_RETRY_S;
     start = pg_ctl_now_ms();
 
-    for ( ;; ) {
+    for (tries = 0; ; tries++) {
+        redis = pg_redis_connect_retry(&o->url, tries ? PG_CTL_HA_CONNECT_MS
+                                                      : PG_CTL_TIMEOUT_MS,
+                                       &retry, err);
+
+        if (redis != NULL) {
+            break;
+        }
+
+        if (tries == 0) {
+            memcpy(&first, err, sizeof(pg_error_t));
+        }
+
+        if (!retry) {
+            /* err says what is wrong, each sentinel's answer */
+            return PG_ERR;
+        }
+
         if (pg_ctl_now_ms() - start >= limit_s * 1000) {
             memcpy(&first, err, sizeof(pg_error_t));
             pg_ctl_ha_text(err, "no master within %.1f s: %s", limit_s,
@@ -376,10 +400,12 @@ pg_ctl_ha_connect(pg_store_t *store, pg_ctl_opts_t *o, pg_error_t *err)
         }
 
         usleep(PG_CTL_HA_PAUSE_US);
+    }
 
-        if (pg_ctl_connect(store, o, PG_CTL_HA_CONNECT_MS, err) == PG_OK) {
-            break;
-        }
+    pg_store_setup(store, redis, o->prefix, o->where);
+
+    if (tries == 0) {
+        return PG_OK;
     }
 
     tv.tv_sec = PG_CTL_TIMEOUT_MS / 1000;

@@ -92,6 +92,15 @@ subtest 'a master that fails is tried once, all sentinels named' => sub {
             or diag($r->{err});
     }
     unlike($r->{err}, qr/wrongpw/, 'the password is masked');
+
+    # a write asks again while a failover may be under way; a refused
+    # password is no failover: it fails at once, saying so
+    $r = $hs->ctl_url($url, 'create', 'wrong_password');
+    exits($r, 1, 'a write');
+    like($r->{err}, qr/$first/, 'it says the master refused the password')
+        or diag($r->{err});
+    unlike($r->{err}, qr/no master within/,
+           'and does not blame the time it gave the sentinels');
 };
 
 subtest 'portal-gated pushes through the sentinel URL' => sub {
@@ -118,6 +127,13 @@ subtest 'a master name the sentinels do not know' => sub {
                           @sp;
     like($r->{err}, qr/redis-sentinel master "nosuch" not found: \Q$want\E/,
          'one line names each sentinel and its answer');
+
+    # asking again would not change their answer: a write fails at once
+    $r = $hs->ctl_url($hs->url('nosuch'), 'create', 'no_such_master');
+    exits($r, 1, 'a write');
+    like($r->{err}, qr/^portal-gatectl: redis-sentinel master "nosuch" not found: \Q$want\E$/m,
+         'it says the sentinels do not know the name') or diag($r->{err});
+    unlike($r->{err}, qr/no master within/, 'not that time ran out');
 };
 
 # a "sentinel" that accepts (the kernel does, into the backlog) and never
@@ -220,6 +236,13 @@ subtest 'no sentinel answers: a clear error' => sub {
     my $want = join '; ', map { "127.0.0.1:$_: Connection refused" } @sp;
     like($r->{err}, qr/redis-sentinel master "mymaster" not found: \Q$want\E/,
          'each sentinel refused, in one line');
+
+    # no sentinel to ask again: a write fails at once, saying why
+    $r = $hs->ctl('create', 'no_sentinel');
+    exits($r, 1, 'a write');
+    like($r->{err}, qr/^portal-gatectl: redis-sentinel master "mymaster" not found: \Q$want\E$/m,
+         'it says each sentinel refused') or diag($r->{err});
+    unlike($r->{err}, qr/no master within/, 'not that time ran out');
     both_answer('off', 'the edges keep serving what they hold', 5);
 };
 
