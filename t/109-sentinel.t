@@ -217,6 +217,35 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
         or diag($gd->log($mark));
 };
 
+subtest 'a hung sentinel to follow: its timeout said, then the next one'
+    => sub {
+    my $hung = hung_sentinel();
+    my $h = $hung->sockport;
+    my $mark = $gd->mark;
+    $gd->rewrite(redis => "redis-sentinel://127.0.0.1:$h,"
+                          . join(',', map { "127.0.0.1:$_" } @sp)
+                          . '#mymaster');
+    $gd->hup;
+    # the reason was written into the buffer it was read from: garbled
+    ok($gd->wait_log(qr/redis: sentinel 127\.0\.0\.1:$h: SUBSCRIBE failed: /
+                     . qr/timed out: no answer within \d+ ms; /
+                     . qr/\+switch-master from the next one in 1000 ms$/m,
+                     10, $mark),
+       'it says the hung sentinel timed out, and when it tries the next')
+        or diag($gd->log($mark));
+    ok($gd->wait_log(qr/redis: following \+switch-master of master mymaster /
+                     . qr/on sentinel 127\.0\.0\.1:$sp[0]/, 10, $mark),
+       'and follows +switch-master on the next') or diag($gd->log($mark));
+
+    $mark = $gd->mark;
+    $gd->rewrite(redis => $hs->url);
+    $gd->hup;
+    ok($gd->wait_log(qr/redis: following \+switch-master of master mymaster /
+                     . qr/on sentinel 127\.0\.0\.1:$sp[0]/, 10, $mark),
+       'the URL without it: the first sentinel again')
+        or diag($gd->log($mark));
+};
+
 subtest 'the sentinel followed is lost: the daemon follows on the next'
     => sub {
     my $mark = $gd->mark;
@@ -230,7 +259,15 @@ subtest 'the sentinel followed is lost: the daemon follows on the next'
 };
 
 subtest 'no sentinel answers: a clear error' => sub {
+    my $mark = $gd->mark;
     $hs->stop_sentinels;
+    # the daemon tries one after the other, each wait twice the last
+    ok($gd->wait_log(qr/\+switch-master from the next one in 4000 ms$/m, 20,
+                     $mark), 'the daemon waits longer after each failure')
+        or diag($gd->log($mark));
+    my @waits = $gd->log($mark) =~ /redis: sentinel .*; \+switch-master from the next one in (\d+) ms$/mg;
+    is("@waits[0 .. 2]", '1000 2000 4000', 'doubling: 1, 2, 4 s')
+        or diag($gd->log($mark));
     my $r = $hs->ctl('list');
     exits($r, 1, 'list');
     my $want = join '; ', map { "127.0.0.1:$_: Connection refused" } @sp;
