@@ -17,7 +17,8 @@
  *     drops mid-write or the server answers READONLY (the master went
  *     away): find the master again (a sentinel URL asks the sentinels)
  *     within the time limit (--wait's, else PG_CTL_HA_RETRY_S) and resend
- *     (a resend that fails again past the limit is not sent again);
+ *     (a resend that fails again past the limit is not sent again; what
+ *     asking again cannot change, pg_redis_connect_retry(), fails at once);
  *     the write carries its own id (P write:ID, include/pg_store.h), so a
  *     write whose reply was lost after it was applied is not applied
  *     twice. A plain redis:// or unix:// URL is retried once, on the same
@@ -260,7 +261,7 @@ pg_ctl_ha_describe(pg_store_t *store, const pg_ctl_opts_t *o, char *buf,
 static int
 pg_ctl_ha_reconnect(pg_store_t *store, const char *why, void *data)
 {
-    int             readonly;
+    int             readonly, retry;
     char            where[300];
     double          now, limit_s;
     pg_error_t      err;
@@ -303,13 +304,26 @@ pg_ctl_ha_reconnect(pg_store_t *store, const char *why, void *data)
     o->ha_tries++;
 
     for ( ;; ) {
-        redis = pg_redis_connect(&o->url, PG_CTL_HA_CONNECT_MS, &err);
+        redis = pg_redis_connect_retry(&o->url, PG_CTL_HA_CONNECT_MS,
+                                       &retry, &err);
 
         if (redis != NULL) {
             break;
         }
 
         now = pg_ctl_now_ms();
+
+        if (o->url.sentinel && !retry) {
+            /* no sentinel answers, none knows the name, or the master
+             * refuses us: the rest of the limit would not change it */
+            /* what to do first: the sentinels' answers may be cut */
+            return pg_ctl_ha_fail(store, "the master went away (%s); the "
+                                  "change may or may not be applied "
+                                  "(`portal-gatectl show%s%s` or `audit` "
+                                  "tells): %s", why,
+                                  o->flag ? " " : "", o->flag ? o->flag : "",
+                                  err.text);
+        }
 
         if (!o->url.sentinel || now - o->ha_start_ms >= limit_s * 1000) {
             return pg_ctl_ha_fail(store, "the master went away (%s) and %s "

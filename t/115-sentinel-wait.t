@@ -312,4 +312,28 @@ subtest 'a write in flight when the master dies is resent, once' => sub {
     $hs->stop;
 };
 
+subtest 'a write in flight, then no sentinel answers: fails at once' => sub {
+    my $hs = PortalGate::Sentinel->new;
+    exits($hs->ctl('init'), 0, 'init');
+    exits($hs->ctl('create', 'customer_portal'), 0, 'create');
+    my $m = $hs->master_port;
+    is($hs->cli($m, 'CLIENT', 'PAUSE', '60000', 'WRITE'), 'OK',
+       'the master holds writes');
+    my $h = $hs->ctl_start('--reason', 'INC-8', 'kill', 'customer_portal');
+    my $id;
+    $hs->wait_until(sub {
+        ($id) = $hs->cli($m, 'CLIENT', 'LIST') =~ /^id=(\d+) .*cmd=eval/m;
+        defined $id
+    }, 10, 'the kill waits on the master');
+    $hs->stop_sentinels;
+    is($hs->cli($m, 'CLIENT', 'KILL', 'ID', $id), '1',
+       'its connection is closed under it, no sentinel to ask');
+    my $res = $hs->ctl_finish($h, 30);
+    is($hs->cli($m, 'CLIENT', 'UNPAUSE'), 'OK', 'writes go on');
+    exits($res, 1, 'the kill fails');
+    like($res->{err}, qr/^portal-gatectl: the master went away \(.+\); the change may or may not be applied \(`portal-gatectl show customer_portal` or `audit` tells\): redis-sentinel master "mymaster" not found: 127\.0\.0\.1:\d+: Connection refused/m,
+         'it says why at once, not after the limit') or diag($res->{err});
+    $hs->stop;
+};
+
 done_testing;
