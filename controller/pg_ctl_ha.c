@@ -246,6 +246,11 @@ pg_ctl_ha_describe(pg_store_t *store, const pg_ctl_opts_t *o, char *buf,
     } else if (n == 0) {
         snprintf(buf, size, "replicas: none connected; writes do not wait "
                  "(they would wait for %d within %s)", o->replicas, limit);
+    } else if (n < (size_t) o->replicas) {
+        /* as pg_ctl_ha_replicas() does: those there are */
+        snprintf(buf, size, "replicas: %zu connected; writes wait for %zu "
+                 "within %s (redis_replicas asks for %d)", n, n, limit,
+                 o->replicas);
     } else {
         snprintf(buf, size, "replicas: %zu connected; writes wait for %d "
                  "within %s", n, o->replicas, limit);

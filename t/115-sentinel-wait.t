@@ -125,6 +125,9 @@ subtest 'redis_replicas above the replicas connected: waits for those' => sub {
     exits($res, 0, 'the one replica confirmed: done');
     is($res->{err}, "portal-gatectl: 1 of the 2 replicas redis_replicas "
        . "asks for is connected: waited for it\n", 'and it says so, once');
+    like($hs->ctl('--replicas', '2,1s', 'status')->{out},
+         qr/^  replicas: 1 connected; writes wait for 1 within 1s \(redis_replicas asks for 2\)$/m,
+         'status says what a write waits for');
 
     $hs->signal_server($r, 'STOP');
     $res = $hs->ctl('--replicas', '2,1s', 'rollout', 'customer_portal', '56');
