@@ -85,6 +85,21 @@ redisContext *pg_redis_connect_found(const pg_redis_url_t *u,
     int timeout_ms, char *found, size_t found_size, pg_error_t *err);
 
 /*
+ * pg_redis_connect(), and on failure whether a try later may succeed:
+ * *retry is 1 when it failed for something passing (a sentinel named a
+ * master that refused the connection, timed out or is a replica, not the
+ * master: a failover under way; or the time ran out), and 0 when asking
+ * again would fail the same (every sentinel that answered does not know
+ * the master name, no sentinel answered at all, or a master refused AUTH,
+ * the db or a command with WRONGPASS, NOPERM, NOAUTH or ERR). A master's
+ * refusal makes it 0 even when another sentinel's answer was passing.
+ * Another URL than a sentinel one: always 0 (there is nothing to look
+ * for again). *retry is set on success too (meaningless then).
+ */
+redisContext *pg_redis_connect_retry(const pg_redis_url_t *u,
+    int timeout_ms, int *retry, pg_error_t *err);
+
+/*
  * Did the last command on c fail because Redis did not answer within the
  * command timeout? hiredis says "Resource temporarily unavailable" then
  * (the socket's EAGAIN), which reads like a fault of the client, not a

@@ -17,14 +17,24 @@
 #include "pg_redis_private.h"   /* the API this file implements */
 
 
-/* One discovery: its deadline, and the masters that failed in it. */
+/*
+ * One discovery: its deadline, the masters that failed in it, and what
+ * the failures say about a try later (pg_redis_connect_retry()).
+ */
 typedef struct {
     long             deadline;   /* monotonic ms; 0: no limit */
     int              nfailed;
     pg_redis_addr_t  failed[PG_REDIS_SENTINELS_MAX];
+    int              transient;  /* a master named did not answer, or
+                                    is no master (yet), or time ran out */
+    int              denied;     /* a master refused our credentials or
+                                    db (AUTH, NOPERM, SELECT) */
 } pg_redis_round_t;
 
 
+static redisContext *pg_redis_sentinel_find(const pg_redis_url_t *u,
+    int timeout_ms, char *found, size_t found_size, int *retry,
+    pg_error_t *err);
 static long pg_redis_now_ms(void);
 static int pg_redis_left_ms(long deadline);
 static void pg_redis_hostport(const char *host, int port, char *buf,
@@ -32,7 +42,8 @@ static void pg_redis_hostport(const char *host, int port, char *buf,
 static redisContext *pg_redis_connect_master(const pg_redis_url_t *u,
     pg_redis_round_t *round, long deadline, int i, char *why, size_t size);
 static int pg_redis_is_master(redisContext *c, const char *at, char *why,
-    size_t size);
+    size_t size, int *denied);
+static int pg_redis_refused(const char *text);
 static const char *pg_redis_role(redisReply *r, int hello);
 
 
@@ -48,6 +59,31 @@ static const char *pg_redis_role(redisReply *r, int hello);
 redisContext *
 pg_redis_sentinel_connect(const pg_redis_url_t *u, int timeout_ms,
     char *found, size_t found_size, pg_error_t *err)
+{
+    return pg_redis_sentinel_find(u, timeout_ms, found, found_size, NULL,
+                                  err);
+}
+
+
+redisContext *
+pg_redis_connect_retry(const pg_redis_url_t *u, int timeout_ms, int *retry,
+    pg_error_t *err)
+{
+    *retry = 0;
+
+    if (!u->sentinel) {
+        return pg_redis_connect(u, timeout_ms, err);
+    }
+
+    return pg_redis_sentinel_find(u, timeout_ms, NULL, 0, retry, err);
+}
+
+
+/* pg_redis_sentinel_connect(), and *retry (when not NULL): see
+ * pg_redis_connect_retry() in pg_redis.h */
+static redisContext *
+pg_redis_sentinel_find(const pg_redis_url_t *u, int timeout_ms, char *found,
+    size_t found_size, int *retry, pg_error_t *err)
 {
     int                i, left, room;
     long               share;
@@ -71,6 +107,7 @@ pg_redis_sentinel_connect(const pg_redis_url_t *u, int timeout_ms,
         if (left < 0) {
             snprintf(why, sizeof(why), "not asked: the %d ms for finding "
                      "the master were spent", timeout_ms);
+            round.transient = 1;
 
         } else {
             share = left / (u->nsentinels - i);
@@ -78,6 +115,12 @@ pg_redis_sentinel_connect(const pg_redis_url_t *u, int timeout_ms,
                                         : pg_redis_now_ms()
                                           + (share > 0 ? share : 1),
                                         i, why, sizeof(why));
+        }
+
+        if (retry != NULL) {
+            /* a sentinel that does not know the name, or none that
+             * answers, or a master that refuses us: the same again */
+            *retry = round.transient && !round.denied;
         }
 
         if (c != NULL) {
@@ -159,7 +202,7 @@ static redisContext *
 pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
     long deadline, int i, char *why, size_t size)
 {
-    int                     timeout_ms, k;
+    int                     timeout_ms, k, denied;
     long                    port;
     char                    text[128], at[128], *end;
     pg_error_t              err;
@@ -174,6 +217,7 @@ pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
 
     if (timeout_ms < 0) {
         snprintf(why, size, "not asked: no time left");
+        round->transient = 1;
         return NULL;
     }
 
@@ -246,6 +290,7 @@ pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
         if (timeout_ms < 0) {
             snprintf(why, size, "no time left to connect to the master "
                      "at %s", at);
+            round->transient = 1;
             goto done;
         }
 
@@ -255,9 +300,21 @@ pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
             /* names the master: redis://:***@host:port/db: reason */
             snprintf(why, size, "%s", err.text);
 
-        } else if (!pg_redis_is_master(c, at, why, size)) {
+            if (pg_redis_refused(err.text)) {
+                round->denied = 1;
+            } else {
+                round->transient = 1;
+            }
+
+        } else if (!pg_redis_is_master(c, at, why, size, &denied)) {
             redisFree(c);
             c = NULL;
+
+            if (denied) {
+                round->denied = 1;
+            } else {
+                round->transient = 1;
+            }
 
         } else {
             snprintf(why, size, "%s", at);
@@ -288,10 +345,12 @@ done:
  * ACL user without @dangerous (ROLE's category, and INFO's) is refused it
  * (NOPERM), and HELLO 2 (@fast @connection, Redis 6+; the protocol stays
  * RESP2) says the role too. 0 and why if not a master, or if neither
- * could tell.
+ * could tell; *denied is 1 then when an ACL refused both (no try later
+ * will do better), else 0.
  */
 static int
-pg_redis_is_master(redisContext *c, const char *at, char *why, size_t size)
+pg_redis_is_master(redisContext *c, const char *at, char *why, size_t size,
+    int *denied)
 {
     int          ok, hello;
     char         text[128];
@@ -312,6 +371,7 @@ pg_redis_is_master(redisContext *c, const char *at, char *why, size_t size)
     }
 
     ok = 0;
+    *denied = 0;
     role = pg_redis_role(r, hello);
 
     if (r == NULL) {
@@ -320,6 +380,7 @@ pg_redis_is_master(redisContext *c, const char *at, char *why, size_t size)
 
     } else if (r->type == REDIS_REPLY_ERROR) {
         snprintf(why, size, "%s failed: %.*s", cmd, (int) r->len, r->str);
+        *denied = pg_redis_refused(why);
 
     } else if (role == NULL) {
         snprintf(why, size, "%s failed: unexpected reply", cmd);
@@ -364,4 +425,29 @@ pg_redis_role(redisReply *r, int hello)
     }
 
     return NULL;
+}
+
+
+/*
+ * Does a connection's error (pg_redis_connect_direct()'s, "...: AUTH
+ * failed: WRONGPASS ...", or a command's "X failed: NOPERM ...") say the
+ * server refused us, which asking again will not change? A timeout, a
+ * dropped connection or LOADING are not refusals. 1 or 0.
+ */
+static int
+pg_redis_refused(const char *text)
+{
+    static const char  *refusals[] = {
+        " failed: WRONGPASS", " failed: NOPERM", " failed: NOAUTH",
+        " failed: ERR", NULL
+    };
+    int                 i;
+
+    for (i = 0; refusals[i] != NULL; i++) {
+        if (strstr(text, refusals[i]) != NULL) {
+            return 1;
+        }
+    }
+
+    return 0;
 }

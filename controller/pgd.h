@@ -75,9 +75,11 @@
 #define PGD_ACTOR             "portal-gated"
 
 #define PGD_REDIS_TIMEOUT_MS  1000      /* connect, and each command */
-#define PGD_SENTINEL_TIMEOUT_MS 500     /* connect and SUBSCRIBE, each, to
-                                           the sentinel watched */
-#define PGD_SENTINEL_RETRY_MS 1000      /* after a failed one, the next */
+#define PGD_SENTINEL_TIMEOUT_MS 500     /* connect and SUBSCRIBE together,
+                                           to the sentinel watched */
+#define PGD_SENTINEL_RETRY_MS 1000      /* after a failed one, the next; */
+#define PGD_SENTINEL_RETRY_MAX_MS 30000 /* doubling to this while they
+                                           fail */
 #define PGD_STATUS_TIMEOUT_MS 1000      /* GET status of an edge */
 #define PGD_SEED_TIMEOUT_MS   5000      /* GET snapshot: 100k ids ~ 2 MB */
 #define PGD_SEED_WAIT_MS      1000      /* after the first usable answer,
@@ -345,6 +347,8 @@ typedef struct {
     int             sentinel_failing; /* a try failed since the last
                                        SUBSCRIBE: said at info already */
     double          sentinel_retry_at;
+    long            sentinel_backoff_ms; /* the wait after the next failed
+                                       try (0: PGD_SENTINEL_RETRY_MS) */
     pg_store_t      store;
     char            where[300];     /* the Redis URL, password masked */
     char            channel[PG_STORE_PREFIX_MAX + 16];

@@ -9,8 +9,11 @@
  *
  * Any sentinel will do: the URL's first, and on its loss (or refusal) the
  * next, round the list. Never long in the loop: the connect and the
- * SUBSCRIBE share PGD_SENTINEL_TIMEOUT_MS, one sentinel per try, and a
- * failed try waits PGD_SENTINEL_RETRY_MS before the next. Messages are
+ * SUBSCRIBE share one PGD_SENTINEL_TIMEOUT_MS, one sentinel per try, and a
+ * failed try waits PGD_SENTINEL_RETRY_MS before the next, twice that
+ * after each further one up to PGD_SENTINEL_RETRY_MAX_MS (hung sentinels
+ * would otherwise cost the loop half of each second), back to the first
+ * wait once one answers. Messages are
  * read only when poll() says the socket is readable. Without it (all
  * sentinels down) the daemon still rediscovers on a lost connection or
  * READONLY: this only makes it faster.
@@ -47,7 +50,10 @@ pgd_sentinel_close(pgd_t *d)
 void
 pgd_sentinel_watch(pgd_t *d)
 {
+    int                     left;
     char                    url[sizeof(d->sentinel_url)], text[160];
+    char                    io[160];
+    double                  start;
     redisReply             *r;
     struct timeval          tv;
     const pg_redis_addr_t  *a;
@@ -69,6 +75,7 @@ pgd_sentinel_watch(pgd_t *d)
         snprintf(d->sentinel_url, sizeof(d->sentinel_url), "%s", url);
         d->sentinel_next = 0;
         d->sentinel_retry_at = 0;
+        d->sentinel_backoff_ms = 0;
     }
 
     if (d->sentinel != NULL || pgd_now() < d->sentinel_retry_at) {
@@ -80,25 +87,40 @@ pgd_sentinel_watch(pgd_t *d)
              strchr(a->host, ':') ? "[" : "", a->host,
              strchr(a->host, ':') ? "]" : "", a->port);
 
+    /* one budget: what the connect leaves is the SUBSCRIBE's */
+    start = pgd_now();
     tv.tv_sec = PGD_SENTINEL_TIMEOUT_MS / 1000;
     tv.tv_usec = (PGD_SENTINEL_TIMEOUT_MS % 1000) * 1000;
 
     d->sentinel = redisConnectWithTimeout(a->host, a->port, tv);
 
-    if (d->sentinel == NULL || d->sentinel->err
-        || redisSetTimeout(d->sentinel, tv) != REDIS_OK)
-    {
+    if (d->sentinel == NULL || d->sentinel->err) {
         pgd_sentinel_lost(d, d->sentinel ? d->sentinel->errstr
                                          : "cannot allocate a context");
+        return;
+    }
+
+    left = PGD_SENTINEL_TIMEOUT_MS - (int) (pgd_now() - start);
+
+    if (left < 1) {
+        pgd_sentinel_lost(d, "connected, with no time left to SUBSCRIBE");
+        return;
+    }
+
+    tv.tv_sec = left / 1000;
+    tv.tv_usec = (left % 1000) * 1000;
+
+    if (redisSetTimeout(d->sentinel, tv) != REDIS_OK) {
+        pgd_sentinel_lost(d, d->sentinel->errstr);
         return;
     }
 
     r = redisCommand(d->sentinel, "SUBSCRIBE %s", PGD_SENTINEL_CHANNEL);
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        /* io, not text: the reason is read while text is written */
         snprintf(text, sizeof(text), "SUBSCRIBE failed: %.100s",
-                 r == NULL ? pg_redis_strerror(d->sentinel, text,
-                                               sizeof(text))
+                 r == NULL ? pg_redis_strerror(d->sentinel, io, sizeof(io))
                  : r->type == REDIS_REPLY_ERROR ? r->str
                  : "unexpected reply");
         freeReplyObject(r);
@@ -111,6 +133,7 @@ pgd_sentinel_watch(pgd_t *d)
     /* a sentinel that dies silently (a NAT, a firewall) is noticed */
     redisEnableKeepAlive(d->sentinel);
     d->sentinel_failing = 0;
+    d->sentinel_backoff_ms = 0;
 
     pgd_log(d, PG_LOG_INFO, "redis: following %s of master %s on sentinel "
             "%s", PGD_SENTINEL_CHANNEL, u->master, d->sentinel_at);
@@ -128,14 +151,25 @@ pgd_sentinel_lost(pgd_t *d, const char *why)
     pgd_sentinel_close(d);
 
     /* said once until one answers again: all down is not a log a second */
+    if (d->sentinel_backoff_ms < PGD_SENTINEL_RETRY_MS) {
+        d->sentinel_backoff_ms = PGD_SENTINEL_RETRY_MS;
+    }
+
     pgd_log(d, d->sentinel_failing ? PG_LOG_DEBUG : PG_LOG_INFO,
-            "redis: sentinel %s: %s; %s from the next one", d->sentinel_at,
-            text, PGD_SENTINEL_CHANNEL);
+            "redis: sentinel %s: %s; %s from the next one in %ld ms",
+            d->sentinel_at, text, PGD_SENTINEL_CHANNEL,
+            d->sentinel_backoff_ms);
 
     d->sentinel_failing = 1;
 
     d->sentinel_next++;
-    d->sentinel_retry_at = pgd_now() + PGD_SENTINEL_RETRY_MS;
+    d->sentinel_retry_at = pgd_now() + d->sentinel_backoff_ms;
+
+    /* while they fail, each wait twice the last */
+    d->sentinel_backoff_ms = d->sentinel_backoff_ms * 2
+                             > PGD_SENTINEL_RETRY_MAX_MS
+                             ? PGD_SENTINEL_RETRY_MAX_MS
+                             : d->sentinel_backoff_ms * 2;
 }
 
 

@@ -98,6 +98,45 @@ subtest 'no replica confirmed: said, exit 1, the change is on the master'
     exits($given, 0, '--replicas 0 over -c\'s line');
 };
 
+subtest 'an ACL user refused ROLE still waits, and is told what 0 means'
+    => sub {
+    my ($m, $r) = ($hs->master_port, $hs->replica_port);
+    is($hs->cli($m, 'ACL', 'SETUSER', 'pg', 'on', '>pw', '~*', '&*', '+@all',
+                '-@dangerous'), 'OK', 'a user without @dangerous (ROLE)');
+    (my $url = $hs->url) =~ s{^redis-sentinel://}{redis-sentinel://pg:pw@};
+    my $res = $hs->ctl_url($url, 'rollout', 'customer_portal', '52');
+    exits($res, 0, 'the replica confirmed: done');
+    is($res->{err}, '', 'nothing said');
+
+    $hs->signal_server($r, 'STOP');
+    $res = $hs->ctl_url($url, 'rollout', 'customer_portal', '53');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 1, 'no replica confirmed, and none could be counted: exit 1');
+    like($res->{err}, qr/^portal-gatectl: the change is applied on the master, but no replica confirmed it within 1s, and whether the master has replicas could not be told \(ROLE refused: NOPERM[^)]*\): if it has, a failover now could lose it; grant the user \+role, or set redis_replicas 0 for a Redis without replicas\n\z/,
+         'it says WAIT got 0, that ROLE was refused, and what to do')
+        or diag($res->{err});
+    is($hs->cli($m, 'ACL', 'DELUSER', 'pg'), '1', 'the user removed');
+};
+
+subtest 'redis_replicas above the replicas connected: waits for those' => sub {
+    my $r = $hs->replica_port;
+    my $res = $hs->ctl('--replicas', '2,1s', 'rollout', 'customer_portal',
+                       '54');
+    exits($res, 0, 'the one replica confirmed: done');
+    is($res->{err}, "portal-gatectl: 1 of the 2 replicas redis_replicas "
+       . "asks for is connected: waited for it\n", 'and it says so, once');
+    like($hs->ctl('--replicas', '2,1s', 'status')->{out},
+         qr/^  replicas: 1 connected; writes wait for 1 within 1s \(redis_replicas asks for 2\)$/m,
+         'status says what a write waits for');
+
+    $hs->signal_server($r, 'STOP');
+    $res = $hs->ctl('--replicas', '2,1s', 'rollout', 'customer_portal', '56');
+    $hs->signal_server($r, 'CONT');
+    exits($res, 1, 'the one connected did not confirm: exit 1');
+    like($res->{err}, qr/no replica confirmed it within 1s: a failover now could lose it$/m,
+         'said');
+};
+
 # Redis's MONITOR line as its arguments (sdscatrepr's escapes undone)
 sub monitor_args {
     my ($line) = @_;
@@ -190,6 +229,38 @@ subtest 'redis:// URL: a dropped connection is retried once, same server'
     is(scalar @once, 1, 'applied once');
 };
 
+# every sentinel's down-after-milliseconds for our master
+sub down_after {
+    my ($hs, $ms) = @_;
+    for my $p ($hs->sentinel_ports) {
+        is($hs->cli($p, 'SENTINEL', 'SET', 'mymaster',
+                    'down-after-milliseconds', $ms), 'OK',
+           "sentinel $p: down-after $ms ms");
+    }
+}
+
+subtest 'a resend that fails again past the limit is not sent again'
+    => sub {
+    my $m = $hs->master_port;
+    # the master holds writes, and the sentinels do not fail it over for it
+    # (their PUBLISH on it is held too): every resend finds it, and waits
+    down_after($hs, 120000);
+    is($hs->cli($m, 'CLIENT', 'PAUSE', '60000', 'WRITE'), 'OK',
+       'the master holds writes for 60 s');
+    # the limit is 10 s (no --wait: that needs edges); each try waits
+    # the command's 5 s for the held write
+    my $h = $hs->ctl_start('--reason', 'held-1', 'rollout',
+                           'customer_portal', '45');
+    # no timing claim: only that it ends before the pause does
+    my $res = $hs->ctl_finish($h, 50);
+    is($hs->cli($m, 'CLIENT', 'UNPAUSE'), 'OK', 'writes go on');
+    down_after($hs, 1000);
+    exits($res, 1, 'the write fails');
+    like($res->{err}, qr/^portal-gatectl: the master went away \(.+\) and the write was resent \d+ times? within \d+\.\d s, past the limit of 10 s: the change may or may not be applied: check with `portal-gatectl show customer_portal` or `audit`$/m,
+         'it says it gave up, that the change may be applied, and how to check')
+        or diag($res->{err});
+};
+
 subtest 'SIGKILL of the master right after an acknowledged kill' => sub {
     exits($hs->ctl('create', 'checkout'), 0, 'create checkout');
     exits($hs->ctl('on', 'checkout'), 0, 'on');
@@ -241,6 +312,30 @@ subtest 'a write in flight when the master dies is resent, once' => sub {
     like($hs->cli($new, 'KEYS', 'portal-gate:write:*'),
          qr/^portal-gate:write:[0-9a-f]{32}$/m,
          'writes leave their ids (P write:ID) for a resend to find');
+    $hs->stop;
+};
+
+subtest 'a write in flight, then no sentinel answers: fails at once' => sub {
+    my $hs = PortalGate::Sentinel->new;
+    exits($hs->ctl('init'), 0, 'init');
+    exits($hs->ctl('create', 'customer_portal'), 0, 'create');
+    my $m = $hs->master_port;
+    is($hs->cli($m, 'CLIENT', 'PAUSE', '60000', 'WRITE'), 'OK',
+       'the master holds writes');
+    my $h = $hs->ctl_start('--reason', 'INC-8', 'kill', 'customer_portal');
+    my $id;
+    $hs->wait_until(sub {
+        ($id) = $hs->cli($m, 'CLIENT', 'LIST') =~ /^id=(\d+) .*cmd=eval/m;
+        defined $id
+    }, 10, 'the kill waits on the master');
+    $hs->stop_sentinels;
+    is($hs->cli($m, 'CLIENT', 'KILL', 'ID', $id), '1',
+       'its connection is closed under it, no sentinel to ask');
+    my $res = $hs->ctl_finish($h, 30);
+    is($hs->cli($m, 'CLIENT', 'UNPAUSE'), 'OK', 'writes go on');
+    exits($res, 1, 'the kill fails');
+    like($res->{err}, qr/^portal-gatectl: the master went away \(.+\); the change may or may not be applied \(`portal-gatectl show customer_portal` or `audit` tells\): redis-sentinel master "mymaster" not found: 127\.0\.0\.1:\d+: Connection refused/m,
+         'it says why at once, not after the limit') or diag($res->{err});
     $hs->stop;
 };
 
