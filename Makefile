@@ -243,14 +243,15 @@ unit: deps $(BUILD)/test-core $(BUILD)/test-state $(BUILD)/test-redis-url \
       $(BUILD)/test-token $(BUILD)/test-token-mint \
       $(BUILD)/asan/portal-gatectl $(BUILD)/asan/portal-gated
 
-# prove runs every test, two files at a time (most of a test's time is
-# waiting on the programs it started, and make test must fit CI's budget
-# on 2 cores); then the nginx tests run again with nginx under valgrind,
-# which catches the module's memory errors.
+# The builds run two jobs at a time (2 cores: the build of a clean clone
+# takes half the time); prove runs every test, two files at a time (most
+# of a test's time is waiting on the programs it started, and make test
+# must fit CI's budget on 2 cores); then the nginx tests run again with
+# nginx under valgrind, which catches the module's memory errors.
 test:
 	@tools/deps.sh $(TEST_PKGS)
-	$(MAKE) all unit
-	$(MAKE) fuzz-smoke
+	$(MAKE) -j2 all unit
+	$(MAKE) -j2 fuzz-smoke
 	prove --timer -j2 -r t
 	tools/valgrind-prove.sh
 
