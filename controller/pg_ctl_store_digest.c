@@ -146,6 +146,7 @@ int
 pg_store_digest(pg_store_t *store, const char *const *envs, size_t nenvs,
     int *initialised, json_t **digest, char *epoch)
 {
+    int           rc;
     char         *keys, numkeys[16];
     size_t        i, argc;
     json_t       *all, *env;
@@ -180,25 +181,16 @@ pg_store_digest(pg_store_t *store, const char *const *envs, size_t nenvs,
         argv[5 + i] = keys + (2 + i) * PG_STORE_KEY_MAX;
     }
 
-    reply = redisCommandArgv(store->redis, (int) argc, argv, NULL);
+    rc = pg_store_script_read(store, (int) argc, argv, 3 + nenvs,
+                              "reading the store's digest", &reply);
     free(argv);
     free(keys);
 
-    if (reply == NULL) {
-        return pg_store_lost(store);
+    if (rc != PG_OK) {
+        return rc;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the store's "
-                      "digest failed: %s", store->where, reply->str);
-        freeReplyObject(reply);
-        return PG_ERR;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 + nenvs
-        || reply->element[0]->type != REDIS_REPLY_INTEGER
-        || reply->element[2]->type != REDIS_REPLY_STRING)
-    {
+    if (reply->elements != 3 + nenvs) {
         freeReplyObject(reply);
         return pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the "
                              "store's digest failed: unexpected reply",
@@ -337,29 +329,14 @@ pg_store_read_named(pg_store_t *store, int64_t base, const char *epoch,
         }
     }
 
-    reply = redisCommandArgv(store->redis, (int) k, argv, NULL);
+    rc = pg_store_script_read(store, (int) k, argv, 3, "reading flags",
+                              &reply);
     free(argv);
     free(keys);
     free(idx);
 
-    if (reply == NULL) {
-        return pg_store_lost(store);
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        pg_store_fail(store, PG_STORE_EFAILED, "%s: reading flags failed: "
-                      "%s", store->where, reply->str);
-        freeReplyObject(reply);
-        return PG_ERR;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
-        || reply->element[0]->type != REDIS_REPLY_INTEGER
-        || reply->element[2]->type != REDIS_REPLY_STRING)
-    {
-        freeReplyObject(reply);
-        return pg_store_fail(store, PG_STORE_EFAILED, "%s: reading flags "
-                             "failed: unexpected reply", store->where);
+    if (rc != PG_OK) {
+        return rc;
     }
 
     if (strcmp(reply->element[2]->str, "moved") == 0) {

@@ -169,31 +169,13 @@ pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     argv[6 + nenvs + 1] = log_max;
     argv[6 + nenvs + 2] = epoch;
 
-    reply = redisCommandArgv(store->redis, (int) argc, argv, NULL);
+    rc = pg_store_script_read(store, (int) argc, argv, 3,
+                              "reading the change log", &reply);
     free(argv);
     free(keys);
 
-    if (reply == NULL) {
-        return pg_store_lost(store);
-    }
-
-    /* refused (a Redis that runs no script, a memory limit): the whole
-     * read does without scripts */
-    if (reply->type == REDIS_REPLY_ERROR) {
-        pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the change log "
-                      "failed: %s", store->where, reply->str);
-        freeReplyObject(reply);
-        return PG_ERR;
-    }
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3
-        || reply->element[0]->type != REDIS_REPLY_INTEGER
-        || reply->element[2]->type != REDIS_REPLY_STRING)
-    {
-        freeReplyObject(reply);
-        return pg_store_fail(store, PG_STORE_EFAILED, "%s: reading the "
-                             "change log failed: unexpected reply",
-                             store->where);
+    if (rc != PG_OK) {
+        return rc;
     }
 
     *initialised = reply->element[0]->integer == 1;
@@ -210,6 +192,42 @@ pg_store_read_changes(pg_store_t *store, int64_t base, const char *epoch,
     freeReplyObject(reply);
 
     return rc;
+}
+
+
+int
+pg_store_script_read(pg_store_t *store, int argc, const char **argv,
+    size_t min, const char *what, redisReply **reply)
+{
+    redisReply  *r;
+
+    *reply = NULL;
+    r = redisCommandArgv(store->redis, argc, argv, NULL);
+
+    if (r == NULL) {
+        return pg_store_lost(store);
+    }
+
+    if (r->type == REDIS_REPLY_ERROR) {
+        pg_store_fail(store, PG_STORE_EFAILED, "%s: %s failed: %s",
+                      store->where, what, r->str);
+        freeReplyObject(r);
+        return PG_ERR;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < min
+        || r->elements < 3
+        || r->element[0]->type != REDIS_REPLY_INTEGER
+        || r->element[2]->type != REDIS_REPLY_STRING)
+    {
+        freeReplyObject(r);
+        return pg_store_fail(store, PG_STORE_EFAILED, "%s: %s failed: "
+                             "unexpected reply", store->where, what);
+    }
+
+    *reply = r;
+
+    return PG_OK;
 }
 
 

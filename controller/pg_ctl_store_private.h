@@ -147,6 +147,18 @@ int pg_store_parse_revision(pg_store_t *store, const redisReply *value,
 int pg_store_parse_value(const char *name, const redisReply *value,
     json_t **flag, char *why, size_t size);
 
+/*
+ * Run a read script of the store (argc, argv: EVAL and its arguments) and
+ * check the shape its answer has: an array of at least min elements, the
+ * marker first (an integer) and a word third (a string: the epoch, "delta",
+ * "whole", "moved"). PG_OK with *reply new; otherwise the error, in the
+ * words "<where>: WHAT failed: <why>", *reply NULL. A refusal (a Redis that
+ * runs no script, a memory limit) is PG_STORE_EFAILED: the whole read does
+ * without scripts. (pg_ctl_store_log.c; the digest's scripts too)
+ */
+int pg_store_script_read(pg_store_t *store, int argc, const char **argv,
+    size_t min, const char *what, redisReply **reply);
+
 /* A change log script's "delta" reply ({marker exists, revision, "delta",
  * ENV, FLAG, value or nil, ...}, borrowed) as pg_store_read_changes()'s
  * *read (new), and sha (NULL: none) as it gives it. (pg_ctl_store_log.c;
