@@ -18,7 +18,7 @@ use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
 use Test::More;
-use PortalGate::Gated qw(clean_exit wait_until two_edges);
+use PortalGate::Gated qw(clean_exit wait_ticks wait_until two_edges);
 use PortalGate::Redis qw(exits);
 use PortalGate::Test qw(require_module);
 
@@ -303,7 +303,11 @@ subtest 'a value the store cannot push as it is: deltas still give what the whol
 subtest 'an edge restarted empty gets the whole snapshot' => sub {
     my $mark = $gd->mark;
 
-    # held still, so that no reconcile tick sees the restart first
+    # held still, so that no reconcile tick sees the restart first; and
+    # held just after a tick's status request to B was answered, so that
+    # none is on its way when B goes down (it would fail, and the daemon
+    # would find B down instead of patching it: CI saw that once)
+    wait_ticks($B, 1);
     kill 'STOP', $gd->pid;
     $B->restart;
     is($B->status->{revision}, 0, 'edge B restarted empty (no state file)');
@@ -312,8 +316,8 @@ subtest 'an edge restarted empty gets the whole snapshot' => sub {
 
     my $rev = all_at_store('after the write');
     ok($gd->wait_log(qr/edge \Q$url{$B}\E: PATCH snapshot answered 409, it is at revision 0/,
-                     2, $mark), 'edge B refused the patch: it is not at its '
-       . 'base');
+                     5, $mark), 'edge B refused the patch: it is not at its '
+       . 'base') or diag($gd->log($mark));
     is(went($B, $rev), 'PUT', 'then it took the PUT at once');
     is(went($A, $rev), 'PATCH', 'edge A a PATCH');
     all_as_reference('after the restart');
