@@ -18,7 +18,7 @@ use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
 use Test::More;
-use PortalGate::Gated qw(clean_exit wait_ticks wait_until two_edges);
+use PortalGate::Gated qw(clean_exit wait_until two_edges);
 use PortalGate::Redis qw(exits);
 use PortalGate::Test qw(require_module);
 
@@ -164,6 +164,21 @@ sub went {
     return $line =~ /\(patched: / ? 'PATCH' : 'PUT';
 }
 
+# until a reconcile tick's GET status was answered by $ng: the daemon held
+# still (SIGSTOP) right after has no request on its way to $ng, which would
+# end otherwise than the test means (fail when $ng restarts, or read a
+# revision the test then changes under it: the stress runs saw both)
+sub tick_answered {
+    my ($ng) = @_;
+    my $gets = sub {
+        open my $fh, '<', $ng->dir . '/access.log' or return 0;
+        return scalar grep { m{"GET /[\w-]+/status(?:\?\S*)? HTTP} } <$fh>;
+    };
+    my $want = $gets->() + 1;
+    ok(wait_until(sub { $gets->() >= $want }),
+       "a reconcile tick reached edge $name{$ng}");
+}
+
 # the access log's pushes since $n, once there are as many as wanted: an
 # edge logs a request after its answer
 sub pushes_after {
@@ -307,7 +322,7 @@ subtest 'an edge restarted empty gets the whole snapshot' => sub {
     # held just after a tick's status request to B was answered, so that
     # none is on its way when B goes down (it would fail, and the daemon
     # would find B down instead of patching it: CI saw that once)
-    wait_ticks($B, 1);
+    tick_answered($B);
     kill 'STOP', $gd->pid;
     $B->restart;
     is($B->status->{revision}, 0, 'edge B restarted empty (no state file)');
@@ -355,12 +370,15 @@ subtest 'an edge ahead of the base answers 409, gets the PUT, the store is raise
     my $ahead = store_revision() + 5;
     my $snap = $A->snapshot;
     $snap->{revision} = $ahead;
+    # a status request on its way would find A ahead before any patch
+    tick_answered($A);
     kill 'STOP', $gd->pid;
     is($A->put_snapshot($snap)->{status}, 200, "edge A put at revision $ahead");
     exits(ctl('rollout', 'customer_portal', '55'), 0, 'a write');
     kill 'CONT', $gd->pid;
     ok($gd->wait_log(qr/edge \Q$url{$A}\E: PATCH snapshot answered 409, it is at revision $ahead/,
-                     5, $mark), 'the patch to A is refused: it is ahead');
+                     5, $mark), 'the patch to A is refused: it is ahead')
+        or diag($gd->log($mark));
     ok($gd->wait_log(qr/raised the store's revision to \d+/, 5, $mark),
        'the store is raised above it');
     ok(store_revision() > $ahead, 'the store is past the edge');
