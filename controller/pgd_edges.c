@@ -931,9 +931,14 @@ pgd_same_snapshot(const json_t *a, const json_t *b)
         copy[i] = json_copy((json_t *) from[i]);
         envs = json_copy(json_object_get(from[i], "environments"));
 
-        if (copy[i] == NULL || envs == NULL
-            || json_object_set_new(copy[i], "environments", envs) != 0)
-        {
+        if (copy[i] == NULL || envs == NULL) {
+            json_decref(envs);
+            same = 0;
+            continue;
+        }
+
+        /* the copy owns envs from here, set or not */
+        if (json_object_set_new(copy[i], "environments", envs) != 0) {
             same = 0;
             continue;
         }
