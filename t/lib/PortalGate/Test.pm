@@ -23,9 +23,10 @@ package PortalGate::Test;
 # modules ([paths] of other dynamic modules, loaded before ours).
 #
 # Methods: start, stop, restart(%options), reload(%options) (HUP, waits for
-# the new workers), workers (their pids), request / get (one connection
-# each), api, put_snapshot, status, snapshot, evaluate (GET eval),
-# error_log, log_lines(qr//), no_bad_log_lines, dir, port, extra_port(n),
+# the new workers), hup (the same, with nginx.conf as it is on disk),
+# workers (their pids), request / get (one connection each), api,
+# put_snapshot, status, snapshot, evaluate (GET eval), error_log,
+# log_lines(qr//), no_bad_log_lines, dir, port, extra_port(n),
 # state_file. Functions: murmur3_32, bucket, find_companies, nginx_t,
 # free_port.
 #
@@ -398,6 +399,17 @@ sub reload {
         $self->{$k} = $o{$k};
     }
     $self->_write_conf;
+    return $self->hup(old_busy => $old_busy);
+}
+
+# HUP with nginx.conf as it is on disk (a test that edited it by hand);
+# returns as reload does: once a whole new set of workers runs and the old
+# ones have gone (with old_busy => 1, once the new ones run). A refused
+# config never gets new workers: for that, HUP and wait for its [emerg].
+sub hup {
+    my ($self, %o) = @_;
+    die "nginx not running\n" unless $self->{pid};
+    my $old_busy = $o{old_busy};
 
     my %old = map { $_ => 1 } $self->workers;
     kill 'HUP', $self->{pid};
