@@ -121,7 +121,11 @@ subtest 'a PUT an old worker finishes after a resizing reload gets 503' => sub {
              . "Connection: close\r\nContent-Length: " . length($body)
              . "\r\n\r\n" . substr($body, 0, $half);
     $s->flush;
-    sleep 0.2 * $SLOW;
+    # until a worker has accepted it: one still in the listen queue at the
+    # reload would go to a new worker, and answer 200
+    my $wait = time + 10 * $SLOW;
+    sleep 0.02 until $ng->holder($s) || time > $wait;
+    ok($ng->holder($s), 'a worker of the old cycle took the request');
 
     my %old = map { $_ => 1 } $ng->workers;
     $ng->reload(zone => '8m', old_busy => 1);
@@ -168,7 +172,11 @@ subtest 'an override an old worker finishes after a resizing reload gets 503' =>
              . "HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
              . "Content-Length: " . length($body) . "\r\n\r\n" . substr($body, 0, 5);
     $s->flush;
-    sleep 0.2 * $SLOW;
+    # until a worker has accepted it: one still in the listen queue at the
+    # reload would go to a new worker, and answer 200
+    my $wait = time + 10 * $SLOW;
+    sleep 0.02 until $ng->holder($s) || time > $wait;
+    ok($ng->holder($s), 'a worker of the old cycle took the request');
 
     my %old = map { $_ => 1 } $ng->workers;
     $ng->reload(zone => '8m', old_busy => 1);

@@ -24,7 +24,8 @@ package PortalGate::Test;
 #
 # Methods: start, stop, restart(%options), reload(%options) (HUP, waits for
 # the new workers), hup (the same, with nginx.conf as it is on disk),
-# workers (their pids), request / get (one connection each), api,
+# workers (their pids), holder($sock) (the worker that accepted the
+# test's connection $sock), request / get (one connection each), api,
 # put_snapshot, status, snapshot, evaluate (GET eval), error_log,
 # log_lines(qr//), no_bad_log_lines, dir, port, extra_port(n),
 # state_file. Functions: murmur3_32, bucket, find_companies, nginx_t,
@@ -305,6 +306,31 @@ sub workers {
     }
     @pids = sort { $a <=> $b } @pids;
     return @pids;
+}
+
+# The worker that has accepted the connection of the test's client socket
+# $sock (a pid), or undef while none has: the kernel completes a TCP
+# handshake before any worker accepts, so a request sent is not yet one
+# a worker took. From /proc: the server side's socket inode in
+# /proc/net/tcp, then which worker has it open.
+sub holder {
+    my ($self, $sock) = @_;
+    my ($port, $peer) = map { sprintf '%04X', $_ } $self->{port}, $sock->sockport;
+    my $inode;
+    for (split /\n/, _read_file('/proc/net/tcp') // '') {
+        my @f = split ' ';
+        next unless @f > 9 && $f[1] eq "0100007F:$port"
+                    && $f[2] eq "0100007F:$peer";
+        $inode = $f[9];
+        last;
+    }
+    return undef unless $inode;
+    for my $pid ($self->workers) {
+        for my $fd (glob "/proc/$pid/fd/*") {
+            return $pid if (readlink($fd) // '') eq "socket:[$inode]";
+        }
+    }
+    return undef;
 }
 
 sub _worker_count {
