@@ -291,15 +291,17 @@ subtest 'a worker killed mid-swap leaves a zone that says it lost the snapshot' 
         open STDERR, '>&', \*STDOUT;
         { exec '/usr/bin/gdb', '-p', $victim, '-batch', '-nx',
              '-ex', 'break ngx_http_portal_gate_zone_free_locked',
+             '-ex', 'shell touch ' . $ng->dir . '/armed',
              '-ex', 'continue',
              '-ex', 'shell touch ' . $ng->dir . '/hit',
              '-ex', 'finish', '-ex', 'kill' }
         POSIX::_exit(127);
     }
     my $deadline = time + 20 * $SLOW;
-    until (traced($victim) || time > $deadline) { sleep 0.05 }
+    until (-e $ng->dir . '/armed' || time > $deadline) { sleep 0.05 }
     ok(traced($victim), 'gdb holds the worker') or diag(slurp($ng->dir . '/gdb.log'));
-    sleep 0.5 * $SLOW;   # gdb sets the breakpoint and continues
+    ok(-e $ng->dir . '/armed', 'with the breakpoint set')
+        or diag(slurp($ng->dir . '/gdb.log'));
 
     # the kernel may hand the PUT to either worker: send until the victim
     # takes one (the other worker applies nothing: revision 301 is not
