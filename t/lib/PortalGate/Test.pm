@@ -157,14 +157,26 @@ sub _scratch {
     return $dir;
 }
 
-# A free TCP port on 127.0.0.1 (PortalGate::Scrape exports this one too).
+# A free TCP port on 127.0.0.1 (PortalGate::Scrape exports this one too;
+# PortalGate::Pebble and PortalGate::Redis take theirs from it). It is free
+# when asked, and taken only when nginx starts: the kernel may give the same
+# port to the next ask meanwhile (2 in 1,000 instances of 8 ports had a
+# port twice: t/34's "gate" server then shared the main server's port, and
+# its requests went to the main server). So no port is given twice in a
+# test.
+my %GIVEN;
+
 sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Proto => 'tcp', Listen => 1)
-        or die "cannot find a free port: $!";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => 0, Proto => 'tcp',
+                                      Listen => 1)
+            or die "cannot find a free port: $!";
+        my $port = $s->sockport;
+        close $s;
+        return $port unless $GIVEN{$port}++;
+    }
+    die "cannot find a free port that was not given already\n";
 }
 
 # Folders the workers write: theirs when the master runs as root.
