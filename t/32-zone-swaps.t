@@ -121,7 +121,11 @@ subtest 'a PUT an old worker finishes after a resizing reload gets 503' => sub {
              . "Connection: close\r\nContent-Length: " . length($body)
              . "\r\n\r\n" . substr($body, 0, $half);
     $s->flush;
-    sleep 0.2 * $SLOW;
+    # until a worker has accepted it: one still in the listen queue at the
+    # reload would go to a new worker, and answer 200
+    my $wait = time + 10 * $SLOW;
+    sleep 0.02 until $ng->holder($s) || time > $wait;
+    ok($ng->holder($s), 'a worker of the old cycle took the request');
 
     my %old = map { $_ => 1 } $ng->workers;
     $ng->reload(zone => '8m', old_busy => 1);
@@ -168,7 +172,11 @@ subtest 'an override an old worker finishes after a resizing reload gets 503' =>
              . "HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
              . "Content-Length: " . length($body) . "\r\n\r\n" . substr($body, 0, 5);
     $s->flush;
-    sleep 0.2 * $SLOW;
+    # until a worker has accepted it: one still in the listen queue at the
+    # reload would go to a new worker, and answer 200
+    my $wait = time + 10 * $SLOW;
+    sleep 0.02 until $ng->holder($s) || time > $wait;
+    ok($ng->holder($s), 'a worker of the old cycle took the request');
 
     my %old = map { $_ => 1 } $ng->workers;
     $ng->reload(zone => '8m', old_busy => 1);
@@ -283,15 +291,17 @@ subtest 'a worker killed mid-swap leaves a zone that says it lost the snapshot' 
         open STDERR, '>&', \*STDOUT;
         { exec '/usr/bin/gdb', '-p', $victim, '-batch', '-nx',
              '-ex', 'break ngx_http_portal_gate_zone_free_locked',
+             '-ex', 'shell touch ' . $ng->dir . '/armed',
              '-ex', 'continue',
              '-ex', 'shell touch ' . $ng->dir . '/hit',
              '-ex', 'finish', '-ex', 'kill' }
         POSIX::_exit(127);
     }
     my $deadline = time + 20 * $SLOW;
-    until (traced($victim) || time > $deadline) { sleep 0.05 }
+    until (-e $ng->dir . '/armed' || time > $deadline) { sleep 0.05 }
     ok(traced($victim), 'gdb holds the worker') or diag(slurp($ng->dir . '/gdb.log'));
-    sleep 0.5 * $SLOW;   # gdb sets the breakpoint and continues
+    ok(-e $ng->dir . '/armed', 'with the breakpoint set')
+        or diag(slurp($ng->dir . '/gdb.log'));
 
     # the kernel may hand the PUT to either worker: send until the victim
     # takes one (the other worker applies nothing: revision 301 is not

@@ -374,7 +374,11 @@ subtest 'a PUT an old worker finishes after a resizing reload gets 503' => sub {
              . "Connection: close\r\nContent-Length: " . length($body)
              . "\r\n\r\n" . substr($body, 0, 5);
     $s->flush;
-    sleep 0.2 * $SLOW;
+    # until a worker has accepted it: one still in the listen queue at the
+    # reload would go to a new worker, and answer 200
+    my $wait = time + 10 * $SLOW;
+    sleep 0.02 until $inst->holder($s) || time > $wait;
+    ok($inst->holder($s), 'a worker of the old cycle took the request');
 
     my %old = map { $_ => 1 } $inst->workers;
     $inst->reload(zone => '8m', old_busy => 1);

@@ -40,14 +40,16 @@ sub health {
 }
 
 # (code, doc) of /health-stale right after $confirm ran: stale=1s may pass
-# between the two on a loaded machine (nginx under valgrind), so a 503 is
-# tried again, a few times; an edge that the confirmation does not confirm
-# answers 503 every time
+# between the two on a loaded machine (nginx under valgrind), and it counts
+# whole seconds (nginx's clock): a second that turns between the two is
+# stale already. So a 503 is tried again, a few times; an edge that the
+# confirmation does not confirm answers 503 every time. With $done, the
+# first confirmation has just been made by the caller.
 sub right_after {
-    my ($confirm) = @_;
+    my ($confirm, $done) = @_;
     my ($code, $doc);
-    for (1 .. 5) {
-        $confirm->();
+    for my $try (1 .. 5) {
+        $confirm->() unless $done && $try == 1;
         ($code, $doc) = health('/health-stale');
         last if $code == 200;
     }
@@ -70,7 +72,9 @@ subtest 'no snapshot yet: empty, 503, with and without stale=' => sub {
 subtest 'a PUT loads it and confirms the edge: ok, 200' => sub {
     is($ng->put_snapshot($snap)->{status}, 200, 'PUT revision 3');
     for my $path ('/health', '/health-stale') {
-        my ($code, $doc) = health($path);
+        # again: a PUT of the same revision (409) confirms it too (below)
+        my ($code, $doc) = $path eq '/health' ? health($path)
+            : right_after(sub { $ng->put_snapshot($snap) }, 1);
         is($code, 200, "$path answers 200");
         is($doc->{status}, 'ok', 'status ok');
         is($doc->{revision}, 3, 'revision 3');

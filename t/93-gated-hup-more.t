@@ -81,7 +81,8 @@ subtest 'a reload that changes nothing sends the edges nothing' => sub {
         $gd->hup;
         ok($gd->wait_log(qr/configuration reloaded/, 5, $mark), "reload $_");
     }
-    sleep 1;    # ticks: what a reload would have sent is sent by now
+    ok(wait_ticks($B, 3), 'three reconcile ticks: what a reload would '
+       . 'have sent is sent by now');
     is(puts($A) + puts($B) - $before, 0, '5 reloads: no PUT snapshot');
 };
 

@@ -46,16 +46,13 @@ my %LIVE;           # pid => [instance, name]: everything to stop at exit
 my $OWNER = $$;     # a forked child must not stop them
 
 # A port free for TCP and UDP (the DNS server takes both).
+# From PortalGate::Test's, which gives no port twice in a test.
 sub free_port {
+    require PortalGate::Test;
     for (1 .. 50) {
-        my $t = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                      LocalPort => 0, Proto => 'tcp',
-                                      Listen => 1)
-            or die "cannot find a free port: $!";
-        my $port = $t->sockport;
+        my $port = PortalGate::Test::free_port();
         my $u = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
                                       LocalPort => $port, Proto => 'udp');
-        close $t;
         next unless $u;
         close $u;
         return $port;

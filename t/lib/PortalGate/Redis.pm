@@ -42,11 +42,10 @@ our $CTL = $ENV{PORTAL_GATECTL} || "$ROOT/build/asan/portal-gatectl";
 $ENV{ASAN_OPTIONS} = 'detect_leaks=1:exitcode=23';
 $ENV{UBSAN_OPTIONS} = 'print_stacktrace=1:halt_on_error=1:exitcode=24';
 
+# PortalGate::Test's, which gives no port twice in a test
 sub _free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Proto => 'tcp', Listen => 1)
-        or die "cannot find a free port: $!";
-    return $s->sockport;
+    require PortalGate::Test;
+    return PortalGate::Test::free_port();
 }
 
 sub new {
