@@ -85,6 +85,29 @@ redisContext *pg_redis_connect_found(const pg_redis_url_t *u,
     int timeout_ms, char *found, size_t found_size, pg_error_t *err);
 
 /*
+ * Another connection to the server c reached: c is a connection
+ * pg_redis_connect() or pg_redis_connect_found() made with u (borrowed; it
+ * stays the caller's and is not used for commands). For a redis:// or
+ * unix:// URL this is pg_redis_connect(u, timeout_ms, err). For a sentinel
+ * URL the sentinels are not asked again: the master c is connected to
+ * (hiredis's c->tcp.host and c->tcp.port) is connected to as a redis://
+ * URL with u's user, password and db, and ROLE (HELLO 2) must still say
+ * "master", so that two connections made one after the other are on one
+ * server even when a failover starts between them, and a daemon's
+ * reconnect waits on one discovery, not two. Only when that fails (the
+ * master went away or was demoted meanwhile) is the master found again
+ * as pg_redis_connect() does, within what is left of timeout_ms; that one
+ * may then be another server than c's, which the caller sees as a master
+ * that moved (READONLY, a dropped connection) and connects again.
+ * A new context (the caller redisFree()s it) or NULL with err: the
+ * discovery's error when it came to that, else why c's master failed and
+ * that no time was left ("redis://:***@h:6379/0: Connection refused; no
+ * time left to ask the sentinels again").
+ */
+redisContext *pg_redis_connect_same(const pg_redis_url_t *u,
+    const redisContext *c, int timeout_ms, pg_error_t *err);
+
+/*
  * pg_redis_connect(), and on failure whether a try later may succeed:
  * *retry is 1 when it failed for something passing (a sentinel named a
  * master that refused the connection, timed out or is a replica, not the

@@ -79,6 +79,75 @@ pg_redis_connect_retry(const pg_redis_url_t *u, int timeout_ms, int *retry,
 }
 
 
+redisContext *
+pg_redis_connect_same(const pg_redis_url_t *u, const redisContext *c,
+    int timeout_ms, pg_error_t *err)
+{
+    int              left, denied;
+    long             deadline;
+    char             why[PG_ERROR_LEN], at[128];
+    pg_error_t       e;
+    redisContext    *cc;
+    pg_redis_url_t   m;
+
+    if (!u->sentinel) {
+        return pg_redis_connect_direct(u, timeout_ms, err);
+    }
+
+    if (c == NULL || c->connection_type != REDIS_CONN_TCP
+        || c->tcp.host == NULL || c->tcp.host[0] == '\0'
+        || strlen(c->tcp.host) >= sizeof(m.host))
+    {
+        /* no server to connect to again: find it */
+        return pg_redis_sentinel_find(u, timeout_ms, NULL, 0, NULL, err);
+    }
+
+    deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
+
+    m = *u;
+    m.sentinel = 0;
+    m.nsentinels = 0;
+    snprintf(m.host, sizeof(m.host), "%s", c->tcp.host);
+    m.port = c->tcp.port;
+    pg_redis_hostport(m.host, m.port, at, sizeof(at));
+
+    cc = pg_redis_connect_direct(&m, timeout_ms, &e);
+
+    if (cc == NULL) {
+        /* names the master: redis://:***@host:port/db: reason */
+        snprintf(why, sizeof(why), "%s", e.text);
+
+    } else if (!pg_redis_is_master(cc, at, e.text, sizeof(e.text),
+                                   &denied))
+    {
+        /* "ROLE failed: ..." says no server: name it */
+        snprintf(why, sizeof(why), "%.60s%s%.180s",
+                 strstr(e.text, at) == e.text ? "" : at,
+                 strstr(e.text, at) == e.text ? "" : ": ", e.text);
+        redisFree(cc);
+        cc = NULL;
+    }
+
+    /* the password does not linger on the stack */
+    memset(&m, 0, sizeof(m));
+
+    if (cc != NULL) {
+        return cc;
+    }
+
+    /* gone or demoted since c was made: the sentinels know where to */
+    left = pg_redis_left_ms(deadline);
+
+    if (left < 0) {
+        snprintf(err->text, sizeof(err->text), "%.*s; no time left to ask "
+                 "the sentinels again", PG_ERROR_LEN - 48, why);
+        return NULL;
+    }
+
+    return pg_redis_sentinel_find(u, left, NULL, 0, NULL, err);
+}
+
+
 /* pg_redis_sentinel_connect(), and *retry (when not NULL): see
  * pg_redis_connect_retry() in pg_redis.h */
 static redisContext *
