@@ -18,6 +18,8 @@ package PortalGate::Sentinel;
 #   $hs->revive($old);        # the killed one again, a replica now
 #   $hs->stop_sentinel($i);   # the URL's sentinel $i (0..2) alone
 #   $hs->stop_sentinels;
+#   $hs->connections_received($port); # INFO stats' count, this one's too
+#   $hs->tcp_peers($pid);     # the ports process $pid is connected to
 #
 # Sentinels must rewrite their config file: each has its own, in the
 # scratch folder. Waits are limits (PG_TEST_SLOW scales them), never exact.
@@ -255,6 +257,35 @@ sub ctl_url {
     my $e = do { local $/; <$err> } // '';
     waitpid $pid, 0;
     return { exit => $? >> 8, out => $o, err => $e };
+}
+
+# how many connections the server or sentinel on $port has accepted
+# since it started (INFO stats), this question's own included
+sub connections_received {
+    my ($self, $port) = @_;
+    my $info = $self->cli($port, 'INFO', 'stats');
+    return $info =~ /^total_connections_received:(\d+)/m ? $1
+           : die "no total_connections_received from port $port\n";
+}
+
+# the ports process $pid is connected to over TCP (loopback, IPv4), one
+# entry per connection: where its connections are
+sub tcp_peers {
+    my ($self, $pid) = @_;
+    my %mine;
+    for my $fd (glob "/proc/$pid/fd/*") {
+        my $l = readlink($fd) // next;
+        $mine{$1} = 1 if $l =~ /^socket:\[(\d+)\]$/;
+    }
+    open my $f, '<', "/proc/$pid/net/tcp" or return ();
+    my @ports;
+    while (<$f>) {
+        my @c = split ' ';
+        # local, remote, state (01: established), ..., inode (the 10th)
+        next unless @c > 9 && $c[3] eq '01' && $mine{$c[9]};
+        push @ports, hex((split /:/, $c[2])[1]);
+    }
+    return @ports;
 }
 
 # redis-cli against the server or sentinel on $port; its output
