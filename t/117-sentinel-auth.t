@@ -4,7 +4,8 @@
 # password and asks again; portal-gatectl and portal-gated find the master
 # and follow a failover (the daemon's +switch-master watch authenticates
 # too); a wrong password is one line naming each sentinel that refused it,
-# exit 1 as for a master that refuses it, and no password is ever shown.
+# exit 1 as for a master that refuses it (portal-gated's log names it
+# too), and no password is ever shown.
 
 use strict;
 use warnings;
@@ -155,6 +156,24 @@ subtest 'a failover: portal-gated and portal-gatectl follow it' => sub {
     both_answer('off', 'the kill reaches both edges through the new master',
                 30);
     unlike($gd->log, qr/\Q$PASS\E/, 'the daemon\'s log shows no password');
+};
+
+subtest 'portal-gated given a wrong password: each refusal said, once'
+    => sub {
+    my $mark = $gd->mark;
+    $gd->rewrite(redis => url_with(':wr0ngpw@'));
+    $gd->hup;
+    my $want = qr/redis unreachable: redis-sentinel master "mymaster" not /
+               . qr/found: 127\.0\.0\.1:$sp[0]: AUTH failed: WRONGPASS/;
+    ok($gd->wait_log($want, 10, $mark),
+       'its search names the sentinel that refused the password')
+        or diag($gd->log($mark));
+    $want = qr/redis: sentinel 127\.0\.0\.1:$sp[0]: SUBSCRIBE failed: AUTH /
+            . qr/failed: WRONGPASS .*; \+switch-master from the next one/;
+    ok($gd->wait_log($want, 10, $mark),
+       'and so does its +switch-master watch') or diag($gd->log($mark));
+    unlike($gd->log, qr/wr0ngpw|\Q$PASS\E/, 'no password in its log');
+    both_answer('off', 'the edges keep serving what they hold', 5);
 };
 
 clean_exit($gd->stop, $gd, 'SIGTERM');
