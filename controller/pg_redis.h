@@ -64,8 +64,10 @@ void pg_redis_url_format(const pg_redis_url_t *u, char *buf, size_t size);
  * AUTH failed: WRONGPASS ..."). A reconnect must go through this again:
  * SELECT is per connection, and a sentinel URL's master may have moved.
  *
- * A sentinel URL: each sentinel in turn is asked (no AUTH: the password is
- * the master's) SENTINEL get-master-addr-by-name, the answer is connected
+ * A sentinel URL: each sentinel in turn is asked SENTINEL
+ * get-master-addr-by-name (the URL's password is the master's; it is given
+ * to a sentinel that asks for one: pg_redis_sentinel_command()), the
+ * answer is connected
  * to as above, and ROLE (HELLO 2 when an ACL refuses ROLE) must say
  * "master" (a sentinel may not have seen a failover yet); any failure
  * tries the next sentinel. When all fail, err
@@ -85,12 +87,36 @@ redisContext *pg_redis_connect_found(const pg_redis_url_t *u,
     int timeout_ms, char *found, size_t found_size, pg_error_t *err);
 
 /*
+ * Another connection to the server c reached: c is a connection
+ * pg_redis_connect() or pg_redis_connect_found() made with u (borrowed; it
+ * stays the caller's and is not used for commands). For a redis:// or
+ * unix:// URL this is pg_redis_connect(u, timeout_ms, err). For a sentinel
+ * URL the sentinels are not asked again: the master c is connected to
+ * (hiredis's c->tcp.host and c->tcp.port) is connected to as a redis://
+ * URL with u's user, password and db, and ROLE (HELLO 2) must still say
+ * "master", so that two connections made one after the other are on one
+ * server even when a failover starts between them, and a daemon's
+ * reconnect waits on one discovery, not two. Only when that fails (the
+ * master went away or was demoted meanwhile) is the master found again
+ * as pg_redis_connect() does, within what is left of timeout_ms; that one
+ * may then be another server than c's, which the caller sees as a master
+ * that moved (READONLY, a dropped connection) and connects again.
+ * A new context (the caller redisFree()s it) or NULL with err: the
+ * discovery's error when it came to that, else why c's master failed and
+ * that no time was left ("redis://:***@h:6379/0: Connection refused; no
+ * time left to ask the sentinels again").
+ */
+redisContext *pg_redis_connect_same(const pg_redis_url_t *u,
+    const redisContext *c, int timeout_ms, pg_error_t *err);
+
+/*
  * pg_redis_connect(), and on failure whether a try later may succeed:
  * *retry is 1 when it failed for something passing (a sentinel named a
  * master that refused the connection, timed out or is a replica, not the
  * master: a failover under way; or the time ran out), and 0 when asking
  * again would fail the same (every sentinel that answered does not know
- * the master name, no sentinel answered at all, or a master refused AUTH,
+ * the master name, no sentinel answered at all, a sentinel refused the
+ * password or asked for one the URL does not have, or a master refused AUTH,
  * the db or a command with WRONGPASS, NOPERM, NOAUTH or ERR). A master's
  * refusal makes it 0 even when another sentinel's answer was passing.
  * Another URL than a sentinel one: always 0 (there is nothing to look
@@ -98,6 +124,26 @@ redisContext *pg_redis_connect_found(const pg_redis_url_t *u,
  */
 redisContext *pg_redis_connect_retry(const pg_redis_url_t *u,
     int timeout_ms, int *retry, pg_error_t *err);
+
+/*
+ * Ask a sentinel (s, a connection to it) a command (argc, argv: binary
+ * safe, as redisCommandArgv()). Sentinels may require a password (Redis
+ * 6.2+ sentinel.conf requirepass); the URL has one, the master's, which
+ * most deployments give the sentinels too (a sentinel password of its
+ * own is not supported): a NOAUTH answer is met with AUTH of it (user and
+ * password when u has a user, as for the master), and the command is
+ * asked again on the same connection. timeout_ms (<= 0: none) bounds it
+ * all, AUTH and the second question included: each waits only what is
+ * left (s's command timeout is set so). A new reply (the caller frees it
+ * with freeReplyObject(); it may be an error reply, a NOAUTH one when u
+ * has no password), or NULL with why (the reason alone, no password:
+ * "AUTH failed: WRONGPASS ...", "timed out: no answer within 500 ms").
+ * *refused is 1 when the sentinel refused the password (no try later
+ * will do better), else 0.
+ */
+redisReply *pg_redis_sentinel_command(redisContext *s,
+    const pg_redis_url_t *u, int timeout_ms, int argc, const char **argv,
+    int *refused, char *why, size_t size);
 
 /*
  * Did the last command on c fail because Redis did not answer within the

@@ -1,7 +1,8 @@
 /*
  * pg_redis_sentinel.c: pg_redis_connect() for a redis-sentinel:// URL.
- * The sentinels are asked in turn (no AUTH: the URL's password is the
- * master's) SENTINEL get-master-addr-by-name; the answer is connected to
+ * The sentinels are asked in turn SENTINEL get-master-addr-by-name (the
+ * URL's password is the master's; a sentinel that answers NOAUTH is given
+ * it too: pg_redis_sentinel_command()); the answer is connected to
  * as a redis:// URL with the URL's user, password and db, and must say it
  * is a master (a sentinel may not have seen a failover yet). Any failure
  * tries the next sentinel; when all fail, the error says each one's reason.
@@ -35,6 +36,8 @@ typedef struct {
 static redisContext *pg_redis_sentinel_find(const pg_redis_url_t *u,
     int timeout_ms, char *found, size_t found_size, int *retry,
     pg_error_t *err);
+static int pg_redis_left_until(redisContext *s, long deadline, char *why,
+    size_t size);
 static long pg_redis_now_ms(void);
 static int pg_redis_left_ms(long deadline);
 static void pg_redis_hostport(const char *host, int port, char *buf,
@@ -76,6 +79,75 @@ pg_redis_connect_retry(const pg_redis_url_t *u, int timeout_ms, int *retry,
     }
 
     return pg_redis_sentinel_find(u, timeout_ms, NULL, 0, retry, err);
+}
+
+
+redisContext *
+pg_redis_connect_same(const pg_redis_url_t *u, const redisContext *c,
+    int timeout_ms, pg_error_t *err)
+{
+    int              left, denied;
+    long             deadline;
+    char             why[PG_ERROR_LEN], at[128];
+    pg_error_t       e;
+    redisContext    *cc;
+    pg_redis_url_t   m;
+
+    if (!u->sentinel) {
+        return pg_redis_connect_direct(u, timeout_ms, err);
+    }
+
+    if (c == NULL || c->connection_type != REDIS_CONN_TCP
+        || c->tcp.host == NULL || c->tcp.host[0] == '\0'
+        || strlen(c->tcp.host) >= sizeof(m.host))
+    {
+        /* no server to connect to again: find it */
+        return pg_redis_sentinel_find(u, timeout_ms, NULL, 0, NULL, err);
+    }
+
+    deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
+
+    m = *u;
+    m.sentinel = 0;
+    m.nsentinels = 0;
+    snprintf(m.host, sizeof(m.host), "%s", c->tcp.host);
+    m.port = c->tcp.port;
+    pg_redis_hostport(m.host, m.port, at, sizeof(at));
+
+    cc = pg_redis_connect_direct(&m, timeout_ms, &e);
+
+    if (cc == NULL) {
+        /* names the master: redis://:***@host:port/db: reason */
+        snprintf(why, sizeof(why), "%s", e.text);
+
+    } else if (!pg_redis_is_master(cc, at, e.text, sizeof(e.text),
+                                   &denied))
+    {
+        /* "ROLE failed: ..." says no server: name it */
+        snprintf(why, sizeof(why), "%.60s%s%.180s",
+                 strstr(e.text, at) == e.text ? "" : at,
+                 strstr(e.text, at) == e.text ? "" : ": ", e.text);
+        redisFree(cc);
+        cc = NULL;
+    }
+
+    /* the password does not linger on the stack */
+    memset(&m, 0, sizeof(m));
+
+    if (cc != NULL) {
+        return cc;
+    }
+
+    /* gone or demoted since c was made: the sentinels know where to */
+    left = pg_redis_left_ms(deadline);
+
+    if (left < 0) {
+        snprintf(err->text, sizeof(err->text), "%.*s; no time left to ask "
+                 "the sentinels again", PG_ERROR_LEN - 48, why);
+        return NULL;
+    }
+
+    return pg_redis_sentinel_find(u, left, NULL, 0, NULL, err);
 }
 
 
@@ -149,6 +221,118 @@ pg_redis_sentinel_find(const pg_redis_url_t *u, int timeout_ms, char *found,
 }
 
 
+redisReply *
+pg_redis_sentinel_command(redisContext *s, const pg_redis_url_t *u,
+    int timeout_ms, int argc, const char **argv, int *refused, char *why,
+    size_t size)
+{
+    int          n;
+    long         deadline;
+    char         text[128];
+    const char  *auth[3];
+    redisReply  *r;
+
+    *refused = 0;
+    deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
+
+    if (pg_redis_left_until(s, deadline, why, size) != PG_OK) {
+        return NULL;
+    }
+
+    r = redisCommandArgv(s, argc, argv, NULL);
+
+    if (r == NULL || r->type != REDIS_REPLY_ERROR
+        || strncmp(r->str, "NOAUTH", 6) != 0 || u->pass[0] == '\0')
+    {
+        if (r == NULL) {
+            snprintf(why, size, "%s", pg_redis_strerror(s, text,
+                                                        sizeof(text)));
+        }
+
+        return r;
+    }
+
+    /* it asks for a password: the URL's, as the master gets it */
+    freeReplyObject(r);
+
+    n = 0;
+    auth[n++] = "AUTH";
+
+    if (u->user[0] != '\0') {
+        auth[n++] = u->user;
+    }
+
+    auth[n++] = u->pass;
+
+    if (pg_redis_left_until(s, deadline, why, size) != PG_OK) {
+        return NULL;
+    }
+
+    r = redisCommandArgv(s, n, auth, NULL);
+
+    if (r == NULL) {
+        snprintf(why, size, "AUTH failed: %s", pg_redis_strerror(s, text,
+                                                                 sizeof(text)));
+        return NULL;
+    }
+
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* WRONGPASS: Redis says nothing of the password it was given */
+        snprintf(why, size, "AUTH failed: %.*s", (int) r->len, r->str);
+        freeReplyObject(r);
+        *refused = 1;
+        return NULL;
+    }
+
+    freeReplyObject(r);
+
+    if (pg_redis_left_until(s, deadline, why, size) != PG_OK) {
+        return NULL;
+    }
+
+    r = redisCommandArgv(s, argc, argv, NULL);
+
+    if (r == NULL) {
+        snprintf(why, size, "%s", pg_redis_strerror(s, text, sizeof(text)));
+    }
+
+    return r;
+}
+
+
+/*
+ * s's command timeout: what is left until deadline (0: none, nothing to
+ * set). PG_ERR and why when none is left, or it could not be set.
+ */
+static int
+pg_redis_left_until(redisContext *s, long deadline, char *why, size_t size)
+{
+    int             left;
+    struct timeval  tv;
+
+    if (deadline == 0) {
+        return PG_OK;
+    }
+
+    left = pg_redis_left_ms(deadline);
+
+    if (left < 0) {
+        snprintf(why, size, "timed out: no time left to ask");
+        return PG_ERR;
+    }
+
+    tv.tv_sec = left / 1000;
+    tv.tv_usec = (left % 1000) * 1000;
+
+    if (redisSetTimeout(s, tv) != REDIS_OK) {
+        snprintf(why, size, "%s", s->errstr);
+        return PG_ERR;
+    }
+
+    return PG_OK;
+}
+
+
 /* The monotonic clock in ms: a deadline does not move with the date. */
 static long
 pg_redis_now_ms(void)
@@ -202,9 +386,10 @@ static redisContext *
 pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
     long deadline, int i, char *why, size_t size)
 {
-    int                     timeout_ms, k, denied;
+    int                     timeout_ms, k, denied, refused;
     long                    port;
-    char                    text[128], at[128], *end;
+    char                    at[128], *end;
+    const char             *argv[3];
     pg_error_t              err;
     redisReply             *r;
     redisContext           *s, *c;
@@ -238,14 +423,37 @@ pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
         return NULL;
     }
 
-    r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", u->master);
+    /* a sentinel that asks for a password gets the URL's */
+    argv[0] = "SENTINEL";
+    argv[1] = "get-master-addr-by-name";
+    argv[2] = u->master;
+    timeout_ms = pg_redis_left_ms(deadline);
     c = NULL;
     m = *u;
     m.sentinel = 0;
     m.nsentinels = 0;
 
-    if (r == NULL) {
-        snprintf(why, size, "%s", pg_redis_strerror(s, text, sizeof(text)));
+    r = timeout_ms < 0 ? NULL
+        : pg_redis_sentinel_command(s, u, timeout_ms, 3, argv, &refused, why,
+                                    size);
+
+    if (timeout_ms < 0) {
+        snprintf(why, size, "not asked: no time left");
+        round->transient = 1;
+
+    } else if (r == NULL) {
+        /* why is said: "AUTH failed: WRONGPASS ...", or a lost answer */
+        if (refused) {
+            round->denied = 1;
+        }
+
+    } else if (r->type == REDIS_REPLY_ERROR
+               && strncmp(r->str, "NOAUTH", 6) == 0)
+    {
+        /* the URL has no password to give it: the same next time */
+        snprintf(why, size, "NOAUTH: it asks for a password, the URL has "
+                 "none");
+        round->denied = 1;
 
     } else if (r->type == REDIS_REPLY_ERROR) {
         snprintf(why, size, "%.*s", (int) r->len, r->str);

@@ -7,7 +7,10 @@
  * and coming back is said once each.
  *
  * Under Sentinel (a redis-sentinel:// URL) every connect asks the
- * sentinels where the master is, so a reconnect follows a failover. A
+ * sentinels where the master is, so a reconnect follows a failover: the
+ * pub/sub connection asks, and the command connection goes to the server
+ * it reached (pg_redis_connect_same()), so that a reconnect waits on one
+ * discovery, not two, and both are on one master even mid-failover. A
  * failover drops the old master's connections (the sentinels' CLIENT
  * KILL, or its death); a READONLY answer, should one come, is a lost
  * connection too: a store call's error is PG_STORE_EREDIS, and every
@@ -20,7 +23,7 @@
 #include <stdlib.h>             /* rand */
 #include <string.h>             /* strcmp */
 #include "pgd.h"                /* pgd_t, the API this file implements */
-#include "pg_redis.h"           /* pg_redis_connect, pg_redis_strerror */
+#include "pg_redis.h"           /* pg_redis_connect_same, ... */
 
 
 void
@@ -156,7 +159,9 @@ pgd_redis_connect(pgd_t *d)
     /* a connection that dies silently (a NAT, a firewall) is noticed */
     redisEnableKeepAlive(d->sub);
 
-    d->cmd = pg_redis_connect(&d->conf.redis, PGD_REDIS_TIMEOUT_MS, &err);
+    /* the master sub reached, without asking the sentinels again */
+    d->cmd = pg_redis_connect_same(&d->conf.redis, d->sub,
+                                   PGD_REDIS_TIMEOUT_MS, &err);
     if (d->cmd == NULL) {
         pgd_redis_down(d, err.text);
         return;

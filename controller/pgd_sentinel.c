@@ -13,7 +13,8 @@
  * failed try waits PGD_SENTINEL_RETRY_MS before the next, twice that
  * after each further one up to PGD_SENTINEL_RETRY_MAX_MS (hung sentinels
  * would otherwise cost the loop half of each second), back to the first
- * wait once one answers. Messages are
+ * wait once one answers. A sentinel that asks for a password (NOAUTH)
+ * is given the URL's, as discovery gives it. Messages are
  * read only when poll() says the socket is readable. Without it (all
  * sentinels down) the daemon still rediscovers on a lost connection or
  * READONLY: this only makes it faster.
@@ -50,9 +51,10 @@ pgd_sentinel_close(pgd_t *d)
 void
 pgd_sentinel_watch(pgd_t *d)
 {
-    int                     left;
+    int                     left, refused;
     char                    url[sizeof(d->sentinel_url)], text[160];
     char                    io[160];
+    const char             *argv[2];
     double                  start;
     redisReply             *r;
     struct timeval          tv;
@@ -115,12 +117,17 @@ pgd_sentinel_watch(pgd_t *d)
         return;
     }
 
-    r = redisCommand(d->sentinel, "SUBSCRIBE %s", PGD_SENTINEL_CHANNEL);
+    /* a sentinel that asks for a password gets the URL's, as discovery
+     * gives it (pg_redis_sentinel_command()) */
+    argv[0] = "SUBSCRIBE";
+    argv[1] = PGD_SENTINEL_CHANNEL;
+    r = pg_redis_sentinel_command(d->sentinel, u, left, 2, argv, &refused,
+                                  io, sizeof(io));
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         /* io, not text: the reason is read while text is written */
         snprintf(text, sizeof(text), "SUBSCRIBE failed: %.100s",
-                 r == NULL ? pg_redis_strerror(d->sentinel, io, sizeof(io))
+                 r == NULL ? io
                  : r->type == REDIS_REPLY_ERROR ? r->str
                  : "unexpected reply");
         freeReplyObject(r);

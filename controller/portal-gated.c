@@ -506,7 +506,7 @@ pgd_edge_carry(pgd_edge_t *e, pgd_edge_t *old)
 static void
 pgd_reconfigure(pgd_t *d)
 {
-    int          redis_changed, same;
+    int          redis_changed, url_changed, same;
     double       now;
     size_t       i, j, nold;
     pg_conf_t   *conf;
@@ -528,7 +528,8 @@ pgd_reconfigure(pgd_t *d)
         return;
     }
 
-    redis_changed = strcmp(conf->redis_url, d->conf.redis_url) != 0
+    url_changed = strcmp(conf->redis_url, d->conf.redis_url) != 0;
+    redis_changed = url_changed
                     || strcmp(conf->prefix, d->conf.prefix) != 0
                     || conf->nenvs != d->conf.nenvs;
 
@@ -607,6 +608,12 @@ pgd_reconfigure(pgd_t *d)
         pgd_store_forget(d);
         d->redis_state = PGD_UNKNOWN;
         d->redis_retry_at = 0;
+    }
+
+    if (url_changed) {
+        /* the +switch-master watch starts again too: the URL it compares
+         * is shown with the password masked, which may be what changed */
+        d->sentinel_url[0] = '\0';
     }
 
     /*

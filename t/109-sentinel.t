@@ -120,6 +120,53 @@ subtest 'portal-gated pushes through the sentinel URL' => sub {
     both_answer('on', 'both edges gate customer_portal on for 1001', 10);
 };
 
+# the daemon's connections to the port, from the kernel's table
+sub daemon_on {
+    my ($port) = @_;
+    return scalar grep { $_ == $port } $hs->tcp_peers($gd->pid);
+}
+
+subtest 'the daemon\'s reconnect asks the sentinels once, for both '
+        . 'connections' => sub {
+    my $m = $hs->master_port;
+    ok(wait_until(sub { daemon_on($m) == 2 }, 10),
+       "the daemon has its two connections on the master, port $m")
+        or diag('on the master: ' . daemon_on($m));
+    my @before = map { $hs->connections_received($_) } @sp;
+
+    # its pub/sub connection dropped (the master's CLIENT KILL): the
+    # daemon closes both and connects again, through the sentinels
+    my $mark = $gd->mark;
+    my ($sub) = grep { /\bname= / && /\bsub=1\b/ }
+                split /\n/, $hs->cli($m, 'CLIENT', 'LIST');
+    like($sub // '', qr/\bid=\d+/, 'the daemon\'s SUBSCRIBEd connection')
+        or diag($hs->cli($m, 'CLIENT', 'LIST'));
+    my ($id) = ($sub // '') =~ /\bid=(\d+)/;
+    is($hs->cli($m, 'CLIENT', 'KILL', 'ID', $id // 0), '1', 'is killed');
+    ok($gd->wait_log(qr/redis redis-sentinel:\S+ reachable again/, 10,
+                     $mark), 'the daemon reconnected') or diag($gd->log($mark));
+
+    # each count includes its own question: one connection per sentinel;
+    # the +switch-master watch keeps its connection (and the sentinels'
+    # links to each other stay up). One search asks the URL's sentinels
+    # in turn up to the one that answered: the first, unless a loaded
+    # machine made it late
+    my $named = qr/redis: master mymaster is at \S+ /
+                . qr/\(sentinel 127\.0\.0\.1:(\d+)\)/;
+    my ($by) = $gd->log($mark) =~ $named;
+    my ($i) = grep { $sp[$_] == ($by // 0) } 0 .. 2;
+    ok(defined $i, 'the daemon says which sentinel named the master')
+        or diag($gd->log($mark));
+    my @after = map { $hs->connections_received($_) } @sp;
+    my $asked = 0;
+    $asked += $after[$_] - $before[$_] - 1 for 0 .. 2;
+    is($asked, ($i // 0) + 1,
+       'the sentinels were asked once for the two connections')
+        or diag("before: @before, after: @after\n" . $gd->log($mark));
+    ok(wait_until(sub { daemon_on($m) == 2 }, 10),
+       'both are on the master again') or diag('on it: ' . daemon_on($m));
+};
+
 subtest 'a master name the sentinels do not know' => sub {
     my $r = $hs->ctl_url($hs->url('nosuch'), 'list');
     exits($r, 1, 'list');
@@ -207,6 +254,10 @@ subtest 'after the master is SIGKILLed, writes reach the promoted replica'
     exits($hs->ctl('kill', 'customer_portal'), 0, 'kill after the failover');
     both_answer('off', 'the kill reaches both edges through the new master',
                 30);
+    # its commands and its change channel: one master, the new one
+    ok(wait_until(sub { daemon_on($new) == 2 }, 10),
+       'both of the daemon\'s connections are on the new master')
+        or diag("on port $new: " . daemon_on($new));
     ok($gd->wait_log(qr/redis redis-sentinel:\S+ reachable again/, 10),
        'the daemon said it reached Redis again') or diag($gd->log);
     ok($gd->wait_log(qr/redis: followed \+switch-master from sentinel /

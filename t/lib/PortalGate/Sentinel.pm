@@ -6,6 +6,8 @@ package PortalGate::Sentinel;
 # against the sentinel URL.
 #
 #   my $hs = PortalGate::Sentinel->new;       # started, sentinels agreed
+#   PortalGate::Sentinel->new(pass => 'pw');  # all of them requirepass pw
+#                                             # (sentinels too), in the URL
 #   $hs->url;                 # redis-sentinel://127.0.0.1:P1,...#mymaster
 #   $hs->url('other');        # the same with another master name
 #   $hs->ctl('create', 'f');  # {exit, out, err}, as PortalGate::Redis's
@@ -18,6 +20,8 @@ package PortalGate::Sentinel;
 #   $hs->revive($old);        # the killed one again, a replica now
 #   $hs->stop_sentinel($i);   # the URL's sentinel $i (0..2) alone
 #   $hs->stop_sentinels;
+#   $hs->connections_received($port); # INFO stats' count, this one's too
+#   $hs->tcp_peers($pid);     # the ports process $pid is connected to
 #
 # Sentinels must rewrite their config file: each has its own, in the
 # scratch folder. Waits are limits (PG_TEST_SLOW scales them), never exact.
@@ -53,18 +57,23 @@ sub new {
     my ($class, %o) = @_;
     my $self = bless { dir => tempdir('portal-gate-sentinel-XXXXXX',
                                       TMPDIR => 1, CLEANUP => 1),
-                       name => $o{name} // 'mymaster', pids => {} }, $class;
+                       name => $o{name} // 'mymaster', pids => {},
+                       pass => $o{pass} }, $class;
+    # a password: the servers' and the sentinels' (which give it to each
+    # other), and the replica's to its master, either way round
+    my @auth = defined $o{pass} ? ('--requirepass', $o{pass},
+                                   '--masterauth', $o{pass}) : ();
     $self->{mport} = _free_port();
     $self->{rport} = _free_port();
     $self->{sports} = [map { _free_port() } 1 .. 3];
 
     $self->_spawn('master', 'redis-server', '--bind', '127.0.0.1',
                   '--port', $self->{mport}, '--dir', $self->_sub('master'),
-                  '--save', '', '--appendonly', 'no');
+                  '--save', '', '--appendonly', 'no', @auth);
     $self->_up($self->{mport});
     $self->_spawn('replica', 'redis-server', '--bind', '127.0.0.1',
                   '--port', $self->{rport}, '--dir', $self->_sub('replica'),
-                  '--save', '', '--appendonly', 'no',
+                  '--save', '', '--appendonly', 'no', @auth,
                   '--replicaof', '127.0.0.1', $self->{mport});
     $self->_up($self->{rport});
     $self->_until(sub { $self->cli($self->{rport}, 'INFO', 'replication')
@@ -79,7 +88,10 @@ sub new {
         print $f "port $port\nbind 127.0.0.1\ndir $dir\n",
                  "sentinel monitor $self->{name} 127.0.0.1 $self->{mport} 2\n",
                  "sentinel down-after-milliseconds $self->{name} 1000\n",
-                 "sentinel failover-timeout $self->{name} 3000\n";
+                 "sentinel failover-timeout $self->{name} 3000\n",
+                 defined $o{pass}
+                 ? ("sentinel auth-pass $self->{name} $o{pass}\n",
+                    "requirepass $o{pass}\n") : ();
         close $f;
         my @cmd = _sentinel_cmd();
         $self->_spawn("sentinel$i", @cmd, $conf,
@@ -146,6 +158,7 @@ sub _kill {
 sub url {
     my ($self, $name) = @_;
     return 'redis-sentinel://'
+           . (defined $self->{pass} ? ":$self->{pass}\@" : '')
            . join(',', map { "127.0.0.1:$_" } @{ $self->{sports} })
            . '#' . ($name // $self->{name});
 }
@@ -206,6 +219,9 @@ sub revive {
     $self->_spawn($name, 'redis-server', '--bind', '127.0.0.1',
                   '--port', $port, '--dir', $self->_sub($name),
                   '--save', '', '--appendonly', 'no',
+                  (defined $self->{pass}
+                   ? ('--requirepass', $self->{pass},
+                      '--masterauth', $self->{pass}) : ()),
                   '--replicaof', '127.0.0.1', $master);
     $self->_up($port);
     $self->_until(sub { $self->cli($port, 'INFO', 'replication')
@@ -257,10 +273,41 @@ sub ctl_url {
     return { exit => $? >> 8, out => $o, err => $e };
 }
 
+# how many connections the server or sentinel on $port has accepted
+# since it started (INFO stats), this question's own included
+sub connections_received {
+    my ($self, $port) = @_;
+    my $info = $self->cli($port, 'INFO', 'stats');
+    return $info =~ /^total_connections_received:(\d+)/m ? $1
+           : die "no total_connections_received from port $port\n";
+}
+
+# the ports process $pid is connected to over TCP (loopback, IPv4), one
+# entry per connection: where its connections are
+sub tcp_peers {
+    my ($self, $pid) = @_;
+    my %mine;
+    for my $fd (glob "/proc/$pid/fd/*") {
+        my $l = readlink($fd) // next;
+        $mine{$1} = 1 if $l =~ /^socket:\[(\d+)\]$/;
+    }
+    open my $f, '<', "/proc/$pid/net/tcp" or return ();
+    my @ports;
+    while (<$f>) {
+        my @c = split ' ';
+        # local, remote, state (01: established), ..., inode (the 10th)
+        next unless @c > 9 && $c[3] eq '01' && $mine{$c[9]};
+        push @ports, hex((split /:/, $c[2])[1]);
+    }
+    return @ports;
+}
+
 # redis-cli against the server or sentinel on $port; its output
 sub cli {
     my ($self, $port, @args) = @_;
     my $pid = open3(my $in, my $out, undef, 'redis-cli', '-p', $port,
+                    (defined $self->{pass}
+                     ? ('-a', $self->{pass}, '--no-auth-warning') : ()),
                     @args);
     close $in;
     my $o = do { local $/; <$out> } // '';
