@@ -38,7 +38,7 @@
 
 
 #define NGX_HTTP_PORTAL_GATE_METRICS_MAGIC    0x50474d54   /* "PGMT" */
-#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   2
+#define NGX_HTTP_PORTAL_GATE_METRICS_LAYOUT   3
 
 /* the most (environment, flag) pairs with series of their own */
 #define NGX_HTTP_PORTAL_GATE_METRICS_PAIRS    1024
@@ -91,8 +91,10 @@ typedef struct {
     ngx_http_portal_gate_zone_header_t  header;
     ngx_uint_t                   npairs;        /* under the mutex */
     ngx_uint_t                   full;          /* a pair was refused */
-    time_t                       started_at;    /* the zone's creation */
-    time_t                       confirmed_at;  /* 0: never */
+    /* in ms since the epoch: stale=1s counted in whole seconds turned
+     * stale as soon as the second did, 1 ms after a confirmation */
+    uint64_t                     started_ms;    /* the zone's creation */
+    uint64_t                     confirmed_ms;  /* 0: never */
     ngx_atomic_t                *counters;      /* [nslots] slots */
     ngx_http_portal_gate_metrics_pair_t
                       pairs[NGX_HTTP_PORTAL_GATE_METRICS_BUCKETS + 1];
@@ -152,6 +154,7 @@ static ngx_int_t ngx_http_portal_gate_metrics_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static u_char *ngx_http_portal_gate_metrics_sample(u_char *p,
     ngx_http_portal_gate_metrics_pair_t *pair, ngx_uint_t j, uint64_t count);
+static uint64_t ngx_http_portal_gate_metrics_now_ms(void);
 static int ngx_libc_cdecl ngx_http_portal_gate_metrics_cmp(const void *one,
     const void *two);
 
@@ -617,6 +620,20 @@ ngx_http_portal_gate_metrics_log_handler(ngx_http_request_t *r)
 }
 
 
+/* The cached wall clock in ms: nginx's ngx_time() in whole seconds would
+ * make a confirmation 1 ms before the second turns a second old. */
+
+static uint64_t
+ngx_http_portal_gate_metrics_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
 /*
  * The controller has confirmed the edge in step: called by the API's
  * handlers with the outcome (a push applied, a PUT of the very revision
@@ -637,7 +654,7 @@ ngx_http_portal_gate_metrics_confirm(ngx_http_request_t *r)
     }
 
     ctx = pmcf->metrics_zone->data;
-    ctx->sh->confirmed_at = ngx_time();
+    ctx->sh->confirmed_ms = ngx_http_portal_gate_metrics_now_ms();
 }
 
 
@@ -789,7 +806,8 @@ ngx_http_portal_gate_metrics_handler(ngx_http_request_t *r)
     }
 
     b->last = ngx_sprintf(b->last, ngx_http_portal_gate_metrics_gauges,
-                          revision, applied_at, sh->confirmed_at, used, total,
+                          revision, applied_at,
+                          (time_t) (sh->confirmed_ms / 1000), used, total,
                           state_ok, sh->full);
 
     return ngx_http_portal_gate_send(r, NGX_HTTP_OK,
@@ -863,8 +881,8 @@ static ngx_int_t
 ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
 {
     char                                *status;
-    time_t                               since, ago;
     int64_t                              revision;
+    uint64_t                             since, now, ago;
     ngx_int_t                            rc;
     ngx_buf_t                           *b;
     ngx_uint_t                           code;
@@ -895,14 +913,17 @@ ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
     /* never confirmed since the zone was made: counted from then, so that
      * a restart has stale= to hear from the controller */
 
-    since = sh->confirmed_at ? sh->confirmed_at : sh->started_at;
-    ago = ngx_max(ngx_time() - since, 0);
+    since = sh->confirmed_ms ? sh->confirmed_ms : sh->started_ms;
+    now = ngx_http_portal_gate_metrics_now_ms();
+    ago = now > since ? now - since : 0;
 
     if (revision == 0) {
         status = "empty";
         code = NGX_HTTP_SERVICE_UNAVAILABLE;
 
-    } else if (plcf->health_stale && ago >= plcf->health_stale) {
+    } else if (plcf->health_stale
+               && ago >= (uint64_t) plcf->health_stale * 1000)
+    {
         status = "stale";
         code = NGX_HTTP_SERVICE_UNAVAILABLE;
 
@@ -918,8 +939,8 @@ ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
 
     b->last = ngx_sprintf(b->last,
                           "{\"status\": \"%s\", \"revision\": %L, "
-                          "\"synced_seconds_ago\": %T}\n",
-                          status, revision, ago);
+                          "\"synced_seconds_ago\": %uL}\n",
+                          status, revision, ago / 1000);
 
     return ngx_http_portal_gate_send(r, code, "application/json", b);
 }
@@ -1208,7 +1229,7 @@ ngx_http_portal_gate_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    sh->started_at = ngx_time();
+    sh->started_ms = ngx_http_portal_gate_metrics_now_ms();
 
     ngx_memcpy(sh->pairs[NGX_HTTP_PORTAL_GATE_METRICS_OVERFLOW].env,
                ngx_http_portal_gate_metrics_other.data,
