@@ -115,10 +115,11 @@ redisContext *pg_redis_connect_same(const pg_redis_url_t *u,
  * master that refused the connection, timed out or is a replica, not the
  * master: a failover under way; or the time ran out), and 0 when asking
  * again would fail the same (every sentinel that answered does not know
- * the master name, no sentinel answered at all, a sentinel refused the
- * password or asked for one the URL does not have, or a master refused AUTH,
- * the db or a command with WRONGPASS, NOPERM, NOAUTH or ERR). A master's
- * refusal makes it 0 even when another sentinel's answer was passing.
+ * the master name, refuses the password or asks for one the URL does not
+ * have, no sentinel answered at all, or a master refused AUTH, the db or a
+ * command with WRONGPASS, NOPERM, NOAUTH or ERR). A master's refusal makes
+ * it 0 even when another sentinel's answer was passing; a sentinel's does
+ * not (it is that sentinel's set-up, not the URL's).
  * Another URL than a sentinel one: always 0 (there is nothing to look
  * for again). *retry is set on success too (meaningless then).
  */
@@ -128,22 +129,21 @@ redisContext *pg_redis_connect_retry(const pg_redis_url_t *u,
 /*
  * Ask a sentinel (s, a connection to it) a command (argc, argv: binary
  * safe, as redisCommandArgv()). Sentinels may require a password (Redis
- * 6.2+ sentinel.conf requirepass); the URL has one, the master's, which
+ * 5.0.1+ sentinel.conf requirepass); the URL has one, the master's, which
  * most deployments give the sentinels too (a sentinel password of its
  * own is not supported): a NOAUTH answer is met with AUTH of it (user and
- * password when u has a user, as for the master), and the command is
+ * password when u has a user, as for the master; refused, the password
+ * alone, the default user's, which requirepass sets), and the command is
  * asked again on the same connection. timeout_ms (<= 0: none) bounds it
  * all, AUTH and the second question included: each waits only what is
  * left (s's command timeout is set so). A new reply (the caller frees it
  * with freeReplyObject(); it may be an error reply, a NOAUTH one when u
  * has no password), or NULL with why (the reason alone, no password:
  * "AUTH failed: WRONGPASS ...", "timed out: no answer within 500 ms").
- * *refused is 1 when the sentinel refused the password (no try later
- * will do better), else 0.
  */
 redisReply *pg_redis_sentinel_command(redisContext *s,
     const pg_redis_url_t *u, int timeout_ms, int argc, const char **argv,
-    int *refused, char *why, size_t size);
+    char *why, size_t size);
 
 /*
  * Did the last command on c fail because Redis did not answer within the

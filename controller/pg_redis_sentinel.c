@@ -223,8 +223,7 @@ pg_redis_sentinel_find(const pg_redis_url_t *u, int timeout_ms, char *found,
 
 redisReply *
 pg_redis_sentinel_command(redisContext *s, const pg_redis_url_t *u,
-    int timeout_ms, int argc, const char **argv, int *refused, char *why,
-    size_t size)
+    int timeout_ms, int argc, const char **argv, char *why, size_t size)
 {
     int          n;
     long         deadline;
@@ -232,7 +231,6 @@ pg_redis_sentinel_command(redisContext *s, const pg_redis_url_t *u,
     const char  *auth[3];
     redisReply  *r;
 
-    *refused = 0;
     deadline = timeout_ms > 0 ? pg_redis_now_ms() + timeout_ms : 0;
 
     if (pg_redis_left_until(s, deadline, why, size) != PG_OK) {
@@ -270,6 +268,20 @@ pg_redis_sentinel_command(redisContext *s, const pg_redis_url_t *u,
 
     r = redisCommandArgv(s, n, auth, NULL);
 
+    /*
+     * A user and its password refused: the password alone, the default
+     * user's, which is what sentinel.conf's requirepass sets (a sentinel
+     * knows no ACL user unless given one), while the master may well
+     * have the URL's user.
+     */
+    if (n == 3 && r != NULL && r->type == REDIS_REPLY_ERROR
+        && pg_redis_left_until(s, deadline, why, size) == PG_OK)
+    {
+        freeReplyObject(r);
+        auth[1] = u->pass;
+        r = redisCommandArgv(s, 2, auth, NULL);
+    }
+
     if (r == NULL) {
         snprintf(why, size, "AUTH failed: %s", pg_redis_strerror(s, text,
                                                                  sizeof(text)));
@@ -280,7 +292,6 @@ pg_redis_sentinel_command(redisContext *s, const pg_redis_url_t *u,
         /* WRONGPASS: Redis says nothing of the password it was given */
         snprintf(why, size, "AUTH failed: %.*s", (int) r->len, r->str);
         freeReplyObject(r);
-        *refused = 1;
         return NULL;
     }
 
@@ -386,7 +397,7 @@ static redisContext *
 pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
     long deadline, int i, char *why, size_t size)
 {
-    int                     timeout_ms, k, denied, refused;
+    int                     timeout_ms, k, denied;
     long                    port;
     char                    at[128], *end;
     const char             *argv[3];
@@ -434,18 +445,21 @@ pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
     m.nsentinels = 0;
 
     r = timeout_ms < 0 ? NULL
-        : pg_redis_sentinel_command(s, u, timeout_ms, 3, argv, &refused, why,
-                                    size);
+        : pg_redis_sentinel_command(s, u, timeout_ms, 3, argv, why, size);
 
     if (timeout_ms < 0) {
         snprintf(why, size, "not asked: no time left");
         round->transient = 1;
 
     } else if (r == NULL) {
-        /* why is said: "AUTH failed: WRONGPASS ...", or a lost answer */
-        if (refused) {
-            round->denied = 1;
-        }
+        /*
+         * why is said: "AUTH failed: WRONGPASS ...", or a lost answer. A
+         * refusal is that one sentinel's set-up, not the URL's: neither
+         * transient nor denied, so the round is permanent only when no
+         * other sentinel's answer was passing (one sentinel whose
+         * password is being changed must not fail a write at once in a
+         * failover that the others report).
+         */
 
     } else if (r->type == REDIS_REPLY_ERROR
                && strncmp(r->str, "NOAUTH", 6) == 0)
@@ -453,7 +467,6 @@ pg_redis_connect_master(const pg_redis_url_t *u, pg_redis_round_t *round,
         /* the URL has no password to give it: the same next time */
         snprintf(why, size, "NOAUTH: it asks for a password, the URL has "
                  "none");
-        round->denied = 1;
 
     } else if (r->type == REDIS_REPLY_ERROR) {
         snprintf(why, size, "%.*s", (int) r->len, r->str);

@@ -51,7 +51,7 @@ pgd_sentinel_close(pgd_t *d)
 void
 pgd_sentinel_watch(pgd_t *d)
 {
-    int                     left, refused;
+    int                     left;
     char                    url[sizeof(d->sentinel_url)], text[160];
     char                    io[160];
     const char             *argv[2];
@@ -121,8 +121,8 @@ pgd_sentinel_watch(pgd_t *d)
      * gives it (pg_redis_sentinel_command()) */
     argv[0] = "SUBSCRIBE";
     argv[1] = PGD_SENTINEL_CHANNEL;
-    r = pg_redis_sentinel_command(d->sentinel, u, left, 2, argv, &refused,
-                                  io, sizeof(io));
+    r = pg_redis_sentinel_command(d->sentinel, u, left, 2, argv, io,
+                                  sizeof(io));
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         /* io, not text: the reason is read while text is written */

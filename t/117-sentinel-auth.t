@@ -1,4 +1,4 @@
-# Sentinels that require a password (Redis 6.2+ sentinel.conf requirepass):
+# Sentinels that require a password (Redis 5.0.1+ sentinel.conf requirepass):
 # a master, its replica and three sentinels, all with the same one, the
 # URL's. Discovery answers a sentinel's NOAUTH with AUTH of the URL's
 # password and asks again; portal-gatectl and portal-gated find the master
@@ -135,6 +135,23 @@ subtest 'no password in the URL: NOAUTH said, exit 1' => sub {
         or diag($r->{err});
 };
 
+subtest 'a URL with a user: the sentinels are given the password alone' => sub {
+    # the master (and its replica) know the user; requirepass sets the
+    # sentinels' default user's password, and no user of theirs
+    for my $port ($hs->master_port, $hs->replica_port) {
+        is($hs->cli($port, 'ACL', 'SETUSER', 'portal', 'on', ">$PASS", '~*',
+                    '&*', '+@all'), 'OK', "user portal on port $port");
+    }
+    my $r = $hs->ctl_url(url_with("portal:$PASS\@"), 'list');
+    exits($r, 0, 'list with redis-sentinel://portal:***@...');
+    like($r->{out}, qr/customer_portal/, 'the flags read through the user');
+};
+
+# a sentinel that refuses the URL's password (NOAUTH, then WRONGPASS)
+my $odd = $hs->stray_sentinel('an0ther-pw');
+like(cli_nopass($odd, 'SENTINEL', 'get-master-addr-by-name', 'mymaster'),
+     qr/NOAUTH/, 'a sentinel with another password');
+
 subtest 'a failover: portal-gated and portal-gatectl follow it' => sub {
     my $replica = $hs->replica_port;
     $hs->wait_until(sub { $hs->cli($replica, 'HEXISTS',
@@ -143,6 +160,15 @@ subtest 'a failover: portal-gated and portal-gatectl follow it' => sub {
                     'the replica has the flag');
     my $mark = $gd->mark;
     my $old = $hs->kill_master;
+
+    # while the sentinels still name the master just killed, one that
+    # refuses the password is that sentinel's set-up: the write waits for
+    # the new master as it would without it (it failed at once)
+    (my $url = $hs->url) =~ s{#}{,127.0.0.1:$odd#};
+    my $r = $hs->ctl_url($url, 'create', 'in_failover');
+    exits($r, 0, 'a write in the failover, one sentinel refusing the '
+          . "password") or diag($r->{err});
+
     my $new = $hs->wait_failover($old);
     ok($gd->wait_log(qr/redis: followed \+switch-master from sentinel /
                      . qr/127\.0\.0\.1:$sp[0]: master mymaster moved from /

@@ -20,6 +20,8 @@ package PortalGate::Sentinel;
 #   $hs->revive($old);        # the killed one again, a replica now
 #   $hs->stop_sentinel($i);   # the URL's sentinel $i (0..2) alone
 #   $hs->stop_sentinels;
+#   $hs->stray_sentinel('pw2');  # one more, outside the set, with another
+#                                # password: its port
 #   $hs->connections_received($port); # INFO stats' count, this one's too
 #   $hs->tcp_peers($pid);     # the ports process $pid is connected to
 #
@@ -238,6 +240,28 @@ sub revive {
 sub stop_sentinel {
     my ($self, $i) = @_;
     $self->_kill("sentinel$i", 'TERM');
+}
+
+# A sentinel outside the set, requirepass $pass: it monitors the master by
+# its name but is not given its password, so it can neither watch it nor
+# meet the others (they meet through the master), and names the master it
+# was started with whatever happens; a client without $pass gets NOAUTH,
+# then WRONGPASS. Returns its port; stopped with the rest.
+sub stray_sentinel {
+    my ($self, $pass) = @_;
+    my $port = _free_port();
+    my $dir = $self->_sub("stray$port");
+    my $conf = "$dir/sentinel.conf";
+    open my $f, '>', $conf or die "$conf: $!";
+    print $f "port $port\nbind 127.0.0.1\ndir $dir\n",
+             "sentinel monitor $self->{name} 127.0.0.1 $self->{mport} 2\n",
+             "requirepass $pass\n";
+    close $f;
+    my @cmd = _sentinel_cmd();
+    $self->_spawn("stray$port", @cmd, $conf,
+                  $cmd[0] eq 'redis-server' ? ('--sentinel') : ());
+    $self->_up($port);
+    return $port;
 }
 
 sub stop_sentinels {
