@@ -922,8 +922,10 @@ ngx_http_portal_gate_health_handler(ngx_http_request_t *r)
         code = NGX_HTTP_SERVICE_UNAVAILABLE;
 
     } else if (plcf->health_stale
-               && ago >= (uint64_t) plcf->health_stale * 1000)
+               && ago > (uint64_t) plcf->health_stale * 1000)
     {
+        /* more than: both times are cut to the ms, so "ago" may say 1000
+         * up to 1 ms before a whole second has passed */
         status = "stale";
         code = NGX_HTTP_SERVICE_UNAVAILABLE;
 
@@ -1003,6 +1005,13 @@ ngx_http_portal_gate_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (stale == (time_t) NGX_ERROR || stale == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid stale value \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    /* counted in ms: larger would wrap (ngx_parse_time() takes 2^63 s) */
+    if ((uint64_t) stale > NGX_MAX_INT_T_VALUE / 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "stale value \"%V\" is too large", &s);
         return NGX_CONF_ERROR;
     }
 

@@ -175,7 +175,8 @@ sub tick_answered {
     my ($ng) = @_;
     my $gets = sub {
         open my $fh, '<', $ng->dir . '/access.log' or return 0;
-        return scalar grep { m{"GET /[\w-]+/status(?:\?\S*)? HTTP} } <$fh>;
+        # the daemon's (in_step=), not the test's own GET status
+        return scalar grep { m{"GET /[\w-]+/status\?in_step=\d+ HTTP} } <$fh>;
     };
     my $want = $gets->() + 1;
     ok(wait_until(sub { $gets->() >= $want }),

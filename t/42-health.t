@@ -189,6 +189,8 @@ subtest 'nginx -t refuses bad parameters' => sub {
     my @cases = (
         ['portal_gate_health stale=abc;', qr/invalid stale value "abc"/],
         ['portal_gate_health stale=0;', qr/invalid stale value "0"/],
+        ['portal_gate_health stale=18446744073709552s;',
+         qr/stale value "18446744073709552s" is too large/],
         ['portal_gate_health fresh=1s;', qr/invalid parameter "fresh=1s"/],
         ['portal_gate_health stale=1s 2;', qr/invalid number of arguments/],
         ['portal_gate_metrics on;', qr/invalid number of arguments/],
