@@ -244,15 +244,61 @@ int
 pg_cert_write_file_owned(const char *path, const char *data, size_t len,
     int mode, uid_t uid, gid_t gid, pg_error_t *err)
 {
-    int          fd, dfd, saved;
-    char         tmp[4096], dir[4096];
-    char        *slash;
+    int     dfd, saved;
+    char    tmp[4096], dir[4096];
+    char   *slash;
+
+    if (pg_cert_file_stage(path, data, len, mode, uid, gid, tmp, sizeof(tmp),
+                           err)
+        != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    if (rename(tmp, path) == -1) {
+        saved = errno;
+        unlink(tmp);
+        snprintf(err->text, sizeof(err->text), "cannot write %.*s: %s",
+                 PG_CERT_SHOWN, path, strerror(saved));
+        return PG_ERR;
+    }
+
+    /* the rename itself survives a crash once the folder is synced */
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+
+    } else if (slash == dir) {
+        dir[1] = '\0';
+
+    } else {
+        *slash = '\0';
+    }
+
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (dfd != -1) {
+        (void) fsync(dfd);
+        close(dfd);
+    }
+
+    return PG_OK;
+}
+
+
+int
+pg_cert_file_stage(const char *path, const char *data, size_t len, int mode,
+    uid_t uid, gid_t gid, char *tmp, size_t tmp_size, pg_error_t *err)
+{
+    int          fd, saved;
     size_t       done;
     ssize_t      n;
     struct stat  st;
 
-    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp.XXXXXX", path)
-        >= sizeof(tmp))
+    if ((size_t) snprintf(tmp, tmp_size, "%s.tmp.XXXXXX", path)
+        >= tmp_size)
     {
         snprintf(err->text, sizeof(err->text), "cannot write %.*s: the path "
                  "is too long", PG_CERT_SHOWN, path);
@@ -316,33 +362,6 @@ pg_cert_write_file_owned(const char *path, const char *data, size_t len,
     if (close(fd) == -1) {
         fd = -1;
         goto failed;
-    }
-
-    fd = -1;
-
-    if (rename(tmp, path) == -1) {
-        goto failed;
-    }
-
-    /* the rename itself survives a crash once the folder is synced */
-    snprintf(dir, sizeof(dir), "%s", path);
-    slash = strrchr(dir, '/');
-
-    if (slash == NULL) {
-        snprintf(dir, sizeof(dir), ".");
-
-    } else if (slash == dir) {
-        dir[1] = '\0';
-
-    } else {
-        *slash = '\0';
-    }
-
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-    if (dfd != -1) {
-        (void) fsync(dfd);
-        close(dfd);
     }
 
     return PG_OK;

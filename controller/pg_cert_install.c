@@ -82,8 +82,11 @@ static int pg_cert_file_write(const char *path, const pg_cert_file_t *f,
 static void pg_cert_file_free(pg_cert_file_t *f);
 static void pg_cert_old_init(pg_cert_old_t *old, const char *path, int key);
 static int pg_cert_keep(pg_cert_old_t *old, pg_error_t *err);
-static int pg_cert_write_new(const pg_cert_old_t *old, const char *data,
-    size_t len, pg_error_t *err);
+static int pg_cert_stage_new(const pg_cert_old_t *old, const char *data,
+    size_t len, char *tmp, size_t tmp_size, pg_error_t *err);
+static int pg_cert_write_pair(const pg_cert_old_t *old_key,
+    const char *key_pem, size_t key_len, const pg_cert_old_t *old_chain,
+    const char *chain_pem, size_t chain_len, pg_error_t *err);
 static int pg_cert_put_back_live(const pg_cert_old_t *old, pg_error_t *err);
 static int pg_cert_put_back_prev(const pg_cert_old_t *old, pg_error_t *err);
 static void pg_cert_old_free(pg_cert_old_t *old);
@@ -411,16 +414,77 @@ pg_cert_keep(pg_cert_old_t *old, pg_error_t *err)
 /* The new bytes at old->path, with the mode and owner of the file they
  * replace; a file new there gets 0600 (a key) or 0644. */
 static int
-pg_cert_write_new(const pg_cert_old_t *old, const char *data, size_t len,
-    pg_error_t *err)
+pg_cert_stage_new(const pg_cert_old_t *old, const char *data, size_t len,
+    char *tmp, size_t tmp_size, pg_error_t *err)
 {
     if (old->cur.exists) {
-        return pg_cert_write_file_owned(old->path, data, len, old->cur.mode,
-                                        old->cur.uid, old->cur.gid, err);
+        return pg_cert_file_stage(old->path, data, len, old->cur.mode,
+                                  old->cur.uid, old->cur.gid, tmp, tmp_size,
+                                  err);
     }
 
-    return pg_cert_write_file(old->path, data, len, old->key ? 0600 : 0644,
-                              err);
+    return pg_cert_file_stage(old->path, data, len, old->key ? 0600 : 0644,
+                              (uid_t) -1, (gid_t) -1, tmp, tmp_size, err);
+}
+
+
+/*
+ * The new pair in place: both files staged first (written, fsynced), then
+ * renamed back to back, the key first, then the folders synced. Between
+ * the two renames a new key stands beside the old chain, for the time of
+ * one rename(): an nginx that starts then refuses the pair, so that
+ * moment is kept as short as it can be. On failure nothing is left
+ * staged; a key renamed already is the caller's to roll back.
+ */
+static int
+pg_cert_write_pair(const pg_cert_old_t *old_key, const char *key_pem,
+    size_t key_len, const pg_cert_old_t *old_chain, const char *chain_pem,
+    size_t chain_len, pg_error_t *err)
+{
+    int          saved;
+    char         ktmp[PG_CERT_PATH_MAX + 16], ctmp[PG_CERT_PATH_MAX + 16];
+    const char  *failed;
+
+    if (pg_cert_stage_new(old_key, key_pem, key_len, ktmp, sizeof(ktmp),
+                          err)
+        != PG_OK)
+    {
+        return PG_ERR;
+    }
+
+    if (pg_cert_stage_new(old_chain, chain_pem, chain_len, ctmp,
+                          sizeof(ctmp), err)
+        != PG_OK)
+    {
+        (void) unlink(ktmp);
+        return PG_ERR;
+    }
+
+    failed = NULL;
+
+    if (rename(ktmp, old_key->path) == -1) {
+        saved = errno;
+        failed = old_key->path;
+        (void) unlink(ktmp);
+        (void) unlink(ctmp);
+
+    } else if (rename(ctmp, old_chain->path) == -1) {
+        saved = errno;
+        failed = old_chain->path;
+        (void) unlink(ctmp);
+    }
+
+    if (failed != NULL) {
+        pg_cert_msg(err, "cannot write %.*s: %s", PG_CERT_SHOWN, failed,
+                    strerror(saved));
+        return PG_ERR;
+    }
+
+    /* the renames survive a crash once the folders are synced */
+    pg_cert_dir_sync(old_key->path);
+    pg_cert_dir_sync(old_chain->path);
+
+    return PG_OK;
 }
 
 
@@ -669,10 +733,11 @@ pg_cert_install(const char *fullchain, const char *privkey,
 
     /* 4. the key first: for the instant between the two renames, a new key
      * beside the old chain is no worse than the reverse (and the marker
-     * covers a crash there), and nginx reads neither until step 6 */
-    if (pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
-        || pg_cert_write_new(&old_chain, chain_pem, chain_len, &why)
-           != PG_OK)
+     * covers a crash there); a running nginx reads neither until step 6,
+     * one that starts then refuses the pair (pg_cert_write_pair()) */
+    if (pg_cert_write_pair(&old_key, key_pem, key_len, &old_chain,
+                           chain_pem, chain_len, &why)
+        != PG_OK)
     {
         if (pg_cert_rollback(&old_key, &old_chain, marker, &why2) != PG_OK) {
             pg_cert_msg(err, "new pair not installed: %.100s; and the "
@@ -803,9 +868,8 @@ pg_cert_placeholder(const char *fullchain, const char *privkey,
         || pg_cert_keep(&old_key, &why) != PG_OK
         || pg_cert_keep(&old_chain, &why) != PG_OK
         || pg_cert_marker_write(marker, &old_key, &old_chain, &why) != PG_OK
-        || pg_cert_write_new(&old_key, key_pem, key_len, &why) != PG_OK
-        || pg_cert_write_new(&old_chain, chain_pem, chain_len, &why)
-           != PG_OK
+        || pg_cert_write_pair(&old_key, key_pem, key_len, &old_chain,
+                              chain_pem, chain_len, &why) != PG_OK
         || pg_cert_marker_remove(marker, &why) != PG_OK)
     {
         pg_cert_msg(err, "no placeholder for %.*s: %s", PG_CERT_SHOWN,

@@ -29,6 +29,20 @@
 void pg_cert_msg(pg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * The first half of pg_cert_write_file_owned(): data written to a temp
+ * file beside path (mode, owner as there), fsynced and closed; its name in
+ * tmp. The caller renames it over path (then syncs the folder), or
+ * unlinks it. An install stages both files of a pair first and renames
+ * them back to back: nginx starting between the two renames would read a
+ * new key beside the old chain and refuse to start ("key values
+ * mismatch"), and the write and fsync of the second file made that
+ * moment milliseconds long.
+ */
+int pg_cert_file_stage(const char *path, const char *data, size_t len,
+    int mode, uid_t uid, gid_t gid, char *tmp, size_t tmp_size,
+    pg_error_t *err);
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (month 1..12), for
  * any year: timegm() is not in C99, and the years of RFC 9773's example
  * certificate (year 1) are beyond some of its implementations. */
