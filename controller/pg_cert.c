@@ -244,9 +244,8 @@ int
 pg_cert_write_file_owned(const char *path, const char *data, size_t len,
     int mode, uid_t uid, gid_t gid, pg_error_t *err)
 {
-    int     dfd, saved;
-    char    tmp[4096], dir[4096];
-    char   *slash;
+    int     saved;
+    char    tmp[4096];
 
     if (pg_cert_file_stage(path, data, len, mode, uid, gid, tmp, sizeof(tmp),
                            err)
@@ -264,6 +263,19 @@ pg_cert_write_file_owned(const char *path, const char *data, size_t len,
     }
 
     /* the rename itself survives a crash once the folder is synced */
+    pg_cert_dir_sync(path);
+
+    return PG_OK;
+}
+
+
+void
+pg_cert_dir_sync(const char *path)
+{
+    int    fd;
+    char   dir[4096];
+    char  *slash;
+
     snprintf(dir, sizeof(dir), "%s", path);
     slash = strrchr(dir, '/');
 
@@ -277,14 +289,12 @@ pg_cert_write_file_owned(const char *path, const char *data, size_t len,
         *slash = '\0';
     }
 
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-    if (dfd != -1) {
-        (void) fsync(dfd);
-        close(dfd);
+    if (fd != -1) {
+        (void) fsync(fd);
+        close(fd);
     }
-
-    return PG_OK;
 }
 
 

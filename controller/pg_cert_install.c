@@ -92,7 +92,6 @@ static int pg_cert_put_back_prev(const pg_cert_old_t *old, pg_error_t *err);
 static void pg_cert_old_free(pg_cert_old_t *old);
 static int pg_cert_path(char *buf, size_t size, const char *file,
     const char *suffix, pg_error_t *err);
-static void pg_cert_dir_sync(const char *path);
 static int pg_cert_marker_write(const char *marker, const pg_cert_old_t *key,
     const pg_cert_old_t *chain, pg_error_t *err);
 static int pg_cert_marker_remove(const char *marker, pg_error_t *err);
@@ -535,37 +534,6 @@ pg_cert_path(char *buf, size_t size, const char *file, const char *suffix,
     }
 
     return PG_OK;
-}
-
-
-/* The folder of path synced: a rename or an unlink in it outlives a
- * crash. */
-static void
-pg_cert_dir_sync(const char *path)
-{
-    int    fd;
-    char   dir[PG_CERT_PATH_MAX];
-    char  *slash;
-
-    snprintf(dir, sizeof(dir), "%s", path);
-    slash = strrchr(dir, '/');
-
-    if (slash == NULL) {
-        snprintf(dir, sizeof(dir), ".");
-
-    } else if (slash == dir) {
-        dir[1] = '\0';
-
-    } else {
-        *slash = '\0';
-    }
-
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-    if (fd != -1) {
-        (void) fsync(fd);
-        close(fd);
-    }
 }
 
 

@@ -43,6 +43,10 @@ int pg_cert_file_stage(const char *path, const char *data, size_t len,
     int mode, uid_t uid, gid_t gid, char *tmp, size_t tmp_size,
     pg_error_t *err);
 
+/* The folder of path synced: a rename or an unlink in it outlives a
+ * crash. */
+void pg_cert_dir_sync(const char *path);
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (month 1..12), for
  * any year: timegm() is not in C99, and the years of RFC 9773's example
  * certificate (year 1) are beyond some of its implementations. */
